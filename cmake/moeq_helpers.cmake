@@ -1,0 +1,43 @@
+# moeq_add_test(NAME SOURCES... [LABELS l...] [NP n] [LIBS ...])
+#   A cmocka test executable linked to the layer libraries it names. With NP, it runs under mpiexec -n NP.
+# moeq_add_tool(NAME) is not needed: there is one executable, `moeq`, built in pipeline/.
+include(CMakeParseArguments)
+
+function(moeq_add_test name)
+    cmake_parse_arguments(T "" "NP;TIMEOUT" "SOURCES;LABELS;LIBS;ARGS" ${ARGN})
+    add_executable(${name} ${T_SOURCES})
+    target_link_libraries(${name} PRIVATE ${T_LIBS} moeq_testutil PkgConfig::CMOCKA)
+    target_compile_definitions(${name} PRIVATE
+        MOEQ_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+        MOEQ_SHARED_DIR="${MOEQ_SHARED_DIR}"
+        MOEQ_BINARY_DIR="${PROJECT_BINARY_DIR}")
+    if(T_NP)
+        add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} ${MOEQ_MPIEXEC_FLAGS} -n ${T_NP}
+                 $<TARGET_FILE:${name}> ${T_ARGS})
+    else()
+        add_test(NAME ${name} COMMAND ${name} ${T_ARGS})
+    endif()
+    if(NOT T_LABELS)
+        set(T_LABELS unit)
+    endif()
+    if(NOT T_TIMEOUT)
+        set(T_TIMEOUT 300)
+    endif()
+    set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+        ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+endfunction()
+
+# moeq_add_script_test(NAME SCRIPT [LABELS ...]): a shell end-to-end test; gets MOEQ (the binary),
+# MOEQ_SOURCE_DIR and MOEQ_SHARED_DIR in its environment.
+function(moeq_add_script_test name script)
+    cmake_parse_arguments(T "" "TIMEOUT" "LABELS" ${ARGN})
+    add_test(NAME ${name} COMMAND bash ${script})
+    if(NOT T_LABELS)
+        set(T_LABELS e2e)
+    endif()
+    if(NOT T_TIMEOUT)
+        set(T_TIMEOUT 600)
+    endif()
+    set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+        ENVIRONMENT "MOEQ=$<TARGET_FILE:moeq>;MOEQ_SOURCE_DIR=${PROJECT_SOURCE_DIR};MOEQ_SHARED_DIR=${MOEQ_SHARED_DIR};MPIEXEC=${MPIEXEC_EXECUTABLE};OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+endfunction()

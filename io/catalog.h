@@ -1,0 +1,121 @@
+// catalog.h: the tensor catalog: every tensor of a checkpoint, classified, with dtype, shape, shard,
+// offset and bytes. Built from real shards (config.json + model.safetensors.index.json + shards, or a
+// single model.safetensors), or from metadata alone (config.json, optional index, optional
+// shard-sizes.tsv): then the tensors are the ones the architecture implies and have no data.
+//
+// Classification is by name (the same function for real and planned tensors), see moeq_tensor_classify.
+#ifndef MOEQ_CATALOG_H
+#define MOEQ_CATALOG_H
+
+#include <stdint.h>
+
+#include "model_config.h"
+#include "safetensors.h"
+
+// Stable values (stored in artifacts).
+typedef enum moeq_tclass {
+    MOEQ_TC_OTHER = 0,
+    MOEQ_TC_EMBEDDING = 1,
+    MOEQ_TC_ATTENTION = 2,
+    MOEQ_TC_ROUTER = 3,
+    MOEQ_TC_SHARED_EXPERT = 4,
+    MOEQ_TC_ROUTED_EXPERT = 5,
+    MOEQ_TC_DENSE_MLP = 6,
+    MOEQ_TC_NORM = 7,
+    MOEQ_TC_LM_HEAD = 8,
+    MOEQ_TC_FP8_SCALE = 9,
+    MOEQ_TC_COUNT
+} moeq_tclass;
+
+typedef enum moeq_proj {
+    MOEQ_PROJ_NONE = 0,
+    MOEQ_PROJ_GATE = 1, // w1 / gate_proj
+    MOEQ_PROJ_UP = 2,   // w3 / up_proj
+    MOEQ_PROJ_DOWN = 3, // w2 / down_proj
+    MOEQ_PROJ_Q = 4,
+    MOEQ_PROJ_K = 5,
+    MOEQ_PROJ_V = 6,
+    MOEQ_PROJ_O = 7,
+    MOEQ_PROJ_Q_A = 8,  // MLA q_a_proj
+    MOEQ_PROJ_Q_B = 9,  // MLA q_b_proj
+    MOEQ_PROJ_KV_A = 10, // MLA kv_a_proj_with_mqa
+    MOEQ_PROJ_KV_B = 11, // MLA kv_b_proj
+    MOEQ_PROJ_COUNT
+} moeq_proj;
+
+// "routed_expert", ... (recipe spelling)
+const char *moeq_tclass_name(moeq_tclass c);
+moeq_tclass moeq_tclass_from_name(const char *s); // MOEQ_TC_COUNT when unknown
+// "gate", "up", "down", "q", ..., "" for NONE
+const char *moeq_proj_name(moeq_proj p);
+
+typedef struct moeq_tensor_class {
+    moeq_tclass cls;
+    int layer;      // -1 when not in a decoder layer
+    int expert;     // routed expert index, -1 otherwise
+    moeq_proj proj;
+    int is_weight;  // a ".weight" (not a bias, not a scale)
+} moeq_tensor_class;
+
+// Classifies a HF tensor name. Never fails: unknown names are MOEQ_TC_OTHER.
+moeq_tensor_class moeq_tensor_classify(const char *name);
+
+typedef struct moeq_tensor_info {
+    char *name;
+    moeq_tensor_class c;
+    moeq_dtype dtype;
+    int ndim;
+    int64_t shape[MOEQ_ST_MAX_DIMS];
+    int64_t numel;
+    uint64_t nbytes;
+    int shard;            // index into catalog shards; -1 when unknown (metadata-only without index)
+    uint64_t offset;      // absolute file offset of the first byte (0 when no data)
+    int scale;            // index of this weight's FP8 weight_scale_inv tensor, -1 when none
+    const moeq_st_tensor *st; // the shard entry; NULL when no data (borrowed, valid until moeq_catalog_close)
+} moeq_tensor_info;
+
+typedef struct moeq_catalog {
+    char *dir;
+    moeq_model_config cfg;
+    char *config_json;    // config.json text, as read (for provenance)
+    int has_data;         // 1 when the shards are present and parsed
+    int n_shards;
+    char **shard_names;   // file names relative to dir
+    uint64_t *shard_sizes; // bytes (from the files, or shard-sizes.tsv in metadata-only mode; 0 when unknown)
+    moeq_st_file **shards; // NULL entries in metadata-only mode
+    int n_tensors;
+    moeq_tensor_info *t;  // sorted by name
+} moeq_catalog;
+
+// Opens a checkpoint directory. With real shards, everything in the index must exist and agree (a tensor
+// listed in the index but missing from its shard, or present in two shards, is MOEQ_ERR_FORMAT; tensors the
+// architecture needs but the checkpoint lacks are MOEQ_ERR_NOT_FOUND naming the first few).
+// Returns a new catalog; caller frees with moeq_catalog_close.
+moeq_status moeq_catalog_open(const char *dir, moeq_catalog **out);
+void moeq_catalog_close(moeq_catalog **c);
+
+// Index of a tensor by name, -1 when absent.
+int moeq_catalog_find(const moeq_catalog *c, const char *name);
+
+// Reads rows [r0, r0 + nr) of tensor `idx` (viewed as (shape[0], numel/shape[0])) decoded to fp32,
+// applying the FP8 block scale when the tensor has one. MOEQ_ERR_UNSUPPORTED without data.
+moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r0, int64_t nr, float *out);
+// Whole tensor (numel floats).
+moeq_status moeq_catalog_read_f32(const moeq_catalog *c, int idx, float *out);
+
+// ---- the tensors an architecture implies (used by synth, metadata-only catalogs and completeness checks) ----
+typedef struct moeq_expected_tensor {
+    char name[160];
+    int ndim;
+    int64_t shape[2];
+    moeq_dtype dtype; // cfg->weight_dtype for quantizable linears; BF16 (or the torch dtype) for the rest;
+                      // F32 for FP8 scales
+} moeq_expected_tensor;
+
+typedef int (*moeq_expected_cb)(const moeq_expected_tensor *t, void *user); // non-zero stops the walk
+
+// Calls cb for every tensor the configuration implies, in a fixed order (embedding, layers in order,
+// final norm, lm_head). With FP8 weights, each FP8 linear is followed by its "<name>_scale_inv".
+moeq_status moeq_arch_expected_tensors(const moeq_model_config *cfg, moeq_expected_cb cb, void *user);
+
+#endif

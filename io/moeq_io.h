@@ -1,0 +1,13 @@
+// moeq_io.h: the public header of the io layer (bytes on disk and on the terminal).
+#ifndef MOEQ_IO_H
+#define MOEQ_IO_H
+
+#include "moeq_kernels.h" // defines: moeq_status, moeq_dtype and the decoders
+#include "log.h"          // defines: MOEQ_LOG, MOEQ_INFO0, moeq_log_init
+#include "alloc.h"        // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free, allocation fault seam
+#include "sysio.h"        // defines: moeq_open_read, moeq_pread_full, moeq_read_file, pread/pwrite fault seams
+#include "safetensors.h"  // defines: moeq_st_file, moeq_st_open, moeq_st_find, moeq_st_read_raw
+#include "model_config.h" // defines: moeq_model_config, moeq_config_load, moeq_arch
+#include "catalog.h"      // defines: moeq_catalog, moeq_tensor_info, moeq_tensor_classify, moeq_arch_expected_tensors
+
+#endif

@@ -1,0 +1,29 @@
+// sysio.h: file I/O with bounded retries (EINTR, short reads) and a fault-injection seam.
+// Every failure records "path: what: strerror" in the thread's error detail and returns a moeq_status.
+#ifndef MOEQ_SYSIO_H
+#define MOEQ_SYSIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moeq_status.h"
+
+// Opens `path` read-only; *fd >= 0 on success.
+moeq_status moeq_open_read(const char *path, int *fd);
+// Size of an open file in bytes.
+moeq_status moeq_file_size(int fd, const char *path, uint64_t *size);
+// Reads exactly n bytes at offset off (loops over short reads; EOF before n bytes is MOEQ_ERR_FORMAT:
+// the file is shorter than its header says).
+moeq_status moeq_pread_full(int fd, void *buf, size_t n, uint64_t off, const char *path);
+// Writes exactly n bytes at offset off.
+moeq_status moeq_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, const char *path);
+// Reads a whole (small) file into a new NUL-terminated buffer, at most max_bytes; caller frees.
+moeq_status moeq_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
+// Writes a whole file (create/truncate) and fsyncs it.
+moeq_status moeq_write_file(const char *path, const void *data, size_t len);
+
+// Fault injection: the n-th pread (n-th pwrite) from now fails with errno `err` (EIO, ENOSPC...), k times.
+void moeq_sysio_fail_pread_after(long n, long k, int err);
+void moeq_sysio_fail_pwrite_after(long n, long k, int err);
+
+#endif

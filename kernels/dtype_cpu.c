@@ -1,0 +1,95 @@
+// dtype_cpu.c: dtype traits and the CPU reference decoders (BF16/F16/F32/F8 -> fp32, block-FP8).
+// Deterministic and exact: every supported source value has an exact fp32 image, so the decoded
+// weights are the same whatever the backend or thread count. Not here: encoders (inline in dtype.h).
+#include "dtype.h"
+
+#include <math.h>
+#include <string.h>
+
+const moeq_dtype_traits moeq_dtypes[MOEQ_DTYPE_COUNT] = {
+    [MOEQ_DTYPE_INVALID] = {"invalid", 0, 0},
+    [MOEQ_DTYPE_F32] = {"F32", 4, 1},
+    [MOEQ_DTYPE_F16] = {"F16", 2, 1},
+    [MOEQ_DTYPE_BF16] = {"BF16", 2, 1},
+    [MOEQ_DTYPE_F8_E4M3] = {"F8_E4M3", 1, 1},
+    [MOEQ_DTYPE_F8_E5M2] = {"F8_E5M2", 1, 1},
+    [MOEQ_DTYPE_F64] = {"F64", 8, 0},
+    [MOEQ_DTYPE_I64] = {"I64", 8, 0},
+    [MOEQ_DTYPE_I32] = {"I32", 4, 0},
+    [MOEQ_DTYPE_I16] = {"I16", 2, 0},
+    [MOEQ_DTYPE_I8] = {"I8", 1, 0},
+    [MOEQ_DTYPE_U8] = {"U8", 1, 0},
+    [MOEQ_DTYPE_BOOL] = {"BOOL", 1, 0},
+};
+
+moeq_dtype moeq_dtype_from_name(const char *name) {
+    if (!name) return MOEQ_DTYPE_INVALID;
+    for (int t = 1; t < MOEQ_DTYPE_COUNT; t++)
+        if (strcmp(name, moeq_dtypes[t].name) == 0) return (moeq_dtype)t;
+    return MOEQ_DTYPE_INVALID;
+}
+
+const char *moeq_dtype_name(moeq_dtype t) {
+    if ((int)t <= 0 || t >= MOEQ_DTYPE_COUNT) return "invalid";
+    return moeq_dtypes[t].name;
+}
+
+size_t moeq_dtype_size(moeq_dtype t) {
+    if ((int)t <= 0 || t >= MOEQ_DTYPE_COUNT) return 0;
+    return moeq_dtypes[t].size;
+}
+
+moeq_status moeq_decode_cpu(moeq_dtype t, const void *src, float *dst, int64_t n) {
+    if (n < 0 || (n > 0 && (!src || !dst))) return MOEQ_FAIL(MOEQ_ERR_ARG, "decode: n=%lld", (long long)n);
+    switch (t) {
+    case MOEQ_DTYPE_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        return MOEQ_OK;
+    case MOEQ_DTYPE_BF16: {
+        const uint16_t *s = (const uint16_t *)src;
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+        for (int64_t i = 0; i < n; i++) dst[i] = moeq_bf16_to_f32(s[i]);
+        return MOEQ_OK;
+    }
+    case MOEQ_DTYPE_F16: {
+        const uint16_t *s = (const uint16_t *)src;
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+        for (int64_t i = 0; i < n; i++) dst[i] = moeq_f16_to_f32(s[i]);
+        return MOEQ_OK;
+    }
+    case MOEQ_DTYPE_F8_E4M3: {
+        const uint8_t *s = (const uint8_t *)src;
+        for (int64_t i = 0; i < n; i++) dst[i] = moeq_fp8e4m3_to_f32(s[i]);
+        return MOEQ_OK;
+    }
+    case MOEQ_DTYPE_F8_E5M2: {
+        const uint8_t *s = (const uint8_t *)src;
+        for (int64_t i = 0; i < n; i++) dst[i] = moeq_fp8e5m2_to_f32(s[i]);
+        return MOEQ_OK;
+    }
+    default:
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "dtype %s cannot be decoded to fp32\n---> HINT: moeq reads "
+                         "F32, F16, BF16, F8_E4M3 and F8_E5M2 weights", moeq_dtype_name(t));
+    }
+}
+
+moeq_status moeq_fp8_block_dequant_rows_cpu(const uint8_t *q, const float *scale_inv, int64_t R, int64_t C,
+                                            int64_t B, int64_t r0, int64_t nr, float *out) {
+    if (R <= 0 || C <= 0 || B <= 0 || r0 < 0 || nr < 0 || r0 + nr > R)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "fp8 block dequant: R=%lld C=%lld B=%lld rows [%lld, %lld)", (long long)R,
+                         (long long)C, (long long)B, (long long)r0, (long long)(r0 + nr));
+    const int64_t nbc = (C + B - 1) / B;
+#pragma omp parallel for schedule(static) if (nr * C > (1 << 20))
+    for (int64_t i = 0; i < nr; i++) {
+        const float *srow = scale_inv + ((r0 + i) / B) * nbc;
+        const uint8_t *qrow = q + i * C;
+        float *orow = out + i * C;
+        for (int64_t j = 0; j < C; j++) orow[j] = moeq_fp8e4m3_to_f32(qrow[j]) * srow[j / B];
+    }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_fp8_block_dequant_cpu(const uint8_t *q, const float *scale_inv, int64_t R, int64_t C, int64_t B,
+                                       float *out) {
+    return moeq_fp8_block_dequant_rows_cpu(q, scale_inv, R, C, B, 0, R, out);
+}

@@ -1,0 +1,25 @@
+// moeq_kernels.h: the public header of the kernels layer (numerics only: no MPI, no HDF5, no logging).
+// Every entry point returns a moeq_status; the CPU functions (*_cpu) are the reference that defines
+// the semantics; the CUDA functions (*_cuda) must match them and exist when MOEQ_WITH_CUDA is defined.
+#ifndef MOEQ_KERNELS_H
+#define MOEQ_KERNELS_H
+
+#include "moeq_status.h" // defines: moeq_status, MOEQ_FAIL, MOEQ_TRY, moeq_error_detail
+#include "dtype.h"       // defines: moeq_dtype, moeq_dtypes traits, fp16/bf16/fp8 converters, decoders
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- CUDA port (kernels/*_cuda.cu); declared always, defined only in CUDA builds ----
+// Number of visible CUDA devices (0 when none, or when built without CUDA).
+int moeq_cuda_device_count(void);
+// Device-pointer versions of the decoders; `stream` is a cudaStream_t (NULL = default stream).
+moeq_status moeq_decode_cuda(moeq_dtype t, const void *d_src, float *d_dst, int64_t n, void *stream);
+moeq_status moeq_fp8_block_dequant_rows_cuda(const uint8_t *d_q, const float *d_scale_inv, int64_t R, int64_t C,
+                                             int64_t B, int64_t r0, int64_t nr, float *d_out, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,112 @@
+// cli.c: the shared option parser and exit-code mapping (see cli.h).
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int moeq_exit_code(moeq_status st) {
+    switch (st) {
+    case MOEQ_OK: return MOEQ_EXIT_OK;
+    case MOEQ_ERR_ARG: return MOEQ_EXIT_USAGE;
+    case MOEQ_ERR_FORMAT:
+    case MOEQ_ERR_NOT_FOUND:
+    case MOEQ_ERR_UNSUPPORTED:
+    case MOEQ_ERR_MISMATCH: return MOEQ_EXIT_INPUT;
+    case MOEQ_ERR_IO: return MOEQ_EXIT_IO;
+    case MOEQ_ERR_NOMEM: return MOEQ_EXIT_NOMEM;
+    case MOEQ_ERR_EXISTS: return MOEQ_EXIT_EXISTS;
+    case MOEQ_ERR_INTERRUPTED: return MOEQ_EXIT_REQUEUE;
+    default: return MOEQ_EXIT_FAILURE;
+    }
+}
+
+int moeq_cli_fail(const char *cmd, moeq_status st) {
+    const char *d = moeq_error_detail();
+    fprintf(stderr, "moeq %s: error: %s%s%s\n", cmd, moeq_status_str(st), d[0] ? ": " : "", d);
+    return moeq_exit_code(st);
+}
+
+static void print_usage(const moeq_command *cmd, FILE *f) {
+    fprintf(f, "usage: %s\n", cmd->usage);
+    fprintf(f, "\nCommon options:\n"
+               "  -h, --help       show this help and exit\n"
+               "  -v, --verbose    more log output (debug level)\n"
+               "  -q, --quiet      only errors on stderr\n");
+}
+
+int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
+                   const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common) {
+    enum { N_COMMON = 3, MAX_OPTS = 64 };
+    static const struct option common_opts[N_COMMON] = {
+        {"help", no_argument, NULL, 'h'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+    };
+    struct option all[MAX_OPTS + N_COMMON + 1];
+    int n = 0;
+    for (int i = 0; longopts && longopts[i].name && n < MAX_OPTS; i++) all[n++] = longopts[i];
+    for (int i = 0; i < N_COMMON; i++) all[n++] = common_opts[i];
+    memset(&all[n], 0, sizeof all[n]);
+    char shorts[128];
+    snprintf(shorts, sizeof shorts, "+hvq%s", shortopts ? shortopts : "");
+    moeq_cli_common dummy = {0};
+    if (!common) common = &dummy;
+    optind = 1;
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, shorts, all, NULL)) != -1) {
+        switch (opt) {
+        case 'h':
+            print_usage(cmd, stdout);
+            return 1;
+        case 'v':
+            common->verbose = 1;
+            moeq_log_init(moeq_log_rank(), MOEQ_LOG_DBG);
+            break;
+        case 'q':
+            common->quiet = 1;
+            moeq_log_init(moeq_log_rank(), MOEQ_LOG_ERR);
+            break;
+        case '?':
+        case ':':
+            if (optopt)
+                fprintf(stderr, "moeq %s: option -%c %s\n", cmd->name, optopt,
+                        opt == ':' ? "needs a value" : "is not known");
+            else
+                fprintf(stderr, "moeq %s: option %s is not known or needs a value\n", cmd->name, argv[optind - 1]);
+            fprintf(stderr, "---> HINT: moeq %s --help lists the options\n", cmd->name);
+            return 2;
+        default:
+            if (!fn || fn(opt, optarg, ctx) != 0) {
+                fprintf(stderr, "---> HINT: moeq %s --help lists the options\n", cmd->name);
+                return 2;
+            }
+        }
+    }
+    return 0;
+}
+
+int moeq_cli_int(const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(arg ? arg : "", &end, 10);
+    if (!arg || !*arg || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "moeq %s: %s needs an integer in [%ld, %ld], got '%s'\n", cmd, opt, lo, hi, arg ? arg : "");
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
+int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned long long *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(arg ? arg : "", &end, 0);
+    if (!arg || !*arg || *end || errno || arg[0] == '-') {
+        fprintf(stderr, "moeq %s: %s needs a non-negative integer, got '%s'\n", cmd, opt, arg ? arg : "");
+        return 1;
+    }
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,62 @@
+// cli.h: the `moeq` command table, the shared getopt_long parser and the documented exit codes.
+//
+// Each subcommand is one file (pipeline/cmd_<name>.c) defining a moeq_command; pipeline/main.c lists them.
+// moeq_cli_parse handles what every command shares (--help, --verbose, --quiet, unknown options) and
+// hands the command's own options to its callback.
+#ifndef MOEQ_CLI_H
+#define MOEQ_CLI_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "moeq_io.h"
+
+// ---- exit codes (documented in README.md and `moeq --help`) ----
+enum {
+    MOEQ_EXIT_OK = 0,
+    MOEQ_EXIT_FAILURE = 1,   // runtime failure not covered below
+    MOEQ_EXIT_USAGE = 2,     // bad command line
+    MOEQ_EXIT_INPUT = 3,     // bad input: malformed/missing/unsupported checkpoint, config or recipe
+    MOEQ_EXIT_IO = 4,        // I/O error (read, write, fsync, disk full)
+    MOEQ_EXIT_NOMEM = 5,     // out of memory
+    MOEQ_EXIT_THRESHOLD = 6, // evaluation threshold exceeded
+    MOEQ_EXIT_EXISTS = 7,    // output exists (use --force) or resume refused (other plan)
+    MOEQ_EXIT_REQUEUE = 75,  // stopped by a signal with progress durable: resubmit with --resume (EX_TEMPFAIL)
+};
+
+// Maps a status to the exit code above.
+int moeq_exit_code(moeq_status st);
+
+// Prints "moeq <cmd>: error: <status>: <detail>" to stderr and returns moeq_exit_code(st).
+int moeq_cli_fail(const char *cmd, moeq_status st);
+
+typedef struct moeq_command {
+    const char *name;
+    const char *summary;   // one line, for `moeq --help`
+    const char *usage;     // full help text printed by `moeq <name> --help` (after "usage: ")
+    int (*run)(int argc, char **argv); // argv[0] is the command name
+} moeq_command;
+
+// Common flags, set by moeq_cli_parse.
+typedef struct moeq_cli_common {
+    int verbose;
+    int quiet;
+} moeq_cli_common;
+
+// Command-specific option handler: return 0 when handled, non-zero for a usage error (message printed).
+typedef int (*moeq_cli_opt_fn)(int opt, const char *arg, void *ctx);
+
+// Parses argv with getopt_long. `longopts`/`shortopts` are the command's own (may be NULL/""); the common
+// --help/-h, --verbose/-v, --quiet/-q are added. Returns: 0 to continue (optind is the first operand),
+// 1 when --help was printed (exit 0), 2 on a usage error (message + hint printed; exit MOEQ_EXIT_USAGE).
+int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
+                   const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common);
+
+// Strict number parsing for option values; print a usage message and return non-zero on failure.
+int moeq_cli_int(const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out);
+int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned long long *out);
+
+extern const moeq_command moeq_cmd_inspect;
+extern const moeq_command moeq_cmd_synth;
+
+#endif

@@ -1,0 +1,50 @@
+// main.c: `moeq <command> ...`: dispatch to the subcommands listed below. Thin by design: every command
+// is main() + options + calls into the layer libraries, in pipeline/cmd_<name>.c.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const moeq_command *const commands[] = {
+    &moeq_cmd_inspect,
+    &moeq_cmd_synth,
+};
+enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
+
+static void usage(FILE *f) {
+    fprintf(f, "moeq %s: distributed post-training quantizer for Mixture-of-Experts checkpoints\n\n"
+               "usage: moeq <command> [options] [operands]\n\nCommands:\n",
+            MOEQ_VERSION);
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(f, "\n`moeq <command> --help` describes each command.\n\n"
+               "Exit codes:\n"
+               "  0   success\n"
+               "  1   runtime failure\n"
+               "  2   bad command line\n"
+               "  3   bad input (malformed, missing or unsupported checkpoint, config or recipe)\n"
+               "  4   I/O error (read, write, fsync, disk full)\n"
+               "  5   out of memory\n"
+               "  6   evaluation threshold exceeded\n"
+               "  7   output exists (use --force) or resume refused\n"
+               "  75  stopped by a signal with progress saved: run again with --resume\n");
+}
+
+int main(int argc, char **argv) {
+    moeq_log_init(0, MOEQ_LOG_INFO);
+    if (argc < 2) {
+        usage(stderr);
+        return MOEQ_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return MOEQ_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("moeq %s (%s)\n", MOEQ_VERSION, MOEQ_GIT_HASH);
+        return MOEQ_EXIT_OK;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i]->name)) return commands[i]->run(argc - 1, argv + 1);
+    fprintf(stderr, "moeq: '%s' is not a command\n---> HINT: moeq --help lists the commands\n", argv[1]);
+    return MOEQ_EXIT_USAGE;
+}
