@@ -54,7 +54,8 @@ typedef struct moeq_model_config {
     double rms_norm_eps, rope_theta;
     int tie_word_embeddings;
     int max_position_embeddings;
-    moeq_dtype weight_dtype; // torch_dtype (BF16/F16/F32), or F8_E4M3 when quantization_config says fp8
+    moeq_dtype torch_dtype;  // torch_dtype (BF16/F16/F32): embeddings, norms, routers, and linears when not FP8
+    moeq_dtype weight_dtype; // dtype of the quantizable linears: torch_dtype, or F8_E4M3 with quantization_config fp8
     int fp8_block[2];        // weight_block_size, 0 when not FP8
 } moeq_model_config;
 

@@ -1,0 +1,312 @@
+// model_config.c: HF config.json -> moeq_model_config for the supported MoE architectures.
+// Reads the keys HF transformers reads for each model_type (same defaults), validates ranges, and says
+// which key is missing or wrong. Not here: the tensor list an architecture implies (arch.c).
+#include "model_config.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "sysio.h"
+
+static const struct {
+    const char *model_type;
+    const char *architecture;
+    moeq_arch arch;
+} arch_table[] = {
+    {"mixtral", "MixtralForCausalLM", MOEQ_ARCH_MIXTRAL},
+    {"qwen2_moe", "Qwen2MoeForCausalLM", MOEQ_ARCH_QWEN2_MOE},
+    {"qwen3_moe", "Qwen3MoeForCausalLM", MOEQ_ARCH_QWEN3_MOE},
+    {"deepseek_v2", "DeepseekV2ForCausalLM", MOEQ_ARCH_DEEPSEEK_V2},
+    {"deepseek_v3", "DeepseekV3ForCausalLM", MOEQ_ARCH_DEEPSEEK_V3},
+    {"kimi_k2", "DeepseekV3ForCausalLM", MOEQ_ARCH_DEEPSEEK_V3},
+    {"olmoe", "OlmoeForCausalLM", MOEQ_ARCH_OLMOE},
+};
+enum { N_ARCH_ENTRIES = sizeof arch_table / sizeof arch_table[0] };
+
+const char *moeq_arch_name(moeq_arch a) {
+    static const char *names[MOEQ_ARCH_COUNT] = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+                                                 "olmoe"};
+    return ((int)a >= 0 && a < MOEQ_ARCH_COUNT) ? names[a] : "unknown";
+}
+
+const char *moeq_arch_supported(void) {
+    return "mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, kimi_k2, olmoe";
+}
+
+// ---- typed getters: each fails with the key name and the file ----
+typedef struct {
+    const char *path;
+    json_t *root;
+} cfg_ctx;
+
+static moeq_status get_int(const cfg_ctx *c, const char *key, int required, long dflt, long lo, long hi, int *out) {
+    json_t *v = json_object_get(c->root, key);
+    if (!v || json_is_null(v)) {
+        if (required)
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: required key \"%s\" is missing", c->path, key);
+        *out = (int)dflt;
+        return MOEQ_OK;
+    }
+    if (!json_is_integer(v))
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be an integer", c->path, key);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" = %lld is outside [%ld, %ld]", c->path, key, (long long)x, lo, hi);
+    *out = (int)x;
+    return MOEQ_OK;
+}
+
+static moeq_status get_num(const cfg_ctx *c, const char *key, double dflt, double *out) {
+    json_t *v = json_object_get(c->root, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return MOEQ_OK;
+    }
+    if (!json_is_number(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be a number", c->path, key);
+    *out = json_number_value(v);
+    return MOEQ_OK;
+}
+
+static moeq_status get_bool(const cfg_ctx *c, const char *key, int dflt, int *out) {
+    json_t *v = json_object_get(c->root, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return MOEQ_OK;
+    }
+    if (!json_is_boolean(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be true or false", c->path, key);
+    *out = json_is_true(v);
+    return MOEQ_OK;
+}
+
+static moeq_status get_str(const cfg_ctx *c, const char *key, const char *dflt, char *out, size_t cap) {
+    json_t *v = json_object_get(c->root, key);
+    if (!v || json_is_null(v)) {
+        snprintf(out, cap, "%s", dflt);
+        return MOEQ_OK;
+    }
+    if (!json_is_string(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be a string", c->path, key);
+    snprintf(out, cap, "%s", json_string_value(v));
+    return MOEQ_OK;
+}
+
+#define BIG 1000000000L
+
+static moeq_status parse_dtype(const cfg_ctx *c, moeq_model_config *cfg) {
+    char td[32];
+    MOEQ_TRY(get_str(c, "torch_dtype", "bfloat16", td, sizeof td));
+    if (!strcmp(td, "bfloat16")) cfg->weight_dtype = MOEQ_DTYPE_BF16;
+    else if (!strcmp(td, "float16")) cfg->weight_dtype = MOEQ_DTYPE_F16;
+    else if (!strcmp(td, "float32")) cfg->weight_dtype = MOEQ_DTYPE_F32;
+    else
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: torch_dtype \"%s\" is not supported (bfloat16, float16, float32)",
+                         c->path, td);
+    cfg->torch_dtype = cfg->weight_dtype;
+    json_t *qc = json_object_get(c->root, "quantization_config");
+    if (qc && !json_is_null(qc)) {
+        if (!json_is_object(qc))
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"quantization_config\" must be an object", c->path);
+        json_t *m = json_object_get(qc, "quant_method");
+        const char *method = json_is_string(m) ? json_string_value(m) : "?";
+        if (strcmp(method, "fp8") != 0)
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                             "%s: quantization_config.quant_method \"%s\" is not supported as input\n---> HINT: moeq "
+                             "reads unquantized (bf16/fp16/fp32) checkpoints and DeepSeek/Kimi block-FP8 (\"fp8\")",
+                             c->path, method);
+        json_t *fmt = json_object_get(qc, "fmt");
+        if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "e4m3") != 0))
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: quantization_config.fmt must be \"e4m3\"", c->path);
+        json_t *bs = json_object_get(qc, "weight_block_size");
+        if (!json_is_array(bs) || json_array_size(bs) != 2 || !json_is_integer(json_array_get(bs, 0)) ||
+            !json_is_integer(json_array_get(bs, 1)))
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: quantization_config.weight_block_size must be [rows, cols]", c->path);
+        for (int i = 0; i < 2; i++) {
+            json_int_t b = json_integer_value(json_array_get(bs, (size_t)i));
+            if (b < 1 || b > 65536)
+                return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: quantization_config.weight_block_size[%d] = %lld", c->path, i,
+                                 (long long)b);
+            cfg->fp8_block[i] = (int)b;
+        }
+        if (cfg->fp8_block[0] != cfg->fp8_block[1])
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: non-square FP8 blocks [%d, %d] are not supported", c->path,
+                             cfg->fp8_block[0], cfg->fp8_block[1]);
+        cfg->weight_dtype = MOEQ_DTYPE_F8_E4M3;
+    }
+    return MOEQ_OK;
+}
+
+static moeq_status parse_common(const cfg_ctx *c, moeq_model_config *cfg) {
+    MOEQ_TRY(get_int(c, "hidden_size", 1, 0, 1, BIG, &cfg->hidden));
+    MOEQ_TRY(get_int(c, "num_hidden_layers", 1, 0, 1, MOEQ_MAX_LAYERS - 8, &cfg->n_layers));
+    MOEQ_TRY(get_int(c, "vocab_size", 1, 0, 1, BIG, &cfg->vocab));
+    MOEQ_TRY(get_int(c, "num_attention_heads", 1, 0, 1, 65536, &cfg->n_heads));
+    MOEQ_TRY(get_int(c, "num_key_value_heads", 0, cfg->n_heads, 1, 65536, &cfg->n_kv_heads));
+    MOEQ_TRY(get_int(c, "head_dim", 0, cfg->hidden / cfg->n_heads, 1, 65536, &cfg->head_dim));
+    MOEQ_TRY(get_int(c, "max_position_embeddings", 0, 4096, 1, BIG, &cfg->max_position_embeddings));
+    MOEQ_TRY(get_num(c, "rms_norm_eps", 1e-6, &cfg->rms_norm_eps));
+    MOEQ_TRY(get_num(c, "rope_theta", 10000.0, &cfg->rope_theta));
+    MOEQ_TRY(get_bool(c, "tie_word_embeddings", 0, &cfg->tie_word_embeddings));
+    MOEQ_TRY(get_num(c, "routed_scaling_factor", 1.0, &cfg->routed_scaling_factor));
+    MOEQ_TRY(get_str(c, "scoring_func", "softmax", cfg->scoring_func, sizeof cfg->scoring_func));
+    cfg->moe_layer_freq = 1;
+    if (cfg->n_kv_heads > cfg->n_heads || cfg->n_heads % cfg->n_kv_heads)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                         c->path, cfg->n_heads, cfg->n_kv_heads);
+    return parse_dtype(c, cfg);
+}
+
+static moeq_status parse_mlp_only(const cfg_ctx *c, moeq_model_config *cfg) {
+    json_t *v = json_object_get(c->root, "mlp_only_layers");
+    if (!v || json_is_null(v)) return MOEQ_OK;
+    if (!json_is_array(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"mlp_only_layers\" must be a list", c->path);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= cfg->n_layers)
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: mlp_only_layers[%zu] is not a layer index in [0, %d)", c->path, i,
+                             cfg->n_layers);
+        cfg->mlp_only[json_integer_value(e)] = 1;
+    }
+    return MOEQ_OK;
+}
+
+static moeq_status parse_arch(const cfg_ctx *c, moeq_model_config *cfg) {
+    switch (cfg->arch) {
+    case MOEQ_ARCH_MIXTRAL:
+        MOEQ_TRY(get_int(c, "num_local_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
+        MOEQ_TRY(get_int(c, "num_experts_per_tok", 0, 2, 1, 1 << 20, &cfg->top_k));
+        MOEQ_TRY(get_int(c, "intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
+        cfg->norm_topk_prob = 1; // Mixtral renormalises the top-k weights
+        break;
+    case MOEQ_ARCH_QWEN2_MOE:
+    case MOEQ_ARCH_QWEN3_MOE:
+        MOEQ_TRY(get_int(c, "num_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
+        MOEQ_TRY(get_int(c, "num_experts_per_tok", 0, 4, 1, 1 << 20, &cfg->top_k));
+        MOEQ_TRY(get_int(c, "moe_intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
+        MOEQ_TRY(get_int(c, "intermediate_size", 0, 0, 0, BIG, &cfg->dense_intermediate));
+        MOEQ_TRY(get_int(c, "decoder_sparse_step", 0, 1, 1, MOEQ_MAX_LAYERS, &cfg->moe_layer_freq));
+        MOEQ_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
+        MOEQ_TRY(parse_mlp_only(c, cfg));
+        if (cfg->arch == MOEQ_ARCH_QWEN2_MOE) {
+            MOEQ_TRY(get_int(c, "shared_expert_intermediate_size", 0, 0, 0, BIG, &cfg->shared_intermediate));
+            cfg->n_shared_experts = cfg->shared_intermediate > 0;
+            cfg->attention_bias = 1; // Qwen2 q/k/v projections carry biases
+        } else {
+            MOEQ_TRY(get_bool(c, "attention_bias", 0, &cfg->attention_bias));
+            cfg->qk_norm = 1;
+        }
+        break;
+    case MOEQ_ARCH_DEEPSEEK_V2:
+    case MOEQ_ARCH_DEEPSEEK_V3:
+        MOEQ_TRY(get_int(c, "n_routed_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
+        MOEQ_TRY(get_int(c, "n_shared_experts", 0, 0, 0, 1024, &cfg->n_shared_experts));
+        MOEQ_TRY(get_int(c, "num_experts_per_tok", 1, 0, 1, 1 << 20, &cfg->top_k));
+        MOEQ_TRY(get_int(c, "moe_intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
+        MOEQ_TRY(get_int(c, "intermediate_size", 1, 0, 1, BIG, &cfg->dense_intermediate));
+        MOEQ_TRY(get_int(c, "first_k_dense_replace", 0, 0, 0, MOEQ_MAX_LAYERS, &cfg->first_k_dense));
+        MOEQ_TRY(get_int(c, "moe_layer_freq", 0, 1, 1, MOEQ_MAX_LAYERS, &cfg->moe_layer_freq));
+        MOEQ_TRY(get_int(c, "q_lora_rank", 0, 0, 0, BIG, &cfg->q_lora_rank));
+        MOEQ_TRY(get_int(c, "kv_lora_rank", 1, 0, 1, BIG, &cfg->kv_lora_rank));
+        MOEQ_TRY(get_int(c, "qk_nope_head_dim", 1, 0, 1, 65536, &cfg->qk_nope_head_dim));
+        MOEQ_TRY(get_int(c, "qk_rope_head_dim", 1, 0, 1, 65536, &cfg->qk_rope_head_dim));
+        MOEQ_TRY(get_int(c, "v_head_dim", 1, 0, 1, 65536, &cfg->v_head_dim));
+        MOEQ_TRY(get_int(c, "num_nextn_predict_layers", 0, 0, 0, 8, &cfg->n_mtp_layers));
+        MOEQ_TRY(get_int(c, "n_group", 0, 1, 1, 1 << 20, &cfg->n_group));
+        MOEQ_TRY(get_int(c, "topk_group", 0, 1, 1, 1 << 20, &cfg->topk_group));
+        MOEQ_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
+        cfg->shared_intermediate = cfg->n_shared_experts * cfg->moe_intermediate;
+        cfg->head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
+        {
+            char tm[32];
+            MOEQ_TRY(get_str(c, "topk_method", "greedy", tm, sizeof tm));
+            cfg->has_router_bias = strcmp(tm, "noaux_tc") == 0;
+        }
+        break;
+    case MOEQ_ARCH_OLMOE:
+        MOEQ_TRY(get_int(c, "num_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
+        MOEQ_TRY(get_int(c, "num_experts_per_tok", 0, 8, 1, 1 << 20, &cfg->top_k));
+        MOEQ_TRY(get_int(c, "intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
+        MOEQ_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
+        cfg->qk_norm = 1;
+        break;
+    default:
+        break;
+    }
+    if (cfg->top_k > cfg->n_experts)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds the %d routed experts", c->path,
+                         cfg->top_k, cfg->n_experts);
+    if (cfg->weight_dtype == MOEQ_DTYPE_F8_E4M3 && cfg->arch != MOEQ_ARCH_DEEPSEEK_V3)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: block-FP8 weights are supported for DeepSeek-V3/Kimi-K2 layouts only",
+                         c->path);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_config_parse(const char *path, const char *text, moeq_model_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    json_error_t jerr;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text, jerr.line,
+                         jerr.column);
+    cfg_ctx c = {path, root};
+    moeq_status st = MOEQ_OK;
+    if (!json_is_object(root)) {
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a JSON object", path);
+        goto done;
+    }
+    st = get_str(&c, "model_type", "", cfg->model_type, sizeof cfg->model_type);
+    if (st != MOEQ_OK) goto done;
+    json_t *archs = json_object_get(root, "architectures");
+    if (json_is_array(archs) && json_is_string(json_array_get(archs, 0)))
+        snprintf(cfg->architecture, sizeof cfg->architecture, "%s", json_string_value(json_array_get(archs, 0)));
+    int found = 0;
+    for (int i = 0; i < N_ARCH_ENTRIES && !found; i++)
+        if (!strcmp(cfg->model_type, arch_table[i].model_type)) {
+            cfg->arch = arch_table[i].arch;
+            found = 1;
+        }
+    for (int i = 0; i < N_ARCH_ENTRIES && !found && !cfg->model_type[0]; i++)
+        if (!strcmp(cfg->architecture, arch_table[i].architecture)) {
+            cfg->arch = arch_table[i].arch;
+            found = 1;
+        }
+    if (!found) {
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                       "%s: model_type \"%s\" (architectures[0] \"%s\") is not a supported MoE architecture\n---> "
+                       "HINT: supported model_type values: %s",
+                       path, cfg->model_type, cfg->architecture, moeq_arch_supported());
+        goto done;
+    }
+    if (!cfg->model_type[0]) snprintf(cfg->model_type, sizeof cfg->model_type, "%s", moeq_arch_name(cfg->arch));
+    st = parse_common(&c, cfg);
+    if (st == MOEQ_OK) st = parse_arch(&c, cfg);
+done:
+    json_decref(root);
+    return st;
+}
+
+moeq_status moeq_config_load(const char *path, moeq_model_config *cfg) {
+    char *text = NULL;
+    MOEQ_TRY(moeq_read_file(path, 4u << 20, &text, NULL));
+    moeq_status st = moeq_config_parse(path, text, cfg);
+    moeq_free(&text);
+    return st;
+}
+
+int moeq_config_n_layers_total(const moeq_model_config *cfg) {
+    return cfg->n_layers + cfg->n_mtp_layers;
+}
+
+int moeq_config_layer_is_moe(const moeq_model_config *cfg, int layer) {
+    if (layer < 0 || layer >= moeq_config_n_layers_total(cfg)) return 0;
+    switch (cfg->arch) {
+    case MOEQ_ARCH_QWEN2_MOE:
+    case MOEQ_ARCH_QWEN3_MOE:
+        return !(layer < MOEQ_MAX_LAYERS && cfg->mlp_only[layer]) && (layer + 1) % cfg->moe_layer_freq == 0;
+    case MOEQ_ARCH_DEEPSEEK_V2:
+    case MOEQ_ARCH_DEEPSEEK_V3:
+        return layer >= cfg->first_k_dense && layer % cfg->moe_layer_freq == 0;
+    default:
+        return 1;
+    }
+}
