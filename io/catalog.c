@@ -254,11 +254,12 @@ static moeq_status load_index(moeq_catalog *c, const char *path, json_t **map_ou
     json_t *v;
     json_object_foreach(map, k, v) {
         if (!json_is_string(v) || !safe_file_name(json_string_value(v))) {
-            json_decref(root);
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                             "%s: weight_map[\"%s\"] is not a plain shard file name\n---> HINT: shard names may not "
-                             "contain '/' or start with '.'",
-                             path, k);
+            moeq_status st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                                       "%s: weight_map[\"%s\"] is not a plain shard file name\n---> HINT: shard names "
+                                       "may not contain '/' or start with '.'",
+                                       path, k);
+            json_decref(root); // k points into root
+            return st;
         }
         int si;
         moeq_status st = add_shard(c, json_string_value(v), &si);

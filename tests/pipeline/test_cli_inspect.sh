@@ -24,7 +24,8 @@ assert j["classes"]["routed_expert"]["parameters"] == 4718592
 assert j["has_data"] is True
 PY
 
-"$MOEQ" inspect --tensors "$tiny" | grep -q "model.layers.3.block_sparse_moe.experts.7.w2.weight  *routed_expert *3 *7 down" \
+tensors=$("$MOEQ" inspect --tensors "$tiny")
+grep -q "model.layers.3.block_sparse_moe.experts.7.w2.weight  *routed_expert *3 *7 down" <<<"$tensors" \
     || fail "--tensors lists layer/expert/proj"
 
 m8=$("$MOEQ" inspect "$MOEQ_SHARED_DIR/fixtures/real-metadata/mixtral-8x7b")
@@ -37,8 +38,8 @@ grep -q "F8_E4M3 with 128x128 float32 block scales" <<<"$ds" || fail "r1: fp8"
 grep -q "^shards          163 " <<<"$ds" || fail "r1: 163 shards"
 
 # --help on every command, exit codes
-"$MOEQ" --help | grep -q "Exit codes" || fail "moeq --help"
-"$MOEQ" inspect --help | grep -q "usage: moeq inspect" || fail "inspect --help"
+grep -q "Exit codes" <<<"$("$MOEQ" --help)" || fail "moeq --help"
+grep -q "usage: moeq inspect" <<<"$("$MOEQ" inspect --help)" || fail "inspect --help"
 set +e
 "$MOEQ" inspect >/dev/null 2>&1; [ $? -eq 2 ] || fail "missing operand must exit 2"
 "$MOEQ" inspect --bogus "$tiny" >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown option must exit 2"
