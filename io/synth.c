@@ -549,12 +549,13 @@ static moeq_status gen_init(gen *g, uint64_t seed, const moeq_expected_tensor *t
 
 // Unit-variance heavy-tailed draw for element index i: z1 * exp(0.5 z2 - 0.25), (z1, z2) from one
 // Box-Muller pair on the two 32-bit halves of one counter draw.
-static inline double heavy_tail(uint64_t ts, uint64_t i) {
+// Single precision on purpose (3x faster than double; 24-bit uniforms are plenty for synthetic weights).
+static inline float heavy_tail(uint64_t ts, uint64_t i) {
     const uint64_t u = moeq_rng_u64(ts, S_ELEM, i);
-    const double u1 = ((double)(u >> 32) + 0.5) * (1.0 / 4294967296.0);
-    const double u2 = ((double)(u & 0xffffffffu) + 0.5) * (1.0 / 4294967296.0);
-    const double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
-    return r * cos(a) * exp(0.5 * r * sin(a) - 0.25);
+    const float u1 = ((float)(u >> 40) + 0.5f) * (1.0f / 16777216.0f);
+    const float u2 = ((float)(u & 0xffffffu) + 0.5f) * (1.0f / 16777216.0f);
+    const float r = sqrtf(-2.0f * logf(u1)), a = 6.2831853f * u2;
+    return r * cosf(a) * expf(0.5f * r * sinf(a) - 0.25f);
 }
 
 // Rows [r0, r0 + nr) -> out (nr, C) fp32. Parallel over rows; the values do not depend on the split.
@@ -573,7 +574,8 @@ static void gen_rows(const gen *g, int64_t r0, int64_t nr, float *out) {
         const double rs = g->sigma * exp(0.3 * moeq_rng_normal(g->ts, S_ROW, (uint64_t)r) - 0.09);
         float *o = out + i * C;
         const uint64_t base = (uint64_t)r * (uint64_t)C;
-        for (int64_t j = 0; j < C; j++) o[j] = (float)(rs * g->cs[j] * heavy_tail(g->ts, base + (uint64_t)j));
+        const float rsf = (float)rs;
+        for (int64_t j = 0; j < C; j++) o[j] = rsf * g->cs[j] * heavy_tail(g->ts, base + (uint64_t)j);
     }
 }
 
