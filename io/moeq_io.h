@@ -9,5 +9,8 @@
 #include "safetensors.h"  // defines: moeq_st_file, moeq_st_open, moeq_st_find, moeq_st_read_raw
 #include "model_config.h" // defines: moeq_model_config, moeq_config_load, moeq_arch
 #include "catalog.h"      // defines: moeq_catalog, moeq_tensor_info, moeq_tensor_classify, moeq_arch_expected_tensors
+#include "recipe.h"       // defines: moeq_recipe, moeq_qsettings, moeq_recipe_resolve
+#include "artifact.h"     // defines: moeq_artifact_entry, moeq_artifact_create/layout/seal, moeq_tensor_result
+#include "journal.h"      // defines: moeq_journal (append-only completion records)
 
 #endif

@@ -1,0 +1,473 @@
+// artifact.c: the HDF5 artifact: skeleton creation, layout (dataset offsets), sealing, checksums.
+// HDF5 is used only by rank 0 and only outside the heavy phase; workers pwrite raw bytes at the offsets
+// of contiguous, early-allocated, fill-never datasets. Object timestamps are off so that the bytes
+// depend only on the plan and the results. Schema: docs/ARTIFACT.md.
+#include "artifact.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "alloc.h"
+#include "sysio.h"
+
+static const char *const ds_names[MOEQ_DS_COUNT] = {"codes", "scale", "zero", "U", "U_scale", "V", "V_scale", "data"};
+
+const char *moeq_ds_name(moeq_ds d) {
+    return ((int)d >= 0 && d < MOEQ_DS_COUNT) ? ds_names[d] : "?";
+}
+
+#define H5_CHECK(expr, what)                                                                                   \
+    do {                                                                                                       \
+        if ((expr) < 0) {                                                                                      \
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: HDF5 call failed: %s (%s)", path, #expr, what);                \
+            goto done;                                                                                         \
+        }                                                                                                      \
+    } while (0)
+
+static size_t h5type_size(moeq_h5type t) {
+    static const size_t s[] = {1, 2, 2, 4, 8, 1, 2, 4, 8};
+    return s[t];
+}
+
+// The file type of each moeq_h5type (caller closes). Half and bfloat16 are IEEE-style custom floats.
+static hid_t h5type_make(moeq_h5type t) {
+    hid_t ft;
+    switch (t) {
+    case MOEQ_H5_U8: return H5Tcopy(H5T_STD_U8LE);
+    case MOEQ_H5_I8: return H5Tcopy(H5T_STD_I8LE);
+    case MOEQ_H5_I16: return H5Tcopy(H5T_STD_I16LE);
+    case MOEQ_H5_I32: return H5Tcopy(H5T_STD_I32LE);
+    case MOEQ_H5_I64: return H5Tcopy(H5T_STD_I64LE);
+    case MOEQ_H5_F32: return H5Tcopy(H5T_IEEE_F32LE);
+    case MOEQ_H5_F64: return H5Tcopy(H5T_IEEE_F64LE);
+    case MOEQ_H5_F16:
+        ft = H5Tcopy(H5T_IEEE_F32LE);
+        if (ft < 0 || H5Tset_fields(ft, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(ft, 16) < 0 || H5Tset_size(ft, 2) < 0 ||
+            H5Tset_ebias(ft, 15) < 0)
+            return -1;
+        return ft;
+    case MOEQ_H5_BF16:
+        ft = H5Tcopy(H5T_IEEE_F32LE);
+        if (ft < 0 || H5Tset_fields(ft, 15, 7, 8, 0, 7) < 0 || H5Tset_precision(ft, 16) < 0 || H5Tset_size(ft, 2) < 0 ||
+            H5Tset_ebias(ft, 127) < 0)
+            return -1;
+        return ft;
+    }
+    return -1;
+}
+
+static moeq_h5type h5type_of_dtype(moeq_dtype d) {
+    switch (d) {
+    case MOEQ_DTYPE_F32: return MOEQ_H5_F32;
+    case MOEQ_DTYPE_F64: return MOEQ_H5_F64;
+    case MOEQ_DTYPE_F16: return MOEQ_H5_F16;
+    case MOEQ_DTYPE_BF16: return MOEQ_H5_BF16;
+    case MOEQ_DTYPE_I64: return MOEQ_H5_I64;
+    case MOEQ_DTYPE_I32: return MOEQ_H5_I32;
+    case MOEQ_DTYPE_I16: return MOEQ_H5_I16;
+    case MOEQ_DTYPE_I8: return MOEQ_H5_I8;
+    default: return MOEQ_H5_U8; // U8, BOOL, FP8 codes: bytes (source_dtype says what they mean)
+    }
+}
+
+static void spec(moeq_ds_spec *s, moeq_h5type t, int ndim, int64_t d0, int64_t d1) {
+    s->present = 1;
+    s->type = t;
+    s->ndim = ndim;
+    s->dims[0] = d0;
+    s->dims[1] = d1;
+    s->bytes = (uint64_t)d0 * (uint64_t)(ndim > 1 ? d1 : 1) * h5type_size(t);
+}
+
+moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e, int64_t row_bytes) {
+    memset(e->ds, 0, sizeof e->ds);
+    memset(e->offset, 0, sizeof e->offset);
+    if (e->q.method == MOEQ_METHOD_NONE) {
+        moeq_ds_spec *s = &e->ds[MOEQ_DS_DATA];
+        s->present = 1;
+        s->type = h5type_of_dtype(e->source_dtype);
+        s->ndim = e->ndim > 0 ? e->ndim : 1;
+        uint64_t n = 1;
+        for (int d = 0; d < s->ndim; d++) {
+            s->dims[d] = e->ndim > 0 ? e->shape[d] : 1;
+            n *= (uint64_t)s->dims[d];
+        }
+        s->bytes = n * moeq_dtype_size(e->source_dtype);
+        if (s->type == MOEQ_H5_U8 && moeq_dtype_size(e->source_dtype) != 1)
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be stored as it came", e->name,
+                             moeq_dtype_name(e->source_dtype));
+        return MOEQ_OK;
+    }
+    const int64_t R = e->shape[0], C = e->shape[1], G = e->q.group, r = e->q.rank;
+    if (e->ndim != 2 || R <= 0 || C <= 0 || G <= 0 || C % G || row_bytes <= 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': cannot lay out a quantized [%lld, %lld] with group %lld", e->name,
+                         (long long)R, (long long)C, (long long)G);
+    spec(&e->ds[MOEQ_DS_CODES], MOEQ_H5_U8, 2, R, row_bytes);
+    spec(&e->ds[MOEQ_DS_SCALE], MOEQ_H5_F16, 2, R, C / G);
+    spec(&e->ds[MOEQ_DS_ZERO], MOEQ_H5_F16, 2, R, C / G);
+    if (r > 0 && e->q.compensator == MOEQ_COMP_FP16) {
+        spec(&e->ds[MOEQ_DS_U], MOEQ_H5_F16, 2, R, r);
+        spec(&e->ds[MOEQ_DS_V], MOEQ_H5_F16, 2, r, C);
+    } else if (r > 0) {
+        const int64_t nu = R * r, nv = r * C;
+        spec(&e->ds[MOEQ_DS_U], MOEQ_H5_U8, 1, 12 * ((nu + 31) / 32), 0);
+        spec(&e->ds[MOEQ_DS_U_SCALE], MOEQ_H5_F16, 1, (nu + 63) / 64, 0);
+        spec(&e->ds[MOEQ_DS_V], MOEQ_H5_U8, 1, 12 * ((nv + 31) / 32), 0);
+        spec(&e->ds[MOEQ_DS_V_SCALE], MOEQ_H5_F16, 1, (nv + 63) / 64, 0);
+    }
+    return MOEQ_OK;
+}
+
+// ---- attributes ----
+
+static herr_t attr_str(hid_t obj, const char *name, const char *value, size_t fixed) {
+    size_t n = fixed ? fixed : (strlen(value) ? strlen(value) : 1);
+    char *buf = calloc(1, n + 1);
+    if (!buf) return -1;
+    memcpy(buf, value, strlen(value) < n ? strlen(value) : n);
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR), a = -1;
+    herr_t rc = -1;
+    if (t >= 0 && sp >= 0 && H5Tset_size(t, n) >= 0 && H5Tset_strpad(t, H5T_STR_NULLPAD) >= 0) {
+        a = H5Aexists(obj, name) > 0 ? H5Aopen(obj, name, H5P_DEFAULT) : H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        if (a >= 0) rc = H5Awrite(a, t, buf);
+    }
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    free(buf);
+    return rc;
+}
+
+static herr_t attr_num(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *v, hsize_t n) {
+    hid_t sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+    if (sp < 0) return -1;
+    hid_t a = H5Aexists(obj, name) > 0 ? H5Aopen(obj, name, H5P_DEFAULT)
+                                       : H5Acreate2(obj, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a >= 0 ? H5Awrite(a, mem_type, v) : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+static herr_t attr_i64(hid_t o, const char *n, int64_t v) {
+    return attr_num(o, n, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, 1);
+}
+static herr_t attr_u64(hid_t o, const char *n, uint64_t v) {
+    return attr_num(o, n, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v, 1);
+}
+static herr_t attr_f64(hid_t o, const char *n, double v) {
+    return attr_num(o, n, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1);
+}
+
+static herr_t read_attr_u64(hid_t o, const char *n, uint64_t *v) {
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, H5T_NATIVE_UINT64, v);
+    H5Aclose(a);
+    return rc;
+}
+
+static herr_t read_attr_i64(hid_t o, const char *n, int64_t *v) {
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, H5T_NATIVE_INT64, v);
+    H5Aclose(a);
+    return rc;
+}
+
+static herr_t read_attr_str(hid_t o, const char *n, char *out, size_t cap) {
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a);
+    size_t sz = H5Tget_size(t);
+    herr_t rc = -1;
+    char *buf = calloc(1, sz + 1);
+    if (buf && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) rc = H5Aread(a, t, buf);
+    if (rc >= 0) snprintf(out, cap, "%s", buf);
+    free(buf);
+    H5Tclose(t);
+    H5Aclose(a);
+    return rc;
+}
+
+// Result attributes are created at skeleton time with their final sizes, then overwritten by seal.
+#define STATUS_LEN 128
+
+static herr_t write_results(hid_t g, const moeq_tensor_result *r) {
+    char status[STATUS_LEN];
+    if (!r) snprintf(status, sizeof status, "pending");
+    else if (r->status == MOEQ_OK) snprintf(status, sizeof status, "ok");
+    else snprintf(status, sizeof status, "failed: %s: %s", moeq_status_str((moeq_status)r->status), r->message);
+    const double nan = NAN;
+    if (attr_str(g, "status", status, STATUS_LEN) < 0) return -1;
+    if (attr_u64(g, "checksum", r ? r->checksum : 0) < 0) return -1;
+    if (attr_f64(g, "rel_fro_error", r ? r->rel_fro_error : nan) < 0) return -1;
+    if (attr_f64(g, "sqnr_db", r ? r->sqnr_db : nan) < 0) return -1;
+    if (attr_f64(g, "max_abs_error", r ? r->max_abs_error : nan) < 0) return -1;
+    if (attr_f64(g, "nmse", r ? r->nmse : nan) < 0) return -1;
+    if (attr_f64(g, "kurtosis", r ? r->kurtosis : nan) < 0) return -1;
+    if (attr_f64(g, "outlier_score", r ? r->outlier_score : nan) < 0) return -1;
+    if (attr_i64(g, "best_round", r ? r->best_round : -1) < 0) return -1;
+    return 0;
+}
+
+static herr_t write_static_attrs(hid_t g, const moeq_artifact_entry *e) {
+    const moeq_qsettings *q = &e->q;
+    int64_t shape[MOEQ_ST_MAX_DIMS];
+    for (int d = 0; d < e->ndim; d++) shape[d] = e->shape[d];
+    if (attr_str(g, "name", e->name, 0) < 0 || attr_str(g, "class", moeq_tclass_name(e->c.cls), 0) < 0 ||
+        attr_i64(g, "layer", e->c.layer) < 0 || attr_i64(g, "expert", e->c.expert) < 0 ||
+        attr_str(g, "proj", e->c.proj ? moeq_proj_name(e->c.proj) : "-", 0) < 0 ||
+        attr_str(g, "source_dtype", moeq_dtype_name(e->source_dtype), 0) < 0 || attr_i64(g, "unit", e->unit) < 0 ||
+        attr_str(g, "method", moeq_method_name(q->method), 0) < 0)
+        return -1;
+    if (e->ndim > 0 && attr_num(g, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim) < 0) return -1;
+    if (q->method == MOEQ_METHOD_NONE) return 0;
+    if (attr_i64(g, "bits", q->bits) < 0 || attr_i64(g, "group", q->group) < 0 || attr_i64(g, "rank", q->rank) < 0 ||
+        attr_i64(g, "rounds", q->method == MOEQ_METHOD_MILO ? q->rounds : 0) < 0 ||
+        attr_str(g, "compensator", q->rank > 0 ? (q->compensator == MOEQ_COMP_FP16 ? "fp16" : "int3") : "none", 0) < 0 ||
+        attr_f64(g, "bits_per_weight", e->bits_per_weight) < 0 || attr_u64(g, "seed", q->seed) < 0)
+        return -1;
+    if (q->method != MOEQ_METHOD_RTN) {
+        double hq[3] = {q->hqq_lp_norm, q->hqq_beta, q->hqq_kappa};
+        int64_t hi[2] = {q->hqq_iters, q->hqq_early_stop};
+        if (attr_num(g, "hqq_lp_beta_kappa", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, hq, 3) < 0 ||
+            attr_num(g, "hqq_iters_early_stop", H5T_STD_I64LE, H5T_NATIVE_INT64, hi, 2) < 0)
+            return -1;
+    }
+    if (q->method == MOEQ_METHOD_MILO) {
+        int64_t sv[2] = {q->svd_oversample, q->svd_power_iters};
+        if (attr_num(g, "svd_oversample_power_iters", H5T_STD_I64LE, H5T_NATIVE_INT64, sv, 2) < 0) return -1;
+    }
+    return 0;
+}
+
+static hid_t fapl_make(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
+moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e, int n) {
+    moeq_status st = MOEQ_OK;
+    hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1;
+    if (access(path, F_OK) == 0)
+        return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists; refusing to overwrite", path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // errors are reported through moeq_status, with the call named
+    H5_CHECK(fapl = fapl_make(), "file access properties");
+    H5_CHECK(fcpl = H5Pcreate(H5P_FILE_CREATE), "file creation properties");
+    H5_CHECK(gcpl = H5Pcreate(H5P_GROUP_CREATE), "group properties");
+    H5_CHECK(H5Pset_obj_track_times(gcpl, 0), "no timestamps");
+    H5_CHECK(dcpl = H5Pcreate(H5P_DATASET_CREATE), "dataset properties");
+    H5_CHECK(H5Pset_obj_track_times(dcpl, 0), "no timestamps");
+    H5_CHECK(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "contiguous layout");
+    H5_CHECK(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), "early allocation");
+    H5_CHECK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "no fill");
+    H5_CHECK(f = H5Fcreate(path, H5F_ACC_EXCL, fcpl, fapl), "create file");
+    H5_CHECK(root = H5Gopen2(f, "/", H5P_DEFAULT), "root group");
+    H5_CHECK(attr_str(root, "moeq_format", MOEQ_ARTIFACT_FORMAT, 0), "root attributes");
+    H5_CHECK(attr_i64(root, "moeq_format_version", MOEQ_ARTIFACT_VERSION), "root attributes");
+    H5_CHECK(attr_str(root, "moeq_version", m->moeq_version ? m->moeq_version : "?", 0), "root attributes");
+    H5_CHECK(attr_str(root, "recipe", m->recipe_text ? m->recipe_text : "", 0), "root attributes");
+    H5_CHECK(attr_str(root, "recipe_path", m->recipe_path ? m->recipe_path : "", 0), "root attributes");
+    H5_CHECK(attr_str(root, "source_config", m->config_json ? m->config_json : "", 0), "root attributes");
+    H5_CHECK(attr_str(root, "source_shards", m->shards_json ? m->shards_json : "[]", 0), "root attributes");
+    H5_CHECK(attr_str(root, "source_dir", m->model_dir ? m->model_dir : "", 0), "root attributes");
+    H5_CHECK(attr_u64(root, "plan_digest", m->plan_digest), "root attributes");
+    H5_CHECK(attr_i64(root, "n_tensors", n), "root attributes");
+    H5_CHECK(attr_i64(root, "n_units", m->n_units), "root attributes");
+    H5_CHECK(attr_str(root, "status", "partial", 16), "root attributes");
+    H5_CHECK(attr_u64(root, "artifact_checksum", 0), "root attributes");
+    H5_CHECK(tensors = H5Gcreate2(f, "tensors", H5P_DEFAULT, gcpl, H5P_DEFAULT), "group /tensors");
+    for (int i = 0; i < n && st == MOEQ_OK; i++) {
+        hid_t g = H5Gcreate2(tensors, e[i].name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        if (g < 0) {
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create group for tensor '%s'", path, e[i].name);
+            break;
+        }
+        if (write_static_attrs(g, &e[i]) < 0 || write_results(g, NULL) < 0)
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write attributes of tensor '%s'", path, e[i].name);
+        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
+            const moeq_ds_spec *s = &e[i].ds[d];
+            if (!s->present) continue;
+            hsize_t dims[MOEQ_ST_MAX_DIMS];
+            for (int k = 0; k < s->ndim; k++) dims[k] = (hsize_t)s->dims[k];
+            hid_t ft = h5type_make(s->type), sp = H5Screate_simple(s->ndim, dims, NULL), ds = -1;
+            if (ft >= 0 && sp >= 0) ds = H5Dcreate2(g, ds_names[d], ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+            haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
+            if (ds < 0 || off == HADDR_UNDEF || attr_u64(ds, "xxh3", 0) < 0)
+                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of tensor '%s' (%llu bytes)", path,
+                               ds_names[d], e[i].name, (unsigned long long)s->bytes);
+            else
+                e[i].offset[d] = (uint64_t)off;
+            if (ds >= 0) H5Dclose(ds);
+            if (sp >= 0) H5Sclose(sp);
+            if (ft >= 0) H5Tclose(ft);
+        }
+        H5Gclose(g);
+    }
+done:
+    if (tensors >= 0) H5Gclose(tensors);
+    if (root >= 0) H5Gclose(root);
+    if (f >= 0 && H5Fclose(f) < 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing failed", path);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (gcpl >= 0) H5Pclose(gcpl);
+    if (fcpl >= 0) H5Pclose(fcpl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (st == MOEQ_OK) { // make the skeleton durable before any data lands in it
+        int fd = open(path, O_RDONLY);
+        if (fd < 0 || fsync(fd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync of the skeleton failed", path);
+        if (fd >= 0) close(fd);
+    }
+    return st;
+}
+
+static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned flags, hid_t *out) {
+    moeq_status st = MOEQ_OK;
+    hid_t fapl = -1, f = -1;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    H5_CHECK(fapl = fapl_make(), "file access properties");
+    f = H5Fopen(path, flags, fapl);
+    if (f < 0) {
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged\n---> HINT: remove it and start again "
+                       "without --resume", path);
+        goto done;
+    }
+    char fmt[64] = "";
+    int64_t ver = 0;
+    uint64_t digest = 0;
+    if (read_attr_str(f, "moeq_format", fmt, sizeof fmt) < 0 || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
+        read_attr_i64(f, "moeq_format_version", &ver) < 0) {
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
+        goto done;
+    }
+    if (ver != MOEQ_ARTIFACT_VERSION) {
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d", path,
+                       (long long)ver, MOEQ_ARTIFACT_VERSION);
+        goto done;
+    }
+    if (read_attr_u64(f, "plan_digest", &digest) < 0) {
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no plan_digest attribute", path);
+        goto done;
+    }
+    if (plan_digest && digest != plan_digest) {
+        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                       "%s: was planned for another model or recipe (plan digest %016llx, this run %016llx)\n---> "
+                       "HINT: resume with the same --model and --recipe, or start a new artifact",
+                       path, (unsigned long long)digest, (unsigned long long)plan_digest);
+        goto done;
+    }
+done:
+    if (fapl >= 0) H5Pclose(fapl);
+    if (st != MOEQ_OK) {
+        if (f >= 0) H5Fclose(f);
+        return st;
+    }
+    *out = f;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_artifact_entry *e, int n) {
+    hid_t f;
+    MOEQ_TRY(open_checked(path, plan_digest, H5F_ACC_RDONLY, &f));
+    moeq_status st = MOEQ_OK;
+    hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
+    if (tensors < 0) st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no /tensors group", path);
+    for (int i = 0; i < n && st == MOEQ_OK; i++) {
+        hid_t g = H5Gopen2(tensors, e[i].name, H5P_DEFAULT);
+        if (g < 0) {
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' is missing", path, e[i].name);
+            break;
+        }
+        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
+            if (!e[i].ds[d].present) continue;
+            hid_t ds = H5Dopen2(g, ds_names[d], H5P_DEFAULT);
+            haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
+            hsize_t size = ds >= 0 ? H5Dget_storage_size(ds) : 0;
+            if (off == HADDR_UNDEF || size != e[i].ds[d].bytes)
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s missing or of the wrong size", path,
+                               e[i].name, ds_names[d]);
+            else
+                e[i].offset[d] = (uint64_t)off;
+            if (ds >= 0) H5Dclose(ds);
+        }
+        H5Gclose(g);
+    }
+    if (tensors >= 0) H5Gclose(tensors);
+    H5Fclose(f);
+    return st;
+}
+
+moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r, int n,
+                               uint64_t *artifact_checksum) {
+    hid_t f;
+    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDWR, &f));
+    moeq_status st = MOEQ_OK;
+    XXH3_state_t *h = XXH3_createState();
+    hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
+    if (!h || tensors < 0) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot open /tensors for sealing", path);
+    if (h) XXH3_64bits_reset(h);
+    for (int i = 0; i < n && st == MOEQ_OK; i++) {
+        hid_t g = H5Gopen2(tensors, e[i].name, H5P_DEFAULT);
+        if (g < 0 || write_results(g, &r[i]) < 0)
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the results of tensor '%s'", path, e[i].name);
+        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
+            if (!e[i].ds[d].present) continue;
+            hid_t ds = H5Dopen2(g, ds_names[d], H5P_DEFAULT);
+            if (ds < 0 || attr_u64(ds, "xxh3", r[i].ds_checksum[d]) < 0)
+                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the checksum of %s/%s", path, e[i].name, ds_names[d]);
+            if (ds >= 0) H5Dclose(ds);
+        }
+        if (g >= 0) H5Gclose(g);
+        XXH3_64bits_update(h, &r[i].checksum, sizeof r[i].checksum);
+    }
+    uint64_t total = h ? XXH3_64bits_digest(h) : 0;
+    if (st == MOEQ_OK && (attr_u64(f, "artifact_checksum", total) < 0 || attr_str(f, "status", "complete", 16) < 0))
+        st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the root status", path);
+    if (tensors >= 0) H5Gclose(tensors);
+    if (H5Fclose(f) < 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing after seal failed", path);
+    if (h) XXH3_freeState(h);
+    if (st == MOEQ_OK) {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0 || fsync(fd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync after seal failed", path);
+        if (fd >= 0) close(fd);
+    }
+    if (st == MOEQ_OK && artifact_checksum) *artifact_checksum = total;
+    return st;
+}
+
+moeq_status moeq_artifact_checksum_tensor(int fd, const char *path, const moeq_artifact_entry *e, uint64_t *checksum,
+                                          uint64_t ds_checksum[MOEQ_DS_COUNT]) {
+    enum { CHUNK = 1 << 22 };
+    XXH3_state_t *all = XXH3_createState(), *one = XXH3_createState();
+    unsigned char *buf = MOEQ_MALLOC(CHUNK, "checksum buffer");
+    moeq_status st = (all && one && buf) ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_NOMEM, "checksum of '%s'", e->name);
+    if (st == MOEQ_OK) XXH3_64bits_reset(all);
+    for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
+        if (ds_checksum) ds_checksum[d] = 0;
+        if (!e->ds[d].present) continue;
+        XXH3_64bits_reset(one);
+        for (uint64_t done = 0; done < e->ds[d].bytes && st == MOEQ_OK;) {
+            size_t n = (size_t)(e->ds[d].bytes - done < CHUNK ? e->ds[d].bytes - done : CHUNK);
+            st = moeq_pread_full(fd, buf, n, e->offset[d] + done, path);
+            XXH3_64bits_update(all, buf, n);
+            XXH3_64bits_update(one, buf, n);
+            done += n;
+        }
+        if (ds_checksum) ds_checksum[d] = XXH3_64bits_digest(one);
+    }
+    if (st == MOEQ_OK) *checksum = XXH3_64bits_digest(all);
+    XXH3_freeState(all);
+    XXH3_freeState(one);
+    moeq_free(&buf);
+    return st;
+}

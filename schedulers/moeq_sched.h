@@ -1,0 +1,10 @@
+// moeq_sched.h: the public header of the schedulers layer (who does what).
+#ifndef MOEQ_SCHED_H
+#define MOEQ_SCHED_H
+
+#include "moeq_io.h"   // defines: the catalog, recipes
+#include "plan.h"      // defines: moeq_plan, moeq_unit, moeq_plan_build, cost model
+#include "partition.h" // defines: moeq_partition_lpt, moeq_partition_round_robin
+#include "queue.h"     // defines: moeq_queue_run (static/dynamic MPI work queue)
+
+#endif

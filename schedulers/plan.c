@@ -1,0 +1,291 @@
+// plan.c: catalog + recipe -> units, per-tensor settings and output geometry, cost and memory estimates,
+// plan digest (see plan.h). Pure and deterministic: every rank builds the same plan independently.
+#include "plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+const char *moeq_unit_kind_name(moeq_unit_kind k) {
+    static const char *n[MOEQ_UNIT_KIND_COUNT] = {"expert", "attention", "shared_expert", "dense_mlp", "other"};
+    return ((int)k >= 0 && k < MOEQ_UNIT_KIND_COUNT) ? n[k] : "invalid";
+}
+
+// ---- cost model ----
+
+moeq_status moeq_cost_model_get(const char *name, moeq_cost_model *out) {
+    // cpu-core: measured on the 2-core CI machine class (page-cache reads, OpenBLAS AVX2 sgemm);
+    // h100: one H100 SXM (3.35 TB/s HBM, ~50 TFLOP/s fp32 tensor-core-free sgemm, NVMe-fed reads).
+    static const moeq_cost_model models[] = {
+        {"cpu-core", 1.5e9, 4.0e8, 1.5e8, 9.0e10},
+        {"h100", 6.0e9, 2.0e11, 4.0e10, 4.0e13},
+    };
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        if (!strcmp(name, models[i].name)) {
+            *out = models[i];
+            return MOEQ_OK;
+        }
+    return MOEQ_FAIL(MOEQ_ERR_ARG, "unknown cost model \"%s\" (cpu-core, h100)", name);
+}
+
+double moeq_cost_tensor(const moeq_cost_model *cm, const moeq_plan_tensor *pt, uint64_t bytes_in) {
+    const double n = (double)pt->R * (double)pt->C;
+    double t = (double)bytes_in / cm->read_bytes_per_s + n / cm->elems_per_s; // read + decode
+    const moeq_qsettings *q = &pt->q;
+    switch (q->method) {
+    case MOEQ_METHOD_NONE:
+        return t;
+    case MOEQ_METHOD_RTN:
+        return t + 2 * n / cm->elems_per_s;
+    case MOEQ_METHOD_HQQ:
+        return t + n * q->hqq_iters / cm->hqq_elem_iters_per_s + 2 * n / cm->elems_per_s;
+    case MOEQ_METHOD_MILO: {
+        const double k = q->rank + q->svd_oversample;
+        const double svd = 2.0 * n * k * (2.0 * q->svd_power_iters + 2.0) / cm->gemm_flops;
+        const double round = n * q->hqq_iters / cm->hqq_elem_iters_per_s + svd + 4 * n / cm->elems_per_s;
+        return t + (q->rank > 0 ? q->rounds : 1) * round;
+    }
+    default:
+        return t;
+    }
+}
+
+// ---- storage geometry ----
+
+int64_t moeq_plan_row_bytes(int bits, int64_t C) {
+    switch (bits) {
+    case 2: return (C + 3) / 4;
+    case 3: return 12 * ((C + 31) / 32); // 32 codes in 3 x 32-bit words
+    case 4: return (C + 1) / 2;
+    case 8: return C;
+    default: return -1;
+    }
+}
+
+// int3 compensator factors: 3-bit codes (32 in 12 bytes) + one fp16 scale per 64 elements.
+static uint64_t int3_factor_bytes(int64_t n) {
+    return (uint64_t)(12 * ((n + 31) / 32) + 2 * ((n + 63) / 64));
+}
+
+static void geometry(moeq_plan_tensor *pt, const moeq_tensor_info *t, const moeq_tensor_info *scale) {
+    if (pt->q.method == MOEQ_METHOD_NONE) {
+        pt->R = t->ndim >= 1 ? t->shape[0] : 1;
+        pt->C = pt->R > 0 ? t->numel / pt->R : 0;
+        pt->out_bytes = t->nbytes;
+        pt->bits_per_weight = t->numel ? 8.0 * (double)t->nbytes / (double)t->numel : 0;
+        (void)scale;
+        return;
+    }
+    pt->R = t->shape[0];
+    pt->C = t->shape[1];
+    pt->row_bytes = moeq_plan_row_bytes(pt->q.bits, pt->C);
+    pt->n_groups = pt->C / pt->q.group;
+    uint64_t b = (uint64_t)(pt->R * pt->row_bytes) + 2ull * 2ull * (uint64_t)(pt->R * pt->n_groups);
+    if (pt->q.rank > 0) {
+        const int64_t nu = pt->R * pt->q.rank, nv = (int64_t)pt->q.rank * pt->C;
+        b += pt->q.compensator == MOEQ_COMP_FP16 ? 2ull * (uint64_t)(nu + nv) : int3_factor_bytes(nu) + int3_factor_bytes(nv);
+    }
+    pt->out_bytes = b;
+    pt->bits_per_weight = 8.0 * (double)b / ((double)pt->R * (double)pt->C);
+}
+
+// ---- units ----
+
+typedef struct {
+    moeq_unit_kind kind;
+    int layer, expert;
+} unit_key;
+
+static unit_key key_of(const moeq_tensor_info *t) {
+    unit_key k = {MOEQ_UNIT_OTHER, t->c.layer, -1};
+    switch (t->c.cls) {
+    case MOEQ_TC_ROUTED_EXPERT:
+        k.kind = MOEQ_UNIT_EXPERT;
+        k.expert = t->c.expert;
+        break;
+    case MOEQ_TC_ATTENTION: k.kind = MOEQ_UNIT_ATTENTION; break;
+    case MOEQ_TC_SHARED_EXPERT: k.kind = MOEQ_UNIT_SHARED; break;
+    case MOEQ_TC_DENSE_MLP: k.kind = MOEQ_UNIT_DENSE; break;
+    default: break;
+    }
+    return k;
+}
+
+// Unit order: by layer (model-level last), then attention, dense, shared, experts by index, other.
+static int kind_rank(moeq_unit_kind k) {
+    static const int r[MOEQ_UNIT_KIND_COUNT] = {[MOEQ_UNIT_ATTENTION] = 0, [MOEQ_UNIT_DENSE] = 1,
+                                                [MOEQ_UNIT_SHARED] = 2, [MOEQ_UNIT_EXPERT] = 3, [MOEQ_UNIT_OTHER] = 4};
+    return r[k];
+}
+
+static int cmp_key(const unit_key *a, const unit_key *b) {
+    int la = a->layer < 0 ? 1 << 30 : a->layer, lb = b->layer < 0 ? 1 << 30 : b->layer;
+    if (la != lb) return la < lb ? -1 : 1;
+    if (kind_rank(a->kind) != kind_rank(b->kind)) return kind_rank(a->kind) < kind_rank(b->kind) ? -1 : 1;
+    if (a->expert != b->expert) return a->expert < b->expert ? -1 : 1;
+    return 0;
+}
+
+typedef struct {
+    unit_key k;
+    int cat;
+    const char *name;
+    moeq_plan_tensor pt;
+} entry;
+
+static int cmp_entry(const void *x, const void *y) {
+    const entry *a = x, *b = y;
+    int c = cmp_key(&a->k, &b->k);
+    return c ? c : strcmp(a->name, b->name);
+}
+
+static void hash_u64(XXH3_state_t *h, uint64_t v) {
+    XXH3_64bits_update(h, &v, sizeof v);
+}
+
+static void hash_str(XXH3_state_t *h, const char *s) {
+    uint64_t n = strlen(s);
+    hash_u64(h, n);
+    XXH3_64bits_update(h, s, n);
+}
+
+static void hash_settings(XXH3_state_t *h, const moeq_qsettings *q) {
+    int64_t v[] = {q->method, q->bits, q->group, q->rank, q->rounds, q->compensator, q->hqq_iters, q->hqq_early_stop,
+                   q->svd_oversample, q->svd_power_iters, (int64_t)q->seed};
+    XXH3_64bits_update(h, v, sizeof v);
+    float f[] = {q->hqq_lp_norm, q->hqq_beta, q->hqq_kappa};
+    XXH3_64bits_update(h, f, sizeof f);
+}
+
+moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm, moeq_plan **out) {
+    *out = NULL;
+    moeq_status st = MOEQ_OK;
+    entry *e = MOEQ_CALLOC((size_t)(c->n_tensors ? c->n_tensors : 1), sizeof *e, "plan entries");
+    int *rule_hits = MOEQ_CALLOC((size_t)(r->n_rules ? r->n_rules : 1), sizeof *rule_hits, "rule hits");
+    moeq_plan *p = MOEQ_CALLOC(1, sizeof *p, "plan");
+    if (!e || !rule_hits || !p) {
+        st = MOEQ_ERR_NOMEM;
+        goto fail;
+    }
+    int n = 0;
+    for (int i = 0; i < c->n_tensors; i++) {
+        const moeq_tensor_info *t = &c->t[i];
+        for (int k = 0; k < r->n_rules; k++) rule_hits[k] += moeq_rule_matches(&r->rules[k], t);
+        if (t->c.cls == MOEQ_TC_FP8_SCALE) continue; // handled with its weight below
+        entry *x = &e[n++];
+        x->cat = i;
+        x->name = t->name;
+        x->k = key_of(t);
+        x->pt.cat = i;
+        x->pt.q = moeq_recipe_resolve(r, t, &x->pt.rule);
+        st = moeq_qsettings_check(&x->pt.q, t);
+        if (st != MOEQ_OK) goto fail;
+        geometry(&x->pt, t, t->scale >= 0 ? &c->t[t->scale] : NULL);
+        // a pass-through FP8 weight keeps its scale next to it, in the same unit
+        if (t->scale >= 0 && x->pt.q.method == MOEQ_METHOD_NONE) {
+            entry *s = &e[n++];
+            s->cat = t->scale;
+            s->name = c->t[t->scale].name;
+            s->k = x->k;
+            s->pt.cat = t->scale;
+            s->pt.rule = -1;
+            s->pt.q = moeq_recipe_resolve(r, &c->t[t->scale], NULL);
+            geometry(&s->pt, &c->t[t->scale], NULL);
+        }
+    }
+    for (int k = 0; k < r->n_rules; k++)
+        if (!rule_hits[k]) {
+            st = MOEQ_FAIL(MOEQ_ERR_ARG,
+                           "%s:%d: rule %d matches no tensor of %s (%s)\n---> HINT: check class/proj/layers/name; "
+                           "`moeq inspect --tensors` lists the tensors",
+                           r->path, r->rules[k].line, k + 1, c->dir, moeq_arch_name(c->cfg.arch));
+            goto fail;
+        }
+    qsort(e, (size_t)n, sizeof *e, cmp_entry);
+    // units
+    int n_units = 0;
+    for (int i = 0; i < n; i++)
+        if (i == 0 || cmp_key(&e[i].k, &e[i - 1].k)) n_units++;
+    p->t = MOEQ_CALLOC((size_t)(n ? n : 1), sizeof *p->t, "plan tensors");
+    p->u = MOEQ_CALLOC((size_t)(n_units ? n_units : 1), sizeof *p->u, "plan units");
+    if (!p->t || !p->u) {
+        st = MOEQ_ERR_NOMEM;
+        goto fail;
+    }
+    p->n_tensors = n;
+    XXH3_state_t *h = XXH3_createState();
+    if (!h) {
+        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "xxh3 state");
+        goto fail;
+    }
+    XXH3_64bits_reset(h);
+    hash_str(h, "moeq-plan-v1");
+    hash_str(h, c->config_json ? c->config_json : "");
+    for (int s = 0; s < c->n_shards; s++) {
+        hash_str(h, c->shard_names[s]);
+        hash_u64(h, c->shard_sizes[s]);
+    }
+    int u = -1;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || cmp_key(&e[i].k, &e[i - 1].k)) {
+            u++;
+            p->u[u] = (moeq_unit){.id = u, .kind = e[i].k.kind, .layer = e[i].k.layer, .expert = e[i].k.expert, .first = i};
+        }
+        moeq_plan_tensor *pt = &p->t[i];
+        *pt = e[i].pt;
+        pt->unit = u;
+        const moeq_tensor_info *t = &c->t[pt->cat];
+        uint64_t in = t->nbytes;
+        if (pt->q.method != MOEQ_METHOD_NONE && t->scale >= 0) in += c->t[t->scale].nbytes;
+        moeq_unit *un = &p->u[u];
+        un->count++;
+        un->bytes_in += in;
+        un->bytes_out += pt->out_bytes;
+        un->cost += moeq_cost_tensor(cm, pt, in);
+        // working set: source bytes + fp32 weight + residual/workspace + outputs + factors
+        uint64_t mem = in + (uint64_t)t->numel * 4u;
+        if (pt->q.method != MOEQ_METHOD_NONE) {
+            mem += (uint64_t)t->numel * 8u + pt->out_bytes;
+            if (pt->q.rank > 0) mem += 4u * (uint64_t)(pt->q.rank + pt->q.svd_oversample) * (uint64_t)(pt->R + pt->C) * 3u;
+            p->params_quantized += t->numel;
+            p->bits_quantized += pt->bits_per_weight * (double)t->numel;
+        }
+        if (mem > un->mem_bytes) un->mem_bytes = mem;
+        p->params_total += t->numel;
+        p->bytes_in += in;
+        p->bytes_out += pt->out_bytes;
+        hash_str(h, t->name);
+        hash_u64(h, (uint64_t)t->dtype);
+        for (int d = 0; d < t->ndim; d++) hash_u64(h, (uint64_t)t->shape[d]);
+        hash_u64(h, (uint64_t)u);
+        hash_settings(h, &pt->q);
+    }
+    p->n_units = n_units;
+    for (int k = 0; k < n_units; k++) {
+        p->cost_total += p->u[k].cost;
+        if (p->u[k].mem_bytes > p->mem_max) p->mem_max = p->u[k].mem_bytes;
+    }
+    p->digest = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    moeq_free(&e);
+    moeq_free(&rule_hits);
+    *out = p;
+    return MOEQ_OK;
+fail:
+    moeq_free(&e);
+    moeq_free(&rule_hits);
+    moeq_plan_free(&p);
+    return st;
+}
+
+void moeq_plan_free(moeq_plan **pp) {
+    if (!pp || !*pp) return;
+    moeq_free(&(*pp)->t);
+    moeq_free(&(*pp)->u);
+    moeq_free(pp);
+}
+
+double moeq_plan_bpw_quantized(const moeq_plan *p) {
+    return p->params_quantized ? p->bits_quantized / (double)p->params_quantized : 0.0;
+}

@@ -1,0 +1,90 @@
+// plan.h: the plan: every stored tensor with its resolved settings and output geometry, grouped into
+// work units by expert, with bytes, estimated cost and working-set memory. Built on every rank from the
+// catalog and the recipe (deterministic: same inputs, same plan, same digest); no MPI here.
+//
+// Units: all projections of one routed expert of one layer; the attention of a layer; a layer's shared
+// expert(s); a layer's dense MLP; and one "other" unit per layer (norms, router) plus one for the
+// model-level tensors (embedding, final norm, lm_head). FP8 scales of quantized weights are consumed
+// (not stored); those of pass-through weights travel with them.
+#ifndef MOEQ_PLAN_H
+#define MOEQ_PLAN_H
+
+#include <stdint.h>
+
+#include "moeq_io.h"
+
+typedef enum moeq_unit_kind {
+    MOEQ_UNIT_EXPERT = 0,
+    MOEQ_UNIT_ATTENTION = 1,
+    MOEQ_UNIT_SHARED = 2,
+    MOEQ_UNIT_DENSE = 3,
+    MOEQ_UNIT_OTHER = 4,
+    MOEQ_UNIT_KIND_COUNT
+} moeq_unit_kind;
+
+const char *moeq_unit_kind_name(moeq_unit_kind k);
+
+typedef struct moeq_plan_tensor {
+    int cat;               // index in the catalog
+    int unit;              // owning unit id
+    moeq_qsettings q;      // resolved settings (method none = stored as it came)
+    int rule;              // recipe rule that decided (-1: defaults)
+    int64_t R, C;          // rows (out), cols (in); for pass-through: shape[0], numel/shape[0]
+    int64_t row_bytes;     // packed code bytes per row (quantized)
+    int64_t n_groups;      // groups per row = C / group (quantized)
+    uint64_t out_bytes;    // bytes stored in the artifact for this tensor
+    double bits_per_weight; // stored bits / numel (codes + scale + zero + U + V)
+} moeq_plan_tensor;
+
+typedef struct moeq_unit {
+    int id;
+    moeq_unit_kind kind;
+    int layer;             // -1 for model-level tensors
+    int expert;            // routed expert index, -1 otherwise
+    int first, count;      // tensors [first, first + count) of plan->t
+    uint64_t bytes_in;     // source bytes read (FP8 scales included)
+    uint64_t bytes_out;    // artifact bytes
+    uint64_t mem_bytes;    // working set estimate (largest tensor's buffers)
+    double cost;           // estimated seconds (cost model)
+} moeq_unit;
+
+// Throughputs of one worker (one GPU or one CPU rank) used to estimate unit costs.
+typedef struct moeq_cost_model {
+    const char *name;
+    double read_bytes_per_s;  // source read (disk or page cache)
+    double elems_per_s;       // element-wise passes (decode, RTN, metrics)
+    double hqq_elem_iters_per_s; // HQQ: elements x iterations per second
+    double gemm_flops;        // sgemm flop/s
+} moeq_cost_model;
+
+// "cpu-core": one core of the CI machine class (OpenBLAS AVX2 sgemm ~100 GFLOP/s); "h100": one H100.
+moeq_status moeq_cost_model_get(const char *name, moeq_cost_model *out);
+double moeq_cost_tensor(const moeq_cost_model *cm, const moeq_plan_tensor *pt, uint64_t bytes_in);
+
+typedef struct moeq_plan {
+    int n_tensors;
+    moeq_plan_tensor *t;   // grouped by unit (unit order), then by name
+    int n_units;
+    moeq_unit *u;
+    uint64_t digest;       // xxh3 over format version, config, shards, every tensor's name/shape/settings
+    // totals
+    uint64_t bytes_in, bytes_out;
+    int64_t params_quantized, params_total;
+    double bits_quantized;  // sum of stored bits of quantized tensors
+    double cost_total;
+    uint64_t mem_max;       // largest unit working set
+} moeq_plan;
+
+// Builds the plan. Fails (MOEQ_ERR_ARG, naming the tensor and rule) when a setting cannot apply, and
+// (MOEQ_ERR_ARG, naming the rule and its line) when a recipe rule matches no tensor.
+// Returns a new plan; caller frees with moeq_plan_free.
+moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm, moeq_plan **out);
+void moeq_plan_free(moeq_plan **p);
+
+// Average bits per weight over the quantized tensors (codes + scales + zeros + compensators).
+double moeq_plan_bpw_quantized(const moeq_plan *p);
+
+// Packed code bytes of one row of C codes of `bits` bits (the storage formats of kernels/qformat.h).
+int64_t moeq_plan_row_bytes(int bits, int64_t C);
+
+#endif
