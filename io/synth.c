@@ -849,47 +849,78 @@ static moeq_status write_index(const char *dir, const tlist *l, const int *shard
     return st;
 }
 
-moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_synth_result *res) {
-    if (!dir || !dir[0] || !o) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: no output directory");
+// Config, tensor list and shard of every tensor (list order; a new shard when the next tensor would pass
+// shard_size). On success the caller frees l->t (free) and *shard_of (moeq_free).
+static moeq_status plan_shards(const moeq_synth_opts *o, moeq_model_config *cfg, tlist *l, int **shard_of,
+                               moeq_synth_result *r) {
+    memset(r, 0, sizeof *r);
+    *shard_of = NULL;
     if (o->shard_size < 1) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --shard-size must be at least 1 byte");
-    moeq_model_config cfg;
-    MOEQ_TRY(moeq_synth_config(o, &cfg));
-    char *config_text = NULL;
-    tlist l = {0};
-    int *shard_of = NULL;
-    moeq_st_entry *ents = NULL;
-    moeq_st_writer *w = NULL;
-    char *path = NULL;
-    wctx x = {.o = o};
-    moeq_synth_result r = {0};
-    moeq_status st = moeq_synth_config_json(&cfg, &config_text);
-    if (st == MOEQ_OK) st = moeq_arch_expected_tensors(&cfg, collect, &l);
-    if (st == MOEQ_OK) st = l.st;
-    if (st == MOEQ_OK) st = prepare_dir(dir, o->force);
-    if (st != MOEQ_OK) goto done;
-    // shards in list order: a new shard when the next tensor would pass shard_size
-    shard_of = MOEQ_MALLOC((size_t)(l.n > 0 ? l.n : 1) * sizeof *shard_of, "shard map");
-    ents = MOEQ_CALLOC((size_t)(l.n > 0 ? l.n : 1), sizeof *ents, "shard entries");
-    if (!shard_of || !ents) {
-        st = MOEQ_ERR_NOMEM;
-        goto done;
+    MOEQ_TRY(moeq_synth_config(o, cfg));
+    moeq_status st = moeq_arch_expected_tensors(cfg, collect, l);
+    if (st == MOEQ_OK) st = l->st;
+    int *so = NULL;
+    if (st == MOEQ_OK) {
+        so = MOEQ_MALLOC((size_t)(l->n > 0 ? l->n : 1) * sizeof *so, "shard map");
+        if (!so) st = MOEQ_ERR_NOMEM;
     }
     uint64_t in_shard = 0;
-    int n_shards = l.n > 0 ? 1 : 0;
-    for (int i = 0; i < l.n; i++) {
-        const uint64_t b = tensor_bytes(&l.t[i]);
+    int n_shards = l->n > 0 ? 1 : 0;
+    for (int i = 0; st == MOEQ_OK && i < l->n; i++) {
+        const uint64_t b = tensor_bytes(&l->t[i]);
         if (in_shard > 0 && in_shard + b > o->shard_size) {
             n_shards++;
             in_shard = 0;
         }
         in_shard += b;
-        shard_of[i] = n_shards - 1;
-        x.total += b;
-        if (tensor_kind(&l.t[i]) != K_SCALE) r.n_params += rows_of(&l.t[i]) * cols_of(&l.t[i]);
+        so[i] = n_shards - 1;
+        r->total_size += b;
+        if (tensor_kind(&l->t[i]) != K_SCALE) r->n_params += rows_of(&l->t[i]) * cols_of(&l->t[i]);
     }
-    if (n_shards > 99999) {
+    if (st == MOEQ_OK && n_shards > 99999)
         st =
             MOEQ_FAIL(MOEQ_ERR_ARG, "synth: %d shards (more than 99999)" HINT "raise --shard-size", n_shards);
+    if (st != MOEQ_OK) {
+        moeq_free(&so);
+        free(l->t);
+        l->t = NULL;
+        return st;
+    }
+    r->n_tensors = l->n;
+    r->n_shards = n_shards;
+    *shard_of = so;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_synth_plan(const moeq_synth_opts *o, moeq_model_config *cfg, moeq_synth_result *res) {
+    if (!o || !cfg || !res) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: plan: NULL argument");
+    tlist l = {0};
+    int *shard_of = NULL;
+    MOEQ_TRY(plan_shards(o, cfg, &l, &shard_of, res));
+    moeq_free(&shard_of);
+    free(l.t);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_synth_result *res) {
+    if (!dir || !dir[0] || !o) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: no output directory");
+    moeq_model_config cfg;
+    tlist l = {0};
+    int *shard_of = NULL;
+    moeq_synth_result r;
+    MOEQ_TRY(plan_shards(o, &cfg, &l, &shard_of, &r));
+    const int n_shards = r.n_shards;
+    char *config_text = NULL;
+    moeq_st_entry *ents = NULL;
+    moeq_st_writer *w = NULL;
+    char *path = NULL;
+    wctx x = {.o = o, .total = r.total_size};
+    moeq_status st = moeq_synth_config_json(&cfg, &config_text);
+    if (st == MOEQ_OK) st = prepare_dir(dir, o->force);
+    if (st != MOEQ_OK) goto done;
+    ents = MOEQ_CALLOC((size_t)(l.n > 0 ? l.n : 1), sizeof *ents, "shard entries");
+    if (!ents) {
+        st = MOEQ_ERR_NOMEM;
         goto done;
     }
     char seed_str[32];
@@ -928,12 +959,7 @@ moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_syn
         st = path ? moeq_write_file(path, config_text, strlen(config_text)) : MOEQ_ERR_NOMEM;
     }
     if (st == MOEQ_OK) st = fsync_dir(dir);
-    if (st == MOEQ_OK && res) {
-        r.n_tensors = l.n;
-        r.n_shards = n_shards;
-        r.total_size = x.total;
-        *res = r;
-    }
+    if (st == MOEQ_OK && res) *res = r;
 done:
     moeq_st_writer_abort(&w);
     moeq_free(&x.pending);

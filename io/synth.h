@@ -81,6 +81,10 @@ typedef struct moeq_synth_result {
     int64_t n_params;    // elements of all tensors except FP8 scales
 } moeq_synth_result;
 
+// What moeq_synth_write would write (config, tensor and shard counts, total_size, n_params), without
+// touching the disk; file_bytes is 0. For --dry-run.
+moeq_status moeq_synth_plan(const moeq_synth_opts *o, moeq_model_config *cfg, moeq_synth_result *res);
+
 // Writes the checkpoint into dir (created, parents too; an existing non-empty dir is MOEQ_ERR_EXISTS
 // unless o->force, which removes the files a checkpoint consists of: config.json, *.safetensors,
 // *.safetensors.partial, model.safetensors.index.json, and leaves anything else). Order: shards (each

@@ -28,6 +28,7 @@ enum {
     OPT_SHARD_SIZE,
     OPT_SEED,
     OPT_FORCE,
+    OPT_DRY_RUN,
 };
 
 static const struct option k_longopts[] = {
@@ -49,6 +50,7 @@ static const struct option k_longopts[] = {
     {"shard-size", required_argument, NULL, OPT_SHARD_SIZE},
     {"seed", required_argument, NULL, OPT_SEED},
     {"force", no_argument, NULL, OPT_FORCE},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {NULL, 0, NULL, 0},
 };
 
@@ -59,8 +61,14 @@ static int int_opt(const char *name, const char *arg, long lo, long hi, int *out
     return 0;
 }
 
+typedef struct {
+    moeq_synth_opts o;
+    int dry_run;
+} synth_args;
+
 static int on_opt(int opt, const char *arg, void *ctx) {
-    moeq_synth_opts *o = ctx;
+    synth_args *a = ctx;
+    moeq_synth_opts *o = &a->o;
     const long BIG = 1L << 24;
     switch (opt) {
     case OPT_ARCH:
@@ -132,6 +140,9 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case OPT_FORCE:
         o->force = 1;
         return 0;
+    case OPT_DRY_RUN:
+        a->dry_run = 1;
+        return 0;
     default:
         return 1;
     }
@@ -172,11 +183,44 @@ static void on_progress(uint64_t done, uint64_t total, void *user) {
             rate > 0 ? (double)(total - done) / rate : 0.0);
 }
 
+// The effective geometry, as an aligned table (--dry-run).
+static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_model_config *c,
+                       const moeq_synth_result *r) {
+    int n_moe = 0;
+    for (int l = 0; l < moeq_config_n_layers_total(c); l++) n_moe += moeq_config_layer_is_moe(c, l);
+    char b[32], s[32];
+    human_bytes(r->total_size, b, sizeof b);
+    human_bytes(o->shard_size, s, sizeof s);
+    printf("output          %s (dry run: nothing written)\n", out);
+    printf("architecture    %s (%s)\n", c->model_type, c->architecture);
+    printf("layers          %d (%d MoE, %d dense, %d MTP)\n", moeq_config_n_layers_total(c), n_moe,
+           moeq_config_n_layers_total(c) - n_moe, c->n_mtp_layers);
+    printf("hidden          %d   vocab %d   heads %d (kv %d, head_dim %d)\n", c->hidden, c->vocab, c->n_heads,
+           c->n_kv_heads, c->head_dim);
+    if (c->arch == MOEQ_ARCH_DEEPSEEK_V3)
+        printf("MLA             q_lora %d, kv_lora %d, qk_nope %d, qk_rope %d, v %d\n", c->q_lora_rank,
+               c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim, c->v_head_dim);
+    printf("experts         %d routed + %d shared, top-%d, expert FFN %d, shared FFN %d, dense FFN %d\n",
+           c->n_experts, c->n_shared_experts, c->top_k, c->moe_intermediate, c->shared_intermediate,
+           c->dense_intermediate);
+    if (c->weight_dtype == MOEQ_DTYPE_F8_E4M3)
+        printf("weights         F8_E4M3, %dx%d float32 block scales; others %s\n", c->fp8_block[0],
+               c->fp8_block[1], moeq_dtype_name(c->torch_dtype));
+    else
+        printf("weights         %s\n", moeq_dtype_name(c->weight_dtype));
+    printf("tensors         %d (%.3f B parameters), %s of data\n", r->n_tensors, (double)r->n_params / 1e9,
+           b);
+    printf("shards          %d of at most %s\n", r->n_shards, s);
+    printf("seed            %llu\n", (unsigned long long)o->seed);
+}
+
 static int run(int argc, char **argv) {
+    synth_args a = {.dry_run = 0};
+    moeq_synth_opts_init(&a.o);
     moeq_synth_opts o;
-    moeq_synth_opts_init(&o);
     moeq_cli_common common = {0};
-    int rc = moeq_cli_parse(&moeq_cmd_synth, argc, argv, "", k_longopts, on_opt, &o, &common);
+    int rc = moeq_cli_parse(&moeq_cmd_synth, argc, argv, "", k_longopts, on_opt, &a, &common);
+    o = a.o;
     if (rc == 1) return MOEQ_EXIT_OK;
     if (rc) return MOEQ_EXIT_USAGE;
     if (optind != argc - 1) {
@@ -187,6 +231,14 @@ static int run(int argc, char **argv) {
         return MOEQ_EXIT_USAGE;
     }
     const char *out = argv[optind];
+    if (a.dry_run) {
+        moeq_model_config cfg;
+        moeq_synth_result r;
+        moeq_status st = moeq_synth_plan(&o, &cfg, &r);
+        if (st != MOEQ_OK) return moeq_cli_fail("synth", st);
+        print_plan(out, &o, &cfg, &r);
+        return MOEQ_EXIT_OK;
+    }
     progress_state ps = {now_s(), now_s()};
     if (!common.quiet) {
         o.progress = on_progress;
@@ -248,6 +300,7 @@ const moeq_command moeq_cmd_synth = {
         "[4000000000]\n"
         "  --seed S              random seed [1234]\n"
         "  --force               replace the checkpoint files in a non-empty OUT (other files are kept)\n"
+        "  --dry-run             print the geometry, tensor/shard counts and bytes; write nothing\n"
         "\n"
         "Architecture defaults (layers, hidden, intermediate, experts, top-k, shared, dense, heads, "
         "kv-heads,\n"
@@ -267,6 +320,12 @@ const moeq_command moeq_cmd_synth = {
         "  moeq synth --arch deepseek_v3 --layers 2 --dtype fp8 --shard-size 4000000 /tmp/ds-tiny\n"
         "  moeq synth --arch mixtral --layers 32 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 "
         "\\\n"
-        "             --vocab 32000 /scratch/mixtral-8x7b-synth        (Mixtral-8x7B geometry, ~93 GB)",
+        "             --vocab 32000 /scratch/mixtral-8x7b-synth        (Mixtral-8x7B geometry, ~93 GB)\n"
+        "  moeq synth --dry-run --arch deepseek_v3 --layers 61 --dense-layers 3 --mtp-layers 1 \\\n"
+        "             --hidden 7168 --intermediate 2048 --dense-intermediate 18432 --experts 256 --top-k 8 "
+        "\\\n"
+        "             --heads 128 --head-dim 128 --vocab 129280 --dtype fp8 /scratch/ds-v3-synth\n"
+        "             (DeepSeek-V3/R1 geometry: 684.5 B parameters, 688 GB like the real FP8 checkpoint;\n"
+        "             drop --dry-run to write it)",
     .run = run,
 };

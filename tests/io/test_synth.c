@@ -532,11 +532,56 @@ static void test_existing_dir(void **state) {
     free(dir);
 }
 
+// Full-size plans (nothing written): DeepSeek-V3/R1 with its MTP layer has the real checkpoint's parameter
+// count, and its data is within 0.1% of the real FP8 shards' 688,586,727,753 bytes (headers included there).
+static void test_plan_full_size(void **state) {
+    (void)state;
+    moeq_synth_opts o;
+    moeq_synth_opts_init(&o);
+    o.arch = MOEQ_ARCH_DEEPSEEK_V3;
+    o.dtype = MOEQ_DTYPE_F8_E4M3;
+    o.n_layers = 61;
+    o.n_dense_layers = 3;
+    o.n_mtp_layers = 1;
+    o.hidden = 7168;
+    o.intermediate = 2048;
+    o.dense_intermediate = 18432;
+    o.n_experts = 256;
+    o.top_k = 8;
+    o.n_heads = 128;
+    o.head_dim = 128;
+    o.vocab = 129280;
+    moeq_model_config cfg;
+    moeq_synth_result r;
+    assert_status(moeq_synth_plan(&o, &cfg, &r), MOEQ_OK, NULL);
+    if (getenv("MOEQ_TEST_VERBOSE"))
+        fprintf(stderr, "deepseek-v3: %d tensors, %lld params, %llu bytes, %d shards\n", r.n_tensors,
+                (long long)r.n_params, (unsigned long long)r.total_size, r.n_shards);
+    assert_int_equal(cfg.q_lora_rank, 1536);
+    assert_int_equal(cfg.kv_lora_rank, 512);
+    assert_int_equal(cfg.n_group, 8);
+    assert_int_equal(cfg.topk_group, 4);
+    assert_int_equal(r.n_params, 684489845504LL);
+    assert_int_equal(r.n_tensors, 91992);
+    assert_true(fabs((double)r.total_size / 688586727753.0 - 1.0) < 1e-3);
+    assert_int_equal(r.file_bytes, 0);
+
+    moeq_synth_opts_init(&o); // Mixtral-8x7B: 46.7 B parameters, index total_size 93,405,585,408 B (BF16)
+    o.n_layers = 32;
+    o.hidden = 4096;
+    o.intermediate = 14336;
+    o.n_heads = 32;
+    o.n_kv_heads = 8;
+    o.vocab = 32000;
+    assert_status(moeq_synth_plan(&o, &cfg, &r), MOEQ_OK, NULL);
+    assert_int_equal(r.total_size, 93405585408ull);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_arch),   cmocka_unit_test(test_sharding_and_seed),
         cmocka_unit_test(test_statistics),   cmocka_unit_test(test_bad_options),
-        cmocka_unit_test(test_existing_dir),
+        cmocka_unit_test(test_existing_dir), cmocka_unit_test(test_plan_full_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
