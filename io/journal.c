@@ -122,7 +122,7 @@ moeq_status moeq_journal_open(const char *path, uint64_t plan_digest, int n_unit
         if (on_record) on_record((int)rh.unit, buf, (int)rh.n, user);
         off += sizeof rh + body + 8;
     }
-    moeq_error_clear();
+    if (st == MOEQ_OK) moeq_error_clear(); // a torn tail is expected after a crash, not an error
     if (st == MOEQ_OK && off < size && ftruncate(fd, (off_t)off) != 0)
         st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot cut the torn tail: %s", path, strerror(errno));
     if (st == MOEQ_OK) {

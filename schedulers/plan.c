@@ -243,9 +243,11 @@ moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const m
         un->bytes_in += in;
         un->bytes_out += pt->out_bytes;
         un->cost += moeq_cost_tensor(cm, pt, in);
-        // working set: source bytes + fp32 weight + residual/workspace + outputs + factors
-        uint64_t mem = in + (uint64_t)t->numel * 4u;
+        // working set: pass-through tensors stream through one bounded buffer; quantized ones hold the
+        // source bytes, the fp32 weight, a residual and a reconstruction, the outputs and the factors
+        uint64_t mem = in < MOEQ_PLAN_STREAM_CHUNK ? in : MOEQ_PLAN_STREAM_CHUNK;
         if (pt->q.method != MOEQ_METHOD_NONE) {
+            mem = in + (uint64_t)t->numel * 4u;
             mem += (uint64_t)t->numel * 8u + pt->out_bytes;
             if (pt->q.rank > 0) mem += 4u * (uint64_t)(pt->q.rank + pt->q.svd_oversample) * (uint64_t)(pt->R + pt->C) * 3u;
             p->params_quantized += t->numel;

@@ -84,6 +84,9 @@ void moeq_plan_free(moeq_plan **p);
 // Average bits per weight over the quantized tensors (codes + scales + zeros + compensators).
 double moeq_plan_bpw_quantized(const moeq_plan *p);
 
+// Pass-through tensors are copied in chunks of this many bytes (workers/unit_job.c).
+#define MOEQ_PLAN_STREAM_CHUNK ((uint64_t)64 << 20)
+
 // Packed code bytes of one row of C codes of `bits` bits (the storage formats of kernels/qformat.h).
 int64_t moeq_plan_row_bytes(int bits, int64_t C);
 

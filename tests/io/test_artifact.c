@@ -1,0 +1,180 @@
+// test_artifact.c: the HDF5 skeleton (offsets inside the file, datasets disjoint), raw writes read back
+// through HDF5 (float16 type included), sealing, determinism of the bytes, plan-digest checks, and the
+// journal (records, torn tail cut, other plan refused).
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "moeq_io.h"
+
+static void make_entries(moeq_artifact_entry *e) {
+    memset(e, 0, 2 * sizeof *e);
+    e[0].name = "model.layers.0.block_sparse_moe.experts.0.w1.weight";
+    e[0].c = moeq_tensor_classify(e[0].name);
+    e[0].source_dtype = MOEQ_DTYPE_BF16;
+    e[0].ndim = 2;
+    e[0].shape[0] = 16;
+    e[0].shape[1] = 128;
+    e[0].q = moeq_qsettings_default();
+    e[0].q.method = MOEQ_METHOD_MILO;
+    e[0].q.bits = 3;
+    e[0].q.rank = 4;
+    e[0].bits_per_weight = 4.0;
+    assert_int_equal(moeq_artifact_entry_specs(&e[0], 12 * 4), MOEQ_OK);
+    e[1].name = "model.norm.weight";
+    e[1].c = moeq_tensor_classify(e[1].name);
+    e[1].source_dtype = MOEQ_DTYPE_BF16;
+    e[1].ndim = 1;
+    e[1].shape[0] = 128;
+    e[1].q.method = MOEQ_METHOD_NONE;
+    e[1].unit = 1;
+    assert_int_equal(moeq_artifact_entry_specs(&e[1], 0), MOEQ_OK);
+}
+
+static void test_skeleton_write_seal(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("art");
+    char path[4096], path2[4096];
+    snprintf(path, sizeof path, "%s/a.h5", dir);
+    snprintf(path2, sizeof path2, "%s/b.h5", dir);
+    moeq_artifact_entry e[2], e2[2];
+    make_entries(e);
+    make_entries(e2);
+    assert_true(e[0].ds[MOEQ_DS_U].present && e[0].ds[MOEQ_DS_V].present && !e[0].ds[MOEQ_DS_DATA].present);
+    assert_int_equal(e[0].ds[MOEQ_DS_SCALE].bytes, 16 * 2 * 2);
+    assert_int_equal(e[1].ds[MOEQ_DS_DATA].bytes, 256);
+    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "version: 1\n", .config_json = "{}",
+                            .shards_json = "[]", .plan_digest = 0x1234, .n_units = 2};
+    assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
+    assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_ERR_EXISTS, "refusing to overwrite");
+    assert_status(moeq_artifact_create(path2, &m, e2, 2), MOEQ_OK, NULL);
+    // offsets: inside the file, disjoint
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    uint64_t lo[16], hi[16];
+    int n = 0;
+    for (int i = 0; i < 2; i++)
+        for (int d = 0; d < MOEQ_DS_COUNT; d++)
+            if (e[i].ds[d].present) {
+                assert_true(e[i].offset[d] > 0 && e[i].offset[d] + e[i].ds[d].bytes <= (uint64_t)size);
+                lo[n] = e[i].offset[d];
+                hi[n++] = e[i].offset[d] + e[i].ds[d].bytes;
+            }
+    for (int a = 0; a < n; a++)
+        for (int b = a + 1; b < n; b++) assert_true(hi[a] <= lo[b] || hi[b] <= lo[a]);
+    // raw writes at the offsets, then HDF5 reads them back
+    int fd = open(path, O_RDWR);
+    uint16_t scale[32];
+    for (int i = 0; i < 32; i++) scale[i] = moeq_f32_to_f16(0.5f * (float)i);
+    assert_int_equal(moeq_pwrite_full(fd, scale, sizeof scale, e[0].offset[MOEQ_DS_SCALE], path), MOEQ_OK);
+    uint16_t norm[128];
+    for (int i = 0; i < 128; i++) norm[i] = moeq_f32_to_bf16(1.0f + (float)i / 64);
+    assert_int_equal(moeq_pwrite_full(fd, norm, sizeof norm, e[1].offset[MOEQ_DS_DATA], path), MOEQ_OK);
+    moeq_tensor_result r[2];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 2; i++) {
+        r[i].tensor = (uint32_t)i;
+        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum), MOEQ_OK);
+        r[i].rel_fro_error = 0.125 * i;
+    }
+    close(fd);
+    uint64_t total = 0;
+    assert_status(moeq_artifact_seal(path, e, r, 2, &total), MOEQ_OK, NULL);
+    assert_true(total != 0);
+    hid_t h = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(h >= 0);
+    float back[32];
+    hid_t ds = H5Dopen2(h, "/tensors/model.layers.0.block_sparse_moe.experts.0.w1.weight/scale", H5P_DEFAULT);
+    assert_true(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0); // float16 -> float
+    for (int i = 0; i < 32; i++) assert_true(back[i] == 0.5f * (float)i);
+    H5Dclose(ds);
+    float nb[128];
+    ds = H5Dopen2(h, "/tensors/model.norm.weight/data", H5P_DEFAULT);
+    assert_true(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, nb) >= 0); // bfloat16 -> float
+    for (int i = 0; i < 128; i++) assert_true(nb[i] == moeq_bf16_to_f32(norm[i]));
+    H5Dclose(ds);
+    H5Fclose(h);
+    // layout: reopen; another plan is refused
+    moeq_artifact_entry e3[2];
+    make_entries(e3);
+    assert_status(moeq_artifact_layout(path, 0x1234, e3, 2), MOEQ_OK, NULL);
+    assert_memory_equal(e3[0].offset, e[0].offset, sizeof e[0].offset);
+    assert_status(moeq_artifact_layout(path, 0x9999, e3, 2), MOEQ_ERR_MISMATCH, "another model or recipe");
+    // two skeletons of the same plan are the same bytes
+    char cmd[8300];
+    moeq_artifact_entry e4[2];
+    make_entries(e4);
+    char path3[4096];
+    snprintf(path3, sizeof path3, "%s/c.h5", dir);
+    assert_status(moeq_artifact_create(path3, &m, e4, 2), MOEQ_OK, NULL);
+    snprintf(cmd, sizeof cmd, "cmp '%s' '%s'", path2, path3);
+    assert_int_equal(system(cmd), 0);
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
+static int n_records;
+static void on_rec(int unit, const moeq_tensor_result *r, int n, void *user) {
+    (void)user;
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].tensor, (uint32_t)unit);
+    n_records++;
+}
+
+static void test_journal(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("jnl");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/a.journal", dir);
+    moeq_journal *j = NULL;
+    assert_status(moeq_journal_create(path, 77, 10, &j), MOEQ_OK, NULL);
+    moeq_tensor_result r;
+    memset(&r, 0, sizeof r);
+    for (int u = 0; u < 3; u++) {
+        r.tensor = (uint32_t)u;
+        assert_status(moeq_journal_append(j, u, &r, 1), MOEQ_OK, NULL);
+    }
+    moeq_journal_close(&j);
+    assert_status(moeq_journal_create(path, 77, 10, &j), MOEQ_ERR_EXISTS, NULL);
+    // a torn tail (crash mid-append) is cut; the three records stay
+    FILE *f = fopen(path, "ab");
+    fwrite("MRECgarbage", 1, 11, f);
+    fclose(f);
+    n_records = 0;
+    assert_status(moeq_journal_open(path, 77, 10, on_rec, NULL, &j), MOEQ_OK, NULL);
+    assert_int_equal(n_records, 3);
+    r.tensor = 3;
+    assert_status(moeq_journal_append(j, 3, &r, 1), MOEQ_OK, NULL);
+    moeq_journal_close(&j);
+    n_records = 0;
+    assert_status(moeq_journal_open(path, 77, 10, on_rec, NULL, &j), MOEQ_OK, NULL);
+    assert_int_equal(n_records, 4);
+    moeq_journal_close(&j);
+    // a flipped byte inside a record ends the trusted prefix there
+    FILE *g = fopen(path, "r+b");
+    fseek(g, 64 + 16 + 8, SEEK_SET); // inside the first record's result
+    fputc(0x5a, g);
+    fclose(g);
+    n_records = 0;
+    assert_status(moeq_journal_open(path, 77, 10, on_rec, NULL, &j), MOEQ_OK, NULL);
+    assert_int_equal(n_records, 0);
+    moeq_journal_close(&j);
+    assert_status(moeq_journal_open(path, 78, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH, "journal of another plan");
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_skeleton_write_seal),
+        cmocka_unit_test(test_journal),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,138 @@
+// test_recipe.c: recipe parsing (every error case names the line), rule precedence, built-in class rules.
+#include "test_util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "moeq_io.h"
+
+static moeq_tensor_info tensor(const char *name, int64_t r, int64_t c) {
+    moeq_tensor_info t;
+    memset(&t, 0, sizeof t);
+    t.name = (char *)name;
+    t.c = moeq_tensor_classify(name);
+    t.dtype = MOEQ_DTYPE_BF16;
+    t.ndim = c ? 2 : 1;
+    t.shape[0] = r;
+    t.shape[1] = c;
+    t.numel = r * (c ? c : 1);
+    t.scale = -1;
+    return t;
+}
+
+static void test_defaults_and_precedence(void **state) {
+    (void)state;
+    const char *y = "version: 1\n"
+                    "defaults: {method: hqq, bits: 3, group: 64}\n"
+                    "rules:\n"
+                    "  - match: {class: attention}\n"
+                    "    set: {bits: 4, method: milo, rank: 64}\n"
+                    "  - match: {class: routed_expert, proj: down}\n"
+                    "    set: {method: milo, rank: 8, compensator: int3}\n"
+                    "  - match: {class: routed_expert, layers: \"2-3\"}\n"
+                    "    set: {bits: 4}\n"
+                    "  - match: {name: \"*.experts.7.*\"}\n"
+                    "    set: {bits: 8, hqq: {iters: 5}}\n"
+                    "  - match: {class: lm_head}\n"
+                    "    set: {method: rtn, bits: 8, group: 128}\n";
+    moeq_recipe *r = NULL;
+    assert_status(moeq_recipe_parse("r.yaml", y, &r), MOEQ_OK, NULL);
+    assert_int_equal(r->n_rules, 5);
+    assert_int_equal(r->rules[0].line, 4);
+    int rule;
+    moeq_tensor_info t = tensor("model.layers.0.self_attn.q_proj.weight", 128, 128);
+    moeq_qsettings q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_MILO);
+    assert_int_equal(q.bits, 4);
+    assert_int_equal(q.rank, 64);
+    assert_int_equal(rule, 0);
+    t = tensor("model.layers.1.block_sparse_moe.experts.2.w2.weight", 128, 384);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_MILO);
+    assert_int_equal(q.bits, 3);
+    assert_int_equal(q.rank, 8);
+    assert_int_equal(q.compensator, MOEQ_COMP_INT3);
+    t = tensor("model.layers.3.block_sparse_moe.experts.7.w1.weight", 384, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_HQQ);
+    assert_int_equal(q.bits, 8); // the later name rule wins over the layer rule
+    assert_int_equal(q.hqq_iters, 5);
+    assert_int_equal(q.rank, 0);  // rank only for milo
+    assert_int_equal(rule, 3);
+    // default-off classes: router stays as it came; lm_head turned on by naming its class
+    t = tensor("model.layers.0.block_sparse_moe.gate.weight", 8, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_NONE);
+    t = tensor("lm_head.weight", 65, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_RTN);
+    assert_int_equal(q.group, 128);
+    // 1-D tensors are never quantized
+    t = tensor("model.norm.weight", 128, 0);
+    q = moeq_recipe_resolve(r, &t, NULL);
+    assert_int_equal(q.method, MOEQ_METHOD_NONE);
+    // a group that does not divide the input dimension is an error naming the tensor
+    t = tensor("model.layers.0.self_attn.o_proj.weight", 128, 96);
+    q = moeq_recipe_resolve(r, &t, NULL);
+    assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_ARG, "o_proj.weight' [128, 96]: group 64 does not divide");
+    moeq_recipe_free(&r);
+    assert_null(r);
+}
+
+static void test_errors_have_lines(void **state) {
+    (void)state;
+    struct {
+        const char *yaml, *needle;
+    } cases[] = {
+        {"version: 1\nrules:\n  - match: {class: experts}\n    set: {bits: 3}\n", "e.yaml:3: unknown tensor class \"experts\""},
+        {"version: 1\ndefaults:\n  bitz: 3\n", "e.yaml:3: unknown setting \"bitz\""},
+        {"version: 1\ndefaults: {bits: 5}\n", "e.yaml:2: bits must be 2, 3, 4 or 8"},
+        {"version: 1\ndefaults: {bits: three}\n", "e.yaml:2: \"bits\" must be an integer"},
+        {"version: 1\ndefaults: {method: gptq}\n", "e.yaml:2: method \"gptq\" is not one of"},
+        {"version: 1\nrules:\n  - match: {class: attention}\n", "e.yaml:3: rule without \"set\""},
+        {"version: 1\nrules:\n  - match: {layer: 3}\n    set: {bits: 4}\n", "e.yaml:3: unknown match key \"layer\""},
+        {"version: 1\nrules:\n  - match: {layers: \"5-2\"}\n    set: {bits: 4}\n", "e.yaml:3: \"layers\" must be N or"},
+        {"version: 1\nrules:\n  - match: {proj: gate_up}\n    set: {bits: 4}\n", "e.yaml:3: unknown projection"},
+        {"version: 1\ndefaults: {compensator: int4}\n", "compensator \"int4\""},
+        {"version: 1\ndefaults: {hqq: {beta: -1}}\n", "\"hqq.beta\" must be a positive number"},
+        {"version: 1\ndefaults: {hqq: {gamma: 1}}\n", "unknown key \"gamma\" in \"hqq\""},
+        {"version: 2\n", "e.yaml:1: \"version\" must be an integer in [1, 1]"},
+        {"defaults: {bits: 4}\n", "missing \"version: 1\""},
+        {"version: 1\nfoo: 1\n", "e.yaml:2: unknown top-level key \"foo\""},
+        {"version: 1\nrules: {a: 1}\n", "\"rules\" must be a list"},
+        {"version: 1\n  bad: [indent\n", "e.yaml:"},
+        {"- 1\n- 2\n", "a recipe is a mapping"},
+        {"", "empty recipe"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        moeq_recipe *r = NULL;
+        moeq_status st = moeq_recipe_parse("e.yaml", cases[i].yaml, &r);
+        if (st != MOEQ_ERR_FORMAT || !strstr(moeq_error_detail(), cases[i].needle)) {
+            fprintf(stderr, "case %zu: status %s, detail '%s', wanted '%s'\n", i, moeq_status_str(st), moeq_error_detail(),
+                    cases[i].needle);
+            fail();
+        }
+        assert_null(r);
+    }
+}
+
+static void test_shipped_recipes_parse(void **state) {
+    (void)state;
+    const char *files[] = {"mixtral-tiny-rtn3.yaml", "mixtral-tiny-hqq3.yaml", "mixtral-tiny-milo3.yaml"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/configs/%s", MOEQ_SOURCE_DIR, files[i]);
+        moeq_recipe *r = NULL;
+        assert_status(moeq_recipe_load(path, &r), MOEQ_OK, NULL);
+        moeq_recipe_free(&r);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_and_precedence),
+        cmocka_unit_test(test_errors_have_lines),
+        cmocka_unit_test(test_shipped_recipes_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,101 @@
+// test_queue.c (mpi, 3 ranks): the work queue runs every unit exactly once in static and dynamic mode,
+// skips units already done, retries a unit whose result asks for it, and rank 0 works too.
+#include "test_util.h"
+
+#include <mpi.h>
+#include <string.h>
+
+#include "moeq_sched.h"
+
+enum { N = 37 };
+
+typedef struct {
+    int rank;
+    int runs[N];       // on rank 0: how often each unit's result arrived
+    int ran_here;      // units this rank computed
+    int fail_first;    // unit that fails on its first attempt (-1 none)
+    int seen_fail;
+} ctx;
+
+static void work(int unit, void *buf, size_t *len, void *user) {
+    ctx *c = user;
+    int out[2] = {unit, unit * 3};
+    c->ran_here++;
+    memcpy(buf, out, sizeof out);
+    *len = sizeof out;
+}
+
+static moeq_result_action on_result(int unit, int from, int attempt, const void *buf, size_t len, void *user) {
+    ctx *c = user;
+    const int *v = buf;
+    assert_int_equal(len, 2 * sizeof(int));
+    assert_int_equal(v[0], unit);
+    assert_int_equal(v[1], unit * 3);
+    assert_true(from >= 0 && from < 3);
+    if (unit == c->fail_first && attempt == 1) {
+        c->seen_fail = 1;
+        return MOEQ_RESULT_RETRY;
+    }
+    c->runs[unit]++;
+    return MOEQ_RESULT_DONE;
+}
+
+static void run_mode(moeq_schedule mode, const unsigned char *skip, int fail_first) {
+    double cost[N];
+    for (int u = 0; u < N; u++) cost[u] = 1.0 + (u * 7) % 11;
+    ctx c;
+    memset(&c, 0, sizeof c);
+    MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
+    c.fail_first = fail_first;
+    moeq_queue_cfg q = {.comm = MPI_COMM_WORLD, .schedule = mode, .n_units = N, .cost = cost, .skip = skip,
+                        .max_attempts = 3, .result_max_bytes = 2 * sizeof(int), .work = work, .on_result = on_result,
+                        .user = &c};
+    moeq_queue_stats st;
+    memset(&st, 0, sizeof st);
+    assert_int_equal(moeq_queue_run(&q, &st), MOEQ_OK);
+    int total = 0;
+    MPI_Allreduce(&c.ran_here, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    int expected = 0;
+    for (int u = 0; u < N; u++) expected += !(skip && skip[u]);
+    assert_int_equal(total, expected + (fail_first >= 0 ? 1 : 0));
+    if (c.rank == 0) {
+        for (int u = 0; u < N; u++) assert_int_equal(c.runs[u], (skip && skip[u]) ? 0 : 1);
+        assert_int_equal(st.units_done, expected);
+        assert_int_equal(st.retries, fail_first >= 0 ? 1 : 0);
+        assert_true(st.threaded);
+        if (fail_first >= 0) assert_true(c.seen_fail);
+    }
+    int worked = c.ran_here > 0, all_worked = 0;
+    MPI_Allreduce(&worked, &all_worked, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    assert_int_equal(all_worked, 1); // every rank, rank 0 included, did some of the work
+}
+
+static void test_static(void **state) {
+    (void)state;
+    run_mode(MOEQ_SCHEDULE_STATIC, NULL, -1);
+}
+
+static void test_dynamic_with_retry(void **state) {
+    (void)state;
+    run_mode(MOEQ_SCHEDULE_DYNAMIC, NULL, 5);
+}
+
+static void test_static_skip_and_retry(void **state) {
+    (void)state;
+    unsigned char skip[N] = {0};
+    for (int u = 0; u < N; u += 3) skip[u] = 1;
+    run_mode(MOEQ_SCHEDULE_STATIC, skip, 7);
+}
+
+int main(int argc, char **argv) {
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_static),
+        cmocka_unit_test(test_dynamic_with_retry),
+        cmocka_unit_test(test_static_skip_and_retry),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    MPI_Finalize();
+    return rc;
+}
