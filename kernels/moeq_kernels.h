@@ -6,6 +6,7 @@
 
 #include "moeq_status.h" // defines: moeq_status, MOEQ_FAIL, MOEQ_TRY, moeq_error_detail
 #include "dtype.h"       // defines: moeq_dtype, moeq_dtypes traits, fp16/bf16/fp8 converters, decoders
+#include "forward.h"     // defines: moeq_rmsnorm_cpu, moeq_attention_causal_cpu, moeq_moe_block_cpu, forward kernels
 
 #ifdef __cplusplus
 extern "C" {

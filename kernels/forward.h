@@ -1,0 +1,140 @@
+// forward.h: CPU reference numerics of a decoder-only MoE transformer forward pass (Mixtral, Qwen2-MoE):
+// RMSNorm, rotary embeddings (HF rotate_half), causal GQA attention, SwiGLU FFN, softmax top-k router
+// (optional renormalisation), the MoE block (routed experts + optional sigmoid-gated shared expert),
+// and log-softmax cross-entropy. Pure numerics: no io, no model assembly (workers/forward_model.c does it).
+// The maths is HF transformers' modeling_mixtral.py / modeling_qwen2_moe.py, in fp32 like PyTorch CPU.
+//
+// Letters used in shape comments: T = tokens of one sequence, H = hidden, V = vocab, NH = query heads,
+// NKV = key/value heads, D = head_dim, E = routed experts, K = top-k, I = FFN intermediate width.
+// All matrices are row-major; a linear weight W is (out, in) and y = x·Wᵀ (+ b), as torch.nn.Linear.
+// Determinism: every function gives the same bits whatever the OpenMP thread count (work is split over
+// tokens, heads or experts; no reduction is split across threads; sums run in a fixed order).
+#ifndef MOEQ_FORWARD_H
+#define MOEQ_FORWARD_H
+
+#include <stdint.h>
+
+#include "moeq_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// One SwiGLU FFN: y = w_down·(silu(w_gate·x) * (w_up·x)). Mixtral names: w1 = gate, w3 = up, w2 = down.
+// Pointers are borrowed (the owner of the weights keeps them alive).
+typedef struct moeq_ffn_weights {
+    const float *gate; // (I, H)
+    const float *up;   // (I, H)
+    const float *down; // (H, I)
+    int inter;         // I
+} moeq_ffn_weights;
+
+// One MoE block (what follows post_attention_layernorm): router + E routed experts (+ shared expert).
+//   p = softmax(router·x) over all E experts (fp32); the K largest p (ties: lower expert index first);
+//   w_j = p_j (Qwen2-MoE default) or p_j / sum_j p_j (norm_topk_prob: Mixtral);
+//   y = sum over the chosen experts in ascending expert index of w_j * expert_j(x)
+//       (+ sigmoid(shared_gate·x) * shared(x) when shared != NULL; without shared_gate the shared expert
+//        is added ungated).
+typedef struct moeq_moe_weights {
+    int hidden;                      // H
+    int n_experts;                   // E
+    int top_k;                       // K
+    int norm_topk_prob;              // 1: renormalise the K weights to sum 1
+    const float *router;             // (E, H)
+    const moeq_ffn_weights *experts; // [E]
+    const moeq_ffn_weights *shared;  // NULL when none
+    const float *shared_gate;        // (1, H), or NULL
+} moeq_moe_weights;
+
+// ---- BLAS threading ----
+
+// Sets the number of threads OpenBLAS uses inside one call (process-wide) and returns the previous number.
+// Callers that run one sequence per OpenMP thread set 1 and restore the old value afterwards. sgemm splits
+// rows and columns, never the inner dimension, so results do not depend on this number.
+int moeq_blas_set_threads(int n);
+
+// ---- elementwise and row operations ----
+
+// y = x·Wᵀ (+ b), or y += x·Wᵀ (+ b) when accumulate is non-zero. OpenBLAS sgemm; ldx/ldy are the row
+// strides of x and y (in floats; >= in and >= out respectively).
+moeq_status moeq_linear_cpu(const float *x, // (T, in), row stride ldx
+                            int64_t ldx,
+                            const float *w, // (out, in)
+                            const float *b, // (out) or NULL
+                            int64_t T, int64_t in, int64_t out, int accumulate,
+                            float *y, // (T, out), row stride ldy
+                            int64_t ldy);
+
+// RMSNorm as HF: y = w * (x * rsqrt(mean(x^2) + eps)); the mean is accumulated in double and rounded to
+// fp32 before rsqrt (PyTorch computes it in fp32; the difference is far below the 1e-3 tolerances).
+// y may alias x.
+moeq_status moeq_rmsnorm_cpu(const float *x, // (T, H)
+                             const float *w, // (H)
+                             int64_t T, int64_t H, float eps,
+                             float *y); // (T, H)
+
+// Rotary tables for positions 0..T-1, HF convention: inv_freq[i] = 1 / theta^(2i/D) (fp32, as HF),
+// angle = fp32(pos * inv_freq[i]), cos/sin of that fp32 angle; columns i and i + D/2 hold the same value
+// (cos = cat(freqs, freqs)). D must be even.
+moeq_status moeq_rope_table_cpu(int64_t T, int64_t D, double theta,
+                                float *cos_t,  // (T, D)
+                                float *sin_t); // (T, D)
+
+// In place on every head of x: x' = x*cos + rotate_half(x)*sin, rotate_half(x) = cat(-x[D/2:], x[:D/2])
+// (two halves, NOT interleaved pairs). Row t uses position t.
+moeq_status moeq_rope_apply_cpu(float *x, // (T, n_heads * D), row stride ld
+                                int64_t ld, int64_t T, int64_t n_heads, int64_t D,
+                                const float *cos_t,  // (T, D)
+                                const float *sin_t); // (T, D)
+
+// Softmax of each row in place (max-subtracted, fp32 exp, double sum).
+moeq_status moeq_softmax_rows_cpu(float *x, // (rows, n)
+                                  int64_t rows, int64_t n);
+
+// Causal grouped-query attention of one sequence (positions 0..T-1, no cache): query head j uses KV head
+// j / (NH / NKV); scores = q·kᵀ / sqrt(D), key s > query t masked out, softmax over keys, out = P·v.
+// q, k, v are the projected (and rotated) heads side by side; out is (T, NH*D) with head j in columns
+// [j*D, (j+1)*D) (the o_proj input).
+moeq_status moeq_attention_causal_cpu(const float *q, // (T, NH*D)
+                                      const float *k, // (T, NKV*D)
+                                      const float *v, // (T, NKV*D)
+                                      int64_t T, int64_t NH, int64_t NKV, int64_t D,
+                                      float *out); // (T, NH*D)
+
+// ---- FFN, router, MoE ----
+
+// y = swiglu FFN of x, with a caller workspace of 2*n*I floats (NULL: allocated internally).
+moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, // (n, H)
+                                int64_t n, int64_t H,
+                                float *y,     // (n, H)
+                                float *work); // (2, n, I) or NULL
+
+// Router decision from router logits: softmax over E in fp32, top-K (descending probability; equal
+// probabilities: the lower expert index first, so ties are deterministic), optional renormalisation.
+// idx[t, j] is the j-th choice of token t (descending weight), weight[t, j] its mixing weight.
+moeq_status moeq_router_topk_cpu(const float *logits, // (T, E)
+                                 int64_t T, int64_t E, int64_t K, int norm_topk_prob,
+                                 int32_t *idx,   // (T, K)
+                                 float *weight); // (T, K), may be NULL
+
+// The MoE block on normalized inputs x (the output of post_attention_layernorm): y as documented on
+// moeq_moe_weights. topk_idx (optional) receives the chosen experts per token (descending weight), the
+// data behind "fraction of tokens whose top-k set changed".
+moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, // (T, H)
+                               int64_t T,
+                               float *y,           // (T, H)
+                               int32_t *topk_idx); // (T, K) or NULL
+
+// ---- loss ----
+
+// nll[t] = -log softmax(logits[t])[target[t]] (natural log; logsumexp in double). Targets outside
+// [0, V) are MOEQ_ERR_ARG.
+moeq_status moeq_cross_entropy_cpu(const float *logits,   // (T, V)
+                                   const int32_t *target, // (T)
+                                   int64_t T, int64_t V,
+                                   double *nll); // (T)
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,374 @@
+// forward_cpu.c: CPU reference of the transformer/MoE forward numerics declared in forward.h.
+// Plain loops + OpenBLAS sgemm for every matmul (x·Wᵀ with W (out, in) row-major), OpenMP over tokens,
+// heads or experts only, never over a reduction, so results do not depend on the thread count.
+// Not here: weights loading and the layer loop (workers/forward_model.c), quantized formats.
+// Maths: HF transformers MixtralRMSNorm / apply_rotary_pos_emb / eager attention / MixtralSparseMoeBlock
+// / Qwen2MoeSparseMoeBlock, evaluated in fp32 like PyTorch CPU (softmax and norm sums in double here,
+// which moves results by ~1e-7 relative, far inside the 1e-3 reference tolerances).
+// Shapes: T tokens, H hidden, NH/NKV heads, D head_dim, E experts, K top-k, I FFN width (see forward.h);
+// in code the FFN width is NI (cblas.h pulls in complex.h, whose macro I is the imaginary unit).
+#include "forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Parallel loops only when there is enough work and we are not already inside a parallel region (the
+// perplexity pass runs whole sequences per thread and calls these functions from inside its own region).
+#define MOEQ_PAR_MIN 64
+
+static int par_ok(int64_t n) {
+    return n >= MOEQ_PAR_MIN && !omp_in_parallel();
+}
+
+int moeq_blas_set_threads(int n) {
+    const int prev = openblas_get_num_threads();
+    if (n >= 1) openblas_set_num_threads(n);
+    return prev;
+}
+
+// ---- elementwise and row operations ----
+
+moeq_status moeq_linear_cpu(const float *x, int64_t ldx, const float *w, const float *b, int64_t T,
+                            int64_t in, int64_t out, int accumulate, float *y, int64_t ldy) {
+    if (!x || !w || !y || T < 0 || in <= 0 || out <= 0 || ldx < in || ldy < out)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "linear: bad arguments (T=%lld in=%lld out=%lld ldx=%lld ldy=%lld)",
+                         (long long)T, (long long)in, (long long)out, (long long)ldx, (long long)ldy);
+    if (T == 0) return MOEQ_OK;
+    if (in > INT32_MAX || out > INT32_MAX || T > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "linear: dimensions exceed the BLAS int range");
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (b) { // torch addmm: C = bias (broadcast) then C += x·Wᵀ
+        for (int64_t t = 0; t < T; t++) {
+            float *yr = y + t * ldy;
+            if (accumulate)
+                for (int64_t o = 0; o < out; o++) yr[o] += b[o];
+            else
+                memcpy(yr, b, (size_t)out * sizeof(float));
+        }
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)out, (int)in, 1.0f, x, (int)ldx, w,
+                (int)in, beta, y, (int)ldy);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_rmsnorm_cpu(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y) {
+    if (!x || !w || !y || T < 0 || H <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "rmsnorm: bad arguments");
+#pragma omp parallel for schedule(static) if (par_ok(T))
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * H;
+        float *yr = y + t * H;
+        double ss = 0;
+        for (int64_t i = 0; i < H; i++) ss += (double)xr[i] * xr[i];
+        const float var = (float)(ss / (double)H);
+        const float r = (float)(1.0 / sqrt((double)(var + eps)));
+        for (int64_t i = 0; i < H; i++) yr[i] = w[i] * (xr[i] * r);
+    }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_rope_table_cpu(int64_t T, int64_t D, double theta, float *cos_t, float *sin_t) {
+    if (T < 0 || D <= 0 || D % 2 || !(theta > 0) || !cos_t || !sin_t)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rope table: bad arguments (T=%lld D=%lld theta=%g; D must be even)",
+                         (long long)T, (long long)D, theta);
+    const int64_t half = D / 2;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < half; i++) {
+            // HF: inv_freq = 1.0 / (base ** (arange(0, D, 2).float() / D)) in fp32; freqs = pos * inv_freq
+            // (fp32)
+            const float inv = 1.0f / powf((float)theta, (float)(2 * i) / (float)D);
+            const float ang = (float)t * inv;
+            const float c = (float)cos((double)ang), s = (float)sin((double)ang);
+            cos_t[t * D + i] = cos_t[t * D + i + half] = c;
+            sin_t[t * D + i] = sin_t[t * D + i + half] = s;
+        }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_rope_apply_cpu(float *x, int64_t ld, int64_t T, int64_t n_heads, int64_t D,
+                                const float *cos_t, const float *sin_t) {
+    if (!x || !cos_t || !sin_t || T < 0 || n_heads <= 0 || D <= 0 || D % 2 || ld < n_heads * D)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rope: bad arguments (T=%lld heads=%lld D=%lld ld=%lld)", (long long)T,
+                         (long long)n_heads, (long long)D, (long long)ld);
+    const int64_t half = D / 2;
+#pragma omp parallel for schedule(static) if (par_ok(T))
+    for (int64_t t = 0; t < T; t++) {
+        const float *c = cos_t + t * D, *s = sin_t + t * D;
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + t * ld + h * D;
+            for (int64_t i = 0; i < half; i++) {
+                const float x1 = v[i], x2 = v[i + half];
+                // x*cos + rotate_half(x)*sin, rotate_half(x) = cat(-x2, x1)
+                v[i] = x1 * c[i] + (-x2) * s[i];
+                v[i + half] = x2 * c[i + half] + x1 * s[i + half];
+            }
+        }
+    }
+    return MOEQ_OK;
+}
+
+// One row: max-subtracted softmax over x[0..n).
+static void softmax_row(float *x, int64_t n) {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+moeq_status moeq_softmax_rows_cpu(float *x, int64_t rows, int64_t n) {
+    if (!x || rows < 0 || n <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "softmax: bad arguments");
+#pragma omp parallel for schedule(static) if (par_ok(rows))
+    for (int64_t r = 0; r < rows; r++) softmax_row(x + r * n, n);
+    return MOEQ_OK;
+}
+
+// Query rows per attention task: a (QT, T) score panel per task.
+#define MOEQ_ATT_QT 64
+
+moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const float *v, int64_t T, int64_t NH,
+                                      int64_t NKV, int64_t D, float *out) {
+    if (!q || !k || !v || !out || T < 0 || NH <= 0 || NKV <= 0 || D <= 0 || NH % NKV)
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG,
+            "attention: bad arguments (T=%lld NH=%lld NKV=%lld D=%lld; NH must be a multiple of NKV)",
+            (long long)T, (long long)NH, (long long)NKV, (long long)D);
+    if (T == 0) return MOEQ_OK;
+    if (T > INT32_MAX / 4 || NH * D > INT32_MAX) return MOEQ_FAIL(MOEQ_ERR_ARG, "attention: T too large");
+    const int64_t group = NH / NKV, ldq = NH * D, ldkv = NKV * D;
+    const int64_t n_tiles = (T + MOEQ_ATT_QT - 1) / MOEQ_ATT_QT, n_tasks = NH * n_tiles;
+    const float scale = (float)sqrt((double)D);
+    int nomem = 0;
+#pragma omp parallel if (n_tasks > 1 && !omp_in_parallel())
+    {
+        float *s = malloc((size_t)MOEQ_ATT_QT * (size_t)T * sizeof(float)); // (QT, T) scores, then P
+        if (!s) {
+#pragma omp atomic write
+            nomem = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t task = 0; task < n_tasks; task++) {
+            if (!s) continue;
+            const int64_t h = task / n_tiles, r0 = (task % n_tiles) * MOEQ_ATT_QT;
+            const int64_t r1 = r0 + MOEQ_ATT_QT < T ? r0 + MOEQ_ATT_QT : T, nb = r1 - r0;
+            const int64_t g = h / group;
+            // S = Q[r0:r1, h] · K[0:r1, g]ᵀ : keys beyond r1 are masked for every row of the tile
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)r1, (int)D, 1.0f,
+                        q + r0 * ldq + h * D, (int)ldq, k + g * D, (int)ldkv, 0.0f, s, (int)r1);
+            for (int64_t r = 0; r < nb; r++) {
+                float *row = s + r * r1;
+                const int64_t t = r0 + r; // keys 0..t are visible
+                for (int64_t j = 0; j <= t; j++) row[j] = row[j] / scale;
+                softmax_row(row, t + 1);
+                for (int64_t j = t + 1; j < r1; j++) row[j] = 0.0f;
+            }
+            // O[r0:r1, h] = P · V[0:r1, g]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)D, (int)r1, 1.0f, s, (int)r1,
+                        v + g * D, (int)ldkv, 0.0f, out + r0 * ldq + h * D, (int)ldq);
+        }
+        free(s);
+    }
+    if (nomem)
+        return MOEQ_FAIL(MOEQ_ERR_NOMEM, "attention: out of memory for a %d x %lld score panel", MOEQ_ATT_QT,
+                         (long long)T);
+    return MOEQ_OK;
+}
+
+// ---- FFN, router, MoE ----
+
+static inline float silu(float g) {
+    return g / (1.0f + expf(-g));
+}
+
+moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, int64_t n, int64_t H, float *y,
+                                float *work) {
+    if (!w || !w->gate || !w->up || !w->down || w->inter <= 0 || !x || !y || n < 0 || H <= 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "swiglu ffn: bad arguments");
+    if (n == 0) return MOEQ_OK;
+    const int64_t NI = w->inter;
+    float *own = NULL;
+    if (!work) {
+        own = work = malloc((size_t)(2 * n * NI) * sizeof(float));
+        if (!own)
+            return MOEQ_FAIL(MOEQ_ERR_NOMEM, "swiglu ffn: out of memory (%lld x %lld)", (long long)n,
+                             (long long)NI);
+    }
+    float *gate = work, *up = work + n * NI; // (n, I) each
+    moeq_status st = moeq_linear_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI);
+    if (st == MOEQ_OK) st = moeq_linear_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI);
+    if (st == MOEQ_OK) {
+        const int64_t nI = n * NI;
+#pragma omp parallel for schedule(static) if (par_ok(nI / 1024))
+        for (int64_t i = 0; i < nI; i++) gate[i] = silu(gate[i]) * up[i];
+        st = moeq_linear_cpu(gate, NI, w->down, NULL, n, NI, H, 0, y, H);
+    }
+    free(own);
+    return st;
+}
+
+moeq_status moeq_router_topk_cpu(const float *logits, int64_t T, int64_t E, int64_t K, int norm_topk_prob,
+                                 int32_t *idx, float *weight) {
+    if (!logits || !idx || T < 0 || E <= 0 || K <= 0 || K > E || E > INT32_MAX)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "router: bad arguments (T=%lld E=%lld K=%lld)", (long long)T,
+                         (long long)E, (long long)K);
+    int nomem = 0;
+#pragma omp parallel if (par_ok(T))
+    {
+        float *p = malloc((size_t)E * sizeof(float));
+        if (!p) {
+#pragma omp atomic write
+            nomem = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < T; t++) {
+            if (!p) continue;
+            memcpy(p, logits + t * E, (size_t)E * sizeof(float));
+            softmax_row(p, E);
+            int32_t *ir = idx + t * K;
+            float sum = 0.0f;
+            for (int64_t j = 0; j < K; j++) {
+                int64_t best = -1;
+                for (int64_t e = 0; e < E; e++) {
+                    if (p[e] < 0.0f) continue; // taken (probabilities are >= 0; NaN never compares greater)
+                    if (best < 0 || p[e] > p[best]) best = e; // strict: ties keep the lower index
+                }
+                if (best < 0) best = 0; // only when every p is NaN/taken; keeps idx in range
+                ir[j] = (int32_t)best;
+                if (weight) weight[t * K + j] = p[best];
+                sum += p[best];
+                p[best] = -1.0f;
+            }
+            if (weight && norm_topk_prob)
+                for (int64_t j = 0; j < K; j++) weight[t * K + j] /= sum;
+        }
+        free(p);
+    }
+    if (nomem) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "router: out of memory");
+    return MOEQ_OK;
+}
+
+moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_t T, float *y,
+                               int32_t *topk_idx) {
+    if (!w || !w->router || !w->experts || !x || !y || T < 0 || w->hidden <= 0 || w->n_experts <= 0 ||
+        w->top_k <= 0 || w->top_k > w->n_experts)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: bad arguments");
+    if (T == 0) return MOEQ_OK;
+    const int64_t H = w->hidden, E = w->n_experts, K = w->top_k;
+    int64_t Imax = 0;
+    for (int64_t e = 0; e < E; e++) {
+        if (w->experts[e].inter <= 0)
+            return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: expert %lld has no width", (long long)e);
+        if (w->experts[e].inter > Imax) Imax = w->experts[e].inter;
+    }
+    const int64_t S = T * K; // routing slots
+    if (S > INT32_MAX)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: %lld tokens x top-%lld is too many", (long long)T,
+                         (long long)K);
+    // one arena: off (E+1) fill (E) int64 | logits (T,E) wt (S) xs (S,H) ys (S,H) work (S, 2*Imax) fp32
+    //            | idx (S) order (S) int32
+    const size_t nfloat = (size_t)(T * E + S + 2 * S * H + 2 * S * Imax);
+    char *arena = malloc((size_t)(2 * E + 1) * sizeof(int64_t) + nfloat * sizeof(float) +
+                         (size_t)(2 * S) * sizeof(int32_t));
+    if (!arena) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe block: out of memory for %lld tokens", (long long)T);
+    int64_t *off = (int64_t *)arena, *fill = off + E + 1;
+    float *logits = (float *)(fill + E), *wt = logits + T * E, *xs = wt + S, *ys = xs + S * H,
+          *work = ys + S * H;
+    int32_t *idx = (int32_t *)(work + 2 * S * Imax), *order = idx + S;
+
+    moeq_status st = moeq_linear_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E);
+    if (st == MOEQ_OK) st = moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
+    if (st != MOEQ_OK) goto done;
+    if (topk_idx) memcpy(topk_idx, idx, (size_t)S * sizeof(int32_t));
+
+    // counting sort of the slots by expert (tokens ascending inside an expert)
+    memset(off, 0, (size_t)(2 * E + 1) * sizeof(int64_t));
+    for (int64_t s = 0; s < S; s++) off[idx[s] + 1]++;
+    for (int64_t e = 0; e < E; e++) off[e + 1] += off[e];
+    for (int64_t s = 0; s < S; s++) order[off[idx[s]] + fill[idx[s]]++] = (int32_t)s;
+
+    // experts in parallel: each owns rows [off[e], off[e+1]) of xs/ys/work (no shared writes)
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic) if (!omp_in_parallel() && T * K >= 2 * MOEQ_PAR_MIN)
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        float *xe = xs + off[e] * H, *ye = ys + off[e] * H, *we = work + 2 * off[e] * Imax;
+        for (int64_t i = 0; i < n; i++)
+            memcpy(xe + i * H, x + (order[off[e] + i] / K) * H, (size_t)H * sizeof(float));
+        if (moeq_swiglu_ffn_cpu(&w->experts[e], xe, n, H, ye, we) != MOEQ_OK) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        for (int64_t i = 0; i < n; i++) { // expert output times its routing weight (HF order)
+            const float g = wt[order[off[e] + i]];
+            for (int64_t c = 0; c < H; c++) ye[i * H + c] *= g;
+        }
+    }
+    if (failed) {
+        st = MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: an expert FFN failed (bad weights)");
+        goto done;
+    }
+    // combine in ascending expert order, tokens ascending inside an expert: y = ((0 + y_a) + y_b) ...,
+    // exactly the order of HF's per-expert index_add_ loop (serial: T*K*H adds, negligible next to the FFNs)
+    memset(y, 0, (size_t)(T * H) * sizeof(float));
+    for (int64_t r = 0; r < S; r++) {
+        float *yr = y + (int64_t)(order[r] / K) * H;
+        const float *src = ys + r * H;
+        for (int64_t c = 0; c < H; c++) yr[c] += src[c];
+    }
+
+    if (w->shared) { // Qwen2-MoE: y += sigmoid(shared_gate·x) * shared(x)
+        const int64_t Is = w->shared->inter;
+        float *sh = malloc((size_t)(T * H + 2 * T * Is + T) * sizeof(float));
+        if (!sh) {
+            st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe block: out of memory for the shared expert");
+            goto done;
+        }
+        float *sw = sh + T * H, *gl = sw + 2 * T * Is;
+        st = moeq_swiglu_ffn_cpu(w->shared, x, T, H, sh, sw);
+        if (st == MOEQ_OK && w->shared_gate)
+            st = moeq_linear_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1);
+        if (st == MOEQ_OK) {
+#pragma omp parallel for schedule(static) if (par_ok(T))
+            for (int64_t t = 0; t < T; t++) {
+                const float g = w->shared_gate ? 1.0f / (1.0f + expf(-gl[t])) : 1.0f;
+                for (int64_t c = 0; c < H; c++) y[t * H + c] += g * sh[t * H + c];
+            }
+        }
+        free(sh);
+    }
+done:
+    free(arena);
+    return st;
+}
+
+// ---- loss ----
+
+moeq_status moeq_cross_entropy_cpu(const float *logits, const int32_t *target, int64_t T, int64_t V,
+                                   double *nll) {
+    if (!logits || !target || !nll || T < 0 || V <= 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "cross entropy: bad arguments");
+    for (int64_t t = 0; t < T; t++)
+        if (target[t] < 0 || target[t] >= V)
+            return MOEQ_FAIL(MOEQ_ERR_ARG,
+                             "cross entropy: target %d at position %lld is outside the vocab [0, %lld)",
+                             target[t], (long long)t, (long long)V);
+#pragma omp parallel for schedule(static) if (par_ok(T))
+    for (int64_t t = 0; t < T; t++) {
+        const float *l = logits + t * V;
+        float m = -INFINITY;
+        for (int64_t i = 0; i < V; i++) m = l[i] > m ? l[i] : m;
+        double s = 0;
+        for (int64_t i = 0; i < V; i++) s += exp((double)l[i] - (double)m);
+        nll[t] = (double)m + log(s) - (double)l[target[t]];
+    }
+    return MOEQ_OK;
+}

@@ -1,0 +1,624 @@
+// forward_model.c: model assembly for the CPU evaluation forward pass (see forward_model.h): loading every
+// tensor a Mixtral / Qwen2-MoE forward needs into one fp32 arena, the decoder layer loop, the windowed
+// perplexity protocol of shared/models/mixtral-tiny/README.md, the MoE-block probes and the char tokenizer.
+// The numerics (norms, RoPE, attention, router, experts, loss) are kernels/forward_cpu.c; the layer order
+// is HF's MixtralDecoderLayer / Qwen2MoeDecoderLayer: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
+// Not here: quantized formats (the artifact reader provides a moeq_tensor_fn), GPU execution, KV caches.
+#include "forward_model.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
+#include "rng.h"   // defines: moeq_rng_normal
+#include "sysio.h" // defines: moeq_read_file
+
+// ---- loading ----
+
+static moeq_status check_arch(const moeq_model_config *cfg) {
+    if (cfg->arch != MOEQ_ARCH_MIXTRAL && cfg->arch != MOEQ_ARCH_QWEN2_MOE)
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "forward pass: architecture %s (model_type \"%s\") is not supported\n---> HINT: the CPU "
+            "forward pass (perplexity, MoE-block probes) supports mixtral and qwen2_moe",
+            moeq_arch_name(cfg->arch), cfg->model_type);
+    if (cfg->n_layers <= 0 || cfg->hidden <= 0 || cfg->vocab <= 0 || cfg->n_heads <= 0 ||
+        cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->n_heads % cfg->n_kv_heads ||
+        cfg->n_experts <= 0 || cfg->top_k <= 0 || cfg->top_k > cfg->n_experts || cfg->moe_intermediate <= 0 ||
+        cfg->n_mtp_layers != 0 || cfg->qk_norm)
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG,
+            "forward pass: inconsistent geometry (layers %d, hidden %d, vocab %d, heads %d/%d x %d, "
+            "experts %d top-%d, intermediate %d)",
+            cfg->n_layers, cfg->hidden, cfg->vocab, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim,
+            cfg->n_experts, cfg->top_k, cfg->moe_intermediate);
+    return MOEQ_OK;
+}
+
+// The list of tensors to load: name, element count, and the model field that will point at it.
+typedef struct load_entry {
+    char name[192];
+    int64_t numel;
+    const float **field;
+} load_entry;
+
+typedef struct load_list {
+    load_entry *e;
+    int n, cap;
+    int64_t total;
+} load_list;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static moeq_status
+want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 256;
+        load_entry *ne = MOEQ_MALLOC((size_t)cap * sizeof *ne, "forward model tensor list");
+        if (!ne) return MOEQ_ERR_NOMEM;
+        if (l->n) memcpy(ne, l->e, (size_t)l->n * sizeof *ne);
+        moeq_free(&l->e);
+        l->e = ne;
+        l->cap = cap;
+    }
+    load_entry *e = &l->e[l->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->name, sizeof e->name, fmt, ap);
+    va_end(ap);
+    e->numel = numel;
+    e->field = field;
+    l->total += numel;
+    return MOEQ_OK;
+}
+
+static moeq_status want_ffn(load_list *l, moeq_ffn_weights *f, int64_t H, int64_t NI, const char *prefix,
+                            int mixtral_names) {
+    f->inter = (int)NI;
+    MOEQ_TRY(want(l, &f->gate, NI * H, "%s.%s.weight", prefix, mixtral_names ? "w1" : "gate_proj"));
+    MOEQ_TRY(want(l, &f->up, NI * H, "%s.%s.weight", prefix, mixtral_names ? "w3" : "up_proj"));
+    MOEQ_TRY(want(l, &f->down, H * NI, "%s.%s.weight", prefix, mixtral_names ? "w2" : "down_proj"));
+    return MOEQ_OK;
+}
+
+static moeq_status build_list(moeq_model *m, load_list *l) {
+    const moeq_model_config *c = &m->cfg;
+    const int64_t H = c->hidden, V = c->vocab, E = c->n_experts;
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    const int mixtral = c->arch == MOEQ_ARCH_MIXTRAL;
+    MOEQ_TRY(want(l, &m->embed, V * H, "model.embed_tokens.weight"));
+    for (int i = 0; i < c->n_layers; i++) {
+        moeq_layer_weights *L = &m->layers[i];
+        char p[96];
+        snprintf(p, sizeof p, "model.layers.%d", i);
+        MOEQ_TRY(want(l, &L->attn_norm, H, "%s.input_layernorm.weight", p));
+        MOEQ_TRY(want(l, &L->wq, qd * H, "%s.self_attn.q_proj.weight", p));
+        MOEQ_TRY(want(l, &L->wk, kvd * H, "%s.self_attn.k_proj.weight", p));
+        MOEQ_TRY(want(l, &L->wv, kvd * H, "%s.self_attn.v_proj.weight", p));
+        if (c->attention_bias) {
+            MOEQ_TRY(want(l, &L->bq, qd, "%s.self_attn.q_proj.bias", p));
+            MOEQ_TRY(want(l, &L->bk, kvd, "%s.self_attn.k_proj.bias", p));
+            MOEQ_TRY(want(l, &L->bv, kvd, "%s.self_attn.v_proj.bias", p));
+        }
+        MOEQ_TRY(want(l, &L->wo, H * qd, "%s.self_attn.o_proj.weight", p));
+        MOEQ_TRY(want(l, &L->ffn_norm, H, "%s.post_attention_layernorm.weight", p));
+        L->is_moe = mixtral || moeq_config_layer_is_moe(c, i);
+        if (!L->is_moe) {
+            char q[128];
+            snprintf(q, sizeof q, "%s.mlp", p);
+            if (c->dense_intermediate <= 0)
+                return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                                 "forward pass: layer %d is a dense MLP but intermediate_size is %d", i,
+                                 c->dense_intermediate);
+            MOEQ_TRY(want_ffn(l, &L->dense, H, c->dense_intermediate, q, 0));
+            continue;
+        }
+        moeq_ffn_weights *ex = m->ffns + (int64_t)i * (E + 1);
+        L->moe.hidden = (int)H;
+        L->moe.n_experts = (int)E;
+        L->moe.top_k = c->top_k;
+        L->moe.norm_topk_prob = c->norm_topk_prob;
+        L->moe.experts = ex;
+        const char *blk = mixtral ? "block_sparse_moe" : "mlp";
+        MOEQ_TRY(want(l, &L->moe.router, E * H, "%s.%s.gate.weight", p, blk));
+        for (int e = 0; e < E; e++) {
+            char q[160];
+            snprintf(q, sizeof q, "%s.%s.experts.%d", p, blk, e);
+            MOEQ_TRY(want_ffn(l, &ex[e], H, c->moe_intermediate, q, mixtral));
+        }
+        if (!mixtral && c->n_shared_experts > 0 && c->shared_intermediate > 0) {
+            char q[128];
+            snprintf(q, sizeof q, "%s.mlp.shared_expert", p);
+            MOEQ_TRY(want_ffn(l, &ex[E], H, c->shared_intermediate, q, 0));
+            L->moe.shared = &ex[E];
+            MOEQ_TRY(want(l, &L->moe.shared_gate, H, "%s.mlp.shared_expert_gate.weight", p));
+        }
+    }
+    MOEQ_TRY(want(l, &m->final_norm, H, "model.norm.weight"));
+    if (!c->tie_word_embeddings) MOEQ_TRY(want(l, &m->lm_head, V * H, "lm_head.weight"));
+    return MOEQ_OK;
+}
+
+void moeq_model_free(moeq_model **pm) {
+    if (!pm || !*pm) return;
+    moeq_model *m = *pm;
+    moeq_free(&m->arena);
+    moeq_free(&m->layers);
+    moeq_free(&m->ffns);
+    moeq_free(pm);
+}
+
+moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, void *ctx, moeq_model **out) {
+    if (!cfg || !fn || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_load: NULL argument");
+    *out = NULL;
+    MOEQ_TRY(check_arch(cfg));
+    moeq_model *m = MOEQ_CALLOC(1, sizeof *m, "forward model");
+    if (!m) return MOEQ_ERR_NOMEM;
+    m->cfg = *cfg;
+    load_list l = {0};
+    moeq_status st = MOEQ_OK;
+    m->layers = MOEQ_CALLOC((size_t)cfg->n_layers, sizeof *m->layers, "forward model layers");
+    m->ffns = MOEQ_CALLOC((size_t)cfg->n_layers * (size_t)(cfg->n_experts + 1), sizeof *m->ffns,
+                          "forward model ffns");
+    if (!m->layers || !m->ffns) {
+        st = MOEQ_ERR_NOMEM;
+        goto fail;
+    }
+    if ((st = build_list(m, &l)) != MOEQ_OK) goto fail;
+    m->arena = MOEQ_MALLOC((size_t)l.total * sizeof(float), "forward model weights (fp32)");
+    if (!m->arena) {
+        st = MOEQ_ERR_NOMEM;
+        goto fail;
+    }
+    m->n_floats = l.total;
+    float *p = m->arena;
+    for (int i = 0; i < l.n; i++) {
+        if ((st = fn(ctx, l.e[i].name, p, l.e[i].numel)) != MOEQ_OK) goto fail;
+        *l.e[i].field = p;
+        p += l.e[i].numel;
+    }
+    if (cfg->tie_word_embeddings) m->lm_head = m->embed;
+    moeq_free(&l.e);
+    *out = m;
+    return MOEQ_OK;
+fail:
+    moeq_free(&l.e);
+    moeq_model_free(&m);
+    return st;
+}
+
+static moeq_status catalog_tensor(void *ctx, const char *name, float *dst, int64_t numel) {
+    const moeq_catalog *c = ctx;
+    int i = moeq_catalog_find(c, name);
+    if (i < 0)
+        return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "forward pass: checkpoint %s has no tensor '%s'", c->dir, name);
+    if (c->t[i].numel != numel)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "forward pass: tensor '%s' in %s has %lld elements, the config implies %lld", name,
+                         c->dir, (long long)c->t[i].numel, (long long)numel);
+    return moeq_catalog_read_f32(c, i, dst);
+}
+
+moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out) {
+    if (!c || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_load_catalog: NULL argument");
+    if (!c->has_data)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: catalog %s has no tensor data (metadata-only)", c->dir);
+    return moeq_model_load(&c->cfg, catalog_tensor, (void *)c, out);
+}
+
+// ---- forward ----
+
+// Workspace floats for a sequence of T tokens: x, h, f (T,H) | q, att (T,NH*D) | k, v (T,NKV*D) | cos, sin
+// (T,D)
+static int64_t ws_floats(const moeq_model_config *c, int64_t T) {
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    return T * (3 * (int64_t)c->hidden + 2 * qd + 2 * kvd + 2 * (int64_t)c->head_dim);
+}
+
+static moeq_status ffn_block(const moeq_model *m, const moeq_layer_weights *L, const float *h, int64_t T,
+                             float *f, int32_t *topk) {
+    if (L->is_moe) return moeq_moe_block_cpu(&L->moe, h, T, f, topk);
+    if (topk)
+        for (int64_t i = 0; i < T * m->cfg.top_k; i++) topk[i] = -1;
+    return moeq_swiglu_ffn_cpu(&L->dense, h, T, m->cfg.hidden, f, NULL);
+}
+
+// The layer loop on a caller workspace of ws_floats(T) floats. topk: (L, T, K) or NULL.
+static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t T, float *logits,
+                               float *moe_in, int32_t *topk, float *ws) {
+    const moeq_model_config *c = &m->cfg;
+    const int64_t H = c->hidden, V = c->vocab, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
+    const int64_t qd = NH * D, kvd = NKV * D, K = c->top_k;
+    const float eps = (float)c->rms_norm_eps;
+    for (int64_t t = 0; t < T; t++)
+        if (tok[t] < 0 || tok[t] >= V)
+            return MOEQ_FAIL(MOEQ_ERR_ARG,
+                             "forward pass: token %d at position %lld is outside the vocab [0, %lld)", tok[t],
+                             (long long)t, (long long)V);
+    float *x = ws, *h = x + T * H, *f = h + T * H, *q = f + T * H, *att = q + T * qd, *k = att + T * qd;
+    float *v = k + T * kvd, *cos_t = v + T * kvd, *sin_t = cos_t + T * D;
+    for (int64_t t = 0; t < T; t++)
+        memcpy(x + t * H, m->embed + (int64_t)tok[t] * H, (size_t)H * sizeof(float));
+    MOEQ_TRY(moeq_rope_table_cpu(T, D, c->rope_theta, cos_t, sin_t));
+    for (int l = 0; l < c->n_layers; l++) {
+        const moeq_layer_weights *L = &m->layers[l];
+        // attention sub-block: x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x)
+        MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
+        MOEQ_TRY(moeq_linear_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd));
+        MOEQ_TRY(moeq_linear_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd));
+        MOEQ_TRY(moeq_linear_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd));
+        MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
+        MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
+        MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
+        MOEQ_TRY(moeq_linear_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H));
+        for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
+        // FFN sub-block: x += moe(rmsnorm(x)) (the probe entry point is x here)
+        if (moe_in) memcpy(moe_in + (int64_t)l * T * H, x, (size_t)(T * H) * sizeof(float));
+        MOEQ_TRY(moeq_rmsnorm_cpu(x, L->ffn_norm, T, H, eps, h));
+        MOEQ_TRY(ffn_block(m, L, h, T, f, topk ? topk + (int64_t)l * T * K : NULL));
+        for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
+    }
+    if (!logits) return MOEQ_OK;
+    MOEQ_TRY(moeq_rmsnorm_cpu(x, m->final_norm, T, H, eps, h));
+    return moeq_linear_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V);
+}
+
+moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64_t T, float *logits,
+                               const moeq_forward_taps *taps) {
+    if (!m || !tokens || T <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_forward: no model or no tokens");
+    float *ws = MOEQ_MALLOC((size_t)ws_floats(&m->cfg, T) * sizeof(float), "forward workspace");
+    if (!ws) return MOEQ_ERR_NOMEM;
+    moeq_status st =
+        forward_seq(m, tokens, T, logits, taps ? taps->moe_in : NULL, taps ? taps->topk : NULL, ws);
+    moeq_free(&ws);
+    return st;
+}
+
+// ---- perplexity ----
+
+moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t window,
+                                 double *ce_mean, int64_t *n_scored, int64_t *route_counts) {
+    if (!m || !tokens || n <= 0 || window < 2 || !ce_mean || !n_scored)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "perplexity: bad arguments (n=%lld window=%lld; the window must be >= 2)",
+                         (long long)n, (long long)window);
+    const moeq_model_config *c = &m->cfg;
+    const int64_t V = c->vocab, L = c->n_layers, E = c->n_experts, K = c->top_k;
+    const int64_t nw = (n + window - 1) / window;
+    const int nth = omp_get_max_threads();
+    // per thread: workspace | logits (W,V) | nll (W, double) | topk (L,W,K) int32 | counts (L,E) int64
+    const size_t per_thread = (size_t)ws_floats(c, window) * sizeof(float) +
+                              (size_t)(window * V) * sizeof(float) + (size_t)window * sizeof(double) +
+                              (size_t)(L * window * K) * sizeof(int32_t) + (size_t)(L * E) * sizeof(int64_t) +
+                              64;
+    const size_t stride = (per_thread + 63) & ~(size_t)63; // keeps every thread's block 64-byte aligned
+    double *wsum = MOEQ_CALLOC((size_t)nw, sizeof(double), "perplexity window sums");
+    char *buf = MOEQ_MALLOC(stride * (size_t)nth, "perplexity thread workspaces");
+    if (!wsum || !buf) {
+        moeq_free(&wsum);
+        moeq_free(&buf);
+        return MOEQ_ERR_NOMEM;
+    }
+    moeq_status first_st = MOEQ_OK;
+    int64_t first_w = nw;
+    char first_detail[1024] = "";
+    const int blas_threads =
+        nth > 1 ? moeq_blas_set_threads(1) : 0; // one sequence per thread: no nested BLAS threads
+#pragma omp parallel num_threads(nth)
+    {
+        char *mine = buf + stride * (size_t)omp_get_thread_num();
+        int64_t *cnt = (int64_t *)mine; // 8-byte aligned first
+        float *ws = (float *)(cnt + L * E);
+        float *logits = ws + ws_floats(c, window);
+        double *nll = (double *)(((uintptr_t)(logits + window * V) + 7) & ~(uintptr_t)7);
+        int32_t *topk = (int32_t *)(nll + window);
+        memset(cnt, 0, (size_t)(L * E) * sizeof(int64_t));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t w = 0; w < nw; w++) {
+            const int64_t t0 = w * window, T = n - t0 < window ? n - t0 : window;
+            moeq_status st = forward_seq(m, tokens + t0, T, logits, NULL, route_counts ? topk : NULL, ws);
+            if (st == MOEQ_OK && T > 1) st = moeq_cross_entropy_cpu(logits, tokens + t0 + 1, T - 1, V, nll);
+            if (st != MOEQ_OK) {
+#pragma omp critical(moeq_ppl_error)
+                if (w < first_w) {
+                    first_w = w;
+                    first_st = st;
+                    snprintf(first_detail, sizeof first_detail, "%s", moeq_error_detail());
+                }
+                continue;
+            }
+            double s = 0;
+            for (int64_t t = 0; t + 1 < T; t++) s += nll[t];
+            wsum[w] = s;
+            if (route_counts)
+                for (int64_t l = 0; l < L; l++)
+                    for (int64_t i = 0; i < T * K; i++) {
+                        const int32_t e = topk[l * T * K + i];
+                        if (e >= 0 && e < E) cnt[l * E + e]++;
+                    }
+        }
+        if (route_counts) {
+#pragma omp critical(moeq_ppl_counts)
+            for (int64_t i = 0; i < L * E; i++) route_counts[i] += cnt[i]; // integer sums: order-free
+        }
+    }
+    if (nth > 1) moeq_blas_set_threads(blas_threads);
+    moeq_status st = first_st;
+    if (st != MOEQ_OK) {
+        st = MOEQ_FAIL(st, "perplexity: window %lld (tokens %lld..): %s", (long long)first_w,
+                       (long long)(first_w * window), first_detail);
+    } else {
+        double total = 0;
+        for (int64_t w = 0; w < nw; w++) total += wsum[w]; // window order: deterministic
+        const int64_t scored = n - nw;                     // every token but the first of each window
+        *n_scored = scored;
+        *ce_mean = scored > 0 ? total / (double)scored : 0.0;
+    }
+    moeq_free(&wsum);
+    moeq_free(&buf);
+    return st;
+}
+
+// ---- MoE-block probes ----
+
+moeq_status moeq_moe_probe_gaussian(const moeq_model *m, int layer, int64_t T, uint64_t seed, float *x) {
+    if (!m || !x || T < 0 || layer < 0 || layer >= m->cfg.n_layers)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "probe: bad arguments (layer %d of %d)", layer,
+                         m ? m->cfg.n_layers : 0);
+    const int64_t H = m->cfg.hidden;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < H; i++)
+            x[t * H + i] = (float)moeq_rng_normal(seed, (uint64_t)layer, (uint64_t)(t * H + i));
+    return MOEQ_OK;
+}
+
+moeq_status moeq_model_ffn_block(const moeq_model *m, int layer, const float *x, int64_t T, float *y,
+                                 int32_t *topk) {
+    if (!m || !x || !y || T < 0 || layer < 0 || layer >= m->cfg.n_layers)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "ffn block: bad arguments (layer %d of %d)", layer,
+                         m ? m->cfg.n_layers : 0);
+    const int64_t H = m->cfg.hidden;
+    const moeq_layer_weights *L = &m->layers[layer];
+    float *h = MOEQ_MALLOC((size_t)(T * H) * sizeof(float) + 1, "ffn block input");
+    if (!h) return MOEQ_ERR_NOMEM;
+    moeq_status st = moeq_rmsnorm_cpu(x, L->ffn_norm, T, H, (float)m->cfg.rms_norm_eps, h);
+    if (st == MOEQ_OK) st = ffn_block(m, L, h, T, y, topk);
+    moeq_free(&h);
+    return st;
+}
+
+moeq_status moeq_moe_probe_error(const moeq_model *orig, const moeq_model *quant, int layer, const float *x,
+                                 int64_t T, double *rel_err, double *topk_changed_frac) {
+    if (!orig || !quant || !x || T <= 0 || !rel_err || !topk_changed_frac || layer < 0 ||
+        layer >= orig->cfg.n_layers)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "probe error: bad arguments (layer %d, T %lld)", layer, (long long)T);
+    const moeq_model_config *a = &orig->cfg, *b = &quant->cfg;
+    if (a->hidden != b->hidden || a->n_layers != b->n_layers || a->n_experts != b->n_experts ||
+        a->top_k != b->top_k || orig->layers[layer].is_moe != quant->layers[layer].is_moe)
+        return MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                         "probe error: layer %d differs in geometry between the two models", layer);
+    const int64_t H = a->hidden, K = a->top_k;
+    float *yo = MOEQ_MALLOC((size_t)(2 * T * H) * sizeof(float), "probe outputs");
+    int32_t *ko = MOEQ_MALLOC((size_t)(2 * T * K) * sizeof(int32_t), "probe top-k");
+    moeq_status st = (yo && ko) ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    float *yq = yo ? yo + T * H : NULL;
+    int32_t *kq = ko ? ko + T * K : NULL;
+    if (st == MOEQ_OK) st = moeq_model_ffn_block(orig, layer, x, T, yo, ko);
+    if (st == MOEQ_OK) st = moeq_model_ffn_block(quant, layer, x, T, yq, kq);
+    if (st == MOEQ_OK) {
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < T * H; i++) {
+            const double d = (double)yq[i] - (double)yo[i];
+            num += d * d;
+            den += (double)yo[i] * (double)yo[i];
+        }
+        *rel_err = den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+        int64_t changed = 0;
+        for (int64_t t = 0; t < T; t++) {
+            int diff = 0;
+            for (int64_t j = 0; j < K && !diff; j++) {
+                int found = 0;
+                for (int64_t i = 0; i < K; i++) found |= kq[t * K + j] == ko[t * K + i];
+                diff = !found;
+            }
+            changed += diff;
+        }
+        *topk_changed_frac = (double)changed / (double)T;
+    }
+    moeq_free(&yo);
+    moeq_free(&ko);
+    return st;
+}
+
+// ---- character tokenizer ----
+
+struct moeq_tokenizer {
+    int n;              // vocabulary size
+    int32_t ascii[128]; // id of each ASCII character, -1 when absent
+    uint32_t *cp;       // (n) code points sorted ascending
+    int32_t *id;        // (n) their ids
+};
+
+// Decodes one UTF-8 character of s[0..len); returns its byte length (1..4) or 0 when invalid.
+static int utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
+    if (len == 0) return 0;
+    const unsigned c = s[0];
+    int n;
+    uint32_t v, min;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    } else if ((c & 0xe0) == 0xc0) {
+        n = 2, v = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        n = 3, v = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+        n = 4, v = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if ((size_t)n > len) return 0;
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        v = (v << 6) | (s[i] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+    *cp = v;
+    return n;
+}
+
+void moeq_tokenizer_free(moeq_tokenizer **pt) {
+    if (!pt || !*pt) return;
+    moeq_free(&(*pt)->cp);
+    moeq_free(&(*pt)->id);
+    moeq_free(pt);
+}
+
+int moeq_tokenizer_vocab_size(const moeq_tokenizer *t) {
+    return t ? t->n : 0;
+}
+
+moeq_status moeq_tokenizer_load_char(const char *path, moeq_tokenizer **out) {
+    if (!path || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "tokenizer: NULL argument");
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    MOEQ_TRY(moeq_read_file(path, 64u << 20, &text, &len));
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    moeq_free(&text);
+    if (!root)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text,
+                         jerr.line, jerr.column);
+    moeq_status st = MOEQ_OK;
+    moeq_tokenizer *t = NULL;
+    const json_t *type = json_object_get(root, "type"), *vocab = json_object_get(root, "vocab");
+    if (!json_is_string(type) || strcmp(json_string_value(type), "char") != 0) {
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                       "%s: tokenizer \"type\" is %s; only {\"type\": \"char\"} is supported", path,
+                       json_is_string(type) ? json_string_value(type) : "missing");
+        goto done;
+    }
+    if (!json_is_array(vocab) || json_array_size(vocab) == 0 || json_array_size(vocab) > INT32_MAX) {
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"vocab\" must be a non-empty list of characters", path);
+        goto done;
+    }
+    t = MOEQ_CALLOC(1, sizeof *t, "tokenizer");
+    if (!t) {
+        st = MOEQ_ERR_NOMEM;
+        goto done;
+    }
+    t->n = (int)json_array_size(vocab);
+    t->cp = MOEQ_MALLOC((size_t)t->n * sizeof(uint32_t), "tokenizer code points");
+    t->id = MOEQ_MALLOC((size_t)t->n * sizeof(int32_t), "tokenizer ids");
+    if (!t->cp || !t->id) {
+        st = MOEQ_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < 128; i++) t->ascii[i] = -1;
+    for (int i = 0; i < t->n; i++) {
+        const json_t *e = json_array_get(vocab, (size_t)i);
+        const char *s = json_string_value(e);
+        const size_t sl = json_is_string(e) ? json_string_length(e) : 0;
+        uint32_t cp = 0;
+        if (!s || sl == 0 || (size_t)utf8_decode((const unsigned char *)s, sl, &cp) != sl) {
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: vocab[%d] is not exactly one character", path, i);
+            goto done;
+        }
+        // insertion into the sorted table (vocabularies of char tokenizers are small)
+        int j = i;
+        while (j > 0 && t->cp[j - 1] > cp) {
+            t->cp[j] = t->cp[j - 1];
+            t->id[j] = t->id[j - 1];
+            j--;
+        }
+        if (j > 0 && t->cp[j - 1] == cp) {
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: vocab[%d] (U+%04X) duplicates vocab[%d]", path, i,
+                           (unsigned)cp, t->id[j - 1]);
+            goto done;
+        }
+        t->cp[j] = cp;
+        t->id[j] = i;
+        if (cp < 128) t->ascii[cp] = i;
+    }
+done:
+    json_decref(root);
+    if (st != MOEQ_OK) {
+        moeq_tokenizer_free(&t);
+        return st;
+    }
+    *out = t;
+    return MOEQ_OK;
+}
+
+static int32_t lookup(const moeq_tokenizer *t, uint32_t cp) {
+    if (cp < 128) return t->ascii[cp];
+    int lo = 0, hi = t->n - 1;
+    while (lo <= hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (t->cp[mid] == cp) return t->id[mid];
+        if (t->cp[mid] < cp)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+moeq_status moeq_tokenizer_encode(const moeq_tokenizer *t, const char *what, const char *text, size_t len,
+                                  int32_t **ids, int64_t *n) {
+    if (!t || (!text && len) || !ids || !n) return MOEQ_FAIL(MOEQ_ERR_ARG, "tokenizer encode: NULL argument");
+    if (!what) what = "text";
+    *ids = NULL;
+    *n = 0;
+    int32_t *out = MOEQ_MALLOC((len ? len : 1) * sizeof(int32_t), "token ids");
+    if (!out) return MOEQ_ERR_NOMEM;
+    const unsigned char *s = (const unsigned char *)text;
+    int64_t k = 0, line = 1, col = 1;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0;
+        const int nb = utf8_decode(s + i, len - i, &cp);
+        if (!nb) {
+            moeq_free(&out);
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: invalid UTF-8 at line %lld, column %lld (byte %zu)", what,
+                             (long long)line, (long long)col, i);
+        }
+        const int32_t id = lookup(t, cp);
+        if (id < 0) {
+            char shown[16] = "";
+            if (cp >= 0x20 && cp != 0x7f) snprintf(shown, sizeof shown, "'%.*s' ", nb, (const char *)s + i);
+            moeq_free(&out);
+            return MOEQ_FAIL(
+                MOEQ_ERR_NOT_FOUND,
+                "%s: character %s(U+%04X) at line %lld, column %lld (byte %zu) is not in the tokenizer "
+                "vocabulary (%d characters)",
+                what, shown, (unsigned)cp, (long long)line, (long long)col, i, t->n);
+        }
+        out[k++] = id;
+        if (cp == '\n')
+            line++, col = 1;
+        else
+            col++;
+        i += (size_t)nb;
+    }
+    *ids = out;
+    *n = k;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_tokenizer_encode_file(const moeq_tokenizer *t, const char *path, int32_t **ids, int64_t *n) {
+    if (!t || !path || !ids || !n) return MOEQ_FAIL(MOEQ_ERR_ARG, "tokenizer encode: NULL argument");
+    char *text = NULL;
+    size_t len = 0;
+    MOEQ_TRY(moeq_read_file(path, (size_t)1 << 34, &text, &len));
+    moeq_status st = moeq_tokenizer_encode(t, path, text, len, ids, n);
+    moeq_free(&text);
+    return st;
+}

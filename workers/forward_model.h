@@ -1,0 +1,137 @@
+// forward_model.h: a whole MoE language model in fp32 on the CPU, for evaluation: weights loading (from a
+// checkpoint catalog, or from any name -> fp32 provider such as a dequantized artifact), the forward pass
+// of one sequence, the perplexity protocol of shared/models/mixtral-tiny/README.md, the character
+// tokenizer, and the MoE-block probes (original vs quantized router + experts on the same inputs).
+// Architectures: Mixtral and Qwen2-MoE (q/k/v biases, sigmoid-gated shared expert, dense mlp_only
+// layers). Numerics live in kernels/forward.h; this file only assembles them.
+//
+// Letters: T tokens, H hidden, V vocab, L decoder layers, E routed experts, K top-k (kernels/forward.h).
+#ifndef MOEQ_FORWARD_MODEL_H
+#define MOEQ_FORWARD_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog.h"      // defines: moeq_catalog, moeq_catalog_find, moeq_catalog_read_f32
+#include "forward.h"      // defines: moeq_ffn_weights, moeq_moe_weights, the fp32 forward kernels
+#include "model_config.h" // defines: moeq_model_config, moeq_arch
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- the model ----
+
+// One decoder layer. Pointers point into the owning moeq_model's arena (valid until moeq_model_free).
+typedef struct moeq_layer_weights {
+    int is_moe;                // 1: routed-expert MoE block; 0: dense SwiGLU MLP (Qwen mlp_only layers)
+    const float *attn_norm;    // (H) input_layernorm
+    const float *wq, *wk, *wv; // (NH*D, H), (NKV*D, H), (NKV*D, H)
+    const float *bq, *bk, *bv; // (NH*D), (NKV*D), (NKV*D), or NULL (Mixtral)
+    const float *wo;           // (H, NH*D)
+    const float *ffn_norm;     // (H) post_attention_layernorm
+    moeq_moe_weights moe;      // is_moe: router, experts [E] (+ shared expert and its gate)
+    moeq_ffn_weights dense;    // !is_moe
+} moeq_layer_weights;
+
+typedef struct moeq_model {
+    moeq_model_config cfg;
+    const float *embed;         // (V, H)
+    const float *final_norm;    // (H)
+    const float *lm_head;       // (V, H); == embed when tie_word_embeddings
+    moeq_layer_weights *layers; // [L]
+    moeq_ffn_weights *ffns;     // [L * (E + 1)]: experts then shared expert of each layer (storage)
+    float *arena;               // every weight, one allocation
+    int64_t n_floats;           // floats in the arena (= parameters loaded)
+} moeq_model;
+
+// Weight provider: fill dst with the `numel` fp32 values of tensor `name` (HF name, HF (out, in) layout).
+// Return MOEQ_OK, or a status with a detail (MOEQ_ERR_NOT_FOUND for an absent tensor).
+typedef moeq_status (*moeq_tensor_fn)(void *ctx, const char *name, float *dst, int64_t numel);
+
+// Builds a model of geometry cfg, asking fn for every tensor the forward pass needs (one arena).
+// MOEQ_ERR_UNSUPPORTED for architectures other than mixtral and qwen2_moe.
+// Returns a new model; caller frees with moeq_model_free.
+moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, void *ctx, moeq_model **out);
+// The same from an open checkpoint (moeq_catalog_read_f32: bf16/fp16 widened exactly to fp32); a tensor
+// whose element count differs from the configuration's is MOEQ_ERR_FORMAT.
+moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out);
+void moeq_model_free(moeq_model **m);
+
+// ---- forward pass ----
+
+// Optional outputs of moeq_model_forward (any field may be NULL).
+typedef struct moeq_forward_taps {
+    float *moe_in; // (L, T, H): the residual stream entering each layer's FFN sub-block, i.e. the input of
+                   // post_attention_layernorm (the probe entry point, see moeq_moe_probe_error)
+    int32_t *topk; // (L, T, K): experts chosen per token, descending weight; -1 in dense layers
+} moeq_forward_taps;
+
+// One independent sequence, positions 0..T-1, causal, no cache. logits (T, V) may be NULL (taps only).
+// Token ids outside [0, V) are MOEQ_ERR_ARG. Uses the OpenMP threads available (heads, tokens, experts);
+// the result does not depend on their number.
+moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, // (T)
+                               int64_t T,
+                               float *logits, // (T, V) or NULL
+                               const moeq_forward_taps *taps);
+
+// The reference perplexity protocol: tokens split into non-overlapping windows of `window` tokens (the last
+// one shorter, included), each an independent sequence; in every window the logits at t predict token
+// t+1 (t = 0..T-2). *ce_mean = mean over scored tokens of -log softmax (nats per token), *n_scored their
+// count; route_counts (optional, (L, E)) += how many top-K slots went to each expert over every position
+// of every window (dense layers stay 0). Windows run in parallel (one per OpenMP thread, OpenBLAS set to
+// one thread meanwhile and restored); per-window sums in double are added in window order, so the result
+// is bit-identical for any thread count.
+moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, // (n)
+                                 int64_t n, int64_t window, double *ce_mean, int64_t *n_scored,
+                                 int64_t *route_counts); // (L, E) or NULL
+
+// ---- MoE-block probes (original vs quantized) ----
+// Entry point of every probe: the residual stream entering a layer's FFN sub-block (moeq_forward_taps
+// .moe_in). From there each model applies its own post_attention_layernorm (the norms are not quantized,
+// so both see the same normalized input), then the router and the experts (+ shared expert): the whole
+// block output that is added back to the residual stream.
+
+// Seeded Gaussian probes for layer `layer`: x[t, i] = N(0, 1) = moeq_rng_normal(seed, layer, t*H + i).
+// Passed through the layer's RMSNorm (unit RMS, then the norm weight applied) by the probe functions, they
+// are "Gaussian activations with the layer's RMSNorm weight applied". Thread-count independent.
+moeq_status moeq_moe_probe_gaussian(const moeq_model *m, int layer, int64_t T, uint64_t seed,
+                                    float *x); // (T, H)
+
+// y = FFN sub-block of `layer` on residual-stream inputs x: post_attention_layernorm then the MoE block
+// (or the dense MLP). topk (optional) gets the chosen experts (-1 for dense layers).
+moeq_status moeq_model_ffn_block(const moeq_model *m, int layer, const float *x, // (T, H)
+                                 int64_t T,
+                                 float *y,       // (T, H)
+                                 int32_t *topk); // (T, K) or NULL
+
+// Runs the same inputs through both models' FFN sub-block of `layer`:
+//   *rel_err = ||y_quant - y_orig||_F / ||y_orig||_F (double accumulation),
+//   *topk_changed_frac = fraction of the T tokens whose SET of top-K experts differs (order ignored;
+//   0 for dense layers). The models must share the geometry (MOEQ_ERR_MISMATCH otherwise).
+moeq_status moeq_moe_probe_error(const moeq_model *orig, const moeq_model *quant, int layer,
+                                 const float *x, // (T, H) residual stream entering the FFN sub-block
+                                 int64_t T, double *rel_err, double *topk_changed_frac);
+
+// ---- character tokenizer (tokenizer.json {"type": "char", "vocab": [...]}: id = index in vocab) ----
+
+typedef struct moeq_tokenizer moeq_tokenizer;
+
+// Each vocab entry must be exactly one Unicode character (UTF-8), no duplicates. Returns a new tokenizer;
+// caller frees with moeq_tokenizer_free.
+moeq_status moeq_tokenizer_load_char(const char *path, moeq_tokenizer **out);
+void moeq_tokenizer_free(moeq_tokenizer **t);
+int moeq_tokenizer_vocab_size(const moeq_tokenizer *t);
+
+// One id per character of the UTF-8 text (len bytes). A character outside the vocabulary is
+// MOEQ_ERR_NOT_FOUND naming it (U+XXXX), its line, column and byte offset in `what` (a file name for
+// messages); invalid UTF-8 is MOEQ_ERR_FORMAT. *ids is new (caller frees with moeq_free), *n its length.
+moeq_status moeq_tokenizer_encode(const moeq_tokenizer *t, const char *what, const char *text, size_t len,
+                                  int32_t **ids, int64_t *n);
+// Reads a text file and encodes it.
+moeq_status moeq_tokenizer_encode_file(const moeq_tokenizer *t, const char *path, int32_t **ids, int64_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
