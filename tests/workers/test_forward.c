@@ -564,11 +564,50 @@ static void test_qwen2_moe_synthetic(void **state) {
     free(sc);
 }
 
+// Every MOEQ_MALLOC of loading, forward, perplexity and probes failing in turn: a clean MOEQ_ERR_NOMEM,
+// nothing leaked (ASan builds), then success once the fault is past.
+static void test_alloc_faults(void **state) {
+    (void)state;
+    moeq_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.arch = MOEQ_ARCH_QWEN2_MOE;
+    cfg.n_layers = 2, cfg.hidden = 16, cfg.vocab = 11, cfg.n_heads = 2, cfg.n_kv_heads = 1, cfg.head_dim = 8;
+    cfg.attention_bias = 1, cfg.n_experts = 4, cfg.n_shared_experts = 1, cfg.top_k = 2;
+    cfg.moe_intermediate = 8, cfg.shared_intermediate = 16, cfg.moe_layer_freq = 1;
+    cfg.rms_norm_eps = 1e-6, cfg.rope_theta = 1e4;
+    synth_ctx *sc = calloc(1, sizeof *sc);
+    int32_t tok[40];
+    for (int t = 0; t < 40; t++) tok[t] = t % 11;
+    float lg[40 * 11], x[40 * 16];
+    int done = 0;
+    for (long n = 1; n < 1000 && !done; n++) {
+        moeq_model *m = NULL;
+        double ce = 0, rel = 0, chg = 0;
+        int64_t sc_n = 0;
+        memset(sc, 0, sizeof *sc);
+        moeq_alloc_set_fail_after(n, 1);
+        moeq_status st = moeq_model_load(&cfg, synth_tensor, sc, &m);
+        if (st == MOEQ_OK) st = moeq_model_forward(m, tok, 40, lg, NULL);
+        if (st == MOEQ_OK) st = moeq_eval_perplexity(m, tok, 40, 16, &ce, &sc_n, NULL);
+        if (st == MOEQ_OK) st = moeq_moe_probe_gaussian(m, 0, 40, 1, x);
+        if (st == MOEQ_OK) st = moeq_moe_probe_error(m, m, 0, x, 40, &rel, &chg);
+        moeq_alloc_set_fail_after(0, 0);
+        if (st == MOEQ_OK)
+            done = 1;
+        else
+            assert_int_equal(st, MOEQ_ERR_NOMEM);
+        moeq_model_free(&m);
+    }
+    assert_true(done);
+    free(sc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer),        cmocka_unit_test(test_reference_bf16),
         cmocka_unit_test(test_reference_fp32),   cmocka_unit_test(test_threads_taps_probes),
         cmocka_unit_test(test_unsupported_arch), cmocka_unit_test(test_qwen2_moe_synthetic),
+        cmocka_unit_test(test_alloc_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
