@@ -7,6 +7,12 @@
 #include "moeq_status.h" // defines: moeq_status, MOEQ_FAIL, MOEQ_TRY, moeq_error_detail
 #include "dtype.h"       // defines: moeq_dtype, moeq_dtypes traits, fp16/bf16/fp8 converters, decoders
 #include "forward.h"     // defines: moeq_rmsnorm_cpu, moeq_attention_causal_cpu, moeq_moe_block_cpu, forward kernels
+#include "qformat.h"     // defines: moeq_qtype traits (q2/q3/q4/q8), pack/unpack rows, moeq_qtype_bpw, moeq_factor_type
+#include "quant.h"       // defines: moeq_qmat, moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu, moeq_check_finite_cpu
+#include "hqq.h"         // defines: moeq_hqq_params, moeq_hqq_quantize_cpu, moeq_fast_powf
+#include "lowrank.h"     // defines: moeq_rsvd_cpu, moeq_svd_truncated_cpu, moeq_factor_quantize/dequantize_cpu
+#include "milo.h"        // defines: moeq_milo_params, moeq_milo_fit_cpu
+#include "metrics.h"     // defines: moeq_metrics_error_cpu, moeq_metrics_stats_cpu (rel. Frobenius, SQNR, kurtosis, ...)
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,151 @@
+// qformat.h: the packed code formats of quantized matrices, described once for C11 and nvcc
+// (ggml-common.h style). Formats are data: a traits table (moeq_qtypes[]) gives every size; the code
+// that packs, unpacks and sizes rows reads the table, never a switch on the bit width.
+//
+// Letters: R = rows (out features), C = cols (in features), G = group size (divides C), r = rank.
+//
+// Model (HQQ semantics, asymmetric, fractional zero):   w ≈ (q − z) · s
+//   q: b-bit unsigned code in [0, 2^b − 1], one per weight;
+//   s, z: one fp16 scale and one fp16 (fractional) zero per group of G consecutive weights of a row
+//         (groups run along the input dimension C: HQQ axis=1).
+// Dequantisation is defined as the fp32 expression ((float)q − z) * s, two IEEE operations in that
+// order, with s and z widened exactly from fp16 (no FMA: a CUDA port must use __fsub_rn/__fmul_rn).
+//
+// Bit layout (all formats): each row is an independent byte string; code k of a row occupies bits
+// [b·k, b·k + b) of the row read as one little-endian bit stream (bit j of the stream = bit j%8 of
+// byte j/8). The packing unit is the smallest whole number of codes filling whole bytes (32 codes for
+// 3-bit so that a unit is three little-endian uint32 words, as the MiLo kernel layout and HQQ's
+// 3bit_32 word size). A row of C codes takes ceil(C / unit_codes) units; when C is not a multiple of
+// the unit, the last unit is padded with zero codes (pack writes zeros, unpack ignores them).
+//
+//   format  codes/unit  bytes/unit  bits/code  row bytes
+//   q2       4           1           2          ceil(C/4)
+//   q3      32          12           3          12·ceil(C/32)   (code 10 straddles words 0 and 1, etc.)
+//   q4       2           1           4          ceil(C/2)       (low nibble first)
+//   q8       1           1           8          C
+//
+// Bits per weight of a stored matrix (moeq_qtype_bpw), for b-bit codes, group G, rank r, R×C:
+//   8·row_bytes(C)/C  (= b when C is a multiple of the unit)  +  32/G  (fp16 scale + fp16 zero)
+//   + compensator:  fp16 factors  16·r·(R+C)/(R·C);
+//                   int3 factors  8·(factor_bytes(R·r) + factor_bytes(r·C)))/(R·C), where
+//                   factor_bytes(n) = 12·ceil(n/32) + 2·ceil(n/64)  (3-bit codes + an fp16 scale per 64).
+// Enum values are stable (written into artifacts): a retired format keeps its slot with bits = 0.
+#ifndef MOEQ_QFORMAT_H
+#define MOEQ_QFORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moeq_status.h"
+
+#ifdef __CUDACC__
+#define MOEQ_QF_HD __host__ __device__
+#else
+#define MOEQ_QF_HD
+#endif
+
+#ifdef __cplusplus
+#define MOEQ_STATIC_ASSERT(c, m) static_assert(c, m)
+extern "C" {
+#else
+#define MOEQ_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
+
+// The enum value is the bit width, so that artifacts and recipes can store either.
+typedef enum moeq_qtype {
+    MOEQ_QTYPE_INVALID = 0,
+    MOEQ_QTYPE_Q2 = 2,
+    MOEQ_QTYPE_Q3 = 3,
+    MOEQ_QTYPE_Q4 = 4,
+    MOEQ_QTYPE_Q8 = 8,
+    MOEQ_QTYPE_COUNT = 9 // slots 1, 5, 6, 7 are unused (bits = 0)
+} moeq_qtype;
+
+// Packing units as structs, so that sizes are checked by both compilers.
+typedef struct moeq_pack2x4 {
+    uint8_t b[1];
+} moeq_pack2x4; // 4 × 2-bit codes
+typedef struct moeq_pack3x32 {
+    uint8_t b[12];
+} moeq_pack3x32; // 32 × 3-bit codes = 3 LE uint32 words
+typedef struct moeq_pack4x2 {
+    uint8_t b[1];
+} moeq_pack4x2; // 2 × 4-bit codes
+typedef struct moeq_pack8x1 {
+    uint8_t b[1];
+} moeq_pack8x1; // 1 × 8-bit code
+MOEQ_STATIC_ASSERT(sizeof(moeq_pack2x4) == 1, "4 x 2-bit codes in 1 byte");
+MOEQ_STATIC_ASSERT(sizeof(moeq_pack3x32) == 12, "32 x 3-bit codes in 3 x 32-bit words");
+MOEQ_STATIC_ASSERT(sizeof(moeq_pack4x2) == 1, "2 x 4-bit codes in 1 byte");
+MOEQ_STATIC_ASSERT(sizeof(moeq_pack8x1) == 1, "1 x 8-bit code in 1 byte");
+
+// Packs n_units · codes_per_unit codes (each < 2^bits) into n_units · unit_bytes bytes, and back.
+typedef void (*moeq_pack_fn)(const uint8_t *codes, // (n_units · codes_per_unit)
+                             int64_t n_units,
+                             uint8_t *dst);        // (n_units · unit_bytes)
+typedef void (*moeq_unpack_fn)(const uint8_t *src, // (n_units · unit_bytes)
+                               int64_t n_units,
+                               uint8_t *codes); // (n_units · codes_per_unit)
+
+typedef struct moeq_qtype_traits {
+    const char *name;   // "q3"; NULL for unused slots
+    int bits;           // bits per code; 0 for unused slots
+    int codes_per_unit; // codes in one packing unit
+    int unit_bytes;     // bytes of one packing unit
+    moeq_pack_fn pack;
+    moeq_unpack_fn unpack;
+} moeq_qtype_traits;
+
+extern const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT];
+
+// Traits of a bit width (2, 3, 4, 8), or NULL.
+const moeq_qtype_traits *moeq_qtype_get(int bits);
+// "q3", or "invalid".
+const char *moeq_qtype_name(int bits);
+// Packed bytes of one row of C codes (padded to whole units); -1 for a bad bit width or C < 0.
+int64_t moeq_qtype_row_bytes(int bits, int64_t C);
+
+// Packs one row: codes (C) -> dst (row_bytes). The padding of the last unit is written as zeros.
+// MOEQ_ERR_ARG for a bad width or a code >= 2^bits (the detail names the column).
+moeq_status moeq_qtype_pack_row(int bits, const uint8_t *codes, // (C) one code per byte
+                                int64_t C, uint8_t *dst);       // (row_bytes)
+// Unpacks one row: src (row_bytes) -> codes (C).
+moeq_status moeq_qtype_unpack_row(int bits, const uint8_t *src, // (row_bytes)
+                                  int64_t C, uint8_t *codes);   // (C)
+
+// Code k of a packed row, for any format (bits ∈ {2,3,4,8}); what a fused dequantizing GEMV reads.
+static inline MOEQ_QF_HD unsigned moeq_qcode_get(int bits, const uint8_t *row, int64_t k) {
+    const int64_t bit = (int64_t)bits * k;
+    const int64_t byte = bit >> 3;
+    const unsigned shift = (unsigned)(bit & 7);
+    unsigned v = row[byte];
+    if (shift + (unsigned)bits > 8u) v |= (unsigned)row[byte + 1] << 8; // 3-bit codes may straddle bytes
+    return (v >> shift) & ((1u << bits) - 1u);
+}
+
+// ---- compensator factors (U: (R, r), V: (r, C)) ----
+
+// How a low-rank factor is stored. Values stable (artifact attribute "compensator").
+typedef enum moeq_factor_type {
+    MOEQ_FACTOR_FP16 = 0, // IEEE half per element
+    MOEQ_FACTOR_INT3 = 1, // 3-bit symmetric codes (q3 layout over the flattened factor) + fp16 absmax
+                          // scale per 64 consecutive elements: x ≈ (code − 3.5) · s, s = absmax / 3.5
+    MOEQ_FACTOR_F32 = 2,  // unquantized (working precision; not a storage format)
+    MOEQ_FACTOR_COUNT
+} moeq_factor_type;
+
+#define MOEQ_FACTOR_INT3_GROUP 64
+
+// Bytes of the codes of n factor elements (fp16: 2n; int3: 12·ceil(n/32); f32: 4n); -1 for a bad type.
+int64_t moeq_factor_code_bytes(moeq_factor_type t, int64_t n);
+// Number of fp16 scales of n factor elements (int3: ceil(n/64); otherwise 0).
+int64_t moeq_factor_n_scales(moeq_factor_type t, int64_t n);
+
+// Bits per weight of a stored R×C matrix (formula above); rank 0 means no compensator. Returns a
+// negative value for bad arguments (bits not in {2,3,4,8}, G <= 0, R or C <= 0, rank < 0).
+double moeq_qtype_bpw(int bits, int64_t G, int64_t rank, int64_t R, int64_t C, moeq_factor_type ft);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

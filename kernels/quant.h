@@ -1,0 +1,65 @@
+// quant.h: group-wise asymmetric round-to-nearest (RTN) quantization and dequantization of a matrix into
+// the formats of qformat.h (w ≈ (q − z)·s, fp16 s and z per group of G along the input dimension).
+//
+// Letters: R = rows (out features), C = cols (in features), G = group size (must divide C).
+// CPU functions (*_cpu) are the reference: deterministic, bit-identical for any OpenMP thread count; they
+// define what the artifact stores. Outputs are unspecified when a function returns an error.
+#ifndef MOEQ_QUANT_H
+#define MOEQ_QUANT_H
+
+#include <stdint.h>
+
+#include "moeq_status.h"
+#include "qformat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// A quantized matrix: geometry and borrowed (or owned, see mem) buffers.
+typedef struct moeq_qmat {
+    int bits;        // 2, 3, 4 or 8
+    int64_t R, C, G; // rows, cols, group size (G divides C)
+    uint8_t *codes;  // (R, row_bytes) packed, rows independent (qformat.h)
+    uint16_t *scale; // (R, C/G) fp16
+    uint16_t *zero;  // (R, C/G) fp16, fractional zero-point
+    void *mem;       // the single allocation of moeq_qmat_alloc (NULL when the caller owns the buffers)
+} moeq_qmat;
+
+// Fills q's geometry and makes its three buffers in one allocation (q->mem); free with moeq_qmat_free.
+// MOEQ_ERR_ARG for a bad width, G not dividing C, or non-positive sizes; MOEQ_ERR_NOMEM.
+moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G);
+// Frees what moeq_qmat_alloc made and zeroes *q (safe on a zeroed or caller-owned qmat: frees only mem).
+void moeq_qmat_free(moeq_qmat *q);
+// Checks geometry and pointers (bits valid, G divides C, buffers non-NULL): MOEQ_OK or MOEQ_ERR_ARG.
+moeq_status moeq_qmat_check(const moeq_qmat *q);
+// Copies codes, scale and zero of src into dst (same geometry required, else MOEQ_ERR_ARG).
+moeq_status moeq_qmat_copy(const moeq_qmat *src, moeq_qmat *dst);
+// Bytes of codes + scale + zero.
+int64_t moeq_qmat_bytes(const moeq_qmat *q);
+
+// First non-finite element of w in row-major order: MOEQ_OK when none, else MOEQ_ERR_NUMERIC with a
+// detail "<who>: non-finite value <v> at row <r>, col <c>" (and *row/*col set when non-NULL).
+moeq_status moeq_check_finite_cpu(const float *w, // (R, C)
+                                  int64_t R, int64_t C, const char *who, int64_t *row, int64_t *col);
+
+// RTN: per group, min/max scale s = fp16((max − min)/qmax) and zero z = fp16(−min/s) (HQQ's init, zero not
+// rounded), then q = clamp(round_half_even(w/s + z), 0, qmax) against the stored fp16 values (quant_impl.h
+// gives the exact arithmetic). Degenerate groups (max == min) store s = 1, z = −min and reconstruct the
+// constant (exactly when fp16 represents it). q->bits, R, C, G and the buffers must be set.
+// Errors: MOEQ_ERR_ARG (geometry), MOEQ_ERR_NUMERIC (non-finite input, or a group whose scale or zero
+// overflows fp16; the detail names row and column/group).
+moeq_status moeq_rtn_quantize_cpu(const float *w, // (R, C) row-major
+                                  moeq_qmat *q);  // in: geometry + buffers; out: codes, scale, zero
+
+// out = deq(q): out[i, j] = (code − z)·s in fp32 (the definition in qformat.h).
+moeq_status moeq_qmat_dequantize_cpu(const moeq_qmat *q, float *out); // out: (R, C)
+
+// out = w − deq(q) (the residual the low-rank compensator fits), same arithmetic as dequantize.
+moeq_status moeq_qmat_residual_cpu(const moeq_qmat *q, const float *w, // (R, C)
+                                   float *out);                        // (R, C); may alias w
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,239 @@
+// quant_cpu.c: reference group-wise RTN quantization, dequantization and the residual w − deq(q), plus the
+// row driver that HQQ (hqq_cpu.c) reuses with its zero-point optimiser.
+// Letters: R = rows (out features), C = cols (in features), G = group size, ng = C/G groups per row.
+// Work is split over rows (OpenMP static schedule); a row is processed by one thread, group by group, in a
+// fixed order, so the output is bit-identical whatever the thread count. Not here: the HQQ solver
+// (hqq_cpu.c), bit layouts (qformat.c). Maths: HQQ's min/max initialisation (hqq/core/quantize.py).
+#include "quant.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant_impl.h" // defines: moeq_group_init, moeq_code_of, moeq_deq_of, moeq_quant_rows_impl
+
+// ---- qmat helpers ----
+
+moeq_status moeq_qmat_check(const moeq_qmat *q) {
+    if (!q) return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: NULL");
+    if (!moeq_qtype_get(q->bits) || q->R <= 0 || q->C <= 0 || q->G <= 0 || q->C % q->G != 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: bad geometry (bits=%d R=%lld C=%lld G=%lld; G must divide C)",
+                         q->bits, (long long)q->R, (long long)q->C, (long long)q->G);
+    if (!q->codes || !q->scale || !q->zero) return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: NULL buffer");
+    return MOEQ_OK;
+}
+
+int64_t moeq_qmat_bytes(const moeq_qmat *q) {
+    return q->R * moeq_qtype_row_bytes(q->bits, q->C) + 4 * q->R * (q->C / q->G);
+}
+
+moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G) {
+    if (!q) return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat_alloc: NULL");
+    memset(q, 0, sizeof *q);
+    if (!moeq_qtype_get(bits) || R <= 0 || C <= 0 || G <= 0 || C % G != 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "qmat_alloc: bad geometry (bits=%d R=%lld C=%lld G=%lld; G must divide C)", bits,
+                         (long long)R, (long long)C, (long long)G);
+    const size_t code_bytes = (size_t)(R * moeq_qtype_row_bytes(bits, C));
+    const size_t meta = (size_t)(R * (C / G));
+    const size_t off = (code_bytes + 63) & ~(size_t)63;
+    uint8_t *mem = malloc(off + 4 * meta);
+    if (!mem) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "qmat_alloc: %zu bytes", off + 4 * meta);
+    q->bits = bits, q->R = R, q->C = C, q->G = G;
+    q->mem = mem;
+    q->codes = mem;
+    q->scale = (uint16_t *)(mem + off);
+    q->zero = q->scale + meta;
+    return MOEQ_OK;
+}
+
+void moeq_qmat_free(moeq_qmat *q) {
+    if (!q) return;
+    free(q->mem);
+    memset(q, 0, sizeof *q);
+}
+
+moeq_status moeq_qmat_copy(const moeq_qmat *src, moeq_qmat *dst) {
+    MOEQ_TRY(moeq_qmat_check(src));
+    MOEQ_TRY(moeq_qmat_check(dst));
+    if (src->bits != dst->bits || src->R != dst->R || src->C != dst->C || src->G != dst->G)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat_copy: geometries differ");
+    const int64_t ng = src->C / src->G;
+    memcpy(dst->codes, src->codes, (size_t)(src->R * moeq_qtype_row_bytes(src->bits, src->C)));
+    memcpy(dst->scale, src->scale, (size_t)(src->R * ng) * 2);
+    memcpy(dst->zero, src->zero, (size_t)(src->R * ng) * 2);
+    return MOEQ_OK;
+}
+
+// ---- finiteness ----
+
+moeq_status moeq_check_finite_cpu(const float *w, int64_t R, int64_t C, const char *who, int64_t *row,
+                                  int64_t *col) {
+    if (!w || R < 0 || C < 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: bad arguments", who ? who : "check_finite");
+    int64_t first = INT64_MAX; // smallest bad row-major index (min is order-independent)
+#pragma omp parallel for schedule(static) reduction(min : first)
+    for (int64_t r = 0; r < R; r++) {
+        const float *wr = w + r * C;
+        float nf = 0.0f;
+        for (int64_t j = 0; j < C; j++) nf += wr[j] * 0.0f; // NaN iff some element is inf or NaN
+        if (nf != 0.0f || nf != nf) {
+            for (int64_t j = 0; j < C; j++)
+                if (!isfinite(wr[j])) {
+                    const int64_t idx = r * C + j;
+                    if (idx < first) first = idx;
+                    break;
+                }
+        }
+    }
+    if (first == INT64_MAX) return MOEQ_OK;
+    const int64_t r = first / C, c = first % C;
+    if (row) *row = r;
+    if (col) *col = c;
+    return MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who ? who : "input",
+                     (double)w[first], (long long)r, (long long)c);
+}
+
+// ---- the row driver (RTN when opt == NULL, HQQ otherwise) ----
+
+enum { MOEQ_ROW_OK = 0, MOEQ_ROW_NONFINITE = 1, MOEQ_ROW_OVERFLOW = 2 };
+
+moeq_status moeq_quant_rows_impl(const float *w, moeq_qmat *q, moeq_zero_opt_fn opt, const void *ctx,
+                                 const char *who) {
+    MOEQ_TRY(moeq_qmat_check(q));
+    if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: NULL input", who);
+    const int64_t R = q->R, C = q->C, G = q->G, ng = C / G;
+    const moeq_qtype_traits *tr = moeq_qtype_get(q->bits);
+    const int64_t rb = moeq_qtype_row_bytes(q->bits, C);
+    const float qmax = (float)((1 << q->bits) - 1);
+    const int nt = omp_get_max_threads();
+    // per thread: the row's codes (C, rounded up to a whole unit) + 3·G floats of optimiser scratch
+    const size_t codes_sz = ((size_t)(C + 32) + 63) & ~(size_t)63;
+    const size_t per_thread = codes_sz + (size_t)(3 * G) * sizeof(float);
+    uint8_t *work = malloc((size_t)nt * per_thread);
+    int64_t *fail = malloc((size_t)R * 2 * sizeof(int64_t)); // per row: kind, column (or group)
+    if (!work || !fail) {
+        free(work), free(fail);
+        return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: work buffers for %d threads", who, nt);
+    }
+    const int64_t full = C / tr->codes_per_unit, rest = C - full * tr->codes_per_unit;
+
+#pragma omp parallel num_threads(nt)
+    {
+        uint8_t *codes = work + (size_t)omp_get_thread_num() * per_thread;
+        float *scratch = (float *)(codes + codes_sz);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < R; r++) {
+            const float *wr = w + r * C;
+            fail[2 * r] = MOEQ_ROW_OK, fail[2 * r + 1] = 0;
+            for (int64_t g = 0; g < ng; g++) {
+                const float *wg = wr + g * G;
+                float mn = wg[0], mx = wg[0], nf = 0.0f;
+                for (int64_t i = 0; i < G; i++) {
+                    const float x = wg[i];
+                    mn = x < mn ? x : mn;
+                    mx = x > mx ? x : mx;
+                    nf += x * 0.0f;
+                }
+                if (nf != 0.0f || nf != nf) {
+                    int64_t i = 0;
+                    while (i < G && isfinite(wg[i])) i++;
+                    fail[2 * r] = MOEQ_ROW_NONFINITE, fail[2 * r + 1] = g * G + i;
+                    break;
+                }
+                uint16_t sh, zh;
+                if (moeq_group_init(mn, mx, qmax, &sh, &zh) != 0) {
+                    fail[2 * r] = MOEQ_ROW_OVERFLOW, fail[2 * r + 1] = g;
+                    break;
+                }
+                const float s = moeq_f16_to_f32(sh), s_inv = 1.0f / s;
+                float z = moeq_f16_to_f32(zh);
+                if (opt) {
+                    z = opt(wg, G, s, s_inv, z, qmax, ctx, scratch);
+                    zh = moeq_f32_to_f16(z); // exact: opt returns an fp16 value
+                }
+                q->scale[r * ng + g] = sh, q->zero[r * ng + g] = zh;
+                uint8_t *cg = codes + g * G;
+                for (int64_t i = 0; i < G; i++) cg[i] = (uint8_t)moeq_code_of(wg[i], s_inv, z, qmax);
+            }
+            if (fail[2 * r] != MOEQ_ROW_OK) continue;
+            uint8_t *dst = q->codes + r * rb;
+            tr->pack(codes, full, dst);
+            if (rest) {
+                memset(codes + C, 0, (size_t)(tr->codes_per_unit - rest)); // zero padding of the last unit
+                tr->pack(codes + full * tr->codes_per_unit, 1, dst + full * tr->unit_bytes);
+            }
+        }
+    }
+    moeq_status st = MOEQ_OK;
+    for (int64_t r = 0; r < R && st == MOEQ_OK; r++) {
+        if (fail[2 * r] == MOEQ_ROW_NONFINITE) {
+            const int64_t c = fail[2 * r + 1];
+            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who,
+                           (double)w[r * C + c], (long long)r, (long long)c);
+        } else if (fail[2 * r] == MOEQ_ROW_OVERFLOW) {
+            const int64_t g = fail[2 * r + 1];
+            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
+                           "%s: row %lld, group %lld (cols %lld..%lld): range does not fit an fp16 scale/zero"
+                           "\n---> HINT: values beyond ~65504 need a wider scale format",
+                           who, (long long)r, (long long)g, (long long)(g * G), (long long)(g * G + G - 1));
+        }
+    }
+    free(work), free(fail);
+    return st;
+}
+
+moeq_status moeq_rtn_quantize_cpu(const float *w, moeq_qmat *q) {
+    return moeq_quant_rows_impl(w, q, NULL, NULL, "rtn");
+}
+
+// ---- dequantization ----
+
+// out = deq(q) (sub == NULL) or out = sub − deq(q), rows in parallel.
+static moeq_status moeq_deq_rows(const moeq_qmat *q, const float *sub, float *out, const char *who) {
+    MOEQ_TRY(moeq_qmat_check(q));
+    if (!out) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: NULL output", who);
+    const int64_t R = q->R, C = q->C, G = q->G, ng = C / G;
+    const moeq_qtype_traits *tr = moeq_qtype_get(q->bits);
+    const int64_t rb = moeq_qtype_row_bytes(q->bits, C);
+    const int64_t full = C / tr->codes_per_unit, rest = C - full * tr->codes_per_unit;
+    const int nt = omp_get_max_threads();
+    const size_t codes_sz = ((size_t)(C + 32) + 63) & ~(size_t)63;
+    uint8_t *work = malloc((size_t)nt * codes_sz);
+    if (!work) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: %d x %zu bytes", who, nt, codes_sz);
+#pragma omp parallel num_threads(nt)
+    {
+        uint8_t *codes = work + (size_t)omp_get_thread_num() * codes_sz;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < R; r++) {
+            const uint8_t *src = q->codes + r * rb;
+            tr->unpack(src, full, codes);
+            if (rest) tr->unpack(src + full * tr->unit_bytes, 1, codes + full * tr->codes_per_unit);
+            float *o = out + r * C;
+            const float *sr = sub ? sub + r * C : NULL;
+            for (int64_t g = 0; g < ng; g++) {
+                const float s = moeq_f16_to_f32(q->scale[r * ng + g]),
+                            z = moeq_f16_to_f32(q->zero[r * ng + g]);
+                const uint8_t *cg = codes + g * G;
+                float *og = o + g * G;
+                if (sr) {
+                    const float *sg = sr + g * G;
+                    for (int64_t i = 0; i < G; i++) og[i] = sg[i] - moeq_deq_of((float)cg[i], z, s);
+                } else {
+                    for (int64_t i = 0; i < G; i++) og[i] = moeq_deq_of((float)cg[i], z, s);
+                }
+            }
+        }
+    }
+    free(work);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_qmat_dequantize_cpu(const moeq_qmat *q, float *out) {
+    return moeq_deq_rows(q, NULL, out, "dequantize");
+}
+
+moeq_status moeq_qmat_residual_cpu(const moeq_qmat *q, const float *w, float *out) {
+    if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "residual: NULL input");
+    return moeq_deq_rows(q, w, out, "residual");
+}

@@ -1,0 +1,67 @@
+// quant_impl.h: internal to kernels/: the per-group arithmetic shared by RTN (quant_cpu.c) and HQQ
+// (hqq_cpu.c), written once so that both quantize against exactly the same stored (fp16) scale/zero,
+// and the row driver both use. Scalar static inline functions: a CUDA port includes the same maths.
+#ifndef MOEQ_QUANT_IMPL_H
+#define MOEQ_QUANT_IMPL_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "dtype.h" // defines: moeq_f32_to_f16, moeq_f16_to_f32
+#include "quant.h"
+
+// Round half to even of x clamped to [0, qmax] (qmax < 2^22). Clamping first and rounding after gives
+// the same value as HQQ's round-then-clamp for integer bounds; a NaN x becomes 0. The magic-number
+// rounding uses the current (default: to nearest even) mode and only IEEE adds, so it is
+// reproducible and vectorizes; torch.round is also half-to-even.
+static inline MOEQ_HD float moeq_round_clamp(float x, float qmax) {
+    x = x > 0.0f ? x : 0.0f; // also maps NaN to 0
+    x = x < qmax ? x : qmax;
+    const float magic = 12582912.0f; // 1.5 * 2^23
+    return (x + magic) - magic;
+}
+
+// Initial (min/max) scale and zero of a group with minimum mn and maximum mx, stored as fp16:
+//   s = fp16(range / qmax), z = fp16(-mn / s) (HQQ: s_inv = qmax/range, z = -min·s_inv, scale = 1/s_inv).
+// Degenerate groups (range == 0, or a range so small that fp16(s) == 0) use HQQ's fallback s = 1,
+// z = fp16(-mn): every code is 0 and the group reconstructs to fp16(mn) exactly (exact for constants that
+// fp16 represents, e.g. every bf16 value of magnitude in [2^-14, 65504]).
+// Returns 0, or -1 when s or z overflows fp16 (|values| or range beyond ~65504·qmax).
+static inline MOEQ_HD int moeq_group_init(float mn, float mx, float qmax, uint16_t *s16, uint16_t *z16) {
+    const float range = mx - mn;
+    uint16_t sh = moeq_f32_to_f16(range / qmax);
+    float z;
+    if (!(range > 0.0f) || sh == 0) {
+        sh = 0x3c00u; // 1.0
+        z = -mn;
+    } else {
+        z = -mn / moeq_f16_to_f32(sh);
+    }
+    const uint16_t zh = moeq_f32_to_f16(z);
+    *s16 = sh, *z16 = zh;
+    return ((sh & 0x7c00u) == 0x7c00u || (zh & 0x7c00u) == 0x7c00u) ? -1 : 0;
+}
+
+// Code of w under the stored scale/zero: round_clamp(w · s_inv + z), s_inv = 1/s in fp32.
+static inline MOEQ_HD float moeq_code_of(float w, float s_inv, float z, float qmax) {
+    return moeq_round_clamp(w * s_inv + z, qmax);
+}
+
+// Dequantized value: (q − z) · s, the definition of the format (qformat.h).
+static inline MOEQ_HD float moeq_deq_of(float q, float z, float s) {
+    return (q - z) * s;
+}
+
+// Per-group zero optimiser (HQQ), called by the row driver after moeq_group_init: returns the zero to
+// store (an fp16 value, widened). w: (G) the group; s, s_inv: stored scale and its inverse; z: initial zero
+// (fp16 value); scratch: (3·G) floats of thread-private scratch.
+typedef float (*moeq_zero_opt_fn)(const float *w, int64_t G, float s, float s_inv, float z, float qmax,
+                                  const void *ctx, float *scratch);
+
+// Quantizes w (R, C) into q (codes, scale, zero) group by group, rows in parallel (OpenMP, static
+// schedule: bit-identical for any thread count). opt == NULL gives RTN. `who` names the caller in
+// error details. Non-finite input: MOEQ_ERR_NUMERIC naming the first bad (row, col) in row-major order.
+moeq_status moeq_quant_rows_impl(const float *w, // (R, C) row-major
+                                 moeq_qmat *q, moeq_zero_opt_fn opt, const void *ctx, const char *who);
+
+#endif
