@@ -25,9 +25,10 @@
 //  * Dequantization is (q − z)·s with the stored s (the reference divides by s_inv); zero not rounded
 //    for 4-bit (the reference's round_zero only rounds the initial zero, then optimises it anyway).
 //  * |r|^(p−1) is a cheap deterministic pow (moeq_fast_powf: exp2/log2 polynomials, IEEE + − × ÷ only,
-//    relative error < 1e-6), evaluated only where |r| > β^(−1/(1−p)), the exact set where the shrinkage is
-//    non-zero; elsewhere W_e = 0. Sums over a group use 8 interleaved lanes (element i in lane i mod 8)
-//    added as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)): fixed order, vectorizable, thread-count independent.
+//    relative error < 4e-7·(1 + |(p−1)·log2|r||)), evaluated only where |r| > β^(−1/(1−p)), the exact set
+//    where the shrinkage is non-zero; elsewhere W_e = 0. Sums over a group use 8 interleaved lanes (element i
+//    in lane i mod 8) added as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)): fixed order, vectorizable, thread-count
+//    independent.
 #ifndef MOEQ_HQQ_H
 #define MOEQ_HQQ_H
 

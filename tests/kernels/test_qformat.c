@@ -1,0 +1,163 @@
+// test_qformat.c: the packed formats as data: every traits entry is consistent, pack∘unpack is the identity
+// for every code value of every format (whole units and padded tails), moeq_qcode_get reads what unpack
+// reads, padding is zero, bad codes are refused, and bits per weight follow the documented formula.
+#include "test_util.h"
+
+#include <math.h>
+#include <string.h>
+
+static const int k_bits[] = {2, 3, 4, 8};
+static const int64_t k_groups[] = {32, 64, 128};
+#define N_BITS   4
+#define N_GROUPS 3
+
+static void test_traits(void **state) {
+    (void)state;
+    // enum values are stored in artifacts: they must never change
+    assert_int_equal(MOEQ_QTYPE_Q2, 2);
+    assert_int_equal(MOEQ_QTYPE_Q3, 3);
+    assert_int_equal(MOEQ_QTYPE_Q4, 4);
+    assert_int_equal(MOEQ_QTYPE_Q8, 8);
+    assert_int_equal(MOEQ_FACTOR_FP16, 0);
+    assert_int_equal(MOEQ_FACTOR_INT3, 1);
+    int n_valid = 0;
+    for (int t = 0; t < MOEQ_QTYPE_COUNT; t++) {
+        const moeq_qtype_traits *tr = moeq_qtype_get(t);
+        if (!tr) {
+            assert_int_equal(moeq_qtypes[t].bits, 0);
+            assert_string_equal(moeq_qtype_name(t), "invalid");
+            continue;
+        }
+        n_valid++;
+        assert_int_equal(tr->bits, t);
+        assert_int_equal(tr->codes_per_unit * tr->bits, tr->unit_bytes * 8); // no wasted bits
+        assert_non_null(tr->pack);
+        assert_non_null(tr->unpack);
+        assert_non_null(tr->name);
+    }
+    assert_int_equal(n_valid, N_BITS);
+    assert_null(moeq_qtype_get(-1));
+    assert_null(moeq_qtype_get(MOEQ_QTYPE_COUNT));
+    // row bytes by hand
+    assert_int_equal(moeq_qtype_row_bytes(3, 64), 24);
+    assert_int_equal(moeq_qtype_row_bytes(3, 40), 24); // padded to 2 units of 32
+    assert_int_equal(moeq_qtype_row_bytes(3, 14336), 14336 * 3 / 8);
+    assert_int_equal(moeq_qtype_row_bytes(2, 6), 2);
+    assert_int_equal(moeq_qtype_row_bytes(4, 3), 2);
+    assert_int_equal(moeq_qtype_row_bytes(8, 5), 5);
+    assert_int_equal(moeq_qtype_row_bytes(5, 64), -1);
+    assert_int_equal(moeq_qtype_row_bytes(3, -1), -1);
+}
+
+// codes of row k: cycle through every value, shifted per row so that all positions see all values
+static void fill_codes(uint8_t *c, int64_t n, int bits, int shift) {
+    const int nv = 1 << bits;
+    for (int64_t k = 0; k < n; k++) c[k] = (uint8_t)((k * 5 + shift + k / nv) % nv);
+}
+
+static void test_pack_roundtrip(void **state) {
+    (void)state;
+    uint8_t codes[1024 + 64], back[1024 + 64], packed[1024 + 64], unit_back[1024 + 64];
+    for (int b = 0; b < N_BITS; b++) {
+        const int bits = k_bits[b];
+        const moeq_qtype_traits *tr = moeq_qtype_get(bits);
+        // lengths: multiples of every group size, and lengths that end inside a packing unit
+        int64_t lens[N_GROUPS * 3 + 4];
+        int nl = 0;
+        for (int g = 0; g < N_GROUPS; g++)
+            for (int m = 1; m <= 7; m += 3) lens[nl++] = k_groups[g] * m;
+        lens[nl++] = 1, lens[nl++] = 7, lens[nl++] = 40, lens[nl++] = 1000;
+        for (int li = 0; li < nl; li++) {
+            const int64_t C = lens[li];
+            for (int shift = 0; shift < (1 << bits) && shift < 8; shift++) {
+                fill_codes(codes, C, bits, shift);
+                const int64_t rb = moeq_qtype_row_bytes(bits, C);
+                memset(packed, 0xa5, sizeof packed);
+                assert_int_equal(moeq_qtype_pack_row(bits, codes, C, packed), MOEQ_OK);
+                assert_int_equal(packed[rb], 0xa5); // wrote exactly row_bytes
+                memset(back, 0xee, sizeof back);
+                assert_int_equal(moeq_qtype_unpack_row(bits, packed, C, back), MOEQ_OK);
+                assert_memory_equal(back, codes, (size_t)C);
+                assert_int_equal(back[C], 0xee); // wrote exactly C codes
+                for (int64_t k = 0; k < C; k++) assert_int_equal(moeq_qcode_get(bits, packed, k), codes[k]);
+                // the padding of the last unit unpacks to zero codes
+                const int64_t units = rb / tr->unit_bytes;
+                tr->unpack(packed, units, unit_back);
+                for (int64_t k = C; k < units * tr->codes_per_unit; k++) assert_int_equal(unit_back[k], 0);
+            }
+        }
+        // every code value at every position of a unit
+        for (int v = 0; v < (1 << bits); v++) {
+            const int64_t C = tr->codes_per_unit * 2;
+            memset(codes, v, (size_t)C);
+            assert_int_equal(moeq_qtype_pack_row(bits, codes, C, packed), MOEQ_OK);
+            assert_int_equal(moeq_qtype_unpack_row(bits, packed, C, back), MOEQ_OK);
+            assert_memory_equal(back, codes, (size_t)C);
+        }
+        // a code that does not fit is refused, naming the column
+        if (bits < 8) {
+            memset(codes, 0, 64);
+            codes[17] = (uint8_t)(1 << bits);
+            assert_status(moeq_qtype_pack_row(bits, codes, 64, packed), MOEQ_ERR_ARG, "column 17");
+        }
+    }
+    assert_status(moeq_qtype_pack_row(5, codes, 8, packed), MOEQ_ERR_ARG, "bits=5");
+}
+
+// q3 layout is the documented 96-bit little-endian stream: code k at bits [3k, 3k+3) of 3 LE uint32 words
+static void test_q3_layout(void **state) {
+    (void)state;
+    uint8_t codes[32] = {0}, packed[12];
+    codes[10] = 5; // bits 30..32: straddles words 0 and 1
+    codes[31] = 7; // bits 93..95: top of word 2
+    assert_int_equal(moeq_qtype_pack_row(3, codes, 32, packed), MOEQ_OK);
+    uint32_t w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = (uint32_t)packed[4 * i] | ((uint32_t)packed[4 * i + 1] << 8) |
+               ((uint32_t)packed[4 * i + 2] << 16) | ((uint32_t)packed[4 * i + 3] << 24);
+    assert_int_equal(w[0], 1u << 30); // low bit of 5 (0b101) at bit 30, bit 31 = 0
+    assert_int_equal(w[1], 1u);       // high bit of 5 at bit 32
+    assert_int_equal(w[2], 7u << 29); // bits 93..95
+}
+
+static void test_bpw(void **state) {
+    (void)state;
+    for (int b = 0; b < N_BITS; b++)
+        for (int g = 0; g < N_GROUPS; g++) {
+            const int bits = k_bits[b];
+            const int64_t G = k_groups[g], R = 4096, C = 14336;
+            // C is a multiple of every unit: b + 32/G exactly
+            assert_true(fabs(moeq_qtype_bpw(bits, G, 0, R, C, MOEQ_FACTOR_FP16) - (bits + 32.0 / (double)G)) <
+                        1e-12);
+            const double fp16 = moeq_qtype_bpw(bits, G, 32, R, C, MOEQ_FACTOR_FP16);
+            assert_true(fabs(fp16 - (bits + 32.0 / (double)G + 16.0 * 32 * (R + C) / ((double)R * C))) <
+                        1e-12);
+            const double nu = (double)R * 32, nv = 32.0 * C;
+            const double int3 =
+                bits + 32.0 / (double)G +
+                8.0 * (12 * ceil(nu / 32) + 2 * ceil(nu / 64) + 12 * ceil(nv / 32) + 2 * ceil(nv / 64)) /
+                    ((double)R * C);
+            assert_true(fabs(moeq_qtype_bpw(bits, G, 32, R, C, MOEQ_FACTOR_INT3) - int3) < 1e-12);
+        }
+    // the MiLo configuration: 3-bit g64 is 3.5 bits per weight before compensators
+    assert_true(fabs(moeq_qtype_bpw(3, 64, 0, 4096, 14336, MOEQ_FACTOR_FP16) - 3.5) < 1e-12);
+    // a padded row costs its padding
+    assert_true(fabs(moeq_qtype_bpw(3, 8, 0, 1, 40, MOEQ_FACTOR_FP16) - (8.0 * 24 / 40 + 4.0)) < 1e-12);
+    assert_true(moeq_qtype_bpw(5, 64, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);
+    assert_true(moeq_qtype_bpw(3, 0, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);
+    assert_true(moeq_qtype_bpw(3, 64, -1, 4, 64, MOEQ_FACTOR_FP16) < 0);
+    assert_int_equal(moeq_factor_code_bytes(MOEQ_FACTOR_INT3, 65), 36);
+    assert_int_equal(moeq_factor_n_scales(MOEQ_FACTOR_INT3, 65), 2);
+    assert_int_equal(moeq_factor_n_scales(MOEQ_FACTOR_FP16, 65), 0);
+    assert_int_equal(moeq_factor_code_bytes(MOEQ_FACTOR_FP16, 65), 130);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_traits),
+        cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_q3_layout),
+        cmocka_unit_test(test_bpw),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
