@@ -40,6 +40,7 @@ moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_m
                          q->bits, (long long)q->R, (long long)q->C, (long long)q->G, p->bits, (long long)R,
                          (long long)C, (long long)p->group);
     MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
+    MOEQ_TRY(moeq_check_finite_cpu(w, R, C, "milo", NULL, NULL));
 
     moeq_qmat qc;
     MOEQ_TRY(moeq_qmat_alloc(&qc, p->bits, R, C, p->group));
