@@ -1,0 +1,9 @@
+// bench_kernels.h: `moeq bench kernels` (see bench_kernels.c for what is measured and against what).
+#ifndef MOEQ_BENCH_KERNELS_H
+#define MOEQ_BENCH_KERNELS_H
+
+// argv[1..] are the options (argv[0] is ignored); JSON on stdout, messages on stderr.
+// Returns 0 on success, 1 when a kernel failed, 2 for bad options.
+int moeq_bench_kernels_main(int argc, char **argv);
+
+#endif
