@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant_impl.h" // defines: moeq_quant_rows_impl, moeq_code_of, moeq_deq_of
 
@@ -36,34 +37,73 @@ typedef struct moeq_hqq_ctx {
     const float *thresh;   // (iters) β_k^(−1/(1−p)): the shrinkage is non-zero iff |r| > thresh
 } moeq_hqq_ctx;
 
-static inline float moeq_lanes_sum(const float l[8]) {
-    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+// Lane-wise moeq_fast_log2f / moeq_fast_exp2f / moeq_fast_powf (hqq.h): the same IEEE operations in the
+// same order, so a lane gives the scalar function's bits. Lanes with x <= 0 give garbage (finite): callers
+// mask.
+static inline moeq_v8f moeq_v8_log2(moeq_v8f x) {
+    const moeq_v8i sub = (moeq_v8i)x < 0x00800000;
+    const moeq_v8f xs = moeq_v8_sel(sub, x * moeq_v8_set1(16777216.0f), x);
+    const moeq_v8i u = (moeq_v8i)xs;
+    moeq_v8i e = (sub & -24) + ((u >> 23) - 127);
+    moeq_v8f m = (moeq_v8f)((u & 0x007fffff) | 0x3f800000);
+    const moeq_v8i big = m > moeq_v8_set1(1.41421356f);
+    m = moeq_v8_sel(big, m * moeq_v8_set1(0.5f), m);
+    e = e - big; // big is −1 where true: e + 1
+    const moeq_v8f one = moeq_v8_set1(1.0f);
+    const moeq_v8f t = (m - one) / (m + one), t2 = t * t;
+    const moeq_v8f ln_m = moeq_v8_set1(2.0f) * t *
+                          (one + t2 * (moeq_v8_set1(0.333333333f) +
+                                       t2 * (moeq_v8_set1(0.2f) + t2 * (moeq_v8_set1(0.142857143f) +
+                                                                        t2 * moeq_v8_set1(0.111111111f)))));
+    return __builtin_convertvector(e, moeq_v8f) + ln_m * moeq_v8_set1(1.44269504f);
 }
 
-// One group's zero: the best evaluated iterate (hqq.h). scratch: (3·G) floats.
-static float moeq_hqq_group(const float *w, int64_t G, float s, float s_inv, float z0, float qmax,
-                            const void *vctx, float *scratch) {
+static inline moeq_v8f moeq_v8_exp2(moeq_v8f y) {
+    const moeq_v8f lo = moeq_v8_set1(-126.0f), hi = moeq_v8_set1(127.0f);
+    y = moeq_v8_sel(y < lo, lo, moeq_v8_sel(y > hi, hi, y));
+    moeq_v8i k = __builtin_convertvector(y, moeq_v8i);
+    k = k + (__builtin_convertvector(k, moeq_v8f) > y); // −1 where (float)k > y
+    const moeq_v8f f = (y - __builtin_convertvector(k, moeq_v8f)) * moeq_v8_set1(0.693147181f);
+    const moeq_v8f one = moeq_v8_set1(1.0f);
+    const moeq_v8f p =
+        one + f * (one + f * (moeq_v8_set1(0.5f) +
+                              f * (moeq_v8_set1(0.166666667f) +
+                                   f * (moeq_v8_set1(0.0416666667f) +
+                                        f * (moeq_v8_set1(0.00833333333f) +
+                                             f * (moeq_v8_set1(0.00138888889f) +
+                                                  f * (moeq_v8_set1(0.000198412698f) +
+                                                       f * moeq_v8_set1(2.48015873e-05f))))))));
+    return p * (moeq_v8f)((k + 127) << 23);
+}
+
+// One group's zero: the best evaluated iterate (hqq.h). scratch: (3·G) floats. Blocks of 8 elements use
+// the 8-lane helpers of quant_impl.h (same operations as the scalar tail, lane by lane).
+static MOEQ_SIMD_CLONES float moeq_hqq_group(const float *w, int64_t G, float s, float s_inv, float z0,
+                                             float qmax, const void *vctx, float *scratch) {
     const moeq_hqq_ctx *ctx = vctx;
     const moeq_hqq_params *p = ctx->p;
     const float pm1 = p->lp_norm - 1.0f, inv_g = 1.0f / (float)G;
     float *qf = scratch, *rr = scratch + G;
+    const int64_t G8 = G & ~(int64_t)7;
+    const moeq_v8f vs = moeq_v8_set1(s), vsi = moeq_v8_set1(s_inv), vq = moeq_v8_set1(qmax);
     float z = z0, best_z = z0, best_err = INFINITY;
     for (int it = 0; it < p->iters; it++) {
         const float zq = moeq_f16_to_f32(moeq_f32_to_f16(z));
+        const moeq_v8f vzq = moeq_v8_set1(zq);
         // pass 1: codes, residuals, L1 error and max |r| (8 lanes)
-        float el[8] = {0}, am[8] = {0};
-        int64_t i = 0;
-        for (; i + 8 <= G; i += 8) {
-            for (int l = 0; l < 8; l++) {
-                const float qv = moeq_code_of(w[i + l], s_inv, zq, qmax);
-                const float r = w[i + l] - moeq_deq_of(qv, zq, s);
-                const float a = fabsf(r);
-                qf[i + l] = qv, rr[i + l] = r;
-                el[l] += a;
-                am[l] = a > am[l] ? a : am[l];
-            }
+        moeq_v8f vel = moeq_v8_set1(0.0f), vam = moeq_v8_set1(0.0f);
+        for (int64_t i = 0; i < G8; i += 8) {
+            const moeq_v8f x = moeq_v8_load(w + i);
+            const moeq_v8f qv = moeq_v8_round_clamp(x * vsi + vzq, vq);
+            const moeq_v8f r = x - (qv - vzq) * vs;
+            const moeq_v8f a = moeq_v8_abs(r);
+            moeq_v8_store(qf + i, qv), moeq_v8_store(rr + i, r);
+            vel += a;
+            vam = moeq_v8_sel(a > vam, a, vam);
         }
-        for (; i < G; i++) {
+        float el[8], am[8];
+        memcpy(el, &vel, sizeof el), memcpy(am, &vam, sizeof am);
+        for (int64_t i = G8; i < G; i++) {
             const int l = (int)(i & 7);
             const float qv = moeq_code_of(w[i], s_inv, zq, qmax);
             const float r = w[i] - moeq_deq_of(qv, zq, s);
@@ -84,9 +124,21 @@ static float moeq_hqq_group(const float *w, int64_t G, float s, float s_inv, flo
         float amax = 0.0f;
         for (int l = 0; l < 8; l++) amax = am[l] > amax ? am[l] : amax;
         const float th = ctx->thresh[it], ib = ctx->inv_beta[it];
-        float zl[8] = {0};
-        if (amax > th) { // some residual is large enough to be shrunk by less than itself: scalar path
-            for (i = 0; i < G; i++) {
+        float zl[8];
+        moeq_v8f vzl = moeq_v8_set1(0.0f);
+        if (amax > th) { // some residual is shrunk by less than itself: W_e != 0 there
+            const moeq_v8f vth = moeq_v8_set1(th), vib = moeq_v8_set1(ib), vpm1 = moeq_v8_set1(pm1);
+            const moeq_v8f zero = moeq_v8_set1(0.0f);
+            for (int64_t i = 0; i < G8; i += 8) {
+                const moeq_v8f r = moeq_v8_load(rr + i), a = moeq_v8_abs(r);
+                moeq_v8f t = moeq_v8_load(qf + i) - moeq_v8_load(w + i) * vsi;
+                const moeq_v8f v = a - vib * moeq_v8_exp2(vpm1 * moeq_v8_log2(a));
+                const moeq_v8f sv = moeq_v8_sel(r < zero, -v, v);
+                t = moeq_v8_sel((a > vth) & (v > zero), t + sv * vsi, t);
+                vzl += t;
+            }
+            memcpy(zl, &vzl, sizeof zl);
+            for (int64_t i = G8; i < G; i++) {
                 float t = qf[i] - w[i] * s_inv;
                 const float a = fabsf(rr[i]);
                 if (a > th) {
@@ -95,10 +147,10 @@ static float moeq_hqq_group(const float *w, int64_t G, float s, float s_inv, flo
                 }
                 zl[i & 7] += t;
             }
-        } else { // W_e == 0 everywhere (the usual case for weights of magnitude << 1)
-            for (i = 0; i + 8 <= G; i += 8)
-                for (int l = 0; l < 8; l++) zl[l] += qf[i + l] - w[i + l] * s_inv;
-            for (; i < G; i++) zl[i & 7] += qf[i] - w[i] * s_inv;
+        } else { // W_e == 0 everywhere
+            for (int64_t i = 0; i < G8; i += 8) vzl += moeq_v8_load(qf + i) - moeq_v8_load(w + i) * vsi;
+            memcpy(zl, &vzl, sizeof zl);
+            for (int64_t i = G8; i < G; i++) zl[i & 7] += qf[i] - w[i] * s_inv;
         }
         z = moeq_lanes_sum(zl) * inv_g;
     }

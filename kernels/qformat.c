@@ -3,6 +3,8 @@
 // Packing is plain byte arithmetic: the bit stream is little-endian, code k at bits [b·k, b·k + b).
 #include "qformat.h"
 
+#include <string.h>
+
 // ---- pack / unpack per format ----
 
 static void moeq_pack_q2(const uint8_t *q, int64_t n_units, uint8_t *dst) {
@@ -18,19 +20,44 @@ static void moeq_unpack_q2(const uint8_t *src, int64_t n_units, uint8_t *q) {
 }
 
 // 3-bit: a unit of 32 codes is four 24-bit groups of 8 codes (3 bytes each); in the 96-bit stream that is
-// the same as code k at bits [3k, 3k+3).
+// the same as code k at bits [3k, 3k+3). On little-endian hosts 8 codes are compacted as one uint64 (byte j =
+// code j) in three shift-or-mask steps (8 -> 16 -> 32 -> 24-bit spacing), and spread back the same way.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline uint32_t moeq_q3_compact8(const uint8_t *q) {
+    uint64_t x;
+    memcpy(&x, q, 8);
+    x = (x | (x >> 5)) & 0x003f003f003f003full;
+    x = (x | (x >> 10)) & 0x00000fff00000fffull;
+    x = (x | (x >> 20)) & 0xffffffull;
+    return (uint32_t)x;
+}
+static inline void moeq_q3_spread8(uint32_t v, uint8_t *q) {
+    uint64_t x = v;
+    x = (x | (x << 20)) & 0x00000fff00000fffull;
+    x = (x | (x << 10)) & 0x003f003f003f003full;
+    x = (x | (x << 5)) & 0x0707070707070707ull;
+    memcpy(q, &x, 8);
+}
+#else
+static inline uint32_t moeq_q3_compact8(const uint8_t *q) {
+    uint32_t v = 0;
+    for (int j = 0; j < 8; j++) v |= (uint32_t)q[j] << (3 * j);
+    return v;
+}
+static inline void moeq_q3_spread8(uint32_t v, uint8_t *q) {
+    for (int j = 0; j < 8; j++) q[j] = (uint8_t)((v >> (3 * j)) & 7u);
+}
+#endif
+
 static void moeq_pack_q3(const uint8_t *q, int64_t n_units, uint8_t *dst) {
     for (int64_t u = 0; u < 4 * n_units; u++, q += 8, dst += 3) {
-        uint32_t v = 0;
-        for (int j = 0; j < 8; j++) v |= (uint32_t)q[j] << (3 * j);
+        const uint32_t v = moeq_q3_compact8(q);
         dst[0] = (uint8_t)v, dst[1] = (uint8_t)(v >> 8), dst[2] = (uint8_t)(v >> 16);
     }
 }
 static void moeq_unpack_q3(const uint8_t *src, int64_t n_units, uint8_t *q) {
-    for (int64_t u = 0; u < 4 * n_units; u++, q += 8, src += 3) {
-        const uint32_t v = (uint32_t)src[0] | ((uint32_t)src[1] << 8) | ((uint32_t)src[2] << 16);
-        for (int j = 0; j < 8; j++) q[j] = (uint8_t)((v >> (3 * j)) & 7u);
-    }
+    for (int64_t u = 0; u < 4 * n_units; u++, q += 8, src += 3)
+        moeq_q3_spread8((uint32_t)src[0] | ((uint32_t)src[1] << 8) | ((uint32_t)src[2] << 16), q);
 }
 
 static void moeq_pack_q4(const uint8_t *q, int64_t n_units, uint8_t *dst) {

@@ -98,6 +98,88 @@ moeq_status moeq_check_finite_cpu(const float *w, int64_t R, int64_t C, const ch
 
 enum { MOEQ_ROW_OK = 0, MOEQ_ROW_NONFINITE = 1, MOEQ_ROW_OVERFLOW = 2 };
 
+// min and max of a group (8 lanes, then a shuffle tree: exact in any order) and whether every element is
+// finite (x·0 is NaN exactly for inf and NaN; the min/max comparisons never select a NaN)
+static inline int moeq_group_minmax(const float *wg, int64_t G, float *mn_out, float *mx_out) {
+    moeq_v8f vmn = moeq_v8_set1(INFINITY), vmx = moeq_v8_set1(-INFINITY);
+    moeq_v8i bad = {0};
+    const moeq_v8f zero = moeq_v8_set1(0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= G; i += 8) {
+        const moeq_v8f x = moeq_v8_load(wg + i), xz = x * zero;
+        vmn = moeq_v8_sel(x < vmn, x, vmn);
+        vmx = moeq_v8_sel(x > vmx, x, vmx);
+        bad |= xz != xz;
+    }
+    static const moeq_v8i perm[3] = {
+        {4, 5, 6, 7, 0, 1, 2, 3}, {2, 3, 0, 1, 6, 7, 4, 5}, {1, 0, 3, 2, 5, 4, 7, 6}};
+    for (int k = 0; k < 3; k++) {
+        const moeq_v8f a = __builtin_shuffle(vmn, perm[k]), b = __builtin_shuffle(vmx, perm[k]);
+        vmn = moeq_v8_sel(a < vmn, a, vmn);
+        vmx = moeq_v8_sel(b > vmx, b, vmx);
+        bad |= __builtin_shuffle(bad, perm[k]);
+    }
+    float mn = vmn[0], mx = vmx[0];
+    int ok = bad[0] == 0;
+    for (; i < G; i++) {
+        const float x = wg[i];
+        mn = x < mn ? x : mn;
+        mx = x > mx ? x : mx;
+        ok &= isfinite(x) != 0;
+    }
+    *mn_out = mn, *mx_out = mx;
+    return ok;
+}
+
+// codes of a group: moeq_code_of per element
+static inline void moeq_group_codes(const float *wg, int64_t G, float s_inv, float z, float qmax,
+                                    uint8_t *cg) {
+    const moeq_v8f vs = moeq_v8_set1(s_inv), vz = moeq_v8_set1(z), vq = moeq_v8_set1(qmax);
+    int64_t i = 0;
+    for (; i + 8 <= G; i += 8)
+        moeq_v8_store_codes(cg + i, moeq_v8_round_clamp(moeq_v8_load(wg + i) * vs + vz, vq));
+    for (; i < G; i++) cg[i] = (uint8_t)moeq_code_of(wg[i], s_inv, z, qmax);
+}
+
+// One row: every group (min/max, init, optional zero optimisation, codes), then the packing.
+// Returns MOEQ_ROW_*; *where = first non-finite column or overflowing group.
+static MOEQ_SIMD_CLONES int moeq_quant_row(const float *wr, int64_t C, int64_t G, float qmax,
+                                           const moeq_qtype_traits *tr, moeq_zero_opt_fn opt, const void *ctx,
+                                           uint8_t *codes, float *scratch, uint8_t *dst, uint16_t *scale,
+                                           uint16_t *zero, int64_t *where) {
+    const int64_t ng = C / G;
+    for (int64_t g = 0; g < ng; g++) {
+        const float *wg = wr + g * G;
+        float mn, mx;
+        if (!moeq_group_minmax(wg, G, &mn, &mx)) {
+            int64_t i = 0;
+            while (i < G && isfinite(wg[i])) i++;
+            *where = g * G + i;
+            return MOEQ_ROW_NONFINITE;
+        }
+        uint16_t sh, zh;
+        if (moeq_group_init(mn, mx, qmax, &sh, &zh) != 0) {
+            *where = g;
+            return MOEQ_ROW_OVERFLOW;
+        }
+        const float s = moeq_f16_to_f32(sh), s_inv = 1.0f / s;
+        float z = moeq_f16_to_f32(zh);
+        if (opt) {
+            z = opt(wg, G, s, s_inv, z, qmax, ctx, scratch);
+            zh = moeq_f32_to_f16(z); // exact: opt returns an fp16 value
+        }
+        scale[g] = sh, zero[g] = zh;
+        moeq_group_codes(wg, G, s_inv, z, qmax, codes + g * G);
+    }
+    const int64_t full = C / tr->codes_per_unit, rest = C - full * tr->codes_per_unit;
+    tr->pack(codes, full, dst);
+    if (rest) {
+        memset(codes + C, 0, (size_t)(tr->codes_per_unit - rest)); // zero padding of the last unit
+        tr->pack(codes + full * tr->codes_per_unit, 1, dst + full * tr->unit_bytes);
+    }
+    return MOEQ_ROW_OK;
+}
+
 moeq_status moeq_quant_rows_impl(const float *w, moeq_qmat *q, moeq_zero_opt_fn opt, const void *ctx,
                                  const char *who) {
     MOEQ_TRY(moeq_qmat_check(q));
@@ -116,53 +198,16 @@ moeq_status moeq_quant_rows_impl(const float *w, moeq_qmat *q, moeq_zero_opt_fn 
         free(work), free(fail);
         return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: work buffers for %d threads", who, nt);
     }
-    const int64_t full = C / tr->codes_per_unit, rest = C - full * tr->codes_per_unit;
-
 #pragma omp parallel num_threads(nt)
     {
         uint8_t *codes = work + (size_t)omp_get_thread_num() * per_thread;
         float *scratch = (float *)(codes + codes_sz);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++) {
-            const float *wr = w + r * C;
-            fail[2 * r] = MOEQ_ROW_OK, fail[2 * r + 1] = 0;
-            for (int64_t g = 0; g < ng; g++) {
-                const float *wg = wr + g * G;
-                float mn = wg[0], mx = wg[0], nf = 0.0f;
-                for (int64_t i = 0; i < G; i++) {
-                    const float x = wg[i];
-                    mn = x < mn ? x : mn;
-                    mx = x > mx ? x : mx;
-                    nf += x * 0.0f;
-                }
-                if (nf != 0.0f || nf != nf) {
-                    int64_t i = 0;
-                    while (i < G && isfinite(wg[i])) i++;
-                    fail[2 * r] = MOEQ_ROW_NONFINITE, fail[2 * r + 1] = g * G + i;
-                    break;
-                }
-                uint16_t sh, zh;
-                if (moeq_group_init(mn, mx, qmax, &sh, &zh) != 0) {
-                    fail[2 * r] = MOEQ_ROW_OVERFLOW, fail[2 * r + 1] = g;
-                    break;
-                }
-                const float s = moeq_f16_to_f32(sh), s_inv = 1.0f / s;
-                float z = moeq_f16_to_f32(zh);
-                if (opt) {
-                    z = opt(wg, G, s, s_inv, z, qmax, ctx, scratch);
-                    zh = moeq_f32_to_f16(z); // exact: opt returns an fp16 value
-                }
-                q->scale[r * ng + g] = sh, q->zero[r * ng + g] = zh;
-                uint8_t *cg = codes + g * G;
-                for (int64_t i = 0; i < G; i++) cg[i] = (uint8_t)moeq_code_of(wg[i], s_inv, z, qmax);
-            }
-            if (fail[2 * r] != MOEQ_ROW_OK) continue;
-            uint8_t *dst = q->codes + r * rb;
-            tr->pack(codes, full, dst);
-            if (rest) {
-                memset(codes + C, 0, (size_t)(tr->codes_per_unit - rest)); // zero padding of the last unit
-                tr->pack(codes + full * tr->codes_per_unit, 1, dst + full * tr->unit_bytes);
-            }
+            fail[2 * r + 1] = 0;
+            fail[2 * r] =
+                moeq_quant_row(w + r * C, C, G, qmax, tr, opt, ctx, codes, scratch, q->codes + r * rb,
+                               q->scale + r * ng, q->zero + r * ng, &fail[2 * r + 1]);
         }
     }
     moeq_status st = MOEQ_OK;
@@ -189,6 +234,31 @@ moeq_status moeq_rtn_quantize_cpu(const float *w, moeq_qmat *q) {
 
 // ---- dequantization ----
 
+// One row of deq (sub == NULL) or sub − deq; codes: (C + unit) bytes of scratch.
+static MOEQ_SIMD_CLONES void moeq_deq_row(const uint8_t *src, const uint16_t *scale, const uint16_t *zero,
+                                          const float *sr, int64_t C, int64_t G, const moeq_qtype_traits *tr,
+                                          uint8_t *codes, float *o) {
+    const int64_t full = C / tr->codes_per_unit, rest = C - full * tr->codes_per_unit, ng = C / G;
+    tr->unpack(src, full, codes);
+    if (rest) tr->unpack(src + full * tr->unit_bytes, 1, codes + full * tr->codes_per_unit);
+    for (int64_t g = 0; g < ng; g++) {
+        const float s = moeq_f16_to_f32(scale[g]), z = moeq_f16_to_f32(zero[g]);
+        const moeq_v8f vs = moeq_v8_set1(s), vz = moeq_v8_set1(z);
+        const uint8_t *cg = codes + g * G;
+        float *og = o + g * G;
+        const float *sg = sr ? sr + g * G : NULL;
+        int64_t i = 0;
+        if (sg) {
+            for (; i + 8 <= G; i += 8)
+                moeq_v8_store(og + i, moeq_v8_load(sg + i) - (moeq_v8_load_codes(cg + i) - vz) * vs);
+            for (; i < G; i++) og[i] = sg[i] - moeq_deq_of((float)cg[i], z, s);
+        } else {
+            for (; i + 8 <= G; i += 8) moeq_v8_store(og + i, (moeq_v8_load_codes(cg + i) - vz) * vs);
+            for (; i < G; i++) og[i] = moeq_deq_of((float)cg[i], z, s);
+        }
+    }
+}
+
 // out = deq(q) (sub == NULL) or out = sub − deq(q), rows in parallel.
 static moeq_status moeq_deq_rows(const moeq_qmat *q, const float *sub, float *out, const char *who) {
     MOEQ_TRY(moeq_qmat_check(q));
@@ -196,7 +266,6 @@ static moeq_status moeq_deq_rows(const moeq_qmat *q, const float *sub, float *ou
     const int64_t R = q->R, C = q->C, G = q->G, ng = C / G;
     const moeq_qtype_traits *tr = moeq_qtype_get(q->bits);
     const int64_t rb = moeq_qtype_row_bytes(q->bits, C);
-    const int64_t full = C / tr->codes_per_unit, rest = C - full * tr->codes_per_unit;
     const int nt = omp_get_max_threads();
     const size_t codes_sz = ((size_t)(C + 32) + 63) & ~(size_t)63;
     uint8_t *work = malloc((size_t)nt * codes_sz);
@@ -205,25 +274,9 @@ static moeq_status moeq_deq_rows(const moeq_qmat *q, const float *sub, float *ou
     {
         uint8_t *codes = work + (size_t)omp_get_thread_num() * codes_sz;
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < R; r++) {
-            const uint8_t *src = q->codes + r * rb;
-            tr->unpack(src, full, codes);
-            if (rest) tr->unpack(src + full * tr->unit_bytes, 1, codes + full * tr->codes_per_unit);
-            float *o = out + r * C;
-            const float *sr = sub ? sub + r * C : NULL;
-            for (int64_t g = 0; g < ng; g++) {
-                const float s = moeq_f16_to_f32(q->scale[r * ng + g]),
-                            z = moeq_f16_to_f32(q->zero[r * ng + g]);
-                const uint8_t *cg = codes + g * G;
-                float *og = o + g * G;
-                if (sr) {
-                    const float *sg = sr + g * G;
-                    for (int64_t i = 0; i < G; i++) og[i] = sg[i] - moeq_deq_of((float)cg[i], z, s);
-                } else {
-                    for (int64_t i = 0; i < G; i++) og[i] = moeq_deq_of((float)cg[i], z, s);
-                }
-            }
-        }
+        for (int64_t r = 0; r < R; r++)
+            moeq_deq_row(q->codes + r * rb, q->scale + r * ng, q->zero + r * ng, sub ? sub + r * C : NULL, C,
+                         G, tr, codes, out + r * C);
     }
     free(work);
     return MOEQ_OK;

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "dtype.h" // defines: moeq_f32_to_f16, moeq_f16_to_f32
 #include "quant.h"
@@ -51,6 +52,72 @@ static inline MOEQ_HD float moeq_code_of(float w, float s_inv, float z, float qm
 static inline MOEQ_HD float moeq_deq_of(float q, float z, float s) {
     return (q - z) * s;
 }
+
+// ---- 8-lane SIMD helpers (GCC vector extensions; CPU only) ----
+// The hot loops work on blocks of 8 consecutive elements with exactly the scalar helpers' IEEE operations
+// lane by lane, so the SSE, AVX2 and scalar paths give the same bits. Sums over a group keep 8 lanes
+// (element i in lane i mod 8) added at the end as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) (moeq_lanes_sum).
+// MOEQ_SIMD_CLONES compiles a function for AVX2 and for baseline x86-64 and picks at load time (ifunc);
+// AVX2 does not enable FMA and ISO C mode does not contract, so both clones round identically.
+#ifndef __CUDACC__
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MOEQ_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MOEQ_SIMD_CLONES
+#endif
+
+// These helpers are static inline and always inlined: the by-value 32-byte vector ABI note does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float moeq_v8f __attribute__((vector_size(32)));
+typedef int32_t moeq_v8i __attribute__((vector_size(32)));
+typedef uint8_t moeq_v8b __attribute__((vector_size(8)));
+
+static inline moeq_v8f moeq_v8_load(const float *p) {
+    moeq_v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void moeq_v8_store(float *p, moeq_v8f v) {
+    memcpy(p, &v, sizeof v);
+}
+static inline moeq_v8f moeq_v8_set1(float x) {
+    return (moeq_v8f){x, x, x, x, x, x, x, x};
+}
+// m ? a : b per lane (m: all-ones or zero lanes from a comparison)
+static inline moeq_v8f moeq_v8_sel(moeq_v8i m, moeq_v8f a, moeq_v8f b) {
+    return (moeq_v8f)(((moeq_v8i)a & m) | ((moeq_v8i)b & ~m));
+}
+static inline moeq_v8f moeq_v8_abs(moeq_v8f a) {
+    return (moeq_v8f)((moeq_v8i)a & 0x7fffffff);
+}
+// lane-wise moeq_round_clamp
+static inline moeq_v8f moeq_v8_round_clamp(moeq_v8f x, moeq_v8f qmax) {
+    const moeq_v8f zero = moeq_v8_set1(0.0f), magic = moeq_v8_set1(12582912.0f);
+    x = moeq_v8_sel(x > zero, x, zero);
+    x = moeq_v8_sel(x < qmax, x, qmax);
+    return (x + magic) - magic;
+}
+// 8 codes (exact integers in [0, 255] held in fp32) -> 8 bytes: q + 1.5·2^23 has q in its low mantissa byte;
+// one byte shuffle gathers the 8 low bytes (vpshufb with AVX2).
+typedef uint8_t moeq_v32b __attribute__((vector_size(32)));
+static inline void moeq_v8_store_codes(uint8_t *p, moeq_v8f q) {
+    const moeq_v32b b = (moeq_v32b)(q + moeq_v8_set1(12582912.0f));
+    const moeq_v32b r = __builtin_shuffle(b, (moeq_v32b){0, 4, 8, 12, 16, 20, 24, 28});
+    memcpy(p, &r, 8);
+}
+// 8 bytes -> 8 floats
+static inline moeq_v8f moeq_v8_load_codes(const uint8_t *p) {
+    moeq_v8b b;
+    memcpy(&b, p, sizeof b);
+    return __builtin_convertvector(__builtin_convertvector(b, moeq_v8i), moeq_v8f);
+}
+static inline float moeq_lanes_sum(const float l[8]) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+static inline float moeq_v8_lanes_sum(moeq_v8f v) {
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+#endif
 
 // Per-group zero optimiser (HQQ), called by the row driver after moeq_group_init: returns the zero to
 // store (an fp16 value, widened). w: (G) the group; s, s_inv: stored scale and its inverse; z: initial zero

@@ -63,6 +63,84 @@ static void test_hqq_vs_rtn_suite(void **state) {
     free(w), free(d);
 }
 
+// The solver as hqq.h writes it, one element at a time (no SIMD): the library's 8-lane blocks must give the
+// same bits, whatever G % 8 (the tail path) and whether the shrinkage is active.
+static float lanes_sum(const float l[8]) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+static float rc(float x, float qmax) {
+    x = x > 0.0f ? x : 0.0f;
+    x = x < qmax ? x : qmax;
+    return (x + 12582912.0f) - 12582912.0f;
+}
+static uint16_t ref_hqq_zero(const float *w, int64_t G, int bits, const moeq_hqq_params *p) {
+    const float qmax = (float)((1 << bits) - 1);
+    float mn = w[0], mx = w[0];
+    for (int64_t i = 0; i < G; i++) mn = w[i] < mn ? w[i] : mn, mx = w[i] > mx ? w[i] : mx;
+    uint16_t sh = moeq_f32_to_f16((mx - mn) / qmax);
+    float z0;
+    if (!(mx - mn > 0.0f) || sh == 0)
+        sh = 0x3c00, z0 = -mn;
+    else
+        z0 = -mn / moeq_f16_to_f32(sh);
+    const float s = moeq_f16_to_f32(sh), s_inv = 1.0f / s, inv_g = 1.0f / (float)G;
+    float z = moeq_f16_to_f32(moeq_f32_to_f16(z0)), best_z = z, best = INFINITY;
+    double beta = p->beta;
+    float *qf = malloc(sizeof(float) * (size_t)G), *rr = malloc(sizeof(float) * (size_t)G);
+    for (int it = 0; it < p->iters; it++, beta *= p->kappa) {
+        const float zq = moeq_f16_to_f32(moeq_f32_to_f16(z));
+        float el[8] = {0};
+        for (int64_t i = 0; i < G; i++) {
+            qf[i] = rc(w[i] * s_inv + zq, qmax);
+            rr[i] = w[i] - (qf[i] - zq) * s;
+            el[i & 7] += fabsf(rr[i]);
+        }
+        const float err = lanes_sum(el) * inv_g;
+        if (err < best)
+            best = err, best_z = zq;
+        else if (p->early_stop)
+            break;
+        const float th = (float)pow(1.0 / beta, 1.0 / (1.0 - p->lp_norm)), ib = (float)(1.0 / beta);
+        float zl[8] = {0};
+        for (int64_t i = 0; i < G; i++) {
+            float t = qf[i] - w[i] * s_inv;
+            const float a = fabsf(rr[i]);
+            if (a > th) {
+                const float v = a - ib * moeq_fast_powf(a, p->lp_norm - 1.0f);
+                if (v > 0.0f) t = t + (rr[i] < 0.0f ? -v : v) * s_inv;
+            }
+            zl[i & 7] += t;
+        }
+        z = lanes_sum(zl) * inv_g;
+    }
+    free(qf), free(rr);
+    return moeq_f32_to_f16(best_z);
+}
+
+static void test_matches_scalar_reference(void **state) {
+    (void)state;
+    const int64_t groups[] = {32, 64, 128, 12, 20, 7};
+    for (int si = 0; si < 2; si++)
+        for (int b = 0; b < 4; b++)
+            for (int g = 0; g < 6; g++) {
+                const int64_t G = groups[g], R = 6, C = 4 * G;
+                float *w = malloc(sizeof(float) * (size_t)(R * C));
+                gen_weights(w, R * C, 500 + (uint64_t)(b * 10 + g), si ? 1.0f : 0.02f);
+                moeq_qmat q;
+                assert_int_equal(moeq_qmat_alloc(&q, k_bits[b], R, C, G), MOEQ_OK);
+                const moeq_hqq_params p = moeq_hqq_params_default();
+                assert_int_equal(moeq_hqq_quantize_cpu(w, &p, &q), MOEQ_OK);
+                for (int64_t k = 0; k < R * 4; k++) {
+                    const uint16_t want = ref_hqq_zero(w + k * G, G, k_bits[b], &p);
+                    if (q.zero[k] != want)
+                        fail_msg("q%d G%lld sigma %s group %lld: zero 0x%04x, scalar reference 0x%04x",
+                                 k_bits[b], (long long)G, si ? "1" : "0.02", (long long)k, q.zero[k], want);
+                }
+                moeq_qmat_free(&q);
+                free(w);
+            }
+}
+
 static void test_zero_iters_is_rtn(void **state) {
     (void)state;
     const int64_t R = 16, C = 256;
@@ -168,8 +246,11 @@ static void test_fast_pow(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hqq_vs_rtn_suite),  cmocka_unit_test(test_zero_iters_is_rtn),
-        cmocka_unit_test(test_threads_identical), cmocka_unit_test(test_params),
+        cmocka_unit_test(test_hqq_vs_rtn_suite),
+        cmocka_unit_test(test_matches_scalar_reference),
+        cmocka_unit_test(test_zero_iters_is_rtn),
+        cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_params),
         cmocka_unit_test(test_fast_pow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
