@@ -160,8 +160,9 @@ static void test_factor_storage(void **state) {
     for (int li = 0; li < 6; li++) {
         const int64_t n = lens[li];
         float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *z = malloc(sizeof(float) * n);
-        uint8_t *c1 = malloc((size_t)moeq_factor_code_bytes(MOEQ_FACTOR_F32, n)),
-                *c2 = malloc((size_t)moeq_factor_code_bytes(MOEQ_FACTOR_F32, n));
+        const size_t cbytes = (size_t)(moeq_factor_code_bytes(MOEQ_FACTOR_F32, n) +
+                                       moeq_factor_code_bytes(MOEQ_FACTOR_INT3, n));
+        uint8_t *c1 = malloc(cbytes), *c2 = malloc(cbytes);
         uint16_t s1[32], s2[32];
         gen_normal(x, n, 99, (uint64_t)li);
         for (int64_t i = 0; i < n && n > 64; i++)
