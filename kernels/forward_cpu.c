@@ -23,6 +23,24 @@ static int par_ok(int64_t n) {
     return n >= MOEQ_PAR_MIN && !omp_in_parallel();
 }
 
+// Multithreaded OpenBLAS sgemm re-blocks its K loop by thread count on some CPUs (seen with 0.3.21 on AMD
+// EPYC: the logits changed in the last bits between 1 and 2 BLAS threads), so every product here runs as
+// single-threaded sgemm calls over fixed panels, with OpenMP over the panels: the bits depend on the panel
+// size only. blas_single_begin/end bracket such a region (a no-op inside an outer parallel region, whose
+// owner set BLAS to one thread already).
+#define MOEQ_LINEAR_PANEL 256 // output features per sgemm call
+
+static int blas_single_begin(void) {
+    if (omp_in_parallel()) return 0;
+    const int prev = openblas_get_num_threads();
+    if (prev != 1) openblas_set_num_threads(1);
+    return prev;
+}
+
+static void blas_single_end(int prev) {
+    if (prev > 1) openblas_set_num_threads(prev);
+}
+
 int moeq_blas_set_threads(int n) {
     const int prev = openblas_get_num_threads();
     if (n >= 1) openblas_set_num_threads(n);
@@ -50,8 +68,16 @@ moeq_status moeq_linear_cpu(const float *x, int64_t ldx, const float *w, const f
         }
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)out, (int)in, 1.0f, x, (int)ldx, w,
-                (int)in, beta, y, (int)ldy);
+    // y[:, o0:o0+P] = x · W[o0:o0+P]ᵀ, one single-threaded sgemm per panel of output features
+    const int64_t P = MOEQ_LINEAR_PANEL, n_panels = (out + P - 1) / P;
+    const int prev = blas_single_begin();
+#pragma omp parallel for schedule(static) if (n_panels > 1 && T * out * in >= (int64_t)1 << 20 && !omp_in_parallel())
+    for (int64_t p = 0; p < n_panels; p++) {
+        const int64_t o0 = p * P, np = out - o0 < P ? out - o0 : P;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)np, (int)in, 1.0f, x, (int)ldx,
+                    w + o0 * in, (int)in, beta, y + o0, (int)ldy);
+    }
+    blas_single_end(prev);
     return MOEQ_OK;
 }
 
@@ -146,6 +172,7 @@ moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const floa
     const int64_t n_tiles = (T + MOEQ_ATT_QT - 1) / MOEQ_ATT_QT, n_tasks = NH * n_tiles;
     const float scale = (float)sqrt((double)D);
     int nomem = 0;
+    const int prev_blas = blas_single_begin();
 #pragma omp parallel if (n_tasks > 1 && !omp_in_parallel())
     {
         float *s = malloc((size_t)MOEQ_ATT_QT * (size_t)T * sizeof(float)); // (QT, T) scores, then P
@@ -175,6 +202,7 @@ moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const floa
         }
         free(s);
     }
+    blas_single_end(prev_blas);
     if (nomem)
         return MOEQ_FAIL(MOEQ_ERR_NOMEM, "attention: out of memory for a %d x %lld score panel", MOEQ_ATT_QT,
                          (long long)T);
@@ -295,6 +323,7 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
 
     // experts in parallel: each owns rows [off[e], off[e+1]) of xs/ys/work (no shared writes)
     int failed = 0;
+    const int prev_blas = blas_single_begin();
 #pragma omp parallel for schedule(dynamic) if (!omp_in_parallel() && T * K >= 2 * MOEQ_PAR_MIN)
     for (int64_t e = 0; e < E; e++) {
         const int64_t n = off[e + 1] - off[e];
@@ -312,6 +341,7 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
             for (int64_t c = 0; c < H; c++) ye[i * H + c] *= g;
         }
     }
+    blas_single_end(prev_blas);
     if (failed) {
         st = MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: an expert FFN failed (bad weights)");
         goto done;
