@@ -12,5 +12,6 @@
 #include "recipe.h"       // defines: moeq_recipe, moeq_qsettings, moeq_recipe_resolve
 #include "artifact.h"     // defines: moeq_artifact_entry, moeq_artifact_create/layout/seal, moeq_tensor_result
 #include "journal.h"      // defines: moeq_journal (append-only completion records)
+#include "crashpoint.h"   // defines: moeq_crashpoint (MOEQ_CRASH_AT test seam)
 
 #endif
