@@ -266,6 +266,7 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(fapl = fapl_make(), "file access properties");
     H5_CHECK(fcpl = H5Pcreate(H5P_FILE_CREATE), "file creation properties");
     H5_CHECK(gcpl = H5Pcreate(H5P_GROUP_CREATE), "group properties");
+    H5_CHECK(H5Pset_obj_track_times(fcpl, 0), "no timestamps on the root group");
     H5_CHECK(H5Pset_obj_track_times(gcpl, 0), "no timestamps");
     H5_CHECK(dcpl = H5Pcreate(H5P_DATASET_CREATE), "dataset properties");
     H5_CHECK(H5Pset_obj_track_times(dcpl, 0), "no timestamps");

@@ -391,12 +391,12 @@ moeq_status moeq_qsettings_check(const moeq_qsettings *s, const moeq_tensor_info
     if (s->method == MOEQ_METHOD_NONE) return MOEQ_OK;
     const int64_t R = t->shape[0], C = t->shape[1];
     if (C % s->group != 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                          "tensor '%s' [%lld, %lld]: group %d does not divide the input dimension %lld\n---> HINT: "
                          "choose a group size that divides %lld (e.g. with a rule for this class)",
                          t->name, (long long)R, (long long)C, s->group, (long long)C, (long long)C);
     if (s->rank > R || s->rank > C)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s' [%lld, %lld]: rank %d exceeds min(rows, cols)", t->name,
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s' [%lld, %lld]: rank %d exceeds min(rows, cols)", t->name,
                          (long long)R, (long long)C, s->rank);
     return MOEQ_OK;
 }

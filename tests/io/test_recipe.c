@@ -74,7 +74,7 @@ static void test_defaults_and_precedence(void **state) {
     // a group that does not divide the input dimension is an error naming the tensor
     t = tensor("model.layers.0.self_attn.o_proj.weight", 128, 96);
     q = moeq_recipe_resolve(r, &t, NULL);
-    assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_ARG, "o_proj.weight' [128, 96]: group 64 does not divide");
+    assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_UNSUPPORTED, "o_proj.weight' [128, 96]: group 64 does not divide");
     moeq_recipe_free(&r);
     assert_null(r);
 }
