@@ -1,0 +1,10 @@
+// moeq_worker.h: umbrella header of the workers layer (what one rank does with one unit, and the CPU
+// evaluation forward pass). Include this, not the individual headers.
+#ifndef MOEQ_WORKER_H
+#define MOEQ_WORKER_H
+
+#include "moeq_sched.h"    // defines: moeq_plan, moeq_queue (and, through it, the io and kernels layers)
+#include "unit_job.h"      // defines: moeq_unit_ctx, moeq_unit_job_run, moeq_quantize_matrix, moeq_unit_metrics
+#include "forward_model.h" // defines: moeq_model, perplexity, MoE-block probes, char tokenizer
+
+#endif

@@ -1,0 +1,151 @@
+// unit_job.c: one work unit on one rank (see unit_job.h): read -> decode -> quantize -> measure -> pwrite
+// at the planned offsets -> fdatasync. Pass-through tensors are copied in bounded chunks; quantized
+// ones are processed one tensor at a time. Every byte written is also hashed (xxh3) on the way out, so
+// the checksums in the result are those of the bytes on disk.
+#include "unit_job.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Writes one dataset's bytes and folds them into the tensor's running checksum and the dataset's own.
+static moeq_status put(moeq_unit_ctx *x, const moeq_artifact_entry *e, moeq_ds d, const void *buf, uint64_t n,
+                       XXH3_state_t *all, moeq_tensor_result *r) {
+    if (n != e->ds[d].bytes)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s' dataset %s: %llu bytes produced, %llu planned", e->name,
+                         moeq_ds_name(d), (unsigned long long)n, (unsigned long long)e->ds[d].bytes);
+    double t0 = now_s();
+    MOEQ_TRY(moeq_pwrite_full(x->out_fd, buf, (size_t)n, e->offset[d], x->out_path));
+    x->seconds_write += now_s() - t0;
+    x->bytes_written += n;
+    XXH3_64bits_update(all, buf, (size_t)n);
+    r->ds_checksum[d] = XXH3_64bits(buf, (size_t)n);
+    return MOEQ_OK;
+}
+
+static moeq_status copy_through(moeq_unit_ctx *x, const moeq_tensor_info *t, const moeq_artifact_entry *e,
+                                XXH3_state_t *all, moeq_tensor_result *r) {
+    const moeq_st_file *f = x->cat->shards[t->shard];
+    const uint64_t total = e->ds[MOEQ_DS_DATA].bytes, chunk = MOEQ_PLAN_STREAM_CHUNK;
+    if (total != t->nbytes)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': %llu source bytes, %llu planned", t->name,
+                         (unsigned long long)t->nbytes, (unsigned long long)total);
+    unsigned char *buf = MOEQ_MALLOC((size_t)(total < chunk ? (total ? total : 1) : chunk), t->name);
+    XXH3_state_t *one = XXH3_createState();
+    moeq_status st = (buf && one) ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_NOMEM, "copy of '%s'", t->name);
+    if (st == MOEQ_OK) XXH3_64bits_reset(one);
+    for (uint64_t done = 0; done < total && st == MOEQ_OK;) {
+        uint64_t n = total - done < chunk ? total - done : chunk;
+        double t0 = now_s();
+        st = moeq_st_read_raw(f, t->st, done, n, buf);
+        x->seconds_read += now_s() - t0;
+        x->bytes_read += n;
+        if (st != MOEQ_OK) break;
+        t0 = now_s();
+        st = moeq_pwrite_full(x->out_fd, buf, (size_t)n, e->offset[MOEQ_DS_DATA] + done, x->out_path);
+        x->seconds_write += now_s() - t0;
+        x->bytes_written += n;
+        XXH3_64bits_update(all, buf, (size_t)n);
+        XXH3_64bits_update(one, buf, (size_t)n);
+        done += n;
+    }
+    if (st == MOEQ_OK) r->ds_checksum[MOEQ_DS_DATA] = XXH3_64bits_digest(one);
+    if (one) XXH3_freeState(one);
+    moeq_free(&buf);
+    return st;
+}
+
+static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, const moeq_plan_tensor *pt,
+                                const moeq_artifact_entry *e, XXH3_state_t *all, moeq_tensor_result *r) {
+    const int64_t R = pt->R, C = pt->C;
+    const size_t n = (size_t)R * (size_t)C;
+    float *w = MOEQ_MALLOC(n * sizeof(float), t->name);
+    float *recon = MOEQ_MALLOC(n * sizeof(float), t->name);
+    moeq_qtensor q = {0};
+    void *bufs[MOEQ_DS_COUNT] = {0};
+    moeq_status st = (w && recon) ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
+        if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name))) st = MOEQ_ERR_NOMEM;
+    if (st != MOEQ_OK) goto done;
+    q.codes = bufs[MOEQ_DS_CODES];
+    q.scale = bufs[MOEQ_DS_SCALE];
+    q.zero = bufs[MOEQ_DS_ZERO];
+    q.u = bufs[MOEQ_DS_U];
+    q.v = bufs[MOEQ_DS_V];
+    q.u_scale = bufs[MOEQ_DS_U_SCALE];
+    q.v_scale = bufs[MOEQ_DS_V_SCALE];
+    q.best_round = -1;
+    double t0 = now_s();
+    st = moeq_catalog_read_f32(x->cat, pt->cat, w);
+    x->seconds_read += now_s() - t0;
+    x->bytes_read += t->nbytes;
+    if (st != MOEQ_OK) goto done;
+    t0 = now_s();
+    moeq_status qs = moeq_quantize_matrix(&pt->q, t->name, w, R, C, &q, recon);
+    if (qs == MOEQ_OK) qs = moeq_unit_metrics(w, recon, R, C, r);
+    x->seconds_compute += now_s() - t0;
+    if (qs != MOEQ_OK) {
+        // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that
+        // their bytes (and checksums) are defined.
+        if (qs != MOEQ_ERR_NUMERIC) {
+            st = qs;
+            goto done;
+        }
+        r->status = MOEQ_ERR_NUMERIC;
+        snprintf(r->message, sizeof r->message, "%s", moeq_error_detail());
+        for (int d = 0; d < MOEQ_DS_COUNT; d++)
+            if (bufs[d]) memset(bufs[d], 0, (size_t)e->ds[d].bytes);
+        r->rel_fro_error = r->sqnr_db = r->max_abs_error = r->nmse = NAN;
+    }
+    r->best_round = q.best_round;
+    for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
+        if (e->ds[d].present) st = put(x, e, (moeq_ds)d, bufs[d], e->ds[d].bytes, all, r);
+done:
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) moeq_free(&bufs[d]);
+    moeq_free(&w);
+    moeq_free(&recon);
+    return st;
+}
+
+moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) {
+    const moeq_unit *un = &x->plan->u[u];
+    XXH3_state_t *all = XXH3_createState();
+    if (!all) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "xxh3 state");
+    moeq_status st = MOEQ_OK;
+    for (int k = 0; k < un->count && st == MOEQ_OK; k++) {
+        const int i = un->first + k;
+        const moeq_plan_tensor *pt = &x->plan->t[i];
+        const moeq_tensor_info *t = &x->cat->t[pt->cat];
+        const moeq_artifact_entry *e = &x->entries[i];
+        moeq_tensor_result *r = &res[k];
+        memset(r, 0, sizeof *r);
+        r->tensor = (uint32_t)i;
+        r->status = MOEQ_OK;
+        r->best_round = -1;
+        r->kurtosis = r->outlier_score = NAN;
+        XXH3_64bits_reset(all);
+        if (pt->q.method == MOEQ_METHOD_NONE) st = copy_through(x, t, e, all, r);
+        else st = quantize_one(x, t, pt, e, all, r);
+        r->checksum = XXH3_64bits_digest(all);
+    }
+    XXH3_freeState(all);
+    if (st == MOEQ_OK) {
+        double t0 = now_s();
+        if (fdatasync(x->out_fd) != 0)
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fdatasync after unit %d: %s", x->out_path, u, strerror(errno));
+        x->seconds_write += now_s() - t0;
+        if (st == MOEQ_OK) moeq_crashpoint("unit-durable");
+    }
+    return st;
+}

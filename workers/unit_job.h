@@ -1,0 +1,47 @@
+// unit_job.h: the life of one work unit on one rank: read its tensors' bytes from the shards, decode to
+// fp32, quantize (+ compensators) as planned, measure, pwrite every dataset at the offsets the artifact
+// skeleton fixed, fdatasync, and describe the outcome in one moeq_tensor_result per tensor.
+// Memory: one tensor at a time (its fp32 weights, work buffers and outputs), so the working set is
+// bounded by the largest tensor of the model, not by the model.
+#ifndef MOEQ_UNIT_JOB_H
+#define MOEQ_UNIT_JOB_H
+
+#include "moeq_sched.h"
+
+typedef struct moeq_unit_ctx {
+    const moeq_catalog *cat;
+    const moeq_plan *plan;
+    const moeq_artifact_entry *entries; // (plan->n_tensors) with dataset offsets
+    int out_fd;                         // the artifact (.partial), open for writing
+    const char *out_path;
+    // measured on this rank
+    double seconds_read, seconds_compute, seconds_write;
+    uint64_t bytes_read, bytes_written;
+} moeq_unit_ctx;
+
+// Runs unit `u`: fills res[0 .. count) (count = plan->u[u].count). Returns MOEQ_OK when every tensor
+// produced its result (a tensor's numeric failure is in its result, not in the return value); an
+// I/O or allocation failure is returned (the unit can be retried).
+moeq_status moeq_unit_job_run(moeq_unit_ctx *ctx, int u, moeq_tensor_result *res);
+
+// One quantized tensor's outputs, in the layout of the artifact's datasets.
+typedef struct moeq_qtensor {
+    uint8_t *codes;     // (R, row_bytes)
+    uint16_t *scale;    // (R, C/G) fp16
+    uint16_t *zero;     // (R, C/G) fp16
+    void *u, *v;        // fp16 (R, r) / (r, C), or int3 bytes
+    uint16_t *u_scale, *v_scale; // int3 scales (fp16), NULL for fp16 factors
+    int best_round;
+} moeq_qtensor;
+
+// Quantizes w (R, C) with settings q into out (buffers sized by the artifact entry's dataset specs) and
+// writes the reconstruction deq(Q) + U V into `recon` (R, C) for the metrics. MOEQ_ERR_NUMERIC for
+// non-finite input (the detail names the row and column).
+moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, const float *w, int64_t R, int64_t C,
+                                 moeq_qtensor *out, float *recon);
+
+// Error metrics of recon against w (rel. Frobenius, SQNR, max abs, NMSE) and statistics of w (kurtosis,
+// outlier score) into r, accumulated in fp64 (kernels/metrics).
+moeq_status moeq_unit_metrics(const float *w, const float *recon, int64_t R, int64_t C, moeq_tensor_result *r);
+
+#endif
