@@ -11,8 +11,8 @@ int moeq_exit_code(moeq_status st) {
     case MOEQ_ERR_ARG: return MOEQ_EXIT_USAGE;
     case MOEQ_ERR_FORMAT:
     case MOEQ_ERR_NOT_FOUND:
-    case MOEQ_ERR_UNSUPPORTED:
-    case MOEQ_ERR_MISMATCH: return MOEQ_EXIT_INPUT;
+    case MOEQ_ERR_UNSUPPORTED: return MOEQ_EXIT_INPUT;
+    case MOEQ_ERR_MISMATCH: return MOEQ_EXIT_EXISTS; // resume refused: the artifact belongs to another plan
     case MOEQ_ERR_IO: return MOEQ_EXIT_IO;
     case MOEQ_ERR_NOMEM: return MOEQ_EXIT_NOMEM;
     case MOEQ_ERR_EXISTS: return MOEQ_EXIT_EXISTS;
@@ -49,7 +49,7 @@ int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *s
     for (int i = 0; i < N_COMMON; i++) all[n++] = common_opts[i];
     memset(&all[n], 0, sizeof all[n]);
     char shorts[128];
-    snprintf(shorts, sizeof shorts, "+hvq%s", shortopts ? shortopts : "");
+    snprintf(shorts, sizeof shorts, ":hvq%s", shortopts ? shortopts : ""); // GNU order: options may follow operands
     moeq_cli_common dummy = {0};
     if (!common) common = &dummy;
     optind = 1;

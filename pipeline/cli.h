@@ -9,6 +9,8 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include <mpi.h>
+
 #include "moeq_io.h"
 
 // ---- exit codes (documented in README.md and `moeq --help`) ----
@@ -58,5 +60,7 @@ int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned lon
 
 extern const moeq_command moeq_cmd_inspect;
 extern const moeq_command moeq_cmd_synth;
+extern const moeq_command moeq_cmd_quantize;
+extern const moeq_command moeq_cmd_plan;
 
 #endif

@@ -8,6 +8,8 @@
 static const moeq_command *const commands[] = {
     &moeq_cmd_inspect,
     &moeq_cmd_synth,
+    &moeq_cmd_plan,
+    &moeq_cmd_quantize,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

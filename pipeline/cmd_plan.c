@@ -1,0 +1,209 @@
+// cmd_plan.c: `moeq plan`: the plan without running it: units, bytes in and out, bits per weight,
+// estimated time and memory per rank for N ranks, the resolved setting of every tensor, and which recipe
+// rule decided one (--explain). Works from metadata alone (config.json [+ index] [+ shard-sizes.tsv]).
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "moeq_sched.h"
+
+typedef struct {
+    const char *model, *recipe, *explain, *cost_model;
+    long ranks;
+    int json, tensors;
+} plan_opts;
+
+static int on_opt(int opt, const char *arg, void *ctx) {
+    plan_opts *o = ctx;
+    switch (opt) {
+    case 'm': o->model = arg; return 0;
+    case 'r': o->recipe = arg; return 0;
+    case 'n': return moeq_cli_int("plan", "--ranks", arg, 1, 1 << 20, &o->ranks);
+    case 'e': o->explain = arg; return 0;
+    case 'c': o->cost_model = arg; return 0;
+    case 'j': o->json = 1; return 0;
+    case 't': o->tensors = 1; return 0;
+    case 'd': return 0; // --dry-run: plan never writes anything
+    default: return 1;
+    }
+}
+
+static void fmt_bytes(double b, char *out, size_t cap) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) b /= 1024, i++;
+    snprintf(out, cap, "%.2f %s", b, u[i]);
+}
+
+static const char *setting_str(const moeq_qsettings *q, char *buf, size_t cap) {
+    if (q->method == MOEQ_METHOD_NONE) snprintf(buf, cap, "none");
+    else if (q->method == MOEQ_METHOD_MILO)
+        snprintf(buf, cap, "milo b%d g%d r%d T%d %s", q->bits, q->group, q->rank, q->rounds,
+                 q->compensator == MOEQ_COMP_FP16 ? "fp16" : "int3");
+    else snprintf(buf, cap, "%s b%d g%d", moeq_method_name(q->method), q->bits, q->group);
+    return buf;
+}
+
+static int explain(const moeq_catalog *c, const moeq_recipe *r, const char *name) {
+    int i = moeq_catalog_find(c, name);
+    if (i < 0) {
+        fprintf(stderr, "moeq plan: no tensor named '%s'\n---> HINT: moeq inspect --tensors lists them\n", name);
+        return MOEQ_EXIT_INPUT;
+    }
+    const moeq_tensor_info *t = &c->t[i];
+    int rule;
+    moeq_qsettings q = moeq_recipe_resolve(r, t, &rule);
+    char buf[128];
+    printf("%s\n  class %s, layer %d, expert %d, proj %s, %s [%lld, %lld]\n  setting: %s\n", t->name,
+           moeq_tclass_name(t->c.cls), t->c.layer, t->c.expert, moeq_proj_name(t->c.proj), moeq_dtype_name(t->dtype),
+           (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0), setting_str(&q, buf, sizeof buf));
+    if (!moeq_tensor_quantizable(t)) printf("  decided by: not a 2-D linear weight: always stored as it came\n");
+    else if (rule < 0) printf("  decided by: recipe defaults (%s)%s\n", r->path,
+                              q.method == MOEQ_METHOD_NONE ? "; this class is stored as it came unless a rule names it" : "");
+    else printf("  decided by: rule %d at %s:%d (the last matching rule that sets a field)\n", rule + 1, r->path, r->rules[rule].line);
+    for (int k = 0; k < r->n_rules; k++)
+        printf("  rule %d (line %d): %s\n", k + 1, r->rules[k].line, moeq_rule_matches(&r->rules[k], t) ? "matches" : "-");
+    return MOEQ_EXIT_OK;
+}
+
+static int run(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'}, {"recipe", required_argument, NULL, 'r'},
+        {"ranks", required_argument, NULL, 'n'}, {"explain", required_argument, NULL, 'e'},
+        {"cost-model", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
+        {"tensors", no_argument, NULL, 't'},     {"dry-run", no_argument, NULL, 'd'},
+        {0, 0, 0, 0},
+    };
+    plan_opts o = {.ranks = 1, .cost_model = "cpu-core"};
+    int r = moeq_cli_parse(&moeq_cmd_plan, argc, argv, "m:r:n:e:c:jtd", longopts, on_opt, &o, NULL);
+    if (r == 1) return MOEQ_EXIT_OK;
+    if (r) return MOEQ_EXIT_USAGE;
+    if (!o.model && optind == argc - 1) o.model = argv[optind++];
+    if (!o.model || optind != argc) {
+        fprintf(stderr, "moeq plan: --model DIR is required\n---> HINT: moeq plan --help\n");
+        return MOEQ_EXIT_USAGE;
+    }
+    moeq_catalog *c = NULL;
+    moeq_recipe *rec = NULL;
+    moeq_plan *p = NULL;
+    moeq_cost_model cm;
+    int *owner = NULL;
+    double *load = NULL, *cost = NULL;
+    moeq_status st = moeq_cost_model_get(o.cost_model, &cm);
+    if (st == MOEQ_OK) st = moeq_catalog_open(o.model, &c);
+    if (st == MOEQ_OK) st = o.recipe ? moeq_recipe_load(o.recipe, &rec) : moeq_recipe_parse("<built-in defaults>", "version: 1\n", &rec);
+    if (st == MOEQ_OK && o.explain) {
+        int code = explain(c, rec, o.explain);
+        moeq_recipe_free(&rec);
+        moeq_catalog_close(&c);
+        return code;
+    }
+    if (st == MOEQ_OK) st = moeq_plan_build(c, rec, &cm, &p);
+    if (st == MOEQ_OK) {
+        owner = MOEQ_MALLOC(sizeof(int) * (size_t)(p->n_units + 1), "owners");
+        cost = MOEQ_MALLOC(sizeof(double) * (size_t)(p->n_units + 1), "costs");
+        load = MOEQ_CALLOC((size_t)o.ranks, sizeof(double), "loads");
+        if (!owner || !cost || !load) st = MOEQ_ERR_NOMEM;
+    }
+    if (st == MOEQ_OK) {
+        for (int u = 0; u < p->n_units; u++) cost[u] = p->u[u].cost;
+        st = moeq_partition_lpt(cost, p->n_units, (int)o.ranks, owner, load);
+    }
+    if (st != MOEQ_OK) {
+        int code = moeq_cli_fail("plan", st);
+        moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
+        moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+        return code;
+    }
+    double makespan = 0;
+    for (int k = 0; k < o.ranks; k++)
+        if (load[k] > makespan) makespan = load[k];
+    int per_kind[MOEQ_UNIT_KIND_COUNT] = {0};
+    for (int u = 0; u < p->n_units; u++) per_kind[p->u[u].kind]++;
+    // catalog + plan memory held by every rank, plus the largest unit's working set
+    uint64_t meta = (uint64_t)c->n_tensors * (sizeof(moeq_tensor_info) + 64) + (uint64_t)p->n_tensors *
+                    (sizeof(moeq_plan_tensor) + sizeof(moeq_artifact_entry) + sizeof(moeq_tensor_result));
+    uint64_t peak = meta + p->mem_max;
+    if (o.json) {
+        json_t *kinds = json_object();
+        for (int k = 0; k < MOEQ_UNIT_KIND_COUNT; k++) json_object_set_new(kinds, moeq_unit_kind_name((moeq_unit_kind)k), json_integer(per_kind[k]));
+        json_t *root = json_pack("{s:s,s:s,s:s,s:b,s:i,s:i,s:o,s:I,s:I,s:f,s:I,s:I,s:s,s:f,s:f,s:f,s:I,s:s}", "model", c->dir,
+                                 "architecture", moeq_arch_name(c->cfg.arch), "recipe", rec->path, "has_data", c->has_data,
+                                 "ranks", (int)o.ranks, "units", p->n_units, "units_by_kind", kinds, "bytes_in",
+                                 (json_int_t)p->bytes_in, "bytes_out", (json_int_t)p->bytes_out, "bits_per_weight_quantized",
+                                 moeq_plan_bpw_quantized(p), "params_quantized", (json_int_t)p->params_quantized,
+                                 "params_total", (json_int_t)p->params_total, "cost_model", cm.name, "cost_total_s",
+                                 p->cost_total, "est_makespan_s", makespan, "est_efficiency",
+                                 makespan > 0 ? p->cost_total / (makespan * (double)o.ranks) : 1.0, "peak_mem_per_rank_bytes",
+                                 (json_int_t)peak, "digest", "");
+        char dg[32];
+        snprintf(dg, sizeof dg, "%016llx", (unsigned long long)p->digest);
+        json_object_set_new(root, "digest", json_string(dg));
+        if (o.tensors) {
+            json_t *arr = json_array();
+            for (int i = 0; i < p->n_tensors; i++) {
+                char buf[128];
+                json_array_append_new(arr, json_pack("{s:s,s:i,s:s,s:f,s:I}", "name", c->t[p->t[i].cat].name, "unit", p->t[i].unit,
+                                                     "setting", setting_str(&p->t[i].q, buf, sizeof buf), "bits_per_weight",
+                                                     p->t[i].bits_per_weight, "bytes_out", (json_int_t)p->t[i].out_bytes));
+            }
+            json_object_set_new(root, "tensors", arr);
+        }
+        json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(root);
+    } else {
+        char a[32], b[32], m[32];
+        printf("plan            %s (%s), recipe %s%s\n", c->dir, moeq_arch_name(c->cfg.arch), rec->path,
+               c->has_data ? "" : "   [metadata only]");
+        printf("units           %d: %d expert, %d attention, %d shared_expert, %d dense_mlp, %d other\n", p->n_units,
+               per_kind[MOEQ_UNIT_EXPERT], per_kind[MOEQ_UNIT_ATTENTION], per_kind[MOEQ_UNIT_SHARED],
+               per_kind[MOEQ_UNIT_DENSE], per_kind[MOEQ_UNIT_OTHER]);
+        fmt_bytes((double)p->bytes_in, a, sizeof a);
+        fmt_bytes((double)p->bytes_out, b, sizeof b);
+        printf("bytes           %s read, %s artifact data\n", a, b);
+        printf("bits/weight     %.4f over %lld quantized parameters (%.1f%% of %lld)\n", moeq_plan_bpw_quantized(p),
+               (long long)p->params_quantized, 100.0 * (double)p->params_quantized / (double)(p->params_total ? p->params_total : 1),
+               (long long)p->params_total);
+        printf("estimate        %.1f s of work (%s), %ld ranks: makespan %.1f s (LPT), efficiency %.1f%%\n", p->cost_total,
+               cm.name, o.ranks, makespan, makespan > 0 ? 100.0 * p->cost_total / (makespan * (double)o.ranks) : 100.0);
+        fmt_bytes((double)p->mem_max, a, sizeof a);
+        fmt_bytes((double)meta, b, sizeof b);
+        fmt_bytes((double)peak, m, sizeof m);
+        printf("memory per rank %s = largest unit working set %s + catalog/plan %s\n", m, a, b);
+        printf("digest          %016llx\n", (unsigned long long)p->digest);
+        if (o.tensors) {
+            printf("\n%-64s %5s %-28s %8s %12s\n", "tensor", "unit", "setting", "bpw", "bytes");
+            for (int i = 0; i < p->n_tensors; i++) {
+                char buf[128];
+                printf("%-64s %5d %-28s %8.3f %12llu\n", c->t[p->t[i].cat].name, p->t[i].unit,
+                       setting_str(&p->t[i].q, buf, sizeof buf), p->t[i].bits_per_weight, (unsigned long long)p->t[i].out_bytes);
+            }
+        }
+    }
+    moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
+    moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+    return MOEQ_EXIT_OK;
+}
+
+const moeq_command moeq_cmd_plan = {
+    .name = "plan",
+    .summary = "show the plan (units, bytes, bits/weight, time and memory per rank) without running it",
+    .usage = "moeq plan --model DIR [--recipe FILE] [--ranks N] [--json] [--tensors] [--explain NAME] [--dry-run]\n\n"
+             "Builds the same plan `moeq quantize` would (units by expert, resolved settings, output sizes) and\n"
+             "estimates the run for N ranks with the cost model (LPT makespan). Nothing is written. Works on\n"
+             "metadata-only directories, so a DeepSeek-R1 or Kimi-K2 run can be planned without the weights.\n\n"
+             "Options:\n"
+             "  -m, --model DIR       checkpoint or metadata directory (also accepted as the operand)\n"
+             "  -r, --recipe FILE     YAML recipe (default: built-in HQQ 4-bit g64)\n"
+             "  -n, --ranks N         ranks to estimate for (default 1)\n"
+             "  -c, --cost-model M    cpu-core (default) or h100\n"
+             "  -t, --tensors         list every stored tensor with its setting, bits/weight and bytes\n"
+             "  -e, --explain NAME    which recipe rule decided the setting of tensor NAME\n"
+             "  -j, --json            JSON on stdout\n"
+             "  -d, --dry-run         accepted for symmetry with quantize; plan never writes\n\n"
+             "Example:\n"
+             "  moeq plan --model ../shared/fixtures/real-metadata/deepseek-r1 --recipe configs/deepseek-v3-milo3.yaml --ranks 64",
+    .run = run,
+};

@@ -1,0 +1,106 @@
+// cmd_quantize.c: `moeq quantize`: options, MPI start/stop, and the distributed run (quantize_run.c).
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "quantize_run.h"
+
+typedef struct {
+    moeq_quantize_opts o;
+    int bad;
+} q_ctx;
+
+static int on_opt(int opt, const char *arg, void *ctx) {
+    q_ctx *c = ctx;
+    long v;
+    switch (opt) {
+    case 'm': c->o.model_dir = arg; return 0;
+    case 'r': c->o.recipe_path = arg; return 0;
+    case 'o': c->o.out_path = arg; return 0;
+    case 'R': c->o.resume = 1; return 0;
+    case 'f': c->o.force = 1; return 0;
+    case 'S':
+        if (!strcmp(arg, "static")) c->o.schedule = MOEQ_SCHEDULE_STATIC;
+        else if (!strcmp(arg, "dynamic")) c->o.schedule = MOEQ_SCHEDULE_DYNAMIC;
+        else {
+            fprintf(stderr, "moeq quantize: --schedule must be static or dynamic, got '%s'\n", arg);
+            return 1;
+        }
+        return 0;
+    case 'p':
+        if (moeq_cli_int("quantize", "--progress", arg, 0, 86400, &v)) return 1;
+        c->o.progress_s = (double)v;
+        return 0;
+    case 'a':
+        if (moeq_cli_int("quantize", "--max-attempts", arg, 1, 100, &v)) return 1;
+        c->o.max_attempts = (int)v;
+        return 0;
+    case 'c': c->o.cost_model = arg; return 0;
+    default: return 1;
+    }
+}
+
+static int run(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},    {"recipe", required_argument, NULL, 'r'},
+        {"out", required_argument, NULL, 'o'},      {"resume", no_argument, NULL, 'R'},
+        {"force", no_argument, NULL, 'f'},          {"schedule", required_argument, NULL, 'S'},
+        {"progress", required_argument, NULL, 'p'}, {"max-attempts", required_argument, NULL, 'a'},
+        {"cost-model", required_argument, NULL, 'c'}, {0, 0, 0, 0},
+    };
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    moeq_log_init(rank, MOEQ_LOG_INFO);
+    q_ctx c = {.o = {.schedule = MOEQ_SCHEDULE_DYNAMIC, .progress_s = 10, .max_attempts = 3, .cost_model = "cpu-core"}};
+    moeq_cli_common common = {0};
+    if (rank != 0 && !freopen("/dev/null", "w", stdout)) return MOEQ_EXIT_FAILURE; // rank 0 prints help and results
+    int r = moeq_cli_parse(&moeq_cmd_quantize, argc, argv, "m:r:o:RfS:p:a:c:", longopts, on_opt, &c, &common);
+    if (r == 0 && (!c.o.model_dir || !c.o.out_path || optind != argc)) {
+        if (rank == 0)
+            fprintf(stderr, "moeq quantize: --model and --out are required (no operands)\n---> HINT: moeq quantize --help\n");
+        r = 2;
+    }
+    if (rank != 0 && r == 2) r = 3; // usage errors are printed once: by rank 0
+    int code;
+    if (r == 1) code = MOEQ_EXIT_OK;
+    else if (r) code = MOEQ_EXIT_USAGE;
+    else {
+        c.o.quiet = common.quiet;
+        if (common.quiet) c.o.progress_s = 0;
+        code = moeq_quantize_run(&c.o);
+    }
+    MPI_Finalize();
+    return code;
+}
+
+const moeq_command moeq_cmd_quantize = {
+    .name = "quantize",
+    .summary = "quantize a checkpoint into one HDF5 artifact (under mpirun/srun)",
+    .usage = "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--resume|--force]\n"
+             "       [--schedule static|dynamic] [--progress SECONDS] [--max-attempts N]\n\n"
+             "Partitions the checkpoint by expert into work units (a routed expert's projections; a layer's\n"
+             "attention; a shared expert; a dense MLP; the rest), quantizes them on all ranks (rank 0 also\n"
+             "coordinates) and writes one self-describing HDF5 artifact (schema: docs/ARTIFACT.md).\n"
+             "While it runs, the data goes to ARTIFACT.h5.partial and finished units to ARTIFACT.h5.journal;\n"
+             "the final name appears only when the artifact is complete. The result is bit-identical whatever\n"
+             "the number of ranks, the schedule, and however often the run was interrupted and resumed.\n\n"
+             "Options:\n"
+             "  -m, --model DIR        HF checkpoint directory (config.json + safetensors shards)\n"
+             "  -o, --out FILE         the artifact to write\n"
+             "  -r, --recipe FILE      YAML recipe (configs/README.md); default: HQQ 4-bit, group 64 on every\n"
+             "                         attention/expert/MLP linear, the rest stored as it came\n"
+             "  -R, --resume           continue an interrupted run: keeps every journaled unit whose bytes\n"
+             "                         verify, redoes the rest; refused if the model or recipe changed\n"
+             "  -f, --force            replace an existing artifact (or discard an interrupted run)\n"
+             "  -S, --schedule MODE    dynamic (default): units handed out on request, largest first;\n"
+             "                         static: LPT partition by estimated cost, then retries on request\n"
+             "  -p, --progress S       progress line every S seconds on rank 0 (default 10; 0 = none)\n"
+             "  -a, --max-attempts N   tries per unit before giving up (default 3)\n"
+             "  -c, --cost-model NAME  cost model for scheduling: cpu-core (default) or h100\n\n"
+             "Example:\n"
+             "  mpirun -n 3 moeq quantize --model ../shared/models/mixtral-tiny --recipe configs/mixtral-tiny-milo3.yaml \\\n"
+             "      --out out/tiny.h5",
+    .run = run,
+};

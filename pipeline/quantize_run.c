@@ -1,0 +1,484 @@
+// quantize_run.c: the distributed run behind `moeq quantize` (see quantize_run.h).
+// Rank 0 owns the HDF5 skeleton, the journal and the seal; every rank builds the same plan, writes its
+// units' bytes with pwrite at the planned offsets and reports results to rank 0 through the work queue.
+// Crash safety: a unit is journaled only after its data is fdatasync'd; resume trusts a journaled unit only
+// when the checksums of its bytes on disk match the journal; the final name appears by rename only
+// when everything is sealed.
+#include "quantize_run.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "moeq_worker.h"
+
+typedef struct run_state {
+    const moeq_quantize_opts *o;
+    int rank, n_ranks;
+    moeq_catalog *cat;
+    moeq_recipe *recipe;
+    moeq_plan *plan;
+    moeq_artifact_entry *e;
+    moeq_tensor_result *res;    // (n_tensors) rank 0: journaled/current results
+    unsigned char *done;        // (n_units) 1 = durable and journaled
+    moeq_journal *journal;
+    char *partial, *journal_path;
+    moeq_unit_ctx ctx;
+    // progress (rank 0)
+    double t_start, t_quant_start;
+    int n_to_do, n_done_now, n_failed_numeric, n_given_up;
+    uint64_t bytes_in_done;
+    moeq_status first_error;
+    char first_error_msg[512];
+} run_state;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static char *concat(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 1;
+    char *s = MOEQ_MALLOC(n, "path");
+    if (s) snprintf(s, n, "%s%s", a, b);
+    return s;
+}
+
+// Every rank learns rank 0's status; the detail is printed once, by rank 0.
+static moeq_status agree(moeq_status st, int rank) {
+    int mine = (int)st, worst = 0;
+    MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (worst != MOEQ_OK && mine != MOEQ_OK && rank != 0)
+        MOEQ_LOG(MOEQ_LOG_ERR, "%s", moeq_error_detail()); // a rank-local failure: say it where it happened
+    return (moeq_status)worst;
+}
+
+static moeq_status build_entries(run_state *s) {
+    const moeq_plan *p = s->plan;
+    s->e = MOEQ_CALLOC((size_t)p->n_tensors, sizeof *s->e, "artifact entries");
+    if (!s->e) return MOEQ_ERR_NOMEM;
+    for (int i = 0; i < p->n_tensors; i++) {
+        const moeq_plan_tensor *pt = &p->t[i];
+        const moeq_tensor_info *t = &s->cat->t[pt->cat];
+        moeq_artifact_entry *e = &s->e[i];
+        e->name = t->name;
+        e->c = t->c;
+        e->source_dtype = t->dtype;
+        e->ndim = t->ndim;
+        memcpy(e->shape, t->shape, sizeof e->shape);
+        e->unit = pt->unit;
+        e->q = pt->q;
+        e->bits_per_weight = pt->bits_per_weight;
+        MOEQ_TRY(moeq_artifact_entry_specs(e, pt->row_bytes));
+    }
+    return MOEQ_OK;
+}
+
+static char *shards_json(const moeq_catalog *c) {
+    json_t *a = json_array();
+    for (int i = 0; i < c->n_shards; i++)
+        json_array_append_new(a, json_pack("{s:s,s:I}", "name", c->shard_names[i], "bytes", (json_int_t)c->shard_sizes[i]));
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
+
+static void on_journal_record(int unit, const moeq_tensor_result *r, int n, void *user) {
+    run_state *s = user;
+    const moeq_unit *u = &s->plan->u[unit];
+    if (n != u->count) return; // not this plan's unit shape: ignore (the digest matched, so this is corruption)
+    for (int k = 0; k < n; k++) {
+        if (r[k].tensor != (uint32_t)(u->first + k)) return;
+    }
+    for (int k = 0; k < n; k++) s->res[u->first + k] = r[k];
+    s->done[unit] = 1;
+}
+
+// Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
+static moeq_status prepare_rank0(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    if (!o->resume) {
+        if (file_exists(o->out_path) && !o->force)
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
+                             "when the new artifact is complete", o->out_path);
+        if (file_exists(s->partial) && !o->force)
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
+                             "continues it, --force starts over", s->partial);
+        unlink(s->partial);
+        unlink(s->journal_path);
+    } else if (!file_exists(s->partial) && file_exists(o->out_path)) {
+        moeq_status st = moeq_artifact_layout(o->out_path, p->digest, s->e, p->n_tensors);
+        if (st != MOEQ_OK) return st;
+        MOEQ_INFO0("%s is already complete for this plan: nothing to resume", o->out_path);
+        for (int u = 0; u < p->n_units; u++) s->done[u] = 2; // 2 = complete artifact, nothing to do
+        return MOEQ_OK;
+    }
+    if (o->resume && file_exists(s->partial)) {
+        MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
+        moeq_status st = moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
+        if (st == MOEQ_ERR_NOT_FOUND) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+        if (st != MOEQ_OK) return st;
+        int n = 0;
+        for (int u = 0; u < p->n_units; u++) n += s->done[u];
+        MOEQ_INFO0("resuming %s: %d of %d units journaled", s->partial, n, p->n_units);
+        return MOEQ_OK;
+    }
+    if (o->resume) MOEQ_INFO0("nothing to resume at %s: starting a new artifact", s->partial);
+    moeq_artifact_meta m = {
+        .moeq_version = MOEQ_VERSION " (" MOEQ_GIT_HASH ")",
+        .recipe_text = s->recipe->text,
+        .recipe_path = s->recipe->path,
+        .config_json = s->cat->config_json,
+        .model_dir = s->cat->dir,
+        .plan_digest = p->digest,
+        .n_units = p->n_units,
+    };
+    char *sj = shards_json(s->cat);
+    m.shards_json = sj;
+    double t0 = now_s();
+    moeq_status st = moeq_artifact_create(s->partial, &m, s->e, p->n_tensors);
+    free(sj);
+    if (st == MOEQ_OK) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+    if (st == MOEQ_OK)
+        MOEQ_INFO0("skeleton %s: %d tensors, %d units, %.2f s", s->partial, p->n_tensors, p->n_units, now_s() - t0);
+    if (st == MOEQ_OK) moeq_crashpoint("prepared");
+    return st;
+}
+
+// Journaled units whose bytes on disk no longer match are redone (checked in parallel).
+static moeq_status verify_done(run_state *s) {
+    const moeq_plan *p = s->plan;
+    uint64_t *sums = MOEQ_CALLOC((size_t)p->n_tensors, sizeof *sums, "checksums");
+    unsigned char *bad = MOEQ_CALLOC((size_t)p->n_units, 1, "verify flags");
+    unsigned char *bad_all = MOEQ_CALLOC((size_t)p->n_units, 1, "verify flags");
+    if (!sums || !bad || !bad_all) {
+        moeq_free(&sums), moeq_free(&bad), moeq_free(&bad_all);
+        return MOEQ_ERR_NOMEM;
+    }
+    if (s->rank == 0)
+        for (int i = 0; i < p->n_tensors; i++) sums[i] = s->res[i].checksum;
+    MPI_Bcast(sums, p->n_tensors, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    int fd = open(s->partial, O_RDONLY | O_CLOEXEC);
+    moeq_status st = fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", s->partial, strerror(errno)) : MOEQ_OK;
+    int k = 0;
+    for (int u = 0; u < p->n_units && st == MOEQ_OK; u++) {
+        if (s->done[u] != 1) continue;
+        if (k++ % s->n_ranks != s->rank) continue;
+        for (int i = p->u[u].first; i < p->u[u].first + p->u[u].count; i++) {
+            uint64_t c = 0;
+            if (moeq_artifact_checksum_tensor(fd, s->partial, &s->e[i], &c, NULL) != MOEQ_OK || c != sums[i]) {
+                bad[u] = 1;
+                break;
+            }
+        }
+    }
+    if (fd >= 0) close(fd);
+    MPI_Allreduce(bad, bad_all, p->n_units, MPI_UNSIGNED_CHAR, MPI_MAX, MPI_COMM_WORLD);
+    for (int u = 0; u < p->n_units; u++)
+        if (bad_all[u]) {
+            if (s->rank == 0)
+                MOEQ_LOG(MOEQ_LOG_WARN, "unit %d (%s layer %d expert %d): journaled, but its bytes on disk do not match; "
+                         "redoing it", u, moeq_unit_kind_name(p->u[u].kind), p->u[u].layer, p->u[u].expert);
+            s->done[u] = 0;
+        }
+    moeq_free(&sums), moeq_free(&bad), moeq_free(&bad_all);
+    return st;
+}
+
+// ---- queue callbacks ----
+
+static void work_cb(int unit, void *buf, size_t *len, void *user) {
+    run_state *s = user;
+    const moeq_unit *u = &s->plan->u[unit];
+    moeq_tensor_result *r = buf;
+    memset(r, 0, sizeof *r * (size_t)u->count);
+    moeq_status st = moeq_unit_job_run(&s->ctx, unit, r);
+    if (st != MOEQ_OK) { // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
+        for (int k = 0; k < u->count; k++) {
+            r[k].tensor = (uint32_t)(u->first + k);
+            r[k].status = st;
+            snprintf(r[k].message, sizeof r[k].message, "%s", moeq_error_detail());
+        }
+        MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: %s", unit, moeq_error_detail());
+    }
+    *len = sizeof *r * (size_t)u->count;
+}
+
+static moeq_result_action result_cb(int unit, int from, int attempt, const void *buf, size_t len, void *user) {
+    run_state *s = user;
+    const moeq_unit *u = &s->plan->u[unit];
+    const moeq_tensor_result *r = buf;
+    if (len != sizeof *r * (size_t)u->count) {
+        MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: malformed result from rank %d", unit, from);
+        return MOEQ_RESULT_RETRY;
+    }
+    int retry = 0, numeric = 0;
+    for (int k = 0; k < u->count; k++) {
+        if (r[k].status == MOEQ_ERR_NUMERIC) numeric++;
+        else if (r[k].status != MOEQ_OK) retry = 1;
+    }
+    if (retry) {
+        if (s->first_error == MOEQ_OK) {
+            s->first_error = (moeq_status)r[0].status;
+            snprintf(s->first_error_msg, sizeof s->first_error_msg, "unit %d: %s", unit, r[0].message);
+        }
+        if (attempt < s->o->max_attempts) {
+            MOEQ_LOG(MOEQ_LOG_WARN, "unit %d failed on rank %d (attempt %d): %s; retrying", unit, from, attempt, r[0].message);
+            return MOEQ_RESULT_RETRY;
+        }
+        s->n_given_up++;
+        return MOEQ_RESULT_GIVE_UP;
+    }
+    moeq_status st = moeq_journal_append(s->journal, unit, r, u->count);
+    if (st != MOEQ_OK) { // cannot make progress durable: this unit does not count as done
+        MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: %s", unit, moeq_error_detail());
+        if (s->first_error == MOEQ_OK) {
+            s->first_error = st;
+            snprintf(s->first_error_msg, sizeof s->first_error_msg, "%s", moeq_error_detail());
+        }
+        s->n_given_up++;
+        return MOEQ_RESULT_GIVE_UP;
+    }
+    moeq_crashpoint("journaled");
+    for (int k = 0; k < u->count; k++) s->res[u->first + k] = r[k];
+    s->done[unit] = 1;
+    s->n_done_now++;
+    s->n_failed_numeric += numeric;
+    s->bytes_in_done += u->bytes_in;
+    return MOEQ_RESULT_DONE;
+}
+
+static void progress_cb(int final, void *user) {
+    run_state *s = user;
+    if (s->o->quiet || s->o->progress_s <= 0) return;
+    double el = now_s() - s->t_quant_start;
+    double rate = el > 0 ? (double)s->bytes_in_done / el : 0;
+    double frac = s->n_to_do ? (double)s->n_done_now / s->n_to_do : 1;
+    double eta = frac > 0 ? el / frac - el : 0;
+    MOEQ_LOG(MOEQ_LOG_INFO, "quantize: %d/%d units (%.1f%%), %.1f MiB read, %.1f MiB/s, %s %.0f s, %d failed tensors%s",
+             s->n_done_now, s->n_to_do, 100 * frac, s->bytes_in_done / 1048576.0, rate / 1048576.0,
+             final ? "elapsed" : "ETA", final ? el : eta, s->n_failed_numeric, final ? ", done" : "");
+}
+
+// ---- summary ----
+
+static void print_summary(run_state *s, double t_open, double t_prep, double t_quant, double t_seal, long rss_max,
+                          long rss_min, uint64_t artifact_checksum) {
+    const moeq_plan *p = s->plan;
+    double sum[MOEQ_TC_COUNT] = {0}, mx[MOEQ_TC_COUNT] = {0};
+    int cnt[MOEQ_TC_COUNT] = {0};
+    for (int i = 0; i < p->n_tensors; i++) {
+        if (p->t[i].q.method == MOEQ_METHOD_NONE || s->res[i].status != MOEQ_OK) continue;
+        int c = s->e[i].c.cls;
+        sum[c] += s->res[i].rel_fro_error;
+        if (s->res[i].rel_fro_error > mx[c]) mx[c] = s->res[i].rel_fro_error;
+        cnt[c]++;
+    }
+    printf("\nmoeq quantize: %s\n", s->o->out_path);
+    printf("  phase        seconds\n  open+plan  %9.2f\n  prepare    %9.2f\n  quantize   %9.2f\n  seal       %9.2f\n",
+           t_open, t_prep, t_quant, t_seal);
+    printf("  units %d (%d this run), tensors %d, ranks %d, schedule %s\n", p->n_units, s->n_done_now, p->n_tensors,
+           s->n_ranks, s->o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic");
+    printf("  read %.2f MiB, artifact data %.2f MiB, bits per weight (quantized tensors) %.4f\n",
+           p->bytes_in / 1048576.0, p->bytes_out / 1048576.0, moeq_plan_bpw_quantized(p));
+    printf("  peak RSS per rank: max %.1f MiB, min %.1f MiB\n", rss_max / 1024.0, rss_min / 1024.0);
+    printf("  %-15s %8s %14s %14s\n", "class", "tensors", "mean rel err", "max rel err");
+    for (int c = 0; c < MOEQ_TC_COUNT; c++)
+        if (cnt[c]) printf("  %-15s %8d %14.6f %14.6f\n", moeq_tclass_name((moeq_tclass)c), cnt[c], sum[c] / cnt[c], mx[c]);
+    printf("  artifact checksum %016llx\n", (unsigned long long)artifact_checksum);
+}
+
+static moeq_status seal_rank0(run_state *s, uint64_t *checksum) {
+    moeq_journal_close(&s->journal);
+    MOEQ_TRY(moeq_artifact_seal(s->partial, s->e, s->res, s->plan->n_tensors, checksum));
+    moeq_crashpoint("sealed");
+    if (rename(s->partial, s->o->out_path) != 0)
+        return MOEQ_FAIL(MOEQ_ERR_IO, "rename %s -> %s: %s", s->partial, s->o->out_path, strerror(errno));
+    unlink(s->journal_path);
+    // make the rename durable
+    char *dir = MOEQ_STRDUP(s->o->out_path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        moeq_free(&dir);
+    }
+    return MOEQ_OK;
+}
+
+int moeq_quantize_run(const moeq_quantize_opts *o) {
+    run_state s;
+    memset(&s, 0, sizeof s);
+    s.o = o;
+    MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &s.n_ranks);
+    s.t_start = now_s();
+    // Ranks (one per core or GPU) are the parallelism; BLAS/LAPACK run single-threaded inside a rank. Besides
+    // avoiding oversubscription, this is what makes the rSVD bit-identical whatever the rank count:
+    // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
+    moeq_blas_set_threads(1);
+    int exit_code = MOEQ_EXIT_OK;
+    moeq_cost_model cm;
+    // ---- open: every rank reads the headers and builds the same plan ----
+    moeq_status st = moeq_cost_model_get(o->cost_model, &cm);
+    if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s.cat);
+    if (st == MOEQ_OK && o->recipe_path) st = moeq_recipe_load(o->recipe_path, &s.recipe);
+    else if (st == MOEQ_OK) st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s.recipe);
+    if (st == MOEQ_OK) st = moeq_plan_build(s.cat, s.recipe, &cm, &s.plan);
+    if (st == MOEQ_OK) st = build_entries(&s);
+    if (st == MOEQ_OK && !s.cat->has_data)
+        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
+                       "plan --dry-run` plans from metadata", o->model_dir);
+    if (st == MOEQ_OK) {
+        s.partial = concat(o->out_path, ".partial");
+        s.journal_path = concat(o->out_path, ".journal");
+        s.res = MOEQ_CALLOC((size_t)s.plan->n_tensors, sizeof *s.res, "results");
+        s.done = MOEQ_CALLOC((size_t)s.plan->n_units, 1, "unit flags");
+        if (!s.partial || !s.journal_path || !s.res || !s.done) st = MOEQ_ERR_NOMEM;
+    }
+    moeq_status all = agree(st, s.rank);
+    if (all != MOEQ_OK) {
+        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st != MOEQ_OK ? st : all) : moeq_exit_code(all);
+        goto out;
+    }
+    const moeq_plan *p = s.plan;
+    double t_open = now_s() - s.t_start;
+    if (s.rank == 0)
+        MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, digest %016llx",
+                   p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
+                   (unsigned long long)p->digest);
+    // ---- prepare ----
+    double t0 = now_s();
+    st = s.rank == 0 ? prepare_rank0(&s) : MOEQ_OK;
+    all = agree(st, s.rank);
+    if (all != MOEQ_OK) {
+        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(all);
+        goto out;
+    }
+    {
+        uint64_t *off = MOEQ_MALLOC(sizeof(uint64_t) * (size_t)p->n_tensors * MOEQ_DS_COUNT, "offsets");
+        if (!off) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+        if (s.rank == 0)
+            for (int i = 0; i < p->n_tensors; i++) memcpy(off + (size_t)i * MOEQ_DS_COUNT, s.e[i].offset, sizeof s.e[i].offset);
+        MPI_Bcast(off, p->n_tensors * MOEQ_DS_COUNT, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+        for (int i = 0; i < p->n_tensors; i++) memcpy(s.e[i].offset, off + (size_t)i * MOEQ_DS_COUNT, sizeof s.e[i].offset);
+        moeq_free(&off);
+        MPI_Bcast(s.done, p->n_units, MPI_UNSIGNED_CHAR, 0, MPI_COMM_WORLD);
+    }
+    if (s.done[0] == 2 || p->n_units == 0) { // already complete
+        exit_code = MOEQ_EXIT_OK;
+        goto out;
+    }
+    st = agree(verify_done(&s), s.rank);
+    if (st != MOEQ_OK) {
+        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
+        goto out;
+    }
+    double t_prep = now_s() - t0;
+    // ---- quantize ----
+    s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
+    s.ctx.out_fd = open(s.partial, O_WRONLY | O_CLOEXEC);
+    st = s.ctx.out_fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s.partial, strerror(errno)) : MOEQ_OK;
+    st = agree(st, s.rank);
+    if (st != MOEQ_OK) {
+        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
+        goto out;
+    }
+    size_t max_bytes = 0;
+    double *cost = MOEQ_MALLOC(sizeof(double) * (size_t)p->n_units, "costs");
+    if (!cost) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+    for (int u = 0; u < p->n_units; u++) {
+        cost[u] = p->u[u].cost;
+        size_t b = sizeof(moeq_tensor_result) * (size_t)p->u[u].count;
+        if (b > max_bytes) max_bytes = b;
+        if (!s.done[u]) s.n_to_do++;
+    }
+    moeq_queue_cfg qc = {
+        .comm = MPI_COMM_WORLD,
+        .schedule = o->schedule,
+        .n_units = p->n_units,
+        .cost = cost,
+        .skip = s.done,
+        .max_attempts = o->max_attempts,
+        .result_max_bytes = max_bytes,
+        .work = work_cb,
+        .on_result = result_cb,
+        .on_progress = progress_cb,
+        .progress_s = o->progress_s,
+        .user = &s,
+    };
+    moeq_queue_stats qs;
+    memset(&qs, 0, sizeof qs);
+    s.t_quant_start = now_s();
+    st = moeq_queue_run(&qc, &qs);
+    moeq_free(&cost);
+    close(s.ctx.out_fd);
+    double t_quant = now_s() - s.t_quant_start;
+    st = agree(st, s.rank);
+    // ---- seal ----
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    long rss = ru.ru_maxrss, rss_max = 0, rss_min = 0;
+    MPI_Reduce(&rss, &rss_max, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    MPI_Reduce(&rss, &rss_min, 1, MPI_LONG, MPI_MIN, 0, MPI_COMM_WORLD);
+    if (s.rank == 0) {
+        double t1 = now_s();
+        uint64_t checksum = 0;
+        int all_done = 1;
+        for (int u = 0; u < p->n_units; u++) all_done &= s.done[u] != 0;
+        if (st != MOEQ_OK) {
+            exit_code = moeq_cli_fail("quantize", st);
+        } else if (!all_done) {
+            fprintf(stderr,
+                    "moeq quantize: error: %d unit(s) could not be completed; first failure: %s\n---> HINT: fix the cause "
+                    "and run the same command with --resume: the %d finished units are kept (%s)\n",
+                    s.n_given_up, s.first_error_msg, s.n_done_now, s.journal_path);
+            exit_code = moeq_exit_code(s.first_error != MOEQ_OK ? s.first_error : MOEQ_ERR_IO);
+        } else {
+            st = seal_rank0(&s, &checksum);
+            if (st != MOEQ_OK) exit_code = moeq_cli_fail("quantize", st);
+            else {
+                if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, now_s() - t1, rss_max, rss_min, checksum);
+                if (s.n_failed_numeric) {
+                    fprintf(stderr, "moeq quantize: %d tensor(s) failed numerically and are recorded as failed in %s:\n",
+                            s.n_failed_numeric, o->out_path);
+                    for (int i = 0; i < p->n_tensors; i++)
+                        if (s.res[i].status != MOEQ_OK) fprintf(stderr, "  %s: %s\n", s.e[i].name, s.res[i].message);
+                    exit_code = MOEQ_EXIT_FAILURE;
+                }
+            }
+        }
+    }
+    MPI_Bcast(&exit_code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+out:
+    moeq_journal_close(&s.journal);
+    moeq_free(&s.e);
+    moeq_free(&s.res);
+    moeq_free(&s.done);
+    moeq_free(&s.partial);
+    moeq_free(&s.journal_path);
+    moeq_plan_free(&s.plan);
+    moeq_recipe_free(&s.recipe);
+    moeq_catalog_close(&s.cat);
+    return exit_code;
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# End-to-end (mpi): `moeq quantize` on the tiny real model and on a synthesized DeepSeek-style FP8
+# checkpoint: the artifact is byte-identical for 1..4 ranks and both schedules; h5dump reads it; kill -9
+# at several points followed by --resume gives the identical artifact; bad input fails cleanly and leaves
+# an existing artifact untouched; resuming with another recipe is refused.
+set -euo pipefail
+: "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
+MPIEXEC=${MPIEXEC:-mpirun}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# no thread-count settings: the artifact must not depend on them
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
+recipe="$MOEQ_SOURCE_DIR/configs/mixtral-tiny-milo3.yaml"
+q() { # q NP OUT [args...]
+    local np=$1 out=$2; shift 2
+    "$MPIEXEC" --oversubscribe -n "$np" "$MOEQ" quantize --progress 0 --out "$out" "$@"
+}
+
+# ---- the reference artifact and rank-count / schedule independence ----
+q 1 "$tmp/r1.h5" --model "$tiny" --recipe "$recipe" >"$tmp/r1.log" 2>&1 || { cat "$tmp/r1.log"; fail "1 rank"; }
+grep -q "artifact checksum" "$tmp/r1.log" || fail "summary printed"
+for np in 2 3 4; do
+    q $np "$tmp/r$np.h5" --model "$tiny" --recipe "$recipe" --schedule static >/dev/null 2>&1 || fail "$np ranks static"
+    cmp "$tmp/r1.h5" "$tmp/r$np.h5" || fail "artifact of $np ranks (static) differs from 1 rank"
+done
+q 3 "$tmp/d3.h5" --model "$tiny" --recipe "$recipe" --schedule dynamic >/dev/null 2>&1 || fail "3 ranks dynamic"
+cmp "$tmp/r1.h5" "$tmp/d3.h5" || fail "dynamic schedule differs"
+[ ! -e "$tmp/r1.h5.partial" ] && [ ! -e "$tmp/r1.h5.journal" ] || fail "partial/journal left behind"
+h5dump -A -g /tensors/model.layers.0.block_sparse_moe.experts.0.w2.weight "$tmp/r1.h5" >"$tmp/dump.txt"
+grep -q '"milo"' "$tmp/dump.txt" && grep -q '(0): "ok' "$tmp/dump.txt" || fail "h5dump shows method and status"
+h5dump -A "$tmp/r1.h5" >"$tmp/root.txt"
+grep -q '(0): "complete' "$tmp/root.txt" || fail "root status complete"
+
+# ---- a DeepSeek-style FP8 checkpoint: dense first layer, shared experts, block scales ----
+"$MOEQ" synth --arch deepseek_v3 --layers 3 --dense-layers 1 --experts 6 --top-k 2 --hidden 256 \
+    --intermediate 128 --dtype fp8 --shard-size 300000 -q "$tmp/ds" >/dev/null
+cat >"$tmp/ds.yaml" <<'YAML'
+version: 1
+defaults: {method: milo, bits: 3, group: 64, rank: 4, rounds: 2}
+rules:
+  - match: {class: attention}
+    set: {method: hqq, bits: 4, group: 32}
+  - match: {class: shared_expert}
+    set: {bits: 4, rank: 8}
+YAML
+q 1 "$tmp/ds1.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" >/dev/null 2>&1 || fail "deepseek 1 rank"
+q 3 "$tmp/ds3.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" --schedule static >/dev/null 2>&1 || fail "deepseek 3 ranks"
+cmp "$tmp/ds1.h5" "$tmp/ds3.h5" || fail "deepseek artifacts differ across rank counts"
+
+# ---- kill -9 at several points, then --resume: the identical artifact ----
+for point in prepared:1 unit-durable:3 journaled:7 journaled:41 sealed:1; do
+    rm -f "$tmp/k.h5"*
+    set +e
+    MOEQ_CRASH_AT=$point q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" >"$tmp/k.log" 2>&1
+    rc=$?
+    set -e
+    [ $rc -ne 0 ] || fail "crash at $point did not stop the run"
+    [ ! -e "$tmp/k.h5" ] || fail "crash at $point left a final artifact"
+    q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" --resume >"$tmp/k2.log" 2>&1 || { cat "$tmp/k2.log"; fail "resume after $point"; }
+    cmp "$tmp/r1.h5" "$tmp/k.h5" || fail "resumed artifact after a crash at $point differs"
+done
+
+# ---- resume with another recipe is refused, the partial run is kept ----
+rm -f "$tmp/k.h5"*
+set +e
+MOEQ_CRASH_AT=journaled:5 q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" >/dev/null 2>&1
+q 2 "$tmp/k.h5" --model "$tiny" --recipe "$MOEQ_SOURCE_DIR/configs/mixtral-tiny-hqq3.yaml" --resume 2>"$tmp/err"
+rc=$?
+set -e
+[ $rc -eq 7 ] || fail "resume with another recipe must exit 7 (got $rc)"
+grep -q "planned for another model or recipe" "$tmp/err" || fail "resume refusal message"
+[ -e "$tmp/k.h5.partial" ] || fail "refused resume must keep the partial artifact"
+
+# ---- bad input: clear error, non-zero exit, the existing artifact untouched ----
+before=$(sha256sum "$tmp/r1.h5")
+mkdir -p "$tmp/bad"
+cp "$tiny"/config.json "$tiny"/model.safetensors.index.json "$tiny"/model-00002-of-00002.safetensors "$tmp/bad/"
+set +e
+q 2 "$tmp/r1.h5" --model "$tmp/bad" --recipe "$recipe" --force 2>"$tmp/err"; rc=$?
+[ $rc -eq 3 ] && grep -q "shard listed in the index is missing" "$tmp/err" || { cat "$tmp/err"; fail "missing shard (rc $rc)"; }
+head -c 3000000 "$tiny/model-00001-of-00002.safetensors" >"$tmp/bad/model-00001-of-00002.safetensors"
+q 2 "$tmp/r1.h5" --model "$tmp/bad" --recipe "$recipe" --force 2>"$tmp/err"; rc=$?
+[ $rc -eq 3 ] && grep -q "truncated" "$tmp/err" || { cat "$tmp/err"; fail "truncated shard (rc $rc)"; }
+printf 'version: 1\nrules:\n  - match: {class: experts}\n    set: {bits: 2}\n' >"$tmp/bad.yaml"
+q 2 "$tmp/r1.h5" --model "$tiny" --recipe "$tmp/bad.yaml" --force 2>"$tmp/err"; rc=$?
+[ $rc -eq 3 ] && grep -q "bad.yaml:3: unknown tensor class \"experts\"" "$tmp/err" || { cat "$tmp/err"; fail "bad recipe (rc $rc)"; }
+q 1 "$tmp/r1.h5" --model "$tiny" --recipe "$recipe" 2>"$tmp/err"; rc=$?
+[ $rc -eq 7 ] && grep -q "exists" "$tmp/err" || fail "existing artifact without --force (rc $rc)"
+set -e
+[ "$before" = "$(sha256sum "$tmp/r1.h5")" ] || fail "a failed run modified the existing artifact"
+echo PASS
