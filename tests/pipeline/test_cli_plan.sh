@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# moeq plan from metadata alone (real Mixtral-8x7B index, real DeepSeek-R1 config + shard sizes, the
+# Kimi-K2 geometry in tests/fixtures) and from the tiny real model: counts by hand, JSON validity,
+# --explain, a bad recipe key.
+set -euo pipefail
+: "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+meta="$MOEQ_SHARED_DIR/fixtures/real-metadata"
+json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]])" "$1" "$2"; }
+
+# Mixtral-8x7B: 32 layers x 8 experts = 256 expert units + 32 attention + 33 "other" (per layer: norms and
+# router; one more for embeddings, final norm and lm_head)
+"$MOEQ" plan --model "$meta/mixtral-8x7b" --ranks 8 --json >"$tmp/mx.json"
+[ "$(json_get "$tmp/mx.json" units)" = 321 ] || fail "mixtral-8x7b units $(json_get "$tmp/mx.json" units)"
+[ "$(json_get "$tmp/mx.json" has_data)" = False ] || fail "mixtral-8x7b must be metadata only"
+# 4-bit g64 default: 4 + 32/64 = 4.5 bits per weight exactly
+[ "$(json_get "$tmp/mx.json" bits_per_weight_quantized)" = 4.5 ] || fail "mixtral bpw"
+
+# DeepSeek-R1 (61 layers, first 3 dense, 256 experts, + 1 MTP layer with its own experts): 59 x 256 = 15104
+"$MOEQ" plan --model "$meta/deepseek-r1" --ranks 64 -c h100 >"$tmp/ds.txt"
+grep -q "15104 expert" "$tmp/ds.txt" || { cat "$tmp/ds.txt"; fail "deepseek-r1 expert units"; }
+
+# Kimi-K2 (61 layers, first dense, 384 experts): 60 x 384 = 23040 expert units, about 1.04 T parameters
+"$MOEQ" plan --model "$MOEQ_SOURCE_DIR/tests/fixtures/kimi-k2" --ranks 128 -c h100 --json >"$tmp/k2.json"
+python3 - "$tmp/k2.json" <<'PY' || fail "kimi-k2 plan"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["units_by_kind"]["expert"] == 60 * 384, d["units_by_kind"]
+assert 1.0e12 < d["params_total"] < 1.1e12, d["params_total"]
+assert d["peak_mem_per_rank_bytes"] < 4 << 30, d["peak_mem_per_rank_bytes"]
+assert 0 < d["est_makespan_s"] < d["cost_total_s"]
+PY
+
+# the tiny real model, with a recipe, and --explain naming the deciding rule
+"$MOEQ" plan --model "$MOEQ_SHARED_DIR/models/mixtral-tiny" --recipe "$MOEQ_SOURCE_DIR/configs/mixtral-tiny-milo3.yaml" \
+    --explain model.layers.1.self_attn.q_proj.weight >"$tmp/ex.txt"
+grep -q "milo b3 g64 r64" "$tmp/ex.txt" && grep -q "decided by: rule 1 at .*mixtral-tiny-milo3.yaml:6" "$tmp/ex.txt" || { cat "$tmp/ex.txt"; fail "explain"; }
+
+# a recipe with an unknown key: exit 3, file:line named
+printf 'version: 1\ndefaults: {method: hqq, bitz: 3}\n' >"$tmp/bad.yaml"
+set +e
+"$MOEQ" plan --model "$meta/mixtral-8x7b" --recipe "$tmp/bad.yaml" 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 3 ] && grep -q 'bad.yaml:2' "$tmp/err" && grep -q 'bitz' "$tmp/err" || { cat "$tmp/err"; fail "bad recipe key (rc $rc)"; }
+echo PASS
