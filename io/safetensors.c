@@ -6,6 +6,7 @@
 #include "safetensors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,6 +266,11 @@ void moeq_st_close(moeq_st_file **pf) {
 const moeq_st_tensor *moeq_st_find(const moeq_st_file *f, const char *name) {
     moeq_st_tensor key = {.name = (char *)name};
     return bsearch(&key, f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_tensor_name);
+}
+
+void moeq_st_prefetch(const moeq_st_file *f, const moeq_st_tensor *t) {
+    if (f && t && f->fd >= 0 && t->end > t->begin)
+        (void)posix_fadvise(f->fd, (off_t)t->file_offset, (off_t)(t->end - t->begin), POSIX_FADV_WILLNEED);
 }
 
 moeq_status moeq_st_read_raw(const moeq_st_file *f, const moeq_st_tensor *t, uint64_t off, uint64_t n, void *dst) {

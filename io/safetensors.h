@@ -52,6 +52,9 @@ void moeq_st_close(moeq_st_file **f);
 const moeq_st_tensor *moeq_st_find(const moeq_st_file *f, const char *name);
 
 // Reads n raw bytes starting `off` bytes into tensor t (off + n <= t->end - t->begin).
+// Tells the kernel that t's bytes will be read soon (posix_fadvise WILLNEED: asynchronous readahead of the
+// whole range), so that reading tensor k+1 overlaps the compute on tensor k. Advisory: never fails.
+void moeq_st_prefetch(const moeq_st_file *f, const moeq_st_tensor *t);
 moeq_status moeq_st_read_raw(const moeq_st_file *f, const moeq_st_tensor *t, uint64_t off, uint64_t n, void *dst);
 
 #endif
