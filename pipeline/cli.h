@@ -62,5 +62,6 @@ extern const moeq_command moeq_cmd_inspect;
 extern const moeq_command moeq_cmd_synth;
 extern const moeq_command moeq_cmd_quantize;
 extern const moeq_command moeq_cmd_plan;
+extern const moeq_command moeq_cmd_bench;
 
 #endif

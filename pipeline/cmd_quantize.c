@@ -36,6 +36,7 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         c->o.max_attempts = (int)v;
         return 0;
     case 'c': c->o.cost_model = arg; return 0;
+    case 'J': c->o.stats_path = arg; return 0;
     default: return 1;
     }
 }
@@ -46,7 +47,8 @@ static int run(int argc, char **argv) {
         {"out", required_argument, NULL, 'o'},      {"resume", no_argument, NULL, 'R'},
         {"force", no_argument, NULL, 'f'},          {"schedule", required_argument, NULL, 'S'},
         {"progress", required_argument, NULL, 'p'}, {"max-attempts", required_argument, NULL, 'a'},
-        {"cost-model", required_argument, NULL, 'c'}, {0, 0, 0, 0},
+        {"cost-model", required_argument, NULL, 'c'}, {"stats", required_argument, NULL, 'J'},
+        {0, 0, 0, 0},
     };
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -56,7 +58,7 @@ static int run(int argc, char **argv) {
     q_ctx c = {.o = {.schedule = MOEQ_SCHEDULE_DYNAMIC, .progress_s = 10, .max_attempts = 3, .cost_model = "cpu-core"}};
     moeq_cli_common common = {0};
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) return MOEQ_EXIT_FAILURE; // rank 0 prints help and results
-    int r = moeq_cli_parse(&moeq_cmd_quantize, argc, argv, "m:r:o:RfS:p:a:c:", longopts, on_opt, &c, &common);
+    int r = moeq_cli_parse(&moeq_cmd_quantize, argc, argv, "m:r:o:RfS:p:a:c:J:", longopts, on_opt, &c, &common);
     if (r == 0 && (!c.o.model_dir || !c.o.out_path || optind != argc)) {
         if (rank == 0)
             fprintf(stderr, "moeq quantize: --model and --out are required (no operands)\n---> HINT: moeq quantize --help\n");
@@ -79,7 +81,7 @@ const moeq_command moeq_cmd_quantize = {
     .name = "quantize",
     .summary = "quantize a checkpoint into one HDF5 artifact (under mpirun/srun)",
     .usage = "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--resume|--force]\n"
-             "       [--schedule static|dynamic] [--progress SECONDS] [--max-attempts N]\n\n"
+             "       [--schedule static|dynamic] [--progress SECONDS] [--max-attempts N] [--stats FILE.json]\n\n"
              "Partitions the checkpoint by expert into work units (a routed expert's projections; a layer's\n"
              "attention; a shared expert; a dense MLP; the rest), quantizes them on all ranks (rank 0 also\n"
              "coordinates) and writes one self-describing HDF5 artifact (schema: docs/ARTIFACT.md).\n"
@@ -98,7 +100,9 @@ const moeq_command moeq_cmd_quantize = {
              "                         static: LPT partition by estimated cost, then retries on request\n"
              "  -p, --progress S       progress line every S seconds on rank 0 (default 10; 0 = none)\n"
              "  -a, --max-attempts N   tries per unit before giving up (default 3)\n"
-             "  -c, --cost-model NAME  cost model for scheduling: cpu-core (default) or h100\n\n"
+             "  -c, --cost-model NAME  cost model for scheduling: cpu-core (default) or h100\n"
+             "  -J, --stats FILE       write the run's figures as JSON: seconds per phase, and per rank the\n"
+             "                         read/compute/write seconds, bytes and peak RSS (docs/ARTIFACT.md)\n\n"
              "Example:\n"
              "  mpirun -n 3 moeq quantize --model ../shared/models/mixtral-tiny --recipe configs/mixtral-tiny-milo3.yaml \\\n"
              "      --out out/tiny.h5",

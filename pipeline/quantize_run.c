@@ -37,6 +37,7 @@ typedef struct run_state {
     double t_start, t_quant_start;
     int n_to_do, n_done_now, n_failed_numeric, n_given_up;
     uint64_t bytes_in_done;
+    int n_units_here;           // units this rank ran (attempts, failed ones included)
     moeq_status first_error;
     char first_error_msg[512];
 } run_state;
@@ -209,6 +210,7 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     moeq_tensor_result *r = buf;
     memset(r, 0, sizeof *r * (size_t)u->count);
     moeq_status st = moeq_unit_job_run(&s->ctx, unit, r);
+    s->n_units_here++; // worker thread only
     if (st != MOEQ_OK) { // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
         for (int k = 0; k < u->count; k++) {
             r[k].tensor = (uint32_t)(u->first + k);
@@ -274,6 +276,60 @@ static void progress_cb(int final, void *user) {
     MOEQ_LOG(MOEQ_LOG_INFO, "quantize: %d/%d units (%.1f%%), %.1f MiB read, %.1f MiB/s, %s %.0f s, %d failed tensors%s",
              s->n_done_now, s->n_to_do, 100 * frac, s->bytes_in_done / 1048576.0, rate / 1048576.0,
              final ? "elapsed" : "ETA", final ? el : eta, s->n_failed_numeric, final ? ", done" : "");
+}
+
+// Peak resident set so far (VmHWM, KiB) and now (VmRSS), for -v logs at phase boundaries.
+static void log_rss(const char *phase) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long hwm = -1, rss = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmHWM:", 6)) hwm = atol(line + 6);
+        if (!strncmp(line, "VmRSS:", 6)) rss = atol(line + 6);
+    }
+    if (f) fclose(f);
+    MOEQ_LOG(MOEQ_LOG_DBG, "memory after %s: peak %.1f MiB, now %.1f MiB", phase, hwm / 1024.0, rss / 1024.0);
+}
+
+// ---- --stats: the run's figures as JSON (rank 0), for `moeq bench pipeline` and for users' records ----
+// {"ranks", "units", "units_this_run", "tensors", "phases_s": {open, prepare, quantize, seal},
+//  "ranks_detail": [{"read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units", "peak_rss_bytes"}],
+//  "sum": {same keys summed over ranks}, "artifact_checksum"}
+static moeq_status write_stats(const run_state *s, const double phases[4], const double *figs, int n_fig,
+                               uint64_t checksum) {
+    static const char *keys[] = {"read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units", "peak_rss_bytes"};
+    json_t *root = json_object(), *ranks = json_array(), *sum = json_object();
+    double tot[7] = {0};
+    for (int r = 0; r < s->n_ranks; r++) {
+        json_t *o = json_object();
+        for (int k = 0; k < n_fig && k < 7; k++) {
+            double v = figs[r * n_fig + k] * (k == 6 ? 1024.0 : 1.0); // ru_maxrss is in KiB
+            json_object_set_new(o, keys[k], json_real(v));
+            tot[k] += v;
+        }
+        json_array_append_new(ranks, o);
+    }
+    for (int k = 0; k < 7; k++) json_object_set_new(sum, keys[k], json_real(tot[k]));
+    json_t *ph = json_object();
+    json_object_set_new(ph, "open", json_real(phases[0]));
+    json_object_set_new(ph, "prepare", json_real(phases[1]));
+    json_object_set_new(ph, "quantize", json_real(phases[2]));
+    json_object_set_new(ph, "seal", json_real(phases[3]));
+    char ck[32];
+    snprintf(ck, sizeof ck, "%016llx", (unsigned long long)checksum);
+    json_object_set_new(root, "artifact", json_string(s->o->out_path));
+    json_object_set_new(root, "ranks", json_integer(s->n_ranks));
+    json_object_set_new(root, "units", json_integer(s->plan->n_units));
+    json_object_set_new(root, "units_this_run", json_integer(s->n_done_now));
+    json_object_set_new(root, "tensors", json_integer(s->plan->n_tensors));
+    json_object_set_new(root, "bytes_in_planned", json_integer((json_int_t)s->plan->bytes_in));
+    json_object_set_new(root, "phases_s", ph);
+    json_object_set_new(root, "ranks_detail", ranks);
+    json_object_set_new(root, "sum", sum);
+    json_object_set_new(root, "artifact_checksum", json_string(ck));
+    int rc = json_dump_file(root, s->o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    return rc == 0 ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the run statistics", s->o->stats_path);
 }
 
 // ---- summary ----
@@ -363,6 +419,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     }
     const moeq_plan *p = s.plan;
     double t_open = now_s() - s.t_start;
+    log_rss("open+plan");
     if (s.rank == 0)
         MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, digest %016llx",
                    p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
@@ -395,6 +452,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         goto out;
     }
     double t_prep = now_s() - t0;
+    log_rss("prepare");
     // ---- quantize ----
     s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
     s.ctx.out_fd = open(s.partial, O_WRONLY | O_CLOEXEC);
@@ -434,6 +492,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     moeq_free(&cost);
     close(s.ctx.out_fd);
     double t_quant = now_s() - s.t_quant_start;
+    log_rss("quantize");
     st = agree(st, s.rank);
     // ---- seal ----
     struct rusage ru;
@@ -441,6 +500,13 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     long rss = ru.ru_maxrss, rss_max = 0, rss_min = 0;
     MPI_Reduce(&rss, &rss_max, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
     MPI_Reduce(&rss, &rss_min, 1, MPI_LONG, MPI_MIN, 0, MPI_COMM_WORLD);
+    // per-rank figures for --stats: read/compute/write seconds, bytes read/written, units, peak RSS (KiB)
+    enum { N_FIG = 7 };
+    double mine[N_FIG] = {s.ctx.seconds_read, s.ctx.seconds_compute, s.ctx.seconds_write, (double)s.ctx.bytes_read,
+                          (double)s.ctx.bytes_written, (double)s.n_units_here, (double)rss};
+    double *figs = s.rank == 0 ? MOEQ_MALLOC(sizeof(double) * N_FIG * (size_t)s.n_ranks, "stats") : NULL;
+    if (s.rank == 0 && !figs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+    MPI_Gather(mine, N_FIG, MPI_DOUBLE, figs, N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (s.rank == 0) {
         double t1 = now_s();
         uint64_t checksum = 0;
@@ -456,9 +522,16 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
             exit_code = moeq_exit_code(s.first_error != MOEQ_OK ? s.first_error : MOEQ_ERR_IO);
         } else {
             st = seal_rank0(&s, &checksum);
+            log_rss("seal");
             if (st != MOEQ_OK) exit_code = moeq_cli_fail("quantize", st);
             else {
-                if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, now_s() - t1, rss_max, rss_min, checksum);
+                const double t_seal = now_s() - t1;
+                if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, t_seal, rss_max, rss_min, checksum);
+                if (o->stats_path) {
+                    const double phases[4] = {t_open, t_prep, t_quant, t_seal};
+                    moeq_status ws = write_stats(&s, phases, figs, N_FIG, checksum);
+                    if (ws != MOEQ_OK) exit_code = moeq_cli_fail("quantize", ws);
+                }
                 if (s.n_failed_numeric) {
                     fprintf(stderr, "moeq quantize: %d tensor(s) failed numerically and are recorded as failed in %s:\n",
                             s.n_failed_numeric, o->out_path);
@@ -469,6 +542,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
             }
         }
     }
+    moeq_free(&figs);
     MPI_Bcast(&exit_code, 1, MPI_INT, 0, MPI_COMM_WORLD);
 out:
     moeq_journal_close(&s.journal);

@@ -20,6 +20,7 @@ typedef struct moeq_quantize_opts {
     double progress_s;       // 0 = no progress lines
     int max_attempts;
     int quiet;
+    const char *stats_path;  // NULL, or a JSON file rank 0 writes with the run's figures (--stats)
 } moeq_quantize_opts;
 
 // Returns the process exit code (the same on every rank).
