@@ -1,5 +1,11 @@
 // cli.c: the shared option parser and exit-code mapping (see cli.h).
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
 #include "cli.h"
+
+#include <omp.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -109,4 +115,23 @@ int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned lon
     }
     *out = v;
     return 0;
+}
+
+int moeq_threads_default(void) {
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env && *env) return omp_get_max_threads();
+    MPI_Comm local;
+    int n_local = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) == MPI_SUCCESS) {
+        MPI_Comm_size(local, &n_local);
+        MPI_Comm_free(&local);
+    }
+    cpu_set_t set;
+    int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int share = online > 0 ? (int)(online / n_local) : 1;
+    int n = mine < share ? mine : share;
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    return n;
 }

@@ -54,6 +54,11 @@ typedef int (*moeq_cli_opt_fn)(int opt, const char *arg, void *ctx);
 int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
                    const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common);
 
+// Collective (MPI_COMM_WORLD). Unless OMP_NUM_THREADS is set, gives each rank an equal share of its node's
+// cores for OpenMP (min(its affinity mask, cores / ranks on the node), at least 1): ranks are the first level
+// of parallelism, and 3 ranks x 2 spinning OpenMP threads on 2 cores ran 5x slower. Returns the count.
+int moeq_threads_default(void);
+
 // Strict number parsing for option values; print a usage message and return non-zero on failure.
 int moeq_cli_int(const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out);
 int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned long long *out);

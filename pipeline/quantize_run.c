@@ -393,6 +393,8 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     // avoiding oversubscription, this is what makes the rSVD bit-identical whatever the rank count:
     // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
     moeq_blas_set_threads(1);
+    const int n_threads = moeq_threads_default();
+    MOEQ_LOG(MOEQ_LOG_DBG, "%d OpenMP thread(s) per rank", n_threads);
     int exit_code = MOEQ_EXIT_OK;
     moeq_cost_model cm;
     // ---- open: every rank reads the headers and builds the same plan ----
