@@ -32,7 +32,7 @@
 typedef struct bench_opts {
     int n_shapes;
     int64_t shape[MAX_SHAPES][2];
-    int threads, reps, quick, full_svd, bits, rank, power_iters;
+    int threads, reps, quick, full_svd, bits, rank, power_iters, cuda, rounds;
     int64_t group;
     uint64_t seed;
 } bench_opts;
@@ -120,7 +120,7 @@ static void entry(FILE *o, const char *kernel, int64_t R, int64_t C, int threads
 static int parse_args(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
     o->threads = omp_get_num_procs(), o->reps = 3, o->full_svd = 1, o->bits = 3, o->group = 64, o->rank = 32;
-    o->power_iters = 2, o->seed = 2025;
+    o->power_iters = 2, o->seed = 2025, o->rounds = 10;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long long r, c;
@@ -141,6 +141,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             o->power_iters = atoi(v), i++;
         } else if (!strcmp(a, "--seed") && v) {
             o->seed = strtoull(v, NULL, 0), i++;
+        } else if (!strcmp(a, "--device") && v && (!strcmp(v, "cpu") || !strcmp(v, "cuda"))) {
+            o->cuda = !strcmp(v, "cuda"), i++;
+        } else if (!strcmp(a, "--rounds") && v && atoi(v) > 0) {
+            o->rounds = atoi(v), i++;
         } else if (!strcmp(a, "--quick")) {
             o->quick = 1;
         } else if (!strcmp(a, "--no-full-svd")) {
@@ -155,6 +159,11 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
     if (o->n_shapes == 0) {
         if (o->quick) {
             o->shape[0][0] = 256, o->shape[0][1] = 896, o->shape[1][0] = 448, o->shape[1][1] = 128;
+        } else if (o->cuda) { // DeepSeek/Kimi expert: gate/up (2048, 7168) and down (7168, 2048); Mixtral
+            o->shape[0][0] = 7168, o->shape[0][1] = 2048, o->shape[1][0] = 2048, o->shape[1][1] = 7168;
+            o->shape[2][0] = 4096, o->shape[2][1] = 14336;
+            o->n_shapes = 3;
+            return 0;
         } else {
             o->shape[0][0] = 4096, o->shape[0][1] = 14336, o->shape[1][0] = 7168, o->shape[1][1] = 2048;
         }
@@ -167,8 +176,12 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
 static const char *usage =
     "usage: moeq bench kernels [--shape RxC]... [--threads N] [--reps N] [--quick] [--no-full-svd]\n"
     "                          [--bits B] [--group G] [--rank r] [--power-iters q] [--seed S]\n"
+    "                          [--device cpu|cuda] [--rounds T]\n"
     "Times the CPU kernels (RTN+pack, dequantize, HQQ, rSVD, one MiLo round, full SVD) per core and on N\n"
-    "cores against baselines measured in the same run (memcpy, RTN, sgemm). JSON on stdout.\n";
+    "cores against baselines measured in the same run (memcpy, RTN, sgemm). JSON on stdout.\n"
+    "--device cuda times the CUDA kernels instead (device-resident data) against cudaMemcpy D2D and cuBLAS\n"
+    "SGEMM, reports GB/s and GFLOP/s against the GPU's peaks, and the DeepSeek/Kimi expert design target\n"
+    "(3 matrices, MiLo --bits/--group/--rank, --rounds T rounds, default 10).\n";
 
 // Runs one shape; returns 0, or 1 after printing the kernel's error detail to stderr.
 static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
@@ -280,6 +293,151 @@ done:
     return rc;
 }
 
+// ---- --device cuda ----
+// Data is generated on the host, copied once, and every timed kernel reads and writes device memory
+// (cudaDeviceSynchronize around each run; median of --reps). Peaks (moeq_cuda_device_info_get):
+//   bandwidth = 2 · memory clock · bus width / 8 (DDR),  FP32 = SMs · 128 lanes · 2 FLOP · SM clock.
+// Traffic counted per kernel: memcpy 2·4RC bytes (read + write); rtn_pack / hqq 4RC + packed codes (HQQ
+// ideally reads W once: its 20 iterations run from L1); dequantize packed codes + 4RC.
+static int bench_shape_cuda(FILE *out, const bench_opts *o, int64_t R, int64_t C, const moeq_cuda_device_info *di,
+                            double *t_expert) {
+    const size_t bytes = (size_t)(R * C) * sizeof(float);
+    const int64_t r = o->rank < (R < C ? R : C) ? o->rank : (R < C ? R : C);
+    float *w = malloc(bytes);
+    void *d_w = NULL, *d_d = NULL, *d_b = NULL, *d_c = NULL, *d_u = NULL, *d_v = NULL, *d_codes = NULL, *d_meta = NULL;
+    double *t = malloc(sizeof(double) * (size_t)(o->reps + 1));
+    int rc = 1;
+    moeq_qmat q;
+    memset(&q, 0, sizeof q);
+    if (!w || !t) goto fail;
+    gen_weights(w, R, C, o->seed);
+    const int64_t rb = moeq_qtype_row_bytes(o->bits, C), ng = C / o->group;
+    if (moeq_cuda_malloc(&d_w, bytes) || moeq_cuda_malloc(&d_d, bytes) ||
+        moeq_cuda_malloc(&d_b, sizeof(float) * (size_t)(C * r)) || moeq_cuda_malloc(&d_c, sizeof(float) * (size_t)(R * r)) ||
+        moeq_cuda_malloc(&d_u, sizeof(float) * (size_t)(R * r)) || moeq_cuda_malloc(&d_v, sizeof(float) * (size_t)(r * C)) ||
+        moeq_cuda_malloc(&d_codes, (size_t)(R * rb)) || moeq_cuda_malloc(&d_meta, (size_t)(R * ng) * 4))
+        goto fail;
+    if (moeq_cuda_h2d(d_w, w, bytes) || moeq_cuda_h2d(d_b, w, sizeof(float) * (size_t)(C * r))) goto fail;
+    q.bits = o->bits, q.R = R, q.C = C, q.G = o->group, q.codes = d_codes, q.scale = d_meta;
+    q.zero = (uint16_t *)d_meta + R * ng;
+    const double gb = (double)bytes * 1e-9, code_gb = (double)(R * rb + 4 * R * ng) * 1e-9;
+#define TIME_CUDA(stmt)                                                                                    \
+    for (int k = 0; k < o->reps + 1; k++) { /* first run is the warm-up */                                 \
+        if (moeq_cuda_sync()) goto fail;                                                                   \
+        const double t0 = now_s();                                                                         \
+        if ((stmt) != MOEQ_OK || moeq_cuda_sync() != MOEQ_OK) goto fail;                                   \
+        if (k) t[k - 1] = now_s() - t0;                                                                    \
+    }
+    TIME_CUDA(moeq_cuda_memcpy_d2d(d_d, d_w, bytes));
+    const double t_copy = median(t, o->reps);
+    entry(out, "memcpy_d2d", R, C, 0, t_copy, "gbps", 2 * gb / t_copy, "peak_bandwidth", "peak_fraction",
+          2 * gb / t_copy / di->peak_gbps);
+    TIME_CUDA(moeq_rtn_quantize_cuda(d_w, &q, NULL));
+    const double t_rtn = median(t, o->reps);
+    entry(out, "rtn_pack", R, C, 0, t_rtn, "gbps", (gb + code_gb) / t_rtn, "memcpy_d2d", "bandwidth_ratio",
+          ((gb + code_gb) / t_rtn) / (2 * gb / t_copy));
+    TIME_CUDA(moeq_qmat_dequantize_cuda(&q, d_d, NULL));
+    const double t_deq = median(t, o->reps);
+    entry(out, "dequantize", R, C, 0, t_deq, "gbps", (gb + code_gb) / t_deq, "memcpy_d2d", "bandwidth_ratio",
+          ((gb + code_gb) / t_deq) / (2 * gb / t_copy));
+    const moeq_hqq_params hp = moeq_hqq_params_default();
+    TIME_CUDA(moeq_hqq_quantize_cuda(d_w, &hp, &q, NULL));
+    const double t_hqq = median(t, o->reps);
+    entry(out, "hqq", R, C, 0, t_hqq, "gbps", (gb + code_gb) / t_hqq, "rtn_pack", "time_ratio", t_hqq / t_rtn);
+    const double flop = 2.0 * (double)R * (double)C * (double)r;
+    TIME_CUDA(moeq_cuda_sgemm_rm(R, r, C, d_w, d_b, d_c));
+    const double t_gemm = median(t, o->reps);
+    entry(out, "sgemm", R, C, 0, t_gemm, "gflops", flop / t_gemm * 1e-9, "peak_fp32", "peak_fraction",
+          flop / t_gemm * 1e-9 / di->peak_fp32_gflops);
+    moeq_rsvd_params sp = moeq_rsvd_params_default();
+    sp.power_iters = o->power_iters, sp.seed = o->seed;
+    TIME_CUDA(moeq_rsvd_cuda(d_w, R, C, r, &sp, d_u, d_v, NULL, NULL));
+    const double t_rsvd = median(t, o->reps);
+    entry(out, "rsvd", R, C, 0, t_rsvd, "gflops_sgemm_equiv", flop / t_rsvd * 1e-9, "sgemm", "sgemm_equivalents",
+          t_rsvd / t_gemm);
+    moeq_rsvd_params gp = sp;
+    gp.oversample = 1; // gesvdr wants p >= 1 here; the equal-work comparison is noted in the README
+    TIME_CUDA(moeq_rsvd_gesvdr_cuda(d_w, R, C, r, &gp, d_u, d_v, NULL, NULL));
+    const double t_gesvdr = median(t, o->reps);
+    entry(out, "rsvd_gesvdr", R, C, 0, t_gesvdr, "gflops_sgemm_equiv", flop / t_gesvdr * 1e-9, "rsvd", "time_ratio",
+          t_gesvdr / t_rsvd);
+    moeq_milo_params mp = moeq_milo_params_default();
+    mp.bits = o->bits, mp.group = o->group, mp.rank = r, mp.rounds = o->rounds, mp.svd = sp;
+    moeq_milo_out mo = {.q = &q, .u = d_u, .v = d_v};
+    TIME_CUDA(moeq_milo_fit_cuda(d_w, R, C, &mp, &mo, NULL));
+    const double t_milo = median(t, o->reps);
+    entry(out, "milo_fit", R, C, 0, t_milo, "ms_per_round", 1e3 * t_milo / o->rounds, "hqq", "time_ratio",
+          t_milo / t_hqq);
+    entry(out, "milo_quality", R, C, 0, t_milo, "rel_fro_err", mo.best_err / mo.fro_w, "hqq", "err_ratio",
+          mo.best_err / mo.err_hqq);
+    if (t_expert) *t_expert += t_milo;
+    fflush(out);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "bench kernels (cuda): %s\n", moeq_error_detail());
+done:
+    moeq_cuda_free(d_w), moeq_cuda_free(d_d), moeq_cuda_free(d_b), moeq_cuda_free(d_c), moeq_cuda_free(d_u);
+    moeq_cuda_free(d_v), moeq_cuda_free(d_codes), moeq_cuda_free(d_meta);
+    free(w), free(t);
+    return rc;
+#undef TIME_CUDA
+}
+
+static int bench_main_cuda(const bench_opts *o) {
+    FILE *out = stdout;
+    if (moeq_cuda_device_count() <= 0) {
+        const moeq_kernel_ops *ops;
+        moeq_backend_select("cuda", &ops);
+        fprintf(stderr, "bench kernels: --device cuda: %s\n", moeq_error_detail());
+        return 1;
+    }
+    moeq_cuda_device_info di;
+    if (moeq_cuda_device_info_get(0, &di) != MOEQ_OK) {
+        fprintf(stderr, "bench kernels: %s\n", moeq_error_detail());
+        return 1;
+    }
+    fprintf(out, "{\n  \"benchmark\": \"kernels\",\n  \"device\": \"cuda\",\n  \"machine\": {\"gpu\": ");
+    json_str(out, di.name);
+    fprintf(out,
+            ", \"cc\": \"%d.%d\", \"sms\": %d, \"mem_clock_mhz\": %.0f, \"bus_bits\": %.0f, \"sm_clock_mhz\": %.0f, "
+            "\"peak_gbps\": %.1f, \"peak_fp32_gflops\": %.1f, \"formula\": \"peak_gbps = 2*mem_clock*bus_bits/8; "
+            "peak_fp32 = SMs*128*2*sm_clock\", \"tf32\": false},\n",
+            di.cc_major, di.cc_minor, di.sm_count, di.mem_clock_khz / 1e3, di.mem_bus_bits, di.sm_clock_khz / 1e3,
+            di.peak_gbps, di.peak_fp32_gflops);
+    fputs("  \"inputs\": {\"shapes\": [", out);
+    for (int i = 0; i < o->n_shapes; i++)
+        fprintf(out, "%s[%lld, %lld]", i ? ", " : "", (long long)o->shape[i][0], (long long)o->shape[i][1]);
+    fprintf(out,
+            "], \"bits\": %d, \"group\": %lld, \"rank\": %d, \"power_iters\": %d, \"oversample\": 0, \"hqq_iters\": 20, "
+            "\"milo_rounds\": %d, \"milo_factor\": \"fp16\", \"seed\": %llu, \"reps\": %d, \"data\": \"per-column "
+            "lognormal scale x N(0,1), 0.1%% x8 outliers, sigma~0.02\"},\n  \"results\": [",
+            o->bits, (long long)o->group, o->rank, o->power_iters, o->rounds, (unsigned long long)o->seed, o->reps);
+    first_entry = 1;
+    int rc = 0;
+    double t_dsk[2] = {0, 0};
+    for (int i = 0; i < o->n_shapes && rc == 0; i++) {
+        const int64_t R = o->shape[i][0], C = o->shape[i][1];
+        const int dsk = (R == 7168 && C == 2048) ? 0 : (R == 2048 && C == 7168) ? 1 : -1;
+        double te = 0;
+        rc = bench_shape_cuda(out, o, R, C, &di, &te);
+        if (dsk >= 0) t_dsk[dsk] = te;
+    }
+    fprintf(out, "\n  ]");
+    if (rc == 0 && t_dsk[0] > 0 && t_dsk[1] > 0) {
+        // one DeepSeek-V3/Kimi-K2 expert: gate and up (2048, 7168) + down (7168, 2048)
+        const double ms = 1e3 * (2 * t_dsk[1] + t_dsk[0]);
+        fprintf(out,
+                ",\n  \"design_target\": {\"what\": \"one DeepSeek/Kimi expert = gate, up (2048x7168) + down "
+                "(7168x2048), MiLo %d-bit g%lld rank %d, %d rounds, device-resident\", \"ms_per_expert\": %.2f, "
+                "\"target_ms\": 50, \"met\": %s, \"gpu_minutes_for_23040_experts\": %.1f}",
+                o->bits, (long long)o->group, o->rank, o->rounds, ms, ms <= 50 ? "true" : "false", ms * 23040 / 6e4);
+    }
+    fprintf(out, ",\n  \"status\": \"%s\"\n}\n", rc ? "failed" : "ok");
+    moeq_backend_release();
+    return rc;
+}
+
 int moeq_bench_kernels_main(int argc, char **argv) {
     bench_opts o;
     const int pa = parse_args(argc, argv, &o);
@@ -287,6 +445,7 @@ int moeq_bench_kernels_main(int argc, char **argv) {
         fputs(usage, pa == 1 ? stdout : stderr);
         return pa == 1 ? 0 : 2;
     }
+    if (o.cuda) return bench_main_cuda(&o);
     const int saved_omp = omp_get_max_threads();
     char cpu[256];
     cpu_model(cpu, sizeof cpu);

@@ -1,0 +1,66 @@
+// backend.c: the CPU ops table, the CUDA ops table (entries in backend_cuda.cu, or cuda_stub.c in CPU-only
+// builds), and backend selection by name (backend.h).
+#include "backend.h"
+
+#include <string.h>
+
+#include "kernels_cuda.h" // defines: moeq_cuda_device_info_get
+#include "moeq_kernels.h" // defines: moeq_cuda_device_count
+
+const moeq_kernel_ops moeq_kernel_ops_cpu = {
+    .name = "cpu",
+    .rtn_quantize = moeq_rtn_quantize_cpu,
+    .hqq_quantize = moeq_hqq_quantize_cpu,
+    .dequantize = moeq_qmat_dequantize_cpu,
+    .residual = moeq_qmat_residual_cpu,
+    .rsvd = moeq_rsvd_cpu,
+    .milo_fit = moeq_milo_fit_cpu,
+    .metrics_error = moeq_metrics_error_cpu,
+    .metrics_error_lowrank = moeq_metrics_error_lowrank_cpu,
+};
+
+const moeq_kernel_ops moeq_kernel_ops_cuda = {
+    .name = "cuda",
+    .rtn_quantize = moeq_backend_cuda_rtn_quantize,
+    .hqq_quantize = moeq_backend_cuda_hqq_quantize,
+    .dequantize = moeq_backend_cuda_dequantize,
+    .residual = moeq_backend_cuda_residual,
+    .rsvd = moeq_backend_cuda_rsvd,
+    .milo_fit = moeq_backend_cuda_milo_fit,
+    .metrics_error = moeq_backend_cuda_metrics_error,
+    .metrics_error_lowrank = moeq_backend_cuda_metrics_error_lowrank,
+};
+
+moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
+    if (!name || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "backend: NULL name or output");
+    if (!strcmp(name, "cpu")) {
+        *out = &moeq_kernel_ops_cpu;
+        return MOEQ_OK;
+    }
+    const int is_cuda = !strcmp(name, "cuda"), is_auto = !strcmp(name, "auto");
+    if (!is_cuda && !is_auto)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "backend '%s': unknown\n---> HINT: use cpu, cuda or auto", name);
+#ifndef MOEQ_WITH_CUDA
+    if (is_cuda)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "backend 'cuda': this build has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
+                         "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use --device cpu|auto");
+    *out = &moeq_kernel_ops_cpu;
+    return MOEQ_OK;
+#else
+    if (moeq_cuda_device_count() > 0) {
+        *out = &moeq_kernel_ops_cuda;
+        return MOEQ_OK;
+    }
+    if (is_cuda)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "backend 'cuda': no CUDA device is visible (driver missing, CUDA_VISIBLE_DEVICES empty, or "
+                         "no GPU on this node)\n---> HINT: run on a GPU node, or use --device cpu|auto");
+    *out = &moeq_kernel_ops_cpu;
+    return MOEQ_OK;
+#endif
+}
+
+void moeq_backend_release(void) {
+    moeq_backend_cuda_release();
+}

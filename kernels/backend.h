@@ -1,0 +1,68 @@
+// backend.h: the kernel backends as ops tables (ggml's type_traits_cpu / cuda split): one struct of function
+// pointers per backend, all taking HOST pointers, so that a worker calls ops->hqq_quantize(...) without
+// knowing where it runs. The CPU table points at the *_cpu reference functions; the CUDA table at wrappers
+// (backend_cuda.cu) that copy the inputs to the device, run the *_cuda kernel, and copy the outputs back,
+// through a per-thread device workspace that grows to the largest call and is kept until
+// moeq_backend_release() (call it on each thread that used the CUDA table, before the thread ends).
+// Semantics are the CPU's (kernels_cuda.h states the parity of each kernel).
+#ifndef MOEQ_BACKEND_H
+#define MOEQ_BACKEND_H
+
+#include <stdint.h>
+
+#include "hqq.h"
+#include "lowrank.h"
+#include "metrics.h"
+#include "milo.h"
+#include "moeq_status.h"
+#include "quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct moeq_kernel_ops {
+    const char *name; // "cpu" or "cuda"
+    moeq_status (*rtn_quantize)(const float *w, moeq_qmat *q);                             // w (R, C)
+    moeq_status (*hqq_quantize)(const float *w, const moeq_hqq_params *p, moeq_qmat *q);   // w (R, C)
+    moeq_status (*dequantize)(const moeq_qmat *q, float *out);                             // out (R, C)
+    moeq_status (*residual)(const moeq_qmat *q, const float *w, float *out);               // out = w − deq(q)
+    moeq_status (*rsvd)(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *u,
+                        float *v, float *s);                                               // a (m, n)
+    moeq_status (*milo_fit)(const float *w, int64_t R, int64_t C, const moeq_milo_params *p, moeq_milo_out *out);
+    moeq_status (*metrics_error)(const float *w, const float *approx, int64_t R, int64_t C, moeq_err_metrics *m);
+    moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v, int64_t R,
+                                         int64_t C, int64_t r, moeq_err_metrics *m);
+} moeq_kernel_ops;
+
+extern const moeq_kernel_ops moeq_kernel_ops_cpu;
+extern const moeq_kernel_ops moeq_kernel_ops_cuda; // exists in every build; without CUDA every op returns
+                                                   // MOEQ_ERR_UNSUPPORTED
+
+// name: "cpu", "cuda" or "auto" (CUDA when a device is visible, else CPU). "cuda" without a usable device
+// (CPU-only build, or no device visible) is MOEQ_ERR_UNSUPPORTED with the reason in the detail; an unknown
+// name is MOEQ_ERR_ARG.
+moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out);
+
+// Frees this thread's CUDA workspace, stream and library handles (no-op without CUDA or when unused).
+void moeq_backend_release(void);
+
+// ---- the CUDA table's entries (backend_cuda.cu; cuda_stub.c without CUDA) ----
+moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q);
+moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p, moeq_qmat *q);
+moeq_status moeq_backend_cuda_dequantize(const moeq_qmat *q, float *out);
+moeq_status moeq_backend_cuda_residual(const moeq_qmat *q, const float *w, float *out);
+moeq_status moeq_backend_cuda_rsvd(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                                   float *u, float *v, float *s);
+moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
+                                       moeq_milo_out *out);
+moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R, int64_t C,
+                                            moeq_err_metrics *m);
+moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u, const float *v,
+                                                    int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
+void moeq_backend_cuda_release(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

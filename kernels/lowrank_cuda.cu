@@ -1,0 +1,276 @@
+// lowrank_cuda.cu: CUDA port of lowrank_cpu.c: randomized SVD (Halko subspace iteration) with the CPU's Ω
+// (rng.h evaluated on device: bit-identical), cuBLAS SGEMMs in CUBLAS_DEFAULT_MATH (TF32 off, set on the
+// handle in backend_cuda.cu), cuSOLVER geqrf + orgqr for every re-orthonormalisation and gesvdj (one-sided
+// Jacobi, econ) for the SVD of the small matrix; the √S split of MiLo; a wrapper around cuSOLVER's own
+// randomized SVD (cusolverDnXgesvdr) for comparison; fp16 / int3 factor round trip (bit-identical to the CPU).
+// Letters: m, n = rows, cols of A (row-major, i.e. column-major Aᵀ with ld n); k = r + oversample.
+// Column-major device arrays: Ω (n×k, ld n) = the CPU's Ωt (k, n) row-major; Y, Q (m×k, ld m); Z (n×k, ld n).
+//   Y = A·Ω, Q = qr(Y); q times: Z = qr(Aᵀ·Q), Q = qr(A·Z); Bᵀ = Aᵀ·Q (n×k) = Vb·S·Ubᵀ (gesvdj of Bᵀ);
+//   U = Q·Ub[:, :r]·√S -> row-major (m, r) is the column-major uᵀ = Ub[:, :r]ᵀ·Qᵀ; V = √S·Vb[:, :r]ᵀ.
+// Determinism: run to run identical (no atomics; cuSOLVER deterministic mode); parity with the CPU by
+// tolerance (other summation orders, Jacobi vs divide-and-conquer SVD; singular vectors up to sign).
+#include <math.h>
+
+#include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY, moeq_cuda_handles_
+#include "kernels_cuda.h"  // defines: the *_cuda prototypes
+#include "quant_impl.h"    // defines: moeq_round_clamp (MOEQ_HD)
+#include "rng.h"           // defines: moeq_rng_normal (MOEQ_RNG_HD)
+
+namespace {
+
+__global__ void omega_kernel(uint64_t seed, uint64_t stream_id, int64_t nk, float *omega) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < nk; t += (int64_t)gridDim.x * blockDim.x)
+        omega[t] = (float)moeq_rng_normal(seed, stream_id, (uint64_t)t);
+}
+
+// u (m, r) row-major *= √S[j] per column; v[i + j·n] = vb[i + j·n]·√S[j] (first r columns of Vb, ld n)
+__global__ void split_sqrt_kernel(const float *S, int64_t m, int64_t n, int64_t r, float *u, const float *vb,
+                                  float *v, float *s_out) {
+    const int64_t nu = m * r, nv = n * r;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < nu + nv; t += (int64_t)gridDim.x * blockDim.x) {
+        if (t < nu) {
+            const int64_t j = t % r;
+            u[t] *= sqrtf(S[j] > 0.0f ? S[j] : 0.0f);
+            if (s_out && t < r) s_out[t] = S[t];
+        } else {
+            const int64_t x = t - nu, j = x / n;
+            v[x] = vb[x] * sqrtf(S[j] > 0.0f ? S[j] : 0.0f);
+        }
+    }
+}
+
+// gesvdr outputs: Vr (m×k, ld m) column-major -> u (m, r) row-major scaled by √S
+__global__ void gesvdr_u_kernel(const float *S, const float *vr, int64_t m, int64_t r, float *u) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < m * r; t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = t / r, j = t % r;
+        u[t] = vr[i + j * m] * sqrtf(S[j] > 0.0f ? S[j] : 0.0f);
+    }
+}
+
+__global__ void f16_roundtrip_kernel(float *x, int64_t n, unsigned long long *first_bad) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x) {
+        const float v = x[t];
+        const uint16_t h = moeq_f32_to_f16(v);
+        if (!isfinite(v) || (h & 0x7c00u) == 0x7c00u) atomicMin(first_bad, (unsigned long long)t);
+        x[t] = moeq_f16_to_f32(h);
+    }
+}
+
+// int3: one thread per group of 64: s = fp16(absmax/3.5), code = round_clamp(x/s + 3.5, 7), x = (code − 3.5)·s
+__global__ void int3_roundtrip_kernel(float *x, int64_t n, unsigned long long *first_bad) {
+    const int64_t ng = (n + MOEQ_FACTOR_INT3_GROUP - 1) / MOEQ_FACTOR_INT3_GROUP;
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < ng; g += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i0 = g * MOEQ_FACTOR_INT3_GROUP;
+        const int64_t i1 = i0 + MOEQ_FACTOR_INT3_GROUP < n ? i0 + MOEQ_FACTOR_INT3_GROUP : n;
+        float amax = 0.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            if (!isfinite(x[i])) atomicMin(first_bad, (unsigned long long)i);
+            amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        }
+        const uint16_t sh = moeq_f32_to_f16(amax / 3.5f);
+        if ((sh & 0x7c00u) == 0x7c00u) atomicMin(first_bad, (unsigned long long)i0);
+        const float sc = moeq_f16_to_f32(sh);
+        if (sc == 0.0f) {
+            for (int64_t i = i0; i < i1; i++) x[i] = (4.0f - 3.5f) * sc;
+        } else {
+            const float inv = 1.0f / sc;
+            for (int64_t i = i0; i < i1; i++) x[i] = (moeq_round_clamp(x[i] * inv + 3.5f, 7.0f) - 3.5f) * sc;
+        }
+    }
+}
+
+// In place QR of the column-major M×k matrix x (ld M): x <- Q.
+moeq_status qr_inplace(cusolverDnHandle_t h, float *x, int64_t M, int64_t k, float *tau, float *work, int lwork,
+                       int *d_info) {
+    CUSOLVER_TRY(cusolverDnSgeqrf(h, (int)M, (int)k, x, (int)M, tau, work, lwork, d_info));
+    CUSOLVER_TRY(cusolverDnSorgqr(h, (int)M, (int)k, (int)k, x, (int)M, tau, work, lwork, d_info + 1));
+    return MOEQ_OK;
+}
+
+} // namespace
+
+extern "C" moeq_status moeq_rsvd_omega_cuda(uint64_t seed, uint64_t stream_id, int64_t n, int64_t k,
+                                            float *d_omega, void *stream) {
+    if (!d_omega || n <= 0 || k <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd_omega: bad arguments");
+    omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, (cudaStream_t)stream>>>(seed, stream_id, n * k, d_omega);
+    CUDA_TRY(cudaGetLastError());
+    return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                      const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                      void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) || p->oversample < 0 ||
+        p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
+                         (long long)r);
+    MOEQ_TRY(moeq_check_finite_cuda(d_a, m, n, "rsvd", stream));
+    const int64_t mn = m < n ? m : n;
+    const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
+    cublasHandle_t hb;
+    cusolverDnHandle_t hs;
+    MOEQ_TRY(moeq_cuda_handles_(s, &hb, &hs));
+    gesvdjInfo_t gj = NULL;
+    CUSOLVER_TRY(cusolverDnCreateGesvdjInfo(&gj));
+    moeq_status st = MOEQ_OK;
+    float *mem = NULL;
+    int *d_info = NULL, h_info[4] = {0, 0, 0, 0};
+    int lw_qm = 0, lw_qn = 0, lw_om = 0, lw_on = 0, lw_svd = 0;
+    const float one = 1.0f, zero = 0.0f;
+    // workspace sizes (queried with NULL data pointers: the sizes depend only on the shapes)
+    CUSOLVER_GOTO(cusolverDnSgeqrf_bufferSize(hs, (int)m, (int)k, NULL, (int)m, &lw_qm), st, out);
+    CUSOLVER_GOTO(cusolverDnSgeqrf_bufferSize(hs, (int)n, (int)k, NULL, (int)n, &lw_qn), st, out);
+    CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)m, (int)k, (int)k, NULL, (int)m, NULL, &lw_om), st, out);
+    CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)n, (int)k, (int)k, NULL, (int)n, NULL, &lw_on), st, out);
+    CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, NULL, (int)n,
+                                               NULL, NULL, (int)n, NULL, (int)k, &lw_svd, gj),
+                  st, out);
+    {
+        int lwork = lw_qm;
+        lwork = lw_qn > lwork ? lw_qn : lwork;
+        lwork = lw_om > lwork ? lw_om : lwork;
+        lwork = lw_on > lwork ? lw_on : lwork;
+        lwork = lw_svd > lwork ? lw_svd : lwork;
+        // one block: Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Ub (k·k) | S (k) | tau (k) | work (lwork) | infos
+        const size_t nf = (size_t)(n * k) * 2 + (size_t)(m * k) + (size_t)(k * k) + 2 * (size_t)k + (size_t)lwork;
+        CUDA_GOTO(cudaMallocAsync((void **)&mem, nf * sizeof(float) + 64, s), st, out);
+        float *z = mem, *y = z + n * k, *vb = y + m * k, *ub = vb + n * k, *S = ub + k * k, *tau = S + k,
+              *work = tau + k;
+        d_info = (int *)(mem + nf);
+        CUDA_GOTO(cudaMemsetAsync(d_info, 0, 4 * sizeof(int), s), st, out);
+        omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, s>>>(p->seed, p->stream, n * k, z);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        // Y (m×k) = A·Ω: A is column-major Aᵀ (n×m, ld n)
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z, (int)n,
+                                &zero, y, (int)m),
+                    st, out);
+        MOEQ_GOTO(qr_inplace(hs, y, m, k, tau, work, lwork, d_info), st, out);
+        for (int it = 0; it < p->power_iters; it++) {
+            // Z (n×k) = Aᵀ·Q
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y,
+                                    (int)m, &zero, z, (int)n),
+                        st, out);
+            MOEQ_GOTO(qr_inplace(hs, z, n, k, tau, work, lwork, d_info), st, out);
+            // Y (m×k) = A·Z
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z,
+                                    (int)n, &zero, y, (int)m),
+                        st, out);
+            MOEQ_GOTO(qr_inplace(hs, y, m, k, tau, work, lwork, d_info), st, out);
+        }
+        // Bᵀ (n×k) = Aᵀ·Q, then Bᵀ = Vb·diag(S)·Ubᵀ
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y, (int)m,
+                                &zero, z, (int)n),
+                    st, out);
+        CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, z, (int)n, S, vb, (int)n,
+                                        ub, (int)k, work, lwork, d_info + 2, gj),
+                      st, out);
+        // uᵀ (r×m, ld r) = Ub[:, :r]ᵀ·Qᵀ
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, (int)k, &one, ub, (int)k, y, (int)m,
+                                &zero, d_u, (int)r),
+                    st, out);
+        split_sqrt_kernel<<<moeq_cuda_grid_((m + n) * r), 256, 0, s>>>(S, m, n, r, d_u, vb, d_v, d_s);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        CUDA_GOTO(cudaMemcpyAsync(h_info, d_info, 4 * sizeof(int), cudaMemcpyDeviceToHost, s), st, out);
+        CUDA_GOTO(cudaStreamSynchronize(s), st, out);
+        if (h_info[0] || h_info[1])
+            st = MOEQ_FAIL(h_info[0] < 0 || h_info[1] < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
+                           "rsvd: cuSOLVER QR (%lld x %lld): geqrf info=%d orgqr info=%d", (long long)m,
+                           (long long)k, h_info[0], h_info[1]);
+        else if (h_info[2])
+            st = MOEQ_FAIL(h_info[2] < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
+                           "rsvd: cuSOLVER gesvdj of B^T (%lld x %lld): info=%d%s", (long long)n, (long long)k,
+                           h_info[2], h_info[2] > 0 ? " (did not converge)" : "");
+    }
+out:
+    if (mem) cudaFreeAsync(mem, s);
+    cusolverDnDestroyGesvdjInfo(gj);
+    return st;
+}
+
+extern "C" moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                             const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                             void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) || p->oversample < 0 ||
+        p->power_iters < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "gesvdr: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
+                         (long long)r);
+    const int64_t mn = m < n ? m : n;
+    const int64_t ov = r + p->oversample <= mn ? p->oversample : mn - r;
+    cublasHandle_t hb;
+    cusolverDnHandle_t hs;
+    MOEQ_TRY(moeq_cuda_handles_(s, &hb, &hs));
+    cusolverDnParams_t prm = NULL;
+    CUSOLVER_TRY(cusolverDnCreateParams(&prm));
+    moeq_status st = MOEQ_OK;
+    size_t dws = 0, hws = 0;
+    void *hbuf = NULL;
+    float *mem = NULL;
+    int *d_info = NULL, h_info = 0;
+    // A row-major (m, n) is the column-major Aᵀ (n×m): SVD of Aᵀ = U1·S·V1ᵀ gives U = V1, V = U1
+    const int64_t M = n, N = m;
+    const size_t na = (size_t)(m * n), nu = (size_t)(M * r), nv = (size_t)(N * r);
+    CUSOLVER_GOTO(cusolverDnXgesvdr_bufferSize(hs, prm, 'S', 'S', M, N, r, ov, p->power_iters, CUDA_R_32F, NULL, M,
+                                               CUDA_R_32F, NULL, CUDA_R_32F, NULL, M, CUDA_R_32F, NULL, N,
+                                               CUDA_R_32F, &dws, &hws),
+                  st, out);
+    CUDA_GOTO(cudaMallocAsync((void **)&mem, (na + nu + nv + (size_t)r) * sizeof(float) + dws + 64, s), st, out);
+    if (hws && !(hbuf = malloc(hws))) {
+        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "gesvdr: %zu bytes of host workspace", hws);
+        goto out;
+    }
+    {
+        float *ac = mem, *u1 = ac + na, *v1 = u1 + nu, *S = v1 + nv;
+        void *dbuf = (void *)(S + r + 8);
+        d_info = (int *)(S + r);
+        CUDA_GOTO(cudaMemcpyAsync(ac, d_a, na * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out); // overwritten
+        CUSOLVER_GOTO(cusolverDnXgesvdr(hs, prm, 'S', 'S', M, N, r, ov, p->power_iters, CUDA_R_32F, ac, M, CUDA_R_32F,
+                                        S, CUDA_R_32F, u1, M, CUDA_R_32F, v1, N, CUDA_R_32F, dbuf, dws, hbuf, hws,
+                                        d_info),
+                      st, out);
+        // v (r, n) row-major = column-major n×r = U1·√S; u (m, r) row-major from V1 (m×r column-major)
+        split_sqrt_kernel<<<moeq_cuda_grid_(n * r), 256, 0, s>>>(S, 0, n, r, NULL, u1, d_v, NULL);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        gesvdr_u_kernel<<<moeq_cuda_grid_(m * r), 256, 0, s>>>(S, v1, m, r, d_u);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        if (d_s) CUDA_GOTO(cudaMemcpyAsync(d_s, S, (size_t)r * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
+        CUDA_GOTO(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s), st, out);
+        CUDA_GOTO(cudaStreamSynchronize(s), st, out);
+        if (h_info)
+            st = MOEQ_FAIL(h_info < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC, "gesvdr (%lld x %lld, r=%lld): info=%d",
+                           (long long)m, (long long)n, (long long)r, h_info);
+    }
+out:
+    if (mem) cudaFreeAsync(mem, s);
+    cudaStreamSynchronize(s);
+    free(hbuf);
+    cusolverDnDestroyParams(prm);
+    return st;
+}
+
+extern "C" moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x, int64_t n, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (t == MOEQ_FACTOR_F32)
+        return d_x && n >= 0 ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments");
+    if (!d_x || n < 0 || moeq_factor_code_bytes(t, n) < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments (type=%d n=%lld)", (int)t, (long long)n);
+    if (n == 0) return MOEQ_OK;
+    unsigned long long *d_bad = NULL, bad = ~0ull;
+    moeq_status st = MOEQ_OK;
+    CUDA_GOTO(cudaMallocAsync((void **)&d_bad, sizeof bad, s), st, out);
+    CUDA_GOTO(cudaMemsetAsync(d_bad, 0xff, sizeof bad, s), st, out);
+    if (t == MOEQ_FACTOR_FP16)
+        f16_roundtrip_kernel<<<moeq_cuda_grid_(n), 256, 0, s>>>(d_x, n, d_bad);
+    else
+        int3_roundtrip_kernel<<<moeq_cuda_grid_((n + 63) / 64), 256, 0, s>>>(d_x, n, d_bad);
+    CUDA_GOTO(cudaGetLastError(), st, out);
+    CUDA_GOTO(cudaMemcpyAsync(&bad, d_bad, sizeof bad, cudaMemcpyDeviceToHost, s), st, out);
+    CUDA_GOTO(cudaStreamSynchronize(s), st, out);
+    if (bad != ~0ull)
+        st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "factor_roundtrip: element %llu is non-finite or overflows fp16%s", bad,
+                       t == MOEQ_FACTOR_INT3 ? " (int3 group scale)" : "");
+out:
+    if (d_bad) cudaFreeAsync(d_bad, s);
+    return st;
+}

@@ -1,0 +1,141 @@
+// metrics_cuda.cu: CUDA port of metrics_cpu.c (error metrics of an approximation, fp64 accumulation).
+// Per element the same operations as the CPU (e = (w − a) [− uv] in fp32, then fp64 squares and sums); the
+// sums are per row as on the CPU, but a row is summed by one 256-thread block (strided partials, then a
+// fixed shared-memory tree) instead of left to right, so results differ from the CPU only by fp64 rounding
+// (~1e-15 relative, the parity test allows 1e-12); max |e| is exact. Rows are then added serially on the
+// host in row order, exactly as the CPU does. U·V is one cuBLAS SGEMM (TF32 off) into an (R, C) temporary.
+// Determinism: fixed reduction order, no atomics: identical run to run.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, moeq_cuda_handles_
+#include "kernels_cuda.h"  // defines: the *_cuda prototypes
+
+namespace {
+
+constexpr int k_threads = 256;
+
+// part[4·i + (0..3)] = Σe², Σw², Σ|e|, max|e| of row i, e = (w − a) − uv (uv may be NULL)
+__global__ void err_rows_kernel(const float *__restrict__ w, const float *__restrict__ a,
+                                const float *__restrict__ uv, int64_t C, double *__restrict__ part) {
+    __shared__ double sh[4][k_threads];
+    const int64_t i = blockIdx.x;
+    const float *wr = w + i * C, *ar = a ? a + i * C : NULL, *ur = uv ? uv + i * C : NULL;
+    double se = 0, sw = 0, sa = 0, mx = 0;
+    for (int64_t j = threadIdx.x; j < C; j += k_threads) {
+        float e = ar ? wr[j] - ar[j] : wr[j]; // a == NULL: a = 0 (w − 0 is w)
+        if (ur) e -= ur[j];
+        const double de = (double)e, dw = (double)wr[j];
+        se += de * de, sw += dw * dw, sa += fabs(de);
+        mx = fabs(de) > mx ? fabs(de) : mx;
+    }
+    sh[0][threadIdx.x] = se, sh[1][threadIdx.x] = sw, sh[2][threadIdx.x] = sa, sh[3][threadIdx.x] = mx;
+    __syncthreads();
+    for (int o = k_threads / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) {
+            sh[0][threadIdx.x] += sh[0][threadIdx.x + o];
+            sh[1][threadIdx.x] += sh[1][threadIdx.x + o];
+            sh[2][threadIdx.x] += sh[2][threadIdx.x + o];
+            const double y = sh[3][threadIdx.x + o];
+            sh[3][threadIdx.x] = y > sh[3][threadIdx.x] ? y : sh[3][threadIdx.x];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x < 4) part[4 * i + threadIdx.x] = sh[threadIdx.x][0];
+}
+
+// the CPU's moeq_err_finish (metrics_cpu.c): serial sum over rows, edge cases defined
+void err_finish(const double *part, int64_t R, int64_t C, moeq_err_metrics *m) {
+    double se = 0, sw = 0, sa = 0, mx = 0;
+    for (int64_t i = 0; i < R; i++) {
+        se += part[4 * i], sw += part[4 * i + 1], sa += part[4 * i + 2];
+        mx = part[4 * i + 3] > mx ? part[4 * i + 3] : mx;
+    }
+    const double n = (double)R * (double)C;
+    memset(m, 0, sizeof *m);
+    m->fro_err = sqrt(se), m->fro_ref = sqrt(sw);
+    m->mse = se / n, m->mean_abs = sa / n, m->max_abs = mx;
+    if (se == 0.0) {
+        m->rel_fro = 0.0, m->nmse = 0.0, m->sqnr_db = INFINITY;
+    } else if (sw == 0.0) {
+        m->rel_fro = INFINITY, m->nmse = INFINITY, m->sqnr_db = -INFINITY;
+    } else {
+        m->nmse = se / sw, m->rel_fro = sqrt(se / sw), m->sqnr_db = 10.0 * log10(sw / se);
+    }
+}
+
+// partials of w − a − U·V (a may be NULL = 0; u, v may be NULL when r == 0) into the host array part (R·4)
+moeq_status err_partials(const float *d_w, const float *d_a, const float *d_u, const float *d_v, int64_t R,
+                         int64_t C, int64_t r, double *part, cudaStream_t s) {
+    if (R > 0x7fffffff) return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics: %lld rows", (long long)R);
+    double *d_part = NULL;
+    float *uv = NULL;
+    moeq_status st = MOEQ_OK;
+    CUDA_GOTO(cudaMallocAsync((void **)&d_part, (size_t)R * 4 * sizeof(double), s), st, out);
+    if (r > 0) {
+        cublasHandle_t hb;
+        cusolverDnHandle_t hs;
+        MOEQ_GOTO(moeq_cuda_handles_(s, &hb, &hs), st, out);
+        const float one = 1.0f, zero = 0.0f;
+        CUDA_GOTO(cudaMallocAsync((void **)&uv, (size_t)(R * C) * sizeof(float), s), st, out);
+        // row-major UV (R, C) = column-major (C×R) = Vcol (C×r) · Ucol (r×R)
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &one, d_v, (int)C, d_u,
+                                (int)r, &zero, uv, (int)C),
+                    st, out);
+    }
+    err_rows_kernel<<<(unsigned)R, k_threads, 0, s>>>(d_w, d_a, uv, C, d_part);
+    CUDA_GOTO(cudaGetLastError(), st, out);
+    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * 4 * sizeof(double), cudaMemcpyDeviceToHost, s), st, out);
+    CUDA_GOTO(cudaStreamSynchronize(s), st, out);
+out:
+    if (uv) cudaFreeAsync(uv, s);
+    if (d_part) cudaFreeAsync(d_part, s);
+    return st;
+}
+
+} // namespace
+
+extern "C" moeq_status moeq_metrics_error_lowrank_cuda(const float *d_w, const float *d_a, const float *d_u,
+                                                       const float *d_v, int64_t R, int64_t C, int64_t r,
+                                                       moeq_err_metrics *m, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (!d_w || !d_a || !m || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!d_u || !d_v)))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics_lowrank: bad arguments");
+    MOEQ_TRY(moeq_check_finite_cuda(d_w, R, C, "metrics: reference", stream));
+    MOEQ_TRY(moeq_check_finite_cuda(d_a, R, C, "metrics: approximation", stream));
+    double *part = (double *)malloc((size_t)R * 4 * sizeof(double));
+    if (!part) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "metrics: %lld rows", (long long)R);
+    const moeq_status st = err_partials(d_w, d_a, d_u, d_v, R, C, r, part, s);
+    if (st == MOEQ_OK) err_finish(part, R, C, m);
+    free(part);
+    return st;
+}
+
+extern "C" moeq_status moeq_metrics_error_cuda(const float *d_w, const float *d_approx, int64_t R, int64_t C,
+                                               moeq_err_metrics *m, void *stream) {
+    if (!d_w || !d_approx || !m || R <= 0 || C <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics: bad arguments");
+    return moeq_metrics_error_lowrank_cuda(d_w, d_approx, NULL, NULL, R, C, 0, m, stream);
+}
+
+// ‖e − U·V‖_F: the CPU computes d = (double)(e − uv) per element, exactly the Σe² partial with w = e, a = uv;
+// here a = NULL (0) and uv = U·V: e − uv is the same fp32 value.
+extern "C" moeq_status moeq_metrics_fro_lowrank_cuda(const float *d_e, const float *d_u, const float *d_v,
+                                                     int64_t R, int64_t C, int64_t r, double *fro, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (!d_e || !fro || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!d_u || !d_v)))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "fro_lowrank: bad arguments");
+    double *part = (double *)malloc((size_t)R * 4 * sizeof(double));
+    moeq_status st = MOEQ_OK;
+    if (!part) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "fro_lowrank: %lld rows", (long long)R);
+    MOEQ_GOTO(err_partials(d_e, NULL, d_u, d_v, R, C, r, part, s), st, out);
+    {
+        double acc = 0;
+        for (int64_t i = 0; i < R; i++) acc += part[4 * i];
+        *fro = sqrt(acc);
+        if (!isfinite(*fro)) st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "fro_lowrank: non-finite error norm");
+    }
+out:
+    free(part);
+    return st;
+}
