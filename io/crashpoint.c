@@ -12,6 +12,7 @@ static atomic_int g_init = 0;
 static char g_point[64];
 static long g_n = 0;
 static atomic_long g_count = 0;
+static int g_sig = SIGKILL;
 
 void moeq_crashpoint(const char *point) {
     if (!atomic_exchange(&g_init, 1)) {
@@ -22,10 +23,14 @@ void moeq_crashpoint(const char *point) {
             g_point[colon - v] = '\0';
             g_n = atol(colon + 1);
         }
+        const char *sig = getenv("MOEQ_CRASH_SIGNAL"); // KILL (default), USR1 or TERM: a graceful stop
+        if (sig && !strcmp(sig, "USR1")) g_sig = SIGUSR1;
+        else if (sig && !strcmp(sig, "TERM")) g_sig = SIGTERM;
     }
     if (g_n <= 0 || strcmp(point, g_point) != 0) return;
     if (atomic_fetch_add(&g_count, 1) + 1 == g_n) {
-        fprintf(stderr, "moeq: MOEQ_CRASH_AT=%s:%ld reached: SIGKILL\n", g_point, g_n);
-        kill(getpid(), SIGKILL);
+        fprintf(stderr, "moeq: MOEQ_CRASH_AT=%s:%ld reached: %s\n", g_point, g_n,
+                g_sig == SIGKILL ? "SIGKILL" : g_sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM");
+        kill(getpid(), g_sig);
     }
 }

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,7 +154,22 @@ static moeq_status prepare_rank0(run_state *s) {
     char *sj = shards_json(s->cat);
     m.shards_json = sj;
     double t0 = now_s();
-    moeq_status st = moeq_artifact_create(s->partial, &m, s->e, p->n_tensors);
+    // The skeleton is written under a temporary name and renamed when complete and durable, so a kill while
+    // it is being written never leaves a damaged ARTIFACT.partial that --resume would refuse.
+    char *tmp = concat(s->partial, ".creating");
+    moeq_status st = tmp ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    if (st == MOEQ_OK) {
+        unlink(tmp);
+        st = moeq_artifact_create(tmp, &m, s->e, p->n_tensors);
+    }
+    if (st == MOEQ_OK) {
+        int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0 || rename(tmp, s->partial) != 0)
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot make the skeleton durable as %s: %s", tmp, s->partial, strerror(errno));
+        if (fd >= 0) close(fd);
+    }
+    if (tmp && st != MOEQ_OK) unlink(tmp);
+    free(tmp);
     free(sj);
     if (st == MOEQ_OK) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
     if (st == MOEQ_OK)
@@ -200,6 +216,23 @@ static moeq_status verify_done(run_state *s) {
         }
     moeq_free(&sums), moeq_free(&bad), moeq_free(&bad_all);
     return st;
+}
+
+// ---- graceful stop (Slurm: --signal=B:USR1@300 forwarded by the batch script; scancel/timeout: TERM) ----
+// The handler only sets a flag. The coordinator polls it (should_stop), stops handing out units, tells
+// every rank to stop at its next unit boundary, journals what finishes, and the run exits with
+// MOEQ_EXIT_REQUEUE (75) so the job can be requeued and resumed. Repeated signals change nothing (mpirun
+// may deliver one to a rank more than once); a batch system that wants the job gone sends SIGKILL, which
+// --resume also survives.
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (!g_stop_signal) g_stop_signal = sig;
+}
+
+static int should_stop_cb(void *user) {
+    (void)user;
+    return g_stop_signal != 0;
 }
 
 // ---- queue callbacks ----
@@ -392,6 +425,12 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     // Ranks (one per core or GPU) are the parallelism; BLAS/LAPACK run single-threaded inside a rank. Besides
     // avoiding oversubscription, this is what makes the rSVD bit-identical whatever the rank count:
     // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     moeq_blas_set_threads(1);
     const int n_threads = moeq_threads_default();
     MOEQ_LOG(MOEQ_LOG_DBG, "%d OpenMP thread(s) per rank", n_threads);
@@ -484,6 +523,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         .work = work_cb,
         .on_result = result_cb,
         .on_progress = progress_cb,
+        .should_stop = should_stop_cb,
         .progress_s = o->progress_s,
         .user = &s,
     };
@@ -516,6 +556,14 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         for (int u = 0; u < p->n_units; u++) all_done &= s.done[u] != 0;
         if (st != MOEQ_OK) {
             exit_code = moeq_cli_fail("quantize", st);
+        } else if (!all_done && g_stop_signal && !s.n_given_up) {
+            int left = 0;
+            for (int u = 0; u < p->n_units; u++) left += !s.done[u];
+            fprintf(stderr,
+                    "moeq quantize: stopped by signal %d: %d unit(s) finished in this run and journaled, %d left\n"
+                    "---> HINT: run the same command with --resume (exit code %d asks a batch system to requeue)\n",
+                    (int)g_stop_signal, s.n_done_now, left, MOEQ_EXIT_REQUEUE);
+            exit_code = MOEQ_EXIT_REQUEUE;
         } else if (!all_done) {
             fprintf(stderr,
                     "moeq quantize: error: %d unit(s) could not be completed; first failure: %s\n---> HINT: fix the cause "

@@ -12,7 +12,10 @@
 
 #include "partition.h"
 
-enum { TAG_REQUEST = 7101, TAG_RESULT = 7102, TAG_ASSIGN = 7103 };
+enum { TAG_REQUEST = 7101, TAG_RESULT = 7102, TAG_ASSIGN = 7103, TAG_STOP = 7104 };
+// Graceful stop: when should_stop() first says yes, the coordinator sends TAG_STOP (0 bytes) to every rank
+// still working, so that static lists end at the next unit boundary too; every later stop assignment then
+// carries a[1] = 1, telling the worker that a TAG_STOP is (or will be) there to drain.
 
 static double now_s(void) {
     struct timespec ts;
@@ -46,11 +49,11 @@ static void *coordinator(void *arg) {
     const moeq_queue_cfg *cfg = s->cfg;
     const int n = cfg->n_units;
     int *queue = malloc(sizeof(int) * (size_t)(2 * n + 1)), *attempts = calloc((size_t)n + 1, sizeof(int));
-    int *parked = malloc(sizeof(int) * (size_t)s->n_ranks);
+    int *parked = malloc(sizeof(int) * (size_t)s->n_ranks), *gone = calloc((size_t)s->n_ranks, sizeof(int));
     unsigned char *buf = malloc(cfg->result_max_bytes + 2 * sizeof(int));
-    if (!queue || !attempts || !parked || !buf) {
+    if (!queue || !attempts || !parked || !gone || !buf) {
         s->st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "queue coordinator: %d units", n);
-        free(queue), free(attempts), free(parked), free(buf);
+        free(queue), free(attempts), free(parked), free(gone), free(buf);
         MPI_Abort(cfg->comm, 5); // cannot coordinate: nobody would ever be told to stop
         return NULL;
     }
@@ -67,16 +70,24 @@ static void *coordinator(void *arg) {
     while (stopped < s->n_ranks) {
         int flag = 0;
         MPI_Status ms;
-        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, cfg->comm, &flag, &ms);
-        if (cfg->should_stop && !stopping && cfg->should_stop(cfg->user)) stopping = 1;
+        // Only the two tags the coordinator serves: TAG_STOP sent to rank 0 itself would otherwise head the
+        // queue of matches forever (found by a hang of a SIGUSR1-stopped dynamic run).
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, cfg->comm, &flag, &ms);
+        if (!flag) MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQUEST, cfg->comm, &flag, &ms);
+        if (cfg->should_stop && !stopping && cfg->should_stop(cfg->user)) {
+            stopping = 1;
+            for (int r = 0; r < s->n_ranks; r++)
+                if (!gone[r]) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, cfg->comm);
+        }
         if (cfg->on_progress && cfg->progress_s > 0 && now_s() - last >= cfg->progress_s) {
             cfg->on_progress(0, cfg->user);
             last = now_s();
         }
         if (stopping && n_parked) { // release everyone waiting
             for (int k = 0; k < n_parked; k++) {
-                int stop[2] = {-1, 0};
+                int stop[2] = {-1, 1};
                 MPI_Send(stop, 2, MPI_INT, parked[k], TAG_ASSIGN, cfg->comm);
+                gone[parked[k]] = 1;
                 stopped++;
             }
             n_parked = 0;
@@ -95,8 +106,9 @@ static void *coordinator(void *arg) {
                 a[1] = ++attempts[a[0]];
                 MPI_Send(a, 2, MPI_INT, from, TAG_ASSIGN, cfg->comm);
             } else if (stopping || outstanding == 0) {
-                int stop[2] = {-1, 0};
+                int stop[2] = {-1, stopping};
                 MPI_Send(stop, 2, MPI_INT, from, TAG_ASSIGN, cfg->comm);
+                gone[from] = 1;
                 stopped++;
             } else {
                 parked[n_parked++] = from; // retries may still come
@@ -128,8 +140,9 @@ static void *coordinator(void *arg) {
             }
             if (outstanding == 0 && n_parked) {
                 for (int k = 0; k < n_parked; k++) {
-                    int stop[2] = {-1, 0};
+                    int stop[2] = {-1, stopping};
                     MPI_Send(stop, 2, MPI_INT, parked[k], TAG_ASSIGN, cfg->comm);
+                    gone[parked[k]] = 1;
                     stopped++;
                 }
                 n_parked = 0;
@@ -137,7 +150,7 @@ static void *coordinator(void *arg) {
         }
     }
     if (cfg->on_progress) cfg->on_progress(1, cfg->user);
-    free(queue), free(attempts), free(parked), free(buf);
+    free(queue), free(attempts), free(parked), free(gone), free(buf);
     return NULL;
 }
 
@@ -184,17 +197,27 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
             threaded = 1;
     }
     if (st == MOEQ_OK) {
+        int got_stop = 0;
         if (cfg->schedule == MOEQ_SCHEDULE_STATIC)
-            for (int u = 0; u < cfg->n_units; u++)
+            for (int u = 0; u < cfg->n_units && !got_stop; u++)
                 if (owner[u] == rank && !(cfg->skip && cfg->skip[u])) {
-                    // a graceful stop on the coordinator does not reach static lists: they are short per rank
+                    int f = 0;
+                    MPI_Iprobe(0, TAG_STOP, cfg->comm, &f, MPI_STATUS_IGNORE); // graceful stop: at a unit boundary
+                    if (f) {
+                        MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
+                        got_stop = 1;
+                        break;
+                    }
                     send_result(cfg, u, 0, msg);
                 }
         for (;;) {
             int a[2];
             MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_REQUEST, cfg->comm);
             MPI_Recv(a, 2, MPI_INT, 0, TAG_ASSIGN, cfg->comm, MPI_STATUS_IGNORE);
-            if (a[0] < 0) break;
+            if (a[0] < 0) {
+                if (a[1] && !got_stop) MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
+                break;
+            }
             send_result(cfg, a[0], a[1], msg);
         }
     }

@@ -62,6 +62,21 @@ for point in prepared:1 unit-durable:3 journaled:7 journaled:41 sealed:1; do
     cmp "$tmp/r1.h5" "$tmp/k.h5" || fail "resumed artifact after a crash at $point differs"
 done
 
+# ---- graceful stop (SIGUSR1/SIGTERM as Slurm sends them) on rank 0 at a fixed point: units in flight finish
+# and are journaled, exit 75 (requeue), and --resume completes to the identical artifact; both schedules ----
+for spec in "dynamic USR1 journaled:6" "static TERM journaled:9"; do
+    set -- $spec
+    rm -f "$tmp/k.h5"*
+    set +e
+    MOEQ_CRASH_SIGNAL=$2 MOEQ_CRASH_AT=$3 q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" --schedule $1 >"$tmp/k.log" 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 75 ] || { cat "$tmp/k.log"; fail "graceful stop ($spec) must exit 75, got $rc"; }
+    grep -q "stopped by signal" "$tmp/k.log" || fail "graceful stop message ($spec)"
+    q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" --schedule $1 --resume >/dev/null 2>&1 || fail "resume after $spec"
+    cmp "$tmp/r1.h5" "$tmp/k.h5" || fail "resumed artifact after a graceful stop ($spec) differs"
+done
+
 # ---- resume with another recipe is refused, the partial run is kept ----
 rm -f "$tmp/k.h5"*
 set +e
