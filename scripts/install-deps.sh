@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(cmake make gcc pkg-config git
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libcmocka-dev libopenblas-dev liblapacke-dev libjansson-dev libyaml-dev libxxhash-dev
-      gnuplot-nox)
+      gnuplot-nox
+      slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
