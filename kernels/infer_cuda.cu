@@ -161,7 +161,7 @@ __device__ __forceinline__ void decode_unit(uint32_t w0, uint32_t w1, uint32_t w
         for (int i = 0; i < 4; i++) {
             const int sh = 24 * b + 3 * i - 4; // stream bit of code 8b+i, minus 4
             uint32_t X;
-            if (sh < 0) X = w0 << 4;
+            if (sh < 0) X = w0 << (-sh);
             else if (sh == 0) X = w0;
             else if (sh < 32) X = __funnelshift_r(w0, w1, sh);
             else if (sh == 32) X = w1;
