@@ -64,6 +64,12 @@ moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, co
     (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)stream;
     return MOEQ_NO_CUDA("rsvd_cuda");
 }
+moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                              float *d_u, float *d_v, float *d_s, int method, int check_finite, void *stream) {
+    (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)method, (void)check_finite;
+    (void)stream;
+    return MOEQ_NO_CUDA("rsvd_ex_cuda");
+}
 moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
                                   float *d_u, float *d_v, float *d_s, void *stream) {
     (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)stream;

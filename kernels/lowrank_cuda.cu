@@ -97,15 +97,40 @@ extern "C" moeq_status moeq_rsvd_omega_cuda(uint64_t seed, uint64_t stream_id, i
     return MOEQ_OK;
 }
 
-extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
-                                      const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
-                                      void *stream) {
-    cudaStream_t s = (cudaStream_t)stream;
+// Orthonormalisation of the column-major M×k matrix x (ld M) in place.
+//   Householder (fast == 0): cuSOLVER geqrf + orgqr (the CPU's LAPACK method).
+//   CholeskyQR2 (fast == 1): twice { G = xᵀx (gemm), G = RᵀR (potrf), x <- x·R⁻¹ (trsm) }: three small launches
+//   instead of two long panel factorisations (but see the measured times in bench/README.md); stable while cond(x) << 1/√eps_fp32 (~3000), which holds for
+//   the range finder's A·Ω and A·Q (cond ≈ σ1/σk); a failed Cholesky sets its info and the caller redoes the
+//   whole SVD with Householder.
+namespace {
+moeq_status orth(cublasHandle_t hb, cusolverDnHandle_t hs, int fast, float *x, int64_t M, int64_t k, float *tau,
+                 float *g, float *work, int lwork, int *d_info, cudaStream_t s) {
+    if (!fast) return qr_inplace(hs, x, M, k, tau, work, lwork, d_info);
+    const float one = 1.0f, zero = 0.0f;
+    for (int pass = 0; pass < 2; pass++) {
+        // G = xᵀx as a GEMM (syrk measured 2x slower than Householder overall on 7168x32 panels on an H100)
+        CUBLAS_TRY(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)k, (int)M, &one, x, (int)M, x, (int)M, &zero,
+                               g, (int)k));
+        CUSOLVER_TRY(cusolverDnSpotrf(hs, CUBLAS_FILL_MODE_UPPER, (int)k, g, (int)k, work, lwork, d_info + 3));
+        CUBLAS_TRY(cublasStrsm(hb, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT,
+                               (int)M, (int)k, &one, g, (int)k, x, (int)M));
+    }
+    (void)s;
+    return MOEQ_OK;
+}
+
+// fast == 0: the reference port (Householder QR, gesvdj of the n×k Bᵀ). fast == 1: CholeskyQR2 for every
+// orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (gesvdj), Vb = Qz·Ur. Returns MOEQ_ERR_NUMERIC with
+// *chol_failed = 1 when a Cholesky factorisation failed (the caller retries with fast == 0).
+moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *d_u,
+                      float *d_v, float *d_s, int fast, int check, cudaStream_t s, int *chol_failed) {
+    *chol_failed = 0;
     if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) || p->oversample < 0 ||
         p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
                          (long long)r);
-    MOEQ_TRY(moeq_check_finite_cuda(d_a, m, n, "rsvd", stream));
+    if (check) MOEQ_TRY(moeq_check_finite_cuda(d_a, m, n, "rsvd", s));
     const int64_t mn = m < n ? m : n;
     const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
     cublasHandle_t hb;
@@ -116,27 +141,35 @@ extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, in
     moeq_status st = MOEQ_OK;
     float *mem = NULL;
     int *d_info = NULL, h_info[4] = {0, 0, 0, 0};
-    int lw_qm = 0, lw_qn = 0, lw_om = 0, lw_on = 0, lw_svd = 0;
+    int lw_qm = 0, lw_qn = 0, lw_om = 0, lw_on = 0, lw_svd = 0, lw_chol = 0;
     const float one = 1.0f, zero = 0.0f;
     // workspace sizes (queried with NULL data pointers: the sizes depend only on the shapes)
     CUSOLVER_GOTO(cusolverDnSgeqrf_bufferSize(hs, (int)m, (int)k, NULL, (int)m, &lw_qm), st, out);
     CUSOLVER_GOTO(cusolverDnSgeqrf_bufferSize(hs, (int)n, (int)k, NULL, (int)n, &lw_qn), st, out);
     CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)m, (int)k, (int)k, NULL, (int)m, NULL, &lw_om), st, out);
     CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)n, (int)k, (int)k, NULL, (int)n, NULL, &lw_on), st, out);
-    CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, NULL, (int)n,
-                                               NULL, NULL, (int)n, NULL, (int)k, &lw_svd, gj),
-                  st, out);
+    CUSOLVER_GOTO(cusolverDnSpotrf_bufferSize(hs, CUBLAS_FILL_MODE_UPPER, (int)k, NULL, (int)k, &lw_chol), st, out);
+    if (fast)
+        CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)k, (int)k, NULL, (int)k, NULL,
+                                                   NULL, (int)k, NULL, (int)k, &lw_svd, gj),
+                      st, out);
+    else
+        CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, NULL, (int)n,
+                                                   NULL, NULL, (int)n, NULL, (int)k, &lw_svd, gj),
+                      st, out);
     {
         int lwork = lw_qm;
         lwork = lw_qn > lwork ? lw_qn : lwork;
         lwork = lw_om > lwork ? lw_om : lwork;
         lwork = lw_on > lwork ? lw_on : lwork;
         lwork = lw_svd > lwork ? lw_svd : lwork;
-        // one block: Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Ub (k·k) | S (k) | tau (k) | work (lwork) | infos
-        const size_t nf = (size_t)(n * k) * 2 + (size_t)(m * k) + (size_t)(k * k) + 2 * (size_t)k + (size_t)lwork;
+        lwork = lw_chol > lwork ? lw_chol : lwork;
+        // one block: Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub (k·k) | Rz, Ur (2·k·k) | G (k·k) | S (k) | tau (k)
+        //            | work (lwork) | infos
+        const size_t nf = (size_t)(n * k) * 3 + (size_t)(m * k) + 4 * (size_t)(k * k) + 2 * (size_t)k + (size_t)lwork;
         CUDA_GOTO(cudaMallocAsync((void **)&mem, nf * sizeof(float) + 64, s), st, out);
-        float *z = mem, *y = z + n * k, *vb = y + m * k, *ub = vb + n * k, *S = ub + k * k, *tau = S + k,
-              *work = tau + k;
+        float *z = mem, *y = z + n * k, *vb = y + m * k, *bt = vb + n * k, *ub = bt + n * k, *rz = ub + k * k,
+              *ur = rz + k * k, *g = ur + k * k, *S = g + k * k, *tau = S + k, *work = tau + k;
         d_info = (int *)(mem + nf);
         CUDA_GOTO(cudaMemsetAsync(d_info, 0, 4 * sizeof(int), s), st, out);
         omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, s>>>(p->seed, p->stream, n * k, z);
@@ -145,26 +178,42 @@ extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, in
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z, (int)n,
                                 &zero, y, (int)m),
                     st, out);
-        MOEQ_GOTO(qr_inplace(hs, y, m, k, tau, work, lwork, d_info), st, out);
+        MOEQ_GOTO(orth(hb, hs, fast, y, m, k, tau, g, work, lwork, d_info, s), st, out);
         for (int it = 0; it < p->power_iters; it++) {
             // Z (n×k) = Aᵀ·Q
             CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y,
                                     (int)m, &zero, z, (int)n),
                         st, out);
-            MOEQ_GOTO(qr_inplace(hs, z, n, k, tau, work, lwork, d_info), st, out);
+            MOEQ_GOTO(orth(hb, hs, fast, z, n, k, tau, g, work, lwork, d_info, s), st, out);
             // Y (m×k) = A·Z
             CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z,
                                     (int)n, &zero, y, (int)m),
                         st, out);
-            MOEQ_GOTO(qr_inplace(hs, y, m, k, tau, work, lwork, d_info), st, out);
+            MOEQ_GOTO(orth(hb, hs, fast, y, m, k, tau, g, work, lwork, d_info, s), st, out);
         }
-        // Bᵀ (n×k) = Aᵀ·Q, then Bᵀ = Vb·diag(S)·Ubᵀ
+        // Bᵀ (n×k) = Aᵀ·Q
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y, (int)m,
-                                &zero, z, (int)n),
+                                &zero, fast ? bt : z, (int)n),
                     st, out);
-        CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, z, (int)n, S, vb, (int)n,
-                                        ub, (int)k, work, lwork, d_info + 2, gj),
-                      st, out);
+        if (!fast) {
+            // Bᵀ = Vb·diag(S)·Ubᵀ
+            CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, z, (int)n, S, vb, (int)n,
+                                            ub, (int)k, work, lwork, d_info + 2, gj),
+                          st, out);
+        } else {
+            // Bᵀ = Qz·Rz with Qz = cholqr2(Bᵀ) and Rz = Qzᵀ·Bᵀ (k×k); Rz = Ur·diag(S)·Ubᵀ; Vb = Qz·Ur
+            CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
+            MOEQ_GOTO(orth(hb, hs, 1, z, n, k, tau, g, work, lwork, d_info, s), st, out);
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)k, (int)n, &one, z, (int)n, bt, (int)n,
+                                    &zero, rz, (int)k),
+                        st, out);
+            CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)k, (int)k, rz, (int)k, S, ur, (int)k,
+                                            ub, (int)k, work, lwork, d_info + 2, gj),
+                          st, out);
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)k, &one, z, (int)n, ur, (int)k,
+                                    &zero, vb, (int)n),
+                        st, out);
+        }
         // uᵀ (r×m, ld r) = Ub[:, :r]ᵀ·Qᵀ
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, (int)k, &one, ub, (int)k, y, (int)m,
                                 &zero, d_u, (int)r),
@@ -173,18 +222,41 @@ extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, in
         CUDA_GOTO(cudaGetLastError(), st, out);
         CUDA_GOTO(cudaMemcpyAsync(h_info, d_info, 4 * sizeof(int), cudaMemcpyDeviceToHost, s), st, out);
         CUDA_GOTO(cudaStreamSynchronize(s), st, out);
-        if (h_info[0] || h_info[1])
+        if (h_info[3]) {
+            *chol_failed = 1;
+            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "rsvd: CholeskyQR2 (%lld x %lld): potrf info=%d (ill-conditioned basis)",
+                           (long long)m, (long long)k, h_info[3]);
+        } else if (h_info[0] || h_info[1])
             st = MOEQ_FAIL(h_info[0] < 0 || h_info[1] < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
                            "rsvd: cuSOLVER QR (%lld x %lld): geqrf info=%d orgqr info=%d", (long long)m,
                            (long long)k, h_info[0], h_info[1]);
         else if (h_info[2])
             st = MOEQ_FAIL(h_info[2] < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
-                           "rsvd: cuSOLVER gesvdj of B^T (%lld x %lld): info=%d%s", (long long)n, (long long)k,
+                           "rsvd: cuSOLVER gesvdj (%lld x %lld): info=%d%s", (long long)(fast ? k : n), (long long)k,
                            h_info[2], h_info[2] > 0 ? " (did not converge)" : "");
     }
 out:
     if (mem) cudaFreeAsync(mem, s);
     cusolverDnDestroyGesvdjInfo(gj);
+    return st;
+}
+} // namespace
+
+extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                      const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                      void *stream) {
+    int cf = 0;
+    return rsvd_impl(d_a, m, n, r, p, d_u, d_v, d_s, 0, 1, (cudaStream_t)stream, &cf);
+}
+
+extern "C" moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                         const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s, int method,
+                                         int check_finite, void *stream) {
+    int cf = 0;
+    moeq_status st =
+        rsvd_impl(d_a, m, n, r, p, d_u, d_v, d_s, method == 1, check_finite, (cudaStream_t)stream, &cf);
+    if (st != MOEQ_OK && cf) // an ill-conditioned basis: the Householder path is unconditionally stable
+        st = rsvd_impl(d_a, m, n, r, p, d_u, d_v, d_s, 0, 0, (cudaStream_t)stream, &cf);
     return st;
 }
 

@@ -4,7 +4,7 @@
 // unit, G not a multiple of 8 lanes). Tolerances (kernels/README.md, "CUDA backend"):
 //   RTN, HQQ: codes identical except rounding ties (counted; fraction <= k_max_tie_frac, each off by 1),
 //     scales and zeros bit-identical; dequantize, residual, pack/unpack, factor round trip: bit-identical;
-//   Ω: bit-identical;  rSVD: ‖A − UV‖_F within k_rsvd_rel_tol of the CPU's, singular values within
+//   Ω: bit-identical;  rSVD (Householder and CholeskyQR2 variants): ‖A − UV‖_F within k_rsvd_rel_tol of the CPU's, singular values within
 //     k_sv_rel_tol;  gesvdr: within k_gesvdr_rel_tol of the CPU rSVD's error;  MiLo: HQQ error within
 //     k_metric_rel_tol, best error within k_milo_rel_tol;  metrics: fp64 sums within k_metric_rel_tol.
 // Without a CUDA device every test prints "no CUDA device: skipped" and calls skip(), except the backend
@@ -269,6 +269,15 @@ static void test_rsvd_parity(void **state) {
         assert_int_equal(moeq_cuda_malloc(&d_u, sizeof(float) * m * r), MOEQ_OK);
         assert_int_equal(moeq_cuda_malloc(&d_v, sizeof(float) * r * n), MOEQ_OK);
         assert_int_equal(moeq_cuda_h2d(d_a, a, sizeof(float) * m * n), MOEQ_OK);
+        // the CholeskyQR2 method: same Ω, same subspace up to rounding
+        st = moeq_rsvd_ex_cuda(d_a, m, n, r, &p, d_u, d_v, NULL, 1, 1, NULL);
+        if (st != MOEQ_OK) fail_msg("rsvd_fast: %s", moeq_error_detail());
+        assert_int_equal(moeq_cuda_d2h(ug, d_u, sizeof(float) * m * r), MOEQ_OK);
+        assert_int_equal(moeq_cuda_d2h(vg, d_v, sizeof(float) * r * n), MOEQ_OK);
+        const double ef = lowrank_err(a, ug, vg, m, n, r);
+        printf("rsvd_fast (CholeskyQR2) %lldx%lld r%lld: |A-UV|_F %.8e (rel diff to cpu %.2e)\n", (long long)m,
+               (long long)n, (long long)r, ef, fabs(ef - ec) / ec);
+        if (fabs(ef - ec) > k_rsvd_rel_tol * ec) fail_msg("rsvd_fast error cpu %.8e cuda %.8e", ec, ef);
         moeq_rsvd_params pr = p;
         if (pr.oversample == 0) pr.oversample = 1;
         st = moeq_rsvd_gesvdr_cuda(d_a, m, n, r, &pr, d_u, d_v, NULL, NULL);
