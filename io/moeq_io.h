@@ -11,6 +11,7 @@
 #include "catalog.h"      // defines: moeq_catalog, moeq_tensor_info, moeq_tensor_classify, moeq_arch_expected_tensors
 #include "recipe.h"       // defines: moeq_recipe, moeq_qsettings, moeq_recipe_resolve
 #include "artifact.h"     // defines: moeq_artifact_entry, moeq_artifact_create/layout/seal, moeq_tensor_result
+#include "artifact_read.h" // defines: moeq_artifact_info_read, moeq_artifact_read_records/_dataset, moeq_artifact_verify_buffers
 #include "journal.h"      // defines: moeq_journal (append-only completion records)
 #include "crashpoint.h"   // defines: moeq_crashpoint (MOEQ_CRASH_AT test seam)
 

@@ -1,0 +1,230 @@
+// artifact_read.c: reading a moeq artifact back (see artifact_read.h). HDF5 only for metadata (root and
+// per-tensor attributes, dataset offsets and sizes); data bytes with pread. Does not interpret the
+// datasets (workers/eval_unit.c decodes them) and never writes.
+#include "artifact_read.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
+#include "sysio.h" // defines: moeq_pread_full
+
+static const char *const ds_names[MOEQ_DS_COUNT] = {"codes", "scale", "zero", "U", "U_scale", "V", "V_scale", "data"};
+
+// ---- attribute readers (missing attribute: -1) ----
+
+static herr_t attr_u64(hid_t o, const char *n, uint64_t *v) {
+    if (H5Aexists(o, n) <= 0) return -1;
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, H5T_NATIVE_UINT64, v);
+    H5Aclose(a);
+    return rc;
+}
+
+static herr_t attr_i64(hid_t o, const char *n, int64_t *v) {
+    if (H5Aexists(o, n) <= 0) return -1;
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, H5T_NATIVE_INT64, v);
+    H5Aclose(a);
+    return rc;
+}
+
+static herr_t attr_f64(hid_t o, const char *n, double *v) {
+    if (H5Aexists(o, n) <= 0) return -1;
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, H5T_NATIVE_DOUBLE, v);
+    H5Aclose(a);
+    return rc;
+}
+
+// Fixed-length string attribute; returns a new string (caller frees) or NULL.
+static char *attr_str(hid_t o, const char *n) {
+    if (H5Aexists(o, n) <= 0) return NULL;
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    hid_t t = H5Aget_type(a);
+    char *buf = NULL;
+    if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) {
+        size_t sz = H5Tget_size(t);
+        buf = calloc(1, sz + 1);
+        if (buf && H5Aread(a, t, buf) < 0) {
+            free(buf);
+            buf = NULL;
+        }
+    }
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return buf;
+}
+
+static char *dup_or_empty(char *s) {
+    char *d = MOEQ_STRDUP(s ? s : "");
+    free(s);
+    return d;
+}
+
+static hid_t open_ro(const char *path) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // errors come back as moeq_status with the call named
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return MOEQ_FAIL(errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: %s\n---> HINT: the artifact is "
+                         "what `moeq quantize --out` wrote", path, strerror(errno));
+    hid_t f = open_ro(path);
+    if (f < 0)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged (%llu bytes; a truncated artifact "
+                         "cannot be opened)\n---> HINT: quantize again, or copy the artifact again", path,
+                         (unsigned long long)sb.st_size);
+    moeq_status st = MOEQ_OK;
+    moeq_artifact_info *in = MOEQ_CALLOC(1, sizeof *in, "artifact info");
+    char *fmt = attr_str(f, "moeq_format");
+    if (!in) st = MOEQ_ERR_NOMEM;
+    else if (!fmt || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 || attr_i64(f, "moeq_format_version", &in->format_version) < 0)
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
+    else if (in->format_version != MOEQ_ARTIFACT_VERSION)
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d", path,
+                       (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
+    free(fmt);
+    if (st == MOEQ_OK) {
+        char *s = attr_str(f, "status");
+        snprintf(in->status, sizeof in->status, "%s", s ? s : "");
+        free(s);
+        in->moeq_version = dup_or_empty(attr_str(f, "moeq_version"));
+        in->recipe_text = dup_or_empty(attr_str(f, "recipe"));
+        in->recipe_path = dup_or_empty(attr_str(f, "recipe_path"));
+        in->source_config = dup_or_empty(attr_str(f, "source_config"));
+        in->source_dir = dup_or_empty(attr_str(f, "source_dir"));
+        if (!in->moeq_version || !in->recipe_text || !in->recipe_path || !in->source_config || !in->source_dir)
+            st = MOEQ_ERR_NOMEM;
+        else if (attr_u64(f, "plan_digest", &in->plan_digest) < 0 || attr_i64(f, "n_tensors", &in->n_tensors) < 0 ||
+                 attr_i64(f, "n_units", &in->n_units) < 0 || attr_u64(f, "artifact_checksum", &in->artifact_checksum) < 0)
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attributes plan_digest/n_tensors/n_units/artifact_checksum "
+                           "missing or damaged", path);
+        in->file_bytes = (uint64_t)sb.st_size;
+    }
+    H5Fclose(f);
+    if (st != MOEQ_OK) {
+        moeq_artifact_info_free(&in);
+        return st;
+    }
+    *out = in;
+    return MOEQ_OK;
+}
+
+void moeq_artifact_info_free(moeq_artifact_info **info) {
+    if (!info || !*info) return;
+    moeq_artifact_info *in = *info;
+    moeq_free(&in->moeq_version);
+    moeq_free(&in->recipe_text);
+    moeq_free(&in->recipe_path);
+    moeq_free(&in->source_config);
+    moeq_free(&in->source_dir);
+    moeq_free(info);
+}
+
+moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e, int n, moeq_artifact_record *rec) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", path, strerror(errno));
+    hid_t f = open_ro(path);
+    if (f < 0) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged", path);
+    moeq_status st = MOEQ_OK;
+    hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
+    if (tensors < 0) st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no /tensors group", path);
+    for (int i = 0; i < n && st == MOEQ_OK; i++) {
+        memset(&rec[i], 0, sizeof rec[i]);
+        rec[i].rel_fro_error = NAN;
+        hid_t g = H5Lexists(tensors, e[i].name, H5P_DEFAULT) > 0 ? H5Gopen2(tensors, e[i].name, H5P_DEFAULT) : -1;
+        if (g < 0) {
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' of the plan is missing (or its group is damaged)", path,
+                           e[i].name);
+            break;
+        }
+        char *s = attr_str(g, "status");
+        snprintf(rec[i].status, sizeof rec[i].status, "%s", s ? s : "");
+        free(s);
+        attr_f64(g, "rel_fro_error", &rec[i].rel_fro_error);
+        if (attr_u64(g, "checksum", &rec[i].checksum) < 0)
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': no checksum attribute", path, e[i].name);
+        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
+            if (!e[i].ds[d].present) continue;
+            hid_t ds = H5Lexists(g, ds_names[d], H5P_DEFAULT) > 0 ? H5Dopen2(g, ds_names[d], H5P_DEFAULT) : -1;
+            haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
+            hsize_t size = ds >= 0 ? H5Dget_storage_size(ds) : 0;
+            if (off == HADDR_UNDEF || size != e[i].ds[d].bytes)
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: missing or of the wrong size (%llu bytes, "
+                               "planned %llu)", path, e[i].name, ds_names[d], (unsigned long long)size,
+                               (unsigned long long)e[i].ds[d].bytes);
+            else if ((uint64_t)off + e[i].ds[d].bytes > (uint64_t)sb.st_size)
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: bytes [%llu, %llu) beyond the end of the "
+                               "file (%llu bytes): truncated artifact", path, e[i].name, ds_names[d],
+                               (unsigned long long)off, (unsigned long long)(off + e[i].ds[d].bytes),
+                               (unsigned long long)sb.st_size);
+            else if (attr_u64(ds, "xxh3", &rec[i].xxh3[d]) < 0)
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: no xxh3 attribute", path, e[i].name,
+                               ds_names[d]);
+            else
+                e[i].offset[d] = (uint64_t)off;
+            if (ds >= 0) H5Dclose(ds);
+        }
+        H5Gclose(g);
+    }
+    if (tensors >= 0) H5Gclose(tensors);
+    H5Fclose(f);
+    H5garbage_collect();
+    return st;
+}
+
+moeq_status moeq_artifact_read_dataset(int fd, const char *path, const moeq_artifact_entry *e, moeq_ds d, void *buf) {
+    if ((int)d < 0 || d >= MOEQ_DS_COUNT || !e->ds[d].present)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': no dataset %d", e->name, (int)d);
+    moeq_status st = moeq_pread_full(fd, buf, (size_t)e->ds[d].bytes, e->offset[d], path);
+    if (st != MOEQ_OK) return MOEQ_FAIL(st, "tensor '%s' dataset %s: %s", e->name, ds_names[d], moeq_error_detail());
+    return MOEQ_OK;
+}
+
+moeq_status moeq_artifact_verify_buffers(const char *path, const moeq_artifact_entry *e,
+                                         const moeq_artifact_record *rec, void *const bufs[MOEQ_DS_COUNT],
+                                         int *bad_ds) {
+    if (bad_ds) *bad_ds = -1;
+    XXH3_state_t *all = XXH3_createState();
+    if (!all) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "xxh3 state");
+    XXH3_64bits_reset(all);
+    moeq_status st = MOEQ_OK;
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+        if (!e->ds[d].present) continue;
+        const uint64_t h = XXH3_64bits(bufs[d], (size_t)e->ds[d].bytes);
+        XXH3_64bits_update(all, bufs[d], (size_t)e->ds[d].bytes);
+        if (h != rec->xxh3[d] && st == MOEQ_OK) {
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: checksum %016llx, recorded %016llx: the "
+                           "bytes changed after quantization (corrupted)", path, e->name, ds_names[d],
+                           (unsigned long long)h, (unsigned long long)rec->xxh3[d]);
+            if (bad_ds) *bad_ds = d;
+        }
+    }
+    const uint64_t t = XXH3_64bits_digest(all);
+    XXH3_freeState(all);
+    if (st == MOEQ_OK && t != rec->checksum) {
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': tensor checksum %016llx, recorded %016llx (a dataset "
+                       "checksum attribute was changed)", path, e->name, (unsigned long long)t,
+                       (unsigned long long)rec->checksum);
+        if (bad_ds) *bad_ds = MOEQ_DS_COUNT;
+    }
+    return st;
+}
