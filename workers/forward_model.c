@@ -282,15 +282,16 @@ moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64
 
 // ---- perplexity ----
 
-moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t window,
-                                 double *ce_mean, int64_t *n_scored, int64_t *route_counts) {
-    if (!m || !tokens || n <= 0 || window < 2 || !ce_mean || !n_scored)
+moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t window,
+                                         int64_t w0, int64_t w1, double *wsum_out, int64_t *route_counts) {
+    if (!m || !tokens || n <= 0 || window < 2 || !wsum_out || w0 < 0 || w1 < w0 || w1 > (n + window - 1) / window)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "perplexity: bad arguments (n=%lld window=%lld; the window must be >= 2)",
-                         (long long)n, (long long)window);
+                         "perplexity: bad arguments (n=%lld window=%lld windows [%lld, %lld); the window must be >= 2)",
+                         (long long)n, (long long)window, (long long)w0, (long long)w1);
     const moeq_model_config *c = &m->cfg;
     const int64_t V = c->vocab, L = c->n_layers, E = c->n_experts, K = c->top_k;
-    const int64_t nw = (n + window - 1) / window;
+    const int64_t nw = w1 - w0;
+    if (nw == 0) return MOEQ_OK;
     const int nth = omp_get_max_threads();
     // per thread: workspace | logits (W,V) | nll (W, double) | topk (L,W,K) int32 | counts (L,E) int64
     const size_t per_thread = (size_t)ws_floats(c, window) * sizeof(float) +
@@ -306,7 +307,7 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int
         return MOEQ_ERR_NOMEM;
     }
     moeq_status first_st = MOEQ_OK;
-    int64_t first_w = nw;
+    int64_t first_w = w1;
     char first_detail[1024] = "";
     const int blas_threads =
         nth > 1 ? moeq_blas_set_threads(1) : 0; // one sequence per thread: no nested BLAS threads
@@ -320,8 +321,8 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int
         int32_t *topk = (int32_t *)(nll + window);
         memset(cnt, 0, (size_t)(L * E) * sizeof(int64_t));
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t w = 0; w < nw; w++) {
-            const int64_t t0 = w * window, T = n - t0 < window ? n - t0 : window;
+        for (int64_t wi = 0; wi < nw; wi++) {
+            const int64_t w = w0 + wi, t0 = w * window, T = n - t0 < window ? n - t0 : window;
             moeq_status st = forward_seq(m, tokens + t0, T, logits, NULL, route_counts ? topk : NULL, ws);
             if (st == MOEQ_OK && T > 1) st = moeq_cross_entropy_cpu(logits, tokens + t0 + 1, T - 1, V, nll);
             if (st != MOEQ_OK) {
@@ -335,7 +336,7 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int
             }
             double s = 0;
             for (int64_t t = 0; t + 1 < T; t++) s += nll[t];
-            wsum[w] = s;
+            wsum[wi] = s;
             if (route_counts)
                 for (int64_t l = 0; l < L; l++)
                     for (int64_t i = 0; i < T * K; i++) {
@@ -354,6 +355,24 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int
         st = MOEQ_FAIL(st, "perplexity: window %lld (tokens %lld..): %s", (long long)first_w,
                        (long long)(first_w * window), first_detail);
     } else {
+        memcpy(wsum_out, wsum, (size_t)nw * sizeof(double));
+    }
+    moeq_free(&wsum);
+    moeq_free(&buf);
+    return st;
+}
+
+moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t window,
+                                 double *ce_mean, int64_t *n_scored, int64_t *route_counts) {
+    if (!m || !tokens || n <= 0 || window < 2 || !ce_mean || !n_scored)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "perplexity: bad arguments (n=%lld window=%lld; the window must be >= 2)",
+                         (long long)n, (long long)window);
+    const int64_t nw = (n + window - 1) / window;
+    double *wsum = MOEQ_CALLOC((size_t)nw, sizeof(double), "perplexity window sums");
+    if (!wsum) return MOEQ_ERR_NOMEM;
+    moeq_status st = moeq_eval_perplexity_windows(m, tokens, n, window, 0, nw, wsum, route_counts);
+    if (st == MOEQ_OK) {
         double total = 0;
         for (int64_t w = 0; w < nw; w++) total += wsum[w]; // window order: deterministic
         const int64_t scored = n - nw;                     // every token but the first of each window
@@ -361,7 +380,6 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int
         *ce_mean = scored > 0 ? total / (double)scored : 0.0;
     }
     moeq_free(&wsum);
-    moeq_free(&buf);
     return st;
 }
 

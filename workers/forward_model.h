@@ -86,6 +86,16 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, // 
                                  int64_t n, int64_t window, double *ce_mean, int64_t *n_scored,
                                  int64_t *route_counts); // (L, E) or NULL
 
+// The same protocol for windows [w0, w1) only (window w = tokens [w·window, min(n, (w+1)·window))):
+// wsum[w - w0] = sum over the window's scored tokens of -log softmax (nats, double). A window's sum does not
+// depend on which other windows are computed with it, so a distributed caller that splits windows across
+// ranks and adds the sums in window order gets moeq_eval_perplexity's numbers for any rank count.
+// route_counts as above (accumulated over these windows only).
+moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tokens, // (n)
+                                         int64_t n, int64_t window, int64_t w0, int64_t w1,
+                                         double *wsum,          // (w1 - w0)
+                                         int64_t *route_counts); // (L, E) or NULL
+
 // ---- MoE-block probes (original vs quantized) ----
 // Entry point of every probe: the residual stream entering a layer's FFN sub-block (moeq_forward_taps
 // .moe_in). From there each model applies its own post_attention_layernorm (the norms are not quantized,

@@ -1,0 +1,203 @@
+// eval_unit.c: one unit of `moeq eval` on one rank (see eval_unit.h): pread -> verify xxh3 -> decode
+// deq(Q) + U·V -> compare with the source weights in fp64 (kernels/metrics.h). Tensors stored as they came
+// are compared byte for byte with the source (an exact copy has error 0). Does not run the forward pass
+// (forward_model.c) and never writes.
+#include "eval_unit.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "moeq_kernels.h" // defines: moeq_qmat_dequantize_cpu, moeq_factor_dequantize_cpu, moeq_metrics_error_cpu
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// recon (R, C) += U (R, r) · V (r, C) in row panels of 256: the same calls as workers/quantize_matrix.c, so
+// the reconstruction (and the metrics) are bit-identical to what quantize measured.
+static void add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r) {
+    const int64_t P = 256;
+    for (int64_t i0 = 0; i0 < R; i0 += P) {
+        const int64_t np = R - i0 < P ? R - i0 : P;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)C, (int)r, 1.0f, u + i0 * r, (int)r, v,
+                    (int)C, 1.0f, recon + i0 * C, (int)C);
+    }
+}
+
+moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt, void *const bufs[MOEQ_DS_COUNT],
+                             float *out) {
+    if (pt->q.method == MOEQ_METHOD_NONE) {
+        const moeq_dtype dt = e->source_dtype;
+        if (dt != MOEQ_DTYPE_F32 && dt != MOEQ_DTYPE_F16 && dt != MOEQ_DTYPE_BF16)
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': stored as %s, which eval does not decode to fp32",
+                             e->name, moeq_dtype_name(dt));
+        return moeq_decode_cpu(dt, bufs[MOEQ_DS_DATA], out, pt->R * pt->C);
+    }
+    const int64_t R = pt->R, C = pt->C, r = pt->q.rank;
+    moeq_qmat q = {.bits = pt->q.bits, .R = R, .C = C, .G = pt->q.group, .codes = bufs[MOEQ_DS_CODES],
+                   .scale = bufs[MOEQ_DS_SCALE], .zero = bufs[MOEQ_DS_ZERO]};
+    MOEQ_TRY(moeq_qmat_dequantize_cpu(&q, out));
+    if (r <= 0) return MOEQ_OK;
+    const moeq_factor_type ft = pt->q.compensator == MOEQ_COMP_INT3 ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16;
+    float *u = MOEQ_MALLOC((size_t)(R * r) * sizeof(float), e->name);
+    float *v = MOEQ_MALLOC((size_t)(r * C) * sizeof(float), e->name);
+    moeq_status st = (u && v) ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_U], bufs[MOEQ_DS_U_SCALE], R * r, u);
+    if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_V], bufs[MOEQ_DS_V_SCALE], r * C, v);
+    if (st == MOEQ_OK) add_lowrank(out, u, v, R, C, r);
+    moeq_free(&u);
+    moeq_free(&v);
+    return st;
+}
+
+static void free_bufs(void *bufs[MOEQ_DS_COUNT]) {
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) moeq_free(&bufs[d]);
+}
+
+// Reads every present dataset of e into new buffers.
+static moeq_status read_all(int fd, const char *path, const moeq_artifact_entry *e, void *bufs[MOEQ_DS_COUNT]) {
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+        bufs[d] = NULL;
+        if (!e->ds[d].present) continue;
+        bufs[d] = MOEQ_MALLOC((size_t)(e->ds[d].bytes ? e->ds[d].bytes : 1), e->name);
+        if (!bufs[d]) return MOEQ_ERR_NOMEM;
+        MOEQ_TRY(moeq_artifact_read_dataset(fd, path, e, (moeq_ds)d, bufs[d]));
+    }
+    return MOEQ_OK;
+}
+
+static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
+    const moeq_plan_tensor *pt = &x->plan->t[i];
+    const moeq_tensor_info *t = &x->cat->t[pt->cat];
+    const moeq_artifact_entry *e = &x->entries[i];
+    const moeq_artifact_record *rec = &x->rec[i];
+    void *bufs[MOEQ_DS_COUNT] = {0};
+    float *w = NULL, *a = NULL;
+    void *src = NULL;
+    r->recorded_rel_fro = rec->rel_fro_error;
+    double t0 = now_s();
+    moeq_status st = read_all(x->fd, x->path, e, bufs);
+    x->seconds_read += now_s() - t0;
+    if (st != MOEQ_OK) goto done;
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) r->bytes += e->ds[d].present ? e->ds[d].bytes : 0;
+    x->bytes_read += r->bytes;
+    t0 = now_s();
+    int bad = -1;
+    if (moeq_artifact_verify_buffers(x->path, e, rec, bufs, &bad) != MOEQ_OK) { // integrity: this tensor's result
+        r->status = MOEQ_ERR_FORMAT;
+        r->bad_ds = bad;
+        snprintf(r->message, sizeof r->message, "%s", moeq_error_detail());
+        goto done;
+    }
+    if (strcmp(rec->status, "ok") != 0) {
+        r->status = MOEQ_ERR_NUMERIC;
+        snprintf(r->message, sizeof r->message, "tensor '%s' is recorded as %s", e->name, rec->status);
+        goto done;
+    }
+    if (pt->q.method == MOEQ_METHOD_NONE) { // stored as it came: the bytes must be the source's
+        src = MOEQ_MALLOC((size_t)(t->nbytes ? t->nbytes : 1), t->name);
+        if (!src) {
+            st = MOEQ_ERR_NOMEM;
+            goto done;
+        }
+        double t1 = now_s();
+        st = moeq_st_read_raw(x->cat->shards[t->shard], t->st, 0, t->nbytes, src);
+        x->seconds_read += now_s() - t1;
+        if (st != MOEQ_OK) goto done;
+        const int same = t->nbytes == e->ds[MOEQ_DS_DATA].bytes && !memcmp(src, bufs[MOEQ_DS_DATA], (size_t)t->nbytes);
+        r->rel_fro = r->nmse = r->max_abs = r->err2 = 0;
+        r->sqnr_db = INFINITY;
+        if (!same) {
+            r->status = MOEQ_ERR_FORMAT;
+            r->bad_ds = MOEQ_DS_DATA;
+            snprintf(r->message, sizeof r->message, "%s: tensor '%s' dataset data: stored as it came, but its bytes "
+                     "differ from the source checkpoint's", x->path, e->name);
+        }
+        goto done;
+    }
+    const size_t n = (size_t)(pt->R * pt->C);
+    w = MOEQ_MALLOC(n * sizeof(float), t->name);
+    a = MOEQ_MALLOC(n * sizeof(float), t->name);
+    if (!w || !a) {
+        st = MOEQ_ERR_NOMEM;
+        goto done;
+    }
+    double t1 = now_s();
+    st = moeq_catalog_read_f32(x->cat, pt->cat, w); // FP8 sources: block scales applied by the catalog
+    x->seconds_read += now_s() - t1;
+    if (st != MOEQ_OK) goto done;
+    st = moeq_eval_decode(e, pt, bufs, a);
+    moeq_err_metrics m;
+    if (st == MOEQ_OK) st = moeq_metrics_error_cpu(w, a, pt->R, pt->C, &m);
+    if (st != MOEQ_OK) goto done;
+    r->rel_fro = m.rel_fro;
+    r->sqnr_db = m.sqnr_db;
+    r->max_abs = m.max_abs;
+    r->nmse = m.nmse;
+    r->err2 = m.fro_err * m.fro_err;
+    r->ref2 = m.fro_ref * m.fro_ref;
+done: // an exact copy (method none) keeps ref2 = 0: its error adds nothing to any aggregate
+    x->seconds_compute += now_s() - t0;
+    free_bufs(bufs);
+    moeq_free(&w);
+    moeq_free(&a);
+    moeq_free(&src);
+    return st;
+}
+
+moeq_status moeq_eval_unit_run(moeq_eval_ctx *x, int u, moeq_eval_result *res) {
+    const moeq_unit *un = &x->plan->u[u];
+    moeq_status st = MOEQ_OK;
+    for (int k = 0; k < un->count && st == MOEQ_OK; k++) {
+        const int i = un->first + k;
+        moeq_eval_result *r = &res[k];
+        memset(r, 0, sizeof *r);
+        r->tensor = (uint32_t)i;
+        r->status = MOEQ_OK;
+        r->bad_ds = -1;
+        r->quantized = x->plan->t[i].q.method != MOEQ_METHOD_NONE;
+        r->numel = x->plan->t[i].R * x->plan->t[i].C;
+        r->rel_fro = r->sqnr_db = r->max_abs = r->nmse = NAN;
+        st = eval_tensor(x, i, r);
+    }
+    return st;
+}
+
+// ---- artifact-backed tensor provider ----
+
+moeq_status moeq_artifact_source_init(moeq_artifact_source *s, const moeq_catalog *cat, const moeq_plan *plan,
+                                      const moeq_artifact_entry *entries, int fd, const char *path) {
+    memset(s, 0, sizeof *s);
+    s->cat = cat, s->plan = plan, s->entries = entries, s->fd = fd, s->path = path;
+    s->plan_of_cat = MOEQ_MALLOC(sizeof(int) * (size_t)(cat->n_tensors ? cat->n_tensors : 1), "plan index");
+    if (!s->plan_of_cat) return MOEQ_ERR_NOMEM;
+    for (int i = 0; i < cat->n_tensors; i++) s->plan_of_cat[i] = -1;
+    for (int i = 0; i < plan->n_tensors; i++) s->plan_of_cat[plan->t[i].cat] = i;
+    return MOEQ_OK;
+}
+
+void moeq_artifact_source_free(moeq_artifact_source *s) {
+    if (s) moeq_free(&s->plan_of_cat);
+}
+
+moeq_status moeq_artifact_tensor_fn(void *ctx, const char *name, float *dst, int64_t numel) {
+    const moeq_artifact_source *s = ctx;
+    const int c = moeq_catalog_find(s->cat, name);
+    const int i = c >= 0 ? s->plan_of_cat[c] : -1;
+    if (i < 0) return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: tensor '%s' is not in the artifact", s->path, name);
+    const moeq_plan_tensor *pt = &s->plan->t[i];
+    if (pt->R * pt->C != numel)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has %lld elements, the model needs %lld", s->path, name,
+                         (long long)(pt->R * pt->C), (long long)numel);
+    void *bufs[MOEQ_DS_COUNT] = {0};
+    moeq_status st = read_all(s->fd, s->path, &s->entries[i], bufs);
+    if (st == MOEQ_OK) st = moeq_eval_decode(&s->entries[i], pt, bufs, dst);
+    free_bufs(bufs);
+    return st;
+}
