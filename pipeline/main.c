@@ -10,6 +10,7 @@ static const moeq_command *const commands[] = {
     &moeq_cmd_synth,
     &moeq_cmd_plan,
     &moeq_cmd_quantize,
+    &moeq_cmd_eval,
     &moeq_cmd_bench,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
