@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-BUILD_DIR=build-asan scripts/build.sh -DMOEQ_SANITIZE=ON -DMOEQ_CUDA=OFF -DCMAKE_BUILD_TYPE=Debug
+BUILD_DIR=build-asan scripts/build.sh -DMOEQ_SANITIZE=ON -DMOEQ_CUDA=OFF
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 cd build-asan
 ctest --output-on-failure --timeout 1200 "$@"
