@@ -361,6 +361,7 @@ static int run_cuda(FILE *out, const opts *o) {
         CK(cudaMalloc(&d_y0, sizeof(float) * (size_t)(MAX_BATCH * R)));
         CK(cudaMalloc(&d_y16, 2 * (size_t)(MAX_BATCH * R)));
         CK(cudaMalloc(&d_work, wbytes));
+        CK(cudaMemset(d_work, 0, wbytes)); // split-K counters start at zero (infer.h)
         if (!d_w16 || !d_x || !d_x16) goto fail;
         moeq_qlinear dq0 = dq;
         dq0.rank = 0;

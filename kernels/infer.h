@@ -52,7 +52,9 @@ moeq_status moeq_qlinear_matmul_cpu(const moeq_qlinear *ql, const float *x, // (
 // Agreement with the CPU reference is to fp16 operand rounding (relative error ~1e-3 per product, NMSE of
 // y ~1e-6 on random data). Deterministic: fixed split-K slices summed in a fixed order, no atomics, so
 // repeated calls give identical bits on the same device. `work` is device scratch of at least
-// moeq_qlinear_matmul_cuda_work_bytes(ql, B) bytes (16-byte aligned). Errors: MOEQ_ERR_ARG,
+// moeq_qlinear_matmul_cuda_work_bytes(ql, B) bytes (16-byte aligned), zeroed once before its first use
+// (cudaMemset): it holds split-K arrival counters that every call leaves at zero again; one `work` must
+// not be shared by calls running concurrently on different streams. Errors: MOEQ_ERR_ARG,
 // MOEQ_ERR_UNSUPPORTED, MOEQ_ERR_CUDA (launch failures, with file:line); without the CUDA backend the
 // function exists and returns MOEQ_ERR_UNSUPPORTED.
 moeq_status moeq_qlinear_matmul_cuda(const moeq_qlinear *ql, const float *x, // (B, C) device

@@ -5,19 +5,20 @@
 // Development notes and the versions tried: kernels/README.md "Inference kernel".
 //
 // Letters: B = batch, R = rows, C = cols, G = group (G % 32 == 0), r = rank.
-// Two launches on `stream`:
-//   1. prep:  xh = fp16(x) in the kernel's column order (below), tpart[kc] = x·V[:, kc-chunk]ᵀ per 1024
-//             columns (fp32), and zeroes the split-K arrival counters of launch 2.
+// One or two launches on `stream`:
+//   1. prep:  xh = fp16(x) in the kernel's pair order (below), and, when rank > 0, tpart[kc] = x·V[:, chunk
+//             kc]ᵀ per 2048 columns (fp32), one block per (chunk, j).
 //   2. qgemm: one warp per 16 rows × one K slice (S slices of whole 512-column steps). Per step each lane
 //             (g = lane/4, t = lane%4) loads 48 bytes (3 × 16-byte loads) of rows g and g+8: 128 codes at
-//             columns [128t, 128t+128) of the step; each 32-code unit decodes into 16 fp16x2 pairs and
-//             8 mma's. With S == 1 the warp finishes its rows itself; with S > 1 it stores fp32 partials
-//             and the last-arriving block of its row block sums the S partials in slice order.
+//             columns [128t, 128t+128) of the step (the next step's codes are loaded before this one is
+//             decoded); each 32-code unit decodes into 16 fp16x2 pairs and 8 mma's; xh is read through L1. With S == 1 the warp finishes its rows
+//             itself; with S > 1 it stores fp32 partials and the last-arriving block of its row block
+//             (arrival counters in `work`, left at zero after every call) sums the S partials in slice order.
 //   Epilogue: y = acc + Σ_j t[b][j]·U[row][j], t = Σ_kc tpart[kc] in chunk order (fp32).
 // Column order ("pairs"): the reduction order inside an mma is free, so each lane pairs code 8b+i with
 // code 8b+i+4 of a unit (b, i ∈ 0..3): their bit fields sit 12 bits apart, so one funnel shift puts the
 // first at bits 4..6 and the second at bits 16..18 of a word, and (word & 0x00070070) | 0x64006400 is two
-// fp16 numbers 1024 + 16·c_lo and 1024 + c_hi; x is stored in the same pair order by launch 1.
+// fp16 numbers 1024 + 16·c_lo and 1024 + c_hi; launch 1 stores x in the same pair order.
 // Determinism: no atomics on values; every sum has a fixed order (mma accumulation order within a warp is
 // fixed by the hardware, slices and chunks are summed in index order), so repeated calls are bit-identical.
 #include <cuda_fp16.h>
@@ -31,7 +32,7 @@ namespace {
 
 constexpr int kWarps = 4;         // warps per qgemm block (64 rows)
 constexpr int kStepCols = 512;    // columns per warp step (4 lanes t × 128)
-constexpr int kTChunk = 1024;     // columns per t-partial chunk
+constexpr int kTChunk = 2048;     // columns per t-partial chunk (8 warps × 256)
 constexpr int kTargetWarps = 2048; // split-K aims at about this many warps (132 SMs × ~16)
 
 struct plan {
@@ -78,11 +79,11 @@ struct args {
     const uint16_t *us, *vs;
     const float *x;   // (B, C)
     float *y;         // (B, R)
-    __half *xh;       // (B, C) pair order
     float *tpart;     // (KSt, B, r)
     float *part;      // (S, B, R)
     unsigned *cnt;    // (n_rb)
-    int64_t sps, S, KSt, n_rb, n_conv_blocks;
+    __half *xh;       // (B, C) fp16 in pair order
+    int64_t sps, S, KSt, n_rb, n_conv;
 };
 
 // Element i of a stored factor (fp16 or int3; lowrank.h).
@@ -92,47 +93,61 @@ __device__ __forceinline__ float factor_at(int ftype, const void *codes, const u
     return ((float)moeq_qcode_get(3, (const uint8_t *)codes, i) - 3.5f) * s;
 }
 
-// Column of pair p (0..15), half h (0 low, 1 high) inside a 32-code unit: code 8b+i (+4 for the high half).
-__device__ __forceinline__ int pair_col(int p, int h) { return 8 * (p >> 2) + (p & 3) + 4 * h; }
-
-// ---- launch 1: x -> fp16 pair order, t partials, counters ----
+// ---- launch 1: x -> fp16 pairs, t partials ----
+// Blocks [0, n_conv): xh[b] = fp16(x[b]) in pair order (one thread per pair). Blocks n_conv + kc·r + j: tpart[kc][b][j] = Σ over columns [kc·2048, kc·2048 + 2048) of x[b][k]·V[j][k]. Warp w takes
+// 256 columns (8 per lane, one 16-byte load of fp16 V), xor-shuffle tree per warp, then warps in order.
 __global__ void __launch_bounds__(256) prep_kernel(args a) {
-    const int64_t C = a.C, B = a.B;
-    if (blockIdx.x < a.n_conv_blocks) {
-        // one thread per fp16x2 pair of xh: (b, unit U, pair p)
-        const int64_t n_pairs = B * (C / 2);
-        const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-        if (blockIdx.x == 0)
-            for (int64_t i = threadIdx.x; i < a.n_rb; i += blockDim.x) a.cnt[i] = 0u;
-        if (e >= n_pairs) return;
-        const int64_t b = e / (C / 2), pg = e % (C / 2), U = pg / 16;
+    __shared__ float red[8][16];
+    if (blockIdx.x < a.n_conv) {
+        const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; // pair index in (B, C/2)
+        if (e >= a.B * (a.C / 2)) return;
+        const int64_t b = e / (a.C / 2), pg = e % (a.C / 2), U = pg / 16;
         const int p = (int)(pg % 16);
-        const float *xr = a.x + b * C + 32 * U;
-        ((__half2 *)a.xh)[e] = __floats2half2_rn(xr[pair_col(p, 0)], xr[pair_col(p, 1)]);
+        const float *xr = a.x + b * a.C + 32 * U + 8 * (p >> 2) + (p & 3); // code 8q+i and 8q+i+4
+        ((__half2 *)a.xh)[e] = __floats2half2_rn(xr[0], xr[4]);
         return;
     }
-    // t partial of chunk kc: tpart[kc][b][j] = Σ_{k in chunk} x[b][k]·V[j][k], lanes strided, xor-shuffle tree
-    const int64_t kc = blockIdx.x - a.n_conv_blocks, k0 = kc * kTChunk;
-    const int64_t k1 = k0 + kTChunk < C ? k0 + kTChunk : C;
+    const int64_t C = a.C, B = a.B, kc = (blockIdx.x - a.n_conv) / a.r, j = (blockIdx.x - a.n_conv) % a.r;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int64_t j = warp; j < a.r; j += blockDim.x >> 5) {
-        float acc[16];
+    const int64_t k = kc * kTChunk + 256 * warp + 8 * lane;
+    float acc[16];
 #pragma unroll
-        for (int b = 0; b < 16; b++) acc[b] = 0.f;
-        for (int64_t k = k0 + lane; k < k1; k += 32) {
-            const float vv = factor_at(a.ftype, a.v, a.vs, j * C + k);
+    for (int b = 0; b < 16; b++) acc[b] = 0.f;
+    if (k < C) { // C % 128 == 0, so the 8 columns are all in or all out
+        float vv[8];
+        if (a.ftype == MOEQ_FACTOR_FP16) {
+            const uint4 raw = __ldg((const uint4 *)((const __half *)a.v + j * C + k));
+            const __half2 *h = (const __half2 *)&raw;
 #pragma unroll
-            for (int b = 0; b < 16; b++)
-                if (b < B) acc[b] = fmaf(a.x[b * C + k], vv, acc[b]);
+            for (int m = 0; m < 4; m++) {
+                const float2 f = __half22float2(h[m]);
+                vv[2 * m] = f.x, vv[2 * m + 1] = f.y;
+            }
+        } else {
+#pragma unroll
+            for (int m = 0; m < 8; m++) vv[m] = factor_at(a.ftype, a.v, a.vs, j * C + k + m);
         }
 #pragma unroll
-        for (int b = 0; b < 16; b++) {
-            if (b >= B) break;
-            float s = acc[b];
+        for (int b = 0; b < 16; b++)
+            if (b < B) {
+                const float4 x0 = __ldg((const float4 *)(a.x + b * C + k)), x1 = __ldg((const float4 *)(a.x + b * C + k) + 1);
+                acc[b] = x0.x * vv[0] + x0.y * vv[1] + x0.z * vv[2] + x0.w * vv[3] + x1.x * vv[4] + x1.y * vv[5] +
+                         x1.z * vv[6] + x1.w * vv[7];
+            }
+    }
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            if (lane == 0) a.tpart[(kc * B + b) * a.r + j] = s;
-        }
+    for (int b = 0; b < 16; b++) {
+        if (b >= B) break;
+        float s = acc[b];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) red[warp][b] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < B) {
+        float s = 0.f;
+        for (int w = 0; w < 8; w++) s += red[w][threadIdx.x];
+        a.tpart[(kc * B + threadIdx.x) * a.r + j] = s;
     }
 }
 
@@ -184,12 +199,19 @@ __device__ __forceinline__ float lowrank_term(const args &a, const float *t_s, i
 __device__ __forceinline__ void load_t(const args &a, float *t_s) {
     for (int64_t e = threadIdx.x; e < a.B * a.r; e += blockDim.x) {
         float s = 0.f;
+#pragma unroll 8
         for (int64_t kc = 0; kc < a.KSt; kc++) s += __ldcg(a.tpart + kc * a.B * a.r + e);
         t_s[e] = s;
     }
 }
 
-template <int NT> __global__ void __launch_bounds__(kWarps * 32) qgemm_kernel(args a) {
+#ifndef MOEQ_INFER_MINB
+#define MOEQ_INFER_MINB 1 // min resident blocks per SM (register cap); see README "Inference kernel"
+#endif
+#ifndef MOEQ_INFER_PREFETCH
+#define MOEQ_INFER_PREFETCH 0 // 1: load step k+1's codes before decoding step k (measured: no gain)
+#endif
+template <int NT> __global__ void __launch_bounds__(kWarps * 32, MOEQ_INFER_MINB) qgemm_kernel(args a) {
     extern __shared__ float t_s[]; // (B, r)
     __shared__ unsigned last_s;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -207,40 +229,46 @@ template <int NT> __global__ void __launch_bounds__(kWarps * 32) qgemm_kernel(ar
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[n][e] = 0.f;
 
+    // codes of the next step are loaded before this step is decoded (register double buffering)
+    uint4 n0[3], n1[3];
+    auto load_step = [&](int64_t kb, uint4 *l0, uint4 *l1) {
+        const int64_t col = kb + 128 * t;
+        const bool act = kb < kend && col < C;
+#pragma unroll
+        for (int m = 0; m < 3; m++) {
+            l0[m] = (act && v0) ? __ldcs((const uint4 *)(c0 + col / 128 * 48) + m) : make_uint4(0, 0, 0, 0);
+            l1[m] = (act && v1) ? __ldcs((const uint4 *)(c1 + col / 128 * 48) + m) : make_uint4(0, 0, 0, 0);
+        }
+    };
+    if (MOEQ_INFER_PREFETCH) load_step(kbeg, n0, n1);
     for (int64_t kb = kbeg; kb < kend; kb += kStepCols) {
         const int64_t col = kb + 128 * t; // this lane's 128 columns (4 units)
         const bool act = col < C;
+        if (!MOEQ_INFER_PREFETCH) load_step(kb, n0, n1);
         uint32_t q0[12], q1[12];
-        {
-            uint4 l0[3], l1[3];
 #pragma unroll
-            for (int m = 0; m < 3; m++) {
-                l0[m] = (act && v0) ? __ldcs((const uint4 *)(c0 + col / 128 * 48) + m) : make_uint4(0, 0, 0, 0);
-                l1[m] = (act && v1) ? __ldcs((const uint4 *)(c1 + col / 128 * 48) + m) : make_uint4(0, 0, 0, 0);
-            }
-#pragma unroll
-            for (int m = 0; m < 3; m++) {
-                q0[4 * m] = l0[m].x, q0[4 * m + 1] = l0[m].y, q0[4 * m + 2] = l0[m].z, q0[4 * m + 3] = l0[m].w;
-                q1[4 * m] = l1[m].x, q1[4 * m + 1] = l1[m].y, q1[4 * m + 2] = l1[m].z, q1[4 * m + 3] = l1[m].w;
-            }
+        for (int m = 0; m < 3; m++) {
+            q0[4 * m] = n0[m].x, q0[4 * m + 1] = n0[m].y, q0[4 * m + 2] = n0[m].z, q0[4 * m + 3] = n0[m].w;
+            q1[4 * m] = n1[m].x, q1[4 * m + 1] = n1[m].y, q1[4 * m + 2] = n1[m].z, q1[4 * m + 3] = n1[m].w;
         }
+        if (MOEQ_INFER_PREFETCH) load_step(kb + kStepCols, n0, n1);
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             const int64_t cu = col + 32 * u, gi = cu / a.G;
-            __half2 s0 = __float2half2_rn(0.f), n0 = s0, s1 = s0, n1 = s0;
+            __half2 s0 = __float2half2_rn(0.f), zs0 = s0, s1 = s0, zs1 = s0; // s and −z·s per row
             if (act && v0) {
                 const __half s = a.scale[row0 * ng + gi], z = a.zero[row0 * ng + gi];
                 s0 = __half2half2(s);
-                n0 = __float2half2_rn(-__half2float(z) * __half2float(s));
+                zs0 = __float2half2_rn(-__half2float(z) * __half2float(s));
             }
             if (act && v1) {
                 const __half s = a.scale[row1 * ng + gi], z = a.zero[row1 * ng + gi];
                 s1 = __half2half2(s);
-                n1 = __float2half2_rn(-__half2float(z) * __half2float(s));
+                zs1 = __float2half2_rn(-__half2float(z) * __half2float(s));
             }
             uint32_t w0[16], w1[16];
-            decode_unit(q0[3 * u], q0[3 * u + 1], q0[3 * u + 2], s0, n0, w0);
-            decode_unit(q1[3 * u], q1[3 * u + 1], q1[3 * u + 2], s1, n1, w1);
+            decode_unit(q0[3 * u], q0[3 * u + 1], q0[3 * u + 2], s0, zs0, w0);
+            decode_unit(q1[3 * u], q1[3 * u + 1], q1[3 * u + 2], s1, zs1, w1);
 #pragma unroll
             for (int n = 0; n < NT; n++) {
                 const int64_t b = 8 * n + g;
@@ -301,10 +329,11 @@ template <int NT> __global__ void __launch_bounds__(kWarps * 32) qgemm_kernel(ar
         const int64_t row = r_base + e % (kWarps * 16), b = e / (kWarps * 16);
         if (row >= R) continue;
         float s = 0.f;
+#pragma unroll 8
         for (int64_t k = 0; k < a.S; k++) s += __ldcg(a.part + (k * a.B + b) * R + row);
         a.y[b * R + row] = s + (a.r > 0 ? lowrank_term(a, t_s, row, b) : 0.f);
     }
-    if (threadIdx.x == 0) a.cnt[blockIdx.x] = 0u; // ready for the next call (launch 1 zeroes it anyway)
+    if (threadIdx.x == 0) a.cnt[blockIdx.x] = 0u; // back to zero for the next call
 }
 
 moeq_status check(const moeq_qlinear *ql, const void *x, int64_t B, const void *y) {
@@ -356,15 +385,13 @@ extern "C" moeq_status moeq_qlinear_matmul_cuda(const moeq_qlinear *ql, const fl
     a.ftype = (int)ql->ftype;
     a.u = ql->u, a.v = ql->v, a.us = ql->u_scale, a.vs = ql->v_scale;
     a.x = x, a.y = y;
-    a.xh = (__half *)(wb + wl.xh);
     a.tpart = (float *)(wb + wl.tpart);
     a.part = (float *)(wb + wl.part);
     a.cnt = (unsigned *)(wb + wl.cnt);
     a.sps = p.sps, a.S = p.S, a.KSt = p.KSt, a.n_rb = p.n_rb;
-    a.n_conv_blocks = MOEQ_CEIL_DIV(B * (q->C / 2), 256);
-
-    const int64_t n_prep = a.n_conv_blocks + (ql->rank > 0 ? p.KSt : 0);
-    prep_kernel<<<(unsigned)n_prep, 256, 0, s>>>(a);
+    a.xh = (__half *)(wb + wl.xh);
+    a.n_conv = MOEQ_CEIL_DIV(B * (q->C / 2), 256);
+    prep_kernel<<<(unsigned)(a.n_conv + (ql->rank > 0 ? p.KSt * ql->rank : 0)), 256, 0, s>>>(a);
     CUDA_TRY(cudaGetLastError());
 
     const size_t smem = (size_t)(B * (ql->rank > 0 ? ql->rank : 0)) * sizeof(float);

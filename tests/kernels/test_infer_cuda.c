@@ -97,6 +97,7 @@ static void test_cuda_matches_cpu(void **state) {
                 void *dw = NULL;
                 assert_int_equal(cudaMalloc((void **)&dy, sizeof(float) * ny), cudaSuccess);
                 assert_int_equal(cudaMalloc(&dw, wb), cudaSuccess);
+                assert_int_equal(cudaMemset(dw, 0, wb), cudaSuccess); // the documented one-time zeroing
                 assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * ny), cudaSuccess); // NaN poison
                 moeq_status st = moeq_qlinear_matmul_cuda(&D.ql, dx, B, dy, dw, wb, NULL);
                 if (st != MOEQ_OK) fail_msg("cuda: %s", moeq_error_detail());

@@ -1,0 +1,17 @@
+#!/bin/bash
+# infer_variants.sh: on the GPU machine, after .gpu/build.sh: builds moeq-bench-infer with each compile-time
+# variant of the qgemm kernel (kernels/infer_cuda.cu: MOEQ_INFER_PREFETCH, MOEQ_INFER_MINB) in its own build
+# dir and prints one compact line per shape × batch. Usage: bash kernels/dev/infer_variants.sh OUTDIR [bench args]
+set -e
+out=$1; shift
+. /opt/moeqdeps/env.sh
+i=0
+for flags in "-DMOEQ_INFER_PREFETCH=1" "-DMOEQ_INFER_PREFETCH=0" "-DMOEQ_INFER_PREFETCH=1 -DMOEQ_INFER_MINB=4"; do
+    i=$((i + 1))
+    cmake -S . -B build-v$i -DMOEQ_KERNELS_ONLY=ON -DMOEQ_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+          -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_CUDA_FLAGS=$flags" > /dev/null
+    cmake --build build-v$i -j16 --target moeq-bench-infer > /dev/null
+    ./build-v$i/bench/moeq-bench-infer --device cuda "$@" > $out/v$i.json
+    echo "== variant $i: $flags"
+    grep '"shape"' $out/v$i.json | sed -E 's/.*"shape": "([^"]*)".*"batch": ([0-9]+), "ours_us": ([0-9.]+), "ours_rank0_us": ([0-9.]+).*"baseline_us": ([0-9.]+).*"speedup": ([0-9.]+).*/\1 B=\2 ours=\3 r0=\4 cublas=\5 x\6/'
+done
