@@ -1,11 +1,15 @@
 // cmd_plan.c: `moeq plan`: the plan without running it: units, bytes in and out, bits per weight,
 // estimated time and memory per rank for N ranks, the resolved setting of every tensor, and which recipe
-// rule decided one (--explain). Works from metadata alone (config.json [+ index] [+ shard-sizes.tsv]).
+// rule or policy decided one (--explain). Works from metadata alone (config.json [+ index] [+
+// shard-sizes.tsv]) unless the recipe's policies need the weights: then it runs the analyze phase
+// (collective: `mpirun -n N moeq plan ...` splits it; rank 0 prints).
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "analyze_run.h" // defines: moeq_plan_build_collective
 #include "moeq_sched.h"
 
 typedef struct {
@@ -45,23 +49,47 @@ static const char *setting_str(const moeq_qsettings *q, char *buf, size_t cap) {
     return buf;
 }
 
-static int explain(const moeq_catalog *c, const moeq_recipe *r, const char *name) {
+static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan *p, const moeq_analysis *an,
+                   const char *name) {
     int i = moeq_catalog_find(c, name);
     if (i < 0) {
         fprintf(stderr, "moeq plan: no tensor named '%s'\n---> HINT: moeq inspect --tensors lists them\n", name);
         return MOEQ_EXIT_INPUT;
     }
     const moeq_tensor_info *t = &c->t[i];
-    int rule;
-    moeq_qsettings q = moeq_recipe_resolve(r, t, &rule);
+    const moeq_plan_tensor *pt = NULL;
+    for (int k = 0; k < p->n_tensors; k++)
+        if (p->t[k].cat == i) pt = &p->t[k];
+    if (!pt) {
+        fprintf(stderr, "moeq plan: '%s' is consumed with its weight (an FP8 scale)\n", name);
+        return MOEQ_EXIT_OK;
+    }
+    const int rule = pt->rule;
     char buf[128];
-    printf("%s\n  class %s, layer %d, expert %d, proj %s, %s [%lld, %lld]\n  setting: %s\n", t->name,
+    printf("%s\n  class %s, layer %d, expert %d, proj %s, %s [%lld, %lld]\n  setting: %s (%.4f bits/weight)\n", t->name,
            moeq_tclass_name(t->c.cls), t->c.layer, t->c.expert, moeq_proj_name(t->c.proj), moeq_dtype_name(t->dtype),
-           (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0), setting_str(&q, buf, sizeof buf));
+           (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0), setting_str(&pt->q, buf, sizeof buf),
+           pt->bits_per_weight);
     if (!moeq_tensor_quantizable(t)) printf("  decided by: not a 2-D linear weight: always stored as it came\n");
-    else if (rule < 0) printf("  decided by: recipe defaults (%s)%s\n", r->path,
-                              q.method == MOEQ_METHOD_NONE ? "; this class is stored as it came unless a rule names it" : "");
+    else if (pt->policy >= 0) {
+        const moeq_policy *pol = &r->policies[pt->policy];
+        static const char *what[MOEQ_POLICY_KIND_COUNT] = {"outlier score max_j max_i|w_ij|/mean_i|w_ij|",
+                                                           "MoE-block probe rel. error", "routing count",
+                                                           "excess kurtosis", "routing count",
+                                                           "predicted rel. error of the chosen candidate"};
+        printf("  decided by: policy %d (%s) at %s:%d, %s = %.6g\n", pt->policy + 1, moeq_policy_kind_name(pol->kind),
+               r->path, pol->line, what[pol->kind], pt->score);
+    } else if (rule < 0)
+        printf("  decided by: recipe defaults (%s)%s\n", r->path,
+               pt->q.method == MOEQ_METHOD_NONE ? "; this class is stored as it came unless a rule names it" : "");
     else printf("  decided by: rule %d at %s:%d (the last matching rule that sets a field)\n", rule + 1, r->path, r->rules[rule].line);
+    if (an && an->fro2[i] > 0)
+        printf("  statistics: kurtosis %.4f, outlier score %.4f, ||W||_F %.6g\n", an->kurtosis[i], an->outlier[i], sqrt(an->fro2[i]));
+    for (int k = 0; an && k < an->n_cand && an->fro2[i] > 0; k++) {
+        const double tr = an->trial[(size_t)i * (size_t)an->n_cand + (size_t)k];
+        printf("  budget candidate %d: predicted rel. error %s%.6f\n", k + 1, isfinite(tr) ? "" : "(n/a) ",
+               isfinite(tr) ? sqrt(tr / an->fro2[i]) : 0.0);
+    }
     for (int k = 0; k < r->n_rules; k++)
         printf("  rule %d (line %d): %s\n", k + 1, r->rules[k].line, moeq_rule_matches(&r->rules[k], t) ? "matches" : "-");
     return MOEQ_EXIT_OK;
@@ -93,13 +121,34 @@ static int run(int argc, char **argv) {
     moeq_status st = moeq_cost_model_get(o.cost_model, &cm);
     if (st == MOEQ_OK) st = moeq_catalog_open(o.model, &c);
     if (st == MOEQ_OK) st = o.recipe ? moeq_recipe_load(o.recipe, &rec) : moeq_recipe_parse("<built-in defaults>", "version: 1\n", &rec);
+    // data-dependent policies: the analyze phase (collective) before the plan is final
+    int mpi_mine = 0, rank = 0;
+    moeq_analysis *an = NULL;
+    moeq_budget_result budget = {0};
+    if (st == MOEQ_OK && moeq_recipe_needs_weights(rec)) {
+        int inited = 0;
+        MPI_Initialized(&inited);
+        if (!inited) {
+            int provided;
+            MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+            mpi_mine = 1;
+        }
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        moeq_log_init(rank, MOEQ_LOG_INFO);
+        moeq_blas_set_threads(1);
+    }
+    if (st == MOEQ_OK) st = moeq_plan_build_collective(c, rec, &cm, MPI_COMM_WORLD, &budget, &an, &p);
+    if (rank != 0) { // rank 0 reports
+        moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+        if (mpi_mine) MPI_Finalize();
+        return st == MOEQ_OK ? MOEQ_EXIT_OK : moeq_exit_code(st);
+    }
     if (st == MOEQ_OK && o.explain) {
-        int code = explain(c, rec, o.explain);
-        moeq_recipe_free(&rec);
-        moeq_catalog_close(&c);
+        int code = explain(c, rec, p, an, o.explain);
+        moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+        if (mpi_mine) MPI_Finalize();
         return code;
     }
-    if (st == MOEQ_OK) st = moeq_plan_build(c, rec, &cm, &p);
     if (st == MOEQ_OK) {
         owner = MOEQ_MALLOC(sizeof(int) * (size_t)(p->n_units + 1), "owners");
         cost = MOEQ_MALLOC(sizeof(double) * (size_t)(p->n_units + 1), "costs");
@@ -113,7 +162,8 @@ static int run(int argc, char **argv) {
     if (st != MOEQ_OK) {
         int code = moeq_cli_fail("plan", st);
         moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
-        moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+        moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+        if (mpi_mine) MPI_Finalize();
         return code;
     }
     double makespan = 0;
@@ -144,9 +194,11 @@ static int run(int argc, char **argv) {
             json_t *arr = json_array();
             for (int i = 0; i < p->n_tensors; i++) {
                 char buf[128];
-                json_array_append_new(arr, json_pack("{s:s,s:i,s:s,s:f,s:I}", "name", c->t[p->t[i].cat].name, "unit", p->t[i].unit,
-                                                     "setting", setting_str(&p->t[i].q, buf, sizeof buf), "bits_per_weight",
-                                                     p->t[i].bits_per_weight, "bytes_out", (json_int_t)p->t[i].out_bytes));
+                json_array_append_new(arr, json_pack("{s:s,s:i,s:s,s:f,s:I,s:i,s:i,s:f}", "name", c->t[p->t[i].cat].name, "unit",
+                                                     p->t[i].unit, "setting", setting_str(&p->t[i].q, buf, sizeof buf),
+                                                     "bits_per_weight", p->t[i].bits_per_weight, "bytes_out",
+                                                     (json_int_t)p->t[i].out_bytes, "rule", p->t[i].rule + 1, "policy",
+                                                     p->t[i].policy + 1, "score", p->t[i].score));
             }
             json_object_set_new(root, "tensors", arr);
         }
@@ -173,17 +225,27 @@ static int run(int argc, char **argv) {
         fmt_bytes((double)peak, m, sizeof m);
         printf("memory per rank %s = largest unit working set %s + catalog/plan %s\n", m, a, b);
         printf("digest          %016llx\n", (unsigned long long)p->digest);
+        if (budget.achieved_bpw > 0)
+            printf("budget solver   %.4f bits/weight reached (candidates allow %.4f to %.4f), %d upgrades, predicted "
+                   "error %.6g\n", budget.achieved_bpw, budget.min_bpw, budget.max_bpw, budget.n_upgrades, budget.err_total);
         if (o.tensors) {
-            printf("\n%-64s %5s %-28s %8s %12s\n", "tensor", "unit", "setting", "bpw", "bytes");
+            printf("\n%-64s %5s %-28s %8s %12s  %s\n", "tensor", "unit", "setting", "bpw", "bytes", "decided by");
             for (int i = 0; i < p->n_tensors; i++) {
-                char buf[128];
-                printf("%-64s %5d %-28s %8.3f %12llu\n", c->t[p->t[i].cat].name, p->t[i].unit,
-                       setting_str(&p->t[i].q, buf, sizeof buf), p->t[i].bits_per_weight, (unsigned long long)p->t[i].out_bytes);
+                char buf[128], by[96];
+                const moeq_plan_tensor *pt = &p->t[i];
+                if (pt->policy >= 0)
+                    snprintf(by, sizeof by, "policy %d %s (%.4g)", pt->policy + 1,
+                             moeq_policy_kind_name(rec->policies[pt->policy].kind), pt->score);
+                else if (pt->rule >= 0) snprintf(by, sizeof by, "rule %d (line %d)", pt->rule + 1, rec->rules[pt->rule].line);
+                else snprintf(by, sizeof by, "defaults");
+                printf("%-64s %5d %-28s %8.3f %12llu  %s\n", c->t[pt->cat].name, pt->unit, setting_str(&pt->q, buf, sizeof buf),
+                       pt->bits_per_weight, (unsigned long long)pt->out_bytes, by);
             }
         }
     }
     moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
-    moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+    moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
+    if (mpi_mine) MPI_Finalize();
     return MOEQ_EXIT_OK;
 }
 
@@ -192,6 +254,8 @@ const moeq_command moeq_cmd_plan = {
     .summary = "show the plan (units, bytes, bits/weight, time and memory per rank) without running it",
     .usage = "moeq plan --model DIR [--recipe FILE] [--ranks N] [--json] [--tensors] [--explain NAME] [--dry-run]\n\n"
              "Builds the same plan `moeq quantize` would (units by expert, resolved settings, output sizes) and\n"
+             "(recipes with data-dependent policies: after the analyze phase, which reads the weights; run it under\n"
+             "mpirun to split that work)\n"
              "estimates the run for N ranks with the cost model (LPT makespan). Nothing is written. Works on\n"
              "metadata-only directories, so a DeepSeek-R1 or Kimi-K2 run can be planned without the weights.\n\n"
              "Options:\n"

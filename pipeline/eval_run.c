@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "analyze_run.h" // defines: moeq_plan_build_collective (analyze phase + plan)
 #include "cli.h"         // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
 #include "moeq_worker.h" // defines: moeq_eval_unit_run, moeq_artifact_tensor_fn, moeq_model, perplexity, probes
+#include "analyze_run.h" // defines: moeq_plan_build_collective (the analyze phase of data-dependent recipes)
 
 #define PPL_WINDOW 256 // the reference protocol: non-overlapping windows of 256 characters
 
@@ -137,7 +140,8 @@ static moeq_status open_all(ev_state *s) {
     MOEQ_TRY(moeq_recipe_parse(what, s->info->recipe_text, &s->recipe));
     moeq_cost_model cm;
     MOEQ_TRY(moeq_cost_model_get("cpu-core", &cm));
-    moeq_status st = moeq_plan_build(s->cat, s->recipe, &cm, &s->plan);
+    // collective: a recipe with data-dependent policies re-runs the analyze phase (identical on every rank)
+    moeq_status st = moeq_plan_build_collective(s->cat, s->recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s->plan);
     if (st != MOEQ_OK)
         return MOEQ_FAIL(MOEQ_ERR_MISMATCH, "%s: its recipe does not apply to the model %s (%s)\n---> HINT: pass the "
                          "--model it was quantized from (source_dir: %s)", o->artifact, o->model_dir,
@@ -248,8 +252,9 @@ static moeq_status load_text(ev_state *s, int32_t **ids) {
 static void load_reference(ev_state *s) {
     s->ref_ppl = NAN;
     s->ref_key[0] = '\0';
-    if (s->o->text_path) return;
-    char p[4200];
+    char p[4200], a[PATH_MAX], b[PATH_MAX];
+    snprintf(p, sizeof p, "%s/val.txt", s->o->model_dir); // the text of reference.json's protocol
+    if (!realpath(p, a) || !realpath(s->text_path, b) || strcmp(a, b) != 0) return;
     snprintf(p, sizeof p, "%s/reference.json", s->o->model_dir);
     json_error_t jerr;
     json_t *root = json_load_file(p, 0, &jerr);
@@ -515,11 +520,12 @@ static json_t *jnum(double v) {
 }
 
 static json_t *acc_json(const group_acc *a) {
-    return json_pack("{s:s,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "class", a->name, "tensors", a->tensors, "params",
+    return json_pack("{s:s,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "class", a->name, "tensors", a->tensors, "params",
                      (json_int_t)a->params, "bits_per_weight", jnum(a->params ? a->bits / (double)a->params : 0),
                      "rel_fro", jnum(acc_rel(a)), "sqnr_db", jnum(acc_sqnr(a)), "rel_fro_mean",
                      jnum(a->tensors ? a->rel_sum / a->tensors : 0), "rel_fro_max", jnum(a->rel_max), "sqnr_db_min",
-                     jnum(a->sqnr_min), "max_abs", jnum(a->max_abs));
+                     jnum(a->sqnr_min), "max_abs", jnum(a->max_abs), "err_fro2", jnum(a->err2), "ref_fro2",
+                     jnum(a->ref2));
 }
 
 static moeq_status write_json(const ev_state *s, const report *R, const char *path) {

@@ -6,5 +6,7 @@
 #include "plan.h"      // defines: moeq_plan, moeq_unit, moeq_plan_build, cost model
 #include "partition.h" // defines: moeq_partition_lpt, moeq_partition_round_robin
 #include "queue.h"     // defines: moeq_queue_run (static/dynamic MPI work queue)
+#include "policy.h"    // defines: moeq_analysis, moeq_policy_apply, moeq_policy_needs (recipe policies)
+#include "solver.h"    // defines: moeq_budget_solve (bits/weight budget)
 
 #endif

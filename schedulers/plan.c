@@ -2,6 +2,8 @@
 // plan digest (see plan.h). Pure and deterministic: every rank builds the same plan independently.
 #include "plan.h"
 
+#include "policy.h" // defines: moeq_analysis, moeq_policy_apply
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +70,16 @@ static uint64_t int3_factor_bytes(int64_t n) {
     return (uint64_t)(12 * ((n + 31) / 32) + 2 * ((n + 63) / 64));
 }
 
+uint64_t moeq_plan_stored_bytes(const moeq_qsettings *q, int64_t R, int64_t C) {
+    const int64_t row_bytes = moeq_plan_row_bytes(q->bits, C);
+    uint64_t b = (uint64_t)(R * row_bytes) + 2ull * 2ull * (uint64_t)(R * (C / q->group));
+    if (q->rank > 0) {
+        const int64_t nu = R * q->rank, nv = (int64_t)q->rank * C;
+        b += q->compensator == MOEQ_COMP_FP16 ? 2ull * (uint64_t)(nu + nv) : int3_factor_bytes(nu) + int3_factor_bytes(nv);
+    }
+    return b;
+}
+
 static void geometry(moeq_plan_tensor *pt, const moeq_tensor_info *t, const moeq_tensor_info *scale) {
     if (pt->q.method == MOEQ_METHOD_NONE) {
         pt->R = t->ndim >= 1 ? t->shape[0] : 1;
@@ -81,11 +93,7 @@ static void geometry(moeq_plan_tensor *pt, const moeq_tensor_info *t, const moeq
     pt->C = t->shape[1];
     pt->row_bytes = moeq_plan_row_bytes(pt->q.bits, pt->C);
     pt->n_groups = pt->C / pt->q.group;
-    uint64_t b = (uint64_t)(pt->R * pt->row_bytes) + 2ull * 2ull * (uint64_t)(pt->R * pt->n_groups);
-    if (pt->q.rank > 0) {
-        const int64_t nu = pt->R * pt->q.rank, nv = (int64_t)pt->q.rank * pt->C;
-        b += pt->q.compensator == MOEQ_COMP_FP16 ? 2ull * (uint64_t)(nu + nv) : int3_factor_bytes(nu) + int3_factor_bytes(nv);
-    }
+    const uint64_t b = moeq_plan_stored_bytes(&pt->q, pt->R, pt->C);
     pt->out_bytes = b;
     pt->bits_per_weight = 8.0 * (double)b / ((double)pt->R * (double)pt->C);
 }
@@ -159,15 +167,54 @@ static void hash_settings(XXH3_state_t *h, const moeq_qsettings *q) {
 }
 
 moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm, moeq_plan **out) {
-    *out = NULL;
+    return moeq_plan_build_ex(c, r, cm, NULL, 0, NULL, out);
+}
+
+// Every catalog tensor's settings: rules, then (unless rules_only) the policies.
+static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, const moeq_analysis *an, int rules_only,
+                               moeq_budget_result *budget, moeq_qsettings *q, int *rule, int *policy, double *score) {
+    for (int i = 0; i < c->n_tensors; i++) {
+        q[i] = moeq_recipe_resolve(r, &c->t[i], &rule[i]);
+        policy[i] = -1, score[i] = 0;
+    }
+    if (rules_only || !r->n_policies) return MOEQ_OK;
+    moeq_routing_counts **counts = MOEQ_CALLOC((size_t)r->n_policies, sizeof *counts, "routing counts");
+    if (!counts) return MOEQ_ERR_NOMEM;
     moeq_status st = MOEQ_OK;
-    entry *e = MOEQ_CALLOC((size_t)(c->n_tensors ? c->n_tensors : 1), sizeof *e, "plan entries");
+    for (int k = 0; k < r->n_policies && st == MOEQ_OK; k++)
+        if (r->policies[k].counts[0]) {
+            char path[1024];
+            moeq_recipe_counts_path(r, &r->policies[k], path, sizeof path);
+            st = moeq_routing_counts_load(path, &counts[k]);
+            if (st != MOEQ_OK)
+                st = MOEQ_FAIL(st, "%s:%d: policy %s: %s", r->path, r->policies[k].line,
+                               moeq_policy_kind_name(r->policies[k].kind), moeq_error_detail());
+        }
+    if (st == MOEQ_OK) st = moeq_policy_apply(c, r, an, (const moeq_routing_counts *const *)counts, q, policy, score, budget);
+    for (int k = 0; k < r->n_policies; k++) moeq_routing_counts_free(&counts[k]);
+    moeq_free(&counts);
+    return st;
+}
+
+moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, const moeq_cost_model *cm,
+                               const moeq_analysis *an, unsigned flags, moeq_budget_result *budget, moeq_plan **out) {
+    *out = NULL;
+    moeq_recipe *r = NULL;
+    moeq_status st = moeq_recipe_bound_copy(r_in, &c->cfg, &r);
+    if (st != MOEQ_OK) return st;
+    const size_t nt = (size_t)(c->n_tensors ? c->n_tensors : 1);
+    entry *e = MOEQ_CALLOC(nt, sizeof *e, "plan entries");
     int *rule_hits = MOEQ_CALLOC((size_t)(r->n_rules ? r->n_rules : 1), sizeof *rule_hits, "rule hits");
     moeq_plan *p = MOEQ_CALLOC(1, sizeof *p, "plan");
-    if (!e || !rule_hits || !p) {
+    moeq_qsettings *qs = MOEQ_CALLOC(nt, sizeof *qs, "plan settings");
+    int *rules = MOEQ_CALLOC(nt, sizeof *rules, "plan rules"), *pols = MOEQ_CALLOC(nt, sizeof *pols, "plan policies");
+    double *scores = MOEQ_CALLOC(nt, sizeof *scores, "plan scores");
+    if (!e || !rule_hits || !p || !qs || !rules || !pols || !scores) {
         st = MOEQ_ERR_NOMEM;
         goto fail;
     }
+    st = resolve_all(c, r, an, flags & MOEQ_PLAN_RULES_ONLY, budget, qs, rules, pols, scores);
+    if (st != MOEQ_OK) goto fail;
     int n = 0;
     for (int i = 0; i < c->n_tensors; i++) {
         const moeq_tensor_info *t = &c->t[i];
@@ -178,7 +225,10 @@ moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const m
         x->name = t->name;
         x->k = key_of(t);
         x->pt.cat = i;
-        x->pt.q = moeq_recipe_resolve(r, t, &x->pt.rule);
+        x->pt.q = qs[i];
+        x->pt.rule = rules[i];
+        x->pt.policy = pols[i];
+        x->pt.score = scores[i];
         st = moeq_qsettings_check(&x->pt.q, t);
         if (st != MOEQ_OK) goto fail;
         geometry(&x->pt, t, t->scale >= 0 ? &c->t[t->scale] : NULL);
@@ -190,7 +240,8 @@ moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const m
             s->k = x->k;
             s->pt.cat = t->scale;
             s->pt.rule = -1;
-            s->pt.q = moeq_recipe_resolve(r, &c->t[t->scale], NULL);
+            s->pt.policy = -1;
+            s->pt.q = qs[t->scale];
             geometry(&s->pt, &c->t[t->scale], NULL);
         }
     }
@@ -270,14 +321,13 @@ moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const m
     }
     p->digest = XXH3_64bits_digest(h);
     XXH3_freeState(h);
-    moeq_free(&e);
-    moeq_free(&rule_hits);
-    *out = p;
-    return MOEQ_OK;
 fail:
     moeq_free(&e);
     moeq_free(&rule_hits);
-    moeq_plan_free(&p);
+    moeq_free(&qs), moeq_free(&rules), moeq_free(&pols), moeq_free(&scores);
+    moeq_recipe_free(&r);
+    if (st != MOEQ_OK) moeq_plan_free(&p);
+    *out = p;
     return st;
 }
 

@@ -29,6 +29,8 @@ typedef struct moeq_plan_tensor {
     int unit;              // owning unit id
     moeq_qsettings q;      // resolved settings (method none = stored as it came)
     int rule;              // recipe rule that decided (-1: defaults)
+    int policy;            // recipe policy that decided last (-1: the rules)
+    double score;          // the score that decided it (policy.h)
     int64_t R, C;          // rows (out), cols (in); for pass-through: shape[0], numel/shape[0]
     int64_t row_bytes;     // packed code bytes per row (quantized)
     int64_t n_groups;      // groups per row = C / group (quantized)
@@ -78,7 +80,22 @@ typedef struct moeq_plan {
 // Builds the plan. Fails (MOEQ_ERR_ARG, naming the tensor and rule) when a setting cannot apply, and
 // (MOEQ_ERR_ARG, naming the rule and its line) when a recipe rule matches no tensor.
 // Returns a new plan; caller frees with moeq_plan_free.
+// Relative layer ranges are bound to the catalog's model; routing-count files of policies are read here.
+// A recipe whose policies need the weights fails here (use moeq_plan_build_ex with the analysis).
 moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm, moeq_plan **out);
+
+// The same with the analyze phase's measurements (an, may be NULL when the recipe needs no weights).
+// MOEQ_PLAN_RULES_ONLY: the policies are not applied (the plan the analyze phase distributes its work by).
+// budget (optional): the budget solver's report when the recipe has a budget policy.
+enum { MOEQ_PLAN_RULES_ONLY = 1 };
+struct moeq_analysis;
+struct moeq_budget_result;
+moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm,
+                               const struct moeq_analysis *an, unsigned flags, struct moeq_budget_result *budget,
+                               moeq_plan **out);
+
+// Bytes stored for an R×C tensor quantized with q (codes + fp16 scales and zeros + compensators).
+uint64_t moeq_plan_stored_bytes(const moeq_qsettings *q, int64_t R, int64_t C);
 void moeq_plan_free(moeq_plan **p);
 
 // Average bits per weight over the quantized tensors (codes + scales + zeros + compensators).
