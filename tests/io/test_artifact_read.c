@@ -1,0 +1,197 @@
+// test_artifact_read.c: the artifact reader: root attributes (partial vs complete), offsets and recorded
+// checksums read back, dataset bytes by pread, verification that names the tensor and dataset of a changed
+// byte (and of a changed tensor checksum), a truncated file named by tensor, a missing file and a non-artifact.
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "moeq_io.h"
+
+static const char *const T0 = "model.layers.0.block_sparse_moe.experts.0.w1.weight";
+
+static void make_entries(moeq_artifact_entry *e) {
+    memset(e, 0, 2 * sizeof *e);
+    e[0].name = T0;
+    e[0].c = moeq_tensor_classify(e[0].name);
+    e[0].source_dtype = MOEQ_DTYPE_BF16;
+    e[0].ndim = 2;
+    e[0].shape[0] = 16;
+    e[0].shape[1] = 128;
+    e[0].q = moeq_qsettings_default();
+    e[0].q.method = MOEQ_METHOD_MILO;
+    e[0].q.bits = 3;
+    e[0].q.rank = 4;
+    assert_int_equal(moeq_artifact_entry_specs(&e[0], 12 * 4), MOEQ_OK);
+    e[1].name = "model.norm.weight";
+    e[1].c = moeq_tensor_classify(e[1].name);
+    e[1].source_dtype = MOEQ_DTYPE_BF16;
+    e[1].ndim = 1;
+    e[1].shape[0] = 128;
+    e[1].q.method = MOEQ_METHOD_NONE;
+    e[1].unit = 1;
+    assert_int_equal(moeq_artifact_entry_specs(&e[1], 0), MOEQ_OK);
+}
+
+// Writes a complete artifact whose datasets hold seeded bytes; returns the entries with offsets.
+static void make_artifact(const char *path, moeq_artifact_entry *e, int seal) {
+    make_entries(e);
+    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "version: 1\n", .recipe_path = "r.yaml",
+                            .config_json = "{}", .shards_json = "[]", .model_dir = "/m", .plan_digest = 0x77,
+                            .n_units = 2};
+    assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    moeq_tensor_result r[2];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 2; i++) {
+        XXH3_state_t *all = XXH3_createState();
+        XXH3_64bits_reset(all);
+        r[i].tensor = (uint32_t)i;
+        for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+            if (!e[i].ds[d].present) continue;
+            unsigned char *b = malloc(e[i].ds[d].bytes);
+            for (uint64_t k = 0; k < e[i].ds[d].bytes; k++) b[k] = (unsigned char)(k * 31 + d * 7 + i);
+            assert_int_equal(moeq_pwrite_full(fd, b, e[i].ds[d].bytes, e[i].offset[d], path), MOEQ_OK);
+            r[i].ds_checksum[d] = XXH3_64bits(b, e[i].ds[d].bytes);
+            XXH3_64bits_update(all, b, e[i].ds[d].bytes);
+            free(b);
+        }
+        r[i].checksum = XXH3_64bits_digest(all);
+        r[i].rel_fro_error = 0.25 * i;
+        XXH3_freeState(all);
+    }
+    close(fd);
+    if (seal) assert_status(moeq_artifact_seal(path, e, r, 2, NULL), MOEQ_OK, NULL);
+}
+
+static void read_all(int fd, const char *path, const moeq_artifact_entry *e, void *bufs[MOEQ_DS_COUNT]) {
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+        bufs[d] = NULL;
+        if (!e->ds[d].present) continue;
+        bufs[d] = malloc(e->ds[d].bytes);
+        assert_status(moeq_artifact_read_dataset(fd, path, e, (moeq_ds)d, bufs[d]), MOEQ_OK, NULL);
+    }
+}
+
+static void free_all(void *bufs[MOEQ_DS_COUNT]) {
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) free(bufs[d]);
+}
+
+static void test_read_verify(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("artread");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/a.h5", dir);
+    moeq_artifact_entry e[2], f[2];
+    make_artifact(path, e, 1);
+    moeq_artifact_info *in = NULL;
+    assert_status(moeq_artifact_info_read(path, &in), MOEQ_OK, NULL);
+    assert_string_equal(in->status, "complete");
+    assert_int_equal(in->plan_digest, 0x77);
+    assert_int_equal(in->n_tensors, 2);
+    assert_string_equal(in->recipe_text, "version: 1\n");
+    assert_string_equal(in->recipe_path, "r.yaml");
+    moeq_artifact_info_free(&in);
+    assert_null(in);
+    // offsets and recorded checksums read back equal what the writer had
+    make_entries(f);
+    moeq_artifact_record rec[2];
+    assert_status(moeq_artifact_read_records(path, f, 2, rec), MOEQ_OK, NULL);
+    for (int i = 0; i < 2; i++)
+        for (int d = 0; d < MOEQ_DS_COUNT; d++) assert_int_equal(f[i].offset[d], e[i].offset[d]);
+    assert_string_equal(rec[0].status, "ok");
+    assert_true(rec[1].rel_fro_error == 0.25);
+    int fd = open(path, O_RDONLY);
+    void *bufs[MOEQ_DS_COUNT];
+    int bad = 99;
+    for (int i = 0; i < 2; i++) {
+        read_all(fd, path, &f[i], bufs);
+        assert_status(moeq_artifact_verify_buffers(path, &f[i], &rec[i], bufs, &bad), MOEQ_OK, NULL);
+        assert_int_equal(bad, -1);
+        free_all(bufs);
+    }
+    // one changed byte in each dataset of the quantized tensor: named
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+        if (!f[0].ds[d].present) continue;
+        read_all(fd, path, &f[0], bufs);
+        ((unsigned char *)bufs[d])[f[0].ds[d].bytes / 2] ^= 0x04;
+        char want[256];
+        snprintf(want, sizeof want, "tensor '%s' dataset %s: checksum", T0, moeq_ds_name((moeq_ds)d));
+        assert_status(moeq_artifact_verify_buffers(path, &f[0], &rec[0], bufs, &bad), MOEQ_ERR_FORMAT, want);
+        assert_int_equal(bad, d);
+        free_all(bufs);
+    }
+    // a changed tensor checksum attribute (datasets intact)
+    read_all(fd, path, &f[0], bufs);
+    rec[0].checksum ^= 1;
+    assert_status(moeq_artifact_verify_buffers(path, &f[0], &rec[0], bufs, &bad), MOEQ_ERR_FORMAT, "tensor checksum");
+    assert_int_equal(bad, MOEQ_DS_COUNT);
+    free_all(bufs);
+    close(fd);
+    // a tensor the plan has but the artifact lacks
+    moeq_artifact_entry g[2];
+    make_entries(g);
+    g[1].name = "model.layers.0.input_layernorm.weight";
+    assert_status(moeq_artifact_read_records(path, g, 2, rec), MOEQ_ERR_FORMAT,
+                  "tensor 'model.layers.0.input_layernorm.weight' of the plan is missing");
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
+static void test_bad_files(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("artread");
+    char path[4096], p2[4096];
+    snprintf(path, sizeof path, "%s/a.h5", dir);
+    moeq_artifact_entry e[2];
+    make_artifact(path, e, 0); // not sealed: status partial
+    moeq_artifact_info *in = NULL;
+    assert_status(moeq_artifact_info_read(path, &in), MOEQ_OK, NULL);
+    assert_string_equal(in->status, "partial");
+    moeq_artifact_info_free(&in);
+    // the data of the last dataset cut off: named by tensor and dataset (HDF5 metadata still readable)
+    uint64_t end = 0;
+    int last = 0, lastd = 0;
+    for (int i = 0; i < 2; i++)
+        for (int d = 0; d < MOEQ_DS_COUNT; d++)
+            if (e[i].ds[d].present && e[i].offset[d] + e[i].ds[d].bytes > end)
+                end = e[i].offset[d] + e[i].ds[d].bytes, last = i, lastd = d;
+    snprintf(p2, sizeof p2, "%s/t.h5", dir);
+    moeq_artifact_entry f[2];
+    make_entries(f);
+    moeq_artifact_record rec[2];
+    char *text = NULL;
+    size_t len = 0;
+    assert_status(moeq_read_file(path, 1 << 26, &text, &len), MOEQ_OK, NULL);
+    FILE *o = fopen(p2, "wb");
+    fwrite(text, 1, end - 1, o);
+    fclose(o);
+    free(text);
+    moeq_status st = moeq_artifact_read_records(p2, f, 2, rec);
+    if (st == MOEQ_OK) fail_msg("a truncated artifact was accepted");
+    char want[256];
+    snprintf(want, sizeof want, "tensor '%s' dataset %s", e[last].name, moeq_ds_name((moeq_ds)lastd));
+    if (strstr(moeq_error_detail(), "beyond the end")) assert_non_null(strstr(moeq_error_detail(), want));
+    // missing file, not an artifact
+    snprintf(p2, sizeof p2, "%s/none.h5", dir);
+    assert_status(moeq_artifact_info_read(p2, &in), MOEQ_ERR_NOT_FOUND, "none.h5");
+    o = fopen(p2, "wb");
+    fputs("not hdf5", o);
+    fclose(o);
+    assert_status(moeq_artifact_info_read(p2, &in), MOEQ_ERR_FORMAT, "not an HDF5 file");
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_verify),
+        cmocka_unit_test(test_bad_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
