@@ -45,7 +45,7 @@ moeq_status moeq_qlinear_matmul_cpu(const moeq_qlinear *ql, const float *x, // (
                                     int64_t B, float *y);                   // (B, R)
 
 // CUDA port (device pointers; stream is a cudaStream_t, NULL = default stream). Same operation with
-// x (B, C) and y (B, R) fp32 in device memory, 1 <= B <= 16, bits == 3, C % 128 == 0, G % 32 == 0,
+// x (B, C) and y (B, R) fp32 in device memory (16-byte aligned, as are codes and fp16 factors), 1 <= B <= 16, bits == 3, C % 128 == 0, G % 32 == 0,
 // factors fp16 or int3 (else MOEQ_ERR_UNSUPPORTED). Numerics: the quantized term runs on the tensor cores
 // (mma.sync m16n8k16) with x and the dequantized weights rounded to fp16 ((code − z)·s formed in fp16 with
 // one rounding plus the fp16 rounding of z·s) and fp32 accumulation; the low-rank term is fp32 throughout.

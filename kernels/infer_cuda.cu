@@ -75,6 +75,7 @@ struct args {
     const __half *zero;    // (R, C/G)
     int64_t R, C, G, rb, B, r;
     int ftype;
+    int gshift; // log2(G) when G is a power of two, else -1
     const void *u, *v;
     const uint16_t *us, *vs;
     const float *x;   // (B, C)
@@ -101,7 +102,8 @@ __global__ void __launch_bounds__(256) prep_kernel(args a) {
     if (blockIdx.x < a.n_conv) {
         const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; // pair index in (B, C/2)
         if (e >= a.B * (a.C / 2)) return;
-        const int64_t b = e / (a.C / 2), pg = e % (a.C / 2), U = pg / 16;
+        const uint32_t half_c = (uint32_t)(a.C / 2); // 32-bit: B·C/2 < 2^31 (B <= 16)
+        const int64_t b = (uint32_t)e / half_c, pg = (uint32_t)e % half_c, U = pg / 16;
         const int p = (int)(pg % 16);
         const float *xr = a.x + b * a.C + 32 * U + 8 * (p >> 2) + (p & 3); // code 8q+i and 8q+i+4
         ((__half2 *)a.xh)[e] = __floats2half2_rn(xr[0], xr[4]);
@@ -191,7 +193,22 @@ __device__ __forceinline__ void decode_unit(uint32_t w0, uint32_t w1, uint32_t w
 
 __device__ __forceinline__ float lowrank_term(const args &a, const float *t_s, int64_t row, int64_t b) {
     float acc = 0.f;
-    for (int64_t j = 0; j < a.r; j++) acc = fmaf(t_s[b * a.r + j], factor_at(a.ftype, a.u, a.us, row * a.r + j), acc);
+    const float *tb = t_s + b * a.r;
+    if (a.ftype == MOEQ_FACTOR_FP16 && (a.r & 7) == 0) { // 16-byte loads of the U row, same j order
+        const uint4 *up = (const uint4 *)((const __half *)a.u + row * a.r);
+        for (int64_t j8 = 0; j8 < a.r / 8; j8++) {
+            const uint4 v = __ldg(up + j8);
+            const __half2 *h = (const __half2 *)&v;
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                const float2 f = __half22float2(h[m]);
+                acc = fmaf(tb[8 * j8 + 2 * m], f.x, acc);
+                acc = fmaf(tb[8 * j8 + 2 * m + 1], f.y, acc);
+            }
+        }
+        return acc;
+    }
+    for (int64_t j = 0; j < a.r; j++) acc = fmaf(tb[j], factor_at(a.ftype, a.u, a.us, row * a.r + j), acc);
     return acc;
 }
 
@@ -254,7 +271,9 @@ template <int NT> __global__ void __launch_bounds__(kWarps * 32, MOEQ_INFER_MINB
         if (MOEQ_INFER_PREFETCH) load_step(kb + kStepCols, n0, n1);
 #pragma unroll
         for (int u = 0; u < 4; u++) {
-            const int64_t cu = col + 32 * u, gi = cu / a.G;
+            // group of this unit: a shift for power-of-two G (a 64-bit division here cost ~2x the kernel's time)
+            const int64_t cu = col + 32 * u;
+            const int64_t gi = a.gshift >= 0 ? cu >> a.gshift : (int64_t)((uint32_t)cu / (uint32_t)a.G);
             __half2 s0 = __float2half2_rn(0.f), zs0 = s0, s1 = s0, zs1 = s0; // s and −z·s per row
             if (act && v0) {
                 const __half s = a.scale[row0 * ng + gi], z = a.zero[row0 * ng + gi];
@@ -383,6 +402,9 @@ extern "C" moeq_status moeq_qlinear_matmul_cuda(const moeq_qlinear *ql, const fl
     a.zero = (const __half *)q->zero;
     a.R = q->R, a.C = q->C, a.G = q->G, a.rb = moeq_qtype_row_bytes(3, q->C), a.B = B, a.r = ql->rank;
     a.ftype = (int)ql->ftype;
+    a.gshift = -1;
+    for (int sh = 5; sh < 31; sh++)
+        if (((int64_t)1 << sh) == q->G) a.gshift = sh;
     a.u = ql->u, a.v = ql->v, a.us = ql->u_scale, a.vs = ql->v_scale;
     a.x = x, a.y = y;
     a.tpart = (float *)(wb + wl.tpart);

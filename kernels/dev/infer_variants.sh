@@ -6,7 +6,7 @@ set -e
 out=$1; shift
 . /opt/moeqdeps/env.sh
 i=0
-for flags in "-DMOEQ_INFER_PREFETCH=1" "-DMOEQ_INFER_PREFETCH=0" "-DMOEQ_INFER_PREFETCH=1 -DMOEQ_INFER_MINB=4"; do
+for flags in "-DMOEQ_INFER_MINB=1" "-DMOEQ_INFER_MINB=6"; do
     i=$((i + 1))
     cmake -S . -B build-v$i -DMOEQ_KERNELS_ONLY=ON -DMOEQ_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
           -DCMAKE_CUDA_ARCHITECTURES=90 "-DCMAKE_CUDA_FLAGS=$flags" > /dev/null
