@@ -194,7 +194,7 @@ static moeq_status parse_layers(const ydoc *d, yaml_node_t *v, moeq_rule *r) {
     long a = strtol(s, &end, 10), b = a;
     if (*end == '-') b = strtol(end + 1, &end, 10);
     if (end == s || *end || errno || a < 0 || b < a || b > 100000)
-        return yerr(d, v, "\"layers\" must be N, \"A-B\" with A <= B, \"first:K\" or \"last:K\" (got \"%s\")%s", s, "");
+        return yerr(d, v, "\"layers\" must be N or \"A-B\" with A <= B, or \"first:K\" / \"last:K\" (got \"%s\")%s", s, "");
     r->layer_lo = (int)a;
     r->layer_hi = (int)b;
     return MOEQ_OK;

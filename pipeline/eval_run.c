@@ -67,6 +67,8 @@ typedef struct ev_state {
     char ref_key[16];
     double seconds[6];        // open, weights, models, probes, perplexity, report
     char skipped[256];        // why models/perplexity were skipped ("" when not)
+    int64_t *route_counts; // (n_layers_total, n_experts) rank 0: top-k slots per expert of the ORIGINAL model on
+                           // the perplexity text (routing-count file format of configs/README.md, for policies)
 } ev_state;
 
 // Per layer: MoE flag; Gaussian probes (rel. error, top-k changed); the text's hidden states from the original
@@ -287,6 +289,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     float *x = NULL, *taps = NULL;
     int32_t *topk_o = NULL, *topk_q = NULL;
     double *wo = NULL, *wq = NULL, *wo_all = NULL, *wq_all = NULL, *blk_all = NULL;
+    int64_t *route = NULL; // (layers, experts) this rank's routing counts of the original model
     moeq_status st = moeq_artifact_source_init(&src, s->cat, s->plan, s->e, fd, o->artifact);
     if (st == MOEQ_OK) st = moeq_model_load_catalog(s->cat, &orig);
     if (st == MOEQ_OK) st = moeq_model_load(cfg, moeq_artifact_tensor_fn, &src, &quant);
@@ -364,7 +367,12 @@ static moeq_status models_pass(ev_state *s, int fd) {
     double t_last = now_s();
     for (int64_t a = w0; a < w1 && st == MOEQ_OK; a += chunk) {
         const int64_t b = a + chunk < w1 ? a + chunk : w1;
-        st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, NULL);
+        if (!route && st == MOEQ_OK) {
+            route = MOEQ_CALLOC((size_t)moeq_config_n_layers_total(&s->cat->cfg) * (size_t)s->cat->cfg.n_experts + 1,
+                                sizeof *route, "routing counts");
+            if (!route) st = MOEQ_ERR_NOMEM;
+        }
+        if (st == MOEQ_OK) st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, route);
         if (st == MOEQ_OK) st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL);
         if (s->rank == 0 && !o->quiet && o->progress_s > 0 && (now_s() - t_last >= o->progress_s || b == w1)) {
             t_last = now_s();
@@ -379,6 +387,16 @@ static moeq_status models_pass(ev_state *s, int fd) {
     // a window has exactly one owner, the others add +0.0: the sums arrive exact
     MPI_Reduce(wo, wo_all, (int)nw, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Reduce(wq, wq_all, (int)nw, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    { // routing counts of the original model (integers: the sum is exact)
+        const int n_rc = moeq_config_n_layers_total(&s->cat->cfg) * s->cat->cfg.n_experts;
+        int64_t *zero = NULL;
+        if (!route) route = zero = MOEQ_CALLOC((size_t)n_rc + 1, sizeof *route, "routing counts");
+        if (s->rank == 0) s->route_counts = MOEQ_CALLOC((size_t)n_rc + 1, sizeof *route, "routing counts");
+        if (!route || (s->rank == 0 && !s->route_counts)) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+        MPI_Reduce(route, s->route_counts, n_rc, MPI_INT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+        if (zero) route = NULL;
+        moeq_free(&zero);
+    }
     double so = 0, sq = 0;
     for (int64_t w = 0; w < nw; w++) so += wo_all[w], sq += wq_all[w]; // window order: rank-count independent
     s->ce_orig = so / (double)s->n_scored;
@@ -387,6 +405,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     load_reference(s);
     s->seconds[4] = now_s() - t0;
 done:
+    moeq_free(&route);
     moeq_free(&wo), moeq_free(&wq), moeq_free(&wo_all), moeq_free(&wq_all), moeq_free(&blk_all);
     moeq_free(&x), moeq_free(&taps), moeq_free(&ids), moeq_free(&topk_o), moeq_free(&topk_q);
     moeq_model_free(&orig);
@@ -631,6 +650,17 @@ static moeq_status write_json(const ev_state *s, const report *R, const char *pa
                                                            fabs(rd) <= 1e-3));
         }
         json_object_set_new(root, "perplexity", pp);
+        if (s->route_counts) { // {"counts": [[per expert] per layer]}: a routing-count file for recipe policies
+            json_t *rc = json_array();
+            const int E = s->cat->cfg.n_experts;
+            for (int l = 0; l < moeq_config_n_layers_total(&s->cat->cfg); l++) {
+                json_t *row = json_array();
+                for (int e = 0; moeq_config_layer_is_moe(&s->cat->cfg, l) && e < E; e++)
+                    json_array_append_new(row, json_integer((json_int_t)s->route_counts[(size_t)l * (size_t)E + (size_t)e]));
+                json_array_append_new(rc, row);
+            }
+            json_object_set_new(root, "routing_counts", json_pack("{s:o}", "counts", rc));
+        }
     } else {
         json_object_set_new(root, "perplexity", json_null());
     }
@@ -952,6 +982,7 @@ out:
     moeq_free(&s.rec);
     moeq_plan_free(&s.plan);
     moeq_recipe_free(&s.recipe);
+    moeq_free(&s.route_counts);
     moeq_catalog_close(&s.cat);
     moeq_artifact_info_free(&s.info);
     return exit_code;

@@ -116,6 +116,97 @@ static void test_errors_have_lines(void **state) {
     }
 }
 
+
+// The policy section and relative layer ranges: every error names the file and line.
+static void test_policy_syntax_errors(void **state) {
+    (void)state;
+    const char *P = "version: 1\npolicies:\n";
+    struct {
+        const char *body, *needle;
+    } cases[] = {
+        {"  - top: 2\n", "e.yaml:3: policy without \"kind\""},
+        {"  - kind: gptq\n", "e.yaml:3: unknown policy kind \"gptq\""},
+        {"  - kind: outlier\n    set: {bits: 4}\n", "e.yaml:3: policy outlier needs \"top\""},
+        {"  - kind: outlier\n    top: 2\n", "e.yaml:3: policy outlier needs \"set\""},
+        {"  - kind: outlier\n    top: 0\n    set: {bits: 4}\n", "e.yaml:4: \"top\" must be a count N >= 1"},
+        {"  - kind: outlier\n    top: 150%\n    set: {bits: 4}\n", "e.yaml:4: \"top\" must be"},
+        {"  - kind: outlier\n    top: 2.5\n    set: {bits: 4}\n", "e.yaml:4: \"top\" must be"},
+        {"  - kind: outlier\n    top: 5%x\n    set: {bits: 4}\n", "e.yaml:4: \"top\" must be"},
+        {"  - kind: outlier\n    top: 2\n    set: {bits: 5}\n", "e.yaml:5: bits must be 2, 3, 4 or 8"},
+        {"  - kind: outlier\n    top: 2\n    set: {bits: 4}\n    counts: x.json\n", "e.yaml:6: policy outlier has no key \"counts\""},
+        {"  - kind: outlier\n    top: 2\n    set: {bits: 4}\n    match: {layers: \"first:0\"}\n", "e.yaml:6: \"layers\": \"first:0\" needs K >= 1"},
+        {"  - kind: frequency\n    top: 1\n    set: {bits: 4}\n", "e.yaml:3: policy frequency needs \"counts\""},
+        {"  - kind: frequency\n    top: 1\n    set: {bits: 4}\n    counts: c.json\n    per_layer: maybe\n", "e.yaml:7: \"per_layer\" must be true or false"},
+        {"  - kind: frequency_rank\n    counts: c.json\n", "e.yaml:3: policy frequency_rank needs \"rank\""},
+        {"  - kind: kurtosis_rank\n    k: 40\n", "e.yaml:4: \"k\" must be an integer in [0, 20]"},
+        {"  - kind: block\n    top: 1\n    set: {bits: 4}\n    probe: {bits: 5}\n", "e.yaml:6: probe.bits must be 2, 3, 4 or 8"},
+        {"  - kind: block\n    top: 1\n    set: {bits: 4}\n    probe: {width: 5}\n", "e.yaml:6: unknown key \"width\" in \"probe\""},
+        {"  - kind: budget\n    candidates: [{bits: 2}, {bits: 4}]\n", "e.yaml:3: policy budget needs \"bits\""},
+        {"  - kind: budget\n    bits: 3\n", "e.yaml:3: policy budget needs \"candidates\""},
+        {"  - kind: budget\n    bits: 3\n    candidates: [{bits: 2}]\n", "e.yaml:5: \"candidates\" needs 2 to 12 settings"},
+        {"  - kind: budget\n    bits: 3\n    candidates: [{bits: 2}, {}]\n", "e.yaml:5: an empty candidate"},
+        {"  - kind: budget\n    bits: 3\n    candidates: [{bits: 2}, {bitz: 4}]\n", "e.yaml:5: unknown setting \"bitz\""},
+        {"  - kind: budget\n    bits: 0.5\n    candidates: [{bits: 2}, {bits: 4}]\n", "e.yaml:4: \"bits\" must be a number in [1, 64]"},
+        {"  - kind: budget\n    bits: 3\n    by: layer\n    candidates: [{bits: 2}, {bits: 4}]\n", "e.yaml:5: \"by\" must be tensor or unit"},
+        {"  - kind: budget\n    bits: 3\n    candidates: [{bits: 2}, {bits: 4}]\n  - kind: outlier\n    top: 1\n    set: {bits: 4}\n",
+         "e.yaml:3: the budget policy must be the last policy"},
+        {"  kind: outlier\n", "e.yaml:3: \"policies\" must be a list"},
+        {"  - 3\n", "e.yaml:3: a policy must be a mapping"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char yaml[1024];
+        snprintf(yaml, sizeof yaml, "%s%s", P, cases[i].body);
+        moeq_recipe *r = NULL;
+        moeq_status st = moeq_recipe_parse("e.yaml", yaml, &r);
+        if (st != MOEQ_ERR_FORMAT || !strstr(moeq_error_detail(), cases[i].needle)) {
+            fprintf(stderr, "case %zu: status %s, detail '%s', wanted '%s'\n", i, moeq_status_str(st), moeq_error_detail(),
+                    cases[i].needle);
+            fail();
+        }
+        assert_null(r);
+    }
+    // "layers": bad relative forms
+    moeq_recipe *r = NULL;
+    assert_status(moeq_recipe_parse("e.yaml", "version: 1\nrules:\n  - match: {layers: \"last:x\"}\n    set: {bits: 4}\n", &r),
+                  MOEQ_ERR_FORMAT, "e.yaml:3: \"layers\": \"last:x\" needs K >= 1");
+}
+
+// first:K / last:K bind to the MoE blocks of a model (dense first layers and MTP layers excluded); unbound
+// relative ranges match nothing; K beyond the model is an error with the line.
+static void test_relative_layers(void **state) {
+    (void)state;
+    moeq_model_config cfg;
+    const char *ds = "{\"architectures\": [\"DeepseekV3ForCausalLM\"], \"model_type\": \"deepseek_v3\", \"hidden_size\": 256,"
+                     " \"num_hidden_layers\": 6, \"num_attention_heads\": 4, \"num_key_value_heads\": 4, \"vocab_size\": 100,"
+                     " \"intermediate_size\": 512, \"moe_intermediate_size\": 128, \"n_routed_experts\": 8,"
+                     " \"n_shared_experts\": 1, \"num_experts_per_tok\": 2, \"first_k_dense_replace\": 2,"
+                     " \"num_nextn_predict_layers\": 1, \"q_lora_rank\": 64, \"kv_lora_rank\": 32, \"qk_nope_head_dim\": 16,"
+                     " \"qk_rope_head_dim\": 8, \"v_head_dim\": 16, \"moe_layer_freq\": 1}";
+    assert_status(moeq_config_parse("config.json", ds, &cfg), MOEQ_OK, NULL);
+    moeq_recipe *r = NULL;
+    assert_status(moeq_recipe_parse("b.yaml", "version: 1\nrules:\n"
+                                              "  - match: {layers: \"first:2\"}\n    set: {bits: 4}\n"
+                                              "  - match: {layers: \"last:1\"}\n    set: {bits: 8}\n"
+                                              "policies:\n  - kind: outlier\n    top: 1\n    set: {bits: 3}\n"
+                                              "    match: {class: routed_expert, layers: \"last:2\"}\n", &r),
+                  MOEQ_OK, NULL);
+    moeq_tensor_info t = tensor("model.layers.2.mlp.experts.0.down_proj.weight", 256, 128);
+    assert_false(moeq_rule_matches(&r->rules[0], &t)); // unbound: nothing
+    assert_status(moeq_recipe_bind(r, &cfg), MOEQ_OK, NULL);
+    // MoE blocks: layers 2..5 (0, 1 dense; 6 is MTP)
+    assert_int_equal(r->rules[0].layer_lo, 2), assert_int_equal(r->rules[0].layer_hi, 3);
+    assert_int_equal(r->rules[1].layer_lo, 5), assert_int_equal(r->rules[1].layer_hi, 5);
+    assert_int_equal(r->policies[0].match.layer_lo, 4), assert_int_equal(r->policies[0].match.layer_hi, 5);
+    assert_true(moeq_rule_matches(&r->rules[0], &t));
+    moeq_tensor_info t6 = tensor("model.layers.6.mlp.experts.0.down_proj.weight", 256, 128);
+    assert_false(moeq_rule_matches(&r->rules[1], &t6));
+    moeq_recipe_free(&r);
+    assert_status(moeq_recipe_parse("b.yaml", "version: 1\nrules:\n  - match: {layers: \"last:5\"}\n    set: {bits: 4}\n", &r),
+                  MOEQ_OK, NULL);
+    assert_status(moeq_recipe_bind(r, &cfg), MOEQ_ERR_ARG, "b.yaml:3: layers \"last:5\" but the model has 4 MoE blocks");
+    moeq_recipe_free(&r);
+}
+
 static void test_shipped_recipes_parse(void **state) {
     (void)state;
     const char *files[] = {"mixtral-tiny-rtn3.yaml", "mixtral-tiny-hqq3.yaml", "mixtral-tiny-milo3.yaml"};
@@ -132,6 +223,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_precedence),
         cmocka_unit_test(test_errors_have_lines),
+        cmocka_unit_test(test_policy_syntax_errors),
+        cmocka_unit_test(test_relative_layers),
         cmocka_unit_test(test_shipped_recipes_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
