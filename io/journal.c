@@ -154,7 +154,7 @@ moeq_status moeq_journal_append(moeq_journal *j, int unit, const moeq_tensor_res
     MOEQ_TRY(moeq_pwrite_full(j->fd, &rh, sizeof rh, j->end, j->path));
     MOEQ_TRY(moeq_pwrite_full(j->fd, r, body, j->end + sizeof rh, j->path));
     MOEQ_TRY(moeq_pwrite_full(j->fd, &sum, 8, j->end + sizeof rh + body, j->path));
-    if (fsync(j->fd) != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", j->path, strerror(errno));
+    MOEQ_TRY(moeq_fsync(j->fd, j->path, "of a journal record"));
     j->end += sizeof rh + body + 8;
     return MOEQ_OK;
 }

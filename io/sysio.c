@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,7 +17,7 @@ typedef struct {
     atomic_int err;
 } fault_seam;
 
-static fault_seam g_pread_seam, g_pwrite_seam;
+static fault_seam g_pread_seam, g_pwrite_seam, g_fsync_seam;
 
 static void seam_arm(fault_seam *s, long n, long k, int err) {
     if (n <= 0) {
@@ -41,6 +42,43 @@ void moeq_sysio_fail_pread_after(long n, long k, int err) {
 
 void moeq_sysio_fail_pwrite_after(long n, long k, int err) {
     seam_arm(&g_pwrite_seam, n, k, err);
+}
+
+void moeq_sysio_fail_fsync_after(long n, long k, int err) {
+    seam_arm(&g_fsync_seam, n, k, err);
+}
+
+moeq_status moeq_fsync(int fd, const char *path, const char *what) {
+    int fake = seam_step(&g_fsync_seam), rc;
+    if (fake) {
+        errno = fake;
+        rc = -1;
+    } else {
+        do rc = fdatasync(fd);
+        while (rc != 0 && errno == EINTR);
+    }
+    if (rc != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: fdatasync %s: %s", path, what, strerror(errno));
+    return MOEQ_OK;
+}
+
+moeq_status moeq_fault_from_env(int rank) {
+    const char *v = getenv("MOEQ_FAULT");
+    if (!v || !*v) return MOEQ_OK;
+    const char *r = getenv("MOEQ_FAULT_RANK");
+    if (r && *r && atoi(r) != rank) return MOEQ_OK;
+    char seam[16] = "", err[16] = "EIO";
+    long n = 0, k = 1;
+    int got = sscanf(v, "%15[a-z]:%ld:%ld:%15[A-Z]", seam, &n, &k, err);
+    int e = !strcmp(err, "ENOSPC") ? ENOSPC : !strcmp(err, "EIO") ? EIO : !strcmp(err, "ENOMEM") ? ENOMEM : 0;
+    if (got < 2 || n < 1 || k < 1 || !e)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "MOEQ_FAULT='%s': expected SEAM:N[:K[:EIO|ENOSPC]] with SEAM one of alloc, "
+                         "pread, pwrite, fsync", v);
+    if (!strcmp(seam, "alloc")) moeq_alloc_set_fail_after(n, k);
+    else if (!strcmp(seam, "pread")) moeq_sysio_fail_pread_after(n, k, e);
+    else if (!strcmp(seam, "pwrite")) moeq_sysio_fail_pwrite_after(n, k, e);
+    else if (!strcmp(seam, "fsync")) moeq_sysio_fail_fsync_after(n, k, e);
+    else return MOEQ_FAIL(MOEQ_ERR_ARG, "MOEQ_FAULT: unknown seam '%s' (alloc, pread, pwrite, fsync)", seam);
+    return MOEQ_OK;
 }
 
 moeq_status moeq_open_read(const char *path, int *fd) {

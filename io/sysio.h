@@ -22,8 +22,18 @@ moeq_status moeq_read_file(const char *path, size_t max_bytes, char **out, size_
 // Writes a whole file (create/truncate) and fsyncs it.
 moeq_status moeq_write_file(const char *path, const void *data, size_t len);
 
-// Fault injection: the n-th pread (n-th pwrite) from now fails with errno `err` (EIO, ENOSPC...), k times.
+// fdatasync with EINTR retry; `what` names the data in the message ("after unit 12").
+moeq_status moeq_fsync(int fd, const char *path, const char *what);
+
+// Fault injection: the n-th pread (pwrite, fsync) from now fails with errno `err` (EIO, ENOSPC...), k times.
 void moeq_sysio_fail_pread_after(long n, long k, int err);
 void moeq_sysio_fail_pwrite_after(long n, long k, int err);
+void moeq_sysio_fail_fsync_after(long n, long k, int err);
+// Arms one seam from the environment, for end-to-end fault tests of the real executable:
+//   MOEQ_FAULT=SEAM:N[:K[:ERRNO]]   SEAM alloc|pread|pwrite|fsync, the N-th call fails K times (default 1)
+//                                   with ERRNO EIO (default) or ENOSPC (alloc: out of memory)
+//   MOEQ_FAULT_RANK=R               only on rank R (default: every rank)
+// MOEQ_ERR_ARG for a malformed value. Unset, it does nothing.
+moeq_status moeq_fault_from_env(int rank);
 
 #endif

@@ -48,7 +48,10 @@ static void *coordinator(void *arg) {
     shared_ctx *s = arg;
     const moeq_queue_cfg *cfg = s->cfg;
     const int n = cfg->n_units;
-    int *queue = malloc(sizeof(int) * (size_t)(2 * n + 1)), *attempts = calloc((size_t)n + 1, sizeof(int));
+    // every unit enters the queue at most max_attempts times (once, then once per retry): a fault test with
+    // every fsync failing overflowed the former 2n + 1 slots
+    int *queue = malloc(sizeof(int) * ((size_t)n * (size_t)cfg->max_attempts + 1));
+    int *attempts = calloc((size_t)n + 1, sizeof(int));
     int *parked = malloc(sizeof(int) * (size_t)s->n_ranks), *gone = calloc((size_t)s->n_ranks, sizeof(int));
     unsigned char *buf = malloc(cfg->result_max_bytes + 2 * sizeof(int));
     if (!queue || !attempts || !parked || !gone || !buf) {

@@ -150,8 +150,9 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
     XXH3_freeState(all);
     if (st == MOEQ_OK) {
         double t0 = now_s();
-        if (fdatasync(x->out_fd) != 0)
-            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fdatasync after unit %d: %s", x->out_path, u, strerror(errno));
+        char what[48];
+        snprintf(what, sizeof what, "after unit %d", u);
+        st = moeq_fsync(x->out_fd, x->out_path, what);
         x->seconds_write += now_s() - t0;
         if (st == MOEQ_OK) moeq_crashpoint("unit-durable");
     }
