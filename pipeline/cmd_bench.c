@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_infer.h"
 #include "bench_kernels.h"
 #include "cli.h"
 
@@ -369,12 +370,13 @@ static int on_opt(int opt, const char *arg, void *ctx) {
 
 static int run(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "kernels")) return moeq_bench_kernels_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "infer")) return moeq_bench_infer_main(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "pipeline")) {
         if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
             printf("usage: %s\n", moeq_cmd_bench.usage);
             return MOEQ_EXIT_OK;
         }
-        fprintf(stderr, "moeq bench: which benchmark? kernels or pipeline\n---> HINT: moeq bench --help\n");
+        fprintf(stderr, "moeq bench: which benchmark? kernels, infer or pipeline\n---> HINT: moeq bench --help\n");
         return MOEQ_EXIT_USAGE;
     }
     static const struct option longopts[] = {
@@ -399,8 +401,9 @@ static int run(int argc, char **argv) {
 
 const moeq_command moeq_cmd_bench = {
     .name = "bench",
-    .summary = "benchmarks (JSON): kernels, pipeline",
-    .usage = "moeq bench kernels [options]     (moeq bench kernels --help)\n"
+    .summary = "benchmarks (JSON): kernels, infer, pipeline",
+    .usage = "moeq bench kernels [options]     (moeq bench kernels --help; --device cpu|cuda)\n"
+             "       moeq bench infer [options]       (moeq bench infer --help: fused 3-bit + low-rank product)\n"
              "       moeq bench pipeline [options]\n\n"
              "pipeline: synthesizes a bf16 Mixtral-layout checkpoint (default 12 layers x 8 experts of\n"
              "1024 x 3584: 2.04 GiB), measures the cold disk read speed of its shards, then runs\n"
