@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "moeq_worker.h"
+#include "analyze_run.h" // defines: moeq_plan_build_collective (analyze phase + plan)
 
 typedef struct run_state {
     const moeq_quantize_opts *o;
@@ -442,7 +443,11 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s.cat);
     if (st == MOEQ_OK && o->recipe_path) st = moeq_recipe_load(o->recipe_path, &s.recipe);
     else if (st == MOEQ_OK) st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s.recipe);
-    if (st == MOEQ_OK) st = moeq_plan_build(s.cat, s.recipe, &cm, &s.plan);
+    { // recipes with data-dependent policies run the analyze phase here (collective; analyze_run.h)
+        moeq_status pre = agree(st, s.rank);
+        if (pre == MOEQ_OK) st = moeq_plan_build_collective(s.cat, s.recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s.plan);
+        else if (st == MOEQ_OK) st = pre;
+    }
     if (st == MOEQ_OK) st = build_entries(&s);
     if (st == MOEQ_OK && !s.cat->has_data)
         st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
