@@ -70,6 +70,12 @@ static inline MOEQ_HD float moeq_deq_of(float q, float z, float s) {
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float moeq_v8f __attribute__((vector_size(32)));
 typedef int32_t moeq_v8i __attribute__((vector_size(32)));
+// Lane permutation by constant indices: GCC's __builtin_shuffle, clang's __builtin_shufflevector.
+#if defined(__clang__)
+#define MOEQ_V8_SHUFFLE(v, a, b, c, d, e, f, g, h) __builtin_shufflevector((v), (v), a, b, c, d, e, f, g, h)
+#else
+#define MOEQ_V8_SHUFFLE(v, a, b, c, d, e, f, g, h) __builtin_shuffle((v), (moeq_v8i){a, b, c, d, e, f, g, h})
+#endif
 typedef uint8_t moeq_v8b __attribute__((vector_size(8)));
 
 static inline moeq_v8f moeq_v8_load(const float *p) {
@@ -102,7 +108,12 @@ static inline moeq_v8f moeq_v8_round_clamp(moeq_v8f x, moeq_v8f qmax) {
 typedef uint8_t moeq_v32b __attribute__((vector_size(32)));
 static inline void moeq_v8_store_codes(uint8_t *p, moeq_v8f q) {
     const moeq_v32b b = (moeq_v32b)(q + moeq_v8_set1(12582912.0f));
+#if defined(__clang__) // clang spells GCC's __builtin_shuffle with constant lanes (fuzz builds use clang)
+    const moeq_v32b r = __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+#else
     const moeq_v32b r = __builtin_shuffle(b, (moeq_v32b){0, 4, 8, 12, 16, 20, 24, 28});
+#endif
     memcpy(p, &r, 8);
 }
 // 8 bytes -> 8 floats
