@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main-job command: install what is missing, build, then quantize the embedded default, the
 # tiny real Mixtral-layout MoE in ../shared/models/mixtral-tiny, with several MPI ranks (MiLo 3-bit) into one
-# HDF5 artifact, and print the report. Overrides: MODEL=DIR RECIPE=FILE RANKS=N OUT=FILE.
+# HDF5 artifact, evaluate it with the same ranks (report on stdout, JSON and PNG beside the artifact).
+# Overrides: MODEL=DIR RECIPE=FILE RANKS=N OUT=FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -18,3 +19,7 @@ echo
 echo "== mpirun -n $RANKS moeq quantize -> $OUT"
 mpirun --oversubscribe -n "$RANKS" build/moeq quantize --model "$MODEL" --recipe "$RECIPE" --out "$OUT" --force \
     --progress 2
+echo
+echo "== mpirun -n $RANKS moeq eval: integrity, weight error, MoE-block output error, perplexity"
+mpirun --oversubscribe -n "$RANKS" build/moeq eval --model "$MODEL" "$OUT" --json "${OUT%.h5}.eval.json" \
+    --plot "${OUT%.h5}.eval.png"
