@@ -12,7 +12,7 @@
 #include "quant_cuda_impl.cuh" // defines: moeq_quant_groups_cuda_
 
 // The CPU's schedule: tab = [1/β_k (iters) | (1/β_k)^(1/(1−p)) (iters)], β_k in double.
-static void moeq_hqq_schedule(const moeq_hqq_params *p, float *tab) {
+void moeq_hqq_schedule_cuda_(const moeq_hqq_params *p, float *tab) {
     double beta = p->beta;
     const double inv_1mp = p->lp_norm < 1.0f ? 1.0 / (1.0 - (double)p->lp_norm) : 1.0;
     for (int k = 0; k < p->iters; k++, beta *= p->kappa) {
@@ -29,7 +29,7 @@ extern "C" moeq_status moeq_hqq_quantize_cuda(const float *d_w, const moeq_hqq_p
     const size_t tb = 2 * (size_t)p->iters * sizeof(float);
     float *tab = (float *)malloc(tb), *d_tab = NULL;
     if (!tab) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "hqq: schedule table");
-    moeq_hqq_schedule(p, tab);
+    moeq_hqq_schedule_cuda_(p, tab);
     moeq_status st = MOEQ_OK;
     CUDA_GOTO(cudaMallocAsync((void **)&d_tab, tb, s), st, out);
     CUDA_GOTO(cudaMemcpyAsync(d_tab, tab, tb, cudaMemcpyHostToDevice, s), st, out);

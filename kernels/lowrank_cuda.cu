@@ -13,6 +13,7 @@
 
 #include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY, moeq_cuda_handles_
 #include "kernels_cuda.h"  // defines: the *_cuda prototypes
+#include "quant_cuda_impl.cuh" // defines: moeq_rsvd_fast_async_cuda_, moeq_factor_roundtrip_async_cuda_
 #include "quant_impl.h"    // defines: moeq_round_clamp (MOEQ_HD)
 #include "rng.h"           // defines: moeq_rng_normal (MOEQ_RNG_HD)
 
@@ -120,6 +121,313 @@ moeq_status orth(cublasHandle_t hb, cusolverDnHandle_t hs, int fast, float *x, i
     (void)s;
     return MOEQ_OK;
 }
+
+// ---- the fast path (k <= 32): CholeskyQR2 and the k×k SVD in our own small kernels, no cuSOLVER call and
+// no host synchronization (a failure raises a device flag instead of an info read back per call).
+// Measured reason: with cuSOLVER potrf/trsm per orthonormalisation and gesvdj for the k×k SVD, an rSVD of a
+// 7168x2048 matrix took 1.47 ms of which only ~0.5 ms are the six thin products: the rest were ~40 small
+// library launches (several with internal host round trips).
+//   gram_partial_kernel: per block, Σ x[i, a]·y[i, b] over a fixed set of row tiles, products and sums in
+//     fp64 (products of fp32 values are exact in fp64): partials (nb, 32, 32);
+//   chol_inv_kernel (one block): the partials summed in block order (fixed: deterministic), Cholesky G = RᵀR in
+//     fp64, R⁻¹ by back substitution, written as fp32; a non-positive or tiny pivot (below 1e-14 of its
+//     diagonal) sets *fail and writes the identity;
+//   apply_rinv_kernel: x <- x·R⁻¹, one thread per row (the row in registers);
+//   jacobi_svd_kernel (one block, 16 warps): one-sided (Hestenes) Jacobi in fp64 on the k×k R of Bᵀ, the 32
+//     columns paired by a round-robin tournament (16 disjoint pairs per step, one warp per pair), sweeps
+//     until no pair has |w_p·w_q| > 1e-13·‖w_p‖‖w_q‖ (at most 30, else *fail), singular values sorted
+//     descending (ties: lower index first), U = W·diag(1/σ), V = the accumulated rotations.
+// A set flag makes the caller redo the SVD with the Householder method (as a failed cuSOLVER potrf did).
+constexpr int k_kf = 32;       // largest k of the fast path
+constexpr int k_gram_rows = 32; // rows per tile of gram_partial_kernel
+constexpr int k_gram_blocks = 32;
+
+__device__ inline double sum_partials(const double *__restrict__ part, int nb, int e);
+
+__global__ void __launch_bounds__(256) gram_partial_kernel(const float *__restrict__ x, const float *__restrict__ y,
+                                                           int64_t M, int k, double *__restrict__ part) {
+    __shared__ float tx[k_gram_rows][k_kf + 1], ty[k_gram_rows][k_kf + 1];
+    double acc[4] = {0, 0, 0, 0};
+    const int tid = threadIdx.x;
+    const int64_t ntiles = (M + k_gram_rows - 1) / k_gram_rows;
+    for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const int64_t r0 = t * k_gram_rows;
+        for (int e = tid; e < k_gram_rows * k_kf; e += 256) {
+            const int row = e % k_gram_rows, col = e / k_gram_rows;
+            const int64_t i = r0 + row;
+            const bool ok = i < M && col < k;
+            tx[row][col] = ok ? x[i + (int64_t)col * M] : 0.0f;
+            ty[row][col] = ok ? y[i + (int64_t)col * M] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int pr = tid + 256 * j, a = pr / k_kf, b = pr % k_kf;
+            double sum = 0;
+#pragma unroll 8
+            for (int row = 0; row < k_gram_rows; row++) sum += (double)tx[row][a] * (double)ty[row][b];
+            acc[j] += sum;
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) part[(int64_t)blockIdx.x * k_kf * k_kf + tid + 256 * j] = acc[j];
+}
+
+__global__ void __launch_bounds__(1024) chol_inv_kernel(const double *__restrict__ part, int nb, int k,
+                                                        float *__restrict__ rinv, int *__restrict__ fail) {
+    __shared__ double g[k_kf][k_kf + 1], rs[k_kf][k_kf + 1], xs[k_kf][k_kf + 1];
+    __shared__ double diag0[k_kf];
+    __shared__ int bad;
+    const int tid = threadIdx.x, a = tid / k_kf, b = tid % k_kf;
+    const double sum = (a < k && b < k) ? sum_partials(part, nb, tid) : 0.0;
+    g[a][b] = sum, rs[a][b] = 0.0, xs[a][b] = 0.0;
+    if (a == b) diag0[a] = sum;
+    if (tid == 0) bad = 0;
+    __syncthreads();
+    for (int j = 0; j < k; j++) {
+        const double d = g[j][j];
+        const int ok = d > 1e-14 * diag0[j] && d > 0.0 && isfinite(d);
+        if (!ok && tid == 0) bad = 1;
+        const double piv = ok ? sqrt(d) : 1.0;
+        if (a == 0 && b >= j && b < k) rs[j][b] = g[j][b] / piv;
+        __syncthreads();
+        if (a > j && a < k && b >= a && b < k) g[a][b] -= rs[j][a] * rs[j][b];
+        __syncthreads();
+    }
+    if (tid < k) { // column c of X = R⁻¹ (upper): R·X[:, c] = e_c
+        const int c = tid;
+        xs[c][c] = 1.0 / rs[c][c];
+        for (int i = c - 1; i >= 0; i--) {
+            double t = 0;
+            for (int l = i + 1; l <= c; l++) t += rs[i][l] * xs[l][c];
+            xs[i][c] = -t / rs[i][i];
+        }
+    }
+    __syncthreads();
+    // rinv[l + c·32] = X[l][c] (column-major, ld 32), the identity when the factorisation failed
+    const float val = bad ? (a == b ? 1.0f : 0.0f) : (float)xs[b][a];
+    rinv[b + a * k_kf] = (a < k && b < k) ? val : 0.0f;
+    if (bad && tid == 0) *fail = 1;
+}
+
+// rinv is zero below its diagonal and outside k×k, so every row runs the same 32×32 products with no guards
+// (adding exact zeros changes no value): y[c] = Σ_l x[l]·rinv[l, c], l ascending
+__global__ void __launch_bounds__(128) apply_rinv_kernel(float *__restrict__ x, int64_t M, int k,
+                                                         const float *__restrict__ rinv) {
+    __shared__ float ri[k_kf * k_kf];
+    for (int e = threadIdx.x; e < k_kf * k_kf; e += blockDim.x) ri[e] = rinv[e];
+    __syncthreads();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M; i += (int64_t)gridDim.x * blockDim.x) {
+        float y[k_kf];
+#pragma unroll
+        for (int c = 0; c < k_kf; c++) y[c] = 0.0f;
+        for (int l = 0; l < k; l++) {
+            const float xl = x[i + (int64_t)l * M];
+#pragma unroll
+            for (int c = 0; c < k_kf; c++) y[c] += xl * ri[l + c * k_kf];
+        }
+#pragma unroll
+        for (int c = 0; c < k_kf; c++)
+            if (c < k) x[i + (int64_t)c * M] = y[c];
+    }
+}
+
+// Σ_{q < nb} part[q·1024 + e] in q order, 8 loads in flight at a time
+__device__ inline double sum_partials(const double *__restrict__ part, int nb, int e) {
+    double sum = 0.0;
+    int q = 0;
+    for (; q + 8 <= nb; q += 8) {
+        double t[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) t[j] = part[(int64_t)(q + j) * k_kf * k_kf + e];
+#pragma unroll
+        for (int j = 0; j < 8; j++) sum += t[j];
+    }
+    for (; q < nb; q++) sum += part[(int64_t)q * k_kf * k_kf + e];
+    return sum;
+}
+
+__device__ inline double warp_sum(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// R (k×k) = Σ partials; R = U·diag(S)·Vᵀ: u (k×k, ld k), vt = V (k×k, ld k), S (k) descending
+__global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restrict__ part, int nb, int k,
+                                                         float *__restrict__ S, float *__restrict__ u,
+                                                         float *__restrict__ v, int *__restrict__ fail) {
+    __shared__ double w[k_kf][k_kf], vv[k_kf][k_kf]; // [column][row]
+    __shared__ double sig[k_kf];
+    __shared__ int order[k_kf];
+    __shared__ int rotated;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    for (int e = tid; e < k_kf * k_kf; e += 512) {
+        const int a = e / k_kf, b = e % k_kf; // R[a][b] = part[a·32 + b]
+        w[b][a] = (a < k && b < k) ? sum_partials(part, nb, e) : 0.0;
+        vv[b][a] = a == b ? 1.0 : 0.0;
+    }
+    __syncthreads();
+    int sweep = 0;
+    for (; sweep < 30; sweep++) {
+        if (tid == 0) rotated = 0;
+        __syncthreads();
+        for (int step = 0; step < k_kf - 1; step++) {
+            const int pp = warp, qp = k_kf - 1 - warp;
+            int p = pp == 0 ? 0 : 1 + (pp - 1 + step) % (k_kf - 1);
+            int q = 1 + (qp - 1 + step) % (k_kf - 1);
+            if (p > q) {
+                const int t = p;
+                p = q, q = t;
+            }
+            const double wp = w[p][lane], wq = w[q][lane];
+            const double al = warp_sum(wp * wp), be = warp_sum(wq * wq), ga = warp_sum(wp * wq);
+            if (ga != 0.0 && fabs(ga) > 1e-13 * sqrt(al * be)) {
+                const double zeta = (be - al) / (2.0 * ga);
+                const double t = (zeta >= 0.0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
+                const double c = 1.0 / sqrt(1.0 + t * t), sn = c * t;
+                w[p][lane] = c * wp - sn * wq, w[q][lane] = sn * wp + c * wq;
+                const double vp = vv[p][lane], vq = vv[q][lane];
+                vv[p][lane] = c * vp - sn * vq, vv[q][lane] = sn * vp + c * vq;
+                if (lane == 0) rotated = 1;
+            }
+            __syncthreads();
+        }
+        const int any = rotated;
+        __syncthreads();
+        if (!any) break;
+    }
+    if (warp == 0) {
+        for (int j = 0; j < k; j++) {
+            const double x = w[j][lane], nrm = warp_sum(x * x);
+            if (lane == 0) sig[j] = sqrt(nrm);
+        }
+    }
+    __syncthreads();
+    if (tid == 0) {
+        if (sweep >= 30) *fail = 1;
+        for (int j = 0; j < k; j++) order[j] = j;
+        for (int i = 0; i < k; i++) { // selection sort, descending, stable
+            int best = i;
+            for (int j = i + 1; j < k; j++)
+                if (sig[order[j]] > sig[order[best]]) best = j;
+            const int t = order[best];
+            for (int j = best; j > i; j--) order[j] = order[j - 1];
+            order[i] = t;
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < k * k; e += 512) {
+        const int jj = e / k, row = e % k, j = order[jj];
+        const double sj = sig[j];
+        u[row + jj * k] = sj > 0.0 ? (float)(w[j][row] / sj) : 0.0f;
+        v[row + jj * k] = (float)vv[j][row];
+        if (row == 0) S[jj] = (float)sj;
+    }
+}
+
+static moeq_phase_timer_ g_nopt; // .on == 0: no phase timing
+
+void orth_fast(float *x, int64_t M, int k, double *part, float *rinv, int *d_fail, cudaStream_t s,
+               moeq_phase_timer_ *pt) {
+    const int64_t nt = (M + k_gram_rows - 1) / k_gram_rows;
+    const int nb = (int)(nt < k_gram_blocks ? nt : k_gram_blocks);
+    const int64_t ab = (M + 127) / 128;
+    for (int pass = 0; pass < 2; pass++) {
+        gram_partial_kernel<<<nb, 256, 0, s>>>(x, x, M, k, part);
+        moeq_phase_(pt, "r.gram");
+        chol_inv_kernel<<<1, 1024, 0, s>>>(part, nb, k, rinv, d_fail);
+        moeq_phase_(pt, "r.chol");
+        apply_rinv_kernel<<<(unsigned)(ab < 1024 ? ab : 1024), 128, 0, s>>>(x, M, k, rinv);
+        moeq_phase_(pt, "r.apply");
+    }
+}
+
+} // namespace
+
+// The fast rSVD (k = r + oversample capped at min(m, n) must be <= 32, else MOEQ_ERR_UNSUPPORTED), enqueued on s
+// without any host synchronization; *d_fail (device) is set to 1 when a factorisation failed (then the
+// outputs are finite but meaningless and the caller must redo it with the Householder method).
+moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                                       float *d_u, float *d_v, float *d_s, int *d_fail, cudaStream_t s,
+                                       moeq_phase_timer_ *pt) {
+    if (!pt) pt = &g_nopt;
+    if (!d_a || !p || !d_u || !d_v || !d_fail || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) ||
+        p->oversample < 0 || p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
+                         (long long)r);
+    const int64_t mn = m < n ? m : n;
+    const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
+    if (k > k_kf) return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "rsvd fast path: k = %lld > %d", (long long)k, k_kf);
+    cublasHandle_t hb;
+    cusolverDnHandle_t hs;
+    MOEQ_TRY(moeq_cuda_handles_(s, &hb, &hs));
+    const float one = 1.0f, zero = 0.0f;
+    // one block: partials (64·32·32 doubles) | Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub, Ur (k·k) | S (k) | R⁻¹ (32·32)
+    const size_t npart = (size_t)k_gram_blocks * k_kf * k_kf;
+    const size_t nf = (size_t)(n * k) * 3 + (size_t)(m * k) + 2 * (size_t)(k * k) + (size_t)k + k_kf * k_kf;
+    uint8_t *mem = NULL;
+    moeq_status st = MOEQ_OK;
+    CUDA_GOTO(cudaMallocAsync((void **)&mem, npart * sizeof(double) + nf * sizeof(float), s), st, out);
+    {
+        double *part = (double *)mem;
+        float *z = (float *)(part + npart), *y = z + n * k, *vb = y + m * k, *bt = vb + n * k, *ub = bt + n * k,
+              *ur = ub + k * k, *S = ur + k * k, *rinv = S + k;
+        const int ik = (int)k;
+        omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, s>>>(p->seed, p->stream, n * k, z);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        moeq_phase_(pt, "r.omega");
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z, (int)n, &zero,
+                                y, (int)m),
+                    st, out);
+        moeq_phase_(pt, "r.gemm_thin");
+        orth_fast(y, m, ik, part, rinv, d_fail, s, pt);
+        for (int it = 0; it < p->power_iters; it++) {
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y, (int)m,
+                                    &zero, z, (int)n),
+                        st, out);
+            moeq_phase_(pt, "r.gemm_thin");
+            orth_fast(z, n, ik, part, rinv, d_fail, s, pt);
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z, (int)n,
+                                    &zero, y, (int)m),
+                        st, out);
+            moeq_phase_(pt, "r.gemm_thin");
+            orth_fast(y, m, ik, part, rinv, d_fail, s, pt);
+        }
+        // Bᵀ (n×k) = Aᵀ·Q = Qz·Rz, Rz = Qzᵀ·Bᵀ = Ur·diag(S)·Ubᵀ; Vb = Qz·Ur
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y, (int)m, &zero,
+                                bt, (int)n),
+                    st, out);
+        moeq_phase_(pt, "r.gemm_thin");
+        CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
+        moeq_phase_(pt, "r.memcpy");
+        orth_fast(z, n, ik, part, rinv, d_fail, s, pt);
+        const int64_t nt = (n + k_gram_rows - 1) / k_gram_rows;
+        const int nb = (int)(nt < k_gram_blocks ? nt : k_gram_blocks);
+        gram_partial_kernel<<<nb, 256, 0, s>>>(z, bt, n, ik, part);
+        moeq_phase_(pt, "r.gram");
+        jacobi_svd_kernel<<<1, 512, 0, s>>>(part, nb, ik, S, ur, ub, d_fail);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        moeq_phase_(pt, "r.jacobi");
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, ik, &one, z, (int)n, ur, ik, &zero, vb,
+                                (int)n),
+                    st, out);
+        // uᵀ (r×m, ld r) = Ub[:, :r]ᵀ·Qᵀ
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, ik, &one, ub, ik, y, (int)m, &zero, d_u,
+                                (int)r),
+                    st, out);
+        moeq_phase_(pt, "r.gemm_small");
+        split_sqrt_kernel<<<moeq_cuda_grid_((m + n) * r), 256, 0, s>>>(S, m, n, r, d_u, vb, d_v, d_s);
+        CUDA_GOTO(cudaGetLastError(), st, out);
+        moeq_phase_(pt, "r.split");
+    }
+out:
+    if (mem) cudaFreeAsync(mem, s);
+    return st;
+}
+
+namespace {
 
 // fast == 0: the reference port (Householder QR, gesvdj of the n×k Bᵀ). fast == 1: CholeskyQR2 for every
 // orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (gesvdj), Vb = Qz·Ur. Returns MOEQ_ERR_NUMERIC with
@@ -254,6 +562,22 @@ extern "C" moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n,
                                          const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s, int method,
                                          int check_finite, void *stream) {
     int cf = 0;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (method == 1 && p && r > 0 && m > 0 && n > 0 && r + (int64_t)p->oversample <= 32) {
+        // fast path (k <= 32): own CholeskyQR2 and Jacobi kernels, one synchronization to read the flag
+        if (check_finite) MOEQ_TRY(moeq_check_finite_cuda(d_a, m, n, "rsvd", stream));
+        int *d_fail = NULL, h_fail = 0;
+        moeq_status st = MOEQ_OK;
+        CUDA_GOTO(cudaMallocAsync((void **)&d_fail, sizeof(int), s), st, fast_out);
+        CUDA_GOTO(cudaMemsetAsync(d_fail, 0, sizeof(int), s), st, fast_out);
+        MOEQ_GOTO(moeq_rsvd_fast_async_cuda_(d_a, m, n, r, p, d_u, d_v, d_s, d_fail, s), st, fast_out);
+        CUDA_GOTO(cudaMemcpyAsync(&h_fail, d_fail, sizeof(int), cudaMemcpyDeviceToHost, s), st, fast_out);
+        CUDA_GOTO(cudaStreamSynchronize(s), st, fast_out);
+    fast_out:
+        if (d_fail) cudaFreeAsync(d_fail, s);
+        if (st != MOEQ_OK || !h_fail) return st;
+        return rsvd_impl(d_a, m, n, r, p, d_u, d_v, d_s, 0, 0, s, &cf); // ill-conditioned basis: Householder
+    }
     moeq_status st =
         rsvd_impl(d_a, m, n, r, p, d_u, d_v, d_s, method == 1, check_finite, (cudaStream_t)stream, &cf);
     if (st != MOEQ_OK && cf) // an ill-conditioned basis: the Householder path is unconditionally stable
@@ -320,6 +644,21 @@ out:
     free(hbuf);
     cusolverDnDestroyParams(prm);
     return st;
+}
+
+// Factor storage round trip enqueued without synchronization: the first bad element index is atomicMin-ed into
+// *d_bad (device; ~0 = none), read by the caller when it next synchronizes.
+moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n, unsigned long long *d_bad,
+                                              cudaStream_t s) {
+    if (t == MOEQ_FACTOR_F32 || n == 0) return MOEQ_OK;
+    if (!d_x || !d_bad || n < 0 || moeq_factor_code_bytes(t, n) < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments (type=%d n=%lld)", (int)t, (long long)n);
+    if (t == MOEQ_FACTOR_FP16)
+        f16_roundtrip_kernel<<<moeq_cuda_grid_(n), 256, 0, s>>>(d_x, n, d_bad);
+    else
+        int3_roundtrip_kernel<<<moeq_cuda_grid_((n + 63) / 64), 256, 0, s>>>(d_x, n, d_bad);
+    CUDA_TRY(cudaGetLastError());
+    return MOEQ_OK;
 }
 
 extern "C" moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x, int64_t n, void *stream) {

@@ -1,15 +1,156 @@
 // milo_cuda.cu: CUDA port of milo_cpu.c: the MiLo rounds entirely on device (milo.h): A = W − U·V (cuBLAS),
-// HQQ (hqq_cuda.cu), A = W − deq(Q), rSVD (lowrank_cuda.cu, CholeskyQR2 method, stream = round), factor storage round trip,
-// ‖A − U·V‖_F in fp64 (metrics_cuda.cu), best round kept by device-to-device copies. Only the per-round error
-// (and the status flags) come back to the host. Working memory: one (R, C) fp32 matrix, one quantized
-// matrix and one pair of factors, stream-ordered allocations freed before returning.
+// HQQ (the group kernel of quant_cuda.cu with the β table uploaded once), A = W − deq(Q), rSVD (lowrank_cuda.cu:
+// the fast path with our own CholeskyQR2 and Jacobi kernels for k <= 32, moeq_rsvd_ex_cuda otherwise; stream =
+// round), factor storage round trip, ‖A − U·V‖_F in fp64 (our fused kernel below), and the best round chosen
+// and copied on the device. Nothing is read back per round except HQQ's own failure flags (it synchronizes):
+// the error history, the best round, the rSVD failure flag and the factor overflow flag come back once at the
+// end (a failed CholeskyQR2 anywhere redoes the whole fit with the Householder rSVD, as before per call).
+// Working memory: one (R, C) fp32 matrix, one quantized matrix, one pair of factors and R doubles,
+// stream-ordered allocations freed before returning.
 // Parity with the CPU: by tolerance (the rSVD and U·V products differ in summation order); the quantized
-// matrix of a round is bit-identical to the CPU's for the same input. Deterministic run to run.
+// matrix of a round is bit-identical to the CPU's for the same input. Deterministic run to run (no atomics in
+// sums; fixed reduction orders).
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, moeq_cuda_handles_
-#include "kernels_cuda.h"  // defines: the *_cuda prototypes
+#include "cuda_common.cuh"     // defines: CUDA_TRY, CUBLAS_TRY, moeq_cuda_handles_
+#include "kernels_cuda.h"      // defines: the *_cuda prototypes
+#include "quant_cuda_impl.cuh" // defines: moeq_quant_groups_cuda_, moeq_rsvd_fast_async_cuda_, ...
+
+namespace {
+
+constexpr int k_rows = 16;  // rows per block of lr_err_rows_kernel
+constexpr int k_rmax = 32;  // largest rank of the fused error kernel
+
+// rows[i] = Σ_c e², e = a[i, c] − Σ_j u[i, j]·v[j, c] (fp32, j in order; r = 0: e = a), squares and sums in fp64.
+// k_rows rows per block: V's column c is held in registers and reused for the block's rows. U and V are
+// zero-padded to 32 columns (exact zeros add nothing), so the hot loop has no guards; rows past R are
+// clamped to R − 1 and not written.
+__global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restrict__ a, const float *__restrict__ u,
+                                                          const float *__restrict__ v, int64_t R, int64_t C, int r,
+                                                          double *__restrict__ rows) {
+    __shared__ float us[k_rows][k_rmax];
+    __shared__ double sh[k_rows][8];
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const int64_t i0 = (int64_t)blockIdx.x * k_rows;
+    for (int e = tid; e < k_rows * k_rmax; e += 256) {
+        const int row = e / k_rmax, j = e % k_rmax;
+        us[row][j] = (j < r && i0 + row < R) ? u[(i0 + row) * r + j] : 0.0f;
+    }
+    __syncthreads();
+    // read through a volatile pointer: otherwise the compiler hoists all 16×32 loop-invariant loads out of
+    // the column loop and spills them (measured: 2 KB of local memory per thread)
+    const volatile float *usv = &us[0][0];
+    double acc[k_rows];
+#pragma unroll
+    for (int row = 0; row < k_rows; row++) acc[row] = 0.0;
+    for (int64_t c = tid; c < C; c += 256) {
+        float vr[k_rmax];
+#pragma unroll
+        for (int j = 0; j < k_rmax; j++) vr[j] = j < r ? v[(int64_t)j * C + c] : 0.0f;
+#pragma unroll
+        for (int row = 0; row < k_rows; row++) {
+            const int64_t ii = i0 + row < R ? i0 + row : R - 1;
+            float uv = 0.0f;
+#pragma unroll
+            for (int j = 0; j < k_rmax; j++) uv += usv[row * k_rmax + j] * vr[j];
+            const float e = a[ii * C + c] - uv;
+            acc[row] += (double)e * (double)e;
+        }
+    }
+#pragma unroll
+    for (int row = 0; row < k_rows; row++) {
+        double x = acc[row];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+        if (lane == 0) sh[row][warp] = x;
+    }
+    __syncthreads();
+    if (tid < k_rows && i0 + tid < R) {
+        double x = 0.0;
+        for (int w = 0; w < 8; w++) x += sh[tid][w];
+        rows[i0 + tid] = x;
+    }
+}
+
+// *out = sqrt(Σ rows) (fixed order: per-thread strided sums, then a tree)
+__global__ void __launch_bounds__(1024) sum_rows_kernel(const double *__restrict__ rows, int64_t R,
+                                                        double *__restrict__ out) {
+    __shared__ double sh[1024];
+    double x = 0.0;
+    for (int64_t i = threadIdx.x; i < R; i += 1024) x += rows[i];
+    sh[threadIdx.x] = x;
+    __syncthreads();
+    for (int o = 512; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = sqrt(sh[0]);
+}
+
+struct milo_state {      // device; read back once at the end
+    double best, err_hqq;
+    int best_round, take, fail, pad;
+    unsigned long long bad;
+};
+
+__global__ void init_state_kernel(milo_state *st) {
+    st->best = INFINITY, st->err_hqq = 0.0, st->best_round = -1, st->take = 0, st->fail = 0, st->pad = 0;
+    st->bad = ~0ull;
+}
+
+__global__ void set_double_kernel(double *dst, double x) { *dst = x; }
+
+// the CPU's `if (e < best)`: NaN never wins, ties keep the earlier round
+__global__ void decide_kernel(const double *e, milo_state *st, int round) {
+    const double x = *e;
+    st->take = x < st->best;
+    if (st->take) st->best = x, st->best_round = round;
+}
+
+struct copy_segs {
+    const uint8_t *src[5];
+    uint8_t *dst[5];
+    size_t bytes[5];
+    int n;
+};
+
+// the best round's state: copied only when decide_kernel took this round
+__global__ void cond_copy_kernel(const milo_state *st, copy_segs cs) {
+    if (!st->take) return;
+    const size_t t0 = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nt = (size_t)gridDim.x * blockDim.x;
+    for (int k = 0; k < cs.n; k++) {
+        const uint8_t *src = cs.src[k];
+        uint8_t *dst = cs.dst[k];
+        const size_t b = cs.bytes[k];
+        if ((((uintptr_t)src | (uintptr_t)dst | b) & 15) == 0) {
+            const uint4 *s4 = (const uint4 *)src;
+            uint4 *d4 = (uint4 *)dst;
+            for (size_t i = t0; i < b / 16; i += nt) d4[i] = s4[i];
+        } else {
+            for (size_t i = t0; i < b; i += nt) dst[i] = src[i];
+        }
+    }
+}
+
+// The default stream-ordered pool returns freed memory to the system at every synchronization (release
+// threshold 0), so every round's cudaMallocAsync (HQQ's code scratch, the rSVD workspace) maps memory again.
+// Keep up to 1 GiB reserved in this process instead (set once, on the device current at the first fit).
+void keep_pool_memory(void) {
+    static const int once = [] {
+        int dev = 0;
+        cudaMemPool_t pool;
+        if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+            uint64_t thr = 1ull << 30;
+            cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &thr);
+        }
+        return 1;
+    }();
+    (void)once;
+}
+
+} // namespace
 
 extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C, const moeq_milo_params *p,
                                           moeq_milo_out *out, void *stream) {
@@ -26,20 +167,47 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
         return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: output qmat geometry (bits=%d %lldx%lld G=%lld) != parameters", q->bits,
                          (long long)q->R, (long long)q->C, (long long)q->G);
     MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
+    if (R > 0x7fffffff || C > 0x7fffffff) return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: %lld x %lld too large", (long long)R, (long long)C);
     MOEQ_TRY(moeq_check_finite_cuda(d_w, R, C, "milo", stream));
     cublasHandle_t hb;
     cusolverDnHandle_t hs;
     MOEQ_TRY(moeq_cuda_handles_(s, &hb, &hs));
+    keep_pool_memory();
 
     const int64_t ng = C / p->group, rb = moeq_qtype_row_bytes(p->bits, C);
     const size_t code_bytes = (size_t)(R * rb), meta = (size_t)(R * ng) * 2;
     const size_t nf = (size_t)(R * C) + (size_t)(r * (R + C));
+    const int T = p->rounds, iters = p->hqq.iters;
+    // one block: A, Uc, Vc (fp32) | codes | scale, zero | state | history (T) | rows (R) | β table
     const size_t off_codes = nf * sizeof(float), off_meta = (off_codes + code_bytes + 63) & ~(size_t)63;
+    const size_t off_state = (off_meta + 2 * meta + 63) & ~(size_t)63;
+    const size_t off_hist = off_state + ((sizeof(milo_state) + 63) & ~(size_t)63);
+    const size_t off_rows = off_hist + (size_t)T * sizeof(double);
+    const size_t off_tab = off_rows + (size_t)R * sizeof(double);
+    const size_t total = off_tab + 2 * (size_t)iters * sizeof(float) + 16;
     uint8_t *mem = NULL;
+    float *tab = NULL;
+    double *hh = NULL;
     moeq_status st = MOEQ_OK;
-    CUDA_GOTO(cudaMallocAsync((void **)&mem, off_meta + 2 * meta, s), st, done);
+    int householder = 0; // 1 after a failed CholeskyQR2: the whole fit again with the Householder rSVD
+    if (!(hh = (double *)malloc(sizeof(double) * (size_t)T)))
+        return MOEQ_FAIL(MOEQ_ERR_NOMEM, "milo: history of %d rounds", T);
+    CUDA_GOTO(cudaMallocAsync((void **)&mem, total, s), st, done);
+    if (iters > 0) {
+        if (!(tab = (float *)malloc(2 * (size_t)iters * sizeof(float)))) {
+            st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "milo: HQQ schedule table");
+            goto done;
+        }
+        moeq_hqq_schedule_cuda_(&p->hqq, tab);
+        CUDA_GOTO(cudaMemcpyAsync(mem + off_tab, tab, 2 * (size_t)iters * sizeof(float), cudaMemcpyHostToDevice, s),
+                  st, done);
+        CUDA_GOTO(cudaStreamSynchronize(s), st, done); // the pageable table is read before it is freed
+    }
     {
         float *a = (float *)mem, *uc = a + R * C, *vc = uc + R * r;
+        milo_state *dst = (milo_state *)(mem + off_state);
+        double *d_hist = (double *)(mem + off_hist), *d_rows = (double *)(mem + off_rows);
+        const float *d_tab = iters > 0 ? (const float *)(mem + off_tab) : NULL;
         moeq_qmat qc = *q;
         qc.codes = mem + off_codes, qc.scale = (uint16_t *)(mem + off_meta), qc.zero = qc.scale + R * ng,
         qc.mem = NULL;
@@ -47,50 +215,102 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
         double fro_w = 0;
         MOEQ_GOTO(moeq_metrics_fro_lowrank_cuda(d_w, NULL, NULL, R, C, 0, &fro_w, stream), st, done);
         out->fro_w = fro_w;
-        out->best_round = -1;
-        out->best_err = INFINITY;
-        for (int i = 0; i < p->rounds; i++) {
+        copy_segs cs;
+        memset(&cs, 0, sizeof cs);
+        cs.src[0] = qc.codes, cs.dst[0] = q->codes, cs.bytes[0] = code_bytes;
+        cs.src[1] = (const uint8_t *)qc.scale, cs.dst[1] = (uint8_t *)q->scale, cs.bytes[1] = meta;
+        cs.src[2] = (const uint8_t *)qc.zero, cs.dst[2] = (uint8_t *)q->zero, cs.bytes[2] = meta;
+        cs.n = 3;
+        if (r > 0) {
+            cs.src[3] = (const uint8_t *)uc, cs.dst[3] = (uint8_t *)out->u, cs.bytes[3] = (size_t)(R * r) * sizeof(float);
+            cs.src[4] = (const uint8_t *)vc, cs.dst[4] = (uint8_t *)out->v, cs.bytes[4] = (size_t)(r * C) * sizeof(float);
+            cs.n = 5;
+        }
+        const unsigned err_blocks = (unsigned)((R + k_rows - 1) / k_rows);
+        moeq_phase_timer_ pt;
+        moeq_phase_begin_(&pt, s);
+    again:
+        init_state_kernel<<<1, 1, 0, s>>>(dst);
+        CUDA_GOTO(cudaGetLastError(), st, done);
+        for (int i = 0; i < T; i++) {
             // A = W − U_{i−1}·V_{i−1}: row-major A (R, C) is column-major (C×R): A −= Vcol (C×r) · Ucol (r×R)
             CUDA_GOTO(cudaMemcpyAsync(a, d_w, (size_t)(R * C) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, done);
             if (i > 0)
                 CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc, (int)C, uc,
                                         (int)r, &one, a, (int)C),
                             st, done);
-            MOEQ_GOTO(moeq_hqq_quantize_cuda(a, &p->hqq, &qc, stream), st, done);
+            moeq_phase_(&pt, "w_minus_uv");
+            // HQQ (moeq_hqq_quantize_cuda without its per-call table upload); synchronizes for its flags
+            MOEQ_GOTO(moeq_quant_groups_cuda_(a, &qc, d_tab, iters > 0 ? &p->hqq : NULL, "hqq", s), st, done);
+            moeq_phase_(&pt, "hqq+sync");
             MOEQ_GOTO(moeq_qmat_residual_cuda(&qc, d_w, a, stream), st, done); // A = W − deq(Q_i)
-            double e = 0;
+            moeq_phase_(&pt, "residual");
             if (i == 0) {
-                MOEQ_GOTO(moeq_metrics_fro_lowrank_cuda(a, NULL, NULL, R, C, 0, &e, stream), st, done);
-                out->err_hqq = e;
+                lr_err_rows_kernel<<<err_blocks, 256, 0, s>>>(a, NULL, NULL, R, C, 0, d_rows);
+                sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, R, &dst->err_hqq);
+                CUDA_GOTO(cudaGetLastError(), st, done);
+                if (r == 0)
+                    CUDA_GOTO(cudaMemcpyAsync(d_hist, &dst->err_hqq, sizeof(double), cudaMemcpyDeviceToDevice, s), st,
+                              done);
+                moeq_phase_(&pt, "err_hqq");
             }
             if (r > 0) {
                 moeq_rsvd_params sp = p->svd;
                 sp.stream = (uint64_t)i;
-                // CholeskyQR2 method (measured 1.7x faster than Householder on H100; falls back to it by
-                // itself when a Cholesky factorisation fails); A is finite: W was checked
-                MOEQ_GOTO(moeq_rsvd_ex_cuda(a, R, C, r, &sp, uc, vc, NULL, 1, 0, stream), st, done);
-                MOEQ_GOTO(moeq_factor_roundtrip_cuda(p->factor, uc, R * r, stream), st, done);
-                MOEQ_GOTO(moeq_factor_roundtrip_cuda(p->factor, vc, r * C, stream), st, done);
-                MOEQ_GOTO(moeq_metrics_fro_lowrank_cuda(a, uc, vc, R, C, r, &e, stream), st, done);
-            }
-            if (out->history) out->history[i] = e;
-            if (e < out->best_err) {
-                out->best_err = e, out->best_round = i;
-                CUDA_GOTO(cudaMemcpyAsync(q->codes, qc.codes, code_bytes, cudaMemcpyDeviceToDevice, s), st, done);
-                CUDA_GOTO(cudaMemcpyAsync(q->scale, qc.scale, meta, cudaMemcpyDeviceToDevice, s), st, done);
-                CUDA_GOTO(cudaMemcpyAsync(q->zero, qc.zero, meta, cudaMemcpyDeviceToDevice, s), st, done);
-                if (r > 0) {
-                    CUDA_GOTO(cudaMemcpyAsync(out->u, uc, (size_t)(R * r) * sizeof(float), cudaMemcpyDeviceToDevice, s),
-                              st, done);
-                    CUDA_GOTO(cudaMemcpyAsync(out->v, vc, (size_t)(r * C) * sizeof(float), cudaMemcpyDeviceToDevice, s),
-                              st, done);
+                moeq_status sr = MOEQ_ERR_UNSUPPORTED;
+                if (!householder) sr = moeq_rsvd_fast_async_cuda_(a, R, C, r, &sp, uc, vc, NULL, &dst->fail, s, &pt);
+                if (sr == MOEQ_ERR_UNSUPPORTED) // k > 32 (or the Householder redo): the synchronous rSVD
+                    sr = moeq_rsvd_ex_cuda(a, R, C, r, &sp, uc, vc, NULL, householder ? 0 : 1, 0, stream);
+                MOEQ_GOTO(sr, st, done);
+                moeq_phase_(&pt, "rsvd_tail");
+                MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, uc, R * r, &dst->bad, s), st, done);
+                MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, vc, r * C, &dst->bad, s), st, done);
+                moeq_phase_(&pt, "roundtrip");
+                if (r <= k_rmax) {
+                    lr_err_rows_kernel<<<err_blocks, 256, 0, s>>>(a, uc, vc, R, C, (int)r, d_rows);
+                    sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, R, d_hist + i);
+                    CUDA_GOTO(cudaGetLastError(), st, done);
+                } else {
+                    double e = 0;
+                    MOEQ_GOTO(moeq_metrics_fro_lowrank_cuda(a, uc, vc, R, C, r, &e, stream), st, done);
+                    set_double_kernel<<<1, 1, 0, s>>>(d_hist + i, e);
+                    CUDA_GOTO(cudaGetLastError(), st, done);
                 }
             }
+            moeq_phase_(&pt, "err");
+            decide_kernel<<<1, 1, 0, s>>>(d_hist + i, dst, i);
+            cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
+            CUDA_GOTO(cudaGetLastError(), st, done);
+            moeq_phase_(&pt, "select");
             if (r == 0) break; // plain HQQ: one round
         }
+        milo_state hst;
+        CUDA_GOTO(cudaMemcpyAsync(&hst, dst, sizeof hst, cudaMemcpyDeviceToHost, s), st, done);
+        CUDA_GOTO(cudaMemcpyAsync(hh, d_hist, sizeof(double) * (size_t)(r > 0 ? T : 1), cudaMemcpyDeviceToHost, s),
+                  st, done);
+        CUDA_GOTO(cudaStreamSynchronize(s), st, done);
+        moeq_phase_(&pt, "readback");
+        moeq_phase_report_(&pt, "milo");
+        if (hst.fail && !householder) {
+            householder = 1;
+            goto again;
+        }
+        if (hst.bad != ~0ull) {
+            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "factor_roundtrip: element %llu is non-finite or overflows fp16%s",
+                           hst.bad, p->factor == MOEQ_FACTOR_INT3 ? " (int3 group scale)" : "");
+            goto done;
+        }
+        out->err_hqq = hst.err_hqq;
+        out->best_err = hst.best, out->best_round = hst.best_round;
+        if (out->history)
+            for (int i = 0; i < (r > 0 ? T : 1); i++) out->history[i] = hh[i];
     }
 done:
     if (mem) cudaFreeAsync(mem, s);
-    if (st == MOEQ_OK) CUDA_TRY(cudaStreamSynchronize(s));
+    if (st == MOEQ_OK)
+        st = moeq_cuda_check_(cudaStreamSynchronize(s), "cudaStreamSynchronize", __func__, __FILE__, __LINE__);
+    else
+        cudaStreamSynchronize(s);
+    free(tab), free(hh);
     return st;
 }
