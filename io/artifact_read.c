@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
@@ -72,7 +73,7 @@ static char *dup_or_empty(char *s) {
     return d;
 }
 
-static hid_t open_ro(const char *path) {
+static hid_t open_plain(const char *path) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // errors come back as moeq_status with the call named
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) return -1;
@@ -82,16 +83,38 @@ static hid_t open_ro(const char *path) {
     return f;
 }
 
+// End-of-file address the superblock records (versions 2 and 3 at offset 0, 8-byte addresses, which is what
+// moeq writes); 0 when it cannot be read.
+static uint64_t superblock_eof(const char *path) {
+    unsigned char sb[48];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(sb, 1, sizeof sb, f) : 0;
+    if (f) fclose(f);
+    if (n < 44 || memcmp(sb, "\211HDF\r\n\032\n", 8) != 0 || (sb[8] != 2 && sb[8] != 3) || sb[9] != 8) return 0;
+    uint64_t base = 0, eof = 0;
+    for (int i = 7; i >= 0; i--) base = base << 8 | sb[12 + i], eof = eof << 8 | sb[28 + i];
+    return base + eof;
+}
+
+static hid_t open_ro(const char *path) {
+    return open_plain(path);
+}
+
 moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) {
     struct stat sb;
     if (stat(path, &sb) != 0)
         return MOEQ_FAIL(errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: %s\n---> HINT: the artifact is "
                          "what `moeq quantize --out` wrote", path, strerror(errno));
     hid_t f = open_ro(path);
+    const uint64_t eof = superblock_eof(path);
+    if (f < 0 && eof > (uint64_t)sb.st_size)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: truncated: %llu bytes, its HDF5 superblock records %llu (HDF5 refuses "
+                         "to open a cut file, so the tensors cannot be named)\n---> HINT: copy the "
+                         "artifact again, or quantize again", path, (unsigned long long)sb.st_size,
+                         (unsigned long long)eof);
     if (f < 0)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged (%llu bytes; a truncated artifact "
-                         "cannot be opened)\n---> HINT: quantize again, or copy the artifact again", path,
-                         (unsigned long long)sb.st_size);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged (%llu bytes)\n---> HINT: quantize again, "
+                         "or copy the artifact again", path, (unsigned long long)sb.st_size);
     moeq_status st = MOEQ_OK;
     moeq_artifact_info *in = MOEQ_CALLOC(1, sizeof *in, "artifact info");
     char *fmt = attr_str(f, "moeq_format");
@@ -118,6 +141,7 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attributes plan_digest/n_tensors/n_units/artifact_checksum "
                            "missing or damaged", path);
         in->file_bytes = (uint64_t)sb.st_size;
+        in->recorded_bytes = eof;
     }
     H5Fclose(f);
     if (st != MOEQ_OK) {

@@ -23,12 +23,14 @@ typedef struct moeq_artifact_info {
     uint64_t artifact_checksum;
     int64_t n_tensors, n_units;
     uint64_t file_bytes;      // size of the file on disk
+    uint64_t recorded_bytes;  // end of file the HDF5 superblock records (0 when unknown); > file_bytes: truncated
 } moeq_artifact_info;
 
 // Opens `path` read-only and reads the root attributes. MOEQ_ERR_NOT_FOUND for a missing file,
-// MOEQ_ERR_FORMAT for a file that is not a moeq artifact (or an HDF5 file too damaged to open, e.g.
-// truncated: the detail says so), MOEQ_ERR_UNSUPPORTED for another format version.
-// Returns a new info; caller frees with moeq_artifact_info_free.
+// MOEQ_ERR_FORMAT for a file that is not a moeq artifact or an HDF5 file too damaged to open,
+// MOEQ_ERR_UNSUPPORTED for another format version. HDF5 refuses a file shorter than the end its superblock
+// records; that case is MOEQ_ERR_FORMAT "truncated" with both sizes (no tensor can be named then: a padded copy
+// was tried and its metadata was unreadable too, HDF5 keeps metadata flushed at close near the end of the file).
 moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out);
 void moeq_artifact_info_free(moeq_artifact_info **info);
 

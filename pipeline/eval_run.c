@@ -816,7 +816,8 @@ static moeq_status write_plot(const ev_state *s, const report *R, const char *pn
                     5 + 2 * (k % 4), R->g[k].name);
         if (!R->n_groups) fprintf(f, "1/0 notitle");
         fprintf(f, "\nunset logscale y\nset title 'MoE block output error by layer'\nset xlabel 'layer'\n"
-                   "set ylabel 'relative output error'\nset xtics 1\nset yrange [0:*]\nset xrange [-0.5:%f]\n",
+                   "set ylabel 'relative output error'\nset xtics 1\nset yrange [0:*]\nset xrange [-0.5:%f]\n"
+                   "set key bottom right\n",
                 L - 0.5);
         if (s->have_models)
             fprintf(f, "plot '%s/block.dat' using 1:2 with linespoints lw 2 title 'Gaussian probes'%s\n", dir,

@@ -98,7 +98,7 @@ ev 2 --model "$tmp/other" "$tmp/a1.h5" 2>"$tmp/err"; rc=$?
 [ $rc -eq 3 ] && grep -q "made from another model or recipe" "$tmp/err" || { cat "$tmp/err"; fail "foreign model (rc $rc)"; }
 head -c 2000000 "$tmp/a1.h5" >"$tmp/trunc.h5"
 ev 1 --model "$tiny" "$tmp/trunc.h5" 2>"$tmp/err"; rc=$?
-[ $rc -eq 3 ] && grep -qi "truncated" "$tmp/err" || { cat "$tmp/err"; fail "truncated artifact (rc $rc)"; }
+[ $rc -eq 3 ] && grep -q "truncated: 2000000 bytes, its HDF5 superblock records" "$tmp/err" || { cat "$tmp/err"; fail "truncated artifact (rc $rc)"; }
 ev 1 --model "$tiny" "$tmp/nope.h5" 2>"$tmp/err"; rc=$?
 [ $rc -eq 3 ] && grep -q "nope.h5" "$tmp/err" || { cat "$tmp/err"; fail "missing artifact (rc $rc)"; }
 MOEQ_CRASH_AT=journaled:5 q 1 "$tmp/p.h5" --model "$tiny" --recipe "$recipe" >/dev/null 2>&1
