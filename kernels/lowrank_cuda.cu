@@ -138,50 +138,55 @@ moeq_status orth(cublasHandle_t hb, cusolverDnHandle_t hs, int fast, float *x, i
 //     until no pair has |w_p·w_q| > 1e-13·‖w_p‖‖w_q‖ (at most 30, else *fail), singular values sorted
 //     descending (ties: lower index first), U = W·diag(1/σ), V = the accumulated rotations.
 // A set flag makes the caller redo the SVD with the Householder method (as a failed cuSOLVER potrf did).
-constexpr int k_kf = 32;       // largest k of the fast path
+constexpr int k_kf = 32;        // largest k of the fast path
 constexpr int k_gram_rows = 32; // rows per tile of gram_partial_kernel
-constexpr int k_gram_blocks = 32;
+constexpr int k_gram_tiles = 4; // tiles per block, all loaded before the first product (one memory latency)
 
 __device__ inline double sum_partials(const double *__restrict__ part, int nb, int e);
 
-__global__ void __launch_bounds__(256) gram_partial_kernel(const float *__restrict__ x, const float *__restrict__ y,
-                                                           int64_t M, int k, double *__restrict__ part) {
-    __shared__ float tx[k_gram_rows][k_kf + 1], ty[k_gram_rows][k_kf + 1];
-    double acc[4] = {0, 0, 0, 0};
-    const int tid = threadIdx.x;
-    const int64_t ntiles = (M + k_gram_rows - 1) / k_gram_rows;
-    for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
-        const int64_t r0 = t * k_gram_rows;
-        for (int e = tid; e < k_gram_rows * k_kf; e += 256) {
-            const int row = e % k_gram_rows, col = e / k_gram_rows;
-            const int64_t i = r0 + row;
-            const bool ok = i < M && col < k;
-            tx[row][col] = ok ? x[i + (int64_t)col * M] : 0.0f;
-            ty[row][col] = ok ? y[i + (int64_t)col * M] : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int pr = tid + 256 * j, a = pr / k_kf, b = pr % k_kf;
-            double sum = 0;
-#pragma unroll 8
-            for (int row = 0; row < k_gram_rows; row++) sum += (double)tx[row][a] * (double)ty[row][b];
-            acc[j] += sum;
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int j = 0; j < 4; j++) part[(int64_t)blockIdx.x * k_kf * k_kf + tid + 256 * j] = acc[j];
+inline int gram_blocks(int64_t M) {
+    const int64_t nt = (M + k_gram_rows - 1) / k_gram_rows;
+    return (int)((nt + k_gram_tiles - 1) / k_gram_tiles);
 }
 
-__global__ void __launch_bounds__(1024) chol_inv_kernel(const double *__restrict__ part, int nb, int k,
-                                                        float *__restrict__ rinv, int *__restrict__ fail) {
-    __shared__ double g[k_kf][k_kf + 1], rs[k_kf][k_kf + 1], xs[k_kf][k_kf + 1];
+// part[blk·1024 + a·32 + b] = Σ over the block's 4 tiles of x[i, a]·y[i, b] (fp64 products and sums)
+__global__ void __launch_bounds__(256) gram_partial_kernel(const float *__restrict__ x, const float *y, int64_t M,
+                                                           int k, double *__restrict__ part) {
+    constexpr int rows = k_gram_rows * k_gram_tiles;
+    __shared__ float tx[rows][k_kf + 1], ty[rows][k_kf + 1];
+    const bool same = x == y;
+    const int tid = threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.x * rows;
+    for (int e = tid; e < rows * k_kf; e += 256) { // row fastest: 32 consecutive floats of a column per warp
+        const int row = e % rows, col = e / rows;
+        const int64_t i = r0 + row;
+        const bool ok = i < M && col < k;
+        tx[row][col] = ok ? x[i + (int64_t)col * M] : 0.0f;
+        if (!same) ty[row][col] = ok ? y[i + (int64_t)col * M] : 0.0f;
+    }
+    __syncthreads();
+    const float(*py)[k_kf + 1] = same ? tx : ty;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int pr = tid + 256 * j, a = pr / k_kf, b = pr % k_kf;
+        double sum = 0;
+#pragma unroll 8
+        for (int row = 0; row < rows; row++) sum += (double)tx[row][a] * (double)py[row][b];
+        part[(int64_t)blockIdx.x * k_kf * k_kf + pr] = sum;
+    }
+}
+
+// G = Σ partials (block order: deterministic) = RᵀR (upper R, fp64 Cholesky); writes R as fp32 (32×32 row-major,
+// rf[l·32 + c] = R[l][c], the identity outside k×k) and 1/R[l][l]. A non-positive or tiny pivot (below 1e-14
+// of its diagonal) sets *fail and writes the identity.
+__global__ void __launch_bounds__(1024) chol_kernel(const double *__restrict__ part, int nb, int k,
+                                                    float *__restrict__ rf, int *__restrict__ fail) {
+    __shared__ double g[k_kf][k_kf + 1], rs[k_kf][k_kf + 1];
     __shared__ double diag0[k_kf];
     __shared__ int bad;
     const int tid = threadIdx.x, a = tid / k_kf, b = tid % k_kf;
     const double sum = (a < k && b < k) ? sum_partials(part, nb, tid) : 0.0;
-    g[a][b] = sum, rs[a][b] = 0.0, xs[a][b] = 0.0;
+    g[a][b] = sum, rs[a][b] = 0.0;
     if (a == b) diag0[a] = sum;
     if (tid == 0) bad = 0;
     __syncthreads();
@@ -195,41 +200,35 @@ __global__ void __launch_bounds__(1024) chol_inv_kernel(const double *__restrict
         if (a > j && a < k && b >= a && b < k) g[a][b] -= rs[j][a] * rs[j][b];
         __syncthreads();
     }
-    if (tid < k) { // column c of X = R⁻¹ (upper): R·X[:, c] = e_c
-        const int c = tid;
-        xs[c][c] = 1.0 / rs[c][c];
-        for (int i = c - 1; i >= 0; i--) {
-            double t = 0;
-            for (int l = i + 1; l <= c; l++) t += rs[i][l] * xs[l][c];
-            xs[i][c] = -t / rs[i][i];
-        }
-    }
-    __syncthreads();
-    // rinv[l + c·32] = X[l][c] (column-major, ld 32), the identity when the factorisation failed
-    const float val = bad ? (a == b ? 1.0f : 0.0f) : (float)xs[b][a];
-    rinv[b + a * k_kf] = (a < k && b < k) ? val : 0.0f;
+    const float id = a == b ? 1.0f : 0.0f;
+    rf[a * k_kf + b] = (bad || a >= k || b >= k) ? id : (float)rs[a][b];
+    if (a == 0) rf[k_kf * k_kf + b] = (bad || b >= k) ? 1.0f : (float)(1.0 / rs[b][b]);
     if (bad && tid == 0) *fail = 1;
 }
 
-// rinv is zero below its diagonal and outside k×k, so every row runs the same 32×32 products with no guards
-// (adding exact zeros changes no value): y[c] = Σ_l x[l]·rinv[l, c], l ascending
+// x <- x·R⁻¹ by forward substitution per row (y·R = x): y[l] = x[l]/R[l][l], then x[c] −= y[l]·R[l][c] for c > l.
+// R is the identity outside k×k and x is zero-padded, so every row runs the same unrolled code.
 __global__ void __launch_bounds__(128) apply_rinv_kernel(float *__restrict__ x, int64_t M, int k,
-                                                         const float *__restrict__ rinv) {
-    __shared__ float ri[k_kf * k_kf];
-    for (int e = threadIdx.x; e < k_kf * k_kf; e += blockDim.x) ri[e] = rinv[e];
+                                                         const float *__restrict__ rf) {
+    __shared__ float rs[k_kf * k_kf + k_kf];
+    for (int e = threadIdx.x; e < k_kf * k_kf + k_kf; e += blockDim.x) rs[e] = rf[e];
     __syncthreads();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M; i += (int64_t)gridDim.x * blockDim.x) {
-        float y[k_kf];
+        float xr[k_kf];
+        // z == 0, but not provably loop-invariant: keeps the compiler from hoisting all 528 shared loads of R
+        // out of the row loop (they spilled: 1.6 KB of local memory per thread)
+        const float *rz = rs + (int)(i >> 62);
 #pragma unroll
-        for (int c = 0; c < k_kf; c++) y[c] = 0.0f;
-        for (int l = 0; l < k; l++) {
-            const float xl = x[i + (int64_t)l * M];
+        for (int l = 0; l < k_kf; l++) xr[l] = l < k ? x[i + (int64_t)l * M] : 0.0f;
 #pragma unroll
-            for (int c = 0; c < k_kf; c++) y[c] += xl * ri[l + c * k_kf];
+        for (int l = 0; l < k_kf; l++) {
+            xr[l] = xr[l] * rz[k_kf * k_kf + l];
+#pragma unroll
+            for (int c = l + 1; c < k_kf; c++) xr[c] -= xr[l] * rz[l * k_kf + c];
         }
 #pragma unroll
         for (int c = 0; c < k_kf; c++)
-            if (c < k) x[i + (int64_t)c * M] = y[c];
+            if (c < k) x[i + (int64_t)c * M] = xr[c];
     }
 }
 
@@ -248,25 +247,27 @@ __device__ inline double sum_partials(const double *__restrict__ part, int nb, i
     return sum;
 }
 
-__device__ inline double warp_sum(double v) {
+__device__ inline float warp_sumf(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
-// R (k×k) = Σ partials; R = U·diag(S)·Vᵀ: u (k×k, ld k), vt = V (k×k, ld k), S (k) descending
+// R (k×k) = Σ partials (fp64, then rounded to fp32); R = U·diag(S)·Vᵀ: u (k×k, ld k), v (k×k, ld k), S (k)
+// descending. fp32 one-sided Jacobi (the precision of the cuSOLVER Sgesvdj it replaces; fp64 measured 0.24 ms
+// per call on an H100, fp32 is several times cheaper: MUFU sqrt/reciprocal, one-word shuffles).
 __global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restrict__ part, int nb, int k,
                                                          float *__restrict__ S, float *__restrict__ u,
                                                          float *__restrict__ v, int *__restrict__ fail) {
-    __shared__ double w[k_kf][k_kf], vv[k_kf][k_kf]; // [column][row]
-    __shared__ double sig[k_kf];
+    __shared__ float w[k_kf][k_kf + 1], vv[k_kf][k_kf + 1]; // [column][row]
+    __shared__ float sig[k_kf];
     __shared__ int order[k_kf];
     __shared__ int rotated;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     for (int e = tid; e < k_kf * k_kf; e += 512) {
         const int a = e / k_kf, b = e % k_kf; // R[a][b] = part[a·32 + b]
-        w[b][a] = (a < k && b < k) ? sum_partials(part, nb, e) : 0.0;
-        vv[b][a] = a == b ? 1.0 : 0.0;
+        w[b][a] = (a < k && b < k) ? (float)sum_partials(part, nb, e) : 0.0f;
+        vv[b][a] = a == b ? 1.0f : 0.0f;
     }
     __syncthreads();
     int sweep = 0;
@@ -281,14 +282,14 @@ __global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restric
                 const int t = p;
                 p = q, q = t;
             }
-            const double wp = w[p][lane], wq = w[q][lane];
-            const double al = warp_sum(wp * wp), be = warp_sum(wq * wq), ga = warp_sum(wp * wq);
-            if (ga != 0.0 && fabs(ga) > 1e-13 * sqrt(al * be)) {
-                const double zeta = (be - al) / (2.0 * ga);
-                const double t = (zeta >= 0.0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1.0 + zeta * zeta));
-                const double c = 1.0 / sqrt(1.0 + t * t), sn = c * t;
+            const float wp = w[p][lane], wq = w[q][lane];
+            const float al = warp_sumf(wp * wp), be = warp_sumf(wq * wq), ga = warp_sumf(wp * wq);
+            if (ga != 0.0f && fabsf(ga) > 1e-5f * sqrtf(al) * sqrtf(be)) {
+                const float zeta = (be - al) / (2.0f * ga);
+                const float t = (zeta >= 0.0f ? 1.0f : -1.0f) / (fabsf(zeta) + sqrtf(1.0f + zeta * zeta));
+                const float c = 1.0f / sqrtf(1.0f + t * t), sn = c * t;
                 w[p][lane] = c * wp - sn * wq, w[q][lane] = sn * wp + c * wq;
-                const double vp = vv[p][lane], vq = vv[q][lane];
+                const float vp = vv[p][lane], vq = vv[q][lane];
                 vv[p][lane] = c * vp - sn * vq, vv[q][lane] = sn * vp + c * vq;
                 if (lane == 0) rotated = 1;
             }
@@ -300,8 +301,8 @@ __global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restric
     }
     if (warp == 0) {
         for (int j = 0; j < k; j++) {
-            const double x = w[j][lane], nrm = warp_sum(x * x);
-            if (lane == 0) sig[j] = sqrt(nrm);
+            const float x = w[j][lane], nrm = warp_sumf(x * x);
+            if (lane == 0) sig[j] = sqrtf(nrm);
         }
     }
     __syncthreads();
@@ -320,24 +321,27 @@ __global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restric
     __syncthreads();
     for (int e = tid; e < k * k; e += 512) {
         const int jj = e / k, row = e % k, j = order[jj];
-        const double sj = sig[j];
-        u[row + jj * k] = sj > 0.0 ? (float)(w[j][row] / sj) : 0.0f;
-        v[row + jj * k] = (float)vv[j][row];
-        if (row == 0) S[jj] = (float)sj;
+        const float sj = sig[j];
+        u[row + jj * k] = sj > 0.0f ? w[j][row] / sj : 0.0f;
+        v[row + jj * k] = vv[j][row];
+        if (row == 0) S[jj] = sj;
     }
 }
 
 static moeq_phase_timer_ g_nopt; // .on == 0: no phase timing
 
+// passes = 2 (CholeskyQR2) for the bases that are used (the final Q and Qz); passes = 1 for the bases inside
+// the power iteration, which only carry the span to the next product: one pass with the fp64 Gram leaves a
+// basis orthonormal to ~cond·eps_fp32, which the next product and orthonormalisation absorb (the span is the
+// same up to rounding; the LU-normalised power iterations of fbpca rely on the same fact).
 void orth_fast(float *x, int64_t M, int k, double *part, float *rinv, int *d_fail, cudaStream_t s,
-               moeq_phase_timer_ *pt) {
-    const int64_t nt = (M + k_gram_rows - 1) / k_gram_rows;
-    const int nb = (int)(nt < k_gram_blocks ? nt : k_gram_blocks);
+               moeq_phase_timer_ *pt, int passes) {
+    const int nb = gram_blocks(M);
     const int64_t ab = (M + 127) / 128;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
         gram_partial_kernel<<<nb, 256, 0, s>>>(x, x, M, k, part);
         moeq_phase_(pt, "r.gram");
-        chol_inv_kernel<<<1, 1024, 0, s>>>(part, nb, k, rinv, d_fail);
+        chol_kernel<<<1, 1024, 0, s>>>(part, nb, k, rinv, d_fail);
         moeq_phase_(pt, "r.chol");
         apply_rinv_kernel<<<(unsigned)(ab < 1024 ? ab : 1024), 128, 0, s>>>(x, M, k, rinv);
         moeq_phase_(pt, "r.apply");
@@ -365,8 +369,8 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
     MOEQ_TRY(moeq_cuda_handles_(s, &hb, &hs));
     const float one = 1.0f, zero = 0.0f;
     // one block: partials (64·32·32 doubles) | Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub, Ur (k·k) | S (k) | R⁻¹ (32·32)
-    const size_t npart = (size_t)k_gram_blocks * k_kf * k_kf;
-    const size_t nf = (size_t)(n * k) * 3 + (size_t)(m * k) + 2 * (size_t)(k * k) + (size_t)k + k_kf * k_kf;
+    const size_t npart = (size_t)gram_blocks(m > n ? m : n) * k_kf * k_kf;
+    const size_t nf = (size_t)(n * k) * 3 + (size_t)(m * k) + 2 * (size_t)(k * k) + (size_t)k + k_kf * k_kf + k_kf;
     uint8_t *mem = NULL;
     moeq_status st = MOEQ_OK;
     CUDA_GOTO(cudaMallocAsync((void **)&mem, npart * sizeof(double) + nf * sizeof(float), s), st, out);
@@ -382,18 +386,18 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
                                 y, (int)m),
                     st, out);
         moeq_phase_(pt, "r.gemm_thin");
-        orth_fast(y, m, ik, part, rinv, d_fail, s, pt);
+        orth_fast(y, m, ik, part, rinv, d_fail, s, pt, p->power_iters > 0 ? 1 : 2);
         for (int it = 0; it < p->power_iters; it++) {
             CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y, (int)m,
                                     &zero, z, (int)n),
                         st, out);
             moeq_phase_(pt, "r.gemm_thin");
-            orth_fast(z, n, ik, part, rinv, d_fail, s, pt);
+            orth_fast(z, n, ik, part, rinv, d_fail, s, pt, 1);
             CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z, (int)n,
                                     &zero, y, (int)m),
                         st, out);
             moeq_phase_(pt, "r.gemm_thin");
-            orth_fast(y, m, ik, part, rinv, d_fail, s, pt);
+            orth_fast(y, m, ik, part, rinv, d_fail, s, pt, it + 1 < p->power_iters ? 1 : 2);
         }
         // Bᵀ (n×k) = Aᵀ·Q = Qz·Rz, Rz = Qzᵀ·Bᵀ = Ur·diag(S)·Ubᵀ; Vb = Qz·Ur
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y, (int)m, &zero,
@@ -402,9 +406,8 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
         moeq_phase_(pt, "r.gemm_thin");
         CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
         moeq_phase_(pt, "r.memcpy");
-        orth_fast(z, n, ik, part, rinv, d_fail, s, pt);
-        const int64_t nt = (n + k_gram_rows - 1) / k_gram_rows;
-        const int nb = (int)(nt < k_gram_blocks ? nt : k_gram_blocks);
+        orth_fast(z, n, ik, part, rinv, d_fail, s, pt, 2);
+        const int nb = gram_blocks(n);
         gram_partial_kernel<<<nb, 256, 0, s>>>(z, bt, n, ik, part);
         moeq_phase_(pt, "r.gram");
         jacobi_svd_kernel<<<1, 512, 0, s>>>(part, nb, ik, S, ur, ub, d_fail);

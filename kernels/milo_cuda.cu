@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cuda_common.cuh"     // defines: CUDA_TRY, CUBLAS_TRY, moeq_cuda_handles_
+#include "dtype.h"             // defines: moeq_f16_to_f32
 #include "kernels_cuda.h"      // defines: the *_cuda prototypes
 #include "quant_cuda_impl.cuh" // defines: moeq_quant_groups_cuda_, moeq_rsvd_fast_async_cuda_, ...
 
@@ -30,7 +31,7 @@ constexpr int k_rmax = 32;  // largest rank of the fused error kernel
 __global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restrict__ a, const float *__restrict__ u,
                                                           const float *__restrict__ v, int64_t R, int64_t C, int r,
                                                           double *__restrict__ rows) {
-    __shared__ float us[k_rows][k_rmax];
+    __shared__ __align__(16) float us[k_rows][k_rmax];
     __shared__ double sh[k_rows][8];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int64_t i0 = (int64_t)blockIdx.x * k_rows;
@@ -39,9 +40,6 @@ __global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restric
         us[row][j] = (j < r && i0 + row < R) ? u[(i0 + row) * r + j] : 0.0f;
     }
     __syncthreads();
-    // read through a volatile pointer: otherwise the compiler hoists all 16×32 loop-invariant loads out of
-    // the column loop and spills them (measured: 2 KB of local memory per thread)
-    const volatile float *usv = &us[0][0];
     double acc[k_rows];
 #pragma unroll
     for (int row = 0; row < k_rows; row++) acc[row] = 0.0;
@@ -49,12 +47,21 @@ __global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restric
         float vr[k_rmax];
 #pragma unroll
         for (int j = 0; j < k_rmax; j++) vr[j] = j < r ? v[(int64_t)j * C + c] : 0.0f;
+        const int z = (int)(c >> 40); // 0 (C < 2^31)
 #pragma unroll
         for (int row = 0; row < k_rows; row++) {
             const int64_t ii = i0 + row < R ? i0 + row : R - 1;
+            // U read as float4 at an offset the compiler cannot prove loop-invariant (z == 0 for every real c):
+            // otherwise it hoists all 16×32 loads out of the column loop and spills them (measured: 2 KB of
+            // local memory per thread); float4 = a quarter of the shared-memory instructions
+            const float4 *u4 = reinterpret_cast<const float4 *>(&us[row][0]) + z;
             float uv = 0.0f;
 #pragma unroll
-            for (int j = 0; j < k_rmax; j++) uv += usv[row * k_rmax + j] * vr[j];
+            for (int j4 = 0; j4 < k_rmax / 4; j4++) {
+                const float4 q4 = u4[j4];
+                uv += q4.x * vr[4 * j4], uv += q4.y * vr[4 * j4 + 1], uv += q4.z * vr[4 * j4 + 2],
+                    uv += q4.w * vr[4 * j4 + 3];
+            }
             const float e = a[ii * C + c] - uv;
             acc[row] += (double)e * (double)e;
         }
@@ -72,6 +79,96 @@ __global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restric
         for (int w = 0; w < 8; w++) x += sh[tid][w];
         rows[i0 + tid] = x;
     }
+}
+
+// A = W − deq(Q) for 3-bit codes with C % 32 == 0 and G % 32 == 0: one thread per 32-code unit (12 bytes =
+// three little-endian words, qformat.h), 16-byte loads and stores of W and A. Per element the operations of
+// quant_cuda.cu's deq_kernel, w − (q − z)·s, as separate IEEE roundings (__fsub_rn/__fmul_rn: no
+// contraction): bit-identical to moeq_qmat_residual_cuda, which does one element per thread (0.137 ms per
+// round on a 7168x2048 matrix, measured).
+__global__ void __launch_bounds__(256) residual_q3_kernel(const uint8_t *__restrict__ codes,
+                                                          const uint16_t *__restrict__ scale,
+                                                          const uint16_t *__restrict__ zero,
+                                                          const float *__restrict__ w, int64_t R, int64_t C,
+                                                          int64_t G, int64_t rb, float *__restrict__ out) {
+    const int64_t units = C / 32, ng = C / G;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * units;
+         t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row = t / units, un = t % units, c0 = un * 32;
+        const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
+        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
+        const uint64_t lo = (uint64_t)w0 | ((uint64_t)w1 << 32), hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
+        const int64_t gi = row * ng + c0 / G;
+        const float sc = moeq_f16_to_f32(scale[gi]), zc = moeq_f16_to_f32(zero[gi]);
+        const float4 *x4 = (const float4 *)(w + row * C + c0);
+        float4 *o4 = (float4 *)(out + row * C + c0);
+#pragma unroll
+        for (int j4 = 0; j4 < 8; j4++) {
+            const float4 x = x4[j4];
+            float q[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int bit = 3 * (4 * j4 + e);
+                q[e] = (float)(unsigned)(bit <= 61 ? (lo >> bit) & 7u : (hi >> (bit - 32)) & 7u);
+            }
+            float4 y;
+            y.x = __fsub_rn(x.x, __fmul_rn(__fsub_rn(q[0], zc), sc));
+            y.y = __fsub_rn(x.y, __fmul_rn(__fsub_rn(q[1], zc), sc));
+            y.z = __fsub_rn(x.z, __fmul_rn(__fsub_rn(q[2], zc), sc));
+            y.w = __fsub_rn(x.w, __fmul_rn(__fsub_rn(q[3], zc), sc));
+            o4[j4] = y;
+        }
+    }
+}
+
+// part[block] = Σ over the block's 32-code units of e², e = a − deq(Q) (3-bit, the layout and operations of
+// residual_q3_kernel; a = W − U·V here, so e = W − U·V − deq(Q)), fp64; one unit per thread, fixed grid: the
+// partials are summed in block order by sum_rows_kernel (deterministic). One pass over A and the codes,
+// instead of recomputing U·V per element (measured 0.13 ms per round on 7168x2048 for lr_err_rows_kernel).
+__global__ void __launch_bounds__(256) err_q3_kernel(const uint8_t *__restrict__ codes,
+                                                     const uint16_t *__restrict__ scale,
+                                                     const uint16_t *__restrict__ zero, const float *__restrict__ a,
+                                                     int64_t R, int64_t C, int64_t G, int64_t rb,
+                                                     double *__restrict__ part) {
+    __shared__ double sh[8];
+    const int64_t units = C / 32, ng = C / G, t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    double acc = 0.0;
+    if (t < R * units) {
+        const int64_t row = t / units, un = t % units, c0 = un * 32;
+        const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
+        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
+        const uint64_t lo = (uint64_t)w0 | ((uint64_t)w1 << 32), hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
+        const int64_t gi = row * ng + c0 / G;
+        const float sc = moeq_f16_to_f32(scale[gi]), zc = moeq_f16_to_f32(zero[gi]);
+        const float4 *x4 = (const float4 *)(a + row * C + c0);
+#pragma unroll
+        for (int j4 = 0; j4 < 8; j4++) {
+            const float4 x = x4[j4];
+            const float xs[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int bit = 3 * (4 * j4 + e);
+                const float q = (float)(unsigned)(bit <= 61 ? (lo >> bit) & 7u : (hi >> (bit - 32)) & 7u);
+                const float d = __fsub_rn(xs[e], __fmul_rn(__fsub_rn(q, zc), sc));
+                acc += (double)d * (double)d;
+            }
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double x = 0.0;
+        for (int w = 0; w < 8; w++) x += sh[w];
+        part[blockIdx.x] = x;
+    }
+}
+
+// counts the words where x and y differ (the MOEQ_CUDA_PHASES cross-check of residual_q3_kernel)
+__global__ void count_diff_kernel(const uint32_t *x, const uint32_t *y, int64_t n, unsigned long long *cnt) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x)
+        if (x[t] != y[t]) atomicAdd(cnt, 1ull);
 }
 
 // *out = sqrt(Σ rows) (fixed order: per-thread strided sums, then a tree)
@@ -183,7 +280,9 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
     const size_t off_state = (off_meta + 2 * meta + 63) & ~(size_t)63;
     const size_t off_hist = off_state + ((sizeof(milo_state) + 63) & ~(size_t)63);
     const size_t off_rows = off_hist + (size_t)T * sizeof(double);
-    const size_t off_tab = off_rows + (size_t)R * sizeof(double);
+    const int q3 = p->bits == 3 && C % 32 == 0 && p->group % 32 == 0; // the fused 3-bit kernels apply
+    const int64_t err_parts = (R * (C / 32) + 255) / 256;                 // blocks of err_q3_kernel
+    const size_t off_tab = off_rows + (size_t)(R > err_parts ? R : err_parts) * sizeof(double);
     const size_t total = off_tab + 2 * (size_t)iters * sizeof(float) + 16;
     uint8_t *mem = NULL;
     float *tab = NULL;
@@ -229,6 +328,16 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
         const unsigned err_blocks = (unsigned)((R + k_rows - 1) / k_rows);
         moeq_phase_timer_ pt;
         moeq_phase_begin_(&pt, s);
+        // e_j from A = W − U_j·V_j and the codes of Q_j (still in qc), then the device-side best-round choice
+        auto err_select = [&](int j) -> moeq_status {
+            err_q3_kernel<<<(unsigned)err_parts, 256, 0, s>>>(qc.codes, qc.scale, qc.zero, a, R, C, p->group, rb,
+                                                              d_rows);
+            sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, err_parts, d_hist + j);
+            decide_kernel<<<1, 1, 0, s>>>(d_hist + j, dst, j);
+            cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
+            CUDA_TRY(cudaGetLastError());
+            return MOEQ_OK;
+        };
     again:
         init_state_kernel<<<1, 1, 0, s>>>(dst);
         CUDA_GOTO(cudaGetLastError(), st, done);
@@ -240,10 +349,36 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                                         (int)r, &one, a, (int)C),
                             st, done);
             moeq_phase_(&pt, "w_minus_uv");
+            if (q3 && r > 0 && i > 0) { // e_{i−1} = ‖(W − U_{i−1}·V_{i−1}) − deq(Q_{i−1})‖, before HQQ overwrites Q
+                MOEQ_GOTO(err_select(i - 1), st, done);
+                moeq_phase_(&pt, "err+select");
+            }
             // HQQ (moeq_hqq_quantize_cuda without its per-call table upload); synchronizes for its flags
             MOEQ_GOTO(moeq_quant_groups_cuda_(a, &qc, d_tab, iters > 0 ? &p->hqq : NULL, "hqq", s), st, done);
             moeq_phase_(&pt, "hqq+sync");
-            MOEQ_GOTO(moeq_qmat_residual_cuda(&qc, d_w, a, stream), st, done); // A = W − deq(Q_i)
+            if (q3) { // A = W − deq(Q_i)
+                const int64_t nt = R * (C / 32);
+                residual_q3_kernel<<<(unsigned)((nt + 255) / 256 < 65535 * 16 ? (nt + 255) / 256 : 65535 * 16), 256,
+                                     0, s>>>(qc.codes, qc.scale, qc.zero, d_w, R, C, p->group, rb, a);
+                CUDA_GOTO(cudaGetLastError(), st, done);
+                if (pt.on && i == 0) { // cross-check against the reference residual kernel (bit-identical)
+                    float *ref = NULL;
+                    unsigned long long *cnt = NULL, hc = 0;
+                    if (cudaMalloc((void **)&ref, (size_t)(R * C) * sizeof(float) + 8) == cudaSuccess) {
+                        cnt = (unsigned long long *)(ref + R * C);
+                        cudaMemsetAsync(cnt, 0, 8, s);
+                        moeq_qmat_residual_cuda(&qc, d_w, ref, stream);
+                        count_diff_kernel<<<1024, 256, 0, s>>>((const uint32_t *)a, (const uint32_t *)ref, R * C, cnt);
+                        cudaMemcpyAsync(&hc, cnt, 8, cudaMemcpyDeviceToHost, s);
+                        cudaStreamSynchronize(s);
+                        fprintf(stderr, "phase milo residual_q3 check: %llu of %lld words differ\n", hc,
+                                (long long)(R * C));
+                        cudaFree(ref);
+                    }
+                }
+            } else {
+                MOEQ_GOTO(moeq_qmat_residual_cuda(&qc, d_w, a, stream), st, done);
+            }
             moeq_phase_(&pt, "residual");
             if (i == 0) {
                 lr_err_rows_kernel<<<err_blocks, 256, 0, s>>>(a, NULL, NULL, R, C, 0, d_rows);
@@ -266,7 +401,9 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                 MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, uc, R * r, &dst->bad, s), st, done);
                 MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, vc, r * C, &dst->bad, s), st, done);
                 moeq_phase_(&pt, "roundtrip");
-                if (r <= k_rmax) {
+                if (q3) {
+                    // e_i is computed at the start of the next round (or after the loop) from W − U_i·V_i
+                } else if (r <= k_rmax) {
                     lr_err_rows_kernel<<<err_blocks, 256, 0, s>>>(a, uc, vc, R, C, (int)r, d_rows);
                     sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, R, d_hist + i);
                     CUDA_GOTO(cudaGetLastError(), st, done);
@@ -277,12 +414,22 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                     CUDA_GOTO(cudaGetLastError(), st, done);
                 }
             }
-            moeq_phase_(&pt, "err");
-            decide_kernel<<<1, 1, 0, s>>>(d_hist + i, dst, i);
-            cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
-            CUDA_GOTO(cudaGetLastError(), st, done);
-            moeq_phase_(&pt, "select");
+            if (!(q3 && r > 0)) {
+                moeq_phase_(&pt, "err");
+                decide_kernel<<<1, 1, 0, s>>>(d_hist + i, dst, i);
+                cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
+                CUDA_GOTO(cudaGetLastError(), st, done);
+                moeq_phase_(&pt, "select");
+            }
             if (r == 0) break; // plain HQQ: one round
+        }
+        if (q3 && r > 0) { // the last round's error: A = W − U_{T−1}·V_{T−1}
+            CUDA_GOTO(cudaMemcpyAsync(a, d_w, (size_t)(R * C) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, done);
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc, (int)C, uc,
+                                    (int)r, &one, a, (int)C),
+                        st, done);
+            MOEQ_GOTO(err_select(T - 1), st, done);
+            moeq_phase_(&pt, "err+select");
         }
         milo_state hst;
         CUDA_GOTO(cudaMemcpyAsync(&hst, dst, sizeof hst, cudaMemcpyDeviceToHost, s), st, done);
