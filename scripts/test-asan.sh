@@ -10,4 +10,9 @@ scripts/install-deps.sh
 BUILD_DIR=build-asan scripts/build.sh -DMOEQ_SANITIZE=ON -DMOEQ_CUDA=OFF
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 cd build-asan
+# Within CI's time: the fault test injects at 3 call numbers instead of 5 (every seam and mode still), and
+# the crash and Slurm tests, which kill processes at random times and drive a Slurm daemon around code
+# that test_quantize_e2e already runs under ASan, run only in the plain build.
+export MOEQ_FAULT_NS="1 16 256"
+if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm)$"; fi
 ctest --output-on-failure --timeout 1200 "$@"

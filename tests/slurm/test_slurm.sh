@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real Slurm (munged + slurmctld + slurmd on this machine, private config, stopped by PID) runs the
 # project's own slurm/quantize.sbatch with 2 tasks on a synthesized Mixtral-layout checkpoint:
-#  (a) a plain job: its artifact equals the one `mpirun -n 2` makes outside Slurm;
+#  (a) a plain job: its artifact equals the one `mpirun -n 2` makes outside Slurm, and slurm/eval.sbatch
+#      validates it (checksums, errors);
 #  (b) a job sent SIGUSR1 mid-run (what --signal=B:USR1@300 does before the time limit): moeq stops at a
 #      unit boundary, exits 75, the script requeues the job, the requeued job resumes: identical artifact;
 #  (c) a job cancelled mid-run (scancel: SIGTERM, then SIGKILL) and submitted again: identical artifact.
@@ -37,15 +38,18 @@ wait_journal() { # the job has journaled some units
 ja=$(submit "$tmp/a.h5" "$tmp/a.log")
 [ "$(wait_job "$ja" 180)" = COMPLETED ] || fail "job (a) $ja: $(job_state "$ja")"
 cmp "$tmp/ref.h5" "$tmp/a.h5" || fail "(a) the Slurm job's artifact differs from mpirun's"
+je=$(OUT="$tmp/a.h5" sbatch --parsable --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --time=10 \
+     --output="$tmp/e.log" "$MOEQ_SOURCE_DIR/slurm/eval.sbatch")
+[ "$(wait_job "$je" 180)" = COMPLETED ] || fail "(a) eval job $je: $(job_state "$je")"
+grep -q "integrity: .* ok" "$tmp/e.log" || fail "(a) moeq eval did not validate the artifact"
 
 # (b) SIGUSR1 to the batch script mid-run -> exit 75 -> requeue -> resume
 jb=$(submit "$tmp/b.h5" "$tmp/b.log")
 wait_journal "$tmp/b.h5" || fail "(b) no progress"
 scancel --batch --signal=USR1 "$jb"
-for i in $(seq 1 480); do # requeued jobs may wait out a short BeginTime before running again
-    [ -e "$tmp/b.h5" ] && [ "$(job_state "$jb")" = COMPLETED ] && break
-    [ "$(job_state "$jb")" = PENDING ] && scontrol update jobid="$jb" starttime=now 2>/dev/null || true
-    sleep 0.5
+for i in $(seq 1 600); do # a requeued job waits out Slurm's BeginTime delay before it runs again (not forced:
+    [ -e "$tmp/b.h5" ] && [ "$(job_state "$jb")" = COMPLETED ] && break # an early start races the revocation
+    sleep 0.5                                                            # of the first run's credential)
 done
 [ "$(job_state "$jb")" = COMPLETED ] || fail "(b) job $jb did not complete after the requeue: $(job_state "$jb")"
 grep -q "moeq exited 75" "$tmp/b.log" || fail "(b) moeq did not stop gracefully (exit 75)"
