@@ -68,10 +68,12 @@ moeq_status moeq_rsvd_cuda(const float *d_a, // (m, n)
                            float *d_s,  // (r) or NULL
                            void *stream);
 // moeq_rsvd_cuda with a choice of method: 0 = Householder (geqrf + orgqr, gesvdj of Bᵀ: moeq_rsvd_cuda itself);
-// 1 = CholeskyQR2 for every orthonormalisation (gemm + potrf + trsm, twice) and the SVD of the k×k R of
-// Bᵀ = Qz·R (same Ω and subspace up to rounding; falls back to method 0 when a Cholesky factorisation fails;
-// measured 1.6-1.7x faster than method 0 on an H100, see bench/README.md; what MiLo on device uses). check_finite = 0 skips the input scan (for
-// callers that already checked it, as MiLo does).
+// 1 = CholeskyQR for every orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (same Ω and subspace up to
+// rounding; falls back to method 0 when a Cholesky factorisation fails). With k = r + oversample <= 32 method 1
+// runs our own kernels (fp64 Gram + Cholesky, forward substitution, one pass inside the power iteration and
+// two for the final bases, fp32 Jacobi SVD: lowrank_cuda.cu) and synchronizes once; k > 32: cuBLAS gemm +
+// cuSOLVER potrf + trsm, twice each. Measured 2.6x faster than method 0 on an H100 at k = 32 (bench/README.md);
+// what MiLo on device uses. check_finite = 0 skips the input scan (for callers that already checked it).
 moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
                               float *d_u, float *d_v, float *d_s, int method, int check_finite, void *stream);
 // The same outputs from cuSOLVER's own randomized SVD (cusolverDnXgesvdr: its own random matrix, so it
@@ -83,7 +85,9 @@ moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x, int64_t n
 
 // ---- milo_cuda.cu ----
 // moeq_milo_fit_cpu on device: out->q's buffers, out->u, out->v are device memory; out->history is host.
-// Every round runs on `stream`; the per-round error is read back (one small synchronization per round).
+// Every round runs on `stream`; the error history, the best round and the failure flags stay on the device
+// until the end (the only per-round synchronization is HQQ's own read of its failure flags).
+// MOEQ_CUDA_PHASES=1 in the environment prints the time of each phase (CUDA events) to stderr.
 moeq_status moeq_milo_fit_cuda(const float *d_w, // (R, C)
                                int64_t R, int64_t C, const moeq_milo_params *p, moeq_milo_out *out,
                                void *stream);
