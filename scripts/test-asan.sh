@@ -15,4 +15,4 @@ cd build-asan
 # that test_quantize_e2e already runs under ASan, run only in the plain build.
 export MOEQ_FAULT_NS="1 16 256"
 if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm)$"; fi
-ctest --output-on-failure --timeout 1200 "$@"
+ctest --output-on-failure --timeout 1200 -j2 "$@"
