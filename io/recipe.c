@@ -471,9 +471,18 @@ moeq_status moeq_recipe_parse(const char *path, const char *text, moeq_recipe **
         st = yerr(&d, root, "a recipe is a mapping (version, defaults, rules)%s%s", "", "");
     } else {
         int have_version = 0;
+        unsigned seen = 0; // version, defaults, rules, policies: each at most once (found by fuzzing: a second
+                           // "rules:" replaced the first list and leaked it)
         for (yaml_node_pair_t *p = root->data.mapping.pairs.start; st == MOEQ_OK && p < root->data.mapping.pairs.top; p++) {
             yaml_node_t *k = yaml_document_get_node(&doc, p->key), *v = yaml_document_get_node(&doc, p->value);
             const char *key = yscalar(k);
+            static const char *const top[] = {"version", "defaults", "rules", "policies"};
+            for (unsigned b = 0; key && b < 4; b++)
+                if (!strcmp(key, top[b])) {
+                    if (seen & (1u << b)) st = yerr(&d, k, "duplicate key \"%s\"%s", key, " (each top-level key once)");
+                    seen |= 1u << b;
+                }
+            if (st != MOEQ_OK) break;
             if (key && !strcmp(key, "version")) {
                 int ver = 0;
                 st = y_int(&d, v, "version", 1, 1, &ver);

@@ -85,6 +85,7 @@ static void test_errors_have_lines(void **state) {
         const char *yaml, *needle;
     } cases[] = {
         {"version: 1\nrules:\n  - match: {class: experts}\n    set: {bits: 3}\n", "e.yaml:3: unknown tensor class \"experts\""},
+        {"version: 1\nrules:\n  - match: {class: attention}\n    set: {bits: 4}\nrules: []\n", "e.yaml:5: duplicate key \"rules\""},
         {"version: 1\ndefaults:\n  bitz: 3\n", "e.yaml:3: unknown setting \"bitz\""},
         {"version: 1\ndefaults: {bits: 5}\n", "e.yaml:2: bits must be 2, 3, 4 or 8"},
         {"version: 1\ndefaults: {bits: three}\n", "e.yaml:2: \"bits\" must be an integer"},
