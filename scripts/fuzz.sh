@@ -3,7 +3,7 @@
 # (default 60), starting from the seed corpus in fuzz/corpus/<name>/. A crasher is written to
 # fuzz/regressions/<name>/ (commit it: ctest replays it from then on) and makes this script fail.
 #   scripts/fuzz.sh                      every harness: safetensors, config, recipe, index
-#   FUZZ_SECONDS=600 scripts/fuzz.sh recipe
+#   FUZZ_SECONDS=600 FUZZ_SEED=0 scripts/fuzz.sh recipe   (seed 0: a random seed; default 1, reproducible)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -26,7 +26,7 @@ for t in "${targets[@]}"; do
     work=build-fuzz/corpus-$t
     mkdir -p "$work"
     set +e
-    build-fuzz/fuzz/fuzz_$t -max_total_time="${FUZZ_SECONDS:-60}" -print_final_stats=1 -max_len=65536 \
+    build-fuzz/fuzz/fuzz_$t -max_total_time="${FUZZ_SECONDS:-60}" -seed="${FUZZ_SEED:-1}" -print_final_stats=1 -max_len=65536 \
         -artifact_prefix="fuzz/regressions/$t/" "$work" "fuzz/corpus/$t" >"build-fuzz/fuzz-$t.log" 2>&1
     r=$?
     set -e
