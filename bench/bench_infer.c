@@ -18,6 +18,7 @@
 // Bytes counted (effective GB/s): ours = codes + scales + zeros + U + V + x + y; baseline = dense W + x + y
 // at the baseline's element size.
 #include "bench_infer.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <cblas.h>
 #include <math.h>
@@ -54,12 +55,6 @@ typedef struct opts {
     int64_t rank, group;
     uint64_t seed;
 } opts;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
@@ -205,19 +200,19 @@ static int run_cpu(FILE *out, const opts *o) {
             q0.rank = 0;
             double t0s[64];
             for (int it = 0; it < o->iters; it++) {
-                double a = now_s();
+                double a = moeq_now_s();
                 if (moeq_qlinear_matmul_cpu(&L.ql, x, B, y)) goto fail;
-                t[it] = now_s() - a;
-                a = now_s();
+                t[it] = moeq_now_s() - a;
+                a = moeq_now_s();
                 if (moeq_qlinear_matmul_cpu(&q0, x, B, yb)) goto fail;
-                t0s[it < 64 ? it : 63] = now_s() - a;
-                a = now_s();
+                t0s[it < 64 ? it : 63] = moeq_now_s() - a;
+                a = moeq_now_s();
                 if (B == 1)
                     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)R, (int)C, 1.f, L.dense, (int)C, x, 1, 0.f, yb, 1);
                 else
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)R, (int)C, 1.f, x, (int)C,
                                 L.dense, (int)C, 0.f, yb, (int)R);
-                tb[it] = now_s() - a;
+                tb[it] = moeq_now_s() - a;
             }
             const double us = 1e6 * median(t, o->iters), us0 = 1e6 * median(t0s, o->iters < 64 ? o->iters : 64);
             const double bus = 1e6 * median(tb, o->iters);

@@ -15,6 +15,7 @@
 // Timings are the median of --reps runs (1 run for milo_round and svd_full); the input is far larger than
 // the caches, so figures are from DRAM, not from a warm cache.
 #include "bench_kernels.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -36,12 +37,6 @@ typedef struct bench_opts {
     int64_t group;
     uint64_t seed;
 } bench_opts;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
@@ -209,56 +204,56 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
         const double gb = (double)bytes * 1e-9;
         // memcpy: split in nt chunks, one per thread (a single memcpy is one core's bandwidth)
         for (int k = 0; k < o->reps; k++) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
 #pragma omp parallel for schedule(static) num_threads(nt)
             for (int c = 0; c < nt; c++) {
                 const size_t lo = bytes / (size_t)nt * (size_t)c,
                              hi = c + 1 == nt ? bytes : bytes / (size_t)nt * (size_t)(c + 1);
                 memcpy((char *)d + lo, (const char *)w + lo, hi - lo);
             }
-            t[k] = now_s() - t0;
+            t[k] = moeq_now_s() - t0;
         }
         const double t_copy = median(t, o->reps);
         entry(out, "memcpy", R, C, nt, t_copy, "gbps", gb / t_copy, NULL, NULL, 0);
         for (int k = 0; k < o->reps; k++) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             if (moeq_rtn_quantize_cpu(w, &q) != MOEQ_OK) goto fail;
-            t[k] = now_s() - t0;
+            t[k] = moeq_now_s() - t0;
         }
         const double t_rtn = median(t, o->reps);
         entry(out, "rtn_pack", R, C, nt, t_rtn, "gbps", gb / t_rtn, "memcpy", "bandwidth_ratio",
               t_copy / t_rtn);
         for (int k = 0; k < o->reps; k++) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             if (moeq_qmat_dequantize_cpu(&q, d) != MOEQ_OK) goto fail;
-            t[k] = now_s() - t0;
+            t[k] = moeq_now_s() - t0;
         }
         const double t_deq = median(t, o->reps);
         entry(out, "dequantize", R, C, nt, t_deq, "gbps", gb / t_deq, "memcpy", "bandwidth_ratio",
               t_copy / t_deq);
         const moeq_hqq_params hp = moeq_hqq_params_default();
         for (int k = 0; k < o->reps; k++) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             if (moeq_hqq_quantize_cpu(w, &hp, &q) != MOEQ_OK) goto fail;
-            t[k] = now_s() - t0;
+            t[k] = moeq_now_s() - t0;
         }
         const double t_hqq = median(t, o->reps);
         entry(out, "hqq", R, C, nt, t_hqq, "gbps", gb / t_hqq, "rtn_pack", "time_ratio", t_hqq / t_rtn);
         const double flop = 2.0 * (double)R * (double)C * (double)r;
         for (int k = 0; k < o->reps; k++) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)r, (int)C, 1.0f, w, (int)C,
                         bm, (int)r, 0.0f, cm, (int)r);
-            t[k] = now_s() - t0;
+            t[k] = moeq_now_s() - t0;
         }
         const double t_gemm = median(t, o->reps);
         entry(out, "sgemm", R, C, nt, t_gemm, "gflops", flop / t_gemm * 1e-9, NULL, NULL, 0);
         moeq_rsvd_params sp = moeq_rsvd_params_default();
         sp.power_iters = o->power_iters, sp.seed = o->seed;
         for (int k = 0; k < o->reps; k++) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             if (moeq_rsvd_cpu(w, R, C, r, &sp, u, v, NULL) != MOEQ_OK) goto fail;
-            t[k] = now_s() - t0;
+            t[k] = moeq_now_s() - t0;
         }
         const double t_rsvd = median(t, o->reps);
         entry(out, "rsvd", R, C, nt, t_rsvd, "gflops_sgemm_equiv", flop / t_rsvd * 1e-9, "sgemm",
@@ -268,16 +263,16 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
         mp.bits = o->bits, mp.group = o->group, mp.rank = r, mp.rounds = 2, mp.svd = sp;
         moeq_milo_out mo = {.q = &q, .u = u, .v = v};
         {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             if (moeq_milo_fit_cpu(w, R, C, &mp, &mo) != MOEQ_OK) goto fail;
-            const double t_milo = (now_s() - t0) / 2;
+            const double t_milo = (moeq_now_s() - t0) / 2;
             entry(out, "milo_round", R, C, nt, t_milo, "gbps", gb / t_milo, "hqq", "time_ratio",
                   t_milo / t_hqq);
         }
         if (o->full_svd && ti + 1 == (o->threads > 1 ? 2 : 1)) {
-            const double t0 = now_s();
+            const double t0 = moeq_now_s();
             if (moeq_svd_truncated_cpu(w, R, C, r, u, v, NULL) != MOEQ_OK) goto fail;
-            const double t_svd = now_s() - t0;
+            const double t_svd = moeq_now_s() - t0;
             entry(out, "svd_full", R, C, nt, t_svd, "gflops_sgemm_equiv", flop / t_svd * 1e-9, "rsvd",
                   "time_ratio", t_svd / t_rsvd);
         }
@@ -324,9 +319,9 @@ static int bench_shape_cuda(FILE *out, const bench_opts *o, int64_t R, int64_t C
 #define TIME_CUDA(stmt)                                                                                    \
     for (int k = 0; k < o->reps + 1; k++) { /* first run is the warm-up */                                 \
         if (moeq_cuda_sync()) goto fail;                                                                   \
-        const double t0 = now_s();                                                                         \
+        const double t0 = moeq_now_s();                                                                         \
         if ((stmt) != MOEQ_OK || moeq_cuda_sync() != MOEQ_OK) goto fail;                                   \
-        if (k) t[k - 1] = now_s() - t0;                                                                    \
+        if (k) t[k - 1] = moeq_now_s() - t0;                                                                    \
     }
     TIME_CUDA(moeq_cuda_memcpy_d2d(d_d, d_w, bytes));
     const double t_copy = median(t, o->reps);

@@ -12,6 +12,7 @@
 #include "hqq.h"         // defines: moeq_hqq_params, moeq_hqq_quantize_cpu, moeq_fast_powf
 #include "lowrank.h"     // defines: moeq_rsvd_cpu, moeq_svd_truncated_cpu, moeq_factor_quantize/dequantize_cpu
 #include "milo.h"        // defines: moeq_milo_params, moeq_milo_fit_cpu
+#include "clock.h"       // defines: moeq_now_s (monotonic seconds)
 #include "metrics.h"     // defines: moeq_metrics_error_cpu, moeq_metrics_stats_cpu (rel. Frobenius, SQNR, kurtosis, ...)
 #include "kernels_cuda.h" // defines: moeq_<x>_cuda device-pointer ports (rtn, hqq, pack, rsvd, milo, metrics)
 #include "backend.h"      // defines: moeq_kernel_ops (cpu/cuda tables), moeq_backend_select, moeq_backend_release

@@ -1,6 +1,7 @@
 // analyze_run.c: the analyze phase (see analyze_run.h): rules-only plan -> needs -> static LPT of the
 // measuring work over the ranks -> per-rank measurements -> one sum-reduction -> policies -> final plan.
 #include "analyze_run.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include "analyze.h" // defines: moeq_analyze_tensor, moeq_analyze_blocks
 
@@ -8,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // Every rank gets the worst status; a rank-local failure is logged where it happened.
 static moeq_status agree_on(moeq_status st, MPI_Comm comm) {
@@ -53,7 +48,7 @@ static moeq_status analyze(const moeq_catalog *c, const moeq_recipe *r, const mo
     int *rule = NULL, *owner = NULL;
     double *cost = NULL, *load = NULL;
     unsigned char *mine = NULL;
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     moeq_status st = c->has_data ? MOEQ_OK
                                  : MOEQ_FAIL(MOEQ_ERR_ARG,
                                              "%s: the recipe's policies need the weights (statistics, trials or probes) "
@@ -117,7 +112,7 @@ static moeq_status analyze(const moeq_catalog *c, const moeq_recipe *r, const mo
         for (int l = 0; l < L; l++)
             if (!nd.block[l] || !n_blocks) an->block_err[l] = -1;
         MOEQ_INFO0("analyze: %d tensors measured%s, %d MoE blocks probed, %d ranks, %.2f s", n_tensors,
-                   nd.budget ? " with budget trials" : "", n_blocks, n_ranks, now_s() - t0);
+                   nd.budget ? " with budget trials" : "", n_blocks, n_ranks, moeq_now_s() - t0);
     }
     moeq_analysis_needs_free(&nd);
     moeq_free(&q), moeq_free(&rule), moeq_free(&owner), moeq_free(&cost), moeq_free(&load), moeq_free(&mine);

@@ -18,16 +18,11 @@
 #include <unistd.h>
 
 #include "bench_infer.h"
+#include "clock.h" // defines: moeq_now_s
 #include "bench_kernels.h"
 #include "cli.h"
 
 extern char **environ;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // ---- child processes ----
 
@@ -111,14 +106,14 @@ static void read_cb(const char *path, void *ctx) {
     }
     const size_t chunk = 64u << 20;
     char *buf = malloc(chunk);
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     for (off_t off = 0; buf;) {
         ssize_t r = pread(fd, buf, chunk, off);
         if (r <= 0) break;
         off += r;
         m->bytes += (uint64_t)r;
     }
-    m->seconds += now_s() - t0;
+    m->seconds += moeq_now_s() - t0;
     free(buf);
     close(fd);
 }
@@ -177,9 +172,9 @@ static json_t *quantize(const char *self, const pipe_opts *o, const char *model,
     char *argv[64];
     build_argv(argv, 64, launcher, rest);
     for_shards(model, drop_cb, NULL); // every run reads from disk, not from the page cache
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     int rc = spawn_wait(argv);
-    *wall = now_s() - t0;
+    *wall = moeq_now_s() - t0;
     if (rc != 0) {
         fprintf(stderr, "moeq bench pipeline: quantize with %d rank(s) exited %d\n", ranks, rc);
         return NULL;

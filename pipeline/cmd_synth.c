@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "clock.h" // defines: moeq_now_s
 #include "synth.h" // defines: moeq_synth_opts, moeq_synth_write
 
 enum {
@@ -148,12 +149,6 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     }
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void human_bytes(uint64_t b, char *out, size_t cap) {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)b;
@@ -171,7 +166,7 @@ enum { PROGRESS_SECS = 3 };
 // "synth: 1.20 GiB / 3.40 GiB (35%), 410.2 MiB/s, 5 s left", at most every PROGRESS_SECS seconds.
 static void on_progress(uint64_t done, uint64_t total, void *user) {
     progress_state *p = user;
-    const double t = now_s();
+    const double t = moeq_now_s();
     if (t - p->last < PROGRESS_SECS || done >= total) return;
     p->last = t;
     char a[32], b[32];
@@ -239,7 +234,7 @@ static int run(int argc, char **argv) {
         print_plan(out, &o, &cfg, &r);
         return MOEQ_EXIT_OK;
     }
-    progress_state ps = {now_s(), now_s()};
+    progress_state ps = {moeq_now_s(), moeq_now_s()};
     if (!common.quiet) {
         o.progress = on_progress;
         o.progress_user = &ps;
@@ -247,7 +242,7 @@ static int run(int argc, char **argv) {
     moeq_synth_result r;
     moeq_status st = moeq_synth_write(out, &o, &r);
     if (st != MOEQ_OK) return moeq_cli_fail("synth", st);
-    const double dt = now_s() - ps.t0;
+    const double dt = moeq_now_s() - ps.t0;
     char b[32];
     human_bytes(r.file_bytes, b, sizeof b);
     moeq_model_config cfg;

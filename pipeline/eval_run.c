@@ -6,6 +6,7 @@
 // the report does not depend on the number of ranks. Does not decide what is "good enough" beyond the
 // thresholds the user passes.
 #include "eval_run.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,12 +77,6 @@ typedef struct ev_state {
 // (each model on its own hidden states: the routing drift that upstream errors cause; with the router and
 // norms kept in full precision, the first two top-k fractions are 0 by construction).
 enum { BLK_MOE = 0, BLK_G_REL, BLK_G_TOPK, BLK_T_REL, BLK_T_TOPK, BLK_E2E_TOPK, BLK_N };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int file_exists(const char *p) {
     struct stat st;
@@ -198,7 +193,7 @@ static moeq_result_action result_cb(int unit, int from, int attempt, const void 
 static void progress_cb(int final, void *user) {
     ev_state *s = user;
     if (s->o->quiet || s->o->progress_s <= 0) return;
-    const double el = now_s() - s->t_weights, frac = s->plan->n_units ? (double)s->n_units_done / s->plan->n_units : 1;
+    const double el = moeq_now_s() - s->t_weights, frac = s->plan->n_units ? (double)s->n_units_done / s->plan->n_units : 1;
     MOEQ_LOG(MOEQ_LOG_INFO, "eval: weights %d/%d units (%.1f%%), %.1f MiB verified, %s %.0f s%s", s->n_units_done,
              s->plan->n_units, 100 * frac, s->bytes_done / 1048576.0, final ? "elapsed" : "ETA",
              final ? el : (frac > 0 ? el / frac - el : 0), final ? ", done" : "");
@@ -229,7 +224,7 @@ static moeq_status weights_pass(ev_state *s) {
     };
     moeq_queue_stats qs;
     memset(&qs, 0, sizeof qs);
-    s->t_weights = now_s();
+    s->t_weights = moeq_now_s();
     moeq_status st = moeq_queue_run(&qc, &qs);
     moeq_free(&cost);
     return st;
@@ -282,7 +277,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
                  cfg->model_type);
         return MOEQ_OK;
     }
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     moeq_model *orig = NULL, *quant = NULL;
     moeq_artifact_source src;
     int32_t *ids = NULL;
@@ -298,11 +293,11 @@ static moeq_status models_pass(ev_state *s, int fd) {
     else snprintf(s->text_path, sizeof s->text_path, "%s/val.txt", o->model_dir);
     int want_text = o->text_path || file_exists(s->text_path);
     if (st == MOEQ_OK && want_text) st = load_text(s, &ids);
-    s->seconds[2] = now_s() - t0;
+    s->seconds[2] = moeq_now_s() - t0;
     if (st != MOEQ_OK) goto done;
     s->have_models = 1;
     // ---- block probes: MoE layer l on rank l % n_ranks ----
-    t0 = now_s();
+    t0 = moeq_now_s();
     const int64_t H = cfg->hidden, T = o->probe_tokens;
     const int64_t Tt = (o->text_path && ids) ? (s->n_tokens < PPL_WINDOW ? s->n_tokens : PPL_WINDOW) : 0;
     s->have_text_probes = Tt > 0;
@@ -350,10 +345,10 @@ static moeq_status models_pass(ev_state *s, int fd) {
     if (!blk_all) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     MPI_Allreduce(s->blk, blk_all, L * BLK_N, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); // one owner per layer: exact
     memcpy(s->blk, blk_all, sizeof(double) * (size_t)L * BLK_N);
-    s->seconds[3] = now_s() - t0;
+    s->seconds[3] = moeq_now_s() - t0;
     // ---- perplexity: windows [nw·r/n, nw·(r+1)/n) on rank r; sums added on rank 0 in window order ----
     if (!ids) goto done;
-    t0 = now_s();
+    t0 = moeq_now_s();
     const int64_t nw = (s->n_tokens + PPL_WINDOW - 1) / PPL_WINDOW;
     s->n_windows = nw;
     s->n_scored = s->n_tokens - nw;
@@ -364,7 +359,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     if (!wo || !wq || !wo_all || !wq_all) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     const int64_t w0 = nw * s->rank / s->n_ranks, w1 = nw * (s->rank + 1) / s->n_ranks;
     const int64_t chunk = 8 * (int64_t)s->n_threads;
-    double t_last = now_s();
+    double t_last = moeq_now_s();
     for (int64_t a = w0; a < w1 && st == MOEQ_OK; a += chunk) {
         const int64_t b = a + chunk < w1 ? a + chunk : w1;
         if (!route && st == MOEQ_OK) {
@@ -374,8 +369,8 @@ static moeq_status models_pass(ev_state *s, int fd) {
         }
         if (st == MOEQ_OK) st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, route);
         if (st == MOEQ_OK) st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL);
-        if (s->rank == 0 && !o->quiet && o->progress_s > 0 && (now_s() - t_last >= o->progress_s || b == w1)) {
-            t_last = now_s();
+        if (s->rank == 0 && !o->quiet && o->progress_s > 0 && (moeq_now_s() - t_last >= o->progress_s || b == w1)) {
+            t_last = moeq_now_s();
             const double el = t_last - t0, frac = (double)(b - w0) / (double)(w1 - w0);
             MOEQ_LOG(MOEQ_LOG_INFO, "eval: perplexity (original + quantized) rank 0: %lld/%lld of its windows "
                      "(%.1f%%), %s %.0f s", (long long)(b - w0), (long long)(w1 - w0), 100 * frac,
@@ -403,7 +398,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     s->ce_quant = sq / (double)s->n_scored;
     s->have_ppl = 1;
     load_reference(s);
-    s->seconds[4] = now_s() - t0;
+    s->seconds[4] = moeq_now_s() - t0;
 done:
     moeq_free(&route);
     moeq_free(&wo), moeq_free(&wq), moeq_free(&wo_all), moeq_free(&wq_all), moeq_free(&blk_all);
@@ -878,7 +873,7 @@ int moeq_eval_run(const moeq_eval_opts *o) {
     s.ref_ppl = NAN;
     MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &s.n_ranks);
-    s.t_start = now_s();
+    s.t_start = moeq_now_s();
     // Ranks are the first level of parallelism; BLAS stays single-threaded inside a rank (results must not
     // depend on thread counts, kernels/README.md), OpenMP gets the rank's share of the node's cores.
     moeq_blas_set_threads(1);
@@ -930,12 +925,12 @@ int moeq_eval_run(const moeq_eval_opts *o) {
         exit_code = fail_code("eval", st != MOEQ_OK ? st : all, s.rank);
         goto out;
     }
-    s.seconds[0] = now_s() - s.t_start;
+    s.seconds[0] = moeq_now_s() - s.t_start;
     // ---- weights: integrity and weight-space error, by unit ----
     s.ctx = (moeq_eval_ctx){.cat = s.cat, .plan = p, .entries = s.e, .rec = s.rec, .fd = fd, .path = o->artifact};
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     st = agree(weights_pass(&s), s.rank);
-    s.seconds[1] = now_s() - t0;
+    s.seconds[1] = moeq_now_s() - t0;
     if (st != MOEQ_OK) {
         exit_code = fail_code("eval", st, s.rank);
         goto out;

@@ -5,6 +5,7 @@
 // when the checksums of its bytes on disk match the journal; the final name appears by rename only
 // when everything is sealed.
 #include "quantize_run.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,12 +44,6 @@ typedef struct run_state {
     moeq_status first_error;
     char first_error_msg[512];
 } run_state;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int file_exists(const char *p) {
     struct stat st;
@@ -154,7 +149,7 @@ static moeq_status prepare_rank0(run_state *s) {
     };
     char *sj = shards_json(s->cat);
     m.shards_json = sj;
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     // The skeleton is written under a temporary name and renamed when complete and durable, so a kill while
     // it is being written never leaves a damaged ARTIFACT.partial that --resume would refuse.
     char *tmp = concat(s->partial, ".creating");
@@ -174,7 +169,7 @@ static moeq_status prepare_rank0(run_state *s) {
     free(sj);
     if (st == MOEQ_OK) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
     if (st == MOEQ_OK)
-        MOEQ_INFO0("skeleton %s: %d tensors, %d units, %.2f s", s->partial, p->n_tensors, p->n_units, now_s() - t0);
+        MOEQ_INFO0("skeleton %s: %d tensors, %d units, %.2f s", s->partial, p->n_tensors, p->n_units, moeq_now_s() - t0);
     if (st == MOEQ_OK) moeq_crashpoint("prepared");
     return st;
 }
@@ -303,7 +298,7 @@ static moeq_result_action result_cb(int unit, int from, int attempt, const void 
 static void progress_cb(int final, void *user) {
     run_state *s = user;
     if (s->o->quiet || s->o->progress_s <= 0) return;
-    double el = now_s() - s->t_quant_start;
+    double el = moeq_now_s() - s->t_quant_start;
     double rate = el > 0 ? (double)s->bytes_in_done / el : 0;
     double frac = s->n_to_do ? (double)s->n_done_now / s->n_to_do : 1;
     double eta = frac > 0 ? el / frac - el : 0;
@@ -422,7 +417,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     s.o = o;
     MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &s.n_ranks);
-    s.t_start = now_s();
+    s.t_start = moeq_now_s();
     // Ranks (one per core or GPU) are the parallelism; BLAS/LAPACK run single-threaded inside a rank. Besides
     // avoiding oversubscription, this is what makes the rSVD bit-identical whatever the rank count:
     // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
@@ -465,14 +460,14 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         goto out;
     }
     const moeq_plan *p = s.plan;
-    double t_open = now_s() - s.t_start;
+    double t_open = moeq_now_s() - s.t_start;
     log_rss("open+plan");
     if (s.rank == 0)
         MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, digest %016llx",
                    p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
                    (unsigned long long)p->digest);
     // ---- prepare ----
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     st = s.rank == 0 ? prepare_rank0(&s) : MOEQ_OK;
     all = agree(st, s.rank);
     if (all != MOEQ_OK) {
@@ -498,7 +493,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
         goto out;
     }
-    double t_prep = now_s() - t0;
+    double t_prep = moeq_now_s() - t0;
     log_rss("prepare");
     // ---- quantize ----
     s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
@@ -535,11 +530,11 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     };
     moeq_queue_stats qs;
     memset(&qs, 0, sizeof qs);
-    s.t_quant_start = now_s();
+    s.t_quant_start = moeq_now_s();
     st = moeq_queue_run(&qc, &qs);
     moeq_free(&cost);
     close(s.ctx.out_fd);
-    double t_quant = now_s() - s.t_quant_start;
+    double t_quant = moeq_now_s() - s.t_quant_start;
     log_rss("quantize");
     st = agree(st, s.rank);
     // ---- seal ----
@@ -556,7 +551,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     if (s.rank == 0 && !figs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     MPI_Gather(mine, N_FIG, MPI_DOUBLE, figs, N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (s.rank == 0) {
-        double t1 = now_s();
+        double t1 = moeq_now_s();
         uint64_t checksum = 0;
         int all_done = 1;
         for (int u = 0; u < p->n_units; u++) all_done &= s.done[u] != 0;
@@ -581,7 +576,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
             log_rss("seal");
             if (st != MOEQ_OK) exit_code = moeq_cli_fail("quantize", st);
             else {
-                const double t_seal = now_s() - t1;
+                const double t_seal = moeq_now_s() - t1;
                 if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, t_seal, rss_max, rss_min, checksum);
                 if (o->stats_path) {
                     const double phases[4] = {t_open, t_prep, t_quant, t_seal};

@@ -4,6 +4,7 @@
 // The coordinator polls with MPI_Iprobe and sleeps 0.5 ms between empty polls so that it does not
 // take a core from the workers (Open MPI's blocking receives spin).
 #include "queue.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -16,12 +17,6 @@ enum { TAG_REQUEST = 7101, TAG_RESULT = 7102, TAG_ASSIGN = 7103, TAG_STOP = 7104
 // Graceful stop: when should_stop() first says yes, the coordinator sends TAG_STOP (0 bytes) to every rank
 // still working, so that static lists end at the next unit boundary too; every later stop assignment then
 // carries a[1] = 1, telling the worker that a TAG_STOP is (or will be) there to drain.
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     const moeq_queue_cfg *cfg;
@@ -69,7 +64,7 @@ static void *coordinator(void *arg) {
     for (int u = 0; u < n; u++)
         if (!cfg->skip || !cfg->skip[u]) outstanding++;
     s->stats.units_not_started = outstanding;
-    double last = now_s();
+    double last = moeq_now_s();
     while (stopped < s->n_ranks) {
         int flag = 0;
         MPI_Status ms;
@@ -82,9 +77,9 @@ static void *coordinator(void *arg) {
             for (int r = 0; r < s->n_ranks; r++)
                 if (!gone[r]) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, cfg->comm);
         }
-        if (cfg->on_progress && cfg->progress_s > 0 && now_s() - last >= cfg->progress_s) {
+        if (cfg->on_progress && cfg->progress_s > 0 && moeq_now_s() - last >= cfg->progress_s) {
             cfg->on_progress(0, cfg->user);
-            last = now_s();
+            last = moeq_now_s();
         }
         if (stopping && n_parked) { // release everyone waiting
             for (int k = 0; k < n_parked; k++) {

@@ -3,6 +3,7 @@
 // are compared byte for byte with the source (an exact copy has error 0). Does not run the forward pass
 // (forward_model.c) and never writes.
 #include "eval_unit.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <cblas.h>
 #include <math.h>
@@ -12,12 +13,6 @@
 #include <time.h>
 
 #include "moeq_kernels.h" // defines: moeq_qmat_dequantize_cpu, moeq_factor_dequantize_cpu, moeq_metrics_error_cpu
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // recon (R, C) += U (R, r) · V (r, C) in row panels of 256: the same calls as workers/quantize_matrix.c, so
 // the reconstruction (and the metrics) are bit-identical to what quantize measured.
@@ -81,13 +76,13 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
     float *w = NULL, *a = NULL;
     void *src = NULL;
     r->recorded_rel_fro = rec->rel_fro_error;
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     moeq_status st = read_all(x->fd, x->path, e, bufs);
-    x->seconds_read += now_s() - t0;
+    x->seconds_read += moeq_now_s() - t0;
     if (st != MOEQ_OK) goto done;
     for (int d = 0; d < MOEQ_DS_COUNT; d++) r->bytes += e->ds[d].present ? e->ds[d].bytes : 0;
     x->bytes_read += r->bytes;
-    t0 = now_s();
+    t0 = moeq_now_s();
     int bad = -1;
     if (moeq_artifact_verify_buffers(x->path, e, rec, bufs, &bad) != MOEQ_OK) { // integrity: this tensor's result
         r->status = MOEQ_ERR_FORMAT;
@@ -106,9 +101,9 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
             st = MOEQ_ERR_NOMEM;
             goto done;
         }
-        double t1 = now_s();
+        double t1 = moeq_now_s();
         st = moeq_st_read_raw(x->cat->shards[t->shard], t->st, 0, t->nbytes, src);
-        x->seconds_read += now_s() - t1;
+        x->seconds_read += moeq_now_s() - t1;
         if (st != MOEQ_OK) goto done;
         const int same = t->nbytes == e->ds[MOEQ_DS_DATA].bytes && !memcmp(src, bufs[MOEQ_DS_DATA], (size_t)t->nbytes);
         r->rel_fro = r->nmse = r->max_abs = r->err2 = 0;
@@ -128,9 +123,9 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
         st = MOEQ_ERR_NOMEM;
         goto done;
     }
-    double t1 = now_s();
+    double t1 = moeq_now_s();
     st = moeq_catalog_read_f32(x->cat, pt->cat, w); // FP8 sources: block scales applied by the catalog
-    x->seconds_read += now_s() - t1;
+    x->seconds_read += moeq_now_s() - t1;
     if (st != MOEQ_OK) goto done;
     st = moeq_eval_decode(e, pt, bufs, a);
     moeq_err_metrics m;
@@ -143,7 +138,7 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
     r->err2 = m.fro_err * m.fro_err;
     r->ref2 = m.fro_ref * m.fro_ref;
 done: // an exact copy (method none) keeps ref2 = 0: its error adds nothing to any aggregate
-    x->seconds_compute += now_s() - t0;
+    x->seconds_compute += moeq_now_s() - t0;
     free_bufs(bufs);
     moeq_free(&w);
     moeq_free(&a);

@@ -3,6 +3,7 @@
 // ones are processed one tensor at a time. Every byte written is also hashed (xxh3) on the way out, so
 // the checksums in the result are those of the bytes on disk.
 #include "unit_job.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <errno.h>
 #include <math.h>
@@ -13,21 +14,15 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 // Writes one dataset's bytes and folds them into the tensor's running checksum and the dataset's own.
 static moeq_status put(moeq_unit_ctx *x, const moeq_artifact_entry *e, moeq_ds d, const void *buf, uint64_t n,
                        XXH3_state_t *all, moeq_tensor_result *r) {
     if (n != e->ds[d].bytes)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s' dataset %s: %llu bytes produced, %llu planned", e->name,
                          moeq_ds_name(d), (unsigned long long)n, (unsigned long long)e->ds[d].bytes);
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     MOEQ_TRY(moeq_pwrite_full(x->out_fd, buf, (size_t)n, e->offset[d], x->out_path));
-    x->seconds_write += now_s() - t0;
+    x->seconds_write += moeq_now_s() - t0;
     x->bytes_written += n;
     XXH3_64bits_update(all, buf, (size_t)n);
     r->ds_checksum[d] = XXH3_64bits(buf, (size_t)n);
@@ -47,14 +42,14 @@ static moeq_status copy_through(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     if (st == MOEQ_OK) XXH3_64bits_reset(one);
     for (uint64_t done = 0; done < total && st == MOEQ_OK;) {
         uint64_t n = total - done < chunk ? total - done : chunk;
-        double t0 = now_s();
+        double t0 = moeq_now_s();
         st = moeq_st_read_raw(f, t->st, done, n, buf);
-        x->seconds_read += now_s() - t0;
+        x->seconds_read += moeq_now_s() - t0;
         x->bytes_read += n;
         if (st != MOEQ_OK) break;
-        t0 = now_s();
+        t0 = moeq_now_s();
         st = moeq_pwrite_full(x->out_fd, buf, (size_t)n, e->offset[MOEQ_DS_DATA] + done, x->out_path);
-        x->seconds_write += now_s() - t0;
+        x->seconds_write += moeq_now_s() - t0;
         x->bytes_written += n;
         XXH3_64bits_update(all, buf, (size_t)n);
         XXH3_64bits_update(one, buf, (size_t)n);
@@ -86,15 +81,15 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     q.u_scale = bufs[MOEQ_DS_U_SCALE];
     q.v_scale = bufs[MOEQ_DS_V_SCALE];
     q.best_round = -1;
-    double t0 = now_s();
+    double t0 = moeq_now_s();
     st = moeq_catalog_read_f32(x->cat, pt->cat, w);
-    x->seconds_read += now_s() - t0;
+    x->seconds_read += moeq_now_s() - t0;
     x->bytes_read += t->nbytes;
     if (st != MOEQ_OK) goto done;
-    t0 = now_s();
+    t0 = moeq_now_s();
     moeq_status qs = moeq_quantize_matrix(&pt->q, t->name, w, R, C, &q, recon);
     if (qs == MOEQ_OK) qs = moeq_unit_metrics(w, recon, R, C, r);
-    x->seconds_compute += now_s() - t0;
+    x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that
         // their bytes (and checksums) are defined.
@@ -149,11 +144,11 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
     }
     XXH3_freeState(all);
     if (st == MOEQ_OK) {
-        double t0 = now_s();
+        double t0 = moeq_now_s();
         char what[48];
         snprintf(what, sizeof what, "after unit %d", u);
         st = moeq_fsync(x->out_fd, x->out_path, what);
-        x->seconds_write += now_s() - t0;
+        x->seconds_write += moeq_now_s() - t0;
         if (st == MOEQ_OK) moeq_crashpoint("unit-durable");
     }
     return st;

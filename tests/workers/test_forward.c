@@ -7,6 +7,7 @@
 // (q/k/v biases, sigmoid-gated shared expert, no renormalisation, a dense mlp_only layer, tied
 // embeddings) against a naive double-precision forward written here.
 #include "test_util.h"
+#include "clock.h" // defines: moeq_now_s
 
 #include <jansson.h>
 #include <math.h>
@@ -20,12 +21,6 @@
 #include "forward_model.h"
 #include "moeq_io.h"
 #include "rng.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static json_t *load_reference(void) {
     char path[4096];
@@ -125,10 +120,10 @@ static void check_reference(const moeq_model *m, const char *key, int32_t *ids, 
     }
     // full validation perplexity and routing counts
     int64_t *counts = calloc((size_t)(L * E), sizeof(int64_t));
-    double ce = 0, t0 = now_s();
+    double ce = 0, t0 = moeq_now_s();
     int64_t scored = 0;
     assert_status(moeq_eval_perplexity(m, ids, n, 256, &ce, &scored, counts), MOEQ_OK, NULL);
-    const double secs = now_s() - t0;
+    const double secs = moeq_now_s() - t0;
     const double ce_ref = jnum(ref, key, "ce_nats_per_char"), ppl_ref = jnum(ref, key, "perplexity");
     char k_freq[32];
     snprintf(k_freq, sizeof k_freq, "frequencies_%s", key);
