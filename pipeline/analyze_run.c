@@ -4,23 +4,20 @@
 #include "clock.h" // defines: moeq_now_s
 
 #include "analyze.h" // defines: moeq_analyze_tensor, moeq_analyze_blocks
+#include "run_common.h" // defines: moeq_run_agree
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-// Every rank gets the worst status; a rank-local failure is logged where it happened.
+// Every rank gets the worst status; a rank whose own part went well says that another rank failed.
 static moeq_status agree_on(moeq_status st, MPI_Comm comm) {
-    int mine = (int)st, worst = 0, rank = 0;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, comm);
-    if (worst != MOEQ_OK && mine != MOEQ_OK && rank != 0) MOEQ_LOG(MOEQ_LOG_ERR, "%s", moeq_error_detail());
-    if (worst != MOEQ_OK && mine == MOEQ_OK)
-        return MOEQ_FAIL((moeq_status)worst, "the analyze phase failed on another rank (its log has the detail)");
-    return (moeq_status)worst;
+    const moeq_status worst = moeq_run_agree(st, comm);
+    if (worst != MOEQ_OK && st == MOEQ_OK)
+        return MOEQ_FAIL(worst, "the analyze phase failed on another rank (its log has the detail)");
+    return worst;
 }
-
 static double trial_cost(const moeq_policy *b, const moeq_qsettings *base, const moeq_tensor_info *t) {
     double cost = 1;
     for (int k = 0; b && k < b->n_cand; k++) {

@@ -22,6 +22,7 @@
 
 #include "cli.h"
 #include "moeq_worker.h"
+#include "run_common.h" // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "analyze_run.h" // defines: moeq_plan_build_collective (analyze phase + plan)
 
 typedef struct run_state {
@@ -45,46 +46,11 @@ typedef struct run_state {
     char first_error_msg[512];
 } run_state;
 
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static char *concat(const char *a, const char *b) {
     size_t n = strlen(a) + strlen(b) + 1;
     char *s = MOEQ_MALLOC(n, "path");
     if (s) snprintf(s, n, "%s%s", a, b);
     return s;
-}
-
-// Every rank learns rank 0's status; the detail is printed once, by rank 0.
-static moeq_status agree(moeq_status st, int rank) {
-    int mine = (int)st, worst = 0;
-    MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (worst != MOEQ_OK && mine != MOEQ_OK && rank != 0)
-        MOEQ_LOG(MOEQ_LOG_ERR, "%s", moeq_error_detail()); // a rank-local failure: say it where it happened
-    return (moeq_status)worst;
-}
-
-static moeq_status build_entries(run_state *s) {
-    const moeq_plan *p = s->plan;
-    s->e = MOEQ_CALLOC((size_t)p->n_tensors, sizeof *s->e, "artifact entries");
-    if (!s->e) return MOEQ_ERR_NOMEM;
-    for (int i = 0; i < p->n_tensors; i++) {
-        const moeq_plan_tensor *pt = &p->t[i];
-        const moeq_tensor_info *t = &s->cat->t[pt->cat];
-        moeq_artifact_entry *e = &s->e[i];
-        e->name = t->name;
-        e->c = t->c;
-        e->source_dtype = t->dtype;
-        e->ndim = t->ndim;
-        memcpy(e->shape, t->shape, sizeof e->shape);
-        e->unit = pt->unit;
-        e->q = pt->q;
-        e->bits_per_weight = pt->bits_per_weight;
-        MOEQ_TRY(moeq_artifact_entry_specs(e, pt->row_bytes));
-    }
-    return MOEQ_OK;
 }
 
 static char *shards_json(const moeq_catalog *c) {
@@ -112,22 +78,22 @@ static moeq_status prepare_rank0(run_state *s) {
     const moeq_quantize_opts *o = s->o;
     const moeq_plan *p = s->plan;
     if (!o->resume) {
-        if (file_exists(o->out_path) && !o->force)
+        if (moeq_run_file_exists(o->out_path) && !o->force)
             return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
                              "when the new artifact is complete", o->out_path);
-        if (file_exists(s->partial) && !o->force)
+        if (moeq_run_file_exists(s->partial) && !o->force)
             return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
                              "continues it, --force starts over", s->partial);
         unlink(s->partial);
         unlink(s->journal_path);
-    } else if (!file_exists(s->partial) && file_exists(o->out_path)) {
+    } else if (!moeq_run_file_exists(s->partial) && moeq_run_file_exists(o->out_path)) {
         moeq_status st = moeq_artifact_layout(o->out_path, p->digest, s->e, p->n_tensors);
         if (st != MOEQ_OK) return st;
         MOEQ_INFO0("%s is already complete for this plan: nothing to resume", o->out_path);
         for (int u = 0; u < p->n_units; u++) s->done[u] = 2; // 2 = complete artifact, nothing to do
         return MOEQ_OK;
     }
-    if (o->resume && file_exists(s->partial)) {
+    if (o->resume && moeq_run_file_exists(s->partial)) {
         MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
         moeq_status st = moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
         if (st == MOEQ_ERR_NOT_FOUND) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
@@ -439,11 +405,11 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     if (st == MOEQ_OK && o->recipe_path) st = moeq_recipe_load(o->recipe_path, &s.recipe);
     else if (st == MOEQ_OK) st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s.recipe);
     { // recipes with data-dependent policies run the analyze phase here (collective; analyze_run.h)
-        moeq_status pre = agree(st, s.rank);
+        moeq_status pre = moeq_run_agree(st, MPI_COMM_WORLD);
         if (pre == MOEQ_OK) st = moeq_plan_build_collective(s.cat, s.recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s.plan);
         else if (st == MOEQ_OK) st = pre;
     }
-    if (st == MOEQ_OK) st = build_entries(&s);
+    if (st == MOEQ_OK) st = moeq_run_entries(s.plan, s.cat, &s.e);
     if (st == MOEQ_OK && !s.cat->has_data)
         st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
                        "plan --dry-run` plans from metadata", o->model_dir);
@@ -454,7 +420,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         s.done = MOEQ_CALLOC((size_t)s.plan->n_units, 1, "unit flags");
         if (!s.partial || !s.journal_path || !s.res || !s.done) st = MOEQ_ERR_NOMEM;
     }
-    moeq_status all = agree(st, s.rank);
+    moeq_status all = moeq_run_agree(st, MPI_COMM_WORLD);
     if (all != MOEQ_OK) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st != MOEQ_OK ? st : all) : moeq_exit_code(all);
         goto out;
@@ -469,7 +435,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     // ---- prepare ----
     double t0 = moeq_now_s();
     st = s.rank == 0 ? prepare_rank0(&s) : MOEQ_OK;
-    all = agree(st, s.rank);
+    all = moeq_run_agree(st, MPI_COMM_WORLD);
     if (all != MOEQ_OK) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(all);
         goto out;
@@ -488,7 +454,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         exit_code = MOEQ_EXIT_OK;
         goto out;
     }
-    st = agree(verify_done(&s), s.rank);
+    st = moeq_run_agree(verify_done(&s), MPI_COMM_WORLD);
     if (st != MOEQ_OK) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
         goto out;
@@ -499,7 +465,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
     s.ctx.out_fd = open(s.partial, O_WRONLY | O_CLOEXEC);
     st = s.ctx.out_fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s.partial, strerror(errno)) : MOEQ_OK;
-    st = agree(st, s.rank);
+    st = moeq_run_agree(st, MPI_COMM_WORLD);
     if (st != MOEQ_OK) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
         goto out;
@@ -536,7 +502,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     close(s.ctx.out_fd);
     double t_quant = moeq_now_s() - s.t_quant_start;
     log_rss("quantize");
-    st = agree(st, s.rank);
+    st = moeq_run_agree(st, MPI_COMM_WORLD);
     // ---- seal ----
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
