@@ -5,7 +5,6 @@
 #include "eval_unit.h"
 #include "clock.h" // defines: moeq_now_s
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +12,7 @@
 #include <time.h>
 
 #include "moeq_kernels.h" // defines: moeq_qmat_dequantize_cpu, moeq_factor_dequantize_cpu, moeq_metrics_error_cpu
-
-// recon (R, C) += U (R, r) · V (r, C) in row panels of 256: the same calls as workers/quantize_matrix.c, so
-// the reconstruction (and the metrics) are bit-identical to what quantize measured.
-static void add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r) {
-    const int64_t P = 256;
-    for (int64_t i0 = 0; i0 < R; i0 += P) {
-        const int64_t np = R - i0 < P ? R - i0 : P;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)C, (int)r, 1.0f, u + i0 * r, (int)r, v,
-                    (int)C, 1.0f, recon + i0 * C, (int)C);
-    }
-}
+#include "unit_job.h"     // defines: moeq_recon_add_lowrank (the reconstruction quantize measured)
 
 moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt, void *const bufs[MOEQ_DS_COUNT],
                              float *out) {
@@ -45,7 +34,7 @@ moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tenso
     moeq_status st = (u && v) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_U], bufs[MOEQ_DS_U_SCALE], R * r, u);
     if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_V], bufs[MOEQ_DS_V_SCALE], r * C, v);
-    if (st == MOEQ_OK) add_lowrank(out, u, v, R, C, r);
+    if (st == MOEQ_OK) moeq_recon_add_lowrank(out, u, v, R, C, r); // quantize's call: bit-identical metrics
     moeq_free(&u);
     moeq_free(&v);
     return st;

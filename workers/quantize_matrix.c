@@ -19,8 +19,7 @@ static moeq_factor_type factor_of(moeq_comp_dtype c) {
     return c == MOEQ_COMP_INT3 ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16;
 }
 
-// recon (R, C) += U (R, r) · V (r, C), one panel of rows at a time (sgemm's own blocking inside).
-static void add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r) {
+void moeq_recon_add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r) {
     const int64_t P = 256;
     for (int64_t i0 = 0; i0 < R; i0 += P) {
         const int64_t np = R - i0 < P ? R - i0 : P;
@@ -77,7 +76,7 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
         // The fit returned the stored values; encoding them again gives the stored bytes (idempotent).
         st = moeq_factor_quantize_cpu(mp.factor, u, R * r, out->u, out->u_scale);
         if (st == MOEQ_OK) st = moeq_factor_quantize_cpu(mp.factor, v, r * C, out->v, out->v_scale);
-        if (st == MOEQ_OK) add_lowrank(recon, u, v, R, C, r);
+        if (st == MOEQ_OK) moeq_recon_add_lowrank(recon, u, v, R, C, r);
     }
     moeq_free(&u);
     moeq_free(&v);

@@ -40,6 +40,10 @@ typedef struct moeq_qtensor {
 moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, const float *w, int64_t R, int64_t C,
                                  moeq_qtensor *out, float *recon);
 
+// recon (R, C) += U (R, r) · V (r, C), in fixed panels of 256 rows (one sgemm each). quantize and eval both
+// reconstruct through this one function, so eval's metrics equal the recorded ones bit for bit.
+void moeq_recon_add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r);
+
 // Error metrics of recon against w (rel. Frobenius, SQNR, max abs, NMSE) and statistics of w (kurtosis,
 // outlier score) into r, accumulated in fp64 (kernels/metrics).
 moeq_status moeq_unit_metrics(const float *w, const float *recon, int64_t R, int64_t C, moeq_tensor_result *r);
