@@ -10,31 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "artifact_fixture.h" // defines: moeq_test_artifact_entries, MOEQ_TEST_T0
 #include "moeq_io.h"
-
-static void make_entries(moeq_artifact_entry *e) {
-    memset(e, 0, 2 * sizeof *e);
-    e[0].name = "model.layers.0.block_sparse_moe.experts.0.w1.weight";
-    e[0].c = moeq_tensor_classify(e[0].name);
-    e[0].source_dtype = MOEQ_DTYPE_BF16;
-    e[0].ndim = 2;
-    e[0].shape[0] = 16;
-    e[0].shape[1] = 128;
-    e[0].q = moeq_qsettings_default();
-    e[0].q.method = MOEQ_METHOD_MILO;
-    e[0].q.bits = 3;
-    e[0].q.rank = 4;
-    e[0].bits_per_weight = 4.0;
-    assert_int_equal(moeq_artifact_entry_specs(&e[0], 12 * 4), MOEQ_OK);
-    e[1].name = "model.norm.weight";
-    e[1].c = moeq_tensor_classify(e[1].name);
-    e[1].source_dtype = MOEQ_DTYPE_BF16;
-    e[1].ndim = 1;
-    e[1].shape[0] = 128;
-    e[1].q.method = MOEQ_METHOD_NONE;
-    e[1].unit = 1;
-    assert_int_equal(moeq_artifact_entry_specs(&e[1], 0), MOEQ_OK);
-}
 
 static void test_skeleton_write_seal(void **state) {
     (void)state;
@@ -43,8 +20,8 @@ static void test_skeleton_write_seal(void **state) {
     snprintf(path, sizeof path, "%s/a.h5", dir);
     snprintf(path2, sizeof path2, "%s/b.h5", dir);
     moeq_artifact_entry e[2], e2[2];
-    make_entries(e);
-    make_entries(e2);
+    moeq_test_artifact_entries(e);
+    moeq_test_artifact_entries(e2);
     assert_true(e[0].ds[MOEQ_DS_U].present && e[0].ds[MOEQ_DS_V].present && !e[0].ds[MOEQ_DS_DATA].present);
     assert_int_equal(e[0].ds[MOEQ_DS_SCALE].bytes, 16 * 2 * 2);
     assert_int_equal(e[1].ds[MOEQ_DS_DATA].bytes, 256);
@@ -103,14 +80,14 @@ static void test_skeleton_write_seal(void **state) {
     H5Fclose(h);
     // layout: reopen; another plan is refused
     moeq_artifact_entry e3[2];
-    make_entries(e3);
+    moeq_test_artifact_entries(e3);
     assert_status(moeq_artifact_layout(path, 0x1234, e3, 2), MOEQ_OK, NULL);
     assert_memory_equal(e3[0].offset, e[0].offset, sizeof e[0].offset);
     assert_status(moeq_artifact_layout(path, 0x9999, e3, 2), MOEQ_ERR_MISMATCH, "another model or recipe");
     // two skeletons of the same plan are the same bytes
     char cmd[8300];
     moeq_artifact_entry e4[2];
-    make_entries(e4);
+    moeq_test_artifact_entries(e4);
     char path3[4096];
     snprintf(path3, sizeof path3, "%s/c.h5", dir);
     assert_status(moeq_artifact_create(path3, &m, e4, 2), MOEQ_OK, NULL);

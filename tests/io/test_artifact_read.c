@@ -10,36 +10,14 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "artifact_fixture.h" // defines: moeq_test_artifact_entries, MOEQ_TEST_T0
 #include "moeq_io.h"
 
-static const char *const T0 = "model.layers.0.block_sparse_moe.experts.0.w1.weight";
-
-static void make_entries(moeq_artifact_entry *e) {
-    memset(e, 0, 2 * sizeof *e);
-    e[0].name = T0;
-    e[0].c = moeq_tensor_classify(e[0].name);
-    e[0].source_dtype = MOEQ_DTYPE_BF16;
-    e[0].ndim = 2;
-    e[0].shape[0] = 16;
-    e[0].shape[1] = 128;
-    e[0].q = moeq_qsettings_default();
-    e[0].q.method = MOEQ_METHOD_MILO;
-    e[0].q.bits = 3;
-    e[0].q.rank = 4;
-    assert_int_equal(moeq_artifact_entry_specs(&e[0], 12 * 4), MOEQ_OK);
-    e[1].name = "model.norm.weight";
-    e[1].c = moeq_tensor_classify(e[1].name);
-    e[1].source_dtype = MOEQ_DTYPE_BF16;
-    e[1].ndim = 1;
-    e[1].shape[0] = 128;
-    e[1].q.method = MOEQ_METHOD_NONE;
-    e[1].unit = 1;
-    assert_int_equal(moeq_artifact_entry_specs(&e[1], 0), MOEQ_OK);
-}
+static const char *const T0 = MOEQ_TEST_T0;
 
 // Writes a complete artifact whose datasets hold seeded bytes; returns the entries with offsets.
 static void make_artifact(const char *path, moeq_artifact_entry *e, int seal) {
-    make_entries(e);
+    moeq_test_artifact_entries(e);
     moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "version: 1\n", .recipe_path = "r.yaml",
                             .config_json = "{}", .shards_json = "[]", .model_dir = "/m", .plan_digest = 0x77,
                             .n_units = 2};
@@ -99,7 +77,7 @@ static void test_read_verify(void **state) {
     moeq_artifact_info_free(&in);
     assert_null(in);
     // offsets and recorded checksums read back equal what the writer had
-    make_entries(f);
+    moeq_test_artifact_entries(f);
     moeq_artifact_record rec[2];
     assert_status(moeq_artifact_read_records(path, f, 2, rec), MOEQ_OK, NULL);
     for (int i = 0; i < 2; i++)
@@ -135,7 +113,7 @@ static void test_read_verify(void **state) {
     close(fd);
     // a tensor the plan has but the artifact lacks
     moeq_artifact_entry g[2];
-    make_entries(g);
+    moeq_test_artifact_entries(g);
     g[1].name = "model.layers.0.input_layernorm.weight";
     assert_status(moeq_artifact_read_records(path, g, 2, rec), MOEQ_ERR_FORMAT,
                   "tensor 'model.layers.0.input_layernorm.weight' of the plan is missing");
@@ -163,7 +141,7 @@ static void test_bad_files(void **state) {
                 end = e[i].offset[d] + e[i].ds[d].bytes, last = i, lastd = d;
     snprintf(p2, sizeof p2, "%s/t.h5", dir);
     moeq_artifact_entry f[2];
-    make_entries(f);
+    moeq_test_artifact_entries(f);
     moeq_artifact_record rec[2];
     char *text = NULL;
     size_t len = 0;
