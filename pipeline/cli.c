@@ -118,6 +118,7 @@ int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned lon
 }
 
 int moeq_threads_default(void) {
+    moeq_blas_set_threads(1);
     const char *env = getenv("OMP_NUM_THREADS");
     if (env && *env) return omp_get_max_threads();
     MPI_Comm local;

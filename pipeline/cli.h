@@ -54,9 +54,11 @@ typedef int (*moeq_cli_opt_fn)(int opt, const char *arg, void *ctx);
 int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
                    const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common);
 
-// Collective (MPI_COMM_WORLD). Unless OMP_NUM_THREADS is set, gives each rank an equal share of its node's
-// cores for OpenMP (min(its affinity mask, cores / ranks on the node), at least 1): ranks are the first level
-// of parallelism, and 3 ranks x 2 spinning OpenMP threads on 2 cores ran 5x slower. Returns the count.
+// Collective (MPI_COMM_WORLD). Ranks are the first level of parallelism: BLAS/LAPACK run single-threaded
+// inside a rank (multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs, which would
+// make results depend on it), and unless OMP_NUM_THREADS is set each rank gets an equal share of its node's
+// cores for OpenMP (min(its affinity mask, cores / ranks on the node), at least 1: 3 ranks x 2 spinning
+// OpenMP threads on 2 cores ran 5x slower). Returns the OpenMP thread count.
 int moeq_threads_default(void);
 
 // Strict number parsing for option values; print a usage message and return non-zero on failure.

@@ -135,7 +135,7 @@ static int run(int argc, char **argv) {
         }
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         moeq_log_init(rank, MOEQ_LOG_INFO);
-        moeq_blas_set_threads(1);
+        moeq_threads_default(); // the analyze phase: BLAS single-threaded, OpenMP the rank's share of cores
     }
     if (st == MOEQ_OK) st = moeq_plan_build_collective(c, rec, &cm, MPI_COMM_WORLD, &budget, &an, &p);
     if (rank != 0) { // rank 0 reports

@@ -343,7 +343,6 @@ int moeq_eval_run(const moeq_eval_opts *o) {
     s.t_start = moeq_now_s();
     // Ranks are the first level of parallelism; BLAS stays single-threaded inside a rank (results must not
     // depend on thread counts, kernels/README.md), OpenMP gets the rank's share of the node's cores.
-    moeq_blas_set_threads(1);
     s.n_threads = moeq_threads_default();
     int exit_code = MOEQ_EXIT_OK, fd = -1;
     report R;

@@ -384,16 +384,15 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &s.n_ranks);
     s.t_start = moeq_now_s();
-    // Ranks (one per core or GPU) are the parallelism; BLAS/LAPACK run single-threaded inside a rank. Besides
-    // avoiding oversubscription, this is what makes the rSVD bit-identical whatever the rank count:
-    // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    moeq_blas_set_threads(1);
+    // Ranks (one per core or GPU) are the parallelism; BLAS/LAPACK run single-threaded inside a rank. Besides
+    // avoiding oversubscription, this is what makes the rSVD bit-identical whatever the rank count:
+    // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
     const int n_threads = moeq_threads_default();
     MOEQ_LOG(MOEQ_LOG_DBG, "%d OpenMP thread(s) per rank", n_threads);
     int exit_code = MOEQ_EXIT_OK;
