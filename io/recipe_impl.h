@@ -29,13 +29,15 @@ static inline const char *yscalar(const yaml_node_t *n) {
     return (n && n->type == YAML_SCALAR_NODE) ? (const char *)n->data.scalar.value : NULL;
 }
 
-static inline moeq_status yerr(const ydoc *d, const yaml_node_t *n, const char *fmt, const char *a, const char *b) {
+static inline moeq_status yerr(const ydoc *d, const yaml_node_t *n, const char *fmt, const char *a,
+                               const char *b) {
     char msg[512];
     snprintf(msg, sizeof msg, fmt, a ? a : "", b ? b : "");
     return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s:%d: %s", d->path, yline(n), msg);
 }
 
-static inline moeq_status y_int(const ydoc *d, const yaml_node_t *n, const char *key, long lo, long hi, int *out) {
+static inline moeq_status y_int(const ydoc *d, const yaml_node_t *n, const char *key, long lo, long hi,
+                                int *out) {
     const char *s = yscalar(n);
     char *end = NULL;
     errno = 0;
