@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h" // defines: moeq_bench_cpu_model, moeq_bench_json_str, moeq_bench_median
 #include "infer.h"        // defines: moeq_qlinear, moeq_qlinear_matmul_cpu/_cuda
 #include "moeq_kernels.h" // defines: moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu, moeq_f32_to_f16, ...
 #include "rng.h"          // defines: moeq_rng_normal, moeq_rng_uniform
@@ -55,45 +56,6 @@ typedef struct opts {
     int64_t rank, group;
     uint64_t seed;
 } opts;
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
-static void json_str(FILE *o, const char *s) {
-    fputc('"', o);
-    for (; s && *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', o);
-        if ((unsigned char)*s < 0x20) continue;
-        fputc(*s, o);
-    }
-    fputc('"', o);
-}
-
-static void cpu_model(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *p = strchr(line, ':');
-            if (p) {
-                p++;
-                while (*p == ' ') p++;
-                snprintf(out, n, "%s", p);
-                out[strcspn(out, "\n")] = '\0';
-            }
-            break;
-        }
-    fclose(f);
-}
 
 // Expert-like weights (as bench_kernels.c): per-column log-normal scale, N(0, 1), 0.1% of entries ×8.
 static void gen_weights(float *w, int64_t R, int64_t C, uint64_t seed) {
@@ -174,11 +136,11 @@ static void entry(FILE *o, const char *name, const layer *L, int64_t B, double u
 // ---- --device cpu ----
 static int run_cpu(FILE *out, const opts *o) {
     char cpu[256];
-    cpu_model(cpu, sizeof cpu);
+    moeq_bench_cpu_model(cpu, sizeof cpu);
     fprintf(out, "{\n  \"benchmark\": \"infer\",\n  \"device\": \"cpu\",\n  \"machine\": {\"cpu\": ");
-    json_str(out, cpu);
+    moeq_bench_json_str(out, cpu);
     fprintf(out, ", \"threads\": %d, \"openblas\": ", omp_get_max_threads());
-    json_str(out, openblas_get_config());
+    moeq_bench_json_str(out, openblas_get_config());
     fprintf(out, "},\n  \"inputs\": {\"bits\": 3, \"group\": %lld, \"rank\": %lld, \"factors\": \"fp16\", \"codes\": "
                  "\"rtn\", \"x_y\": \"fp32\", \"iters\": %d, \"timing\": \"wall clock, median\"},\n"
                  "  \"notes\": \"baseline = OpenBLAS sgemv (batch 1) / sgemm of the fp32 dense matrix; no bf16/fp16 "
@@ -214,8 +176,9 @@ static int run_cpu(FILE *out, const opts *o) {
                                 L.dense, (int)C, 0.f, yb, (int)R);
                 tb[it] = moeq_now_s() - a;
             }
-            const double us = 1e6 * median(t, o->iters), us0 = 1e6 * median(t0s, o->iters < 64 ? o->iters : 64);
-            const double bus = 1e6 * median(tb, o->iters);
+            const double us = 1e6 * moeq_bench_median(t, o->iters),
+                         us0 = 1e6 * moeq_bench_median(t0s, o->iters < 64 ? o->iters : 64);
+            const double bus = 1e6 * moeq_bench_median(tb, o->iters);
             const double bb = 4.0 * (double)(R * C) + 4.0 * (double)B * (double)(R + C);
             entry(out, k_shapes[s].name, &L, B, us, us0, ours_bytes(&L, B, 4) / us * 1e-3,
                   B == 1 ? "openblas_sgemv_fp32" : "openblas_sgemm_fp32", bus, bb / bus * 1e-3,
@@ -308,12 +271,12 @@ static int run_cuda(FILE *out, const opts *o) {
             CK(cudaEventElapsedTime(&ms, e0, e1));
             tc[i] = ms * 1e-3;
         }
-        copy_gbs = 2.0 * (double)n / median(tc, 5) * 1e-9;
+        copy_gbs = 2.0 * (double)n / moeq_bench_median(tc, 5) * 1e-9;
         cudaFree(cp_a), cudaFree(cp_b);
         cp_a = cp_b = NULL;
     }
     fprintf(out, "{\n  \"benchmark\": \"infer\",\n  \"device\": \"cuda\",\n  \"machine\": {\"gpu\": ");
-    json_str(out, prop.name);
+    moeq_bench_json_str(out, prop.name);
     fprintf(out,
             ", \"sms\": %d, \"l2_bytes\": %d, \"memory_bytes\": %zu, \"peak_GBps_from_attributes\": %.0f, "
             "\"measured_d2d_copy_GBps\": %.0f, \"cc\": \"%d.%d\"},\n",
@@ -393,7 +356,8 @@ static int run_cuda(FILE *out, const opts *o) {
             CK(cudaMemcpy(y, d_y, sizeof(float) * (size_t)(B * R), cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(y16, d_y16, 2 * (size_t)(B * R), cudaMemcpyDeviceToHost));
             for (int64_t i = 0; i < B * R; i++) yb[i] = moeq_f16_to_f32(y16[i]);
-            const double us = median(t, o->iters), us0 = median(t0, o->iters), bus = median(tb, o->iters);
+            const double us = moeq_bench_median(t, o->iters), us0 = moeq_bench_median(t0, o->iters),
+                         bus = moeq_bench_median(tb, o->iters);
             const double bb = 2.0 * (double)(R * C) + 2.0 * (double)B * (double)(R + C);
             entry(out, k_shapes[s].name, &L, B, us, us0, ours_bytes(&L, B, 4) / us * 1e-3, "cublas_gemmex_fp16", bus,
                   bb / bus * 1e-3, rel_l2(y, yb, B * R));

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h" // defines: moeq_bench_cpu_model, moeq_bench_json_str, moeq_bench_median
 #include "moeq_kernels.h" // defines: every kernel, moeq_blas_set_threads
 #include "rng.h"          // defines: moeq_rng_normal, moeq_rng_uniform
 
@@ -37,16 +38,6 @@ typedef struct bench_opts {
     int64_t group;
     uint64_t seed;
 } bench_opts;
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
 
 // Expert-like weights: per input column a log-normal scale (some channels louder), N(0, 1) bulk, 0.1% of
 // entries ×8 (outliers), overall σ ≈ 0.02; excess kurtosis ≈ 1–3 as measured on Mixtral w2.
@@ -68,35 +59,6 @@ static void gen_weights(float *w, int64_t R, int64_t C, uint64_t seed) {
 static void set_threads(int t) {
     omp_set_num_threads(t);
     moeq_blas_set_threads(t);
-}
-
-static void cpu_model(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "model name", 10) == 0) {
-            const char *p = strchr(line, ':');
-            if (p) {
-                p++;
-                while (*p == ' ') p++;
-                snprintf(out, n, "%s", p);
-                out[strcspn(out, "\n")] = '\0';
-            }
-            break;
-        }
-    fclose(f);
-}
-
-static void json_str(FILE *o, const char *s) {
-    fputc('"', o);
-    for (; s && *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', o);
-        if ((unsigned char)*s < 0x20) continue;
-        fputc(*s, o);
-    }
-    fputc('"', o);
 }
 
 static int first_entry = 1;
@@ -213,14 +175,14 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
             }
             t[k] = moeq_now_s() - t0;
         }
-        const double t_copy = median(t, o->reps);
+        const double t_copy = moeq_bench_median(t, o->reps);
         entry(out, "memcpy", R, C, nt, t_copy, "gbps", gb / t_copy, NULL, NULL, 0);
         for (int k = 0; k < o->reps; k++) {
             const double t0 = moeq_now_s();
             if (moeq_rtn_quantize_cpu(w, &q) != MOEQ_OK) goto fail;
             t[k] = moeq_now_s() - t0;
         }
-        const double t_rtn = median(t, o->reps);
+        const double t_rtn = moeq_bench_median(t, o->reps);
         entry(out, "rtn_pack", R, C, nt, t_rtn, "gbps", gb / t_rtn, "memcpy", "bandwidth_ratio",
               t_copy / t_rtn);
         for (int k = 0; k < o->reps; k++) {
@@ -228,7 +190,7 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
             if (moeq_qmat_dequantize_cpu(&q, d) != MOEQ_OK) goto fail;
             t[k] = moeq_now_s() - t0;
         }
-        const double t_deq = median(t, o->reps);
+        const double t_deq = moeq_bench_median(t, o->reps);
         entry(out, "dequantize", R, C, nt, t_deq, "gbps", gb / t_deq, "memcpy", "bandwidth_ratio",
               t_copy / t_deq);
         const moeq_hqq_params hp = moeq_hqq_params_default();
@@ -237,7 +199,7 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
             if (moeq_hqq_quantize_cpu(w, &hp, &q) != MOEQ_OK) goto fail;
             t[k] = moeq_now_s() - t0;
         }
-        const double t_hqq = median(t, o->reps);
+        const double t_hqq = moeq_bench_median(t, o->reps);
         entry(out, "hqq", R, C, nt, t_hqq, "gbps", gb / t_hqq, "rtn_pack", "time_ratio", t_hqq / t_rtn);
         const double flop = 2.0 * (double)R * (double)C * (double)r;
         for (int k = 0; k < o->reps; k++) {
@@ -246,7 +208,7 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
                         bm, (int)r, 0.0f, cm, (int)r);
             t[k] = moeq_now_s() - t0;
         }
-        const double t_gemm = median(t, o->reps);
+        const double t_gemm = moeq_bench_median(t, o->reps);
         entry(out, "sgemm", R, C, nt, t_gemm, "gflops", flop / t_gemm * 1e-9, NULL, NULL, 0);
         moeq_rsvd_params sp = moeq_rsvd_params_default();
         sp.power_iters = o->power_iters, sp.seed = o->seed;
@@ -255,7 +217,7 @@ static int bench_shape(FILE *out, const bench_opts *o, int64_t R, int64_t C) {
             if (moeq_rsvd_cpu(w, R, C, r, &sp, u, v, NULL) != MOEQ_OK) goto fail;
             t[k] = moeq_now_s() - t0;
         }
-        const double t_rsvd = median(t, o->reps);
+        const double t_rsvd = moeq_bench_median(t, o->reps);
         entry(out, "rsvd", R, C, nt, t_rsvd, "gflops_sgemm_equiv", flop / t_rsvd * 1e-9, "sgemm",
               "sgemm_equivalents", t_rsvd / t_gemm);
         // one MiLo round: time 2 rounds (the second includes W − U·V) and halve
@@ -324,47 +286,47 @@ static int bench_shape_cuda(FILE *out, const bench_opts *o, int64_t R, int64_t C
         if (k) t[k - 1] = moeq_now_s() - t0;                                                                    \
     }
     TIME_CUDA(moeq_cuda_memcpy_d2d(d_d, d_w, bytes));
-    const double t_copy = median(t, o->reps);
+    const double t_copy = moeq_bench_median(t, o->reps);
     entry(out, "memcpy_d2d", R, C, 0, t_copy, "gbps", 2 * gb / t_copy, "peak_bandwidth", "peak_fraction",
           2 * gb / t_copy / di->peak_gbps);
     TIME_CUDA(moeq_rtn_quantize_cuda(d_w, &q, NULL));
-    const double t_rtn = median(t, o->reps);
+    const double t_rtn = moeq_bench_median(t, o->reps);
     entry(out, "rtn_pack", R, C, 0, t_rtn, "gbps", (gb + code_gb) / t_rtn, "memcpy_d2d", "bandwidth_ratio",
           ((gb + code_gb) / t_rtn) / (2 * gb / t_copy));
     TIME_CUDA(moeq_qmat_dequantize_cuda(&q, d_d, NULL));
-    const double t_deq = median(t, o->reps);
+    const double t_deq = moeq_bench_median(t, o->reps);
     entry(out, "dequantize", R, C, 0, t_deq, "gbps", (gb + code_gb) / t_deq, "memcpy_d2d", "bandwidth_ratio",
           ((gb + code_gb) / t_deq) / (2 * gb / t_copy));
     const moeq_hqq_params hp = moeq_hqq_params_default();
     TIME_CUDA(moeq_hqq_quantize_cuda(d_w, &hp, &q, NULL));
-    const double t_hqq = median(t, o->reps);
+    const double t_hqq = moeq_bench_median(t, o->reps);
     entry(out, "hqq", R, C, 0, t_hqq, "gbps", (gb + code_gb) / t_hqq, "rtn_pack", "time_ratio", t_hqq / t_rtn);
     const double flop = 2.0 * (double)R * (double)C * (double)r;
     TIME_CUDA(moeq_cuda_sgemm_rm(R, r, C, d_w, d_b, d_c));
-    const double t_gemm = median(t, o->reps);
+    const double t_gemm = moeq_bench_median(t, o->reps);
     entry(out, "sgemm", R, C, 0, t_gemm, "gflops", flop / t_gemm * 1e-9, "peak_fp32", "peak_fraction",
           flop / t_gemm * 1e-9 / di->peak_fp32_gflops);
     moeq_rsvd_params sp = moeq_rsvd_params_default();
     sp.power_iters = o->power_iters, sp.seed = o->seed;
     TIME_CUDA(moeq_rsvd_cuda(d_w, R, C, r, &sp, d_u, d_v, NULL, NULL));
-    const double t_rsvd = median(t, o->reps);
+    const double t_rsvd = moeq_bench_median(t, o->reps);
     entry(out, "rsvd", R, C, 0, t_rsvd, "gflops_sgemm_equiv", flop / t_rsvd * 1e-9, "sgemm", "sgemm_equivalents",
           t_rsvd / t_gemm);
     TIME_CUDA(moeq_rsvd_ex_cuda(d_w, R, C, r, &sp, d_u, d_v, NULL, 1, 1, NULL));
-    const double t_rsvd_fast = median(t, o->reps);
+    const double t_rsvd_fast = moeq_bench_median(t, o->reps);
     entry(out, "rsvd_cholqr2", R, C, 0, t_rsvd_fast, "gflops_sgemm_equiv", flop / t_rsvd_fast * 1e-9, "rsvd",
           "time_ratio", t_rsvd_fast / t_rsvd);
     moeq_rsvd_params gp = sp;
     gp.oversample = 1; // gesvdr wants p >= 1 here; the equal-work comparison is noted in the README
     TIME_CUDA(moeq_rsvd_gesvdr_cuda(d_w, R, C, r, &gp, d_u, d_v, NULL, NULL));
-    const double t_gesvdr = median(t, o->reps);
+    const double t_gesvdr = moeq_bench_median(t, o->reps);
     entry(out, "rsvd_gesvdr", R, C, 0, t_gesvdr, "gflops_sgemm_equiv", flop / t_gesvdr * 1e-9, "rsvd", "time_ratio",
           t_gesvdr / t_rsvd);
     moeq_milo_params mp = moeq_milo_params_default();
     mp.bits = o->bits, mp.group = o->group, mp.rank = r, mp.rounds = o->rounds, mp.svd = sp;
     moeq_milo_out mo = {.q = &q, .u = d_u, .v = d_v};
     TIME_CUDA(moeq_milo_fit_cuda(d_w, R, C, &mp, &mo, NULL));
-    const double t_milo = median(t, o->reps);
+    const double t_milo = moeq_bench_median(t, o->reps);
     entry(out, "milo_fit", R, C, 0, t_milo, "ms_per_round", 1e3 * t_milo / o->rounds, "hqq", "time_ratio",
           t_milo / t_hqq);
     entry(out, "milo_quality", R, C, 0, t_milo, "rel_fro_err", mo.best_err / mo.fro_w, "hqq", "err_ratio",
@@ -397,7 +359,7 @@ static int bench_main_cuda(const bench_opts *o) {
         return 1;
     }
     fprintf(out, "{\n  \"benchmark\": \"kernels\",\n  \"device\": \"cuda\",\n  \"machine\": {\"gpu\": ");
-    json_str(out, di.name);
+    moeq_bench_json_str(out, di.name);
     fprintf(out,
             ", \"cc\": \"%d.%d\", \"sms\": %d, \"mem_clock_mhz\": %.0f, \"bus_bits\": %.0f, \"sm_clock_mhz\": %.0f, "
             "\"peak_gbps\": %.1f, \"peak_fp32_gflops\": %.1f, \"formula\": \"peak_gbps = 2*mem_clock*bus_bits/8; "
@@ -447,18 +409,18 @@ int moeq_bench_kernels_main(int argc, char **argv) {
     if (o.cuda) return bench_main_cuda(&o);
     const int saved_omp = omp_get_max_threads();
     char cpu[256];
-    cpu_model(cpu, sizeof cpu);
+    moeq_bench_cpu_model(cpu, sizeof cpu);
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     FILE *out = stdout;
     fprintf(out, "{\n  \"benchmark\": \"kernels\",\n  \"machine\": {\"cpu\": ");
-    json_str(out, cpu);
+    moeq_bench_json_str(out, cpu);
     fprintf(out, ", \"cores\": %d, \"openblas_coretype\": ", omp_get_num_procs());
     if (coretype)
-        json_str(out, coretype);
+        moeq_bench_json_str(out, coretype);
     else
         fputs("null", out);
     fputs(", \"openblas_config\": ", out);
-    json_str(out, openblas_get_config());
+    moeq_bench_json_str(out, openblas_get_config());
     fputs("},\n  \"inputs\": {\"shapes\": [", out);
     for (int i = 0; i < o.n_shapes; i++)
         fprintf(out, "%s[%lld, %lld]", i ? ", " : "", (long long)o.shape[i][0], (long long)o.shape[i][1]);
