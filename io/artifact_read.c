@@ -20,31 +20,24 @@ static const char *const ds_names[MOEQ_DS_COUNT] = {"codes", "scale", "zero", "U
 
 // ---- attribute readers (missing attribute: -1) ----
 
+// Scalar attribute n of o read as memory type mem_type into v.
+static herr_t attr_scalar(hid_t o, const char *n, hid_t mem_type, void *v) {
+    if (H5Aexists(o, n) <= 0) return -1;
+    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
+    if (a < 0) return -1;
+    herr_t rc = H5Aread(a, mem_type, v);
+    H5Aclose(a);
+    return rc;
+}
+
 static herr_t attr_u64(hid_t o, const char *n, uint64_t *v) {
-    if (H5Aexists(o, n) <= 0) return -1;
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_UINT64, v);
-    H5Aclose(a);
-    return rc;
+    return attr_scalar(o, n, H5T_NATIVE_UINT64, v);
 }
-
 static herr_t attr_i64(hid_t o, const char *n, int64_t *v) {
-    if (H5Aexists(o, n) <= 0) return -1;
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_INT64, v);
-    H5Aclose(a);
-    return rc;
+    return attr_scalar(o, n, H5T_NATIVE_INT64, v);
 }
-
 static herr_t attr_f64(hid_t o, const char *n, double *v) {
-    if (H5Aexists(o, n) <= 0) return -1;
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_DOUBLE, v);
-    H5Aclose(a);
-    return rc;
+    return attr_scalar(o, n, H5T_NATIVE_DOUBLE, v);
 }
 
 // Fixed-length string attribute; returns a new string (caller frees) or NULL.
