@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "artifact_impl.h" // defines: moeq_h5_attr_read
+
 #include "alloc.h"
 #include "sysio.h"
 
@@ -176,22 +178,6 @@ static herr_t attr_u64(hid_t o, const char *n, uint64_t v) {
 }
 static herr_t attr_f64(hid_t o, const char *n, double v) {
     return attr_num(o, n, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1);
-}
-
-static herr_t read_attr_u64(hid_t o, const char *n, uint64_t *v) {
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_UINT64, v);
-    H5Aclose(a);
-    return rc;
-}
-
-static herr_t read_attr_i64(hid_t o, const char *n, int64_t *v) {
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, H5T_NATIVE_INT64, v);
-    H5Aclose(a);
-    return rc;
 }
 
 static herr_t read_attr_str(hid_t o, const char *n, char *out, size_t cap) {
@@ -375,7 +361,7 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
     int64_t ver = 0;
     uint64_t digest = 0;
     if (read_attr_str(f, "moeq_format", fmt, sizeof fmt) < 0 || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
-        read_attr_i64(f, "moeq_format_version", &ver) < 0) {
+        moeq_h5_attr_read(f, "moeq_format_version", H5T_NATIVE_INT64, &ver) < 0) {
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
         goto done;
     }
@@ -384,7 +370,7 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
                        (long long)ver, MOEQ_ARTIFACT_VERSION);
         goto done;
     }
-    if (read_attr_u64(f, "plan_digest", &digest) < 0) {
+    if (moeq_h5_attr_read(f, "plan_digest", H5T_NATIVE_UINT64, &digest) < 0) {
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no plan_digest attribute", path);
         goto done;
     }

@@ -13,31 +13,21 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "artifact_impl.h" // defines: moeq_h5_attr_read
 #include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
 #include "sysio.h" // defines: moeq_pread_full
-
-static const char *const ds_names[MOEQ_DS_COUNT] = {"codes", "scale", "zero", "U", "U_scale", "V", "V_scale", "data"};
 
 // ---- attribute readers (missing attribute: -1) ----
 
 // Scalar attribute n of o read as memory type mem_type into v.
-static herr_t attr_scalar(hid_t o, const char *n, hid_t mem_type, void *v) {
-    if (H5Aexists(o, n) <= 0) return -1;
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t rc = H5Aread(a, mem_type, v);
-    H5Aclose(a);
-    return rc;
-}
-
 static herr_t attr_u64(hid_t o, const char *n, uint64_t *v) {
-    return attr_scalar(o, n, H5T_NATIVE_UINT64, v);
+    return moeq_h5_attr_read(o, n, H5T_NATIVE_UINT64, v);
 }
 static herr_t attr_i64(hid_t o, const char *n, int64_t *v) {
-    return attr_scalar(o, n, H5T_NATIVE_INT64, v);
+    return moeq_h5_attr_read(o, n, H5T_NATIVE_INT64, v);
 }
 static herr_t attr_f64(hid_t o, const char *n, double *v) {
-    return attr_scalar(o, n, H5T_NATIVE_DOUBLE, v);
+    return moeq_h5_attr_read(o, n, H5T_NATIVE_DOUBLE, v);
 }
 
 // Fixed-length string attribute; returns a new string (caller frees) or NULL.
@@ -181,21 +171,22 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': no checksum attribute", path, e[i].name);
         for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
             if (!e[i].ds[d].present) continue;
-            hid_t ds = H5Lexists(g, ds_names[d], H5P_DEFAULT) > 0 ? H5Dopen2(g, ds_names[d], H5P_DEFAULT) : -1;
+            const char *dn = moeq_ds_name((moeq_ds)d);
+            hid_t ds = H5Lexists(g, dn, H5P_DEFAULT) > 0 ? H5Dopen2(g, dn, H5P_DEFAULT) : -1;
             haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
             hsize_t size = ds >= 0 ? H5Dget_storage_size(ds) : 0;
             if (off == HADDR_UNDEF || size != e[i].ds[d].bytes)
                 st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: missing or of the wrong size (%llu bytes, "
-                               "planned %llu)", path, e[i].name, ds_names[d], (unsigned long long)size,
+                               "planned %llu)", path, e[i].name, dn, (unsigned long long)size,
                                (unsigned long long)e[i].ds[d].bytes);
             else if ((uint64_t)off + e[i].ds[d].bytes > (uint64_t)sb.st_size)
                 st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: bytes [%llu, %llu) beyond the end of the "
-                               "file (%llu bytes): truncated artifact", path, e[i].name, ds_names[d],
+                               "file (%llu bytes): truncated artifact", path, e[i].name, dn,
                                (unsigned long long)off, (unsigned long long)(off + e[i].ds[d].bytes),
                                (unsigned long long)sb.st_size);
             else if (attr_u64(ds, "xxh3", &rec[i].xxh3[d]) < 0)
                 st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: no xxh3 attribute", path, e[i].name,
-                               ds_names[d]);
+                               dn);
             else
                 e[i].offset[d] = (uint64_t)off;
             if (ds >= 0) H5Dclose(ds);
@@ -212,7 +203,7 @@ moeq_status moeq_artifact_read_dataset(int fd, const char *path, const moeq_arti
     if ((int)d < 0 || d >= MOEQ_DS_COUNT || !e->ds[d].present)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': no dataset %d", e->name, (int)d);
     moeq_status st = moeq_pread_full(fd, buf, (size_t)e->ds[d].bytes, e->offset[d], path);
-    if (st != MOEQ_OK) return MOEQ_FAIL(st, "tensor '%s' dataset %s: %s", e->name, ds_names[d], moeq_error_detail());
+    if (st != MOEQ_OK) return MOEQ_FAIL(st, "tensor '%s' dataset %s: %s", e->name, moeq_ds_name((moeq_ds)d), moeq_error_detail());
     return MOEQ_OK;
 }
 
@@ -230,7 +221,7 @@ moeq_status moeq_artifact_verify_buffers(const char *path, const moeq_artifact_e
         XXH3_64bits_update(all, bufs[d], (size_t)e->ds[d].bytes);
         if (h != rec->xxh3[d] && st == MOEQ_OK) {
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: checksum %016llx, recorded %016llx: the "
-                           "bytes changed after quantization (corrupted)", path, e->name, ds_names[d],
+                           "bytes changed after quantization (corrupted)", path, e->name, moeq_ds_name((moeq_ds)d),
                            (unsigned long long)h, (unsigned long long)rec->xxh3[d]);
             if (bad_ds) *bad_ds = d;
         }
