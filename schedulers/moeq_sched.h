@@ -5,6 +5,7 @@
 #include "moeq_io.h"   // defines: the catalog, recipes
 #include "plan.h"      // defines: moeq_plan, moeq_unit, moeq_plan_build, cost model
 #include "partition.h" // defines: moeq_partition_lpt, moeq_partition_round_robin
+#include "dispatch.h"  // defines: moeq_dispatch (the coordinator's decisions, shared by queue and simulator)
 #include "queue.h"     // defines: moeq_queue_run (static/dynamic MPI work queue)
 #include "policy.h"    // defines: moeq_analysis, moeq_policy_apply, moeq_policy_needs (recipe policies)
 #include "solver.h"    // defines: moeq_budget_solve (bits/weight budget)

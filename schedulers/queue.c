@@ -1,6 +1,7 @@
-// queue.c: the static/dynamic work queue over tagged MPI messages (see queue.h).
+// queue.c: the static/dynamic work queue over tagged MPI messages (see queue.h); the decisions are the
+// dispatcher's (dispatch.h), this file moves its messages.
 // Protocol: worker -> 0: REQUEST (empty) | RESULT (int header[2] = {unit, attempt} + payload);
-//           0 -> worker: ASSIGN (int[2] = {unit, attempt}; unit -1 = stop).
+//           0 -> worker: ASSIGN (int[2] = {unit, attempt}; unit -1 = finish, a[1] = 1: drain a TAG_STOP).
 // The coordinator polls with MPI_Iprobe and sleeps 0.5 ms between empty polls so that it does not
 // take a core from the workers (Open MPI's blocking receives spin).
 #include "queue.h"
@@ -11,144 +12,86 @@
 #include <string.h>
 #include <time.h>
 
-#include "partition.h"
-
 enum { TAG_REQUEST = 7101, TAG_RESULT = 7102, TAG_ASSIGN = 7103, TAG_STOP = 7104 };
 // Graceful stop: when should_stop() first says yes, the coordinator sends TAG_STOP (0 bytes) to every rank
-// still working, so that static lists end at the next unit boundary too; every later stop assignment then
+// still working, so that static lists end at the next unit boundary too; every later finish message then
 // carries a[1] = 1, telling the worker that a TAG_STOP is (or will be) there to drain.
 
 typedef struct {
     const moeq_queue_cfg *cfg;
     int n_ranks;
-    int *owner;      // static owner per unit
     moeq_queue_stats stats;
     moeq_status st;
 } shared_ctx;
 
-
-// qsort_r is a GNU extension; keep a portable insertion into a sorted order instead.
-static void order_by_cost(const double *cost, int *idx, int n) {
-    for (int i = 1; i < n; i++) {
-        int x = idx[i], j = i - 1;
-        while (j >= 0 && (cost[idx[j]] < cost[x] || (cost[idx[j]] == cost[x] && idx[j] > x))) {
-            idx[j + 1] = idx[j];
-            j--;
+static void send_all(const moeq_queue_cfg *cfg, const moeq_send *out, int n) {
+    for (int k = 0; k < n; k++) {
+        if (out[k].kind == MOEQ_SEND_NOTICE) {
+            MPI_Send(NULL, 0, MPI_BYTE, out[k].to, TAG_STOP, cfg->comm);
+        } else {
+            int a[2] = {out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit : -1, out[k].attempt};
+            MPI_Send(a, 2, MPI_INT, out[k].to, TAG_ASSIGN, cfg->comm);
         }
-        idx[j + 1] = x;
     }
 }
 
 static void *coordinator(void *arg) {
     shared_ctx *s = arg;
     const moeq_queue_cfg *cfg = s->cfg;
-    const int n = cfg->n_units;
-    // every unit enters the queue at most max_attempts times (once, then once per retry): a fault test with
-    // every fsync failing overflowed the former 2n + 1 slots
-    int *queue = malloc(sizeof(int) * ((size_t)n * (size_t)cfg->max_attempts + 1));
-    int *attempts = calloc((size_t)n + 1, sizeof(int));
-    int *parked = malloc(sizeof(int) * (size_t)s->n_ranks), *gone = calloc((size_t)s->n_ranks, sizeof(int));
+    moeq_dispatch d;
     unsigned char *buf = malloc(cfg->result_max_bytes + 2 * sizeof(int));
-    if (!queue || !attempts || !parked || !gone || !buf) {
-        s->st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "queue coordinator: %d units", n);
-        free(queue), free(attempts), free(parked), free(gone), free(buf);
+    moeq_status st = moeq_dispatch_init(&d, cfg->schedule, cfg->n_units, cfg->cost, cfg->skip, s->n_ranks,
+                                        cfg->max_attempts);
+    if (st != MOEQ_OK || !buf) {
+        s->st = st != MOEQ_OK ? st : MOEQ_FAIL(MOEQ_ERR_NOMEM, "queue coordinator: %d units", cfg->n_units);
+        free(buf);
         MPI_Abort(cfg->comm, 5); // cannot coordinate: nobody would ever be told to stop
         return NULL;
     }
-    int qh = 0, qt = 0, outstanding = 0, stopped = 0, n_parked = 0, stopping = 0;
-    if (cfg->schedule == MOEQ_SCHEDULE_DYNAMIC) {
-        for (int u = 0; u < n; u++)
-            if (!cfg->skip || !cfg->skip[u]) queue[qt++] = u;
-        order_by_cost(cfg->cost, queue, qt);
-    }
-    for (int u = 0; u < n; u++)
-        if (!cfg->skip || !cfg->skip[u]) outstanding++;
-    s->stats.units_not_started = outstanding;
     double last = moeq_now_s();
-    while (stopped < s->n_ranks) {
+    while (!moeq_dispatch_over(&d)) {
         int flag = 0;
         MPI_Status ms;
         // Only the two tags the coordinator serves: TAG_STOP sent to rank 0 itself would otherwise head the
         // queue of matches forever (found by a hang of a SIGUSR1-stopped dynamic run).
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, cfg->comm, &flag, &ms);
         if (!flag) MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQUEST, cfg->comm, &flag, &ms);
-        if (cfg->should_stop && !stopping && cfg->should_stop(cfg->user)) {
-            stopping = 1;
-            for (int r = 0; r < s->n_ranks; r++)
-                if (!gone[r]) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, cfg->comm);
-        }
+        if (cfg->should_stop && !d.stopping && cfg->should_stop(cfg->user)) send_all(cfg, d.out, moeq_dispatch_stop(&d));
         if (cfg->on_progress && cfg->progress_s > 0 && moeq_now_s() - last >= cfg->progress_s) {
             cfg->on_progress(0, cfg->user);
             last = moeq_now_s();
         }
-        if (stopping && n_parked) { // release everyone waiting
-            for (int k = 0; k < n_parked; k++) {
-                int stop[2] = {-1, 1};
-                MPI_Send(stop, 2, MPI_INT, parked[k], TAG_ASSIGN, cfg->comm);
-                gone[parked[k]] = 1;
-                stopped++;
-            }
-            n_parked = 0;
-        }
         if (!flag) {
+            if (cfg->on_idle) cfg->on_idle(cfg->user);
             struct timespec ts = {0, 500000};
             nanosleep(&ts, NULL);
             continue;
         }
-        s->stats.messages++;
         const int from = ms.MPI_SOURCE;
         if (ms.MPI_TAG == TAG_REQUEST) {
             MPI_Recv(NULL, 0, MPI_BYTE, from, TAG_REQUEST, cfg->comm, MPI_STATUS_IGNORE);
-            if (!stopping && qh < qt) {
-                int a[2] = {queue[qh++], 0};
-                a[1] = ++attempts[a[0]];
-                MPI_Send(a, 2, MPI_INT, from, TAG_ASSIGN, cfg->comm);
-            } else if (stopping || outstanding == 0) {
-                int stop[2] = {-1, stopping};
-                MPI_Send(stop, 2, MPI_INT, from, TAG_ASSIGN, cfg->comm);
-                gone[from] = 1;
-                stopped++;
-            } else {
-                parked[n_parked++] = from; // retries may still come
-            }
+            send_all(cfg, d.out, moeq_dispatch_request(&d, from));
         } else if (ms.MPI_TAG == TAG_RESULT) {
             int len = 0;
             MPI_Get_count(&ms, MPI_BYTE, &len);
             MPI_Recv(buf, len, MPI_BYTE, from, TAG_RESULT, cfg->comm, MPI_STATUS_IGNORE);
             int hdr[2];
             memcpy(hdr, buf, sizeof hdr);
-            const int unit = hdr[0], attempt = hdr[1] ? hdr[1] : ++attempts[hdr[0]];
-            if (!hdr[1]) hdr[1] = attempt;
+            const int attempt = moeq_dispatch_attempt(&d, hdr[0], hdr[1]);
             moeq_result_action act =
-                cfg->on_result(unit, from, attempt, buf + sizeof hdr, (size_t)len - sizeof hdr, cfg->user);
-            s->stats.units_not_started--;
-            if (act == MOEQ_RESULT_RETRY && attempt < cfg->max_attempts && !stopping) {
-                s->stats.retries++;
-                s->stats.units_not_started++;
-                queue[qt++] = unit;
-                if (n_parked) {
-                    int a[2] = {queue[qh++], 0};
-                    a[1] = ++attempts[a[0]];
-                    MPI_Send(a, 2, MPI_INT, parked[--n_parked], TAG_ASSIGN, cfg->comm);
-                }
-            } else {
-                outstanding--;
-                if (act == MOEQ_RESULT_DONE) s->stats.units_done++;
-                else s->stats.units_given_up++;
-            }
-            if (outstanding == 0 && n_parked) {
-                for (int k = 0; k < n_parked; k++) {
-                    int stop[2] = {-1, stopping};
-                    MPI_Send(stop, 2, MPI_INT, parked[k], TAG_ASSIGN, cfg->comm);
-                    gone[parked[k]] = 1;
-                    stopped++;
-                }
-                n_parked = 0;
-            }
+                cfg->on_result(hdr[0], from, attempt, buf + sizeof hdr, (size_t)len - sizeof hdr, cfg->user);
+            send_all(cfg, d.out, moeq_dispatch_result(&d, hdr[0], attempt, act));
         }
     }
+    if (cfg->on_idle) cfg->on_idle(cfg->user);
     if (cfg->on_progress) cfg->on_progress(1, cfg->user);
-    free(queue), free(attempts), free(parked), free(gone), free(buf);
+    s->stats.units_done = d.stats.units_done;
+    s->stats.units_given_up = d.stats.units_given_up;
+    s->stats.units_not_started = d.stats.units_not_started;
+    s->stats.retries = d.stats.retries;
+    s->stats.messages = d.stats.requests + d.stats.results;
+    moeq_dispatch_free(&d);
+    free(buf);
     return NULL;
 }
 
@@ -173,19 +116,15 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
     shared_ctx s = {.cfg = cfg, .n_ranks = n_ranks, .st = MOEQ_OK};
     unsigned char *msg = malloc(cfg->result_max_bytes + 2 * sizeof(int));
     int *owner = malloc(sizeof(int) * (size_t)(cfg->n_units ? cfg->n_units : 1));
-    double *cost = malloc(sizeof(double) * (size_t)(cfg->n_units ? cfg->n_units : 1));
-    int ok = msg && owner && cost, all_ok;
+    int ok = msg && owner, all_ok;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, cfg->comm);
     if (!all_ok) {
-        free(msg), free(owner), free(cost);
+        free(msg), free(owner);
         return MOEQ_FAIL(MOEQ_ERR_NOMEM, "queue: buffers for %d units", cfg->n_units);
     }
     moeq_status st = MOEQ_OK;
-    if (cfg->schedule == MOEQ_SCHEDULE_STATIC) {
-        // every rank computes the same partition of the units still to do
-        for (int u = 0; u < cfg->n_units; u++) cost[u] = (cfg->skip && cfg->skip[u]) ? 0.0 : cfg->cost[u];
-        st = moeq_partition_lpt(cost, cfg->n_units, n_ranks, owner, NULL);
-    }
+    if (cfg->schedule == MOEQ_SCHEDULE_STATIC) // every rank computes the same partition of the units still to do
+        st = moeq_dispatch_static_owners(cfg->cost, cfg->skip, cfg->n_units, n_ranks, owner);
     pthread_t th;
     int threaded = 0;
     if (rank == 0 && st == MOEQ_OK) {
@@ -198,7 +137,7 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
         int got_stop = 0;
         if (cfg->schedule == MOEQ_SCHEDULE_STATIC)
             for (int u = 0; u < cfg->n_units && !got_stop; u++)
-                if (owner[u] == rank && !(cfg->skip && cfg->skip[u])) {
+                if (owner[u] == rank) {
                     int f = 0;
                     MPI_Iprobe(0, TAG_STOP, cfg->comm, &f, MPI_STATUS_IGNORE); // graceful stop: at a unit boundary
                     if (f) {
@@ -225,6 +164,6 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
         s.stats.threaded = 1;
         if (stats) *stats = s.stats;
     }
-    free(msg), free(owner), free(cost);
+    free(msg), free(owner);
     return st;
 }

@@ -13,16 +13,8 @@
 #include <mpi.h>
 #include <stddef.h>
 
+#include "dispatch.h" // defines: moeq_schedule, moeq_result_action (the coordinator's decisions)
 #include "moeq_status.h"
-
-typedef enum moeq_schedule { MOEQ_SCHEDULE_STATIC = 0, MOEQ_SCHEDULE_DYNAMIC = 1 } moeq_schedule;
-
-// What the coordinator does with a result.
-typedef enum moeq_result_action {
-    MOEQ_RESULT_DONE = 0,  // accepted (ok, or a terminal failure recorded by the callback)
-    MOEQ_RESULT_RETRY = 1, // run the unit again (if attempts remain; else MOEQ_RESULT_GIVE_UP)
-    MOEQ_RESULT_GIVE_UP = 2 // not done and not to be retried in this run
-} moeq_result_action;
 
 typedef struct moeq_queue_cfg {
     MPI_Comm comm;
@@ -40,6 +32,9 @@ typedef struct moeq_queue_cfg {
     // Coordinator: called about every progress_s seconds (0 = never) and once at the end with final = 1.
     void (*on_progress)(int final, void *user);
     double progress_s;
+    // Coordinator: called when no message is waiting (before it sleeps), and once before the queue returns;
+    // may be NULL. Quantize makes its journal records durable here, one fsync for all that arrived since.
+    void (*on_idle)(void *user);
     // Coordinator: polled between messages; non-zero = stop handing out new work (graceful stop).
     int (*should_stop)(void *user);
     void *user;
