@@ -35,6 +35,8 @@ struct moeq_journal {
     char *path;
     int fd;
     uint64_t end;
+    int unsynced; // records written since the last fsync
+    long n_syncs;
 };
 
 _Static_assert(sizeof(jnl_header) == 64, "journal header is 64 bytes");
@@ -141,7 +143,7 @@ moeq_status moeq_journal_open(const char *path, uint64_t plan_digest, int n_unit
     return MOEQ_OK;
 }
 
-moeq_status moeq_journal_append(moeq_journal *j, int unit, const moeq_tensor_result *r, int n) {
+moeq_status moeq_journal_write(moeq_journal *j, int unit, const moeq_tensor_result *r, int n) {
     rec_header rh = {REC_MAGIC, (uint32_t)unit, (uint32_t)n, 0};
     const uint64_t body = (uint64_t)n * sizeof *r;
     XXH3_state_t *x = XXH3_createState();
@@ -154,10 +156,25 @@ moeq_status moeq_journal_append(moeq_journal *j, int unit, const moeq_tensor_res
     MOEQ_TRY(moeq_pwrite_full(j->fd, &rh, sizeof rh, j->end, j->path));
     MOEQ_TRY(moeq_pwrite_full(j->fd, r, body, j->end + sizeof rh, j->path));
     MOEQ_TRY(moeq_pwrite_full(j->fd, &sum, 8, j->end + sizeof rh + body, j->path));
-    MOEQ_TRY(moeq_fsync(j->fd, j->path, "of a journal record"));
     j->end += sizeof rh + body + 8;
+    j->unsynced++;
     return MOEQ_OK;
 }
+
+moeq_status moeq_journal_sync(moeq_journal *j) {
+    if (!j->unsynced) return MOEQ_OK;
+    MOEQ_TRY(moeq_fsync(j->fd, j->path, "of journal records"));
+    j->unsynced = 0;
+    j->n_syncs++;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_journal_append(moeq_journal *j, int unit, const moeq_tensor_result *r, int n) {
+    MOEQ_TRY(moeq_journal_write(j, unit, r, n));
+    return moeq_journal_sync(j);
+}
+
+long moeq_journal_syncs(const moeq_journal *j) { return j ? j->n_syncs : 0; }
 
 void moeq_journal_close(moeq_journal **pj) {
     if (!pj || !*pj) return;

@@ -22,6 +22,13 @@ moeq_status moeq_journal_open(const char *path, uint64_t plan_digest, int n_unit
                               moeq_journal **out);
 // Appends one unit's results and fsyncs.
 moeq_status moeq_journal_append(moeq_journal *j, int unit, const moeq_tensor_result *r, int n);
+// Group commit: moeq_journal_write appends a record without fsync; moeq_journal_sync makes every record
+// written since the last sync durable with one fsync (nothing to do: MOEQ_OK). A unit counts as done only
+// after the sync that covers its record. A crash before the sync loses at most those records (a torn tail
+// is cut on reopen), so their units are redone: the coordinator's fsync rate no longer bounds units/s.
+moeq_status moeq_journal_write(moeq_journal *j, int unit, const moeq_tensor_result *r, int n);
+moeq_status moeq_journal_sync(moeq_journal *j);
+long moeq_journal_syncs(const moeq_journal *j); // fsyncs of records so far (for run statistics)
 void moeq_journal_close(moeq_journal **j);
 
 #endif
