@@ -7,6 +7,7 @@
 #include "partition.h" // defines: moeq_partition_lpt, moeq_partition_round_robin
 #include "dispatch.h"  // defines: moeq_dispatch (the coordinator's decisions, shared by queue and simulator)
 #include "queue.h"     // defines: moeq_queue_run (static/dynamic MPI work queue)
+#include "simulate.h"  // defines: moeq_sim_run (discrete-event simulation of the queue at any rank count)
 #include "policy.h"    // defines: moeq_analysis, moeq_policy_apply, moeq_policy_needs (recipe policies)
 #include "solver.h"    // defines: moeq_budget_solve (bits/weight budget)
 

@@ -1,0 +1,293 @@
+// simulate.c: discrete-event simulation of the work queue (see simulate.h). Events live in a binary heap
+// ordered by (time, sequence number), so a run is deterministic for the same inputs except for the charged
+// wall time of the callbacks.
+#include "simulate.h"
+#include "clock.h" // defines: moeq_now_s
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "partition.h"
+
+typedef enum { EV_AT_COORD, EV_COORD_FREE, EV_AT_WORKER, EV_WORK_DONE } ev_type;
+
+typedef struct {
+    double t;
+    long seq;
+    ev_type type;
+    int rank, unit, attempt; // EV_AT_COORD: attempt < 0 = REQUEST; EV_AT_WORKER: unit < 0 = FINISH
+} event;
+
+typedef struct {
+    event *h;
+    long n, cap, seq;
+} heap;
+
+static int ev_less(const event *a, const event *b) {
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static int heap_push(heap *q, event e) {
+    if (q->n == q->cap) {
+        long cap = q->cap ? 2 * q->cap : 1024;
+        event *h = realloc(q->h, sizeof(event) * (size_t)cap);
+        if (!h) return -1;
+        q->h = h, q->cap = cap;
+    }
+    e.seq = q->seq++;
+    long i = q->n++;
+    while (i > 0 && ev_less(&e, &q->h[(i - 1) / 2])) {
+        q->h[i] = q->h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    q->h[i] = e;
+    return 0;
+}
+
+static event heap_pop(heap *q) {
+    event top = q->h[0], last = q->h[--q->n];
+    long i = 0;
+    for (;;) {
+        long c = 2 * i + 1;
+        if (c >= q->n) break;
+        if (c + 1 < q->n && ev_less(&q->h[c + 1], &q->h[c])) c++;
+        if (!ev_less(&q->h[c], &last)) break;
+        q->h[i] = q->h[c];
+        i = c;
+    }
+    if (q->n) q->h[i] = last;
+    return top;
+}
+
+// The coordinator's inbox: results first, then requests (FIFO each), as queue.c probes them.
+typedef struct {
+    event *res, *req;
+    long rh, rt, qh, qt;
+} inbox;
+
+typedef struct {
+    const moeq_sim_cfg *cfg;
+    moeq_sim_result *r;
+    heap q;
+    inbox in;
+    moeq_dispatch d;
+    int *owner;       // static lists
+    int *next_static; // (n_ranks) scan position in owner
+    double *started;  // (n_ranks) start time of the running unit, < 0 when none
+    int *running;     // (n_ranks) unit running, -1 none
+    int coord_busy;   // an EV_COORD_FREE is pending; else asleep since sleep_from
+    double sleep_from, t_finish;
+    double now;
+    int failed;
+} sim;
+
+static double slow(const sim *s, int r) {
+    return s->cfg->slowdown ? s->cfg->slowdown[r] : 1.0;
+}
+
+static int push(sim *s, double t, ev_type type, int rank, int unit, int attempt) {
+    return heap_push(&s->q, (event){.t = t, .type = type, .rank = rank, .unit = unit, .attempt = attempt});
+}
+
+static int start_unit(sim *s, int r, int unit, int attempt) {
+    s->running[r] = unit;
+    s->started[r] = s->now;
+    return push(s, s->now + s->cfg->cost[unit] * slow(s, r), EV_WORK_DONE, r, unit, attempt);
+}
+
+// Next unit of rank r's static list, or -1.
+static int next_static(sim *s, int r) {
+    if (s->cfg->schedule != MOEQ_SCHEDULE_STATIC) return -1;
+    for (int u = s->next_static[r]; u < s->cfg->n_units; u++)
+        if (s->owner[u] == r) {
+            s->next_static[r] = u + 1;
+            return u;
+        }
+    s->next_static[r] = s->cfg->n_units;
+    return -1;
+}
+
+static int send_to_coord(sim *s, int r, int unit, int attempt) {
+    s->r->messages++;
+    return push(s, s->now + s->cfg->latency_s, EV_AT_COORD, r, unit, attempt);
+}
+
+// The worker loop of queue.c: static list first (results carry attempt 0), then request.
+static int worker_next(sim *s, int r) {
+    const int u = next_static(s, r);
+    if (u >= 0) return start_unit(s, r, u, 0);
+    return send_to_coord(s, r, -1, -1);
+}
+
+static int deliver(sim *s, double t, const moeq_send *out, int n) {
+    for (int k = 0; k < n; k++) {
+        if (out[k].kind == MOEQ_SEND_NOTICE) continue; // graceful stop is not simulated
+        s->r->messages++;
+        if (push(s, t + s->cfg->latency_s, EV_AT_WORKER, out[k].to,
+                 out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit : -1, out[k].attempt))
+            return -1;
+    }
+    return 0;
+}
+
+// The coordinator serves one message (results first) and is busy until then (an EV_COORD_FREE); with none
+// waiting it runs on_idle and falls asleep: the next arrival wakes it half a poll period later (on average)
+// than it could, as queue.c's 0.5 ms sleep between empty polls does.
+static int coord_serve(sim *s) {
+    const moeq_sim_cfg *c = s->cfg;
+    inbox *in = &s->in;
+    double cost = 0;
+    int n = 0;
+    if (in->rh < in->rt) {
+        const event m = in->res[in->rh++];
+        const int attempt = moeq_dispatch_attempt(&s->d, m.unit, m.attempt);
+        moeq_result_action act = MOEQ_RESULT_DONE;
+        const double t0 = moeq_now_s();
+        if (c->on_result) act = c->on_result(m.unit, m.rank, attempt, c->user);
+        cost += c->charge_wall ? moeq_now_s() - t0 : c->result_s;
+        n = moeq_dispatch_result(&s->d, m.unit, attempt, act);
+    } else if (in->qh < in->qt) {
+        const event m = in->req[in->qh++];
+        cost += c->request_s;
+        n = moeq_dispatch_request(&s->d, m.rank);
+    } else {
+        if (c->on_idle) {
+            const double t0 = moeq_now_s();
+            c->on_idle(c->user);
+            if (c->charge_wall) cost += moeq_now_s() - t0;
+        }
+        s->r->coord_busy_s += cost;
+        s->coord_busy = 0;
+        s->sleep_from = s->now + cost;
+        return 0;
+    }
+    s->r->coord_busy_s += cost;
+    if (deliver(s, s->now + cost, s->d.out, n)) return -1;
+    return push(s, s->now + cost, EV_COORD_FREE, -1, -1, 0);
+}
+
+static int on_event(sim *s, const event *e) {
+    const moeq_sim_cfg *c = s->cfg;
+    inbox *in = &s->in;
+    switch (e->type) {
+    case EV_WORK_DONE:
+        s->r->busy_s += s->now - s->started[e->rank];
+        s->running[e->rank] = -1;
+        if (send_to_coord(s, e->rank, e->unit, e->attempt)) return -1;
+        return worker_next(s, e->rank);
+    case EV_AT_WORKER:
+        if (e->unit >= 0) return start_unit(s, e->rank, e->unit, e->attempt);
+        s->t_finish = s->now; // FINISH: this rank is done
+        return 0;
+    case EV_AT_COORD:
+        if (e->attempt == -1)
+            in->req[in->qt++] = *e;
+        else
+            in->res[in->rt++] = *e;
+        if (s->coord_busy) return 0;
+        s->coord_busy = 1;
+        return push(s, (s->now > s->sleep_from ? s->now : s->sleep_from) + c->poll_s * 0.5, EV_COORD_FREE, -1,
+                    -1, 0);
+    case EV_COORD_FREE:
+        return coord_serve(s);
+    }
+    return 0;
+}
+
+void moeq_sim_cfg_init(moeq_sim_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->schedule = MOEQ_SCHEDULE_DYNAMIC;
+    c->max_attempts = 1;
+    c->latency_s = 10e-6;
+    c->request_s = 2e-6;
+    c->poll_s = 0.5e-3;
+    c->charge_wall = 1;
+    c->result_s = 5e-6;
+}
+
+int moeq_sim_stragglers(int n_ranks, double frac, double factor, double *slowdown) {
+    for (int r = 0; r < n_ranks; r++) slowdown[r] = 1.0;
+    if (frac <= 0 || n_ranks < 2) return 0;
+    int m = (int)lround(frac * n_ranks);
+    if (m < 1) m = 1;
+    if (m > n_ranks - 1) m = n_ranks - 1;
+    for (int k = 0; k < m; k++)
+        slowdown[1 + (int)((long)k * (n_ranks - 1) / m + (n_ranks - 1) / (2 * m))] = factor;
+    return m;
+}
+
+moeq_status moeq_sim_run(const moeq_sim_cfg *c, moeq_sim_result *res) {
+    memset(res, 0, sizeof *res);
+    if (c->n_units < 0 || c->n_ranks < 1 || (c->n_units && !c->cost))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "simulate: bad configuration (%d units, %d ranks)", c->n_units,
+                         c->n_ranks);
+    const double w0 = moeq_now_s();
+    sim s = {.cfg = c, .r = res};
+    const size_t nu = (size_t)c->n_units + 1, nr = (size_t)c->n_ranks;
+    moeq_status st =
+        moeq_dispatch_init(&s.d, c->schedule, c->n_units, c->cost, c->skip, c->n_ranks, c->max_attempts);
+    if (st != MOEQ_OK) return st;
+    // every unit arrives at most max_attempts times as a result; every rank sends few requests per unit
+    const size_t box = nu * (size_t)c->max_attempts + 2 * nr + 1;
+    s.in.res = malloc(sizeof(event) * box);
+    s.in.req = malloc(sizeof(event) * (box + nu * (size_t)c->max_attempts));
+    s.owner = malloc(sizeof(int) * nu);
+    s.next_static = calloc(nr, sizeof(int));
+    s.started = malloc(sizeof(double) * nr);
+    s.running = malloc(sizeof(int) * nr);
+    if (!s.in.res || !s.in.req || !s.owner || !s.next_static || !s.started || !s.running) {
+        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "simulate: state for %d units and %d ranks", c->n_units, c->n_ranks);
+        goto out;
+    }
+    if (c->schedule == MOEQ_SCHEDULE_STATIC) {
+        st = moeq_dispatch_static_owners(c->cost, c->skip, c->n_units, c->n_ranks, s.owner);
+        if (st != MOEQ_OK) goto out;
+    }
+    double total = 0, speed = 0;
+    for (int u = 0; u < c->n_units; u++)
+        if (!c->skip || !c->skip[u]) total += c->cost[u];
+    for (int r = 0; r < c->n_ranks; r++) {
+        speed += 1.0 / slow(&s, r);
+        s.running[r] = -1;
+        s.started[r] = -1;
+        if (worker_next(&s, r)) goto nomem;
+    }
+    res->ideal_s = total / speed;
+    while (s.q.n) {
+        event e = heap_pop(&s.q);
+        if (c->fail_at_s > 0 && e.t > c->fail_at_s) {
+            s.failed = 1;
+            s.now = c->fail_at_s;
+            break;
+        }
+        s.now = e.t;
+        res->events++;
+        if (on_event(&s, &e)) goto nomem;
+    }
+    res->makespan_s = s.failed ? s.now : s.t_finish;
+    if (!s.failed && c->on_idle) c->on_idle(c->user); // queue.c's last call before it returns
+    if (s.failed) {
+        for (int r = 0; r < c->n_ranks; r++)
+            if (s.running[r] >= 0) {
+                res->lost_s += s.now - s.started[r];
+                res->busy_s += s.now - s.started[r];
+                res->units_lost++;
+            }
+        res->units_lost += (int)(s.in.rt - s.in.rh); // results not served
+        for (long i = 0; i < s.q.n; i++)             // results on the wire
+            if (s.q.h[i].type == EV_AT_COORD && s.q.h[i].attempt >= 0) res->units_lost++;
+    }
+    res->stats = s.d.stats;
+    res->units_left = s.d.outstanding;
+    res->utilisation = res->makespan_s > 0 ? res->busy_s / (c->n_ranks * res->makespan_s) : 0;
+    goto out;
+nomem:
+    st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "simulate: event queue of %d units and %d ranks", c->n_units, c->n_ranks);
+out:
+    res->wall_s = moeq_now_s() - w0;
+    moeq_dispatch_free(&s.d);
+    free(s.q.h), free(s.in.res), free(s.in.req), free(s.owner), free(s.next_static), free(s.started),
+        free(s.running);
+    return st;
+}
