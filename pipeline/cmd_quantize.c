@@ -10,6 +10,20 @@ typedef struct {
     int bad;
 } q_ctx;
 
+enum { OPT_JOURNAL_BATCH = 256, OPT_SIMULATE, OPT_SIM_RANKS, OPT_SIM_SCALE, OPT_SIM_FAIL, OPT_SIM_STRAGGLERS };
+
+// A finite number in [lo, hi], or an error naming the option.
+static int real_opt(const char *name, const char *arg, double lo, double hi, double *out) {
+    char *end = NULL;
+    const double v = strtod(arg, &end);
+    if (!arg[0] || !end || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "moeq quantize: %s wants a number in [%g, %g], got '%s'\n", name, lo, hi, arg);
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
 static int on_opt(int opt, const char *arg, void *ctx) {
     q_ctx *c = ctx;
     long v;
@@ -37,6 +51,32 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         return 0;
     case 'c': c->o.cost_model = arg; return 0;
     case 'J': c->o.stats_path = arg; return 0;
+    case OPT_JOURNAL_BATCH:
+        if (moeq_cli_int("quantize", "--journal-batch", arg, 1, 1L << 20, &v)) return 1;
+        c->o.journal_batch = (int)v;
+        return 0;
+    case OPT_SIMULATE: c->o.simulate = 1; return 0;
+    case OPT_SIM_RANKS:
+        if (moeq_cli_int("quantize", "--sim-ranks", arg, 1, 1L << 20, &v)) return 1;
+        c->o.sim_ranks = (int)v;
+        c->o.simulate = 1;
+        return 0;
+    case OPT_SIM_SCALE:
+        return real_opt("--sim-time-scale", arg, 1e-9, 1e3, &c->o.sim_time_scale);
+    case OPT_SIM_FAIL:
+        return real_opt("--sim-fail-at", arg, 1e-12, 1e12, &c->o.sim_fail_at);
+    case OPT_SIM_STRAGGLERS: {
+        char *colon = strchr(arg, ':');
+        if (!colon) {
+            fprintf(stderr, "moeq quantize: --sim-stragglers wants FRACTION:FACTOR (e.g. 0.01:3), got '%s'\n", arg);
+            return 1;
+        }
+        *colon = '\0';
+        int bad = real_opt("--sim-stragglers fraction", arg, 0, 1, &c->o.sim_straggler_frac) ||
+                  real_opt("--sim-stragglers factor", colon + 1, 1, 1e6, &c->o.sim_straggler_factor);
+        *colon = ':';
+        return bad;
+    }
     default: return 1;
     }
 }
@@ -48,6 +88,12 @@ static int run(int argc, char **argv) {
         {"force", no_argument, NULL, 'f'},          {"schedule", required_argument, NULL, 'S'},
         {"progress", required_argument, NULL, 'p'}, {"max-attempts", required_argument, NULL, 'a'},
         {"cost-model", required_argument, NULL, 'c'}, {"stats", required_argument, NULL, 'J'},
+        {"journal-batch", required_argument, NULL, OPT_JOURNAL_BATCH},
+        {"simulate", no_argument, NULL, OPT_SIMULATE},
+        {"sim-ranks", required_argument, NULL, OPT_SIM_RANKS},
+        {"sim-time-scale", required_argument, NULL, OPT_SIM_SCALE},
+        {"sim-fail-at", required_argument, NULL, OPT_SIM_FAIL},
+        {"sim-stragglers", required_argument, NULL, OPT_SIM_STRAGGLERS},
         {0, 0, 0, 0},
     };
     int provided = 0;
@@ -55,13 +101,26 @@ static int run(int argc, char **argv) {
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     moeq_log_init(rank, MOEQ_LOG_INFO);
-    q_ctx c = {.o = {.schedule = MOEQ_SCHEDULE_DYNAMIC, .progress_s = 10, .max_attempts = 3, .cost_model = "cpu-core"}};
+    q_ctx c = {.o = {.schedule = MOEQ_SCHEDULE_DYNAMIC, .progress_s = 10, .max_attempts = 3, .cost_model = "cpu-core",
+                     .journal_batch = 256, .sim_time_scale = 0.01, .sim_straggler_factor = 3}};
     moeq_cli_common common = {0};
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) return MOEQ_EXIT_FAILURE; // rank 0 prints help and results
     int r = moeq_cli_parse(&moeq_cmd_quantize, argc, argv, "m:r:o:RfS:p:a:c:J:", longopts, on_opt, &c, &common);
     if (r == 0 && (!c.o.model_dir || !c.o.out_path || optind != argc)) {
         if (rank == 0)
             fprintf(stderr, "moeq quantize: --model and --out are required (no operands)\n---> HINT: moeq quantize --help\n");
+        r = 2;
+    }
+    if (r == 0 && !c.o.simulate && (c.o.sim_fail_at > 0 || c.o.sim_straggler_frac > 0)) {
+        if (rank == 0)
+            fprintf(stderr, "moeq quantize: --sim-fail-at and --sim-stragglers need --simulate\n---> HINT: moeq "
+                            "quantize --help, section Simulation\n");
+        r = 2;
+    }
+    if (r == 0 && c.o.sim_fail_at > 0 && c.o.sim_ranks == 0) {
+        if (rank == 0)
+            fprintf(stderr, "moeq quantize: --sim-fail-at needs --sim-ranks (under mpirun, kill a rank instead: the "
+                            "job ends and --resume continues)\n");
         r = 2;
     }
     if (rank != 0 && r == 2) r = 3; // usage errors are printed once: by rank 0
@@ -102,9 +161,25 @@ const moeq_command moeq_cmd_quantize = {
              "  -a, --max-attempts N   tries per unit before giving up (default 3)\n"
              "  -c, --cost-model NAME  cost model for scheduling: cpu-core (default) or h100\n"
              "  -J, --stats FILE       write the run's figures as JSON: seconds per phase, and per rank the\n"
-             "                         read/compute/write seconds, bytes and peak RSS (docs/ARTIFACT.md)\n\n"
+             "                         read/compute/write seconds, bytes and peak RSS (docs/ARTIFACT.md)\n"
+             "      --journal-batch N  one journal fsync covers at most N finished units (default 256); the\n"
+             "                         coordinator also syncs whenever no message waits. 1 = an fsync per unit\n\n"
+             "Simulation (sizing a run you cannot do here; docs/SCALE.md):\n"
+             "      --simulate         the real open, plan, skeleton, coordinator and journal, but workers spend\n"
+             "                         the cost model's time instead of reading and computing; nothing is\n"
+             "                         written into the data regions and no artifact is sealed. Prints and\n"
+             "                         (--stats) writes: plan and skeleton time and size, coordinator memory,\n"
+             "                         messages per unit, makespan and utilisation against the ideal\n"
+             "      --sim-ranks N      simulate N ranks in this one process (discrete events, the dispatcher\n"
+             "                         of the real queue); without it, the ranks of mpirun sleep the costs\n"
+             "      --sim-time-scale X under mpirun: wall seconds slept per simulated second (default 0.01)\n"
+             "      --sim-stragglers F:K  a fraction F of the ranks (at least one, never rank 0) is K x slower\n"
+             "      --sim-fail-at T    (with --sim-ranks) the job dies at simulated second T: what was journaled\n"
+             "                         stays, exit 75; --resume continues, with any --sim-ranks\n\n"
              "Example:\n"
              "  mpirun -n 3 moeq quantize --model ../shared/models/mixtral-tiny --recipe configs/mixtral-tiny-milo3.yaml \\\n"
-             "      --out out/tiny.h5",
+             "      --out out/tiny.h5\n"
+             "  moeq quantize --simulate --sim-ranks 512 --cost-model h100 --model /scratch/kimi-k2-sparse \\\n"
+             "      --recipe configs/deepseek-v3-milo3.yaml --out /scratch/kimi.h5   (moeq synth --sparse --preset kimi-k2)",
     .run = run,
 };

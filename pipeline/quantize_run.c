@@ -24,27 +24,8 @@
 #include "moeq_worker.h"
 #include "run_common.h" // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "analyze_run.h" // defines: moeq_plan_build_collective (analyze phase + plan)
+#include "quantize_impl.h" // defines: run_state, the simulated quantize phase
 
-typedef struct run_state {
-    const moeq_quantize_opts *o;
-    int rank, n_ranks;
-    moeq_catalog *cat;
-    moeq_recipe *recipe;
-    moeq_plan *plan;
-    moeq_artifact_entry *e;
-    moeq_tensor_result *res;    // (n_tensors) rank 0: journaled/current results
-    unsigned char *done;        // (n_units) 1 = durable and journaled
-    moeq_journal *journal;
-    char *partial, *journal_path;
-    moeq_unit_ctx ctx;
-    // progress (rank 0)
-    double t_start, t_quant_start;
-    int n_to_do, n_done_now, n_failed_numeric, n_given_up;
-    uint64_t bytes_in_done;
-    int n_units_here;           // units this rank ran (attempts, failed ones included)
-    moeq_status first_error;
-    char first_error_msg[512];
-} run_state;
 
 static char *concat(const char *a, const char *b) {
     size_t n = strlen(a) + strlen(b) + 1;
@@ -217,7 +198,15 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     *len = sizeof *r * (size_t)u->count;
 }
 
-static moeq_result_action result_cb(int unit, int from, int attempt, const void *buf, size_t len, void *user) {
+static void journal_commit(run_state *s);
+
+static void note_error(run_state *s, moeq_status st) {
+    if (s->first_error != MOEQ_OK) return;
+    s->first_error = st;
+    snprintf(s->first_error_msg, sizeof s->first_error_msg, "%s", moeq_error_detail());
+}
+
+moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const void *buf, size_t len, void *user) {
     run_state *s = user;
     const moeq_unit *u = &s->plan->u[unit];
     const moeq_tensor_result *r = buf;
@@ -242,24 +231,45 @@ static moeq_result_action result_cb(int unit, int from, int attempt, const void 
         s->n_given_up++;
         return MOEQ_RESULT_GIVE_UP;
     }
-    moeq_status st = moeq_journal_append(s->journal, unit, r, u->count);
-    if (st != MOEQ_OK) { // cannot make progress durable: this unit does not count as done
+    moeq_status st = moeq_journal_write(s->journal, unit, r, u->count);
+    if (st != MOEQ_OK) { // cannot record progress: this unit does not count as done
         MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: %s", unit, moeq_error_detail());
-        if (s->first_error == MOEQ_OK) {
-            s->first_error = st;
-            snprintf(s->first_error_msg, sizeof s->first_error_msg, "%s", moeq_error_detail());
-        }
+        note_error(s, st);
         s->n_given_up++;
         return MOEQ_RESULT_GIVE_UP;
     }
-    moeq_crashpoint("journaled");
     for (int k = 0; k < u->count; k++) s->res[u->first + k] = r[k];
-    s->done[unit] = 1;
-    s->n_done_now++;
+    s->pending[s->n_pending++] = unit;
     s->n_failed_numeric += numeric;
-    s->bytes_in_done += u->bytes_in;
+    if (s->n_pending >= s->o->journal_batch) journal_commit(s); // under a steady stream of results too
     return MOEQ_RESULT_DONE;
 }
+
+// Group commit (queue on_idle, and every --journal-batch records): one fsync makes the records written since
+// the last one durable; only then do their units count as done. A failed fsync gives them up (the run ends
+// with an error and --resume redoes them).
+static void journal_commit(run_state *s) {
+    if (!s->n_pending) return;
+    moeq_status st = moeq_journal_sync(s->journal);
+    for (int i = 0; i < s->n_pending; i++) {
+        const int unit = s->pending[i];
+        if (st != MOEQ_OK) {
+            s->n_given_up++;
+            continue;
+        }
+        s->done[unit] = 1;
+        s->n_done_now++;
+        s->bytes_in_done += s->plan->u[unit].bytes_in;
+        moeq_crashpoint("journaled");
+    }
+    if (st != MOEQ_OK) {
+        MOEQ_LOG(MOEQ_LOG_ERR, "%d unit(s) not journaled: %s", s->n_pending, moeq_error_detail());
+        note_error(s, st);
+    }
+    s->n_pending = 0;
+}
+
+void moeq_qrun_on_idle(void *user) { journal_commit(user); }
 
 static void progress_cb(int final, void *user) {
     run_state *s = user;
@@ -275,14 +285,8 @@ static void progress_cb(int final, void *user) {
 
 // Peak resident set so far (VmHWM, KiB) and now (VmRSS), for -v logs at phase boundaries.
 static void log_rss(const char *phase) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long hwm = -1, rss = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "VmHWM:", 6)) hwm = atol(line + 6);
-        if (!strncmp(line, "VmRSS:", 6)) rss = atol(line + 6);
-    }
-    if (f) fclose(f);
+    long hwm, rss;
+    moeq_qsim_memory(&hwm, &rss);
     MOEQ_LOG(MOEQ_LOG_DBG, "memory after %s: peak %.1f MiB, now %.1f MiB", phase, hwm / 1024.0, rss / 1024.0);
 }
 
@@ -408,6 +412,10 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         if (pre == MOEQ_OK) st = moeq_plan_build_collective(s.cat, s.recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s.plan);
         else if (st == MOEQ_OK) st = pre;
     }
+    if (st == MOEQ_OK && o->simulate && o->sim_ranks > 0 && s.n_ranks > 1)
+        st = MOEQ_FAIL(MOEQ_ERR_ARG, "--sim-ranks simulates its ranks in one process, but this run has %d MPI ranks"
+                       "\n---> HINT: run it without mpirun, or drop --sim-ranks to use the real MPI queue", s.n_ranks);
+    if (st == MOEQ_OK && o->simulate) s.plan->digest ^= MOEQ_SIM_DIGEST_SALT; // never resumed by a real run
     if (st == MOEQ_OK) st = moeq_run_entries(s.plan, s.cat, &s.e);
     if (st == MOEQ_OK && !s.cat->has_data)
         st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
@@ -417,7 +425,8 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         s.journal_path = concat(o->out_path, ".journal");
         s.res = MOEQ_CALLOC((size_t)s.plan->n_tensors, sizeof *s.res, "results");
         s.done = MOEQ_CALLOC((size_t)s.plan->n_units, 1, "unit flags");
-        if (!s.partial || !s.journal_path || !s.res || !s.done) st = MOEQ_ERR_NOMEM;
+        s.pending = MOEQ_CALLOC((size_t)s.plan->n_units + 1, sizeof *s.pending, "pending units");
+        if (!s.partial || !s.journal_path || !s.res || !s.done || !s.pending) st = MOEQ_ERR_NOMEM;
     }
     moeq_status all = moeq_run_agree(st, MPI_COMM_WORLD);
     if (all != MOEQ_OK) {
@@ -427,6 +436,9 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     const moeq_plan *p = s.plan;
     double t_open = moeq_now_s() - s.t_start;
     log_rss("open+plan");
+    long rss_now;
+    moeq_qsim_memory(&s.rss_open_kib, &rss_now);
+    s.t_open = t_open;
     if (s.rank == 0)
         MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, digest %016llx",
                    p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
@@ -453,12 +465,14 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         exit_code = MOEQ_EXIT_OK;
         goto out;
     }
-    st = moeq_run_agree(verify_done(&s), MPI_COMM_WORLD);
+    if (o->simulate) MOEQ_INFO0("simulation: no data to verify; journaled units are trusted");
+    st = moeq_run_agree(o->simulate ? MOEQ_OK : verify_done(&s), MPI_COMM_WORLD);
     if (st != MOEQ_OK) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
         goto out;
     }
     double t_prep = moeq_now_s() - t0;
+    s.t_prep = t_prep;
     log_rss("prepare");
     // ---- quantize ----
     s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
@@ -487,15 +501,23 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         .max_attempts = o->max_attempts,
         .result_max_bytes = max_bytes,
         .work = work_cb,
-        .on_result = result_cb,
+        .on_result = moeq_qrun_on_result,
         .on_progress = progress_cb,
         .should_stop = should_stop_cb,
+        .on_idle = moeq_qrun_on_idle,
         .progress_s = o->progress_s,
         .user = &s,
     };
+    if (o->simulate) qc.work = moeq_qsim_work;
     moeq_queue_stats qs;
     memset(&qs, 0, sizeof qs);
     s.t_quant_start = moeq_now_s();
+    if (o->simulate && o->sim_ranks > 0) { // one process simulates them all (quantize_sim.c)
+        exit_code = moeq_qsim_des(&s, cost);
+        moeq_free(&cost);
+        close(s.ctx.out_fd);
+        goto out;
+    }
     st = moeq_queue_run(&qc, &qs);
     moeq_free(&cost);
     close(s.ctx.out_fd);
@@ -536,6 +558,10 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
                     "and run the same command with --resume: the %d finished units are kept (%s)\n",
                     s.n_given_up, s.first_error_msg, s.n_done_now, s.journal_path);
             exit_code = moeq_exit_code(s.first_error != MOEQ_OK ? s.first_error : MOEQ_ERR_IO);
+        } else if (o->simulate) {
+            double slept = 0;
+            for (int r = 0; r < s.n_ranks; r++) slept += figs[r * N_FIG + 1];
+            exit_code = moeq_qsim_mpi_report(&s, t_quant, &qs, slept);
         } else {
             st = seal_rank0(&s, &checksum);
             log_rss("seal");
@@ -565,6 +591,7 @@ out:
     moeq_free(&s.e);
     moeq_free(&s.res);
     moeq_free(&s.done);
+    moeq_free(&s.pending);
     moeq_free(&s.partial);
     moeq_free(&s.journal_path);
     moeq_plan_free(&s.plan);

@@ -21,6 +21,16 @@ typedef struct moeq_quantize_opts {
     int max_attempts;
     int quiet;
     const char *stats_path;  // NULL, or a JSON file rank 0 writes with the run's figures (--stats)
+    int journal_batch;       // group commit: one journal fsync for at most this many units (>= 1)
+    // --simulate: the real open, plan, skeleton, coordinator and journal; workers spend the cost model's
+    // time instead of reading and computing, nothing is written into the data regions, and no artifact is
+    // sealed (the plan digest is salted so that a real run never resumes a simulated one).
+    int simulate;
+    int sim_ranks;               // > 0: discrete-event simulation of this many ranks (one process)
+    double sim_time_scale;       // under mpirun: wall seconds slept per simulated second
+    double sim_straggler_frac;   // fraction of ranks (at least one when > 0, never rank 0) that are slower
+    double sim_straggler_factor; // ... by this factor
+    double sim_fail_at;          // > 0: the job dies at this simulated second (simulation only)
 } moeq_quantize_opts;
 
 // Returns the process exit code (the same on every rank).

@@ -1,0 +1,238 @@
+// quantize_sim.c: `moeq quantize --simulate` (see quantize_impl.h and quantize_run.h). The open, plan,
+// skeleton and journal phases are the real ones (quantize_run.c); here the quantize phase runs either as a
+// discrete-event simulation of --sim-ranks ranks (schedulers/simulate.h, the same dispatcher as the MPI
+// queue) or, under mpirun, as the real MPI queue with workers that sleep the cost model's time. Then the
+// report: the figures a user sizing a 1T-parameter run needs (plan time, skeleton time and size,
+// coordinator memory, messages per unit, makespan and utilisation against the ideal, lost work).
+#include "quantize_impl.h"
+#include "clock.h" // defines: moeq_now_s
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+void moeq_qsim_memory(long *peak_kib, long *now_kib) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    *peak_kib = *now_kib = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmHWM:", 6)) *peak_kib = atol(line + 6);
+        if (!strncmp(line, "VmRSS:", 6)) *now_kib = atol(line + 6);
+    }
+    if (f) fclose(f);
+}
+
+// A unit's tensors reported as done (no data, no metrics): what the coordinator journals in a simulation.
+static size_t fake_results(const run_state *s, int unit, moeq_tensor_result *r) {
+    const moeq_unit *u = &s->plan->u[unit];
+    memset(r, 0, sizeof *r * (size_t)u->count);
+    for (int k = 0; k < u->count; k++) {
+        r[k].tensor = (uint32_t)(u->first + k);
+        r[k].status = MOEQ_OK;
+        r[k].best_round = -1;
+    }
+    return sizeof *r * (size_t)u->count;
+}
+
+static double my_slowdown(const run_state *s) {
+    if (s->o->sim_straggler_frac <= 0) return 1.0;
+    double *sl = malloc(sizeof(double) * (size_t)s->n_ranks);
+    if (!sl) return 1.0;
+    moeq_sim_stragglers(s->n_ranks, s->o->sim_straggler_frac, s->o->sim_straggler_factor, sl);
+    const double f = sl[s->rank];
+    free(sl);
+    return f;
+}
+
+void moeq_qsim_work(int unit, void *buf, size_t *len, void *user) {
+    run_state *s = user;
+    static double slow = 0; // this rank's factor (the worker thread of one process: no race)
+    if (slow == 0) slow = my_slowdown(s);
+    const double t = s->plan->u[unit].cost * slow * s->o->sim_time_scale;
+    struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    s->n_units_here++;
+    s->ctx.seconds_compute += t; // slept: the --stats figure of this rank, scaled back by the report
+    *len = fake_results(s, unit, buf);
+}
+
+// ---- discrete-event mode ----
+
+typedef struct {
+    run_state *s;
+    moeq_tensor_result *buf;
+} des_ctx;
+
+static moeq_result_action des_on_result(int unit, int from, int attempt, void *user) {
+    des_ctx *d = user;
+    const size_t len = fake_results(d->s, unit, d->buf);
+    return moeq_qrun_on_result(unit, from, attempt, d->buf, len, d->s);
+}
+
+static void des_on_idle(void *user) {
+    moeq_qrun_on_idle(((des_ctx *)user)->s);
+}
+
+// ---- the report ----
+
+typedef struct {
+    const char *mode; // "simulated" | "mpirun"
+    double makespan, ideal, busy, coord_busy, lost_s, wall;
+    long messages, events;
+    int units_run, units_lost, units_left, stragglers;
+    double fail_at;
+} sim_figs;
+
+static void file_sizes(const char *path, double *apparent, double *allocated) {
+    struct stat st;
+    *apparent = *allocated = 0;
+    if (stat(path, &st) == 0) {
+        *apparent = (double)st.st_size;
+        *allocated = 512.0 * (double)st.st_blocks;
+    }
+}
+
+static int report(run_state *s, const sim_figs *f) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    long peak = 0, now = 0;
+    moeq_qsim_memory(&peak, &now);
+    double sk_app, sk_alloc, jn_app, jn_alloc;
+    file_sizes(s->partial, &sk_app, &sk_alloc);
+    file_sizes(s->journal_path, &jn_app, &jn_alloc);
+    const int ranks = o->sim_ranks > 0 ? o->sim_ranks : s->n_ranks;
+    const double util = f->makespan > 0 ? f->busy / (ranks * f->makespan) : 0;
+    const double mpu = f->units_run ? (double)f->messages / f->units_run : 0;
+    const long syncs = moeq_journal_syncs(s->journal);
+    if (!o->quiet) {
+        printf("\nmoeq quantize --simulate: %s (%s, cost model %s)\n", o->model_dir, f->mode, o->cost_model);
+        printf(
+            "  plan        %d tensors, %d units, %.1f GiB to read; open + plan %.2f s, peak RSS %.1f MiB\n",
+            p->n_tensors, p->n_units, p->bytes_in / 1073741824.0, s->t_open, s->rss_open_kib / 1024.0);
+        printf("  skeleton    %.2f s; %s: %.2f GiB apparent, %.1f MiB allocated; journal %.1f KiB\n",
+               s->t_prep, s->partial, sk_app / 1073741824.0, sk_alloc / 1048576.0, jn_app / 1024.0);
+        printf("  queue       %d ranks%s, %s: %d units run, makespan %.3f s vs ideal %.3f s (%.1f%% "
+               "utilisation)\n",
+               ranks, f->stragglers ? " (stragglers)" : "",
+               o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", f->units_run, f->makespan,
+               f->ideal, 100 * util);
+        printf("  coordinator %.2f messages/unit, busy %.1f%% of the makespan, %ld journal fsyncs, peak RSS "
+               "%.1f MiB\n",
+               mpu, f->makespan > 0 ? 100 * f->coord_busy / f->makespan : 0, syncs, peak / 1024.0);
+        if (f->fail_at > 0)
+            printf(
+                "  failure     at %.3f s: %d units journaled, %d in flight lost (%.2f s of work), %d left\n",
+                f->fail_at, s->n_done_now + s->n_pending, f->units_lost, f->lost_s, f->units_left);
+        printf("  simulation  %.2f s wall%s\n", f->wall, f->events ? "" : " (slept, scaled)");
+    }
+    if (o->stats_path) {
+        json_t *j = json_pack(
+            "{s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
+            " s:i, s:f, s:f, s:f, s:f, s:I, s:I, s:f, s:i, s:i, s:f, s:f, s:i}",
+            "mode", f->mode, "model", o->model_dir, "cost_model", o->cost_model, "schedule",
+            o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", "ranks", ranks, "tensors",
+            p->n_tensors, "units", p->n_units, "bytes_in", (double)p->bytes_in, "open_plan_s", s->t_open,
+            "rss_after_plan_bytes", s->rss_open_kib * 1024.0, "skeleton_s", s->t_prep,
+            "skeleton_apparent_bytes", sk_app, "skeleton_allocated_bytes", sk_alloc, "journal_bytes", jn_app,
+            "makespan_s", f->makespan, "ideal_s", f->ideal, "units_run", f->units_run, "utilisation", util,
+            "messages_per_unit", mpu, "coordinator_busy_s", f->coord_busy, "peak_rss_bytes", peak * 1024.0,
+            "journal_fsyncs", (json_int_t)syncs, "events", (json_int_t)f->events, "fail_at_s", f->fail_at,
+            "units_lost", f->units_lost, "units_left", f->units_left, "lost_work_s", f->lost_s, "wall_s",
+            f->wall, "stragglers", f->stragglers);
+        const int rc = j ? json_dump_file(j, o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : -1;
+        json_decref(j);
+        if (rc != 0) {
+            MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the simulation figures", o->stats_path);
+            return moeq_cli_fail("quantize", MOEQ_ERR_IO);
+        }
+    }
+    if (f->units_left > 0) {
+        fprintf(stderr,
+                "moeq quantize: simulated failure at %.3f s: %d unit(s) left; the skeleton and journal stay\n"
+                "---> HINT: run the same command with --resume (and, e.g., --sim-ranks for the surviving "
+                "ranks)\n",
+                f->fail_at, f->units_left);
+        return MOEQ_EXIT_REQUEUE;
+    }
+    // A simulated skeleton holds no data: it never becomes an artifact (its digest is salted, too).
+    moeq_journal_close(&s->journal);
+    unlink(s->journal_path);
+    unlink(s->partial);
+    return MOEQ_EXIT_OK;
+}
+
+int moeq_qsim_des(run_state *s, const double *cost) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    size_t max_count = 1;
+    for (int u = 0; u < p->n_units; u++)
+        if ((size_t)p->u[u].count > max_count) max_count = (size_t)p->u[u].count;
+    des_ctx d = {.s = s, .buf = MOEQ_MALLOC(sizeof(moeq_tensor_result) * max_count, "simulated results")};
+    double *slow = MOEQ_MALLOC(sizeof(double) * (size_t)o->sim_ranks, "straggler factors");
+    if (!d.buf || !slow) {
+        moeq_free(&d.buf);
+        moeq_free(&slow);
+        return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
+    }
+    const int n_slow =
+        moeq_sim_stragglers(o->sim_ranks, o->sim_straggler_frac, o->sim_straggler_factor, slow);
+    moeq_sim_cfg c;
+    moeq_sim_cfg_init(&c);
+    c.schedule = o->schedule, c.n_units = p->n_units, c.cost = cost, c.skip = s->done,
+    c.n_ranks = o->sim_ranks;
+    c.slowdown = slow, c.max_attempts = o->max_attempts, c.fail_at_s = o->sim_fail_at;
+    c.on_result = des_on_result, c.on_idle = des_on_idle, c.user = &d;
+    moeq_sim_result r;
+    moeq_status st = moeq_sim_run(&c, &r);
+    moeq_free(&d.buf);
+    moeq_free(&slow);
+    if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
+    sim_figs f = {.mode = "simulated",
+                  .makespan = r.makespan_s,
+                  .ideal = r.ideal_s,
+                  .busy = r.busy_s,
+                  .coord_busy = r.coord_busy_s,
+                  .lost_s = r.lost_s,
+                  .wall = r.wall_s,
+                  .messages = r.messages,
+                  .events = r.events,
+                  .units_run = r.stats.units_done,
+                  .units_lost = r.units_lost,
+                  .units_left = r.units_left,
+                  .stragglers = n_slow,
+                  .fail_at = r.units_left ? o->sim_fail_at : 0};
+    return report(s, &f);
+}
+
+int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    double total = 0;
+    for (int u = 0; u < p->n_units; u++) total += p->u[u].cost;
+    double *sl = MOEQ_MALLOC(sizeof(double) * (size_t)s->n_ranks, "straggler factors");
+    if (!sl) return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
+    const int n_slow = moeq_sim_stragglers(s->n_ranks, o->sim_straggler_frac, o->sim_straggler_factor, sl);
+    double speed = 0;
+    for (int r = 0; r < s->n_ranks; r++) speed += 1.0 / sl[r];
+    moeq_free(&sl);
+    const double scale = o->sim_time_scale;
+    // the queue counts the messages the coordinator received; it sends one ASSIGN per request it serves
+    const long requests = qs->messages - (qs->units_done + qs->units_given_up + qs->retries);
+    sim_figs f = {.mode = "mpirun",
+                  .makespan = t_quant / scale,
+                  .ideal = total / speed,
+                  .busy = slept / scale,
+                  .wall = t_quant,
+                  .messages = qs->messages + requests,
+                  .units_run = qs->units_done,
+                  .units_left = qs->units_not_started,
+                  .stragglers = n_slow};
+    return report(s, &f);
+}
