@@ -44,8 +44,8 @@ moeq_status moeq_dispatch_init(moeq_dispatch *d, moeq_schedule schedule, int n_u
                                const unsigned char *skip, int n_ranks, int max_attempts) {
     memset(d, 0, sizeof *d);
     if (n_units < 0 || n_ranks < 1 || max_attempts < 1 || (n_units > 0 && !cost))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "dispatch: bad configuration (%d units, %d ranks, %d attempts)", n_units,
-                         n_ranks, max_attempts);
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "dispatch: bad configuration (%d units, %d ranks, %d attempts)",
+                         n_units, n_ranks, max_attempts);
     d->n_units = n_units, d->n_ranks = n_ranks, d->max_attempts = max_attempts, d->schedule = schedule;
     // every unit enters the queue at most max_attempts times (once, then once per retry): a fault test with
     // every fsync failing overflowed the former 2n + 1 slots
@@ -82,8 +82,8 @@ void moeq_dispatch_free(moeq_dispatch *d) {
     d->out = NULL;
 }
 
-moeq_status moeq_dispatch_static_owners(const double *cost, const unsigned char *skip, int n_units, int n_ranks,
-                                        int *owner) {
+moeq_status moeq_dispatch_static_owners(const double *cost, const unsigned char *skip, int n_units,
+                                        int n_ranks, int *owner) {
     double *c = calloc((size_t)(n_units ? n_units : 1), sizeof(double));
     if (!c) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "dispatch: costs of %d units", n_units);
     for (int u = 0; u < n_units; u++) c[u] = (skip && skip[u]) ? 0.0 : cost[u];
@@ -138,8 +138,10 @@ int moeq_dispatch_result(moeq_dispatch *d, int unit, int attempt, moeq_result_ac
         if (d->n_parked) k = assign_next(d, d->parked[--d->n_parked], k);
     } else {
         d->outstanding--;
-        if (act == MOEQ_RESULT_DONE) d->stats.units_done++;
-        else d->stats.units_given_up++;
+        if (act == MOEQ_RESULT_DONE)
+            d->stats.units_done++;
+        else
+            d->stats.units_given_up++;
     }
     if (d->outstanding == 0) k = release_parked(d, k);
     return k;
@@ -150,6 +152,7 @@ int moeq_dispatch_stop(moeq_dispatch *d) {
     d->stopping = 1;
     int k = 0;
     for (int r = 0; r < d->n_ranks; r++)
-        if (!d->gone[r]) d->out[k++] = (moeq_send){.to = r, .kind = MOEQ_SEND_NOTICE, .unit = -1, .attempt = 0};
+        if (!d->gone[r])
+            d->out[k++] = (moeq_send){.to = r, .kind = MOEQ_SEND_NOTICE, .unit = -1, .attempt = 0};
     return release_parked(d, k);
 }

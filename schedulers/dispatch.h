@@ -18,15 +18,19 @@ typedef enum moeq_schedule { MOEQ_SCHEDULE_STATIC = 0, MOEQ_SCHEDULE_DYNAMIC = 1
 
 // What the coordinator does with a result.
 typedef enum moeq_result_action {
-    MOEQ_RESULT_DONE = 0,  // accepted (ok, or a terminal failure recorded by the callback)
-    MOEQ_RESULT_RETRY = 1, // run the unit again (if attempts remain; else MOEQ_RESULT_GIVE_UP)
+    MOEQ_RESULT_DONE = 0,   // accepted (ok, or a terminal failure recorded by the callback)
+    MOEQ_RESULT_RETRY = 1,  // run the unit again (if attempts remain; else MOEQ_RESULT_GIVE_UP)
     MOEQ_RESULT_GIVE_UP = 2 // not done and not to be retried in this run
 } moeq_result_action;
 
-typedef enum moeq_send_kind { MOEQ_SEND_ASSIGN = 0, MOEQ_SEND_FINISH = 1, MOEQ_SEND_NOTICE = 2 } moeq_send_kind;
+typedef enum moeq_send_kind {
+    MOEQ_SEND_ASSIGN = 0,
+    MOEQ_SEND_FINISH = 1,
+    MOEQ_SEND_NOTICE = 2
+} moeq_send_kind;
 
 typedef struct moeq_send {
-    int to;      // rank
+    int to; // rank
     moeq_send_kind kind;
     int unit;    // ASSIGN: unit id
     int attempt; // ASSIGN: 1, 2, ...; FINISH: 1 when a NOTICE was sent to this rank before (drain it)
@@ -41,12 +45,12 @@ typedef struct moeq_dispatch_stats {
 typedef struct moeq_dispatch {
     int n_units, n_ranks, max_attempts;
     moeq_schedule schedule;
-    int *queue, qh, qt;     // units waiting to be handed out (static: only retries)
-    int *attempts;          // (n_units) times handed out or run
-    int *parked;            // ranks waiting for a retry that may still come
-    unsigned char *gone;    // (n_ranks) told FINISH
+    int *queue, qh, qt;  // units waiting to be handed out (static: only retries)
+    int *attempts;       // (n_units) times handed out or run
+    int *parked;         // ranks waiting for a retry that may still come
+    unsigned char *gone; // (n_ranks) told FINISH
     int n_parked, outstanding, finished, stopping;
-    moeq_send *out;         // answers of the last event (at most 2 n_ranks + 1)
+    moeq_send *out; // answers of the last event (at most 2 n_ranks + 1)
     moeq_dispatch_stats stats;
 } moeq_dispatch;
 
@@ -57,8 +61,8 @@ void moeq_dispatch_free(moeq_dispatch *d);
 
 // The static partition every rank computes alike: LPT (partition.h) of the units not skipped; owner is
 // (n_units); units skipped get -1. Only used with MOEQ_SCHEDULE_STATIC.
-moeq_status moeq_dispatch_static_owners(const double *cost, const unsigned char *skip, int n_units, int n_ranks,
-                                        int *owner);
+moeq_status moeq_dispatch_static_owners(const double *cost, const unsigned char *skip, int n_units,
+                                        int n_ranks, int *owner);
 
 // Events. Each returns the number of answers, in d->out[0..n).
 int moeq_dispatch_request(moeq_dispatch *d, int from);
@@ -70,6 +74,8 @@ int moeq_dispatch_result(moeq_dispatch *d, int unit, int attempt, moeq_result_ac
 int moeq_dispatch_stop(moeq_dispatch *d);
 
 // 1 when every rank has been told FINISH.
-static inline int moeq_dispatch_over(const moeq_dispatch *d) { return d->finished >= d->n_ranks; }
+static inline int moeq_dispatch_over(const moeq_dispatch *d) {
+    return d->finished >= d->n_ranks;
+}
 
 #endif
