@@ -133,19 +133,48 @@ static int report(run_state *s, const sim_figs *f) {
         printf("  simulation  %.2f s wall%s\n", f->wall, f->events ? "" : " (slept, scaled)");
     }
     if (o->stats_path) {
-        json_t *j = json_pack(
-            "{s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
-            " s:i, s:f, s:f, s:f, s:f, s:I, s:I, s:f, s:i, s:i, s:f, s:f, s:i}",
-            "mode", f->mode, "model", o->model_dir, "cost_model", o->cost_model, "schedule",
-            o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", "ranks", ranks, "tensors",
-            p->n_tensors, "units", p->n_units, "bytes_in", (double)p->bytes_in, "open_plan_s", s->t_open,
-            "rss_after_plan_bytes", s->rss_open_kib * 1024.0, "skeleton_s", s->t_prep,
-            "skeleton_apparent_bytes", sk_app, "skeleton_allocated_bytes", sk_alloc, "journal_bytes", jn_app,
-            "makespan_s", f->makespan, "ideal_s", f->ideal, "units_run", f->units_run, "utilisation", util,
-            "messages_per_unit", mpu, "coordinator_busy_s", f->coord_busy, "peak_rss_bytes", peak * 1024.0,
-            "journal_fsyncs", (json_int_t)syncs, "events", (json_int_t)f->events, "fail_at_s", f->fail_at,
-            "units_lost", f->units_lost, "units_left", f->units_left, "lost_work_s", f->lost_s, "wall_s",
-            f->wall, "stragglers", f->stragglers);
+        json_t *j = json_object();
+        json_object_set_new(j, "mode", json_string(f->mode));
+        json_object_set_new(j, "model", json_string(o->model_dir));
+        json_object_set_new(j, "cost_model", json_string(o->cost_model));
+        json_object_set_new(j, "schedule",
+                            json_string(o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic"));
+        const struct {
+            const char *k;
+            double v;
+        } num[] = {
+            {"ranks", ranks},
+            {"tensors", p->n_tensors},
+            {"units", p->n_units},
+            {"bytes_in", (double)p->bytes_in},
+            {"open_plan_s", s->t_open},
+            {"rss_after_plan_bytes", s->rss_open_kib * 1024.0},
+            {"skeleton_s", s->t_prep},
+            {"skeleton_apparent_bytes", sk_app},
+            {"skeleton_allocated_bytes", sk_alloc},
+            {"journal_bytes", jn_app},
+            {"makespan_s", f->makespan},
+            {"ideal_s", f->ideal},
+            {"units_run", f->units_run},
+            {"utilisation", util},
+            {"messages", (double)f->messages},
+            {"messages_per_unit", mpu},
+            {"coordinator_busy_s", f->coord_busy},
+            {"peak_rss_bytes", peak * 1024.0},
+            {"journal_fsyncs", (double)syncs},
+            {"events", (double)f->events},
+            {"stragglers", f->stragglers},
+            {"fail_at_s", f->fail_at},
+            {"units_lost", f->units_lost},
+            {"units_left", f->units_left},
+            {"lost_work_s", f->lost_s},
+            {"wall_s", f->wall},
+        };
+        for (size_t k = 0; k < sizeof num / sizeof num[0]; k++) {
+            const double v = num[k].v;
+            json_object_set_new(j, num[k].k,
+                                v == (double)(json_int_t)v ? json_integer((json_int_t)v) : json_real(v));
+        }
         const int rc = j ? json_dump_file(j, o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : -1;
         json_decref(j);
         if (rc != 0) {
