@@ -108,6 +108,11 @@ static int report(run_state *s, const sim_figs *f) {
     file_sizes(s->partial, &sk_app, &sk_alloc);
     file_sizes(s->journal_path, &jn_app, &jn_alloc);
     const int ranks = o->sim_ranks > 0 ? o->sim_ranks : s->n_ranks;
+    int big = 0; // the costliest unit: no schedule finishes before it does
+    for (int u = 1; u < p->n_units; u++)
+        if (p->u[u].cost > p->u[big].cost) big = u;
+    const double big_cost = p->n_units ? p->u[big].cost : 0;
+    const double bound = big_cost > f->ideal ? big_cost : f->ideal;
     const double util = f->makespan > 0 ? f->busy / (ranks * f->makespan) : 0;
     const double mpu = f->units_run ? (double)f->messages / f->units_run : 0;
     const long syncs = moeq_journal_syncs(s->journal);
@@ -123,6 +128,10 @@ static int report(run_state *s, const sim_figs *f) {
                ranks, f->stragglers ? " (stragglers)" : "",
                o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", f->units_run, f->makespan,
                f->ideal, 100 * util);
+        if (p->n_units)
+            printf("  bound       %.3f s = max(ideal, costliest unit: %s, layer %d%s, %.3f s): makespan / bound %.3f\n",
+                   bound, moeq_unit_kind_name(p->u[big].kind), p->u[big].layer, big_cost > f->ideal ? ", binding" : "",
+                   big_cost, bound > 0 ? f->makespan / bound : 0);
         printf("  coordinator %.2f messages/unit, busy %.1f%% of the makespan, %ld journal fsyncs, peak RSS "
                "%.1f MiB\n",
                mpu, f->makespan > 0 ? 100 * f->coord_busy / f->makespan : 0, syncs, peak / 1024.0);
@@ -155,6 +164,8 @@ static int report(run_state *s, const sim_figs *f) {
             {"journal_bytes", jn_app},
             {"makespan_s", f->makespan},
             {"ideal_s", f->ideal},
+            {"largest_unit_s", big_cost},
+            {"bound_s", bound},
             {"units_run", f->units_run},
             {"utilisation", util},
             {"messages", (double)f->messages},

@@ -77,7 +77,7 @@ typedef struct {
     double *started;  // (n_ranks) start time of the running unit, < 0 when none
     int *running;     // (n_ranks) unit running, -1 none
     int coord_busy;   // an EV_COORD_FREE is pending; else asleep since sleep_from
-    double sleep_from, t_finish;
+    double sleep_from, t_finish, t_coord_end;
     double now;
     int failed;
 } sim;
@@ -160,9 +160,11 @@ static int coord_serve(sim *s) {
         s->r->coord_busy_s += cost;
         s->coord_busy = 0;
         s->sleep_from = s->now + cost;
+        if (s->sleep_from > s->t_coord_end) s->t_coord_end = s->sleep_from;
         return 0;
     }
     s->r->coord_busy_s += cost;
+    if (s->now + cost > s->t_coord_end) s->t_coord_end = s->now + cost;
     if (deliver(s, s->now + cost, s->d.out, n)) return -1;
     return push(s, s->now + cost, EV_COORD_FREE, -1, -1, 0);
 }
@@ -265,7 +267,9 @@ moeq_status moeq_sim_run(const moeq_sim_cfg *c, moeq_sim_result *res) {
         res->events++;
         if (on_event(&s, &e)) goto nomem;
     }
-    res->makespan_s = s.failed ? s.now : s.t_finish;
+    // the run ends when the last rank is told to finish and the coordinator's last work (the journal's
+    // final group fsync) is over
+    res->makespan_s = s.failed ? s.now : (s.t_finish > s.t_coord_end ? s.t_finish : s.t_coord_end);
     if (!s.failed && c->on_idle) c->on_idle(c->user); // queue.c's last call before it returns
     if (s.failed) {
         for (int r = 0; r < c->n_ranks; r++)

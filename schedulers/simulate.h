@@ -38,7 +38,8 @@ typedef struct moeq_sim_cfg {
 } moeq_sim_cfg;
 
 typedef struct moeq_sim_result {
-    double makespan_s;   // last FINISH delivered (or the failure time)
+    double makespan_s;   // last FINISH delivered or the coordinator's last work, whichever is later (or
+                         // the failure time)
     double ideal_s;      // sum of cost / sum of 1/slowdown: perfect balance, free coordination
     double busy_s;       // sum over ranks of compute seconds (lost work included)
     double utilisation;  // busy_s / (n_ranks * makespan_s)
