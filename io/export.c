@@ -249,49 +249,47 @@ static int is_shard_name(const char *name, int *k, int *n) {
 }
 
 // Moves the staged files into out: shards, the index, config.json last; with force the old config.json goes
-// first and stale shards of an earlier export last.
+// first and stale shards of an earlier export last. Works on directory descriptors: nothing here allocates,
+// so only a failing system call can stop it half-way (then OUT_DIR has no config.json: an unfinished export).
 static moeq_status out_commit(const moeq_export_list *l, const char *out, const char *staging, int force) {
-    char name[64];
+    const int ofd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+              sfd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     moeq_status st = MOEQ_OK;
-    if (force) {
-        char *cfg = path_join(out, "config.json");
-        if (!cfg) return MOEQ_ERR_NOMEM;
-        if (unlink(cfg) != 0 && errno != ENOENT)
-            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot remove: %s", cfg, strerror(errno));
-        moeq_free(&cfg);
-        if (st == MOEQ_OK) st = fsync_dir(out);
+    if (ofd < 0 || sfd < 0)
+        st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open directory: %s", out, strerror(errno));
+    if (st == MOEQ_OK && force) {
+        if (unlinkat(ofd, "config.json", 0) != 0 && errno != ENOENT)
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s/config.json: cannot remove: %s", out, strerror(errno));
+        else if (fsync(ofd) != 0)
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
     }
+    char name[64];
     for (int s = 0; s <= l->n_shards + 1 && st == MOEQ_OK; s++) {
         if (s < l->n_shards)
             moeq_export_shard_name(s, l->n_shards, name, sizeof name);
         else
             snprintf(name, sizeof name, "%s",
                      s == l->n_shards ? "model.safetensors.index.json" : "config.json");
-        if (s == l->n_shards + 1 && (st = fsync_dir(out)) != MOEQ_OK) break; // shards and index durable first
-        char *from = path_join(staging, name), *to = path_join(out, name);
-        if (!from || !to)
-            st = MOEQ_ERR_NOMEM;
-        else if (rename(from, to) != 0)
-            st = MOEQ_FAIL(MOEQ_ERR_IO, "cannot move %s to %s: %s", from, to, strerror(errno));
-        moeq_free(&from);
-        moeq_free(&to);
+        if (s == l->n_shards + 1 && fsync(ofd) != 0) // shards and index durable before config.json appears
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
+        else if (renameat(sfd, name, ofd, name) != 0)
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "cannot move %s/%s to %s: %s", staging, name, out, strerror(errno));
     }
-    if (st == MOEQ_OK) st = fsync_dir(out);
-    if (st == MOEQ_OK && rmdir(staging) != 0)
-        MOEQ_LOG(MOEQ_LOG_WARN, "%s: cannot remove the staging folder: %s", staging, strerror(errno));
-    if (st != MOEQ_OK || !force) return st;
-    DIR *d = opendir(out);
-    if (!d) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open directory: %s", out, strerror(errno));
-    struct dirent *de;
-    int k, n, removed = 0;
-    while ((de = readdir(d)) != NULL)
-        if (is_shard_name(de->d_name, &k, &n) && n != l->n_shards)
-            removed += unlinkat(dirfd(d), de->d_name, 0) == 0;
-    closedir(d);
-    if (removed) {
-        MOEQ_LOG(MOEQ_LOG_INFO, "export: removed %d shard(s) of an earlier export from %s", removed, out);
-        st = fsync_dir(out);
+    if (st == MOEQ_OK && fsync(ofd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
+    if (st == MOEQ_OK && force) { // shards of an earlier export with another shard count
+        int removed = 0, k, n;
+        DIR *d = fdopendir(dup(ofd));
+        struct dirent *de;
+        while (d && (de = readdir(d)) != NULL)
+            if (is_shard_name(de->d_name, &k, &n) && n != l->n_shards)
+                removed += unlinkat(ofd, de->d_name, 0) == 0;
+        if (d) closedir(d);
+        if (removed)
+            MOEQ_LOG(MOEQ_LOG_INFO, "export: removed %d shard(s) of an earlier export from %s", removed, out);
+        if (removed && fsync(ofd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
     }
+    if (sfd >= 0) close(sfd);
+    if (ofd >= 0) close(ofd);
     return st;
 }
 
@@ -447,10 +445,8 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     if (st == MOEQ_OK) st = moeq_export_write_index(&l, staging, &s.total_size, &s.file_bytes);
     if (st == MOEQ_OK) st = moeq_export_write_config(&l, staging, o.moeq_version, &s.file_bytes);
     if (st == MOEQ_OK) st = fsync_dir(staging);
-    if (st == MOEQ_OK)
-        st = out_commit(&l, o.out_dir, staging, o.force);
-    else if (staged)
-        staging_clear(staging, 1); // OUT_DIR keeps what it had
+    if (st == MOEQ_OK) st = out_commit(&l, o.out_dir, staging, o.force);
+    if (staged) staging_clear(staging, 1); // empty after a commit; after a failure OUT_DIR keeps what it had
     if (st == MOEQ_OK) {
         progress(&c, l.n_shards - 1, 1);
         s.n_tensors = toc->n_tensors;
