@@ -109,6 +109,13 @@ static moeq_status parse_dtype(const cfg_ctx *c, moeq_model_config *cfg) {
             return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"quantization_config\" must be an object", c->path);
         json_t *m = json_object_get(qc, "quant_method");
         const char *method = json_is_string(m) ? json_string_value(m) : "?";
+        if (!strcmp(method, "moeq")) // our own output: say so rather than "not supported"
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                             "%s: this is a `moeq export` of a quantized model (quant_method \"moeq\", layout in "
+                             "docs/EXPORT.md), not a checkpoint moeq can inspect, plan or quantize\n---> HINT: its "
+                             "settings are in config.json quantization_config and its tensors in "
+                             "model.safetensors.index.json; give the original checkpoint instead",
+                             c->path);
         if (strcmp(method, "fp8") != 0)
             return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                              "%s: quantization_config.quant_method \"%s\" is not supported as input\n---> HINT: moeq "
