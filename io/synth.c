@@ -279,7 +279,24 @@ static char *join(const char *dir, const char *name) {
 
 static int is_checkpoint_file(const char *n) {
     return !strcmp(n, "config.json") || !strcmp(n, "model.safetensors.index.json") ||
+           !strcmp(n, "config.json.partial") || !strcmp(n, "model.safetensors.index.json.partial") ||
            ends_with(n, ".safetensors") || ends_with(n, ".safetensors.partial");
+}
+
+// path gets data through "<path>.partial" (written, fsynced, renamed): a failure never leaves a truncated
+// config.json or index that looks like a finished one.
+static moeq_status write_file_atomic(const char *path, const char *data, size_t len) {
+    const size_t n = strlen(path);
+    char *tmp = MOEQ_MALLOC(n + sizeof ".partial", "partial path");
+    if (!tmp) return MOEQ_ERR_NOMEM;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".partial", sizeof ".partial");
+    moeq_status st = moeq_write_file(tmp, data, len);
+    if (st == MOEQ_OK && rename(tmp, path) != 0)
+        st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    if (st != MOEQ_OK) unlink(tmp);
+    moeq_free(&tmp);
+    return st;
 }
 
 // mkdir -p dir; then empty (or, with force, emptied of checkpoint files).
@@ -360,7 +377,7 @@ static moeq_status write_index(const char *dir, const moeq_synth_layout *l) {
         else {
             memcpy(t, s, n);
             t[n] = '\n';
-            st = moeq_write_file(path, t, n + 1);
+            st = write_file_atomic(path, t, n + 1);
             moeq_free(&t);
         }
     }
@@ -465,7 +482,7 @@ moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_syn
     if (st == MOEQ_OK) { // last: a directory with a config.json holds a complete checkpoint
         moeq_free(&path);
         path = join(dir, "config.json");
-        st = path ? moeq_write_file(path, l->config_json, strlen(l->config_json)) : MOEQ_ERR_NOMEM;
+        st = path ? write_file_atomic(path, l->config_json, strlen(l->config_json)) : MOEQ_ERR_NOMEM;
         if (st == MOEQ_OK) st = add_disk_usage(path, &r.disk_bytes);
     }
     if (st == MOEQ_OK) st = fsync_dir(dir);
