@@ -269,7 +269,7 @@ static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_syn
         printf("shards          %d of at most %s\n", l->n_shards, s);
     else
         print_shard_sizes(l);
-    printf("data            %s\n", o->sparse ? "none: every tensor a file hole (--sparse)" : "written");
+    printf("data            %s\n", o->sparse ? "none: every tensor a file hole (--sparse)" : "generated");
     printf("seed            %llu\n", (unsigned long long)o->seed);
 }
 
