@@ -16,6 +16,8 @@
 #include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
 #include "sysio.h" // defines: moeq_pwrite_full
 
+#define HINT_SKIP "\n---> HINT: skip a tensor before writing any of its bytes, or write all of them"
+
 typedef struct {
     char *name;
     moeq_dtype dtype;
@@ -138,13 +140,16 @@ fail:
 
 // ---- begin ----
 
-moeq_status moeq_st_writer_begin(const char *path, const moeq_st_entry *entries, int n,
-                                 const char *const *metadata, moeq_st_writer **out) {
+// Validates the entries, assigns data offsets in name order and builds the padded header: everything but
+// the file. On success *out holds the writer (fd -1) and *header its text (caller frees both).
+static moeq_status writer_prepare(const char *path, const moeq_st_entry *entries, int n,
+                                  const char *const *metadata, moeq_st_writer **out, char **header,
+                                  size_t *hlen) {
     *out = NULL;
+    *header = NULL;
     if (!path || (n > 0 && !entries) || n < 0)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "safetensors writer: bad arguments");
     moeq_status st = MOEQ_OK;
-    char *header = NULL;
     name_idx *ni = NULL;
     moeq_st_writer *w = MOEQ_CALLOC(1, sizeof *w, "safetensors writer");
     if (!w) return MOEQ_ERR_NOMEM;
@@ -227,10 +232,25 @@ moeq_status moeq_st_writer_begin(const char *path, const moeq_st_entry *entries,
         off += e->nbytes;
     }
     w->data_size = off;
-    size_t hlen = 0;
-    st = build_header(w, entries, metadata, &header, &hlen);
+    st = build_header(w, entries, metadata, header, hlen);
     if (st != MOEQ_OK) goto fail;
-    w->data_start = 8 + (uint64_t)hlen;
+    w->data_start = 8 + (uint64_t)*hlen;
+    *out = w;
+    return MOEQ_OK;
+fail:
+    moeq_free(&ni);
+    writer_free(&w);
+    return st;
+}
+
+moeq_status moeq_st_writer_begin(const char *path, const moeq_st_entry *entries, int n,
+                                 const char *const *metadata, moeq_st_writer **out) {
+    *out = NULL;
+    char *header = NULL;
+    size_t hlen = 0;
+    moeq_st_writer *w = NULL;
+    MOEQ_TRY(writer_prepare(path, entries, n, metadata, &w, &header, &hlen));
+    moeq_status st = MOEQ_OK;
     w->fd = open(w->partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         st = MOEQ_FAIL(MOEQ_ERR_IO,
@@ -243,6 +263,7 @@ moeq_status moeq_st_writer_begin(const char *path, const moeq_st_entry *entries,
     st = moeq_pwrite_full(w->fd, len8, 8, 0, w->partial);
     if (st == MOEQ_OK) st = moeq_pwrite_full(w->fd, header, hlen, 8, w->partial);
     if (st != MOEQ_OK) goto fail;
+    // Sizing the file before any data leaves the whole data region a hole: moeq_st_writer_skip relies on it.
     if (ftruncate(w->fd, (off_t)(w->data_start + w->data_size)) != 0) {
         st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot size the file to %llu bytes: %s", w->partial,
                        (unsigned long long)(w->data_start + w->data_size), strerror(errno));
@@ -253,10 +274,22 @@ moeq_status moeq_st_writer_begin(const char *path, const moeq_st_entry *entries,
     return MOEQ_OK;
 fail:
     moeq_free(&header);
-    moeq_free(&ni);
     if (w->fd >= 0) unlink(w->partial);
     writer_free(&w);
     return st;
+}
+
+moeq_status moeq_st_writer_size(const char *path, const moeq_st_entry *entries, int n,
+                                const char *const *metadata, uint64_t *header_bytes, uint64_t *file_bytes) {
+    char *header = NULL;
+    size_t hlen = 0;
+    moeq_st_writer *w = NULL;
+    MOEQ_TRY(writer_prepare(path, entries, n, metadata, &w, &header, &hlen));
+    if (header_bytes) *header_bytes = w->data_start;
+    if (file_bytes) *file_bytes = w->data_start + w->data_size;
+    moeq_free(&header);
+    writer_free(&w);
+    return MOEQ_OK;
 }
 
 // ---- queries ----
@@ -316,6 +349,18 @@ moeq_status moeq_st_writer_write_named(moeq_st_writer *w, const char *name, uint
         return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no tensor '%s' in this file", w ? w->partial : "?",
                          name ? name : "(null)");
     return moeq_st_writer_write(w, idx, off, data, n);
+}
+
+moeq_status moeq_st_writer_skip(moeq_st_writer *w, int idx) {
+    if (!w || idx < 0 || idx >= w->n)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "safetensors writer: tensor index %d", idx);
+    wentry *e = &w->e[idx];
+    if (e->written != 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "%s: tensor '%s': %llu bytes already written, cannot leave it a hole" HINT_SKIP,
+                         w->partial, e->name, (unsigned long long)e->written);
+    e->written = e->nbytes; // nothing to write: begin sized the file, so these bytes are a hole (zeros)
+    return MOEQ_OK;
 }
 
 moeq_status moeq_st_writer_append(moeq_st_writer *w, const void *data, uint64_t n) {

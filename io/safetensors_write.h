@@ -6,7 +6,8 @@
 // (the layout of the HF/PyTorch writer, see shared/models/mixtral-tiny/README.md). Tensor bytes are then
 // written by index or name at any offset, in any order, chunk by chunk: the writer holds only the header.
 // The file is written as "<path>.partial" and renamed to <path> by moeq_st_writer_finish after every byte
-// of every tensor has been written and fsync'ed, so a crashed writer never leaves a valid-looking shard.
+// of every tensor has been written (or skipped: left a file hole) and fsync'ed, so a crashed writer never
+// leaves a valid-looking shard.
 // Not here: reading (safetensors.h), dtype conversion (kernels/dtype.h), sharding policy (synth.c).
 #ifndef MOEQ_SAFETENSORS_WRITE_H
 #define MOEQ_SAFETENSORS_WRITE_H
@@ -34,6 +35,11 @@ typedef struct moeq_st_writer moeq_st_writer; // opaque
 moeq_status moeq_st_writer_begin(const char *path, const moeq_st_entry *entries, int n,
                                  const char *const *metadata, moeq_st_writer **out);
 
+// The header size (8 + N, where the data region starts) and the file size begin would produce for these
+// entries, without creating anything (same checks and errors as begin; path only names the file in them).
+moeq_status moeq_st_writer_size(const char *path, const moeq_st_entry *entries, int n,
+                                const char *const *metadata, uint64_t *header_bytes, uint64_t *file_bytes);
+
 // Index (in the order given to begin) of a tensor by name, -1 when absent. O(log n).
 int moeq_st_writer_find(const moeq_st_writer *w, const char *name);
 
@@ -50,6 +56,10 @@ moeq_status moeq_st_writer_write(moeq_st_writer *w, int idx, uint64_t off, const
 // Same, by name (MOEQ_ERR_NOT_FOUND when the file has no such tensor).
 moeq_status moeq_st_writer_write_named(moeq_st_writer *w, const char *name, uint64_t off, const void *data,
                                        uint64_t n);
+// Declares tensor idx complete without writing its bytes: begin sized the file, so they stay a file hole
+// (no disk blocks; reads return zeros). For sparse checkpoints whose headers matter but data does not.
+// MOEQ_ERR_ARG when some of its bytes were already written.
+moeq_status moeq_st_writer_skip(moeq_st_writer *w, int idx);
 // Sequential mode: appends n bytes at the cursor, which walks the data region in file (sorted-name) order.
 // Do not mix with moeq_st_writer_write for the same tensor.
 moeq_status moeq_st_writer_append(moeq_st_writer *w, const void *data, uint64_t n);

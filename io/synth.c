@@ -1,11 +1,12 @@
 // synth.c: synthetic MoE checkpoints (see synth.h for the statistics model and the determinism rule).
-// Flow: options -> per-arch defaults and checks -> HF config.json text -> parsed back with
-// moeq_config_parse (so the file and the tensors agree with what readers will see) -> tensor list from
-// moeq_arch_expected_tensors -> shards in list order -> per tensor, row panels generated in parallel
-// (OpenMP over rows; the counter RNG makes the values independent of the thread count), encoded and
-// written at their sorted-order offset by the streaming writer -> index.json -> config.json -> dir fsync.
-// This file: the statistics model and the writing (from the tensor list on); the steps before it, per-arch
-// defaults, checks and config.json, are synth_config.c.
+// Flow: options -> layout (synth_layout.c: config.json text from synth_config.c or a preset, parsed back
+// with moeq_config_parse so the file and the tensors agree with what readers will see; tensor list from
+// moeq_arch_expected_tensors; shard of every tensor) -> per shard, the streaming writer's header, then per
+// tensor, row panels generated in parallel (OpenMP over rows; the counter RNG makes the values independent
+// of the thread count), encoded and written at their sorted-order offset, or, with --sparse, nothing at
+// all (the sized file keeps a hole there) -> index.json -> config.json -> dir fsync.
+// This file: the statistics model and the writing; the steps before it are synth_layout.c (shards),
+// synth_config.c (per-arch defaults, checks, config.json) and synth_preset.c (real-model presets).
 // Not here: the tensor table itself (arch.c) and the CLI (pipeline/cmd_synth.c).
 #include "synth.h"
 
@@ -24,7 +25,7 @@
 #include "rng.h"               // defines: moeq_rng_u64, moeq_rng_normal, moeq_rng_uniform, moeq_rng_seed_str
 #include "safetensors_write.h" // defines: moeq_st_writer_begin/write/finish
 #include "sysio.h"             // defines: moeq_write_file
-#include "synth_impl.h"        // defines: HINT
+#include "synth_impl.h"        // defines: HINT, moeq_synth_layout helpers
 
 // ---- the statistics model ----
 
@@ -202,32 +203,6 @@ moeq_status moeq_synth_fp8_scales(uint64_t seed, const moeq_expected_tensor *t, 
 // ---- writing ----
 
 typedef struct {
-    moeq_expected_tensor *t;
-    int n, cap;
-    moeq_status st;
-} tlist;
-
-static int collect(const moeq_expected_tensor *t, void *user) {
-    tlist *l = user;
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 1024;
-        moeq_expected_tensor *nt = realloc(l->t, (size_t)cap * sizeof *nt);
-        if (!nt) {
-            l->st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "synth: out of memory for the tensor list (%d tensors)", l->n);
-            return 1;
-        }
-        l->t = nt;
-        l->cap = cap;
-    }
-    l->t[l->n++] = *t;
-    return 0;
-}
-
-static uint64_t tensor_bytes(const moeq_expected_tensor *t) {
-    return (uint64_t)rows_of(t) * (uint64_t)cols_of(t) * moeq_dtype_size(t->dtype);
-}
-
-typedef struct {
     const moeq_synth_opts *o;
     uint64_t done, total;
     // the FP8 scales of the last FP8 weight, until its "_scale_inv" tensor is written
@@ -304,7 +279,24 @@ static char *join(const char *dir, const char *name) {
 
 static int is_checkpoint_file(const char *n) {
     return !strcmp(n, "config.json") || !strcmp(n, "model.safetensors.index.json") ||
+           !strcmp(n, "config.json.partial") || !strcmp(n, "model.safetensors.index.json.partial") ||
            ends_with(n, ".safetensors") || ends_with(n, ".safetensors.partial");
+}
+
+// path gets data through "<path>.partial" (written, fsynced, renamed): a failure never leaves a truncated
+// config.json or index that looks like a finished one.
+static moeq_status write_file_atomic(const char *path, const char *data, size_t len) {
+    const size_t n = strlen(path);
+    char *tmp = MOEQ_MALLOC(n + sizeof ".partial", "partial path");
+    if (!tmp) return MOEQ_ERR_NOMEM;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".partial", sizeof ".partial");
+    moeq_status st = moeq_write_file(tmp, data, len);
+    if (st == MOEQ_OK && rename(tmp, path) != 0)
+        st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    if (st != MOEQ_OK) unlink(tmp);
+    moeq_free(&tmp);
+    return st;
 }
 
 // mkdir -p dir; then empty (or, with force, emptied of checkpoint files).
@@ -359,17 +351,17 @@ static moeq_status fsync_dir(const char *dir) {
     return st;
 }
 
-static moeq_status write_index(const char *dir, const tlist *l, const int *shard_of, int n_shards,
-                               uint64_t total) {
+static moeq_status write_index(const char *dir, const moeq_synth_layout *l) {
     json_t *map = json_object(), *root = NULL;
     int bad = !map;
     char name[64];
-    for (int i = 0; !bad && i < l->n; i++) {
-        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, n_shards);
+    for (int i = 0; !bad && i < l->n_tensors; i++) {
+        moeq_synth_layout_shard_name(l, l->shard_of[i], name, sizeof name);
         bad |= json_object_set_new(map, l->t[i].name, json_string(name));
     }
     if (!bad)
-        root = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", map);
+        root = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)l->total_size, "weight_map",
+                         map);
     else
         json_decref(map);
     char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
@@ -385,7 +377,7 @@ static moeq_status write_index(const char *dir, const tlist *l, const int *shard
         else {
             memcpy(t, s, n);
             t[n] = '\n';
-            st = moeq_write_file(path, t, n + 1);
+            st = write_file_atomic(path, t, n + 1);
             moeq_free(&t);
         }
     }
@@ -394,124 +386,111 @@ static moeq_status write_index(const char *dir, const tlist *l, const int *shard
     return st;
 }
 
-// Config, tensor list and shard of every tensor (list order; a new shard when the next tensor would pass
-// shard_size). On success the caller frees l->t (free) and *shard_of (moeq_free).
-static moeq_status plan_shards(const moeq_synth_opts *o, moeq_model_config *cfg, tlist *l, int **shard_of,
-                               moeq_synth_result *r) {
-    memset(r, 0, sizeof *r);
-    *shard_of = NULL;
-    if (o->shard_size < 1) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --shard-size must be at least 1 byte");
-    MOEQ_TRY(moeq_synth_config(o, cfg));
-    moeq_status st = moeq_arch_expected_tensors(cfg, collect, l);
-    if (st == MOEQ_OK) st = l->st;
-    int *so = NULL;
-    if (st == MOEQ_OK) {
-        so = MOEQ_MALLOC((size_t)(l->n > 0 ? l->n : 1) * sizeof *so, "shard map");
-        if (!so) st = MOEQ_ERR_NOMEM;
-    }
-    uint64_t in_shard = 0;
-    int n_shards = l->n > 0 ? 1 : 0;
-    for (int i = 0; st == MOEQ_OK && i < l->n; i++) {
-        const uint64_t b = tensor_bytes(&l->t[i]);
-        if (in_shard > 0 && in_shard + b > o->shard_size) {
-            n_shards++;
-            in_shard = 0;
-        }
-        in_shard += b;
-        so[i] = n_shards - 1;
-        r->total_size += b;
-        if (tensor_kind(&l->t[i]) != K_SCALE) r->n_params += rows_of(&l->t[i]) * cols_of(&l->t[i]);
-    }
-    if (st == MOEQ_OK && n_shards > 99999)
-        st =
-            MOEQ_FAIL(MOEQ_ERR_ARG, "synth: %d shards (more than 99999)" HINT "raise --shard-size", n_shards);
-    if (st != MOEQ_OK) {
-        moeq_free(&so);
-        free(l->t);
-        l->t = NULL;
-        return st;
-    }
-    r->n_tensors = l->n;
-    r->n_shards = n_shards;
-    *shard_of = so;
+// Bytes the file takes on disk (st_blocks x 512: holes are free), added to *sum.
+static moeq_status add_disk_usage(const char *path, uint64_t *sum) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: stat: %s", path, strerror(errno));
+    *sum += (uint64_t)sb.st_blocks * 512u;
     return MOEQ_OK;
+}
+
+static void fill_result(const moeq_synth_layout *l, moeq_synth_result *r) {
+    memset(r, 0, sizeof *r);
+    r->n_tensors = l->n_tensors;
+    r->n_shards = l->n_shards;
+    r->total_size = l->total_size;
+    r->file_bytes = l->file_bytes;
+    r->n_params = l->n_params;
+    r->cfg = l->cfg;
 }
 
 moeq_status moeq_synth_plan(const moeq_synth_opts *o, moeq_model_config *cfg, moeq_synth_result *res) {
     if (!o || !cfg || !res) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: plan: NULL argument");
-    tlist l = {0};
-    int *shard_of = NULL;
-    MOEQ_TRY(plan_shards(o, cfg, &l, &shard_of, res));
-    moeq_free(&shard_of);
-    free(l.t);
+    moeq_synth_layout *l = NULL;
+    MOEQ_TRY(moeq_synth_layout_build(o, &l));
+    *cfg = l->cfg;
+    fill_result(l, res);
+    moeq_synth_layout_free(&l);
     return MOEQ_OK;
+}
+
+// One shard: header and size from the layout, then every tensor's bytes, or none of them (sparse).
+static moeq_status write_shard(wctx *x, const moeq_synth_layout *l, const char *path, int i0, int i1,
+                               moeq_st_entry *ents, uint64_t expect_bytes) {
+    for (int i = i0; i < i1; i++)
+        ents[i - i0] = (moeq_st_entry){.name = l->t[i].name,
+                                       .dtype = l->t[i].dtype,
+                                       .ndim = l->t[i].ndim,
+                                       .shape = {l->t[i].shape[0], l->t[i].shape[1]}};
+    moeq_st_writer *w = NULL;
+    MOEQ_TRY(moeq_st_writer_begin(path, ents, i1 - i0, l->metadata, &w));
+    moeq_status st = MOEQ_OK;
+    if (moeq_st_writer_file_size(w) != expect_bytes)
+        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                       "%s: %llu bytes, but the layout planned %llu" HINT
+                       "synth_layout.c and the writer disagree: this is a bug, please report it",
+                       path, (unsigned long long)moeq_st_writer_file_size(w),
+                       (unsigned long long)expect_bytes);
+    const int64_t B = l->cfg.fp8_block[0];
+    for (int i = i0; st == MOEQ_OK && i < i1; i++) {
+        if (x->o->sparse) {
+            const int idx = moeq_st_writer_find(w, l->t[i].name);
+            st = moeq_st_writer_skip(w, idx);
+            if (st == MOEQ_OK) progress(x, moeq_st_writer_tensor_bytes(w, idx));
+        } else {
+            st = write_tensor(x, w, &l->t[i], B);
+        }
+    }
+    if (st == MOEQ_OK) st = moeq_st_writer_finish(&w);
+    moeq_st_writer_abort(&w);
+    return st;
 }
 
 moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_synth_result *res) {
     if (!dir || !dir[0] || !o) return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: no output directory");
-    moeq_model_config cfg;
-    tlist l = {0};
-    int *shard_of = NULL;
+    moeq_synth_layout *l = NULL;
+    MOEQ_TRY(moeq_synth_layout_build(o, &l));
     moeq_synth_result r;
-    MOEQ_TRY(plan_shards(o, &cfg, &l, &shard_of, &r));
-    const int n_shards = r.n_shards;
-    char *config_text = NULL;
+    fill_result(l, &r);
     moeq_st_entry *ents = NULL;
-    moeq_st_writer *w = NULL;
     char *path = NULL;
-    wctx x = {.o = o, .total = r.total_size};
-    moeq_status st = moeq_synth_config_json(&cfg, &config_text);
-    if (st == MOEQ_OK) st = prepare_dir(dir, o->force);
+    wctx x = {.o = o, .total = l->total_size};
+    moeq_status st = prepare_dir(dir, o->force);
     if (st != MOEQ_OK) goto done;
-    ents = MOEQ_CALLOC((size_t)(l.n > 0 ? l.n : 1), sizeof *ents, "shard entries");
+    ents = MOEQ_CALLOC((size_t)(l->n_tensors > 0 ? l->n_tensors : 1), sizeof *ents, "shard entries");
     if (!ents) {
         st = MOEQ_ERR_NOMEM;
         goto done;
     }
-    char seed_str[32];
-    snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)o->seed);
-    const char *meta[] = {"format", "pt", "moeq_synth_seed", seed_str, NULL};
-    const int64_t B = cfg.fp8_block[0];
-    for (int s = 0, i0 = 0; s < n_shards && st == MOEQ_OK; s++) {
+    char name[64];
+    for (int s = 0, i0 = 0; s < l->n_shards && st == MOEQ_OK; s++) {
         int i1 = i0;
-        while (i1 < l.n && shard_of[i1] == s) i1++;
-        for (int i = i0; i < i1; i++) {
-            ents[i - i0].name = l.t[i].name;
-            ents[i - i0].dtype = l.t[i].dtype;
-            ents[i - i0].ndim = l.t[i].ndim;
-            ents[i - i0].shape[0] = l.t[i].shape[0];
-            ents[i - i0].shape[1] = l.t[i].shape[1];
-        }
-        char name[64];
-        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        while (i1 < l->n_tensors && l->shard_of[i1] == s) i1++;
+        moeq_synth_layout_shard_name(l, s, name, sizeof name);
         moeq_free(&path);
         path = join(dir, name);
-        if (!path) {
-            st = MOEQ_ERR_NOMEM;
-            break;
-        }
-        st = moeq_st_writer_begin(path, ents, i1 - i0, meta, &w);
-        for (int i = i0; st == MOEQ_OK && i < i1; i++) st = write_tensor(&x, w, &l.t[i], B);
-        if (st == MOEQ_OK) r.file_bytes += moeq_st_writer_file_size(w);
-        if (st == MOEQ_OK) st = moeq_st_writer_finish(&w);
-        moeq_st_writer_abort(&w);
+        st = path ? write_shard(&x, l, path, i0, i1, ents, l->shard_bytes[s]) : MOEQ_ERR_NOMEM;
+        if (st == MOEQ_OK) st = add_disk_usage(path, &r.disk_bytes);
         i0 = i1;
     }
-    if (st == MOEQ_OK) st = write_index(dir, &l, shard_of, n_shards, x.total);
     if (st == MOEQ_OK) {
+        st = write_index(dir, l);
+        moeq_free(&path);
+        path = join(dir, "model.safetensors.index.json");
+        if (st == MOEQ_OK) st = path ? add_disk_usage(path, &r.disk_bytes) : MOEQ_ERR_NOMEM;
+    }
+    if (st == MOEQ_OK) { // last: a directory with a config.json holds a complete checkpoint
         moeq_free(&path);
         path = join(dir, "config.json");
-        st = path ? moeq_write_file(path, config_text, strlen(config_text)) : MOEQ_ERR_NOMEM;
+        st = path ? write_file_atomic(path, l->config_json, strlen(l->config_json)) : MOEQ_ERR_NOMEM;
+        if (st == MOEQ_OK) st = add_disk_usage(path, &r.disk_bytes);
     }
     if (st == MOEQ_OK) st = fsync_dir(dir);
     if (st == MOEQ_OK && res) *res = r;
 done:
-    moeq_st_writer_abort(&w);
     moeq_free(&x.pending);
     moeq_free(&path);
     moeq_free(&ents);
-    moeq_free(&shard_of);
-    free(l.t);
-    moeq_free(&config_text);
+    moeq_synth_layout_free(&l);
     return st;
 }

@@ -30,6 +30,8 @@ enum {
     OPT_SEED,
     OPT_FORCE,
     OPT_DRY_RUN,
+    OPT_SPARSE,
+    OPT_PRESET,
 };
 
 static const struct option k_longopts[] = {
@@ -52,6 +54,8 @@ static const struct option k_longopts[] = {
     {"seed", required_argument, NULL, OPT_SEED},
     {"force", no_argument, NULL, OPT_FORCE},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"sparse", no_argument, NULL, OPT_SPARSE},
+    {"preset", required_argument, NULL, OPT_PRESET},
     {NULL, 0, NULL, 0},
 };
 
@@ -65,12 +69,16 @@ static int int_opt(const char *name, const char *arg, long lo, long hi, int *out
 typedef struct {
     moeq_synth_opts o;
     int dry_run;
+    const char *geometry_opt; // the first option that sets geometry (conflicts with --preset)
 } synth_args;
 
 static int on_opt(int opt, const char *arg, void *ctx) {
     synth_args *a = ctx;
     moeq_synth_opts *o = &a->o;
     const long BIG = 1L << 24;
+    if (opt >= OPT_ARCH && opt <= OPT_SHARD_SIZE && !a->geometry_opt)
+        for (const struct option *lo = k_longopts; lo->name; lo++)
+            if (lo->val == opt) a->geometry_opt = lo->name;
     switch (opt) {
     case OPT_ARCH:
         o->arch = moeq_synth_arch_from_name(arg);
@@ -144,6 +152,17 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case OPT_DRY_RUN:
         a->dry_run = 1;
         return 0;
+    case OPT_SPARSE:
+        o->sparse = 1;
+        return 0;
+    case OPT_PRESET:
+        o->preset = moeq_synth_preset_from_name(arg);
+        if (o->preset == MOEQ_SYNTH_PRESET_COUNT) {
+            fprintf(stderr, "moeq synth: --preset '%s' is not known (presets: %s)\n", arg,
+                    moeq_synth_preset_list());
+            return 1;
+        }
+        return 0;
     default:
         return 1;
     }
@@ -178,15 +197,53 @@ static void on_progress(uint64_t done, uint64_t total, void *user) {
             rate > 0 ? (double)(total - done) / rate : 0.0);
 }
 
+// How the shard sizes compare with the published checkpoint's (deepseek-r1), or how balanced they are.
+static void print_shard_sizes(const moeq_synth_layout *l) {
+    char first[64], last[64], a[32], b[32], c[32];
+    moeq_synth_layout_shard_name(l, 0, first, sizeof first);
+    moeq_synth_layout_shard_name(l, l->n_shards - 1, last, sizeof last);
+    printf("shards          %d: %s ... %s\n", l->n_shards, first, last);
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int s = 0; s < l->n_shards; s++) {
+        lo = l->shard_bytes[s] < lo ? l->shard_bytes[s] : lo;
+        hi = l->shard_bytes[s] > hi ? l->shard_bytes[s] : hi;
+    }
+    human_bytes(lo, a, sizeof a);
+    human_bytes(hi, b, sizeof b);
+    human_bytes(l->file_bytes, c, sizeof c);
+    printf("shard files     %s in all (%llu B), smallest %s, largest %s\n", c,
+           (unsigned long long)l->file_bytes, a, b);
+    if (!l->real_bytes) return;
+    uint64_t real = 0, max_dev = 0, sum_dev = 0;
+    int worst = 0, close = 0;
+    for (int s = 0; s < l->n_shards; s++) {
+        const uint64_t x = l->shard_bytes[s], y = l->real_bytes[s], d = x > y ? x - y : y - x;
+        real += y;
+        sum_dev += d;
+        close += d < (64u << 10);
+        if (d > max_dev) max_dev = d, worst = s;
+    }
+    const double diff = (double)l->file_bytes - (double)real;
+    moeq_synth_layout_shard_name(l, worst, first, sizeof first);
+    printf("vs published    %llu B in the real shards: ours %+.0f B (%+.4f%%); per shard |ours - real|: max "
+           "%.2f MiB (%s: %llu vs %llu B), mean %.2f MiB; %d of %d shards within 64 KiB\n",
+           (unsigned long long)real, diff, 100.0 * diff / (double)real, (double)max_dev / 1048576.0, first,
+           (unsigned long long)l->shard_bytes[worst], (unsigned long long)l->real_bytes[worst],
+           (double)sum_dev / l->n_shards / 1048576.0, close, l->n_shards);
+}
+
 // The effective geometry, as an aligned table (--dry-run).
-static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_model_config *c,
-                       const moeq_synth_result *r) {
+static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_synth_layout *l) {
+    const moeq_model_config *c = &l->cfg;
     int n_moe = 0;
-    for (int l = 0; l < moeq_config_n_layers_total(c); l++) n_moe += moeq_config_layer_is_moe(c, l);
+    for (int k = 0; k < moeq_config_n_layers_total(c); k++) n_moe += moeq_config_layer_is_moe(c, k);
     char b[32], s[32];
-    human_bytes(r->total_size, b, sizeof b);
+    human_bytes(l->total_size, b, sizeof b);
     human_bytes(o->shard_size, s, sizeof s);
     printf("output          %s (dry run: nothing written)\n", out);
+    if (o->preset != MOEQ_SYNTH_PRESET_NONE)
+        printf("preset          %s: %s\n", moeq_synth_preset_name(o->preset),
+               moeq_synth_preset_source(o->preset));
     printf("architecture    %s (%s)\n", c->model_type, c->architecture);
     printf("layers          %d (%d MoE, %d dense, %d MTP)\n", moeq_config_n_layers_total(c), n_moe,
            moeq_config_n_layers_total(c) - n_moe, c->n_mtp_layers);
@@ -198,14 +255,21 @@ static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_mod
     printf("experts         %d routed + %d shared, top-%d, expert FFN %d, shared FFN %d, dense FFN %d\n",
            c->n_experts, c->n_shared_experts, c->top_k, c->moe_intermediate, c->shared_intermediate,
            c->dense_intermediate);
+    if (c->arch == MOEQ_ARCH_DEEPSEEK_V3)
+        printf("routing         n_group %d, topk_group %d, routed_scaling_factor %g, %s\n", c->n_group,
+               c->topk_group, c->routed_scaling_factor, c->scoring_func);
     if (c->weight_dtype == MOEQ_DTYPE_F8_E4M3)
         printf("weights         F8_E4M3, %dx%d float32 block scales; others %s\n", c->fp8_block[0],
                c->fp8_block[1], moeq_dtype_name(c->torch_dtype));
     else
         printf("weights         %s\n", moeq_dtype_name(c->weight_dtype));
-    printf("tensors         %d (%.3f B parameters), %s of data\n", r->n_tensors, (double)r->n_params / 1e9,
-           b);
-    printf("shards          %d of at most %s\n", r->n_shards, s);
+    printf("tensors         %d (%.3f B parameters), %s of data (%llu B)\n", l->n_tensors,
+           (double)l->n_params / 1e9, b, (unsigned long long)l->total_size);
+    if (o->preset == MOEQ_SYNTH_PRESET_NONE)
+        printf("shards          %d of at most %s\n", l->n_shards, s);
+    else
+        print_shard_sizes(l);
+    printf("data            %s\n", o->sparse ? "none: every tensor a file hole (--sparse)" : "generated");
     printf("seed            %llu\n", (unsigned long long)o->seed);
 }
 
@@ -226,12 +290,20 @@ static int run(int argc, char **argv) {
         return MOEQ_EXIT_USAGE;
     }
     const char *out = argv[optind];
+    if (o.preset != MOEQ_SYNTH_PRESET_NONE && a.geometry_opt) {
+        fprintf(
+            stderr,
+            "moeq synth: --preset %s fixes the whole geometry (config.json, tensors, shards); --%s conflicts "
+            "with it\n---> HINT: drop --%s, or drop --preset and give the geometry yourself\n",
+            moeq_synth_preset_name(o.preset), a.geometry_opt, a.geometry_opt);
+        return MOEQ_EXIT_USAGE;
+    }
     if (a.dry_run) {
-        moeq_model_config cfg;
-        moeq_synth_result r;
-        moeq_status st = moeq_synth_plan(&o, &cfg, &r);
+        moeq_synth_layout *l = NULL;
+        moeq_status st = moeq_synth_layout_build(&o, &l);
         if (st != MOEQ_OK) return moeq_cli_fail("synth", st);
-        print_plan(out, &o, &cfg, &r);
+        print_plan(out, &o, l);
+        moeq_synth_layout_free(&l);
         return MOEQ_EXIT_OK;
     }
     progress_state ps = {moeq_now_s(), moeq_now_s()};
@@ -243,15 +315,20 @@ static int run(int argc, char **argv) {
     moeq_status st = moeq_synth_write(out, &o, &r);
     if (st != MOEQ_OK) return moeq_cli_fail("synth", st);
     const double dt = moeq_now_s() - ps.t0;
-    char b[32];
+    char b[32], d[32];
     human_bytes(r.file_bytes, b, sizeof b);
-    moeq_model_config cfg;
-    if (moeq_synth_config(&o, &cfg) != MOEQ_OK) return moeq_cli_fail("synth", MOEQ_ERR_MISMATCH);
-    printf("wrote %s: %s, %d layers, %d experts (top-%d), hidden %d, %s; %d tensors, %.3f B parameters, "
-           "%d shard%s, %s in %.1f s, seed %llu\n",
-           out, cfg.model_type, cfg.n_layers, cfg.n_experts, cfg.top_k, cfg.hidden,
-           moeq_dtype_name(cfg.weight_dtype), r.n_tensors, (double)r.n_params / 1e9, r.n_shards,
-           r.n_shards == 1 ? "" : "s", b, dt, (unsigned long long)o.seed);
+    human_bytes(r.disk_bytes, d, sizeof d);
+    const moeq_model_config *cfg = &r.cfg;
+    char how[48] = "";
+    if (o.preset != MOEQ_SYNTH_PRESET_NONE || o.sparse)
+        snprintf(how, sizeof how, " (%s%s%s)", o.preset ? "preset " : "",
+                 o.preset ? moeq_synth_preset_name(o.preset) : "",
+                 o.sparse ? (o.preset ? ", sparse" : "sparse") : "");
+    printf("wrote %s%s: %s, %d layers, %d experts (top-%d), hidden %d, %s; %d tensors, %.3f B parameters, "
+           "%d shard%s, %s apparent, %s on disk, in %.1f s, seed %llu\n",
+           out, how, cfg->model_type, cfg->n_layers, cfg->n_experts, cfg->top_k, cfg->hidden,
+           moeq_dtype_name(cfg->weight_dtype), r.n_tensors, (double)r.n_params / 1e9, r.n_shards,
+           r.n_shards == 1 ? "" : "s", b, d, dt, (unsigned long long)o.seed);
     return MOEQ_EXIT_OK;
 }
 
@@ -296,6 +373,20 @@ const moeq_command moeq_cmd_synth = {
         "  --seed S              random seed [1234]\n"
         "  --force               replace the checkpoint files in a non-empty OUT (other files are kept)\n"
         "  --dry-run             print the geometry, tensor/shard counts and bytes; write nothing\n"
+        "  --sparse              write headers, index and config.json exactly as without it, but no tensor\n"
+        "                        data: every data region is a file hole (reads as zeros), so a 1 TB\n"
+        "                        checkpoint takes a few tens of MB of disk; for scale tests of the catalog,\n"
+        "                        plan and scheduler, which read headers only\n"
+        "  --preset P            a published checkpoint's full geometry, config.json and shards:\n"
+        "                        deepseek-r1  config.json verbatim from "
+        "itounagi0116/DeepSeek-R1@f06d0a751d30,\n"
+        "                                     163 shards model-000NN-of-000163 cut to the published sizes\n"
+        "                        kimi-k2      Kimi-K2-Instruct geometry (model_type kimi_k2, 384 experts,\n"
+        "                                     no MTP layer), 61 equal shards model-N-of-61\n"
+        "                        Use with --sparse (~1 TB otherwise) or --dry-run (which compares the shard\n"
+        "                        sizes with the published ones). Geometry options (--arch ... --shard-size)\n"
+        "                        conflict with a preset: exit 2; --seed, --force, --sparse, --dry-run "
+        "combine.\n"
         "\n"
         "Architecture defaults (layers, hidden, intermediate, experts, top-k, shared, dense, heads, "
         "kv-heads,\n"
@@ -308,7 +399,8 @@ const moeq_command moeq_cmd_synth = {
         "  olmoe        2, 256, 128, 16, 4, 0, 0, 4, 4, 1024\n"
         "\n"
         "A progress line (bytes written / total, rate, time left) goes to stderr every 3 s unless -q; a\n"
-        "summary line goes to stdout. Bad combinations (fp8 without deepseek_v3, top-k > experts, shared\n"
+        "summary line (apparent size and blocks on disk) goes to stdout. Bad combinations (fp8 without "
+        "deepseek_v3, top-k > experts, shared\n"
         "experts in mixtral...) exit 2 with a hint; a non-empty OUT without --force exits 7.\n"
         "\n"
         "Examples:\n"
@@ -321,6 +413,9 @@ const moeq_command moeq_cmd_synth = {
         "\\\n"
         "             --heads 128 --head-dim 128 --vocab 129280 --dtype fp8 /scratch/ds-v3-synth\n"
         "             (DeepSeek-V3/R1 geometry: 684.5 B parameters, 688 GB like the real FP8 checkpoint;\n"
-        "             drop --dry-run to write it)",
+        "             drop --dry-run to write it)\n"
+        "  moeq synth --sparse --preset kimi-k2 /scratch/kimi-k2-sparse\n"
+        "             (Kimi-K2: 139,583 tensors in 61 shards, 958.5 GiB apparent, ~30 MiB on disk, ~1 s)\n"
+        "  moeq synth --dry-run --preset deepseek-r1 /scratch/r1   (shard sizes against the published ones)",
     .run = run,
 };

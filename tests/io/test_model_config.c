@@ -1,5 +1,6 @@
 // test_model_config.c: config.json -> geometry for every supported architecture (real files where we have
-// them: mixtral-tiny, Mixtral-8x7B, DeepSeek-R1; HF-shaped configs for the others), and the errors.
+// them: mixtral-tiny, Mixtral-8x7B, DeepSeek-R1; the Kimi-K2 preset; HF-shaped configs for the others), and
+// the errors.
 #include "test_util.h"
 
 #include <stdio.h>
@@ -67,6 +68,42 @@ static void test_deepseek_r1(void **state) {
     assert_false(moeq_config_layer_is_moe(&c, 2));
     assert_true(moeq_config_layer_is_moe(&c, 3));
     assert_true(moeq_config_layer_is_moe(&c, 61)); // the MTP layer has experts
+}
+
+// model_type kimi_k2 is the DeepSeek-V3 family: the full preset config.json of `moeq synth --preset kimi-k2`.
+static void test_kimi_k2(void **state) {
+    (void)state;
+    moeq_model_config c;
+    load_real(MOEQ_SOURCE_DIR "/configs/presets/kimi-k2", &c);
+    assert_int_equal(c.arch, MOEQ_ARCH_DEEPSEEK_V3);
+    assert_string_equal(c.model_type, "kimi_k2");
+    assert_string_equal(c.architecture, "DeepseekV3ForCausalLM");
+    assert_int_equal(c.n_layers, 61);
+    assert_int_equal(c.n_mtp_layers, 0);
+    assert_int_equal(c.first_k_dense, 1);
+    assert_int_equal(c.n_experts, 384);
+    assert_int_equal(c.n_shared_experts, 1);
+    assert_int_equal(c.top_k, 8);
+    assert_int_equal(c.hidden, 7168);
+    assert_int_equal(c.moe_intermediate, 2048);
+    assert_int_equal(c.dense_intermediate, 18432);
+    assert_int_equal(c.n_heads, 64);
+    assert_int_equal(c.q_lora_rank, 1536);
+    assert_int_equal(c.kv_lora_rank, 512);
+    assert_int_equal(c.qk_nope_head_dim, 128);
+    assert_int_equal(c.qk_rope_head_dim, 64);
+    assert_int_equal(c.v_head_dim, 128);
+    assert_int_equal(c.vocab, 163840);
+    assert_int_equal(c.n_group, 1);
+    assert_int_equal(c.topk_group, 1);
+    assert_true(c.routed_scaling_factor > 2.8269 && c.routed_scaling_factor < 2.8271);
+    assert_int_equal(c.weight_dtype, MOEQ_DTYPE_F8_E4M3);
+    assert_int_equal(c.fp8_block[0], 128);
+    assert_true(c.has_router_bias);
+    assert_false(moeq_config_layer_is_moe(&c, 0));
+    assert_true(moeq_config_layer_is_moe(&c, 1));
+    assert_true(moeq_config_layer_is_moe(&c, 60));
+    assert_false(moeq_config_layer_is_moe(&c, 61)); // no MTP layer
 }
 
 static void test_other_archs(void **state) {
@@ -161,8 +198,9 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mixtral_tiny), cmocka_unit_test(test_mixtral_8x7b), cmocka_unit_test(test_deepseek_r1),
-        cmocka_unit_test(test_other_archs),  cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_mixtral_tiny), cmocka_unit_test(test_mixtral_8x7b),
+        cmocka_unit_test(test_deepseek_r1),  cmocka_unit_test(test_other_archs),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_kimi_k2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

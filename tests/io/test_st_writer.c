@@ -2,7 +2,8 @@
 // real shard: odd names (quotes, backslashes, control characters, UTF-8) survive JSON escaping; keys and
 // data lie in sorted order with contiguous offsets; the header is space-padded to a multiple of 8; writing
 // by name in any order and appending in file order give the same bytes; re-writing the tiny Mixtral shard
-// from its own tensors reproduces the file byte for byte; misuse and I/O failures leave no file behind.
+// from its own tensors reproduces the file byte for byte; misuse and I/O failures leave no file behind;
+// skipped tensors stay file holes under the same header.
 #include "test_util.h"
 
 #include <errno.h>
@@ -343,11 +344,74 @@ static void test_misuse(void **state) {
     free(dir);
 }
 
+// Skipped tensors are holes: same header and size as a dense write, (almost) no disk blocks, zeros on
+// read; moeq_st_writer_size predicts the file without creating it; skip after a write is refused.
+static void test_holes(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("stw-holes");
+    char *dense = path_in(dir, "dense.safetensors"), *sparse = path_in(dir, "sparse.safetensors");
+    const moeq_st_entry e[2] = {{.name = "big", .dtype = MOEQ_DTYPE_BF16, .ndim = 2, .shape = {4096, 1024}},
+                                {.name = "small", .dtype = MOEQ_DTYPE_F32, .ndim = 1, .shape = {16}}};
+    const uint64_t big = 4096ull * 1024 * 2;
+    uint64_t hdr = 0, size = 0;
+    assert_status(moeq_st_writer_size(sparse, e, 2, NULL, &hdr, &size), MOEQ_OK, NULL);
+    assert_int_equal(size, hdr + big + 64);
+    assert_int_equal(hdr % 8, 0);
+    assert_false(exists(sparse));
+    moeq_st_entry dup[2] = {e[0], e[0]};
+    assert_status(moeq_st_writer_size(sparse, dup, 2, NULL, &hdr, &size), MOEQ_ERR_ARG, "listed twice");
+
+    unsigned char *ones = malloc(big);
+    assert_non_null(ones);
+    memset(ones, 1, big);
+    moeq_st_writer *w = NULL;
+    assert_status(moeq_st_writer_begin(dense, e, 2, NULL, &w), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_write(w, 0, 0, ones, big), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_write(w, 1, 0, ones, 64), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_finish(&w), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_begin(sparse, e, 2, NULL, &w), MOEQ_OK, NULL);
+    assert_int_equal(moeq_st_writer_file_size(w), size);
+    assert_status(moeq_st_writer_write(w, 1, 0, ones, 8), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_skip(w, 1), MOEQ_ERR_ARG, "already written");
+    assert_status(moeq_st_writer_write(w, 1, 8, ones, 56), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_skip(w, 0), MOEQ_OK, NULL);
+    assert_status(moeq_st_writer_skip(w, 7), MOEQ_ERR_ARG, "index 7");
+    assert_status(moeq_st_writer_finish(&w), MOEQ_OK, NULL);
+
+    struct stat sd, ss;
+    assert_int_equal(stat(dense, &sd), 0);
+    assert_int_equal(stat(sparse, &ss), 0);
+    assert_int_equal((uint64_t)ss.st_size, size);
+    assert_int_equal(sd.st_size, ss.st_size);
+    assert_true((uint64_t)sd.st_blocks * 512 >= big);
+    assert_true((uint64_t)ss.st_blocks * 512 < (256u << 10)); // the header page and the small tensor
+    size_t na = 0, nb = 0;
+    unsigned char *a = slurp(dense, &na), *b = slurp(sparse, &nb);
+    assert_int_equal(nb, size);
+    assert_memory_equal(a, b, hdr);
+    moeq_st_file *f = NULL;
+    assert_status(moeq_st_open(sparse, &f), MOEQ_OK, NULL);
+    const moeq_st_tensor *t = moeq_st_find(f, "big");
+    assert_non_null(t);
+    for (uint64_t k = 0; k < big; k++)
+        if (b[t->file_offset + k] != 0)
+            fail_msg("hole byte %llu is %d", (unsigned long long)k, b[t->file_offset + k]);
+    moeq_st_close(&f);
+    free(a);
+    free(b);
+    free(ones);
+    free(dense);
+    free(sparse);
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_reproduces_real_shard),
         cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_holes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -564,7 +564,9 @@ static void test_plan_full_size(void **state) {
     assert_int_equal(r.n_params, 684489845504LL);
     assert_int_equal(r.n_tensors, 91992);
     assert_true(fabs((double)r.total_size / 688586727753.0 - 1.0) < 1e-3);
-    assert_int_equal(r.file_bytes, 0);
+    // file sizes come from the headers the writer would build: more than the data, by at most 1 MiB a shard
+    assert_true(r.file_bytes > r.total_size);
+    assert_true(r.file_bytes - r.total_size < (uint64_t)r.n_shards << 20);
 
     moeq_synth_opts_init(&o); // Mixtral-8x7B: 46.7 B parameters, index total_size 93,405,585,408 B (BF16)
     o.n_layers = 32;
