@@ -120,7 +120,9 @@ static void emit_layer(walk *w, int l) {
         emit(w, 0, dt, c->vocab, h, "%s.embed_tokens.weight", p);
         emit(w, 0, dt, h, 0, "%s.enorm.weight", p);
         emit(w, 0, dt, h, 0, "%s.hnorm.weight", p);
-        emit(w, 1, 0, h, 2 * h, "%s.eh_proj.weight", p);
+        // BF16 even in a block-FP8 checkpoint: with it FP8 + scale, DeepSeek-R1's published shard sizes come
+        // out 102,735,360 B too large in total; as BF16 they match to 1,463 B (io/SYNTH.md)
+        emit(w, 0, dt, h, 2 * h, "%s.eh_proj.weight", p);
         emit(w, 0, dt, h, 0, "%s.shared_head.norm.weight", p);
         emit(w, 0, dt, c->vocab, h, "%s.shared_head.head.weight", p);
     }

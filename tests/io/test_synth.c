@@ -562,7 +562,7 @@ static void test_plan_full_size(void **state) {
     assert_int_equal(cfg.n_group, 8);
     assert_int_equal(cfg.topk_group, 4);
     assert_int_equal(r.n_params, 684489845504LL);
-    assert_int_equal(r.n_tensors, 91992);
+    assert_int_equal(r.n_tensors, 91991); // eh_proj of the MTP layer is BF16 (io/arch.c)
     assert_true(fabs((double)r.total_size / 688586727753.0 - 1.0) < 1e-3);
     // file sizes come from the headers the writer would build: more than the data, by at most 1 MiB a shard
     assert_true(r.file_bytes > r.total_size);

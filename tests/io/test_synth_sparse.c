@@ -356,16 +356,16 @@ static void test_deepseek_r1(void **state) {
         sum += sizes[s];
         real_sum += real[s];
     }
-    // 160 of 163 shards match to 64 KiB; the total is 0.015% short (see io/SYNTH.md: eh_proj)
+    // 160 of 163 shards match to 64 KiB, and the total to 1,463 B (io/SYNTH.md)
     assert_true(close >= 160);
     assert_int_equal(real_sum, 688586727753ull);
-    assert_true((double)real_sum - (double)sum < 2e-4 * (double)real_sum);
+    assert_true(sum > real_sum - 4096 && sum < real_sum + 4096);
     free(sizes);
 
     moeq_catalog *c = NULL;
     assert_status(moeq_catalog_open(dir, &c), MOEQ_OK, NULL);
     assert_int_equal(c->n_shards, 163);
-    assert_int_equal(c->n_tensors, 91992);
+    assert_int_equal(c->n_tensors, 91991);
     assert_int_equal(read_every_tensor(c), r.total_size);
     moeq_catalog_close(&c);
     free(cfg);
