@@ -174,13 +174,6 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = MOEQ_MALLOC(n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 // A shard name from an index must be a plain file name inside the checkpoint directory.
 static int safe_file_name(const char *s) {
     return s[0] && s[0] != '.' && !strchr(s, '/') && !strchr(s, '\\') && strlen(s) < 256;
@@ -414,7 +407,7 @@ static moeq_status fill_from_shard(moeq_catalog *c, int ti, int si) {
 }
 
 static moeq_status open_impl(moeq_catalog *c) {
-    char *path = join(c->dir, "config.json");
+    char *path = moeq_path_join(c->dir, "config.json");
     if (!path) return MOEQ_ERR_NOMEM;
     moeq_status st = moeq_read_file(path, 4u << 20, &c->config_json, NULL);
     if (st == MOEQ_ERR_NOT_FOUND)
@@ -424,9 +417,9 @@ static moeq_status open_impl(moeq_catalog *c) {
     moeq_free(&path);
     MOEQ_TRY(st);
 
-    char *index_path = join(c->dir, "model.safetensors.index.json");
-    char *single_path = join(c->dir, "model.safetensors");
-    char *sizes_path = join(c->dir, "shard-sizes.tsv");
+    char *index_path = moeq_path_join(c->dir, "model.safetensors.index.json");
+    char *single_path = moeq_path_join(c->dir, "model.safetensors");
+    char *sizes_path = moeq_path_join(c->dir, "shard-sizes.tsv");
     json_t *index_root = NULL, *map = NULL;
     if (!index_path || !single_path || !sizes_path) st = MOEQ_ERR_NOMEM;
     int have_index = st == MOEQ_OK && file_exists(index_path);
@@ -438,14 +431,14 @@ static moeq_status open_impl(moeq_catalog *c) {
     // which shards are on disk?
     int present = 0;
     for (int i = 0; st == MOEQ_OK && i < c->n_shards; i++) {
-        char *p = join(c->dir, c->shard_names[i]);
+        char *p = moeq_path_join(c->dir, c->shard_names[i]);
         if (!p) st = MOEQ_ERR_NOMEM;
         else if (file_exists(p)) present++;
         moeq_free(&p);
     }
     if (st == MOEQ_OK && present > 0 && present < c->n_shards) {
         for (int i = 0; i < c->n_shards; i++) {
-            char *p = join(c->dir, c->shard_names[i]);
+            char *p = moeq_path_join(c->dir, c->shard_names[i]);
             int ok = p && file_exists(p);
             moeq_free(&p);
             if (!ok) {
@@ -462,7 +455,7 @@ static moeq_status open_impl(moeq_catalog *c) {
 
     // open shards and collect tensors
     for (int i = 0; st == MOEQ_OK && c->has_data && i < c->n_shards; i++) {
-        char *p = join(c->dir, c->shard_names[i]);
+        char *p = moeq_path_join(c->dir, c->shard_names[i]);
         if (!p) {
             st = MOEQ_ERR_NOMEM;
             break;

@@ -180,22 +180,6 @@ static moeq_status plan_shards(moeq_export_list *l, uint64_t limit) {
 
 // ---- the output directory ----
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = MOEQ_MALLOC(n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static moeq_status fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
-    moeq_status st = MOEQ_OK;
-    if (fsync(fd) != 0 && errno != EINVAL) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", dir, strerror(errno));
-    close(fd);
-    return st;
-}
-
 // Removes the regular files in dir (ours: the staging folder) and, when rm_dir, dir itself.
 static void staging_clear(const char *dir, int rm_dir) {
     DIR *d = opendir(dir);
@@ -370,7 +354,7 @@ static moeq_status write_shard(copier *c, int s, const char *staging, uint64_t *
     }
     char name[64];
     moeq_export_shard_name(s, l->n_shards, name, sizeof name);
-    char *path = path_join(staging, name);
+    char *path = moeq_path_join(staging, name);
     moeq_st_writer *w = NULL;
     moeq_status st = path ? moeq_st_writer_begin(path, e, n, shard_metadata, &w) : MOEQ_ERR_NOMEM;
     moeq_free(&e);
@@ -432,7 +416,7 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     if (st == MOEQ_OK) {
         c.buf = MOEQ_MALLOC(c.chunk, "export copy buffer");
         c.ds_h = XXH3_createState(), c.t_h = XXH3_createState();
-        staging = path_join(o.out_dir, MOEQ_EXPORT_STAGING);
+        staging = moeq_path_join(o.out_dir, MOEQ_EXPORT_STAGING);
         if (!c.buf || !c.ds_h || !c.t_h || !staging)
             st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "export: copy buffer of %zu bytes", c.chunk);
     }
@@ -444,7 +428,7 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     for (int sh = 0; sh < l.n_shards && st == MOEQ_OK; sh++) st = write_shard(&c, sh, staging, &s.file_bytes);
     if (st == MOEQ_OK) st = moeq_export_write_index(&l, staging, &s.total_size, &s.file_bytes);
     if (st == MOEQ_OK) st = moeq_export_write_config(&l, staging, o.moeq_version, &s.file_bytes);
-    if (st == MOEQ_OK) st = fsync_dir(staging);
+    if (st == MOEQ_OK) st = moeq_fsync_dir(staging);
     if (st == MOEQ_OK) st = out_commit(&l, o.out_dir, staging, o.force);
     if (staged) staging_clear(staging, 1); // empty after a commit; after a failure OUT_DIR keeps what it had
     if (st == MOEQ_OK) {

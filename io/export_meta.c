@@ -11,18 +11,11 @@
 #include "export_impl.h" // defines: moeq_export_list, moeq_export_shard_name
 #include "sysio.h"       // defines: moeq_write_file
 
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = MOEQ_MALLOC(n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 // Serializes root (stolen) to dir/name, fsync'ed; adds its size to *bytes.
 static moeq_status dump(json_t *root, size_t flags, const char *dir, const char *name, uint64_t *bytes) {
     char *text = root ? json_dumps(root, flags) : NULL;
     json_decref(root);
-    char *path = path_join(dir, name);
+    char *path = moeq_path_join(dir, name);
     moeq_status st =
         text && path ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s/%s: out of memory building it", dir, name);
     if (st == MOEQ_OK) {

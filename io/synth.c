@@ -270,13 +270,6 @@ static moeq_status write_tensor(wctx *x, moeq_st_writer *w, const moeq_expected_
     return st;
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = MOEQ_MALLOC(n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static int is_checkpoint_file(const char *n) {
     return !strcmp(n, "config.json") || !strcmp(n, "model.safetensors.index.json") ||
            !strcmp(n, "config.json.partial") || !strcmp(n, "model.safetensors.index.json.partial") ||
@@ -331,7 +324,7 @@ static moeq_status prepare_dir(const char *dir, int force) {
             break;
         }
         if (!is_checkpoint_file(de->d_name)) continue;
-        char *f = join(dir, de->d_name);
+        char *f = moeq_path_join(dir, de->d_name);
         if (!f)
             st = MOEQ_ERR_NOMEM;
         else if (unlink(f) != 0 && errno != ENOENT)
@@ -339,15 +332,6 @@ static moeq_status prepare_dir(const char *dir, int force) {
         moeq_free(&f);
     }
     closedir(d);
-    return st;
-}
-
-static moeq_status fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
-    moeq_status st = MOEQ_OK;
-    if (fsync(fd) != 0 && errno != EINVAL) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", dir, strerror(errno));
-    close(fd);
     return st;
 }
 
@@ -366,7 +350,7 @@ static moeq_status write_index(const char *dir, const moeq_synth_layout *l) {
         json_decref(map);
     char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
-    char *path = join(dir, "model.safetensors.index.json");
+    char *path = moeq_path_join(dir, "model.safetensors.index.json");
     moeq_status st = MOEQ_OK;
     if (!s || !path) st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: out of memory for the index", dir);
     if (st == MOEQ_OK) {
@@ -468,7 +452,7 @@ moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_syn
         while (i1 < l->n_tensors && l->shard_of[i1] == s) i1++;
         moeq_synth_layout_shard_name(l, s, name, sizeof name);
         moeq_free(&path);
-        path = join(dir, name);
+        path = moeq_path_join(dir, name);
         st = path ? write_shard(&x, l, path, i0, i1, ents, l->shard_bytes[s]) : MOEQ_ERR_NOMEM;
         if (st == MOEQ_OK) st = add_disk_usage(path, &r.disk_bytes);
         i0 = i1;
@@ -476,16 +460,16 @@ moeq_status moeq_synth_write(const char *dir, const moeq_synth_opts *o, moeq_syn
     if (st == MOEQ_OK) {
         st = write_index(dir, l);
         moeq_free(&path);
-        path = join(dir, "model.safetensors.index.json");
+        path = moeq_path_join(dir, "model.safetensors.index.json");
         if (st == MOEQ_OK) st = path ? add_disk_usage(path, &r.disk_bytes) : MOEQ_ERR_NOMEM;
     }
     if (st == MOEQ_OK) { // last: a directory with a config.json holds a complete checkpoint
         moeq_free(&path);
-        path = join(dir, "config.json");
+        path = moeq_path_join(dir, "config.json");
         st = path ? write_file_atomic(path, l->config_json, strlen(l->config_json)) : MOEQ_ERR_NOMEM;
         if (st == MOEQ_OK) st = add_disk_usage(path, &r.disk_bytes);
     }
-    if (st == MOEQ_OK) st = fsync_dir(dir);
+    if (st == MOEQ_OK) st = moeq_fsync_dir(dir);
     if (st == MOEQ_OK && res) *res = r;
 done:
     moeq_free(&x.pending);

@@ -180,3 +180,19 @@ moeq_status moeq_write_file(const char *path, const void *data, size_t len) {
     if (close(fd) != 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: close: %s", path, strerror(errno));
     return st;
 }
+
+moeq_status moeq_fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open directory: %s", dir, strerror(errno));
+    moeq_status st = MOEQ_OK;
+    if (fsync(fd) != 0 && errno != EINVAL) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", dir, strerror(errno));
+    close(fd);
+    return st;
+}
+
+char *moeq_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = MOEQ_MALLOC(n, "path");
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}

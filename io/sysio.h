@@ -24,6 +24,10 @@ moeq_status moeq_write_file(const char *path, const void *data, size_t len);
 
 // fdatasync with EINTR retry; `what` names the data in the message ("after unit 12").
 moeq_status moeq_fsync(int fd, const char *path, const char *what);
+// fsync of a directory (makes renames and creations in it durable); EINVAL (no directory fsync) is ok.
+moeq_status moeq_fsync_dir(const char *dir);
+// "dir/name" in a new string (MOEQ_MALLOC'd; moeq_free), NULL when out of memory.
+char *moeq_path_join(const char *dir, const char *name);
 
 // Fault injection: the n-th pread (pwrite, fsync) from now fails with errno `err` (EIO, ENOSPC...), k times.
 void moeq_sysio_fail_pread_after(long n, long k, int err);
