@@ -136,3 +136,11 @@ int moeq_threads_default(void) {
     omp_set_num_threads(n);
     return n;
 }
+
+void moeq_cli_human_bytes(uint64_t b, char *out, size_t cap) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int i = 0;
+    while (v >= 1024 && i < 4) v /= 1024, i++;
+    snprintf(out, cap, i ? "%.2f %s" : "%.0f %s", v, u[i]);
+}

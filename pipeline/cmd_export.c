@@ -64,14 +64,6 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     }
 }
 
-static void human(uint64_t b, char *out, size_t cap) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1024 && i < 4) v /= 1024, i++;
-    snprintf(out, cap, i ? "%.2f %s" : "%.0f %s", v, u[i]);
-}
-
 static int run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"shard-size", required_argument, NULL, 's'},
@@ -97,8 +89,8 @@ static int run(int argc, char **argv) {
     moeq_status st = moeq_export_run(&c.o, &s);
     if (st != MOEQ_OK) return moeq_cli_fail("export", st);
     char b1[32], b2[32];
-    human(s.file_bytes, b1, sizeof b1);
-    human(s.artifact_bytes, b2, sizeof b2);
+    moeq_cli_human_bytes(s.file_bytes, b1, sizeof b1);
+    moeq_cli_human_bytes(s.artifact_bytes, b2, sizeof b2);
     printf("moeq export: %s: %d tensors (%d quantized, %d with low-rank compensators) as %d safetensors "
            "tensors in "
            "%d shard(s), %s (artifact %s), %.2f s, %.1f MiB/s, every checksum verified\n",

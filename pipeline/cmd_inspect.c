@@ -26,14 +26,6 @@ typedef struct {
     uint64_t bytes;
 } class_sum;
 
-static void human_bytes(uint64_t b, char *out, size_t cap) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1024 && i < 4) v /= 1024, i++;
-    snprintf(out, cap, i ? "%.2f %s" : "%.0f %s", v, u[i]);
-}
-
 static void human_count(int64_t n, char *out, size_t cap) {
     if (n >= 1000000000LL) snprintf(out, cap, "%.2f B", n / 1e9);
     else if (n >= 1000000LL) snprintf(out, cap, "%.2f M", n / 1e6);
@@ -133,19 +125,19 @@ static int print_table(const moeq_catalog *c, const inspect_opts *o) {
                g->fp8_block[1], moeq_dtype_name(g->torch_dtype));
     else
         printf("weights         %s\n", moeq_dtype_name(g->weight_dtype));
-    human_bytes(shard_total, b1, sizeof b1);
+    moeq_cli_human_bytes(shard_total, b1, sizeof b1);
     printf("shards          %d (%s)%s\n", c->n_shards, shard_total ? b1 : "sizes unknown",
            c->has_data ? "" : "   [metadata only: tensors planned from config.json, no data read]");
     printf("\n%-15s %9s %14s %12s %8s\n", "class", "tensors", "parameters", "bytes", "params%");
     for (int k = 0; k < MOEQ_TC_COUNT; k++) {
         if (!sum[k].count) continue;
         human_count(sum[k].params, b1, sizeof b1);
-        human_bytes(sum[k].bytes, b2, sizeof b2);
+        moeq_cli_human_bytes(sum[k].bytes, b2, sizeof b2);
         printf("%-15s %9lld %14s %12s %7.2f%%\n", moeq_tclass_name((moeq_tclass)k), (long long)sum[k].count, b1, b2,
                k == MOEQ_TC_FP8_SCALE ? 0.0 : 100.0 * (double)sum[k].params / (double)(total.params ? total.params : 1));
     }
     human_count(total.params, b1, sizeof b1);
-    human_bytes(total.bytes, b2, sizeof b2);
+    moeq_cli_human_bytes(total.bytes, b2, sizeof b2);
     printf("%-15s %9lld %14s %12s\n", "total", (long long)total.count, b1, b2);
     printf("parameters      %lld (FP8 scales excluded)\n", (long long)total.params);
     if (o->tensors) {

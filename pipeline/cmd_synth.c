@@ -168,14 +168,6 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     }
 }
 
-static void human_bytes(uint64_t b, char *out, size_t cap) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1024 && i < 4) v /= 1024, i++;
-    snprintf(out, cap, i ? "%.2f %s" : "%.0f %s", v, u[i]);
-}
-
 typedef struct {
     double t0, last;
 } progress_state;
@@ -189,8 +181,8 @@ static void on_progress(uint64_t done, uint64_t total, void *user) {
     if (t - p->last < PROGRESS_SECS || done >= total) return;
     p->last = t;
     char a[32], b[32];
-    human_bytes(done, a, sizeof a);
-    human_bytes(total, b, sizeof b);
+    moeq_cli_human_bytes(done, a, sizeof a);
+    moeq_cli_human_bytes(total, b, sizeof b);
     const double rate = (double)done / (t - p->t0 > 1e-9 ? t - p->t0 : 1e-9);
     fprintf(stderr, "moeq synth: %s / %s (%.0f%%), %.1f MiB/s, %.0f s left\n", a, b,
             total ? 100.0 * (double)done / (double)total : 100.0, rate / 1048576.0,
@@ -208,9 +200,9 @@ static void print_shard_sizes(const moeq_synth_layout *l) {
         lo = l->shard_bytes[s] < lo ? l->shard_bytes[s] : lo;
         hi = l->shard_bytes[s] > hi ? l->shard_bytes[s] : hi;
     }
-    human_bytes(lo, a, sizeof a);
-    human_bytes(hi, b, sizeof b);
-    human_bytes(l->file_bytes, c, sizeof c);
+    moeq_cli_human_bytes(lo, a, sizeof a);
+    moeq_cli_human_bytes(hi, b, sizeof b);
+    moeq_cli_human_bytes(l->file_bytes, c, sizeof c);
     printf("shard files     %s in all (%llu B), smallest %s, largest %s\n", c,
            (unsigned long long)l->file_bytes, a, b);
     if (!l->real_bytes) return;
@@ -238,8 +230,8 @@ static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_syn
     int n_moe = 0;
     for (int k = 0; k < moeq_config_n_layers_total(c); k++) n_moe += moeq_config_layer_is_moe(c, k);
     char b[32], s[32];
-    human_bytes(l->total_size, b, sizeof b);
-    human_bytes(o->shard_size, s, sizeof s);
+    moeq_cli_human_bytes(l->total_size, b, sizeof b);
+    moeq_cli_human_bytes(o->shard_size, s, sizeof s);
     printf("output          %s (dry run: nothing written)\n", out);
     if (o->preset != MOEQ_SYNTH_PRESET_NONE)
         printf("preset          %s: %s\n", moeq_synth_preset_name(o->preset),
@@ -316,8 +308,8 @@ static int run(int argc, char **argv) {
     if (st != MOEQ_OK) return moeq_cli_fail("synth", st);
     const double dt = moeq_now_s() - ps.t0;
     char b[32], d[32];
-    human_bytes(r.file_bytes, b, sizeof b);
-    human_bytes(r.disk_bytes, d, sizeof d);
+    moeq_cli_human_bytes(r.file_bytes, b, sizeof b);
+    moeq_cli_human_bytes(r.disk_bytes, d, sizeof d);
     const moeq_model_config *cfg = &r.cfg;
     char how[48] = "";
     if (o.preset != MOEQ_SYNTH_PRESET_NONE || o.sparse)
