@@ -15,37 +15,6 @@
 
 static const char *const T0 = MOEQ_TEST_T0;
 
-// Writes a complete artifact whose datasets hold seeded bytes; returns the entries with offsets.
-static void make_artifact(const char *path, moeq_artifact_entry *e, int seal) {
-    moeq_test_artifact_entries(e);
-    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "version: 1\n", .recipe_path = "r.yaml",
-                            .config_json = "{}", .shards_json = "[]", .model_dir = "/m", .plan_digest = 0x77,
-                            .n_units = 2};
-    assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    moeq_tensor_result r[2];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < 2; i++) {
-        XXH3_state_t *all = XXH3_createState();
-        XXH3_64bits_reset(all);
-        r[i].tensor = (uint32_t)i;
-        for (int d = 0; d < MOEQ_DS_COUNT; d++) {
-            if (!e[i].ds[d].present) continue;
-            unsigned char *b = malloc(e[i].ds[d].bytes);
-            for (uint64_t k = 0; k < e[i].ds[d].bytes; k++) b[k] = (unsigned char)(k * 31 + d * 7 + i);
-            assert_int_equal(moeq_pwrite_full(fd, b, e[i].ds[d].bytes, e[i].offset[d], path), MOEQ_OK);
-            r[i].ds_checksum[d] = XXH3_64bits(b, e[i].ds[d].bytes);
-            XXH3_64bits_update(all, b, e[i].ds[d].bytes);
-            free(b);
-        }
-        r[i].checksum = XXH3_64bits_digest(all);
-        r[i].rel_fro_error = 0.25 * i;
-        XXH3_freeState(all);
-    }
-    close(fd);
-    if (seal) assert_status(moeq_artifact_seal(path, e, r, 2, NULL), MOEQ_OK, NULL);
-}
 
 static void read_all(int fd, const char *path, const moeq_artifact_entry *e, void *bufs[MOEQ_DS_COUNT]) {
     for (int d = 0; d < MOEQ_DS_COUNT; d++) {
@@ -66,7 +35,7 @@ static void test_read_verify(void **state) {
     char path[4096];
     snprintf(path, sizeof path, "%s/a.h5", dir);
     moeq_artifact_entry e[2], f[2];
-    make_artifact(path, e, 1);
+    moeq_test_artifact_write(path, e, "{}", 1, 0);
     moeq_artifact_info *in = NULL;
     assert_status(moeq_artifact_info_read(path, &in), MOEQ_OK, NULL);
     assert_string_equal(in->status, "complete");
@@ -127,7 +96,7 @@ static void test_bad_files(void **state) {
     char path[4096], p2[4096];
     snprintf(path, sizeof path, "%s/a.h5", dir);
     moeq_artifact_entry e[2];
-    make_artifact(path, e, 0); // not sealed: status partial
+    moeq_test_artifact_write(path, e, "{}", 0, 0); // not sealed: status partial
     moeq_artifact_info *in = NULL;
     assert_status(moeq_artifact_info_read(path, &in), MOEQ_OK, NULL);
     assert_string_equal(in->status, "partial");

@@ -19,46 +19,7 @@
 #include "export.h"
 #include "moeq_io.h"
 
-// A sealed (or, seal = 0, unsealed) artifact with seeded bytes; fail_t0 records tensor 0 as failed.
-static void make_artifact(const char *path, int seal, int fail_t0) {
-    moeq_artifact_entry e[2];
-    moeq_test_artifact_entries(e);
-    moeq_artifact_meta m = {.moeq_version = "test",
-                            .recipe_text = "version: 1\n",
-                            .recipe_path = "r.yaml",
-                            .config_json = "{\"model_type\": \"mixtral\", \"hidden_size\": 128}",
-                            .shards_json = "[]",
-                            .model_dir = "/m",
-                            .plan_digest = 0x77,
-                            .n_units = 2};
-    assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    moeq_tensor_result r[2];
-    memset(r, 0, sizeof r);
-    for (int i = 0; i < 2; i++) {
-        XXH3_state_t *all = XXH3_createState();
-        XXH3_64bits_reset(all);
-        r[i].tensor = (uint32_t)i;
-        for (int d = 0; d < MOEQ_DS_COUNT; d++) {
-            if (!e[i].ds[d].present) continue;
-            unsigned char *b = malloc(e[i].ds[d].bytes);
-            for (uint64_t k = 0; k < e[i].ds[d].bytes; k++) b[k] = (unsigned char)(k * 31 + d * 7 + i);
-            assert_int_equal(moeq_pwrite_full(fd, b, e[i].ds[d].bytes, e[i].offset[d], path), MOEQ_OK);
-            r[i].ds_checksum[d] = XXH3_64bits(b, e[i].ds[d].bytes);
-            XXH3_64bits_update(all, b, e[i].ds[d].bytes);
-            free(b);
-        }
-        r[i].checksum = XXH3_64bits_digest(all);
-        XXH3_freeState(all);
-    }
-    if (fail_t0) {
-        r[0].status = MOEQ_ERR_NUMERIC;
-        snprintf(r[0].message, sizeof r[0].message, "SVD did not converge");
-    }
-    close(fd);
-    if (seal) assert_status(moeq_artifact_seal(path, e, r, 2, NULL), MOEQ_OK, NULL);
-}
+static const char *k_config = "{\"model_type\": \"mixtral\", \"hidden_size\": 128}";
 
 static int count_entries(const char *dir) {
     DIR *d = opendir(dir);
@@ -73,10 +34,11 @@ static int count_entries(const char *dir) {
 static void test_export_fixture(void **state) {
     (void)state;
     char *dir = moeq_test_mkdtemp("export");
+    moeq_artifact_entry e[2];
     char art[4096], out[4096], p[4200];
     snprintf(art, sizeof art, "%s/a.h5", dir);
     snprintf(out, sizeof out, "%s/hf", dir);
-    make_artifact(art, 1, 0);
+    moeq_test_artifact_write(art, e, k_config, 1, 0);
     // shard size 1: each tensor alone in its shard, even though it is larger
     moeq_export_opts o = {.artifact = art, .out_dir = out, .shard_size = 1, .chunk_bytes = 100};
     moeq_export_stats s;
@@ -127,15 +89,16 @@ static void test_export_fixture(void **state) {
 static void test_export_refused(void **state) {
     (void)state;
     char *dir = moeq_test_mkdtemp("export");
+    moeq_artifact_entry e[2];
     char art[4096], out[4096];
     snprintf(art, sizeof art, "%s/failed.h5", dir);
     snprintf(out, sizeof out, "%s/hf", dir);
-    make_artifact(art, 1, 1);
+    moeq_test_artifact_write(art, e, k_config, 1, 1);
     moeq_export_opts o = {.artifact = art, .out_dir = out};
     assert_status(moeq_export_run(&o, NULL), MOEQ_ERR_FORMAT,
                   "tensor '" MOEQ_TEST_T0 "' is recorded as failed");
     snprintf(art, sizeof art, "%s/unsealed.h5", dir);
-    make_artifact(art, 0, 0);
+    moeq_test_artifact_write(art, e, k_config, 0, 0);
     assert_status(moeq_export_run(&o, NULL), MOEQ_ERR_FORMAT, "incomplete artifact (status 'partial')");
     struct stat sb;
     assert_int_equal(stat(out, &sb), -1); // refused before anything was created
@@ -147,10 +110,11 @@ static void test_export_refused(void **state) {
 // a clean status that leaves OUT_DIR as it was.
 static void fault_loop(void (*arm)(long n), const char *what) {
     char *dir = moeq_test_mkdtemp("export");
+    moeq_artifact_entry e[2];
     char art[4096], out[4096];
     snprintf(art, sizeof art, "%s/a.h5", dir);
     snprintf(out, sizeof out, "%s/hf", dir);
-    make_artifact(art, 1, 0);
+    moeq_test_artifact_write(art, e, k_config, 1, 0);
     assert_int_equal(mkdir(out, 0755), 0);
     char *keep = moeq_test_write(out, "model-00001-of-00001.safetensors", "old", 3);
     moeq_export_opts o = {.artifact = art, .out_dir = out, .shard_size = 1, .force = 1, .chunk_bytes = 512};
