@@ -106,10 +106,15 @@ static void geometry(moeq_plan_tensor *pt, const moeq_tensor_info *t, const moeq
 typedef struct {
     moeq_unit_kind kind;
     int layer, expert;
+    int part; // attention, shared expert, dense MLP: the catalog index of the tensor (a unit each); else -1
 } unit_key;
 
-static unit_key key_of(const moeq_tensor_info *t) {
-    unit_key k = {MOEQ_UNIT_OTHER, t->c.layer, -1};
+// A routed expert's projections form one unit (small, and many of them); attention, shared-expert and
+// dense-MLP linears are units on their own: they are the largest tensors, and whole-layer units of them
+// (up to 3 x 18432x7168 with a rank-512 compensator) were longer than the ideal makespan at 512 ranks in
+// the DeepSeek-R1 simulation (docs/SCALE.md), so they bounded the run.
+static unit_key key_of(const moeq_tensor_info *t, int cat) {
+    unit_key k = {MOEQ_UNIT_OTHER, t->c.layer, -1, -1};
     switch (t->c.cls) {
     case MOEQ_TC_ROUTED_EXPERT:
         k.kind = MOEQ_UNIT_EXPERT;
@@ -120,6 +125,7 @@ static unit_key key_of(const moeq_tensor_info *t) {
     case MOEQ_TC_DENSE_MLP: k.kind = MOEQ_UNIT_DENSE; break;
     default: break;
     }
+    if (k.kind == MOEQ_UNIT_ATTENTION || k.kind == MOEQ_UNIT_SHARED || k.kind == MOEQ_UNIT_DENSE) k.part = cat;
     return k;
 }
 
@@ -135,6 +141,7 @@ static int cmp_key(const unit_key *a, const unit_key *b) {
     if (la != lb) return la < lb ? -1 : 1;
     if (kind_rank(a->kind) != kind_rank(b->kind)) return kind_rank(a->kind) < kind_rank(b->kind) ? -1 : 1;
     if (a->expert != b->expert) return a->expert < b->expert ? -1 : 1;
+    if (a->part != b->part) return a->part < b->part ? -1 : 1;
     return 0;
 }
 
@@ -226,7 +233,7 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         entry *x = &e[n++];
         x->cat = i;
         x->name = t->name;
-        x->k = key_of(t);
+        x->k = key_of(t, i);
         x->pt.cat = i;
         x->pt.q = qs[i];
         x->pt.rule = rules[i];
@@ -274,7 +281,7 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         goto fail;
     }
     XXH3_64bits_reset(h);
-    hash_str(h, "moeq-plan-v1");
+    hash_str(h, "moeq-plan-v2"); // v2: attention, shared and dense linears are units of their own
     hash_str(h, c->config_json ? c->config_json : "");
     for (int s = 0; s < c->n_shards; s++) {
         hash_str(h, c->shard_names[s]);

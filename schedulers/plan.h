@@ -2,9 +2,9 @@
 // work units by expert, with bytes, estimated cost and working-set memory. Built on every rank from the
 // catalog and the recipe (deterministic: same inputs, same plan, same digest); no MPI here.
 //
-// Units: all projections of one routed expert of one layer; the attention of a layer; a layer's shared
-// expert(s); a layer's dense MLP; and one "other" unit per layer (norms, router) plus one for the
-// model-level tensors (embedding, final norm, lm_head). FP8 scales of quantized weights are consumed
+// Units: all projections of one routed expert of one layer; each attention, shared-expert and dense-MLP
+// linear alone (the largest tensors: grouped by layer they bounded the makespan at 512 ranks); one "other"
+// unit per layer (norms, router) plus one for the model-level tensors (embedding, final norm, lm_head). FP8 scales of quantized weights are consumed
 // (not stored); those of pass-through weights travel with them.
 #ifndef MOEQ_PLAN_H
 #define MOEQ_PLAN_H

@@ -10,10 +10,10 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 meta="$MOEQ_SHARED_DIR/fixtures/real-metadata"
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]])" "$1" "$2"; }
 
-# Mixtral-8x7B: 32 layers x 8 experts = 256 expert units + 32 attention + 33 "other" (per layer: norms and
-# router; one more for embeddings, final norm and lm_head)
+# Mixtral-8x7B: 32 layers x 8 experts = 256 expert units + 32 x 4 attention linears (a unit each) + 33 "other"
+# (per layer: norms and router; one more for embeddings, final norm and lm_head)
 "$MOEQ" plan --model "$meta/mixtral-8x7b" --ranks 8 --json >"$tmp/mx.json"
-[ "$(json_get "$tmp/mx.json" units)" = 321 ] || fail "mixtral-8x7b units $(json_get "$tmp/mx.json" units)"
+[ "$(json_get "$tmp/mx.json" units)" = 417 ] || fail "mixtral-8x7b units $(json_get "$tmp/mx.json" units)"
 [ "$(json_get "$tmp/mx.json" has_data)" = False ] || fail "mixtral-8x7b must be metadata only"
 # 4-bit g64 default: 4 + 32/64 = 4.5 bits per weight exactly
 [ "$(json_get "$tmp/mx.json" bits_per_weight_quantized)" = 4.5 ] || fail "mixtral bpw"

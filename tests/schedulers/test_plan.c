@@ -28,7 +28,8 @@ static void test_tiny_units(void **state) {
     moeq_catalog *c = NULL;
     moeq_plan *p = plan_for(moeq_test_tiny_model_dir(), MILO, &c, MOEQ_OK);
     assert_int_equal(p->n_tensors, 127);
-    assert_int_equal(p->n_units, 4 * (1 + 8 + 1) + 1); // attention, 8 experts, other per layer; model-level
+    // per layer: q, k, v, o (a unit each), 8 experts, other; one model-level unit
+    assert_int_equal(p->n_units, 4 * (4 + 8 + 1) + 1);
     int experts = 0;
     for (int u = 0; u < p->n_units; u++) {
         const moeq_unit *un = &p->u[u];
@@ -43,7 +44,7 @@ static void test_tiny_units(void **state) {
                 assert_int_equal(t->c.layer, un->layer);
             }
         }
-        if (un->kind == MOEQ_UNIT_ATTENTION) assert_int_equal(un->count, 4);
+        if (un->kind == MOEQ_UNIT_ATTENTION) assert_int_equal(un->count, 1);
     }
     assert_int_equal(experts, 32);
     assert_int_equal(p->bytes_in, 9874176); // every tensor read once (the index's total_size)
@@ -79,9 +80,9 @@ static void test_deepseek_metadata(void **state) {
     int kinds[MOEQ_UNIT_KIND_COUNT] = {0};
     for (int u = 0; u < p->n_units; u++) kinds[p->u[u].kind]++;
     assert_int_equal(kinds[MOEQ_UNIT_EXPERT], 59 * 256);
-    assert_int_equal(kinds[MOEQ_UNIT_ATTENTION], 62);
-    assert_int_equal(kinds[MOEQ_UNIT_SHARED], 59);
-    assert_int_equal(kinds[MOEQ_UNIT_DENSE], 3);
+    assert_int_equal(kinds[MOEQ_UNIT_ATTENTION], 62 * 5); // q_a, q_b, kv_a, kv_b, o: a unit each
+    assert_int_equal(kinds[MOEQ_UNIT_SHARED], 59 * 3);
+    assert_int_equal(kinds[MOEQ_UNIT_DENSE], 3 * 3);
     // FP8 scales of quantized weights are consumed, so fewer stored tensors than catalog entries
     assert_true(p->n_tensors < c->n_tensors);
     // 3 + 0.5 + compensators (~0.3 for 7168x2048 at rank 32)
