@@ -42,9 +42,10 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
         return MOEQ_FAIL(MOEQ_ERR_ARG, "backend '%s': unknown\n---> HINT: use cpu, cuda or auto", name);
 #ifndef MOEQ_WITH_CUDA
     if (is_cuda)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                         "backend 'cuda': this build has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
-                         "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use --device cpu|auto");
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "backend 'cuda': this build has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
+            "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use --device cpu|auto");
     *out = &moeq_kernel_ops_cpu;
     return MOEQ_OK;
 #else
@@ -53,9 +54,10 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
         return MOEQ_OK;
     }
     if (is_cuda)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                         "backend 'cuda': no CUDA device is visible (driver missing, CUDA_VISIBLE_DEVICES empty, or "
-                         "no GPU on this node)\n---> HINT: run on a GPU node, or use --device cpu|auto");
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "backend 'cuda': no CUDA device is visible (driver missing, CUDA_VISIBLE_DEVICES empty, or "
+            "no GPU on this node)\n---> HINT: run on a GPU node, or use --device cpu|auto");
     *out = &moeq_kernel_ops_cpu;
     return MOEQ_OK;
 #endif

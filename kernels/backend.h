@@ -22,17 +22,19 @@ extern "C" {
 #endif
 
 typedef struct moeq_kernel_ops {
-    const char *name; // "cpu" or "cuda"
-    moeq_status (*rtn_quantize)(const float *w, moeq_qmat *q);                             // w (R, C)
-    moeq_status (*hqq_quantize)(const float *w, const moeq_hqq_params *p, moeq_qmat *q);   // w (R, C)
-    moeq_status (*dequantize)(const moeq_qmat *q, float *out);                             // out (R, C)
-    moeq_status (*residual)(const moeq_qmat *q, const float *w, float *out);               // out = w − deq(q)
+    const char *name;                                                                    // "cpu" or "cuda"
+    moeq_status (*rtn_quantize)(const float *w, moeq_qmat *q);                           // w (R, C)
+    moeq_status (*hqq_quantize)(const float *w, const moeq_hqq_params *p, moeq_qmat *q); // w (R, C)
+    moeq_status (*dequantize)(const moeq_qmat *q, float *out);                           // out (R, C)
+    moeq_status (*residual)(const moeq_qmat *q, const float *w, float *out);             // out = w − deq(q)
     moeq_status (*rsvd)(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *u,
-                        float *v, float *s);                                               // a (m, n)
-    moeq_status (*milo_fit)(const float *w, int64_t R, int64_t C, const moeq_milo_params *p, moeq_milo_out *out);
-    moeq_status (*metrics_error)(const float *w, const float *approx, int64_t R, int64_t C, moeq_err_metrics *m);
-    moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v, int64_t R,
-                                         int64_t C, int64_t r, moeq_err_metrics *m);
+                        float *v, float *s); // a (m, n)
+    moeq_status (*milo_fit)(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
+                            moeq_milo_out *out);
+    moeq_status (*metrics_error)(const float *w, const float *approx, int64_t R, int64_t C,
+                                 moeq_err_metrics *m);
+    moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v,
+                                         int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
 } moeq_kernel_ops;
 
 extern const moeq_kernel_ops moeq_kernel_ops_cpu;
@@ -58,8 +60,9 @@ moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C, con
                                        moeq_milo_out *out);
 moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R, int64_t C,
                                             moeq_err_metrics *m);
-moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u, const float *v,
-                                                    int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
+moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
+                                                    const float *v, int64_t R, int64_t C, int64_t r,
+                                                    moeq_err_metrics *m);
 void moeq_backend_cuda_release(void);
 
 #ifdef __cplusplus

@@ -23,15 +23,20 @@ void moeq_recon_add_lowrank(float *recon, const float *u, const float *v, int64_
     const int64_t P = 256;
     for (int64_t i0 = 0; i0 < R; i0 += P) {
         const int64_t np = R - i0 < P ? R - i0 : P;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)C, (int)r, 1.0f, u + i0 * r, (int)r, v,
-                    (int)C, 1.0f, recon + i0 * C, (int)C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)C, (int)r, 1.0f, u + i0 * r,
+                    (int)r, v, (int)C, 1.0f, recon + i0 * C, (int)C);
     }
 }
 
-moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, const float *w, int64_t R, int64_t C,
-                                 moeq_qtensor *out, float *recon) {
-    moeq_qmat q = {.bits = s->bits, .R = R, .C = C, .G = s->group,
-                   .codes = out->codes, .scale = out->scale, .zero = out->zero};
+moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, const float *w, int64_t R,
+                                 int64_t C, moeq_qtensor *out, float *recon) {
+    moeq_qmat q = {.bits = s->bits,
+                   .R = R,
+                   .C = C,
+                   .G = s->group,
+                   .codes = out->codes,
+                   .scale = out->scale,
+                   .zero = out->zero};
     moeq_hqq_params hp = moeq_hqq_params_default();
     hp.lp_norm = s->hqq_lp_norm, hp.beta = s->hqq_beta, hp.kappa = s->hqq_kappa;
     hp.iters = s->hqq_iters, hp.early_stop = s->hqq_early_stop;
@@ -44,8 +49,11 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
     case MOEQ_METHOD_HQQ:
         MOEQ_TRY(moeq_hqq_quantize_cpu(w, &hp, &q));
         return moeq_qmat_dequantize_cpu(&q, recon);
-    case MOEQ_METHOD_MILO: break;
-    default: return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not a quantization method", name, s->method);
+    case MOEQ_METHOD_MILO:
+        break;
+    default:
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not a quantization method", name,
+                         s->method);
     }
 
     const int64_t r = s->rank;
@@ -83,7 +91,8 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
     return st;
 }
 
-moeq_status moeq_unit_metrics(const float *w, const float *recon, int64_t R, int64_t C, moeq_tensor_result *r) {
+moeq_status moeq_unit_metrics(const float *w, const float *recon, int64_t R, int64_t C,
+                              moeq_tensor_result *r) {
     moeq_err_metrics m;
     moeq_weight_stats ws;
     MOEQ_TRY(moeq_metrics_error_cpu(w, recon, R, C, &m));

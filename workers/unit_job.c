@@ -71,7 +71,8 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     void *bufs[MOEQ_DS_COUNT] = {0};
     moeq_status st = (w && recon) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
-        if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name))) st = MOEQ_ERR_NOMEM;
+        if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name)))
+            st = MOEQ_ERR_NOMEM;
     if (st != MOEQ_OK) goto done;
     q.codes = bufs[MOEQ_DS_CODES];
     q.scale = bufs[MOEQ_DS_SCALE];
@@ -138,8 +139,10 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
         r->best_round = -1;
         r->kurtosis = r->outlier_score = NAN;
         XXH3_64bits_reset(all);
-        if (pt->q.method == MOEQ_METHOD_NONE) st = copy_through(x, t, e, all, r);
-        else st = quantize_one(x, t, pt, e, all, r);
+        if (pt->q.method == MOEQ_METHOD_NONE)
+            st = copy_through(x, t, e, all, r);
+        else
+            st = quantize_one(x, t, pt, e, all, r);
         r->checksum = XXH3_64bits_digest(all);
     }
     XXH3_freeState(all);

@@ -25,8 +25,12 @@ static void test_skeleton_write_seal(void **state) {
     assert_true(e[0].ds[MOEQ_DS_U].present && e[0].ds[MOEQ_DS_V].present && !e[0].ds[MOEQ_DS_DATA].present);
     assert_int_equal(e[0].ds[MOEQ_DS_SCALE].bytes, 16 * 2 * 2);
     assert_int_equal(e[1].ds[MOEQ_DS_DATA].bytes, 256);
-    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "version: 1\n", .config_json = "{}",
-                            .shards_json = "[]", .plan_digest = 0x1234, .n_units = 2};
+    moeq_artifact_meta m = {.moeq_version = "test",
+                            .recipe_text = "version: 1\n",
+                            .config_json = "{}",
+                            .shards_json = "[]",
+                            .plan_digest = 0x1234,
+                            .n_units = 2};
     assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
     assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_ERR_EXISTS, "refusing to overwrite");
     assert_status(moeq_artifact_create(path2, &m, e2, 2), MOEQ_OK, NULL);
@@ -58,7 +62,8 @@ static void test_skeleton_write_seal(void **state) {
     memset(r, 0, sizeof r);
     for (int i = 0; i < 2; i++) {
         r[i].tensor = (uint32_t)i;
-        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum), MOEQ_OK);
+        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum),
+                         MOEQ_OK);
         r[i].rel_fro_error = 0.125 * i;
     }
     close(fd);
@@ -143,7 +148,8 @@ static void test_journal(void **state) {
     assert_status(moeq_journal_open(path, 77, 10, on_rec, NULL, &j), MOEQ_OK, NULL);
     assert_int_equal(n_records, 0);
     moeq_journal_close(&j);
-    assert_status(moeq_journal_open(path, 78, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH, "journal of another plan");
+    assert_status(moeq_journal_open(path, 78, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH,
+                  "journal of another plan");
     moeq_test_rmtree(dir);
     free(dir);
 }
