@@ -1,5 +1,6 @@
 // backend.c: the CPU ops table, the CUDA ops table (entries in backend_cuda.cu, or cuda_stub.c in CPU-only
-// builds), and backend selection by name (backend.h).
+// builds), backend selection by name, and the round-robin rule of device binding (backend.h; the binding
+// itself is in backend_cuda.cu / cuda_stub.c).
 #include "backend.h"
 
 #include <string.h>
@@ -61,6 +62,11 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
     *out = &moeq_kernel_ops_cpu;
     return MOEQ_OK;
 #endif
+}
+
+int moeq_backend_device_for(int local_rank, int n_devices) {
+    if (n_devices <= 0 || local_rank < 0) return -1;
+    return local_rank % n_devices;
 }
 
 void moeq_backend_release(void) {

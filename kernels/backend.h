@@ -49,6 +49,29 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out);
 // Frees this thread's CUDA workspace, stream and library handles (no-op without CUDA or when unused).
 void moeq_backend_release(void);
 
+// ---- device binding: the k-th rank of a node -> a GPU (the pipeline computes k; kernels know no MPI) ----
+typedef struct moeq_backend_device {
+    int index;           // CUDA runtime index, among the devices this process sees (CUDA_VISIBLE_DEVICES
+                         // filters and renumbers them, as for every CUDA program)
+    int n_visible;       // how many devices this process sees
+    char name[128];      // "NVIDIA H100 80GB HBM3"
+    char pci_bus_id[32]; // "0000:1B:00.0": the physical device, whatever the renumbering; ranks of one node
+                         // compare it to find a shared GPU
+} moeq_backend_device;
+
+// The device of the local_rank-th rank of a node among n_devices visible ones: round-robin,
+// local_rank % n_devices. -1 when n_devices <= 0 or local_rank < 0. Pure (unit-tested without a GPU).
+int moeq_backend_device_for(int local_rank, int n_devices);
+
+// Binds the calling thread to device moeq_backend_device_for(local_rank, visible devices) (cudaSetDevice) and
+// creates its context there, so that an unusable device fails now, not in the first kernel; describes the
+// device in *dev. Call it on the thread that will run the CUDA table (the device is per host thread); this
+// thread's CUDA workspace and handles of an earlier binding are released first (moeq_backend_release).
+// MOEQ_ERR_UNSUPPORTED with the reason (CPU-only build; no device visible, with the runtime's error and
+// CUDA_VISIBLE_DEVICES; a device that cannot be used, e.g. busy in exclusive mode) and a hint; MOEQ_ERR_ARG
+// for local_rank < 0 or dev NULL.
+moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev);
+
 // ---- the CUDA table's entries (backend_cuda.cu; cuda_stub.c without CUDA) ----
 moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q);
 moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p, moeq_qmat *q);

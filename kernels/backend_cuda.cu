@@ -1,8 +1,10 @@
 // backend_cuda.cu: the CUDA side of the backend (backend.h): per-thread library handles with the numeric
 // modes fixed (cuBLAS CUBLAS_DEFAULT_MATH: TF32 off, as the parity tests need; cuSOLVER deterministic
 // results), the per-thread device workspace that grows to the largest call, the host-pointer wrappers of
-// the CUDA ops table (copy in, run on this thread's stream, copy out), and device facts for the benchmark.
+// the CUDA ops table (copy in, run on this thread's stream, copy out), device binding (local rank -> GPU),
+// and device facts for the benchmark.
 // Not here: the kernels themselves (*_cuda.cu).
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -263,6 +265,51 @@ extern "C" moeq_status moeq_cuda_device_info_get(int device, moeq_cuda_device_in
     // FP32 lanes per SM: 64 on sm_80, 128 on sm_86/89/90 and later; 2 FLOP per FMA
     const int lanes = (prop.major == 8 && prop.minor == 0) ? 64 : 128;
     info->peak_fp32_gflops = (double)prop.multiProcessorCount * lanes * 2.0 * (double)sm_clock * 1e3 * 1e-9;
+    return MOEQ_OK;
+}
+
+// ---- device binding (backend.h) ----
+extern "C" moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev) {
+    if (!dev || local_rank < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "backend bind: local rank %d, device description %s", local_rank,
+                         dev ? "given" : "NULL");
+    memset(dev, 0, sizeof *dev);
+    dev->index = -1;
+    moeq_backend_cuda_release(); // handles and workspace of an earlier binding belong to its device
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    const char *cvd_show = !cvd ? "unset" : cvd[0] ? cvd : "\"\" (empty: no device)";
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n); // counts only what CUDA_VISIBLE_DEVICES lets through
+    if (e != cudaSuccess || n <= 0) {
+        const char *why = e != cudaSuccess ? cudaGetErrorString(e) : "the runtime reports 0 devices";
+        cudaGetLastError(); // clear the sticky error
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "cuda backend: no usable CUDA device on this node (%s; CUDA_VISIBLE_DEVICES=%s)\n---> HINT: "
+            "run on a GPU node (under Slurm: --gpus-per-task=1), or use --device cpu (or auto)",
+            why, cvd_show);
+    }
+    const int d = moeq_backend_device_for(local_rank, n);
+    e = cudaSetDevice(d);
+    if (e == cudaSuccess) e = cudaFree(0); // creates the context now: a busy or broken device fails here
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "cuda backend: device %d of the %d visible (local rank %d, CUDA_VISIBLE_DEVICES=%s) cannot be "
+            "used: %s (%s)\n---> HINT: nvidia-smi shows its compute mode and the processes on it; or use "
+            "--device cpu",
+            d, n, local_rank, cvd_show, cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDeviceProperties(&prop, d));
+    snprintf(dev->name, sizeof dev->name, "%s", prop.name);
+    if (cudaDeviceGetPCIBusId(dev->pci_bus_id, (int)sizeof dev->pci_bus_id, d) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(dev->pci_bus_id, sizeof dev->pci_bus_id, "?");
+    }
+    dev->index = d;
+    dev->n_visible = n;
     return MOEQ_OK;
 }
 

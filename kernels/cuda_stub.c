@@ -181,3 +181,19 @@ moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float 
     return MOEQ_NO_CUDA("cuda backend: metrics_error_lowrank");
 }
 void moeq_backend_cuda_release(void) {}
+
+// ---- device binding: nothing to bind to ----
+moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev) {
+    if (dev) {
+        memset(dev, 0, sizeof *dev);
+        dev->index = -1;
+    }
+    if (!dev || local_rank < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "backend bind: local rank %d, device description %s", local_rank,
+                         dev ? "given" : "NULL");
+    return MOEQ_FAIL(
+        MOEQ_ERR_UNSUPPORTED,
+        "cuda backend: this build of moeq has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
+        "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON where the CUDA toolkit is installed, or "
+        "use --device cpu (or auto)");
+}
