@@ -88,8 +88,9 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     x->bytes_read += t->nbytes;
     if (st != MOEQ_OK) goto done;
     t0 = moeq_now_s();
-    moeq_status qs = moeq_quantize_matrix(&pt->q, t->name, w, R, C, &q, recon);
-    if (qs == MOEQ_OK) qs = moeq_unit_metrics(w, recon, R, C, r);
+    const moeq_kernel_ops *ops = x->ops ? x->ops : &moeq_kernel_ops_cpu;
+    moeq_status qs = moeq_quantize_matrix(ops, &pt->q, t->name, w, R, C, &q, recon);
+    if (qs == MOEQ_OK) qs = moeq_unit_metrics(ops, w, recon, R, C, r);
     x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that
