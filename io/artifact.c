@@ -317,6 +317,7 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, "moeq_format", MOEQ_ARTIFACT_FORMAT, 0), "root attributes");
     H5_CHECK(attr_i64(root, "moeq_format_version", MOEQ_ARTIFACT_VERSION), "root attributes");
     H5_CHECK(attr_str(root, "moeq_version", m->moeq_version ? m->moeq_version : "?", 0), "root attributes");
+    H5_CHECK(attr_str(root, "backend", m->backend ? m->backend : "cpu", 0), "root attributes");
     H5_CHECK(attr_str(root, "recipe", m->recipe_text ? m->recipe_text : "", 0), "root attributes");
     H5_CHECK(attr_str(root, "recipe_path", m->recipe_path ? m->recipe_path : "", 0), "root attributes");
     H5_CHECK(attr_str(root, "source_config", m->config_json ? m->config_json : "", 0), "root attributes");
@@ -447,6 +448,17 @@ moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_ar
         H5Gclose(g);
     }
     if (tensors >= 0) H5Gclose(tensors);
+    H5Fclose(f);
+    return st;
+}
+
+moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap) {
+    hid_t f;
+    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, &f));
+    moeq_status st = MOEQ_OK;
+    snprintf(out, cap, "cpu"); // no attribute: made before it existed, when the pipeline ran only on the CPU
+    if (H5Aexists(f, "backend") > 0 && read_attr_str(f, "backend", out, cap) < 0)
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attribute 'backend' is damaged", path);
     H5Fclose(f);
     return st;
 }

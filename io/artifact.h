@@ -9,6 +9,7 @@
 #ifndef MOEQ_ARTIFACT_H
 #define MOEQ_ARTIFACT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "catalog.h"
@@ -77,6 +78,7 @@ typedef struct moeq_artifact_meta {
     const char *model_dir;
     uint64_t plan_digest;
     int n_units;
+    const char *backend; // kernel backend of every tensor: "cpu" or "cuda" (NULL: "cpu")
 } moeq_artifact_meta;
 
 // Per-tensor outcome, carried from workers to the coordinator, journaled, then sealed into attributes.
@@ -102,6 +104,10 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
 // Reopens an existing skeleton: checks format, version and plan digest (MOEQ_ERR_MISMATCH with both digests
 // when they differ) and fills e[i].offset.
 moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_artifact_entry *e, int n);
+// The kernel backend that made the artifact at `path` (root attribute `backend`: "cpu" or "cuda") into out
+// (cap >= 8). An artifact without the attribute (made before it existed) was made on the CPU: "cpu".
+// Checks format and version as moeq_artifact_layout does.
+moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap);
 // Writes the results into the per-tensor attributes, the root status "complete" and the artifact checksum
 // (xxh3-64 over the tensors' checksums in plan order). Returns that checksum.
 moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r,

@@ -120,6 +120,9 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
         char *s = attr_str(f, "status");
         snprintf(in->status, sizeof in->status, "%s", s ? s : "");
         free(s);
+        char *b = attr_str(f, "backend");
+        snprintf(in->backend, sizeof in->backend, "%s", b ? b : "cpu"); // absent: made before it was recorded
+        free(b);
         in->moeq_version = dup_or_empty(attr_str(f, "moeq_version"));
         in->recipe_text = dup_or_empty(attr_str(f, "recipe"));
         in->recipe_path = dup_or_empty(attr_str(f, "recipe_path"));

@@ -14,6 +14,7 @@
 typedef struct moeq_artifact_info {
     int64_t format_version;
     char status[32];    // "complete" or "partial"
+    char backend[16];   // kernel backend that made it: "cpu" or "cuda" ("cpu" when not recorded)
     char *moeq_version; // producing moeq
     char *recipe_text;  // effective recipe (YAML)
     char *recipe_path;
