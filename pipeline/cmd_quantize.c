@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "quantize_run.h"
+#include "run_device.h" // defines: moeq_run_device_name_ok
 
 typedef struct {
     moeq_quantize_opts o;
@@ -16,7 +17,8 @@ enum {
     OPT_SIM_RANKS,
     OPT_SIM_SCALE,
     OPT_SIM_FAIL,
-    OPT_SIM_STRAGGLERS
+    OPT_SIM_STRAGGLERS,
+    OPT_DEVICE
 };
 
 // A finite number in [lo, hi], or an error naming the option.
@@ -78,6 +80,13 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         if (moeq_cli_int("quantize", "--journal-batch", arg, 1, 1L << 20, &v)) return 1;
         c->o.journal_batch = (int)v;
         return 0;
+    case OPT_DEVICE:
+        if (!moeq_run_device_name_ok(arg)) {
+            fprintf(stderr, "moeq quantize: --device must be cpu, cuda or auto, got '%s'\n", arg);
+            return 1;
+        }
+        c->o.device = arg;
+        return 0;
     case OPT_SIMULATE:
         c->o.simulate = 1;
         return 0;
@@ -121,6 +130,7 @@ static int run(int argc, char **argv) {
         {"cost-model", required_argument, NULL, 'c'},
         {"stats", required_argument, NULL, 'J'},
         {"journal-batch", required_argument, NULL, OPT_JOURNAL_BATCH},
+        {"device", required_argument, NULL, OPT_DEVICE},
         {"simulate", no_argument, NULL, OPT_SIMULATE},
         {"sim-ranks", required_argument, NULL, OPT_SIM_RANKS},
         {"sim-time-scale", required_argument, NULL, OPT_SIM_SCALE},
@@ -137,6 +147,7 @@ static int run(int argc, char **argv) {
                      .progress_s = 10,
                      .max_attempts = 3,
                      .cost_model = "cpu-core",
+                     .device = "cpu",
                      .journal_batch = 256,
                      .sim_time_scale = 0.01,
                      .sim_straggler_factor = 3}};
@@ -185,21 +196,32 @@ const moeq_command moeq_cmd_quantize = {
     .summary = "quantize a checkpoint into one HDF5 artifact (under mpirun/srun)",
     .usage =
         "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--resume|--force]\n"
-        "       [--schedule static|dynamic] [--progress SECONDS] [--max-attempts N] [--stats FILE.json]\n\n"
+        "       [--device cpu|cuda|auto] [--schedule static|dynamic] [--progress SECONDS]\n"
+        "       [--max-attempts N] [--stats FILE.json]\n\n"
         "Partitions the checkpoint by expert into work units (a routed expert's projections; a layer's\n"
         "attention; a shared expert; a dense MLP; the rest), quantizes them on all ranks (rank 0 also\n"
         "coordinates) and writes one self-describing HDF5 artifact (schema: docs/ARTIFACT.md).\n"
         "While it runs, the data goes to ARTIFACT.h5.partial and finished units to ARTIFACT.h5.journal;\n"
-        "the final name appears only when the artifact is complete. The result is bit-identical whatever\n"
-        "the number of ranks, the schedule, and however often the run was interrupted and resumed.\n\n"
+        "the final name appears only when the artifact is complete. The result is bit-identical (per\n"
+        "--device backend) whatever the number of ranks, the schedule, and however often the run was\n"
+        "interrupted and resumed.\n\n"
         "Options:\n"
         "  -m, --model DIR        HF checkpoint directory (config.json + safetensors shards)\n"
         "  -o, --out FILE         the artifact to write\n"
         "  -r, --recipe FILE      YAML recipe (configs/README.md); default: HQQ 4-bit, group 64 on every\n"
         "                         attention/expert/MLP linear, the rest stored as it came\n"
         "  -R, --resume           continue an interrupted run: keeps every journaled unit whose bytes\n"
-        "                         verify, redoes the rest; refused if the model or recipe changed\n"
+        "                         verify, redoes the rest; refused if the model, recipe or backend changed\n"
         "  -f, --force            replace an existing artifact (or discard an interrupted run)\n"
+        "      --device KIND      kernel backend, one for all ranks (default cpu; docs/ARTIFACT.md):\n"
+        "                         cpu: the reference kernels. cuda: the CUDA port; each rank takes a\n"
+        "                         GPU of its node, round-robin by its rank on the node (among those\n"
+        "                         CUDA_VISIBLE_DEVICES leaves); exit 3 on every rank when any rank has\n"
+        "                         no usable GPU. auto: cuda when every rank has a GPU, else cpu on all.\n"
+        "                         The artifact records the backend; --resume continues only on it (cuda\n"
+        "                         and cpu round differently: exit 7), auto follows the artifact's. Bytes\n"
+        "                         are identical per backend (cuda: same GPU model and CUDA libraries).\n"
+        "                         --simulate ignores it\n"
         "  -S, --schedule MODE    dynamic (default): units handed out on request, largest first;\n"
         "                         static: LPT partition by estimated cost, then retries on request\n"
         "  -p, --progress S       progress line every S seconds on rank 0 (default 10; 0 = none)\n"

@@ -25,6 +25,7 @@
 #include "run_common.h"    // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "analyze_run.h"   // defines: moeq_plan_build_collective (analyze phase + plan)
 #include "quantize_impl.h" // defines: run_state, the simulated quantize phase
+#include "run_device.h"    // defines: moeq_run_device_select (--device, GPU binding)
 
 static char *concat(const char *a, const char *b) {
     size_t n = strlen(a) + strlen(b) + 1;
@@ -55,6 +56,29 @@ static void on_journal_record(int unit, const moeq_tensor_result *r, int n, void
     s->done[unit] = 1;
 }
 
+// Rank 0, resuming: the units still to do must run on the backend the artifact was started with (CUDA and CPU
+// round differently; an artifact never mixes them). --device auto follows a CPU artifact; anything else that
+// differs is refused, the partial run kept.
+static moeq_status backend_check_resume(run_state *s) {
+    char rec[16];
+    MOEQ_TRY(moeq_artifact_backend_read(s->partial, rec, sizeof rec));
+    const char *req = s->o->device ? s->o->device : "cpu";
+    if (!strcmp(rec, s->dev.backend)) return MOEQ_OK;
+    if (!strcmp(rec, "cpu") && !strcmp(req, "auto")) {
+        MOEQ_INFO0("resuming %s on the cpu backend it was started with (--device auto; the GPUs stay unused)",
+                   s->partial);
+        s->resume_on_cpu = 1;
+        return MOEQ_OK;
+    }
+    return MOEQ_FAIL(
+        MOEQ_ERR_MISMATCH,
+        "%s: started with the %s backend, this run would use %s (--device %s): CUDA and CPU results "
+        "differ in rounding, so the units still to do must run on %s\n---> HINT: resume with --device "
+        "%s%s, or pass --force to start over on %s",
+        s->partial, rec, s->dev.backend, req, rec, rec,
+        strcmp(rec, "cuda") ? "" : " on nodes where every rank has a GPU", s->dev.backend);
+}
+
 // Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
 static moeq_status prepare_rank0(run_state *s) {
     const moeq_quantize_opts *o = s->o;
@@ -81,6 +105,7 @@ static moeq_status prepare_rank0(run_state *s) {
     }
     if (o->resume && moeq_run_file_exists(s->partial)) {
         MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
+        MOEQ_TRY(backend_check_resume(s));
         moeq_status st =
             moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
         if (st == MOEQ_ERR_NOT_FOUND)
@@ -100,6 +125,7 @@ static moeq_status prepare_rank0(run_state *s) {
         .model_dir = s->cat->dir,
         .plan_digest = p->digest,
         .n_units = p->n_units,
+        .backend = s->dev.backend,
     };
     char *sj = shards_json(s->cat);
     m.shards_json = sj;
@@ -311,17 +337,20 @@ static void log_rss(const char *phase) {
 }
 
 // ---- --stats: the run's figures as JSON (rank 0), for `moeq bench pipeline` and for users' records ----
-// {"ranks", "units", "units_this_run", "tensors", "phases_s": {open, prepare, quantize, seal},
-//  "ranks_detail": [{"read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units",
-//  "peak_rss_bytes"}], "sum": {same keys summed over ranks}, "artifact_checksum"}
+// {"ranks", "backend", "units", "units_this_run", "tensors", "phases_s": {open, prepare, quantize, seal},
+//  "ranks_detail": [{"device", "read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units",
+//  "peak_rss_bytes"}], "sum": {same numeric keys summed over ranks}, "artifact_checksum"}
+// devs: (n_ranks, MOEQ_RUN_DEVICE_DESC) each rank's device ("cpu", "cuda:1 NVIDIA H100 80GB HBM3
+// (0000:...)").
 static moeq_status write_stats(const run_state *s, const double phases[4], const double *figs, int n_fig,
-                               uint64_t checksum) {
+                               const char *devs, uint64_t checksum) {
     static const char *keys[] = {"read_s",        "compute_s", "write_s",       "bytes_read",
                                  "bytes_written", "units",     "peak_rss_bytes"};
     json_t *root = json_object(), *ranks = json_array(), *sum = json_object();
     double tot[7] = {0};
     for (int r = 0; r < s->n_ranks; r++) {
         json_t *o = json_object();
+        json_object_set_new(o, "device", json_string(devs + (size_t)r * MOEQ_RUN_DEVICE_DESC));
         for (int k = 0; k < n_fig && k < 7; k++) {
             double v = figs[r * n_fig + k] * (k == 6 ? 1024.0 : 1.0); // ru_maxrss is in KiB
             json_object_set_new(o, keys[k], json_real(v));
@@ -339,6 +368,7 @@ static moeq_status write_stats(const run_state *s, const double phases[4], const
     snprintf(ck, sizeof ck, "%016llx", (unsigned long long)checksum);
     json_object_set_new(root, "artifact", json_string(s->o->out_path));
     json_object_set_new(root, "ranks", json_integer(s->n_ranks));
+    json_object_set_new(root, "backend", json_string(s->dev.backend));
     json_object_set_new(root, "units", json_integer(s->plan->n_units));
     json_object_set_new(root, "units_this_run", json_integer(s->n_done_now));
     json_object_set_new(root, "tensors", json_integer(s->plan->n_tensors));
@@ -371,8 +401,9 @@ static void print_summary(run_state *s, double t_open, double t_prep, double t_q
     printf("  phase        seconds\n  open+plan  %9.2f\n  prepare    %9.2f\n  quantize   %9.2f\n  seal       "
            "%9.2f\n",
            t_open, t_prep, t_quant, t_seal);
-    printf("  units %d (%d this run), tensors %d, ranks %d, schedule %s\n", p->n_units, s->n_done_now,
-           p->n_tensors, s->n_ranks, s->o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic");
+    printf("  units %d (%d this run), tensors %d, ranks %d, schedule %s, backend %s\n", p->n_units,
+           s->n_done_now, p->n_tensors, s->n_ranks,
+           s->o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", s->dev.backend);
     printf("  read %.2f MiB, artifact data %.2f MiB, bits per weight (quantized tensors) %.4f\n",
            p->bytes_in / 1048576.0, p->bytes_out / 1048576.0, moeq_plan_bpw_quantized(p));
     printf("  peak RSS per rank: max %.1f MiB, min %.1f MiB\n", rss_max / 1024.0, rss_min / 1024.0);
@@ -428,6 +459,17 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     moeq_cost_model cm;
     // ---- open: every rank reads the headers and builds the same plan ----
     moeq_status st = moeq_fault_from_env(s.rank); // test seam (sysio.h); unset in real runs
+    // ---- device: before anything is read or written, so that a wrong --device fails at once on every rank
+    // ----
+    if (o->simulate) { // simulated workers compute nothing (the cost model stands for the device)
+        moeq_run_device_use_cpu(&s.dev);
+    } else {
+        moeq_status ds = moeq_run_device_select(o->device, MPI_COMM_WORLD, &s.dev); // collective
+        if (ds != MOEQ_OK) { // the same status on every rank
+            exit_code = s.rank == 0 ? moeq_cli_fail("quantize", ds) : moeq_exit_code(ds);
+            goto out;
+        }
+    }
     if (st == MOEQ_OK) st = moeq_cost_model_get(o->cost_model, &cm);
     if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s.cat);
     if (st == MOEQ_OK && o->recipe_path)
@@ -496,6 +538,8 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
             memcpy(s.e[i].offset, off + (size_t)i * MOEQ_DS_COUNT, sizeof s.e[i].offset);
         moeq_free(&off);
         MPI_Bcast(s.done, p->n_units, MPI_UNSIGNED_CHAR, 0, MPI_COMM_WORLD);
+        MPI_Bcast(&s.resume_on_cpu, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (s.resume_on_cpu) moeq_run_device_use_cpu(&s.dev);
     }
     if (s.done[0] == 2 || p->n_units == 0) { // already complete
         exit_code = MOEQ_EXIT_OK;
@@ -511,7 +555,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     s.t_prep = t_prep;
     log_rss("prepare");
     // ---- quantize ----
-    s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
+    s.ctx = (moeq_unit_ctx){.ops = s.dev.ops, .cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
     s.ctx.out_fd = open(s.partial, O_WRONLY | O_CLOEXEC);
     st = s.ctx.out_fd < 0
              ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s.partial, strerror(errno))
@@ -576,6 +620,10 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     double *figs = s.rank == 0 ? MOEQ_MALLOC(sizeof(double) * N_FIG * (size_t)s.n_ranks, "stats") : NULL;
     if (s.rank == 0 && !figs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     MPI_Gather(mine, N_FIG, MPI_DOUBLE, figs, N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    char *devs = s.rank == 0 ? MOEQ_CALLOC((size_t)s.n_ranks, MOEQ_RUN_DEVICE_DESC, "devices") : NULL;
+    if (s.rank == 0 && !devs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+    MPI_Gather(s.dev.desc, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, devs, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, 0,
+               MPI_COMM_WORLD);
     if (s.rank == 0) {
         double t1 = moeq_now_s();
         uint64_t checksum = 0;
@@ -614,7 +662,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
                 if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, t_seal, rss_max, rss_min, checksum);
                 if (o->stats_path) {
                     const double phases[4] = {t_open, t_prep, t_quant, t_seal};
-                    moeq_status ws = write_stats(&s, phases, figs, N_FIG, checksum);
+                    moeq_status ws = write_stats(&s, phases, figs, N_FIG, devs, checksum);
                     if (ws != MOEQ_OK) exit_code = moeq_cli_fail("quantize", ws);
                 }
                 if (s.n_failed_numeric) {
@@ -631,8 +679,10 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         }
     }
     moeq_free(&figs);
+    moeq_free(&devs);
     MPI_Bcast(&exit_code, 1, MPI_INT, 0, MPI_COMM_WORLD);
 out:
+    moeq_backend_release(); // this thread's CUDA workspace and handles (the work ran on it); no-op on the CPU
     moeq_journal_close(&s.journal);
     moeq_free(&s.e);
     moeq_free(&s.res);

@@ -17,6 +17,7 @@ typedef struct moeq_quantize_opts {
     int force;
     moeq_schedule schedule;
     const char *cost_model; // "cpu-core"
+    const char *device;     // kernel backend: "cpu", "cuda" or "auto" (run_device.h); NULL = "cpu"
     double progress_s;      // 0 = no progress lines
     int max_attempts;
     int quiet;
