@@ -142,6 +142,7 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
     json_object_set_new(root, "artifact", json_string(s->o->artifact));
     json_object_set_new(root, "model", json_string(s->o->model_dir));
     json_object_set_new(root, "recipe_path", json_string(s->info->recipe_path));
+    json_object_set_new(root, "backend", json_string(s->info->backend)); // the kernels quantize ran on
     json_object_set_new(root, "bits_per_weight", jnum(moeq_plan_bpw_quantized(p)));
     char ck[32];
     snprintf(ck, sizeof ck, "%016llx", (unsigned long long)s->info->artifact_checksum);
@@ -282,8 +283,8 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
     const moeq_plan *p = s->plan;
     const int L = s->cat->cfg.n_layers;
     printf("\nmoeq eval: %s\n", s->o->artifact);
-    printf("  model %s, recipe %s, %.4f bits per weight over quantized tensors\n", s->o->model_dir,
-           s->info->recipe_path, moeq_plan_bpw_quantized(p));
+    printf("  model %s, recipe %s, quantized on %s, %.4f bits per weight over quantized tensors\n",
+           s->o->model_dir, s->info->recipe_path, s->info->backend, moeq_plan_bpw_quantized(p));
     printf("  integrity: %d tensors, %d datasets, %.2f MiB reread by %d rank(s): %s (artifact checksum "
            "%016llx)\n",
            p->n_tensors, R->n_datasets, R->bytes_verified / 1048576.0, s->n_ranks,
