@@ -19,18 +19,19 @@
 #include "alloc.h"
 #include "sysio.h"
 
-static const char *const ds_names[MOEQ_DS_COUNT] = {"codes", "scale", "zero", "U", "U_scale", "V", "V_scale", "data"};
+static const char *const ds_names[MOEQ_DS_COUNT] = {"codes",   "scale", "zero",    "U",
+                                                    "U_scale", "V",     "V_scale", "data"};
 
 const char *moeq_ds_name(moeq_ds d) {
     return ((int)d >= 0 && d < MOEQ_DS_COUNT) ? ds_names[d] : "?";
 }
 
-#define H5_CHECK(expr, what)                                                                                   \
-    do {                                                                                                       \
-        if ((expr) < 0) {                                                                                      \
-            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: HDF5 call failed: %s (%s)", path, #expr, what);                \
-            goto done;                                                                                         \
-        }                                                                                                      \
+#define H5_CHECK(expr, what)                                                                                 \
+    do {                                                                                                     \
+        if ((expr) < 0) {                                                                                    \
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: HDF5 call failed: %s (%s)", path, #expr, what);               \
+            goto done;                                                                                       \
+        }                                                                                                    \
     } while (0)
 
 static size_t h5type_size(moeq_h5type t) {
@@ -42,23 +43,30 @@ static size_t h5type_size(moeq_h5type t) {
 static hid_t h5type_make(moeq_h5type t) {
     hid_t ft;
     switch (t) {
-    case MOEQ_H5_U8: return H5Tcopy(H5T_STD_U8LE);
-    case MOEQ_H5_I8: return H5Tcopy(H5T_STD_I8LE);
-    case MOEQ_H5_I16: return H5Tcopy(H5T_STD_I16LE);
-    case MOEQ_H5_I32: return H5Tcopy(H5T_STD_I32LE);
-    case MOEQ_H5_I64: return H5Tcopy(H5T_STD_I64LE);
-    case MOEQ_H5_F32: return H5Tcopy(H5T_IEEE_F32LE);
-    case MOEQ_H5_F64: return H5Tcopy(H5T_IEEE_F64LE);
+    case MOEQ_H5_U8:
+        return H5Tcopy(H5T_STD_U8LE);
+    case MOEQ_H5_I8:
+        return H5Tcopy(H5T_STD_I8LE);
+    case MOEQ_H5_I16:
+        return H5Tcopy(H5T_STD_I16LE);
+    case MOEQ_H5_I32:
+        return H5Tcopy(H5T_STD_I32LE);
+    case MOEQ_H5_I64:
+        return H5Tcopy(H5T_STD_I64LE);
+    case MOEQ_H5_F32:
+        return H5Tcopy(H5T_IEEE_F32LE);
+    case MOEQ_H5_F64:
+        return H5Tcopy(H5T_IEEE_F64LE);
     case MOEQ_H5_F16:
         ft = H5Tcopy(H5T_IEEE_F32LE);
-        if (ft < 0 || H5Tset_fields(ft, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(ft, 16) < 0 || H5Tset_size(ft, 2) < 0 ||
-            H5Tset_ebias(ft, 15) < 0)
+        if (ft < 0 || H5Tset_fields(ft, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(ft, 16) < 0 ||
+            H5Tset_size(ft, 2) < 0 || H5Tset_ebias(ft, 15) < 0)
             return -1;
         return ft;
     case MOEQ_H5_BF16:
         ft = H5Tcopy(H5T_IEEE_F32LE);
-        if (ft < 0 || H5Tset_fields(ft, 15, 7, 8, 0, 7) < 0 || H5Tset_precision(ft, 16) < 0 || H5Tset_size(ft, 2) < 0 ||
-            H5Tset_ebias(ft, 127) < 0)
+        if (ft < 0 || H5Tset_fields(ft, 15, 7, 8, 0, 7) < 0 || H5Tset_precision(ft, 16) < 0 ||
+            H5Tset_size(ft, 2) < 0 || H5Tset_ebias(ft, 127) < 0)
             return -1;
         return ft;
     }
@@ -67,15 +75,24 @@ static hid_t h5type_make(moeq_h5type t) {
 
 static moeq_h5type h5type_of_dtype(moeq_dtype d) {
     switch (d) {
-    case MOEQ_DTYPE_F32: return MOEQ_H5_F32;
-    case MOEQ_DTYPE_F64: return MOEQ_H5_F64;
-    case MOEQ_DTYPE_F16: return MOEQ_H5_F16;
-    case MOEQ_DTYPE_BF16: return MOEQ_H5_BF16;
-    case MOEQ_DTYPE_I64: return MOEQ_H5_I64;
-    case MOEQ_DTYPE_I32: return MOEQ_H5_I32;
-    case MOEQ_DTYPE_I16: return MOEQ_H5_I16;
-    case MOEQ_DTYPE_I8: return MOEQ_H5_I8;
-    default: return MOEQ_H5_U8; // U8, BOOL, FP8 codes: bytes (source_dtype says what they mean)
+    case MOEQ_DTYPE_F32:
+        return MOEQ_H5_F32;
+    case MOEQ_DTYPE_F64:
+        return MOEQ_H5_F64;
+    case MOEQ_DTYPE_F16:
+        return MOEQ_H5_F16;
+    case MOEQ_DTYPE_BF16:
+        return MOEQ_H5_BF16;
+    case MOEQ_DTYPE_I64:
+        return MOEQ_H5_I64;
+    case MOEQ_DTYPE_I32:
+        return MOEQ_H5_I32;
+    case MOEQ_DTYPE_I16:
+        return MOEQ_H5_I16;
+    case MOEQ_DTYPE_I8:
+        return MOEQ_H5_I8;
+    default:
+        return MOEQ_H5_U8; // U8, BOOL, FP8 codes: bytes (source_dtype says what they mean)
     }
 }
 
@@ -103,14 +120,14 @@ moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e, int64_t row_bytes)
         }
         s->bytes = n * moeq_dtype_size(e->source_dtype);
         if (s->type == MOEQ_H5_U8 && moeq_dtype_size(e->source_dtype) != 1)
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be stored as it came", e->name,
-                             moeq_dtype_name(e->source_dtype));
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be stored as it came",
+                             e->name, moeq_dtype_name(e->source_dtype));
         return MOEQ_OK;
     }
     const int64_t R = e->shape[0], C = e->shape[1], G = e->q.group, r = e->q.rank;
     if (e->ndim != 2 || R <= 0 || C <= 0 || G <= 0 || C % G || row_bytes <= 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': cannot lay out a quantized [%lld, %lld] with group %lld", e->name,
-                         (long long)R, (long long)C, (long long)G);
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': cannot lay out a quantized [%lld, %lld] with group %lld",
+                         e->name, (long long)R, (long long)C, (long long)G);
     spec(&e->ds[MOEQ_DS_CODES], MOEQ_H5_U8, 2, R, row_bytes);
     spec(&e->ds[MOEQ_DS_SCALE], MOEQ_H5_F16, 2, R, C / G);
     spec(&e->ds[MOEQ_DS_ZERO], MOEQ_H5_F16, 2, R, C / G);
@@ -149,7 +166,8 @@ static herr_t attr_str(hid_t obj, const char *name, const char *value, size_t fi
     hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR), a = -1;
     herr_t rc = -1;
     if (t >= 0 && sp >= 0 && H5Tset_size(t, n) >= 0 && H5Tset_strpad(t, H5T_STR_NULLPAD) >= 0) {
-        a = H5Aexists(obj, name) > 0 ? H5Aopen(obj, name, H5P_DEFAULT) : H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        a = H5Aexists(obj, name) > 0 ? H5Aopen(obj, name, H5P_DEFAULT)
+                                     : H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
         if (a >= 0) rc = H5Awrite(a, t, buf);
     }
     if (a >= 0) H5Aclose(a);
@@ -159,7 +177,8 @@ static herr_t attr_str(hid_t obj, const char *name, const char *value, size_t fi
     return rc;
 }
 
-static herr_t attr_num(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *v, hsize_t n) {
+static herr_t attr_num(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *v,
+                       hsize_t n) {
     hid_t sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
     if (sp < 0) return -1;
     hid_t a = H5Aexists(obj, name) > 0 ? H5Aopen(obj, name, H5P_DEFAULT)
@@ -200,9 +219,13 @@ static herr_t read_attr_str(hid_t o, const char *n, char *out, size_t cap) {
 
 static herr_t write_results(hid_t g, const moeq_tensor_result *r) {
     char status[STATUS_LEN];
-    if (!r) snprintf(status, sizeof status, "pending");
-    else if (r->status == MOEQ_OK) snprintf(status, sizeof status, "ok");
-    else snprintf(status, sizeof status, "failed: %s: %s", moeq_status_str((moeq_status)r->status), r->message);
+    if (!r)
+        snprintf(status, sizeof status, "pending");
+    else if (r->status == MOEQ_OK)
+        snprintf(status, sizeof status, "ok");
+    else
+        snprintf(status, sizeof status, "failed: %s: %s", moeq_status_str((moeq_status)r->status),
+                 r->message);
     const double nan = NAN;
     if (attr_str(g, "status", status, STATUS_LEN) < 0) return -1;
     if (attr_u64(g, "checksum", r ? r->checksum : 0) < 0) return -1;
@@ -223,14 +246,17 @@ static herr_t write_static_attrs(hid_t g, const moeq_artifact_entry *e) {
     if (attr_str(g, "name", e->name, 0) < 0 || attr_str(g, "class", moeq_tclass_name(e->c.cls), 0) < 0 ||
         attr_i64(g, "layer", e->c.layer) < 0 || attr_i64(g, "expert", e->c.expert) < 0 ||
         attr_str(g, "proj", e->c.proj ? moeq_proj_name(e->c.proj) : "-", 0) < 0 ||
-        attr_str(g, "source_dtype", moeq_dtype_name(e->source_dtype), 0) < 0 || attr_i64(g, "unit", e->unit) < 0 ||
-        attr_str(g, "method", moeq_method_name(q->method), 0) < 0)
+        attr_str(g, "source_dtype", moeq_dtype_name(e->source_dtype), 0) < 0 ||
+        attr_i64(g, "unit", e->unit) < 0 || attr_str(g, "method", moeq_method_name(q->method), 0) < 0)
         return -1;
-    if (e->ndim > 0 && attr_num(g, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim) < 0) return -1;
+    if (e->ndim > 0 && attr_num(g, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim) < 0)
+        return -1;
     if (q->method == MOEQ_METHOD_NONE) return 0;
-    if (attr_i64(g, "bits", q->bits) < 0 || attr_i64(g, "group", q->group) < 0 || attr_i64(g, "rank", q->rank) < 0 ||
+    if (attr_i64(g, "bits", q->bits) < 0 || attr_i64(g, "group", q->group) < 0 ||
+        attr_i64(g, "rank", q->rank) < 0 ||
         attr_i64(g, "rounds", q->method == MOEQ_METHOD_MILO ? q->rounds : 0) < 0 ||
-        attr_str(g, "compensator", q->rank > 0 ? (q->compensator == MOEQ_COMP_FP16 ? "fp16" : "int3") : "none", 0) < 0 ||
+        attr_str(g, "compensator",
+                 q->rank > 0 ? (q->compensator == MOEQ_COMP_FP16 ? "fp16" : "int3") : "none", 0) < 0 ||
         attr_f64(g, "bits_per_weight", e->bits_per_weight) < 0 || attr_u64(g, "seed", q->seed) < 0)
         return -1;
     if (q->method != MOEQ_METHOD_RTN) {
@@ -270,11 +296,11 @@ static hid_t fapl_make(void) {
     return fapl;
 }
 
-moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e, int n) {
+moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e,
+                                 int n) {
     moeq_status st = MOEQ_OK;
     hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1;
-    if (access(path, F_OK) == 0)
-        return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists; refusing to overwrite", path);
+    if (access(path, F_OK) == 0) return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists; refusing to overwrite", path);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // errors are reported through moeq_status, with the call named
     H5_CHECK(fapl = fapl_make(), "file access properties");
     H5_CHECK(fcpl = H5Pcreate(H5P_FILE_CREATE), "file creation properties");
@@ -291,6 +317,7 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, "moeq_format", MOEQ_ARTIFACT_FORMAT, 0), "root attributes");
     H5_CHECK(attr_i64(root, "moeq_format_version", MOEQ_ARTIFACT_VERSION), "root attributes");
     H5_CHECK(attr_str(root, "moeq_version", m->moeq_version ? m->moeq_version : "?", 0), "root attributes");
+    H5_CHECK(attr_str(root, "backend", m->backend ? m->backend : "cpu", 0), "root attributes");
     H5_CHECK(attr_str(root, "recipe", m->recipe_text ? m->recipe_text : "", 0), "root attributes");
     H5_CHECK(attr_str(root, "recipe_path", m->recipe_path ? m->recipe_path : "", 0), "root attributes");
     H5_CHECK(attr_str(root, "source_config", m->config_json ? m->config_json : "", 0), "root attributes");
@@ -319,8 +346,8 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
             if (ft >= 0 && sp >= 0) ds = H5Dcreate2(g, ds_names[d], ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
             haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
             if (ds < 0 || off == HADDR_UNDEF || attr_u64(ds, "xxh3", 0) < 0)
-                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of tensor '%s' (%llu bytes)", path,
-                               ds_names[d], e[i].name, (unsigned long long)s->bytes);
+                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of tensor '%s' (%llu bytes)",
+                               path, ds_names[d], e[i].name, (unsigned long long)s->bytes);
             else
                 e[i].offset[d] = (uint64_t)off;
             if (ds >= 0) H5Dclose(ds);
@@ -353,8 +380,10 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
     H5_CHECK(fapl = fapl_make(), "file access properties");
     f = H5Fopen(path, flags, fapl);
     if (f < 0) {
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged\n---> HINT: remove it and start again "
-                       "without --resume", path);
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                       "%s: not an HDF5 file, or damaged\n---> HINT: remove it and start again "
+                       "without --resume",
+                       path);
         goto done;
     }
     char fmt[64] = "";
@@ -366,8 +395,8 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
         goto done;
     }
     if (ver != MOEQ_ARTIFACT_VERSION) {
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d", path,
-                       (long long)ver, MOEQ_ARTIFACT_VERSION);
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d",
+                       path, (long long)ver, MOEQ_ARTIFACT_VERSION);
         goto done;
     }
     if (moeq_h5_attr_read(f, "plan_digest", H5T_NATIVE_UINT64, &digest) < 0) {
@@ -375,10 +404,11 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
         goto done;
     }
     if (plan_digest && digest != plan_digest) {
-        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
-                       "%s: was planned for another model or recipe (plan digest %016llx, this run %016llx)\n---> "
-                       "HINT: resume with the same --model and --recipe, or start a new artifact",
-                       path, (unsigned long long)digest, (unsigned long long)plan_digest);
+        st = MOEQ_FAIL(
+            MOEQ_ERR_MISMATCH,
+            "%s: was planned for another model or recipe (plan digest %016llx, this run %016llx)\n---> "
+            "HINT: resume with the same --model and --recipe, or start a new artifact",
+            path, (unsigned long long)digest, (unsigned long long)plan_digest);
         goto done;
     }
 done:
@@ -409,8 +439,8 @@ moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_ar
             haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
             hsize_t size = ds >= 0 ? H5Dget_storage_size(ds) : 0;
             if (off == HADDR_UNDEF || size != e[i].ds[d].bytes)
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s missing or of the wrong size", path,
-                               e[i].name, ds_names[d]);
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s missing or of the wrong size",
+                               path, e[i].name, ds_names[d]);
             else
                 e[i].offset[d] = (uint64_t)off;
             if (ds >= 0) H5Dclose(ds);
@@ -422,8 +452,19 @@ moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_ar
     return st;
 }
 
-moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r, int n,
-                               uint64_t *artifact_checksum) {
+moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap) {
+    hid_t f;
+    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, &f));
+    moeq_status st = MOEQ_OK;
+    snprintf(out, cap, "cpu"); // no attribute: made before it existed, when the pipeline ran only on the CPU
+    if (H5Aexists(f, "backend") > 0 && read_attr_str(f, "backend", out, cap) < 0)
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attribute 'backend' is damaged", path);
+    H5Fclose(f);
+    return st;
+}
+
+moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r,
+                               int n, uint64_t *artifact_checksum) {
     hid_t f;
     MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDWR, &f));
     moeq_status st = MOEQ_OK;
@@ -439,17 +480,20 @@ moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, c
             if (!e[i].ds[d].present) continue;
             hid_t ds = H5Dopen2(g, ds_names[d], H5P_DEFAULT);
             if (ds < 0 || attr_u64(ds, "xxh3", r[i].ds_checksum[d]) < 0)
-                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the checksum of %s/%s", path, e[i].name, ds_names[d]);
+                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the checksum of %s/%s", path, e[i].name,
+                               ds_names[d]);
             if (ds >= 0) H5Dclose(ds);
         }
         if (g >= 0) H5Gclose(g);
         XXH3_64bits_update(h, &r[i].checksum, sizeof r[i].checksum);
     }
     uint64_t total = h ? XXH3_64bits_digest(h) : 0;
-    if (st == MOEQ_OK && (attr_u64(f, "artifact_checksum", total) < 0 || attr_str(f, "status", "complete", 16) < 0))
+    if (st == MOEQ_OK &&
+        (attr_u64(f, "artifact_checksum", total) < 0 || attr_str(f, "status", "complete", 16) < 0))
         st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the root status", path);
     if (tensors >= 0) H5Gclose(tensors);
-    if (H5Fclose(f) < 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing after seal failed", path);
+    if (H5Fclose(f) < 0 && st == MOEQ_OK)
+        st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing after seal failed", path);
     release_memory();
     if (h) XXH3_freeState(h);
     if (st == MOEQ_OK) {
@@ -461,8 +505,8 @@ moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, c
     return st;
 }
 
-moeq_status moeq_artifact_checksum_tensor(int fd, const char *path, const moeq_artifact_entry *e, uint64_t *checksum,
-                                          uint64_t ds_checksum[MOEQ_DS_COUNT]) {
+moeq_status moeq_artifact_checksum_tensor(int fd, const char *path, const moeq_artifact_entry *e,
+                                          uint64_t *checksum, uint64_t ds_checksum[MOEQ_DS_COUNT]) {
     enum { CHUNK = 1 << 22 };
     XXH3_state_t *all = XXH3_createState(), *one = XXH3_createState();
     unsigned char *buf = MOEQ_MALLOC(CHUNK, "checksum buffer");

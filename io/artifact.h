@@ -9,12 +9,13 @@
 #ifndef MOEQ_ARTIFACT_H
 #define MOEQ_ARTIFACT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "catalog.h"
 #include "recipe.h"
 
-#define MOEQ_ARTIFACT_FORMAT "moeq-artifact"
+#define MOEQ_ARTIFACT_FORMAT  "moeq-artifact"
 #define MOEQ_ARTIFACT_VERSION 1
 
 typedef enum moeq_ds {
@@ -73,42 +74,48 @@ typedef struct moeq_artifact_meta {
     const char *recipe_text;
     const char *recipe_path;
     const char *config_json;
-    const char *shards_json;  // [{"name":..., "bytes":...}, ...]
+    const char *shards_json; // [{"name":..., "bytes":...}, ...]
     const char *model_dir;
     uint64_t plan_digest;
     int n_units;
+    const char *backend; // kernel backend of every tensor: "cpu" or "cuda" (NULL: "cpu")
 } moeq_artifact_meta;
 
 // Per-tensor outcome, carried from workers to the coordinator, journaled, then sealed into attributes.
 typedef struct moeq_tensor_result {
-    uint32_t tensor;          // index in the plan
-    int32_t status;           // moeq_status of the tensor's job
-    uint64_t checksum;        // xxh3-64 over the tensor's datasets' bytes in moeq_ds order
+    uint32_t tensor;   // index in the plan
+    int32_t status;    // moeq_status of the tensor's job
+    uint64_t checksum; // xxh3-64 over the tensor's datasets' bytes in moeq_ds order
     uint64_t ds_checksum[MOEQ_DS_COUNT];
-    double rel_fro_error;     // ||W - deq(Q) - UV||_F / ||W||_F (0 for pass-through)
+    double rel_fro_error; // ||W - deq(Q) - UV||_F / ||W||_F (0 for pass-through)
     double sqnr_db;
     double max_abs_error;
     double nmse;
-    double kurtosis;          // excess kurtosis of W (NaN when not computed)
-    double outlier_score;     // max over input columns of max|w| / mean|w|
-    int32_t best_round;       // MiLo round kept (-1 otherwise)
+    double kurtosis;      // excess kurtosis of W (NaN when not computed)
+    double outlier_score; // max over input columns of max|w| / mean|w|
+    int32_t best_round;   // MiLo round kept (-1 otherwise)
     int32_t reserved;
-    char message[96];         // failure reason ("" when ok)
+    char message[96]; // failure reason ("" when ok)
 } moeq_tensor_result;
 
 // Creates `path` (which must not exist) with the full skeleton and fills e[i].offset.
-moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e, int n);
+moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e,
+                                 int n);
 // Reopens an existing skeleton: checks format, version and plan digest (MOEQ_ERR_MISMATCH with both digests
 // when they differ) and fills e[i].offset.
 moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_artifact_entry *e, int n);
+// The kernel backend that made the artifact at `path` (root attribute `backend`: "cpu" or "cuda") into out
+// (cap >= 8). An artifact without the attribute (made before it existed) was made on the CPU: "cpu".
+// Checks format and version as moeq_artifact_layout does.
+moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap);
 // Writes the results into the per-tensor attributes, the root status "complete" and the artifact checksum
 // (xxh3-64 over the tensors' checksums in plan order). Returns that checksum.
-moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r, int n,
-                               uint64_t *artifact_checksum);
+moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r,
+                               int n, uint64_t *artifact_checksum);
 
 // xxh3-64 over the raw bytes of the tensor's datasets (read from the file at e->offset), in moeq_ds order;
 // ds_checksum (optional) receives each dataset's own checksum.
-moeq_status moeq_artifact_checksum_tensor(int fd, const char *path, const moeq_artifact_entry *e, uint64_t *checksum,
-                                          uint64_t ds_checksum[MOEQ_DS_COUNT]);
+moeq_status moeq_artifact_checksum_tensor(int fd, const char *path, const moeq_artifact_entry *e,
+                                          uint64_t *checksum, uint64_t ds_checksum[MOEQ_DS_COUNT]);
 
 #endif

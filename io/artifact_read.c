@@ -14,8 +14,8 @@
 #include <xxhash.h>
 
 #include "artifact_impl.h" // defines: moeq_h5_attr_read
-#include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
-#include "sysio.h" // defines: moeq_pread_full
+#include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
+#include "sysio.h"         // defines: moeq_pread_full
 
 // ---- attribute readers (missing attribute: -1) ----
 
@@ -73,7 +73,8 @@ static uint64_t superblock_eof(const char *path) {
     FILE *f = fopen(path, "rb");
     size_t n = f ? fread(sb, 1, sizeof sb, f) : 0;
     if (f) fclose(f);
-    if (n < 44 || memcmp(sb, "\211HDF\r\n\032\n", 8) != 0 || (sb[8] != 2 && sb[8] != 3) || sb[9] != 8) return 0;
+    if (n < 44 || memcmp(sb, "\211HDF\r\n\032\n", 8) != 0 || (sb[8] != 2 && sb[8] != 3) || sb[9] != 8)
+        return 0;
     uint64_t base = 0, eof = 0;
     for (int i = 7; i >= 0; i--) base = base << 8 | sb[12 + i], eof = eof << 8 | sb[28 + i];
     return base + eof;
@@ -86,43 +87,57 @@ static hid_t open_ro(const char *path) {
 moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) {
     struct stat sb;
     if (stat(path, &sb) != 0)
-        return MOEQ_FAIL(errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: %s\n---> HINT: the artifact is "
-                         "what `moeq quantize --out` wrote", path, strerror(errno));
+        return MOEQ_FAIL(errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO,
+                         "%s: %s\n---> HINT: the artifact is "
+                         "what `moeq quantize --out` wrote",
+                         path, strerror(errno));
     hid_t f = open_ro(path);
     const uint64_t eof = superblock_eof(path);
     if (f < 0 && eof > (uint64_t)sb.st_size)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: truncated: %llu bytes, its HDF5 superblock records %llu (HDF5 refuses "
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: truncated: %llu bytes, its HDF5 superblock records %llu (HDF5 refuses "
                          "to open a cut file, so the tensors cannot be named)\n---> HINT: copy the "
-                         "artifact again, or quantize again", path, (unsigned long long)sb.st_size,
-                         (unsigned long long)eof);
+                         "artifact again, or quantize again",
+                         path, (unsigned long long)sb.st_size, (unsigned long long)eof);
     if (f < 0)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged (%llu bytes)\n---> HINT: quantize again, "
-                         "or copy the artifact again", path, (unsigned long long)sb.st_size);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: not an HDF5 file, or damaged (%llu bytes)\n---> HINT: quantize again, "
+                         "or copy the artifact again",
+                         path, (unsigned long long)sb.st_size);
     moeq_status st = MOEQ_OK;
     moeq_artifact_info *in = MOEQ_CALLOC(1, sizeof *in, "artifact info");
     char *fmt = attr_str(f, "moeq_format");
-    if (!in) st = MOEQ_ERR_NOMEM;
-    else if (!fmt || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 || attr_i64(f, "moeq_format_version", &in->format_version) < 0)
+    if (!in)
+        st = MOEQ_ERR_NOMEM;
+    else if (!fmt || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
+             attr_i64(f, "moeq_format_version", &in->format_version) < 0)
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
     else if (in->format_version != MOEQ_ARTIFACT_VERSION)
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d", path,
-                       (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d",
+                       path, (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
     free(fmt);
     if (st == MOEQ_OK) {
         char *s = attr_str(f, "status");
         snprintf(in->status, sizeof in->status, "%s", s ? s : "");
         free(s);
+        char *b = attr_str(f, "backend");
+        snprintf(in->backend, sizeof in->backend, "%s", b ? b : "cpu"); // absent: made before it was recorded
+        free(b);
         in->moeq_version = dup_or_empty(attr_str(f, "moeq_version"));
         in->recipe_text = dup_or_empty(attr_str(f, "recipe"));
         in->recipe_path = dup_or_empty(attr_str(f, "recipe_path"));
         in->source_config = dup_or_empty(attr_str(f, "source_config"));
         in->source_dir = dup_or_empty(attr_str(f, "source_dir"));
-        if (!in->moeq_version || !in->recipe_text || !in->recipe_path || !in->source_config || !in->source_dir)
+        if (!in->moeq_version || !in->recipe_text || !in->recipe_path || !in->source_config ||
+            !in->source_dir)
             st = MOEQ_ERR_NOMEM;
-        else if (attr_u64(f, "plan_digest", &in->plan_digest) < 0 || attr_i64(f, "n_tensors", &in->n_tensors) < 0 ||
-                 attr_i64(f, "n_units", &in->n_units) < 0 || attr_u64(f, "artifact_checksum", &in->artifact_checksum) < 0)
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attributes plan_digest/n_tensors/n_units/artifact_checksum "
-                           "missing or damaged", path);
+        else if (attr_u64(f, "plan_digest", &in->plan_digest) < 0 ||
+                 attr_i64(f, "n_tensors", &in->n_tensors) < 0 || attr_i64(f, "n_units", &in->n_units) < 0 ||
+                 attr_u64(f, "artifact_checksum", &in->artifact_checksum) < 0)
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                           "%s: root attributes plan_digest/n_tensors/n_units/artifact_checksum "
+                           "missing or damaged",
+                           path);
         in->file_bytes = (uint64_t)sb.st_size;
         in->recorded_bytes = eof;
     }
@@ -146,7 +161,8 @@ void moeq_artifact_info_free(moeq_artifact_info **info) {
     moeq_free(info);
 }
 
-moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e, int n, moeq_artifact_record *rec) {
+moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e, int n,
+                                       moeq_artifact_record *rec) {
     struct stat sb;
     if (stat(path, &sb) != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", path, strerror(errno));
     hid_t f = open_ro(path);
@@ -157,10 +173,12 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
     for (int i = 0; i < n && st == MOEQ_OK; i++) {
         memset(&rec[i], 0, sizeof rec[i]);
         rec[i].rel_fro_error = NAN;
-        hid_t g = H5Lexists(tensors, e[i].name, H5P_DEFAULT) > 0 ? H5Gopen2(tensors, e[i].name, H5P_DEFAULT) : -1;
+        hid_t g =
+            H5Lexists(tensors, e[i].name, H5P_DEFAULT) > 0 ? H5Gopen2(tensors, e[i].name, H5P_DEFAULT) : -1;
         if (g < 0) {
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' of the plan is missing (or its group is damaged)", path,
-                           e[i].name);
+            st =
+                MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' of the plan is missing (or its group is damaged)",
+                          path, e[i].name);
             break;
         }
         char *s = attr_str(g, "status");
@@ -176,17 +194,20 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
             haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
             hsize_t size = ds >= 0 ? H5Dget_storage_size(ds) : 0;
             if (off == HADDR_UNDEF || size != e[i].ds[d].bytes)
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: missing or of the wrong size (%llu bytes, "
-                               "planned %llu)", path, e[i].name, dn, (unsigned long long)size,
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                               "%s: tensor '%s' dataset %s: missing or of the wrong size (%llu bytes, "
+                               "planned %llu)",
+                               path, e[i].name, dn, (unsigned long long)size,
                                (unsigned long long)e[i].ds[d].bytes);
             else if ((uint64_t)off + e[i].ds[d].bytes > (uint64_t)sb.st_size)
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: bytes [%llu, %llu) beyond the end of the "
-                               "file (%llu bytes): truncated artifact", path, e[i].name, dn,
-                               (unsigned long long)off, (unsigned long long)(off + e[i].ds[d].bytes),
-                               (unsigned long long)sb.st_size);
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                               "%s: tensor '%s' dataset %s: bytes [%llu, %llu) beyond the end of the "
+                               "file (%llu bytes): truncated artifact",
+                               path, e[i].name, dn, (unsigned long long)off,
+                               (unsigned long long)(off + e[i].ds[d].bytes), (unsigned long long)sb.st_size);
             else if (attr_u64(ds, "xxh3", &rec[i].xxh3[d]) < 0)
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: no xxh3 attribute", path, e[i].name,
-                               dn);
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: no xxh3 attribute", path,
+                               e[i].name, dn);
             else
                 e[i].offset[d] = (uint64_t)off;
             if (ds >= 0) H5Dclose(ds);
@@ -199,11 +220,14 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
     return st;
 }
 
-moeq_status moeq_artifact_read_dataset(int fd, const char *path, const moeq_artifact_entry *e, moeq_ds d, void *buf) {
+moeq_status moeq_artifact_read_dataset(int fd, const char *path, const moeq_artifact_entry *e, moeq_ds d,
+                                       void *buf) {
     if ((int)d < 0 || d >= MOEQ_DS_COUNT || !e->ds[d].present)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': no dataset %d", e->name, (int)d);
     moeq_status st = moeq_pread_full(fd, buf, (size_t)e->ds[d].bytes, e->offset[d], path);
-    if (st != MOEQ_OK) return MOEQ_FAIL(st, "tensor '%s' dataset %s: %s", e->name, moeq_ds_name((moeq_ds)d), moeq_error_detail());
+    if (st != MOEQ_OK)
+        return MOEQ_FAIL(st, "tensor '%s' dataset %s: %s", e->name, moeq_ds_name((moeq_ds)d),
+                         moeq_error_detail());
     return MOEQ_OK;
 }
 
@@ -220,18 +244,21 @@ moeq_status moeq_artifact_verify_buffers(const char *path, const moeq_artifact_e
         const uint64_t h = XXH3_64bits(bufs[d], (size_t)e->ds[d].bytes);
         XXH3_64bits_update(all, bufs[d], (size_t)e->ds[d].bytes);
         if (h != rec->xxh3[d] && st == MOEQ_OK) {
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: checksum %016llx, recorded %016llx: the "
-                           "bytes changed after quantization (corrupted)", path, e->name, moeq_ds_name((moeq_ds)d),
-                           (unsigned long long)h, (unsigned long long)rec->xxh3[d]);
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                           "%s: tensor '%s' dataset %s: checksum %016llx, recorded %016llx: the "
+                           "bytes changed after quantization (corrupted)",
+                           path, e->name, moeq_ds_name((moeq_ds)d), (unsigned long long)h,
+                           (unsigned long long)rec->xxh3[d]);
             if (bad_ds) *bad_ds = d;
         }
     }
     const uint64_t t = XXH3_64bits_digest(all);
     XXH3_freeState(all);
     if (st == MOEQ_OK && t != rec->checksum) {
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': tensor checksum %016llx, recorded %016llx (a dataset "
-                       "checksum attribute was changed)", path, e->name, (unsigned long long)t,
-                       (unsigned long long)rec->checksum);
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                       "%s: tensor '%s': tensor checksum %016llx, recorded %016llx (a dataset "
+                       "checksum attribute was changed)",
+                       path, e->name, (unsigned long long)t, (unsigned long long)rec->checksum);
         if (bad_ds) *bad_ds = MOEQ_DS_COUNT;
     }
     return st;

@@ -13,40 +13,44 @@
 // Root attributes of an artifact.
 typedef struct moeq_artifact_info {
     int64_t format_version;
-    char status[32];          // "complete" or "partial"
-    char *moeq_version;       // producing moeq
-    char *recipe_text;        // effective recipe (YAML)
+    char status[32];    // "complete" or "partial"
+    char backend[16];   // kernel backend that made it: "cpu" or "cuda" ("cpu" when not recorded)
+    char *moeq_version; // producing moeq
+    char *recipe_text;  // effective recipe (YAML)
     char *recipe_path;
-    char *source_config;      // config.json of the source model, verbatim
+    char *source_config; // config.json of the source model, verbatim
     char *source_dir;
     uint64_t plan_digest;
     uint64_t artifact_checksum;
     int64_t n_tensors, n_units;
-    uint64_t file_bytes;      // size of the file on disk
-    uint64_t recorded_bytes;  // end of file the HDF5 superblock records (0 when unknown); > file_bytes: truncated
+    uint64_t file_bytes; // size of the file on disk
+    uint64_t
+        recorded_bytes; // end of file the HDF5 superblock records (0 when unknown); > file_bytes: truncated
 } moeq_artifact_info;
 
 // Opens `path` read-only and reads the root attributes. MOEQ_ERR_NOT_FOUND for a missing file,
 // MOEQ_ERR_FORMAT for a file that is not a moeq artifact or an HDF5 file too damaged to open,
 // MOEQ_ERR_UNSUPPORTED for another format version. HDF5 refuses a file shorter than the end its superblock
-// records; that case is MOEQ_ERR_FORMAT "truncated" with both sizes (no tensor can be named then: a padded copy
-// was tried and its metadata was unreadable too, HDF5 keeps metadata flushed at close near the end of the file).
+// records; that case is MOEQ_ERR_FORMAT "truncated" with both sizes (no tensor can be named then: a padded
+// copy was tried and its metadata was unreadable too, HDF5 keeps metadata flushed at close near the end of
+// the file).
 moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out);
 void moeq_artifact_info_free(moeq_artifact_info **info);
 
 // What the artifact recorded about one tensor (sealed result attributes).
 typedef struct moeq_artifact_record {
-    uint64_t checksum;              // tensor checksum (xxh3-64 over its datasets in moeq_ds order)
-    uint64_t xxh3[MOEQ_DS_COUNT];   // each dataset's own checksum (0 when absent)
-    double rel_fro_error;           // recorded by quantize (NaN when absent)
-    char status[128];               // "ok", "failed: ...", or "pending"
+    uint64_t checksum;            // tensor checksum (xxh3-64 over its datasets in moeq_ds order)
+    uint64_t xxh3[MOEQ_DS_COUNT]; // each dataset's own checksum (0 when absent)
+    double rel_fro_error;         // recorded by quantize (NaN when absent)
+    char status[128];             // "ok", "failed: ...", or "pending"
 } moeq_artifact_record;
 
 // For every entry (filled from the plan, e.g. as quantize does): opens its group, checks that every planned
 // dataset exists with the planned size and lies inside the file, fills e[i].offset, and reads the
 // recorded checksums and status into rec[i]. MOEQ_ERR_FORMAT naming the first tensor (and dataset) that is
 // missing, of the wrong size, or beyond the end of the file.
-moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e, int n, moeq_artifact_record *rec);
+moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e, int n,
+                                       moeq_artifact_record *rec);
 
 // Reads the raw bytes of dataset d of e (e->ds[d].bytes bytes) at its offset.
 moeq_status moeq_artifact_read_dataset(int fd, const char *path, const moeq_artifact_entry *e, moeq_ds d,
@@ -54,7 +58,8 @@ moeq_status moeq_artifact_read_dataset(int fd, const char *path, const moeq_arti
 
 // Verifies already-read dataset bytes (bufs[d] for every present dataset) against rec: every dataset's
 // xxh3, then the tensor checksum. MOEQ_ERR_FORMAT naming the tensor and the dataset on a mismatch;
-// *bad_ds (optional) gets the dataset (-1 when all match, MOEQ_DS_COUNT when only the tensor checksum differs).
+// *bad_ds (optional) gets the dataset (-1 when all match, MOEQ_DS_COUNT when only the tensor checksum
+// differs).
 moeq_status moeq_artifact_verify_buffers(const char *path, const moeq_artifact_entry *e,
                                          const moeq_artifact_record *rec, void *const bufs[MOEQ_DS_COUNT],
                                          int *bad_ds);

@@ -1,5 +1,6 @@
 // backend.c: the CPU ops table, the CUDA ops table (entries in backend_cuda.cu, or cuda_stub.c in CPU-only
-// builds), and backend selection by name (backend.h).
+// builds), backend selection by name, and the round-robin rule of device binding (backend.h; the binding
+// itself is in backend_cuda.cu / cuda_stub.c).
 #include "backend.h"
 
 #include <string.h>
@@ -42,9 +43,10 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
         return MOEQ_FAIL(MOEQ_ERR_ARG, "backend '%s': unknown\n---> HINT: use cpu, cuda or auto", name);
 #ifndef MOEQ_WITH_CUDA
     if (is_cuda)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                         "backend 'cuda': this build has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
-                         "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use --device cpu|auto");
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "backend 'cuda': this build has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
+            "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use --device cpu|auto");
     *out = &moeq_kernel_ops_cpu;
     return MOEQ_OK;
 #else
@@ -53,12 +55,18 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
         return MOEQ_OK;
     }
     if (is_cuda)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                         "backend 'cuda': no CUDA device is visible (driver missing, CUDA_VISIBLE_DEVICES empty, or "
-                         "no GPU on this node)\n---> HINT: run on a GPU node, or use --device cpu|auto");
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "backend 'cuda': no CUDA device is visible (driver missing, CUDA_VISIBLE_DEVICES empty, or "
+            "no GPU on this node)\n---> HINT: run on a GPU node, or use --device cpu|auto");
     *out = &moeq_kernel_ops_cpu;
     return MOEQ_OK;
 #endif
+}
+
+int moeq_backend_device_for(int local_rank, int n_devices) {
+    if (n_devices <= 0 || local_rank < 0) return -1;
+    return local_rank % n_devices;
 }
 
 void moeq_backend_release(void) {

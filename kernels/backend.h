@@ -22,17 +22,19 @@ extern "C" {
 #endif
 
 typedef struct moeq_kernel_ops {
-    const char *name; // "cpu" or "cuda"
-    moeq_status (*rtn_quantize)(const float *w, moeq_qmat *q);                             // w (R, C)
-    moeq_status (*hqq_quantize)(const float *w, const moeq_hqq_params *p, moeq_qmat *q);   // w (R, C)
-    moeq_status (*dequantize)(const moeq_qmat *q, float *out);                             // out (R, C)
-    moeq_status (*residual)(const moeq_qmat *q, const float *w, float *out);               // out = w − deq(q)
+    const char *name;                                                                    // "cpu" or "cuda"
+    moeq_status (*rtn_quantize)(const float *w, moeq_qmat *q);                           // w (R, C)
+    moeq_status (*hqq_quantize)(const float *w, const moeq_hqq_params *p, moeq_qmat *q); // w (R, C)
+    moeq_status (*dequantize)(const moeq_qmat *q, float *out);                           // out (R, C)
+    moeq_status (*residual)(const moeq_qmat *q, const float *w, float *out);             // out = w − deq(q)
     moeq_status (*rsvd)(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *u,
-                        float *v, float *s);                                               // a (m, n)
-    moeq_status (*milo_fit)(const float *w, int64_t R, int64_t C, const moeq_milo_params *p, moeq_milo_out *out);
-    moeq_status (*metrics_error)(const float *w, const float *approx, int64_t R, int64_t C, moeq_err_metrics *m);
-    moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v, int64_t R,
-                                         int64_t C, int64_t r, moeq_err_metrics *m);
+                        float *v, float *s); // a (m, n)
+    moeq_status (*milo_fit)(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
+                            moeq_milo_out *out);
+    moeq_status (*metrics_error)(const float *w, const float *approx, int64_t R, int64_t C,
+                                 moeq_err_metrics *m);
+    moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v,
+                                         int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
 } moeq_kernel_ops;
 
 extern const moeq_kernel_ops moeq_kernel_ops_cpu;
@@ -47,6 +49,29 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out);
 // Frees this thread's CUDA workspace, stream and library handles (no-op without CUDA or when unused).
 void moeq_backend_release(void);
 
+// ---- device binding: the k-th rank of a node -> a GPU (the pipeline computes k; kernels know no MPI) ----
+typedef struct moeq_backend_device {
+    int index;           // CUDA runtime index, among the devices this process sees (CUDA_VISIBLE_DEVICES
+                         // filters and renumbers them, as for every CUDA program)
+    int n_visible;       // how many devices this process sees
+    char name[128];      // "NVIDIA H100 80GB HBM3"
+    char pci_bus_id[32]; // "0000:1B:00.0": the physical device, whatever the renumbering; ranks of one node
+                         // compare it to find a shared GPU
+} moeq_backend_device;
+
+// The device of the local_rank-th rank of a node among n_devices visible ones: round-robin,
+// local_rank % n_devices. -1 when n_devices <= 0 or local_rank < 0. Pure (unit-tested without a GPU).
+int moeq_backend_device_for(int local_rank, int n_devices);
+
+// Binds the calling thread to device moeq_backend_device_for(local_rank, visible devices) (cudaSetDevice) and
+// creates its context there, so that an unusable device fails now, not in the first kernel; describes the
+// device in *dev. Call it on the thread that will run the CUDA table (the device is per host thread); this
+// thread's CUDA workspace and handles of an earlier binding are released first (moeq_backend_release).
+// MOEQ_ERR_UNSUPPORTED with the reason (CPU-only build; no device visible, with the runtime's error and
+// CUDA_VISIBLE_DEVICES; a device that cannot be used, e.g. busy in exclusive mode) and a hint; MOEQ_ERR_ARG
+// for local_rank < 0 or dev NULL.
+moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev);
+
 // ---- the CUDA table's entries (backend_cuda.cu; cuda_stub.c without CUDA) ----
 moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q);
 moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p, moeq_qmat *q);
@@ -58,8 +83,9 @@ moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C, con
                                        moeq_milo_out *out);
 moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R, int64_t C,
                                             moeq_err_metrics *m);
-moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u, const float *v,
-                                                    int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
+moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
+                                                    const float *v, int64_t R, int64_t C, int64_t r,
+                                                    moeq_err_metrics *m);
 void moeq_backend_cuda_release(void);
 
 #ifdef __cplusplus

@@ -1,15 +1,17 @@
 // backend_cuda.cu: the CUDA side of the backend (backend.h): per-thread library handles with the numeric
 // modes fixed (cuBLAS CUBLAS_DEFAULT_MATH: TF32 off, as the parity tests need; cuSOLVER deterministic
 // results), the per-thread device workspace that grows to the largest call, the host-pointer wrappers of
-// the CUDA ops table (copy in, run on this thread's stream, copy out), and device facts for the benchmark.
+// the CUDA ops table (copy in, run on this thread's stream, copy out), device binding (local rank -> GPU),
+// and device facts for the benchmark.
 // Not here: the kernels themselves (*_cuda.cu).
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"       // defines: moeq_backend_cuda_* prototypes
 #include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY
 #include "kernels_cuda.h"  // defines: the *_cuda kernels
-#include "moeq_kernels.h" // defines: moeq_cuda_device_count
+#include "moeq_kernels.h"  // defines: moeq_cuda_device_count
 
 namespace {
 
@@ -65,7 +67,8 @@ void qmat_dev(const moeq_qmat *q, uint8_t **cur, moeq_qmat *d, size_t *code_byte
     d->mem = NULL;
 }
 size_t qmat_dev_bytes(const moeq_qmat *q) {
-    return al((size_t)(q->R * moeq_qtype_row_bytes(q->bits, q->C))) + 2 * al((size_t)(q->R * (q->C / q->G)) * 2);
+    return al((size_t)(q->R * moeq_qtype_row_bytes(q->bits, q->C))) +
+           2 * al((size_t)(q->R * (q->C / q->G)) * 2);
 }
 
 moeq_status qmat_copy(moeq_qmat *dst, const moeq_qmat *src, size_t cb, size_t mb, cudaMemcpyKind kind,
@@ -151,7 +154,8 @@ extern "C" void moeq_backend_cuda_release(void) {
 extern "C" moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q) {
     return quantize_host(w, NULL, q);
 }
-extern "C" moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p, moeq_qmat *q) {
+extern "C" moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p,
+                                                      moeq_qmat *q) {
     MOEQ_TRY(moeq_hqq_params_check(p));
     return quantize_host(w, p, q);
 }
@@ -166,11 +170,12 @@ extern "C" moeq_status moeq_backend_cuda_residual(const moeq_qmat *q, const floa
 extern "C" moeq_status moeq_backend_cuda_rsvd(const float *a, int64_t m, int64_t n, int64_t r,
                                               const moeq_rsvd_params *p, float *u, float *v, float *sv) {
     if (!a || !p || !u || !v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
-                         (long long)r);
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m,
+                         (long long)n, (long long)r);
     cudaStream_t s;
     MOEQ_TRY(ctx_stream(&s));
-    const size_t ab = (size_t)(m * n) * 4, ub = (size_t)(m * r) * 4, vb = (size_t)(r * n) * 4, sb = (size_t)r * 4;
+    const size_t ab = (size_t)(m * n) * 4, ub = (size_t)(m * r) * 4, vb = (size_t)(r * n) * 4,
+                 sb = (size_t)r * 4;
     uint8_t *cur;
     MOEQ_TRY(ws_get(al(ab) + al(ub) + al(vb) + al(sb), &cur));
     float *d_a = (float *)cur, *d_u = (float *)(cur + al(ab)), *d_v = (float *)(cur + al(ab) + al(ub)),
@@ -184,9 +189,10 @@ extern "C" moeq_status moeq_backend_cuda_rsvd(const float *a, int64_t m, int64_t
     return MOEQ_OK;
 }
 
-extern "C" moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
-                                                  moeq_milo_out *out) {
-    if (!w || !p || !out || !out->q || R <= 0 || C <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad arguments");
+extern "C" moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C,
+                                                  const moeq_milo_params *p, moeq_milo_out *out) {
+    if (!w || !p || !out || !out->q || R <= 0 || C <= 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad arguments");
     MOEQ_TRY(moeq_qmat_check(out->q));
     const int64_t r = p->rank;
     if (r < 0 || (r > 0 && (!out->u || !out->v))) return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad rank or factors");
@@ -216,8 +222,8 @@ extern "C" moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int
 }
 
 extern "C" moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
-                                                               const float *v, int64_t R, int64_t C, int64_t r,
-                                                               moeq_err_metrics *m) {
+                                                               const float *v, int64_t R, int64_t C,
+                                                               int64_t r, moeq_err_metrics *m) {
     if (!w || !a || !m || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!u || !v)))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics_lowrank: bad arguments");
     cudaStream_t s;
@@ -236,8 +242,8 @@ extern "C" moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, c
     return moeq_metrics_error_lowrank_cuda(d_w, d_a, r > 0 ? d_u : NULL, r > 0 ? d_v : NULL, R, C, r, m, s);
 }
 
-extern "C" moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R, int64_t C,
-                                                       moeq_err_metrics *m) {
+extern "C" moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R,
+                                                       int64_t C, moeq_err_metrics *m) {
     return moeq_backend_cuda_metrics_error_lowrank(w, approx, NULL, NULL, R, C, 0, m);
 }
 
@@ -259,6 +265,51 @@ extern "C" moeq_status moeq_cuda_device_info_get(int device, moeq_cuda_device_in
     // FP32 lanes per SM: 64 on sm_80, 128 on sm_86/89/90 and later; 2 FLOP per FMA
     const int lanes = (prop.major == 8 && prop.minor == 0) ? 64 : 128;
     info->peak_fp32_gflops = (double)prop.multiProcessorCount * lanes * 2.0 * (double)sm_clock * 1e3 * 1e-9;
+    return MOEQ_OK;
+}
+
+// ---- device binding (backend.h) ----
+extern "C" moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev) {
+    if (!dev || local_rank < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "backend bind: local rank %d, device description %s", local_rank,
+                         dev ? "given" : "NULL");
+    memset(dev, 0, sizeof *dev);
+    dev->index = -1;
+    moeq_backend_cuda_release(); // handles and workspace of an earlier binding belong to its device
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    const char *cvd_show = !cvd ? "unset" : cvd[0] ? cvd : "\"\" (empty: no device)";
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n); // counts only what CUDA_VISIBLE_DEVICES lets through
+    if (e != cudaSuccess || n <= 0) {
+        const char *why = e != cudaSuccess ? cudaGetErrorString(e) : "the runtime reports 0 devices";
+        cudaGetLastError(); // clear the sticky error
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "cuda backend: no usable CUDA device on this node (%s; CUDA_VISIBLE_DEVICES=%s)\n---> HINT: "
+            "run on a GPU node (under Slurm: --gpus-per-task=1), or use --device cpu (or auto)",
+            why, cvd_show);
+    }
+    const int d = moeq_backend_device_for(local_rank, n);
+    e = cudaSetDevice(d);
+    if (e == cudaSuccess) e = cudaFree(0); // creates the context now: a busy or broken device fails here
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "cuda backend: device %d of the %d visible (local rank %d, CUDA_VISIBLE_DEVICES=%s) cannot be "
+            "used: %s (%s)\n---> HINT: nvidia-smi shows its compute mode and the processes on it; or use "
+            "--device cpu",
+            d, n, local_rank, cvd_show, cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDeviceProperties(&prop, d));
+    snprintf(dev->name, sizeof dev->name, "%s", prop.name);
+    if (cudaDeviceGetPCIBusId(dev->pci_bus_id, (int)sizeof dev->pci_bus_id, d) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(dev->pci_bus_id, sizeof dev->pci_bus_id, "?");
+    }
+    dev->index = d;
+    dev->n_visible = n;
     return MOEQ_OK;
 }
 
@@ -297,7 +348,7 @@ extern "C" moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const
     MOEQ_TRY(moeq_cuda_handles_(0, &hb, &hs));
     const float one = 1.0f, zero = 0.0f;
     // row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ
-    CUBLAS_TRY(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, d_b, (int)n, d_a, (int)k,
-                           &zero, d_c, (int)n));
+    CUBLAS_TRY(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, d_b, (int)n, d_a,
+                           (int)k, &zero, d_c, (int)n));
     return MOEQ_OK;
 }

@@ -11,16 +11,19 @@ int moeq_cuda_device_count(void) {
     return 0;
 }
 
-#define MOEQ_NO_CUDA(what)                                                                                 \
-    MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: this build has no CUDA backend (-DMOEQ_CUDA=OFF or nvcc not found)" \
-                                    "\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use the CPU backend", what)
+#define MOEQ_NO_CUDA(what)                                                                                   \
+    MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,                                                                          \
+              "%s: this build has no CUDA backend (-DMOEQ_CUDA=OFF or nvcc not found)"                       \
+              "\n---> HINT: rebuild with -DMOEQ_CUDA=ON, or use the CPU backend",                            \
+              what)
 
 moeq_status moeq_decode_cuda(moeq_dtype t, const void *d_src, float *d_dst, int64_t n, void *stream) {
     (void)t, (void)d_src, (void)d_dst, (void)n, (void)stream;
     return MOEQ_NO_CUDA("decode_cuda");
 }
-moeq_status moeq_fp8_block_dequant_rows_cuda(const uint8_t *d_q, const float *d_scale_inv, int64_t R, int64_t C,
-                                             int64_t B, int64_t r0, int64_t nr, float *d_out, void *stream) {
+moeq_status moeq_fp8_block_dequant_rows_cuda(const uint8_t *d_q, const float *d_scale_inv, int64_t R,
+                                             int64_t C, int64_t B, int64_t r0, int64_t nr, float *d_out,
+                                             void *stream) {
     (void)d_q, (void)d_scale_inv, (void)R, (void)C, (void)B, (void)r0, (void)nr, (void)d_out, (void)stream;
     return MOEQ_NO_CUDA("fp8_block_dequant_rows_cuda");
 }
@@ -59,19 +62,22 @@ moeq_status moeq_rsvd_omega_cuda(uint64_t seed, uint64_t stream_id, int64_t n, i
     (void)seed, (void)stream_id, (void)n, (void)k, (void)d_omega, (void)stream;
     return MOEQ_NO_CUDA("rsvd_omega_cuda");
 }
-moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *d_u,
-                           float *d_v, float *d_s, void *stream) {
+moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                           float *d_u, float *d_v, float *d_s, void *stream) {
     (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)stream;
     return MOEQ_NO_CUDA("rsvd_cuda");
 }
 moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                              float *d_u, float *d_v, float *d_s, int method, int check_finite, void *stream) {
-    (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)method, (void)check_finite;
+                              float *d_u, float *d_v, float *d_s, int method, int check_finite,
+                              void *stream) {
+    (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)method,
+        (void)check_finite;
     (void)stream;
     return MOEQ_NO_CUDA("rsvd_ex_cuda");
 }
-moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                                  float *d_u, float *d_v, float *d_s, void *stream) {
+moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                  const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                  void *stream) {
     (void)d_a, (void)m, (void)n, (void)r, (void)p, (void)d_u, (void)d_v, (void)d_s, (void)stream;
     return MOEQ_NO_CUDA("rsvd_gesvdr_cuda");
 }
@@ -89,8 +95,9 @@ moeq_status moeq_metrics_error_cuda(const float *d_w, const float *d_approx, int
     (void)d_w, (void)d_approx, (void)R, (void)C, (void)m, (void)stream;
     return MOEQ_NO_CUDA("metrics_error_cuda");
 }
-moeq_status moeq_metrics_error_lowrank_cuda(const float *d_w, const float *d_a, const float *d_u, const float *d_v,
-                                            int64_t R, int64_t C, int64_t r, moeq_err_metrics *m, void *stream) {
+moeq_status moeq_metrics_error_lowrank_cuda(const float *d_w, const float *d_a, const float *d_u,
+                                            const float *d_v, int64_t R, int64_t C, int64_t r,
+                                            moeq_err_metrics *m, void *stream) {
     (void)d_w, (void)d_a, (void)d_u, (void)d_v, (void)R, (void)C, (void)r, (void)m, (void)stream;
     return MOEQ_NO_CUDA("metrics_error_lowrank_cuda");
 }
@@ -129,7 +136,8 @@ moeq_status moeq_cuda_memcpy_d2d(void *d_dst, const void *d_src, size_t bytes) {
     (void)d_dst, (void)d_src, (void)bytes;
     return MOEQ_NO_CUDA("cuda_memcpy_d2d");
 }
-moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const float *d_a, const float *d_b, float *d_c) {
+moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const float *d_a, const float *d_b,
+                               float *d_c) {
     (void)m, (void)n, (void)k, (void)d_a, (void)d_b, (void)d_c;
     return MOEQ_NO_CUDA("cuda_sgemm_rm");
 }
@@ -166,10 +174,26 @@ moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx,
     (void)w, (void)approx, (void)R, (void)C, (void)m;
     return MOEQ_NO_CUDA("cuda backend: metrics_error");
 }
-moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u, const float *v,
-                                                    int64_t R, int64_t C, int64_t r, moeq_err_metrics *m) {
+moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
+                                                    const float *v, int64_t R, int64_t C, int64_t r,
+                                                    moeq_err_metrics *m) {
     (void)w, (void)a, (void)u, (void)v, (void)R, (void)C, (void)r, (void)m;
     return MOEQ_NO_CUDA("cuda backend: metrics_error_lowrank");
 }
-void moeq_backend_cuda_release(void) {
+void moeq_backend_cuda_release(void) {}
+
+// ---- device binding: nothing to bind to ----
+moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev) {
+    if (dev) {
+        memset(dev, 0, sizeof *dev);
+        dev->index = -1;
+    }
+    if (!dev || local_rank < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "backend bind: local rank %d, device description %s", local_rank,
+                         dev ? "given" : "NULL");
+    return MOEQ_FAIL(
+        MOEQ_ERR_UNSUPPORTED,
+        "cuda backend: this build of moeq has no CUDA backend (configured with -DMOEQ_CUDA=OFF, or nvcc "
+        "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON where the CUDA toolkit is installed, or "
+        "use --device cpu (or auto)");
 }

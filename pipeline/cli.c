@@ -18,7 +18,7 @@ int moeq_exit_code(moeq_status st) {
     case MOEQ_ERR_FORMAT:
     case MOEQ_ERR_NOT_FOUND:
     case MOEQ_ERR_UNSUPPORTED: return MOEQ_EXIT_INPUT;
-    case MOEQ_ERR_MISMATCH: return MOEQ_EXIT_EXISTS; // resume refused: the artifact belongs to another plan
+    case MOEQ_ERR_MISMATCH: return MOEQ_EXIT_EXISTS; // resume refused: another plan or another backend
     case MOEQ_ERR_IO: return MOEQ_EXIT_IO;
     case MOEQ_ERR_NOMEM: return MOEQ_EXIT_NOMEM;
     case MOEQ_ERR_EXISTS: return MOEQ_EXIT_EXISTS;

@@ -18,11 +18,11 @@ enum {
     MOEQ_EXIT_OK = 0,
     MOEQ_EXIT_FAILURE = 1,   // runtime failure not covered below
     MOEQ_EXIT_USAGE = 2,     // bad command line
-    MOEQ_EXIT_INPUT = 3,     // bad input: malformed/missing/unsupported checkpoint, config or recipe
+    MOEQ_EXIT_INPUT = 3,     // bad input: malformed/missing/unsupported checkpoint, config or recipe; no GPU
     MOEQ_EXIT_IO = 4,        // I/O error (read, write, fsync, disk full)
     MOEQ_EXIT_NOMEM = 5,     // out of memory
     MOEQ_EXIT_THRESHOLD = 6, // evaluation threshold exceeded
-    MOEQ_EXIT_EXISTS = 7,    // output exists (use --force) or resume refused (other plan)
+    MOEQ_EXIT_EXISTS = 7,    // output exists (use --force) or resume refused (other plan or backend)
     MOEQ_EXIT_REQUEUE = 75,  // stopped by a signal with progress durable: resubmit with --resume (EX_TEMPFAIL)
 };
 

@@ -13,14 +13,16 @@
 #include "cli.h" // defines: MOEQ_EXIT_*
 
 static const char *group_name(const moeq_artifact_entry *e, char *buf, size_t n) {
-    if (e->c.cls == MOEQ_TC_ROUTED_EXPERT) snprintf(buf, n, "routed_expert.%s", moeq_proj_name(e->c.proj));
-    else snprintf(buf, n, "%s", moeq_tclass_name(e->c.cls));
+    if (e->c.cls == MOEQ_TC_ROUTED_EXPERT)
+        snprintf(buf, n, "routed_expert.%s", moeq_proj_name(e->c.proj));
+    else
+        snprintf(buf, n, "%s", moeq_tclass_name(e->c.cls));
     return buf;
 }
 
 static int group_order(const char *name) {
-    static const char *const order[] = {"attention", "shared_expert", "routed_expert.gate", "routed_expert.up",
-                                        "routed_expert.down", "dense_mlp"};
+    static const char *const order[] = {"attention",        "shared_expert",      "routed_expert.gate",
+                                        "routed_expert.up", "routed_expert.down", "dense_mlp"};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (!strcmp(name, order[i])) return (int)i;
     return 100;
@@ -64,7 +66,8 @@ moeq_status moeq_eval_report_build(ev_state *s, report *R) {
             if ((group_order(nm) < 100) != (pass == 0)) continue;
             int k = 0;
             while (k < R->n_groups && strcmp(R->g[k].name, nm)) k++;
-            if (k == R->n_groups && k < N_GROUPS_MAX) snprintf(R->g[R->n_groups++].name, sizeof R->g[0].name, "%s", nm);
+            if (k == R->n_groups && k < N_GROUPS_MAX)
+                snprintf(R->g[R->n_groups++].name, sizeof R->g[0].name, "%s", nm);
         }
     for (int a = 1; a < R->n_groups; a++) // insertion sort by the known order (stable for the others)
         for (int b = a; b > 0 && group_order(R->g[b].name) < group_order(R->g[b - 1].name); b--) {
@@ -76,8 +79,10 @@ moeq_status moeq_eval_report_build(ev_state *s, report *R) {
         const moeq_eval_result *r = &s->res[i];
         for (int d = 0; d < MOEQ_DS_COUNT; d++) R->n_datasets += s->e[i].ds[d].present;
         R->bytes_verified += r->bytes;
-        if (r->status == MOEQ_ERR_FORMAT) R->integrity_failures++;
-        else if (r->status != MOEQ_OK) R->other_failures++;
+        if (r->status == MOEQ_ERR_FORMAT)
+            R->integrity_failures++;
+        else if (r->status != MOEQ_OK)
+            R->other_failures++;
         if (r->status != MOEQ_OK || !r->quantized) continue;
         char nm[40];
         group_name(&s->e[i], nm, sizeof nm);
@@ -97,8 +102,9 @@ moeq_status moeq_eval_report_build(ev_state *s, report *R) {
     }
     // thresholds
     if (s->o->max_rel_error >= 0 && R->max_rel_tensor >= 0 && R->max_rel > s->o->max_rel_error)
-        snprintf(R->exceeded[R->n_exceeded++], sizeof R->exceeded[0], "max_rel_error: tensor %s has %.6g > %.6g",
-                 s->e[R->max_rel_tensor].name, R->max_rel, s->o->max_rel_error);
+        snprintf(R->exceeded[R->n_exceeded++], sizeof R->exceeded[0],
+                 "max_rel_error: tensor %s has %.6g > %.6g", s->e[R->max_rel_tensor].name, R->max_rel,
+                 s->o->max_rel_error);
     if (s->o->max_ppl_increase >= 0 && s->have_ppl) {
         const double inc = exp(s->ce_quant) / exp(s->ce_orig) - 1;
         if (inc > s->o->max_ppl_increase)
@@ -120,12 +126,12 @@ static json_t *jnum(double v) {
 }
 
 static json_t *acc_json(const group_acc *a) {
-    return json_pack("{s:s,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "class", a->name, "tensors", a->tensors, "params",
-                     (json_int_t)a->params, "bits_per_weight", jnum(a->params ? a->bits / (double)a->params : 0),
-                     "rel_fro", jnum(acc_rel(a)), "sqnr_db", jnum(acc_sqnr(a)), "rel_fro_mean",
-                     jnum(a->tensors ? a->rel_sum / a->tensors : 0), "rel_fro_max", jnum(a->rel_max), "sqnr_db_min",
-                     jnum(a->sqnr_min), "max_abs", jnum(a->max_abs), "err_fro2", jnum(a->err2), "ref_fro2",
-                     jnum(a->ref2));
+    return json_pack(
+        "{s:s,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "class", a->name, "tensors", a->tensors,
+        "params", (json_int_t)a->params, "bits_per_weight", jnum(a->params ? a->bits / (double)a->params : 0),
+        "rel_fro", jnum(acc_rel(a)), "sqnr_db", jnum(acc_sqnr(a)), "rel_fro_mean",
+        jnum(a->tensors ? a->rel_sum / a->tensors : 0), "rel_fro_max", jnum(a->rel_max), "sqnr_db_min",
+        jnum(a->sqnr_min), "max_abs", jnum(a->max_abs), "err_fro2", jnum(a->err2), "ref_fro2", jnum(a->ref2));
 }
 
 moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char *path) {
@@ -136,6 +142,7 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
     json_object_set_new(root, "artifact", json_string(s->o->artifact));
     json_object_set_new(root, "model", json_string(s->o->model_dir));
     json_object_set_new(root, "recipe_path", json_string(s->info->recipe_path));
+    json_object_set_new(root, "backend", json_string(s->info->backend)); // the kernels quantize ran on
     json_object_set_new(root, "bits_per_weight", jnum(moeq_plan_bpw_quantized(p)));
     char ck[32];
     snprintf(ck, sizeof ck, "%016llx", (unsigned long long)s->info->artifact_checksum);
@@ -145,18 +152,18 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
         const moeq_eval_result *r = &s->res[i];
         if (r->status == MOEQ_OK) continue;
         const char *ds = r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? moeq_ds_name((moeq_ds)r->bad_ds)
-                         : r->bad_ds == MOEQ_DS_COUNT                 ? "(tensor checksum)"
-                                                                      : "";
-        json_array_append_new(fails, json_pack("{s:s,s:s,s:s,s:s}", "tensor", s->e[i].name, "dataset", ds, "kind",
-                                               r->status == MOEQ_ERR_FORMAT ? "integrity" : "failed",
+                         : r->bad_ds == MOEQ_DS_COUNT                ? "(tensor checksum)"
+                                                                     : "";
+        json_array_append_new(fails, json_pack("{s:s,s:s,s:s,s:s}", "tensor", s->e[i].name, "dataset", ds,
+                                               "kind", r->status == MOEQ_ERR_FORMAT ? "integrity" : "failed",
                                                "message", r->message));
     }
     json_object_set_new(root, "integrity",
                         json_pack("{s:b,s:s,s:I,s:i,s:i,s:I,s:i,s:o}", "ok",
-                                  R->integrity_failures == 0 && R->other_failures == 0, "artifact_checksum", ck,
-                                  "format_version", (json_int_t)s->info->format_version, "tensors", p->n_tensors,
-                                  "datasets", R->n_datasets, "bytes", (json_int_t)R->bytes_verified, "units",
-                                  p->n_units, "failures", fails));
+                                  R->integrity_failures == 0 && R->other_failures == 0, "artifact_checksum",
+                                  ck, "format_version", (json_int_t)s->info->format_version, "tensors",
+                                  p->n_tensors, "datasets", R->n_datasets, "bytes",
+                                  (json_int_t)R->bytes_verified, "units", p->n_units, "failures", fails));
     // weights
     json_t *classes = json_array(), *layers = json_array(), *tensors = json_array();
     for (int k = 0; k < R->n_groups; k++) json_array_append_new(classes, acc_json(&R->g[k]));
@@ -173,12 +180,12 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
         if (!r->quantized || r->status != MOEQ_OK) continue;
         char nm[40];
         json_array_append_new(
-            tensors, json_pack("{s:s,s:s,s:i,s:i,s:s,s:i,s:i,s:o,s:o,s:o,s:o,s:o}", "name", s->e[i].name, "class",
-                               group_name(&s->e[i], nm, sizeof nm), "layer", s->e[i].c.layer, "expert",
-                               s->e[i].c.expert, "method", moeq_method_name(p->t[i].q.method), "bits", p->t[i].q.bits,
-                               "rank", p->t[i].q.rank, "bits_per_weight", jnum(p->t[i].bits_per_weight), "rel_fro",
-                               jnum(r->rel_fro), "sqnr_db", jnum(r->sqnr_db), "max_abs", jnum(r->max_abs),
-                               "nmse", jnum(r->nmse)));
+            tensors, json_pack("{s:s,s:s,s:i,s:i,s:s,s:i,s:i,s:o,s:o,s:o,s:o,s:o}", "name", s->e[i].name,
+                               "class", group_name(&s->e[i], nm, sizeof nm), "layer", s->e[i].c.layer,
+                               "expert", s->e[i].c.expert, "method", moeq_method_name(p->t[i].q.method),
+                               "bits", p->t[i].q.bits, "rank", p->t[i].q.rank, "bits_per_weight",
+                               jnum(p->t[i].bits_per_weight), "rel_fro", jnum(r->rel_fro), "sqnr_db",
+                               jnum(r->sqnr_db), "max_abs", jnum(r->max_abs), "nmse", jnum(r->nmse)));
     }
     json_object_set_new(root, "weights",
                         json_pack("{s:o,s:o,s:o,s:o,s:i}", "overall", acc_json(&R->all), "by_class", classes,
@@ -193,21 +200,24 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
             const double *b = &s->blk[l * BLK_N];
             if (b[BLK_MOE] == 0) continue;
             nm++;
-            gs += b[BLK_G_REL], gt += b[BLK_G_TOPK], ts += b[BLK_T_REL], tt += b[BLK_T_TOPK], te += b[BLK_E2E_TOPK];
+            gs += b[BLK_G_REL], gt += b[BLK_G_TOPK], ts += b[BLK_T_REL], tt += b[BLK_T_TOPK],
+                te += b[BLK_E2E_TOPK];
             json_t *o = json_pack("{s:i,s:{s:o,s:o}}", "layer", l, "gaussian", "rel_err", jnum(b[BLK_G_REL]),
                                   "topk_changed", jnum(b[BLK_G_TOPK]));
             if (s->have_text_probes)
-                json_object_set_new(o, "text", json_pack("{s:o,s:o,s:o}", "rel_err", jnum(b[BLK_T_REL]), "topk_changed",
-                                                         jnum(b[BLK_T_TOPK]), "topk_changed_forward",
-                                                         jnum(b[BLK_E2E_TOPK])));
+                json_object_set_new(o, "text",
+                                    json_pack("{s:o,s:o,s:o}", "rel_err", jnum(b[BLK_T_REL]), "topk_changed",
+                                              jnum(b[BLK_T_TOPK]), "topk_changed_forward",
+                                              jnum(b[BLK_E2E_TOPK])));
             json_array_append_new(bl, o);
         }
-        json_t *mean = json_pack("{s:{s:o,s:o}}", "gaussian", "rel_err", jnum(nm ? gs / nm : 0), "topk_changed",
-                                 jnum(nm ? gt / nm : 0));
+        json_t *mean = json_pack("{s:{s:o,s:o}}", "gaussian", "rel_err", jnum(nm ? gs / nm : 0),
+                                 "topk_changed", jnum(nm ? gt / nm : 0));
         if (s->have_text_probes)
-            json_object_set_new(mean, "text", json_pack("{s:o,s:o,s:o}", "rel_err", jnum(nm ? ts / nm : 0),
-                                                        "topk_changed", jnum(nm ? tt / nm : 0),
-                                                        "topk_changed_forward", jnum(nm ? te / nm : 0)));
+            json_object_set_new(mean, "text",
+                                json_pack("{s:o,s:o,s:o}", "rel_err", jnum(nm ? ts / nm : 0), "topk_changed",
+                                          jnum(nm ? tt / nm : 0), "topk_changed_forward",
+                                          jnum(nm ? te / nm : 0)));
         json_object_set_new(root, "block",
                             json_pack("{s:I,s:I,s:I,s:o,s:o}", "probe_tokens", (json_int_t)s->o->probe_tokens,
                                       "text_probe_tokens", (json_int_t)s->text_probe_tokens, "seed",
@@ -226,18 +236,20 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
                                "increase_abs", jnum(pq - po));
         if (isfinite(s->ref_ppl)) {
             const double rd = po / s->ref_ppl - 1;
-            json_object_set_new(pp, "reference", json_pack("{s:s,s:o,s:o,s:b}", "key", s->ref_key, "perplexity",
-                                                           jnum(s->ref_ppl), "rel_diff", jnum(rd), "ok",
-                                                           fabs(rd) <= 1e-3));
+            json_object_set_new(pp, "reference",
+                                json_pack("{s:s,s:o,s:o,s:b}", "key", s->ref_key, "perplexity",
+                                          jnum(s->ref_ppl), "rel_diff", jnum(rd), "ok", fabs(rd) <= 1e-3));
         }
         json_object_set_new(root, "perplexity", pp);
-        if (s->route_counts) { // {"counts": [[per expert] per layer]}: a routing-count file for recipe policies
+        if (s->route_counts) { // {"counts": [[per expert] per layer]}: a routing-count file for recipe
+                               // policies
             json_t *rc = json_array();
             const int E = s->cat->cfg.n_experts;
             for (int l = 0; l < moeq_config_n_layers_total(&s->cat->cfg); l++) {
                 json_t *row = json_array();
                 for (int e = 0; moeq_config_layer_is_moe(&s->cat->cfg, l) && e < E; e++)
-                    json_array_append_new(row, json_integer((json_int_t)s->route_counts[(size_t)l * (size_t)E + (size_t)e]));
+                    json_array_append_new(
+                        row, json_integer((json_int_t)s->route_counts[(size_t)l * (size_t)E + (size_t)e]));
                 json_array_append_new(rc, row);
             }
             json_object_set_new(root, "routing_counts", json_pack("{s:o}", "counts", rc));
@@ -249,18 +261,19 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
     // thresholds
     json_t *ex = json_array();
     for (int k = 0; k < R->n_exceeded; k++) json_array_append_new(ex, json_string(R->exceeded[k]));
-    json_object_set_new(root, "thresholds",
-                        json_pack("{s:o,s:o,s:o}", "max_rel_error",
-                                  s->o->max_rel_error >= 0 ? json_real(s->o->max_rel_error) : json_null(),
-                                  "max_ppl_increase",
-                                  s->o->max_ppl_increase >= 0 ? json_real(s->o->max_ppl_increase) : json_null(),
-                                  "exceeded", ex));
+    json_object_set_new(
+        root, "thresholds",
+        json_pack("{s:o,s:o,s:o}", "max_rel_error",
+                  s->o->max_rel_error >= 0 ? json_real(s->o->max_rel_error) : json_null(), "max_ppl_increase",
+                  s->o->max_ppl_increase >= 0 ? json_real(s->o->max_ppl_increase) : json_null(), "exceeded",
+                  ex));
     // the run (the only part that depends on the rank count and the machine)
     json_object_set_new(root, "run",
-                        json_pack("{s:i,s:i,s:{s:o,s:o,s:o,s:o,s:o}}", "ranks", s->n_ranks, "threads_per_rank",
-                                  s->n_threads, "seconds", "open", json_real(s->seconds[0]), "weights",
-                                  json_real(s->seconds[1]), "models", json_real(s->seconds[2]), "probes",
-                                  json_real(s->seconds[3]), "perplexity", json_real(s->seconds[4])));
+                        json_pack("{s:i,s:i,s:{s:o,s:o,s:o,s:o,s:o}}", "ranks", s->n_ranks,
+                                  "threads_per_rank", s->n_threads, "seconds", "open",
+                                  json_real(s->seconds[0]), "weights", json_real(s->seconds[1]), "models",
+                                  json_real(s->seconds[2]), "probes", json_real(s->seconds[3]), "perplexity",
+                                  json_real(s->seconds[4])));
     int rc = json_dump_file(root, path, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(root);
     return rc == 0 ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the JSON report", path);
@@ -270,20 +283,22 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
     const moeq_plan *p = s->plan;
     const int L = s->cat->cfg.n_layers;
     printf("\nmoeq eval: %s\n", s->o->artifact);
-    printf("  model %s, recipe %s, %.4f bits per weight over quantized tensors\n", s->o->model_dir,
-           s->info->recipe_path, moeq_plan_bpw_quantized(p));
-    printf("  integrity: %d tensors, %d datasets, %.2f MiB reread by %d rank(s): %s (artifact checksum %016llx)\n",
+    printf("  model %s, recipe %s, quantized on %s, %.4f bits per weight over quantized tensors\n",
+           s->o->model_dir, s->info->recipe_path, s->info->backend, moeq_plan_bpw_quantized(p));
+    printf("  integrity: %d tensors, %d datasets, %.2f MiB reread by %d rank(s): %s (artifact checksum "
+           "%016llx)\n",
            p->n_tensors, R->n_datasets, R->bytes_verified / 1048576.0, s->n_ranks,
-           R->integrity_failures || R->other_failures ? "FAILED" : "ok", (unsigned long long)s->info->artifact_checksum);
+           R->integrity_failures || R->other_failures ? "FAILED" : "ok",
+           (unsigned long long)s->info->artifact_checksum);
     printf("\n  weight error (deq(Q) + U·V vs source)\n");
-    printf("  %-20s %7s %10s %8s %10s %10s %10s %9s %10s\n", "class", "tensors", "params", "bits/w", "rel.fro",
-           "mean rel", "max rel", "SQNR dB", "max abs");
+    printf("  %-20s %7s %10s %8s %10s %10s %10s %9s %10s\n", "class", "tensors", "params", "bits/w",
+           "rel.fro", "mean rel", "max rel", "SQNR dB", "max abs");
     for (int k = 0; k <= R->n_groups; k++) {
         const group_acc *a = k < R->n_groups ? &R->g[k] : &R->all;
         if (!a->tensors) continue;
         printf("  %-20s %7d %10lld %8.4f %10.6f %10.6f %10.6f %9.3f %10.6f\n", a->name, a->tensors,
-               (long long)a->params, a->bits / (double)a->params, acc_rel(a), a->rel_sum / a->tensors, a->rel_max,
-               acc_sqnr(a), a->max_abs);
+               (long long)a->params, a->bits / (double)a->params, acc_rel(a), a->rel_sum / a->tensors,
+               a->rel_max, acc_sqnr(a), a->max_abs);
     }
     if (R->n_groups) {
         printf("\n  rel.fro by layer  ");
@@ -293,14 +308,17 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
             printf("  %-17d ", l);
             for (int k = 0; k < R->n_groups; k++) {
                 const double r2 = R->lay_ref2[l * N_GROUPS_MAX + k];
-                if (r2 > 0) printf(" %19.6f", sqrt(R->lay_err2[l * N_GROUPS_MAX + k] / r2));
-                else printf(" %19s", "-");
+                if (r2 > 0)
+                    printf(" %19.6f", sqrt(R->lay_err2[l * N_GROUPS_MAX + k] / r2));
+                else
+                    printf(" %19s", "-");
             }
             printf("\n");
         }
     }
     if (s->have_models) {
-        printf("\n  MoE block output error (router + experts, original vs quantized; %lld Gaussian probe tokens, seed %llu",
+        printf("\n  MoE block output error (router + experts, original vs quantized; %lld Gaussian probe "
+               "tokens, seed %llu",
                (long long)s->o->probe_tokens, (unsigned long long)s->o->seed);
         if (s->have_text_probes) printf("; %lld text tokens", (long long)s->text_probe_tokens);
         printf(")\n  %-6s %14s %14s", "layer", "gauss rel err", "topk changed");
@@ -310,7 +328,8 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
             const double *b = &s->blk[l * BLK_N];
             if (b[BLK_MOE] == 0) continue;
             printf("  %-6d %14.6f %14.4f", l, b[BLK_G_REL], b[BLK_G_TOPK]);
-            if (s->have_text_probes) printf(" %14.6f %14.4f %16.4f", b[BLK_T_REL], b[BLK_T_TOPK], b[BLK_E2E_TOPK]);
+            if (s->have_text_probes)
+                printf(" %14.6f %14.4f %16.4f", b[BLK_T_REL], b[BLK_T_TOPK], b[BLK_E2E_TOPK]);
             printf("\n");
         }
     }
@@ -322,8 +341,8 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
         printf("  %-10s %12.6f %12.6f\n", "original", s->ce_orig, po);
         printf("  %-10s %12.6f %12.6f   (%+.4f%%)\n", "quantized", s->ce_quant, pq, 100 * (pq / po - 1));
         if (isfinite(s->ref_ppl))
-            printf("  reference.json %s: %.6f; original differs by %.2e relative: %s\n", s->ref_key, s->ref_ppl,
-                   po / s->ref_ppl - 1, fabs(po / s->ref_ppl - 1) <= 1e-3 ? "ok" : "MISMATCH");
+            printf("  reference.json %s: %.6f; original differs by %.2e relative: %s\n", s->ref_key,
+                   s->ref_ppl, po / s->ref_ppl - 1, fabs(po / s->ref_ppl - 1) <= 1e-3 ? "ok" : "MISMATCH");
     }
     if (s->skipped[0]) printf("\n  block probes and perplexity skipped: %s\n", s->skipped);
     for (int k = 0; k < R->n_exceeded; k++) printf("\n  THRESHOLD EXCEEDED: %s", R->exceeded[k]);
@@ -337,7 +356,8 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
     const moeq_plan *p = s->plan;
     const int L = s->cat->cfg.n_layers;
     char dir[] = "/tmp/moeq-eval-plot-XXXXXX";
-    if (!mkdtemp(dir)) return MOEQ_FAIL(MOEQ_ERR_IO, "plot: cannot make a temporary directory: %s", strerror(errno));
+    if (!mkdtemp(dir))
+        return MOEQ_FAIL(MOEQ_ERR_IO, "plot: cannot make a temporary directory: %s", strerror(errno));
     char path[4200];
     moeq_status st = MOEQ_OK;
     // heat.dat: rows = layers, columns = classes (relative Frobenius error, -1 = none)
@@ -372,38 +392,51 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
     f = st == MOEQ_OK ? fopen(path, "w") : NULL;
     for (int l = 0; f && s->have_models && l < L; l++) {
         const double *b = &s->blk[l * BLK_N];
-        if (b[BLK_MOE] != 0) fprintf(f, "%d %.6g %.6g\n", l, b[BLK_G_REL], s->have_text_probes ? b[BLK_T_REL] : NAN);
+        if (b[BLK_MOE] != 0)
+            fprintf(f, "%d %.6g %.6g\n", l, b[BLK_G_REL], s->have_text_probes ? b[BLK_T_REL] : NAN);
     }
     if (f) fclose(f);
     snprintf(path, sizeof path, "%s/plot.gp", dir);
     f = st == MOEQ_OK ? fopen(path, "w") : NULL;
     if (f) {
         fprintf(f, "set terminal pngcairo size 1650,560 font ',10'\nset output '%s'\n", png);
-        fprintf(f, "set termoption noenhanced\nset datafile missing 'nan'\nset multiplot layout 1,3 title 'moeq eval: %s'\n", s->o->artifact);
-        fprintf(f, "set title 'relative Frobenius error by layer and class'\nset xlabel ''\nset ylabel 'layer'\n");
+        fprintf(f,
+                "set termoption noenhanced\nset datafile missing 'nan'\nset multiplot layout 1,3 title 'moeq "
+                "eval: %s'\n",
+                s->o->artifact);
+        fprintf(
+            f,
+            "set title 'relative Frobenius error by layer and class'\nset xlabel ''\nset ylabel 'layer'\n");
         fprintf(f, "set xtics rotate by -30 (");
         for (int k = 0; k < R->n_groups; k++) fprintf(f, "%s'%s' %d", k ? ", " : "", R->g[k].name, k);
         fprintf(f, ")\nset ytics 1\nset yrange [%f:%f] reverse\nset xrange [-0.5:%f]\n", -0.5, L - 0.5,
                 R->n_groups - 0.5);
         fprintf(f, "set palette rgb 33,13,10\nset cblabel 'rel. Frobenius error'\n");
-        fprintf(f, "plot '%s/heat.dat' matrix with image notitle, '' matrix using 1:2:(sprintf('%%.3f',$3)) "
-                   "with labels notitle\n", dir);
+        fprintf(f,
+                "plot '%s/heat.dat' matrix with image notitle, '' matrix using 1:2:(sprintf('%%.3f',$3)) "
+                "with labels notitle\n",
+                dir);
         fprintf(f, "unset xtics\nset xtics\nset yrange [*:*] noreverse\nset xrange [*:*]\nset ytics auto\n");
-        fprintf(f, "set title 'weight error vs bits per weight (one point per tensor)'\nset xlabel 'bits per weight'\n"
-                   "set ylabel 'rel. Frobenius error'\nset logscale y\nset format y '%%g'\nset key top right\n");
+        fprintf(f,
+                "set title 'weight error vs bits per weight (one point per tensor)'\nset xlabel 'bits per "
+                "weight'\n"
+                "set ylabel 'rel. Frobenius error'\nset logscale y\nset format y '%%g'\nset key top right\n");
         fprintf(f, "plot ");
         for (int k = 0; k < R->n_groups; k++)
-            fprintf(f, "%s'%s/scatter_%d.dat' using 1:2 with points pt %d ps 1.2 title '%s'", k ? ", " : "", dir, k,
-                    5 + 2 * (k % 4), R->g[k].name);
+            fprintf(f, "%s'%s/scatter_%d.dat' using 1:2 with points pt %d ps 1.2 title '%s'", k ? ", " : "",
+                    dir, k, 5 + 2 * (k % 4), R->g[k].name);
         if (!R->n_groups) fprintf(f, "1/0 notitle");
-        fprintf(f, "\nunset logscale y\nset title 'MoE block output error by layer'\nset xlabel 'layer'\n"
-                   "set ylabel 'relative output error'\nset xtics 1\nset yrange [0:*]\nset xrange [-0.5:%f]\n"
-                   "set key bottom right\n",
+        fprintf(f,
+                "\nunset logscale y\nset title 'MoE block output error by layer'\nset xlabel 'layer'\n"
+                "set ylabel 'relative output error'\nset xtics 1\nset yrange [0:*]\nset xrange [-0.5:%f]\n"
+                "set key bottom right\n",
                 L - 0.5);
         if (s->have_models)
             fprintf(f, "plot '%s/block.dat' using 1:2 with linespoints lw 2 title 'Gaussian probes'%s\n", dir,
-                    s->have_text_probes ? ", '' using 1:3 with linespoints lw 2 title 'text hidden states'" : "");
-        else fprintf(f, "plot 1/0 title 'no forward pass for this architecture'\n");
+                    s->have_text_probes ? ", '' using 1:3 with linespoints lw 2 title 'text hidden states'"
+                                        : "");
+        else
+            fprintf(f, "plot 1/0 title 'no forward pass for this architecture'\n");
         fprintf(f, "unset multiplot\n");
         fclose(f);
         char cmd[4400];
@@ -414,9 +447,10 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
             size_t elen = 0;
             snprintf(ep, sizeof ep, "%s/gnuplot.err", dir);
             moeq_read_file(ep, 1 << 16, &etext, &elen);
-            st = MOEQ_FAIL(MOEQ_ERR_IO, "plot: gnuplot failed (status %d): %.400s\n---> HINT: install gnuplot "
-                           "(Debian: apt-get install gnuplot-nox; scripts/install-deps.sh does)", rc,
-                           etext ? etext : "");
+            st = MOEQ_FAIL(MOEQ_ERR_IO,
+                           "plot: gnuplot failed (status %d): %.400s\n---> HINT: install gnuplot "
+                           "(Debian: apt-get install gnuplot-nox; scripts/install-deps.sh does)",
+                           rc, etext ? etext : "");
             moeq_free(&etext);
         }
     }
@@ -443,9 +477,11 @@ void moeq_eval_report_failures(const ev_state *s) {
     for (int i = 0; i < p->n_tensors; i++) {
         const moeq_eval_result *r = &s->res[i];
         if (r->status == MOEQ_OK) continue;
-        fprintf(stderr, "  %s%s%s: %s\n", s->e[i].name, r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? "/" : "",
-                r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? moeq_ds_name((moeq_ds)r->bad_ds) : "", r->message);
+        fprintf(
+            stderr, "  %s%s%s: %s\n", s->e[i].name, r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? "/" : "",
+            r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? moeq_ds_name((moeq_ds)r->bad_ds) : "", r->message);
     }
-    fprintf(stderr, "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
-                    "quantize again or restore it from a good copy\n");
+    fprintf(stderr,
+            "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
+            "quantize again or restore it from a good copy\n");
 }

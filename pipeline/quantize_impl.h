@@ -6,6 +6,7 @@
 
 #include "moeq_worker.h"
 #include "quantize_run.h"
+#include "run_device.h" // defines: moeq_run_device
 
 typedef struct run_state {
     const moeq_quantize_opts *o;
@@ -20,6 +21,8 @@ typedef struct run_state {
     moeq_journal *journal;
     char *partial, *journal_path;
     moeq_unit_ctx ctx;
+    moeq_run_device dev; // this rank's backend and device (run_device.h)
+    int resume_on_cpu;   // rank 0: --device auto resumes a CPU artifact on the CPU (broadcast after prepare)
     // progress (rank 0)
     double t_start, t_quant_start;
     int n_to_do, n_done_now, n_failed_numeric, n_given_up;

@@ -22,10 +22,10 @@
 
 #include "cli.h"
 #include "moeq_worker.h"
-#include "run_common.h" // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
-#include "analyze_run.h" // defines: moeq_plan_build_collective (analyze phase + plan)
+#include "run_common.h"    // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
+#include "analyze_run.h"   // defines: moeq_plan_build_collective (analyze phase + plan)
 #include "quantize_impl.h" // defines: run_state, the simulated quantize phase
-
+#include "run_device.h"    // defines: moeq_run_device_select (--device, GPU binding)
 
 static char *concat(const char *a, const char *b) {
     size_t n = strlen(a) + strlen(b) + 1;
@@ -37,7 +37,8 @@ static char *concat(const char *a, const char *b) {
 static char *shards_json(const moeq_catalog *c) {
     json_t *a = json_array();
     for (int i = 0; i < c->n_shards; i++)
-        json_array_append_new(a, json_pack("{s:s,s:I}", "name", c->shard_names[i], "bytes", (json_int_t)c->shard_sizes[i]));
+        json_array_append_new(
+            a, json_pack("{s:s,s:I}", "name", c->shard_names[i], "bytes", (json_int_t)c->shard_sizes[i]));
     char *s = json_dumps(a, JSON_COMPACT);
     json_decref(a);
     return s;
@@ -46,12 +47,36 @@ static char *shards_json(const moeq_catalog *c) {
 static void on_journal_record(int unit, const moeq_tensor_result *r, int n, void *user) {
     run_state *s = user;
     const moeq_unit *u = &s->plan->u[unit];
-    if (n != u->count) return; // not this plan's unit shape: ignore (the digest matched, so this is corruption)
+    if (n != u->count)
+        return; // not this plan's unit shape: ignore (the digest matched, so this is corruption)
     for (int k = 0; k < n; k++) {
         if (r[k].tensor != (uint32_t)(u->first + k)) return;
     }
     for (int k = 0; k < n; k++) s->res[u->first + k] = r[k];
     s->done[unit] = 1;
+}
+
+// Rank 0, resuming: the units still to do must run on the backend the artifact was started with (CUDA and CPU
+// round differently; an artifact never mixes them). --device auto follows a CPU artifact; anything else that
+// differs is refused, the partial run kept.
+static moeq_status backend_check_resume(run_state *s) {
+    char rec[16];
+    MOEQ_TRY(moeq_artifact_backend_read(s->partial, rec, sizeof rec));
+    const char *req = s->o->device ? s->o->device : "cpu";
+    if (!strcmp(rec, s->dev.backend)) return MOEQ_OK;
+    if (!strcmp(rec, "cpu") && !strcmp(req, "auto")) {
+        MOEQ_INFO0("resuming %s on the cpu backend it was started with (--device auto; the GPUs stay unused)",
+                   s->partial);
+        s->resume_on_cpu = 1;
+        return MOEQ_OK;
+    }
+    return MOEQ_FAIL(
+        MOEQ_ERR_MISMATCH,
+        "%s: started with the %s backend, this run would use %s (--device %s): CUDA and CPU results "
+        "differ in rounding, so the units still to do must run on %s\n---> HINT: resume with --device "
+        "%s%s, or pass --force to start over on %s",
+        s->partial, rec, s->dev.backend, req, rec, rec,
+        strcmp(rec, "cuda") ? "" : " on nodes where every rank has a GPU", s->dev.backend);
 }
 
 // Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
@@ -60,11 +85,15 @@ static moeq_status prepare_rank0(run_state *s) {
     const moeq_plan *p = s->plan;
     if (!o->resume) {
         if (moeq_run_file_exists(o->out_path) && !o->force)
-            return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
-                             "when the new artifact is complete", o->out_path);
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                             "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
+                             "when the new artifact is complete",
+                             o->out_path);
         if (moeq_run_file_exists(s->partial) && !o->force)
-            return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
-                             "continues it, --force starts over", s->partial);
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                             "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
+                             "continues it, --force starts over",
+                             s->partial);
         unlink(s->partial);
         unlink(s->journal_path);
     } else if (!moeq_run_file_exists(s->partial) && moeq_run_file_exists(o->out_path)) {
@@ -76,8 +105,11 @@ static moeq_status prepare_rank0(run_state *s) {
     }
     if (o->resume && moeq_run_file_exists(s->partial)) {
         MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
-        moeq_status st = moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
-        if (st == MOEQ_ERR_NOT_FOUND) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+        MOEQ_TRY(backend_check_resume(s));
+        moeq_status st =
+            moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
+        if (st == MOEQ_ERR_NOT_FOUND)
+            st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
         if (st != MOEQ_OK) return st;
         int n = 0;
         for (int u = 0; u < p->n_units; u++) n += s->done[u];
@@ -93,6 +125,7 @@ static moeq_status prepare_rank0(run_state *s) {
         .model_dir = s->cat->dir,
         .plan_digest = p->digest,
         .n_units = p->n_units,
+        .backend = s->dev.backend,
     };
     char *sj = shards_json(s->cat);
     m.shards_json = sj;
@@ -108,7 +141,8 @@ static moeq_status prepare_rank0(run_state *s) {
     if (st == MOEQ_OK) {
         int fd = open(tmp, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || fsync(fd) != 0 || rename(tmp, s->partial) != 0)
-            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot make the skeleton durable as %s: %s", tmp, s->partial, strerror(errno));
+            st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot make the skeleton durable as %s: %s", tmp, s->partial,
+                           strerror(errno));
         if (fd >= 0) close(fd);
     }
     if (tmp && st != MOEQ_OK) unlink(tmp);
@@ -116,7 +150,8 @@ static moeq_status prepare_rank0(run_state *s) {
     free(sj);
     if (st == MOEQ_OK) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
     if (st == MOEQ_OK)
-        MOEQ_INFO0("skeleton %s: %d tensors, %d units, %.2f s", s->partial, p->n_tensors, p->n_units, moeq_now_s() - t0);
+        MOEQ_INFO0("skeleton %s: %d tensors, %d units, %.2f s", s->partial, p->n_tensors, p->n_units,
+                   moeq_now_s() - t0);
     if (st == MOEQ_OK) moeq_crashpoint("prepared");
     return st;
 }
@@ -142,7 +177,8 @@ static moeq_status verify_done(run_state *s) {
         if (k++ % s->n_ranks != s->rank) continue;
         for (int i = p->u[u].first; i < p->u[u].first + p->u[u].count; i++) {
             uint64_t c = 0;
-            if (moeq_artifact_checksum_tensor(fd, s->partial, &s->e[i], &c, NULL) != MOEQ_OK || c != sums[i]) {
+            if (moeq_artifact_checksum_tensor(fd, s->partial, &s->e[i], &c, NULL) != MOEQ_OK ||
+                c != sums[i]) {
                 bad[u] = 1;
                 break;
             }
@@ -153,8 +189,10 @@ static moeq_status verify_done(run_state *s) {
     for (int u = 0; u < p->n_units; u++)
         if (bad_all[u]) {
             if (s->rank == 0)
-                MOEQ_LOG(MOEQ_LOG_WARN, "unit %d (%s layer %d expert %d): journaled, but its bytes on disk do not match; "
-                         "redoing it", u, moeq_unit_kind_name(p->u[u].kind), p->u[u].layer, p->u[u].expert);
+                MOEQ_LOG(MOEQ_LOG_WARN,
+                         "unit %d (%s layer %d expert %d): journaled, but its bytes on disk do not match; "
+                         "redoing it",
+                         u, moeq_unit_kind_name(p->u[u].kind), p->u[u].layer, p->u[u].expert);
             s->done[u] = 0;
         }
     moeq_free(&sums), moeq_free(&bad), moeq_free(&bad_all);
@@ -187,7 +225,8 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     memset(r, 0, sizeof *r * (size_t)u->count);
     moeq_status st = moeq_unit_job_run(&s->ctx, unit, r);
     s->n_units_here++; // worker thread only
-    if (st != MOEQ_OK) { // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
+    if (st !=
+        MOEQ_OK) { // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
         for (int k = 0; k < u->count; k++) {
             r[k].tensor = (uint32_t)(u->first + k);
             r[k].status = st;
@@ -206,7 +245,8 @@ static void note_error(run_state *s, moeq_status st) {
     snprintf(s->first_error_msg, sizeof s->first_error_msg, "%s", moeq_error_detail());
 }
 
-moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const void *buf, size_t len, void *user) {
+moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const void *buf, size_t len,
+                                       void *user) {
     run_state *s = user;
     const moeq_unit *u = &s->plan->u[unit];
     const moeq_tensor_result *r = buf;
@@ -216,8 +256,10 @@ moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const vo
     }
     int retry = 0, numeric = 0;
     for (int k = 0; k < u->count; k++) {
-        if (r[k].status == MOEQ_ERR_NUMERIC) numeric++;
-        else if (r[k].status != MOEQ_OK) retry = 1;
+        if (r[k].status == MOEQ_ERR_NUMERIC)
+            numeric++;
+        else if (r[k].status != MOEQ_OK)
+            retry = 1;
     }
     if (retry) {
         if (s->first_error == MOEQ_OK) {
@@ -225,7 +267,8 @@ moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const vo
             snprintf(s->first_error_msg, sizeof s->first_error_msg, "unit %d: %s", unit, r[0].message);
         }
         if (attempt < s->o->max_attempts) {
-            MOEQ_LOG(MOEQ_LOG_WARN, "unit %d failed on rank %d (attempt %d): %s; retrying", unit, from, attempt, r[0].message);
+            MOEQ_LOG(MOEQ_LOG_WARN, "unit %d failed on rank %d (attempt %d): %s; retrying", unit, from,
+                     attempt, r[0].message);
             return MOEQ_RESULT_RETRY;
         }
         s->n_given_up++;
@@ -269,7 +312,9 @@ static void journal_commit(run_state *s) {
     s->n_pending = 0;
 }
 
-void moeq_qrun_on_idle(void *user) { journal_commit(user); }
+void moeq_qrun_on_idle(void *user) {
+    journal_commit(user);
+}
 
 static void progress_cb(int final, void *user) {
     run_state *s = user;
@@ -278,7 +323,8 @@ static void progress_cb(int final, void *user) {
     double rate = el > 0 ? (double)s->bytes_in_done / el : 0;
     double frac = s->n_to_do ? (double)s->n_done_now / s->n_to_do : 1;
     double eta = frac > 0 ? el / frac - el : 0;
-    MOEQ_LOG(MOEQ_LOG_INFO, "quantize: %d/%d units (%.1f%%), %.1f MiB read, %.1f MiB/s, %s %.0f s, %d failed tensors%s",
+    MOEQ_LOG(MOEQ_LOG_INFO,
+             "quantize: %d/%d units (%.1f%%), %.1f MiB read, %.1f MiB/s, %s %.0f s, %d failed tensors%s",
              s->n_done_now, s->n_to_do, 100 * frac, s->bytes_in_done / 1048576.0, rate / 1048576.0,
              final ? "elapsed" : "ETA", final ? el : eta, s->n_failed_numeric, final ? ", done" : "");
 }
@@ -291,16 +337,20 @@ static void log_rss(const char *phase) {
 }
 
 // ---- --stats: the run's figures as JSON (rank 0), for `moeq bench pipeline` and for users' records ----
-// {"ranks", "units", "units_this_run", "tensors", "phases_s": {open, prepare, quantize, seal},
-//  "ranks_detail": [{"read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units", "peak_rss_bytes"}],
-//  "sum": {same keys summed over ranks}, "artifact_checksum"}
+// {"ranks", "backend", "units", "units_this_run", "tensors", "phases_s": {open, prepare, quantize, seal},
+//  "ranks_detail": [{"device", "read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units",
+//  "peak_rss_bytes"}], "sum": {same numeric keys summed over ranks}, "artifact_checksum"}
+// devs: (n_ranks, MOEQ_RUN_DEVICE_DESC) each rank's device ("cpu", "cuda:1 NVIDIA H100 80GB HBM3
+// (0000:...)").
 static moeq_status write_stats(const run_state *s, const double phases[4], const double *figs, int n_fig,
-                               uint64_t checksum) {
-    static const char *keys[] = {"read_s", "compute_s", "write_s", "bytes_read", "bytes_written", "units", "peak_rss_bytes"};
+                               const char *devs, uint64_t checksum) {
+    static const char *keys[] = {"read_s",        "compute_s", "write_s",       "bytes_read",
+                                 "bytes_written", "units",     "peak_rss_bytes"};
     json_t *root = json_object(), *ranks = json_array(), *sum = json_object();
     double tot[7] = {0};
     for (int r = 0; r < s->n_ranks; r++) {
         json_t *o = json_object();
+        json_object_set_new(o, "device", json_string(devs + (size_t)r * MOEQ_RUN_DEVICE_DESC));
         for (int k = 0; k < n_fig && k < 7; k++) {
             double v = figs[r * n_fig + k] * (k == 6 ? 1024.0 : 1.0); // ru_maxrss is in KiB
             json_object_set_new(o, keys[k], json_real(v));
@@ -318,6 +368,7 @@ static moeq_status write_stats(const run_state *s, const double phases[4], const
     snprintf(ck, sizeof ck, "%016llx", (unsigned long long)checksum);
     json_object_set_new(root, "artifact", json_string(s->o->out_path));
     json_object_set_new(root, "ranks", json_integer(s->n_ranks));
+    json_object_set_new(root, "backend", json_string(s->dev.backend));
     json_object_set_new(root, "units", json_integer(s->plan->n_units));
     json_object_set_new(root, "units_this_run", json_integer(s->n_done_now));
     json_object_set_new(root, "tensors", json_integer(s->plan->n_tensors));
@@ -328,13 +379,14 @@ static moeq_status write_stats(const run_state *s, const double phases[4], const
     json_object_set_new(root, "artifact_checksum", json_string(ck));
     int rc = json_dump_file(root, s->o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_decref(root);
-    return rc == 0 ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the run statistics", s->o->stats_path);
+    return rc == 0 ? MOEQ_OK
+                   : MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the run statistics", s->o->stats_path);
 }
 
 // ---- summary ----
 
-static void print_summary(run_state *s, double t_open, double t_prep, double t_quant, double t_seal, long rss_max,
-                          long rss_min, uint64_t artifact_checksum) {
+static void print_summary(run_state *s, double t_open, double t_prep, double t_quant, double t_seal,
+                          long rss_max, long rss_min, uint64_t artifact_checksum) {
     const moeq_plan *p = s->plan;
     double sum[MOEQ_TC_COUNT] = {0}, mx[MOEQ_TC_COUNT] = {0};
     int cnt[MOEQ_TC_COUNT] = {0};
@@ -346,16 +398,20 @@ static void print_summary(run_state *s, double t_open, double t_prep, double t_q
         cnt[c]++;
     }
     printf("\nmoeq quantize: %s\n", s->o->out_path);
-    printf("  phase        seconds\n  open+plan  %9.2f\n  prepare    %9.2f\n  quantize   %9.2f\n  seal       %9.2f\n",
+    printf("  phase        seconds\n  open+plan  %9.2f\n  prepare    %9.2f\n  quantize   %9.2f\n  seal       "
+           "%9.2f\n",
            t_open, t_prep, t_quant, t_seal);
-    printf("  units %d (%d this run), tensors %d, ranks %d, schedule %s\n", p->n_units, s->n_done_now, p->n_tensors,
-           s->n_ranks, s->o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic");
+    printf("  units %d (%d this run), tensors %d, ranks %d, schedule %s, backend %s\n", p->n_units,
+           s->n_done_now, p->n_tensors, s->n_ranks,
+           s->o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", s->dev.backend);
     printf("  read %.2f MiB, artifact data %.2f MiB, bits per weight (quantized tensors) %.4f\n",
            p->bytes_in / 1048576.0, p->bytes_out / 1048576.0, moeq_plan_bpw_quantized(p));
     printf("  peak RSS per rank: max %.1f MiB, min %.1f MiB\n", rss_max / 1024.0, rss_min / 1024.0);
     printf("  %-15s %8s %14s %14s\n", "class", "tensors", "mean rel err", "max rel err");
     for (int c = 0; c < MOEQ_TC_COUNT; c++)
-        if (cnt[c]) printf("  %-15s %8d %14.6f %14.6f\n", moeq_tclass_name((moeq_tclass)c), cnt[c], sum[c] / cnt[c], mx[c]);
+        if (cnt[c])
+            printf("  %-15s %8d %14.6f %14.6f\n", moeq_tclass_name((moeq_tclass)c), cnt[c], sum[c] / cnt[c],
+                   mx[c]);
     printf("  artifact checksum %016llx\n", (unsigned long long)artifact_checksum);
 }
 
@@ -403,23 +459,42 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     moeq_cost_model cm;
     // ---- open: every rank reads the headers and builds the same plan ----
     moeq_status st = moeq_fault_from_env(s.rank); // test seam (sysio.h); unset in real runs
+    // ---- device: before anything is read or written, so that a wrong --device fails at once on every rank
+    // ----
+    if (o->simulate) { // simulated workers compute nothing (the cost model stands for the device)
+        moeq_run_device_use_cpu(&s.dev);
+    } else {
+        moeq_status ds = moeq_run_device_select(o->device, MPI_COMM_WORLD, &s.dev); // collective
+        if (ds != MOEQ_OK) { // the same status on every rank
+            exit_code = s.rank == 0 ? moeq_cli_fail("quantize", ds) : moeq_exit_code(ds);
+            goto out;
+        }
+    }
     if (st == MOEQ_OK) st = moeq_cost_model_get(o->cost_model, &cm);
     if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s.cat);
-    if (st == MOEQ_OK && o->recipe_path) st = moeq_recipe_load(o->recipe_path, &s.recipe);
-    else if (st == MOEQ_OK) st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s.recipe);
+    if (st == MOEQ_OK && o->recipe_path)
+        st = moeq_recipe_load(o->recipe_path, &s.recipe);
+    else if (st == MOEQ_OK)
+        st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s.recipe);
     { // recipes with data-dependent policies run the analyze phase here (collective; analyze_run.h)
         moeq_status pre = moeq_run_agree(st, MPI_COMM_WORLD);
-        if (pre == MOEQ_OK) st = moeq_plan_build_collective(s.cat, s.recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s.plan);
-        else if (st == MOEQ_OK) st = pre;
+        if (pre == MOEQ_OK)
+            st = moeq_plan_build_collective(s.cat, s.recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s.plan);
+        else if (st == MOEQ_OK)
+            st = pre;
     }
     if (st == MOEQ_OK && o->simulate && o->sim_ranks > 0 && s.n_ranks > 1)
-        st = MOEQ_FAIL(MOEQ_ERR_ARG, "--sim-ranks simulates its ranks in one process, but this run has %d MPI ranks"
-                       "\n---> HINT: run it without mpirun, or drop --sim-ranks to use the real MPI queue", s.n_ranks);
+        st = MOEQ_FAIL(MOEQ_ERR_ARG,
+                       "--sim-ranks simulates its ranks in one process, but this run has %d MPI ranks"
+                       "\n---> HINT: run it without mpirun, or drop --sim-ranks to use the real MPI queue",
+                       s.n_ranks);
     if (st == MOEQ_OK && o->simulate) s.plan->digest ^= MOEQ_SIM_DIGEST_SALT; // never resumed by a real run
     if (st == MOEQ_OK) st = moeq_run_entries(s.plan, s.cat, &s.e);
     if (st == MOEQ_OK && !s.cat->has_data)
-        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
-                       "plan --dry-run` plans from metadata", o->model_dir);
+        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
+                       "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
+                       "plan --dry-run` plans from metadata",
+                       o->model_dir);
     if (st == MOEQ_OK) {
         s.partial = concat(o->out_path, ".partial");
         s.journal_path = concat(o->out_path, ".journal");
@@ -440,7 +515,8 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     moeq_qsim_memory(&s.rss_open_kib, &rss_now);
     s.t_open = t_open;
     if (s.rank == 0)
-        MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, digest %016llx",
+        MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, "
+                   "digest %016llx",
                    p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
                    (unsigned long long)p->digest);
     // ---- prepare ----
@@ -455,11 +531,15 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         uint64_t *off = MOEQ_MALLOC(sizeof(uint64_t) * (size_t)p->n_tensors * MOEQ_DS_COUNT, "offsets");
         if (!off) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
         if (s.rank == 0)
-            for (int i = 0; i < p->n_tensors; i++) memcpy(off + (size_t)i * MOEQ_DS_COUNT, s.e[i].offset, sizeof s.e[i].offset);
+            for (int i = 0; i < p->n_tensors; i++)
+                memcpy(off + (size_t)i * MOEQ_DS_COUNT, s.e[i].offset, sizeof s.e[i].offset);
         MPI_Bcast(off, p->n_tensors * MOEQ_DS_COUNT, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-        for (int i = 0; i < p->n_tensors; i++) memcpy(s.e[i].offset, off + (size_t)i * MOEQ_DS_COUNT, sizeof s.e[i].offset);
+        for (int i = 0; i < p->n_tensors; i++)
+            memcpy(s.e[i].offset, off + (size_t)i * MOEQ_DS_COUNT, sizeof s.e[i].offset);
         moeq_free(&off);
         MPI_Bcast(s.done, p->n_units, MPI_UNSIGNED_CHAR, 0, MPI_COMM_WORLD);
+        MPI_Bcast(&s.resume_on_cpu, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (s.resume_on_cpu) moeq_run_device_use_cpu(&s.dev);
     }
     if (s.done[0] == 2 || p->n_units == 0) { // already complete
         exit_code = MOEQ_EXIT_OK;
@@ -475,9 +555,11 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     s.t_prep = t_prep;
     log_rss("prepare");
     // ---- quantize ----
-    s.ctx = (moeq_unit_ctx){.cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
+    s.ctx = (moeq_unit_ctx){.ops = s.dev.ops, .cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
     s.ctx.out_fd = open(s.partial, O_WRONLY | O_CLOEXEC);
-    st = s.ctx.out_fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s.partial, strerror(errno)) : MOEQ_OK;
+    st = s.ctx.out_fd < 0
+             ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s.partial, strerror(errno))
+             : MOEQ_OK;
     st = moeq_run_agree(st, MPI_COMM_WORLD);
     if (st != MOEQ_OK) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
@@ -532,11 +614,16 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     MPI_Reduce(&rss, &rss_min, 1, MPI_LONG, MPI_MIN, 0, MPI_COMM_WORLD);
     // per-rank figures for --stats: read/compute/write seconds, bytes read/written, units, peak RSS (KiB)
     enum { N_FIG = 7 };
-    double mine[N_FIG] = {s.ctx.seconds_read, s.ctx.seconds_compute, s.ctx.seconds_write, (double)s.ctx.bytes_read,
-                          (double)s.ctx.bytes_written, (double)s.n_units_here, (double)rss};
+    double mine[N_FIG] = {
+        s.ctx.seconds_read,          s.ctx.seconds_compute,  s.ctx.seconds_write, (double)s.ctx.bytes_read,
+        (double)s.ctx.bytes_written, (double)s.n_units_here, (double)rss};
     double *figs = s.rank == 0 ? MOEQ_MALLOC(sizeof(double) * N_FIG * (size_t)s.n_ranks, "stats") : NULL;
     if (s.rank == 0 && !figs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     MPI_Gather(mine, N_FIG, MPI_DOUBLE, figs, N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    char *devs = s.rank == 0 ? MOEQ_CALLOC((size_t)s.n_ranks, MOEQ_RUN_DEVICE_DESC, "devices") : NULL;
+    if (s.rank == 0 && !devs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+    MPI_Gather(s.dev.desc, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, devs, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, 0,
+               MPI_COMM_WORLD);
     if (s.rank == 0) {
         double t1 = moeq_now_s();
         uint64_t checksum = 0;
@@ -548,13 +635,16 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
             int left = 0;
             for (int u = 0; u < p->n_units; u++) left += !s.done[u];
             fprintf(stderr,
-                    "moeq quantize: stopped by signal %d: %d unit(s) finished in this run and journaled, %d left\n"
-                    "---> HINT: run the same command with --resume (exit code %d asks a batch system to requeue)\n",
+                    "moeq quantize: stopped by signal %d: %d unit(s) finished in this run and journaled, %d "
+                    "left\n"
+                    "---> HINT: run the same command with --resume (exit code %d asks a batch system to "
+                    "requeue)\n",
                     (int)g_stop_signal, s.n_done_now, left, MOEQ_EXIT_REQUEUE);
             exit_code = MOEQ_EXIT_REQUEUE;
         } else if (!all_done) {
             fprintf(stderr,
-                    "moeq quantize: error: %d unit(s) could not be completed; first failure: %s\n---> HINT: fix the cause "
+                    "moeq quantize: error: %d unit(s) could not be completed; first failure: %s\n---> HINT: "
+                    "fix the cause "
                     "and run the same command with --resume: the %d finished units are kept (%s)\n",
                     s.n_given_up, s.first_error_msg, s.n_done_now, s.journal_path);
             exit_code = moeq_exit_code(s.first_error != MOEQ_OK ? s.first_error : MOEQ_ERR_IO);
@@ -565,28 +655,34 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         } else {
             st = seal_rank0(&s, &checksum);
             log_rss("seal");
-            if (st != MOEQ_OK) exit_code = moeq_cli_fail("quantize", st);
+            if (st != MOEQ_OK)
+                exit_code = moeq_cli_fail("quantize", st);
             else {
                 const double t_seal = moeq_now_s() - t1;
                 if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, t_seal, rss_max, rss_min, checksum);
                 if (o->stats_path) {
                     const double phases[4] = {t_open, t_prep, t_quant, t_seal};
-                    moeq_status ws = write_stats(&s, phases, figs, N_FIG, checksum);
+                    moeq_status ws = write_stats(&s, phases, figs, N_FIG, devs, checksum);
                     if (ws != MOEQ_OK) exit_code = moeq_cli_fail("quantize", ws);
                 }
                 if (s.n_failed_numeric) {
-                    fprintf(stderr, "moeq quantize: %d tensor(s) failed numerically and are recorded as failed in %s:\n",
-                            s.n_failed_numeric, o->out_path);
+                    fprintf(
+                        stderr,
+                        "moeq quantize: %d tensor(s) failed numerically and are recorded as failed in %s:\n",
+                        s.n_failed_numeric, o->out_path);
                     for (int i = 0; i < p->n_tensors; i++)
-                        if (s.res[i].status != MOEQ_OK) fprintf(stderr, "  %s: %s\n", s.e[i].name, s.res[i].message);
+                        if (s.res[i].status != MOEQ_OK)
+                            fprintf(stderr, "  %s: %s\n", s.e[i].name, s.res[i].message);
                     exit_code = MOEQ_EXIT_FAILURE;
                 }
             }
         }
     }
     moeq_free(&figs);
+    moeq_free(&devs);
     MPI_Bcast(&exit_code, 1, MPI_INT, 0, MPI_COMM_WORLD);
 out:
+    moeq_backend_release(); // this thread's CUDA workspace and handles (the work ran on it); no-op on the CPU
     moeq_journal_close(&s.journal);
     moeq_free(&s.e);
     moeq_free(&s.res);

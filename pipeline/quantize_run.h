@@ -16,12 +16,13 @@ typedef struct moeq_quantize_opts {
     int resume;
     int force;
     moeq_schedule schedule;
-    const char *cost_model;  // "cpu-core"
-    double progress_s;       // 0 = no progress lines
+    const char *cost_model; // "cpu-core"
+    const char *device;     // kernel backend: "cpu", "cuda" or "auto" (run_device.h); NULL = "cpu"
+    double progress_s;      // 0 = no progress lines
     int max_attempts;
     int quiet;
-    const char *stats_path;  // NULL, or a JSON file rank 0 writes with the run's figures (--stats)
-    int journal_batch;       // group commit: one journal fsync for at most this many units (>= 1)
+    const char *stats_path; // NULL, or a JSON file rank 0 writes with the run's figures (--stats)
+    int journal_batch;      // group commit: one journal fsync for at most this many units (>= 1)
     // --simulate: the real open, plan, skeleton, coordinator and journal; workers spend the cost model's
     // time instead of reading and computing, nothing is written into the data regions, and no artifact is
     // sealed (the plan digest is salted so that a real run never resumes a simulated one).

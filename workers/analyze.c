@@ -1,5 +1,7 @@
 // analyze.c: per-rank work of the analyze phase (see analyze.h): read one tensor, measure it, run the
 // budget's candidate quantizations on it (or on a row sample); probe MoE blocks at low bits.
+// Always on the CPU backend, whatever `--device` says: the scores decide the plan, and the plan (its digest)
+// must not depend on the backend, or eval and --resume on another kind of node would refuse the artifact.
 #include "analyze.h"
 
 #include <math.h>
@@ -26,13 +28,19 @@ static moeq_status trial_error(const moeq_tensor_info *t, const moeq_qsettings *
     float *recon = MOEQ_MALLOC((size_t)(R * C) * sizeof(float), t->name);
     moeq_status st = recon ? MOEQ_OK : MOEQ_ERR_NOMEM;
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
-        if (e.ds[d].present && d != MOEQ_DS_DATA && !(bufs[d] = MOEQ_MALLOC((size_t)e.ds[d].bytes + 1, t->name)))
+        if (e.ds[d].present && d != MOEQ_DS_DATA &&
+            !(bufs[d] = MOEQ_MALLOC((size_t)e.ds[d].bytes + 1, t->name)))
             st = MOEQ_ERR_NOMEM;
     if (st == MOEQ_OK) {
-        moeq_qtensor q = {.codes = bufs[MOEQ_DS_CODES], .scale = bufs[MOEQ_DS_SCALE], .zero = bufs[MOEQ_DS_ZERO],
-                          .u = bufs[MOEQ_DS_U], .v = bufs[MOEQ_DS_V], .u_scale = bufs[MOEQ_DS_U_SCALE],
-                          .v_scale = bufs[MOEQ_DS_V_SCALE], .best_round = -1};
-        st = moeq_quantize_matrix(s, t->name, w, R, C, &q, recon);
+        moeq_qtensor q = {.codes = bufs[MOEQ_DS_CODES],
+                          .scale = bufs[MOEQ_DS_SCALE],
+                          .zero = bufs[MOEQ_DS_ZERO],
+                          .u = bufs[MOEQ_DS_U],
+                          .v = bufs[MOEQ_DS_V],
+                          .u_scale = bufs[MOEQ_DS_U_SCALE],
+                          .v_scale = bufs[MOEQ_DS_V_SCALE],
+                          .best_round = -1};
+        st = moeq_quantize_matrix(&moeq_kernel_ops_cpu, s, t->name, w, R, C, &q, recon);
     }
     if (st == MOEQ_OK) {
         moeq_err_metrics m;
@@ -55,7 +63,8 @@ moeq_status moeq_analyze_tensor(const moeq_catalog *c, int i, unsigned need, con
     if (st == MOEQ_OK) {
         moeq_weight_stats s;
         st = moeq_metrics_stats_cpu(w, R, C, &s);
-        if (st == MOEQ_OK) an->kurtosis[i] = s.kurtosis, an->outlier[i] = s.outlier_score, an->fro2[i] = s.fro * s.fro;
+        if (st == MOEQ_OK)
+            an->kurtosis[i] = s.kurtosis, an->outlier[i] = s.outlier_score, an->fro2[i] = s.fro * s.fro;
     }
     if (st == MOEQ_OK && (need & MOEQ_NEED_TRIALS) && budget) {
         const int64_t S = budget->sample_rows > 0 && budget->sample_rows < R ? budget->sample_rows : R;
@@ -104,7 +113,9 @@ static moeq_status probe_tensor(void *ctx, const char *name, float *dst, int64_t
     const int i = moeq_catalog_find(p->c, name);
     if (i < 0) return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no tensor %s", p->c->dir, name);
     const moeq_tensor_info *t = &p->c->t[i];
-    if (t->numel != numel) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %lld elements, expected %lld", name, (long long)t->numel, (long long)numel);
+    if (t->numel != numel)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %lld elements, expected %lld", name, (long long)t->numel,
+                         (long long)numel);
     MOEQ_TRY(moeq_catalog_read_f32(p->c, i, dst));
     const int l = t->c.layer;
     if (l < 0 || !p->mine[l] || !moeq_tensor_quantizable(t) || p->q[i].method == MOEQ_METHOD_NONE ||
@@ -129,7 +140,7 @@ static moeq_status probe_tensor(void *ctx, const char *name, float *dst, int64_t
     }
     if (st == MOEQ_OK) {
         moeq_qtensor qt = {.codes = codes, .scale = scale, .zero = zero, .best_round = -1};
-        st = moeq_quantize_matrix(&s, name, w, R, C, &qt, dst);
+        st = moeq_quantize_matrix(&moeq_kernel_ops_cpu, &s, name, w, R, C, &qt, dst);
     }
     moeq_free(&codes), moeq_free(&scale), moeq_free(&zero), moeq_free(&w);
     return st;
@@ -145,9 +156,11 @@ moeq_status moeq_analyze_blocks(const moeq_catalog *c, const moeq_policy *probe,
     moeq_status st = moeq_model_load_catalog(c, &orig);
     if (st == MOEQ_OK) st = moeq_model_load(&c->cfg, probe_tensor, &pc, &quant);
     if (st == MOEQ_ERR_UNSUPPORTED)
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s:%d: policy block needs the forward pass, which supports Mixtral and "
-                       "Qwen MoE only (%s)\n---> HINT: use the outlier scorer or the budget solver for this model",
-                       "recipe", probe->line, moeq_arch_name(c->cfg.arch));
+        st = MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "%s:%d: policy block needs the forward pass, which supports Mixtral and "
+            "Qwen MoE only (%s)\n---> HINT: use the outlier scorer or the budget solver for this model",
+            "recipe", probe->line, moeq_arch_name(c->cfg.arch));
     const int64_t T = probe->probe_tokens, H = c->cfg.hidden;
     float *x = st == MOEQ_OK ? MOEQ_MALLOC((size_t)(T * H) * sizeof(float), "probe inputs") : NULL;
     if (st == MOEQ_OK && !x) st = MOEQ_ERR_NOMEM;

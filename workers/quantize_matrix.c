@@ -1,5 +1,8 @@
-// quantize_matrix.c: the bridge from a resolved recipe setting (io/recipe.h) to the CPU kernels
-// (kernels/quant.h, hqq.h, milo.h, metrics.h), writing straight into the artifact's dataset buffers.
+// quantize_matrix.c: the bridge from a resolved recipe setting (io/recipe.h) to the kernels of one backend
+// (the ops table of kernels/backend.h: the CPU reference or the CUDA port), writing straight into the
+// artifact's dataset buffers. Every quantization kernel and the error metrics go through the table; the
+// factor encoding (exact, cheap) and the low-rank reconstruction stay on the CPU: moeq_recon_add_lowrank is
+// the one eval repeats, so that eval's reconstruction is bit-identical to the measured one on either backend.
 //
 //   method rtn : Q = RTN(W)                          recon = deq(Q)
 //   method hqq : Q = HQQ(W)                          recon = deq(Q)
@@ -23,15 +26,21 @@ void moeq_recon_add_lowrank(float *recon, const float *u, const float *v, int64_
     const int64_t P = 256;
     for (int64_t i0 = 0; i0 < R; i0 += P) {
         const int64_t np = R - i0 < P ? R - i0 : P;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)C, (int)r, 1.0f, u + i0 * r, (int)r, v,
-                    (int)C, 1.0f, recon + i0 * C, (int)C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)C, (int)r, 1.0f, u + i0 * r,
+                    (int)r, v, (int)C, 1.0f, recon + i0 * C, (int)C);
     }
 }
 
-moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, const float *w, int64_t R, int64_t C,
-                                 moeq_qtensor *out, float *recon) {
-    moeq_qmat q = {.bits = s->bits, .R = R, .C = C, .G = s->group,
-                   .codes = out->codes, .scale = out->scale, .zero = out->zero};
+moeq_status moeq_quantize_matrix(const moeq_kernel_ops *ops, const moeq_qsettings *s, const char *name,
+                                 const float *w, int64_t R, int64_t C, moeq_qtensor *out, float *recon) {
+    if (!ops) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': no kernel backend", name);
+    moeq_qmat q = {.bits = s->bits,
+                   .R = R,
+                   .C = C,
+                   .G = s->group,
+                   .codes = out->codes,
+                   .scale = out->scale,
+                   .zero = out->zero};
     moeq_hqq_params hp = moeq_hqq_params_default();
     hp.lp_norm = s->hqq_lp_norm, hp.beta = s->hqq_beta, hp.kappa = s->hqq_kappa;
     hp.iters = s->hqq_iters, hp.early_stop = s->hqq_early_stop;
@@ -39,13 +48,16 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
 
     switch (s->method) {
     case MOEQ_METHOD_RTN:
-        MOEQ_TRY(moeq_rtn_quantize_cpu(w, &q));
-        return moeq_qmat_dequantize_cpu(&q, recon);
+        MOEQ_TRY(ops->rtn_quantize(w, &q));
+        return ops->dequantize(&q, recon);
     case MOEQ_METHOD_HQQ:
-        MOEQ_TRY(moeq_hqq_quantize_cpu(w, &hp, &q));
-        return moeq_qmat_dequantize_cpu(&q, recon);
-    case MOEQ_METHOD_MILO: break;
-    default: return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not a quantization method", name, s->method);
+        MOEQ_TRY(ops->hqq_quantize(w, &hp, &q));
+        return ops->dequantize(&q, recon);
+    case MOEQ_METHOD_MILO:
+        break;
+    default:
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not a quantization method", name,
+                         s->method);
     }
 
     const int64_t r = s->rank;
@@ -67,10 +79,10 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
         }
     }
     moeq_milo_out mo = {.q = &q, .u = u, .v = v};
-    moeq_status st = moeq_milo_fit_cpu(w, R, C, &mp, &mo);
+    moeq_status st = ops->milo_fit(w, R, C, &mp, &mo);
     if (st == MOEQ_OK) {
         out->best_round = mo.best_round;
-        st = moeq_qmat_dequantize_cpu(&q, recon);
+        st = ops->dequantize(&q, recon);
     }
     if (st == MOEQ_OK && r > 0) {
         // The fit returned the stored values; encoding them again gives the stored bytes (idempotent).
@@ -83,10 +95,12 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
     return st;
 }
 
-moeq_status moeq_unit_metrics(const float *w, const float *recon, int64_t R, int64_t C, moeq_tensor_result *r) {
+moeq_status moeq_unit_metrics(const moeq_kernel_ops *ops, const float *w, const float *recon, int64_t R,
+                              int64_t C, moeq_tensor_result *r) {
     moeq_err_metrics m;
     moeq_weight_stats ws;
-    MOEQ_TRY(moeq_metrics_error_cpu(w, recon, R, C, &m));
+    if (!ops) return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics: no kernel backend");
+    MOEQ_TRY(ops->metrics_error(w, recon, R, C, &m));
     MOEQ_TRY(moeq_metrics_stats_cpu(w, R, C, &ws));
     r->rel_fro_error = m.rel_fro;
     r->sqnr_db = m.sqnr_db;

@@ -71,7 +71,8 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     void *bufs[MOEQ_DS_COUNT] = {0};
     moeq_status st = (w && recon) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
-        if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name))) st = MOEQ_ERR_NOMEM;
+        if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name)))
+            st = MOEQ_ERR_NOMEM;
     if (st != MOEQ_OK) goto done;
     q.codes = bufs[MOEQ_DS_CODES];
     q.scale = bufs[MOEQ_DS_SCALE];
@@ -87,8 +88,9 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     x->bytes_read += t->nbytes;
     if (st != MOEQ_OK) goto done;
     t0 = moeq_now_s();
-    moeq_status qs = moeq_quantize_matrix(&pt->q, t->name, w, R, C, &q, recon);
-    if (qs == MOEQ_OK) qs = moeq_unit_metrics(w, recon, R, C, r);
+    const moeq_kernel_ops *ops = x->ops ? x->ops : &moeq_kernel_ops_cpu;
+    moeq_status qs = moeq_quantize_matrix(ops, &pt->q, t->name, w, R, C, &q, recon);
+    if (qs == MOEQ_OK) qs = moeq_unit_metrics(ops, w, recon, R, C, r);
     x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that
@@ -138,8 +140,10 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
         r->best_round = -1;
         r->kurtosis = r->outlier_score = NAN;
         XXH3_64bits_reset(all);
-        if (pt->q.method == MOEQ_METHOD_NONE) st = copy_through(x, t, e, all, r);
-        else st = quantize_one(x, t, pt, e, all, r);
+        if (pt->q.method == MOEQ_METHOD_NONE)
+            st = copy_through(x, t, e, all, r);
+        else
+            st = quantize_one(x, t, pt, e, all, r);
         r->checksum = XXH3_64bits_digest(all);
     }
     XXH3_freeState(all);

@@ -9,6 +9,7 @@
 #include "moeq_sched.h"
 
 typedef struct moeq_unit_ctx {
+    const moeq_kernel_ops *ops; // the backend that quantizes and measures (kernels/backend.h); NULL = CPU
     const moeq_catalog *cat;
     const moeq_plan *plan;
     const moeq_artifact_entry *entries; // (plan->n_tensors) with dataset offsets
@@ -26,26 +27,29 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *ctx, int u, moeq_tensor_result *res
 
 // One quantized tensor's outputs, in the layout of the artifact's datasets.
 typedef struct moeq_qtensor {
-    uint8_t *codes;     // (R, row_bytes)
-    uint16_t *scale;    // (R, C/G) fp16
-    uint16_t *zero;     // (R, C/G) fp16
-    void *u, *v;        // fp16 (R, r) / (r, C), or int3 bytes
+    uint8_t *codes;              // (R, row_bytes)
+    uint16_t *scale;             // (R, C/G) fp16
+    uint16_t *zero;              // (R, C/G) fp16
+    void *u, *v;                 // fp16 (R, r) / (r, C), or int3 bytes
     uint16_t *u_scale, *v_scale; // int3 scales (fp16), NULL for fp16 factors
     int best_round;
 } moeq_qtensor;
 
-// Quantizes w (R, C) with settings q into out (buffers sized by the artifact entry's dataset specs) and
-// writes the reconstruction deq(Q) + U V into `recon` (R, C) for the metrics. MOEQ_ERR_NUMERIC for
-// non-finite input (the detail names the row and column).
-moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, const float *w, int64_t R, int64_t C,
-                                 moeq_qtensor *out, float *recon);
+// Quantizes w (R, C) with settings q on the backend `ops` into out (buffers sized by the artifact entry's
+// dataset specs) and writes the reconstruction deq(Q) + U V into `recon` (R, C) for the metrics.
+// MOEQ_ERR_NUMERIC for non-finite input (the detail names the row and column); a backend failure
+// (e.g. MOEQ_ERR_CUDA) as it came. With &moeq_kernel_ops_cpu the result is the CPU reference's, bit for bit.
+moeq_status moeq_quantize_matrix(const moeq_kernel_ops *ops, const moeq_qsettings *q, const char *name,
+                                 const float *w, int64_t R, int64_t C, moeq_qtensor *out, float *recon);
 
 // recon (R, C) += U (R, r) · V (r, C), in fixed panels of 256 rows (one sgemm each). quantize and eval both
 // reconstruct through this one function, so eval's metrics equal the recorded ones bit for bit.
 void moeq_recon_add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r);
 
-// Error metrics of recon against w (rel. Frobenius, SQNR, max abs, NMSE) and statistics of w (kurtosis,
-// outlier score) into r, accumulated in fp64 (kernels/metrics).
-moeq_status moeq_unit_metrics(const float *w, const float *recon, int64_t R, int64_t C, moeq_tensor_result *r);
+// Error metrics of recon against w (rel. Frobenius, SQNR, max abs, NMSE) on the backend `ops`, and statistics
+// of w (kurtosis, outlier score; CPU) into r, accumulated in fp64 (kernels/metrics). The CUDA metrics sum in
+// another fixed order: ~1e-12 relative from the CPU's (kernels_cuda.h).
+moeq_status moeq_unit_metrics(const moeq_kernel_ops *ops, const float *w, const float *recon, int64_t R,
+                              int64_t C, moeq_tensor_result *r);
 
 #endif

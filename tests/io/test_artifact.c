@@ -1,6 +1,6 @@
 // test_artifact.c: the HDF5 skeleton (offsets inside the file, datasets disjoint), raw writes read back
 // through HDF5 (float16 type included), sealing, determinism of the bytes, plan-digest checks, and the
-// journal (records, torn tail cut, other plan refused).
+// journal (records, torn tail cut, other plan refused); the root attribute `backend`.
 #include "test_util.h"
 
 #include <fcntl.h>
@@ -25,8 +25,12 @@ static void test_skeleton_write_seal(void **state) {
     assert_true(e[0].ds[MOEQ_DS_U].present && e[0].ds[MOEQ_DS_V].present && !e[0].ds[MOEQ_DS_DATA].present);
     assert_int_equal(e[0].ds[MOEQ_DS_SCALE].bytes, 16 * 2 * 2);
     assert_int_equal(e[1].ds[MOEQ_DS_DATA].bytes, 256);
-    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "version: 1\n", .config_json = "{}",
-                            .shards_json = "[]", .plan_digest = 0x1234, .n_units = 2};
+    moeq_artifact_meta m = {.moeq_version = "test",
+                            .recipe_text = "version: 1\n",
+                            .config_json = "{}",
+                            .shards_json = "[]",
+                            .plan_digest = 0x1234,
+                            .n_units = 2};
     assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
     assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_ERR_EXISTS, "refusing to overwrite");
     assert_status(moeq_artifact_create(path2, &m, e2, 2), MOEQ_OK, NULL);
@@ -58,7 +62,8 @@ static void test_skeleton_write_seal(void **state) {
     memset(r, 0, sizeof r);
     for (int i = 0; i < 2; i++) {
         r[i].tensor = (uint32_t)i;
-        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum), MOEQ_OK);
+        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum),
+                         MOEQ_OK);
         r[i].rel_fro_error = 0.125 * i;
     }
     close(fd);
@@ -93,6 +98,52 @@ static void test_skeleton_write_seal(void **state) {
     assert_status(moeq_artifact_create(path3, &m, e4, 2), MOEQ_OK, NULL);
     snprintf(cmd, sizeof cmd, "cmp '%s' '%s'", path2, path3);
     assert_int_equal(system(cmd), 0);
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
+// The root attribute `backend`: written as given ("cpu" when not given), read back by
+// moeq_artifact_backend_read and moeq_artifact_info_read; an artifact from before it existed (attribute
+// absent) reads as "cpu".
+static void test_backend_attribute(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("art");
+    char path[4096], path2[4096];
+    snprintf(path, sizeof path, "%s/cuda.h5", dir);
+    snprintf(path2, sizeof path2, "%s/none.h5", dir);
+    moeq_artifact_entry e[2], e2[2];
+    moeq_test_artifact_entries(e);
+    moeq_test_artifact_entries(e2);
+    moeq_artifact_meta m = {.moeq_version = "test",
+                            .recipe_text = "version: 1\n",
+                            .config_json = "{}",
+                            .shards_json = "[]",
+                            .plan_digest = 0x1234,
+                            .n_units = 2,
+                            .backend = "cuda"};
+    assert_status(moeq_artifact_create(path, &m, e, 2), MOEQ_OK, NULL);
+    m.backend = NULL;
+    assert_status(moeq_artifact_create(path2, &m, e2, 2), MOEQ_OK, NULL);
+    char b[16];
+    assert_status(moeq_artifact_backend_read(path, b, sizeof b), MOEQ_OK, NULL);
+    assert_string_equal(b, "cuda");
+    assert_status(moeq_artifact_backend_read(path2, b, sizeof b), MOEQ_OK, NULL);
+    assert_string_equal(b, "cpu");
+    moeq_artifact_info *in = NULL;
+    assert_status(moeq_artifact_info_read(path, &in), MOEQ_OK, NULL);
+    assert_string_equal(in->backend, "cuda");
+    moeq_artifact_info_free(&in);
+    // no attribute at all (an older artifact): the CPU made it
+    hid_t h = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(h >= 0 && H5Adelete(h, "backend") >= 0);
+    H5Fclose(h);
+    assert_status(moeq_artifact_backend_read(path, b, sizeof b), MOEQ_OK, NULL);
+    assert_string_equal(b, "cpu");
+    assert_status(moeq_artifact_info_read(path, &in), MOEQ_OK, NULL);
+    assert_string_equal(in->backend, "cpu");
+    moeq_artifact_info_free(&in);
+    // not an artifact
+    assert_status(moeq_artifact_backend_read(dir, b, sizeof b), MOEQ_ERR_FORMAT, "not an HDF5 file");
     moeq_test_rmtree(dir);
     free(dir);
 }
@@ -143,7 +194,8 @@ static void test_journal(void **state) {
     assert_status(moeq_journal_open(path, 77, 10, on_rec, NULL, &j), MOEQ_OK, NULL);
     assert_int_equal(n_records, 0);
     moeq_journal_close(&j);
-    assert_status(moeq_journal_open(path, 78, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH, "journal of another plan");
+    assert_status(moeq_journal_open(path, 78, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH,
+                  "journal of another plan");
     moeq_test_rmtree(dir);
     free(dir);
 }
@@ -151,6 +203,7 @@ static void test_journal(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_skeleton_write_seal),
+        cmocka_unit_test(test_backend_attribute),
         cmocka_unit_test(test_journal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
