@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end: `moeq inspect` on the real tiny model and the real metadata fixtures; --help and exit codes.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 out=$("$MOEQ" inspect "$tiny")

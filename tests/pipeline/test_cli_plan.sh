@@ -2,11 +2,8 @@
 # moeq plan from metadata alone (real Mixtral-8x7B index, real DeepSeek-R1 config + shard sizes, the
 # Kimi-K2 geometry in tests/fixtures) and from the tiny real model: counts by hand, JSON validity,
 # --explain, a bad recipe key.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 meta="$MOEQ_SHARED_DIR/fixtures/real-metadata"
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d[sys.argv[2]])" "$1" "$2"; }
 

@@ -2,11 +2,8 @@
 # `moeq synth --sparse --preset` through the CLI and the commands that run at scale on its output: the full
 # Kimi-K2 and DeepSeek-R1 checkpoints as file holes (< 64 MiB of disk each), then `moeq inspect` and
 # `moeq plan --dry-run` on them; the dry run's shard-size comparison; bad --preset uses exit 2 with a hint.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" "$1" "$2"; }
 
 # usage errors: unknown preset, preset + geometry option

@@ -3,12 +3,8 @@
 # once, like a node loss) after a seeded random delay spread over the run's duration, then resumed (with a
 # second kill in half of the cases); every final artifact must equal the uninterrupted one byte for byte.
 # Reproducible: MOEQ_CRASH_SEED (default 20261123) seeds the delays.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 recipe="$MOEQ_SOURCE_DIR/configs/mixtral-tiny-milo3.yaml"
 q() { "$MPIEXEC" --oversubscribe -n 2 "$MOEQ" quantize --progress 0 -q --model "$tiny" --recipe "$recipe" "$@"; }

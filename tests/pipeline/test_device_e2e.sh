@@ -6,13 +6,8 @@
 # on every rank of mpirun -n 2 with exit 3, the reason and the hint, and writes nothing; --device auto
 # records "cpu". With a GPU: one log line per rank names its device, the CUDA artifact records "cuda" and is
 # identical for 1 and 2 ranks, and resuming a CPU artifact with --device cuda is refused.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}" "${MOEQ_SET_ROOT_ATTR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 recipe="$MOEQ_SOURCE_DIR/configs/mixtral-tiny-milo3.yaml"
 q() { # q NP OUT [args...]

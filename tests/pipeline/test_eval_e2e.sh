@@ -5,14 +5,9 @@
 # original's perplexity; a flipped byte in codes, scale, U and V is each found and named (exit 3); thresholds
 # exit 6; a foreign, truncated or missing artifact fails cleanly. Also Qwen2-MoE (shared expert, biases) and
 # a DeepSeek-style FP8 checkpoint (weight pass only) from `moeq synth`.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # no thread-count settings: the report must not depend on them
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 recipe="$MOEQ_SOURCE_DIR/configs/mixtral-tiny-milo3.yaml"
 q() { # q NP OUT [args...]

@@ -6,13 +6,8 @@
 # second export is identical; `moeq inspect` on an export fails clearly; a non-empty OUT_DIR is refused (7),
 # --force replaces an earlier export and keeps other files; a corrupted, truncated or partial artifact fails
 # naming what is wrong (3) and leaves OUT_DIR as it was.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${EXPORT_CHECK:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 cat >"$tmp/mix.yaml" <<'EOF'
 version: 1

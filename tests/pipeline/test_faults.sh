@@ -6,12 +6,8 @@
 # no final artifact; then `--resume` without the fault must give the reference artifact byte for byte.
 # Prints the number of injected runs (README "Reliability"). MOEQ_FAULT_NS overrides the call numbers
 # (the ASan job uses fewer: the same error paths, a third of the runs).
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 recipe="$MOEQ_SOURCE_DIR/configs/mixtral-tiny-hqq3.yaml"
 q() { "$MPIEXEC" --oversubscribe -n 2 "$MOEQ" quantize --progress 0 -q --model "$tiny" --recipe "$recipe" "$@"; }

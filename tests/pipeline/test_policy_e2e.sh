@@ -3,13 +3,8 @@
 # and MiLo trials) on the tiny real model: the analyze phase gives the same plan on 1 and 3 ranks, so the
 # artifacts are byte-identical; `moeq plan` under mpirun gives the 1-rank digest and --explain names the
 # deciding policy with its score; a metadata-only model and a bad routing-count file fail cleanly.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 cat >"$tmp/p.yaml" <<'YAML'
 version: 1

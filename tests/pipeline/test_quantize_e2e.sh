@@ -3,14 +3,9 @@
 # checkpoint: the artifact is byte-identical for 1..4 ranks and both schedules; h5dump reads it; kill -9
 # at several points followed by --resume gives the identical artifact; bad input fails cleanly and leaves
 # an existing artifact untouched; resuming with another recipe is refused.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # no thread-count settings: the artifact must not depend on them
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 recipe="$MOEQ_SOURCE_DIR/configs/mixtral-tiny-milo3.yaml"
 q() { # q NP OUT [args...]

@@ -3,12 +3,8 @@
 # 512 ranks) and the real MPI queue with sleeping workers (3 ranks) run every unit once and agree; a
 # simulated failure keeps the journaled units and --resume on fewer ranks runs exactly the rest; nothing
 # is sealed; a real run refuses to resume a simulated skeleton; bad options exit 2.
-set -euo pipefail
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SOURCE_DIR:?}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 j() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
 "$MOEQ" synth -q --arch deepseek_v3 --layers 6 --experts 64 --top-k 8 --hidden 512 --intermediate 128 \
