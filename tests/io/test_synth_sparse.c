@@ -84,7 +84,7 @@ static char **list_dir(const char *dir, int *n) {
         v[k++] = strdup(de->d_name);
     }
     closedir(d);
-    qsort(v, (size_t)k, sizeof *v, cmp_str);
+    if (k > 1) qsort(v, (size_t)k, sizeof *v, cmp_str); // qsort(NULL, 0, ...) is undefined (UBSan)
     *n = k;
     return v;
 }
