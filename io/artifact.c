@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "artifact_impl.h" // defines: moeq_h5_attr_read
+#include "artifact_impl.h" // defines: moeq_h5_attr_read, moeq_h5_attr_str
 
 #include "alloc.h"
 #include "sysio.h"
@@ -199,21 +199,6 @@ static herr_t attr_f64(hid_t o, const char *n, double v) {
     return attr_num(o, n, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1);
 }
 
-static herr_t read_attr_str(hid_t o, const char *n, char *out, size_t cap) {
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a);
-    size_t sz = H5Tget_size(t);
-    herr_t rc = -1;
-    char *buf = calloc(1, sz + 1);
-    if (buf && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) rc = H5Aread(a, t, buf);
-    if (rc >= 0) snprintf(out, cap, "%s", buf);
-    free(buf);
-    H5Tclose(t);
-    H5Aclose(a);
-    return rc;
-}
-
 // Result attributes are created at skeleton time with their final sizes, then overwritten by seal.
 #define STATUS_LEN 128
 
@@ -389,7 +374,7 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
     char fmt[64] = "";
     int64_t ver = 0;
     uint64_t digest = 0;
-    if (read_attr_str(f, "moeq_format", fmt, sizeof fmt) < 0 || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
+    if (moeq_h5_attr_str(f, "moeq_format", fmt, sizeof fmt) < 0 || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
         moeq_h5_attr_read(f, "moeq_format_version", H5T_NATIVE_INT64, &ver) < 0) {
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
         goto done;
@@ -457,7 +442,7 @@ moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap) 
     MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, &f));
     moeq_status st = MOEQ_OK;
     snprintf(out, cap, "cpu"); // no attribute: made before it existed, when the pipeline ran only on the CPU
-    if (H5Aexists(f, "backend") > 0 && read_attr_str(f, "backend", out, cap) < 0)
+    if (H5Aexists(f, "backend") > 0 && moeq_h5_attr_str(f, "backend", out, cap) < 0)
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attribute 'backend' is damaged", path);
     H5Fclose(f);
     return st;

@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "artifact_impl.h" // defines: moeq_h5_attr_read
+#include "artifact_impl.h" // defines: moeq_h5_attr_read, moeq_h5_attr_strdup
 #include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
 #include "sysio.h"         // defines: moeq_pread_full
 
@@ -28,26 +28,6 @@ static herr_t attr_i64(hid_t o, const char *n, int64_t *v) {
 }
 static herr_t attr_f64(hid_t o, const char *n, double *v) {
     return moeq_h5_attr_read(o, n, H5T_NATIVE_DOUBLE, v);
-}
-
-// Fixed-length string attribute; returns a new string (caller frees) or NULL.
-static char *attr_str(hid_t o, const char *n) {
-    if (H5Aexists(o, n) <= 0) return NULL;
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a);
-    char *buf = NULL;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) {
-        size_t sz = H5Tget_size(t);
-        buf = calloc(1, sz + 1);
-        if (buf && H5Aread(a, t, buf) < 0) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return buf;
 }
 
 static char *dup_or_empty(char *s) {
@@ -106,7 +86,7 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
                          path, (unsigned long long)sb.st_size);
     moeq_status st = MOEQ_OK;
     moeq_artifact_info *in = MOEQ_CALLOC(1, sizeof *in, "artifact info");
-    char *fmt = attr_str(f, "moeq_format");
+    char *fmt = moeq_h5_attr_strdup(f, "moeq_format");
     if (!in)
         st = MOEQ_ERR_NOMEM;
     else if (!fmt || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
@@ -117,17 +97,17 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
                        path, (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
     free(fmt);
     if (st == MOEQ_OK) {
-        char *s = attr_str(f, "status");
+        char *s = moeq_h5_attr_strdup(f, "status");
         snprintf(in->status, sizeof in->status, "%s", s ? s : "");
         free(s);
-        char *b = attr_str(f, "backend");
+        char *b = moeq_h5_attr_strdup(f, "backend");
         snprintf(in->backend, sizeof in->backend, "%s", b ? b : "cpu"); // absent: made before it was recorded
         free(b);
-        in->moeq_version = dup_or_empty(attr_str(f, "moeq_version"));
-        in->recipe_text = dup_or_empty(attr_str(f, "recipe"));
-        in->recipe_path = dup_or_empty(attr_str(f, "recipe_path"));
-        in->source_config = dup_or_empty(attr_str(f, "source_config"));
-        in->source_dir = dup_or_empty(attr_str(f, "source_dir"));
+        in->moeq_version = dup_or_empty(moeq_h5_attr_strdup(f, "moeq_version"));
+        in->recipe_text = dup_or_empty(moeq_h5_attr_strdup(f, "recipe"));
+        in->recipe_path = dup_or_empty(moeq_h5_attr_strdup(f, "recipe_path"));
+        in->source_config = dup_or_empty(moeq_h5_attr_strdup(f, "source_config"));
+        in->source_dir = dup_or_empty(moeq_h5_attr_strdup(f, "source_dir"));
         if (!in->moeq_version || !in->recipe_text || !in->recipe_path || !in->source_config ||
             !in->source_dir)
             st = MOEQ_ERR_NOMEM;
@@ -181,7 +161,7 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
                           path, e[i].name);
             break;
         }
-        char *s = attr_str(g, "status");
+        char *s = moeq_h5_attr_strdup(g, "status");
         snprintf(rec[i].status, sizeof rec[i].status, "%s", s ? s : "");
         free(s);
         attr_f64(g, "rel_fro_error", &rec[i].rel_fro_error);

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
-#include "artifact_impl.h" // defines: moeq_h5_attr_read
+#include "artifact_impl.h" // defines: moeq_h5_attr_read, moeq_h5_attr_str
 
 #if H5_VERSION_GE(1, 12, 0) // link iteration: the 1.12 names, or Debian 12's HDF5 1.10
 typedef H5L_info2_t link_info;
@@ -21,28 +21,6 @@ typedef H5L_info_t link_info;
 #endif
 
 // ---- attributes ----
-
-// Fixed-length string attribute into out (cap bytes); -1 when missing or not a fixed string.
-static int attr_str(hid_t o, const char *n, char *out, size_t cap) {
-    out[0] = '\0';
-    if (H5Aexists(o, n) <= 0) return -1;
-    hid_t a = H5Aopen(o, n, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a);
-    int rc = -1;
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t)) {
-        size_t sz = H5Tget_size(t);
-        char *buf = calloc(1, sz + 1);
-        if (buf && H5Aread(a, t, buf) >= 0) {
-            snprintf(out, cap, "%s", buf);
-            rc = 0;
-        }
-        free(buf);
-    }
-    if (t >= 0) H5Tclose(t);
-    H5Aclose(a);
-    return rc;
-}
 
 static int attr_i64(hid_t o, const char *n, int64_t *v) {
     return moeq_h5_attr_read(o, n, H5T_NATIVE_INT64, v) < 0 ? -1 : 0;
@@ -63,12 +41,6 @@ static int attr_shape(hid_t g, int *ndim, int64_t *shape) {
     if (sp >= 0) H5Sclose(sp);
     if (a >= 0) H5Aclose(a);
     return rc;
-}
-
-static moeq_method method_from_name(const char *s) {
-    for (int m = 0; m < MOEQ_METHOD_COUNT; m++)
-        if (!strcmp(s, moeq_method_name((moeq_method)m))) return (moeq_method)m;
-    return MOEQ_METHOD_COUNT;
 }
 
 // Whether the file type t is the moeq_h5type w (class, size, sign; fp16 and bf16 by exponent bias).
@@ -125,12 +97,13 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
     char s[256];
     int64_t v = 0;
     t->c = moeq_tensor_classify(t->name);
-    if (attr_str(g, "class", s, sizeof s) == 0 && moeq_tclass_from_name(s) != MOEQ_TC_COUNT)
+    if (moeq_h5_attr_str(g, "class", s, sizeof s) == 0 && moeq_tclass_from_name(s) != MOEQ_TC_COUNT)
         t->c.cls = moeq_tclass_from_name(s);
-    if (attr_str(g, "method", s, sizeof s) < 0 || (t->method = method_from_name(s)) == MOEQ_METHOD_COUNT)
+    if (moeq_h5_attr_str(g, "method", s, sizeof s) < 0 ||
+        (t->method = moeq_method_from_name(s)) == MOEQ_METHOD_COUNT)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': missing or unknown method attribute ('%s')", path,
                          t->name, s);
-    if (attr_str(g, "source_dtype", s, sizeof s) < 0 ||
+    if (moeq_h5_attr_str(g, "source_dtype", s, sizeof s) < 0 ||
         (t->source_dtype = moeq_dtype_from_name(s)) == MOEQ_DTYPE_INVALID)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': missing or unknown source_dtype ('%s')", path,
                          t->name, s);
@@ -140,8 +113,8 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
     if (t->method != MOEQ_METHOD_NONE) {
         int64_t b = 0, gr = 0, r = 0, ro = 0;
         if (attr_i64(g, "bits", &b) < 0 || attr_i64(g, "group", &gr) < 0 || attr_i64(g, "rank", &r) < 0 ||
-            attr_str(g, "compensator", s, sizeof s) < 0 || b <= 0 || b > 8 || gr <= 0 || gr > (1 << 30) ||
-            r < 0 || r > (1 << 30))
+            moeq_h5_attr_str(g, "compensator", s, sizeof s) < 0 || b <= 0 || b > 8 || gr <= 0 ||
+            gr > (1 << 30) || r < 0 || r > (1 << 30))
             return MOEQ_FAIL(MOEQ_ERR_FORMAT,
                              "%s: tensor '%s': quantization attributes bits/group/rank/"
                              "compensator missing or out of range",
@@ -153,7 +126,7 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
     }
     if (moeq_h5_attr_read(g, "checksum", H5T_NATIVE_UINT64, &t->checksum) < 0)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': no checksum attribute", path, t->name);
-    if (attr_str(g, "status", s, sizeof s) < 0 || strcmp(s, "ok") != 0) {
+    if (moeq_h5_attr_str(g, "status", s, sizeof s) < 0 || strcmp(s, "ok") != 0) {
         t->failure = MOEQ_STRDUP(s[0] ? s : "no status");
         if (!t->failure) return MOEQ_ERR_NOMEM;
     }

@@ -22,6 +22,12 @@ const char *moeq_method_name(moeq_method m) {
     return ((int)m >= 0 && m < MOEQ_METHOD_COUNT) ? method_names[m] : "invalid";
 }
 
+moeq_method moeq_method_from_name(const char *s) {
+    for (int i = 0; s && i < MOEQ_METHOD_COUNT; i++)
+        if (!strcmp(s, method_names[i])) return (moeq_method)i;
+    return MOEQ_METHOD_COUNT;
+}
+
 moeq_qsettings moeq_qsettings_default(void) {
     moeq_qsettings s = {
         .method = MOEQ_METHOD_HQQ,
@@ -64,11 +70,10 @@ moeq_status moeq_recipe_parse_settings_(const ydoc *d, yaml_node_t *map, moeq_qs
         if (!key) return yerr(d, k, "keys must be plain words%s%s", "", "");
         if (!strcmp(key, "method")) {
             const char *m = yscalar(v);
-            int found = -1;
-            for (int i = 0; m && i < MOEQ_METHOD_COUNT; i++)
-                if (!strcmp(m, method_names[i])) found = i;
-            if (found < 0) return yerr(d, v, "method \"%s\" is not one of none, rtn, hqq, milo%s", m ? m : "?", "");
-            s->method = (moeq_method)found;
+            const moeq_method found = moeq_method_from_name(m);
+            if (found == MOEQ_METHOD_COUNT)
+                return yerr(d, v, "method \"%s\" is not one of none, rtn, hqq, milo%s", m ? m : "?", "");
+            s->method = found;
             *mask |= MOEQ_SET_METHOD;
         } else if (!strcmp(key, "bits")) {
             MOEQ_TRY(y_int(d, v, key, 2, 8, &s->bits));

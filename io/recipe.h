@@ -156,6 +156,7 @@ void moeq_recipe_counts_path(const moeq_recipe *r, const moeq_policy *p, char *b
 // Built-in defaults (documented above).
 moeq_qsettings moeq_qsettings_default(void);
 const char *moeq_method_name(moeq_method m);
+moeq_method moeq_method_from_name(const char *s); // MOEQ_METHOD_COUNT when unknown
 
 // Parses YAML text; `path` is used in messages. Returns a new recipe (moeq_recipe_free).
 moeq_status moeq_recipe_parse(const char *path, const char *text, moeq_recipe **out);
