@@ -105,6 +105,19 @@ int moeq_cli_int(const char *cmd, const char *opt, const char *arg, long lo, lon
     return 0;
 }
 
+int moeq_cli_real(const char *cmd, const char *opt, const char *arg, double lo, double hi, double *out) {
+    char *end = NULL;
+    errno = 0;
+    const double v = strtod(arg ? arg : "", &end);
+    if (!arg || !*arg || *end || errno || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "moeq %s: %s needs a number in [%g, %g], got '%s'\n", cmd, opt, lo, hi,
+                arg ? arg : "");
+        return 1;
+    }
+    *out = v;
+    return 0;
+}
+
 int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned long long *out) {
     char *end = NULL;
     errno = 0;

@@ -64,6 +64,8 @@ int moeq_threads_default(void);
 // Strict number parsing for option values; print a usage message and return non-zero on failure.
 int moeq_cli_int(const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out);
 int moeq_cli_u64(const char *cmd, const char *opt, const char *arg, unsigned long long *out);
+// A number in [lo, hi] (hi may be HUGE_VAL; NaN never passes).
+int moeq_cli_real(const char *cmd, const char *opt, const char *arg, double lo, double hi, double *out);
 // "1.20 GiB", "512 B": bytes in binary units, for summaries and progress lines.
 void moeq_cli_human_bytes(uint64_t b, char *out, size_t cap);
 

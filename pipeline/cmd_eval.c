@@ -1,5 +1,6 @@
 // cmd_eval.c: `moeq eval`: options, MPI start/stop, and the distributed evaluation (eval_run.c).
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,18 +11,6 @@ typedef struct {
     moeq_eval_opts o;
 } e_ctx;
 
-static int parse_nonneg(const char *opt, const char *arg, double *out) {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(arg, &end);
-    if (errno || !end || *end || !(v >= 0)) {
-        fprintf(stderr, "moeq eval: %s must be a number >= 0, got '%s'\n", opt, arg);
-        return 1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int on_opt(int opt, const char *arg, void *ctx) {
     e_ctx *c = ctx;
     long v;
@@ -31,8 +20,10 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case 't': c->o.text_path = arg; return 0;
     case 'J': c->o.json_path = arg; return 0;
     case 'P': c->o.plot_path = arg; return 0;
-    case 'E': return parse_nonneg("--max-rel-error", arg, &c->o.max_rel_error);
-    case 'I': return parse_nonneg("--max-ppl-increase", arg, &c->o.max_ppl_increase);
+    case 'E':
+        return moeq_cli_real("eval", "--max-rel-error", arg, 0, HUGE_VAL, &c->o.max_rel_error);
+    case 'I':
+        return moeq_cli_real("eval", "--max-ppl-increase", arg, 0, HUGE_VAL, &c->o.max_ppl_increase);
     case 'n':
         if (moeq_cli_int("eval", "--probe-tokens", arg, 1, 1 << 20, &v)) return 1;
         c->o.probe_tokens = v;

@@ -21,18 +21,6 @@ enum {
     OPT_DEVICE
 };
 
-// A finite number in [lo, hi], or an error naming the option.
-static int real_opt(const char *name, const char *arg, double lo, double hi, double *out) {
-    char *end = NULL;
-    const double v = strtod(arg, &end);
-    if (!arg[0] || !end || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "moeq quantize: %s wants a number in [%g, %g], got '%s'\n", name, lo, hi, arg);
-        return 1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int on_opt(int opt, const char *arg, void *ctx) {
     q_ctx *c = ctx;
     long v;
@@ -96,9 +84,9 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         c->o.simulate = 1;
         return 0;
     case OPT_SIM_SCALE:
-        return real_opt("--sim-time-scale", arg, 1e-9, 1e3, &c->o.sim_time_scale);
+        return moeq_cli_real("quantize", "--sim-time-scale", arg, 1e-9, 1e3, &c->o.sim_time_scale);
     case OPT_SIM_FAIL:
-        return real_opt("--sim-fail-at", arg, 1e-12, 1e12, &c->o.sim_fail_at);
+        return moeq_cli_real("quantize", "--sim-fail-at", arg, 1e-12, 1e12, &c->o.sim_fail_at);
     case OPT_SIM_STRAGGLERS: {
         char *colon = strchr(arg, ':');
         if (!colon) {
@@ -107,8 +95,10 @@ static int on_opt(int opt, const char *arg, void *ctx) {
             return 1;
         }
         *colon = '\0';
-        int bad = real_opt("--sim-stragglers fraction", arg, 0, 1, &c->o.sim_straggler_frac) ||
-                  real_opt("--sim-stragglers factor", colon + 1, 1, 1e6, &c->o.sim_straggler_factor);
+        int bad =
+            moeq_cli_real("quantize", "--sim-stragglers fraction", arg, 0, 1, &c->o.sim_straggler_frac) ||
+            moeq_cli_real("quantize", "--sim-stragglers factor", colon + 1, 1, 1e6,
+                          &c->o.sim_straggler_factor);
         *colon = ':';
         return bad;
     }
