@@ -30,8 +30,10 @@ typedef struct run_state {
     int n_units_here; // units this rank ran (attempts, failed ones included)
     moeq_status first_error;
     char first_error_msg[512];
-    // figures of the phases before the queue, for the --simulate report
+    // figures of the phases before the queue (summary, --simulate report)
     double t_open, t_prep;
+    double sim_slowdown; // --simulate under mpirun: this rank's straggler factor (0 = not yet known)
+    double cost_to_do;   // estimated seconds of the units this run does (journaled ones excluded)
     long rss_open_kib; // peak RSS after open + plan (what every rank holds)
 } run_state;
 
@@ -43,8 +45,6 @@ void moeq_qrun_on_idle(void *user);
 
 // ---- --simulate (quantize_sim.c) ----
 #define MOEQ_SIM_DIGEST_SALT 0x53494d554c415445ull // "SIMULATE": xor'ed into a simulated run's plan digest
-// Peak (VmHWM) and current (VmRSS) resident set of this process in KiB (-1 when unknown).
-void moeq_qsim_memory(long *peak_kib, long *now_kib);
 // Queue work callback under mpirun: sleeps cost x time scale (x the straggler factor of this rank) and
 // reports the unit's tensors as done, without reading weights or writing data.
 void moeq_qsim_work(int unit, void *buf, size_t *len, void *user);

@@ -225,8 +225,8 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     memset(r, 0, sizeof *r * (size_t)u->count);
     moeq_status st = moeq_unit_job_run(&s->ctx, unit, r);
     s->n_units_here++; // worker thread only
-    if (st !=
-        MOEQ_OK) { // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
+    // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
+    if (st != MOEQ_OK) {
         for (int k = 0; k < u->count; k++) {
             r[k].tensor = (uint32_t)(u->first + k);
             r[k].status = st;
@@ -332,7 +332,7 @@ static void progress_cb(int final, void *user) {
 // Peak resident set so far (VmHWM, KiB) and now (VmRSS), for -v logs at phase boundaries.
 static void log_rss(const char *phase) {
     long hwm, rss;
-    moeq_qsim_memory(&hwm, &rss);
+    moeq_run_memory(&hwm, &rss);
     MOEQ_LOG(MOEQ_LOG_DBG, "memory after %s: peak %.1f MiB, now %.1f MiB", phase, hwm / 1024.0, rss / 1024.0);
 }
 
@@ -385,8 +385,8 @@ static moeq_status write_stats(const run_state *s, const double phases[4], const
 
 // ---- summary ----
 
-static void print_summary(run_state *s, double t_open, double t_prep, double t_quant, double t_seal,
-                          long rss_max, long rss_min, uint64_t artifact_checksum) {
+static void print_summary(run_state *s, double t_quant, double t_seal, long rss_max, long rss_min,
+                          uint64_t artifact_checksum) {
     const moeq_plan *p = s->plan;
     double sum[MOEQ_TC_COUNT] = {0}, mx[MOEQ_TC_COUNT] = {0};
     int cnt[MOEQ_TC_COUNT] = {0};
@@ -400,7 +400,7 @@ static void print_summary(run_state *s, double t_open, double t_prep, double t_q
     printf("\nmoeq quantize: %s\n", s->o->out_path);
     printf("  phase        seconds\n  open+plan  %9.2f\n  prepare    %9.2f\n  quantize   %9.2f\n  seal       "
            "%9.2f\n",
-           t_open, t_prep, t_quant, t_seal);
+           s->t_open, s->t_prep, t_quant, t_seal);
     printf("  units %d (%d this run), tensors %d, ranks %d, schedule %s, backend %s\n", p->n_units,
            s->n_done_now, p->n_tensors, s->n_ranks,
            s->o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", s->dev.backend);
@@ -459,8 +459,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     moeq_cost_model cm;
     // ---- open: every rank reads the headers and builds the same plan ----
     moeq_status st = moeq_fault_from_env(s.rank); // test seam (sysio.h); unset in real runs
-    // ---- device: before anything is read or written, so that a wrong --device fails at once on every rank
-    // ----
+    // ---- device: before anything is read or written, so that a wrong --device fails at once everywhere ----
     if (o->simulate) { // simulated workers compute nothing (the cost model stands for the device)
         moeq_run_device_use_cpu(&s.dev);
     } else {
@@ -509,11 +508,9 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         goto out;
     }
     const moeq_plan *p = s.plan;
-    double t_open = moeq_now_s() - s.t_start;
+    s.t_open = moeq_now_s() - s.t_start;
     log_rss("open+plan");
-    long rss_now;
-    moeq_qsim_memory(&s.rss_open_kib, &rss_now);
-    s.t_open = t_open;
+    moeq_run_memory(&s.rss_open_kib, NULL);
     if (s.rank == 0)
         MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, "
                    "digest %016llx",
@@ -551,8 +548,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
         goto out;
     }
-    double t_prep = moeq_now_s() - t0;
-    s.t_prep = t_prep;
+    s.t_prep = moeq_now_s() - t0;
     log_rss("prepare");
     // ---- quantize ----
     s.ctx = (moeq_unit_ctx){.ops = s.dev.ops, .cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
@@ -572,7 +568,7 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         cost[u] = p->u[u].cost;
         size_t b = sizeof(moeq_tensor_result) * (size_t)p->u[u].count;
         if (b > max_bytes) max_bytes = b;
-        if (!s.done[u]) s.n_to_do++;
+        if (!s.done[u]) s.n_to_do++, s.cost_to_do += cost[u];
     }
     moeq_queue_cfg qc = {
         .comm = MPI_COMM_WORLD,
@@ -659,9 +655,9 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
                 exit_code = moeq_cli_fail("quantize", st);
             else {
                 const double t_seal = moeq_now_s() - t1;
-                if (!o->quiet) print_summary(&s, t_open, t_prep, t_quant, t_seal, rss_max, rss_min, checksum);
+                if (!o->quiet) print_summary(&s, t_quant, t_seal, rss_max, rss_min, checksum);
                 if (o->stats_path) {
-                    const double phases[4] = {t_open, t_prep, t_quant, t_seal};
+                    const double phases[4] = {s.t_open, s.t_prep, t_quant, t_seal};
                     moeq_status ws = write_stats(&s, phases, figs, N_FIG, devs, checksum);
                     if (ws != MOEQ_OK) exit_code = moeq_cli_fail("quantize", ws);
                 }

@@ -16,17 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-void moeq_qsim_memory(long *peak_kib, long *now_kib) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    *peak_kib = *now_kib = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "VmHWM:", 6)) *peak_kib = atol(line + 6);
-        if (!strncmp(line, "VmRSS:", 6)) *now_kib = atol(line + 6);
-    }
-    if (f) fclose(f);
-}
+#include "run_common.h" // defines: moeq_run_memory
 
 // A unit's tensors reported as done (no data, no metrics): what the coordinator journals in a simulation.
 static size_t fake_results(const run_state *s, int unit, moeq_tensor_result *r) {
@@ -52,9 +42,8 @@ static double my_slowdown(const run_state *s) {
 
 void moeq_qsim_work(int unit, void *buf, size_t *len, void *user) {
     run_state *s = user;
-    static double slow = 0; // this rank's factor (the worker thread of one process: no race)
-    if (slow == 0) slow = my_slowdown(s);
-    const double t = s->plan->u[unit].cost * slow * s->o->sim_time_scale;
+    if (s->sim_slowdown == 0) s->sim_slowdown = my_slowdown(s); // the worker thread only
+    const double t = s->plan->u[unit].cost * s->sim_slowdown * s->o->sim_time_scale;
     struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
     while (nanosleep(&ts, &ts) != 0) {
     }
@@ -102,8 +91,8 @@ static void file_sizes(const char *path, double *apparent, double *allocated) {
 static int report(run_state *s, const sim_figs *f) {
     const moeq_quantize_opts *o = s->o;
     const moeq_plan *p = s->plan;
-    long peak = 0, now = 0;
-    moeq_qsim_memory(&peak, &now);
+    long peak = 0;
+    moeq_run_memory(&peak, NULL);
     double sk_app, sk_alloc, jn_app, jn_alloc;
     file_sizes(s->partial, &sk_app, &sk_alloc);
     file_sizes(s->journal_path, &jn_app, &jn_alloc);
@@ -253,9 +242,6 @@ int moeq_qsim_des(run_state *s, const double *cost) {
 
 int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept) {
     const moeq_quantize_opts *o = s->o;
-    const moeq_plan *p = s->plan;
-    double total = 0;
-    for (int u = 0; u < p->n_units; u++) total += p->u[u].cost;
     double *sl = MOEQ_MALLOC(sizeof(double) * (size_t)s->n_ranks, "straggler factors");
     if (!sl) return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
     const int n_slow = moeq_sim_stragglers(s->n_ranks, o->sim_straggler_frac, o->sim_straggler_factor, sl);
@@ -267,7 +253,7 @@ int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *q
     const long requests = qs->messages - (qs->units_done + qs->units_given_up + qs->retries);
     sim_figs f = {.mode = "mpirun",
                   .makespan = t_quant / scale,
-                  .ideal = total / speed,
+                  .ideal = s->cost_to_do / speed, // a resume counts only its units, as the simulation does
                   .busy = slept / scale,
                   .wall = t_quant,
                   .messages = qs->messages + requests,

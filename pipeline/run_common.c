@@ -1,6 +1,8 @@
 // run_common.c: see run_common.h.
 #include "run_common.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -40,4 +42,17 @@ moeq_status moeq_run_entries(const moeq_plan *p, const moeq_catalog *c, moeq_art
     }
     *out = e;
     return MOEQ_OK;
+}
+
+void moeq_run_memory(long *peak_kib, long *now_kib) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long peak = -1, now = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmHWM:", 6)) peak = atol(line + 6);
+        if (!strncmp(line, "VmRSS:", 6)) now = atol(line + 6);
+    }
+    if (f) fclose(f);
+    *peak_kib = peak;
+    if (now_kib) *now_kib = now;
 }

@@ -14,6 +14,9 @@ moeq_status moeq_run_agree(moeq_status st, MPI_Comm comm);
 // 1 when path exists (any type).
 int moeq_run_file_exists(const char *path);
 
+// Peak (VmHWM) and current (VmRSS) resident set of this process in KiB (-1 when unknown); now may be NULL.
+void moeq_run_memory(long *peak_kib, long *now_kib);
+
 // The artifact entry of every planned tensor (name, class, source dtype, shape, unit, settings, bits per
 // weight, dataset specs), in plan order: what the skeleton is made of and what eval rereads. *out is new
 // (MOEQ_CALLOC'd, moeq_free); names point into the catalog, valid until it is closed.

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "partition.h"
-
 typedef enum { EV_AT_COORD, EV_COORD_FREE, EV_AT_WORKER, EV_WORK_DONE } ev_type;
 
 typedef struct {
