@@ -102,19 +102,17 @@ moeq_status moeq_run_device_select(const char *request, MPI_Comm comm, moeq_run_
                     n_ranks - n_ok, n_ranks, first_bad_all);
             return st; // rank 0's own reason, with its hint
         }
-        // auto: one backend for all, the CPU. Silence on CPU-only machines; a warning when some ranks had a
-        // GPU.
+        // auto: one backend for all, the CPU; silent on CPU-only machines, a warning when some ranks had one
         if (n_ok > 0) {
             if (!ok) MOEQ_LOG(MOEQ_LOG_WARN, "--device auto: no usable CUDA device on this rank: %s", why);
             MOEQ_INFO0("device: cpu on all %d rank(s) (--device auto)", n_ranks);
             if (rank == 0)
-                MOEQ_LOG(MOEQ_LOG_WARN,
-                         "--device auto: %d of %d rank(s) have a CUDA device but %d have none (the first: "
-                         "rank %d): "
-                         "every rank runs on the CPU, so that the artifact has one backend\n---> HINT: "
-                         "--device cuda "
-                         "makes this an error; put every rank on a GPU node to use the GPUs",
-                         n_ok, n_ranks, n_ranks - n_ok, first_bad_all);
+                MOEQ_LOG(
+                    MOEQ_LOG_WARN,
+                    "--device auto: %d of %d rank(s) have a CUDA device but %d have none (the first: rank "
+                    "%d): every rank runs on the CPU, so that the artifact has one backend\n---> HINT: "
+                    "--device cuda makes this an error; put every rank on a GPU node to use the GPUs",
+                    n_ok, n_ranks, n_ranks - n_ok, first_bad_all);
         } else {
             MOEQ_LOG(MOEQ_LOG_DBG, "--device auto: %s", why);
             MOEQ_INFO0("device: cpu on all %d rank(s) (--device auto: no CUDA device visible)", n_ranks);
@@ -136,8 +134,7 @@ moeq_status moeq_run_device_select(const char *request, MPI_Comm comm, moeq_run_
                 MOEQ_LOG_WARN,
                 "node %s: %d ranks share %d CUDA device(s), up to %d on one: they take turns on it, and each "
                 "holds its own workspace in its memory\n---> HINT: one rank per GPU (srun --gpus-per-task=1, "
-                "or "
-                "as many ranks per node as GPUs)",
+                "or as many ranks per node as GPUs)",
                 out->host, out->n_local, n_dev, most);
         MPI_Comm_free(&local);
     }
