@@ -123,6 +123,22 @@ int moeq_dispatch_request(moeq_dispatch *d, int from) {
     return 0;
 }
 
+int moeq_dispatch_request_ahead(moeq_dispatch *d, int from) {
+    d->stats.requests++;
+    d->stats.aheads++;
+    if (!d->stopping && d->qh < d->qt) return assign_next(d, from, 0);
+    d->out[0] = (moeq_send){.to = from, .kind = MOEQ_SEND_NONE, .unit = -1, .attempt = 0};
+    return 1;
+}
+
+int moeq_dispatch_release(moeq_dispatch *d, int unit) {
+    d->stats.releases++;
+    d->attempts[unit]--;
+    if (d->stopping) return 0;
+    d->queue[--d->qh] = unit; // qh >= 1: an assigned unit was taken from the queue by assign_next
+    return d->n_parked ? assign_next(d, d->parked[--d->n_parked], 0) : 0;
+}
+
 int moeq_dispatch_attempt(moeq_dispatch *d, int unit, int msg_attempt) {
     return msg_attempt ? msg_attempt : ++d->attempts[unit];
 }

@@ -3,9 +3,12 @@
 // receives and sends what it answers; the discrete-event simulator (simulate.c) does the same with
 // simulated messages, so a simulated run at 512 ranks exercises the very decisions of a real one.
 //
-// Protocol (what the ranks send): REQUEST (give me a unit) | RESULT (unit, attempt). What the coordinator
-// answers: ASSIGN (unit, attempt) | FINISH (no more work; `notice` = 1 when a STOP notice was sent before)
-// | NOTICE (graceful stop: end your static list at the next unit boundary).
+// Protocol (what the ranks send): REQUEST (give me a unit) | AHEAD (I am about to run a unit: give me the
+// next one now, so that I read it while I compute) | RESULT (unit, attempt) | RELEASE (a unit assigned
+// ahead that I will not run: a graceful stop came first). What the coordinator answers: ASSIGN (unit,
+// attempt) | NONE (to AHEAD: nothing to hand out now; ask again with REQUEST after your unit) | FINISH (no
+// more work; `notice` = 1 when a STOP notice was sent before) | NOTICE (graceful stop: end your static list
+// at the next unit boundary).
 // Static schedule: each rank first runs the units moeq_dispatch_static_owners gives it without asking, then
 // REQUESTs; dynamic: every unit on REQUEST, largest estimated cost first. A unit whose result asks for a
 // retry goes to the back of the queue, to the next rank that asks (or to a parked one).
@@ -26,7 +29,8 @@ typedef enum moeq_result_action {
 typedef enum moeq_send_kind {
     MOEQ_SEND_ASSIGN = 0,
     MOEQ_SEND_FINISH = 1,
-    MOEQ_SEND_NOTICE = 2
+    MOEQ_SEND_NOTICE = 2,
+    MOEQ_SEND_NONE = 3 // answer to AHEAD: no unit now
 } moeq_send_kind;
 
 typedef struct moeq_send {
@@ -38,7 +42,8 @@ typedef struct moeq_send {
 
 typedef struct moeq_dispatch_stats {
     int units_done, units_given_up, units_not_started, retries;
-    long requests, results; // messages the coordinator received
+    long requests, results; // messages the coordinator received (AHEAD counts as a request)
+    long aheads, releases;  // ... of which AHEAD requests; RELEASE messages
     long assigns;           // ASSIGN messages it sent
 } moeq_dispatch_stats;
 
@@ -66,6 +71,12 @@ moeq_status moeq_dispatch_static_owners(const double *cost, const unsigned char 
 
 // Events. Each returns the number of answers, in d->out[0..n).
 int moeq_dispatch_request(moeq_dispatch *d, int from);
+// AHEAD from a rank that holds a unit it is about to run: ASSIGN the next unit of the queue, else NONE. Never
+// parks and never finishes the rank (it asks with REQUEST after its unit), so a rank holds at most two units.
+int moeq_dispatch_request_ahead(moeq_dispatch *d, int from);
+// RELEASE of a unit assigned but not started: its attempt is not counted; while stopping it stays not
+// started, otherwise it goes back to the head of the queue (to a parked rank, if any).
+int moeq_dispatch_release(moeq_dispatch *d, int unit);
 // A RESULT arrived: the attempt number it ran as (0 in the message = a static first run, numbered here).
 int moeq_dispatch_attempt(moeq_dispatch *d, int unit, int msg_attempt);
 // ... and what the caller decided about it (after moeq_dispatch_attempt).

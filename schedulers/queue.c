@@ -1,7 +1,9 @@
 // queue.c: the static/dynamic work queue over tagged MPI messages (see queue.h); the decisions are the
 // dispatcher's (dispatch.h), this file moves its messages.
-// Protocol: worker -> 0: REQUEST (empty) | RESULT (int header[2] = {unit, attempt} + payload);
-//           0 -> worker: ASSIGN (int[2] = {unit, attempt}; unit -1 = finish, a[1] = 1: drain a TAG_STOP).
+// Protocol: worker -> 0: REQUEST (empty) | AHEAD (empty) | RESULT (int header[2] = {unit, attempt} +
+//           payload) | RELEASE (int unit);
+//           0 -> worker: ASSIGN (int[2] = {unit, attempt}; unit -1 = finish, a[1] = 1: drain a TAG_STOP;
+//           unit -2 = none now, the answer to AHEAD).
 // The coordinator polls with MPI_Iprobe and sleeps 0.5 ms between empty polls so that it does not
 // take a core from the workers (Open MPI's blocking receives spin).
 #include "queue.h"
@@ -12,7 +14,14 @@
 #include <string.h>
 #include <time.h>
 
-enum { TAG_REQUEST = 7101, TAG_RESULT = 7102, TAG_ASSIGN = 7103, TAG_STOP = 7104 };
+enum {
+    TAG_REQUEST = 7101,
+    TAG_RESULT = 7102,
+    TAG_ASSIGN = 7103,
+    TAG_STOP = 7104,
+    TAG_AHEAD = 7105,
+    TAG_RELEASE = 7106
+};
 // Graceful stop: when should_stop() first says yes, the coordinator sends TAG_STOP (0 bytes) to every rank
 // still working, so that static lists end at the next unit boundary too; every later finish message then
 // carries a[1] = 1, telling the worker that a TAG_STOP is (or will be) there to drain.
@@ -29,7 +38,10 @@ static void send_all(const moeq_queue_cfg *cfg, const moeq_send *out, int n) {
         if (out[k].kind == MOEQ_SEND_NOTICE) {
             MPI_Send(NULL, 0, MPI_BYTE, out[k].to, TAG_STOP, cfg->comm);
         } else {
-            int a[2] = {out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit : -1, out[k].attempt};
+            const int unit = out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit
+                             : out[k].kind == MOEQ_SEND_NONE ? -2
+                                                             : -1;
+            int a[2] = {unit, out[k].attempt};
             MPI_Send(a, 2, MPI_INT, out[k].to, TAG_ASSIGN, cfg->comm);
         }
     }
@@ -54,7 +66,11 @@ static void *coordinator(void *arg) {
         MPI_Status ms;
         // Only the two tags the coordinator serves: TAG_STOP sent to rank 0 itself would otherwise head the
         // queue of matches forever (found by a hang of a SIGUSR1-stopped dynamic run).
+        // Results first (they free parked ranks), then the AHEAD requests of ranks waiting to start a unit,
+        // then releases and plain requests.
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, cfg->comm, &flag, &ms);
+        if (!flag) MPI_Iprobe(MPI_ANY_SOURCE, TAG_AHEAD, cfg->comm, &flag, &ms);
+        if (!flag) MPI_Iprobe(MPI_ANY_SOURCE, TAG_RELEASE, cfg->comm, &flag, &ms);
         if (!flag) MPI_Iprobe(MPI_ANY_SOURCE, TAG_REQUEST, cfg->comm, &flag, &ms);
         if (cfg->should_stop && !d.stopping && cfg->should_stop(cfg->user)) send_all(cfg, d.out, moeq_dispatch_stop(&d));
         if (cfg->on_progress && cfg->progress_s > 0 && moeq_now_s() - last >= cfg->progress_s) {
@@ -71,6 +87,13 @@ static void *coordinator(void *arg) {
         if (ms.MPI_TAG == TAG_REQUEST) {
             MPI_Recv(NULL, 0, MPI_BYTE, from, TAG_REQUEST, cfg->comm, MPI_STATUS_IGNORE);
             send_all(cfg, d.out, moeq_dispatch_request(&d, from));
+        } else if (ms.MPI_TAG == TAG_AHEAD) {
+            MPI_Recv(NULL, 0, MPI_BYTE, from, TAG_AHEAD, cfg->comm, MPI_STATUS_IGNORE);
+            send_all(cfg, d.out, moeq_dispatch_request_ahead(&d, from));
+        } else if (ms.MPI_TAG == TAG_RELEASE) {
+            int unit;
+            MPI_Recv(&unit, 1, MPI_INT, from, TAG_RELEASE, cfg->comm, MPI_STATUS_IGNORE);
+            send_all(cfg, d.out, moeq_dispatch_release(&d, unit));
         } else if (ms.MPI_TAG == TAG_RESULT) {
             int len = 0;
             MPI_Get_count(&ms, MPI_BYTE, &len);
@@ -89,7 +112,9 @@ static void *coordinator(void *arg) {
     s->stats.units_given_up = d.stats.units_given_up;
     s->stats.units_not_started = d.stats.units_not_started;
     s->stats.retries = d.stats.retries;
-    s->stats.messages = d.stats.requests + d.stats.results;
+    s->stats.messages = d.stats.requests + d.stats.results + d.stats.releases;
+    s->stats.aheads = d.stats.aheads;
+    s->stats.releases = d.stats.releases;
     moeq_dispatch_free(&d);
     free(buf);
     return NULL;
@@ -101,6 +126,21 @@ static void send_result(const moeq_queue_cfg *cfg, int unit, int attempt, unsign
     cfg->work(unit, msg + sizeof hdr, &len, cfg->user);
     memcpy(msg, hdr, sizeof hdr);
     MPI_Send(msg, (int)(len + sizeof hdr), MPI_BYTE, 0, TAG_RESULT, cfg->comm);
+}
+
+// The first unit >= from of this rank's static list, or -1.
+static int next_owned(const int *owner, int n_units, int rank, int from) {
+    for (int u = from; u < n_units; u++)
+        if (owner[u] == rank) return u;
+    return -1;
+}
+
+// 1 (and the notice drained) when the coordinator has sent this rank a graceful-stop notice.
+static int stop_noticed(const moeq_queue_cfg *cfg) {
+    int f = 0;
+    MPI_Iprobe(0, TAG_STOP, cfg->comm, &f, MPI_STATUS_IGNORE);
+    if (f) MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
+    return f;
 }
 
 moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
@@ -135,27 +175,40 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
     }
     if (st == MOEQ_OK) {
         int got_stop = 0;
-        if (cfg->schedule == MOEQ_SCHEDULE_STATIC)
-            for (int u = 0; u < cfg->n_units && !got_stop; u++)
-                if (owner[u] == rank) {
-                    int f = 0;
-                    MPI_Iprobe(0, TAG_STOP, cfg->comm, &f, MPI_STATUS_IGNORE); // graceful stop: at a unit boundary
-                    if (f) {
-                        MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
-                        got_stop = 1;
-                        break;
-                    }
-                    send_result(cfg, u, 0, msg);
-                }
-        for (;;) {
-            int a[2];
-            MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_REQUEST, cfg->comm);
-            MPI_Recv(a, 2, MPI_INT, 0, TAG_ASSIGN, cfg->comm, MPI_STATUS_IGNORE);
-            if (a[0] < 0) {
-                if (a[1] && !got_stop) MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
-                break;
+        if (cfg->schedule == MOEQ_SCHEDULE_STATIC) {
+            int u = next_owned(owner, cfg->n_units, rank, 0);
+            while (u >= 0 && !(got_stop = stop_noticed(cfg))) { // graceful stop: at a unit boundary
+                const int next = next_owned(owner, cfg->n_units, rank, u + 1);
+                if (next >= 0 && cfg->prefetch) cfg->prefetch(next, cfg->user);
+                send_result(cfg, u, 0, msg);
+                u = next;
             }
-            send_result(cfg, a[0], a[1], msg);
+        }
+        int cur[2] = {-1, 0}; // the unit this rank holds (assigned ahead) and its attempt
+        for (;;) {
+            if (cur[0] < 0) {
+                MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_REQUEST, cfg->comm);
+                MPI_Recv(cur, 2, MPI_INT, 0, TAG_ASSIGN, cfg->comm, MPI_STATUS_IGNORE);
+                if (cur[0] < 0) {
+                    if (cur[1] && !got_stop)
+                        MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
+                    break;
+                }
+            }
+            int next[2] = {-2, 0};
+            if (cfg->lookahead) {
+                MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_AHEAD, cfg->comm);
+                MPI_Recv(next, 2, MPI_INT, 0, TAG_ASSIGN, cfg->comm, MPI_STATUS_IGNORE);
+                if (next[0] >= 0 && cfg->prefetch) cfg->prefetch(next[0], cfg->user);
+            }
+            send_result(cfg, cur[0], cur[1], msg);
+            if (next[0] >= 0 && !got_stop && (got_stop = stop_noticed(cfg))) {
+                // a graceful stop came while we ran cur: the unit assigned ahead goes back, not started
+                MPI_Send(&next[0], 1, MPI_INT, 0, TAG_RELEASE, cfg->comm);
+                next[0] = -2;
+            }
+            cur[0] = next[0] >= 0 ? next[0] : -1;
+            cur[1] = next[1];
         }
     }
     if (threaded) {

@@ -6,7 +6,7 @@
 // units the LPT partition gave it, then asks for more; dynamic mode: every unit is handed out on
 // request, largest estimated cost first. Either way the coordinator re-queues a unit whose result asks
 // for a retry (up to max_attempts) and hands it to the next rank that asks. Messages per unit: one
-// request + one assignment (dynamic) and one result.
+// request + one assignment (dynamic) and one result, with or without lookahead (see the field).
 #ifndef MOEQ_QUEUE_H
 #define MOEQ_QUEUE_H
 
@@ -27,6 +27,14 @@ typedef struct moeq_queue_cfg {
     // Runs a unit on this rank; fills `buf` (result_max_bytes) with *len bytes. Any rank, any thread
     // that calls moeq_queue_run.
     void (*work)(int unit, void *buf, size_t *len, void *user);
+    // Read-ahead (may be NULL): called on the worker thread with the unit this rank will run after the one it
+    // is about to run, before it runs it (its static list's next unit, or one assigned ahead, see lookahead).
+    void (*prefetch)(int unit, void *user);
+    // 1: a rank about to run a unit it was assigned asks for its next one first (AHEAD, answered at once:
+    // ASSIGN or NONE), so prefetch can read it during the current one. Same messages per unit as 0 (the
+    // request moves from after the unit to before it); a rank holds at most two units; a graceful stop gives
+    // back (RELEASE) a unit assigned ahead and not started.
+    int lookahead;
     // Coordinator (rank 0, coordinator thread): a result arrived; returns what to do with it.
     moeq_result_action (*on_result)(int unit, int from_rank, int attempt, const void *buf, size_t len, void *user);
     // Coordinator: called about every progress_s seconds (0 = never) and once at the end with final = 1.
@@ -43,6 +51,7 @@ typedef struct moeq_queue_cfg {
 typedef struct moeq_queue_stats {
     int units_done, units_given_up, units_not_started, retries;
     long messages;               // messages received by the coordinator
+    long aheads, releases;       // AHEAD requests (lookahead) and units given back at a stop
     int threaded;                // 1 when rank 0 worked alongside the coordinator
 } moeq_queue_stats;
 

@@ -14,7 +14,8 @@ typedef struct {
     double t;
     long seq;
     ev_type type;
-    int rank, unit, attempt; // EV_AT_COORD: attempt < 0 = REQUEST; EV_AT_WORKER: unit < 0 = FINISH
+    int rank, unit, attempt; // EV_AT_COORD: attempt -1 = REQUEST, -2 = AHEAD; EV_AT_WORKER: unit -1 = FINISH,
+                             // -2 = NONE (the answer to AHEAD)
 } event;
 
 typedef struct {
@@ -74,6 +75,11 @@ typedef struct {
     int *next_static; // (n_ranks) scan position in owner
     double *started;  // (n_ranks) start time of the running unit, < 0 when none
     int *running;     // (n_ranks) unit running, -1 none
+    // read-ahead, per rank: the unit assigned ahead (-1 none) and its attempt; the unit waiting for the
+    // answer to its AHEAD (-1 none), its attempt and hidden reading; the compute seconds of the last unit
+    // started
+    int *held, *held_att, *pending, *pending_att;
+    double *pending_hidden, *last_compute;
     int coord_busy;   // an EV_COORD_FREE is pending; else asleep since sleep_from
     double sleep_from, t_finish, t_coord_end;
     double now;
@@ -88,10 +94,20 @@ static int push(sim *s, double t, ev_type type, int rank, int unit, int attempt)
     return heap_push(&s->q, (event){.t = t, .type = type, .rank = rank, .unit = unit, .attempt = attempt});
 }
 
-static int start_unit(sim *s, int r, int unit, int attempt) {
+static double read_part(const sim *s, int u) {
+    return s->cfg->read_s ? s->cfg->read_s[u] : 0.0;
+}
+
+// Rank r starts computing `unit`; `known` = 1 when it knew the unit while its previous one ran (read ahead).
+static int start_unit(sim *s, int r, int unit, int attempt, int known) {
+    double hidden = 0;
+    if (known && s->cfg->lookahead)
+        hidden = read_part(s, unit) < s->last_compute[r] ? read_part(s, unit) : s->last_compute[r];
+    s->r->hidden_s += hidden * slow(s, r);
+    s->last_compute[r] = s->cfg->cost[unit] - read_part(s, unit);
     s->running[r] = unit;
     s->started[r] = s->now;
-    return push(s, s->now + s->cfg->cost[unit] * slow(s, r), EV_WORK_DONE, r, unit, attempt);
+    return push(s, s->now + (s->cfg->cost[unit] - hidden) * slow(s, r), EV_WORK_DONE, r, unit, attempt);
 }
 
 // Next unit of rank r's static list, or -1.
@@ -111,10 +127,23 @@ static int send_to_coord(sim *s, int r, int unit, int attempt) {
     return push(s, s->now + s->cfg->latency_s, EV_AT_COORD, r, unit, attempt);
 }
 
-// The worker loop of queue.c: static list first (results carry attempt 0), then request.
+// An assigned unit: with lookahead, AHEAD first and start it on the answer; else start it now.
+static int begin_assigned(sim *s, int r, int unit, int attempt, int known) {
+    if (!s->cfg->lookahead) return start_unit(s, r, unit, attempt, known);
+    s->pending[r] = unit, s->pending_att[r] = attempt, s->pending_hidden[r] = known;
+    return send_to_coord(s, r, -1, -2);
+}
+
+// The worker loop of queue.c: static list first (results carry attempt 0; the next unit of the list is known
+// ahead), then the unit assigned ahead, if any, then request.
 static int worker_next(sim *s, int r) {
     const int u = next_static(s, r);
-    if (u >= 0) return start_unit(s, r, u, 0);
+    if (u >= 0) return start_unit(s, r, u, 0, s->cfg->lookahead);
+    if (s->held[r] >= 0) {
+        const int h = s->held[r];
+        s->held[r] = -1;
+        return begin_assigned(s, r, h, s->held_att[r], 1);
+    }
     return send_to_coord(s, r, -1, -1);
 }
 
@@ -122,9 +151,10 @@ static int deliver(sim *s, double t, const moeq_send *out, int n) {
     for (int k = 0; k < n; k++) {
         if (out[k].kind == MOEQ_SEND_NOTICE) continue; // graceful stop is not simulated
         s->r->messages++;
-        if (push(s, t + s->cfg->latency_s, EV_AT_WORKER, out[k].to,
-                 out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit : -1, out[k].attempt))
-            return -1;
+        const int unit = out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit
+                         : out[k].kind == MOEQ_SEND_NONE ? -2
+                                                         : -1;
+        if (push(s, t + s->cfg->latency_s, EV_AT_WORKER, out[k].to, unit, out[k].attempt)) return -1;
     }
     return 0;
 }
@@ -148,7 +178,8 @@ static int coord_serve(sim *s) {
     } else if (in->qh < in->qt) {
         const event m = in->req[in->qh++];
         cost += c->request_s;
-        n = moeq_dispatch_request(&s->d, m.rank);
+        n = m.attempt == -2 ? moeq_dispatch_request_ahead(&s->d, m.rank)
+                            : moeq_dispatch_request(&s->d, m.rank);
     } else {
         if (c->on_idle) {
             const double t0 = moeq_now_s();
@@ -177,11 +208,18 @@ static int on_event(sim *s, const event *e) {
         if (send_to_coord(s, e->rank, e->unit, e->attempt)) return -1;
         return worker_next(s, e->rank);
     case EV_AT_WORKER:
-        if (e->unit >= 0) return start_unit(s, e->rank, e->unit, e->attempt);
+        if (s->pending[e->rank] >= 0) { // the answer to AHEAD: keep it, start the pending unit
+            const int r = e->rank, u = s->pending[r];
+            s->held[r] = e->unit >= 0 ? e->unit : -1;
+            s->held_att[r] = e->attempt;
+            s->pending[r] = -1;
+            return start_unit(s, r, u, s->pending_att[r], s->pending_hidden[r] > 0);
+        }
+        if (e->unit >= 0) return begin_assigned(s, e->rank, e->unit, e->attempt, 0);
         s->t_finish = s->now; // FINISH: this rank is done
         return 0;
     case EV_AT_COORD:
-        if (e->attempt == -1)
+        if (e->attempt < 0)
             in->req[in->qt++] = *e;
         else
             in->res[in->rt++] = *e;
@@ -231,12 +269,16 @@ moeq_status moeq_sim_run(const moeq_sim_cfg *c, moeq_sim_result *res) {
     // every unit arrives at most max_attempts times as a result; every rank sends few requests per unit
     const size_t box = nu * (size_t)c->max_attempts + 2 * nr + 1;
     s.in.res = malloc(sizeof(event) * box);
-    s.in.req = malloc(sizeof(event) * (box + nu * (size_t)c->max_attempts));
+    s.in.req = malloc(sizeof(event) * (box + 2 * nu * (size_t)c->max_attempts)); // + one AHEAD per start
     s.owner = malloc(sizeof(int) * nu);
     s.next_static = calloc(nr, sizeof(int));
     s.started = malloc(sizeof(double) * nr);
     s.running = malloc(sizeof(int) * nr);
-    if (!s.in.res || !s.in.req || !s.owner || !s.next_static || !s.started || !s.running) {
+    s.held = malloc(sizeof(int) * nr), s.held_att = malloc(sizeof(int) * nr);
+    s.pending = malloc(sizeof(int) * nr), s.pending_att = malloc(sizeof(int) * nr);
+    s.pending_hidden = malloc(sizeof(double) * nr), s.last_compute = calloc(nr, sizeof(double));
+    if (!s.in.res || !s.in.req || !s.owner || !s.next_static || !s.started || !s.running || !s.held ||
+        !s.held_att || !s.pending || !s.pending_att || !s.pending_hidden || !s.last_compute) {
         st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "simulate: state for %d units and %d ranks", c->n_units, c->n_ranks);
         goto out;
     }
@@ -249,7 +291,7 @@ moeq_status moeq_sim_run(const moeq_sim_cfg *c, moeq_sim_result *res) {
         if (!c->skip || !c->skip[u]) total += c->cost[u];
     for (int r = 0; r < c->n_ranks; r++) {
         speed += 1.0 / slow(&s, r);
-        s.running[r] = -1;
+        s.running[r] = s.held[r] = s.pending[r] = -1;
         s.started[r] = -1;
         if (worker_next(&s, r)) goto nomem;
     }
@@ -291,5 +333,7 @@ out:
     moeq_dispatch_free(&s.d);
     free(s.q.h), free(s.in.res), free(s.in.req), free(s.owner), free(s.next_static), free(s.started),
         free(s.running);
+    free(s.held), free(s.held_att), free(s.pending), free(s.pending_att), free(s.pending_hidden),
+        free(s.last_compute);
     return st;
 }

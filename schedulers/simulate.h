@@ -5,6 +5,11 @@
 //   workers    rank r computes unit u in cost[u] * slowdown[r] simulated seconds (cost from the plan's cost
 //              model); static schedule: its LPT list first, without asking; then REQUEST / ASSIGN / RESULT.
 //   messages   one-way latency_s each (worker -> coordinator and back).
+//   read-ahead lookahead = 1 (read-ahead on): a rank about to run a unit asks for its next one first (AHEAD)
+//              and waits for the answer, as queue.c does; 0: no AHEAD and nothing read ahead. A unit known
+//              while the previous one ran on that rank (assigned ahead, or its static list's next) had its
+//              reading, read_s[u] of its cost, done during the previous unit's compute: min(read_s[u],
+//              previous cost - its read) of it is hidden.
 //   coordinator one server (the coordinator thread of rank 0): results are served before requests (it
 //              probes RESULT first); a request costs request_s; a result costs the real wall time of the
 //              caller's on_result (quantize: the journal record write), and when nothing is waiting it
@@ -22,6 +27,8 @@ typedef struct moeq_sim_cfg {
     int n_units;
     const double *cost;        // (n_units) simulated seconds at slowdown 1
     const unsigned char *skip; // (n_units) 1 = done before (resume); may be NULL
+    const double *read_s;      // (n_units) the reading part of cost (<= cost); NULL = no reading modelled
+    int lookahead;             // 1: read-ahead: AHEAD before each assigned unit (queue.h) [0]
     int n_ranks;
     const double *slowdown; // (n_ranks) >= 1 (3 = a straggler); NULL = all 1
     int max_attempts;
@@ -45,6 +52,7 @@ typedef struct moeq_sim_result {
     double utilisation;  // busy_s / (n_ranks * makespan_s)
     double coord_busy_s; // coordinator service time (charged callbacks included)
     double lost_s;       // compute seconds of units that did not finish before the failure
+    double hidden_s;     // reading seconds hidden behind the previous unit's compute (read-ahead)
     int units_lost;      // units running or unserved at the failure
     int units_left;      // units not done at the end (failure: lost + never started)
     long messages;       // messages to and from the coordinator

@@ -1,5 +1,7 @@
 // test_queue.c (mpi, 3 ranks): the work queue runs every unit exactly once in static and dynamic mode,
-// skips units already done, retries a unit whose result asks for it, and rank 0 works too.
+// skips units already done, retries a unit whose result asks for it, and rank 0 works too; with lookahead,
+// the unit announced to prefetch is the one that runs next on that rank, and a graceful stop gives back the
+// units assigned ahead without running them.
 #include "test_util.h"
 
 #include <mpi.h>
@@ -15,11 +17,32 @@ typedef struct {
     int ran_here;      // units this rank computed
     int fail_first;    // unit that fails on its first attempt (-1 none)
     int seen_fail;
+    int announced;  // unit last given to prefetch (to run after the next one), -1 when none
+    int expect;     // the unit the next work() call must run, -1 when none was announced
+    int prefetched; // prefetch calls, and how many of them were followed by that very unit
+    int prefetch_hits;
+    int stop_after; // should_stop says yes after this many results (0 = never)
+    int results;
 } ctx;
+
+static void prefetch(int unit, void *user) {
+    ctx *c = user;
+    assert_true(unit >= 0 && unit < N);
+    c->announced = unit;
+    c->prefetched++;
+}
+
+static int should_stop(void *user) {
+    const ctx *c = user;
+    return c->stop_after > 0 && c->results >= c->stop_after;
+}
 
 static void work(int unit, void *buf, size_t *len, void *user) {
     ctx *c = user;
     int out[2] = {unit, unit * 3};
+    if (c->expect >= 0) c->prefetch_hits += c->expect == unit;
+    c->expect = c->announced; // prefetch(next) comes before work(current)
+    c->announced = -1;
     c->ran_here++;
     memcpy(buf, out, sizeof out);
     *len = sizeof out;
@@ -32,6 +55,7 @@ static moeq_result_action on_result(int unit, int from, int attempt, const void 
     assert_int_equal(v[0], unit);
     assert_int_equal(v[1], unit * 3);
     assert_true(from >= 0 && from < 3);
+    c->results++;
     if (unit == c->fail_first && attempt == 1) {
         c->seen_fail = 1;
         return MOEQ_RESULT_RETRY;
@@ -40,15 +64,25 @@ static moeq_result_action on_result(int unit, int from, int attempt, const void 
     return MOEQ_RESULT_DONE;
 }
 
-static void run_mode(moeq_schedule mode, const unsigned char *skip, int fail_first) {
+static void run_mode_ex(moeq_schedule mode, const unsigned char *skip, int fail_first, int lookahead) {
     double cost[N];
     for (int u = 0; u < N; u++) cost[u] = 1.0 + (u * 7) % 11;
     ctx c;
     memset(&c, 0, sizeof c);
     MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
     c.fail_first = fail_first;
-    moeq_queue_cfg q = {.comm = MPI_COMM_WORLD, .schedule = mode, .n_units = N, .cost = cost, .skip = skip,
-                        .max_attempts = 3, .result_max_bytes = 2 * sizeof(int), .work = work, .on_result = on_result,
+    c.announced = c.expect = -1;
+    moeq_queue_cfg q = {.comm = MPI_COMM_WORLD,
+                        .schedule = mode,
+                        .n_units = N,
+                        .cost = cost,
+                        .skip = skip,
+                        .max_attempts = 3,
+                        .result_max_bytes = 2 * sizeof(int),
+                        .work = work,
+                        .on_result = on_result,
+                        .prefetch = prefetch,
+                        .lookahead = lookahead,
                         .user = &c};
     moeq_queue_stats st;
     memset(&st, 0, sizeof st);
@@ -68,6 +102,72 @@ static void run_mode(moeq_schedule mode, const unsigned char *skip, int fail_fir
     int worked = c.ran_here > 0, all_worked = 0;
     MPI_Allreduce(&worked, &all_worked, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     assert_int_equal(all_worked, 1); // every rank, rank 0 included, did some of the work
+    // every announced unit ran next on the rank it was announced to
+    assert_int_equal(c.prefetch_hits, c.prefetched);
+    assert_int_equal(c.expect, -1);
+    int announced = 0;
+    MPI_Allreduce(&c.prefetched, &announced, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (lookahead) assert_true(announced >= expected / 2); // most units were known a unit ahead
+    if (c.rank == 0 && lookahead && mode == MOEQ_SCHEDULE_DYNAMIC) assert_true(st.aheads > 0);
+    if (!lookahead && mode == MOEQ_SCHEDULE_DYNAMIC) assert_int_equal(announced, 0);
+}
+
+static void run_mode(moeq_schedule mode, const unsigned char *skip, int fail_first) {
+    run_mode_ex(mode, skip, fail_first, 0);
+}
+
+static void test_dynamic_lookahead_with_retry(void **state) {
+    (void)state;
+    run_mode_ex(MOEQ_SCHEDULE_DYNAMIC, NULL, 5, 1);
+}
+
+static void test_static_lookahead_skip_and_retry(void **state) {
+    (void)state;
+    unsigned char skip[N] = {0};
+    for (int u = 0; u < N; u += 4) skip[u] = 1;
+    run_mode_ex(MOEQ_SCHEDULE_STATIC, skip, 9, 1);
+}
+
+// A graceful stop after 10 results under lookahead: no unit runs twice, the units assigned ahead and not
+// started are given back, and done + not started account for every unit.
+static void test_dynamic_lookahead_stop(void **state) {
+    (void)state;
+    double cost[N];
+    for (int u = 0; u < N; u++) cost[u] = 1.0 + u % 5;
+    ctx c;
+    memset(&c, 0, sizeof c);
+    MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
+    c.fail_first = -1;
+    c.announced = c.expect = -1;
+    c.stop_after = 10;
+    moeq_queue_cfg q = {.comm = MPI_COMM_WORLD,
+                        .schedule = MOEQ_SCHEDULE_DYNAMIC,
+                        .n_units = N,
+                        .cost = cost,
+                        .max_attempts = 1,
+                        .result_max_bytes = 2 * sizeof(int),
+                        .work = work,
+                        .on_result = on_result,
+                        .should_stop = should_stop,
+                        .prefetch = prefetch,
+                        .lookahead = 1,
+                        .user = &c};
+    moeq_queue_stats st;
+    memset(&st, 0, sizeof st);
+    assert_int_equal(moeq_queue_run(&q, &st), MOEQ_OK);
+    int total = 0;
+    MPI_Allreduce(&c.ran_here, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (c.rank == 0) {
+        int done = 0;
+        for (int u = 0; u < N; u++) {
+            assert_true(c.runs[u] <= 1);
+            done += c.runs[u];
+        }
+        assert_int_equal(done, total);
+        assert_int_equal(st.units_done, done);
+        assert_int_equal(st.units_done + st.units_not_started, N);
+        assert_true(done >= 10 && done < N);
+    }
 }
 
 static void test_static(void **state) {
@@ -94,6 +194,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_static),
         cmocka_unit_test(test_dynamic_with_retry),
         cmocka_unit_test(test_static_skip_and_retry),
+        cmocka_unit_test(test_dynamic_lookahead_with_retry),
+        cmocka_unit_test(test_static_lookahead_skip_and_retry),
+        cmocka_unit_test(test_dynamic_lookahead_stop),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

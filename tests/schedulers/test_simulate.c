@@ -56,10 +56,14 @@ static double *make_costs(int n, uint64_t seed) {
     return c;
 }
 
+static int g_lookahead;        // run() asks ahead (queue.h's lookahead) when set
+static const double *g_read_s; // ... and models this reading part of the costs
+
 static moeq_sim_result run(moeq_schedule sch, int n, const double *cost, const unsigned char *skip, int ranks,
                            const double *slowdown, double fail_at, tally *t) {
     moeq_sim_cfg c;
     moeq_sim_cfg_init(&c);
+    c.lookahead = g_lookahead, c.read_s = g_read_s;
     c.schedule = sch, c.n_units = n, c.cost = cost, c.skip = skip, c.n_ranks = ranks, c.slowdown = slowdown;
     c.fail_at_s = fail_at, c.on_result = t ? on_result : NULL, c.user = t;
     c.max_attempts = 3;
@@ -74,13 +78,14 @@ static void test_every_unit_once(void **state) {
     const int n = 2000;
     double *cost = make_costs(n, 3);
     const int ranks[] = {1, 4, 64, 512};
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < 4; s++)
         for (size_t k = 0; k < sizeof ranks / sizeof ranks[0]; k++)
             for (int retry = 0; retry < 2; retry++) {
+                g_lookahead = s >= 2; // schedules 0, 1 without, then with lookahead
                 tally t;
                 tally_init(&t, n);
                 t.retry_every = retry ? 7 : 0;
-                moeq_sim_result r = run((moeq_schedule)s, n, cost, NULL, ranks[k], NULL, 0, &t);
+                moeq_sim_result r = run((moeq_schedule)(s % 2), n, cost, NULL, ranks[k], NULL, 0, &t);
                 for (int u = 0; u < n; u++) {
                     assert_int_equal(t.done[u], 1);
                     assert_int_equal(t.runs[u], retry && u % 7 == 0 ? 2 : 1);
@@ -95,8 +100,45 @@ static void test_every_unit_once(void **state) {
                     fail_msg("schedule %d, %d ranks, retry %d: makespan %.4f > %.4f (ideal %.4f)", s,
                              ranks[k], retry, r.makespan_s, bound, r.ideal_s);
                 assert_true(r.utilisation > 0 && r.utilisation <= 1 + 1e-9);
+                assert_true(r.hidden_s == 0); // no reading modelled
                 tally_free(&t);
             }
+    g_lookahead = 0;
+    free(cost);
+}
+
+// Reading 40% of every unit's cost: read-ahead hides most of it behind the previous unit (the first unit of a
+// rank and units known only after the previous one ended still read in the open), so the makespan drops
+// below the no-read-ahead ideal; every unit still runs once, and the stats count the AHEAD requests.
+static void test_lookahead_hides_reading(void **state) {
+    (void)state;
+    const int n = 2000;
+    double *cost = make_costs(n, 9), *read = malloc(sizeof(double) * n);
+    assert_non_null(read);
+    for (int u = 0; u < n; u++) read[u] = 0.4 * cost[u];
+    for (int s = 0; s < 2; s++) {
+        tally t0, t1;
+        tally_init(&t0, n);
+        tally_init(&t1, n);
+        g_read_s = read;
+        const moeq_sim_result off = run((moeq_schedule)s, n, cost, NULL, 64, NULL, 0, &t0);
+        g_lookahead = 1;
+        const moeq_sim_result on = run((moeq_schedule)s, n, cost, NULL, 64, NULL, 0, &t1);
+        g_lookahead = 0, g_read_s = NULL;
+        for (int u = 0; u < n; u++) assert_int_equal(t1.done[u], 1);
+        assert_int_equal(on.units_left, 0);
+        assert_true(off.hidden_s == 0); // without read-ahead nothing is read early
+        if (s == MOEQ_SCHEDULE_DYNAMIC) assert_true(on.stats.aheads > 0);
+        assert_true(on.hidden_s > 0.5 * 0.4 * on.busy_s);
+        if (on.makespan_s > 0.8 * off.makespan_s)
+            fail_msg("schedule %d: read-ahead makespan %.4f vs %.4f without", s, on.makespan_s,
+                     off.makespan_s);
+        // messages: AHEAD replaces the request after the unit, so about as many per unit as without
+        assert_true(on.messages < off.messages * 1.1 + 2 * 64);
+        tally_free(&t0);
+        tally_free(&t1);
+    }
+    free(read);
     free(cost);
 }
 
@@ -191,13 +233,47 @@ static void test_dispatch_static_owners(void **state) {
     moeq_dispatch_free(&d);
 }
 
+// AHEAD never parks a rank: ASSIGN while the queue has units, NONE after; a unit released before a stop goes
+// back to the head of the queue (to a parked rank at once), its attempt not counted; after a stop it stays
+// not started.
+static void test_dispatch_ahead_release(void **state) {
+    (void)state;
+    const double cost[3] = {3, 2, 1};
+    moeq_dispatch d;
+    assert_int_equal(moeq_dispatch_init(&d, MOEQ_SCHEDULE_DYNAMIC, 3, cost, NULL, 2, 2), MOEQ_OK);
+    assert_int_equal(moeq_dispatch_request(&d, 0), 1);       // rank 0: unit 0
+    assert_int_equal(moeq_dispatch_request_ahead(&d, 0), 1); // ... and unit 1 ahead
+    assert_int_equal(d.out[0].unit, 1);
+    assert_int_equal(moeq_dispatch_request_ahead(&d, 1), 1); // rank 1 (asking ahead): unit 2
+    assert_int_equal(d.out[0].unit, 2);
+    assert_int_equal(moeq_dispatch_request_ahead(&d, 1), 1); // nothing left: NONE, not parked
+    assert_int_equal(d.out[0].kind, MOEQ_SEND_NONE);
+    assert_int_equal(d.n_parked, 0);
+    assert_int_equal(moeq_dispatch_request(&d, 1), 0); // a plain request parks (units outstanding)
+    assert_int_equal(moeq_dispatch_release(&d, 1), 1); // rank 0 gives unit 1 back: the parked rank 1 gets it
+    assert_int_equal(d.out[0].to, 1);
+    assert_int_equal(d.out[0].kind, MOEQ_SEND_ASSIGN);
+    assert_int_equal(d.out[0].unit, 1);
+    assert_int_equal(d.out[0].attempt, 1); // the released assignment did not count
+    assert_int_equal(moeq_dispatch_result(&d, 0, moeq_dispatch_attempt(&d, 0, 1), MOEQ_RESULT_DONE), 0);
+    assert_int_equal(moeq_dispatch_stop(&d), 2);       // NOTICE to both
+    assert_int_equal(moeq_dispatch_release(&d, 2), 0); // stopping: unit 2 stays not started
+    assert_int_equal(moeq_dispatch_result(&d, 1, 1, MOEQ_RESULT_DONE), 0);
+    assert_int_equal(moeq_dispatch_request_ahead(&d, 0), 1);
+    assert_int_equal(d.out[0].kind, MOEQ_SEND_NONE);
+    assert_int_equal(d.stats.units_done, 2);
+    assert_int_equal(d.stats.units_not_started, 1);
+    assert_int_equal(d.stats.releases, 2);
+    assert_int_equal(d.stats.aheads, 4);
+    moeq_dispatch_free(&d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_unit_once),
-        cmocka_unit_test(test_deterministic),
-        cmocka_unit_test(test_stragglers),
-        cmocka_unit_test(test_failure_then_resume),
-        cmocka_unit_test(test_dispatch_static_owners),
+        cmocka_unit_test(test_every_unit_once),        cmocka_unit_test(test_lookahead_hides_reading),
+        cmocka_unit_test(test_deterministic),          cmocka_unit_test(test_stragglers),
+        cmocka_unit_test(test_failure_then_resume),    cmocka_unit_test(test_dispatch_static_owners),
+        cmocka_unit_test(test_dispatch_ahead_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
