@@ -73,8 +73,9 @@ moeq_status moeq_stage_push_unit(moeq_stage *s, int unit);
 // Blocks until plan tensor `tensor` is staged and hands it over in *out. When the tensor is not queued
 // (its unit was never pushed, or this is a new pass over a unit whose leftovers are still queued), its
 // unit is pushed first. Queued tensors ahead of it from earlier pushes (leftovers of a unit abandoned
-// midway, or of another unit pushed earlier) are discarded: counted, never read or freed. Tensors of the
-// same push ahead of it are kept (a unit may be taken out of order). The reader's error for this tensor
+// midway, or of another unit pushed earlier) are discarded: counted in stats.discarded, their buffers
+// recycled, an unread one never read. Tensors of the same push ahead of it are kept (a unit may be taken
+// out of order). The reader's error for this tensor
 // (I/O, truncated shard, out of memory) is returned here, re-raised in the caller's thread with the same
 // detail text; the stage stays usable. MOEQ_ERR_ARG for a bad or pass-through tensor.
 moeq_status moeq_stage_take(moeq_stage *s, int tensor, moeq_staged *out);
