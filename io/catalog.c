@@ -560,10 +560,43 @@ void moeq_catalog_close(moeq_catalog **pc) {
 }
 
 // ---- reading ----
+// Reading is split in two steps that every path shares: fetch the raw bytes (a row range, or the whole
+// tensor with moeq_catalog_read_raw) and decode them with decode_rows, so that the staged path
+// (read_raw on the stage's reader thread, decode_f32 on the worker's) gives the same bits as read_f32.
+
+static const moeq_tensor_info *tensor_at(const moeq_catalog *c, int idx) {
+    return (c && idx >= 0 && idx < c->n_tensors) ? &c->t[idx] : NULL;
+}
+
+// 1 when decoding t applies a block scale: an FP8 E4M3 weight with a linked "_scale_inv" (F32, checked
+// by link_scales). Any other tensor decodes element by element.
+static int block_scaled(const moeq_tensor_info *t) {
+    return t->dtype == MOEQ_DTYPE_F8_E4M3 && t->scale >= 0;
+}
+
+static moeq_status check_decodable(const moeq_tensor_info *t) {
+    if ((int)t->dtype < 0 || t->dtype >= MOEQ_DTYPE_COUNT || !moeq_dtypes[t->dtype].decodable)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be read as floats", t->name,
+                         moeq_dtype_name(t->dtype));
+    return MOEQ_OK;
+}
+
+// Decodes rows [r0, r0 + nr) of t (viewed as (rows, cols)):
+//   raw    (nr, cols) in t->dtype, the bytes of those rows only
+//   scale  (ceil(rows/B), ceil(cols/B)) fp32, the whole block-scale tensor when block_scaled(t), else NULL
+//   out    (nr, cols) fp32
+static moeq_status decode_rows(const moeq_catalog *c, const moeq_tensor_info *t, const void *raw,
+                               const float *scale, int64_t r0, int64_t nr, float *out) {
+    const int64_t rows = t->ndim >= 1 ? t->shape[0] : 1;
+    const int64_t cols = rows > 0 ? t->numel / rows : 0;
+    const int64_t B = c->cfg.fp8_block[0] > 0 ? c->cfg.fp8_block[0] : 128;
+    if (block_scaled(t)) return moeq_fp8_block_dequant_rows_cpu(raw, scale, rows, cols, B, r0, nr, out);
+    return moeq_decode_cpu(t->dtype, raw, out, nr * cols);
+}
 
 moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r0, int64_t nr, float *out) {
-    if (!c || idx < 0 || idx >= c->n_tensors) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
-    const moeq_tensor_info *t = &c->t[idx];
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
     if (!t->st)
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': no data (metadata-only checkpoint %s)", t->name, c->dir);
     const int64_t rows = t->ndim >= 1 ? t->shape[0] : 1;
@@ -574,31 +607,76 @@ moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r
     const size_t es = moeq_dtype_size(t->dtype);
     const moeq_st_file *f = c->shards[t->shard];
     const uint64_t n = (uint64_t)(nr * cols);
+    // F32 decodes to itself: read straight into out (decode_rows would copy the same bits)
     if (t->dtype == MOEQ_DTYPE_F32) return moeq_st_read_raw(f, t->st, (uint64_t)(r0 * cols) * 4, n * 4, out);
-    if (!moeq_dtypes[t->dtype].decodable)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be read as floats", t->name,
-                         moeq_dtype_name(t->dtype));
+    MOEQ_TRY(check_decodable(t));
     void *raw = MOEQ_MALLOC(n * es, t->name);
     if (!raw) return MOEQ_ERR_NOMEM;
+    float *scale = NULL;
     moeq_status st = moeq_st_read_raw(f, t->st, (uint64_t)(r0 * cols) * es, n * es, raw);
-    if (st == MOEQ_OK && t->dtype == MOEQ_DTYPE_F8_E4M3 && t->scale >= 0) {
+    if (st == MOEQ_OK && block_scaled(t)) {
         const moeq_tensor_info *s = &c->t[t->scale];
-        float *scale = MOEQ_MALLOC((size_t)s->numel * 4, s->name);
-        if (!scale) st = MOEQ_ERR_NOMEM;
-        if (st == MOEQ_OK) st = moeq_catalog_read_f32(c, t->scale, scale);
-        if (st == MOEQ_OK)
-            st = moeq_fp8_block_dequant_rows_cpu(raw, scale, rows, cols, c->cfg.fp8_block[0] > 0 ? c->cfg.fp8_block[0] : 128,
-                                                 r0, nr, out);
-        moeq_free(&scale);
-    } else if (st == MOEQ_OK) {
-        st = moeq_decode_cpu(t->dtype, raw, out, (int64_t)n);
+        scale = MOEQ_MALLOC((size_t)s->numel * 4, s->name);
+        st = scale ? moeq_catalog_read_f32(c, t->scale, scale) : MOEQ_ERR_NOMEM;
     }
+    if (st == MOEQ_OK) st = decode_rows(c, t, raw, scale, r0, nr, out);
+    moeq_free(&scale);
     moeq_free(&raw);
     return st;
 }
 
 moeq_status moeq_catalog_read_f32(const moeq_catalog *c, int idx, float *out) {
-    if (!c || idx < 0 || idx >= c->n_tensors) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
-    const moeq_tensor_info *t = &c->t[idx];
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
     return moeq_catalog_read_rows_f32(c, idx, 0, t->ndim >= 1 ? t->shape[0] : 1, out);
+}
+
+uint64_t moeq_catalog_raw_bytes(const moeq_catalog *c, int idx) {
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    return (t && t->st) ? t->nbytes : 0;
+}
+
+moeq_status moeq_catalog_read_raw(const moeq_catalog *c, int idx, void *dst) {
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
+    if (!t->st)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': no data (metadata-only checkpoint %s)", t->name,
+                         c->dir);
+    if (!dst && t->nbytes > 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': raw read into NULL", t->name);
+    return moeq_st_read_raw(c->shards[t->shard], t->st, 0, t->nbytes, dst);
+}
+
+moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,
+                                    float *out) {
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog decode: bad tensor index %d", idx);
+    if ((!raw || !out) && t->numel > 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': decode with a NULL %s buffer", t->name,
+                         raw ? "output" : "raw");
+    MOEQ_TRY(check_decodable(t));
+    const size_t es = moeq_dtype_size(t->dtype);
+    if (es > 1 && (uintptr_t)raw % es != 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "tensor '%s': raw bytes at %p are not aligned to its %zu-byte %s elements", t->name,
+                         raw, es, moeq_dtype_name(t->dtype));
+    const float *scale = NULL;
+    float *scale_copy = NULL;
+    if (block_scaled(t)) {
+        const moeq_tensor_info *s = &c->t[t->scale];
+        if (!scale_raw)
+            return MOEQ_FAIL(MOEQ_ERR_ARG,
+                             "tensor '%s': FP8 decode needs the raw bytes of its block scale '%s'", t->name,
+                             s->name);
+        // the scale is F32 (link_scales): its raw bytes are the floats, when aligned for them
+        if ((uintptr_t)scale_raw % _Alignof(float) != 0) {
+            scale_copy = MOEQ_MALLOC((size_t)s->numel * 4, s->name);
+            if (!scale_copy) return MOEQ_ERR_NOMEM;
+            memcpy(scale_copy, scale_raw, (size_t)s->numel * 4);
+        }
+        scale = scale_copy ? scale_copy : (const float *)scale_raw;
+    }
+    const int64_t rows = t->ndim >= 1 ? t->shape[0] : 1;
+    moeq_status st = decode_rows(c, t, raw, scale, 0, rows, out);
+    moeq_free(&scale_copy);
+    return st;
 }

@@ -103,6 +103,26 @@ moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r
 // Whole tensor (numel floats).
 moeq_status moeq_catalog_read_f32(const moeq_catalog *c, int idx, float *out);
 
+// The whole-tensor read in two steps, for readers that fetch bytes on one thread (workers/stage.c) and
+// decode on another: moeq_catalog_read_raw, then moeq_catalog_decode_f32 give exactly the floats of
+// moeq_catalog_read_f32.
+// Source bytes of tensor idx as stored (t->nbytes); 0 without data or for a bad index.
+uint64_t moeq_catalog_raw_bytes(const moeq_catalog *c, int idx);
+// Reads all raw bytes of tensor idx into dst (moeq_catalog_raw_bytes(c, idx) bytes), as stored in its
+// shard. Errors as moeq_st_read_raw's (naming the shard file and the tensor); MOEQ_ERR_UNSUPPORTED for a
+// metadata-only catalog.
+moeq_status moeq_catalog_read_raw(const moeq_catalog *c, int idx, void *dst);
+// Decodes tensor idx from its raw bytes to fp32:
+//   raw        (numel) elements in t->dtype, as moeq_catalog_read_raw gives them; aligned to the element
+//              size (any malloc'd or pinned buffer is)
+//   scale_raw  raw bytes of tensor t->scale (F32, (ceil(R/B), ceil(C/B))) when tensor idx is an FP8 E4M3
+//              weight with a block scale (t->scale >= 0): required then (MOEQ_ERR_ARG naming the tensor
+//              when NULL), ignored otherwise
+//   out        (numel) fp32
+// Needs no file access (works for any catalog whose tensor has a decodable dtype).
+moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,
+                                    float *out);
+
 // ---- the tensors an architecture implies (used by synth, metadata-only catalogs and completeness checks) ----
 typedef struct moeq_expected_tensor {
     char name[160];

@@ -45,6 +45,10 @@ moeq_status moeq_error_set_(moeq_status s, const char *file, int line, const cha
 // This thread's last detail ("" when none). Valid until the next moeq_error_set_/clear on this thread.
 const char *moeq_error_detail(void);
 void moeq_error_clear(void);
+// Sets this thread's detail to `detail` verbatim (copied; NULL clears it) and returns s. The detail is
+// thread-local: a failure on a helper thread is carried as (status, copy of its detail) and re-raised
+// with this in the thread that consumes the result (workers/stage.c), so the message reads the same.
+moeq_status moeq_error_restore(moeq_status s, const char *detail);
 
 // Evaluate an expression returning moeq_status; return it from the enclosing function on failure.
 #define MOEQ_TRY(expr)                                                                                     \

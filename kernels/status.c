@@ -54,3 +54,8 @@ const char *moeq_error_detail(void) {
 void moeq_error_clear(void) {
     moeq_err_buf[0] = '\0';
 }
+
+moeq_status moeq_error_restore(moeq_status s, const char *detail) {
+    snprintf(moeq_err_buf, sizeof moeq_err_buf, "%s", detail ? detail : "");
+    return s;
+}

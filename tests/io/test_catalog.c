@@ -1,6 +1,8 @@
 // test_catalog.c: the tensor catalog on the real tiny checkpoint (counts, parameters, decoded values),
 // on the real metadata of Mixtral-8x7B and DeepSeek-R1 (planned tensors against the real index and shard
 // sizes), classification of every architecture's names, and broken checkpoints (each a clear error).
+// The two-step read (moeq_catalog_read_raw + moeq_catalog_decode_f32) gives the bits of
+// moeq_catalog_read_f32 for every tensor of BF16, F16, F32 and block-FP8 checkpoints.
 #include "test_util.h"
 
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include "moeq_io.h"
+#include "synth.h" // defines: moeq_synth_write (the F16, F32 and FP8 fixtures)
 
 static void test_classify(void **state) {
     (void)state;
@@ -292,6 +295,109 @@ static void test_broken_checkpoints(void **state) {
     free(d);
 }
 
+// raw + decode == read_f32, bit for bit, for every decodable tensor of c; returns how many were FP8.
+static int check_two_step_read(const moeq_catalog *c) {
+    int n_fp8 = 0;
+    for (int i = 0; i < c->n_tensors; i++) {
+        const moeq_tensor_info *t = &c->t[i];
+        if (!moeq_dtypes[t->dtype].decodable) continue;
+        assert_int_equal(moeq_catalog_raw_bytes(c, i), t->nbytes);
+        void *raw = malloc(t->nbytes + 8);
+        float *a = malloc((size_t)t->numel * sizeof(float) + 4),
+              *b = malloc((size_t)t->numel * sizeof(float) + 4);
+        assert_status(moeq_catalog_read_raw(c, i, raw), MOEQ_OK, NULL);
+        void *scale_raw = NULL;
+        if (t->scale >= 0) {
+            assert_int_equal(c->t[t->scale].dtype, MOEQ_DTYPE_F32);
+            scale_raw = malloc(c->t[t->scale].nbytes + 1); // + 1: room for the misaligned copy below
+            assert_status(moeq_catalog_read_raw(c, t->scale, scale_raw), MOEQ_OK, NULL);
+        }
+        assert_status(moeq_catalog_read_f32(c, i, a), MOEQ_OK, NULL);
+        assert_status(moeq_catalog_decode_f32(c, i, raw, scale_raw, b), MOEQ_OK, NULL);
+        if (memcmp(a, b, (size_t)t->numel * sizeof(float)) != 0) {
+            fprintf(stderr, "%s (%s): two-step read differs from moeq_catalog_read_f32\n", t->name,
+                    moeq_dtype_name(t->dtype));
+            fail();
+        }
+        if (t->dtype == MOEQ_DTYPE_F8_E4M3) {
+            n_fp8++;
+            // the scale is required, and named when missing
+            assert_status(moeq_catalog_decode_f32(c, i, raw, NULL, b), MOEQ_ERR_ARG, t->name);
+            assert_non_null(strstr(moeq_error_detail(), c->t[t->scale].name));
+            // a scale at an address not aligned for floats decodes the same
+            memmove((char *)scale_raw + 1, scale_raw, c->t[t->scale].nbytes);
+            memset(b, 0, (size_t)t->numel * sizeof(float));
+            assert_status(moeq_catalog_decode_f32(c, i, raw, (char *)scale_raw + 1, b), MOEQ_OK, NULL);
+            assert_memory_equal(a, b, (size_t)t->numel * sizeof(float));
+        }
+        if (moeq_dtype_size(t->dtype) > 1 && t->numel > 0) { // elements must be aligned
+            memmove((char *)raw + 1, raw, t->nbytes);
+            assert_status(moeq_catalog_decode_f32(c, i, (char *)raw + 1, scale_raw, b), MOEQ_ERR_ARG,
+                          t->name);
+        }
+        free(scale_raw);
+        free(raw);
+        free(a);
+        free(b);
+    }
+    return n_fp8;
+}
+
+static void test_raw_then_decode(void **state) {
+    (void)state;
+    // the real BF16 checkpoint
+    moeq_catalog *c = NULL;
+    assert_status(moeq_catalog_open(moeq_test_tiny_model_dir(), &c), MOEQ_OK, NULL);
+    assert_int_equal(check_two_step_read(c), 0);
+    assert_int_equal(moeq_catalog_raw_bytes(c, -1), 0);
+    assert_int_equal(moeq_catalog_raw_bytes(c, c->n_tensors), 0);
+    assert_status(moeq_catalog_read_raw(c, c->n_tensors, NULL), MOEQ_ERR_ARG, "bad tensor index");
+    moeq_catalog_close(&c);
+    // synthetic F16, F32 and block-FP8 checkpoints (hidden 160: partial 128x128 FP8 blocks at the edges)
+    const struct {
+        const char *tag;
+        moeq_arch arch;
+        moeq_dtype dtype;
+    } cases[] = {
+        {"cat-f16", MOEQ_ARCH_QWEN3_MOE, MOEQ_DTYPE_F16},
+        {"cat-f32", MOEQ_ARCH_OLMOE, MOEQ_DTYPE_F32},
+        {"cat-fp8", MOEQ_ARCH_DEEPSEEK_V3, MOEQ_DTYPE_F8_E4M3},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        moeq_synth_opts o;
+        moeq_synth_opts_init(&o);
+        o.arch = cases[k].arch;
+        o.dtype = cases[k].dtype;
+        o.n_layers = 2;
+        o.hidden = 160;
+        o.intermediate = 96;
+        o.n_experts = 4;
+        o.top_k = 2;
+        o.vocab = 200;
+        o.n_heads = 4;
+        o.seed = 11;
+        char *dir = moeq_test_mkdtemp(cases[k].tag);
+        assert_status(moeq_synth_write(dir, &o, NULL), MOEQ_OK, NULL);
+        assert_status(moeq_catalog_open(dir, &c), MOEQ_OK, NULL);
+        int n_of_dtype = 0;
+        for (int i = 0; i < c->n_tensors; i++) n_of_dtype += c->t[i].dtype == cases[k].dtype;
+        assert_true(n_of_dtype > 0);
+        int n_fp8 = check_two_step_read(c);
+        if (cases[k].dtype == MOEQ_DTYPE_F8_E4M3) assert_int_equal(n_fp8, n_of_dtype);
+        moeq_catalog_close(&c);
+        moeq_test_rmtree(dir);
+        free(dir);
+    }
+    // metadata only: no bytes to read
+    assert_status(moeq_catalog_open(moeq_test_real_metadata_dir("deepseek-r1"), &c), MOEQ_OK, NULL);
+    int i = moeq_catalog_find(c, "model.layers.10.mlp.experts.17.down_proj.weight");
+    assert_true(i >= 0);
+    assert_int_equal(moeq_catalog_raw_bytes(c, i), 0);
+    char byte;
+    assert_status(moeq_catalog_read_raw(c, i, &byte), MOEQ_ERR_UNSUPPORTED, "down_proj.weight': no data");
+    moeq_catalog_close(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classify),
@@ -299,6 +405,7 @@ int main(void) {
         cmocka_unit_test(test_mixtral_8x7b_metadata),
         cmocka_unit_test(test_deepseek_r1_metadata),
         cmocka_unit_test(test_broken_checkpoints),
+        cmocka_unit_test(test_raw_then_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
