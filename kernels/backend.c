@@ -3,10 +3,21 @@
 // itself is in backend_cuda.cu / cuda_stub.c).
 #include "backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels_cuda.h" // defines: moeq_cuda_device_info_get
 #include "moeq_kernels.h" // defines: moeq_cuda_device_count
+
+static void *host_alloc_cpu(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: %zu bytes of host memory", what ? what : "buffer", bytes);
+    return p;
+}
+
+static void host_free_cpu(void *p) {
+    free(p);
+}
 
 const moeq_kernel_ops moeq_kernel_ops_cpu = {
     .name = "cpu",
@@ -18,6 +29,8 @@ const moeq_kernel_ops moeq_kernel_ops_cpu = {
     .milo_fit = moeq_milo_fit_cpu,
     .metrics_error = moeq_metrics_error_cpu,
     .metrics_error_lowrank = moeq_metrics_error_lowrank_cpu,
+    .host_alloc = host_alloc_cpu,
+    .host_free = host_free_cpu,
 };
 
 const moeq_kernel_ops moeq_kernel_ops_cuda = {
@@ -30,6 +43,8 @@ const moeq_kernel_ops moeq_kernel_ops_cuda = {
     .milo_fit = moeq_backend_cuda_milo_fit,
     .metrics_error = moeq_backend_cuda_metrics_error,
     .metrics_error_lowrank = moeq_backend_cuda_metrics_error_lowrank,
+    .host_alloc = moeq_backend_cuda_host_alloc,
+    .host_free = moeq_backend_cuda_host_free,
 };
 
 moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {

@@ -35,6 +35,12 @@ typedef struct moeq_kernel_ops {
                                  moeq_err_metrics *m);
     moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v,
                                          int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
+    // Host buffers for the arrays the backend copies to and from its device (a worker's fp32 weights and
+    // reconstruction): page-locked for CUDA, so that the copies run by DMA at full bus speed, without a
+    // staging copy; plain memory for the CPU. NULL on failure (the detail names `what` and the size).
+    // Page-locking is slow (ms per call): allocate once and reuse.
+    void *(*host_alloc)(size_t bytes, const char *what);
+    void (*host_free)(void *p);
 } moeq_kernel_ops;
 
 extern const moeq_kernel_ops moeq_kernel_ops_cpu;
@@ -87,6 +93,8 @@ moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float 
                                                     const float *v, int64_t R, int64_t C, int64_t r,
                                                     moeq_err_metrics *m);
 void moeq_backend_cuda_release(void);
+void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what);
+void moeq_backend_cuda_host_free(void *p);
 
 #ifdef __cplusplus
 }

@@ -151,6 +151,21 @@ extern "C" void moeq_backend_cuda_release(void) {
     g_ctx = cuda_ctx();
 }
 
+extern "C" void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what) {
+    void *p = NULL;
+    const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: %zu bytes of page-locked host memory: %s\n---> HINT: check the locked-memory "
+                  "limit (ulimit -l) of the job", what ? what : "buffer", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" void moeq_backend_cuda_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
 extern "C" moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q) {
     return quantize_host(w, NULL, q);
 }

@@ -197,3 +197,12 @@ moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev) {
         "was not found)\n---> HINT: rebuild with -DMOEQ_CUDA=ON where the CUDA toolkit is installed, or "
         "use --device cpu (or auto)");
 }
+
+void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what) {
+    (void)bytes;
+    MOEQ_NO_CUDA(what ? what : "host_alloc");
+    return NULL;
+}
+void moeq_backend_cuda_host_free(void *p) {
+    (void)p;
+}

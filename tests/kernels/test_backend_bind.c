@@ -57,9 +57,28 @@ static void test_bind_refused_without_device(void **state) {
     assert_string_equal(dev.name, "");
 }
 
+// Host buffers: the CPU table's are plain memory; the CUDA table's need a device (page-locked memory is a
+// driver service): without one it returns NULL and says why.
+static void test_host_alloc(void **state) {
+    (void)state;
+    float *p = moeq_kernel_ops_cpu.host_alloc(1 << 20, "cpu buffer");
+    assert_non_null(p);
+    p[0] = 1, p[(1 << 18) - 1] = 2;
+    moeq_kernel_ops_cpu.host_free(p);
+    moeq_kernel_ops_cpu.host_free(NULL);
+    if (moeq_cuda_device_count() > 0) {
+        printf("a CUDA device is visible: page-locked allocation is exercised by test_backend_bind_gpu\n");
+        skip();
+    }
+    assert_null(moeq_kernel_ops_cuda.host_alloc(4096, "pinned buffer"));
+    assert_non_null(strstr(moeq_error_detail(), "pinned buffer"));
+    moeq_kernel_ops_cuda.host_free(NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_for_round_robin),
+        cmocka_unit_test(test_host_alloc),
         cmocka_unit_test(test_bind_refused_without_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,10 +18,12 @@
         }                                                                                                    \
     } while (0)
 
-// RTN of a seeded (R, C) matrix on the bound device equals the CPU reference, codes and scales
+// RTN of a seeded (R, C) matrix on the bound device equals the CPU reference, codes and scales; the input
+// lives in the table's page-locked host memory (host_alloc), as a worker's weights do
 static void check_table_runs_here(void) {
     const int64_t R = 64, C = 256, G = 64;
-    float *w = malloc(sizeof(float) * (size_t)(R * C));
+    float *w = moeq_kernel_ops_cuda.host_alloc(sizeof(float) * (size_t)(R * C), "test weights");
+    assert_non_null(w);
     for (int64_t i = 0; i < R * C; i++) w[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
     moeq_qmat qc, qg;
     assert_int_equal(moeq_qmat_alloc(&qc, 4, R, C, G), MOEQ_OK);
@@ -32,7 +34,7 @@ static void check_table_runs_here(void) {
     assert_memory_equal(qc.scale, qg.scale, (size_t)(R * (C / G)) * 2);
     moeq_qmat_free(&qc);
     moeq_qmat_free(&qg);
-    free(w);
+    moeq_kernel_ops_cuda.host_free(w);
 }
 
 static void test_bind_round_robin(void **state) {
