@@ -18,7 +18,8 @@ enum {
     OPT_SIM_SCALE,
     OPT_SIM_FAIL,
     OPT_SIM_STRAGGLERS,
-    OPT_DEVICE
+    OPT_DEVICE,
+    OPT_READ_AHEAD
 };
 
 static int on_opt(int opt, const char *arg, void *ctx) {
@@ -67,6 +68,14 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case OPT_JOURNAL_BATCH:
         if (moeq_cli_int("quantize", "--journal-batch", arg, 1, 1L << 20, &v)) return 1;
         c->o.journal_batch = (int)v;
+        return 0;
+    case OPT_READ_AHEAD:
+        if (!strcmp(arg, "auto")) {
+            c->o.read_ahead = MOEQ_READ_AHEAD_AUTO;
+            return 0;
+        }
+        if (moeq_cli_int("quantize", "--read-ahead", arg, 0, 1L << 20, &v)) return 1;
+        c->o.read_ahead = (uint64_t)v << 20;
         return 0;
     case OPT_DEVICE:
         if (!moeq_run_device_name_ok(arg)) {
@@ -121,6 +130,7 @@ static int run(int argc, char **argv) {
         {"stats", required_argument, NULL, 'J'},
         {"journal-batch", required_argument, NULL, OPT_JOURNAL_BATCH},
         {"device", required_argument, NULL, OPT_DEVICE},
+        {"read-ahead", required_argument, NULL, OPT_READ_AHEAD},
         {"simulate", no_argument, NULL, OPT_SIMULATE},
         {"sim-ranks", required_argument, NULL, OPT_SIM_RANKS},
         {"sim-time-scale", required_argument, NULL, OPT_SIM_SCALE},
@@ -139,6 +149,7 @@ static int run(int argc, char **argv) {
                      .cost_model = "cpu-core",
                      .device = "cpu",
                      .journal_batch = 256,
+                     .read_ahead = MOEQ_READ_AHEAD_AUTO,
                      .sim_time_scale = 0.01,
                      .sim_straggler_factor = 3}};
     moeq_cli_common common = {0};
@@ -187,7 +198,7 @@ const moeq_command moeq_cmd_quantize = {
     .usage =
         "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--resume|--force]\n"
         "       [--device cpu|cuda|auto] [--schedule static|dynamic] [--progress SECONDS]\n"
-        "       [--max-attempts N] [--stats FILE.json]\n\n"
+        "       [--max-attempts N] [--read-ahead MIB|auto] [--stats FILE.json]\n\n"
         "Partitions the checkpoint by expert into work units (a routed expert's projections; a layer's\n"
         "attention; a shared expert; a dense MLP; the rest), quantizes them on all ranks (rank 0 also\n"
         "coordinates) and writes one self-describing HDF5 artifact (schema: docs/ARTIFACT.md).\n"
@@ -220,7 +231,14 @@ const moeq_command moeq_cmd_quantize = {
         "  -J, --stats FILE       write the run's figures as JSON: seconds per phase, and per rank the\n"
         "                         read/compute/write seconds, bytes and peak RSS (docs/ARTIFACT.md)\n"
         "      --journal-batch N  one journal fsync covers at most N finished units (default 256); the\n"
-        "                         coordinator also syncs whenever no message waits. 1 = an fsync per unit\n\n"
+        "                         coordinator also syncs whenever no message waits. 1 = an fsync per unit\n"
+        "      --read-ahead MIB|auto  source bytes each rank reads ahead of its compute, in a thread: the\n"
+        "                         next tensor, and the next unit, asked for before the current one runs\n"
+        "                         (at least one tensor whatever the size). 0 = off: read, then compute.\n"
+        "                         auto (default): 256 with --device cuda (the CPU is free while the GPU\n"
+        "                         computes), 0 on the CPU backend (its kernels use every core of the rank;\n"
+        "                         a reader beside them costs more than it hides: README, Read-ahead);\n"
+        "                         --simulate: 256 unless --cost-model cpu-core. Same artifact either way\n\n"
         "Simulation (sizing a run you cannot do here; docs/SCALE.md):\n"
         "      --simulate         the real open, plan, skeleton, coordinator and journal, but workers spend\n"
         "                         the cost model's time instead of reading and computing; nothing is\n"

@@ -22,6 +22,7 @@ typedef struct run_state {
     char *partial, *journal_path;
     moeq_unit_ctx ctx;
     moeq_run_device dev; // this rank's backend and device (run_device.h)
+    uint64_t read_ahead; // the resolved --read-ahead (bytes; 0 = off)
     int resume_on_cpu;   // rank 0: --device auto resumes a CPU artifact on the CPU (broadcast after prepare)
     // progress (rank 0)
     double t_start, t_quant_start;
@@ -33,6 +34,10 @@ typedef struct run_state {
     // figures of the phases before the queue (summary, --simulate report)
     double t_open, t_prep;
     double sim_slowdown; // --simulate under mpirun: this rank's straggler factor (0 = not yet known)
+    int sim_known;       // ... the unit last announced to read ahead (-1 none); the one announced before the
+    int sim_next;        // unit now running started (read during it); the compute seconds of the last unit
+    double sim_last_compute; // (its reading excluded): read-ahead hides up to that much of the next one
+    double sim_hidden;       // ... simulated seconds of reading hidden so far on this rank
     double cost_to_do;   // estimated seconds of the units this run does (journaled ones excluded)
     long rss_open_kib; // peak RSS after open + plan (what every rank holds)
 } run_state;
@@ -48,11 +53,16 @@ void moeq_qrun_on_idle(void *user);
 // Queue work callback under mpirun: sleeps cost x time scale (x the straggler factor of this rank) and
 // reports the unit's tensors as done, without reading weights or writing data.
 void moeq_qsim_work(int unit, void *buf, size_t *len, void *user);
+// Queue prefetch callback under mpirun: the unit this rank runs next is known (read-ahead is modelled).
+void moeq_qsim_prefetch(int unit, void *user);
+// The reading part of unit u's cost (cost model's read throughput x the unit's source bytes).
+double moeq_qsim_read_s(const run_state *s, int u);
 // The quantize phase as a discrete-event simulation of o->sim_ranks ranks (one process). Returns the exit
 // code; prints the report (and writes --stats).
 int moeq_qsim_des(run_state *s, const double *cost);
 // After the MPI queue ran simulated workers: the report. Rank 0 only; slept = the ranks' summed sleep
 // (wall seconds). Returns the exit code.
-int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept);
+int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept,
+                         double hidden);
 
 #endif

@@ -237,6 +237,20 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     *len = sizeof *r * (size_t)u->count;
 }
 
+uint64_t moeq_read_ahead_resolve(uint64_t requested, const char *backend, int simulate,
+                                 const char *cost_model) {
+    if (requested != MOEQ_READ_AHEAD_AUTO) return requested;
+    const int gpu = simulate ? (cost_model && strcmp(cost_model, "cpu-core") != 0)
+                             : (backend && !strcmp(backend, "cuda"));
+    return gpu ? MOEQ_READ_AHEAD_DEFAULT : 0;
+}
+
+// The queue announces the unit this rank runs next: its tensors go to the read-ahead stage now.
+static void prefetch_cb(int unit, void *user) {
+    run_state *s = user;
+    if (s->ctx.stage) (void)moeq_stage_push_unit(s->ctx.stage, unit); // a failure is seen again at take
+}
+
 static void journal_commit(run_state *s);
 
 static void note_error(run_state *s, moeq_status st) {
@@ -344,21 +358,26 @@ static void log_rss(const char *phase) {
 // (0000:...)").
 static moeq_status write_stats(const run_state *s, const double phases[4], const double *figs, int n_fig,
                                const char *devs, uint64_t checksum) {
-    static const char *keys[] = {"read_s",        "compute_s", "write_s",       "bytes_read",
-                                 "bytes_written", "units",     "peak_rss_bytes"};
+    // read_s: seconds spent reading (by the read-ahead thread when it is on); read_wait_s: seconds the
+    // compute waited for its input (= read_s without read-ahead; read_s - read_wait_s was hidden behind
+    // compute)
+    static const char *keys[] = {"read_s",        "compute_s", "write_s",        "bytes_read",
+                                 "bytes_written", "units",     "peak_rss_bytes", "read_wait_s"};
+    enum { N_KEYS = sizeof keys / sizeof keys[0] };
     json_t *root = json_object(), *ranks = json_array(), *sum = json_object();
-    double tot[7] = {0};
+    double tot[N_KEYS] = {0};
     for (int r = 0; r < s->n_ranks; r++) {
         json_t *o = json_object();
         json_object_set_new(o, "device", json_string(devs + (size_t)r * MOEQ_RUN_DEVICE_DESC));
-        for (int k = 0; k < n_fig && k < 7; k++) {
+        for (int k = 0; k < n_fig && k < N_KEYS; k++) {
             double v = figs[r * n_fig + k] * (k == 6 ? 1024.0 : 1.0); // ru_maxrss is in KiB
             json_object_set_new(o, keys[k], json_real(v));
             tot[k] += v;
         }
         json_array_append_new(ranks, o);
     }
-    for (int k = 0; k < 7; k++) json_object_set_new(sum, keys[k], json_real(tot[k]));
+    for (int k = 0; k < N_KEYS; k++) json_object_set_new(sum, keys[k], json_real(tot[k]));
+    json_object_set_new(root, "read_ahead_bytes", json_integer((json_int_t)s->read_ahead));
     json_t *ph = json_object();
     json_object_set_new(ph, "open", json_real(phases[0]));
     json_object_set_new(ph, "prepare", json_real(phases[1]));
@@ -586,7 +605,20 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
         .progress_s = o->progress_s,
         .user = &s,
     };
-    if (o->simulate) qc.work = moeq_qsim_work;
+    s.read_ahead = moeq_read_ahead_resolve(o->read_ahead, s.dev.backend, o->simulate, o->cost_model);
+    qc.lookahead = s.read_ahead > 0;
+    s.sim_known = s.sim_next = -1;
+    if (o->simulate) {
+        qc.work = moeq_qsim_work, qc.prefetch = moeq_qsim_prefetch;
+    } else if (s.read_ahead > 0) {
+        // this rank's reader thread; without one (it could not start) the rank reads, then computes: the
+        // bytes are the same
+        const moeq_stage_cfg sc = {.cat = s.cat, .plan = p, .budget_bytes = s.read_ahead};
+        if (moeq_stage_open(&sc, &s.ctx.stage) == MOEQ_OK)
+            qc.prefetch = prefetch_cb;
+        else
+            MOEQ_LOG(MOEQ_LOG_WARN, "read-ahead off on this rank: %s", moeq_error_detail());
+    }
     moeq_queue_stats qs;
     memset(&qs, 0, sizeof qs);
     s.t_quant_start = moeq_now_s();
@@ -598,6 +630,8 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     }
     st = moeq_queue_run(&qc, &qs);
     moeq_free(&cost);
+    moeq_unit_ctx_finish(&s.ctx);
+    moeq_stage_close(&s.ctx.stage);
     close(s.ctx.out_fd);
     double t_quant = moeq_now_s() - s.t_quant_start;
     log_rss("quantize");
@@ -609,10 +643,17 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     MPI_Reduce(&rss, &rss_max, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
     MPI_Reduce(&rss, &rss_min, 1, MPI_LONG, MPI_MIN, 0, MPI_COMM_WORLD);
     // per-rank figures for --stats: read/compute/write seconds, bytes read/written, units, peak RSS (KiB)
-    enum { N_FIG = 7 };
-    double mine[N_FIG] = {
-        s.ctx.seconds_read,          s.ctx.seconds_compute,  s.ctx.seconds_write, (double)s.ctx.bytes_read,
-        (double)s.ctx.bytes_written, (double)s.n_units_here, (double)rss};
+    // ... + read wait seconds (write_stats' keys), and the reading a --simulate rank hid (simulated seconds)
+    enum { N_FIG = 9 };
+    double mine[N_FIG] = {s.ctx.seconds_read,
+                          s.ctx.seconds_compute,
+                          s.ctx.seconds_write,
+                          (double)s.ctx.bytes_read,
+                          (double)s.ctx.bytes_written,
+                          (double)s.n_units_here,
+                          (double)rss,
+                          s.ctx.seconds_read_wait,
+                          s.sim_hidden};
     double *figs = s.rank == 0 ? MOEQ_MALLOC(sizeof(double) * N_FIG * (size_t)s.n_ranks, "stats") : NULL;
     if (s.rank == 0 && !figs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     MPI_Gather(mine, N_FIG, MPI_DOUBLE, figs, N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -645,9 +686,9 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
                     s.n_given_up, s.first_error_msg, s.n_done_now, s.journal_path);
             exit_code = moeq_exit_code(s.first_error != MOEQ_OK ? s.first_error : MOEQ_ERR_IO);
         } else if (o->simulate) {
-            double slept = 0;
-            for (int r = 0; r < s.n_ranks; r++) slept += figs[r * N_FIG + 1];
-            exit_code = moeq_qsim_mpi_report(&s, t_quant, &qs, slept);
+            double slept = 0, hidden = 0;
+            for (int r = 0; r < s.n_ranks; r++) slept += figs[r * N_FIG + 1], hidden += figs[r * N_FIG + 8];
+            exit_code = moeq_qsim_mpi_report(&s, t_quant, &qs, slept, hidden);
         } else {
             st = seal_rank0(&s, &checksum);
             log_rss("seal");

@@ -23,6 +23,9 @@ typedef struct moeq_quantize_opts {
     int quiet;
     const char *stats_path; // NULL, or a JSON file rank 0 writes with the run's figures (--stats)
     int journal_batch;      // group commit: one journal fsync for at most this many units (>= 1)
+    uint64_t read_ahead;    // source bytes a rank reads ahead of its compute (unit k+1 while unit k
+                            // computes, workers/stage.h); 0 = off: read, then compute;
+                            // MOEQ_READ_AHEAD_AUTO: moeq_read_ahead_resolve
     // --simulate: the real open, plan, skeleton, coordinator and journal; workers spend the cost model's
     // time instead of reading and computing, nothing is written into the data regions, and no artifact is
     // sealed (the plan digest is salted so that a real run never resumes a simulated one).
@@ -33,6 +36,15 @@ typedef struct moeq_quantize_opts {
     double sim_straggler_factor; // ... by this factor
     double sim_fail_at;          // > 0: the job dies at this simulated second (simulation only)
 } moeq_quantize_opts;
+
+#define MOEQ_READ_AHEAD_AUTO    UINT64_MAX
+#define MOEQ_READ_AHEAD_DEFAULT (256ull << 20)
+// The read-ahead a run uses: `requested` unless MOEQ_READ_AHEAD_AUTO; auto = MOEQ_READ_AHEAD_DEFAULT when the
+// work is on GPUs (backend "cuda"; --simulate: a cost model other than cpu-core), where the rank's CPU is
+// free while its device computes, and 0 on the CPU backend, whose kernels keep every core of the rank busy
+// (measured: a reader thread beside them slows the OpenMP loops more than it hides, README "Read-ahead").
+uint64_t moeq_read_ahead_resolve(uint64_t requested, const char *backend, int simulate,
+                                 const char *cost_model);
 
 // Returns the process exit code (the same on every rank).
 int moeq_quantize_run(const moeq_quantize_opts *o);

@@ -40,10 +40,30 @@ static double my_slowdown(const run_state *s) {
     return f;
 }
 
+double moeq_qsim_read_s(const run_state *s, int u) {
+    moeq_cost_model cm;
+    if (moeq_cost_model_get(s->o->cost_model, &cm) != MOEQ_OK || cm.read_bytes_per_s <= 0) return 0;
+    const double r = (double)s->plan->u[u].bytes_in / cm.read_bytes_per_s;
+    return r < s->plan->u[u].cost ? r : s->plan->u[u].cost;
+}
+
+void moeq_qsim_prefetch(int unit, void *user) {
+    ((run_state *)user)->sim_known = unit;
+}
+
+// Sleeps the unit's cost less the reading that read-ahead hid behind the previous unit (as simulate.h models
+// it: min(read, the previous unit's compute) when the unit was announced before the previous one started).
 void moeq_qsim_work(int unit, void *buf, size_t *len, void *user) {
     run_state *s = user;
     if (s->sim_slowdown == 0) s->sim_slowdown = my_slowdown(s); // the worker thread only
-    const double t = s->plan->u[unit].cost * s->sim_slowdown * s->o->sim_time_scale;
+    const double cost = s->plan->u[unit].cost, read = moeq_qsim_read_s(s, unit);
+    double hidden = 0;
+    if (s->read_ahead > 0 && s->sim_next == unit)
+        hidden = read < s->sim_last_compute ? read : s->sim_last_compute;
+    s->sim_next = s->sim_known != unit ? s->sim_known : -1; // announced before this one runs: read during it
+    s->sim_last_compute = cost - read;
+    s->sim_hidden += hidden * s->sim_slowdown;
+    const double t = (cost - hidden) * s->sim_slowdown * s->o->sim_time_scale;
     struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
     while (nanosleep(&ts, &ts) != 0) {
     }
@@ -74,6 +94,7 @@ static void des_on_idle(void *user) {
 typedef struct {
     const char *mode; // "simulated" | "mpirun"
     double makespan, ideal, busy, coord_busy, lost_s, wall;
+    double hidden; // reading hidden by read-ahead (simulated seconds, summed over ranks)
     long messages, events;
     int units_run, units_lost, units_left, stragglers;
     double fail_at;
@@ -121,6 +142,13 @@ static int report(run_state *s, const sim_figs *f) {
             printf("  bound       %.3f s = max(ideal, costliest unit: %s, layer %d%s, %.3f s): makespan / bound %.3f\n",
                    bound, moeq_unit_kind_name(p->u[big].kind), p->u[big].layer, big_cost > f->ideal ? ", binding" : "",
                    big_cost, bound > 0 ? f->makespan / bound : 0);
+        if (s->read_ahead > 0)
+            printf(
+                "  read-ahead  %.3f s of reading hidden behind compute (%.1f%% of the work; cost model read "
+                "throughput)\n",
+                f->hidden, f->busy + f->hidden > 0 ? 100 * f->hidden / (f->busy + f->hidden) : 0);
+        else
+            printf("  read-ahead  off: every unit reads, then computes\n");
         printf("  coordinator %.2f messages/unit, busy %.1f%% of the makespan, %ld journal fsyncs, peak RSS "
                "%.1f MiB\n",
                mpu, f->makespan > 0 ? 100 * f->coord_busy / f->makespan : 0, syncs, peak / 1024.0);
@@ -168,6 +196,8 @@ static int report(run_state *s, const sim_figs *f) {
             {"units_lost", f->units_lost},
             {"units_left", f->units_left},
             {"lost_work_s", f->lost_s},
+            {"read_ahead_bytes", (double)s->read_ahead},
+            {"read_hidden_s", f->hidden},
             {"wall_s", f->wall},
         };
         for (size_t k = 0; k < sizeof num / sizeof num[0]; k++) {
@@ -212,8 +242,16 @@ int moeq_qsim_des(run_state *s, const double *cost) {
     }
     const int n_slow =
         moeq_sim_stragglers(o->sim_ranks, o->sim_straggler_frac, o->sim_straggler_factor, slow);
+    double *read = MOEQ_MALLOC(sizeof(double) * (size_t)(p->n_units + 1), "read times");
+    if (!read) {
+        moeq_free(&d.buf);
+        moeq_free(&slow);
+        return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
+    }
+    for (int u = 0; u < p->n_units; u++) read[u] = moeq_qsim_read_s(s, u);
     moeq_sim_cfg c;
     moeq_sim_cfg_init(&c);
+    c.read_s = read, c.lookahead = s->read_ahead > 0;
     c.schedule = o->schedule, c.n_units = p->n_units, c.cost = cost, c.skip = s->done,
     c.n_ranks = o->sim_ranks;
     c.slowdown = slow, c.max_attempts = o->max_attempts, c.fail_at_s = o->sim_fail_at;
@@ -222,6 +260,7 @@ int moeq_qsim_des(run_state *s, const double *cost) {
     moeq_status st = moeq_sim_run(&c, &r);
     moeq_free(&d.buf);
     moeq_free(&slow);
+    moeq_free(&read);
     if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
     sim_figs f = {.mode = "simulated",
                   .makespan = r.makespan_s,
@@ -229,6 +268,7 @@ int moeq_qsim_des(run_state *s, const double *cost) {
                   .busy = r.busy_s,
                   .coord_busy = r.coord_busy_s,
                   .lost_s = r.lost_s,
+                  .hidden = r.hidden_s,
                   .wall = r.wall_s,
                   .messages = r.messages,
                   .events = r.events,
@@ -240,7 +280,8 @@ int moeq_qsim_des(run_state *s, const double *cost) {
     return report(s, &f);
 }
 
-int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept) {
+int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept,
+                         double hidden) {
     const moeq_quantize_opts *o = s->o;
     double *sl = MOEQ_MALLOC(sizeof(double) * (size_t)s->n_ranks, "straggler factors");
     if (!sl) return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
@@ -249,12 +290,14 @@ int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *q
     for (int r = 0; r < s->n_ranks; r++) speed += 1.0 / sl[r];
     moeq_free(&sl);
     const double scale = o->sim_time_scale;
-    // the queue counts the messages the coordinator received; it sends one ASSIGN per request it serves
-    const long requests = qs->messages - (qs->units_done + qs->units_given_up + qs->retries);
+    // the queue counts the messages the coordinator received; it answers every request (AHEAD included) with
+    // one ASSIGN, and results and releases with none
+    const long requests = qs->messages - (qs->units_done + qs->units_given_up + qs->retries) - qs->releases;
     sim_figs f = {.mode = "mpirun",
                   .makespan = t_quant / scale,
                   .ideal = s->cost_to_do / speed, // a resume counts only its units, as the simulation does
                   .busy = slept / scale,
+                  .hidden = hidden,
                   .wall = t_quant,
                   .messages = qs->messages + requests,
                   .units_run = qs->units_done,

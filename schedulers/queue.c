@@ -177,6 +177,7 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
         int got_stop = 0;
         if (cfg->schedule == MOEQ_SCHEDULE_STATIC) {
             int u = next_owned(owner, cfg->n_units, rank, 0);
+            if (u >= 0 && cfg->prefetch) cfg->prefetch(u, cfg->user);
             while (u >= 0 && !(got_stop = stop_noticed(cfg))) { // graceful stop: at a unit boundary
                 const int next = next_owned(owner, cfg->n_units, rank, u + 1);
                 if (next >= 0 && cfg->prefetch) cfg->prefetch(next, cfg->user);
@@ -194,6 +195,7 @@ moeq_status moeq_queue_run(const moeq_queue_cfg *cfg, moeq_queue_stats *stats) {
                         MPI_Recv(NULL, 0, MPI_BYTE, 0, TAG_STOP, cfg->comm, MPI_STATUS_IGNORE);
                     break;
                 }
+                if (cfg->prefetch) cfg->prefetch(cur[0], cfg->user);
             }
             int next[2] = {-2, 0};
             if (cfg->lookahead) {

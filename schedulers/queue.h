@@ -27,8 +27,10 @@ typedef struct moeq_queue_cfg {
     // Runs a unit on this rank; fills `buf` (result_max_bytes) with *len bytes. Any rank, any thread
     // that calls moeq_queue_run.
     void (*work)(int unit, void *buf, size_t *len, void *user);
-    // Read-ahead (may be NULL): called on the worker thread with the unit this rank will run after the one it
-    // is about to run, before it runs it (its static list's next unit, or one assigned ahead, see lookahead).
+    // Read-ahead (may be NULL): called on the worker thread once for every unit this rank will run, in the
+    // order it will run them, as soon as it is known: a static list's units one ahead, an assigned unit when
+    // it arrives, and with lookahead the next one before the current one runs. (A unit announced and then
+    // given back at a graceful stop is not run.)
     void (*prefetch)(int unit, void *user);
     // 1: a rank about to run a unit it was assigned asks for its next one first (AHEAD, answered at once:
     // ASSIGN or NONE), so prefetch can read it during the current one. Same messages per unit as 0 (the

@@ -4,6 +4,7 @@
 // the checksums in the result are those of the bytes on disk.
 #include "unit_job.h"
 #include "clock.h" // defines: moeq_now_s
+#include "stage.h" // defines: moeq_stage_take, moeq_stage_release, moeq_stage_push_unit
 
 #include <errno.h>
 #include <math.h>
@@ -61,15 +62,68 @@ static moeq_status copy_through(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     return st;
 }
 
-static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, const moeq_plan_tensor *pt,
-                                const moeq_artifact_entry *e, XXH3_state_t *all, moeq_tensor_result *r) {
+static const moeq_kernel_ops *ops_of(const moeq_unit_ctx *x) {
+    return x->ops ? x->ops : &moeq_kernel_ops_cpu;
+}
+
+// The fp32 weight and reconstruction buffers, (n) floats each at least.
+static moeq_status host_buffers(moeq_unit_ctx *x, size_t n, const char *name) {
+    if (n <= x->host_floats) return MOEQ_OK;
+    const moeq_kernel_ops *ops = ops_of(x);
+    ops->host_free(x->w), ops->host_free(x->recon);
+    x->w = ops->host_alloc(n * sizeof(float), name);
+    x->recon = x->w ? ops->host_alloc(n * sizeof(float), name) : NULL;
+    if (x->w && x->recon) {
+        x->host_floats = n;
+        return MOEQ_OK;
+    }
+    ops->host_free(x->w), ops->host_free(x->recon);
+    x->w = x->recon = NULL;
+    x->host_floats = 0;
+    return MOEQ_ERR_NOMEM; // the detail names the tensor and the size
+}
+
+void moeq_unit_ctx_finish(moeq_unit_ctx *x) {
+    if (x->stage) {
+        moeq_stage_stats st;
+        moeq_stage_stats_get(x->stage, &st);
+        x->seconds_read += st.seconds_read;
+        x->bytes_read += st.bytes_read;
+    }
+    const moeq_kernel_ops *ops = ops_of(x);
+    ops->host_free(x->w), ops->host_free(x->recon);
+    x->w = x->recon = NULL;
+    x->host_floats = 0;
+}
+
+// Tensor i's fp32 weights into w: from the read-ahead stage (then decoded here), or read and decoded now.
+static moeq_status read_weights(moeq_unit_ctx *x, int i, const moeq_tensor_info *t, float *w) {
+    const int c = x->plan->t[i].cat;
+    const double t0 = moeq_now_s();
+    moeq_status st;
+    if (x->stage) {
+        moeq_staged it;
+        st = moeq_stage_take(x->stage, i, &it);
+        if (st == MOEQ_OK) st = moeq_catalog_decode_f32(x->cat, c, it.raw, it.scale_raw, w);
+        moeq_stage_release(x->stage, &it);
+    } else {
+        st = moeq_catalog_read_f32(x->cat, c, w);
+        x->seconds_read += moeq_now_s() - t0;
+        x->bytes_read += t->nbytes;
+    }
+    x->seconds_read_wait += moeq_now_s() - t0;
+    return st;
+}
+
+static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info *t,
+                                const moeq_plan_tensor *pt, const moeq_artifact_entry *e, XXH3_state_t *all,
+                                moeq_tensor_result *r) {
     const int64_t R = pt->R, C = pt->C;
     const size_t n = (size_t)R * (size_t)C;
-    float *w = MOEQ_MALLOC(n * sizeof(float), t->name);
-    float *recon = MOEQ_MALLOC(n * sizeof(float), t->name);
+    moeq_status st = host_buffers(x, n, t->name);
+    float *w = x->w, *recon = x->recon;
     moeq_qtensor q = {0};
     void *bufs[MOEQ_DS_COUNT] = {0};
-    moeq_status st = (w && recon) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
         if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name)))
             st = MOEQ_ERR_NOMEM;
@@ -82,13 +136,10 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
     q.u_scale = bufs[MOEQ_DS_U_SCALE];
     q.v_scale = bufs[MOEQ_DS_V_SCALE];
     q.best_round = -1;
-    double t0 = moeq_now_s();
-    st = moeq_catalog_read_f32(x->cat, pt->cat, w);
-    x->seconds_read += moeq_now_s() - t0;
-    x->bytes_read += t->nbytes;
+    st = read_weights(x, i, t, w);
     if (st != MOEQ_OK) goto done;
-    t0 = moeq_now_s();
-    const moeq_kernel_ops *ops = x->ops ? x->ops : &moeq_kernel_ops_cpu;
+    const double t0 = moeq_now_s();
+    const moeq_kernel_ops *ops = ops_of(x);
     moeq_status qs = moeq_quantize_matrix(ops, &pt->q, t->name, w, R, C, &q, recon);
     if (qs == MOEQ_OK) qs = moeq_unit_metrics(ops, w, recon, R, C, r);
     x->seconds_compute += moeq_now_s() - t0;
@@ -110,8 +161,6 @@ static moeq_status quantize_one(moeq_unit_ctx *x, const moeq_tensor_info *t, con
         if (e->ds[d].present) st = put(x, e, (moeq_ds)d, bufs[d], e->ds[d].bytes, all, r);
 done:
     for (int d = 0; d < MOEQ_DS_COUNT; d++) moeq_free(&bufs[d]);
-    moeq_free(&w);
-    moeq_free(&recon);
     return st;
 }
 
@@ -120,8 +169,11 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
     XXH3_state_t *all = XXH3_createState();
     if (!all) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "xxh3 state");
     moeq_status st = MOEQ_OK;
-    // Readahead of every tensor of the unit (and its FP8 scales) now: the kernel reads tensor k+1 while we
-    // compute on tensor k (measured: 0.5 -> 2+ GB/s of cold reads of ~10 MB tensors, bench/README.md).
+    // The stage reads the quantized tensors (a no-op when the unit was pushed ahead, queue.h's prefetch).
+    if (x->stage) (void)moeq_stage_push_unit(x->stage, u); // on failure, take pushes it again and says why
+    // Kernel readahead of every tensor of the unit (and its FP8 scales) now: the kernel reads tensor k+1
+    // while we compute on tensor k (measured: 0.5 -> 2+ GB/s of cold reads of ~10 MB tensors,
+    // bench/README.md); pass-through tensors are read by this thread, in chunks.
     for (int k = 0; k < un->count; k++) {
         const moeq_tensor_info *t = &x->cat->t[x->plan->t[un->first + k].cat];
         if (t->st) moeq_st_prefetch(x->cat->shards[t->shard], t->st);
@@ -143,7 +195,7 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
         if (pt->q.method == MOEQ_METHOD_NONE)
             st = copy_through(x, t, e, all, r);
         else
-            st = quantize_one(x, t, pt, e, all, r);
+            st = quantize_one(x, i, t, pt, e, all, r);
         r->checksum = XXH3_64bits_digest(all);
     }
     XXH3_freeState(all);

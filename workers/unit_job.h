@@ -2,14 +2,19 @@
 // fp32, quantize (+ compensators) as planned, measure, pwrite every dataset at the offsets the artifact
 // skeleton fixed, fdatasync, and describe the outcome in one moeq_tensor_result per tensor.
 // Memory: one tensor at a time (its fp32 weights, work buffers and outputs), so the working set is
-// bounded by the largest tensor of the model, not by the model.
+// bounded by the largest tensor of the model, not by the model; with a read-ahead stage, + its budget of
+// source bytes read ahead (workers/stage.h).
 #ifndef MOEQ_UNIT_JOB_H
 #define MOEQ_UNIT_JOB_H
 
 #include "moeq_sched.h"
 
+struct moeq_stage;
+
 typedef struct moeq_unit_ctx {
     const moeq_kernel_ops *ops; // the backend that quantizes and measures (kernels/backend.h); NULL = CPU
+    struct moeq_stage *stage;   // read-ahead (workers/stage.h): quantized tensors' bytes come from it; NULL =
+                                // read each tensor when its turn comes
     const moeq_catalog *cat;
     const moeq_plan *plan;
     const moeq_artifact_entry *entries; // (plan->n_tensors) with dataset offsets
@@ -17,8 +22,19 @@ typedef struct moeq_unit_ctx {
     const char *out_path;
     // measured on this rank
     double seconds_read, seconds_compute, seconds_write;
+    double seconds_read_wait; // compute waiting for its input, decoding included (= seconds_read without
+                              // read-ahead; with it, seconds_read and bytes_read of quantized tensors come
+                              // from the stage's statistics: moeq_unit_ctx_finish)
     uint64_t bytes_read, bytes_written;
+    // the current tensor's fp32 weights and reconstruction, (R, C) each, in the backend's host memory
+    // (page-locked for CUDA), kept across tensors and grown to the largest
+    float *w, *recon;
+    size_t host_floats;
 } moeq_unit_ctx;
+
+// Folds the stage's reading figures into the context's and frees its host buffers (the stage stays the
+// caller's). Call once, after the last unit.
+void moeq_unit_ctx_finish(moeq_unit_ctx *ctx);
 
 // Runs unit `u`: fills res[0 .. count) (count = plan->u[u].count). Returns MOEQ_OK when every tensor
 // produced its result (a tensor's numeric failure is in its result, not in the return value); an

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end (mpi): `moeq quantize` on the tiny real model and on a synthesized DeepSeek-style FP8
-# checkpoint: the artifact is byte-identical for 1..4 ranks and both schedules; h5dump reads it; kill -9
+# checkpoint: the artifact is byte-identical for 1..4 ranks, both schedules and read-ahead off (the CPU
+# default), on and with a budget smaller than a tensor; h5dump reads it; kill -9
 # at several points followed by --resume gives the identical artifact; bad input fails cleanly and leaves
 # an existing artifact untouched; resuming with another recipe is refused.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
@@ -22,6 +23,21 @@ for np in 2 3 4; do
 done
 q 3 "$tmp/d3.h5" --model "$tiny" --recipe "$recipe" --schedule dynamic >/dev/null 2>&1 || fail "3 ranks dynamic"
 cmp "$tmp/r1.h5" "$tmp/d3.h5" || fail "dynamic schedule differs"
+# read-ahead (a reader thread per rank, the next unit asked for ahead): the same bytes
+for spec in "dynamic 256" "static 1" "dynamic 1"; do
+    set -- $spec
+    q 3 "$tmp/ra.h5" --model "$tiny" --recipe "$recipe" --schedule $1 --read-ahead $2 --stats "$tmp/ra.json" \
+        >/dev/null 2>&1 || fail "read-ahead $spec"
+    cmp "$tmp/r1.h5" "$tmp/ra.h5" || fail "read-ahead ($spec) changed the artifact"
+    python3 - "$tmp/ra.json" "$2" <<'PY' || fail "read-ahead $spec stats"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["read_ahead_bytes"] == int(sys.argv[2]) << 20, d["read_ahead_bytes"]
+s = d["sum"]
+assert s["bytes_read"] >= d["bytes_in_planned"] and s["read_s"] > 0 and 0 <= s["read_wait_s"], s
+PY
+    rm -f "$tmp/ra.h5"
+done
 [ ! -e "$tmp/r1.h5.partial" ] && [ ! -e "$tmp/r1.h5.journal" ] || fail "partial/journal left behind"
 h5dump -A -g /tensors/model.layers.0.block_sparse_moe.experts.0.w2.weight "$tmp/r1.h5" >"$tmp/dump.txt"
 grep -q '"milo"' "$tmp/dump.txt" && grep -q '(0): "ok' "$tmp/dump.txt" || fail "h5dump shows method and status"
@@ -43,6 +59,8 @@ YAML
 q 1 "$tmp/ds1.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" >/dev/null 2>&1 || fail "deepseek 1 rank"
 q 3 "$tmp/ds3.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" --schedule static >/dev/null 2>&1 || fail "deepseek 3 ranks"
 cmp "$tmp/ds1.h5" "$tmp/ds3.h5" || fail "deepseek artifacts differ across rank counts"
+q 2 "$tmp/ds3.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" --read-ahead 1 --force >/dev/null 2>&1 || fail "deepseek read-ahead"
+cmp "$tmp/ds1.h5" "$tmp/ds3.h5" || fail "deepseek: read-ahead (FP8 bytes and scales decoded by the worker) differs"
 
 # ---- kill -9 at several points, then --resume: the identical artifact ----
 for point in prepared:1 unit-durable:3 journaled:7 journaled:41 sealed:1; do
@@ -59,11 +77,13 @@ done
 
 # ---- graceful stop (SIGUSR1/SIGTERM as Slurm sends them) on rank 0 at a fixed point: units in flight finish
 # and are journaled, exit 75 (requeue), and --resume completes to the identical artifact; both schedules ----
-for spec in "dynamic USR1 journaled:6" "static TERM journaled:9"; do
+# read-ahead 256: a unit assigned ahead and not started is given back at the stop
+for spec in "dynamic USR1 journaled:6 0" "static TERM journaled:9 0" "dynamic USR1 journaled:6 256"; do
     set -- $spec
     rm -f "$tmp/k.h5"*
     set +e
-    MOEQ_CRASH_SIGNAL=$2 MOEQ_CRASH_AT=$3 q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" --schedule $1 >"$tmp/k.log" 2>&1
+    MOEQ_CRASH_SIGNAL=$2 MOEQ_CRASH_AT=$3 q 2 "$tmp/k.h5" --model "$tiny" --recipe "$recipe" --schedule $1 \
+        --read-ahead $4 >"$tmp/k.log" 2>&1
     rc=$?
     set -e
     [ $rc -eq 75 ] || { cat "$tmp/k.log"; fail "graceful stop ($spec) must exit 75, got $rc"; }
