@@ -15,6 +15,7 @@ work=${2:-/tmp/moeq-scale}
 MOEQ=${MOEQ:-build/moeq}
 RECIPE=${RECIPE:-configs/deepseek-v3-milo3.yaml}
 RANKS=${RANKS:-4 64 512}
+READ_AHEAD=${READ_AHEAD:-0} # the published tables: read-ahead off (README, Read-ahead, for on)
 [ -x "$MOEQ" ] || scripts/build.sh >/dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mkdir -p "$work"
@@ -30,7 +31,7 @@ sim() { # name, extra arguments...
     shift
     echo "  $name" >&2
     rm -f "$out" "$out.partial" "$out.journal" 2>/dev/null || true
-    /usr/bin/time -f "%M" -o "$runs/$name.rss" "$MOEQ" quantize -q --simulate --cost-model h100 --model "$model" \
+    /usr/bin/time -f "%M" -o "$runs/$name.rss" "$MOEQ" quantize -q --simulate --cost-model h100 --read-ahead "$READ_AHEAD" --model "$model" \
         --recipe "$RECIPE" --out "$out" --stats "$runs/$name.json" "$@" || [ $? = 75 ]
 }
 echo "simulating $preset in $work" >&2
@@ -42,12 +43,12 @@ for n in $RANKS; do
     sim "fail-$n" --sim-ranks "$n" --sim-fail-at "$half"
     left=$(python3 -c "print(max(1, $n - max(1, round(0.1 * $n))))")
     # the resume reuses the failed run's skeleton and journal
-    /usr/bin/time -f "%M" -o "$runs/resume-$n.rss" "$MOEQ" quantize -q --simulate --cost-model h100 --model "$model" \
+    /usr/bin/time -f "%M" -o "$runs/resume-$n.rss" "$MOEQ" quantize -q --simulate --cost-model h100 --read-ahead "$READ_AHEAD" --model "$model" \
         --recipe "$RECIPE" --out "$out" --stats "$runs/resume-$n.json" --sim-ranks "$left" --resume
 done
 echo "  mpirun -n 4 (sleeping workers, time scale 0.1)" >&2
 rm -f "$out" "$out.partial" "$out.journal"
-mpirun -n 4 "$MOEQ" quantize -q --simulate --cost-model h100 --model "$model" --recipe "$RECIPE" --out "$out" \
+mpirun -n 4 "$MOEQ" quantize -q --simulate --cost-model h100 --read-ahead "$READ_AHEAD" --model "$model" --recipe "$RECIPE" --out "$out" \
     --sim-time-scale 0.1 --stats "$runs/mpirun-4.json"
 python3 - "$preset" "$runs" "$work/$preset-scale.json" "$RANKS" <<'PY'
 import json, os, platform, sys
