@@ -63,6 +63,23 @@ static moeq_result_action on_result(int unit, int from, int attempt, const void 
     return MOEQ_RESULT_DONE;
 }
 
+// The queue of N units over MPI_COMM_WORLD with this file's callbacks.
+static moeq_queue_cfg queue_cfg(ctx *c, moeq_schedule mode, const double *cost, const unsigned char *skip,
+                                int max_attempts, int lookahead) {
+    return (moeq_queue_cfg){.comm = MPI_COMM_WORLD,
+                            .schedule = mode,
+                            .n_units = N,
+                            .cost = cost,
+                            .skip = skip,
+                            .max_attempts = max_attempts,
+                            .result_max_bytes = 2 * sizeof(int),
+                            .work = work,
+                            .on_result = on_result,
+                            .prefetch = prefetch,
+                            .lookahead = lookahead,
+                            .user = c};
+}
+
 static void run_mode_ex(moeq_schedule mode, const unsigned char *skip, int fail_first, int lookahead) {
     double cost[N];
     for (int u = 0; u < N; u++) cost[u] = 1.0 + (u * 7) % 11;
@@ -70,18 +87,7 @@ static void run_mode_ex(moeq_schedule mode, const unsigned char *skip, int fail_
     memset(&c, 0, sizeof c);
     MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
     c.fail_first = fail_first;
-    moeq_queue_cfg q = {.comm = MPI_COMM_WORLD,
-                        .schedule = mode,
-                        .n_units = N,
-                        .cost = cost,
-                        .skip = skip,
-                        .max_attempts = 3,
-                        .result_max_bytes = 2 * sizeof(int),
-                        .work = work,
-                        .on_result = on_result,
-                        .prefetch = prefetch,
-                        .lookahead = lookahead,
-                        .user = &c};
+    moeq_queue_cfg q = queue_cfg(&c, mode, cost, skip, 3, lookahead);
     moeq_queue_stats st;
     memset(&st, 0, sizeof st);
     assert_int_equal(moeq_queue_run(&q, &st), MOEQ_OK);
@@ -133,18 +139,8 @@ static void test_dynamic_lookahead_stop(void **state) {
     MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
     c.fail_first = -1;
     c.stop_after = 10;
-    moeq_queue_cfg q = {.comm = MPI_COMM_WORLD,
-                        .schedule = MOEQ_SCHEDULE_DYNAMIC,
-                        .n_units = N,
-                        .cost = cost,
-                        .max_attempts = 1,
-                        .result_max_bytes = 2 * sizeof(int),
-                        .work = work,
-                        .on_result = on_result,
-                        .should_stop = should_stop,
-                        .prefetch = prefetch,
-                        .lookahead = 1,
-                        .user = &c};
+    moeq_queue_cfg q = queue_cfg(&c, MOEQ_SCHEDULE_DYNAMIC, cost, NULL, 1, 1);
+    q.should_stop = should_stop;
     moeq_queue_stats st;
     memset(&st, 0, sizeof st);
     assert_int_equal(moeq_queue_run(&q, &st), MOEQ_OK);
