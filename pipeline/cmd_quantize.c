@@ -74,7 +74,10 @@ static int on_opt(int opt, const char *arg, void *ctx) {
             c->o.read_ahead = MOEQ_READ_AHEAD_AUTO;
             return 0;
         }
-        if (moeq_cli_int("quantize", "--read-ahead", arg, 0, 1L << 20, &v)) return 1;
+        if (moeq_cli_int("quantize", "--read-ahead", arg, 0, 1L << 20, &v)) {
+            fprintf(stderr, "---> HINT: --read-ahead takes MiB (0 = off) or auto\n");
+            return 1;
+        }
         c->o.read_ahead = (uint64_t)v << 20;
         return 0;
     case OPT_DEVICE:

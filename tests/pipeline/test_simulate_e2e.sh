@@ -91,7 +91,8 @@ import json; s=json.load(open('$tmp/st.json')); d=json.load(open('$tmp/dy.json')
 assert s['makespan_s'] >= d['makespan_s'], (s['makespan_s'], d['makespan_s'])" || fail "stragglers: static beat dynamic"
 
 # bad options
-for bad in "--sim-stragglers 0.01" "--sim-stragglers 2:3" "--sim-fail-at 1" "--sim-ranks 0"; do
+for bad in "--sim-stragglers 0.01" "--sim-stragglers 2:3" "--sim-fail-at 1" "--sim-ranks 0" "--read-ahead -1" \
+    "--read-ahead lots"; do
     set +e
     # shellcheck disable=SC2086
     "$MOEQ" quantize -q --model "$tmp/ds" --out "$tmp/b.h5" $bad 2>/dev/null; rc=$?
