@@ -27,6 +27,16 @@ char *moeq_test_write(const char *dir, const char *name, const void *data, size_
 void moeq_test_assert_close_f32(const float *a, const float *b, int64_t n, double atol, double rtol,
                                 const char *file, int line);
 
+// GPU tests (ctest label gpu): without a visible CUDA device (or without the CUDA backend) print
+// "no CUDA device: skipped" and skip() the test.
+#define MOEQ_TEST_NEED_CUDA_DEVICE()                                                                         \
+    do {                                                                                                     \
+        if (moeq_cuda_device_count() == 0) {                                                                 \
+            print_message("no CUDA device: skipped\n");                                                      \
+            skip();                                                                                          \
+        }                                                                                                    \
+    } while (0)
+
 // Asserts st == want and, when `needle` is non-NULL, that moeq_error_detail() contains it.
 #define assert_status(st, want, needle) moeq_test_assert_status((st), (want), (needle), __FILE__, __LINE__)
 void moeq_test_assert_status(moeq_status st, moeq_status want, const char *needle, const char *file, int line);

@@ -10,14 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NEED_DEVICE()                                                                                        \
-    do {                                                                                                     \
-        if (moeq_cuda_device_count() == 0) {                                                                 \
-            printf("no CUDA device: skipped\n");                                                             \
-            skip();                                                                                          \
-        }                                                                                                    \
-    } while (0)
-
 // RTN of a seeded (R, C) matrix on the bound device equals the CPU reference, codes and scales; the input
 // lives in the table's page-locked host memory (host_alloc), as a worker's weights do
 static void check_table_runs_here(void) {
@@ -39,7 +31,7 @@ static void check_table_runs_here(void) {
 
 static void test_bind_round_robin(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const int n = moeq_cuda_device_count();
     char first_bus[32] = "";
     for (int lr = 0; lr <= 2 * n; lr++) {

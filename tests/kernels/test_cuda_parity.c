@@ -28,14 +28,6 @@ static const double k_metric_rel_tol = 1e-12; // fp64 metrics, other summation o
 static const int k_bits[] = {2, 3, 4, 8};
 static const int64_t k_groups[] = {32, 64, 128};
 
-#define NEED_DEVICE()                                                                                      \
-    do {                                                                                                   \
-        if (moeq_cuda_device_count() == 0) {                                                               \
-            printf("no CUDA device: skipped\n");                                                           \
-            skip();                                                                                        \
-        }                                                                                                  \
-    } while (0)
-
 static void gen_weights(float *w, int64_t R, int64_t C, uint64_t seed, float sigma) {
     for (int64_t i = 0; i < R; i++)
         for (int64_t j = 0; j < C; j++) {
@@ -143,19 +135,19 @@ static void run_quant_parity(int hqq) {
 
 static void test_rtn_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     run_quant_parity(0);
 }
 
 static void test_hqq_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     run_quant_parity(1);
 }
 
 static void test_dequant_residual_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const moeq_kernel_ops *ops = cuda_ops();
     for (int b = 0; b < 4; b++) {
         const int64_t R = 33, C = 200, G = 40; // q3 padding, G % 8 != 0
@@ -177,7 +169,7 @@ static void test_dequant_residual_parity(void **state) {
 
 static void test_pack_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const int64_t R = 7, C = 1000; // 1000 = 31 q3 units + 8 codes of padding
     for (int b = 0; b < 4; b++) {
         const int bits = k_bits[b];
@@ -203,7 +195,7 @@ static void test_pack_parity(void **state) {
 
 static void test_omega_identical(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const int64_t n = 1024, k = 37;
     float *h = malloc(sizeof(float) * n * k), *g = malloc(sizeof(float) * n * k);
     for (int64_t i = 0; i < n * k; i++) h[i] = (float)moeq_rng_normal(99, 4, (uint64_t)i); // moeq_rsvd_cpu's Ω
@@ -240,7 +232,7 @@ static double lowrank_err(const float *a, const float *u, const float *v, int64_
 
 static void test_rsvd_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const moeq_kernel_ops *ops = cuda_ops();
     const struct {
         int64_t m, n, r;
@@ -294,7 +286,7 @@ static void test_rsvd_parity(void **state) {
 
 static void test_factor_roundtrip_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const int64_t n = 1000; // not a multiple of 64
     for (int t = 0; t < 2; t++) {
         float *x = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
@@ -314,7 +306,7 @@ static void test_factor_roundtrip_parity(void **state) {
 
 static void test_milo_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const moeq_kernel_ops *ops = cuda_ops();
     const int64_t R = 512, C = 1024;
     float *w = malloc(sizeof(float) * R * C);
@@ -352,7 +344,7 @@ static void test_milo_parity(void **state) {
 
 static void test_metrics_parity(void **state) {
     (void)state;
-    NEED_DEVICE();
+    MOEQ_TEST_NEED_CUDA_DEVICE();
     const moeq_kernel_ops *ops = cuda_ops();
     const int64_t R = 300, C = 777, r = 8;
     float *w = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C), *u = malloc(sizeof(float) * R * r),

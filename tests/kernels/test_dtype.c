@@ -126,10 +126,7 @@ static void test_unsupported(void **state) {
 
 static void test_cuda_decode_parity(void **state) {
     (void)state;
-    if (moeq_cuda_device_count() == 0) {
-        print_message("no CUDA device on this machine: CUDA decode parity not run\n");
-        skip();
-    }
+    MOEQ_TEST_NEED_CUDA_DEVICE();
 #ifdef MOEQ_WITH_CUDA
     // Run only where a device exists; the parity itself lives in the gpu-labelled test of the CUDA issue.
 #endif

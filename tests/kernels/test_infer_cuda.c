@@ -70,10 +70,7 @@ static const int64_t k_batch[] = {1, 3, 8, 9, 16};
 
 static void test_cuda_matches_cpu(void **state) {
     (void)state;
-    if (moeq_cuda_device_count() == 0) {
-        print_message("no CUDA device: skipped\n");
-        skip();
-    }
+    MOEQ_TEST_NEED_CUDA_DEVICE();
 #ifdef MOEQ_WITH_CUDA
     for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
         for (int variant = 0; variant < 3; variant++) { // rank 0 / rank 32 fp16 / rank 32 int3
@@ -123,10 +120,7 @@ static void test_cuda_matches_cpu(void **state) {
 
 static void test_cuda_unsupported(void **state) {
     (void)state;
-    if (moeq_cuda_device_count() == 0) {
-        print_message("no CUDA device: skipped\n");
-        skip();
-    }
+    MOEQ_TEST_NEED_CUDA_DEVICE();
 #ifdef MOEQ_WITH_CUDA
     infer_layer L;
     assert_int_equal(infer_layer_make(&L, 4, 16, 256, 64, 0, 0, MOEQ_FACTOR_FP16, 1), MOEQ_OK);
