@@ -568,6 +568,19 @@ static const moeq_tensor_info *tensor_at(const moeq_catalog *c, int idx) {
     return (c && idx >= 0 && idx < c->n_tensors) ? &c->t[idx] : NULL;
 }
 
+// Rows of t viewed as (rows, numel / rows): its first dimension, 1 for a scalar.
+static int64_t tensor_rows(const moeq_tensor_info *t) {
+    return t->ndim >= 1 ? t->shape[0] : 1;
+}
+
+// MOEQ_ERR_UNSUPPORTED when t has no bytes to read (a metadata-only catalog).
+static moeq_status check_has_data(const moeq_catalog *c, const moeq_tensor_info *t) {
+    if (!t->st)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': no data (metadata-only checkpoint %s)", t->name,
+                         c->dir);
+    return MOEQ_OK;
+}
+
 // 1 when decoding t applies a block scale: an FP8 E4M3 weight with a linked "_scale_inv" (F32, checked
 // by link_scales). Any other tensor decodes element by element.
 static int block_scaled(const moeq_tensor_info *t) {
@@ -587,7 +600,7 @@ static moeq_status check_decodable(const moeq_tensor_info *t) {
 //   out    (nr, cols) fp32
 static moeq_status decode_rows(const moeq_catalog *c, const moeq_tensor_info *t, const void *raw,
                                const float *scale, int64_t r0, int64_t nr, float *out) {
-    const int64_t rows = t->ndim >= 1 ? t->shape[0] : 1;
+    const int64_t rows = tensor_rows(t);
     const int64_t cols = rows > 0 ? t->numel / rows : 0;
     const int64_t B = c->cfg.fp8_block[0] > 0 ? c->cfg.fp8_block[0] : 128;
     if (block_scaled(t)) return moeq_fp8_block_dequant_rows_cpu(raw, scale, rows, cols, B, r0, nr, out);
@@ -597,9 +610,8 @@ static moeq_status decode_rows(const moeq_catalog *c, const moeq_tensor_info *t,
 moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r0, int64_t nr, float *out) {
     const moeq_tensor_info *t = tensor_at(c, idx);
     if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
-    if (!t->st)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': no data (metadata-only checkpoint %s)", t->name, c->dir);
-    const int64_t rows = t->ndim >= 1 ? t->shape[0] : 1;
+    MOEQ_TRY(check_has_data(c, t));
+    const int64_t rows = tensor_rows(t);
     const int64_t cols = rows > 0 ? t->numel / rows : 0;
     if (r0 < 0 || nr < 0 || r0 + nr > rows)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name, (long long)r0,
@@ -628,7 +640,7 @@ moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r
 moeq_status moeq_catalog_read_f32(const moeq_catalog *c, int idx, float *out) {
     const moeq_tensor_info *t = tensor_at(c, idx);
     if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
-    return moeq_catalog_read_rows_f32(c, idx, 0, t->ndim >= 1 ? t->shape[0] : 1, out);
+    return moeq_catalog_read_rows_f32(c, idx, 0, tensor_rows(t), out);
 }
 
 uint64_t moeq_catalog_raw_bytes(const moeq_catalog *c, int idx) {
@@ -639,9 +651,7 @@ uint64_t moeq_catalog_raw_bytes(const moeq_catalog *c, int idx) {
 moeq_status moeq_catalog_read_raw(const moeq_catalog *c, int idx, void *dst) {
     const moeq_tensor_info *t = tensor_at(c, idx);
     if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog read: bad tensor index %d", idx);
-    if (!t->st)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': no data (metadata-only checkpoint %s)", t->name,
-                         c->dir);
+    MOEQ_TRY(check_has_data(c, t));
     if (!dst && t->nbytes > 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': raw read into NULL", t->name);
     return moeq_st_read_raw(c->shards[t->shard], t->st, 0, t->nbytes, dst);
 }
@@ -675,8 +685,7 @@ moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *
         }
         scale = scale_copy ? scale_copy : (const float *)scale_raw;
     }
-    const int64_t rows = t->ndim >= 1 ? t->shape[0] : 1;
-    moeq_status st = decode_rows(c, t, raw, scale, 0, rows, out);
+    moeq_status st = decode_rows(c, t, raw, scale, 0, tensor_rows(t), out);
     moeq_free(&scale_copy);
     return st;
 }
