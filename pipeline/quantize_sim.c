@@ -57,9 +57,8 @@ void moeq_qsim_work(int unit, void *buf, size_t *len, void *user) {
     run_state *s = user;
     if (s->sim_slowdown == 0) s->sim_slowdown = my_slowdown(s); // the worker thread only
     const double cost = s->plan->u[unit].cost, read = moeq_qsim_read_s(s, unit);
-    double hidden = 0;
-    if (s->read_ahead > 0 && s->sim_next == unit)
-        hidden = read < s->sim_last_compute ? read : s->sim_last_compute;
+    const double hidden =
+        moeq_sim_read_hidden(s->read_ahead > 0 && s->sim_next == unit, read, s->sim_last_compute);
     s->sim_next = s->sim_known != unit ? s->sim_known : -1; // announced before this one runs: read during it
     s->sim_last_compute = cost - read;
     s->sim_hidden += hidden * s->sim_slowdown;

@@ -76,10 +76,10 @@ typedef struct {
     double *started;  // (n_ranks) start time of the running unit, < 0 when none
     int *running;     // (n_ranks) unit running, -1 none
     // read-ahead, per rank: the unit assigned ahead (-1 none) and its attempt; the unit waiting for the
-    // answer to its AHEAD (-1 none), its attempt and hidden reading; the compute seconds of the last unit
-    // started
-    int *held, *held_att, *pending, *pending_att;
-    double *pending_hidden, *last_compute;
+    // answer to its AHEAD (-1 none), its attempt and whether it was known while the previous one ran; the
+    // compute seconds of the last unit started
+    int *held, *held_att, *pending, *pending_att, *pending_known;
+    double *last_compute;
     int coord_busy;   // an EV_COORD_FREE is pending; else asleep since sleep_from
     double sleep_from, t_finish, t_coord_end;
     double now;
@@ -100,9 +100,8 @@ static double read_part(const sim *s, int u) {
 
 // Rank r starts computing `unit`; `known` = 1 when it knew the unit while its previous one ran (read ahead).
 static int start_unit(sim *s, int r, int unit, int attempt, int known) {
-    double hidden = 0;
-    if (known && s->cfg->lookahead)
-        hidden = read_part(s, unit) < s->last_compute[r] ? read_part(s, unit) : s->last_compute[r];
+    const double hidden =
+        moeq_sim_read_hidden(known && s->cfg->lookahead, read_part(s, unit), s->last_compute[r]);
     s->r->hidden_s += hidden * slow(s, r);
     s->last_compute[r] = s->cfg->cost[unit] - read_part(s, unit);
     s->running[r] = unit;
@@ -130,7 +129,7 @@ static int send_to_coord(sim *s, int r, int unit, int attempt) {
 // An assigned unit: with lookahead, AHEAD first and start it on the answer; else start it now.
 static int begin_assigned(sim *s, int r, int unit, int attempt, int known) {
     if (!s->cfg->lookahead) return start_unit(s, r, unit, attempt, known);
-    s->pending[r] = unit, s->pending_att[r] = attempt, s->pending_hidden[r] = known;
+    s->pending[r] = unit, s->pending_att[r] = attempt, s->pending_known[r] = known;
     return send_to_coord(s, r, -1, -2);
 }
 
@@ -213,7 +212,7 @@ static int on_event(sim *s, const event *e) {
             s->held[r] = e->unit >= 0 ? e->unit : -1;
             s->held_att[r] = e->attempt;
             s->pending[r] = -1;
-            return start_unit(s, r, u, s->pending_att[r], s->pending_hidden[r] > 0);
+            return start_unit(s, r, u, s->pending_att[r], s->pending_known[r]);
         }
         if (e->unit >= 0) return begin_assigned(s, e->rank, e->unit, e->attempt, 0);
         s->t_finish = s->now; // FINISH: this rank is done
@@ -276,9 +275,9 @@ moeq_status moeq_sim_run(const moeq_sim_cfg *c, moeq_sim_result *res) {
     s.running = malloc(sizeof(int) * nr);
     s.held = malloc(sizeof(int) * nr), s.held_att = malloc(sizeof(int) * nr);
     s.pending = malloc(sizeof(int) * nr), s.pending_att = malloc(sizeof(int) * nr);
-    s.pending_hidden = malloc(sizeof(double) * nr), s.last_compute = calloc(nr, sizeof(double));
+    s.pending_known = malloc(sizeof(int) * nr), s.last_compute = calloc(nr, sizeof(double));
     if (!s.in.res || !s.in.req || !s.owner || !s.next_static || !s.started || !s.running || !s.held ||
-        !s.held_att || !s.pending || !s.pending_att || !s.pending_hidden || !s.last_compute) {
+        !s.held_att || !s.pending || !s.pending_att || !s.pending_known || !s.last_compute) {
         st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "simulate: state for %d units and %d ranks", c->n_units, c->n_ranks);
         goto out;
     }
@@ -333,7 +332,7 @@ out:
     moeq_dispatch_free(&s.d);
     free(s.q.h), free(s.in.res), free(s.in.req), free(s.owner), free(s.next_static), free(s.started),
         free(s.running);
-    free(s.held), free(s.held_att), free(s.pending), free(s.pending_att), free(s.pending_hidden),
+    free(s.held), free(s.held_att), free(s.pending), free(s.pending_att), free(s.pending_known),
         free(s.last_compute);
     return st;
 }

@@ -61,6 +61,13 @@ typedef struct moeq_sim_result {
     moeq_dispatch_stats stats;
 } moeq_sim_result;
 
+// The read-ahead model, shared with quantize's --simulate under mpirun: the reading seconds of a unit hidden
+// behind the previous unit's compute on its rank: min(read_s, prev_compute_s) when the unit was known while
+// the previous one ran (known = 1), else 0.
+static inline double moeq_sim_read_hidden(int known, double read_s, double prev_compute_s) {
+    return known ? (read_s < prev_compute_s ? read_s : prev_compute_s) : 0.0;
+}
+
 // Fills the defaults of the [bracketed] fields above.
 void moeq_sim_cfg_init(moeq_sim_cfg *c);
 // Evenly spread stragglers: round(frac * n_ranks) ranks (at least 1 when frac > 0), never rank 0, get
