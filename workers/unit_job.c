@@ -66,20 +66,25 @@ static const moeq_kernel_ops *ops_of(const moeq_unit_ctx *x) {
     return x->ops ? x->ops : &moeq_kernel_ops_cpu;
 }
 
+static void host_buffers_free(moeq_unit_ctx *x) {
+    const moeq_kernel_ops *ops = ops_of(x);
+    ops->host_free(x->w), ops->host_free(x->recon);
+    x->w = x->recon = NULL;
+    x->host_floats = 0;
+}
+
 // The fp32 weight and reconstruction buffers, (n) floats each at least.
 static moeq_status host_buffers(moeq_unit_ctx *x, size_t n, const char *name) {
     if (n <= x->host_floats) return MOEQ_OK;
+    host_buffers_free(x);
     const moeq_kernel_ops *ops = ops_of(x);
-    ops->host_free(x->w), ops->host_free(x->recon);
     x->w = ops->host_alloc(n * sizeof(float), name);
     x->recon = x->w ? ops->host_alloc(n * sizeof(float), name) : NULL;
     if (x->w && x->recon) {
         x->host_floats = n;
         return MOEQ_OK;
     }
-    ops->host_free(x->w), ops->host_free(x->recon);
-    x->w = x->recon = NULL;
-    x->host_floats = 0;
+    host_buffers_free(x);
     return MOEQ_ERR_NOMEM; // the detail names the tensor and the size
 }
 
@@ -90,10 +95,7 @@ void moeq_unit_ctx_finish(moeq_unit_ctx *x) {
         x->seconds_read += st.seconds_read;
         x->bytes_read += st.bytes_read;
     }
-    const moeq_kernel_ops *ops = ops_of(x);
-    ops->host_free(x->w), ops->host_free(x->recon);
-    x->w = x->recon = NULL;
-    x->host_floats = 0;
+    host_buffers_free(x);
 }
 
 // Tensor i's fp32 weights into w: from the read-ahead stage (then decoded here), or read and decoded now.
