@@ -40,6 +40,11 @@ typedef struct moeq_send {
     int attempt; // ASSIGN: 1, 2, ...; FINISH: 1 when a NOTICE was sent to this rank before (drain it)
 } moeq_send;
 
+// The unit field of an answer as the worker receives it: the unit (ASSIGN), -1 (FINISH), -2 (NONE).
+static inline int moeq_send_unit_code(const moeq_send *m) {
+    return m->kind == MOEQ_SEND_ASSIGN ? m->unit : m->kind == MOEQ_SEND_NONE ? -2 : -1;
+}
+
 typedef struct moeq_dispatch_stats {
     int units_done, units_given_up, units_not_started, retries;
     long requests, results; // messages the coordinator received (AHEAD counts as a request)

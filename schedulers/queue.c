@@ -38,10 +38,7 @@ static void send_all(const moeq_queue_cfg *cfg, const moeq_send *out, int n) {
         if (out[k].kind == MOEQ_SEND_NOTICE) {
             MPI_Send(NULL, 0, MPI_BYTE, out[k].to, TAG_STOP, cfg->comm);
         } else {
-            const int unit = out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit
-                             : out[k].kind == MOEQ_SEND_NONE ? -2
-                                                             : -1;
-            int a[2] = {unit, out[k].attempt};
+            int a[2] = {moeq_send_unit_code(&out[k]), out[k].attempt};
             MPI_Send(a, 2, MPI_INT, out[k].to, TAG_ASSIGN, cfg->comm);
         }
     }

@@ -150,10 +150,9 @@ static int deliver(sim *s, double t, const moeq_send *out, int n) {
     for (int k = 0; k < n; k++) {
         if (out[k].kind == MOEQ_SEND_NOTICE) continue; // graceful stop is not simulated
         s->r->messages++;
-        const int unit = out[k].kind == MOEQ_SEND_ASSIGN ? out[k].unit
-                         : out[k].kind == MOEQ_SEND_NONE ? -2
-                                                         : -1;
-        if (push(s, t + s->cfg->latency_s, EV_AT_WORKER, out[k].to, unit, out[k].attempt)) return -1;
+        if (push(s, t + s->cfg->latency_s, EV_AT_WORKER, out[k].to, moeq_send_unit_code(&out[k]),
+                 out[k].attempt))
+            return -1;
     }
     return 0;
 }
