@@ -23,6 +23,8 @@ typedef struct {
     int prefetch_hits;
     int stop_after; // should_stop says yes after this many results (0 = never)
     int results;
+    MPI_Comm first_comm; // if not MPI_COMM_NULL: each rank's first unit waits for every rank's first unit
+    int started;
 } ctx;
 
 static void prefetch(int unit, void *user) {
@@ -42,6 +44,10 @@ static void work(int unit, void *buf, size_t *len, void *user) {
     ctx *c = user;
     int out[2] = {unit, unit * 3};
     if (c->a_head < c->a_tail) c->prefetch_hits += c->announced[c->a_head++] == unit;
+    // Units take microseconds: a rank descheduled at start on a loaded machine could find the queue drained.
+    // Holding each rank's first unit until every rank holds one makes "every rank worked" deterministic.
+    if (!c->started && c->first_comm != MPI_COMM_NULL) MPI_Barrier(c->first_comm);
+    c->started = 1;
     c->ran_here++;
     memcpy(buf, out, sizeof out);
     *len = sizeof out;
@@ -87,10 +93,12 @@ static void run_mode_ex(moeq_schedule mode, const unsigned char *skip, int fail_
     memset(&c, 0, sizeof c);
     MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
     c.fail_first = fail_first;
+    MPI_Comm_dup(MPI_COMM_WORLD, &c.first_comm);
     moeq_queue_cfg q = queue_cfg(&c, mode, cost, skip, 3, lookahead);
     moeq_queue_stats st;
     memset(&st, 0, sizeof st);
     assert_int_equal(moeq_queue_run(&q, &st), MOEQ_OK);
+    MPI_Comm_free(&c.first_comm);
     int total = 0;
     MPI_Allreduce(&c.ran_here, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     int expected = 0;
@@ -139,6 +147,7 @@ static void test_dynamic_lookahead_stop(void **state) {
     MPI_Comm_rank(MPI_COMM_WORLD, &c.rank);
     c.fail_first = -1;
     c.stop_after = 10;
+    c.first_comm = MPI_COMM_NULL;
     moeq_queue_cfg q = queue_cfg(&c, MOEQ_SCHEDULE_DYNAMIC, cost, NULL, 1, 1);
     q.should_stop = should_stop;
     moeq_queue_stats st;
