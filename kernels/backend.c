@@ -29,6 +29,8 @@ const moeq_kernel_ops moeq_kernel_ops_cpu = {
     .milo_fit = moeq_milo_fit_cpu,
     .metrics_error = moeq_metrics_error_cpu,
     .metrics_error_lowrank = moeq_metrics_error_lowrank_cpu,
+    .tensor_quantize = moeq_tensor_quantize_cpu,
+    .tensor_needs_work = 1,
     .host_alloc = host_alloc_cpu,
     .host_free = host_free_cpu,
 };
@@ -43,6 +45,8 @@ const moeq_kernel_ops moeq_kernel_ops_cuda = {
     .milo_fit = moeq_backend_cuda_milo_fit,
     .metrics_error = moeq_backend_cuda_metrics_error,
     .metrics_error_lowrank = moeq_backend_cuda_metrics_error_lowrank,
+    .tensor_quantize = moeq_backend_cuda_tensor_quantize,
+    .tensor_needs_work = 0,
     .host_alloc = moeq_backend_cuda_host_alloc,
     .host_free = moeq_backend_cuda_host_free,
 };

@@ -16,6 +16,7 @@
 #include "milo.h"
 #include "moeq_status.h"
 #include "quant.h"
+#include "tensor.h" // defines: moeq_raw_tensor, moeq_tq_params, moeq_tq_work, moeq_tq_out
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,10 +36,17 @@ typedef struct moeq_kernel_ops {
                                  moeq_err_metrics *m);
     moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v,
                                          int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
+    // One weight from its stored bytes to Q, U, V and the figures (tensor.h): what a worker runs per tensor.
+    // The CPU decodes and computes in `work` (host, needs_work); CUDA keeps everything on its device, copies
+    // in only the stored bytes (page-locked when they come from host_alloc) and ignores `work` (may be NULL).
+    moeq_status (*tensor_quantize)(const moeq_raw_tensor *src, const moeq_tq_params *p,
+                                   const moeq_tq_work *work, moeq_tq_out *out);
+    int tensor_needs_work; // 1 when tensor_quantize needs work's two (R·C)-float host arrays
     // Host buffers for the arrays the backend copies to and from its device (a worker's fp32 weights and
     // reconstruction): page-locked for CUDA, so that the copies run by DMA at full bus speed, without a
     // staging copy; plain memory for the CPU. NULL on failure (the detail names `what` and the size).
-    // Page-locking is slow (ms per call): allocate once and reuse.
+    // Page-locking is slow (ms per call): allocate once and reuse. Thread-safe; on CUDA, callable from any
+    // thread of the process (it uses the device of the last moeq_backend_bind, never device 0 by default).
     void *(*host_alloc)(size_t bytes, const char *what);
     void (*host_free)(void *p);
 } moeq_kernel_ops;
@@ -92,6 +100,8 @@ moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx,
 moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
                                                     const float *v, int64_t R, int64_t C, int64_t r,
                                                     moeq_err_metrics *m);
+moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *src, const moeq_tq_params *p,
+                                              const moeq_tq_work *work, moeq_tq_out *out);
 void moeq_backend_cuda_release(void);
 void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what);
 void moeq_backend_cuda_host_free(void *p);

@@ -23,6 +23,14 @@ struct cuda_ctx {
     size_t ws_cap = 0;
 };
 thread_local cuda_ctx g_ctx;
+// The device of the last moeq_backend_bind in this process (one rank, one device), -1 before: host_alloc
+// and host_free may run on other threads (the read-ahead stage's reader), which must not touch device 0's
+// context by default.
+int g_bound_device = -1;
+
+void use_bound_device() {
+    if (g_bound_device >= 0 && cudaSetDevice(g_bound_device) != cudaSuccess) cudaGetLastError();
+}
 
 moeq_status ctx_stream(cudaStream_t *s) {
     if (!g_ctx.stream && moeq_cuda_device_count() <= 0)
@@ -153,7 +161,9 @@ extern "C" void moeq_backend_cuda_release(void) {
 
 extern "C" void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what) {
     void *p = NULL;
-    const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    use_bound_device();
+    // portable: page-locked for every context, whichever thread allocates it
+    const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable);
     if (e != cudaSuccess) {
         MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: %zu bytes of page-locked host memory: %s\n---> HINT: check the locked-memory "
                   "limit (ulimit -l) of the job", what ? what : "buffer", bytes, cudaGetErrorString(e));
@@ -163,7 +173,9 @@ extern "C" void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what) {
 }
 
 extern "C" void moeq_backend_cuda_host_free(void *p) {
-    if (p) cudaFreeHost(p);
+    if (!p) return;
+    use_bound_device();
+    cudaFreeHost(p);
 }
 
 extern "C" moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q) {
@@ -233,6 +245,46 @@ extern "C" moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int
     CUDA_TRY(cudaStreamSynchronize(s));
     out->best_round = dout.best_round, out->best_err = dout.best_err;
     out->err_hqq = dout.err_hqq, out->fro_w = dout.fro_w;
+    return MOEQ_OK;
+}
+
+// The whole tensor on the device (tensor.h): the stored bytes in, Q, U, V and the figures out; work unused.
+extern "C" moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *src, const moeq_tq_params *p,
+                                                         const moeq_tq_work *work, moeq_tq_out *out) {
+    (void)work;
+    MOEQ_TRY(moeq_raw_tensor_check(src, "tensor quantize"));
+    MOEQ_TRY(moeq_tq_check(src, p, out, "tensor quantize"));
+    cudaStream_t s;
+    MOEQ_TRY(ctx_stream(&s));
+    const int64_t R = src->R, C = src->C, r = p->method == MOEQ_TQ_MILO ? p->milo.rank : 0;
+    const size_t rb = moeq_raw_tensor_bytes(src), sb = moeq_raw_tensor_scale_bytes(src),
+                 wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4;
+    uint8_t *cur;
+    MOEQ_TRY(ws_get(al(rb) + al(sb) + 2 * al(wb) + al(ub) + al(vb) + qmat_dev_bytes(out->q), &cur));
+    moeq_raw_tensor d_src = *src;
+    d_src.data = cur, cur += al(rb);
+    d_src.block_scale = sb ? (const float *)cur : NULL, cur += al(sb);
+    float *d_w = (float *)cur, *d_a = (float *)(cur + al(wb));
+    cur += 2 * al(wb);
+    float *d_u = (float *)cur, *d_v = (float *)(cur + al(ub));
+    cur += al(ub) + al(vb);
+    moeq_qmat dq;
+    size_t cb, mb;
+    qmat_dev(out->q, &cur, &dq, &cb, &mb);
+    // the stored bytes only: from the read-ahead stage's page-locked buffers, a DMA copy
+    CUDA_TRY(cudaMemcpyAsync((void *)d_src.data, src->data, rb, cudaMemcpyHostToDevice, s));
+    if (sb)
+        CUDA_TRY(cudaMemcpyAsync((void *)d_src.block_scale, src->block_scale, sb, cudaMemcpyHostToDevice, s));
+    moeq_tq_out dout = *out;
+    dout.q = &dq, dout.u = r > 0 ? d_u : NULL, dout.v = r > 0 ? d_v : NULL;
+    MOEQ_TRY(moeq_tensor_quantize_cuda(&d_src, p, d_w, d_a, &dout, s));
+    MOEQ_TRY(qmat_copy(out->q, &dq, cb, mb, cudaMemcpyDeviceToHost, s));
+    if (r > 0) {
+        CUDA_TRY(cudaMemcpyAsync(out->u, d_u, ub, cudaMemcpyDeviceToHost, s));
+        CUDA_TRY(cudaMemcpyAsync(out->v, d_v, vb, cudaMemcpyDeviceToHost, s));
+    }
+    CUDA_TRY(cudaStreamSynchronize(s));
+    out->best_round = dout.best_round, out->err = dout.err, out->stats = dout.stats;
     return MOEQ_OK;
 }
 
@@ -325,6 +377,7 @@ extern "C" moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *de
     }
     dev->index = d;
     dev->n_visible = n;
+    g_bound_device = d;
     return MOEQ_OK;
 }
 

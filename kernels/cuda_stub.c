@@ -106,6 +106,25 @@ moeq_status moeq_metrics_fro_lowrank_cuda(const float *d_e, const float *d_u, co
     (void)d_e, (void)d_u, (void)d_v, (void)R, (void)C, (void)r, (void)fro, (void)stream;
     return MOEQ_NO_CUDA("metrics_fro_lowrank_cuda");
 }
+moeq_status moeq_metrics_stats_cuda(const float *d_w, int64_t R, int64_t C, moeq_weight_stats *s,
+                                    void *stream) {
+    (void)d_w, (void)R, (void)C, (void)s, (void)stream;
+    return MOEQ_NO_CUDA("metrics_stats_cuda");
+}
+moeq_status moeq_raw_decode_cuda(const moeq_raw_tensor *d, float *d_out, void *stream) {
+    (void)d, (void)d_out, (void)stream;
+    return MOEQ_NO_CUDA("raw_decode_cuda");
+}
+moeq_status moeq_tensor_quantize_cuda(const moeq_raw_tensor *src, const moeq_tq_params *p, float *d_w,
+                                      float *d_a, moeq_tq_out *out, void *stream) {
+    (void)src, (void)p, (void)d_w, (void)d_a, (void)out, (void)stream;
+    return MOEQ_NO_CUDA("tensor_quantize_cuda");
+}
+moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *src, const moeq_tq_params *p,
+                                              const moeq_tq_work *work, moeq_tq_out *out) {
+    (void)src, (void)p, (void)work, (void)out;
+    return MOEQ_NO_CUDA("cuda backend tensor_quantize");
+}
 moeq_status moeq_cuda_device_info_get(int device, moeq_cuda_device_info *info) {
     (void)device;
     if (info) memset(info, 0, sizeof *info);

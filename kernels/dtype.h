@@ -173,6 +173,27 @@ moeq_status moeq_fp8_block_dequant_rows_cpu(const uint8_t *q, // (nr, C) the pan
                                             const float *scale_inv, int64_t R, int64_t C, int64_t B,
                                             int64_t r0, int64_t nr, float *out); // (nr, C)
 
+// ---- a weight as stored: what the decoders need to turn its bytes into fp32 ----
+// The io layer fills it from a checkpoint (moeq_catalog_raw_view); the kernels need no file. The CPU
+// functions take host pointers; the CUDA ones (moeq_raw_decode_cuda) a copy whose data and block_scale
+// point to device memory.
+typedef struct moeq_raw_tensor {
+    moeq_dtype dtype;         // a decodable dtype (moeq_dtypes[dtype].decodable)
+    const void *data;         // (R, C) elements in dtype, row-major, aligned to the element size
+    const float *block_scale; // FP8 E4M3 with block scales: (ceil(R/B), ceil(C/B)) scale_inv; else NULL
+    int64_t block;            // B when block_scale is set
+    int64_t R, C;
+} moeq_raw_tensor;
+
+// Bytes of t's data and of its block scale (0 without one).
+size_t moeq_raw_tensor_bytes(const moeq_raw_tensor *t);
+size_t moeq_raw_tensor_scale_bytes(const moeq_raw_tensor *t);
+// MOEQ_OK, or MOEQ_ERR_ARG / MOEQ_ERR_UNSUPPORTED naming `who` (bad geometry, NULL data, an undecodable
+// dtype, a block scale on anything but FP8 E4M3, B <= 0, misaligned data).
+moeq_status moeq_raw_tensor_check(const moeq_raw_tensor *t, const char *who);
+// out (R, C) = fp32 of t: moeq_fp8_block_dequant_cpu when t has a block scale, else moeq_decode_cpu.
+moeq_status moeq_raw_decode_cpu(const moeq_raw_tensor *t, float *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -93,3 +93,43 @@ moeq_status moeq_fp8_block_dequant_cpu(const uint8_t *q, const float *scale_inv,
                                        float *out) {
     return moeq_fp8_block_dequant_rows_cpu(q, scale_inv, R, C, B, 0, R, out);
 }
+
+// ---- moeq_raw_tensor ----
+
+size_t moeq_raw_tensor_bytes(const moeq_raw_tensor *t) {
+    return t && t->R > 0 && t->C > 0 ? (size_t)t->R * (size_t)t->C * moeq_dtype_size(t->dtype) : 0;
+}
+
+size_t moeq_raw_tensor_scale_bytes(const moeq_raw_tensor *t) {
+    if (!t || !t->block_scale || t->block <= 0 || t->R <= 0 || t->C <= 0) return 0;
+    const int64_t B = t->block;
+    return (size_t)((t->R + B - 1) / B) * (size_t)((t->C + B - 1) / B) * sizeof(float);
+}
+
+moeq_status moeq_raw_tensor_check(const moeq_raw_tensor *t, const char *who) {
+    who = who ? who : "raw tensor";
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: NULL", who);
+    if (t->R <= 0 || t->C <= 0 || !t->data)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: %lld x %lld %s with %s data", who, (long long)t->R,
+                         (long long)t->C, moeq_dtype_name(t->dtype), t->data ? "its" : "NULL");
+    if ((int)t->dtype <= 0 || t->dtype >= MOEQ_DTYPE_COUNT || !moeq_dtypes[t->dtype].decodable)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: dtype %s cannot be decoded to fp32", who,
+                         moeq_dtype_name(t->dtype));
+    if (t->block_scale && (t->dtype != MOEQ_DTYPE_F8_E4M3 || t->block <= 0))
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "%s: a block scale (B=%lld) on %s data (only F8_E4M3 with B > 0 has one)", who,
+                         (long long)t->block, moeq_dtype_name(t->dtype));
+    const size_t es = moeq_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % es != 0 || (uintptr_t)t->block_scale % sizeof(float) != 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: %s is not aligned to its %zu-byte elements", who,
+                         (uintptr_t)t->data % es ? "data" : "the block scale",
+                         (uintptr_t)t->data % es ? es : sizeof(float));
+    return MOEQ_OK;
+}
+
+moeq_status moeq_raw_decode_cpu(const moeq_raw_tensor *t, float *out) {
+    MOEQ_TRY(moeq_raw_tensor_check(t, "decode"));
+    if (!out) return MOEQ_FAIL(MOEQ_ERR_ARG, "decode: NULL output");
+    if (t->block_scale) return moeq_fp8_block_dequant_cpu(t->data, t->block_scale, t->R, t->C, t->block, out);
+    return moeq_decode_cpu(t->dtype, t->data, out, t->R * t->C);
+}

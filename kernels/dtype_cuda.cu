@@ -70,6 +70,15 @@ extern "C" moeq_status moeq_fp8_block_dequant_rows_cuda(const uint8_t *d_q, cons
     return MOEQ_OK;
 }
 
+extern "C" moeq_status moeq_raw_decode_cuda(const moeq_raw_tensor *d, float *d_out, void *stream) {
+    MOEQ_TRY(moeq_raw_tensor_check(d, "decode on device"));
+    if (!d_out) return MOEQ_FAIL(MOEQ_ERR_ARG, "decode on device: NULL output");
+    if (d->block_scale)
+        return moeq_fp8_block_dequant_rows_cuda((const uint8_t *)d->data, d->block_scale, d->R, d->C,
+                                                d->block, 0, d->R, d_out, stream);
+    return moeq_decode_cuda(d->dtype, d->data, d_out, d->R * d->C, stream);
+}
+
 extern "C" int moeq_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {

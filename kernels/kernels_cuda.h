@@ -1,7 +1,8 @@
-// kernels_cuda.h: the CUDA port of the quantization kernels (quant, hqq, lowrank, milo, metrics): device-pointer
-// functions with the same stems as the CPU reference (moeq_<x>_cpu -> moeq_<x>_cuda), each taking a
-// `void *stream` (a cudaStream_t; NULL = the legacy default stream). Declared always; defined by *_cuda.cu in
-// CUDA builds and by cuda_stub.c otherwise (there every function returns MOEQ_ERR_UNSUPPORTED with a detail).
+// kernels_cuda.h: the CUDA port of the quantization kernels (quant, hqq, lowrank, milo, metrics):
+// device-pointer functions with the same stems as the CPU reference (moeq_<x>_cpu -> moeq_<x>_cuda), each
+// taking a `void *stream` (a cudaStream_t; NULL = the legacy default stream). Declared always; defined by
+// *_cuda.cu in CUDA builds and by cuda_stub.c otherwise (there every function returns MOEQ_ERR_UNSUPPORTED
+// with a detail).
 //
 // Letters: R = rows, C = cols, G = group, r = rank, m, n = rows, cols of an SVD input.
 // Pointers named d_* and the buffers of a moeq_qmat passed here are DEVICE memory; parameter structs, the
@@ -14,7 +15,8 @@
 //     from quant_impl.h/hqq.h, same 8-lane sum order, compiled with --fmad=false);
 //   Ω of the rSVD: bit-identical (rng.h on device);
 //   rSVD, MiLo: by tolerance (cuBLAS/cuSOLVER order their sums differently from OpenBLAS/LAPACK);
-//   metrics: fp64, same per-element operations, different (fixed) summation order: ~1e-12 relative.
+//   metrics, weight statistics: fp64, same per-element operations, different (fixed) summation order:
+//     ~1e-12 relative (column statistics: bit-identical).
 // Determinism: every function gives the same bits run to run on the same GPU model and library versions
 // (no atomics in sums; cuBLAS default math without TF32; cuSOLVER deterministic mode).
 #ifndef MOEQ_KERNELS_CUDA_H
@@ -101,6 +103,10 @@ moeq_status moeq_metrics_error_lowrank_cuda(const float *d_w, const float *d_a, 
                                             moeq_err_metrics *m, void *stream);
 moeq_status moeq_metrics_fro_lowrank_cuda(const float *d_e, const float *d_u, const float *d_v, int64_t R,
                                           int64_t C, int64_t r, double *fro, void *stream);
+// Weight statistics (kurtosis, outlier score, ...) of moeq_metrics_stats_cpu: the column statistics (max|w|,
+// Σ|w| over rows in order, hence the outlier score) bit-identical, the row sums by a block tree (~1e-15).
+moeq_status moeq_metrics_stats_cuda(const float *d_w, int64_t R, int64_t C, moeq_weight_stats *s,
+                                    void *stream);
 
 // ---- device memory for C callers without the CUDA headers (tests, benchmark) (backend_cuda.cu) ----
 moeq_status moeq_cuda_malloc(void **d_p, size_t bytes); // MOEQ_ERR_NOMEM with the size when it fails

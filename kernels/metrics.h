@@ -48,6 +48,11 @@ moeq_status moeq_metrics_error_lowrank_cpu(const float *w, // (R, C) reference
 // Statistics of w. MOEQ_ERR_NUMERIC (naming row/col) for non-finite input.
 moeq_status moeq_metrics_stats_cpu(const float *w, // (R, C)
                                    int64_t R, int64_t C, moeq_weight_stats *s);
+// The statistics from their partial sums, shared by the CPU reference and the CUDA port (so that they differ
+// only in how the partials were summed): part (R, 4) per row Σw², Σ(w − mean)², Σ(w − mean)⁴, max|w|;
+// col (C, 2) per column max|w|, Σ|w| (over rows in order); mean = Σw / (R·C).
+void moeq_metrics_stats_finish(const double *part, const double *col, double mean, int64_t R, int64_t C,
+                               moeq_weight_stats *s);
 
 // ‖E‖_F of E = e − U·V (fp64, row panels, deterministic): what the MiLo iteration tracks.
 moeq_status moeq_metrics_fro_lowrank_cpu(const float *e, // (R, C)

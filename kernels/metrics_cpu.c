@@ -121,6 +121,28 @@ moeq_status moeq_metrics_fro_lowrank_cpu(const float *e, const float *u, const f
     return MOEQ_OK;
 }
 
+void moeq_metrics_stats_finish(const double *part, const double *col, double mean, int64_t R, int64_t C,
+                               moeq_weight_stats *s) {
+    const double n = (double)R * (double)C;
+    double fro2 = 0, m2 = 0, m4 = 0, amax = 0;
+    for (int64_t i = 0; i < R; i++) {
+        fro2 += part[4 * i], m2 += part[4 * i + 1], m4 += part[4 * i + 2];
+        amax = part[4 * i + 3] > amax ? part[4 * i + 3] : amax;
+    }
+    double score = 0;
+    for (int64_t j = 0; j < C; j++)
+        if (col[2 * j + 1] > 0) {
+            const double ratio = col[2 * j] / (col[2 * j + 1] / (double)R);
+            score = ratio > score ? ratio : score;
+        }
+    s->mean = mean;
+    s->std = sqrt(m2 / n);
+    s->absmax = amax;
+    s->fro = sqrt(fro2);
+    s->kurtosis = m2 > 0 ? (m4 / n) / ((m2 / n) * (m2 / n)) - 3.0 : 0.0;
+    s->outlier_score = score;
+}
+
 moeq_status moeq_metrics_stats_cpu(const float *w, int64_t R, int64_t C, moeq_weight_stats *s) {
     if (!w || !s || R <= 0 || C <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "stats: bad arguments");
     MOEQ_TRY(moeq_check_finite_cpu(w, R, C, "stats", NULL, NULL));
@@ -150,11 +172,6 @@ moeq_status moeq_metrics_stats_cpu(const float *w, int64_t R, int64_t C, moeq_we
         }
         part[4 * i] = sq, part[4 * i + 1] = m2, part[4 * i + 2] = m4, part[4 * i + 3] = amax;
     }
-    double m2 = 0, m4 = 0, amax = 0;
-    for (int64_t i = 0; i < R; i++) {
-        m2 += part[4 * i + 1], m4 += part[4 * i + 2];
-        amax = part[4 * i + 3] > amax ? part[4 * i + 3] : amax;
-    }
     // columns in blocks of 64, each block over all rows in order
     const int64_t nb = (C + 63) / 64;
 #pragma omp parallel for schedule(static)
@@ -168,20 +185,7 @@ moeq_status moeq_metrics_stats_cpu(const float *w, int64_t R, int64_t C, moeq_we
                 col[2 * j + 1] += a;
             }
     }
-    double score = 0;
-    for (int64_t j = 0; j < C; j++)
-        if (col[2 * j + 1] > 0) {
-            const double ratio = col[2 * j] / (col[2 * j + 1] / (double)R);
-            score = ratio > score ? ratio : score;
-        }
-    double fro2 = 0;
-    for (int64_t i = 0; i < R; i++) fro2 += part[4 * i + 0];
-    s->mean = mean;
-    s->std = sqrt(m2 / n);
-    s->absmax = amax;
-    s->fro = sqrt(fro2);
-    s->kurtosis = m2 > 0 ? (m4 / n) / ((m2 / n) * (m2 / n)) - 3.0 : 0.0;
-    s->outlier_score = score;
+    moeq_metrics_stats_finish(part, col, mean, R, C, s);
     free(part), free(col);
     return MOEQ_OK;
 }

@@ -1,4 +1,5 @@
-// metrics_cuda.cu: CUDA port of metrics_cpu.c (error metrics of an approximation, fp64 accumulation).
+// metrics_cuda.cu: CUDA port of metrics_cpu.c (error metrics of an approximation and weight statistics, fp64
+// accumulation).
 // Per element the same operations as the CPU (e = (w − a) [− uv] in fp32, then fp64 squares and sums); the
 // sums are per row as on the CPU, but a row is summed by one 256-thread block (strided partials, then a
 // fixed shared-memory tree) instead of left to right, so results differ from the CPU only by fp64 rounding
@@ -94,7 +95,103 @@ out:
     return st;
 }
 
+// sum[i] = Σ_j w[i, j] of row i (fp64), one block per row, fixed tree order
+__global__ void row_sum_kernel(const float *__restrict__ w, int64_t C, double *__restrict__ sum) {
+    __shared__ double sh[k_threads];
+    const float *wr = w + (int64_t)blockIdx.x * C;
+    double acc = 0;
+    for (int64_t j = threadIdx.x; j < C; j += k_threads) acc += (double)wr[j];
+    sh[threadIdx.x] = acc;
+    __syncthreads();
+    for (int o = k_threads / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) sum[blockIdx.x] = sh[0];
+}
+
+// part[4·i + (0..3)] = Σw², Σd², Σd⁴, max|w| of row i, d = w − mean (the CPU's per-element operations)
+__global__ void row_moments_kernel(const float *__restrict__ w, int64_t C, double mean,
+                                   double *__restrict__ part) {
+    __shared__ double sh[4][k_threads];
+    const float *wr = w + (int64_t)blockIdx.x * C;
+    double sq = 0, m2 = 0, m4 = 0, amax = 0;
+    for (int64_t j = threadIdx.x; j < C; j += k_threads) {
+        const double x = (double)wr[j], d = x - mean, d2 = d * d;
+        m2 += d2, m4 += d2 * d2, sq += x * x;
+        amax = fabs(x) > amax ? fabs(x) : amax;
+    }
+    sh[0][threadIdx.x] = sq, sh[1][threadIdx.x] = m2, sh[2][threadIdx.x] = m4, sh[3][threadIdx.x] = amax;
+    __syncthreads();
+    for (int o = k_threads / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) {
+            sh[0][threadIdx.x] += sh[0][threadIdx.x + o];
+            sh[1][threadIdx.x] += sh[1][threadIdx.x + o];
+            sh[2][threadIdx.x] += sh[2][threadIdx.x + o];
+            const double y = sh[3][threadIdx.x + o];
+            sh[3][threadIdx.x] = y > sh[3][threadIdx.x] ? y : sh[3][threadIdx.x];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x < 4) part[4 * (int64_t)blockIdx.x + threadIdx.x] = sh[threadIdx.x][0];
+}
+
+// col[2·j] = max_i |w[i, j]|, col[2·j + 1] = Σ_i |w[i, j]|: one thread per column, rows in order as on the
+// CPU (bit-identical); neighbouring threads read neighbouring columns (coalesced)
+__global__ void col_abs_kernel(const float *__restrict__ w, int64_t R, int64_t C, double *__restrict__ col) {
+    const int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (j >= C) return;
+    double mx = 0, sum = 0;
+    for (int64_t i = 0; i < R; i++) {
+        const double a = fabs((double)w[i * C + j]);
+        mx = a > mx ? a : mx;
+        sum += a;
+    }
+    col[2 * j] = mx, col[2 * j + 1] = sum;
+}
+
 } // namespace
+
+extern "C" moeq_status moeq_metrics_stats_cuda(const float *d_w, int64_t R, int64_t C, moeq_weight_stats *out,
+                                               void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (!d_w || !out || R <= 0 || C <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "stats: bad arguments");
+    if (R > 0x7fffffff) return MOEQ_FAIL(MOEQ_ERR_ARG, "stats: %lld rows", (long long)R);
+    MOEQ_TRY(moeq_check_finite_cuda(d_w, R, C, "stats", stream));
+    double *part = (double *)malloc((size_t)R * 4 * sizeof(double));
+    double *col = (double *)malloc((size_t)C * 2 * sizeof(double));
+    double *d_part = NULL, *d_col = NULL;
+    moeq_status st = MOEQ_OK;
+    double mean = 0;
+    if (!part || !col) {
+        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "stats: %lld x %lld", (long long)R, (long long)C);
+        goto out;
+    }
+    CUDA_GOTO(cudaMallocAsync((void **)&d_part, (size_t)R * 4 * sizeof(double), s), st, out);
+    CUDA_GOTO(cudaMallocAsync((void **)&d_col, (size_t)C * 2 * sizeof(double), s), st, out);
+    // columns first (independent of the mean), then the row sums, read back for the mean (serial over rows
+    // in order, as on the CPU), then the centred moments
+    col_abs_kernel<<<(unsigned)((C + k_threads - 1) / k_threads), k_threads, 0, s>>>(d_w, R, C, d_col);
+    row_sum_kernel<<<(unsigned)R, k_threads, 0, s>>>(d_w, C, d_part);
+    CUDA_GOTO(cudaGetLastError(), st, out);
+    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * sizeof(double), cudaMemcpyDeviceToHost, s), st, out);
+    CUDA_GOTO(cudaStreamSynchronize(s), st, out);
+    for (int64_t i = 0; i < R; i++) mean += part[i];
+    mean /= (double)R * (double)C;
+    row_moments_kernel<<<(unsigned)R, k_threads, 0, s>>>(d_w, C, mean, d_part);
+    CUDA_GOTO(cudaGetLastError(), st, out);
+    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * 4 * sizeof(double), cudaMemcpyDeviceToHost, s), st,
+              out);
+    CUDA_GOTO(cudaMemcpyAsync(col, d_col, (size_t)C * 2 * sizeof(double), cudaMemcpyDeviceToHost, s), st,
+              out);
+    CUDA_GOTO(cudaStreamSynchronize(s), st, out);
+    moeq_metrics_stats_finish(part, col, mean, R, C, out);
+out:
+    if (d_part) cudaFreeAsync(d_part, s);
+    if (d_col) cudaFreeAsync(d_col, s);
+    free(part), free(col);
+    return st;
+}
 
 extern "C" moeq_status moeq_metrics_error_lowrank_cuda(const float *d_w, const float *d_a, const float *d_u,
                                                        const float *d_v, int64_t R, int64_t C, int64_t r,

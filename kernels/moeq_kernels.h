@@ -14,6 +14,7 @@
 #include "milo.h"        // defines: moeq_milo_params, moeq_milo_fit_cpu
 #include "clock.h"       // defines: moeq_now_s (monotonic seconds)
 #include "metrics.h"     // defines: moeq_metrics_error_cpu, moeq_metrics_stats_cpu (rel. Frobenius, SQNR, kurtosis, ...)
+#include "tensor.h"      // defines: moeq_tq_params, moeq_tensor_quantize_cpu (decode -> quantize -> figures)
 #include "kernels_cuda.h" // defines: moeq_<x>_cuda device-pointer ports (rtn, hqq, pack, rsvd, milo, metrics)
 #include "backend.h"      // defines: moeq_kernel_ops (cpu/cuda tables), moeq_backend_select, moeq_backend_release
 
@@ -28,6 +29,8 @@ int moeq_cuda_device_count(void);
 moeq_status moeq_decode_cuda(moeq_dtype t, const void *d_src, float *d_dst, int64_t n, void *stream);
 moeq_status moeq_fp8_block_dequant_rows_cuda(const uint8_t *d_q, const float *d_scale_inv, int64_t R, int64_t C,
                                              int64_t B, int64_t r0, int64_t nr, float *d_out, void *stream);
+// moeq_raw_decode_cpu on device: d->data and d->block_scale are device pointers. Asynchronous.
+moeq_status moeq_raw_decode_cuda(const moeq_raw_tensor *d, float *d_out, void *stream); // d_out (R, C)
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,15 @@
-// test_cuda_parity.c (label gpu): every CUDA kernel against its CPU reference on the same seeded, heavy-tailed
-// data (N(0, σ²) with 1% ×6 outliers, per-column log-normal scales), on small shapes for every format and
-// group size, one real expert-like shape (512×1024) and odd-sized edge cases (C not a multiple of the q3
-// unit, G not a multiple of 8 lanes). Tolerances (kernels/README.md, "CUDA backend"):
+// test_cuda_parity.c (label gpu): every CUDA kernel against its CPU reference on the same seeded,
+// heavy-tailed data (N(0, σ²) with 1% ×6 outliers, per-column log-normal scales), on small shapes for every
+// format and group size, one real expert-like shape (512×1024) and odd-sized edge cases (C not a multiple of
+// the q3 unit, G not a multiple of 8 lanes). Tolerances (kernels/README.md, "CUDA backend"):
 //   RTN, HQQ: codes identical except rounding ties (counted; fraction <= k_max_tie_frac, each off by 1),
 //     scales and zeros bit-identical; dequantize, residual, pack/unpack, factor round trip: bit-identical;
-//   Ω: bit-identical;  rSVD (Householder and CholeskyQR2 variants): ‖A − UV‖_F within k_rsvd_rel_tol of the CPU's, singular values within
+//   Ω: bit-identical;  rSVD (Householder and CholeskyQR2 variants): ‖A − UV‖_F within k_rsvd_rel_tol of the
+//   CPU's, singular values within
 //     k_sv_rel_tol;  gesvdr: within k_gesvdr_rel_tol of the CPU rSVD's error;  MiLo: HQQ error within
-//     k_metric_rel_tol, best error within k_milo_rel_tol;  metrics: fp64 sums within k_metric_rel_tol.
+//     k_metric_rel_tol, best error within k_milo_rel_tol;  metrics, weight statistics: fp64 sums within
+//     k_metric_rel_tol (max |w| and the outlier score exact);  the one-tensor pipeline (tensor.h) from BF16
+//     and block-FP8 bytes: RTN/HQQ as above, MiLo's error within k_milo_rel_tol.
 // Without a CUDA device every test prints "no CUDA device: skipped" and calls skip(), except the backend
 // selection test, which checks the no-device error path itself.
 #include "test_util.h"
@@ -378,6 +381,96 @@ static void test_metrics_parity(void **state) {
     free(w), free(a), free(u), free(v);
 }
 
+static void test_stats_parity(void **state) {
+    (void)state;
+    MOEQ_TEST_NEED_CUDA_DEVICE();
+    const int64_t R = 300, C = 777;
+    float *w = malloc(sizeof(float) * R * C), *d_w = NULL;
+    gen_weights(w, R, C, 95, 0.02f);
+    assert_int_equal(moeq_cuda_malloc((void **)&d_w, sizeof(float) * R * C), MOEQ_OK);
+    assert_int_equal(moeq_cuda_h2d(d_w, w, sizeof(float) * R * C), MOEQ_OK);
+    moeq_weight_stats sc, sg;
+    assert_int_equal(moeq_metrics_stats_cpu(w, R, C, &sc), MOEQ_OK);
+    moeq_status st = moeq_metrics_stats_cuda(d_w, R, C, &sg, NULL);
+    if (st != MOEQ_OK) fail_msg("cuda stats: %s", moeq_error_detail());
+    const double pc[] = {sc.mean, sc.std, sc.fro, sc.kurtosis}, pg[] = {sg.mean, sg.std, sg.fro, sg.kurtosis};
+    for (int i = 0; i < 4; i++)
+        if (fabs(pg[i] - pc[i]) > k_metric_rel_tol * fabs(pc[i]))
+            fail_msg("stat %d: cpu %.17g cuda %.17g", i, pc[i], pg[i]);
+    assert_true(sc.absmax == sg.absmax &&
+                sc.outlier_score == sg.outlier_score); // exact: max, column sums in order
+    printf("stats 300x777: kurtosis cpu %.12f cuda %.12f, outlier score %.6f\n", sc.kurtosis, sg.kurtosis,
+           sg.outlier_score);
+    w[7 * C + 9] = NAN;
+    assert_int_equal(moeq_cuda_h2d(d_w, w, sizeof(float) * R * C), MOEQ_OK);
+    assert_int_equal(moeq_metrics_stats_cuda(d_w, R, C, &sg, NULL), MOEQ_ERR_NUMERIC);
+    assert_non_null(strstr(moeq_error_detail(), "row 7, col 9"));
+    moeq_cuda_free(d_w);
+    free(w);
+}
+
+// One weight from its stored bytes (BF16; FP8 E4M3 with 128x128 block scales) through the whole pipeline of
+// kernels/tensor.h on both backends: RTN/HQQ codes as run_quant_parity, their error metrics within fp64
+// rounding (same e = w − deq(Q) per element), MiLo's within k_milo_rel_tol; the weight statistics within
+// k_metric_rel_tol (column statistics exact); a NaN weight is named.
+static void test_tensor_parity(void **state) {
+    (void)state;
+    MOEQ_TEST_NEED_CUDA_DEVICE();
+    const moeq_kernel_ops *ops = cuda_ops();
+    const int64_t R = 256, C = 1024, G = 64, r = 16, B = 128;
+    float *w = malloc(sizeof(float) * R * C), *wk = malloc(sizeof(float) * R * C),
+          *rk = malloc(sizeof(float) * R * C);
+    uint16_t *bf = malloc(sizeof(uint16_t) * R * C);
+    uint8_t *f8 = malloc((size_t)(R * C));
+    float scale[2 * 8];
+    gen_weights(w, R, C, 4343, 0.02f);
+    for (int i = 0; i < 16; i++) scale[i] = 0.0005f * (float)(1 + i % 3);
+    for (int64_t k = 0; k < R * C; k++) {
+        bf[k] = moeq_f32_to_bf16(w[k]);
+        f8[k] = moeq_f32_to_fp8e4m3(w[k] / scale[((k / C) / B) * 8 + (k % C) / B]);
+    }
+    float *uc = malloc(sizeof(float) * R * r), *vc = malloc(sizeof(float) * r * C),
+          *ug = malloc(sizeof(float) * R * r), *vg = malloc(sizeof(float) * r * C);
+    const moeq_tq_work work = {.w = wk, .recon = rk};
+    for (int fp8 = 0; fp8 < 2; fp8++)
+        for (int m = MOEQ_TQ_RTN; m <= MOEQ_TQ_MILO; m++) {
+            moeq_raw_tensor src = {.dtype = fp8 ? MOEQ_DTYPE_F8_E4M3 : MOEQ_DTYPE_BF16, .R = R, .C = C};
+            src.data = fp8 ? (const void *)f8 : (const void *)bf;
+            if (fp8) src.block_scale = scale, src.block = B;
+            moeq_tq_params p;
+            memset(&p, 0, sizeof p);
+            p.method = (moeq_tq_method)m, p.hqq = moeq_hqq_params_default(),
+            p.milo = moeq_milo_params_default();
+            p.milo.bits = 3, p.milo.group = G, p.milo.rank = r, p.milo.rounds = 3, p.milo.svd.seed = 5;
+            moeq_qmat qc, qg;
+            assert_int_equal(moeq_qmat_alloc(&qc, 3, R, C, G), MOEQ_OK);
+            assert_int_equal(moeq_qmat_alloc(&qg, 3, R, C, G), MOEQ_OK);
+            moeq_tq_out oc = {.q = &qc, .u = uc, .v = vc}, og = {.q = &qg, .u = ug, .v = vg};
+            assert_int_equal(moeq_tensor_quantize_cpu(&src, &p, &work, &oc), MOEQ_OK);
+            moeq_status st = ops->tensor_quantize(&src, &p, NULL, &og);
+            if (st != MOEQ_OK) fail_msg("cuda tensor_quantize: %s", moeq_error_detail());
+            const double tol = m == MOEQ_TQ_MILO ? k_milo_rel_tol : k_metric_rel_tol;
+            if (m != MOEQ_TQ_MILO) compare_qmat(&qc, &qg, "tensor");
+            if (fabs(og.err.rel_fro - oc.err.rel_fro) > tol * oc.err.rel_fro)
+                fail_msg("tensor %s method %d: rel. error cpu %.12g cuda %.12g", fp8 ? "fp8" : "bf16", m,
+                         oc.err.rel_fro, og.err.rel_fro);
+            if (fabs(og.stats.kurtosis - oc.stats.kurtosis) > k_metric_rel_tol * fabs(oc.stats.kurtosis))
+                fail_msg("tensor: kurtosis cpu %.17g cuda %.17g", oc.stats.kurtosis, og.stats.kurtosis);
+            assert_true(og.stats.outlier_score == oc.stats.outlier_score);
+            assert_int_equal(og.best_round >= 0, m == MOEQ_TQ_MILO);
+            printf("tensor %s method %d: rel. error cpu %.8f cuda %.8f, kurtosis %.6f\n",
+                   fp8 ? "fp8" : "bf16", m, oc.err.rel_fro, og.err.rel_fro, og.stats.kurtosis);
+            if (m == MOEQ_TQ_RTN && !fp8) { // a NaN weight is named on the device too
+                bf[3 * C + 5] = 0x7fc0;
+                assert_int_equal(ops->tensor_quantize(&src, &p, NULL, &og), MOEQ_ERR_NUMERIC);
+                assert_non_null(strstr(moeq_error_detail(), "row 3, col 5"));
+                bf[3 * C + 5] = moeq_f32_to_bf16(w[3 * C + 5]);
+            }
+            moeq_qmat_free(&qc), moeq_qmat_free(&qg);
+        }
+    free(w), free(wk), free(rk), free(bf), free(f8), free(uc), free(vc), free(ug), free(vg);
+}
+
 static void test_backend_select(void **state) {
     (void)state;
     const moeq_kernel_ops *ops = NULL;
@@ -427,6 +520,8 @@ int main(void) {
         cmocka_unit_test(test_factor_roundtrip_parity),
         cmocka_unit_test(test_rsvd_parity),
         cmocka_unit_test(test_metrics_parity),
+        cmocka_unit_test(test_stats_parity),
+        cmocka_unit_test(test_tensor_parity),
         cmocka_unit_test(test_milo_parity),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
