@@ -689,3 +689,26 @@ moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *
     moeq_free(&scale_copy);
     return st;
 }
+
+moeq_status moeq_catalog_raw_view(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,
+                                  moeq_raw_tensor *out) {
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t || !out)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog raw view: bad tensor index %d or NULL output", idx);
+    MOEQ_TRY(check_decodable(t));
+    const int64_t rows = tensor_rows(t);
+    memset(out, 0, sizeof *out);
+    out->dtype = t->dtype, out->data = raw;
+    out->R = rows, out->C = rows > 0 ? t->numel / rows : 0;
+    if (block_scaled(t)) {
+        if (!scale_raw)
+            return MOEQ_FAIL(MOEQ_ERR_ARG,
+                             "tensor '%s': FP8 view needs the raw bytes of its block scale '%s'", t->name,
+                             c->t[t->scale].name);
+        out->block_scale = scale_raw;
+        out->block = c->cfg.fp8_block[0] > 0 ? c->cfg.fp8_block[0] : 128;
+    }
+    char who[320];
+    snprintf(who, sizeof who, "tensor '%s'", t->name);
+    return moeq_raw_tensor_check(out, who);
+}

@@ -122,6 +122,15 @@ moeq_status moeq_catalog_read_raw(const moeq_catalog *c, int idx, void *dst);
 // Needs no file access (works for any catalog whose tensor has a decodable dtype).
 moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,
                                     float *out);
+// The kernels' view of tensor idx's raw bytes (kernels/dtype.h moeq_raw_tensor): its dtype, (R, C) =
+// (shape[0], numel / shape[0]), data = raw and, for an FP8 E4M3 weight with a block scale, block_scale =
+// scale_raw and the config's block size. raw and scale_raw as for moeq_catalog_decode_f32, except that
+// scale_raw must be aligned for floats (the stage and the worker place it at 64 bytes). Borrows both: the
+// view is valid while they are. moeq_raw_decode_cpu(view) gives the floats of moeq_catalog_read_f32.
+// MOEQ_ERR_ARG (bad index, NULL or misaligned buffer, no rows), MOEQ_ERR_UNSUPPORTED (undecodable dtype),
+// naming the tensor.
+moeq_status moeq_catalog_raw_view(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,
+                                  moeq_raw_tensor *out);
 
 // ---- the tensors an architecture implies (used by synth, metadata-only catalogs and completeness checks) ----
 typedef struct moeq_expected_tensor {

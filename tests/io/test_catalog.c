@@ -319,21 +319,35 @@ static int check_two_step_read(const moeq_catalog *c) {
                     moeq_dtype_name(t->dtype));
             fail();
         }
+        // the kernels' view of the same bytes decodes to the same floats (what a quantize worker runs)
+        moeq_raw_tensor v;
+        if (t->numel > 0) {
+            assert_status(moeq_catalog_raw_view(c, i, raw, scale_raw, &v), MOEQ_OK, NULL);
+            assert_true(v.data == raw && v.R * v.C == t->numel && (v.block_scale != NULL) == (t->scale >= 0));
+            memset(b, 0, (size_t)t->numel * sizeof(float));
+            assert_status(moeq_raw_decode_cpu(&v, b), MOEQ_OK, NULL);
+            assert_memory_equal(a, b, (size_t)t->numel * sizeof(float));
+        }
         if (t->dtype == MOEQ_DTYPE_F8_E4M3) {
             n_fp8++;
             // the scale is required, and named when missing
             assert_status(moeq_catalog_decode_f32(c, i, raw, NULL, b), MOEQ_ERR_ARG, t->name);
             assert_non_null(strstr(moeq_error_detail(), c->t[t->scale].name));
+            assert_status(moeq_catalog_raw_view(c, i, raw, NULL, &v), MOEQ_ERR_ARG, c->t[t->scale].name);
             // a scale at an address not aligned for floats decodes the same
             memmove((char *)scale_raw + 1, scale_raw, c->t[t->scale].nbytes);
             memset(b, 0, (size_t)t->numel * sizeof(float));
             assert_status(moeq_catalog_decode_f32(c, i, raw, (char *)scale_raw + 1, b), MOEQ_OK, NULL);
             assert_memory_equal(a, b, (size_t)t->numel * sizeof(float));
+            // a view borrows: the scale must be aligned
+            assert_status(moeq_catalog_raw_view(c, i, raw, (char *)scale_raw + 1, &v), MOEQ_ERR_ARG,
+                          "not aligned");
         }
         if (moeq_dtype_size(t->dtype) > 1 && t->numel > 0) { // elements must be aligned
             memmove((char *)raw + 1, raw, t->nbytes);
             assert_status(moeq_catalog_decode_f32(c, i, (char *)raw + 1, scale_raw, b), MOEQ_ERR_ARG,
                           t->name);
+            assert_status(moeq_catalog_raw_view(c, i, (char *)raw + 1, scale_raw, &v), MOEQ_ERR_ARG, t->name);
         }
         free(scale_raw);
         free(raw);
