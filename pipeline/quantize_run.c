@@ -237,6 +237,14 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     *len = sizeof *r * (size_t)u->count;
 }
 
+// The read-ahead stage's buffers in the backend's host memory (called from the stage's reader thread too).
+static void *stage_host_alloc(size_t n, void *user) {
+    return ((const moeq_kernel_ops *)user)->host_alloc(n, "read-ahead buffer");
+}
+static void stage_host_free(void *p, void *user) {
+    ((const moeq_kernel_ops *)user)->host_free(p);
+}
+
 uint64_t moeq_read_ahead_resolve(uint64_t requested, const char *backend, int simulate,
                                  const char *cost_model) {
     if (requested != MOEQ_READ_AHEAD_AUTO) return requested;
@@ -613,7 +621,11 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     } else if (s.read_ahead > 0) {
         // this rank's reader thread; without one (it could not start) the rank reads, then computes: the
         // bytes are the same
-        const moeq_stage_cfg sc = {.cat = s.cat, .plan = p, .budget_bytes = s.read_ahead};
+        moeq_stage_cfg sc = {.cat = s.cat, .plan = p, .budget_bytes = s.read_ahead};
+        if (s.ctx.ops &&
+            s.ctx.ops != &moeq_kernel_ops_cpu) // page-locked: the device copies the stored bytes by DMA
+            sc.host_alloc = stage_host_alloc, sc.host_free = stage_host_free,
+            sc.alloc_user = (void *)s.ctx.ops;
         if (moeq_stage_open(&sc, &s.ctx.stage) == MOEQ_OK)
             qc.prefetch = prefetch_cb;
         else

@@ -40,7 +40,7 @@ static moeq_status trial_error(const moeq_tensor_info *t, const moeq_qsettings *
                           .u_scale = bufs[MOEQ_DS_U_SCALE],
                           .v_scale = bufs[MOEQ_DS_V_SCALE],
                           .best_round = -1};
-        st = moeq_quantize_matrix(&moeq_kernel_ops_cpu, s, t->name, w, R, C, &q, recon);
+        st = moeq_quantize_matrix(s, t->name, w, R, C, &q, recon);
     }
     if (st == MOEQ_OK) {
         moeq_err_metrics m;
@@ -140,7 +140,7 @@ static moeq_status probe_tensor(void *ctx, const char *name, float *dst, int64_t
     }
     if (st == MOEQ_OK) {
         moeq_qtensor qt = {.codes = codes, .scale = scale, .zero = zero, .best_round = -1};
-        st = moeq_quantize_matrix(&moeq_kernel_ops_cpu, &s, name, w, R, C, &qt, dst);
+        st = moeq_quantize_matrix(&s, name, w, R, C, &qt, dst);
     }
     moeq_free(&codes), moeq_free(&scale), moeq_free(&zero), moeq_free(&w);
     return st;

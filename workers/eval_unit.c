@@ -12,7 +12,6 @@
 #include <time.h>
 
 #include "moeq_kernels.h" // defines: moeq_qmat_dequantize_cpu, moeq_factor_dequantize_cpu, moeq_metrics_error_cpu
-#include "unit_job.h"     // defines: moeq_recon_add_lowrank (the reconstruction quantize measured)
 
 moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt, void *const bufs[MOEQ_DS_COUNT],
                              float *out) {
@@ -34,7 +33,7 @@ moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tenso
     moeq_status st = (u && v) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_U], bufs[MOEQ_DS_U_SCALE], R * r, u);
     if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_V], bufs[MOEQ_DS_V_SCALE], r * C, v);
-    if (st == MOEQ_OK) moeq_recon_add_lowrank(out, u, v, R, C, r); // quantize's call: bit-identical metrics
+    if (st == MOEQ_OK) moeq_lowrank_add_cpu(out, u, v, R, C, r); // the CPU quantize's call: same bits
     moeq_free(&u);
     moeq_free(&v);
     return st;

@@ -2,8 +2,8 @@
 // quantized tensors of the units pushed to it (and each FP8 weight's block-scale tensor), in push order,
 // into host buffers, so that the worker computes tensor k (and the last tensor of unit k) while the reader
 // reads tensor k+1 (and the next unit, which the coordinator already assigned). The worker takes each
-// tensor's bytes with moeq_stage_take, decodes them with moeq_catalog_decode_f32 (or uploads them as they
-// are) and gives the buffer back with moeq_stage_release.
+// tensor's bytes with moeq_stage_take, hands them to its backend as they are (moeq_catalog_raw_view: the
+// backend decodes, on the device for CUDA) and gives the buffer back with moeq_stage_release.
 //
 // Memory: at most budget_bytes of raw bytes staged and not yet taken (but always one tensor when nothing
 // is staged, so a tensor larger than the budget still moves, and the tensors up to one the worker is

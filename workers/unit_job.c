@@ -68,24 +68,21 @@ static const moeq_kernel_ops *ops_of(const moeq_unit_ctx *x) {
 
 static void host_buffers_free(moeq_unit_ctx *x) {
     const moeq_kernel_ops *ops = ops_of(x);
-    ops->host_free(x->w), ops->host_free(x->recon);
+    ops->host_free(x->w), ops->host_free(x->recon), ops->host_free(x->raw);
     x->w = x->recon = NULL;
-    x->host_floats = 0;
+    x->raw = NULL;
+    x->host_floats = x->raw_cap = 0;
 }
 
-// The fp32 weight and reconstruction buffers, (n) floats each at least.
-static moeq_status host_buffers(moeq_unit_ctx *x, size_t n, const char *name) {
+// The CPU backend's work arrays: fp32 weights and reconstruction, (n) floats each at least.
+static moeq_status host_work(moeq_unit_ctx *x, size_t n, const char *name) {
     if (n <= x->host_floats) return MOEQ_OK;
-    host_buffers_free(x);
     const moeq_kernel_ops *ops = ops_of(x);
+    ops->host_free(x->w), ops->host_free(x->recon);
     x->w = ops->host_alloc(n * sizeof(float), name);
     x->recon = x->w ? ops->host_alloc(n * sizeof(float), name) : NULL;
-    if (x->w && x->recon) {
-        x->host_floats = n;
-        return MOEQ_OK;
-    }
-    host_buffers_free(x);
-    return MOEQ_ERR_NOMEM; // the detail names the tensor and the size
+    x->host_floats = x->w && x->recon ? n : 0;
+    return x->host_floats ? MOEQ_OK : MOEQ_ERR_NOMEM; // the detail names the tensor and the size
 }
 
 void moeq_unit_ctx_finish(moeq_unit_ctx *x) {
@@ -98,20 +95,34 @@ void moeq_unit_ctx_finish(moeq_unit_ctx *x) {
     host_buffers_free(x);
 }
 
-// Tensor i's fp32 weights into w: from the read-ahead stage (then decoded here), or read and decoded now.
-static moeq_status read_weights(moeq_unit_ctx *x, int i, const moeq_tensor_info *t, float *w) {
+// Tensor i's stored bytes (and its block scale's) as the kernels see them (*src): taken from the read-ahead
+// stage (*it, to release once src is no longer used), or read now into the context's raw buffer.
+static moeq_status read_raw(moeq_unit_ctx *x, int i, const moeq_tensor_info *t, moeq_raw_tensor *src,
+                            moeq_staged *it) {
     const int c = x->plan->t[i].cat;
     const double t0 = moeq_now_s();
     moeq_status st;
     if (x->stage) {
-        moeq_staged it;
-        st = moeq_stage_take(x->stage, i, &it);
-        if (st == MOEQ_OK) st = moeq_catalog_decode_f32(x->cat, c, it.raw, it.scale_raw, w);
-        moeq_stage_release(x->stage, &it);
+        st = moeq_stage_take(x->stage, i, it);
+        if (st == MOEQ_OK) st = moeq_catalog_raw_view(x->cat, c, it->raw, it->scale_raw, src);
     } else {
-        st = moeq_catalog_read_f32(x->cat, c, w);
+        const uint64_t rb = moeq_catalog_raw_bytes(x->cat, c);
+        const uint64_t sb = t->scale >= 0 ? moeq_catalog_raw_bytes(x->cat, t->scale) : 0;
+        const size_t off = ((size_t)rb + 63) & ~(size_t)63, need = off + (size_t)sb;
+        st = MOEQ_OK;
+        if (need > x->raw_cap) {
+            const moeq_kernel_ops *ops = ops_of(x);
+            ops->host_free(x->raw);
+            x->raw = ops->host_alloc(need, t->name);
+            x->raw_cap = x->raw ? need : 0;
+            if (!x->raw) st = MOEQ_ERR_NOMEM;
+        }
+        unsigned char *buf = x->raw;
+        if (st == MOEQ_OK) st = moeq_catalog_read_raw(x->cat, c, buf);
+        if (st == MOEQ_OK && sb) st = moeq_catalog_read_raw(x->cat, t->scale, buf + off);
+        if (st == MOEQ_OK) st = moeq_catalog_raw_view(x->cat, c, buf, sb ? buf + off : NULL, src);
         x->seconds_read += moeq_now_s() - t0;
-        x->bytes_read += t->nbytes;
+        x->bytes_read += rb + sb;
     }
     x->seconds_read_wait += moeq_now_s() - t0;
     return st;
@@ -121,10 +132,12 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
                                 const moeq_plan_tensor *pt, const moeq_artifact_entry *e, XXH3_state_t *all,
                                 moeq_tensor_result *r) {
     const int64_t R = pt->R, C = pt->C;
-    const size_t n = (size_t)R * (size_t)C;
-    moeq_status st = host_buffers(x, n, t->name);
-    float *w = x->w, *recon = x->recon;
+    const moeq_kernel_ops *ops = ops_of(x);
+    moeq_status st = ops->tensor_needs_work ? host_work(x, (size_t)R * (size_t)C, t->name) : MOEQ_OK;
+    const moeq_tq_work work = {.w = x->w, .recon = x->recon};
     moeq_qtensor q = {0};
+    moeq_staged it = {0};
+    moeq_raw_tensor src;
     void *bufs[MOEQ_DS_COUNT] = {0};
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
         if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name)))
@@ -138,12 +151,10 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
     q.u_scale = bufs[MOEQ_DS_U_SCALE];
     q.v_scale = bufs[MOEQ_DS_V_SCALE];
     q.best_round = -1;
-    st = read_weights(x, i, t, w);
+    st = read_raw(x, i, t, &src, &it);
     if (st != MOEQ_OK) goto done;
     const double t0 = moeq_now_s();
-    const moeq_kernel_ops *ops = ops_of(x);
-    moeq_status qs = moeq_quantize_matrix(ops, &pt->q, t->name, w, R, C, &q, recon);
-    if (qs == MOEQ_OK) qs = moeq_unit_metrics(ops, w, recon, R, C, r);
+    moeq_status qs = moeq_quantize_tensor(ops, &pt->q, t->name, &src, &work, &q, r);
     x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that
@@ -157,11 +168,13 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
         for (int d = 0; d < MOEQ_DS_COUNT; d++)
             if (bufs[d]) memset(bufs[d], 0, (size_t)e->ds[d].bytes);
         r->rel_fro_error = r->sqnr_db = r->max_abs_error = r->nmse = NAN;
+        r->kurtosis = r->outlier_score = NAN;
     }
     r->best_round = q.best_round;
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
         if (e->ds[d].present) st = put(x, e, (moeq_ds)d, bufs[d], e->ds[d].bytes, all, r);
 done:
+    if (x->stage && it.item_) moeq_stage_release(x->stage, &it);
     for (int d = 0; d < MOEQ_DS_COUNT; d++) moeq_free(&bufs[d]);
     return st;
 }

@@ -1,9 +1,9 @@
 // unit_job.h: the life of one work unit on one rank: read its tensors' bytes from the shards, decode to
-// fp32, quantize (+ compensators) as planned, measure, pwrite every dataset at the offsets the artifact
-// skeleton fixed, fdatasync, and describe the outcome in one moeq_tensor_result per tensor.
-// Memory: one tensor at a time (its fp32 weights, work buffers and outputs), so the working set is
-// bounded by the largest tensor of the model, not by the model; with a read-ahead stage, + its budget of
-// source bytes read ahead (workers/stage.h).
+// fp32, quantize (+ compensators) as planned and measure (the backend's kernels/tensor.h pipeline), pwrite
+// every dataset at the offsets the artifact skeleton fixed, fdatasync, and describe the outcome in one
+// moeq_tensor_result per tensor. Memory: one tensor at a time (its fp32 weights, work buffers and outputs),
+// so the working set is bounded by the largest tensor of the model, not by the model; with a read-ahead
+// stage, + its budget of source bytes read ahead (workers/stage.h).
 #ifndef MOEQ_UNIT_JOB_H
 #define MOEQ_UNIT_JOB_H
 
@@ -22,14 +22,18 @@ typedef struct moeq_unit_ctx {
     const char *out_path;
     // measured on this rank
     double seconds_read, seconds_compute, seconds_write;
-    double seconds_read_wait; // compute waiting for its input, decoding included (= seconds_read without
-                              // read-ahead; with it, seconds_read and bytes_read of quantized tensors come
-                              // from the stage's statistics: moeq_unit_ctx_finish)
+    double seconds_read_wait; // compute waiting for its input's bytes (= seconds_read without read-ahead;
+                              // with it, seconds_read and bytes_read of quantized tensors come from the
+                              // stage's statistics: moeq_unit_ctx_finish). Decoding is compute: the backend
+                              // decodes (on its device for CUDA).
     uint64_t bytes_read, bytes_written;
-    // the current tensor's fp32 weights and reconstruction, (R, C) each, in the backend's host memory
-    // (page-locked for CUDA), kept across tensors and grown to the largest
+    // the CPU backend's work arrays (fp32 weights and reconstruction, (R, C) each) and, without a stage,
+    // the current tensor's stored bytes: in the backend's host memory (page-locked for CUDA), kept across
+    // tensors and grown to the largest
     float *w, *recon;
     size_t host_floats;
+    void *raw;
+    size_t raw_cap;
 } moeq_unit_ctx;
 
 // Folds the stage's reading figures into the context's and frees its host buffers (the stage stays the
@@ -51,21 +55,21 @@ typedef struct moeq_qtensor {
     int best_round;
 } moeq_qtensor;
 
-// Quantizes w (R, C) with settings q on the backend `ops` into out (buffers sized by the artifact entry's
-// dataset specs) and writes the reconstruction deq(Q) + U V into `recon` (R, C) for the metrics.
-// MOEQ_ERR_NUMERIC for non-finite input (the detail names the row and column); a backend failure
-// (e.g. MOEQ_ERR_CUDA) as it came. With &moeq_kernel_ops_cpu the result is the CPU reference's, bit for bit.
-moeq_status moeq_quantize_matrix(const moeq_kernel_ops *ops, const moeq_qsettings *q, const char *name,
-                                 const float *w, int64_t R, int64_t C, moeq_qtensor *out, float *recon);
+// Quantizes w (R, C) with settings q into out (buffers sized by the artifact entry's dataset specs) on the
+// CPU and writes the reconstruction deq(Q) + U V into `recon` (R, C): the CPU reference, for callers that
+// hold fp32 weights (the analyze phase). MOEQ_ERR_NUMERIC for non-finite input (the detail names row and
+// column).
+moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, const float *w, int64_t R,
+                                 int64_t C, moeq_qtensor *out, float *recon);
 
-// recon (R, C) += U (R, r) · V (r, C), in fixed panels of 256 rows (one sgemm each). quantize and eval both
-// reconstruct through this one function, so eval's metrics equal the recorded ones bit for bit.
-void moeq_recon_add_lowrank(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r);
-
-// Error metrics of recon against w (rel. Frobenius, SQNR, max abs, NMSE) on the backend `ops`, and statistics
-// of w (kurtosis, outlier score; CPU) into r, accumulated in fp64 (kernels/metrics). The CUDA metrics sum in
-// another fixed order: ~1e-12 relative from the CPU's (kernels_cuda.h).
-moeq_status moeq_unit_metrics(const moeq_kernel_ops *ops, const float *w, const float *recon, int64_t R,
-                              int64_t C, moeq_tensor_result *r);
+// A quantize worker's tensor: from its stored bytes src (kernels/tensor.h; the io layer's
+// moeq_catalog_raw_view) with settings q on the backend `ops` into out, and its error metrics (rel.
+// Frobenius, SQNR, max abs, NMSE of deq(Q) + U V) and weight statistics (kurtosis, outlier score) into r.
+// work: the CPU backend's host arrays (ops->tensor_needs_work), ignored by CUDA. With &moeq_kernel_ops_cpu,
+// the CPU reference bit for bit; the CUDA figures equal it to ~1e-7 relative (kernels/tensor.h). Errors as
+// the backend's (MOEQ_ERR_NUMERIC for non-finite weights, naming row and column).
+moeq_status moeq_quantize_tensor(const moeq_kernel_ops *ops, const moeq_qsettings *q, const char *name,
+                                 const moeq_raw_tensor *src, const moeq_tq_work *work, moeq_qtensor *out,
+                                 moeq_tensor_result *r);
 
 #endif
