@@ -1,6 +1,7 @@
 // cmd_bench.c: `moeq bench <what>`: benchmarks that print JSON (machine, inputs, figures, and a named
 // baseline measured in the same run). Not tests: nothing here asserts; numbers go to bench/README.md.
 //   kernels   bench/bench_kernels.c (RTN, HQQ, rSVD, MiLo round vs memcpy/sgemm baselines)
+//   tensor    bench/bench_tensor.c (one weight from its stored bytes vs the kernel-by-kernel path)
 //   pipeline  this file: `moeq quantize` end to end on a synthesized checkpoint for 1..N ranks (spawned
 //             with mpirun), against the ideal of (sum of kernel time + read time at the measured disk
 //             speed) / ranks; peak RSS per rank for 8 vs 64 experts of the same shape.
@@ -366,12 +367,14 @@ static int on_opt(int opt, const char *arg, void *ctx) {
 static int run(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "kernels")) return moeq_bench_kernels_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "infer")) return moeq_bench_infer_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "tensor")) return moeq_bench_tensor_main(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "pipeline")) {
         if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
             printf("usage: %s\n", moeq_cmd_bench.usage);
             return MOEQ_EXIT_OK;
         }
-        fprintf(stderr, "moeq bench: which benchmark? kernels, infer or pipeline\n---> HINT: moeq bench --help\n");
+        fprintf(stderr, "moeq bench: which benchmark? kernels, tensor, infer or pipeline\n---> HINT: moeq "
+                        "bench --help\n");
         return MOEQ_EXIT_USAGE;
     }
     static const struct option longopts[] = {
@@ -396,28 +399,32 @@ static int run(int argc, char **argv) {
 
 const moeq_command moeq_cmd_bench = {
     .name = "bench",
-    .summary = "benchmarks (JSON): kernels, infer, pipeline",
-    .usage = "moeq bench kernels [options]     (moeq bench kernels --help; --device cpu|cuda)\n"
-             "       moeq bench infer [options]       (moeq bench infer --help: fused 3-bit + low-rank product)\n"
-             "       moeq bench pipeline [options]\n\n"
-             "pipeline: synthesizes a bf16 Mixtral-layout checkpoint (default 12 layers x 8 experts of\n"
-             "1024 x 3584: 2.04 GiB), measures the cold disk read speed of its shards, then runs\n"
-             "`mpirun -n R moeq quantize --stats` for R = 1 .. --max-ranks (shard pages dropped from the page\n"
-             "cache before each run) and prints JSON: wall time, bytes/s, the sum of per-unit kernel time,\n"
-             "and the overhead = wall / ((kernel time + bytes / disk speed) / R); speedup vs 1 rank; then\n"
-             "peak RSS per rank for 8 vs 64 experts of the same shape. Messages go to stderr.\n\n"
-             "Options (pipeline):\n"
-             "  -d, --dir DIR          working directory (default $TMPDIR/moeq-bench-pipeline-PID; removed after)\n"
-             "  -M, --mpirun CMD       launcher, split at spaces (default \"mpirun --oversubscribe\")\n"
-             "  -r, --recipe FILE      recipe for the runs (default: built-in HQQ 4-bit g64)\n"
-             "  -L, --layers N         layers of the main checkpoint (12)\n"
-             "  -E, --experts N        experts per layer (8)\n"
-             "  -H, --hidden N         hidden size (1024)\n"
-             "  -I, --intermediate N   expert FFN width (3584)\n"
-             "  -n, --max-ranks N      runs with 1 .. N ranks (2)\n"
-             "  -k, --keep             keep the checkpoint, artifacts and stats\n"
-             "  -x, --no-rss           skip the 8 vs 64 experts peak-RSS runs\n\n"
-             "Example:\n"
-             "  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 moeq bench pipeline > bench-pipeline.json",
+    .summary = "benchmarks (JSON): kernels, tensor, infer, pipeline",
+    .usage =
+        "moeq bench kernels [options]     (moeq bench kernels --help; --device cpu|cuda)\n"
+        "       moeq bench tensor [options]      (moeq bench tensor --help: one weight, stored bytes in)\n"
+        "       moeq bench infer [options]       (moeq bench infer --help: fused 3-bit + low-rank product)\n"
+        "       moeq bench pipeline [options]\n\n"
+        "pipeline: synthesizes a bf16 Mixtral-layout checkpoint (default 12 layers x 8 experts of\n"
+        "1024 x 3584: 2.04 GiB), measures the cold disk read speed of its shards, then runs\n"
+        "`mpirun -n R moeq quantize --stats` for R = 1 .. --max-ranks (shard pages dropped from the page\n"
+        "cache before each run) and prints JSON: wall time, bytes/s, the sum of per-unit kernel time,\n"
+        "and the overhead = wall / ((kernel time + bytes / disk speed) / R); speedup vs 1 rank; then\n"
+        "peak RSS per rank for 8 vs 64 experts of the same shape. Messages go to stderr.\n\n"
+        "Options (pipeline):\n"
+        "  -d, --dir DIR          working directory (default $TMPDIR/moeq-bench-pipeline-PID; removed "
+        "after)\n"
+        "  -M, --mpirun CMD       launcher, split at spaces (default \"mpirun --oversubscribe\")\n"
+        "  -r, --recipe FILE      recipe for the runs (default: built-in HQQ 4-bit g64)\n"
+        "  -L, --layers N         layers of the main checkpoint (12)\n"
+        "  -E, --experts N        experts per layer (8)\n"
+        "  -H, --hidden N         hidden size (1024)\n"
+        "  -I, --intermediate N   expert FFN width (3584)\n"
+        "  -n, --max-ranks N      runs with 1 .. N ranks (2)\n"
+        "  -k, --keep             keep the checkpoint, artifacts and stats\n"
+        "  -x, --no-rss           skip the 8 vs 64 experts peak-RSS runs\n\n"
+        "Example:\n"
+        "  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 moeq bench pipeline > "
+        "bench-pipeline.json",
     .run = run,
 };
