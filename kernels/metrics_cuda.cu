@@ -17,6 +17,21 @@ namespace {
 
 constexpr int k_threads = 256;
 
+// Over the block, by a fixed tree: sh[0..2][·] summed, sh[3][·] maxed; the results in sh[·][0].
+__device__ void reduce_3sum_1max(double (*sh)[k_threads]) {
+    __syncthreads();
+    for (int o = k_threads / 2; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) {
+            sh[0][threadIdx.x] += sh[0][threadIdx.x + o];
+            sh[1][threadIdx.x] += sh[1][threadIdx.x + o];
+            sh[2][threadIdx.x] += sh[2][threadIdx.x + o];
+            const double y = sh[3][threadIdx.x + o];
+            sh[3][threadIdx.x] = y > sh[3][threadIdx.x] ? y : sh[3][threadIdx.x];
+        }
+        __syncthreads();
+    }
+}
+
 // part[4·i + (0..3)] = Σe², Σw², Σ|e|, max|e| of row i, e = (w − a) − uv (uv may be NULL)
 __global__ void err_rows_kernel(const float *__restrict__ w, const float *__restrict__ a,
                                 const float *__restrict__ uv, int64_t C, double *__restrict__ part) {
@@ -32,17 +47,7 @@ __global__ void err_rows_kernel(const float *__restrict__ w, const float *__rest
         mx = fabs(de) > mx ? fabs(de) : mx;
     }
     sh[0][threadIdx.x] = se, sh[1][threadIdx.x] = sw, sh[2][threadIdx.x] = sa, sh[3][threadIdx.x] = mx;
-    __syncthreads();
-    for (int o = k_threads / 2; o > 0; o >>= 1) {
-        if ((int)threadIdx.x < o) {
-            sh[0][threadIdx.x] += sh[0][threadIdx.x + o];
-            sh[1][threadIdx.x] += sh[1][threadIdx.x + o];
-            sh[2][threadIdx.x] += sh[2][threadIdx.x + o];
-            const double y = sh[3][threadIdx.x + o];
-            sh[3][threadIdx.x] = y > sh[3][threadIdx.x] ? y : sh[3][threadIdx.x];
-        }
-        __syncthreads();
-    }
+    reduce_3sum_1max(sh);
     if (threadIdx.x < 4) part[4 * i + threadIdx.x] = sh[threadIdx.x][0];
 }
 
@@ -122,17 +127,7 @@ __global__ void row_moments_kernel(const float *__restrict__ w, int64_t C, doubl
         amax = fabs(x) > amax ? fabs(x) : amax;
     }
     sh[0][threadIdx.x] = sq, sh[1][threadIdx.x] = m2, sh[2][threadIdx.x] = m4, sh[3][threadIdx.x] = amax;
-    __syncthreads();
-    for (int o = k_threads / 2; o > 0; o >>= 1) {
-        if ((int)threadIdx.x < o) {
-            sh[0][threadIdx.x] += sh[0][threadIdx.x + o];
-            sh[1][threadIdx.x] += sh[1][threadIdx.x + o];
-            sh[2][threadIdx.x] += sh[2][threadIdx.x + o];
-            const double y = sh[3][threadIdx.x + o];
-            sh[3][threadIdx.x] = y > sh[3][threadIdx.x] ? y : sh[3][threadIdx.x];
-        }
-        __syncthreads();
-    }
+    reduce_3sum_1max(sh);
     if (threadIdx.x < 4) part[4 * (int64_t)blockIdx.x + threadIdx.x] = sh[threadIdx.x][0];
 }
 
