@@ -6,7 +6,8 @@
 // wakes the reader (items pushed, budget freed, the consumer blocked, stop) and `ready` wakes the consumer
 // (an item finished). The reader never holds the mutex while it allocates or preads, and nobody calls
 // host_alloc/host_free with it held (cudaFreeHost may synchronize the device). A read error is kept in its
-// item (status + a copy of the thread-local detail) and the reader moves on; take re-raises it.
+// item (status + a copy of the thread-local detail) and the reader moves on; take re-raises it. Before
+// each pread the reader tells the kernel what it will read next (WILLNEED, "kernel readahead" below).
 // Not here: decoding (moeq_catalog_decode_f32, on the consumer), device uploads, MPI.
 #include "stage.h"
 #include "clock.h" // defines: moeq_now_s
@@ -31,6 +32,7 @@ typedef struct moeq_stage_item {
     int unit;
     uint64_t push; // which push queued it (1, 2, ...): leftovers are items of an earlier push
     item_state state;
+    int advised;          // the reader told the kernel its bytes will be read (posix_fadvise WILLNEED)
     atomic_int cancelled; // discarded while READING: the reader stops early and recycles it
     uint64_t raw_bytes, scale_bytes;
     size_t scale_off; // scale bytes start here in buf (raw_bytes rounded up to 64)
@@ -168,6 +170,46 @@ static moeq_status read_item(moeq_stage *s, stage_item *it, uint64_t *bytes, dou
     return st;
 }
 
+// Kernel readahead. A pread of cold bytes gets only the kernel's on-demand readahead as it goes (the reader
+// ran at 0.5-0.7 GB/s on the 2-core VM, bench/read_ahead.sh); posix_fadvise WILLNEED (moeq_st_prefetch)
+// submits a whole range at once and returns, as unit_job's synchronous path does for its unit (~2.5 GB/s).
+// So before each read the reader announces the queued items it will read within the budget, the one it
+// reads now first, each once: the kernel reads the next tensors (and the next unit, pushed ahead) while the
+// reader copies this one (1.2-1.7 GB/s; the current tensor alone gave ~1.1). Leftovers discarded after
+// their announcement cost only page cache.
+#define STAGE_ADVISE_MAX 32 // catalog tensors announced per pass (weights and scales); the rest next pass
+
+// Under the lock. Marks the queued items from `it` on that fit in the budget (at least `it`) as advised and
+// puts their catalog tensors (weight, then scale) in idx; returns how many. The reader announces them
+// after unlocking (catalog indices stay valid; a discarded item's pointer would not).
+static int advise_collect(moeq_stage *s, stage_item *it, int idx[STAGE_ADVISE_MAX]) {
+    const moeq_catalog *c = s->cfg.cat;
+    uint64_t ahead = s->staged; // `it` is already counted
+    int n = 0;
+    for (stage_item *q = it; q && n + 2 <= STAGE_ADVISE_MAX; q = q->next) {
+        if (q->state != ITEM_QUEUED && q != it) continue;
+        if (q != it) {
+            if (ahead + item_bytes(q) > s->cfg.budget_bytes) break;
+            ahead += item_bytes(q);
+        }
+        if (q->advised) continue;
+        q->advised = 1;
+        const int ci = s->cfg.plan->t[q->tensor].cat;
+        idx[n++] = ci;
+        if (c->t[ci].scale >= 0) idx[n++] = c->t[ci].scale;
+    }
+    return n;
+}
+
+// Without the lock. posix_fadvise WILLNEED on each catalog tensor in idx (advisory: never fails).
+static void advise_announce(const moeq_stage *s, const int *idx, int n) {
+    const moeq_catalog *c = s->cfg.cat;
+    for (int k = 0; k < n; k++) {
+        const moeq_tensor_info *t = &c->t[idx[k]];
+        if (t->st) moeq_st_prefetch(c->shards[t->shard], t->st);
+    }
+}
+
 // Under the lock. The first item not yet read, NULL when there is none.
 static stage_item *next_queued(moeq_stage *s) {
     for (stage_item *it = s->head; it; it = it->next)
@@ -190,10 +232,14 @@ static void *reader_main(void *arg) {
         it->state = ITEM_READING;
         s->staged += item_bytes(it);
         it->buf = pool_get(s, it->scale_off + (size_t)it->scale_bytes);
+        int advise[STAGE_ADVISE_MAX];
+        const int n_advise = advise_collect(s, it, advise);
         pthread_mutex_unlock(&s->mu);
 
+        const double t0 = moeq_now_s(); // WILLNEED may block while it submits: part of reading
+        advise_announce(s, advise, n_advise);
         uint64_t bytes = 0;
-        double dt = 0;
+        double dt = moeq_now_s() - t0;
         moeq_status st = read_item(s, it, &bytes, &dt);
         char *detail = NULL;
         if (st != MOEQ_OK) {

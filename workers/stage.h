@@ -47,7 +47,7 @@ typedef struct moeq_staged {
 } moeq_staged;
 
 typedef struct moeq_stage_stats {
-    double seconds_read; // reader thread busy in pread
+    double seconds_read; // reader thread busy in pread, and announcing its reads (posix_fadvise WILLNEED)
     double seconds_wait; // consumer blocked in moeq_stage_take
     uint64_t bytes_read; // raw bytes the reader read (discarded items included)
     int tensors;         // tensors the reader staged without error
