@@ -8,7 +8,7 @@
 // host_alloc/host_free with it held (cudaFreeHost may synchronize the device). A read error is kept in its
 // item (status + a copy of the thread-local detail) and the reader moves on; take re-raises it. Before
 // each pread the reader tells the kernel what it will read next (WILLNEED, "kernel readahead" below).
-// Not here: decoding (moeq_catalog_decode_f32, on the consumer), device uploads, MPI.
+// Not here: decoding (the consumer's backend, kernels/tensor.h), device uploads, MPI.
 #include "stage.h"
 #include "clock.h" // defines: moeq_now_s
 
