@@ -168,7 +168,6 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
         for (int d = 0; d < MOEQ_DS_COUNT; d++)
             if (bufs[d]) memset(bufs[d], 0, (size_t)e->ds[d].bytes);
         r->rel_fro_error = r->sqnr_db = r->max_abs_error = r->nmse = NAN;
-        r->kurtosis = r->outlier_score = NAN;
     }
     r->best_round = q.best_round;
     for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
@@ -188,8 +187,10 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
     if (x->stage) (void)moeq_stage_push_unit(x->stage, u); // on failure, take pushes it again and says why
     // Kernel readahead of every tensor of the unit (and its FP8 scales) now: the kernel reads tensor k+1
     // while we compute on tensor k (measured: 0.5 -> 2+ GB/s of cold reads of ~10 MB tensors,
-    // bench/README.md); pass-through tensors are read by this thread, in chunks.
+    // bench/README.md); pass-through tensors are read by this thread, in chunks. With a stage, its reader
+    // announces the quantized tensors itself, within its budget: only the pass-through ones are left here.
     for (int k = 0; k < un->count; k++) {
+        if (x->stage && x->plan->t[un->first + k].q.method != MOEQ_METHOD_NONE) continue;
         const moeq_tensor_info *t = &x->cat->t[x->plan->t[un->first + k].cat];
         if (t->st) moeq_st_prefetch(x->cat->shards[t->shard], t->st);
         if (t->scale >= 0 && x->cat->t[t->scale].st)
