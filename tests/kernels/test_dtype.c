@@ -3,6 +3,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void test_traits(void **state) {
@@ -116,6 +117,30 @@ static void test_fp8_block_scales(void **state) {
     assert_int_equal(moeq_fp8_block_dequant_rows_cpu(q, s, R, C, B, 290, 20, panel), MOEQ_ERR_ARG);
 }
 
+// The array decoders look FP8 bytes up in a table: every byte, NaNs included, must give the scalar
+// decoder's bits, on the serial path and on the OpenMP one (n > 2^20).
+static void test_fp8_array_decode_all_bytes(void **state) {
+    (void)state;
+    enum { REP = 4097, N = 256 * REP };
+    uint8_t *src = malloc(N);
+    float *out = malloc((size_t)N * sizeof(float));
+    assert_non_null(src);
+    assert_non_null(out);
+    for (int i = 0; i < N; i++) src[i] = (uint8_t)(i * 7 + i / 256); // every byte, in scrambled order
+    const moeq_dtype types[2] = {MOEQ_DTYPE_F8_E4M3, MOEQ_DTYPE_F8_E5M2};
+    for (int k = 0; k < 2; k++) {
+        for (int64_t n = 256; n <= N; n += N - 256) {
+            assert_int_equal(moeq_decode_cpu(types[k], src, out, n), MOEQ_OK);
+            for (int64_t i = 0; i < n; i++) {
+                float want = k == 0 ? moeq_fp8e4m3_to_f32(src[i]) : moeq_fp8e5m2_to_f32(src[i]);
+                assert_int_equal(moeq_f32_bits(out[i]), moeq_f32_bits(want));
+            }
+        }
+    }
+    free(src);
+    free(out);
+}
+
 static void test_unsupported(void **state) {
     (void)state;
     int64_t v = 3;
@@ -134,9 +159,13 @@ static void test_cuda_decode_parity(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traits),          cmocka_unit_test(test_bf16_known),
-        cmocka_unit_test(test_f16_known),       cmocka_unit_test(test_fp8_e4m3_edges),
-        cmocka_unit_test(test_fp8_block_scales), cmocka_unit_test(test_unsupported),
+        cmocka_unit_test(test_traits),
+        cmocka_unit_test(test_bf16_known),
+        cmocka_unit_test(test_f16_known),
+        cmocka_unit_test(test_fp8_e4m3_edges),
+        cmocka_unit_test(test_fp8_block_scales),
+        cmocka_unit_test(test_unsupported),
+        cmocka_unit_test(test_fp8_array_decode_all_bytes),
         cmocka_unit_test(test_cuda_decode_parity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
