@@ -28,15 +28,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend.h"      // defines: moeq_cuda_module_load
 #include "bench_common.h" // defines: moeq_bench_cpu_model, moeq_bench_json_str, moeq_bench_median
 #include "infer.h"        // defines: moeq_qlinear, moeq_qlinear_matmul_cpu/_cuda
+#include "kernels_cuda.h" // defines: moeq_cuda_malloc/_memset/_timer_*/_hgemm_xwt, moeq_cuda_device_info
 #include "moeq_kernels.h" // defines: moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu, moeq_f32_to_f16, ...
 #include "rng.h"          // defines: moeq_rng_normal, moeq_rng_uniform
-
-#ifdef MOEQ_WITH_CUDA
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#endif
 
 #define MAX_BATCH 16
 
@@ -198,89 +195,78 @@ done:
 }
 
 // ---- --device cuda ----
-#ifdef MOEQ_WITH_CUDA
-#define CK(x)                                                                                                      \
-    do {                                                                                                           \
-        cudaError_t e_ = (x);                                                                                      \
-        if (e_ != cudaSuccess) {                                                                                   \
-            fprintf(stderr, "bench infer: %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
-            goto fail;                                                                                             \
-        }                                                                                                          \
-    } while (0)
-#define CKB(x)                                                                                                     \
-    do {                                                                                                           \
-        cublasStatus_t e_ = (x);                                                                                   \
-        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                                         \
-            fprintf(stderr, "bench infer: %s:%d: %s: cublas status %d\n", __FILE__, __LINE__, #x, (int)e_);         \
-            goto fail;                                                                                             \
-        }                                                                                                          \
-    } while (0)
-#define CKM(x)                                                                                                     \
-    do {                                                                                                           \
-        if ((x) != MOEQ_OK) {                                                                                      \
-            fprintf(stderr, "bench infer: %s\n", moeq_error_detail());                                             \
-            goto fail;                                                                                             \
-        }                                                                                                          \
+// Every device call goes through the kernels layer (kernels_cuda.h), which forwards it to the CUDA module:
+// this file links no CUDA library.
+#define CKM(x)                                                                                               \
+    do {                                                                                                     \
+        if ((x) != MOEQ_OK) {                                                                                \
+            fprintf(stderr, "bench infer: %s:%d: %s: %s\n", __FILE__, __LINE__, #x, moeq_error_detail());    \
+            goto fail;                                                                                       \
+        }                                                                                                    \
     } while (0)
 
 static void *dev_copy(const void *h, size_t n) {
     void *d = NULL;
-    if (cudaMalloc(&d, n) != cudaSuccess) return NULL;
-    if (cudaMemcpy(d, h, n, cudaMemcpyHostToDevice) != cudaSuccess) {
-        cudaFree(d);
+    if (moeq_cuda_malloc(&d, n) != MOEQ_OK) return NULL;
+    if (moeq_cuda_h2d(d, h, n) != MOEQ_OK) {
+        moeq_cuda_free(d);
         return NULL;
     }
     return d;
 }
 
+// Event-timed call of ours (k = 0 with the factors, 1 codes only) or of the cuBLAS baseline (k = 2), after
+// flushing L2; µs.
+static moeq_status timed(int k, const moeq_qlinear *q, const void *d_x, int64_t B, void *d_y, void *d_work,
+                         size_t wbytes, const void *d_w16, const void *d_x16, void *d_y16, int64_t R,
+                         int64_t C, void *flush, size_t flush_bytes, int it, double *us) {
+    double ms = 0;
+    MOEQ_TRY(moeq_cuda_memset(flush, it & 0xff, flush_bytes));
+    MOEQ_TRY(moeq_cuda_timer_start());
+    if (k < 2)
+        MOEQ_TRY(moeq_qlinear_matmul_cuda(q, d_x, B, d_y, d_work, wbytes, NULL));
+    else
+        MOEQ_TRY(moeq_cuda_hgemm_xwt(B, R, C, d_x16, d_w16, d_y16));
+    MOEQ_TRY(moeq_cuda_timer_stop(&ms));
+    *us = ms * 1e3;
+    return MOEQ_OK;
+}
+
 static int run_cuda(FILE *out, const opts *o) {
-    int rc = 1, dev = 0, sms = 0, clk_khz = 0, bus_bits = 0, l2 = 0;
-    struct cudaDeviceProp prop;
-    cublasHandle_t h = NULL;
-    cudaEvent_t e0 = NULL, e1 = NULL;
+    int rc = 1;
+    moeq_cuda_device_info di;
     void *flush = NULL, *cp_a = NULL, *cp_b = NULL;
     double *t = malloc(sizeof(double) * (size_t)o->iters), *tb = malloc(sizeof(double) * (size_t)o->iters),
            *t0 = malloc(sizeof(double) * (size_t)o->iters);
-    CK(cudaGetDevice(&dev));
-    CK(cudaGetDeviceProperties(&prop, dev));
-    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    CK(cudaDeviceGetAttribute(&clk_khz, cudaDevAttrMemoryClockRate, dev));
-    CK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev));
-    CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-    const double peak_gbs = 2.0 * clk_khz * 1e3 * (bus_bits / 8.0) * 1e-9;
-    const size_t flush_bytes = 2 * (size_t)(l2 > 0 ? l2 : 64 << 20);
-    CK(cudaMalloc(&flush, flush_bytes));
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CKB(cublasCreate(&h));
-    CKB(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+    if (!t || !tb || !t0) goto fail;
+    CKM(moeq_cuda_device_info_get(0, &di));
+    const size_t flush_bytes = 2 * (di.l2_bytes > 0 ? di.l2_bytes : (size_t)64 << 20);
+    CKM(moeq_cuda_malloc(&flush, flush_bytes));
     // measured copy ceiling: 1 GiB device-to-device, bytes read + written
     double copy_gbs = 0;
     {
         const size_t n = (size_t)1 << 30;
-        CK(cudaMalloc(&cp_a, n));
-        CK(cudaMalloc(&cp_b, n));
-        CK(cudaMemset(cp_a, 1, n));
+        CKM(moeq_cuda_malloc(&cp_a, n));
+        CKM(moeq_cuda_malloc(&cp_b, n));
+        CKM(moeq_cuda_memset(cp_a, 1, n));
         double tc[5];
         for (int i = 0; i < 5; i++) {
-            CK(cudaEventRecord(e0, 0));
-            CK(cudaMemcpyAsync(cp_b, cp_a, n, cudaMemcpyDeviceToDevice, 0));
-            CK(cudaEventRecord(e1, 0));
-            CK(cudaEventSynchronize(e1));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
+            double ms = 0;
+            CKM(moeq_cuda_timer_start());
+            CKM(moeq_cuda_memcpy_d2d(cp_b, cp_a, n));
+            CKM(moeq_cuda_timer_stop(&ms));
             tc[i] = ms * 1e-3;
         }
         copy_gbs = 2.0 * (double)n / moeq_bench_median(tc, 5) * 1e-9;
-        cudaFree(cp_a), cudaFree(cp_b);
+        moeq_cuda_free(cp_a), moeq_cuda_free(cp_b);
         cp_a = cp_b = NULL;
     }
     fprintf(out, "{\n  \"benchmark\": \"infer\",\n  \"device\": \"cuda\",\n  \"machine\": {\"gpu\": ");
-    moeq_bench_json_str(out, prop.name);
+    moeq_bench_json_str(out, di.name);
     fprintf(out,
-            ", \"sms\": %d, \"l2_bytes\": %d, \"memory_bytes\": %zu, \"peak_GBps_from_attributes\": %.0f, "
+            ", \"sms\": %d, \"l2_bytes\": %zu, \"memory_bytes\": %zu, \"peak_GBps_from_attributes\": %.0f, "
             "\"measured_d2d_copy_GBps\": %.0f, \"cc\": \"%d.%d\"},\n",
-            sms, l2, prop.totalGlobalMem, peak_gbs, copy_gbs, prop.major, prop.minor);
+            di.sm_count, di.l2_bytes, di.total_mem, di.peak_gbps, copy_gbs, di.cc_major, di.cc_minor);
     fprintf(out,
             "  \"inputs\": {\"bits\": 3, \"group\": %lld, \"rank\": %lld, \"factors\": \"fp16\", \"codes\": \"rtn\", "
             "\"x_y\": \"fp32 (ours), fp16 (cuBLAS)\", \"iters\": %d, \"warmup\": 5, \"timing\": \"CUDA events around "
@@ -315,45 +301,30 @@ static int run_cuda(FILE *out, const opts *o) {
         void *d_w16 = dev_copy(w16, 2 * (size_t)(R * C)), *d_x = dev_copy(x, sizeof(float) * (size_t)(MAX_BATCH * C));
         void *d_x16 = dev_copy(x16, 2 * (size_t)(MAX_BATCH * C)), *d_y = NULL, *d_y0 = NULL, *d_y16 = NULL, *d_work = NULL;
         const size_t wbytes = moeq_qlinear_matmul_cuda_work_bytes(&dq, MAX_BATCH);
-        CK(cudaMalloc(&d_y, sizeof(float) * (size_t)(MAX_BATCH * R)));
-        CK(cudaMalloc(&d_y0, sizeof(float) * (size_t)(MAX_BATCH * R)));
-        CK(cudaMalloc(&d_y16, 2 * (size_t)(MAX_BATCH * R)));
-        CK(cudaMalloc(&d_work, wbytes));
-        CK(cudaMemset(d_work, 0, wbytes)); // split-K counters start at zero (infer.h)
+        CKM(moeq_cuda_malloc(&d_y, sizeof(float) * (size_t)(MAX_BATCH * R)));
+        CKM(moeq_cuda_malloc(&d_y0, sizeof(float) * (size_t)(MAX_BATCH * R)));
+        CKM(moeq_cuda_malloc(&d_y16, 2 * (size_t)(MAX_BATCH * R)));
+        CKM(moeq_cuda_malloc(&d_work, wbytes));
+        CKM(moeq_cuda_memset(d_work, 0, wbytes)); // split-K counters start at zero (infer.h)
         if (!d_w16 || !d_x || !d_x16) goto fail;
         moeq_qlinear dq0 = dq;
         dq0.rank = 0;
-        // ours twice per repetition, with the factors (into d_y, times t) and codes only (d_y0, t0)
+        // ours twice per repetition, with the factors (into d_y, times t) and codes only (d_y0, t0), then
+        // cuBLAS
         const moeq_qlinear *const ours_q[2] = {&dq, &dq0};
         void *const ours_y[2] = {d_y, d_y0};
-        double *const ours_t[2] = {t, t0};
+        double *const times[3] = {t, t0, tb};
         for (int bi = 0; bi < o->n_batch; bi++) {
             const int64_t B = o->batch[bi];
-            const float one = 1.f, zero = 0.f;
-            for (int it = -5; it < o->iters; it++) {
-                float ms;
-                for (int k = 0; k < 2; k++) {
-                    CK(cudaMemsetAsync(flush, it & 0xff, flush_bytes, 0));
-                    CK(cudaEventRecord(e0, 0));
-                    CKM(moeq_qlinear_matmul_cuda(ours_q[k], d_x, B, ours_y[k], d_work, wbytes, NULL));
-                    CK(cudaEventRecord(e1, 0));
-                    CK(cudaEventSynchronize(e1));
-                    CK(cudaEventElapsedTime(&ms, e0, e1));
-                    if (it >= 0) ours_t[k][it] = ms * 1e3;
+            for (int it = -5; it < o->iters; it++)
+                for (int k = 0; k < 3; k++) {
+                    double us = 0;
+                    CKM(timed(k, k < 2 ? ours_q[k] : NULL, d_x, B, k < 2 ? ours_y[k] : NULL, d_work, wbytes,
+                              d_w16, d_x16, d_y16, R, C, flush, flush_bytes, it, &us));
+                    if (it >= 0) times[k][it] = us;
                 }
-                CK(cudaMemsetAsync(flush, it & 0xff, flush_bytes, 0));
-                CK(cudaEventRecord(e0, 0));
-                // y (B, R) row-major = column-major (R, B): W (R, C) row-major is column-major (C, R), op T
-                CKB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)B, (int)C, &one, d_w16, CUDA_R_16F, (int)C,
-                                 d_x16, CUDA_R_16F, (int)C, &zero, d_y16, CUDA_R_16F, (int)R, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT));
-                CK(cudaEventRecord(e1, 0));
-                CK(cudaEventSynchronize(e1));
-                CK(cudaEventElapsedTime(&ms, e0, e1));
-                if (it >= 0) tb[it] = ms * 1e3;
-            }
-            CK(cudaMemcpy(y, d_y, sizeof(float) * (size_t)(B * R), cudaMemcpyDeviceToHost));
-            CK(cudaMemcpy(y16, d_y16, 2 * (size_t)(B * R), cudaMemcpyDeviceToHost));
+            CKM(moeq_cuda_d2h(y, d_y, sizeof(float) * (size_t)(B * R)));
+            CKM(moeq_cuda_d2h(y16, d_y16, 2 * (size_t)(B * R)));
             for (int64_t i = 0; i < B * R; i++) yb[i] = moeq_f16_to_f32(y16[i]);
             const double us = moeq_bench_median(t, o->iters), us0 = moeq_bench_median(t0, o->iters),
                          bus = moeq_bench_median(tb, o->iters);
@@ -361,23 +332,20 @@ static int run_cuda(FILE *out, const opts *o) {
             entry(out, k_shapes[s].name, &L, B, us, us0, ours_bytes(&L, B, 4) / us * 1e-3, "cublas_gemmex_fp16", bus,
                   bb / bus * 1e-3, rel_l2(y, yb, B * R));
         }
-        cudaFree(d_w16), cudaFree(d_x), cudaFree(d_x16), cudaFree(d_y), cudaFree(d_y0), cudaFree(d_y16), cudaFree(d_work);
-        cudaFree((void *)dq.q.codes), cudaFree(dq.q.scale), cudaFree(dq.q.zero), cudaFree((void *)dq.u),
-            cudaFree((void *)dq.v);
+        moeq_cuda_free(d_w16), moeq_cuda_free(d_x), moeq_cuda_free(d_x16), moeq_cuda_free(d_y),
+            moeq_cuda_free(d_y0), moeq_cuda_free(d_y16), moeq_cuda_free(d_work);
+        moeq_cuda_free((void *)dq.q.codes), moeq_cuda_free(dq.q.scale), moeq_cuda_free(dq.q.zero),
+            moeq_cuda_free((void *)dq.u), moeq_cuda_free((void *)dq.v);
         free(w16), free(x), free(y), free(x16), free(y16), free(yb);
         layer_free(&L);
     }
     rc = 0;
 fail:
     fprintf(out, "\n  ]\n}\n");
-    if (h) cublasDestroy(h);
-    if (e0) cudaEventDestroy(e0);
-    if (e1) cudaEventDestroy(e1);
-    cudaFree(flush), cudaFree(cp_a), cudaFree(cp_b);
+    moeq_cuda_free(flush), moeq_cuda_free(cp_a), moeq_cuda_free(cp_b);
     free(t), free(tb), free(t0);
     return rc;
 }
-#endif
 
 static void usage(void) {
     fprintf(stderr, "usage: moeq bench infer [--device cpu|cuda] [--batch 1,2,4,8,16] [--shapes mixtral|deepseek|all]\n"
@@ -424,14 +392,14 @@ int moeq_bench_infer_main(int argc, char **argv) {
     }
     if (o.iters < 0) o.iters = o.cuda ? 50 : 5;
     if (!o.cuda) return run_cpu(stdout, &o);
-#ifdef MOEQ_WITH_CUDA
     if (moeq_cuda_device_count() == 0) {
-        fprintf(stderr, "bench infer: no CUDA device\n---> HINT: use --device cpu\n");
+        fprintf(stderr,
+                "bench infer: no CUDA device (or a build without CUDA)\n---> HINT: use --device cpu\n");
+        return 1;
+    }
+    if (moeq_cuda_module_load() != MOEQ_OK) {
+        fprintf(stderr, "bench infer: %s\n", moeq_error_detail());
         return 1;
     }
     return run_cuda(stdout, &o);
-#else
-    fprintf(stderr, "bench infer: built without CUDA\n---> HINT: use --device cpu, or configure with -DMOEQ_CUDA=ON\n");
-    return 1;
-#endif
 }

@@ -83,11 +83,6 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out) {
 #endif
 }
 
-int moeq_backend_device_for(int local_rank, int n_devices) {
-    if (n_devices <= 0 || local_rank < 0) return -1;
-    return local_rank % n_devices;
-}
-
 void moeq_backend_release(void) {
     moeq_backend_cuda_release();
 }

@@ -63,6 +63,13 @@ moeq_status moeq_backend_select(const char *name, const moeq_kernel_ops **out);
 // Frees this thread's CUDA workspace, stream and library handles (no-op without CUDA or when unused).
 void moeq_backend_release(void);
 
+// ---- the CUDA backend module (cuda_module.c): libmoeq_cuda.so, loaded on the first CUDA call ----
+// Loads it now (once per process; later calls give the first answer). MOEQ_ERR_UNSUPPORTED with the places
+// tried and why each failed (CPU-only build: that the build has no CUDA backend).
+moeq_status moeq_cuda_module_load(void);
+// Where the module was loaded from; NULL when it is not loaded (not needed yet, failed, or CPU-only build).
+const char *moeq_cuda_module_path(void);
+
 // ---- device binding: the k-th rank of a node -> a GPU (the pipeline computes k; kernels know no MPI) ----
 typedef struct moeq_backend_device {
     int index;           // CUDA runtime index, among the devices this process sees (CUDA_VISIBLE_DEVICES
@@ -75,7 +82,9 @@ typedef struct moeq_backend_device {
 
 // The device of the local_rank-th rank of a node among n_devices visible ones: round-robin,
 // local_rank % n_devices. -1 when n_devices <= 0 or local_rank < 0. Pure (unit-tested without a GPU).
-int moeq_backend_device_for(int local_rank, int n_devices);
+static inline int moeq_backend_device_for(int local_rank, int n_devices) {
+    return n_devices <= 0 || local_rank < 0 ? -1 : local_rank % n_devices;
+}
 
 // Binds the calling thread to device moeq_backend_device_for(local_rank, visible devices) (cudaSetDevice) and
 // creates its context there, so that an unusable device fails now, not in the first kernel; describes the

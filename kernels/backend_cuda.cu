@@ -11,6 +11,7 @@
 #include "backend.h"       // defines: moeq_backend_cuda_* prototypes
 #include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY
 #include "kernels_cuda.h"  // defines: the *_cuda kernels
+#include "cuda_entries.h"  // defines: moeq_cuda_abi_signature
 #include "moeq_kernels.h"  // defines: moeq_cuda_device_count
 
 namespace {
@@ -21,6 +22,7 @@ struct cuda_ctx {
     cudaStream_t stream = NULL; // the host wrappers' stream (non-blocking)
     void *ws = NULL;            // device workspace of the host wrappers
     size_t ws_cap = 0;
+    cudaEvent_t t0 = NULL, t1 = NULL; // moeq_cuda_timer_start/stop
 };
 thread_local cuda_ctx g_ctx;
 // The device of the last moeq_backend_bind in this process (one rank, one device), -1 before: host_alloc
@@ -156,6 +158,8 @@ extern "C" void moeq_backend_cuda_release(void) {
     if (g_ctx.blas) cublasDestroy(g_ctx.blas);
     if (g_ctx.solver) cusolverDnDestroy(g_ctx.solver);
     if (g_ctx.stream) cudaStreamDestroy(g_ctx.stream);
+    if (g_ctx.t0) cudaEventDestroy(g_ctx.t0);
+    if (g_ctx.t1) cudaEventDestroy(g_ctx.t1);
     g_ctx = cuda_ctx();
 }
 
@@ -323,6 +327,9 @@ extern "C" moeq_status moeq_cuda_device_info_get(int device, moeq_cuda_device_in
     CUDA_TRY(cudaDeviceGetAttribute(&mem_clock, cudaDevAttrMemoryClockRate, device)); // kHz
     CUDA_TRY(cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, device));  // bits
     CUDA_TRY(cudaDeviceGetAttribute(&sm_clock, cudaDevAttrClockRate, device));        // kHz
+    int l2 = 0;
+    CUDA_TRY(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device)); // bytes
+    info->l2_bytes = (size_t)l2;
     strncpy(info->name, prop.name, sizeof info->name - 1);
     info->cc_major = prop.major, info->cc_minor = prop.minor, info->sm_count = prop.multiProcessorCount;
     info->mem_clock_khz = mem_clock, info->mem_bus_bits = bus, info->sm_clock_khz = sm_clock;
@@ -419,4 +426,43 @@ extern "C" moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const
     CUBLAS_TRY(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, d_b, (int)n, d_a,
                            (int)k, &zero, d_c, (int)n));
     return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_cuda_hgemm_xwt(int64_t B, int64_t R, int64_t C, const uint16_t *d_x,
+                                           const uint16_t *d_w, uint16_t *d_y) {
+    cublasHandle_t hb;
+    cusolverDnHandle_t hs;
+    MOEQ_TRY(moeq_cuda_handles_(0, &hb, &hs));
+    const float one = 1.0f, zero = 0.0f;
+    // y (B, R) row-major is column-major (R, B); W (R, C) row-major is column-major (C, R), used transposed
+    CUBLAS_TRY(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, (int)B, (int)C, &one, d_w, CUDA_R_16F,
+                            (int)C, d_x, CUDA_R_16F, (int)C, &zero, d_y, CUDA_R_16F, (int)R,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_cuda_memset(void *d_dst, int byte, size_t bytes) {
+    CUDA_TRY(cudaMemsetAsync(d_dst, byte, bytes, 0));
+    return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_cuda_timer_start(void) {
+    if (!g_ctx.t0) CUDA_TRY(cudaEventCreate(&g_ctx.t0));
+    if (!g_ctx.t1) CUDA_TRY(cudaEventCreate(&g_ctx.t1));
+    CUDA_TRY(cudaEventRecord(g_ctx.t0, 0));
+    return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_cuda_timer_stop(double *ms) {
+    if (!ms || !g_ctx.t0) return MOEQ_FAIL(MOEQ_ERR_ARG, "cuda timer: stop without start, or NULL");
+    float f = 0;
+    CUDA_TRY(cudaEventRecord(g_ctx.t1, 0));
+    CUDA_TRY(cudaEventSynchronize(g_ctx.t1));
+    CUDA_TRY(cudaEventElapsedTime(&f, g_ctx.t0, g_ctx.t1));
+    *ms = f;
+    return MOEQ_OK;
+}
+
+extern "C" uint64_t moeq_cuda_module_abi(void) {
+    return moeq_cuda_abi_signature();
 }

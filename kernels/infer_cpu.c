@@ -100,18 +100,3 @@ moeq_status moeq_qlinear_matmul_cpu(const moeq_qlinear *ql, const float *x, int6
     free(uf);
     return st == MOEQ_OK ? MOEQ_OK : MOEQ_FAIL(st, "qlinear_matmul: unpacking a %d-bit row failed", q->bits);
 }
-
-#ifndef MOEQ_WITH_CUDA
-// ---- without the CUDA backend: the CUDA entry points exist and say so ----
-moeq_status moeq_qlinear_matmul_cuda(const moeq_qlinear *ql, const float *x, int64_t B, float *y, void *work,
-                                     size_t work_bytes, void *stream) {
-    (void)ql, (void)x, (void)B, (void)y, (void)work, (void)work_bytes, (void)stream;
-    return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "qlinear_matmul_cuda: moeq was built without CUDA"
-                                           "\n---> HINT: configure with -DMOEQ_CUDA=ON, or use --device cpu");
-}
-
-size_t moeq_qlinear_matmul_cuda_work_bytes(const moeq_qlinear *ql, int64_t B) {
-    (void)ql, (void)B;
-    return 0;
-}
-#endif

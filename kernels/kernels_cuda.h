@@ -118,6 +118,17 @@ moeq_status moeq_cuda_sync(void);                                       // cudaD
 // c (m, n) = a (m, k) · b (k, n) with cuBLAS in CUBLAS_DEFAULT_MATH (fp32, TF32 off).
 moeq_status moeq_cuda_memcpy_d2d(void *d_dst, const void *d_src, size_t bytes);
 moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const float *d_a, const float *d_b, float *d_c);
+// The fp16 baseline of the inference benchmark: y (B, R) = x (B, C) · W (R, C)ᵀ, all fp16 row-major, fp32
+// accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F, default algorithm), on the default stream.
+moeq_status moeq_cuda_hgemm_xwt(int64_t B, int64_t R, int64_t C, const uint16_t *d_x, const uint16_t *d_w,
+                                uint16_t *d_y);
+// Benchmark helpers, on the default stream: cudaMemsetAsync; CUDA events around what runs between start
+// and stop (stop waits for it; ms = the elapsed device time). One timer per host thread.
+moeq_status moeq_cuda_memset(void *d_dst, int byte, size_t bytes);
+moeq_status moeq_cuda_timer_start(void);
+moeq_status moeq_cuda_timer_stop(double *ms);
+// The module's struct-layout signature (cuda_entries.h: moeq_cuda_abi_signature), checked by the loader.
+uint64_t moeq_cuda_module_abi(void);
 
 // ---- device facts (backend_cuda.cu), for the benchmark and logs ----
 typedef struct moeq_cuda_device_info {
@@ -128,6 +139,7 @@ typedef struct moeq_cuda_device_info {
     double sm_clock_khz;
     double peak_fp32_gflops;            // sm_count · 128 FP32 lanes/SM (sm_80+: 64 on sm_80) · 2 · clock
     size_t total_mem;
+    size_t l2_bytes;
 } moeq_cuda_device_info;
 moeq_status moeq_cuda_device_info_get(int device, moeq_cuda_device_info *info);
 

@@ -14,3 +14,11 @@ moeq_add_test(test_cuda_parity SOURCES test_cuda_parity.c LIBS moeq_kernels LABE
 # device binding: the round-robin rule and the no-device refusal (everywhere), binding on real GPUs (gpu)
 moeq_add_test(test_backend_bind SOURCES test_backend_bind.c LIBS moeq_kernels)
 moeq_add_test(test_backend_bind_gpu SOURCES test_backend_bind_gpu.c LIBS moeq_kernels LABELS gpu)
+# the CUDA backend as a module loaded on first use (kernels/cuda_module.c): CPU work maps no CUDA library;
+# a missing or foreign module is refused with its path (runs everywhere, no GPU needed)
+moeq_add_test(test_cuda_module SOURCES test_cuda_module.c LIBS moeq_kernels)
+add_test(NAME test_cuda_module_missing COMMAND test_cuda_module missing)
+add_test(NAME test_cuda_module_foreign COMMAND test_cuda_module foreign)
+set_tests_properties(test_cuda_module_missing PROPERTIES LABELS unit
+                     ENVIRONMENT "MOEQ_CUDA_MODULE=${PROJECT_BINARY_DIR}/no-such-dir/libmoeq_cuda.so")
+set_tests_properties(test_cuda_module_foreign PROPERTIES LABELS unit ENVIRONMENT "MOEQ_CUDA_MODULE=libm.so.6")

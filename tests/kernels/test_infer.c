@@ -120,7 +120,8 @@ static void test_bad_arguments(void **state) {
     bad.q.G = 48; // does not divide C
     assert_int_equal(moeq_qlinear_matmul_cpu(&bad, x, 1, y), MOEQ_ERR_ARG);
 #ifndef MOEQ_WITH_CUDA
-    assert_status(moeq_qlinear_matmul_cuda(&L.ql, x, 1, y, NULL, 0, NULL), MOEQ_ERR_UNSUPPORTED, "without CUDA");
+    assert_status(moeq_qlinear_matmul_cuda(&L.ql, x, 1, y, NULL, 0, NULL), MOEQ_ERR_UNSUPPORTED,
+                  "no CUDA backend");
     assert_true(moeq_qlinear_matmul_cuda_work_bytes(&L.ql, 1) == 0);
 #endif
     infer_layer_free(&L);

@@ -11,8 +11,7 @@
 
 #include "infer_fixture.h"
 
-#ifdef MOEQ_WITH_CUDA
-#include <cuda_runtime.h>
+#include "kernels_cuda.h" // defines: moeq_cuda_malloc, moeq_cuda_h2d, moeq_cuda_d2h, moeq_cuda_memset
 
 typedef struct dev_layer {
     moeq_qlinear ql; // device pointers
@@ -21,8 +20,8 @@ typedef struct dev_layer {
 
 static void *to_dev(const void *h, size_t n) {
     void *d = NULL;
-    assert_int_equal(cudaMalloc(&d, n ? n : 1), cudaSuccess);
-    if (n) assert_int_equal(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(moeq_cuda_malloc(&d, n ? n : 1), MOEQ_OK);
+    if (n) assert_int_equal(moeq_cuda_h2d(d, h, n), MOEQ_OK);
     return d;
 }
 
@@ -55,7 +54,7 @@ static void dev_layer_make(dev_layer *D, const infer_layer *L) {
 }
 
 static void dev_layer_free(dev_layer *D) {
-    for (int i = 0; i < 5; i++) cudaFree(D->mem[i]);
+    for (int i = 0; i < 5; i++) moeq_cuda_free(D->mem[i]);
     memset(D, 0, sizeof *D);
 }
 
@@ -66,12 +65,10 @@ typedef struct gcase {
 // 1024x7168: a DeepSeek-like slice (split K over 14 steps)
 static const gcase k_cases[] = {{77, 384, 64}, {96, 2048, 32}, {130, 1280, 128}, {1024, 7168, 64}};
 static const int64_t k_batch[] = {1, 3, 8, 9, 16};
-#endif
 
 static void test_cuda_matches_cpu(void **state) {
     (void)state;
     MOEQ_TEST_NEED_CUDA_DEVICE();
-#ifdef MOEQ_WITH_CUDA
     for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
         for (int variant = 0; variant < 3; variant++) { // rank 0 / rank 32 fp16 / rank 32 int3
             const gcase g = k_cases[c];
@@ -92,15 +89,15 @@ static void test_cuda_matches_cpu(void **state) {
                 const size_t wb = moeq_qlinear_matmul_cuda_work_bytes(&D.ql, B);
                 float *dx = to_dev(x, sizeof(float) * nx), *dy = NULL;
                 void *dw = NULL;
-                assert_int_equal(cudaMalloc((void **)&dy, sizeof(float) * ny), cudaSuccess);
-                assert_int_equal(cudaMalloc(&dw, wb), cudaSuccess);
-                assert_int_equal(cudaMemset(dw, 0, wb), cudaSuccess); // the documented one-time zeroing
-                assert_int_equal(cudaMemset(dy, 0xff, sizeof(float) * ny), cudaSuccess); // NaN poison
+                assert_int_equal(moeq_cuda_malloc((void **)&dy, sizeof(float) * ny), MOEQ_OK);
+                assert_int_equal(moeq_cuda_malloc(&dw, wb), MOEQ_OK);
+                assert_int_equal(moeq_cuda_memset(dw, 0, wb), MOEQ_OK); // the documented one-time zeroing
+                assert_int_equal(moeq_cuda_memset(dy, 0xff, sizeof(float) * ny), MOEQ_OK); // NaN poison
                 moeq_status st = moeq_qlinear_matmul_cuda(&D.ql, dx, B, dy, dw, wb, NULL);
                 if (st != MOEQ_OK) fail_msg("cuda: %s", moeq_error_detail());
-                assert_int_equal(cudaMemcpy(y, dy, sizeof(float) * ny, cudaMemcpyDeviceToHost), cudaSuccess);
+                assert_int_equal(moeq_cuda_d2h(y, dy, sizeof(float) * ny), MOEQ_OK);
                 assert_int_equal(moeq_qlinear_matmul_cuda(&D.ql, dx, B, dy, dw, wb, NULL), MOEQ_OK);
-                assert_int_equal(cudaMemcpy(y2, dy, sizeof(float) * ny, cudaMemcpyDeviceToHost), cudaSuccess);
+                assert_int_equal(moeq_cuda_d2h(y2, dy, sizeof(float) * ny), MOEQ_OK);
                 for (int64_t i = 0; i < ny; i++)
                     if (!isfinite(y[i])) fail_msg("case %zu B %lld: y[%lld] not written (%g)", c, (long long)B, (long long)i, y[i]);
                 const double e = infer_rel_l2(y, ref, ny);
@@ -110,33 +107,30 @@ static void test_cuda_matches_cpu(void **state) {
                              y[0], ref[0]);
                 assert_memory_equal(y, y2, sizeof(float) * ny); // deterministic
                 free(x), free(y), free(y2), free(ref);
-                cudaFree(dx), cudaFree(dy), cudaFree(dw);
+                moeq_cuda_free(dx), moeq_cuda_free(dy), moeq_cuda_free(dw);
             }
             dev_layer_free(&D);
             infer_layer_free(&L);
         }
-#endif
 }
 
 static void test_cuda_unsupported(void **state) {
     (void)state;
     MOEQ_TEST_NEED_CUDA_DEVICE();
-#ifdef MOEQ_WITH_CUDA
     infer_layer L;
     assert_int_equal(infer_layer_make(&L, 4, 16, 256, 64, 0, 0, MOEQ_FACTOR_FP16, 1), MOEQ_OK);
     dev_layer D;
     dev_layer_make(&D, &L);
     float *dx = NULL, *dy = NULL;
-    assert_int_equal(cudaMalloc((void **)&dx, 17 * 256 * 4), cudaSuccess);
-    assert_int_equal(cudaMalloc((void **)&dy, 17 * 16 * 4), cudaSuccess);
+    assert_int_equal(moeq_cuda_malloc((void **)&dx, 17 * 256 * 4), MOEQ_OK);
+    assert_int_equal(moeq_cuda_malloc((void **)&dy, 17 * 16 * 4), MOEQ_OK);
     assert_status(moeq_qlinear_matmul_cuda(&D.ql, dx, 1, dy, dx, 1 << 20, NULL), MOEQ_ERR_UNSUPPORTED, "3-bit");
     D.ql.q.bits = 3;
     assert_status(moeq_qlinear_matmul_cuda(&D.ql, dx, 17, dy, dx, 1 << 20, NULL), MOEQ_ERR_UNSUPPORTED, "batch");
     assert_status(moeq_qlinear_matmul_cuda(&D.ql, dx, 1, dy, dx, 16, NULL), MOEQ_ERR_ARG, "workspace");
-    cudaFree(dx), cudaFree(dy);
+    moeq_cuda_free(dx), moeq_cuda_free(dy);
     dev_layer_free(&D);
     infer_layer_free(&L);
-#endif
 }
 
 int main(void) {
