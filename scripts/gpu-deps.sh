@@ -174,6 +174,8 @@ echo "gpu-deps: packages (${#manifest_pkgs[@]}):"
 printf '    %s\n' "${manifest_pkgs[@]}"
 echo "gpu-deps: needs glibc >= $glibc_min, arch $arch ($triplet)"
 echo "gpu-deps: unpacked $(du -sh "$stage" | cut -f1), $(find "$stage" -type f | wc -l) files"
-echo "gpu-deps: wrote $out ($(awk -v b="$bytes" 'BEGIN { printf "%.1f MiB", b / 1048576 }'), sha256 $(sha256sum "$out" | cut -c1-16)...)"
-[ "$bytes" -lt $((40 * 1048576)) ] || echo "gpu-deps: warning: over 40 MiB" >&2
+mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
+echo "gpu-deps: wrote $out ($mib MiB, sha256 $(sha256sum "$out" | cut -c1-16)...)"
+# it travels with the repository to the node; 40 MiB leaves room under a 64 MiB transfer limit
+[ "$bytes" -lt $((40 * 1048576)) ] || echo "gpu-deps: warning: $mib MiB, over 40 MiB" >&2
 echo "gpu-deps: on the GPU node: scripts/gpu-check.sh --deps $(basename "$out")"
