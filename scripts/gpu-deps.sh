@@ -178,4 +178,4 @@ mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
 echo "gpu-deps: wrote $out ($mib MiB, sha256 $(sha256sum "$out" | cut -c1-16)...)"
 # it travels with the repository to the node; 40 MiB leaves room under a 64 MiB transfer limit
 [ "$bytes" -lt $((40 * 1048576)) ] || echo "gpu-deps: warning: $mib MiB, over 40 MiB" >&2
-echo "gpu-deps: on the GPU node: scripts/gpu-check.sh --deps $(basename "$out")"
+echo "gpu-deps: on the GPU node, in the repository: scripts/gpu-check.sh --deps ${out#"$repo"/}"
