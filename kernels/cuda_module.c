@@ -144,7 +144,7 @@ int moeq_cuda_device_count(void) {
 }
 
 // ---- the forwarders: one per entry; each resolves its target once ----
-#define FWD_BODY(name, params, args, fail)                                                                   \
+#define FWD_TARGET(name, fail)                                                                               \
     static _Atomic(void *) target;                                                                           \
     void *p_ = atomic_load_explicit(&target, memory_order_acquire);                                          \
     if (!p_) {                                                                                               \
@@ -152,35 +152,25 @@ int moeq_cuda_device_count(void) {
         atomic_store_explicit(&target, p_, memory_order_release);                                            \
     }
 
-#define FWD_S(name, params, args)                                                                            \
-    moeq_status name params {                                                                                \
-        FWD_BODY(name, params, args, return MOEQ_ERR_UNSUPPORTED)                                            \
-        moeq_status(*f_) params;                                                                             \
+// An entry returning `type`; `fail` is what it returns when the module cannot give its target.
+#define FWD_RET(type, fail, name, params, args)                                                              \
+    type name params {                                                                                       \
+        FWD_TARGET(name, return fail)                                                                        \
+        type(*f_) params;                                                                                    \
         memcpy(&f_, &p_, sizeof f_);                                                                         \
         return f_ args;                                                                                      \
     }
+#define FWD_S(name, params, args) FWD_RET(moeq_status, MOEQ_ERR_UNSUPPORTED, name, params, args)
+#define FWD_P(name, params, args) FWD_RET(void *, NULL, name, params, args)
+#define FWD_Z(name, params, args) FWD_RET(size_t, 0, name, params, args)
 // Releasing and freeing (the V entries) never load the module: what they would release came from it.
 #define FWD_V(name, params, args)                                                                            \
     void name params {                                                                                       \
         if (!moeq_cuda_module_path()) return;                                                                \
-        FWD_BODY(name, params, args, return )                                                                \
+        FWD_TARGET(name, return )                                                                            \
         void(*f_) params;                                                                                    \
         memcpy(&f_, &p_, sizeof f_);                                                                         \
         f_ args;                                                                                             \
-    }
-#define FWD_P(name, params, args)                                                                            \
-    void *name params {                                                                                      \
-        FWD_BODY(name, params, args, return NULL)                                                            \
-        void *(*f_)params;                                                                                   \
-        memcpy(&f_, &p_, sizeof f_);                                                                         \
-        return f_ args;                                                                                      \
-    }
-#define FWD_Z(name, params, args)                                                                            \
-    size_t name params {                                                                                     \
-        FWD_BODY(name, params, args, return 0)                                                               \
-        size_t(*f_) params;                                                                                  \
-        memcpy(&f_, &p_, sizeof f_);                                                                         \
-        return f_ args;                                                                                      \
     }
 
 MOEQ_CUDA_ENTRIES(FWD_S, FWD_V, FWD_Z, FWD_S, FWD_P)
