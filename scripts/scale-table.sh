@@ -74,7 +74,8 @@ gib = 1 << 30
 print(f"**{preset}**: {p['tensors']} tensors, {p['units']} units, {p['bytes_in'] / 1e9:.1f} GB to read; "
       f"checkpoint {kv.get('model_disk_kib', 0) / 1024:.0f} MiB on disk (sparse); open + plan {p['open_plan_s']:.2f} s; "
       f"skeleton {p['skeleton_s']:.1f} s, {p['skeleton_apparent_bytes'] / gib:.1f} GiB apparent / "
-      f"{p['skeleton_allocated_bytes'] / 2**20:.0f} MiB allocated; costliest unit {p['largest_unit_s']:.2f} s\n")
+      f"{p['skeleton_allocated_bytes'] / 2**20:.0f} MiB allocated; seal {p['seal_s']:.1f} s; "
+      f"costliest unit {p['largest_unit_s']:.2f} s\n")
 print("| ranks | ideal s | makespan s | util. | bound s | msgs/unit | coord. busy | coord. RSS MiB "
       "| 1% 3x slower: static / dynamic s | killed at 50%: lost units, lost s | resume on 90% s | total / plain |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")

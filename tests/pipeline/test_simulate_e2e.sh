@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # moeq quantize --simulate on a small block-FP8 DeepSeek-layout checkpoint: the discrete-event mode (64 and
 # 512 ranks) and the real MPI queue with sleeping workers (3 ranks) run every unit once and agree; a
-# simulated failure keeps the journaled units and --resume on fewer ranks runs exactly the rest; nothing
-# is sealed; a real run refuses to resume a simulated skeleton; bad options exit 2.
+# simulated failure keeps the journaled units and --resume on fewer ranks runs exactly the rest; a finished
+# simulation times the real seal of its skeleton, then deletes it (no artifact is left); a real run refuses to resume a simulated skeleton; bad options exit 2.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SOURCE_DIR:?}"
 j() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
@@ -27,6 +27,7 @@ d = json.load(open(sys.argv[1]))
 ahead = d["read_ahead_bytes"] > 0
 assert 0 < d["utilisation"] <= 1, d
 assert d["skeleton_allocated_bytes"] < d["skeleton_apparent_bytes"], d  # data regions are holes
+assert d["seal_s"] > 0, d  # the job finished: its skeleton was sealed for real (then deleted)
 # dynamic: request + assign + result per unit; static: the result only; plus each rank's last request and
 # its finish; read-ahead (dynamic) adds at most one AHEAD answered NONE per rank
 per_unit = 3 if d["schedule"] == "dynamic" else 1
@@ -72,6 +73,7 @@ set -e
 grep -q -- "--resume" "$tmp/err" || fail "failure: no hint"
 [ -e "$tmp/a.h5.partial" ] && [ -e "$tmp/a.h5.journal" ] || fail "failure: skeleton and journal must stay"
 done1=$(j "$tmp/f.json" units_run); left=$(j "$tmp/f.json" units_left)
+[ "$(j "$tmp/f.json" seal_s)" = -1 ] || fail "failure: a job that did not finish must not be sealed"
 [ $((done1 + left)) = "$units" ] && [ "$done1" -gt 0 ] && [ "$left" -gt 0 ] || fail "failure: $done1 + $left != $units"
 # a real (not simulated) run must refuse this skeleton: its plan digest is salted
 set +e
@@ -79,6 +81,7 @@ set +e
 set -e
 [ $rc != 0 ] || fail "a real run resumed a simulated skeleton"
 "${Q[@]}" --sim-ranks 58 --resume --stats "$tmp/r.json" || fail "resume"
+python3 -c "import json; assert json.load(open('$tmp/r.json'))['seal_s'] > 0" || fail "resume: not sealed"
 [ "$(j "$tmp/r.json" units_run)" = "$left" ] || fail "resume ran $(j "$tmp/r.json" units_run), want $left"
 [ ! -e "$tmp/a.h5.partial" ] || fail "resume left the skeleton"
 
