@@ -12,9 +12,11 @@
 //                  a whole DeepSeek matrix); CUDA events around the product alone; median of --iters
 //                  after 5 warm-up calls. Also reported: rank 0 (codes only), the relative L2 difference
 //                  between our y and cuBLAS's, and a measured device-to-device copy bandwidth.
-//   --device cpu:  ours = moeq_qlinear_matmul_cpu (all cores); baseline = OpenBLAS sgemv (B = 1) / sgemm
-//                  of the fp32 dense matrix. No bf16/fp16 CPU GEMM baseline: OpenBLAS's sbgemm is not in
-//                  every build and the reference is fp32. Wall clock, median of --iters.
+//   --device cpu:  ours = moeq_qlinear_matmul_fast_cpu (all cores; "fast_path" names the path taken, and
+//                  "identical_to_reference" checks its y bit for bit against moeq_qlinear_matmul_cpu, whose
+//                  time is "reference_us"); baseline = OpenBLAS sgemv (B = 1) / sgemm of the fp32 dense
+//                  matrix. No bf16/fp16 CPU GEMM baseline: OpenBLAS's sbgemm is not in every build and the
+//                  reference is fp32. Wall clock, median of --iters.
 // Bytes counted (effective GB/s): ours = codes + scales + zeros + U + V + x + y; baseline = dense W + x + y
 // at the baseline's element size.
 #include "bench_infer.h"
@@ -119,13 +121,13 @@ static double rel_l2(const float *a, const float *b, int64_t n) {
 
 static int first_entry = 1;
 static void entry(FILE *o, const char *name, const layer *L, int64_t B, double us, double us0, double gbs,
-                  const char *baseline, double bus, double bgbs, double err) {
+                  const char *baseline, double bus, double bgbs, double err, const char *extra) {
     fprintf(o,
             "%s\n    {\"shape\": \"%s\", \"R\": %lld, \"C\": %lld, \"batch\": %lld, \"ours_us\": %.2f, "
             "\"ours_rank0_us\": %.2f, \"ours_GBps\": %.1f, \"baseline\": \"%s\", \"baseline_us\": %.2f, "
-            "\"baseline_GBps\": %.1f, \"speedup\": %.2f, \"rel_l2_vs_baseline\": %.2e}",
-            first_entry ? "" : ",", name, (long long)L->q.R, (long long)L->q.C, (long long)B, us, us0, gbs, baseline,
-            bus, bgbs, bus / us, err);
+            "\"baseline_GBps\": %.1f, \"speedup\": %.2f, \"rel_l2_vs_baseline\": %.2e%s}",
+            first_entry ? "" : ",", name, (long long)L->q.R, (long long)L->q.C, (long long)B, us, us0, gbs,
+            baseline, bus, bgbs, bus / us, err, extra);
     first_entry = 0;
     fflush(o);
 }
@@ -157,13 +159,18 @@ static int run_cpu(FILE *out, const opts *o) {
             const int64_t B = o->batch[bi];
             moeq_qlinear q0 = L.ql;
             q0.rank = 0;
-            double t0s[64];
+            double t0s[64], trs[64];
+            int same = 1;
             for (int it = 0; it < o->iters; it++) {
                 double a = moeq_now_s();
-                if (moeq_qlinear_matmul_cpu(&L.ql, x, B, y)) goto fail;
+                if (moeq_qlinear_matmul_fast_cpu(&L.ql, x, B, y)) goto fail;
                 t[it] = moeq_now_s() - a;
                 a = moeq_now_s();
-                if (moeq_qlinear_matmul_cpu(&q0, x, B, yb)) goto fail;
+                if (moeq_qlinear_matmul_cpu(&L.ql, x, B, yb)) goto fail;
+                trs[it < 64 ? it : 63] = moeq_now_s() - a;
+                same &= memcmp(y, yb, sizeof(float) * (size_t)(B * R)) == 0;
+                a = moeq_now_s();
+                if (moeq_qlinear_matmul_fast_cpu(&q0, x, B, yb)) goto fail;
                 t0s[it < 64 ? it : 63] = moeq_now_s() - a;
                 a = moeq_now_s();
                 if (B == 1)
@@ -173,13 +180,18 @@ static int run_cpu(FILE *out, const opts *o) {
                                 L.dense, (int)C, 0.f, yb, (int)R);
                 tb[it] = moeq_now_s() - a;
             }
-            const double us = 1e6 * moeq_bench_median(t, o->iters),
-                         us0 = 1e6 * moeq_bench_median(t0s, o->iters < 64 ? o->iters : 64);
+            const int nm = o->iters < 64 ? o->iters : 64;
+            const double us = 1e6 * moeq_bench_median(t, o->iters), us0 = 1e6 * moeq_bench_median(t0s, nm),
+                         urs = 1e6 * moeq_bench_median(trs, nm);
             const double bus = 1e6 * moeq_bench_median(tb, o->iters);
             const double bb = 4.0 * (double)(R * C) + 4.0 * (double)B * (double)(R + C);
+            char extra[160];
+            snprintf(extra, sizeof extra,
+                     ", \"fast_path\": \"%s\", \"reference_us\": %.2f, \"identical_to_reference\": %s",
+                     moeq_qlinear_matmul_fast_cpu_path(&L.ql), urs, same ? "true" : "false");
             entry(out, k_shapes[s].name, &L, B, us, us0, ours_bytes(&L, B, 4) / us * 1e-3,
                   B == 1 ? "openblas_sgemv_fp32" : "openblas_sgemm_fp32", bus, bb / bus * 1e-3,
-                  rel_l2(y, yb, B * R));
+                  rel_l2(y, yb, B * R), extra);
         }
         free(x), free(y), free(yb);
         layer_free(&L);
@@ -329,8 +341,8 @@ static int run_cuda(FILE *out, const opts *o) {
             const double us = moeq_bench_median(t, o->iters), us0 = moeq_bench_median(t0, o->iters),
                          bus = moeq_bench_median(tb, o->iters);
             const double bb = 2.0 * (double)(R * C) + 2.0 * (double)B * (double)(R + C);
-            entry(out, k_shapes[s].name, &L, B, us, us0, ours_bytes(&L, B, 4) / us * 1e-3, "cublas_gemmex_fp16", bus,
-                  bb / bus * 1e-3, rel_l2(y, yb, B * R));
+            entry(out, k_shapes[s].name, &L, B, us, us0, ours_bytes(&L, B, 4) / us * 1e-3,
+                  "cublas_gemmex_fp16", bus, bb / bus * 1e-3, rel_l2(y, yb, B * R), "");
         }
         moeq_cuda_free(d_w16), moeq_cuda_free(d_x), moeq_cuda_free(d_x16), moeq_cuda_free(d_y),
             moeq_cuda_free(d_y0), moeq_cuda_free(d_y16), moeq_cuda_free(d_work);

@@ -44,6 +44,15 @@ typedef struct moeq_qlinear {
 moeq_status moeq_qlinear_matmul_cpu(const moeq_qlinear *ql, const float *x, // (B, C)
                                     int64_t B, float *y);                   // (B, R)
 
+// Fast CPU path, same contract and the same bits as moeq_qlinear_matmul_cpu (test_infer asserts equality):
+// for bits == 3 with G % 8 == 0 and C % 8 == 0 on an x86-64 CPU with AVX2, the reference's arithmetic
+// vectorised (8 codes per 3-byte load, each decoded weight used for up to 4 batch rows, 4 rows side by
+// side); any other layer or CPU runs the reference itself. moeq_qlinear_matmul_fast_cpu_path names what
+// would run: "avx2-q3" or "reference".
+moeq_status moeq_qlinear_matmul_fast_cpu(const moeq_qlinear *ql, const float *x, // (B, C)
+                                         int64_t B, float *y);                   // (B, R)
+const char *moeq_qlinear_matmul_fast_cpu_path(const moeq_qlinear *ql);
+
 // CUDA port (device pointers; stream is a cudaStream_t, NULL = default stream). Same operation with
 // x (B, C) and y (B, R) fp32 in device memory (16-byte aligned, as are codes and fp16 factors), 1 <= B <= 16, bits == 3, C % 128 == 0, G % 32 == 0,
 // factors fp16 or int3 (else MOEQ_ERR_UNSUPPORTED). Numerics: the quantized term runs on the tensor cores

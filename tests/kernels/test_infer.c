@@ -1,8 +1,9 @@
 // test_infer.c: the CPU reference of the quantized + low-rank product (infer_cpu.c) against the explicit
 // y = x·(deq(Q) + U·V)ᵀ (dequantize + sgemm, infer_fixture.h) for every code width × factor storage ×
 // rank {0, 32} × batch {1, 3, 16}, on odd shapes (C not a multiple of the packing unit, R odd) and an
-// expert-like one; RTN and HQQ codes; bit-identical for 1 and N threads; argument errors; and, in builds
-// without CUDA, the CUDA entry point answering MOEQ_ERR_UNSUPPORTED.
+// expert-like one; RTN and HQQ codes; bit-identical for 1 and N threads; the fast path (AVX2 q3)
+// bit-identical to the reference; argument errors; and, in builds without CUDA, the CUDA entry point
+// answering MOEQ_ERR_UNSUPPORTED.
 #include "test_util.h"
 
 #include <omp.h>
@@ -102,6 +103,53 @@ static void test_deterministic_threads(void **state) {
     infer_layer_free(&L);
 }
 
+// The fast path (AVX2 q3, else the reference itself) gives the reference's bits: every width (q3 takes the
+// AVX2 path, the others fall back), rows not a multiple of 4, batches across the 4-row blocking, rank 0 and
+// 32 with every factor storage, C % 32 == 0 (the row's last 8 codes end at its last byte) and C % 32 != 0,
+// G not a power of two, 1 thread and all of them; and on an AVX2 CPU q3 does take the AVX2 path.
+static void test_fast_path_bit_identical(void **state) {
+    (void)state;
+    static const shape sh[] = {{37, 200, 40}, {64, 512, 64}, {9, 96, 32}, {301, 640, 64}};
+    static const int64_t batches[] = {1, 2, 3, 4, 5, 16};
+    const int nmax = omp_get_max_threads();
+    for (size_t s = 0; s < sizeof sh / sizeof *sh; s++)
+        for (int bi = 0; bi < 4; bi++)
+            for (int ft = 0; ft < MOEQ_FACTOR_COUNT; ft++)
+                for (int64_t r = 0; r <= 32; r += 32) {
+                    if (r == 0 && ft > 0) continue;
+                    infer_layer L;
+                    const uint64_t seed = 5000 + 100 * s + 10 * (uint64_t)bi + (uint64_t)ft;
+                    assert_int_equal(infer_layer_make(&L, k_bits[bi], sh[s].R, sh[s].C, sh[s].G, (int)(s & 1),
+                                                      r, (moeq_factor_type)ft, seed),
+                                     MOEQ_OK);
+#if defined(__x86_64__)
+                    if (k_bits[bi] == 3 && __builtin_cpu_supports("avx2"))
+                        assert_string_equal(moeq_qlinear_matmul_fast_cpu_path(&L.ql), "avx2-q3");
+#endif
+                    if (k_bits[bi] != 3)
+                        assert_string_equal(moeq_qlinear_matmul_fast_cpu_path(&L.ql), "reference");
+                    for (size_t b = 0; b < sizeof batches / sizeof *batches; b++) {
+                        const int64_t B = batches[b], R = sh[s].R, C = sh[s].C;
+                        float *x = malloc(sizeof(float) * B * C), *y = malloc(sizeof(float) * B * R),
+                              *ref = malloc(sizeof(float) * B * R);
+                        infer_gen_x(x, B * C, seed + b);
+                        for (int64_t i = 0; i < B * R; i++) y[i] = NAN; // every output must be written
+                        assert_int_equal(moeq_qlinear_matmul_cpu(&L.ql, x, B, ref), MOEQ_OK);
+                        omp_set_num_threads(b & 1 ? 1 : nmax);
+                        assert_int_equal(moeq_qlinear_matmul_fast_cpu(&L.ql, x, B, y), MOEQ_OK);
+                        omp_set_num_threads(nmax);
+                        for (int64_t i = 0; i < B * R; i++)
+                            if (memcmp(&y[i], &ref[i], sizeof(float)) != 0)
+                                fail_msg("q%d %lldx%lld G%lld factor %d rank %lld B %lld: y[%lld] = %.9g, "
+                                         "reference %.9g",
+                                         k_bits[bi], (long long)R, (long long)C, (long long)sh[s].G, ft,
+                                         (long long)r, (long long)B, (long long)i, y[i], ref[i]);
+                        free(x), free(y), free(ref);
+                    }
+                    infer_layer_free(&L);
+                }
+}
+
 static void test_bad_arguments(void **state) {
     (void)state;
     infer_layer L;
@@ -119,6 +167,8 @@ static void test_bad_arguments(void **state) {
     bad = L.ql;
     bad.q.G = 48; // does not divide C
     assert_int_equal(moeq_qlinear_matmul_cpu(&bad, x, 1, y), MOEQ_ERR_ARG);
+    assert_int_equal(moeq_qlinear_matmul_fast_cpu(&bad, x, 1, y), MOEQ_ERR_ARG);
+    assert_status(moeq_qlinear_matmul_fast_cpu(&L.ql, x, 0, y), MOEQ_ERR_ARG, "B=0");
 #ifndef MOEQ_WITH_CUDA
     assert_status(moeq_qlinear_matmul_cuda(&L.ql, x, 1, y, NULL, 0, NULL), MOEQ_ERR_UNSUPPORTED,
                   "no CUDA backend");
@@ -129,9 +179,8 @@ static void test_bad_arguments(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matches_reference),
-        cmocka_unit_test(test_lowrank_contributes),
-        cmocka_unit_test(test_deterministic_threads),
+        cmocka_unit_test(test_matches_reference),     cmocka_unit_test(test_lowrank_contributes),
+        cmocka_unit_test(test_deterministic_threads), cmocka_unit_test(test_fast_path_bit_identical),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
