@@ -17,7 +17,7 @@ mkdir -p "$work"
 geo=(--arch deepseek_v3 --dense-layers 1 --hidden 7168 --intermediate 2048 --dense-intermediate 18432 --top-k 8
     --heads 64 --head-dim 128 --vocab 163840 --dtype fp8 --sparse)
 printf '| routed experts | layers | tensors | units | checkpoint (apparent) | RSS after plan, every rank | '
-printf 'peak RSS, rank 0 | skeleton s | largest unit working set |\n|---|---|---|---|---|---|---|---|---|\n'
+printf 'peak RSS, rank 0 | skeleton s | seal s | largest unit working set |\n|---|---|---|---|---|---|---|---|---|---|\n'
 for spec in "8 61" "64 61" "384 61" "384 4" "384 16"; do
     set -- $spec
     e=$1 l=$2 d="$work/kimi-e$1-l$2"
@@ -34,7 +34,7 @@ d = sys.argv[4]
 app = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
 mib = 1 << 20
 print(f"| {sys.argv[5]} | {sys.argv[6]} | {s['tensors']} | {s['units']} | {app / 1e12:.3f} TB | "
-      f"{s['rss_after_plan_bytes'] / mib:.0f} MiB | {peak / mib:.0f} MiB | {s['skeleton_s']:.1f} | "
+      f"{s['rss_after_plan_bytes'] / mib:.0f} MiB | {peak / mib:.0f} MiB | {s['skeleton_s']:.1f} | {s['seal_s']:.1f} | "
       f"{p['peak_mem_per_rank_bytes'] / mib:.0f} MiB |")
 PY
 done
