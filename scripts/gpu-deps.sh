@@ -35,7 +35,8 @@ Run it on a Debian 12 machine of the node's CPU architecture, after apt-get upda
            config), HDF5 1.10 openmpi (libraries, headers, .pc), h5dump and h5ls, jq, jansson, libyaml,
            xxhash and the libraries these load. Default OUT: out/moeq-gpu-deps-full.tar.gz. env.sh then
            also points Open MPI and PMIx at the bundle (OPAL_PREFIX, OPAL_SYSCONFDIR, PMIX_*). On the
-           GPU node (device tool: carry out/moeq-gpu-deps-full.tar.gz):
+           GPU node (device tool: carry out/moeq-gpu-deps-full.tar.gz, and out/shared with the tiny
+           model, see scripts/gpu-check.sh --help, --shared):
                scripts/gpu-check.sh --full --deps out/moeq-gpu-deps-full.tar.gz --out $OUT/gc
 EOF
 }
