@@ -3,13 +3,17 @@
 # (label gpu, then the rest) and, when they pass and a GPU is visible, the three GPU benchmarks; logs and
 # JSON go to one folder. With --deps, OpenBLAS, LAPACKE, cmocka and pkg-config come from a tarball made by
 # scripts/gpu-deps.sh (nodes without a package registry), unpacked under the build folder.
-# Does not: install anything, build the MPI/HDF5 layers, or judge benchmark figures (bench/README.md does).
+# With --full: the whole of moeq (MPI, HDF5 layers, `moeq`), the gpu tests, the pipeline tests that use
+# the device (test_device_e2e, test_cuda_module*, test_quantize_e2e) and `moeq quantize --device cuda` of
+# mixtral-tiny on 1 and 2 ranks, whose artifacts must be identical (scripts/gpu-check-full.sh); --deps
+# then takes a tarball from scripts/gpu-deps.sh --full.
+# Does not: install anything, or judge benchmark figures (bench/README.md does).
 set -euo pipefail
 
 usage() {
     cat <<'EOF'
-usage: scripts/gpu-check.sh [--deps TARBALL] [--out DIR] [--build DIR] [--targets "T ..."] [--no-bench]
-                            [-- CMAKE_ARGS ...]
+usage: scripts/gpu-check.sh [--full] [--deps TARBALL] [--out DIR] [--build DIR] [--shared DIR]
+                            [--targets "T ..."] [--no-bench] [-- CMAKE_ARGS ...]
 
 Builds moeq's kernels with CUDA (cmake -DMOEQ_KERNELS_ONLY=ON -DMOEQ_CUDA=ON -DCMAKE_BUILD_TYPE=Release,
 CUDA architecture `native` when a GPU is visible, else the project's default), runs `ctest -L gpu`, then
@@ -19,11 +23,29 @@ the other tests, then, if they passed and a GPU is visible, the GPU benchmarks i
     moeq-bench-infer --device cuda --iters 30 --batch 1,2,4,8,16     -> bench_infer_cuda.json
 Exits non-zero when a step fails; the log of every step is in DIR/gpu-check.log.
 
-  --deps TARBALL   take OpenBLAS, LAPACKE, cmocka and pkg-config from TARBALL (scripts/gpu-deps.sh),
-                   unpacked to BUILD/deps/ (again only when the tarball changed); without it, the node's
-                   own packages (pkg-config must find openblas, lapacke, cmocka)
+With --full, the whole project instead (MOEQ_KERNELS_ONLY off: MPI, HDF5, jansson, yaml, xxhash too),
+Release, CUDA architecture `native`, tests on, in build-gpu-full/; then `ctest -L gpu`, then
+test_device_e2e, test_cuda_module* and test_quantize_e2e, then, where a GPU is visible,
+    mpirun -n 1 moeq quantize --device cuda --model SHARED/models/mixtral-tiny
+            --recipe configs/mixtral-tiny-milo3.yaml, the same with -n 2, and cmp of the two artifacts
+(no GPU: these three steps are skipped, and said so). No benchmarks (run without --full for them).
+On a GPU node lent through the device tool, carrying out/moeq-gpu-deps-full.tar.gz (scripts/gpu-deps.sh
+--full) and out/shared/models/mixtral-tiny (see --shared):
+    scripts/gpu-check.sh --full --deps out/moeq-gpu-deps-full.tar.gz --out $OUT/gc
+
+  --full           the whole project and the pipeline checks above
+  --deps TARBALL   take OpenBLAS, LAPACKE, cmocka and pkg-config (--full: and Open MPI, HDF5, jansson,
+                   yaml, xxhash, h5dump, jq) from TARBALL (scripts/gpu-deps.sh [--full]), unpacked to
+                   BUILD/deps/ (again only when the tarball changed); without it, the node's own packages
+                   (pkg-config must find openblas, lapacke, cmocka; --full: also hdf5-openmpi, jansson,
+                   yaml-0.1, libxxhash, and mpicc, mpirun, h5dump, jq must be on PATH)
   --out DIR        logs, test results and JSON (default: out/gpu-check-DATE-TIME)
-  --build DIR      build folder (default: build-gpu)
+  --build DIR      build folder (default: build-gpu, with --full build-gpu-full)
+  --shared DIR     --full: the folder with models/mixtral-tiny (default: the first of ../shared, shared/,
+                   out/shared/ that has it); a node lent through the device tool gets no ../shared: carry
+                   out/shared after `mkdir -p out/shared/models && cp -r ../shared/models/mixtral-tiny
+                   out/shared/models/ && rm out/shared/models/mixtral-tiny/model.fp32.safetensors`
+                   (10 MiB; the fp32 copy is read only by tests --full does not run)
   --targets "T .." build only these CMake targets (e.g. moeq-bench-infer); the tests are then not run
                    and the benchmarks are those of the three whose executable was built
   --no-bench       stop after the tests
@@ -41,21 +63,23 @@ die() { # MESSAGE [HINT]
 }
 
 repo=$(cd "$(dirname "$0")/.." && pwd -P)
-deps="" out="" build="" targets="" bench=1
+deps="" out="" build="" targets="" bench=1 full=0 shared=""
 cmake_extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
-        --deps | --out | --build | --targets)
+        --deps | --out | --build | --targets | --shared)
             [ $# -ge 2 ] || die "$1 needs a value" "scripts/gpu-check.sh --help"
             case "$1" in
                 --deps) deps=$2 ;;
                 --out) out=$2 ;;
                 --build) build=$2 ;;
                 --targets) targets=$2 ;;
+                --shared) shared=$2 ;;
             esac
             shift 2 ;;
         --no-bench) bench=0; shift ;;
+        --full) full=1; shift ;;
         --) shift; cmake_extra=("$@"); break ;;
         *) die "unknown argument '$1'" "scripts/gpu-check.sh --help" ;;
     esac
@@ -67,8 +91,13 @@ if [ -n "$deps" ]; then
     [ -f "$deps" ] || die "--deps: '$deps' is not a file" "make it with scripts/gpu-deps.sh on a Debian 12 machine"
     deps=$(abspath "$deps")
 fi
+if [ -n "$shared" ]; then
+    [ "$full" = 1 ] || die "--shared is for --full" "scripts/gpu-check.sh --help"
+    [ -d "$shared" ] || die "--shared: '$shared' is not a folder" "it must hold models/mixtral-tiny"
+    shared=$(cd "$shared" && pwd -P)
+fi
 out=${out:-$repo/out/gpu-check-$(date +%Y%m%d-%H%M%S)}
-build=${build:-$repo/build-gpu}
+build=${build:-$repo/build-gpu$([ "$full" = 0 ] || echo -full)}
 mkdir -p "$out" "$build"
 out=$(abspath "$out")
 build=$(abspath "$build")
@@ -79,6 +108,8 @@ if [ -z "${MOEQ_GPU_CHECK_LOGGING:-}" ]; then
     [ -z "$deps" ] || args+=(--deps "$deps")
     [ -z "$targets" ] || args+=(--targets "$targets")
     [ "$bench" = 1 ] || args+=(--no-bench)
+    [ "$full" = 0 ] || args+=(--full)
+    [ -z "$shared" ] || args+=(--shared "$shared")
     set +e
     MOEQ_GPU_CHECK_LOGGING=1 "$BASH" "$0" "${args[@]}" -- "${cmake_extra[@]}" 2>&1 | tee "$out/gpu-check.log"
     exit "${PIPESTATUS[0]}"
@@ -128,11 +159,16 @@ on_exit() { # set -e stopped the script in the middle of a step
     fi
 }
 trap on_exit EXIT
+if [ "$full" = 1 ]; then
+    # shellcheck source=scripts/gpu-check-full.sh
+    . "$repo/scripts/gpu-check-full.sh" # full_check_deps, full_tests, full_quantize
+fi
 
 nproc=$(nproc)
 echo "gpu-check: moeq $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '(no git)') in $repo"
 echo "gpu-check: host $(hostname), $nproc cores, $(uname -m), $(getconf GNU_LIBC_VERSION 2>/dev/null || echo 'glibc ?')"
-echo "gpu-check: build $build, out $out, deps ${deps:-system packages}"
+echo "gpu-check: $([ "$full" = 1 ] && echo 'full build (--full)' || echo 'kernels only'), build $build, out $out," \
+    "deps ${deps:-system packages}"
 
 # ---- 1. tools ----
 step "tools (cmake, nvcc, C compiler)"
@@ -176,6 +212,11 @@ if [ -n "$deps" ]; then
         echo "unpacked to $prefix"
     fi
     grep -v '^package=' "$prefix/MANIFEST" | sed 's/^/  /'
+    flavour=$(sed -n 's/^flavour=//p' "$prefix/MANIFEST")
+    if [ "$full" = 1 ] && [ "${flavour:-kernels}" != full ]; then
+        fail FAILED "$(basename "$deps") is a kernels-only bundle: --full needs MPI, HDF5, jansson, yaml, xxhash" \
+            "make the full one (scripts/gpu-deps.sh --full: out/moeq-gpu-deps-full.tar.gz) and pass it to --deps"
+    fi
     # the bundle's libraries run here only on the same architecture and a glibc at least as new
     arch=$(sed -n 's/^arch=//p' "$prefix/MANIFEST")
     case "$arch:$(uname -m)" in
@@ -202,12 +243,17 @@ else
 fi
 pkgconfig=$(command -v pkg-config || command -v pkgconf)
 echo "pkg-config: $pkgconfig, PKG_CONFIG_LIBDIR=${PKG_CONFIG_LIBDIR:-(its default)}"
-for m in openblas lapacke cmocka; do
+modules=(openblas lapacke cmocka)
+[ "$full" = 0 ] || modules+=(hdf5-openmpi jansson yaml-0.1 libxxhash)
+for m in "${modules[@]}"; do
     "$pkgconfig" --exists "$m" ||
         fail FAILED "pkg-config does not find '$m'" \
-            "install libopenblas-dev liblapacke-dev libcmocka-dev (Debian names), or pass --deps TARBALL from scripts/gpu-deps.sh"
+            "install libopenblas-dev liblapacke-dev libcmocka-dev$([ "$full" = 0 ] ||
+                echo ' libhdf5-openmpi-dev libjansson-dev libyaml-dev libxxhash-dev') (Debian names), or pass" \
+            "--deps TARBALL from scripts/gpu-deps.sh$([ "$full" = 0 ] || echo ' --full')"
     echo "  $m $("$pkgconfig" --modversion "$m"): $("$pkgconfig" --variable=pcfiledir "$m")/$m.pc"
 done
+[ "$full" = 0 ] || full_check_deps # mpicc, mpirun, h5dump, jq, python3, cmp; the shared/ folder
 # pkg_check_modules keeps what it found in the cache: a build folder configured with other deps starts over
 if [ -f "$build/CMakeCache.txt" ] && [ "$(cat "$build/.gpu-check-deps" 2>/dev/null)" != "$deps_mode" ]; then
     echo "$build was configured with other dependencies ($(cat "$build/.gpu-check-deps" 2>/dev/null || echo 'by hand')):" \
@@ -253,12 +299,17 @@ fi
 
 # ---- 4. configure ----
 step "configure (cmake)"
-cmake_args=(-S "$repo" -B "$build" "${generator[@]}" -DMOEQ_KERNELS_ONLY=ON -DMOEQ_CUDA=ON
+if [ "$full" = 1 ]; then
+    layers=(-DMOEQ_KERNELS_ONLY=OFF -DMOEQ_BUILD_TESTS=ON -DMOEQ_SHARED_DIR="$shared")
+else
+    layers=(-DMOEQ_KERNELS_ONLY=ON)
+fi
+cmake_args=(-S "$repo" -B "$build" "${generator[@]}" "${layers[@]}" -DMOEQ_CUDA=ON
             -DCMAKE_BUILD_TYPE=Release "${cuda_arch[@]}" "${cmake_extra[@]}")
 echo "cmake ${cmake_args[*]}"
 cmake "${cmake_args[@]}" || fail FAILED "cmake configure failed" "see the CMake error above"
 echo "resolved (CMakeCache.txt, compile_commands.json):"
-grep -E '^(PKG_CONFIG_EXECUTABLE|CMAKE_CUDA_COMPILER|pkgcfg_lib_[A-Z]+_[a-z]+|(OPENBLAS|LAPACKE|CMOCKA)_INCLUDE_DIRS):' \
+grep -E '^(PKG_CONFIG_EXECUTABLE|CMAKE_CUDA_COMPILER|pkgcfg_lib_[A-Z]+_[a-z0-9_]+|[A-Z]+_INCLUDE_DIRS|MPI_C_COMPILER|MPIEXEC_EXECUTABLE|MPI_mpi_LIBRARY|MPI_C_HEADER_DIR|MOEQ_SHARED_DIR):' \
     "$build/CMakeCache.txt" | sed 's/^/  /'
 echo "  CUDA code: $(grep -o 'arch=compute_[0-9a-z]*,code=[^ "]*' "$build/compile_commands.json" | sort -u | tr '\n' ' ')"
 step_end ok
@@ -299,9 +350,13 @@ else
     else
         step_end ok
     fi
-    step "tests, the others (ctest -LE gpu)"
-    ctest_run other -LE gpu || fail FAILED "tests failed" "output above; all of it in $out/ctest-other.log"
-    step_end ok
+    if [ "$full" = 1 ]; then
+        full_tests # test_device_e2e, test_cuda_module*, test_quantize_e2e
+    else
+        step "tests, the others (ctest -LE gpu)"
+        ctest_run other -LE gpu || fail FAILED "tests failed" "output above; all of it in $out/ctest-other.log"
+        step_end ok
+    fi
 fi
 
 # ---- 8. benchmarks ----
@@ -332,7 +387,11 @@ bench_run() { # NAME JSON ARGS...: one benchmark, JSON on stdout into DIR/JSON
         step_end "ok: $json"
     fi
 }
-if [ "$bench" = 0 ]; then
+if [ "$full" = 1 ]; then
+    full_quantize # --device cuda on 1 and 2 ranks, cmp
+    step "benchmarks"
+    step_end "skipped: --full (run gpu-check.sh without --full for them)"
+elif [ "$bench" = 0 ]; then
     step "benchmarks"
     step_end "skipped: --no-bench"
 elif [ "$n_gpus" -eq 0 ]; then
