@@ -149,10 +149,11 @@ done:
 // The kernel-by-kernel path as a worker ran it (quantize_matrix + unit_metrics before tensor.h).
 static moeq_status old_path(const moeq_kernel_ops *ops, const moeq_raw_tensor *src, const moeq_tq_params *p,
                             float *w, float *recon, moeq_tq_out *o) {
-    const int64_t R = src->R, C = src->C, r = p->milo.rank;
+    const moeq_milo_params mp = moeq_method_milo_params(&p->s, p->seed);
+    const int64_t R = src->R, C = src->C, r = mp.rank;
     MOEQ_TRY(moeq_raw_decode_cpu(src, w));
     moeq_milo_out mo = {.q = o->q, .u = o->u, .v = o->v};
-    MOEQ_TRY(ops->milo_fit(w, R, C, &p->milo, &mo));
+    MOEQ_TRY(ops->milo_fit(w, R, C, &mp, &mo));
     MOEQ_TRY(ops->dequantize(o->q, recon));
     moeq_lowrank_add_cpu(recon, o->u, o->v, R, C, r);
     MOEQ_TRY(ops->metrics_error(w, recon, R, C, &o->err));
@@ -173,9 +174,9 @@ static int tb_shape_cuda(const tb_opts *o, const moeq_kernel_ops *ops, int64_t R
     if (moeq_qmat_alloc(&q, o->bits, R, C, o->group) != MOEQ_OK) goto fail;
     moeq_tq_params p;
     memset(&p, 0, sizeof p);
-    p.method = MOEQ_TQ_MILO, p.milo = moeq_milo_params_default();
-    p.milo.bits = o->bits, p.milo.group = o->group, p.milo.rank = o->rank, p.milo.rounds = o->rounds;
-    p.milo.svd.seed = 11;
+    p.s = moeq_qsettings_default();
+    p.s.method = MOEQ_METHOD_MILO, p.s.bits = o->bits, p.s.group = o->group, p.s.rank = o->rank;
+    p.s.rounds = o->rounds, p.seed = 11;
     moeq_tq_out out = {.q = &q, .u = u, .v = v};
     for (int fp8 = 0; fp8 < 2; fp8++) {
         const moeq_raw_tensor src = stored_view(&s, fp8);

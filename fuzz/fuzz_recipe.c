@@ -1,10 +1,10 @@
-// fuzz_recipe.c: libFuzzer harness for recipes (io/recipe.c, YAML via libyaml): any text is parsed or
-// refused with a line-numbered error, never a crash.
+// fuzz_recipe.c: libFuzzer harness for recipes (io/ydoc.c: YAML via libyaml; schedulers/recipe.c: the
+// binding): any text is parsed or refused with a line-numbered error, never a crash.
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "moeq_io.h"
+#include "moeq_sched.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *text = malloc(size + 1);

@@ -34,11 +34,6 @@ const char *moeq_ds_name(moeq_ds d) {
         }                                                                                                    \
     } while (0)
 
-static size_t h5type_size(moeq_h5type t) {
-    static const size_t s[] = {1, 2, 2, 4, 8, 1, 2, 4, 8};
-    return s[t];
-}
-
 // The file type of each moeq_h5type (caller closes). Half and bfloat16 are IEEE-style custom floats.
 static hid_t h5type_make(moeq_h5type t) {
     hid_t ft;
@@ -96,16 +91,14 @@ static moeq_h5type h5type_of_dtype(moeq_dtype d) {
     }
 }
 
-static void spec(moeq_ds_spec *s, moeq_h5type t, int ndim, int64_t d0, int64_t d1) {
-    s->present = 1;
-    s->type = t;
-    s->ndim = ndim;
-    s->dims[0] = d0;
-    s->dims[1] = d1;
-    s->bytes = (uint64_t)d0 * (uint64_t)(ndim > 1 ? d1 : 1) * h5type_size(t);
-}
+// The datasets of a quantized tensor are the planes of its layout (kernels/qformat.h), at the same indices.
+_Static_assert(MOEQ_DS_CODES == (int)MOEQ_PLANE_CODES && MOEQ_DS_SCALE == (int)MOEQ_PLANE_SCALE &&
+                   MOEQ_DS_ZERO == (int)MOEQ_PLANE_ZERO && MOEQ_DS_U == (int)MOEQ_PLANE_U &&
+                   MOEQ_DS_U_SCALE == (int)MOEQ_PLANE_U_SCALE && MOEQ_DS_V == (int)MOEQ_PLANE_V &&
+                   MOEQ_DS_V_SCALE == (int)MOEQ_PLANE_V_SCALE && MOEQ_DS_DATA == (int)MOEQ_PLANE_COUNT,
+               "artifact datasets = layout planes, then the pass-through data");
 
-moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e, int64_t row_bytes) {
+moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e) {
     memset(e->ds, 0, sizeof e->ds);
     memset(e->offset, 0, sizeof e->offset);
     if (e->q.method == MOEQ_METHOD_NONE) {
@@ -124,22 +117,23 @@ moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e, int64_t row_bytes)
                              e->name, moeq_dtype_name(e->source_dtype));
         return MOEQ_OK;
     }
-    const int64_t R = e->shape[0], C = e->shape[1], G = e->q.group, r = e->q.rank;
-    if (e->ndim != 2 || R <= 0 || C <= 0 || G <= 0 || C % G || row_bytes <= 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': cannot lay out a quantized [%lld, %lld] with group %lld",
-                         e->name, (long long)R, (long long)C, (long long)G);
-    spec(&e->ds[MOEQ_DS_CODES], MOEQ_H5_U8, 2, R, row_bytes);
-    spec(&e->ds[MOEQ_DS_SCALE], MOEQ_H5_F16, 2, R, C / G);
-    spec(&e->ds[MOEQ_DS_ZERO], MOEQ_H5_F16, 2, R, C / G);
-    if (r > 0 && e->q.compensator == MOEQ_COMP_FP16) {
-        spec(&e->ds[MOEQ_DS_U], MOEQ_H5_F16, 2, R, r);
-        spec(&e->ds[MOEQ_DS_V], MOEQ_H5_F16, 2, r, C);
-    } else if (r > 0) {
-        const int64_t nu = R * r, nv = r * C;
-        spec(&e->ds[MOEQ_DS_U], MOEQ_H5_U8, 1, 12 * ((nu + 31) / 32), 0);
-        spec(&e->ds[MOEQ_DS_U_SCALE], MOEQ_H5_F16, 1, (nu + 63) / 64, 0);
-        spec(&e->ds[MOEQ_DS_V], MOEQ_H5_U8, 1, 12 * ((nv + 31) / 32), 0);
-        spec(&e->ds[MOEQ_DS_V_SCALE], MOEQ_H5_F16, 1, (nv + 63) / 64, 0);
+    moeq_qlayout l;
+    if (e->ndim != 2 || moeq_qsettings_layout(&e->q, e->shape[0], e->shape[1], &l) != MOEQ_OK)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "tensor '%s': cannot lay out a quantized [%lld, %lld] as %s with group %d: %s",
+                         e->name, (long long)e->shape[0], (long long)(e->ndim > 1 ? e->shape[1] : 0),
+                         moeq_qtype_name(moeq_qsettings_qtype(&e->q)), e->q.group,
+                         e->ndim != 2 ? "not a matrix" : moeq_error_detail());
+    for (int p = 0; p < MOEQ_PLANE_COUNT; p++) {
+        const moeq_plane_spec *ps = &l.plane[p];
+        if (!ps->present) continue;
+        moeq_ds_spec *s = &e->ds[p];
+        s->present = 1;
+        s->type = ps->elem == MOEQ_ELEM_F16 ? MOEQ_H5_F16 : MOEQ_H5_U8;
+        s->ndim = ps->ndim;
+        s->dims[0] = ps->dims[0];
+        s->dims[1] = ps->dims[1];
+        s->bytes = ps->bytes;
     }
     return MOEQ_OK;
 }
@@ -245,22 +239,24 @@ static herr_t write_static_attrs(hid_t g, const moeq_artifact_entry *e) {
         return -1;
     if (e->ndim > 0 && attr_num(g, m, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim) < 0)
         return -1;
-    if (q->method == MOEQ_METHOD_NONE) return 0;
+    const moeq_method_traits *mt = moeq_method_get(q->method);
+    if (!mt || !mt->quantizes) return 0;
+    // the fields the method reads (kernels/method.h); a format other than the grouped one of `bits` by name
     if (attr_i64(g, m, "bits", q->bits) < 0 || attr_i64(g, m, "group", q->group) < 0 ||
         attr_i64(g, m, "rank", q->rank) < 0 ||
-        attr_i64(g, m, "rounds", q->method == MOEQ_METHOD_MILO ? q->rounds : 0) < 0 ||
-        attr_str(g, m, "compensator",
-                 q->rank > 0 ? (q->compensator == MOEQ_COMP_FP16 ? "fp16" : "int3") : "none", 0) < 0 ||
+        attr_i64(g, m, "rounds", (mt->fields & MOEQ_SET_ROUNDS) ? q->rounds : 0) < 0 ||
+        attr_str(g, m, "compensator", q->rank > 0 ? moeq_factor_name(q->compensator) : "none", 0) < 0 ||
         attr_f64(g, m, "bits_per_weight", e->bits_per_weight) < 0 || attr_u64(g, m, "seed", q->seed) < 0)
         return -1;
-    if (q->method != MOEQ_METHOD_RTN) {
+    if (q->format && attr_str(g, m, "format", moeq_qtype_name(q->format), 0) < 0) return -1;
+    if (mt->fields & MOEQ_SET_HQQ_ITERS) {
         double hq[3] = {q->hqq_lp_norm, q->hqq_beta, q->hqq_kappa};
         int64_t hi[2] = {q->hqq_iters, q->hqq_early_stop};
         if (attr_num(g, m, "hqq_lp_beta_kappa", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, hq, 3) < 0 ||
             attr_num(g, m, "hqq_iters_early_stop", H5T_STD_I64LE, H5T_NATIVE_INT64, hi, 2) < 0)
             return -1;
     }
-    if (q->method == MOEQ_METHOD_MILO) {
+    if (mt->fields & MOEQ_SET_SVD_OVER) {
         int64_t sv[2] = {q->svd_oversample, q->svd_power_iters};
         if (attr_num(g, m, "svd_oversample_power_iters", H5T_STD_I64LE, H5T_NATIVE_INT64, sv, 2) < 0)
             return -1;

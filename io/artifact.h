@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "catalog.h"
-#include "recipe.h"
+#include "moeq_kernels.h" // defines: moeq_qsettings, moeq_qlayout
 
 #define MOEQ_ARTIFACT_FORMAT  "moeq-artifact"
 #define MOEQ_ARTIFACT_VERSION 1
@@ -66,8 +66,9 @@ typedef struct moeq_artifact_entry {
     uint64_t offset[MOEQ_DS_COUNT]; // file offsets of the datasets (filled by create/layout)
 } moeq_artifact_entry;
 
-// Fills e->ds from the settings and the (R, C) geometry; row_bytes from the code format.
-moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e, int64_t row_bytes);
+// Fills e->ds from the settings and the shape: the planes of the layout (kernels/qformat.h moeq_qlayout_make)
+// for a quantized tensor, the source dtype and shape for one stored as it came.
+moeq_status moeq_artifact_entry_specs(moeq_artifact_entry *e);
 
 typedef struct moeq_artifact_meta {
     const char *moeq_version;

@@ -121,8 +121,16 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
                              path, t->name);
         attr_i64(g, "rounds", &ro);
         t->bits = (int)b, t->group = (int)gr, t->rank = (int)r, t->rounds = (int)ro;
-        t->compensator = strcmp(s, "int3") == 0 ? MOEQ_COMP_INT3 : MOEQ_COMP_FP16;
+        t->compensator = strcmp(s, "int3") == 0 ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16;
         moeq_h5_attr_read(g, "bits_per_weight", H5T_NATIVE_DOUBLE, &t->bits_per_weight);
+        if (moeq_h5_attr_str(g, "format", s, sizeof s) ==
+                0 && // a format other than the grouped one of `bits`
+            ((t->format = moeq_qtype_from_name(s)) == MOEQ_QTYPE_INVALID ||
+             moeq_qtype_get(t->format)->bits != b))
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                             "%s: tensor '%s': format '%s' is not a %lld-bit storage format of "
+                             "this moeq",
+                             path, t->name, s, (long long)b);
     }
     if (moeq_h5_attr_read(g, "checksum", H5T_NATIVE_UINT64, &t->checksum) < 0)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': no checksum attribute", path, t->name);
@@ -134,12 +142,9 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
     moeq_artifact_entry e = {.name = t->name, .c = t->c, .source_dtype = t->source_dtype, .ndim = t->ndim};
     memcpy(e.shape, t->shape, sizeof e.shape);
     e.q.method = t->method, e.q.bits = t->bits, e.q.group = t->group, e.q.rank = t->rank;
-    e.q.compensator = t->compensator;
-    const int64_t rb = t->method == MOEQ_METHOD_NONE
-                           ? 1
-                           : moeq_qtype_row_bytes(t->bits, t->ndim ? t->shape[t->ndim - 1] : 0);
-    moeq_status st = rb > 0
-                         ? moeq_artifact_entry_specs(&e, rb)
+    e.q.compensator = t->compensator, e.q.format = t->format;
+    moeq_status st = t->method == MOEQ_METHOD_NONE || moeq_qtype_get(moeq_qsettings_qtype(&e.q))
+                         ? moeq_artifact_entry_specs(&e)
                          : MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %d-bit codes are not a moeq format",
                                      path, t->name, t->bits);
     if (st != MOEQ_OK)
@@ -292,7 +297,7 @@ void moeq_artifact_toc_entry(const moeq_artifact_toc *toc, int i, moeq_artifact_
     e->name = t->name, e->c = t->c, e->source_dtype = t->source_dtype, e->ndim = t->ndim;
     memcpy(e->shape, t->shape, sizeof e->shape);
     e->q.method = t->method, e->q.bits = t->bits, e->q.group = t->group, e->q.rank = t->rank;
-    e->q.rounds = t->rounds, e->q.compensator = t->compensator;
+    e->q.rounds = t->rounds, e->q.compensator = t->compensator, e->q.format = t->format;
     e->bits_per_weight = t->bits_per_weight;
     for (int k = 0; k < t->n_ds; k++) {
         const moeq_artifact_dsinfo *d = &toc->ds[t->first_ds + k];

@@ -38,7 +38,8 @@ typedef struct moeq_artifact_tensor {
     int64_t shape[MOEQ_ST_MAX_DIMS];
     moeq_method method;
     int bits, group, rank, rounds; // quantized tensors only (0 otherwise)
-    moeq_comp_dtype compensator;   // meaningful when rank > 0
+    moeq_factor_type compensator;  // meaningful when rank > 0
+    moeq_qtype format;             // attribute "format" (0 when absent: the grouped format of bits)
     double bits_per_weight;        // recorded (0 for method none)
     uint64_t checksum;             // recorded tensor checksum (xxh3-64 over its datasets in moeq_ds order)
     char *failure;                 // NULL when the recorded status is "ok", else the status text

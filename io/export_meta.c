@@ -51,7 +51,7 @@ moeq_status moeq_export_write_index(const moeq_export_list *l, const char *dir, 
 // ---- quantization_config ----
 
 static const char *comp_name(const moeq_artifact_tensor *t) {
-    return t->rank <= 0 ? "none" : t->compensator == MOEQ_COMP_INT3 ? "int3" : "fp16";
+    return t->rank <= 0 ? "none" : moeq_factor_name(t->compensator);
 }
 
 // Orders quantized tensors by their settings (method, bits, group, rank, compensator).
@@ -60,6 +60,7 @@ static int cmp_settings(const moeq_artifact_tensor *a, const moeq_artifact_tenso
     if (a->bits != b->bits) return a->bits < b->bits ? -1 : 1;
     if (a->group != b->group) return a->group < b->group ? -1 : 1;
     if (a->rank != b->rank) return a->rank < b->rank ? -1 : 1;
+    if (a->format != b->format) return a->format < b->format ? -1 : 1;
     return strcmp(comp_name(a), comp_name(b));
 }
 
@@ -72,8 +73,10 @@ static int cmp_ptr(const void *a, const void *b) {
 }
 
 static json_t *settings_json(const moeq_artifact_tensor *t) {
-    return json_pack("{s:s,s:i,s:i,s:i,s:s}", "method", moeq_method_name(t->method), "bits", t->bits,
-                     "group_size", t->group, "rank", t->rank, "compensator", comp_name(t));
+    json_t *j = json_pack("{s:s,s:i,s:i,s:i,s:s}", "method", moeq_method_name(t->method), "bits", t->bits,
+                          "group_size", t->group, "rank", t->rank, "compensator", comp_name(t));
+    if (j && t->format) json_object_set_new(j, "format", json_string(moeq_qtype_name(t->format)));
+    return j;
 }
 
 // The module a quantized tensor's parts are named after (name without its final ".weight").

@@ -169,8 +169,10 @@ extern "C" void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what) {
     // portable: page-locked for every context, whichever thread allocates it
     const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable);
     if (e != cudaSuccess) {
-        MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: %zu bytes of page-locked host memory: %s\n---> HINT: check the locked-memory "
-                  "limit (ulimit -l) of the job", what ? what : "buffer", bytes, cudaGetErrorString(e));
+        MOEQ_FAIL(MOEQ_ERR_NOMEM,
+                  "%s: %zu bytes of page-locked host memory: %s\n---> HINT: check the locked-memory "
+                  "limit (ulimit -l) of the job",
+                  what ? what : "buffer", bytes, cudaGetErrorString(e));
         return NULL;
     }
     return p;
@@ -260,11 +262,12 @@ extern "C" moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *
     MOEQ_TRY(moeq_tq_check(src, p, out, "tensor quantize"));
     cudaStream_t s;
     MOEQ_TRY(ctx_stream(&s));
-    const int64_t R = src->R, C = src->C, r = p->method == MOEQ_TQ_MILO ? p->milo.rank : 0;
+    const int64_t R = src->R, C = src->C, r = moeq_method_get(p->s.method)->compensated ? p->s.rank : 0;
     const size_t rb = moeq_raw_tensor_bytes(src), sb = moeq_raw_tensor_scale_bytes(src),
-                 wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4;
+                 wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4,
+                 ib = p->importance ? (size_t)C * 4 : 0;
     uint8_t *cur;
-    MOEQ_TRY(ws_get(al(rb) + al(sb) + 2 * al(wb) + al(ub) + al(vb) + qmat_dev_bytes(out->q), &cur));
+    MOEQ_TRY(ws_get(al(rb) + al(sb) + 2 * al(wb) + al(ub) + al(vb) + al(ib) + qmat_dev_bytes(out->q), &cur));
     moeq_raw_tensor d_src = *src;
     d_src.data = cur, cur += al(rb);
     d_src.block_scale = sb ? (const float *)cur : NULL, cur += al(sb);
@@ -272,6 +275,8 @@ extern "C" moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *
     cur += 2 * al(wb);
     float *d_u = (float *)cur, *d_v = (float *)(cur + al(ub));
     cur += al(ub) + al(vb);
+    moeq_tq_params dp = *p; // the importance vector (when given) in device memory
+    dp.importance = ib ? (const float *)cur : NULL, cur += al(ib);
     moeq_qmat dq;
     size_t cb, mb;
     qmat_dev(out->q, &cur, &dq, &cb, &mb);
@@ -279,9 +284,10 @@ extern "C" moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *
     CUDA_TRY(cudaMemcpyAsync((void *)d_src.data, src->data, rb, cudaMemcpyHostToDevice, s));
     if (sb)
         CUDA_TRY(cudaMemcpyAsync((void *)d_src.block_scale, src->block_scale, sb, cudaMemcpyHostToDevice, s));
+    if (ib) CUDA_TRY(cudaMemcpyAsync((void *)dp.importance, p->importance, ib, cudaMemcpyHostToDevice, s));
     moeq_tq_out dout = *out;
     dout.q = &dq, dout.u = r > 0 ? d_u : NULL, dout.v = r > 0 ? d_v : NULL;
-    MOEQ_TRY(moeq_tensor_quantize_cuda(&d_src, p, d_w, d_a, &dout, s));
+    MOEQ_TRY(moeq_tensor_quantize_cuda(&d_src, &dp, d_w, d_a, &dout, s));
     MOEQ_TRY(qmat_copy(out->q, &dq, cb, mb, cudaMemcpyDeviceToHost, s));
     if (r > 0) {
         CUDA_TRY(cudaMemcpyAsync(out->u, d_u, ub, cudaMemcpyDeviceToHost, s));

@@ -1,9 +1,15 @@
-// qformat.c: the traits table of the packed code formats (see qformat.h for the bit layout), the
-// pack/unpack reference functions, and every size derived from the table (row bytes, bits per weight).
+// qformat.c: the traits table of the storage formats (see qformat.h for the bit layout), the pack/unpack
+// reference functions of the grouped family, formats registered at run time, and every size derived from
+// the table (row bytes, the planes of a stored matrix, bits per weight: moeq_qlayout_make).
 // Packing is plain byte arithmetic: the bit stream is little-endian, code k at bits [b·k, b·k + b).
+// Not here: the reference quantizer and dequantizer of the grouped family (quant_cpu.c), the factors'
+// codecs (lowrank_cpu.c).
 #include "qformat.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "quant.h" // defines: moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu (the grouped family's codec)
 
 // ---- pack / unpack per format ----
 
@@ -77,51 +83,81 @@ static void moeq_unpack_q8(const uint8_t *src, int64_t n_units, uint8_t *q) {
 
 // ---- the table ----
 
+#define GROUPED_MODEL "w = (q - z)*s; b-bit codes, fp16 scale s and fp16 fractional zero z per group of G"
+#define GROUPED(b, cpu, ub, p, u)                                                                            \
+    {                                                                                                        \
+        .name = "q" #b, .bits = b, .family = MOEQ_QFAMILY_GROUPED, .codes_per_unit = cpu, .unit_bytes = ub,  \
+        .block = 0, .planes = (1u << MOEQ_PLANE_SCALE) | (1u << MOEQ_PLANE_ZERO), .model = GROUPED_MODEL,    \
+        .pack = p, .unpack = u, .quantize = moeq_rtn_quantize_cpu, .dequantize = moeq_qmat_dequantize_cpu    \
+    }
+
 const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
-    [MOEQ_QTYPE_Q2] = {.name = "q2",
-                       .bits = 2,
-                       .codes_per_unit = 4,
-                       .unit_bytes = 1,
-                       .pack = moeq_pack_q2,
-                       .unpack = moeq_unpack_q2},
-    [MOEQ_QTYPE_Q3] = {.name = "q3",
-                       .bits = 3,
-                       .codes_per_unit = 32,
-                       .unit_bytes = 12,
-                       .pack = moeq_pack_q3,
-                       .unpack = moeq_unpack_q3},
-    [MOEQ_QTYPE_Q4] = {.name = "q4",
-                       .bits = 4,
-                       .codes_per_unit = 2,
-                       .unit_bytes = 1,
-                       .pack = moeq_pack_q4,
-                       .unpack = moeq_unpack_q4},
-    [MOEQ_QTYPE_Q8] = {.name = "q8",
-                       .bits = 8,
-                       .codes_per_unit = 1,
-                       .unit_bytes = 1,
-                       .pack = moeq_pack_q8,
-                       .unpack = moeq_unpack_q8},
+    [MOEQ_QTYPE_Q2] = GROUPED(2, 4, 1, moeq_pack_q2, moeq_unpack_q2),
+    [MOEQ_QTYPE_Q3] = GROUPED(3, 32, 12, moeq_pack_q3, moeq_unpack_q3),
+    [MOEQ_QTYPE_Q4] = GROUPED(4, 2, 1, moeq_pack_q4, moeq_unpack_q4),
+    [MOEQ_QTYPE_Q8] = GROUPED(8, 1, 1, moeq_pack_q8, moeq_unpack_q8),
 };
 
-const moeq_qtype_traits *moeq_qtype_get(int bits) {
-    if (bits <= 0 || bits >= MOEQ_QTYPE_COUNT || moeq_qtypes[bits].bits == 0) return NULL;
-    return &moeq_qtypes[bits];
+// Formats registered at run time (tests, kernel labs): set once, before use, from one thread.
+static const moeq_qtype_traits *user_qtypes[MOEQ_QTYPE_USER_END - MOEQ_QTYPE_USER_FIRST];
+
+const moeq_qtype_traits *moeq_qtype_get(int t) {
+    if (t > 0 && t < MOEQ_QTYPE_COUNT) return moeq_qtypes[t].bits ? &moeq_qtypes[t] : NULL;
+    if (t >= MOEQ_QTYPE_USER_FIRST && t < MOEQ_QTYPE_USER_END) return user_qtypes[t - MOEQ_QTYPE_USER_FIRST];
+    return NULL;
 }
 
-const char *moeq_qtype_name(int bits) {
-    const moeq_qtype_traits *t = moeq_qtype_get(bits);
-    return t ? t->name : "invalid";
+const char *moeq_qtype_name(int t) {
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    return tr ? tr->name : "invalid";
 }
 
-int64_t moeq_qtype_row_bytes(int bits, int64_t C) {
-    const moeq_qtype_traits *t = moeq_qtype_get(bits);
-    if (!t || C < 0) return -1;
-    return (C + t->codes_per_unit - 1) / t->codes_per_unit * t->unit_bytes;
+moeq_qtype moeq_qtype_from_name(const char *s) {
+    for (int t = 1; s && t < MOEQ_QTYPE_USER_END; t++) {
+        const moeq_qtype_traits *tr = moeq_qtype_get(t);
+        if (tr && !strcmp(tr->name, s)) return (moeq_qtype)t;
+    }
+    return MOEQ_QTYPE_INVALID;
+}
+
+const char *moeq_qtype_names(unsigned families, char *buf, size_t cap) {
+    size_t n = 0;
+    if (cap) buf[0] = '\0';
+    for (int t = 1; t < MOEQ_QTYPE_USER_END && n < cap; t++) {
+        const moeq_qtype_traits *tr = moeq_qtype_get(t);
+        if (tr && (tr->family & families)) {
+            const int w = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", tr->name);
+            n += w > 0 ? (size_t)w : 0;
+        }
+    }
+    return buf;
+}
+
+moeq_status moeq_qtype_register(int id, const moeq_qtype_traits *t) {
+    if (id < MOEQ_QTYPE_USER_FIRST || id >= MOEQ_QTYPE_USER_END || user_qtypes[id - MOEQ_QTYPE_USER_FIRST])
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "format %d: not a free id in [%d, %d)", id, MOEQ_QTYPE_USER_FIRST,
+                         MOEQ_QTYPE_USER_END);
+    if (!t || !t->name || t->bits < 1 || t->bits > 8 || t->codes_per_unit < 1 || t->codes_per_unit > 32 ||
+        t->unit_bytes < 1 || t->block < 0 || !t->pack || !t->unpack || !t->quantize || !t->dequantize)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "format %d: incomplete traits (name, bits 1..8, unit of 1..32 codes, "
+                         "pack, unpack, quantize, dequantize)",
+                         id);
+    if (moeq_qtype_from_name(t->name) != MOEQ_QTYPE_INVALID)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "format %d: the name \"%s\" is taken", id, t->name);
+    user_qtypes[id - MOEQ_QTYPE_USER_FIRST] = t;
+    return MOEQ_OK;
+}
+
+int64_t moeq_qtype_row_bytes(int t, int64_t C) {
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    if (!tr || C < 0) return -1;
+    return (C + tr->codes_per_unit - 1) / tr->codes_per_unit * tr->unit_bytes;
 }
 
 moeq_status moeq_qtype_pack_row(int bits, const uint8_t *codes, int64_t C, uint8_t *dst) {
     const moeq_qtype_traits *t = moeq_qtype_get(bits);
+    bits = t ? t->bits : bits;
     if (!t || C < 0 || (C > 0 && (!codes || !dst)))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "pack: bad arguments (bits=%d C=%lld)", bits, (long long)C);
     const unsigned qmax = (1u << bits) - 1u;
@@ -174,16 +210,64 @@ int64_t moeq_factor_n_scales(moeq_factor_type t, int64_t n) {
     return (n + MOEQ_FACTOR_INT3_GROUP - 1) / MOEQ_FACTOR_INT3_GROUP;
 }
 
-double moeq_qtype_bpw(int bits, int64_t G, int64_t rank, int64_t R, int64_t C, moeq_factor_type ft) {
-    const int64_t rb = moeq_qtype_row_bytes(bits, C);
-    if (rb < 0 || G <= 0 || R <= 0 || C <= 0 || rank < 0 || ft < 0 || ft >= MOEQ_FACTOR_COUNT) return -1.0;
-    const double n = (double)R * (double)C;
-    double b = 8.0 * (double)rb / (double)C + 32.0 / (double)G;
-    if (rank > 0) {
-        const int64_t nu = R * rank, nv = rank * C;
-        const double fb = (double)(moeq_factor_code_bytes(ft, nu) + moeq_factor_code_bytes(ft, nv)) +
-                          2.0 * (double)(moeq_factor_n_scales(ft, nu) + moeq_factor_n_scales(ft, nv));
-        b += 8.0 * fb / n;
+const char *moeq_factor_name(moeq_factor_type t) {
+    static const char *const names[MOEQ_FACTOR_COUNT] = {"fp16", "int3", "f32"};
+    return ((int)t >= 0 && t < MOEQ_FACTOR_COUNT) ? names[t] : "invalid";
+}
+
+moeq_factor_type moeq_factor_from_name(const char *s) {
+    if (s && !strcmp(s, "fp16")) return MOEQ_FACTOR_FP16;
+    if (s && !strcmp(s, "int3")) return MOEQ_FACTOR_INT3;
+    return MOEQ_FACTOR_COUNT; // f32 is the working precision, not a storage format
+}
+
+// ---- the one geometry function ----
+
+static void plane(moeq_plane_spec *p, moeq_elem e, int ndim, int64_t d0, int64_t d1) {
+    p->present = 1;
+    p->elem = e;
+    p->ndim = ndim;
+    p->dims[0] = d0;
+    p->dims[1] = ndim > 1 ? d1 : 0;
+    p->bytes = (uint64_t)d0 * (uint64_t)(ndim > 1 ? d1 : 1) * (e == MOEQ_ELEM_F16 ? 2u : 1u);
+}
+
+// A factor of n elements: fp16 (rows, cols) 2-D, or int3 bytes + fp16 scales 1-D.
+static void factor_planes(moeq_qlayout *l, moeq_plane codes, moeq_plane scales, int64_t rows, int64_t cols) {
+    const int64_t n = rows * cols;
+    if (l->factor == MOEQ_FACTOR_FP16) {
+        plane(&l->plane[codes], MOEQ_ELEM_F16, 2, rows, cols);
+        return;
     }
-    return b;
+    plane(&l->plane[codes], MOEQ_ELEM_U8, 1, moeq_factor_code_bytes(MOEQ_FACTOR_INT3, n), 0);
+    plane(&l->plane[scales], MOEQ_ELEM_F16, 1, moeq_factor_n_scales(MOEQ_FACTOR_INT3, n), 0);
+}
+
+moeq_status moeq_qlayout_make(int t, int64_t R, int64_t C, int64_t G, int64_t rank, moeq_factor_type ft,
+                              moeq_qlayout *l) {
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    if (!tr) return MOEQ_FAIL(MOEQ_ERR_ARG, "layout: %d is not a storage format", t);
+    const int64_t B = tr->block ? tr->block : G;
+    if (R <= 0 || C <= 0 || B <= 0 || C % B)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "layout: a %s matrix of %lld x %lld needs %s %lld dividing its %lld columns",
+                         tr->name, (long long)R, (long long)C, tr->block ? "its block" : "a group",
+                         (long long)B, (long long)C);
+    if (rank < 0 || rank > (R < C ? R : C) || (rank > 0 && ft != MOEQ_FACTOR_FP16 && ft != MOEQ_FACTOR_INT3))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "layout: rank %lld (%s factors) for a %lld x %lld matrix",
+                         (long long)rank, moeq_factor_name(ft), (long long)R, (long long)C);
+    memset(l, 0, sizeof *l);
+    l->type = (moeq_qtype)t, l->R = R, l->C = C, l->G = B, l->rank = rank, l->factor = ft;
+    l->row_bytes = moeq_qtype_row_bytes(t, C);
+    l->n_blocks = C / B;
+    plane(&l->plane[MOEQ_PLANE_CODES], MOEQ_ELEM_U8, 2, R, l->row_bytes);
+    if (tr->planes & (1u << MOEQ_PLANE_SCALE)) plane(&l->plane[MOEQ_PLANE_SCALE], MOEQ_ELEM_F16, 2, R, C / B);
+    if (tr->planes & (1u << MOEQ_PLANE_ZERO)) plane(&l->plane[MOEQ_PLANE_ZERO], MOEQ_ELEM_F16, 2, R, C / B);
+    if (rank > 0) {
+        factor_planes(l, MOEQ_PLANE_U, MOEQ_PLANE_U_SCALE, R, rank);
+        factor_planes(l, MOEQ_PLANE_V, MOEQ_PLANE_V_SCALE, rank, C);
+    }
+    for (int p = 0; p < MOEQ_PLANE_COUNT; p++) l->bytes += l->plane[p].bytes;
+    l->bits_per_weight = 8.0 * (double)l->bytes / ((double)R * (double)C);
+    return MOEQ_OK;
 }

@@ -1,13 +1,17 @@
-// qformat.h: the packed code formats of quantized matrices, described once for C11 and nvcc
-// (ggml-common.h style). Formats are data: a traits table (moeq_qtypes[]) gives every size; the code
-// that packs, unpacks and sizes rows reads the table, never a switch on the bit width.
+// qformat.h: the storage formats of quantized matrices, described once for C11 and nvcc (ggml-common.h
+// style). Formats are data: a traits table (moeq_qtypes[]) is the only place that knows a format: its name,
+// code width, packing unit, block geometry, the planes (datasets) it stores, its pack/unpack, its reference
+// quantizer and dequantizer, and what a row must be a multiple of. One geometry function, moeq_qlayout_make,
+// derives every size from it: the plan's bytes and bits per weight, the artifact's datasets, the buffers of
+// the quantize and eval workers and of the export.
 //
 // Letters: R = rows (out features), C = cols (in features), G = group size (divides C), r = rank.
 //
-// Model (HQQ semantics, asymmetric, fractional zero):   w ≈ (q − z) · s
+// The grouped family (MOEQ_QFAMILY_GROUPED: q2, q3, q4, q8; HQQ semantics, asymmetric, fractional zero):
+//   w ≈ (q − z) · s
 //   q: b-bit unsigned code in [0, 2^b − 1], one per weight;
 //   s, z: one fp16 scale and one fp16 (fractional) zero per group of G consecutive weights of a row
-//         (groups run along the input dimension C: HQQ axis=1).
+//         (groups run along the input dimension C: HQQ axis=1; G is the tensor's `group` setting).
 // Dequantisation is defined as the fp32 expression ((float)q − z) * s, two IEEE operations in that
 // order, with s and z widened exactly from fp16 (no FMA: a CUDA port must use __fsub_rn/__fmul_rn).
 //
@@ -24,12 +28,19 @@
 //   q4       2           1           4          ceil(C/2)       (low nibble first)
 //   q8       1           1           8          C
 //
-// Bits per weight of a stored matrix (moeq_qtype_bpw), for b-bit codes, group G, rank r, R×C:
+// Planes of a stored matrix (moeq_qlayout; the artifact's datasets, docs/ARTIFACT.md):
+//   codes    uint8 (R, row_bytes)       every format
+//   scale    fp16  (R, C/B)             formats with MOEQ_PLANE_SCALE in `planes` (B: block, or G)
+//   zero     fp16  (R, C/B)             formats with MOEQ_PLANE_ZERO
+//   U, V     compensator factors of rank r > 0: fp16 (R, r) / (r, C), or int3 uint8 bytes + fp16 scales
+//            (U_scale, V_scale: one per 64 flattened elements)
+// Bits per weight: 8·bytes/(R·C) over all planes, i.e. for the grouped family
 //   8·row_bytes(C)/C  (= b when C is a multiple of the unit)  +  32/G  (fp16 scale + fp16 zero)
 //   + compensator:  fp16 factors  16·r·(R+C)/(R·C);
 //                   int3 factors  8·(factor_bytes(R·r) + factor_bytes(r·C)))/(R·C), where
 //                   factor_bytes(n) = 12·ceil(n/32) + 2·ceil(n/64)  (3-bit codes + an fp16 scale per 64).
-// Enum values are stable (written into artifacts): a retired format keeps its slot with bits = 0.
+// Enum values are stable (written into artifacts and plan digests): a retired format keeps its slot with
+// bits = 0; the grouped formats' values are their bit widths, so that `bits: 3` in a recipe names q3.
 #ifndef MOEQ_QFORMAT_H
 #define MOEQ_QFORMAT_H
 
@@ -51,15 +62,36 @@ extern "C" {
 #define MOEQ_STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 
-// The enum value is the bit width, so that artifacts and recipes can store either.
+// The grouped formats' values are their bit widths, so that artifacts and recipes can store either.
 typedef enum moeq_qtype {
     MOEQ_QTYPE_INVALID = 0,
     MOEQ_QTYPE_Q2 = 2,
     MOEQ_QTYPE_Q3 = 3,
     MOEQ_QTYPE_Q4 = 4,
     MOEQ_QTYPE_Q8 = 8,
-    MOEQ_QTYPE_COUNT = 9 // slots 1, 5, 6, 7 are unused (bits = 0)
+    MOEQ_QTYPE_COUNT = 9,       // built-in slots; 1, 5, 6, 7 are unused (bits = 0)
+    MOEQ_QTYPE_USER_FIRST = 64, // [64, 96): formats registered at run time (moeq_qtype_register: tests, labs)
+    MOEQ_QTYPE_USER_END = 96
 } moeq_qtype;
+
+// Format families: which methods can produce a format (moeq_method_traits.formats).
+#define MOEQ_QFAMILY_GROUPED 1u // b-bit codes, fp16 scale + fp16 fractional zero per group of G (HQQ, MiLo)
+#define MOEQ_QFAMILY_BLOCK   2u // fixed blocks with their own reference quantizer (ggml-style types)
+#define MOEQ_QFAMILY_ANY     (~0u)
+
+// The planes (datasets) of a stored matrix, in storage order; values are the artifact's dataset indices.
+typedef enum moeq_plane {
+    MOEQ_PLANE_CODES = 0,
+    MOEQ_PLANE_SCALE = 1,
+    MOEQ_PLANE_ZERO = 2,
+    MOEQ_PLANE_U = 3,
+    MOEQ_PLANE_U_SCALE = 4,
+    MOEQ_PLANE_V = 5,
+    MOEQ_PLANE_V_SCALE = 6,
+    MOEQ_PLANE_COUNT
+} moeq_plane;
+
+typedef enum moeq_elem { MOEQ_ELEM_U8 = 0, MOEQ_ELEM_F16 = 1 } moeq_elem;
 
 // Packing units as structs, so that sizes are checked by both compilers.
 typedef struct moeq_pack2x4 {
@@ -87,23 +119,42 @@ typedef void (*moeq_unpack_fn)(const uint8_t *src, // (n_units · unit_bytes)
                                int64_t n_units,
                                uint8_t *codes); // (n_units · codes_per_unit)
 
+struct moeq_qmat; // quant.h
+
 typedef struct moeq_qtype_traits {
     const char *name;   // "q3"; NULL for unused slots
     int bits;           // bits per code; 0 for unused slots
+    unsigned family;    // MOEQ_QFAMILY_*
     int codes_per_unit; // codes in one packing unit
     int unit_bytes;     // bytes of one packing unit
+    int block;          // weights of a row sharing one scale (and zero): 0 = the tensor's group setting G
+    unsigned
+        planes; // side planes stored besides codes: bits (1 << MOEQ_PLANE_SCALE) | (1 << MOEQ_PLANE_ZERO)
+    const char *model; // one line: the model of a weight (for --help-recipe and docs)
     moeq_pack_fn pack;
     moeq_unpack_fn unpack;
+    // The reference quantizer (what method rtn runs; deterministic, defines the stored bytes) and dequantizer
+    // of a moeq_qmat of this format: w (R, C) -> codes (+ scale, zero); codes (+ scale, zero) -> out (R, C).
+    moeq_status (*quantize)(const float *w, struct moeq_qmat *q);
+    moeq_status (*dequantize)(const struct moeq_qmat *q, float *out);
 } moeq_qtype_traits;
 
 extern const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT];
 
-// Traits of a bit width (2, 3, 4, 8), or NULL.
-const moeq_qtype_traits *moeq_qtype_get(int bits);
+// Traits of format t (a built-in or registered one), or NULL. For the grouped family t is the bit width.
+const moeq_qtype_traits *moeq_qtype_get(int t);
 // "q3", or "invalid".
-const char *moeq_qtype_name(int bits);
-// Packed bytes of one row of C codes (padded to whole units); -1 for a bad bit width or C < 0.
-int64_t moeq_qtype_row_bytes(int bits, int64_t C);
+const char *moeq_qtype_name(int t);
+// The format named s ("q3"), MOEQ_QTYPE_INVALID when none.
+moeq_qtype moeq_qtype_from_name(const char *s);
+// The names of the formats of the families in mask, comma-separated (for messages).
+const char *moeq_qtype_names(unsigned families, char *buf, size_t cap);
+// Registers a format under id in [MOEQ_QTYPE_USER_FIRST, MOEQ_QTYPE_USER_END) (tests and kernel labs that try
+// a format without touching the built-in table). t must stay valid; MOEQ_ERR_ARG for a taken or bad id, an
+// incomplete entry or a name already in use.
+moeq_status moeq_qtype_register(int id, const moeq_qtype_traits *t);
+// Packed bytes of one row of C codes (padded to whole units); -1 for a bad format or C < 0.
+int64_t moeq_qtype_row_bytes(int t, int64_t C);
 
 // Packs one row: codes (C) -> dst (row_bytes). The padding of the last unit is written as zeros.
 // MOEQ_ERR_ARG for a bad width or a code >= 2^bits (the detail names the column).
@@ -136,14 +187,44 @@ typedef enum moeq_factor_type {
 
 #define MOEQ_FACTOR_INT3_GROUP 64
 
+// "fp16", "int3", "f32"; "invalid".
+const char *moeq_factor_name(moeq_factor_type t);
+// The storage type named s among the storage formats (fp16, int3); MOEQ_FACTOR_COUNT when none.
+moeq_factor_type moeq_factor_from_name(const char *s);
+
 // Bytes of the codes of n factor elements (fp16: 2n; int3: 12·ceil(n/32); f32: 4n); -1 for a bad type.
 int64_t moeq_factor_code_bytes(moeq_factor_type t, int64_t n);
 // Number of fp16 scales of n factor elements (int3: ceil(n/64); otherwise 0).
 int64_t moeq_factor_n_scales(moeq_factor_type t, int64_t n);
 
-// Bits per weight of a stored R×C matrix (formula above); rank 0 means no compensator. Returns a
-// negative value for bad arguments (bits not in {2,3,4,8}, G <= 0, R or C <= 0, rank < 0).
-double moeq_qtype_bpw(int bits, int64_t G, int64_t rank, int64_t R, int64_t C, moeq_factor_type ft);
+// ---- the one geometry function ----
+
+typedef struct moeq_plane_spec {
+    int present;
+    moeq_elem elem;
+    int ndim;        // 1 or 2
+    int64_t dims[2]; // dims[1] unused when ndim == 1
+    uint64_t bytes;
+} moeq_plane_spec;
+
+typedef struct moeq_qlayout {
+    moeq_qtype type;
+    int64_t R, C, G;         // G: the block of the format, or the group setting of the grouped family
+    int64_t rank;            // compensator rank (0: none)
+    moeq_factor_type factor; // storage of U and V when rank > 0
+    int64_t row_bytes;       // code bytes per row
+    int64_t n_blocks;        // scale blocks per row (C / G)
+    moeq_plane_spec plane[MOEQ_PLANE_COUNT];
+    uint64_t bytes;         // all planes
+    double bits_per_weight; // 8·bytes / (R·C)
+} moeq_qlayout;
+
+// Layout of an R×C matrix stored in format t with group G (ignored by fixed-block formats) and a rank-r
+// compensator stored as ft (ignored when r == 0). MOEQ_ERR_ARG (detail says which) for an unknown format,
+// R or C <= 0, a block or group that does not divide C, r < 0 or r > min(R, C), a factor type that is not a
+// storage format (fp16, int3).
+moeq_status moeq_qlayout_make(int t, int64_t R, int64_t C, int64_t G, int64_t rank, moeq_factor_type ft,
+                              moeq_qlayout *out);
 
 #ifdef __cplusplus
 }

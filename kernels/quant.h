@@ -18,20 +18,27 @@ extern "C" {
 
 // A quantized matrix: geometry and borrowed (or owned, see mem) buffers.
 typedef struct moeq_qmat {
-    int bits;        // 2, 3, 4 or 8
-    int64_t R, C, G; // rows, cols, group size (G divides C)
+    int bits;        // code width: 2, 3, 4 or 8 (for the grouped formats, also the format: q2 .. q8)
+    int64_t R, C, G; // rows, cols, group size (G divides C; a fixed-block format's block)
     uint8_t *codes;  // (R, row_bytes) packed, rows independent (qformat.h)
-    uint16_t *scale; // (R, C/G) fp16
-    uint16_t *zero;  // (R, C/G) fp16, fractional zero-point
+    uint16_t *scale; // (R, C/G) fp16 (formats with a scale plane)
+    uint16_t *zero;  // (R, C/G) fp16, fractional zero-point (formats with a zero plane; else NULL)
     void *mem;       // the single allocation of moeq_qmat_alloc (NULL when the caller owns the buffers)
+    moeq_qtype type; // storage format; MOEQ_QTYPE_INVALID (0): the grouped format of `bits`
 } moeq_qmat;
+
+// The storage format of q: q->type, or the grouped format of q->bits.
+static inline moeq_qtype moeq_qmat_qtype(const moeq_qmat *q) {
+    return q->type ? q->type : (moeq_qtype)q->bits;
+}
 
 // Fills q's geometry and makes its three buffers in one allocation (q->mem); free with moeq_qmat_free.
 // MOEQ_ERR_ARG for a bad width, G not dividing C, or non-positive sizes; MOEQ_ERR_NOMEM.
 moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G);
 // Frees what moeq_qmat_alloc made and zeroes *q (safe on a zeroed or caller-owned qmat: frees only mem).
 void moeq_qmat_free(moeq_qmat *q);
-// Checks geometry and pointers (bits valid, G divides C, buffers non-NULL): MOEQ_OK or MOEQ_ERR_ARG.
+// Checks geometry and pointers (a known format whose code width is bits, G divides C and equals a fixed
+// block, the buffers of the format's planes non-NULL): MOEQ_OK or MOEQ_ERR_ARG.
 moeq_status moeq_qmat_check(const moeq_qmat *q);
 // Copies codes, scale and zero of src into dst (same geometry required, else MOEQ_ERR_ARG).
 moeq_status moeq_qmat_copy(const moeq_qmat *src, moeq_qmat *dst);

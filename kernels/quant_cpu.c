@@ -17,15 +17,23 @@
 
 moeq_status moeq_qmat_check(const moeq_qmat *q) {
     if (!q) return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: NULL");
-    if (!moeq_qtype_get(q->bits) || q->R <= 0 || q->C <= 0 || q->G <= 0 || q->C % q->G != 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: bad geometry (bits=%d R=%lld C=%lld G=%lld; G must divide C)",
-                         q->bits, (long long)q->R, (long long)q->C, (long long)q->G);
-    if (!q->codes || !q->scale || !q->zero) return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: NULL buffer");
+    const moeq_qtype_traits *tr = moeq_qtype_get(moeq_qmat_qtype(q));
+    if (!tr || tr->bits != q->bits || q->R <= 0 || q->C <= 0 || q->G <= 0 || q->C % q->G != 0 ||
+        (tr->block && q->G != tr->block))
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG, "qmat: bad geometry (%s, bits=%d R=%lld C=%lld G=%lld; G must divide C)",
+            moeq_qtype_name(moeq_qmat_qtype(q)), q->bits, (long long)q->R, (long long)q->C, (long long)q->G);
+    if (!q->codes || (!q->scale && (tr->planes & (1u << MOEQ_PLANE_SCALE))) ||
+        (!q->zero && (tr->planes & (1u << MOEQ_PLANE_ZERO))))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: NULL buffer");
     return MOEQ_OK;
 }
 
 int64_t moeq_qmat_bytes(const moeq_qmat *q) {
-    return q->R * moeq_qtype_row_bytes(q->bits, q->C) + 4 * q->R * (q->C / q->G);
+    moeq_qlayout l;
+    if (moeq_qlayout_make(moeq_qmat_qtype(q), q->R, q->C, q->G, 0, MOEQ_FACTOR_FP16, &l) != MOEQ_OK)
+        return -1;
+    return (int64_t)l.bytes;
 }
 
 moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G) {
@@ -111,13 +119,13 @@ static inline int moeq_group_minmax(const float *wg, int64_t G, float *mn_out, f
         vmx = moeq_v8_sel(x > vmx, x, vmx);
         bad |= xz != xz;
     }
-#define MOEQ_MINMAX_STEP(a0, a1, a2, a3, a4, a5, a6, a7)                                                    \
-    do {                                                                                                       \
-        const moeq_v8f a = MOEQ_V8_SHUFFLE(vmn, a0, a1, a2, a3, a4, a5, a6, a7);                               \
-        const moeq_v8f b = MOEQ_V8_SHUFFLE(vmx, a0, a1, a2, a3, a4, a5, a6, a7);                               \
-        vmn = moeq_v8_sel(a < vmn, a, vmn);                                                                    \
-        vmx = moeq_v8_sel(b > vmx, b, vmx);                                                                    \
-        bad |= MOEQ_V8_SHUFFLE(bad, a0, a1, a2, a3, a4, a5, a6, a7);                                           \
+#define MOEQ_MINMAX_STEP(a0, a1, a2, a3, a4, a5, a6, a7)                                                     \
+    do {                                                                                                     \
+        const moeq_v8f a = MOEQ_V8_SHUFFLE(vmn, a0, a1, a2, a3, a4, a5, a6, a7);                             \
+        const moeq_v8f b = MOEQ_V8_SHUFFLE(vmx, a0, a1, a2, a3, a4, a5, a6, a7);                             \
+        vmn = moeq_v8_sel(a < vmn, a, vmn);                                                                  \
+        vmx = moeq_v8_sel(b > vmx, b, vmx);                                                                  \
+        bad |= MOEQ_V8_SHUFFLE(bad, a0, a1, a2, a3, a4, a5, a6, a7);                                         \
     } while (0)
     MOEQ_MINMAX_STEP(4, 5, 6, 7, 0, 1, 2, 3);
     MOEQ_MINMAX_STEP(2, 3, 0, 1, 6, 7, 4, 5);

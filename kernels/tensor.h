@@ -2,7 +2,7 @@
 // keeps and the figures the run reports:
 //
 //   W      = decode(src)                      (R, C) fp32: BF16/F16/F32/FP8 (+ block scale), dtype.h
-//   Q      = RTN(W) | HQQ(W)                  method rtn | hqq
+//   Q      = RTN(W) | HQQ(W)                  method rtn | hqq (the method registry, method.h)
 //   Q,U,V  = MiLo(W)                          method milo (U, V as stored: fp16/int3 round trip)
 //   err    = metrics(W, deq(Q) + U·V)         rel. Frobenius, SQNR, max |e|, ... (metrics.h)
 //   stats  = stats(W)                         kurtosis, outlier score, ... (metrics.h)
@@ -25,6 +25,7 @@
 
 #include "dtype.h"   // defines: moeq_raw_tensor
 #include "hqq.h"     // defines: moeq_hqq_params
+#include "method.h"  // defines: moeq_qsettings, the method registry
 #include "metrics.h" // defines: moeq_err_metrics, moeq_weight_stats
 #include "milo.h"    // defines: moeq_milo_params
 #include "moeq_status.h"
@@ -34,12 +35,13 @@
 extern "C" {
 #endif
 
-typedef enum moeq_tq_method { MOEQ_TQ_RTN = 1, MOEQ_TQ_HQQ, MOEQ_TQ_MILO } moeq_tq_method;
-
+// One tensor's quantization: its settings, the seed of its random streams, and the optional calibration
+// input.
 typedef struct moeq_tq_params {
-    moeq_tq_method method;
-    moeq_hqq_params hqq;   // method hqq (MiLo uses milo.hqq)
-    moeq_milo_params milo; // method milo: bits and group equal to the output qmat's
+    moeq_qsettings s;        // method (a quantizing one), format/bits, group, and what the method reads
+    uint64_t seed;           // moeq_tensor_seed(name, s.seed): MiLo's Gaussian test matrices
+    const float *importance; // (C) per-input-column importance, or NULL; calibration-free methods ignore it
+                             // (host memory for the CPU; device memory for the CUDA port)
 } moeq_tq_params;
 
 typedef struct moeq_tq_out {
@@ -56,7 +58,9 @@ typedef struct moeq_tq_work {
     float *recon; // deq(Q) + U·V
 } moeq_tq_work;
 
-// Checks params against out->q (method, bits/group of MiLo, rank, factors given). MOEQ_ERR_ARG naming `who`.
+// Checks params against out->q (a quantizing method that can store into the format, the format, bits and
+// group of out->q those of the settings, factors given for a compensated method with rank > 0). MOEQ_ERR_ARG
+// naming `who`.
 moeq_status moeq_tq_check(const moeq_raw_tensor *src, const moeq_tq_params *p, const moeq_tq_out *out,
                           const char *who);
 

@@ -1,5 +1,6 @@
 // tensor_cpu.c: CPU reference of one weight's quantization from its stored bytes (tensor.h): decode ->
-// RTN | HQQ | MiLo -> reconstruction -> error metrics and weight statistics, each step a *_cpu kernel.
+// the method's CPU entry (the registry, method.h) -> the format's dequantizer + U·V -> error metrics and
+// weight statistics, each step a *_cpu kernel.
 #include "tensor.h"
 
 #include <cblas.h>
@@ -15,21 +16,22 @@ moeq_status moeq_tq_check(const moeq_raw_tensor *src, const moeq_tq_params *p, c
     if (src && (src->R != q->R || src->C != q->C))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: weight %lld x %lld, quantized matrix %lld x %lld", who,
                          (long long)src->R, (long long)src->C, (long long)q->R, (long long)q->C);
-    switch (p->method) {
-    case MOEQ_TQ_RTN:
-    case MOEQ_TQ_HQQ:
-        return MOEQ_OK;
-    case MOEQ_TQ_MILO:
-        if (p->milo.bits != q->bits || p->milo.group != q->G)
-            return MOEQ_FAIL(MOEQ_ERR_ARG,
-                             "%s: MiLo at %d bits, group %lld; quantized matrix %d bits, group %lld", who,
-                             p->milo.bits, (long long)p->milo.group, q->bits, (long long)q->G);
-        if (p->milo.rank < 0 || (p->milo.rank > 0 && (!out->u || !out->v)))
-            return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: MiLo rank %lld with %s factor buffers", who,
-                             (long long)p->milo.rank, out->u && out->v ? "its" : "NULL");
-        return MOEQ_OK;
-    }
-    return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: method %d is not rtn, hqq or milo", who, (int)p->method);
+    const moeq_method_traits *m = moeq_method_get(p->s.method);
+    if (!m || !m->quantizes)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: method %d (%s) does not quantize", who, (int)p->s.method,
+                         moeq_method_name(p->s.method));
+    if (moeq_qsettings_qtype(&p->s) != moeq_qmat_qtype(q) || p->s.bits != q->bits ||
+        (!moeq_qtype_get(moeq_qmat_qtype(q))->block && p->s.group != q->G))
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "%s: settings %s (%d bits, group %d); quantized matrix %s (%d bits, group %lld)",
+                         who, moeq_qtype_name(moeq_qsettings_qtype(&p->s)), p->s.bits, p->s.group,
+                         moeq_qtype_name(moeq_qmat_qtype(q)), q->bits, (long long)q->G);
+    if (moeq_method_check_format(&p->s, who) != MOEQ_OK)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s", moeq_error_detail());
+    if (m->compensated && (p->s.rank < 0 || (p->s.rank > 0 && (!out->u || !out->v))))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: %s rank %d with %s factor buffers", who, m->name, p->s.rank,
+                         out->u && out->v ? "its" : "NULL");
+    return MOEQ_OK;
 }
 
 void moeq_lowrank_add_cpu(float *recon, const float *u, const float *v, int64_t R, int64_t C, int64_t r) {
@@ -47,22 +49,11 @@ moeq_status moeq_tensor_quantize_f32_cpu(const float *w, int64_t R, int64_t C, c
     if (!w || !recon || out->q->R != R || out->q->C != C)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor quantize: %s for a %lld x %lld weight",
                          !w || !recon ? "NULL buffers" : "wrong shape", (long long)R, (long long)C);
+    const moeq_method_traits *m = moeq_method_get(p->s.method);
     out->best_round = -1;
-    switch (p->method) {
-    case MOEQ_TQ_RTN:
-        MOEQ_TRY(moeq_rtn_quantize_cpu(w, out->q));
-        return moeq_qmat_dequantize_cpu(out->q, recon);
-    case MOEQ_TQ_HQQ:
-        MOEQ_TRY(moeq_hqq_quantize_cpu(w, &p->hqq, out->q));
-        return moeq_qmat_dequantize_cpu(out->q, recon);
-    case MOEQ_TQ_MILO:
-        break;
-    }
-    const int64_t r = p->milo.rank;
-    moeq_milo_out mo = {.q = out->q, .u = r > 0 ? out->u : NULL, .v = r > 0 ? out->v : NULL};
-    MOEQ_TRY(moeq_milo_fit_cpu(w, R, C, &p->milo, &mo));
-    out->best_round = mo.best_round;
-    MOEQ_TRY(moeq_qmat_dequantize_cpu(out->q, recon));
+    MOEQ_TRY(m->quantize_cpu(w, R, C, &p->s, p->seed, p->importance, out));
+    MOEQ_TRY(moeq_qtype_get(moeq_qmat_qtype(out->q))->dequantize(out->q, recon));
+    const int64_t r = m->compensated ? p->s.rank : 0;
     if (r > 0) moeq_lowrank_add_cpu(recon, out->u, out->v, R, C, r);
     return MOEQ_OK;
 }

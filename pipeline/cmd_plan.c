@@ -40,12 +40,16 @@ static void fmt_bytes(double b, char *out, size_t cap) {
     snprintf(out, cap, "%.2f %s", b, u[i]);
 }
 
+// "none", "hqq b4 g64", "milo b3 g64 r16 T10 fp16" (+ " q4x" for a format other than the grouped one of bits):
+// the fields the method reads (kernels/method.h).
 static const char *setting_str(const moeq_qsettings *q, char *buf, size_t cap) {
-    if (q->method == MOEQ_METHOD_NONE) snprintf(buf, cap, "none");
-    else if (q->method == MOEQ_METHOD_MILO)
-        snprintf(buf, cap, "milo b%d g%d r%d T%d %s", q->bits, q->group, q->rank, q->rounds,
-                 q->compensator == MOEQ_COMP_FP16 ? "fp16" : "int3");
-    else snprintf(buf, cap, "%s b%d g%d", moeq_method_name(q->method), q->bits, q->group);
+    const moeq_method_traits *m = moeq_method_get(q->method);
+    size_t n = (size_t)snprintf(buf, cap, "%s", moeq_method_name(q->method));
+    if (m && m->quantizes && n < cap) n += (size_t)snprintf(buf + n, cap - n, " b%d g%d", q->bits, q->group);
+    if (m && m->compensated && n < cap)
+        n += (size_t)snprintf(buf + n, cap - n, " r%d T%d %s", q->rank, q->rounds,
+                              moeq_factor_name(q->compensator));
+    if (m && m->quantizes && q->format && n < cap) snprintf(buf + n, cap - n, " %s", moeq_qtype_name(q->format));
     return buf;
 }
 

@@ -34,7 +34,7 @@ moeq_status moeq_run_entries(const moeq_plan *p, const moeq_catalog *c, moeq_art
         e[i].unit = pt->unit;
         e[i].q = pt->q;
         e[i].bits_per_weight = pt->bits_per_weight;
-        moeq_status st = moeq_artifact_entry_specs(&e[i], pt->row_bytes);
+        moeq_status st = moeq_artifact_entry_specs(&e[i]);
         if (st != MOEQ_OK) {
             moeq_free(&e);
             return st;

@@ -2,7 +2,8 @@
 #ifndef MOEQ_SCHED_H
 #define MOEQ_SCHED_H
 
-#include "moeq_io.h"   // defines: the catalog, recipes
+#include "moeq_io.h"   // defines: the catalog, YAML syntax trees, routing counts
+#include "recipe.h"    // defines: moeq_recipe, moeq_recipe_load, moeq_recipe_resolve (binding recipes)
 #include "plan.h"      // defines: moeq_plan, moeq_unit, moeq_plan_build, cost model
 #include "partition.h" // defines: moeq_partition_lpt, moeq_partition_round_robin
 #include "dispatch.h"  // defines: moeq_dispatch (the coordinator's decisions, shared by queue and simulator)

@@ -10,7 +10,8 @@
 #include <xxhash.h>
 
 const char *moeq_unit_kind_name(moeq_unit_kind k) {
-    static const char *n[MOEQ_UNIT_KIND_COUNT] = {"expert", "attention", "shared_expert", "dense_mlp", "other"};
+    static const char *n[MOEQ_UNIT_KIND_COUNT] = {"expert", "attention", "shared_expert", "dense_mlp",
+                                                  "other"};
     return ((int)k >= 0 && k < MOEQ_UNIT_KIND_COUNT) ? n[k] : "invalid";
 }
 
@@ -36,69 +37,36 @@ moeq_status moeq_cost_model_get(const char *name, moeq_cost_model *out) {
 
 double moeq_cost_tensor(const moeq_cost_model *cm, const moeq_plan_tensor *pt, uint64_t bytes_in) {
     const double n = (double)pt->R * (double)pt->C;
-    double t = (double)bytes_in / cm->read_bytes_per_s + n / cm->elems_per_s; // read + decode
-    const moeq_qsettings *q = &pt->q;
-    switch (q->method) {
-    case MOEQ_METHOD_NONE:
-        return t;
-    case MOEQ_METHOD_RTN:
-        return t + 2 * n / cm->elems_per_s;
-    case MOEQ_METHOD_HQQ:
-        return t + n * q->hqq_iters / cm->hqq_elem_iters_per_s + 2 * n / cm->elems_per_s;
-    case MOEQ_METHOD_MILO: {
-        const double k = q->rank + q->svd_oversample;
-        const double svd = 2.0 * n * k * (2.0 * q->svd_power_iters + 2.0) / cm->gemm_flops;
-        const double round = n * q->hqq_iters / cm->hqq_elem_iters_per_s + svd + 4 * n / cm->elems_per_s;
-        return t + (q->rank > 0 ? q->rounds : 1) * round;
-    }
-    default:
-        return t;
-    }
+    const double t = (double)bytes_in / cm->read_bytes_per_s + n / cm->elems_per_s; // read + decode
+    const moeq_method_traits *m = moeq_method_get(pt->q.method);
+    const moeq_throughput tp = {cm->elems_per_s, cm->hqq_elem_iters_per_s, cm->gemm_flops};
+    return m ? m->cost_s(t, &pt->q, n, &tp) : t;
 }
 
-// ---- storage geometry ----
-
-int64_t moeq_plan_row_bytes(int bits, int64_t C) {
-    switch (bits) {
-    case 2: return (C + 3) / 4;
-    case 3: return 12 * ((C + 31) / 32); // 32 codes in 3 x 32-bit words
-    case 4: return (C + 1) / 2;
-    case 8: return C;
-    default: return -1;
-    }
-}
-
-// int3 compensator factors: 3-bit codes (32 in 12 bytes) + one fp16 scale per 64 elements.
-static uint64_t int3_factor_bytes(int64_t n) {
-    return (uint64_t)(12 * ((n + 31) / 32) + 2 * ((n + 63) / 64));
-}
+// ---- storage geometry (kernels/qformat.h: the one geometry function) ----
 
 uint64_t moeq_plan_stored_bytes(const moeq_qsettings *q, int64_t R, int64_t C) {
-    const int64_t row_bytes = moeq_plan_row_bytes(q->bits, C);
-    uint64_t b = (uint64_t)(R * row_bytes) + 2ull * 2ull * (uint64_t)(R * (C / q->group));
-    if (q->rank > 0) {
-        const int64_t nu = R * q->rank, nv = (int64_t)q->rank * C;
-        b += q->compensator == MOEQ_COMP_FP16 ? 2ull * (uint64_t)(nu + nv) : int3_factor_bytes(nu) + int3_factor_bytes(nv);
-    }
-    return b;
+    moeq_qlayout l;
+    return moeq_qsettings_layout(q, R, C, &l) == MOEQ_OK ? l.bytes : 0;
 }
 
-static void geometry(moeq_plan_tensor *pt, const moeq_tensor_info *t, const moeq_tensor_info *scale) {
+static moeq_status geometry(moeq_plan_tensor *pt, const moeq_tensor_info *t) {
     if (pt->q.method == MOEQ_METHOD_NONE) {
         pt->R = t->ndim >= 1 ? t->shape[0] : 1;
         pt->C = pt->R > 0 ? t->numel / pt->R : 0;
         pt->out_bytes = t->nbytes;
         pt->bits_per_weight = t->numel ? 8.0 * (double)t->nbytes / (double)t->numel : 0;
-        (void)scale;
-        return;
+        return MOEQ_OK;
     }
     pt->R = t->shape[0];
     pt->C = t->shape[1];
-    pt->row_bytes = moeq_plan_row_bytes(pt->q.bits, pt->C);
-    pt->n_groups = pt->C / pt->q.group;
-    const uint64_t b = moeq_plan_stored_bytes(&pt->q, pt->R, pt->C);
-    pt->out_bytes = b;
-    pt->bits_per_weight = 8.0 * (double)b / ((double)pt->R * (double)pt->C);
+    moeq_qlayout l;
+    MOEQ_TRY(moeq_qsettings_layout(&pt->q, pt->R, pt->C, &l));
+    pt->row_bytes = l.row_bytes;
+    pt->n_groups = l.n_blocks;
+    pt->out_bytes = l.bytes;
+    pt->bits_per_weight = l.bits_per_weight;
+    return MOEQ_OK;
 }
 
 // ---- units ----
@@ -120,19 +88,30 @@ static unit_key key_of(const moeq_tensor_info *t, int cat) {
         k.kind = MOEQ_UNIT_EXPERT;
         k.expert = t->c.expert;
         break;
-    case MOEQ_TC_ATTENTION: k.kind = MOEQ_UNIT_ATTENTION; break;
-    case MOEQ_TC_SHARED_EXPERT: k.kind = MOEQ_UNIT_SHARED; break;
-    case MOEQ_TC_DENSE_MLP: k.kind = MOEQ_UNIT_DENSE; break;
-    default: break;
+    case MOEQ_TC_ATTENTION:
+        k.kind = MOEQ_UNIT_ATTENTION;
+        break;
+    case MOEQ_TC_SHARED_EXPERT:
+        k.kind = MOEQ_UNIT_SHARED;
+        break;
+    case MOEQ_TC_DENSE_MLP:
+        k.kind = MOEQ_UNIT_DENSE;
+        break;
+    default:
+        break;
     }
-    if (k.kind == MOEQ_UNIT_ATTENTION || k.kind == MOEQ_UNIT_SHARED || k.kind == MOEQ_UNIT_DENSE) k.part = cat;
+    if (k.kind == MOEQ_UNIT_ATTENTION || k.kind == MOEQ_UNIT_SHARED || k.kind == MOEQ_UNIT_DENSE)
+        k.part = cat;
     return k;
 }
 
 // Unit order: by layer (model-level last), then attention, dense, shared, experts by index, other.
 static int kind_rank(moeq_unit_kind k) {
-    static const int r[MOEQ_UNIT_KIND_COUNT] = {[MOEQ_UNIT_ATTENTION] = 0, [MOEQ_UNIT_DENSE] = 1,
-                                                [MOEQ_UNIT_SHARED] = 2, [MOEQ_UNIT_EXPERT] = 3, [MOEQ_UNIT_OTHER] = 4};
+    static const int r[MOEQ_UNIT_KIND_COUNT] = {[MOEQ_UNIT_ATTENTION] = 0,
+                                                [MOEQ_UNIT_DENSE] = 1,
+                                                [MOEQ_UNIT_SHARED] = 2,
+                                                [MOEQ_UNIT_EXPERT] = 3,
+                                                [MOEQ_UNIT_OTHER] = 4};
     return r[k];
 }
 
@@ -168,21 +147,19 @@ static void hash_str(XXH3_state_t *h, const char *s) {
     XXH3_64bits_update(h, s, n);
 }
 
-static void hash_settings(XXH3_state_t *h, const moeq_qsettings *q) {
-    int64_t v[] = {q->method, q->bits, q->group, q->rank, q->rounds, q->compensator, q->hqq_iters, q->hqq_early_stop,
-                   q->svd_oversample, q->svd_power_iters, (int64_t)q->seed};
-    XXH3_64bits_update(h, v, sizeof v);
-    float f[] = {q->hqq_lp_norm, q->hqq_beta, q->hqq_kappa};
-    XXH3_64bits_update(h, f, sizeof f);
+static void hash_bytes(void *h, const void *bytes, size_t n) {
+    XXH3_64bits_update(h, bytes, n);
 }
 
-moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm, moeq_plan **out) {
+moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm,
+                            moeq_plan **out) {
     return moeq_plan_build_ex(c, r, cm, NULL, 0, NULL, out);
 }
 
 // Every catalog tensor's settings: rules, then (unless rules_only) the policies.
-static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, const moeq_analysis *an, int rules_only,
-                               moeq_budget_result *budget, moeq_qsettings *q, int *rule, int *policy, double *score) {
+static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, const moeq_analysis *an,
+                               int rules_only, moeq_budget_result *budget, moeq_qsettings *q, int *rule,
+                               int *policy, double *score) {
     for (int i = 0; i < c->n_tensors; i++) {
         q[i] = moeq_recipe_resolve(r, &c->t[i], &rule[i]);
         policy[i] = -1, score[i] = 0;
@@ -200,14 +177,17 @@ static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, cons
                 st = MOEQ_FAIL(st, "%s:%d: policy %s: %s", r->path, r->policies[k].line,
                                moeq_policy_kind_name(r->policies[k].kind), moeq_error_detail());
         }
-    if (st == MOEQ_OK) st = moeq_policy_apply(c, r, an, (const moeq_routing_counts *const *)counts, q, policy, score, budget);
+    if (st == MOEQ_OK)
+        st =
+            moeq_policy_apply(c, r, an, (const moeq_routing_counts *const *)counts, q, policy, score, budget);
     for (int k = 0; k < r->n_policies; k++) moeq_routing_counts_free(&counts[k]);
     moeq_free(&counts);
     return st;
 }
 
 moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, const moeq_cost_model *cm,
-                               const moeq_analysis *an, unsigned flags, moeq_budget_result *budget, moeq_plan **out) {
+                               const moeq_analysis *an, unsigned flags, moeq_budget_result *budget,
+                               moeq_plan **out) {
     *out = NULL;
     moeq_recipe *r = NULL;
     moeq_status st = moeq_recipe_bound_copy(r_in, &c->cfg, &r);
@@ -217,7 +197,8 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
     int *rule_hits = MOEQ_CALLOC((size_t)(r->n_rules ? r->n_rules : 1), sizeof *rule_hits, "rule hits");
     moeq_plan *p = MOEQ_CALLOC(1, sizeof *p, "plan");
     moeq_qsettings *qs = MOEQ_CALLOC(nt, sizeof *qs, "plan settings");
-    int *rules = MOEQ_CALLOC(nt, sizeof *rules, "plan rules"), *pols = MOEQ_CALLOC(nt, sizeof *pols, "plan policies");
+    int *rules = MOEQ_CALLOC(nt, sizeof *rules, "plan rules"),
+        *pols = MOEQ_CALLOC(nt, sizeof *pols, "plan policies");
     double *scores = MOEQ_CALLOC(nt, sizeof *scores, "plan scores");
     if (!e || !rule_hits || !p || !qs || !rules || !pols || !scores) {
         st = MOEQ_ERR_NOMEM;
@@ -240,8 +221,8 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         x->pt.policy = pols[i];
         x->pt.score = scores[i];
         st = moeq_qsettings_check(&x->pt.q, t);
+        if (st == MOEQ_OK) st = geometry(&x->pt, t);
         if (st != MOEQ_OK) goto fail;
-        geometry(&x->pt, t, t->scale >= 0 ? &c->t[t->scale] : NULL);
         // a pass-through FP8 weight keeps its scale next to it, in the same unit
         if (t->scale >= 0 && x->pt.q.method == MOEQ_METHOD_NONE) {
             entry *s = &e[n++];
@@ -252,15 +233,17 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
             s->pt.rule = -1;
             s->pt.policy = -1;
             s->pt.q = qs[t->scale];
-            geometry(&s->pt, &c->t[t->scale], NULL);
+            st = geometry(&s->pt, &c->t[t->scale]);
+            if (st != MOEQ_OK) goto fail;
         }
     }
     for (int k = 0; k < r->n_rules; k++)
         if (!rule_hits[k]) {
-            st = MOEQ_FAIL(MOEQ_ERR_ARG,
-                           "%s:%d: rule %d matches no tensor of %s (%s)\n---> HINT: check class/proj/layers/name; "
-                           "`moeq inspect --tensors` lists the tensors",
-                           r->path, r->rules[k].line, k + 1, c->dir, moeq_arch_name(c->cfg.arch));
+            st = MOEQ_FAIL(
+                MOEQ_ERR_ARG,
+                "%s:%d: rule %d matches no tensor of %s (%s)\n---> HINT: check class/proj/layers/name; "
+                "`moeq inspect --tensors` lists the tensors",
+                r->path, r->rules[k].line, k + 1, c->dir, moeq_arch_name(c->cfg.arch));
             goto fail;
         }
     qsort(e, (size_t)n, sizeof *e, cmp_entry);
@@ -291,7 +274,8 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
     for (int i = 0; i < n; i++) {
         if (i == 0 || cmp_key(&e[i].k, &e[i - 1].k)) {
             u++;
-            p->u[u] = (moeq_unit){.id = u, .kind = e[i].k.kind, .layer = e[i].k.layer, .expert = e[i].k.expert, .first = i};
+            p->u[u] = (moeq_unit){
+                .id = u, .kind = e[i].k.kind, .layer = e[i].k.layer, .expert = e[i].k.expert, .first = i};
         }
         moeq_plan_tensor *pt = &p->t[i];
         *pt = e[i].pt;
@@ -310,7 +294,8 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         if (pt->q.method != MOEQ_METHOD_NONE) {
             mem = in + (uint64_t)t->numel * 4u;
             mem += (uint64_t)t->numel * 8u + pt->out_bytes;
-            if (pt->q.rank > 0) mem += 4u * (uint64_t)(pt->q.rank + pt->q.svd_oversample) * (uint64_t)(pt->R + pt->C) * 3u;
+            if (pt->q.rank > 0)
+                mem += 4u * (uint64_t)(pt->q.rank + pt->q.svd_oversample) * (uint64_t)(pt->R + pt->C) * 3u;
             p->params_quantized += t->numel;
             p->bits_quantized += pt->bits_per_weight * (double)t->numel;
         }
@@ -322,7 +307,7 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         hash_u64(h, (uint64_t)t->dtype);
         for (int d = 0; d < t->ndim; d++) hash_u64(h, (uint64_t)t->shape[d]);
         hash_u64(h, (uint64_t)u);
-        hash_settings(h, &pt->q);
+        moeq_qsettings_hash(&pt->q, hash_bytes, h);
     }
     p->n_units = n_units;
     for (int k = 0; k < n_units; k++) {

@@ -4,14 +4,15 @@
 //
 // Units: all projections of one routed expert of one layer; each attention, shared-expert and dense-MLP
 // linear alone (the largest tensors: grouped by layer they bounded the makespan at 512 ranks); one "other"
-// unit per layer (norms, router) plus one for the model-level tensors (embedding, final norm, lm_head). FP8 scales of quantized weights are consumed
-// (not stored); those of pass-through weights travel with them.
+// unit per layer (norms, router) plus one for the model-level tensors (embedding, final norm, lm_head). FP8
+// scales of quantized weights are consumed (not stored); those of pass-through weights travel with them.
 #ifndef MOEQ_PLAN_H
 #define MOEQ_PLAN_H
 
 #include <stdint.h>
 
 #include "moeq_io.h"
+#include "recipe.h" // defines: moeq_recipe, moeq_qsettings
 
 typedef enum moeq_unit_kind {
     MOEQ_UNIT_EXPERT = 0,
@@ -25,38 +26,38 @@ typedef enum moeq_unit_kind {
 const char *moeq_unit_kind_name(moeq_unit_kind k);
 
 typedef struct moeq_plan_tensor {
-    int cat;               // index in the catalog
-    int unit;              // owning unit id
-    moeq_qsettings q;      // resolved settings (method none = stored as it came)
-    int rule;              // recipe rule that decided (-1: defaults)
-    int policy;            // recipe policy that decided last (-1: the rules)
-    double score;          // the score that decided it (policy.h)
-    int64_t R, C;          // rows (out), cols (in); for pass-through: shape[0], numel/shape[0]
-    int64_t row_bytes;     // packed code bytes per row (quantized)
-    int64_t n_groups;      // groups per row = C / group (quantized)
-    uint64_t out_bytes;    // bytes stored in the artifact for this tensor
+    int cat;                // index in the catalog
+    int unit;               // owning unit id
+    moeq_qsettings q;       // resolved settings (method none = stored as it came)
+    int rule;               // recipe rule that decided (-1: defaults)
+    int policy;             // recipe policy that decided last (-1: the rules)
+    double score;           // the score that decided it (policy.h)
+    int64_t R, C;           // rows (out), cols (in); for pass-through: shape[0], numel/shape[0]
+    int64_t row_bytes;      // packed code bytes per row (quantized; the layout's)
+    int64_t n_groups;       // scale blocks per row = C / group (quantized; the layout's)
+    uint64_t out_bytes;     // bytes stored in the artifact for this tensor
     double bits_per_weight; // stored bits / numel (codes + scale + zero + U + V)
 } moeq_plan_tensor;
 
 typedef struct moeq_unit {
     int id;
     moeq_unit_kind kind;
-    int layer;             // -1 for model-level tensors
-    int expert;            // routed expert index, -1 otherwise
-    int first, count;      // tensors [first, first + count) of plan->t
-    uint64_t bytes_in;     // source bytes read (FP8 scales included)
-    uint64_t bytes_out;    // artifact bytes
-    uint64_t mem_bytes;    // working set estimate (largest tensor's buffers)
-    double cost;           // estimated seconds (cost model)
+    int layer;          // -1 for model-level tensors
+    int expert;         // routed expert index, -1 otherwise
+    int first, count;   // tensors [first, first + count) of plan->t
+    uint64_t bytes_in;  // source bytes read (FP8 scales included)
+    uint64_t bytes_out; // artifact bytes
+    uint64_t mem_bytes; // working set estimate (largest tensor's buffers)
+    double cost;        // estimated seconds (cost model)
 } moeq_unit;
 
 // Throughputs of one worker (one GPU or one CPU rank) used to estimate unit costs.
 typedef struct moeq_cost_model {
     const char *name;
-    double read_bytes_per_s;  // source read (disk or page cache)
-    double elems_per_s;       // element-wise passes (decode, RTN, metrics)
+    double read_bytes_per_s;     // source read (disk or page cache)
+    double elems_per_s;          // element-wise passes (decode, RTN, metrics)
     double hqq_elem_iters_per_s; // HQQ: elements x iterations per second
-    double gemm_flops;        // sgemm flop/s
+    double gemm_flops;           // sgemm flop/s
 } moeq_cost_model;
 
 // "cpu-core": one core of the CI machine class (OpenBLAS AVX2 sgemm ~100 GFLOP/s); "h100": one H100.
@@ -65,16 +66,16 @@ double moeq_cost_tensor(const moeq_cost_model *cm, const moeq_plan_tensor *pt, u
 
 typedef struct moeq_plan {
     int n_tensors;
-    moeq_plan_tensor *t;   // grouped by unit (unit order), then by name
+    moeq_plan_tensor *t; // grouped by unit (unit order), then by name
     int n_units;
     moeq_unit *u;
-    uint64_t digest;       // xxh3 over format version, config, shards, every tensor's name/shape/settings
+    uint64_t digest; // xxh3 over format version, config, shards, every tensor's name/shape/settings
     // totals
     uint64_t bytes_in, bytes_out;
     int64_t params_quantized, params_total;
-    double bits_quantized;  // sum of stored bits of quantized tensors
+    double bits_quantized; // sum of stored bits of quantized tensors
     double cost_total;
-    uint64_t mem_max;       // largest unit working set
+    uint64_t mem_max; // largest unit working set
 } moeq_plan;
 
 // Builds the plan. Fails (MOEQ_ERR_ARG, naming the tensor and rule) when a setting cannot apply, and
@@ -82,7 +83,8 @@ typedef struct moeq_plan {
 // Returns a new plan; caller frees with moeq_plan_free.
 // Relative layer ranges are bound to the catalog's model; routing-count files of policies are read here.
 // A recipe whose policies need the weights fails here (use moeq_plan_build_ex with the analysis).
-moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm, moeq_plan **out);
+moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm,
+                            moeq_plan **out);
 
 // The same with the analyze phase's measurements (an, may be NULL when the recipe needs no weights).
 // MOEQ_PLAN_RULES_ONLY: the policies are not applied (the plan the analyze phase distributes its work by).
@@ -91,10 +93,11 @@ enum { MOEQ_PLAN_RULES_ONLY = 1 };
 struct moeq_analysis;
 struct moeq_budget_result;
 moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm,
-                               const struct moeq_analysis *an, unsigned flags, struct moeq_budget_result *budget,
-                               moeq_plan **out);
+                               const struct moeq_analysis *an, unsigned flags,
+                               struct moeq_budget_result *budget, moeq_plan **out);
 
-// Bytes stored for an R×C tensor quantized with q (codes + fp16 scales and zeros + compensators).
+// Bytes stored for an R×C tensor quantized with q (every plane of its layout: codes, scales, zeros,
+// compensators; kernels/qformat.h moeq_qlayout_make); 0 when q does not fit the shape.
 uint64_t moeq_plan_stored_bytes(const moeq_qsettings *q, int64_t R, int64_t C);
 void moeq_plan_free(moeq_plan **p);
 
@@ -103,8 +106,5 @@ double moeq_plan_bpw_quantized(const moeq_plan *p);
 
 // Pass-through tensors are copied in chunks of this many bytes (workers/unit_job.c).
 #define MOEQ_PLAN_STREAM_CHUNK ((uint64_t)64 << 20)
-
-// Packed code bytes of one row of C codes of `bits` bits (the storage formats of kernels/qformat.h).
-int64_t moeq_plan_row_bytes(int bits, int64_t C);
 
 #endif

@@ -1,4 +1,5 @@
-// policy.c: policies on top of the rule-resolved settings (see policy.h). Each scorer ranks its
+// policy.c: policies on top of the rule-resolved settings (see policy.h), in the same layer as the rules
+// (recipe.c) whose matching and settings they reuse. Each scorer ranks its
 // candidates by score, ties broken by catalog index (layer/expert order for experts), so the choice is
 // total and deterministic. QuantMoE-Bench (arXiv 2406.08155) for the outlier/block/frequency scorers,
 // MiLo (arXiv 2504.02658) for the rank rules; the budget solver is ours (solver.h).
@@ -68,18 +69,15 @@ int moeq_policy_candidate(const moeq_policy *p, int k, const moeq_qsettings *bas
                           moeq_qsettings *out) {
     moeq_qsettings s = *base;
     moeq_qsettings_apply(&s, &p->cand[k], p->cand_mask[k]);
-    if (s.method != MOEQ_METHOD_MILO) s.rank = 0;
+    moeq_qsettings_normalize(&s);
     *out = s;
-    if (s.method == MOEQ_METHOD_NONE || !moeq_tensor_quantizable(t)) return 0;
-    if (t->shape[1] % s.group) return 0;
-    if (s.rank > t->shape[0] || s.rank > t->shape[1]) return 0;
-    return 1;
+    return moeq_qsettings_fits(&s, t);
 }
 
 // Applies a policy's `set` fields (as a recipe rule would).
 static void overlay(moeq_qsettings *s, const moeq_policy *p) {
     moeq_qsettings_apply(s, &p->set, p->set_mask);
-    if (s->method != MOEQ_METHOD_MILO) s->rank = 0;
+    moeq_qsettings_normalize(s);
 }
 
 // ---- needs ----
@@ -101,7 +99,8 @@ moeq_status moeq_policy_needs(const moeq_catalog *c, const moeq_recipe *r, const
         for (int i = 0; i < c->n_tensors; i++) {
             const moeq_tensor_info *t = &c->t[i];
             if (!quantized(&q[i], t) || !moeq_rule_matches(&p->match, t)) continue;
-            if (p->kind == MOEQ_POLICY_OUTLIER || p->kind == MOEQ_POLICY_KURTOSIS_RANK) nd->tensor[i] |= MOEQ_NEED_STATS;
+            if (p->kind == MOEQ_POLICY_OUTLIER || p->kind == MOEQ_POLICY_KURTOSIS_RANK)
+                nd->tensor[i] |= MOEQ_NEED_STATS;
             if (p->kind == MOEQ_POLICY_BUDGET) nd->tensor[i] |= MOEQ_NEED_STATS | MOEQ_NEED_TRIALS;
             if (p->kind == MOEQ_POLICY_BLOCK && t->c.layer >= 0 && t->c.layer < L &&
                 moeq_config_layer_is_moe(&c->cfg, t->c.layer))
@@ -131,18 +130,21 @@ static int cmp_ranked(const void *x, const void *y) {
 }
 
 static moeq_status fail_policy(const moeq_recipe *r, const moeq_policy *p, const char *what) {
-    return MOEQ_FAIL(MOEQ_ERR_ARG, "%s:%d: policy %s: %s", r->path, p->line, moeq_policy_kind_name(p->kind), what);
+    return MOEQ_FAIL(MOEQ_ERR_ARG, "%s:%d: policy %s: %s", r->path, p->line, moeq_policy_kind_name(p->kind),
+                     what);
 }
 
-static void mark(moeq_qsettings *q, int *decided, double *score, int i, int k, double s, const moeq_policy *p) {
+static void mark(moeq_qsettings *q, int *decided, double *score, int i, int k, double s,
+                 const moeq_policy *p) {
     overlay(&q[i], p);
     decided[i] = k;
     score[i] = s;
 }
 
 // Experts of the matched tensors, grouped as (layer, expert) slots.
-static moeq_status pick_frequency(const moeq_catalog *c, const moeq_recipe *r, int k, const moeq_routing_counts *rc,
-                                  moeq_qsettings *q, int *decided, double *score) {
+static moeq_status pick_frequency(const moeq_catalog *c, const moeq_recipe *r, int k,
+                                  const moeq_routing_counts *rc, moeq_qsettings *q, int *decided,
+                                  double *score) {
     const moeq_policy *p = &r->policies[k];
     if (!rc) return fail_policy(r, p, "routing counts were not loaded");
     ranked *v = MOEQ_CALLOC((size_t)c->n_tensors + 1, sizeof *v, "frequency ranking");
@@ -161,8 +163,8 @@ static moeq_status pick_frequency(const moeq_catalog *c, const moeq_recipe *r, i
         if (t->c.cls != MOEQ_TC_ROUTED_EXPERT) continue;
         if (t->c.layer >= rc->n_layers || t->c.expert >= rc->n_experts || !rc->present[t->c.layer]) {
             char m[160];
-            snprintf(m, sizeof m, "the routing counts have no entry for layer %d expert %d (%s)", t->c.layer, t->c.expert,
-                     t->name);
+            snprintf(m, sizeof m, "the routing counts have no entry for layer %d expert %d (%s)", t->c.layer,
+                     t->c.expert, t->name);
             st = fail_policy(r, p, m);
             break;
         }
@@ -189,7 +191,8 @@ static moeq_status pick_frequency(const moeq_catalog *c, const moeq_recipe *r, i
         }
         for (int i = 0; i < c->n_tensors; i++) {
             const moeq_tensor_info *t = &c->t[i];
-            if (!quantized(&q[i], t) || !moeq_rule_matches(&p->match, t) || t->c.cls != MOEQ_TC_ROUTED_EXPERT) continue;
+            if (!quantized(&q[i], t) || !moeq_rule_matches(&p->match, t) || t->c.cls != MOEQ_TC_ROUTED_EXPERT)
+                continue;
             int slot = t->c.layer * rc->n_experts + t->c.expert;
             if (pick[slot]) mark(q, decided, score, i, k, rc->c[slot], p);
         }
@@ -242,16 +245,20 @@ static moeq_status apply_block(const moeq_catalog *c, const moeq_recipe *r, int 
     for (int i = 0; i < c->n_tensors; i++) {
         const moeq_tensor_info *t = &c->t[i];
         if (!quantized(&q[i], t) || !moeq_rule_matches(&p->match, t)) continue;
-        if (t->c.layer >= 0 && t->c.layer < L && pick[t->c.layer]) mark(q, decided, score, i, k, an->block_err[t->c.layer], p);
+        if (t->c.layer >= 0 && t->c.layer < L && pick[t->c.layer])
+            mark(q, decided, score, i, k, an->block_err[t->c.layer], p);
     }
     moeq_free(&v), moeq_free(&pick);
-    return n ? MOEQ_OK : fail_policy(r, p, "no MoE block was probed (the forward pass supports Mixtral and Qwen MoE)");
+    return n ? MOEQ_OK
+             : fail_policy(r, p, "no MoE block was probed (the forward pass supports Mixtral and Qwen MoE)");
 }
 
 static moeq_status apply_ranks(const moeq_catalog *c, const moeq_recipe *r, int k, const moeq_analysis *an,
-                               const moeq_routing_counts *rc, moeq_qsettings *q, int *decided, double *score) {
+                               const moeq_routing_counts *rc, moeq_qsettings *q, int *decided,
+                               double *score) {
     const moeq_policy *p = &r->policies[k];
-    if (p->kind == MOEQ_POLICY_FREQUENCY_RANK && !rc) return fail_policy(r, p, "routing counts were not loaded");
+    if (p->kind == MOEQ_POLICY_FREQUENCY_RANK && !rc)
+        return fail_policy(r, p, "routing counts were not loaded");
     int n = 0;
     for (int i = 0; i < c->n_tensors; i++) {
         const moeq_tensor_info *t = &c->t[i];
@@ -262,10 +269,11 @@ static moeq_status apply_ranks(const moeq_catalog *c, const moeq_recipe *r, int 
             s = an->kurtosis[i];
             rank = moeq_policy_kurtosis_rank(s, p->threshold, p->k, p->max_kurtosis, p->cap);
         } else {
-            if (t->c.cls != MOEQ_TC_ROUTED_EXPERT || t->c.layer >= rc->n_layers || t->c.expert >= rc->n_experts ||
-                !rc->present[t->c.layer]) {
+            if (t->c.cls != MOEQ_TC_ROUTED_EXPERT || t->c.layer >= rc->n_layers ||
+                t->c.expert >= rc->n_experts || !rc->present[t->c.layer]) {
                 char m[200];
-                snprintf(m, sizeof m, "no routing count for %s (frequency_rank applies to routed experts)", t->name);
+                snprintf(m, sizeof m, "no routing count for %s (frequency_rank applies to routed experts)",
+                         t->name);
                 return fail_policy(r, p, m);
             }
             // MiLo: round(freq_e / sum freq * rank * E): the layer's mean rank stays `rank`
@@ -324,7 +332,8 @@ static moeq_status apply_budget(const moeq_catalog *c, const moeq_recipe *r, int
             item[i] = n++;
             continue;
         }
-        const int64_t key = ((int64_t)(t->c.layer + 1) << 32) | ((int64_t)t->c.cls << 24) | (int64_t)(t->c.expert + 1);
+        const int64_t key =
+            ((int64_t)(t->c.layer + 1) << 32) | ((int64_t)t->c.cls << 24) | (int64_t)(t->c.expert + 1);
         int found = -1;
         for (int j = 0; j < n_keys; j++)
             if (keys[j] == key) found = j;
@@ -342,16 +351,21 @@ static moeq_status apply_budget(const moeq_catalog *c, const moeq_recipe *r, int
         if (item[i] < 0) continue;
         for (int j = 0; j < m; j++) {
             moeq_qsettings s;
-            double *b = &bits[(size_t)item[i] * (size_t)m + (size_t)j], *e = &err[(size_t)item[i] * (size_t)m + (size_t)j];
+            double *b = &bits[(size_t)item[i] * (size_t)m + (size_t)j],
+                   *e = &err[(size_t)item[i] * (size_t)m + (size_t)j];
             const double tr = an->trial[(size_t)i * (size_t)m + (size_t)j];
-            if (!moeq_policy_candidate(p, j, &base[i], &c->t[i], &s) || !isfinite(tr)) *b = INFINITY;
-            else if (isfinite(*b)) *b += moeq_policy_stored_bits(&s, &c->t[i]), *e += tr;
+            if (!moeq_policy_candidate(p, j, &base[i], &c->t[i], &s) || !isfinite(tr))
+                *b = INFINITY;
+            else if (isfinite(*b))
+                *b += moeq_policy_stored_bits(&s, &c->t[i]), *e += tr;
         }
     }
-    if (st == MOEQ_OK) st = moeq_budget_solve(n, m, bits, err, fixed, params, p->target_bits, p->tolerance, choice, res);
+    if (st == MOEQ_OK)
+        st = moeq_budget_solve(n, m, bits, err, fixed, params, p->target_bits, p->tolerance, choice, res);
     if (st != MOEQ_OK && st != MOEQ_ERR_NOMEM) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s\n---> HINT: change \"bits\", add candidates, or use \"by: tensor\" for a finer budget",
+        snprintf(msg, sizeof msg,
+                 "%s\n---> HINT: change \"bits\", add candidates, or use \"by: tensor\" for a finer budget",
                  moeq_error_detail());
         st = fail_policy(r, p, msg);
     }
@@ -368,13 +382,15 @@ static moeq_status apply_budget(const moeq_catalog *c, const moeq_recipe *r, int
 }
 
 moeq_status moeq_policy_apply(const moeq_catalog *c, const moeq_recipe *r, const moeq_analysis *an,
-                              const moeq_routing_counts *const *counts, moeq_qsettings *q, int *decided, double *score,
-                              moeq_budget_result *budget) {
+                              const moeq_routing_counts *const *counts, moeq_qsettings *q, int *decided,
+                              double *score, moeq_budget_result *budget) {
     for (int i = 0; i < c->n_tensors; i++) decided[i] = -1, score[i] = 0;
     if (!r->n_policies) return MOEQ_OK;
     if (moeq_recipe_needs_weights(r) && !an)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: the policies need the weights (an analyze pass)\n---> HINT: run on a "
-                         "checkpoint with its shards (moeq plan/quantize under mpirun)", r->path);
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "%s: the policies need the weights (an analyze pass)\n---> HINT: run on a "
+                         "checkpoint with its shards (moeq plan/quantize under mpirun)",
+                         r->path);
     moeq_qsettings *base = MOEQ_MALLOC(sizeof *base * ((size_t)c->n_tensors + 1), "rule settings");
     if (!base) return MOEQ_ERR_NOMEM;
     memcpy(base, q, sizeof *base * (size_t)c->n_tensors);
@@ -384,13 +400,24 @@ moeq_status moeq_policy_apply(const moeq_catalog *c, const moeq_recipe *r, const
         const moeq_policy *p = &r->policies[k];
         const moeq_routing_counts *rc = counts ? counts[k] : NULL;
         switch (p->kind) {
-        case MOEQ_POLICY_OUTLIER: st = apply_outlier(c, r, k, an, q, decided, score); break;
-        case MOEQ_POLICY_BLOCK: st = apply_block(c, r, k, an, q, decided, score); break;
-        case MOEQ_POLICY_FREQUENCY: st = pick_frequency(c, r, k, rc, q, decided, score); break;
+        case MOEQ_POLICY_OUTLIER:
+            st = apply_outlier(c, r, k, an, q, decided, score);
+            break;
+        case MOEQ_POLICY_BLOCK:
+            st = apply_block(c, r, k, an, q, decided, score);
+            break;
+        case MOEQ_POLICY_FREQUENCY:
+            st = pick_frequency(c, r, k, rc, q, decided, score);
+            break;
         case MOEQ_POLICY_KURTOSIS_RANK:
-        case MOEQ_POLICY_FREQUENCY_RANK: st = apply_ranks(c, r, k, an, rc, q, decided, score); break;
-        case MOEQ_POLICY_BUDGET: st = apply_budget(c, r, k, an, base, q, decided, score, budget ? budget : &dummy); break;
-        default: st = MOEQ_FAIL(MOEQ_ERR_ARG, "policy kind %d", (int)p->kind);
+        case MOEQ_POLICY_FREQUENCY_RANK:
+            st = apply_ranks(c, r, k, an, rc, q, decided, score);
+            break;
+        case MOEQ_POLICY_BUDGET:
+            st = apply_budget(c, r, k, an, base, q, decided, score, budget ? budget : &dummy);
+            break;
+        default:
+            st = MOEQ_FAIL(MOEQ_ERR_ARG, "policy kind %d", (int)p->kind);
         }
     }
     moeq_free(&base);

@@ -12,42 +12,34 @@
 #include "moeq_kernels.h"
 #include "unit_job.h"
 
-// ||W - Ŵ||_F^2 of w (R, C) quantized with s (the run's own quantizer, buffers sized as the artifact's).
+// The planes of an R×C tensor quantized with s (its layout, kernels/qformat.h), freed by qtensor_free.
+static moeq_status qtensor_alloc(const moeq_qsettings *s, int64_t R, int64_t C, const char *name,
+                                 moeq_qtensor *q) {
+    moeq_qlayout l;
+    MOEQ_TRY(moeq_qsettings_layout(s, R, C, &l));
+    for (int p = 0; p < MOEQ_PLANE_COUNT; p++)
+        if (l.plane[p].present && !(q->plane[p] = MOEQ_MALLOC((size_t)l.plane[p].bytes + 1, name)))
+            return MOEQ_ERR_NOMEM;
+    return MOEQ_OK;
+}
+
+static void qtensor_free(moeq_qtensor *q) {
+    for (int p = 0; p < MOEQ_PLANE_COUNT; p++) moeq_free(&q->plane[p]);
+}
+
+// ||W - Ŵ||_F^2 of w (R, C) quantized with s (the run's own quantizer into the planes of its layout).
 static moeq_status trial_error(const moeq_tensor_info *t, const moeq_qsettings *s, const float *w, int64_t R,
                                int64_t C, double *err2) {
-    moeq_artifact_entry e;
-    memset(&e, 0, sizeof e);
-    e.name = t->name;
-    e.c = t->c;
-    e.source_dtype = t->dtype;
-    e.ndim = 2;
-    e.shape[0] = R, e.shape[1] = C;
-    e.q = *s;
-    MOEQ_TRY(moeq_artifact_entry_specs(&e, moeq_plan_row_bytes(s->bits, C)));
-    void *bufs[MOEQ_DS_COUNT] = {0};
+    moeq_qtensor q = {.best_round = -1};
     float *recon = MOEQ_MALLOC((size_t)(R * C) * sizeof(float), t->name);
-    moeq_status st = recon ? MOEQ_OK : MOEQ_ERR_NOMEM;
-    for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
-        if (e.ds[d].present && d != MOEQ_DS_DATA &&
-            !(bufs[d] = MOEQ_MALLOC((size_t)e.ds[d].bytes + 1, t->name)))
-            st = MOEQ_ERR_NOMEM;
-    if (st == MOEQ_OK) {
-        moeq_qtensor q = {.codes = bufs[MOEQ_DS_CODES],
-                          .scale = bufs[MOEQ_DS_SCALE],
-                          .zero = bufs[MOEQ_DS_ZERO],
-                          .u = bufs[MOEQ_DS_U],
-                          .v = bufs[MOEQ_DS_V],
-                          .u_scale = bufs[MOEQ_DS_U_SCALE],
-                          .v_scale = bufs[MOEQ_DS_V_SCALE],
-                          .best_round = -1};
-        st = moeq_quantize_matrix(s, t->name, w, R, C, &q, recon);
-    }
+    moeq_status st = recon ? qtensor_alloc(s, R, C, t->name, &q) : MOEQ_ERR_NOMEM;
+    if (st == MOEQ_OK) st = moeq_quantize_matrix(s, t->name, w, R, C, &q, recon);
     if (st == MOEQ_OK) {
         moeq_err_metrics m;
         st = moeq_metrics_error_cpu(w, recon, R, C, &m);
         if (st == MOEQ_OK) *err2 = m.fro_err * m.fro_err;
     }
-    for (int d = 0; d < MOEQ_DS_COUNT; d++) moeq_free(&bufs[d]);
+    qtensor_free(&q);
     moeq_free(&recon);
     return st;
 }
@@ -122,27 +114,16 @@ static moeq_status probe_tensor(void *ctx, const char *name, float *dst, int64_t
         !moeq_rule_matches(&p->probe->match, t))
         return MOEQ_OK;
     moeq_qsettings s = p->q[i];
-    s.method = MOEQ_METHOD_HQQ, s.bits = p->probe->probe_bits, s.rank = 0;
+    s.method = MOEQ_METHOD_HQQ, s.bits = p->probe->probe_bits, s.rank = 0, s.format = MOEQ_QTYPE_INVALID;
     const int64_t R = t->shape[0], C = t->shape[1];
     float *w = MOEQ_MALLOC((size_t)numel * sizeof(float), name);
     if (!w) return MOEQ_ERR_NOMEM;
     memcpy(w, dst, (size_t)numel * sizeof(float));
-    moeq_artifact_entry e;
-    memset(&e, 0, sizeof e);
-    e.name = t->name, e.c = t->c, e.ndim = 2, e.shape[0] = R, e.shape[1] = C, e.q = s;
-    moeq_status st = moeq_artifact_entry_specs(&e, moeq_plan_row_bytes(s.bits, C));
-    void *codes = NULL, *scale = NULL, *zero = NULL;
-    if (st == MOEQ_OK) {
-        codes = MOEQ_MALLOC((size_t)e.ds[MOEQ_DS_CODES].bytes, name);
-        scale = MOEQ_MALLOC((size_t)e.ds[MOEQ_DS_SCALE].bytes, name);
-        zero = MOEQ_MALLOC((size_t)e.ds[MOEQ_DS_ZERO].bytes, name);
-        if (!codes || !scale || !zero) st = MOEQ_ERR_NOMEM;
-    }
-    if (st == MOEQ_OK) {
-        moeq_qtensor qt = {.codes = codes, .scale = scale, .zero = zero, .best_round = -1};
-        st = moeq_quantize_matrix(&s, name, w, R, C, &qt, dst);
-    }
-    moeq_free(&codes), moeq_free(&scale), moeq_free(&zero), moeq_free(&w);
+    moeq_qtensor qt = {.best_round = -1};
+    moeq_status st = qtensor_alloc(&s, R, C, name, &qt);
+    if (st == MOEQ_OK) st = moeq_quantize_matrix(&s, name, w, R, C, &qt, dst);
+    qtensor_free(&qt);
+    moeq_free(&w);
     return st;
 }
 

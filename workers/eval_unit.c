@@ -11,23 +11,32 @@
 #include <string.h>
 #include <time.h>
 
-#include "moeq_kernels.h" // defines: moeq_qmat_dequantize_cpu, moeq_factor_dequantize_cpu, moeq_metrics_error_cpu
+#include "moeq_kernels.h" // defines: moeq_qlayout_make, the formats' dequantizers, moeq_factor_dequantize_cpu, metrics
 
-moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt, void *const bufs[MOEQ_DS_COUNT],
-                             float *out) {
+moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt,
+                             void *const bufs[MOEQ_DS_COUNT], float *out) {
     if (pt->q.method == MOEQ_METHOD_NONE) {
         const moeq_dtype dt = e->source_dtype;
         if (dt != MOEQ_DTYPE_F32 && dt != MOEQ_DTYPE_F16 && dt != MOEQ_DTYPE_BF16)
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': stored as %s, which eval does not decode to fp32",
-                             e->name, moeq_dtype_name(dt));
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                             "tensor '%s': stored as %s, which eval does not decode to fp32", e->name,
+                             moeq_dtype_name(dt));
         return moeq_decode_cpu(dt, bufs[MOEQ_DS_DATA], out, pt->R * pt->C);
     }
     const int64_t R = pt->R, C = pt->C, r = pt->q.rank;
-    moeq_qmat q = {.bits = pt->q.bits, .R = R, .C = C, .G = pt->q.group, .codes = bufs[MOEQ_DS_CODES],
-                   .scale = bufs[MOEQ_DS_SCALE], .zero = bufs[MOEQ_DS_ZERO]};
-    MOEQ_TRY(moeq_qmat_dequantize_cpu(&q, out));
+    moeq_qlayout l;
+    MOEQ_TRY(moeq_qsettings_layout(&pt->q, R, C, &l));
+    moeq_qmat q = {.bits = pt->q.bits,
+                   .type = pt->q.format,
+                   .R = R,
+                   .C = C,
+                   .G = l.G,
+                   .codes = bufs[MOEQ_DS_CODES],
+                   .scale = bufs[MOEQ_DS_SCALE],
+                   .zero = bufs[MOEQ_DS_ZERO]};
+    MOEQ_TRY(moeq_qtype_get(l.type)->dequantize(&q, out)); // the format's reference dequantizer
     if (r <= 0) return MOEQ_OK;
-    const moeq_factor_type ft = pt->q.compensator == MOEQ_COMP_INT3 ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16;
+    const moeq_factor_type ft = pt->q.compensator;
     float *u = MOEQ_MALLOC((size_t)(R * r) * sizeof(float), e->name);
     float *v = MOEQ_MALLOC((size_t)(r * C) * sizeof(float), e->name);
     moeq_status st = (u && v) ? MOEQ_OK : MOEQ_ERR_NOMEM;
@@ -44,7 +53,8 @@ static void free_bufs(void *bufs[MOEQ_DS_COUNT]) {
 }
 
 // Reads every present dataset of e into new buffers.
-static moeq_status read_all(int fd, const char *path, const moeq_artifact_entry *e, void *bufs[MOEQ_DS_COUNT]) {
+static moeq_status read_all(int fd, const char *path, const moeq_artifact_entry *e,
+                            void *bufs[MOEQ_DS_COUNT]) {
     for (int d = 0; d < MOEQ_DS_COUNT; d++) {
         bufs[d] = NULL;
         if (!e->ds[d].present) continue;
@@ -72,7 +82,8 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
     x->bytes_read += r->bytes;
     t0 = moeq_now_s();
     int bad = -1;
-    if (moeq_artifact_verify_buffers(x->path, e, rec, bufs, &bad) != MOEQ_OK) { // integrity: this tensor's result
+    if (moeq_artifact_verify_buffers(x->path, e, rec, bufs, &bad) !=
+        MOEQ_OK) { // integrity: this tensor's result
         r->status = MOEQ_ERR_FORMAT;
         r->bad_ds = bad;
         snprintf(r->message, sizeof r->message, "%s", moeq_error_detail());
@@ -93,14 +104,17 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
         st = moeq_st_read_raw(x->cat->shards[t->shard], t->st, 0, t->nbytes, src);
         x->seconds_read += moeq_now_s() - t1;
         if (st != MOEQ_OK) goto done;
-        const int same = t->nbytes == e->ds[MOEQ_DS_DATA].bytes && !memcmp(src, bufs[MOEQ_DS_DATA], (size_t)t->nbytes);
+        const int same =
+            t->nbytes == e->ds[MOEQ_DS_DATA].bytes && !memcmp(src, bufs[MOEQ_DS_DATA], (size_t)t->nbytes);
         r->rel_fro = r->nmse = r->max_abs = r->err2 = 0;
         r->sqnr_db = INFINITY;
         if (!same) {
             r->status = MOEQ_ERR_FORMAT;
             r->bad_ds = MOEQ_DS_DATA;
-            snprintf(r->message, sizeof r->message, "%s: tensor '%s' dataset data: stored as it came, but its bytes "
-                     "differ from the source checkpoint's", x->path, e->name);
+            snprintf(r->message, sizeof r->message,
+                     "%s: tensor '%s' dataset data: stored as it came, but its bytes "
+                     "differ from the source checkpoint's",
+                     x->path, e->name);
         }
         goto done;
     }
@@ -176,8 +190,8 @@ moeq_status moeq_artifact_tensor_fn(void *ctx, const char *name, float *dst, int
     if (i < 0) return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: tensor '%s' is not in the artifact", s->path, name);
     const moeq_plan_tensor *pt = &s->plan->t[i];
     if (pt->R * pt->C != numel)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has %lld elements, the model needs %lld", s->path, name,
-                         (long long)(pt->R * pt->C), (long long)numel);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has %lld elements, the model needs %lld", s->path,
+                         name, (long long)(pt->R * pt->C), (long long)numel);
     void *bufs[MOEQ_DS_COUNT] = {0};
     moeq_status st = read_all(s->fd, s->path, &s->entries[i], bufs);
     if (st == MOEQ_OK) st = moeq_eval_decode(&s->entries[i], pt, bufs, dst);

@@ -13,21 +13,21 @@
 
 // Per-tensor outcome of the evaluation (sent from workers to rank 0 as raw bytes: plain data only).
 typedef struct moeq_eval_result {
-    uint32_t tensor;       // index in the plan
-    int32_t status;        // MOEQ_OK; MOEQ_ERR_FORMAT: integrity failure (message names tensor + dataset);
-                           // MOEQ_ERR_NUMERIC: recorded as failed by quantize; other: could not be evaluated
-    int32_t bad_ds;        // moeq_ds that failed verification, MOEQ_DS_COUNT: tensor checksum only, -1: none
-    int32_t quantized;     // 1: method != none
+    uint32_t tensor;   // index in the plan
+    int32_t status;    // MOEQ_OK; MOEQ_ERR_FORMAT: integrity failure (message names tensor + dataset);
+                       // MOEQ_ERR_NUMERIC: recorded as failed by quantize; other: could not be evaluated
+    int32_t bad_ds;    // moeq_ds that failed verification, MOEQ_DS_COUNT: tensor checksum only, -1: none
+    int32_t quantized; // 1: method != none
     int64_t numel;
     double rel_fro, sqnr_db, max_abs, nmse; // of the decoded tensor vs the source (0 / +inf for exact copies)
-    double err2, ref2;     // ||W - Ŵ||_F², ||W||_F² (fp64), for aggregation over classes and layers
+    double err2, ref2;       // ||W - Ŵ||_F², ||W||_F² (fp64), for aggregation over classes and layers
     double recorded_rel_fro; // what quantize recorded (NaN when none)
-    uint64_t bytes;        // artifact bytes reread and verified
+    uint64_t bytes;          // artifact bytes reread and verified
     char message[224];
 } moeq_eval_result;
 
 typedef struct moeq_eval_ctx {
-    const moeq_catalog *cat;            // the source model (with data)
+    const moeq_catalog *cat; // the source model (with data)
     const moeq_plan *plan;
     const moeq_artifact_entry *entries; // (plan->n_tensors) with offsets
     const moeq_artifact_record *rec;    // (plan->n_tensors) recorded checksums and status
@@ -44,18 +44,18 @@ typedef struct moeq_eval_ctx {
 moeq_status moeq_eval_unit_run(moeq_eval_ctx *ctx, int u, moeq_eval_result *res);
 
 // Decodes one tensor from its dataset bytes (bufs[d] for every present dataset of e) into out (numel fp32):
-// quantized: deq(codes, scale, zero) + U·V (factors fp16 or int3, products as quantize computed them, so
-// the metrics reproduce the recorded ones); stored as it came: the source dtype widened to fp32
+// quantized: the format's deq(codes, scale, zero) + U·V (factors fp16 or int3, products as quantize computed
+// them, so the metrics reproduce the recorded ones); stored as it came: the source dtype widened to fp32
 // (MOEQ_ERR_UNSUPPORTED for integer and FP8 data, which need their block scales).
-moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt, void *const bufs[MOEQ_DS_COUNT],
-                             float *out);
+moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt,
+                             void *const bufs[MOEQ_DS_COUNT], float *out);
 
 // ---- artifact-backed tensor provider (moeq_tensor_fn) ----
 typedef struct moeq_artifact_source {
-    const moeq_catalog *cat;            // names -> catalog index
+    const moeq_catalog *cat; // names -> catalog index
     const moeq_plan *plan;
     const moeq_artifact_entry *entries;
-    int *plan_of_cat;                   // (cat->n_tensors) plan index, -1 when not stored (moeq_artifact_source_init)
+    int *plan_of_cat; // (cat->n_tensors) plan index, -1 when not stored (moeq_artifact_source_init)
     int fd;
     const char *path;
 } moeq_artifact_source;

@@ -1,69 +1,55 @@
-// quantize_matrix.c: the bridge from a resolved recipe setting (io/recipe.h) to the kernels' one-tensor
-// pipeline (kernels/tensor.h: decode -> RTN | HQQ | MiLo -> error and statistics) on one backend (the ops
-// table of kernels/backend.h: the CPU reference or the CUDA port), writing straight into the artifact's
-// dataset buffers. The factor encoding (exact, cheap) stays on the CPU.
+// quantize_matrix.c: one tensor's settings (kernels/method.h) on the kernels' one-tensor pipeline
+// (kernels/tensor.h: decode -> the method's entry -> error and statistics) on one backend (the ops table of
+// kernels/backend.h: the CPU reference or the CUDA port), writing straight into the planes of its layout
+// (kernels/qformat.h; the artifact's datasets). The factor encoding (exact, cheap) stays on the CPU.
 //
-//   method rtn : Q = RTN(W)                          recon = deq(Q)
-//   method hqq : Q = HQQ(W)                          recon = deq(Q)
-//   method milo: (Q, U, V) = MiLo(W), factors stored as fp16 or int3 (the fit measured the stored values)
-//                                                    recon = deq(Q) + U·V  (moeq_lowrank_add_cpu on the CPU)
-// The rSVD seed of a tensor is moeq_rng_seed_str(name) mixed with the recipe's seed, so a tensor's result
+//   recon = deq(Q) (+ U·V for a compensated method: moeq_lowrank_add_cpu on the CPU)
+// The random streams of a tensor are seeded by moeq_tensor_seed(name, recipe seed), so a tensor's result
 // depends only on its own bytes, its name and its settings: never on the rank, the schedule or the order.
 #include <stdlib.h>
 #include <string.h>
 
 #include "moeq_kernels.h"
-#include "rng.h"
 #include "unit_job.h"
 
-static moeq_factor_type factor_of(moeq_comp_dtype c) {
-    return c == MOEQ_COMP_INT3 ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16;
-}
-
-// The kernels' parameters of settings s for tensor `name` (the rSVD seed mixes the name's hash with the
-// recipe's seed). MOEQ_ERR_ARG for a method that does not quantize.
-static moeq_status tq_params_of(const moeq_qsettings *s, const char *name, moeq_tq_params *p) {
-    moeq_hqq_params hp = moeq_hqq_params_default();
-    hp.lp_norm = s->hqq_lp_norm, hp.beta = s->hqq_beta, hp.kappa = s->hqq_kappa;
-    hp.iters = s->hqq_iters, hp.early_stop = s->hqq_early_stop;
+// The kernels' parameters and the quantized matrix over the planes of out, for settings s of tensor `name`.
+static moeq_status setup(const moeq_qsettings *s, const char *name, int64_t R, int64_t C, moeq_qtensor *out,
+                         moeq_tq_params *p, moeq_qmat *q) {
+    const moeq_method_traits *m = moeq_method_get(s->method);
+    if (!m || !m->quantizes)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %s is not a quantization method", name,
+                         moeq_method_name(s->method));
+    moeq_qlayout l;
+    MOEQ_TRY(moeq_qsettings_layout(s, R, C, &l));
     memset(p, 0, sizeof *p);
-    p->hqq = hp;
-    switch (s->method) {
-    case MOEQ_METHOD_RTN:
-        p->method = MOEQ_TQ_RTN;
-        return MOEQ_OK;
-    case MOEQ_METHOD_HQQ:
-        p->method = MOEQ_TQ_HQQ;
-        return MOEQ_OK;
-    case MOEQ_METHOD_MILO:
-        break;
-    default:
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not a quantization method", name,
-                         s->method);
-    }
-    moeq_milo_params mp = moeq_milo_params_default();
-    mp.bits = s->bits, mp.group = s->group, mp.rank = s->rank, mp.rounds = s->rank > 0 ? s->rounds : 1;
-    mp.hqq = hp;
-    mp.svd.oversample = s->svd_oversample, mp.svd.power_iters = s->svd_power_iters;
-    mp.svd.seed = moeq_mix64(moeq_rng_seed_str(name) ^ moeq_mix64(s->seed));
-    mp.factor = factor_of(s->compensator);
-    p->method = MOEQ_TQ_MILO;
-    p->milo = mp;
+    p->s = *s;
+    p->seed = moeq_tensor_seed(name, s->seed);
+    p->importance = NULL; // calibration inputs: none yet
+    *q = (moeq_qmat){.bits = s->bits,
+                     .type = s->format,
+                     .R = R,
+                     .C = C,
+                     .G = l.G,
+                     .codes = out->plane[MOEQ_PLANE_CODES],
+                     .scale = out->plane[MOEQ_PLANE_SCALE],
+                     .zero = out->plane[MOEQ_PLANE_ZERO]};
+    out->best_round = -1;
     return MOEQ_OK;
 }
 
-// The fp32 factors of a MiLo fit with rank r > 0 (host), NULL otherwise.
+// The fp32 factors of a compensated fit with rank r > 0 (host), NULL otherwise.
 typedef struct factors {
     float *u, *v;
+    int64_t r;
 } factors;
 
-static moeq_status factors_alloc(const moeq_tq_params *p, int64_t R, int64_t C, const char *name,
+static moeq_status factors_alloc(const moeq_qsettings *s, int64_t R, int64_t C, const char *name,
                                  factors *f) {
     f->u = f->v = NULL;
-    const int64_t r = p->method == MOEQ_TQ_MILO ? p->milo.rank : 0;
-    if (r <= 0) return MOEQ_OK;
-    f->u = MOEQ_MALLOC((size_t)(R * r) * sizeof(float), name);
-    f->v = MOEQ_MALLOC((size_t)(r * C) * sizeof(float), name);
+    f->r = moeq_method_get(s->method)->compensated ? s->rank : 0;
+    if (f->r <= 0) return MOEQ_OK;
+    f->u = MOEQ_MALLOC((size_t)(R * f->r) * sizeof(float), name);
+    f->v = MOEQ_MALLOC((size_t)(f->r * C) * sizeof(float), name);
     if (f->u && f->v) return MOEQ_OK;
     moeq_free(&f->u), moeq_free(&f->v);
     return MOEQ_ERR_NOMEM;
@@ -71,36 +57,26 @@ static moeq_status factors_alloc(const moeq_tq_params *p, int64_t R, int64_t C, 
 
 // The stored bytes of the fit's factors (the fit returned the stored values; encoding them again gives the
 // same codes: idempotent).
-static moeq_status factors_encode(const moeq_tq_params *p, const factors *f, int64_t R, int64_t C,
+static moeq_status factors_encode(const moeq_qsettings *s, const factors *f, int64_t R, int64_t C,
                                   moeq_qtensor *out) {
     if (!f->u) return MOEQ_OK;
-    const int64_t r = p->milo.rank;
-    MOEQ_TRY(moeq_factor_quantize_cpu(p->milo.factor, f->u, R * r, out->u, out->u_scale));
-    return moeq_factor_quantize_cpu(p->milo.factor, f->v, r * C, out->v, out->v_scale);
-}
-
-static moeq_qmat qmat_of(const moeq_qsettings *s, int64_t R, int64_t C, moeq_qtensor *out) {
-    return (moeq_qmat){.bits = s->bits,
-                       .R = R,
-                       .C = C,
-                       .G = s->group,
-                       .codes = out->codes,
-                       .scale = out->scale,
-                       .zero = out->zero};
+    MOEQ_TRY(moeq_factor_quantize_cpu(s->compensator, f->u, R * f->r, out->plane[MOEQ_PLANE_U],
+                                      out->plane[MOEQ_PLANE_U_SCALE]));
+    return moeq_factor_quantize_cpu(s->compensator, f->v, f->r * C, out->plane[MOEQ_PLANE_V],
+                                    out->plane[MOEQ_PLANE_V_SCALE]);
 }
 
 moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, const float *w, int64_t R,
                                  int64_t C, moeq_qtensor *out, float *recon) {
     moeq_tq_params p;
+    moeq_qmat q;
     factors f;
-    out->best_round = -1;
-    MOEQ_TRY(tq_params_of(s, name, &p));
-    MOEQ_TRY(factors_alloc(&p, R, C, name, &f));
-    moeq_qmat q = qmat_of(s, R, C, out);
+    MOEQ_TRY(setup(s, name, R, C, out, &p, &q));
+    MOEQ_TRY(factors_alloc(s, R, C, name, &f));
     moeq_tq_out o = {.q = &q, .u = f.u, .v = f.v};
     moeq_status st = moeq_tensor_quantize_f32_cpu(w, R, C, &p, recon, &o);
     if (st == MOEQ_OK) out->best_round = o.best_round;
-    if (st == MOEQ_OK) st = factors_encode(&p, &f, R, C, out);
+    if (st == MOEQ_OK) st = factors_encode(s, &f, R, C, out);
     moeq_free(&f.u), moeq_free(&f.v);
     return st;
 }
@@ -110,16 +86,15 @@ moeq_status moeq_quantize_tensor(const moeq_kernel_ops *ops, const moeq_qsetting
                                  moeq_tensor_result *r) {
     if (!ops) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': no kernel backend", name);
     moeq_tq_params p;
+    moeq_qmat q;
     factors f;
-    out->best_round = -1;
-    MOEQ_TRY(tq_params_of(s, name, &p));
-    MOEQ_TRY(factors_alloc(&p, src->R, src->C, name, &f));
-    moeq_qmat q = qmat_of(s, src->R, src->C, out);
+    MOEQ_TRY(setup(s, name, src->R, src->C, out, &p, &q));
+    MOEQ_TRY(factors_alloc(s, src->R, src->C, name, &f));
     moeq_tq_out o = {.q = &q, .u = f.u, .v = f.v};
     moeq_status st = ops->tensor_quantize(src, &p, work, &o);
     if (st == MOEQ_OK) {
         out->best_round = o.best_round;
-        st = factors_encode(&p, &f, src->R, src->C, out);
+        st = factors_encode(s, &f, src->R, src->C, out);
     }
     if (st == MOEQ_OK) {
         r->rel_fro_error = o.err.rel_fro;

@@ -143,13 +143,7 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
         if (e->ds[d].present && !(bufs[d] = MOEQ_MALLOC((size_t)e->ds[d].bytes, t->name)))
             st = MOEQ_ERR_NOMEM;
     if (st != MOEQ_OK) goto done;
-    q.codes = bufs[MOEQ_DS_CODES];
-    q.scale = bufs[MOEQ_DS_SCALE];
-    q.zero = bufs[MOEQ_DS_ZERO];
-    q.u = bufs[MOEQ_DS_U];
-    q.v = bufs[MOEQ_DS_V];
-    q.u_scale = bufs[MOEQ_DS_U_SCALE];
-    q.v_scale = bufs[MOEQ_DS_V_SCALE];
+    for (int d = 0; d < MOEQ_PLANE_COUNT; d++) q.plane[d] = bufs[d]; // datasets = planes (io/artifact.c)
     q.best_round = -1;
     st = read_raw(x, i, t, &src, &it);
     if (st != MOEQ_OK) goto done;

@@ -45,17 +45,15 @@ void moeq_unit_ctx_finish(moeq_unit_ctx *ctx);
 // I/O or allocation failure is returned (the unit can be retried).
 moeq_status moeq_unit_job_run(moeq_unit_ctx *ctx, int u, moeq_tensor_result *res);
 
-// One quantized tensor's outputs, in the layout of the artifact's datasets.
+// One quantized tensor's outputs: the planes of its layout (kernels/qformat.h moeq_qlayout_make: codes,
+// scale, zero, U, U_scale, V, V_scale), which are the artifact's datasets of the same index; NULL where the
+// layout has no such plane.
 typedef struct moeq_qtensor {
-    uint8_t *codes;              // (R, row_bytes)
-    uint16_t *scale;             // (R, C/G) fp16
-    uint16_t *zero;              // (R, C/G) fp16
-    void *u, *v;                 // fp16 (R, r) / (r, C), or int3 bytes
-    uint16_t *u_scale, *v_scale; // int3 scales (fp16), NULL for fp16 factors
+    void *plane[MOEQ_PLANE_COUNT];
     int best_round;
 } moeq_qtensor;
 
-// Quantizes w (R, C) with settings q into out (buffers sized by the artifact entry's dataset specs) on the
+// Quantizes w (R, C) with settings q into out (buffers sized by the planes of its layout) on the
 // CPU and writes the reconstruction deq(Q) + U V into `recon` (R, C): the CPU reference, for callers that
 // hold fp32 weights (the analyze phase). MOEQ_ERR_NUMERIC for non-finite input (the detail names row and
 // column).

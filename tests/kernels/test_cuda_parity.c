@@ -433,15 +433,14 @@ static void test_tensor_parity(void **state) {
           *ug = malloc(sizeof(float) * R * r), *vg = malloc(sizeof(float) * r * C);
     const moeq_tq_work work = {.w = wk, .recon = rk};
     for (int fp8 = 0; fp8 < 2; fp8++)
-        for (int m = MOEQ_TQ_RTN; m <= MOEQ_TQ_MILO; m++) {
+        for (int m = MOEQ_METHOD_RTN; m <= MOEQ_METHOD_MILO; m++) {
             moeq_raw_tensor src = {.dtype = fp8 ? MOEQ_DTYPE_F8_E4M3 : MOEQ_DTYPE_BF16, .R = R, .C = C};
             src.data = fp8 ? (const void *)f8 : (const void *)bf;
             if (fp8) src.block_scale = scale, src.block = B;
             moeq_tq_params p;
             memset(&p, 0, sizeof p);
-            p.method = (moeq_tq_method)m, p.hqq = moeq_hqq_params_default(),
-            p.milo = moeq_milo_params_default();
-            p.milo.bits = 3, p.milo.group = G, p.milo.rank = r, p.milo.rounds = 3, p.milo.svd.seed = 5;
+            p.s = moeq_qsettings_default(), p.seed = 5;
+            p.s.method = (moeq_method)m, p.s.bits = 3, p.s.group = G, p.s.rank = (int)r, p.s.rounds = 3;
             moeq_qmat qc, qg;
             assert_int_equal(moeq_qmat_alloc(&qc, 3, R, C, G), MOEQ_OK);
             assert_int_equal(moeq_qmat_alloc(&qg, 3, R, C, G), MOEQ_OK);
@@ -449,18 +448,18 @@ static void test_tensor_parity(void **state) {
             assert_int_equal(moeq_tensor_quantize_cpu(&src, &p, &work, &oc), MOEQ_OK);
             moeq_status st = ops->tensor_quantize(&src, &p, NULL, &og);
             if (st != MOEQ_OK) fail_msg("cuda tensor_quantize: %s", moeq_error_detail());
-            const double tol = m == MOEQ_TQ_MILO ? k_milo_rel_tol : k_metric_rel_tol;
-            if (m != MOEQ_TQ_MILO) compare_qmat(&qc, &qg, "tensor");
+            const double tol = m == MOEQ_METHOD_MILO ? k_milo_rel_tol : k_metric_rel_tol;
+            if (m != MOEQ_METHOD_MILO) compare_qmat(&qc, &qg, "tensor");
             if (fabs(og.err.rel_fro - oc.err.rel_fro) > tol * oc.err.rel_fro)
                 fail_msg("tensor %s method %d: rel. error cpu %.12g cuda %.12g", fp8 ? "fp8" : "bf16", m,
                          oc.err.rel_fro, og.err.rel_fro);
             if (fabs(og.stats.kurtosis - oc.stats.kurtosis) > k_metric_rel_tol * fabs(oc.stats.kurtosis))
                 fail_msg("tensor: kurtosis cpu %.17g cuda %.17g", oc.stats.kurtosis, og.stats.kurtosis);
             assert_true(og.stats.outlier_score == oc.stats.outlier_score);
-            assert_int_equal(og.best_round >= 0, m == MOEQ_TQ_MILO);
+            assert_int_equal(og.best_round >= 0, m == MOEQ_METHOD_MILO);
             printf("tensor %s method %d: rel. error cpu %.8f cuda %.8f, kurtosis %.6f\n",
                    fp8 ? "fp8" : "bf16", m, oc.err.rel_fro, og.err.rel_fro, og.stats.kurtosis);
-            if (m == MOEQ_TQ_RTN && !fp8) { // a NaN weight is named on the device too
+            if (m == MOEQ_METHOD_RTN && !fp8) { // a NaN weight is named on the device too
                 bf[3 * C + 5] = 0x7fc0;
                 assert_int_equal(ops->tensor_quantize(&src, &p, NULL, &og), MOEQ_ERR_NUMERIC);
                 assert_non_null(strstr(moeq_error_detail(), "row 3, col 5"));

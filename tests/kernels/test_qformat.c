@@ -120,16 +120,21 @@ static void test_q3_layout(void **state) {
     assert_int_equal(w[2], 7u << 29); // bits 93..95
 }
 
-static void test_bpw(void **state) {
+// Bits per weight of the one geometry function, -1 when it refuses the shape.
+static double bpw(int t, int64_t G, int64_t r, int64_t R, int64_t C, moeq_factor_type ft) {
+    moeq_qlayout l;
+    return moeq_qlayout_make(t, R, C, G, r, ft, &l) == MOEQ_OK ? l.bits_per_weight : -1.0;
+}
+
+static void test_layout_bpw(void **state) {
     (void)state;
     for (int b = 0; b < N_BITS; b++)
         for (int g = 0; g < N_GROUPS; g++) {
             const int bits = k_bits[b];
             const int64_t G = k_groups[g], R = 4096, C = 14336;
             // C is a multiple of every unit: b + 32/G exactly
-            assert_true(fabs(moeq_qtype_bpw(bits, G, 0, R, C, MOEQ_FACTOR_FP16) - (bits + 32.0 / (double)G)) <
-                        1e-12);
-            const double fp16 = moeq_qtype_bpw(bits, G, 32, R, C, MOEQ_FACTOR_FP16);
+            assert_true(fabs(bpw(bits, G, 0, R, C, MOEQ_FACTOR_FP16) - (bits + 32.0 / (double)G)) < 1e-12);
+            const double fp16 = bpw(bits, G, 32, R, C, MOEQ_FACTOR_FP16);
             assert_true(fabs(fp16 - (bits + 32.0 / (double)G + 16.0 * 32 * (R + C) / ((double)R * C))) <
                         1e-12);
             const double nu = (double)R * 32, nv = 32.0 * C;
@@ -137,27 +142,81 @@ static void test_bpw(void **state) {
                 bits + 32.0 / (double)G +
                 8.0 * (12 * ceil(nu / 32) + 2 * ceil(nu / 64) + 12 * ceil(nv / 32) + 2 * ceil(nv / 64)) /
                     ((double)R * C);
-            assert_true(fabs(moeq_qtype_bpw(bits, G, 32, R, C, MOEQ_FACTOR_INT3) - int3) < 1e-12);
+            assert_true(fabs(bpw(bits, G, 32, R, C, MOEQ_FACTOR_INT3) - int3) < 1e-12);
         }
     // the MiLo configuration: 3-bit g64 is 3.5 bits per weight before compensators
-    assert_true(fabs(moeq_qtype_bpw(3, 64, 0, 4096, 14336, MOEQ_FACTOR_FP16) - 3.5) < 1e-12);
+    assert_true(fabs(bpw(3, 64, 0, 4096, 14336, MOEQ_FACTOR_FP16) - 3.5) < 1e-12);
     // a padded row costs its padding
-    assert_true(fabs(moeq_qtype_bpw(3, 8, 0, 1, 40, MOEQ_FACTOR_FP16) - (8.0 * 24 / 40 + 4.0)) < 1e-12);
-    assert_true(moeq_qtype_bpw(5, 64, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);
-    assert_true(moeq_qtype_bpw(3, 0, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);
-    assert_true(moeq_qtype_bpw(3, 64, -1, 4, 64, MOEQ_FACTOR_FP16) < 0);
+    assert_true(fabs(bpw(3, 8, 0, 1, 40, MOEQ_FACTOR_FP16) - (8.0 * 24 / 40 + 4.0)) < 1e-12);
+    assert_true(bpw(5, 64, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);  // no such format
+    assert_true(bpw(3, 0, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);   // no group
+    assert_true(bpw(3, 48, 0, 4, 64, MOEQ_FACTOR_FP16) < 0);  // a group that does not divide the row
+    assert_true(bpw(3, 64, -1, 4, 64, MOEQ_FACTOR_FP16) < 0); // negative rank
+    assert_true(bpw(3, 64, 5, 4, 64, MOEQ_FACTOR_FP16) < 0);  // rank > min(R, C)
+    assert_true(bpw(3, 64, 2, 4, 64, MOEQ_FACTOR_F32) < 0);   // f32 is not a storage format
+    assert_true(bpw(3, 64, 0, 4, 64, MOEQ_FACTOR_F32) > 0);   // ... but irrelevant without factors
     assert_int_equal(moeq_factor_code_bytes(MOEQ_FACTOR_INT3, 65), 36);
     assert_int_equal(moeq_factor_n_scales(MOEQ_FACTOR_INT3, 65), 2);
     assert_int_equal(moeq_factor_n_scales(MOEQ_FACTOR_FP16, 65), 0);
     assert_int_equal(moeq_factor_code_bytes(MOEQ_FACTOR_FP16, 65), 130);
 }
 
+// The planes of a layout: what the artifact's datasets and the workers' buffers are made of.
+static void test_layout_planes(void **state) {
+    (void)state;
+    moeq_qlayout l;
+    const int64_t R = 96, C = 320, G = 32, r = 8;
+    assert_int_equal(moeq_qlayout_make(MOEQ_QTYPE_Q3, R, C, G, r, MOEQ_FACTOR_FP16, &l), MOEQ_OK);
+    assert_int_equal(l.row_bytes, 120), assert_int_equal(l.n_blocks, 10), assert_int_equal(l.G, G);
+    const struct {
+        moeq_plane p;
+        moeq_elem e;
+        int ndim;
+        int64_t d0, d1;
+    } fp16[] = {{MOEQ_PLANE_CODES, MOEQ_ELEM_U8, 2, R, 120},
+                {MOEQ_PLANE_SCALE, MOEQ_ELEM_F16, 2, R, C / G},
+                {MOEQ_PLANE_ZERO, MOEQ_ELEM_F16, 2, R, C / G},
+                {MOEQ_PLANE_U, MOEQ_ELEM_F16, 2, R, r},
+                {MOEQ_PLANE_V, MOEQ_ELEM_F16, 2, r, C}};
+    uint64_t total = 0;
+    for (size_t k = 0; k < sizeof fp16 / sizeof fp16[0]; k++) {
+        const moeq_plane_spec *ps = &l.plane[fp16[k].p];
+        assert_true(ps->present);
+        assert_int_equal(ps->elem, fp16[k].e), assert_int_equal(ps->ndim, fp16[k].ndim);
+        assert_int_equal(ps->dims[0], fp16[k].d0), assert_int_equal(ps->dims[1], fp16[k].d1);
+        assert_int_equal(ps->bytes,
+                         (uint64_t)(fp16[k].d0 * fp16[k].d1) * (fp16[k].e == MOEQ_ELEM_F16 ? 2u : 1u));
+        total += ps->bytes;
+    }
+    assert_false(l.plane[MOEQ_PLANE_U_SCALE].present || l.plane[MOEQ_PLANE_V_SCALE].present);
+    assert_int_equal(l.bytes, total);
+    // int3 factors: 1-D bytes (q3 layout of the flattened factor) and one fp16 scale per 64
+    assert_int_equal(moeq_qlayout_make(MOEQ_QTYPE_Q2, R, C, G, r, MOEQ_FACTOR_INT3, &l), MOEQ_OK);
+    assert_int_equal(l.plane[MOEQ_PLANE_U].ndim, 1),
+        assert_int_equal(l.plane[MOEQ_PLANE_U].elem, MOEQ_ELEM_U8);
+    assert_int_equal(l.plane[MOEQ_PLANE_U].bytes, 12 * ((R * r + 31) / 32));
+    assert_int_equal(l.plane[MOEQ_PLANE_U_SCALE].dims[0], (R * r + 63) / 64);
+    assert_int_equal(l.plane[MOEQ_PLANE_V].bytes, 12 * ((r * C + 31) / 32));
+    assert_int_equal(l.plane[MOEQ_PLANE_V_SCALE].bytes, 2 * ((r * C + 63) / 64));
+    // no compensator: no factor planes
+    assert_int_equal(moeq_qlayout_make(MOEQ_QTYPE_Q8, R, C, G, 0, MOEQ_FACTOR_INT3, &l), MOEQ_OK);
+    for (int p = MOEQ_PLANE_U; p < MOEQ_PLANE_COUNT; p++) assert_false(l.plane[p].present);
+    assert_int_equal(l.bytes, (uint64_t)(R * C + 4 * R * (C / G)));
+    // names and families
+    assert_int_equal(moeq_qtype_from_name("q3"), MOEQ_QTYPE_Q3);
+    assert_int_equal(moeq_qtype_from_name("q5"), MOEQ_QTYPE_INVALID);
+    char names[64];
+    assert_string_equal(moeq_qtype_names(MOEQ_QFAMILY_GROUPED, names, sizeof names), "q2, q3, q4, q8");
+    assert_string_equal(moeq_factor_name(MOEQ_FACTOR_INT3), "int3");
+    assert_int_equal(moeq_factor_from_name("fp16"), MOEQ_FACTOR_FP16);
+    assert_int_equal(moeq_factor_from_name("f32"), MOEQ_FACTOR_COUNT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traits),
-        cmocka_unit_test(test_pack_roundtrip),
-        cmocka_unit_test(test_q3_layout),
-        cmocka_unit_test(test_bpw),
+        cmocka_unit_test(test_traits),        cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_q3_layout),     cmocka_unit_test(test_layout_bpw),
+        cmocka_unit_test(test_layout_planes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,14 +41,13 @@ static moeq_raw_tensor view_of(const source *s, int fp8) {
     return t;
 }
 
-static moeq_tq_params params_of(moeq_tq_method m, int64_t rank, moeq_factor_type f) {
+// The one-tensor call's parameters: settings of the method registry (3 bits, group G), the tensor's seed.
+static moeq_tq_params params_of(moeq_method m, int64_t rank, moeq_factor_type f) {
     moeq_tq_params p;
     memset(&p, 0, sizeof p);
-    p.method = m;
-    p.hqq = moeq_hqq_params_default();
-    p.milo = moeq_milo_params_default();
-    p.milo.bits = 3, p.milo.group = G, p.milo.rank = rank, p.milo.rounds = rank > 0 ? 3 : 1;
-    p.milo.factor = f, p.milo.svd.seed = 1234;
+    p.s = moeq_qsettings_default();
+    p.s.method = m, p.s.bits = 3, p.s.group = G, p.s.rank = (int)rank, p.s.rounds = 3, p.s.compensator = f;
+    p.seed = 1234;
     return p;
 }
 
@@ -72,12 +71,17 @@ static void by_hand(const moeq_raw_tensor *src, const moeq_tq_params *p, result 
     else
         assert_int_equal(moeq_decode_cpu(src->dtype, src->data, w, R * C), MOEQ_OK);
     r->o.best_round = -1;
-    if (p->method == MOEQ_TQ_RTN) assert_int_equal(moeq_rtn_quantize_cpu(w, &r->q), MOEQ_OK);
-    if (p->method == MOEQ_TQ_HQQ) assert_int_equal(moeq_hqq_quantize_cpu(w, &p->hqq, &r->q), MOEQ_OK);
-    const int64_t rank = p->method == MOEQ_TQ_MILO ? p->milo.rank : 0;
-    if (p->method == MOEQ_TQ_MILO) {
+    // the kernels' own parameters, spelled out (not through the registry's conversion)
+    const moeq_hqq_params hp = moeq_hqq_params_default();
+    if (p->s.method == MOEQ_METHOD_RTN) assert_int_equal(moeq_rtn_quantize_cpu(w, &r->q), MOEQ_OK);
+    if (p->s.method == MOEQ_METHOD_HQQ) assert_int_equal(moeq_hqq_quantize_cpu(w, &hp, &r->q), MOEQ_OK);
+    const int64_t rank = p->s.method == MOEQ_METHOD_MILO ? p->s.rank : 0;
+    if (p->s.method == MOEQ_METHOD_MILO) {
+        moeq_milo_params mp = moeq_milo_params_default();
+        mp.bits = 3, mp.group = G, mp.rank = rank, mp.rounds = rank > 0 ? 3 : 1;
+        mp.factor = p->s.compensator, mp.svd.seed = 1234;
         moeq_milo_out mo = {.q = &r->q, .u = rank ? r->u : NULL, .v = rank ? r->v : NULL};
-        assert_int_equal(moeq_milo_fit_cpu(w, R, C, &p->milo, &mo), MOEQ_OK);
+        assert_int_equal(moeq_milo_fit_cpu(w, R, C, &mp, &mo), MOEQ_OK);
         r->o.best_round = mo.best_round;
     }
     assert_int_equal(moeq_qmat_dequantize_cpu(&r->q, recon), MOEQ_OK);
@@ -106,14 +110,14 @@ static void test_cpu_equals_its_steps(void **state) {
     float *w = malloc(sizeof(float) * R * C), *recon = malloc(sizeof(float) * R * C);
     const moeq_tq_work work = {.w = w, .recon = recon};
     const struct {
-        moeq_tq_method m;
+        moeq_method m;
         int64_t rank;
         moeq_factor_type f;
-    } cases[] = {{MOEQ_TQ_RTN, 0, MOEQ_FACTOR_FP16},
-                 {MOEQ_TQ_HQQ, 0, MOEQ_FACTOR_FP16},
-                 {MOEQ_TQ_MILO, RANK, MOEQ_FACTOR_FP16},
-                 {MOEQ_TQ_MILO, RANK, MOEQ_FACTOR_INT3},
-                 {MOEQ_TQ_MILO, 0, MOEQ_FACTOR_FP16}};
+    } cases[] = {{MOEQ_METHOD_RTN, 0, MOEQ_FACTOR_FP16},
+                 {MOEQ_METHOD_HQQ, 0, MOEQ_FACTOR_FP16},
+                 {MOEQ_METHOD_MILO, RANK, MOEQ_FACTOR_FP16},
+                 {MOEQ_METHOD_MILO, RANK, MOEQ_FACTOR_INT3},
+                 {MOEQ_METHOD_MILO, 0, MOEQ_FACTOR_FP16}};
     for (int fp8 = 0; fp8 < 2; fp8++)
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
             const moeq_raw_tensor src = view_of(s, fp8);
@@ -126,7 +130,7 @@ static void test_cpu_equals_its_steps(void **state) {
             // a sane quantization: 3 bits, so a few percent of error; MiLo's compensator lowers it
             assert_true(b->o.err.rel_fro > 0.01 && b->o.err.rel_fro < 0.5);
             assert_true(b->o.stats.kurtosis > 0); // the 1 % outliers
-            if (cases[c].m == MOEQ_TQ_MILO)
+            if (cases[c].m == MOEQ_METHOD_MILO)
                 assert_true(b->o.best_round >= 0);
             else
                 assert_int_equal(b->o.best_round, -1);
@@ -145,7 +149,7 @@ static void test_backend_tables(void **state) {
     if (moeq_cuda_device_count() == 0) { // the CUDA table refuses cleanly without a device or a CUDA build
         source *s = make_source(6);
         const moeq_raw_tensor src = view_of(s, 0);
-        const moeq_tq_params p = params_of(MOEQ_TQ_RTN, 0, MOEQ_FACTOR_FP16);
+        const moeq_tq_params p = params_of(MOEQ_METHOD_RTN, 0, MOEQ_FACTOR_FP16);
         result *r = malloc(sizeof *r);
         result_init(r);
         const moeq_status st = moeq_kernel_ops_cuda.tensor_quantize(&src, &p, NULL, &r->o);
@@ -163,18 +167,22 @@ static void test_refusals(void **state) {
     result *r = malloc(sizeof *r);
     result_init(r);
     moeq_raw_tensor src = view_of(s, 0);
-    moeq_tq_params p = params_of(MOEQ_TQ_MILO, RANK, MOEQ_FACTOR_FP16);
+    moeq_tq_params p = params_of(MOEQ_METHOD_MILO, RANK, MOEQ_FACTOR_FP16);
     assert_status(moeq_tensor_quantize_cpu(&src, &p, &none, &r->o), MOEQ_ERR_ARG, "two host work arrays");
     assert_status(moeq_tensor_quantize_cpu(&src, &p, NULL, &r->o), MOEQ_ERR_ARG, "two host work arrays");
-    p.milo.bits = 4;
-    assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_ARG, "MiLo at 4 bits");
-    p = params_of(MOEQ_TQ_MILO, RANK, MOEQ_FACTOR_FP16);
+    p.s.bits = 4;
+    assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_ARG, "settings q4 (4 bits");
+    p.s.bits = 3, p.s.group = 2 * G;
+    assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_ARG, "group 64)");
+    p = params_of(MOEQ_METHOD_MILO, RANK, MOEQ_FACTOR_FP16);
     r->o.u = NULL;
     assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_ARG, "NULL factor buffers");
     r->o.u = r->u;
-    p.method = (moeq_tq_method)9;
+    p.s.method = (moeq_method)9;
     assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_ARG, "method 9");
-    p = params_of(MOEQ_TQ_RTN, 0, MOEQ_FACTOR_FP16);
+    p.s.method = MOEQ_METHOD_NONE;
+    assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_ARG, "(none) does not quantize");
+    p = params_of(MOEQ_METHOD_RTN, 0, MOEQ_FACTOR_FP16);
     moeq_raw_tensor bad = src;
     bad.R = R / 2;
     assert_status(moeq_tensor_quantize_cpu(&bad, &p, &work, &r->o), MOEQ_ERR_ARG, "weight 48 x 256");
@@ -188,8 +196,8 @@ static void test_refusals(void **state) {
     assert_status(moeq_tensor_quantize_cpu(&bad, &p, &work, &r->o), MOEQ_ERR_ARG, "NULL data");
     // a NaN weight: the quantizer names it
     s->bf16[3 * C + 5] = 0x7fc0;
-    for (int m = MOEQ_TQ_RTN; m <= MOEQ_TQ_MILO; m++) {
-        p = params_of((moeq_tq_method)m, RANK, MOEQ_FACTOR_FP16);
+    for (int m = MOEQ_METHOD_RTN; m <= MOEQ_METHOD_MILO; m++) {
+        p = params_of((moeq_method)m, RANK, MOEQ_FACTOR_FP16);
         assert_status(moeq_tensor_quantize_cpu(&src, &p, &work, &r->o), MOEQ_ERR_NUMERIC, "row 3, col 5");
     }
     moeq_qmat_free(&r->q);

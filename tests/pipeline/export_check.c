@@ -279,7 +279,7 @@ int main(int argc, char **argv) {
             doc_name(t->name, d, nm, sizeof nm);
             shard *s;
             const moeq_st_tensor *x = find(wm, nm, &s);
-            const int int3 = t->compensator == MOEQ_COMP_INT3;
+            const int int3 = t->compensator == MOEQ_FACTOR_INT3;
             moeq_dtype want = d == MOEQ_DS_DATA ? t->source_dtype
                               : d == MOEQ_DS_CODES || ((d == MOEQ_DS_U || d == MOEQ_DS_V) && int3)
                                   ? MOEQ_DTYPE_U8

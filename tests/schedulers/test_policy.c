@@ -36,18 +36,6 @@ static void test_scores_by_hand(void **state) {
     assert_int_equal(moeq_policy_kurtosis_rank(9.2, 1, 2, 9, 1024), 1024); // 2^11 capped
     assert_int_equal(moeq_policy_kurtosis_rank(3.0, 1, 2, 9, 16), 16);
     assert_int_equal(moeq_policy_kurtosis_rank(NAN, 1, 2, 9, 16), 0);
-    // the solver's bits are the stored bits: the same as moeq_qtype_bpw (codes + scales/zeros + compensators)
-    moeq_tensor_info t;
-    memset(&t, 0, sizeof t);
-    t.ndim = 2, t.shape[0] = 384, t.shape[1] = 128;
-    moeq_qsettings q = moeq_qsettings_default();
-    const int cases[][4] = {{2, 128, 0, 0}, {3, 64, 0, 0}, {4, 64, 8, 0}, {3, 64, 8, 1}, {2, 128, 16, 1}, {8, 32, 0, 0}};
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        q.bits = cases[k][0], q.group = cases[k][1], q.rank = cases[k][2];
-        q.compensator = cases[k][3] ? MOEQ_COMP_INT3 : MOEQ_COMP_FP16;
-        const double want = moeq_qtype_bpw(q.bits, q.group, q.rank, 384, 128, cases[k][3] ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16);
-        assert_true(fabs(moeq_policy_stored_bits(&q, &t) / (384.0 * 128) - want) < 1e-12);
-    }
     // top: a count (at most n) or round(P% of n)
     assert_int_equal(moeq_policy_top_count(25, 1, 96), 24);
     assert_int_equal(moeq_policy_top_count(12.5, 1, 8), 1);

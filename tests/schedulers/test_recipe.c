@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "moeq_io.h"
+#include "moeq_sched.h"
 
 static moeq_tensor_info tensor(const char *name, int64_t r, int64_t c) {
     moeq_tensor_info t;
@@ -51,7 +51,7 @@ static void test_defaults_and_precedence(void **state) {
     assert_int_equal(q.method, MOEQ_METHOD_MILO);
     assert_int_equal(q.bits, 3);
     assert_int_equal(q.rank, 8);
-    assert_int_equal(q.compensator, MOEQ_COMP_INT3);
+    assert_int_equal(q.compensator, MOEQ_FACTOR_INT3);
     t = tensor("model.layers.3.block_sparse_moe.experts.7.w1.weight", 384, 128);
     q = moeq_recipe_resolve(r, &t, &rule);
     assert_int_equal(q.method, MOEQ_METHOD_HQQ);
