@@ -39,20 +39,28 @@ static void print_usage(const moeq_command *cmd, FILE *f) {
                "  -h, --help       show this help and exit\n"
                "  -v, --verbose    more log output (debug level)\n"
                "  -q, --quiet      only errors on stderr\n");
+    if (cmd->recipe_help)
+        fprintf(f, "  --help-recipe[=markdown]\n"
+                   "                   what a recipe can say: every setting (values, default, the methods that\n"
+                   "                   read it), the methods and the storage formats; configs/README.md explains\n"
+                   "                   rules and policies\n");
 }
+
+enum { OPT_HELP_RECIPE = 1000 };
 
 int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
                    const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common) {
-    enum { N_COMMON = 3, MAX_OPTS = 64 };
+    enum { N_COMMON = 4, MAX_OPTS = 64 };
     static const struct option common_opts[N_COMMON] = {
         {"help", no_argument, NULL, 'h'},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
+        {"help-recipe", optional_argument, NULL, OPT_HELP_RECIPE},
     };
     struct option all[MAX_OPTS + N_COMMON + 1];
     int n = 0;
     for (int i = 0; longopts && longopts[i].name && n < MAX_OPTS; i++) all[n++] = longopts[i];
-    for (int i = 0; i < N_COMMON; i++) all[n++] = common_opts[i];
+    for (int i = 0; i < N_COMMON - !cmd->recipe_help; i++) all[n++] = common_opts[i];
     memset(&all[n], 0, sizeof all[n]);
     char shorts[128];
     snprintf(shorts, sizeof shorts, ":hvq%s", shortopts ? shortopts : ""); // GNU order: options may follow operands
@@ -65,6 +73,13 @@ int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *s
         switch (opt) {
         case 'h':
             print_usage(cmd, stdout);
+            return 1;
+        case OPT_HELP_RECIPE:
+            if (optarg && strcmp(optarg, "markdown") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "moeq %s: --help-recipe takes text or markdown, not \"%s\"\n", cmd->name, optarg);
+                return 2;
+            }
+            moeq_recipe_help_print(stdout, optarg && !strcmp(optarg, "markdown"));
             return 1;
         case 'v':
             common->verbose = 1;

@@ -37,7 +37,12 @@ typedef struct moeq_command {
     const char *summary;   // one line, for `moeq --help`
     const char *usage;     // full help text printed by `moeq <name> --help` (after "usage: ")
     int (*run)(int argc, char **argv); // argv[0] is the command name
+    int recipe_help;       // 1: the command takes recipes and answers --help-recipe[=markdown]
 } moeq_command;
+
+// The recipe reference from the registries (settings fields, methods, storage formats): text, or the
+// markdown tables of configs/README.md (recipe_help.c).
+void moeq_recipe_help_print(FILE *f, int markdown);
 
 // Common flags, set by moeq_cli_parse.
 typedef struct moeq_cli_common {
@@ -49,8 +54,9 @@ typedef struct moeq_cli_common {
 typedef int (*moeq_cli_opt_fn)(int opt, const char *arg, void *ctx);
 
 // Parses argv with getopt_long. `longopts`/`shortopts` are the command's own (may be NULL/""); the common
-// --help/-h, --verbose/-v, --quiet/-q are added. Returns: 0 to continue (optind is the first operand),
-// 1 when --help was printed (exit 0), 2 on a usage error (message + hint printed; exit MOEQ_EXIT_USAGE).
+// --help/-h, --verbose/-v, --quiet/-q are added (and --help-recipe[=markdown] for commands with recipe_help).
+// Returns: 0 to continue (optind is the first operand), 1 when a help was printed (exit 0), 2 on a usage
+// error (message + hint printed; exit MOEQ_EXIT_USAGE).
 int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
                    const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common);
 

@@ -274,4 +274,5 @@ const moeq_command moeq_cmd_plan = {
              "Example:\n"
              "  moeq plan --model ../shared/fixtures/real-metadata/deepseek-r1 --recipe configs/deepseek-v3-milo3.yaml --ranks 64",
     .run = run,
+    .recipe_help = 1,
 };

@@ -263,4 +263,5 @@ const moeq_command moeq_cmd_quantize = {
         "      --recipe configs/deepseek-v3-milo3.yaml --out /scratch/kimi.h5   (moeq synth --sparse "
         "--preset kimi-k2)",
     .run = run,
+    .recipe_help = 1,
 };

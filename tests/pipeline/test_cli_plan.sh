@@ -41,4 +41,17 @@ set +e
 "$MOEQ" plan --model "$meta/mixtral-8x7b" --recipe "$tmp/bad.yaml" 2>"$tmp/err"; rc=$?
 set -e
 [ $rc -eq 3 ] && grep -q 'bad.yaml:2' "$tmp/err" && grep -q 'bitz' "$tmp/err" || { cat "$tmp/err"; fail "bad recipe key (rc $rc)"; }
+# the recipe reference comes from the registries, and configs/README.md shows exactly that
+"$MOEQ" plan --help-recipe=markdown >"$tmp/reg.md" || fail "--help-recipe=markdown"
+sed -n '/^<!-- registries: /,/^<!-- \/registries -->/p' "$MOEQ_SOURCE_DIR/configs/README.md" | sed '1d;$d' >"$tmp/readme.md"
+diff -u "$tmp/readme.md" "$tmp/reg.md" ||
+    fail "configs/README.md's registry tables differ from moeq plan --help-recipe=markdown (paste its output)"
+grep -q '| `format` |' "$tmp/reg.md" && grep -q '| `milo` |' "$tmp/reg.md" && grep -q '| `q3` | 3 |' "$tmp/reg.md" ||
+    fail "registry tables incomplete"
+"$MOEQ" quantize --help-recipe | grep -q "hqq.early_stop" || fail "quantize --help-recipe"
+set +e
+"$MOEQ" plan --help-recipe=html >/dev/null 2>&1; rc=$?
+set -e
+[ $rc -eq 2 ] || fail "--help-recipe=html must be a usage error (rc $rc)"
+
 echo PASS

@@ -1,0 +1,122 @@
+// recipe_help.c: `moeq plan|quantize --help-recipe[=markdown]`: the reference of what a recipe can say,
+// printed from the registries themselves (kernels/method.h: methods and settings fields; kernels/qformat.h:
+// storage formats), so that --help, configs/README.md's tables (the markdown form, checked against the file
+// by tests/pipeline/test_cli_plan.sh) and the recipe parser never disagree.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+// The values a field accepts, in words.
+static void values_of(const moeq_setting_field *f, char *out, size_t cap) {
+    char names[256];
+    switch (f->type) {
+    case MOEQ_FT_INT:
+    case MOEQ_FT_U64:
+        snprintf(out, cap, "integer %.0f..%.0f", f->lo, f->hi);
+        break;
+    case MOEQ_FT_POS:
+        snprintf(out, cap, "number > 0");
+        break;
+    case MOEQ_FT_BOOL:
+        snprintf(out, cap, "true, false");
+        break;
+    case MOEQ_FT_METHOD:
+        snprintf(out, cap, "%s", moeq_method_names());
+        break;
+    case MOEQ_FT_FACTOR:
+        snprintf(out, cap, "fp16, int3");
+        break;
+    case MOEQ_FT_BITS: {
+        size_t n = 0;
+        out[0] = '\0';
+        for (int b = 1; b < MOEQ_QTYPE_COUNT && n < cap; b++) {
+            const moeq_qtype_traits *t = moeq_qtype_get(b);
+            if (t && (t->family & MOEQ_QFAMILY_GROUPED))
+                n += (size_t)snprintf(out + n, cap - n, "%s%d", n ? ", " : "", b);
+        }
+        break;
+    }
+    case MOEQ_FT_FORMAT:
+        snprintf(out, cap, "%s", moeq_qtype_names(MOEQ_QFAMILY_ANY, names, sizeof names));
+        break;
+    }
+}
+
+// The methods that read field f, comma-separated.
+static void readers_of(int f, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int m = 0; m < MOEQ_METHOD_COUNT && n < cap; m++) {
+        const moeq_method_traits *t = moeq_method_get((moeq_method)m);
+        if (t && t->quantizes && (t->fields & (1u << f)))
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", t->name);
+    }
+    if (!n) snprintf(out, cap, "all");
+}
+
+// The recipe keys a method reads, comma-separated ("method" left out).
+static void fields_of(const moeq_method_traits *t, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int f = MOEQ_F_METHOD + 1; f < MOEQ_F_COUNT && n < cap; f++)
+        if (t->fields & (1u << f))
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", moeq_setting_field_get(f)->key);
+    if (!n) snprintf(out, cap, "-");
+}
+
+static void planes_of(const moeq_qtype_traits *t, char *out, size_t cap) {
+    snprintf(out, cap, "codes%s%s", (t->planes & (1u << MOEQ_PLANE_SCALE)) ? ", scale" : "",
+             (t->planes & (1u << MOEQ_PLANE_ZERO)) ? ", zero" : "");
+}
+
+void moeq_recipe_help_print(FILE *f, int markdown) {
+    const moeq_qsettings d = moeq_qsettings_default();
+    char a[256], b[256], c[64];
+    if (markdown) {
+        fprintf(f, "| method | what it does | reads |\n|---|---|---|\n");
+        for (int m = 0; m < MOEQ_METHOD_COUNT; m++) {
+            const moeq_method_traits *t = moeq_method_get((moeq_method)m);
+            if (!t) continue;
+            fields_of(t, a, sizeof a);
+            fprintf(f, "| `%s` | %s%s | %s |\n", t->name, t->summary,
+                    t->needs_calibration ? " (needs calibration inputs)" : "", a);
+        }
+        fprintf(f, "\n| key | values | default | read by | what |\n|---|---|---|---|---|\n");
+        for (int k = 0; k < MOEQ_F_COUNT; k++) {
+            const moeq_setting_field *fd = moeq_setting_field_get(k);
+            values_of(fd, a, sizeof a), readers_of(k, b, sizeof b), moeq_setting_format(&d, k, c, sizeof c);
+            fprintf(f, "| `%s` | %s | %s | %s | %s |\n", fd->key, a, c, b, fd->help);
+        }
+        fprintf(f, "\n| format | bits | block | planes | weight model |\n|---|---|---|---|---|\n");
+        for (int q = 1; q < MOEQ_QTYPE_COUNT; q++) {
+            const moeq_qtype_traits *t = moeq_qtype_get(q);
+            if (!t) continue;
+            planes_of(t, a, sizeof a);
+            if (t->block)
+                snprintf(b, sizeof b, "%d", t->block);
+            else
+                snprintf(b, sizeof b, "`group`");
+            fprintf(f, "| `%s` | %d | %s | %s | %s |\n", t->name, t->bits, b, a, t->model);
+        }
+        return;
+    }
+    fprintf(f, "Recipe settings (defaults:, a rule's set:, a budget candidate; `hqq.iters: 5` is written "
+               "hqq: {iters: 5}):\n");
+    for (int k = 0; k < MOEQ_F_COUNT; k++) {
+        const moeq_setting_field *fd = moeq_setting_field_get(k);
+        values_of(fd, a, sizeof a), readers_of(k, b, sizeof b), moeq_setting_format(&d, k, c, sizeof c);
+        fprintf(f, "  %-16s %s\n  %-16s   values: %s; default: %s; read by: %s\n", fd->key, fd->help, "", a,
+                c, b);
+    }
+    fprintf(f, "\nMethods:\n");
+    for (int m = 0; m < MOEQ_METHOD_COUNT; m++) {
+        const moeq_method_traits *t = moeq_method_get((moeq_method)m);
+        if (t) fprintf(f, "  %-6s %s\n", t->name, t->summary);
+    }
+    fprintf(f, "\nStorage formats (format: NAME, or bits: B for the grouped ones):\n");
+    for (int q = 1; q < MOEQ_QTYPE_COUNT; q++) {
+        const moeq_qtype_traits *t = moeq_qtype_get(q);
+        if (t) fprintf(f, "  %-6s %d-bit codes: %s\n", t->name, t->bits, t->model);
+    }
+}
