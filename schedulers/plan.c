@@ -185,84 +185,70 @@ static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, cons
     return st;
 }
 
-moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, const moeq_cost_model *cm,
-                               const moeq_analysis *an, unsigned flags, moeq_budget_result *budget,
-                               moeq_plan **out) {
-    *out = NULL;
-    moeq_recipe *r = NULL;
-    moeq_status st = moeq_recipe_bound_copy(r_in, &c->cfg, &r);
-    if (st != MOEQ_OK) return st;
-    const size_t nt = (size_t)(c->n_tensors ? c->n_tensors : 1);
-    entry *e = MOEQ_CALLOC(nt, sizeof *e, "plan entries");
+// The stored tensors (FP8 scales of quantized weights are consumed, not stored) with their settings checked
+// and their geometry, and every rule used at least once. e: (n_tensors) entries, *n filled.
+static moeq_status make_entries(const moeq_catalog *c, const moeq_recipe *r, const moeq_qsettings *qs,
+                                const int *rules, const int *pols, const double *scores, entry *e,
+                                int *n_out) {
     int *rule_hits = MOEQ_CALLOC((size_t)(r->n_rules ? r->n_rules : 1), sizeof *rule_hits, "rule hits");
-    moeq_plan *p = MOEQ_CALLOC(1, sizeof *p, "plan");
-    moeq_qsettings *qs = MOEQ_CALLOC(nt, sizeof *qs, "plan settings");
-    int *rules = MOEQ_CALLOC(nt, sizeof *rules, "plan rules"),
-        *pols = MOEQ_CALLOC(nt, sizeof *pols, "plan policies");
-    double *scores = MOEQ_CALLOC(nt, sizeof *scores, "plan scores");
-    if (!e || !rule_hits || !p || !qs || !rules || !pols || !scores) {
-        st = MOEQ_ERR_NOMEM;
-        goto fail;
-    }
-    st = resolve_all(c, r, an, flags & MOEQ_PLAN_RULES_ONLY, budget, qs, rules, pols, scores);
-    if (st != MOEQ_OK) goto fail;
+    if (!rule_hits) return MOEQ_ERR_NOMEM;
+    moeq_status st = MOEQ_OK;
     int n = 0;
-    for (int i = 0; i < c->n_tensors; i++) {
+    for (int i = 0; i < c->n_tensors && st == MOEQ_OK; i++) {
         const moeq_tensor_info *t = &c->t[i];
         for (int k = 0; k < r->n_rules; k++) rule_hits[k] += moeq_rule_matches(&r->rules[k], t);
         if (t->c.cls == MOEQ_TC_FP8_SCALE) continue; // handled with its weight below
         entry *x = &e[n++];
-        x->cat = i;
-        x->name = t->name;
-        x->k = key_of(t, i);
-        x->pt.cat = i;
-        x->pt.q = qs[i];
-        x->pt.rule = rules[i];
-        x->pt.policy = pols[i];
-        x->pt.score = scores[i];
+        *x = (entry){.k = key_of(t, i), .cat = i, .name = t->name};
+        x->pt =
+            (moeq_plan_tensor){.cat = i, .q = qs[i], .rule = rules[i], .policy = pols[i], .score = scores[i]};
         st = moeq_qsettings_check(&x->pt.q, t);
         if (st == MOEQ_OK) st = geometry(&x->pt, t);
-        if (st != MOEQ_OK) goto fail;
         // a pass-through FP8 weight keeps its scale next to it, in the same unit
-        if (t->scale >= 0 && x->pt.q.method == MOEQ_METHOD_NONE) {
-            entry *s = &e[n++];
-            s->cat = t->scale;
-            s->name = c->t[t->scale].name;
-            s->k = x->k;
-            s->pt.cat = t->scale;
-            s->pt.rule = -1;
-            s->pt.policy = -1;
-            s->pt.q = qs[t->scale];
-            st = geometry(&s->pt, &c->t[t->scale]);
-            if (st != MOEQ_OK) goto fail;
+        if (st == MOEQ_OK && t->scale >= 0 && x->pt.q.method == MOEQ_METHOD_NONE) {
+            entry *sc = &e[n++];
+            *sc = (entry){.k = x->k, .cat = t->scale, .name = c->t[t->scale].name};
+            sc->pt = (moeq_plan_tensor){.cat = t->scale, .q = qs[t->scale], .rule = -1, .policy = -1};
+            st = geometry(&sc->pt, &c->t[t->scale]);
         }
     }
-    for (int k = 0; k < r->n_rules; k++)
-        if (!rule_hits[k]) {
+    for (int k = 0; k < r->n_rules && st == MOEQ_OK; k++)
+        if (!rule_hits[k])
             st = MOEQ_FAIL(
                 MOEQ_ERR_ARG,
                 "%s:%d: rule %d matches no tensor of %s (%s)\n---> HINT: check class/proj/layers/name; "
                 "`moeq inspect --tensors` lists the tensors",
                 r->path, r->rules[k].line, k + 1, c->dir, moeq_arch_name(c->cfg.arch));
-            goto fail;
-        }
-    qsort(e, (size_t)n, sizeof *e, cmp_entry);
-    // units
+    moeq_free(&rule_hits);
+    *n_out = n;
+    return st;
+}
+
+// Working set of one tensor: pass-through tensors stream through one bounded buffer; quantized ones hold the
+// source bytes, the fp32 weight, a residual and a reconstruction, the outputs and the factors.
+static uint64_t tensor_mem(const moeq_tensor_info *t, const moeq_plan_tensor *pt, uint64_t in) {
+    if (pt->q.method == MOEQ_METHOD_NONE) return in < MOEQ_PLAN_STREAM_CHUNK ? in : MOEQ_PLAN_STREAM_CHUNK;
+    uint64_t mem = in + (uint64_t)t->numel * 4u;
+    mem += (uint64_t)t->numel * 8u + pt->out_bytes;
+    if (pt->q.rank > 0)
+        mem += 4u * (uint64_t)(pt->q.rank + pt->q.svd_oversample) * (uint64_t)(pt->R + pt->C) * 3u;
+    return mem;
+}
+
+// The units of the sorted entries, their figures and the plan's totals, and the digest over all of it.
+static moeq_status fill_units(const moeq_catalog *c, const moeq_cost_model *cm, const entry *e, int n,
+                              moeq_plan *p) {
     int n_units = 0;
     for (int i = 0; i < n; i++)
         if (i == 0 || cmp_key(&e[i].k, &e[i - 1].k)) n_units++;
     p->t = MOEQ_CALLOC((size_t)(n ? n : 1), sizeof *p->t, "plan tensors");
     p->u = MOEQ_CALLOC((size_t)(n_units ? n_units : 1), sizeof *p->u, "plan units");
-    if (!p->t || !p->u) {
-        st = MOEQ_ERR_NOMEM;
-        goto fail;
-    }
-    p->n_tensors = n;
     XXH3_state_t *h = XXH3_createState();
-    if (!h) {
-        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "xxh3 state");
-        goto fail;
+    if (!p->t || !p->u || !h) {
+        if (h) XXH3_freeState(h);
+        return MOEQ_FAIL(MOEQ_ERR_NOMEM, "plan of %d tensors", n);
     }
+    p->n_tensors = n, p->n_units = n_units;
     XXH3_64bits_reset(h);
     hash_str(h, "moeq-plan-v2"); // v2: attention, shared and dense linears are units of their own
     hash_str(h, c->config_json ? c->config_json : "");
@@ -288,18 +274,12 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         un->bytes_in += in;
         un->bytes_out += pt->out_bytes;
         un->cost += moeq_cost_tensor(cm, pt, in);
-        // working set: pass-through tensors stream through one bounded buffer; quantized ones hold the
-        // source bytes, the fp32 weight, a residual and a reconstruction, the outputs and the factors
-        uint64_t mem = in < MOEQ_PLAN_STREAM_CHUNK ? in : MOEQ_PLAN_STREAM_CHUNK;
+        const uint64_t mem = tensor_mem(t, pt, in);
+        if (mem > un->mem_bytes) un->mem_bytes = mem;
         if (pt->q.method != MOEQ_METHOD_NONE) {
-            mem = in + (uint64_t)t->numel * 4u;
-            mem += (uint64_t)t->numel * 8u + pt->out_bytes;
-            if (pt->q.rank > 0)
-                mem += 4u * (uint64_t)(pt->q.rank + pt->q.svd_oversample) * (uint64_t)(pt->R + pt->C) * 3u;
             p->params_quantized += t->numel;
             p->bits_quantized += pt->bits_per_weight * (double)t->numel;
         }
-        if (mem > un->mem_bytes) un->mem_bytes = mem;
         p->params_total += t->numel;
         p->bytes_in += in;
         p->bytes_out += pt->out_bytes;
@@ -309,16 +289,36 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
         hash_u64(h, (uint64_t)u);
         moeq_qsettings_hash(&pt->q, hash_bytes, h);
     }
-    p->n_units = n_units;
     for (int k = 0; k < n_units; k++) {
         p->cost_total += p->u[k].cost;
         if (p->u[k].mem_bytes > p->mem_max) p->mem_max = p->u[k].mem_bytes;
     }
     p->digest = XXH3_64bits_digest(h);
     XXH3_freeState(h);
-fail:
+    return MOEQ_OK;
+}
+
+moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, const moeq_cost_model *cm,
+                               const moeq_analysis *an, unsigned flags, moeq_budget_result *budget,
+                               moeq_plan **out) {
+    *out = NULL;
+    moeq_recipe *r = NULL;
+    MOEQ_TRY(moeq_recipe_bound_copy(r_in, &c->cfg, &r));
+    const size_t nt = (size_t)(c->n_tensors ? c->n_tensors : 1);
+    entry *e = MOEQ_CALLOC(nt, sizeof *e, "plan entries");
+    moeq_plan *p = MOEQ_CALLOC(1, sizeof *p, "plan");
+    moeq_qsettings *qs = MOEQ_CALLOC(nt, sizeof *qs, "plan settings");
+    int *rules = MOEQ_CALLOC(nt, sizeof *rules, "plan rules"),
+        *pols = MOEQ_CALLOC(nt, sizeof *pols, "plan policies");
+    double *scores = MOEQ_CALLOC(nt, sizeof *scores, "plan scores");
+    int n = 0;
+    moeq_status st = e && p && qs && rules && pols && scores ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    if (st == MOEQ_OK)
+        st = resolve_all(c, r, an, flags & MOEQ_PLAN_RULES_ONLY, budget, qs, rules, pols, scores);
+    if (st == MOEQ_OK) st = make_entries(c, r, qs, rules, pols, scores, e, &n);
+    if (st == MOEQ_OK) qsort(e, (size_t)n, sizeof *e, cmp_entry);
+    if (st == MOEQ_OK) st = fill_units(c, cm, e, n, p);
     moeq_free(&e);
-    moeq_free(&rule_hits);
     moeq_free(&qs), moeq_free(&rules), moeq_free(&pols), moeq_free(&scores);
     moeq_recipe_free(&r);
     if (st != MOEQ_OK) moeq_plan_free(&p);
