@@ -99,6 +99,157 @@ static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan 
     return MOEQ_EXIT_OK;
 }
 
+// One `moeq plan`: what it opened and built, and the estimate for --ranks.
+typedef struct plan_run {
+    plan_opts o;
+    moeq_catalog *c;
+    moeq_recipe *rec;
+    moeq_plan *p;
+    moeq_analysis *an;
+    moeq_cost_model cm;
+    moeq_budget_result budget;
+    int mpi_mine, rank;
+    double makespan;                   // LPT over --ranks
+    int per_kind[MOEQ_UNIT_KIND_COUNT]; // units by kind
+    uint64_t meta, peak;               // catalog + plan memory of every rank; + the largest unit's working set
+} plan_run;
+
+// Catalog, recipe and plan; recipes with data-dependent policies run the analyze phase first (collective:
+// MPI is started here when mpirun did not).
+static moeq_status plan_open(plan_run *x) {
+    moeq_status st = moeq_cost_model_get(x->o.cost_model, &x->cm);
+    if (st == MOEQ_OK) st = moeq_catalog_open(x->o.model, &x->c);
+    if (st == MOEQ_OK)
+        st = x->o.recipe ? moeq_recipe_load(x->o.recipe, &x->rec)
+                         : moeq_recipe_parse("<built-in defaults>", "version: 1\n", &x->rec);
+    if (st == MOEQ_OK && moeq_recipe_needs_weights(x->rec)) {
+        int inited = 0;
+        MPI_Initialized(&inited);
+        if (!inited) {
+            int provided;
+            MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+            x->mpi_mine = 1;
+        }
+        MPI_Comm_rank(MPI_COMM_WORLD, &x->rank);
+        moeq_log_init(x->rank, MOEQ_LOG_INFO);
+        moeq_threads_default(); // the analyze phase: BLAS single-threaded, OpenMP the rank's share of cores
+    }
+    if (st == MOEQ_OK)
+        st = moeq_plan_build_collective(x->c, x->rec, &x->cm, MPI_COMM_WORLD, &x->budget, &x->an, &x->p);
+    return st;
+}
+
+// The LPT makespan over --ranks, units by kind, memory per rank.
+static moeq_status plan_estimate(plan_run *x) {
+    const moeq_plan *p = x->p;
+    int *owner = MOEQ_MALLOC(sizeof(int) * (size_t)(p->n_units + 1), "owners");
+    double *cost = MOEQ_MALLOC(sizeof(double) * (size_t)(p->n_units + 1), "costs");
+    double *load = MOEQ_CALLOC((size_t)x->o.ranks, sizeof(double), "loads");
+    moeq_status st = owner && cost && load ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    if (st == MOEQ_OK) {
+        for (int u = 0; u < p->n_units; u++) cost[u] = p->u[u].cost;
+        st = moeq_partition_lpt(cost, p->n_units, (int)x->o.ranks, owner, load);
+    }
+    for (int k = 0; st == MOEQ_OK && k < x->o.ranks; k++)
+        if (load[k] > x->makespan) x->makespan = load[k];
+    for (int u = 0; u < p->n_units; u++) x->per_kind[p->u[u].kind]++;
+    x->meta = (uint64_t)x->c->n_tensors * (sizeof(moeq_tensor_info) + 64) +
+              (uint64_t)p->n_tensors * (sizeof(moeq_plan_tensor) + sizeof(moeq_artifact_entry) + sizeof(moeq_tensor_result));
+    x->peak = x->meta + p->mem_max;
+    moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
+    return st;
+}
+
+static void print_json(const plan_run *x) {
+    const moeq_plan *p = x->p;
+    const moeq_catalog *c = x->c;
+    json_t *kinds = json_object();
+    for (int k = 0; k < MOEQ_UNIT_KIND_COUNT; k++)
+        json_object_set_new(kinds, moeq_unit_kind_name((moeq_unit_kind)k), json_integer(x->per_kind[k]));
+    json_t *root = json_pack(
+        "{s:s,s:s,s:s,s:b,s:i,s:i,s:o,s:I,s:I,s:f,s:I,s:I,s:s,s:f,s:f,s:f,s:I,s:s}", "model", c->dir, "architecture",
+        moeq_arch_name(c->cfg.arch), "recipe", x->rec->path, "has_data", c->has_data, "ranks", (int)x->o.ranks, "units",
+        p->n_units, "units_by_kind", kinds, "bytes_in", (json_int_t)p->bytes_in, "bytes_out", (json_int_t)p->bytes_out,
+        "bits_per_weight_quantized", moeq_plan_bpw_quantized(p), "params_quantized", (json_int_t)p->params_quantized,
+        "params_total", (json_int_t)p->params_total, "cost_model", x->cm.name, "cost_total_s", p->cost_total,
+        "est_makespan_s", x->makespan, "est_efficiency",
+        x->makespan > 0 ? p->cost_total / (x->makespan * (double)x->o.ranks) : 1.0, "peak_mem_per_rank_bytes",
+        (json_int_t)x->peak, "digest", "");
+    char dg[32];
+    snprintf(dg, sizeof dg, "%016llx", (unsigned long long)p->digest);
+    json_object_set_new(root, "digest", json_string(dg));
+    if (x->o.tensors) {
+        json_t *arr = json_array();
+        for (int i = 0; i < p->n_tensors; i++) {
+            char buf[128];
+            json_array_append_new(
+                arr, json_pack("{s:s,s:i,s:s,s:f,s:I,s:i,s:i,s:f}", "name", c->t[p->t[i].cat].name, "unit",
+                               p->t[i].unit, "setting", setting_str(&p->t[i].q, buf, sizeof buf), "bits_per_weight",
+                               p->t[i].bits_per_weight, "bytes_out", (json_int_t)p->t[i].out_bytes, "rule",
+                               p->t[i].rule + 1, "policy", p->t[i].policy + 1, "score", p->t[i].score));
+        }
+        json_object_set_new(root, "tensors", arr);
+    }
+    json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(root);
+}
+
+static void print_tensors(const plan_run *x) {
+    printf("\n%-64s %5s %-28s %8s %12s  %s\n", "tensor", "unit", "setting", "bpw", "bytes", "decided by");
+    for (int i = 0; i < x->p->n_tensors; i++) {
+        char buf[128], by[96];
+        const moeq_plan_tensor *pt = &x->p->t[i];
+        if (pt->policy >= 0)
+            snprintf(by, sizeof by, "policy %d %s (%.4g)", pt->policy + 1,
+                     moeq_policy_kind_name(x->rec->policies[pt->policy].kind), pt->score);
+        else if (pt->rule >= 0)
+            snprintf(by, sizeof by, "rule %d (line %d)", pt->rule + 1, x->rec->rules[pt->rule].line);
+        else
+            snprintf(by, sizeof by, "defaults");
+        printf("%-64s %5d %-28s %8.3f %12llu  %s\n", x->c->t[pt->cat].name, pt->unit,
+               setting_str(&pt->q, buf, sizeof buf), pt->bits_per_weight, (unsigned long long)pt->out_bytes, by);
+    }
+}
+
+static void print_text(const plan_run *x) {
+    const moeq_plan *p = x->p;
+    const moeq_catalog *c = x->c;
+    const int *k = x->per_kind;
+    char a[32], b[32], m[32];
+    printf("plan            %s (%s), recipe %s%s\n", c->dir, moeq_arch_name(c->cfg.arch), x->rec->path,
+           c->has_data ? "" : "   [metadata only]");
+    printf("units           %d: %d expert, %d attention, %d shared_expert, %d dense_mlp, %d other\n", p->n_units,
+           k[MOEQ_UNIT_EXPERT], k[MOEQ_UNIT_ATTENTION], k[MOEQ_UNIT_SHARED], k[MOEQ_UNIT_DENSE], k[MOEQ_UNIT_OTHER]);
+    fmt_bytes((double)p->bytes_in, a, sizeof a);
+    fmt_bytes((double)p->bytes_out, b, sizeof b);
+    printf("bytes           %s read, %s artifact data\n", a, b);
+    printf("bits/weight     %.4f over %lld quantized parameters (%.1f%% of %lld)\n", moeq_plan_bpw_quantized(p),
+           (long long)p->params_quantized,
+           100.0 * (double)p->params_quantized / (double)(p->params_total ? p->params_total : 1),
+           (long long)p->params_total);
+    printf("estimate        %.1f s of work (%s), %ld ranks: makespan %.1f s (LPT), efficiency %.1f%%\n", p->cost_total,
+           x->cm.name, x->o.ranks, x->makespan,
+           x->makespan > 0 ? 100.0 * p->cost_total / (x->makespan * (double)x->o.ranks) : 100.0);
+    fmt_bytes((double)p->mem_max, a, sizeof a);
+    fmt_bytes((double)x->meta, b, sizeof b);
+    fmt_bytes((double)x->peak, m, sizeof m);
+    printf("memory per rank %s = largest unit working set %s + catalog/plan %s\n", m, a, b);
+    printf("digest          %016llx\n", (unsigned long long)p->digest);
+    const moeq_budget_result *bu = &x->budget;
+    if (bu->achieved_bpw > 0)
+        printf("budget solver   %.4f bits/weight reached (candidates allow %.4f to %.4f), %d upgrades, predicted "
+               "error %.6g\n",
+               bu->achieved_bpw, bu->min_bpw, bu->max_bpw, bu->n_upgrades, bu->err_total);
+    if (x->o.tensors) print_tensors(x);
+}
+
+static int plan_close(plan_run *x, int code) {
+    moeq_analysis_free(&x->an), moeq_plan_free(&x->p), moeq_recipe_free(&x->rec), moeq_catalog_close(&x->c);
+    if (x->mpi_mine) MPI_Finalize();
+    return code;
+}
+
 static int run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'}, {"recipe", required_argument, NULL, 'r'},
@@ -107,150 +258,25 @@ static int run(int argc, char **argv) {
         {"tensors", no_argument, NULL, 't'},     {"dry-run", no_argument, NULL, 'd'},
         {0, 0, 0, 0},
     };
-    plan_opts o = {.ranks = 1, .cost_model = "cpu-core"};
-    int r = moeq_cli_parse(&moeq_cmd_plan, argc, argv, "m:r:n:e:c:jtd", longopts, on_opt, &o, NULL);
+    plan_run x = {.o = {.ranks = 1, .cost_model = "cpu-core"}};
+    int r = moeq_cli_parse(&moeq_cmd_plan, argc, argv, "m:r:n:e:c:jtd", longopts, on_opt, &x.o, NULL);
     if (r == 1) return MOEQ_EXIT_OK;
     if (r) return MOEQ_EXIT_USAGE;
-    if (!o.model && optind == argc - 1) o.model = argv[optind++];
-    if (!o.model || optind != argc) {
+    if (!x.o.model && optind == argc - 1) x.o.model = argv[optind++];
+    if (!x.o.model || optind != argc) {
         fprintf(stderr, "moeq plan: --model DIR is required\n---> HINT: moeq plan --help\n");
         return MOEQ_EXIT_USAGE;
     }
-    moeq_catalog *c = NULL;
-    moeq_recipe *rec = NULL;
-    moeq_plan *p = NULL;
-    moeq_cost_model cm;
-    int *owner = NULL;
-    double *load = NULL, *cost = NULL;
-    moeq_status st = moeq_cost_model_get(o.cost_model, &cm);
-    if (st == MOEQ_OK) st = moeq_catalog_open(o.model, &c);
-    if (st == MOEQ_OK) st = o.recipe ? moeq_recipe_load(o.recipe, &rec) : moeq_recipe_parse("<built-in defaults>", "version: 1\n", &rec);
-    // data-dependent policies: the analyze phase (collective) before the plan is final
-    int mpi_mine = 0, rank = 0;
-    moeq_analysis *an = NULL;
-    moeq_budget_result budget = {0};
-    if (st == MOEQ_OK && moeq_recipe_needs_weights(rec)) {
-        int inited = 0;
-        MPI_Initialized(&inited);
-        if (!inited) {
-            int provided;
-            MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
-            mpi_mine = 1;
-        }
-        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-        moeq_log_init(rank, MOEQ_LOG_INFO);
-        moeq_threads_default(); // the analyze phase: BLAS single-threaded, OpenMP the rank's share of cores
-    }
-    if (st == MOEQ_OK) st = moeq_plan_build_collective(c, rec, &cm, MPI_COMM_WORLD, &budget, &an, &p);
-    if (rank != 0) { // rank 0 reports
-        moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
-        if (mpi_mine) MPI_Finalize();
-        return st == MOEQ_OK ? MOEQ_EXIT_OK : moeq_exit_code(st);
-    }
-    if (st == MOEQ_OK && o.explain) {
-        int code = explain(c, rec, p, an, o.explain);
-        moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
-        if (mpi_mine) MPI_Finalize();
-        return code;
-    }
-    if (st == MOEQ_OK) {
-        owner = MOEQ_MALLOC(sizeof(int) * (size_t)(p->n_units + 1), "owners");
-        cost = MOEQ_MALLOC(sizeof(double) * (size_t)(p->n_units + 1), "costs");
-        load = MOEQ_CALLOC((size_t)o.ranks, sizeof(double), "loads");
-        if (!owner || !cost || !load) st = MOEQ_ERR_NOMEM;
-    }
-    if (st == MOEQ_OK) {
-        for (int u = 0; u < p->n_units; u++) cost[u] = p->u[u].cost;
-        st = moeq_partition_lpt(cost, p->n_units, (int)o.ranks, owner, load);
-    }
-    if (st != MOEQ_OK) {
-        int code = moeq_cli_fail("plan", st);
-        moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
-        moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
-        if (mpi_mine) MPI_Finalize();
-        return code;
-    }
-    double makespan = 0;
-    for (int k = 0; k < o.ranks; k++)
-        if (load[k] > makespan) makespan = load[k];
-    int per_kind[MOEQ_UNIT_KIND_COUNT] = {0};
-    for (int u = 0; u < p->n_units; u++) per_kind[p->u[u].kind]++;
-    // catalog + plan memory held by every rank, plus the largest unit's working set
-    uint64_t meta = (uint64_t)c->n_tensors * (sizeof(moeq_tensor_info) + 64) + (uint64_t)p->n_tensors *
-                    (sizeof(moeq_plan_tensor) + sizeof(moeq_artifact_entry) + sizeof(moeq_tensor_result));
-    uint64_t peak = meta + p->mem_max;
-    if (o.json) {
-        json_t *kinds = json_object();
-        for (int k = 0; k < MOEQ_UNIT_KIND_COUNT; k++) json_object_set_new(kinds, moeq_unit_kind_name((moeq_unit_kind)k), json_integer(per_kind[k]));
-        json_t *root = json_pack("{s:s,s:s,s:s,s:b,s:i,s:i,s:o,s:I,s:I,s:f,s:I,s:I,s:s,s:f,s:f,s:f,s:I,s:s}", "model", c->dir,
-                                 "architecture", moeq_arch_name(c->cfg.arch), "recipe", rec->path, "has_data", c->has_data,
-                                 "ranks", (int)o.ranks, "units", p->n_units, "units_by_kind", kinds, "bytes_in",
-                                 (json_int_t)p->bytes_in, "bytes_out", (json_int_t)p->bytes_out, "bits_per_weight_quantized",
-                                 moeq_plan_bpw_quantized(p), "params_quantized", (json_int_t)p->params_quantized,
-                                 "params_total", (json_int_t)p->params_total, "cost_model", cm.name, "cost_total_s",
-                                 p->cost_total, "est_makespan_s", makespan, "est_efficiency",
-                                 makespan > 0 ? p->cost_total / (makespan * (double)o.ranks) : 1.0, "peak_mem_per_rank_bytes",
-                                 (json_int_t)peak, "digest", "");
-        char dg[32];
-        snprintf(dg, sizeof dg, "%016llx", (unsigned long long)p->digest);
-        json_object_set_new(root, "digest", json_string(dg));
-        if (o.tensors) {
-            json_t *arr = json_array();
-            for (int i = 0; i < p->n_tensors; i++) {
-                char buf[128];
-                json_array_append_new(arr, json_pack("{s:s,s:i,s:s,s:f,s:I,s:i,s:i,s:f}", "name", c->t[p->t[i].cat].name, "unit",
-                                                     p->t[i].unit, "setting", setting_str(&p->t[i].q, buf, sizeof buf),
-                                                     "bits_per_weight", p->t[i].bits_per_weight, "bytes_out",
-                                                     (json_int_t)p->t[i].out_bytes, "rule", p->t[i].rule + 1, "policy",
-                                                     p->t[i].policy + 1, "score", p->t[i].score));
-            }
-            json_object_set_new(root, "tensors", arr);
-        }
-        json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-        fputc('\n', stdout);
-        json_decref(root);
-    } else {
-        char a[32], b[32], m[32];
-        printf("plan            %s (%s), recipe %s%s\n", c->dir, moeq_arch_name(c->cfg.arch), rec->path,
-               c->has_data ? "" : "   [metadata only]");
-        printf("units           %d: %d expert, %d attention, %d shared_expert, %d dense_mlp, %d other\n", p->n_units,
-               per_kind[MOEQ_UNIT_EXPERT], per_kind[MOEQ_UNIT_ATTENTION], per_kind[MOEQ_UNIT_SHARED],
-               per_kind[MOEQ_UNIT_DENSE], per_kind[MOEQ_UNIT_OTHER]);
-        fmt_bytes((double)p->bytes_in, a, sizeof a);
-        fmt_bytes((double)p->bytes_out, b, sizeof b);
-        printf("bytes           %s read, %s artifact data\n", a, b);
-        printf("bits/weight     %.4f over %lld quantized parameters (%.1f%% of %lld)\n", moeq_plan_bpw_quantized(p),
-               (long long)p->params_quantized, 100.0 * (double)p->params_quantized / (double)(p->params_total ? p->params_total : 1),
-               (long long)p->params_total);
-        printf("estimate        %.1f s of work (%s), %ld ranks: makespan %.1f s (LPT), efficiency %.1f%%\n", p->cost_total,
-               cm.name, o.ranks, makespan, makespan > 0 ? 100.0 * p->cost_total / (makespan * (double)o.ranks) : 100.0);
-        fmt_bytes((double)p->mem_max, a, sizeof a);
-        fmt_bytes((double)meta, b, sizeof b);
-        fmt_bytes((double)peak, m, sizeof m);
-        printf("memory per rank %s = largest unit working set %s + catalog/plan %s\n", m, a, b);
-        printf("digest          %016llx\n", (unsigned long long)p->digest);
-        if (budget.achieved_bpw > 0)
-            printf("budget solver   %.4f bits/weight reached (candidates allow %.4f to %.4f), %d upgrades, predicted "
-                   "error %.6g\n", budget.achieved_bpw, budget.min_bpw, budget.max_bpw, budget.n_upgrades, budget.err_total);
-        if (o.tensors) {
-            printf("\n%-64s %5s %-28s %8s %12s  %s\n", "tensor", "unit", "setting", "bpw", "bytes", "decided by");
-            for (int i = 0; i < p->n_tensors; i++) {
-                char buf[128], by[96];
-                const moeq_plan_tensor *pt = &p->t[i];
-                if (pt->policy >= 0)
-                    snprintf(by, sizeof by, "policy %d %s (%.4g)", pt->policy + 1,
-                             moeq_policy_kind_name(rec->policies[pt->policy].kind), pt->score);
-                else if (pt->rule >= 0) snprintf(by, sizeof by, "rule %d (line %d)", pt->rule + 1, rec->rules[pt->rule].line);
-                else snprintf(by, sizeof by, "defaults");
-                printf("%-64s %5d %-28s %8.3f %12llu  %s\n", c->t[pt->cat].name, pt->unit, setting_str(&pt->q, buf, sizeof buf),
-                       pt->bits_per_weight, (unsigned long long)pt->out_bytes, by);
-            }
-        }
-    }
-    moeq_free(&owner), moeq_free(&cost), moeq_free(&load);
-    moeq_analysis_free(&an), moeq_plan_free(&p), moeq_recipe_free(&rec), moeq_catalog_close(&c);
-    if (mpi_mine) MPI_Finalize();
-    return MOEQ_EXIT_OK;
+    moeq_status st = plan_open(&x);
+    if (x.rank != 0) return plan_close(&x, st == MOEQ_OK ? MOEQ_EXIT_OK : moeq_exit_code(st)); // rank 0 reports
+    if (st == MOEQ_OK && x.o.explain) return plan_close(&x, explain(x.c, x.rec, x.p, x.an, x.o.explain));
+    if (st == MOEQ_OK) st = plan_estimate(&x);
+    if (st != MOEQ_OK) return plan_close(&x, moeq_cli_fail("plan", st));
+    if (x.o.json)
+        print_json(&x);
+    else
+        print_text(&x);
+    return plan_close(&x, MOEQ_EXIT_OK);
 }
 
 const moeq_command moeq_cmd_plan = {
