@@ -77,6 +77,20 @@ static void test_defaults_and_precedence(void **state) {
     assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_UNSUPPORTED, "o_proj.weight' [128, 96]: group 64 does not divide");
     moeq_recipe_free(&r);
     assert_null(r);
+    // format: names a storage format and fixes the bits; the digest bytes change only when one is named
+    assert_status(moeq_recipe_parse("f.yaml",
+                                    "version: 1\ndefaults: {bits: 4}\nrules:\n  - match: {class: attention}\n"
+                                    "    set: {format: q3}\n",
+                                    &r),
+                  MOEQ_OK, NULL);
+    t = tensor("model.layers.0.self_attn.q_proj.weight", 128, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.format, MOEQ_QTYPE_Q3), assert_int_equal(q.bits, 3), assert_int_equal(rule, 0);
+    assert_int_equal(moeq_qsettings_qtype(&q), MOEQ_QTYPE_Q3);
+    t = tensor("model.layers.0.block_sparse_moe.experts.0.w1.weight", 384, 128);
+    moeq_qsettings e = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(e.format, MOEQ_QTYPE_INVALID), assert_int_equal(moeq_qsettings_qtype(&e), MOEQ_QTYPE_Q4);
+    moeq_recipe_free(&r);
 }
 
 static void test_errors_have_lines(void **state) {
@@ -104,6 +118,12 @@ static void test_errors_have_lines(void **state) {
         {"version: 1\n  bad: [indent\n", "e.yaml:"},
         {"- 1\n- 2\n", "a recipe is a mapping"},
         {"", "empty recipe"},
+        // keys of the registry's fields (kernels/method.h): format names, dotted keys only inside their section
+        {"version: 1\ndefaults: {format: q5}\n", "e.yaml:2: format \"q5\" is not one of q2, q3, q4, q8"},
+        {"version: 1\ndefaults: {hqq.iters: 5}\n", "e.yaml:2: unknown setting \"hqq.iters\""},
+        {"version: 1\ndefaults: {hqq: 5}\n", "e.yaml:2: \"hqq\" must be a mapping"},
+        {"version: 1\ndefaults: {hqq: {early_stop: maybe}}\n", "\"hqq.early_stop\" must be true or false"},
+        {"version: 1\ndefaults: {seed: -1}\n", "\"seed\" must be an integer in [0, 2147483647]"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moeq_recipe *r = NULL;
@@ -115,6 +135,13 @@ static void test_errors_have_lines(void **state) {
         }
         assert_null(r);
     }
+    // the syntax tree is built recursively: nesting beyond 64 levels is refused, naming the line
+    char deep[512] = "version: 1\ndefaults: ";
+    for (int i = 0; i < 100; i++) strcat(deep, "[");
+    for (int i = 0; i < 100; i++) strcat(deep, "]");
+    moeq_recipe *r = NULL;
+    assert_status(moeq_recipe_parse("deep.yaml", deep, &r), MOEQ_ERR_FORMAT, "deep.yaml:2: nesting deeper than 64");
+    assert_null(r);
 }
 
 
