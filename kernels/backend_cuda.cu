@@ -169,8 +169,10 @@ extern "C" void *moeq_backend_cuda_host_alloc(size_t bytes, const char *what) {
     // portable: page-locked for every context, whichever thread allocates it
     const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable);
     if (e != cudaSuccess) {
-        MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: %zu bytes of page-locked host memory: %s\n---> HINT: check the locked-memory "
-                  "limit (ulimit -l) of the job", what ? what : "buffer", bytes, cudaGetErrorString(e));
+        MOEQ_FAIL(MOEQ_ERR_NOMEM,
+                  "%s: %zu bytes of page-locked host memory: %s\n---> HINT: check the locked-memory "
+                  "limit (ulimit -l) of the job",
+                  what ? what : "buffer", bytes, cudaGetErrorString(e));
         return NULL;
     }
     return p;

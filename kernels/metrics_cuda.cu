@@ -92,7 +92,8 @@ moeq_status err_partials(const float *d_w, const float *d_a, const float *d_u, c
     }
     err_rows_kernel<<<(unsigned)R, k_threads, 0, s>>>(d_w, d_a, uv, C, d_part);
     CUDA_GOTO(cudaGetLastError(), st, out);
-    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * 4 * sizeof(double), cudaMemcpyDeviceToHost, s), st, out);
+    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * 4 * sizeof(double), cudaMemcpyDeviceToHost, s), st,
+              out);
     CUDA_GOTO(cudaStreamSynchronize(s), st, out);
 out:
     if (uv) cudaFreeAsync(uv, s);
@@ -213,7 +214,8 @@ extern "C" moeq_status moeq_metrics_error_cuda(const float *d_w, const float *d_
 // ‖e − U·V‖_F: the CPU computes d = (double)(e − uv) per element, exactly the Σe² partial with w = e, a = uv;
 // here a = NULL (0) and uv = U·V: e − uv is the same fp32 value.
 extern "C" moeq_status moeq_metrics_fro_lowrank_cuda(const float *d_e, const float *d_u, const float *d_v,
-                                                     int64_t R, int64_t C, int64_t r, double *fro, void *stream) {
+                                                     int64_t R, int64_t C, int64_t r, double *fro,
+                                                     void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
     if (!d_e || !fro || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!d_u || !d_v)))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "fro_lowrank: bad arguments");

@@ -111,13 +111,13 @@ static inline int moeq_group_minmax(const float *wg, int64_t G, float *mn_out, f
         vmx = moeq_v8_sel(x > vmx, x, vmx);
         bad |= xz != xz;
     }
-#define MOEQ_MINMAX_STEP(a0, a1, a2, a3, a4, a5, a6, a7)                                                    \
-    do {                                                                                                       \
-        const moeq_v8f a = MOEQ_V8_SHUFFLE(vmn, a0, a1, a2, a3, a4, a5, a6, a7);                               \
-        const moeq_v8f b = MOEQ_V8_SHUFFLE(vmx, a0, a1, a2, a3, a4, a5, a6, a7);                               \
-        vmn = moeq_v8_sel(a < vmn, a, vmn);                                                                    \
-        vmx = moeq_v8_sel(b > vmx, b, vmx);                                                                    \
-        bad |= MOEQ_V8_SHUFFLE(bad, a0, a1, a2, a3, a4, a5, a6, a7);                                           \
+#define MOEQ_MINMAX_STEP(a0, a1, a2, a3, a4, a5, a6, a7)                                                     \
+    do {                                                                                                     \
+        const moeq_v8f a = MOEQ_V8_SHUFFLE(vmn, a0, a1, a2, a3, a4, a5, a6, a7);                             \
+        const moeq_v8f b = MOEQ_V8_SHUFFLE(vmx, a0, a1, a2, a3, a4, a5, a6, a7);                             \
+        vmn = moeq_v8_sel(a < vmn, a, vmn);                                                                  \
+        vmx = moeq_v8_sel(b > vmx, b, vmx);                                                                  \
+        bad |= MOEQ_V8_SHUFFLE(bad, a0, a1, a2, a3, a4, a5, a6, a7);                                         \
     } while (0)
     MOEQ_MINMAX_STEP(4, 5, 6, 7, 0, 1, 2, 3);
     MOEQ_MINMAX_STEP(2, 3, 0, 1, 6, 7, 4, 5);

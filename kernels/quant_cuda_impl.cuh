@@ -11,11 +11,12 @@
 // Quantizes d_w (R, C) into q (device buffers): min/max init per group, then (d_tab != NULL) the HQQ zero
 // solver with p's iterations and the schedule d_tab = [inv_beta (iters) | thresh (iters)] (device), then the
 // codes and their packing. Synchronizes to read the failure flags; errors as moeq_quant_rows_impl.
-moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float *d_tab, const moeq_hqq_params *p,
-                                    const char *who, cudaStream_t s);
+moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float *d_tab,
+                                    const moeq_hqq_params *p, const char *who, cudaStream_t s);
 
 // Phase timer for measurements (MOEQ_CUDA_PHASES=1 in the environment): events recorded on the stream after
-// each named phase, accumulated per name and printed to stderr by moeq_phase_report_(). Off: no events, no cost.
+// each named phase, accumulated per name and printed to stderr by moeq_phase_report_(). Off: no events, no
+// cost.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +65,8 @@ static inline void moeq_phase_report_(moeq_phase_timer_ *t, const char *who) {
     moeq_phase_flush_(t);
     cudaEventDestroy(t->ev[0]);
     for (int j = 0; j < t->nn; j++)
-        fprintf(stderr, "phase %s %-14s %8.3f ms total %5ld x %7.4f ms\n", who, t->names[j], t->ms[j], t->cnt[j],
-                t->cnt[j] ? t->ms[j] / (double)t->cnt[j] : 0.0);
+        fprintf(stderr, "phase %s %-14s %8.3f ms total %5ld x %7.4f ms\n", who, t->names[j], t->ms[j],
+                t->cnt[j], t->cnt[j] ? t->ms[j] / (double)t->cnt[j] : 0.0);
 }
 
 // HQQ's β schedule table [inv_beta (iters) | thresh (iters)] exactly as the CPU computes it (hqq_cuda.cu).
@@ -75,10 +76,10 @@ void moeq_hqq_schedule_cuda_(const moeq_hqq_params *p, float *tab);
 // the fast rSVD (own CholeskyQR2 + Jacobi kernels, k <= 32, else MOEQ_ERR_UNSUPPORTED; *d_fail set to 1 on a
 // failed factorisation: redo with moeq_rsvd_ex_cuda method 0) and the factor round trip (first bad element
 // atomicMin-ed into *d_bad, ~0 = none).
-moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                                       float *d_u, float *d_v, float *d_s, int *d_fail, cudaStream_t s,
-                                       moeq_phase_timer_ *pt = NULL);
-moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n, unsigned long long *d_bad,
-                                              cudaStream_t s);
+moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                       const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                       int *d_fail, cudaStream_t s, moeq_phase_timer_ *pt = NULL);
+moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n,
+                                              unsigned long long *d_bad, cudaStream_t s);
 
 #endif

@@ -109,8 +109,8 @@ typedef uint8_t moeq_v32b __attribute__((vector_size(32)));
 static inline void moeq_v8_store_codes(uint8_t *p, moeq_v8f q) {
     const moeq_v32b b = (moeq_v32b)(q + moeq_v8_set1(12582912.0f));
 #if defined(__clang__) // clang spells GCC's __builtin_shuffle with constant lanes (fuzz builds use clang)
-    const moeq_v32b r = __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const moeq_v32b r = __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 #else
     const moeq_v32b r = __builtin_shuffle(b, (moeq_v32b){0, 4, 8, 12, 16, 20, 24, 28});
 #endif

@@ -21,11 +21,11 @@
 
 #include "rng.h" // defines: moeq_rng_normal, moeq_rng_uniform
 
-static const double k_max_tie_frac = 1e-5;   // codes that may differ (rounding ties) per code
-static const double k_rsvd_rel_tol = 2e-3;   // |e_gpu − e_cpu| / e_cpu for ‖A − UV‖_F
-static const double k_sv_rel_tol = 2e-3;     // leading singular values
-static const double k_gesvdr_rel_tol = 0.05; // cuSOLVER's own rSVD (other random matrix) vs ours
-static const double k_milo_rel_tol = 5e-3;   // best ‖W − deq(Q) − UV‖_F
+static const double k_max_tie_frac = 1e-5;    // codes that may differ (rounding ties) per code
+static const double k_rsvd_rel_tol = 2e-3;    // |e_gpu − e_cpu| / e_cpu for ‖A − UV‖_F
+static const double k_sv_rel_tol = 2e-3;      // leading singular values
+static const double k_gesvdr_rel_tol = 0.05;  // cuSOLVER's own rSVD (other random matrix) vs ours
+static const double k_milo_rel_tol = 5e-3;    // best ‖W − deq(Q) − UV‖_F
 static const double k_metric_rel_tol = 1e-12; // fp64 metrics, other summation order
 
 static const int k_bits[] = {2, 3, 4, 8};
@@ -57,14 +57,15 @@ static uint8_t *unpack_all(const moeq_qmat *q) {
     return c;
 }
 
-// compares two quantizations: scales/zeros bit-identical, codes identical except ties (off by one); returns ties
+// compares two quantizations: scales/zeros bit-identical, codes identical except ties (off by one); returns
+// ties
 static int64_t compare_qmat(const moeq_qmat *a, const moeq_qmat *b, const char *what) {
     const int64_t ng = a->R * (a->C / a->G);
     for (int64_t g = 0; g < ng; g++)
         if (a->scale[g] != b->scale[g] || a->zero[g] != b->zero[g])
-            fail_msg("%s q%d %lldx%lld G%lld: group %lld scale %04x/%04x zero %04x/%04x (cpu/cuda)", what, a->bits,
-                     (long long)a->R, (long long)a->C, (long long)a->G, (long long)g, a->scale[g], b->scale[g],
-                     a->zero[g], b->zero[g]);
+            fail_msg("%s q%d %lldx%lld G%lld: group %lld scale %04x/%04x zero %04x/%04x (cpu/cuda)", what,
+                     a->bits, (long long)a->R, (long long)a->C, (long long)a->G, (long long)g, a->scale[g],
+                     b->scale[g], a->zero[g], b->zero[g]);
     uint8_t *ca = unpack_all(a), *cb = unpack_all(b);
     int64_t diff = 0;
     for (int64_t i = 0; i < a->R * a->C; i++)
@@ -74,8 +75,8 @@ static int64_t compare_qmat(const moeq_qmat *a, const moeq_qmat *b, const char *
             diff++;
         }
     if ((double)diff > k_max_tie_frac * (double)(a->R * a->C) + 0.5)
-        fail_msg("%s q%d G%lld: %lld of %lld codes differ (> %g)", what, a->bits, (long long)a->G, (long long)diff,
-                 (long long)(a->R * a->C), k_max_tie_frac);
+        fail_msg("%s q%d G%lld: %lld of %lld codes differ (> %g)", what, a->bits, (long long)a->G,
+                 (long long)diff, (long long)(a->R * a->C), k_max_tie_frac);
     free(ca), free(cb);
     return diff;
 }
@@ -98,10 +99,11 @@ static void run_quant_parity(int hqq) {
     } cases[32];
     int nc = 0;
     for (int b = 0; b < 4; b++)
-        for (int g = 0; g < 3; g++) cases[nc].R = 64, cases[nc].C = 512, cases[nc].G = k_groups[g], cases[nc++].bits = k_bits[b];
+        for (int g = 0; g < 3; g++)
+            cases[nc].R = 64, cases[nc].C = 512, cases[nc].G = k_groups[g], cases[nc++].bits = k_bits[b];
     cases[nc].R = 512, cases[nc].C = 1024, cases[nc].G = 64, cases[nc++].bits = 3; // real-ish expert slice
     cases[nc].R = 37, cases[nc].C = 120, cases[nc].G = 40, cases[nc++].bits = 3;   // q3 padding, G % 8 != 0
-    cases[nc].R = 5, cases[nc].C = 30, cases[nc].G = 6, cases[nc++].bits = 2;     // G < 8 lanes
+    cases[nc].R = 5, cases[nc].C = 30, cases[nc].G = 6, cases[nc++].bits = 2;      // G < 8 lanes
     const moeq_hqq_params hp = moeq_hqq_params_default();
     int64_t ties = 0, total = 0;
     for (int ci = 0; ci < nc; ci++)
@@ -154,7 +156,8 @@ static void test_dequant_residual_parity(void **state) {
     const moeq_kernel_ops *ops = cuda_ops();
     for (int b = 0; b < 4; b++) {
         const int64_t R = 33, C = 200, G = 40; // q3 padding, G % 8 != 0
-        float *w = malloc(sizeof(float) * R * C), *dc = malloc(sizeof(float) * R * C), *dg = malloc(sizeof(float) * R * C);
+        float *w = malloc(sizeof(float) * R * C), *dc = malloc(sizeof(float) * R * C),
+              *dg = malloc(sizeof(float) * R * C);
         gen_weights(w, R, C, 300 + (uint64_t)b, 0.02f);
         moeq_qmat q;
         assert_int_equal(moeq_qmat_alloc(&q, k_bits[b], R, C, G), MOEQ_OK);
@@ -177,10 +180,12 @@ static void test_pack_parity(void **state) {
     for (int b = 0; b < 4; b++) {
         const int bits = k_bits[b];
         const int64_t rb = moeq_qtype_row_bytes(bits, C);
-        uint8_t *codes = malloc((size_t)(R * C)), *pc = malloc((size_t)(R * rb)), *pg = malloc((size_t)(R * rb)),
-                *back = malloc((size_t)(R * C));
-        for (int64_t i = 0; i < R * C; i++) codes[i] = (uint8_t)(moeq_rng_u64(55, (uint64_t)bits, (uint64_t)i) & ((1u << bits) - 1));
-        for (int64_t i = 0; i < R; i++) assert_int_equal(moeq_qtype_pack_row(bits, codes + i * C, C, pc + i * rb), MOEQ_OK);
+        uint8_t *codes = malloc((size_t)(R * C)), *pc = malloc((size_t)(R * rb)),
+                *pg = malloc((size_t)(R * rb)), *back = malloc((size_t)(R * C));
+        for (int64_t i = 0; i < R * C; i++)
+            codes[i] = (uint8_t)(moeq_rng_u64(55, (uint64_t)bits, (uint64_t)i) & ((1u << bits) - 1));
+        for (int64_t i = 0; i < R; i++)
+            assert_int_equal(moeq_qtype_pack_row(bits, codes + i * C, C, pc + i * rb), MOEQ_OK);
         void *d_codes = NULL, *d_packed = NULL;
         assert_int_equal(moeq_cuda_malloc(&d_codes, (size_t)(R * C)), MOEQ_OK);
         assert_int_equal(moeq_cuda_malloc(&d_packed, (size_t)(R * rb)), MOEQ_OK);
@@ -201,7 +206,8 @@ static void test_omega_identical(void **state) {
     MOEQ_TEST_NEED_CUDA_DEVICE();
     const int64_t n = 1024, k = 37;
     float *h = malloc(sizeof(float) * n * k), *g = malloc(sizeof(float) * n * k);
-    for (int64_t i = 0; i < n * k; i++) h[i] = (float)moeq_rng_normal(99, 4, (uint64_t)i); // moeq_rsvd_cpu's Ω
+    for (int64_t i = 0; i < n * k; i++)
+        h[i] = (float)moeq_rng_normal(99, 4, (uint64_t)i); // moeq_rsvd_cpu's Ω
     void *d = NULL;
     assert_int_equal(moeq_cuda_malloc(&d, sizeof(float) * n * k), MOEQ_OK);
     assert_int_equal(moeq_rsvd_omega_cuda(99, 4, n, k, d, NULL), MOEQ_OK);
@@ -243,8 +249,9 @@ static void test_rsvd_parity(void **state) {
     } cs[] = {{512, 1024, 32, 0, 2}, {1024, 512, 16, 5, 2}, {67, 203, 5, 3, 1}};
     for (int c = 0; c < 3; c++) {
         const int64_t m = cs[c].m, n = cs[c].n, r = cs[c].r;
-        float *a = malloc(sizeof(float) * m * n), *uc = malloc(sizeof(float) * m * r), *vc = malloc(sizeof(float) * r * n),
-              *ug = malloc(sizeof(float) * m * r), *vg = malloc(sizeof(float) * r * n), sc[64], sg[64];
+        float *a = malloc(sizeof(float) * m * n), *uc = malloc(sizeof(float) * m * r),
+              *vc = malloc(sizeof(float) * r * n), *ug = malloc(sizeof(float) * m * r),
+              *vg = malloc(sizeof(float) * r * n), sc[64], sg[64];
         make_residual(a, m, n, 800 + (uint64_t)c);
         moeq_rsvd_params p = moeq_rsvd_params_default();
         p.oversample = cs[c].over, p.power_iters = cs[c].q, p.seed = 1234, p.stream = 3;
@@ -270,8 +277,8 @@ static void test_rsvd_parity(void **state) {
         assert_int_equal(moeq_cuda_d2h(ug, d_u, sizeof(float) * m * r), MOEQ_OK);
         assert_int_equal(moeq_cuda_d2h(vg, d_v, sizeof(float) * r * n), MOEQ_OK);
         const double ef = lowrank_err(a, ug, vg, m, n, r);
-        printf("rsvd_fast (CholeskyQR2) %lldx%lld r%lld: |A-UV|_F %.8e (rel diff to cpu %.2e)\n", (long long)m,
-               (long long)n, (long long)r, ef, fabs(ef - ec) / ec);
+        printf("rsvd_fast (CholeskyQR2) %lldx%lld r%lld: |A-UV|_F %.8e (rel diff to cpu %.2e)\n",
+               (long long)m, (long long)n, (long long)r, ef, fabs(ef - ec) / ec);
         if (fabs(ef - ec) > k_rsvd_rel_tol * ec) fail_msg("rsvd_fast error cpu %.8e cuda %.8e", ec, ef);
         moeq_rsvd_params pr = p;
         if (pr.oversample == 0) pr.oversample = 1;
@@ -280,7 +287,8 @@ static void test_rsvd_parity(void **state) {
         assert_int_equal(moeq_cuda_d2h(ug, d_u, sizeof(float) * m * r), MOEQ_OK);
         assert_int_equal(moeq_cuda_d2h(vg, d_v, sizeof(float) * r * n), MOEQ_OK);
         const double er = lowrank_err(a, ug, vg, m, n, r);
-        printf("gesvdr %lldx%lld r%lld: |A-UV|_F %.8e (cpu rsvd %.8e)\n", (long long)m, (long long)n, (long long)r, er, ec);
+        printf("gesvdr %lldx%lld r%lld: |A-UV|_F %.8e (cpu rsvd %.8e)\n", (long long)m, (long long)n,
+               (long long)r, er, ec);
         if (er > (1 + k_gesvdr_rel_tol) * ec) fail_msg("gesvdr error %.8e vs cpu rsvd %.8e", er, ec);
         moeq_cuda_free(d_a), moeq_cuda_free(d_u), moeq_cuda_free(d_v);
         free(a), free(uc), free(vc), free(ug), free(vg);
@@ -320,25 +328,30 @@ static void test_milo_parity(void **state) {
         moeq_qmat qc, qg;
         assert_int_equal(moeq_qmat_alloc(&qc, 3, R, C, 64), MOEQ_OK);
         assert_int_equal(moeq_qmat_alloc(&qg, 3, R, C, 64), MOEQ_OK);
-        float *uc = malloc(sizeof(float) * R * 16), *vc = malloc(sizeof(float) * 16 * C), *ug = malloc(sizeof(float) * R * 16),
-              *vg = malloc(sizeof(float) * 16 * C);
+        float *uc = malloc(sizeof(float) * R * 16), *vc = malloc(sizeof(float) * 16 * C),
+              *ug = malloc(sizeof(float) * R * 16), *vg = malloc(sizeof(float) * 16 * C);
         double hc[4], hg[4];
-        moeq_milo_out oc = {.q = &qc, .u = uc, .v = vc, .history = hc}, og = {.q = &qg, .u = ug, .v = vg, .history = hg};
+        moeq_milo_out oc = {.q = &qc, .u = uc, .v = vc, .history = hc},
+                      og = {.q = &qg, .u = ug, .v = vg, .history = hg};
         assert_int_equal(moeq_milo_fit_cpu(w, R, C, &p, &oc), MOEQ_OK);
         moeq_status st = ops->milo_fit(w, R, C, &p, &og);
         if (st != MOEQ_OK) fail_msg("cuda milo: %s", moeq_error_detail());
-        printf("milo 512x1024 q3 g64 r16 %s: |W-Q|_F hqq cpu %.8e cuda %.8e; best cpu %.8e (round %d) cuda %.8e "
-               "(round %d); rel |W|: %.5f\n",
-               f ? "int3" : "fp16", oc.err_hqq, og.err_hqq, oc.best_err, oc.best_round, og.best_err, og.best_round,
-               og.best_err / og.fro_w);
-        if (fabs(og.err_hqq - oc.err_hqq) > k_metric_rel_tol * 1e3 * oc.err_hqq) fail_msg("milo: HQQ error differs");
-        if (fabs(og.best_err - oc.best_err) > k_milo_rel_tol * oc.best_err) fail_msg("milo: best error differs");
+        printf(
+            "milo 512x1024 q3 g64 r16 %s: |W-Q|_F hqq cpu %.8e cuda %.8e; best cpu %.8e (round %d) cuda %.8e "
+            "(round %d); rel |W|: %.5f\n",
+            f ? "int3" : "fp16", oc.err_hqq, og.err_hqq, oc.best_err, oc.best_round, og.best_err,
+            og.best_round, og.best_err / og.fro_w);
+        if (fabs(og.err_hqq - oc.err_hqq) > k_metric_rel_tol * 1e3 * oc.err_hqq)
+            fail_msg("milo: HQQ error differs");
+        if (fabs(og.best_err - oc.best_err) > k_milo_rel_tol * oc.best_err)
+            fail_msg("milo: best error differs");
         assert_true(og.best_err < og.err_hqq);
         // the returned state reproduces its error: ‖W − deq(Q) − U·V‖_F
         float *a = malloc(sizeof(float) * R * C);
         assert_int_equal(moeq_qmat_residual_cpu(&qg, w, a), MOEQ_OK);
         const double e = lowrank_err(a, ug, vg, R, C, 16);
-        if (fabs(e - og.best_err) > 1e-4 * e) fail_msg("milo: returned state gives %.8e, reported %.8e", e, og.best_err);
+        if (fabs(e - og.best_err) > 1e-4 * e)
+            fail_msg("milo: returned state gives %.8e, reported %.8e", e, og.best_err);
         free(a), free(uc), free(vc), free(ug), free(vg);
         moeq_qmat_free(&qc), moeq_qmat_free(&qg);
     }
@@ -350,8 +363,8 @@ static void test_metrics_parity(void **state) {
     MOEQ_TEST_NEED_CUDA_DEVICE();
     const moeq_kernel_ops *ops = cuda_ops();
     const int64_t R = 300, C = 777, r = 8;
-    float *w = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C), *u = malloc(sizeof(float) * R * r),
-          *v = malloc(sizeof(float) * r * C);
+    float *w = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C),
+          *u = malloc(sizeof(float) * R * r), *v = malloc(sizeof(float) * r * C);
     gen_weights(w, R, C, 91, 0.02f);
     gen_weights(a, R, C, 92, 0.02f);
     for (int64_t i = 0; i < R * C; i++) a[i] = w[i] + 0.1f * a[i];
@@ -371,7 +384,8 @@ static void test_metrics_parity(void **state) {
         // with U·V the fp32 product itself differs (cuBLAS vs OpenBLAS order): looser bound
         const double tol = lr ? 1e-6 : k_metric_rel_tol;
         for (int i = 0; i < 7; i++)
-            if (fabs(pg[i] - pc[i]) > tol * fabs(pc[i])) fail_msg("metric %d (lowrank %d): cpu %.17g cuda %.17g", i, lr, pc[i], pg[i]);
+            if (fabs(pg[i] - pc[i]) > tol * fabs(pc[i]))
+                fail_msg("metric %d (lowrank %d): cpu %.17g cuda %.17g", i, lr, pc[i], pg[i]);
         if (!lr) assert_true(mc.max_abs == mg.max_abs);
     }
     // non-finite input is reported with its position
