@@ -96,6 +96,16 @@ moeq_status qr_inplace(cusolverDnHandle_t h, float *x, int64_t M, int64_t k, flo
     return MOEQ_OK;
 }
 
+// moeq_rsvd_check (lowrank_cpu.c: the CPU's checks), plus the int dimensions of cuBLAS/cuSOLVER's 32-bit API
+moeq_status rsvd_check_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                            const float *d_u, const float *d_v) {
+    MOEQ_TRY(moeq_rsvd_check(d_a, m, n, r, p, d_u, d_v, "rsvd"));
+    if (m > 0x7fffffff || n > 0x7fffffff)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: %lld x %lld exceeds the int dimensions of cuBLAS", (long long)m,
+                         (long long)n);
+    return MOEQ_OK;
+}
+
 } // namespace
 
 extern "C" moeq_status moeq_rsvd_omega_cuda(uint64_t seed, uint64_t stream_id, int64_t n, int64_t k,
@@ -377,10 +387,8 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
                                        const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
                                        int *d_fail, cudaStream_t s, moeq_phase_timer_ *pt) {
     if (!pt) pt = &g_nopt;
-    if (!d_a || !p || !d_u || !d_v || !d_fail || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) ||
-        p->oversample < 0 || p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m,
-                         (long long)n, (long long)r);
+    MOEQ_TRY(rsvd_check_cuda(d_a, m, n, r, p, d_u, d_v));
+    if (!d_fail) return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd fast path: NULL failure flag");
     const int64_t mn = m < n ? m : n;
     const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
     if (k > k_kf) return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "rsvd fast path: k = %lld > %d", (long long)k, k_kf);
@@ -462,10 +470,7 @@ moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const m
                       float *d_u, float *d_v, float *d_s, int fast, int check, cudaStream_t s,
                       int *chol_failed) {
     *chol_failed = 0;
-    if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) ||
-        p->oversample < 0 || p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m,
-                         (long long)n, (long long)r);
+    MOEQ_TRY(rsvd_check_cuda(d_a, m, n, r, p, d_u, d_v));
     if (check) MOEQ_TRY(moeq_check_finite_cuda(d_a, m, n, "rsvd", s));
     const int64_t mn = m < n ? m : n;
     const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
@@ -623,10 +628,8 @@ extern "C" moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_
                                              const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
                                              void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) ||
-        p->oversample < 0 || p->power_iters < 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "gesvdr: bad arguments (m=%lld n=%lld r=%lld)", (long long)m,
-                         (long long)n, (long long)r);
+    // the CPU's checks (lowrank_cpu.c); Xgesvdr is a 64-bit API: no int limit
+    MOEQ_TRY(moeq_rsvd_check(d_a, m, n, r, p, d_u, d_v, "gesvdr"));
     const int64_t mn = m < n ? m : n;
     const int64_t ov = r + p->oversample <= mn ? p->oversample : mn - r;
     cublasHandle_t hb;

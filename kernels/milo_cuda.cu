@@ -252,19 +252,9 @@ void keep_pool_memory(void) {
 extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C, const moeq_milo_params *p,
                                           moeq_milo_out *out, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (!d_w || !p || !out || !out->q || R <= 0 || C <= 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad arguments");
+    MOEQ_TRY(moeq_milo_check(d_w, R, C, p, out)); // milo_cpu.c: the CPU's checks
     const int64_t r = p->rank;
-    if (r < 0 || r > (R < C ? R : C) || p->rounds < 1 || p->factor < 0 || p->factor >= MOEQ_FACTOR_COUNT ||
-        (r > 0 && (!out->u || !out->v)))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad parameters (rank=%lld rounds=%d factor=%d, R=%lld C=%lld)",
-                         (long long)r, p->rounds, (int)p->factor, (long long)R, (long long)C);
     moeq_qmat *q = out->q;
-    MOEQ_TRY(moeq_qmat_check(q));
-    if (q->bits != p->bits || q->R != R || q->C != C || q->G != p->group)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: output qmat geometry (bits=%d %lldx%lld G=%lld) != parameters",
-                         q->bits, (long long)q->R, (long long)q->C, (long long)q->G);
-    MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
     if (R > 0x7fffffff || C > 0x7fffffff)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: %lld x %lld too large", (long long)R, (long long)C);
     MOEQ_TRY(moeq_check_finite_cuda(d_w, R, C, "milo", stream));
@@ -299,7 +289,7 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
             st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "milo: HQQ schedule table");
             goto done;
         }
-        moeq_hqq_schedule_cuda_(&p->hqq, tab);
+        moeq_hqq_schedule(&p->hqq, tab);
         CUDA_GOTO(
             cudaMemcpyAsync(mem + off_tab, tab, 2 * (size_t)iters * sizeof(float), cudaMemcpyHostToDevice, s),
             st, done);

@@ -239,7 +239,8 @@ moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float 
     CUDA_GOTO(cudaMemcpyAsync(hfail, fail, sizeof hfail, cudaMemcpyDeviceToHost, s), st, out);
     CUDA_GOTO(cudaStreamSynchronize(s), st, out);
     if (hfail[0] != k_none || hfail[1] != k_none) {
-        // report what the CPU reports: the first failing row, and in it the first failing group
+        // report what the CPU reports (its own words, quant_cpu.c): the first failing row, and in it the
+        // first failing group
         const int64_t r0 = hfail[0] != k_none ? (int64_t)(hfail[0] / (unsigned long long)C) : INT64_MAX;
         const int64_t g0 = hfail[0] != k_none ? (int64_t)(hfail[0] % (unsigned long long)C) / G : 0;
         const int64_t r1 = hfail[1] != k_none ? (int64_t)(hfail[1] / (unsigned long long)ng) : INT64_MAX;
@@ -247,14 +248,9 @@ moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float 
         if (r0 < r1 || (r0 == r1 && g0 <= g1)) {
             float v = 0;
             cudaMemcpy(&v, d_w + hfail[0], sizeof v, cudaMemcpyDeviceToHost);
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who, (double)v,
-                           (long long)r0, (long long)(hfail[0] % (unsigned long long)C));
+            st = moeq_quant_fail_nonfinite(who, (double)v, r0, (int64_t)(hfail[0] % (unsigned long long)C));
         } else {
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
-                           "%s: row %lld, group %lld (cols %lld..%lld): range does not fit an fp16 scale/zero"
-                           "\n---> HINT: values beyond ~65504 need a wider scale format",
-                           who, (long long)r1, (long long)g1, (long long)(g1 * G),
-                           (long long)(g1 * G + G - 1));
+            st = moeq_quant_fail_overflow(who, r1, g1, G);
         }
     }
 out:
@@ -283,9 +279,9 @@ extern "C" moeq_status moeq_check_finite_cuda(const float *d_w, int64_t R, int64
     if (first != k_none) {
         float v = 0;
         cudaMemcpy(&v, d_w + first, sizeof v, cudaMemcpyDeviceToHost);
-        st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who ? who : "input",
-                       (double)v, (long long)(first / (unsigned long long)C),
-                       (long long)(first % (unsigned long long)C));
+        st = moeq_quant_fail_nonfinite(who ? who : "input", (double)v,
+                                       (int64_t)(first / (unsigned long long)C),
+                                       (int64_t)(first % (unsigned long long)C));
     }
 out:
     if (d_first) cudaFreeAsync(d_first, s);

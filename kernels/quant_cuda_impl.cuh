@@ -69,9 +69,6 @@ static inline void moeq_phase_report_(moeq_phase_timer_ *t, const char *who) {
                 t->cnt[j], t->cnt[j] ? t->ms[j] / (double)t->cnt[j] : 0.0);
 }
 
-// HQQ's β schedule table [inv_beta (iters) | thresh (iters)] exactly as the CPU computes it (hqq_cuda.cu).
-void moeq_hqq_schedule_cuda_(const moeq_hqq_params *p, float *tab);
-
 // Asynchronous pieces of the MiLo loop (lowrank_cuda.cu), enqueued on s with no host synchronization:
 // the fast rSVD (own CholeskyQR2 + Jacobi kernels, k <= 32, else MOEQ_ERR_UNSUPPORTED; *d_fail set to 1 on a
 // failed factorisation: redo with moeq_rsvd_ex_cuda method 0) and the factor round trip (first bad element

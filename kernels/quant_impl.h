@@ -142,4 +142,19 @@ typedef float (*moeq_zero_opt_fn)(const float *w, int64_t G, float s, float s_in
 moeq_status moeq_quant_rows_impl(const float *w, // (R, C) row-major
                                  moeq_qmat *q, moeq_zero_opt_fn opt, const void *ctx, const char *who);
 
+// ---- failure details (host, quant_cpu.c), shared by the CPU row driver and the CUDA group driver ----
+// Both backends report the first failure of a quantization in row-major order with the same words:
+//   moeq_quant_fail_nonfinite: MOEQ_ERR_NUMERIC "<who>: non-finite value <v> at row <r>, col <c>"
+//   moeq_quant_fail_overflow:  MOEQ_ERR_NUMERIC "<who>: row <r>, group <g> (cols a..b): range does not fit an
+//                              fp16 scale/zero" and a hint
+// (the detail's file:line is then quant_cpu.c's for either backend).
+#ifdef __cplusplus
+extern "C" {
+#endif
+moeq_status moeq_quant_fail_nonfinite(const char *who, double value, int64_t row, int64_t col);
+moeq_status moeq_quant_fail_overflow(const char *who, int64_t row, int64_t group, int64_t G);
+#ifdef __cplusplus
+}
+#endif
+
 #endif
