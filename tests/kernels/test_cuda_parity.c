@@ -10,8 +10,11 @@
 //     k_metric_rel_tol, best error within k_milo_rel_tol;  metrics, weight statistics: fp64 sums within
 //     k_metric_rel_tol (max |w| and the outlier score exact);  the one-tensor pipeline (tensor.h) from BF16
 //     and block-FP8 bytes: RTN/HQQ as above, MiLo's error within k_milo_rel_tol.
-// Without a CUDA device every test prints "no CUDA device: skipped" and calls skip(), except the backend
-// selection test, which checks the no-device error path itself.
+// Each pair: the CPU reference (*_cpu) against its CUDA kernel on the same host arrays, through the
+// host-pointer wrapper of backend_parity.h or, for kernels without one, on device buffers; the one-tensor
+// path through the production ops table (ops->tensor_quantize). Without a CUDA device every test prints "no
+// CUDA device: skipped" and calls skip(), except the backend selection test, which checks the no-device error
+// path itself.
 #include "test_util.h"
 
 #include <math.h>
@@ -19,7 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h" // defines: moeq_rng_normal, moeq_rng_uniform
+#include "backend_parity.h" // defines: moeq_backend_cuda_<kernel>, the host-pointer CUDA side of each pair
+#include "rng.h"            // defines: moeq_rng_normal, moeq_rng_uniform
 
 static const double k_max_tie_frac = 1e-5;    // codes that may differ (rounding ties) per code
 static const double k_rsvd_rel_tol = 2e-3;    // |e_gpu − e_cpu| / e_cpu for ‖A − UV‖_F
@@ -92,7 +96,6 @@ static double nmse_of(const moeq_qmat *q, const float *w) {
 
 // RTN (hqq == 0) or HQQ over every format × group on a small matrix, plus the real and odd shapes for q3
 static void run_quant_parity(int hqq) {
-    const moeq_kernel_ops *ops = cuda_ops();
     struct {
         int64_t R, C, G;
         int bits;
@@ -117,11 +120,11 @@ static void run_quant_parity(int hqq) {
             assert_int_equal(moeq_qmat_alloc(&qg, cases[ci].bits, R, C, G), MOEQ_OK);
             if (hqq) {
                 assert_int_equal(moeq_hqq_quantize_cpu(w, &hp, &qc), MOEQ_OK);
-                moeq_status st = ops->hqq_quantize(w, &hp, &qg);
+                moeq_status st = moeq_backend_cuda_hqq_quantize(w, &hp, &qg);
                 if (st != MOEQ_OK) fail_msg("cuda hqq: %s", moeq_error_detail());
             } else {
                 assert_int_equal(moeq_rtn_quantize_cpu(w, &qc), MOEQ_OK);
-                moeq_status st = ops->rtn_quantize(w, &qg);
+                moeq_status st = moeq_backend_cuda_rtn_quantize(w, &qg);
                 if (st != MOEQ_OK) fail_msg("cuda rtn: %s", moeq_error_detail());
             }
             ties += compare_qmat(&qc, &qg, hqq ? "hqq" : "rtn");
@@ -153,7 +156,6 @@ static void test_hqq_parity(void **state) {
 static void test_dequant_residual_parity(void **state) {
     (void)state;
     MOEQ_TEST_NEED_CUDA_DEVICE();
-    const moeq_kernel_ops *ops = cuda_ops();
     for (int b = 0; b < 4; b++) {
         const int64_t R = 33, C = 200, G = 40; // q3 padding, G % 8 != 0
         float *w = malloc(sizeof(float) * R * C), *dc = malloc(sizeof(float) * R * C),
@@ -163,10 +165,10 @@ static void test_dequant_residual_parity(void **state) {
         assert_int_equal(moeq_qmat_alloc(&q, k_bits[b], R, C, G), MOEQ_OK);
         assert_int_equal(moeq_rtn_quantize_cpu(w, &q), MOEQ_OK);
         assert_int_equal(moeq_qmat_dequantize_cpu(&q, dc), MOEQ_OK);
-        assert_int_equal(ops->dequantize(&q, dg), MOEQ_OK);
+        assert_int_equal(moeq_backend_cuda_dequantize(&q, dg), MOEQ_OK);
         assert_memory_equal(dc, dg, sizeof(float) * R * C);
         assert_int_equal(moeq_qmat_residual_cpu(&q, w, dc), MOEQ_OK);
-        assert_int_equal(ops->residual(&q, w, dg), MOEQ_OK);
+        assert_int_equal(moeq_backend_cuda_residual(&q, w, dg), MOEQ_OK);
         assert_memory_equal(dc, dg, sizeof(float) * R * C);
         moeq_qmat_free(&q);
         free(w), free(dc), free(dg);
@@ -242,7 +244,6 @@ static double lowrank_err(const float *a, const float *u, const float *v, int64_
 static void test_rsvd_parity(void **state) {
     (void)state;
     MOEQ_TEST_NEED_CUDA_DEVICE();
-    const moeq_kernel_ops *ops = cuda_ops();
     const struct {
         int64_t m, n, r;
         int over, q;
@@ -256,7 +257,7 @@ static void test_rsvd_parity(void **state) {
         moeq_rsvd_params p = moeq_rsvd_params_default();
         p.oversample = cs[c].over, p.power_iters = cs[c].q, p.seed = 1234, p.stream = 3;
         assert_int_equal(moeq_rsvd_cpu(a, m, n, r, &p, uc, vc, sc), MOEQ_OK);
-        moeq_status st = ops->rsvd(a, m, n, r, &p, ug, vg, sg);
+        moeq_status st = moeq_backend_cuda_rsvd(a, m, n, r, &p, ug, vg, sg);
         if (st != MOEQ_OK) fail_msg("cuda rsvd: %s", moeq_error_detail());
         const double ec = lowrank_err(a, uc, vc, m, n, r), eg = lowrank_err(a, ug, vg, m, n, r);
         printf("rsvd %lldx%lld r%lld p%d q%d: |A-UV|_F cpu %.8e cuda %.8e (rel diff %.2e)\n", (long long)m,
@@ -318,7 +319,6 @@ static void test_factor_roundtrip_parity(void **state) {
 static void test_milo_parity(void **state) {
     (void)state;
     MOEQ_TEST_NEED_CUDA_DEVICE();
-    const moeq_kernel_ops *ops = cuda_ops();
     const int64_t R = 512, C = 1024;
     float *w = malloc(sizeof(float) * R * C);
     gen_weights(w, R, C, 4242, 0.02f);
@@ -334,7 +334,7 @@ static void test_milo_parity(void **state) {
         moeq_milo_out oc = {.q = &qc, .u = uc, .v = vc, .history = hc},
                       og = {.q = &qg, .u = ug, .v = vg, .history = hg};
         assert_int_equal(moeq_milo_fit_cpu(w, R, C, &p, &oc), MOEQ_OK);
-        moeq_status st = ops->milo_fit(w, R, C, &p, &og);
+        moeq_status st = moeq_backend_cuda_milo_fit(w, R, C, &p, &og);
         if (st != MOEQ_OK) fail_msg("cuda milo: %s", moeq_error_detail());
         printf(
             "milo 512x1024 q3 g64 r16 %s: |W-Q|_F hqq cpu %.8e cuda %.8e; best cpu %.8e (round %d) cuda %.8e "
@@ -361,7 +361,6 @@ static void test_milo_parity(void **state) {
 static void test_metrics_parity(void **state) {
     (void)state;
     MOEQ_TEST_NEED_CUDA_DEVICE();
-    const moeq_kernel_ops *ops = cuda_ops();
     const int64_t R = 300, C = 777, r = 8;
     float *w = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C),
           *u = malloc(sizeof(float) * R * r), *v = malloc(sizeof(float) * r * C);
@@ -374,10 +373,10 @@ static void test_metrics_parity(void **state) {
     for (int lr = 0; lr < 2; lr++) {
         if (lr) {
             assert_int_equal(moeq_metrics_error_lowrank_cpu(w, a, u, v, R, C, r, &mc), MOEQ_OK);
-            assert_int_equal(ops->metrics_error_lowrank(w, a, u, v, R, C, r, &mg), MOEQ_OK);
+            assert_int_equal(moeq_backend_cuda_metrics_error_lowrank(w, a, u, v, R, C, r, &mg), MOEQ_OK);
         } else {
             assert_int_equal(moeq_metrics_error_cpu(w, a, R, C, &mc), MOEQ_OK);
-            assert_int_equal(ops->metrics_error(w, a, R, C, &mg), MOEQ_OK);
+            assert_int_equal(moeq_backend_cuda_metrics_error(w, a, R, C, &mg), MOEQ_OK);
         }
         const double pc[] = {mc.rel_fro, mc.nmse, mc.mse, mc.mean_abs, mc.fro_err, mc.fro_ref, mc.sqnr_db};
         const double pg[] = {mg.rel_fro, mg.nmse, mg.mse, mg.mean_abs, mg.fro_err, mg.fro_ref, mg.sqnr_db};
@@ -390,7 +389,7 @@ static void test_metrics_parity(void **state) {
     }
     // non-finite input is reported with its position
     w[5 * C + 7] = NAN;
-    assert_int_equal(ops->metrics_error(w, a, R, C, &mg), MOEQ_ERR_NUMERIC);
+    assert_int_equal(moeq_backend_cuda_metrics_error(w, a, R, C, &mg), MOEQ_ERR_NUMERIC);
     assert_non_null(strstr(moeq_error_detail(), "row 5, col 7"));
     free(w), free(a), free(u), free(v);
 }
@@ -496,11 +495,11 @@ static void test_backend_select(void **state) {
     if (moeq_cuda_device_count() == 0) {
         assert_int_equal(moeq_backend_select("cuda", &ops), MOEQ_ERR_UNSUPPORTED);
         assert_non_null(strstr(moeq_error_detail(), "cuda"));
-        // the CUDA table links and refuses cleanly
+        // the parity wrappers link and refuse cleanly (the ops table's entry: test_tensor)
         moeq_qmat q;
         assert_int_equal(moeq_qmat_alloc(&q, 3, 2, 64, 64), MOEQ_OK);
         float w[128] = {0};
-        assert_int_equal(moeq_kernel_ops_cuda.rtn_quantize(w, &q), MOEQ_ERR_UNSUPPORTED);
+        assert_int_equal(moeq_backend_cuda_rtn_quantize(w, &q), MOEQ_ERR_UNSUPPORTED);
         moeq_qmat_free(&q);
     } else {
         assert_int_equal(moeq_backend_select("cuda", &ops), MOEQ_OK);
@@ -511,7 +510,7 @@ static void test_backend_select(void **state) {
         float w[256];
         for (int i = 0; i < 256; i++) w[i] = (float)i * 0.01f;
         w[2 * 64 + 40] = INFINITY;
-        assert_int_equal(ops->rtn_quantize(w, &q), MOEQ_ERR_NUMERIC);
+        assert_int_equal(moeq_backend_cuda_rtn_quantize(w, &q), MOEQ_ERR_NUMERIC);
         assert_non_null(strstr(moeq_error_detail(), "row 2, col 40"));
         moeq_qmat_free(&q);
     }
