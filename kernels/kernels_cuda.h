@@ -91,7 +91,7 @@ moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x, int64_t n
 // moeq_milo_fit_cpu on device: out->q's buffers, out->u, out->v are device memory; out->history is host.
 // Every round runs on `stream`; the error history, the best round and the failure flags stay on the device
 // until the end (the only per-round synchronization is HQQ's own read of its failure flags).
-// MOEQ_CUDA_PHASES=1 in the environment prints the time of each phase (CUDA events) to stderr.
+// Prints and times nothing: kernels/dev/milo_dev.cu times its phases by running the building blocks itself.
 moeq_status moeq_milo_fit_cuda(const float *d_w, // (R, C)
                                int64_t R, int64_t C, const moeq_milo_params *p, moeq_milo_out *out,
                                void *stream);

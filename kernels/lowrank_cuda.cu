@@ -358,23 +358,18 @@ __global__ void __launch_bounds__(512)
     }
 }
 
-static moeq_phase_timer_ g_nopt; // .on == 0: no phase timing
-
 // passes = 2 (CholeskyQR2) for the bases that are used (the final Q and Qz); passes = 1 for the bases inside
 // the power iteration, which only carry the span to the next product: one pass with the fp64 Gram leaves a
 // basis orthonormal to ~cond·eps_fp32, which the next product and orthonormalisation absorb (the span is the
 // same up to rounding; the LU-normalised power iterations of fbpca rely on the same fact).
 void orth_fast(float *x, int64_t M, int k, double *part, float *rinv, int *d_fail, cudaStream_t s,
-               moeq_phase_timer_ *pt, int passes) {
+               int passes) {
     const int nb = gram_blocks(M);
     const int64_t ab = (M + 127) / 128;
     for (int pass = 0; pass < passes; pass++) {
         gram_partial_kernel<<<nb, 256, 0, s>>>(x, x, M, k, part);
-        moeq_phase_(pt, "r.gram");
         chol_kernel<<<1, 1024, 0, s>>>(part, nb, k, rinv, d_fail);
-        moeq_phase_(pt, "r.chol");
         apply_rinv_kernel<<<(unsigned)(ab < 1024 ? ab : 1024), 128, 0, s>>>(x, M, k, rinv);
-        moeq_phase_(pt, "r.apply");
     }
 }
 
@@ -385,8 +380,7 @@ void orth_fast(float *x, int64_t M, int k, double *part, float *rinv, int *d_fai
 // outputs are finite but meaningless and the caller must redo it with the Householder method).
 moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r,
                                        const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
-                                       int *d_fail, cudaStream_t s, moeq_phase_timer_ *pt) {
-    if (!pt) pt = &g_nopt;
+                                       int *d_fail, cudaStream_t s) {
     MOEQ_TRY(rsvd_check_cuda(d_a, m, n, r, p, d_u, d_v));
     if (!d_fail) return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd fast path: NULL failure flag");
     const int64_t mn = m < n ? m : n;
@@ -411,39 +405,31 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
         const int ik = (int)k;
         omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, s>>>(p->seed, p->stream, n * k, z);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        moeq_phase_(pt, "r.omega");
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z,
                                 (int)n, &zero, y, (int)m),
                     st, out);
-        moeq_phase_(pt, "r.gemm_thin");
-        orth_fast(y, m, ik, part, rinv, d_fail, s, pt, p->power_iters > 0 ? 1 : 2);
+        orth_fast(y, m, ik, part, rinv, d_fail, s, p->power_iters > 0 ? 1 : 2);
         for (int it = 0; it < p->power_iters; it++) {
             CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y,
                                     (int)m, &zero, z, (int)n),
                         st, out);
-            moeq_phase_(pt, "r.gemm_thin");
-            orth_fast(z, n, ik, part, rinv, d_fail, s, pt, 1);
+            orth_fast(z, n, ik, part, rinv, d_fail, s, 1);
             CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z,
                                     (int)n, &zero, y, (int)m),
                         st, out);
-            moeq_phase_(pt, "r.gemm_thin");
-            orth_fast(y, m, ik, part, rinv, d_fail, s, pt, it + 1 < p->power_iters ? 1 : 2);
+            orth_fast(y, m, ik, part, rinv, d_fail, s, it + 1 < p->power_iters ? 1 : 2);
         }
         // Bᵀ (n×k) = Aᵀ·Q = Qz·Rz, Rz = Qzᵀ·Bᵀ = Ur·diag(S)·Ubᵀ; Vb = Qz·Ur
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y,
                                 (int)m, &zero, bt, (int)n),
                     st, out);
-        moeq_phase_(pt, "r.gemm_thin");
         CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st,
                   out);
-        moeq_phase_(pt, "r.memcpy");
-        orth_fast(z, n, ik, part, rinv, d_fail, s, pt, 2);
+        orth_fast(z, n, ik, part, rinv, d_fail, s, 2);
         const int nb = gram_blocks(n);
         gram_partial_kernel<<<nb, 256, 0, s>>>(z, bt, n, ik, part);
-        moeq_phase_(pt, "r.gram");
         jacobi_svd_kernel<<<1, 512, 0, s>>>(part, nb, ik, S, ur, ub, d_fail);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        moeq_phase_(pt, "r.jacobi");
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, ik, &one, z, (int)n, ur, ik, &zero,
                                 vb, (int)n),
                     st, out);
@@ -451,10 +437,8 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
         CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, ik, &one, ub, ik, y, (int)m,
                                 &zero, d_u, (int)r),
                     st, out);
-        moeq_phase_(pt, "r.gemm_small");
         split_sqrt_kernel<<<moeq_cuda_grid_((m + n) * r), 256, 0, s>>>(S, m, n, r, d_u, vb, d_v, d_s);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        moeq_phase_(pt, "r.split");
     }
 out:
     if (mem) cudaFreeAsync(mem, s);

@@ -9,6 +9,8 @@
 // factors and R doubles, stream-ordered allocations freed before returning. Parity with the CPU: by tolerance
 // (the rSVD and U·V products differ in summation order); the quantized matrix of a round is bit-identical to
 // the CPU's for the same input. Deterministic run to run (no atomics in sums; fixed reduction orders).
+// Not here: timing or printing of any kind. kernels/dev/milo_dev.cu times a round phase by phase through the
+// same building blocks (quant_cuda_impl.cuh) and checks the fused 3-bit kernels against the reference ones.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,11 +82,35 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-// A = W − deq(Q) for 3-bit codes with C % 32 == 0 and G % 32 == 0: one thread per 32-code unit (12 bytes =
-// three little-endian words, qformat.h), 16-byte loads and stores of W and A. Per element the operations of
-// quant_cuda.cu's deq_kernel, w − (q − z)·s, as separate IEEE roundings (__fsub_rn/__fmul_rn: no
-// contraction): bit-identical to moeq_qmat_residual_cuda, which does one element per thread (0.137 ms per
-// round on a 7168x2048 matrix, measured).
+// One 32-code unit of a 3-bit row (12 bytes = three little-endian words, qformat.h) read as two overlapping
+// 64-bit windows, with its group's scale and zero: what residual_q3_kernel and err_q3_kernel both decode.
+struct q3_unit {
+    uint64_t lo, hi;
+    float sc, zc;
+};
+__device__ __forceinline__ q3_unit q3_unit_load(const uint8_t *__restrict__ codes,
+                                                const uint16_t *__restrict__ scale,
+                                                const uint16_t *__restrict__ zero, int64_t row, int64_t un,
+                                                int64_t rb, int64_t ng, int64_t G) {
+    const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
+    const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
+    const int64_t gi = row * ng + (un * 32) / G;
+    q3_unit u;
+    u.lo = (uint64_t)w0 | ((uint64_t)w1 << 32), u.hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
+    u.sc = moeq_f16_to_f32(scale[gi]), u.zc = moeq_f16_to_f32(zero[gi]);
+    return u;
+}
+// x − (q − z)·s for code e (0..31) of the unit: the operations of quant_cuda.cu's deq_kernel as separate IEEE
+// roundings (__fsub_rn/__fmul_rn: no contraction), so bit-identical to it
+__device__ __forceinline__ float q3_minus_deq(const q3_unit &u, int e, float x) {
+    const int bit = 3 * e;
+    const float q = (float)(unsigned)(bit <= 61 ? (u.lo >> bit) & 7u : (u.hi >> (bit - 32)) & 7u);
+    return __fsub_rn(x, __fmul_rn(__fsub_rn(q, u.zc), u.sc));
+}
+
+// A = W − deq(Q) for 3-bit codes with C % 32 == 0 and G % 32 == 0: one thread per 32-code unit, 16-byte
+// loads and stores of W and A: bit-identical to moeq_qmat_residual_cuda, which does one element per thread
+// (0.137 ms per round on a 7168x2048 matrix, measured; kernels/dev/milo_dev.cu compares the two).
 __global__ void __launch_bounds__(256)
     residual_q3_kernel(const uint8_t *__restrict__ codes, const uint16_t *__restrict__ scale,
                        const uint16_t *__restrict__ zero, const float *__restrict__ w, int64_t R, int64_t C,
@@ -93,27 +119,17 @@ __global__ void __launch_bounds__(256)
     for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * units;
          t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t row = t / units, un = t % units, c0 = un * 32;
-        const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
-        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
-        const uint64_t lo = (uint64_t)w0 | ((uint64_t)w1 << 32), hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
-        const int64_t gi = row * ng + c0 / G;
-        const float sc = moeq_f16_to_f32(scale[gi]), zc = moeq_f16_to_f32(zero[gi]);
+        const q3_unit u = q3_unit_load(codes, scale, zero, row, un, rb, ng, G);
         const float4 *x4 = (const float4 *)(w + row * C + c0);
         float4 *o4 = (float4 *)(out + row * C + c0);
 #pragma unroll
         for (int j4 = 0; j4 < 8; j4++) {
             const float4 x = x4[j4];
-            float q[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int bit = 3 * (4 * j4 + e);
-                q[e] = (float)(unsigned)(bit <= 61 ? (lo >> bit) & 7u : (hi >> (bit - 32)) & 7u);
-            }
             float4 y;
-            y.x = __fsub_rn(x.x, __fmul_rn(__fsub_rn(q[0], zc), sc));
-            y.y = __fsub_rn(x.y, __fmul_rn(__fsub_rn(q[1], zc), sc));
-            y.z = __fsub_rn(x.z, __fmul_rn(__fsub_rn(q[2], zc), sc));
-            y.w = __fsub_rn(x.w, __fmul_rn(__fsub_rn(q[3], zc), sc));
+            y.x = q3_minus_deq(u, 4 * j4, x.x);
+            y.y = q3_minus_deq(u, 4 * j4 + 1, x.y);
+            y.z = q3_minus_deq(u, 4 * j4 + 2, x.z);
+            y.w = q3_minus_deq(u, 4 * j4 + 3, x.w);
             o4[j4] = y;
         }
     }
@@ -132,11 +148,7 @@ __global__ void __launch_bounds__(256)
     double acc = 0.0;
     if (t < R * units) {
         const int64_t row = t / units, un = t % units, c0 = un * 32;
-        const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
-        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
-        const uint64_t lo = (uint64_t)w0 | ((uint64_t)w1 << 32), hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
-        const int64_t gi = row * ng + c0 / G;
-        const float sc = moeq_f16_to_f32(scale[gi]), zc = moeq_f16_to_f32(zero[gi]);
+        const q3_unit u = q3_unit_load(codes, scale, zero, row, un, rb, ng, G);
         const float4 *x4 = (const float4 *)(a + row * C + c0);
 #pragma unroll
         for (int j4 = 0; j4 < 8; j4++) {
@@ -144,9 +156,7 @@ __global__ void __launch_bounds__(256)
             const float xs[4] = {x.x, x.y, x.z, x.w};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int bit = 3 * (4 * j4 + e);
-                const float q = (float)(unsigned)(bit <= 61 ? (lo >> bit) & 7u : (hi >> (bit - 32)) & 7u);
-                const float d = __fsub_rn(xs[e], __fmul_rn(__fsub_rn(q, zc), sc));
+                const float d = q3_minus_deq(u, 4 * j4 + e, xs[e]);
                 acc += (double)d * (double)d;
             }
         }
@@ -160,13 +170,6 @@ __global__ void __launch_bounds__(256)
         for (int w = 0; w < 8; w++) x += sh[w];
         part[blockIdx.x] = x;
     }
-}
-
-// counts the words where x and y differ (the MOEQ_CUDA_PHASES cross-check of residual_q3_kernel)
-__global__ void count_diff_kernel(const uint32_t *x, const uint32_t *y, int64_t n, unsigned long long *cnt) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n;
-         t += (int64_t)gridDim.x * blockDim.x)
-        if (x[t] != y[t]) atomicAdd(cnt, 1ull);
 }
 
 // *out = sqrt(Σ rows) (fixed order: per-thread strided sums, then a tree)
@@ -249,6 +252,31 @@ void keep_pool_memory(void) {
 
 } // namespace
 
+// ---- the fused 3-bit kernels (quant_cuda_impl.cuh), launched by the fit below and by
+// kernels/dev/milo_dev.cu ----
+
+moeq_status moeq_milo_residual_q3_cuda_(const moeq_qmat *q, const float *d_w, float *d_out, cudaStream_t s) {
+    if (!moeq_milo_q3_applies(q))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo residual_q3: needs q3 with C, G multiples of 32");
+    const int64_t R = q->R, C = q->C, nt = R * (C / 32), blocks = (nt + 255) / 256;
+    residual_q3_kernel<<<(unsigned)(blocks < 65535 * 16 ? blocks : 65535 * 16), 256, 0, s>>>(
+        q->codes, q->scale, q->zero, d_w, R, C, q->G, moeq_qtype_row_bytes(3, C), d_out);
+    CUDA_TRY(cudaGetLastError());
+    return MOEQ_OK;
+}
+
+moeq_status moeq_milo_err_q3_cuda_(const moeq_qmat *q, const float *d_a, double *d_part, double *d_err,
+                                   cudaStream_t s) {
+    if (!moeq_milo_q3_applies(q))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo err_q3: needs q3 with C, G multiples of 32");
+    const int64_t R = q->R, C = q->C, parts = moeq_milo_err_q3_parts(R, C);
+    err_q3_kernel<<<(unsigned)parts, 256, 0, s>>>(q->codes, q->scale, q->zero, d_a, R, C, q->G,
+                                                  moeq_qtype_row_bytes(3, C), d_part);
+    sum_rows_kernel<<<1, 1024, 0, s>>>(d_part, parts, d_err);
+    CUDA_TRY(cudaGetLastError());
+    return MOEQ_OK;
+}
+
 extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C, const moeq_milo_params *p,
                                           moeq_milo_out *out, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
@@ -272,8 +300,8 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
     const size_t off_state = (off_meta + 2 * meta + 63) & ~(size_t)63;
     const size_t off_hist = off_state + ((sizeof(milo_state) + 63) & ~(size_t)63);
     const size_t off_rows = off_hist + (size_t)T * sizeof(double);
-    const int q3 = p->bits == 3 && C % 32 == 0 && p->group % 32 == 0; // the fused 3-bit kernels apply
-    const int64_t err_parts = (R * (C / 32) + 255) / 256;             // blocks of err_q3_kernel
+    const int q3 = moeq_milo_q3_applies(q);                 // the fused 3-bit kernels apply
+    const int64_t err_parts = moeq_milo_err_q3_parts(R, C); // their error partials
     const size_t off_tab = off_rows + (size_t)(R > err_parts ? R : err_parts) * sizeof(double);
     const size_t total = off_tab + 2 * (size_t)iters * sizeof(float) + 16;
     uint8_t *mem = NULL;
@@ -321,13 +349,9 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
             cs.n = 5;
         }
         const unsigned err_blocks = (unsigned)((R + k_rows - 1) / k_rows);
-        moeq_phase_timer_ pt;
-        moeq_phase_begin_(&pt, s);
         // e_j from A = W − U_j·V_j and the codes of Q_j (still in qc), then the device-side best-round choice
         auto err_select = [&](int j) -> moeq_status {
-            err_q3_kernel<<<(unsigned)err_parts, 256, 0, s>>>(qc.codes, qc.scale, qc.zero, a, R, C, p->group,
-                                                              rb, d_rows);
-            sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, err_parts, d_hist + j);
+            MOEQ_TRY(moeq_milo_err_q3_cuda_(&qc, a, d_rows, d_hist + j, s));
             decide_kernel<<<1, 1, 0, s>>>(d_hist + j, dst, j);
             cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
             CUDA_TRY(cudaGetLastError());
@@ -344,41 +368,17 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                 CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc,
                                         (int)C, uc, (int)r, &one, a, (int)C),
                             st, done);
-            moeq_phase_(&pt, "w_minus_uv");
             if (q3 && r > 0 &&
                 i > 0) { // e_{i−1} = ‖(W − U_{i−1}·V_{i−1}) − deq(Q_{i−1})‖, before HQQ overwrites Q
                 MOEQ_GOTO(err_select(i - 1), st, done);
-                moeq_phase_(&pt, "err+select");
             }
             // HQQ (moeq_hqq_quantize_cuda without its per-call table upload); synchronizes for its flags
             MOEQ_GOTO(moeq_quant_groups_cuda_(a, &qc, d_tab, iters > 0 ? &p->hqq : NULL, "hqq", s), st, done);
-            moeq_phase_(&pt, "hqq+sync");
             if (q3) { // A = W − deq(Q_i)
-                const int64_t nt = R * (C / 32);
-                residual_q3_kernel<<<
-                    (unsigned)((nt + 255) / 256 < 65535 * 16 ? (nt + 255) / 256 : 65535 * 16), 256, 0, s>>>(
-                    qc.codes, qc.scale, qc.zero, d_w, R, C, p->group, rb, a);
-                CUDA_GOTO(cudaGetLastError(), st, done);
-                if (pt.on && i == 0) { // cross-check against the reference residual kernel (bit-identical)
-                    float *ref = NULL;
-                    unsigned long long *cnt = NULL, hc = 0;
-                    if (cudaMalloc((void **)&ref, (size_t)(R * C) * sizeof(float) + 8) == cudaSuccess) {
-                        cnt = (unsigned long long *)(ref + R * C);
-                        cudaMemsetAsync(cnt, 0, 8, s);
-                        moeq_qmat_residual_cuda(&qc, d_w, ref, stream);
-                        count_diff_kernel<<<1024, 256, 0, s>>>((const uint32_t *)a, (const uint32_t *)ref,
-                                                               R * C, cnt);
-                        cudaMemcpyAsync(&hc, cnt, 8, cudaMemcpyDeviceToHost, s);
-                        cudaStreamSynchronize(s);
-                        fprintf(stderr, "phase milo residual_q3 check: %llu of %lld words differ\n", hc,
-                                (long long)(R * C));
-                        cudaFree(ref);
-                    }
-                }
+                MOEQ_GOTO(moeq_milo_residual_q3_cuda_(&qc, d_w, a, s), st, done);
             } else {
                 MOEQ_GOTO(moeq_qmat_residual_cuda(&qc, d_w, a, stream), st, done);
             }
-            moeq_phase_(&pt, "residual");
             if (i == 0) {
                 lr_err_rows_kernel<<<err_blocks, 256, 0, s>>>(a, NULL, NULL, R, C, 0, d_rows);
                 sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, R, &dst->err_hqq);
@@ -387,21 +387,18 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                     CUDA_GOTO(
                         cudaMemcpyAsync(d_hist, &dst->err_hqq, sizeof(double), cudaMemcpyDeviceToDevice, s),
                         st, done);
-                moeq_phase_(&pt, "err_hqq");
             }
             if (r > 0) {
                 moeq_rsvd_params sp = p->svd;
                 sp.stream = (uint64_t)i;
                 moeq_status sr = MOEQ_ERR_UNSUPPORTED;
                 if (!householder)
-                    sr = moeq_rsvd_fast_async_cuda_(a, R, C, r, &sp, uc, vc, NULL, &dst->fail, s, &pt);
+                    sr = moeq_rsvd_fast_async_cuda_(a, R, C, r, &sp, uc, vc, NULL, &dst->fail, s);
                 if (sr == MOEQ_ERR_UNSUPPORTED) // k > 32 (or the Householder redo): the synchronous rSVD
                     sr = moeq_rsvd_ex_cuda(a, R, C, r, &sp, uc, vc, NULL, householder ? 0 : 1, 0, stream);
                 MOEQ_GOTO(sr, st, done);
-                moeq_phase_(&pt, "rsvd_tail");
                 MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, uc, R * r, &dst->bad, s), st, done);
                 MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, vc, r * C, &dst->bad, s), st, done);
-                moeq_phase_(&pt, "roundtrip");
                 if (q3) {
                     // e_i is computed at the start of the next round (or after the loop) from W − U_i·V_i
                 } else if (r <= k_rmax) {
@@ -416,11 +413,9 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                 }
             }
             if (!(q3 && r > 0)) {
-                moeq_phase_(&pt, "err");
                 decide_kernel<<<1, 1, 0, s>>>(d_hist + i, dst, i);
                 cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
                 CUDA_GOTO(cudaGetLastError(), st, done);
-                moeq_phase_(&pt, "select");
             }
             if (r == 0) break; // plain HQQ: one round
         }
@@ -431,7 +426,6 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                                     uc, (int)r, &one, a, (int)C),
                         st, done);
             MOEQ_GOTO(err_select(T - 1), st, done);
-            moeq_phase_(&pt, "err+select");
         }
         milo_state hst;
         CUDA_GOTO(cudaMemcpyAsync(&hst, dst, sizeof hst, cudaMemcpyDeviceToHost, s), st, done);
@@ -439,8 +433,6 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
             cudaMemcpyAsync(hh, d_hist, sizeof(double) * (size_t)(r > 0 ? T : 1), cudaMemcpyDeviceToHost, s),
             st, done);
         CUDA_GOTO(cudaStreamSynchronize(s), st, done);
-        moeq_phase_(&pt, "readback");
-        moeq_phase_report_(&pt, "milo");
         if (hst.fail && !householder) {
             householder = 1;
             goto again;
