@@ -15,7 +15,7 @@
 
 #include "kernels_cuda.h" // defines: moeq_cuda_device_info_get, the *_cuda kernels
 #include "moeq_kernels.h" // defines: the CPU reference, moeq_error_detail
-#include "rng.h"          // defines: moeq_rng_normal, moeq_rng_uniform
+#include "rng.h"          // defines: moeq_rng_expert_weights (the parity test's data)
 
 // ---- checks: print where and why, then exit ----
 static inline void dev_cuda_check(cudaError_t e, const char *file, int line) {
@@ -73,19 +73,6 @@ static inline void dev_parse(int argc, char **argv, dev_opts *o, const char *usa
 }
 
 // ---- inputs ----
-// Expert-like weights: per input column a log-normal scale, N(0, σ²) bulk, 1% of entries ×6 (outliers); the
-// data of test_cuda_parity.c, so that lab and test see the same statistics.
-static inline void dev_fill_weights(float *w, int64_t R, int64_t C, uint64_t seed, float sigma) {
-    for (int64_t i = 0; i < R; i++)
-        for (int64_t j = 0; j < C; j++) {
-            const uint64_t k = (uint64_t)(i * C + j);
-            double z = moeq_rng_normal(seed, 1, k);
-            if (moeq_rng_uniform(seed, 2, k) < 0.01) z *= 6;
-            const double cs = exp(0.35 * moeq_rng_normal(seed, 3, (uint64_t)j));
-            w[k] = (float)(sigma * cs * z);
-        }
-}
-
 template <class T> static T *dev_upload(const T *h, size_t n) {
     T *d = NULL;
     cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
@@ -113,19 +100,13 @@ static inline void dev_qmat_free(moeq_qmat *q) {
     cudaFree(q->codes), cudaFree(q->scale), cudaFree(q->zero);
     memset(q, 0, sizeof *q);
 }
-static inline void dev_qmat_upload(const moeq_qmat *h, moeq_qmat *d) {
-    const size_t cb = (size_t)(h->R * moeq_qtype_row_bytes(h->bits, h->C)),
-                 mb = (size_t)(h->R * (h->C / h->G)) * 2;
-    cudaCheck(cudaMemcpy(d->codes, h->codes, cb, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(d->scale, h->scale, mb, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(d->zero, h->zero, mb, cudaMemcpyHostToDevice));
-}
-static inline void dev_qmat_download(const moeq_qmat *d, moeq_qmat *h) {
-    const size_t cb = (size_t)(h->R * moeq_qtype_row_bytes(h->bits, h->C)),
-                 mb = (size_t)(h->R * (h->C / h->G)) * 2;
-    cudaCheck(cudaMemcpy(h->codes, d->codes, cb, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(h->scale, d->scale, mb, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(h->zero, d->zero, mb, cudaMemcpyDeviceToHost));
+// Codes, scale and zero of src into dst (same geometry; kind: cudaMemcpyHostToDevice or DeviceToHost).
+static inline void dev_qmat_copy(const moeq_qmat *src, moeq_qmat *dst, cudaMemcpyKind kind) {
+    const size_t cb = (size_t)(src->R * moeq_qtype_row_bytes(src->bits, src->C));
+    const size_t mb = (size_t)(src->R * (src->C / src->G)) * 2;
+    cudaCheck(cudaMemcpy(dst->codes, src->codes, cb, kind));
+    cudaCheck(cudaMemcpy(dst->scale, src->scale, mb, kind));
+    cudaCheck(cudaMemcpy(dst->zero, src->zero, mb, kind));
 }
 
 // ---- validation ----

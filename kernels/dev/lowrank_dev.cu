@@ -27,7 +27,7 @@ static const char *usage = "usage: lowrank_dev [version 0-3] [--shape RxC] [--ra
 
 // A = W − deq(RTN_3bit(W)) of seeded expert-like weights (host)
 static void make_residual(float *a, int64_t m, int64_t n) {
-    dev_fill_weights(a, m, n, 4242, 0.02f);
+    moeq_rng_expert_weights(a, m, n, 4242, 0.02f);
     const int64_t G = n % 64 == 0 ? 64 : n;
     moeq_qmat q;
     moeqCheck(moeq_qmat_alloc(&q, 3, m, n, G));

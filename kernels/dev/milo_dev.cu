@@ -62,9 +62,9 @@ int main(int argc, char **argv) {
           *a = (float *)malloc(n * sizeof(float)), *u = (float *)malloc((size_t)(R * r) * sizeof(float)),
           *un = (float *)malloc((size_t)(R * r) * sizeof(float)),
           *v = (float *)malloc((size_t)(r * C) * sizeof(float));
-    dev_fill_weights(w, R, C, 4242, 0.02f);
-    dev_fill_weights(u, R, r, 93, 0.01f);
-    dev_fill_weights(v, r, C, 94, 0.01f);
+    moeq_rng_expert_weights(w, R, C, 4242, 0.02f);
+    moeq_rng_expert_weights(u, R, r, 93, 0.01f);
+    moeq_rng_expert_weights(v, r, C, 94, 0.01f);
     for (int64_t i = 0; i < R * r; i++) un[i] = -u[i];
     const moeq_hqq_params hp = moeq_hqq_params_default();
     moeq_qmat q;
@@ -106,7 +106,7 @@ int main(int argc, char **argv) {
     float *d_w = dev_upload(w, n), *d_a = dev_upload(a, n), *d_res = NULL;
     cudaCheck(cudaMalloc((void **)&d_res, n * sizeof(float)));
     moeq_qmat dq = dev_qmat_alloc(o.bits, R, C, G);
-    dev_qmat_upload(&q, &dq);
+    dev_qmat_copy(&q, &dq, cudaMemcpyHostToDevice);
     const double res_gb = (8.0 * (double)n + (double)(R * rb) + 4.0 * (double)(R * (C / G))) * 1e-9;
     for (int ver = 1; ver <= 2; ver++) {
         if (o.version && ver != o.version) continue;

@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     // ---- CPU reference ----
     const size_t n = (size_t)(R * C);
     float *w = (float *)malloc(n * sizeof(float)), *deq = (float *)malloc(n * sizeof(float));
-    dev_fill_weights(w, R, C, 2025, 0.02f);
+    moeq_rng_expert_weights(w, R, C, 2025, 0.02f);
     const moeq_hqq_params hp = moeq_hqq_params_default();
     moeq_qmat q_rtn, q_hqq, q_back;
     moeqCheck(moeq_qmat_alloc(&q_rtn, o.bits, R, C, G));
@@ -119,13 +119,13 @@ int main(int argc, char **argv) {
                 break;
             }
         };
-        if (v == 4) dev_qmat_upload(&q_hqq, &dq); // dequantize the CPU's codes
+        if (v == 4) dev_qmat_copy(&q_hqq, &dq, cudaMemcpyHostToDevice); // dequantize the CPU's codes
         run();
         cudaCheck(cudaDeviceSynchronize());
         if (v == 4) {
             bad += validate_result(d_deq, deq, "deq", n, 0.0, 0.0);
         } else {
-            dev_qmat_download(&dq, &q_back);
+            dev_qmat_copy(&dq, &q_back, cudaMemcpyDeviceToHost);
             bad += compare_qmat(v == 1 ? &q_rtn : &q_hqq, &q_back, names[v]);
         }
         const float ms = benchmark_kernel(o.reps, run);

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "backend_parity.h" // defines: moeq_backend_cuda_<kernel>, the host-pointer CUDA side of each pair
-#include "rng.h"            // defines: moeq_rng_normal, moeq_rng_uniform
+#include "rng.h"            // defines: moeq_rng_expert_weights, moeq_rng_normal, moeq_rng_u64
 
 static const double k_max_tie_frac = 1e-5;    // codes that may differ (rounding ties) per code
 static const double k_rsvd_rel_tol = 2e-3;    // |e_gpu − e_cpu| / e_cpu for ‖A − UV‖_F
@@ -34,17 +34,6 @@ static const double k_metric_rel_tol = 1e-12; // fp64 metrics, other summation o
 
 static const int k_bits[] = {2, 3, 4, 8};
 static const int64_t k_groups[] = {32, 64, 128};
-
-static void gen_weights(float *w, int64_t R, int64_t C, uint64_t seed, float sigma) {
-    for (int64_t i = 0; i < R; i++)
-        for (int64_t j = 0; j < C; j++) {
-            const uint64_t k = (uint64_t)(i * C + j);
-            double z = moeq_rng_normal(seed, 1, k);
-            if (moeq_rng_uniform(seed, 2, k) < 0.01) z *= 6;
-            const double cs = exp(0.35 * moeq_rng_normal(seed, 3, (uint64_t)j));
-            w[k] = (float)(sigma * cs * z);
-        }
-}
 
 static const moeq_kernel_ops *cuda_ops(void) {
     const moeq_kernel_ops *ops = NULL;
@@ -114,7 +103,7 @@ static void run_quant_parity(int hqq) {
             const int64_t R = cases[ci].R, C = cases[ci].C, G = cases[ci].G;
             const float sigma = si ? 1.0f : 0.02f; // σ = 1 makes the lp shrinkage and the fast pow active
             float *w = malloc(sizeof(float) * (size_t)(R * C));
-            gen_weights(w, R, C, 7000 + (uint64_t)(ci * 10 + si), sigma);
+            moeq_rng_expert_weights(w, R, C, 7000 + (uint64_t)(ci * 10 + si), sigma);
             moeq_qmat qc, qg;
             assert_int_equal(moeq_qmat_alloc(&qc, cases[ci].bits, R, C, G), MOEQ_OK);
             assert_int_equal(moeq_qmat_alloc(&qg, cases[ci].bits, R, C, G), MOEQ_OK);
@@ -160,7 +149,7 @@ static void test_dequant_residual_parity(void **state) {
         const int64_t R = 33, C = 200, G = 40; // q3 padding, G % 8 != 0
         float *w = malloc(sizeof(float) * R * C), *dc = malloc(sizeof(float) * R * C),
               *dg = malloc(sizeof(float) * R * C);
-        gen_weights(w, R, C, 300 + (uint64_t)b, 0.02f);
+        moeq_rng_expert_weights(w, R, C, 300 + (uint64_t)b, 0.02f);
         moeq_qmat q;
         assert_int_equal(moeq_qmat_alloc(&q, k_bits[b], R, C, G), MOEQ_OK);
         assert_int_equal(moeq_rtn_quantize_cpu(w, &q), MOEQ_OK);
@@ -224,7 +213,7 @@ static void test_omega_identical(void **state) {
 // residual of a 3-bit HQQ quantization: what the compensator fits
 static void make_residual(float *a, int64_t R, int64_t C, uint64_t seed) {
     float *w = malloc(sizeof(float) * (size_t)(R * C));
-    gen_weights(w, R, C, seed, 0.02f);
+    moeq_rng_expert_weights(w, R, C, seed, 0.02f);
     moeq_qmat q;
     const int64_t G = C % 64 == 0 ? 64 : (C % 7 == 0 ? 7 : 1);
     assert_int_equal(moeq_qmat_alloc(&q, 3, R, C, G), MOEQ_OK);
@@ -302,7 +291,7 @@ static void test_factor_roundtrip_parity(void **state) {
     const int64_t n = 1000; // not a multiple of 64
     for (int t = 0; t < 2; t++) {
         float *x = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
-        gen_weights(x, 1, n, 61 + (uint64_t)t, 0.3f);
+        moeq_rng_expert_weights(x, 1, n, 61 + (uint64_t)t, 0.3f);
         for (int64_t i = 128; i < 192; i++) x[i] = 0.0f; // an all-zero int3 group
         void *d = NULL;
         assert_int_equal(moeq_cuda_malloc(&d, sizeof(float) * n), MOEQ_OK);
@@ -321,7 +310,7 @@ static void test_milo_parity(void **state) {
     MOEQ_TEST_NEED_CUDA_DEVICE();
     const int64_t R = 512, C = 1024;
     float *w = malloc(sizeof(float) * R * C);
-    gen_weights(w, R, C, 4242, 0.02f);
+    moeq_rng_expert_weights(w, R, C, 4242, 0.02f);
     for (int f = 0; f < 2; f++) {
         moeq_milo_params p = moeq_milo_params_default();
         p.rank = 16, p.rounds = 4, p.factor = f ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16, p.svd.seed = 77;
@@ -364,11 +353,11 @@ static void test_metrics_parity(void **state) {
     const int64_t R = 300, C = 777, r = 8;
     float *w = malloc(sizeof(float) * R * C), *a = malloc(sizeof(float) * R * C),
           *u = malloc(sizeof(float) * R * r), *v = malloc(sizeof(float) * r * C);
-    gen_weights(w, R, C, 91, 0.02f);
-    gen_weights(a, R, C, 92, 0.02f);
+    moeq_rng_expert_weights(w, R, C, 91, 0.02f);
+    moeq_rng_expert_weights(a, R, C, 92, 0.02f);
     for (int64_t i = 0; i < R * C; i++) a[i] = w[i] + 0.1f * a[i];
-    gen_weights(u, R, r, 93, 0.01f);
-    gen_weights(v, r, C, 94, 0.01f);
+    moeq_rng_expert_weights(u, R, r, 93, 0.01f);
+    moeq_rng_expert_weights(v, r, C, 94, 0.01f);
     moeq_err_metrics mc, mg;
     for (int lr = 0; lr < 2; lr++) {
         if (lr) {
@@ -399,7 +388,7 @@ static void test_stats_parity(void **state) {
     MOEQ_TEST_NEED_CUDA_DEVICE();
     const int64_t R = 300, C = 777;
     float *w = malloc(sizeof(float) * R * C), *d_w = NULL;
-    gen_weights(w, R, C, 95, 0.02f);
+    moeq_rng_expert_weights(w, R, C, 95, 0.02f);
     assert_int_equal(moeq_cuda_malloc((void **)&d_w, sizeof(float) * R * C), MOEQ_OK);
     assert_int_equal(moeq_cuda_h2d(d_w, w, sizeof(float) * R * C), MOEQ_OK);
     moeq_weight_stats sc, sg;
@@ -436,7 +425,7 @@ static void test_tensor_parity(void **state) {
     uint16_t *bf = malloc(sizeof(uint16_t) * R * C);
     uint8_t *f8 = malloc((size_t)(R * C));
     float scale[2 * 8];
-    gen_weights(w, R, C, 4343, 0.02f);
+    moeq_rng_expert_weights(w, R, C, 4343, 0.02f);
     for (int i = 0; i < 16; i++) scale[i] = 0.0005f * (float)(1 + i % 3);
     for (int64_t k = 0; k < R * C; k++) {
         bf[k] = moeq_f32_to_bf16(w[k]);
