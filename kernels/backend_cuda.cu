@@ -333,9 +333,9 @@ extern "C" uint64_t moeq_cuda_module_abi(void) {
     return moeq_cuda_abi_signature();
 }
 
-// ---- parity wrappers (backend_parity.h): one kernel per call on host pointers, for tests and benchmarks
-// ---- Inputs copied into this thread's workspace, the *_cuda kernel run on this thread's stream, outputs
-// copied back, then a synchronization. Argument checks are the CPU reference's own (moeq_rsvd_check,
+// ---- parity wrappers (backend_parity.h): one kernel per call on host pointers, tests and benchmarks ----
+// Inputs copied into this thread's workspace, the *_cuda kernel run on this thread's stream, outputs copied
+// back, then a synchronization. Argument checks are the CPU reference's own (moeq_rsvd_check,
 // moeq_milo_check, ...), so both sides of a parity test refuse the same inputs.
 
 namespace {

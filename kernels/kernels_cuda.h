@@ -71,12 +71,12 @@ moeq_status moeq_rsvd_cuda(const float *d_a, // (m, n)
                            void *stream);
 // moeq_rsvd_cuda with a choice of method: 0 = Householder (geqrf + orgqr, gesvdj of Bᵀ: moeq_rsvd_cuda
 // itself); 1 = CholeskyQR for every orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (same Ω and
-// subspace up to rounding; falls back to method 0 when a Cholesky factorisation fails). With k = r +
-// oversample <= 32 method 1 runs our own kernels (fp64 Gram + Cholesky, forward substitution, one pass inside
-// the power iteration and two for the final bases, fp32 Jacobi SVD: lowrank_cuda.cu) and synchronizes once; k
-// > 32: cuBLAS gemm + cuSOLVER potrf + trsm, twice each. Measured 2.6x faster than method 0 on an H100 at k =
-// 32 (bench/README.md); what MiLo on device uses. check_finite = 0 skips the input scan (for callers that
-// already checked it).
+// subspace up to rounding; falls back to method 0 when a Cholesky factorisation fails). With
+// k = r + oversample <= 32, method 1 runs our own kernels (fp64 Gram + Cholesky, forward substitution, one
+// pass inside the power iteration and two for the final bases, fp32 Jacobi SVD: lowrank_cuda.cu) and
+// synchronizes once; with k > 32, cuBLAS gemm + cuSOLVER potrf + trsm, twice each. Measured 2.6x faster than
+// method 0 on an H100 at k = 32 (bench/README.md); what MiLo on device uses. check_finite = 0 skips the
+// input scan (for callers that already checked it).
 moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
                               float *d_u, float *d_v, float *d_s, int method, int check_finite, void *stream);
 // The same outputs from cuSOLVER's own randomized SVD (cusolverDnXgesvdr: its own random matrix, so it

@@ -252,8 +252,7 @@ void keep_pool_memory(void) {
 
 } // namespace
 
-// ---- the fused 3-bit kernels (quant_cuda_impl.cuh), launched by the fit below and by
-// kernels/dev/milo_dev.cu ----
+// ---- the fused 3-bit kernels (quant_cuda_impl.cuh), launched by the fit below and by the lab ----
 
 moeq_status moeq_milo_residual_q3_cuda_(const moeq_qmat *q, const float *d_w, float *d_out, cudaStream_t s) {
     if (!moeq_milo_q3_applies(q))

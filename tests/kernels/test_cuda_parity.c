@@ -5,11 +5,10 @@
 //   RTN, HQQ: codes identical except rounding ties (counted; fraction <= k_max_tie_frac, each off by 1),
 //     scales and zeros bit-identical; dequantize, residual, pack/unpack, factor round trip: bit-identical;
 //   Ω: bit-identical;  rSVD (Householder and CholeskyQR2 variants): ‖A − UV‖_F within k_rsvd_rel_tol of the
-//   CPU's, singular values within
-//     k_sv_rel_tol;  gesvdr: within k_gesvdr_rel_tol of the CPU rSVD's error;  MiLo: HQQ error within
-//     k_metric_rel_tol, best error within k_milo_rel_tol;  metrics, weight statistics: fp64 sums within
-//     k_metric_rel_tol (max |w| and the outlier score exact);  the one-tensor pipeline (tensor.h) from BF16
-//     and block-FP8 bytes: RTN/HQQ as above, MiLo's error within k_milo_rel_tol.
+//     CPU's, singular values within k_sv_rel_tol;  gesvdr: within k_gesvdr_rel_tol of the CPU rSVD's error;
+//   MiLo: HQQ error within k_metric_rel_tol, best error within k_milo_rel_tol;  metrics, weight statistics:
+//     fp64 sums within k_metric_rel_tol (max |w| and the outlier score exact);  the one-tensor pipeline
+//     (tensor.h) from BF16 and block-FP8 bytes: RTN/HQQ as above, MiLo's error within k_milo_rel_tol.
 // Each pair: the CPU reference (*_cpu) against its CUDA kernel on the same host arrays, through the
 // host-pointer wrapper of backend_parity.h or, for kernels without one, on device buffers; the one-tensor
 // path through the production ops table (ops->tensor_quantize). Without a CUDA device every test prints "no
