@@ -1,13 +1,15 @@
 // bench_tensor.c: `moeq bench tensor`: what one weight costs a quantize worker from its stored bytes to its
 // quantized form and figures (kernels/tensor.h), against the kernel-by-kernel path a worker ran before
-// (decode on the CPU, then ops->milo_fit, ops->dequantize, U·V on the CPU, ops->metrics_error, statistics on
-// the CPU), measured in the same run on the same bytes. JSON on stdout. Not a test: nothing is asserted.
+// (decode on the CPU, then MiLo, dequantize and the error metrics through the per-kernel host-pointer CUDA
+// wrappers of backend_parity.h, U·V and statistics on the CPU), measured in the same run on the same bytes.
+// JSON on stdout. Not a test: nothing is asserted.
 //
 //   --device cpu (default): the host side of the kernel-by-kernel CUDA path, on one thread (a GPU rank's
 //     host core): decode BF16 and block-FP8 -> fp32, U·V added to the reconstruction, weight statistics, each
 //     against memcpy of the fp32 matrix (baseline); and the bytes each path moves between host and device per
 //     tensor (counted, not timed).
-//   --device cuda: both paths end to end through the CUDA ops table, stored bytes in page-locked memory,
+//   --device cuda: both paths end to end (the one-tensor path through the CUDA ops table), stored bytes in
+//   page-locked memory,
 //     MiLo --bits/--group/--rank/--rounds: ms per tensor, the speedup of the one-tensor path, and ms per
 //     DeepSeek/Kimi expert (gate, up (2048x7168) + down (7168x2048)).
 #include <omp.h>
@@ -15,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench_common.h" // defines: moeq_bench_cpu_model, moeq_bench_json_str, moeq_bench_median
+#include "backend_parity.h" // defines: moeq_backend_cuda_milo_fit, _dequantize, _metrics_error (old path)
+#include "bench_common.h"   // defines: moeq_bench_cpu_model, moeq_bench_json_str, moeq_bench_median
 #include "bench_kernels.h"
 #include "clock.h"        // defines: moeq_now_s
 #include "moeq_kernels.h" // defines: every kernel, the ops tables, moeq_blas_set_threads
@@ -146,17 +149,18 @@ done:
     return rc;
 }
 
-// The kernel-by-kernel path as a worker ran it (quantize_matrix + unit_metrics before tensor.h).
-static moeq_status old_path(const moeq_kernel_ops *ops, const moeq_raw_tensor *src, const moeq_tq_params *p,
-                            float *w, float *recon, moeq_tq_out *o) {
+// The kernel-by-kernel path as a worker ran it on a GPU (quantize_matrix + unit_metrics before tensor.h): the
+// per-kernel host-pointer wrappers that copy every R×C array (backend_parity.h; no longer in the ops table).
+static moeq_status old_path(const moeq_raw_tensor *src, const moeq_tq_params *p, float *w, float *recon,
+                            moeq_tq_out *o) {
     const moeq_milo_params mp = moeq_method_milo_params(&p->s, p->seed);
     const int64_t R = src->R, C = src->C, r = mp.rank;
     MOEQ_TRY(moeq_raw_decode_cpu(src, w));
     moeq_milo_out mo = {.q = o->q, .u = o->u, .v = o->v};
-    MOEQ_TRY(ops->milo_fit(w, R, C, &mp, &mo));
-    MOEQ_TRY(ops->dequantize(o->q, recon));
+    MOEQ_TRY(moeq_backend_cuda_milo_fit(w, R, C, &mp, &mo));
+    MOEQ_TRY(moeq_backend_cuda_dequantize(o->q, recon));
     moeq_lowrank_add_cpu(recon, o->u, o->v, R, C, r);
-    MOEQ_TRY(ops->metrics_error(w, recon, R, C, &o->err));
+    MOEQ_TRY(moeq_backend_cuda_metrics_error(w, recon, R, C, &o->err));
     return moeq_metrics_stats_cpu(w, R, C, &o->stats);
 }
 
@@ -181,7 +185,7 @@ static int tb_shape_cuda(const tb_opts *o, const moeq_kernel_ops *ops, int64_t R
     for (int fp8 = 0; fp8 < 2; fp8++) {
         const moeq_raw_tensor src = stored_view(&s, fp8);
         const char *dt = fp8 ? "f8_e4m3+block_scale" : "bf16";
-        TB_TIME(t, o->reps, old_path(ops, &src, &p, w, recon, &out));
+        TB_TIME(t, o->reps, old_path(&src, &p, w, recon, &out));
         const double t_old = moeq_bench_median(t, o->reps);
         tb_entry("kernel_by_kernel", dt, R, C, t_old, NULL, NULL, 0);
         TB_TIME(t, o->reps, ops->tensor_quantize(&src, &p, NULL, &out));

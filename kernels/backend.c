@@ -21,14 +21,6 @@ static void host_free_cpu(void *p) {
 
 const moeq_kernel_ops moeq_kernel_ops_cpu = {
     .name = "cpu",
-    .rtn_quantize = moeq_rtn_quantize_cpu,
-    .hqq_quantize = moeq_hqq_quantize_cpu,
-    .dequantize = moeq_qmat_dequantize_cpu,
-    .residual = moeq_qmat_residual_cpu,
-    .rsvd = moeq_rsvd_cpu,
-    .milo_fit = moeq_milo_fit_cpu,
-    .metrics_error = moeq_metrics_error_cpu,
-    .metrics_error_lowrank = moeq_metrics_error_lowrank_cpu,
     .tensor_quantize = moeq_tensor_quantize_cpu,
     .tensor_needs_work = 1,
     .host_alloc = host_alloc_cpu,
@@ -37,14 +29,6 @@ const moeq_kernel_ops moeq_kernel_ops_cpu = {
 
 const moeq_kernel_ops moeq_kernel_ops_cuda = {
     .name = "cuda",
-    .rtn_quantize = moeq_backend_cuda_rtn_quantize,
-    .hqq_quantize = moeq_backend_cuda_hqq_quantize,
-    .dequantize = moeq_backend_cuda_dequantize,
-    .residual = moeq_backend_cuda_residual,
-    .rsvd = moeq_backend_cuda_rsvd,
-    .milo_fit = moeq_backend_cuda_milo_fit,
-    .metrics_error = moeq_backend_cuda_metrics_error,
-    .metrics_error_lowrank = moeq_backend_cuda_metrics_error_lowrank,
     .tensor_quantize = moeq_backend_cuda_tensor_quantize,
     .tensor_needs_work = 0,
     .host_alloc = moeq_backend_cuda_host_alloc,

@@ -1,21 +1,19 @@
 // backend.h: the kernel backends as ops tables (ggml's type_traits_cpu / cuda split): one struct of function
-// pointers per backend, all taking HOST pointers, so that a worker calls ops->hqq_quantize(...) without
-// knowing where it runs. The CPU table points at the *_cpu reference functions; the CUDA table at wrappers
-// (backend_cuda.cu) that copy the inputs to the device, run the *_cuda kernel, and copy the outputs back,
-// through a per-thread device workspace that grows to the largest call and is kept until
-// moeq_backend_release() (call it on each thread that used the CUDA table, before the thread ends).
-// Semantics are the CPU's (kernels_cuda.h states the parity of each kernel).
+// pointers per backend holding what production code calls, all on HOST pointers, so that a worker calls
+// ops->tensor_quantize(...) without knowing where it runs. The CPU table points at the *_cpu reference; the
+// CUDA table at backend_cuda.cu, which copies the stored bytes to the device, runs the whole weight there
+// (tensor_cuda.cu) and copies Q, U, V back, through a per-thread device workspace that grows to the largest
+// call and is kept until moeq_backend_release() (call it on each thread that used the CUDA table, before the
+// thread ends). Semantics are the CPU's (kernels_cuda.h states the parity of each kernel).
+// Not here: the kernels one at a time on host pointers, which parity tests and benchmarks compare with the
+// CPU reference (backend_parity.h); production never calls them.
 #ifndef MOEQ_BACKEND_H
 #define MOEQ_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "hqq.h"
-#include "lowrank.h"
-#include "metrics.h"
-#include "milo.h"
 #include "moeq_status.h"
-#include "quant.h"
 #include "tensor.h" // defines: moeq_raw_tensor, moeq_tq_params, moeq_tq_work, moeq_tq_out
 
 #ifdef __cplusplus
@@ -23,19 +21,7 @@ extern "C" {
 #endif
 
 typedef struct moeq_kernel_ops {
-    const char *name;                                                                    // "cpu" or "cuda"
-    moeq_status (*rtn_quantize)(const float *w, moeq_qmat *q);                           // w (R, C)
-    moeq_status (*hqq_quantize)(const float *w, const moeq_hqq_params *p, moeq_qmat *q); // w (R, C)
-    moeq_status (*dequantize)(const moeq_qmat *q, float *out);                           // out (R, C)
-    moeq_status (*residual)(const moeq_qmat *q, const float *w, float *out);             // out = w − deq(q)
-    moeq_status (*rsvd)(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *u,
-                        float *v, float *s); // a (m, n)
-    moeq_status (*milo_fit)(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
-                            moeq_milo_out *out);
-    moeq_status (*metrics_error)(const float *w, const float *approx, int64_t R, int64_t C,
-                                 moeq_err_metrics *m);
-    moeq_status (*metrics_error_lowrank)(const float *w, const float *a, const float *u, const float *v,
-                                         int64_t R, int64_t C, int64_t r, moeq_err_metrics *m);
+    const char *name; // "cpu" or "cuda"
     // One weight from its stored bytes to Q, U, V and the figures (tensor.h): what a worker runs per tensor.
     // The CPU decodes and computes in `work` (host, needs_work); CUDA keeps everything on its device, copies
     // in only the stored bytes (page-locked when they come from host_alloc) and ignores `work` (may be NULL).
@@ -96,19 +82,6 @@ static inline int moeq_backend_device_for(int local_rank, int n_devices) {
 moeq_status moeq_backend_bind(int local_rank, moeq_backend_device *dev);
 
 // ---- the CUDA table's entries (backend_cuda.cu; cuda_stub.c without CUDA) ----
-moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q);
-moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p, moeq_qmat *q);
-moeq_status moeq_backend_cuda_dequantize(const moeq_qmat *q, float *out);
-moeq_status moeq_backend_cuda_residual(const moeq_qmat *q, const float *w, float *out);
-moeq_status moeq_backend_cuda_rsvd(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                                   float *u, float *v, float *s);
-moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
-                                       moeq_milo_out *out);
-moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R, int64_t C,
-                                            moeq_err_metrics *m);
-moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
-                                                    const float *v, int64_t R, int64_t C, int64_t r,
-                                                    moeq_err_metrics *m);
 moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *src, const moeq_tq_params *p,
                                               const moeq_tq_work *work, moeq_tq_out *out);
 void moeq_backend_cuda_release(void);

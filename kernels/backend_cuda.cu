@@ -1,18 +1,21 @@
 // backend_cuda.cu: the CUDA side of the backend (backend.h): per-thread library handles with the numeric
 // modes fixed (cuBLAS CUBLAS_DEFAULT_MATH: TF32 off, as the parity tests need; cuSOLVER deterministic
-// results), the per-thread device workspace that grows to the largest call, the host-pointer wrappers of
-// the CUDA ops table (copy in, run on this thread's stream, copy out), device binding (local rank -> GPU),
-// and device facts for the benchmark.
+// results), the per-thread device workspace that grows to the largest call, the CUDA ops table's entries
+// (one weight from its stored bytes on the device; page-locked host buffers), device binding (local rank ->
+// GPU), device facts and memory for the benchmark; and, in their own section, the per-kernel host-pointer
+// wrappers that parity tests and benchmarks compare with the CPU reference (backend_parity.h; not in the ops
+// table: production never calls them).
 // Not here: the kernels themselves (*_cuda.cu).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"       // defines: moeq_backend_cuda_* prototypes
-#include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY
-#include "kernels_cuda.h"  // defines: the *_cuda kernels
-#include "cuda_entries.h"  // defines: moeq_cuda_abi_signature
-#include "moeq_kernels.h"  // defines: moeq_cuda_device_count
+#include "backend.h"        // defines: the CUDA ops table's entries
+#include "backend_parity.h" // defines: the parity wrappers moeq_backend_cuda_<kernel>
+#include "cuda_common.cuh"  // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY
+#include "kernels_cuda.h"   // defines: the *_cuda kernels
+#include "cuda_entries.h"   // defines: moeq_cuda_abi_signature
+#include "moeq_kernels.h"   // defines: moeq_cuda_device_count
 
 namespace {
 
@@ -89,51 +92,6 @@ moeq_status qmat_copy(moeq_qmat *dst, const moeq_qmat *src, size_t cb, size_t mb
     return MOEQ_OK;
 }
 
-moeq_status quantize_host(const float *w, const moeq_hqq_params *p, moeq_qmat *q) {
-    MOEQ_TRY(moeq_qmat_check(q));
-    if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "cuda backend: NULL input");
-    cudaStream_t s;
-    MOEQ_TRY(ctx_stream(&s));
-    const size_t wb = (size_t)(q->R * q->C) * sizeof(float);
-    uint8_t *cur;
-    MOEQ_TRY(ws_get(al(wb) + qmat_dev_bytes(q), &cur));
-    float *d_w = (float *)cur;
-    cur += al(wb);
-    moeq_qmat dq;
-    size_t cb, mb;
-    qmat_dev(q, &cur, &dq, &cb, &mb);
-    CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
-    MOEQ_TRY(p ? moeq_hqq_quantize_cuda(d_w, p, &dq, s) : moeq_rtn_quantize_cuda(d_w, &dq, s));
-    MOEQ_TRY(qmat_copy(q, &dq, cb, mb, cudaMemcpyDeviceToHost, s));
-    CUDA_TRY(cudaStreamSynchronize(s));
-    return MOEQ_OK;
-}
-
-moeq_status deq_host(const moeq_qmat *q, const float *w, float *out) {
-    MOEQ_TRY(moeq_qmat_check(q));
-    if (!out) return MOEQ_FAIL(MOEQ_ERR_ARG, "cuda backend: NULL output");
-    cudaStream_t s;
-    MOEQ_TRY(ctx_stream(&s));
-    const size_t wb = (size_t)(q->R * q->C) * sizeof(float);
-    uint8_t *cur;
-    MOEQ_TRY(ws_get(2 * al(wb) + qmat_dev_bytes(q), &cur));
-    float *d_out = (float *)cur, *d_w = (float *)(cur + al(wb));
-    cur += 2 * al(wb);
-    moeq_qmat dq;
-    size_t cb, mb;
-    qmat_dev(q, &cur, &dq, &cb, &mb);
-    MOEQ_TRY(qmat_copy(&dq, q, cb, mb, cudaMemcpyHostToDevice, s));
-    if (w) {
-        CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
-        MOEQ_TRY(moeq_qmat_residual_cuda(&dq, d_w, d_out, s));
-    } else {
-        MOEQ_TRY(moeq_qmat_dequantize_cuda(&dq, d_out, s));
-    }
-    CUDA_TRY(cudaMemcpyAsync(out, d_out, wb, cudaMemcpyDeviceToHost, s));
-    CUDA_TRY(cudaStreamSynchronize(s));
-    return MOEQ_OK;
-}
-
 } // namespace
 
 moeq_status moeq_cuda_handles_(cudaStream_t stream, cublasHandle_t *blas, cusolverDnHandle_t *solver) {
@@ -151,6 +109,8 @@ moeq_status moeq_cuda_handles_(cudaStream_t stream, cublasHandle_t *blas, cusolv
     *blas = g_ctx.blas, *solver = g_ctx.solver;
     return MOEQ_OK;
 }
+
+// ---- the CUDA ops table's entries (backend.h) ----
 
 extern "C" void moeq_backend_cuda_release(void) {
     if (g_ctx.stream) cudaStreamSynchronize(g_ctx.stream);
@@ -182,76 +142,6 @@ extern "C" void moeq_backend_cuda_host_free(void *p) {
     if (!p) return;
     use_bound_device();
     cudaFreeHost(p);
-}
-
-extern "C" moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q) {
-    return quantize_host(w, NULL, q);
-}
-extern "C" moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p,
-                                                      moeq_qmat *q) {
-    MOEQ_TRY(moeq_hqq_params_check(p));
-    return quantize_host(w, p, q);
-}
-extern "C" moeq_status moeq_backend_cuda_dequantize(const moeq_qmat *q, float *out) {
-    return deq_host(q, NULL, out);
-}
-extern "C" moeq_status moeq_backend_cuda_residual(const moeq_qmat *q, const float *w, float *out) {
-    if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "residual: NULL input");
-    return deq_host(q, w, out);
-}
-
-extern "C" moeq_status moeq_backend_cuda_rsvd(const float *a, int64_t m, int64_t n, int64_t r,
-                                              const moeq_rsvd_params *p, float *u, float *v, float *sv) {
-    if (!a || !p || !u || !v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m,
-                         (long long)n, (long long)r);
-    cudaStream_t s;
-    MOEQ_TRY(ctx_stream(&s));
-    const size_t ab = (size_t)(m * n) * 4, ub = (size_t)(m * r) * 4, vb = (size_t)(r * n) * 4,
-                 sb = (size_t)r * 4;
-    uint8_t *cur;
-    MOEQ_TRY(ws_get(al(ab) + al(ub) + al(vb) + al(sb), &cur));
-    float *d_a = (float *)cur, *d_u = (float *)(cur + al(ab)), *d_v = (float *)(cur + al(ab) + al(ub)),
-          *d_s = (float *)(cur + al(ab) + al(ub) + al(vb));
-    CUDA_TRY(cudaMemcpyAsync(d_a, a, ab, cudaMemcpyHostToDevice, s));
-    MOEQ_TRY(moeq_rsvd_cuda(d_a, m, n, r, p, d_u, d_v, sv ? d_s : NULL, s));
-    CUDA_TRY(cudaMemcpyAsync(u, d_u, ub, cudaMemcpyDeviceToHost, s));
-    CUDA_TRY(cudaMemcpyAsync(v, d_v, vb, cudaMemcpyDeviceToHost, s));
-    if (sv) CUDA_TRY(cudaMemcpyAsync(sv, d_s, sb, cudaMemcpyDeviceToHost, s));
-    CUDA_TRY(cudaStreamSynchronize(s));
-    return MOEQ_OK;
-}
-
-extern "C" moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C,
-                                                  const moeq_milo_params *p, moeq_milo_out *out) {
-    if (!w || !p || !out || !out->q || R <= 0 || C <= 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad arguments");
-    MOEQ_TRY(moeq_qmat_check(out->q));
-    const int64_t r = p->rank;
-    if (r < 0 || (r > 0 && (!out->u || !out->v))) return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad rank or factors");
-    cudaStream_t s;
-    MOEQ_TRY(ctx_stream(&s));
-    const size_t wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4;
-    uint8_t *cur;
-    MOEQ_TRY(ws_get(al(wb) + al(ub) + al(vb) + qmat_dev_bytes(out->q), &cur));
-    float *d_w = (float *)cur, *d_u = (float *)(cur + al(wb)), *d_v = (float *)(cur + al(wb) + al(ub));
-    cur += al(wb) + al(ub) + al(vb);
-    moeq_qmat dq;
-    size_t cb, mb;
-    qmat_dev(out->q, &cur, &dq, &cb, &mb);
-    CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
-    moeq_milo_out dout = *out;
-    dout.q = &dq, dout.u = r > 0 ? d_u : NULL, dout.v = r > 0 ? d_v : NULL;
-    MOEQ_TRY(moeq_milo_fit_cuda(d_w, R, C, p, &dout, s));
-    MOEQ_TRY(qmat_copy(out->q, &dq, cb, mb, cudaMemcpyDeviceToHost, s));
-    if (r > 0) {
-        CUDA_TRY(cudaMemcpyAsync(out->u, d_u, ub, cudaMemcpyDeviceToHost, s));
-        CUDA_TRY(cudaMemcpyAsync(out->v, d_v, vb, cudaMemcpyDeviceToHost, s));
-    }
-    CUDA_TRY(cudaStreamSynchronize(s));
-    out->best_round = dout.best_round, out->best_err = dout.best_err;
-    out->err_hqq = dout.err_hqq, out->fro_w = dout.fro_w;
-    return MOEQ_OK;
 }
 
 // The whole tensor on the device (tensor.h): the stored bytes in, Q, U, V and the figures out; work unused.
@@ -296,32 +186,6 @@ extern "C" moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *
     CUDA_TRY(cudaStreamSynchronize(s));
     out->best_round = dout.best_round, out->err = dout.err, out->stats = dout.stats;
     return MOEQ_OK;
-}
-
-extern "C" moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
-                                                               const float *v, int64_t R, int64_t C,
-                                                               int64_t r, moeq_err_metrics *m) {
-    if (!w || !a || !m || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!u || !v)))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics_lowrank: bad arguments");
-    cudaStream_t s;
-    MOEQ_TRY(ctx_stream(&s));
-    const size_t wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4;
-    uint8_t *cur;
-    MOEQ_TRY(ws_get(2 * al(wb) + al(ub) + al(vb), &cur));
-    float *d_w = (float *)cur, *d_a = (float *)(cur + al(wb)), *d_u = (float *)(cur + 2 * al(wb)),
-          *d_v = (float *)(cur + 2 * al(wb) + al(ub));
-    CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
-    CUDA_TRY(cudaMemcpyAsync(d_a, a, wb, cudaMemcpyHostToDevice, s));
-    if (r > 0) {
-        CUDA_TRY(cudaMemcpyAsync(d_u, u, ub, cudaMemcpyHostToDevice, s));
-        CUDA_TRY(cudaMemcpyAsync(d_v, v, vb, cudaMemcpyHostToDevice, s));
-    }
-    return moeq_metrics_error_lowrank_cuda(d_w, d_a, r > 0 ? d_u : NULL, r > 0 ? d_v : NULL, R, C, r, m, s);
-}
-
-extern "C" moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R,
-                                                       int64_t C, moeq_err_metrics *m) {
-    return moeq_backend_cuda_metrics_error_lowrank(w, approx, NULL, NULL, R, C, 0, m);
 }
 
 extern "C" moeq_status moeq_cuda_device_info_get(int device, moeq_cuda_device_info *info) {
@@ -471,4 +335,149 @@ extern "C" moeq_status moeq_cuda_timer_stop(double *ms) {
 
 extern "C" uint64_t moeq_cuda_module_abi(void) {
     return moeq_cuda_abi_signature();
+}
+
+// ---- parity wrappers (backend_parity.h): one kernel per call on host pointers, tests and benchmarks ----
+// Inputs copied into this thread's workspace, the *_cuda kernel run on this thread's stream, outputs copied
+// back, then a synchronization. Argument checks are the CPU reference's own (moeq_rsvd_check,
+// moeq_milo_check, ...), so both sides of a parity test refuse the same inputs.
+
+namespace {
+
+moeq_status quantize_host(const float *w, const moeq_hqq_params *p, moeq_qmat *q) {
+    MOEQ_TRY(moeq_qmat_check(q));
+    if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "cuda backend: NULL input");
+    cudaStream_t s;
+    MOEQ_TRY(ctx_stream(&s));
+    const size_t wb = (size_t)(q->R * q->C) * sizeof(float);
+    uint8_t *cur;
+    MOEQ_TRY(ws_get(al(wb) + qmat_dev_bytes(q), &cur));
+    float *d_w = (float *)cur;
+    cur += al(wb);
+    moeq_qmat dq;
+    size_t cb, mb;
+    qmat_dev(q, &cur, &dq, &cb, &mb);
+    CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
+    MOEQ_TRY(p ? moeq_hqq_quantize_cuda(d_w, p, &dq, s) : moeq_rtn_quantize_cuda(d_w, &dq, s));
+    MOEQ_TRY(qmat_copy(q, &dq, cb, mb, cudaMemcpyDeviceToHost, s));
+    CUDA_TRY(cudaStreamSynchronize(s));
+    return MOEQ_OK;
+}
+
+moeq_status deq_host(const moeq_qmat *q, const float *w, float *out) {
+    MOEQ_TRY(moeq_qmat_check(q));
+    if (!out) return MOEQ_FAIL(MOEQ_ERR_ARG, "cuda backend: NULL output");
+    cudaStream_t s;
+    MOEQ_TRY(ctx_stream(&s));
+    const size_t wb = (size_t)(q->R * q->C) * sizeof(float);
+    uint8_t *cur;
+    MOEQ_TRY(ws_get(2 * al(wb) + qmat_dev_bytes(q), &cur));
+    float *d_out = (float *)cur, *d_w = (float *)(cur + al(wb));
+    cur += 2 * al(wb);
+    moeq_qmat dq;
+    size_t cb, mb;
+    qmat_dev(q, &cur, &dq, &cb, &mb);
+    MOEQ_TRY(qmat_copy(&dq, q, cb, mb, cudaMemcpyHostToDevice, s));
+    if (w) {
+        CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
+        MOEQ_TRY(moeq_qmat_residual_cuda(&dq, d_w, d_out, s));
+    } else {
+        MOEQ_TRY(moeq_qmat_dequantize_cuda(&dq, d_out, s));
+    }
+    CUDA_TRY(cudaMemcpyAsync(out, d_out, wb, cudaMemcpyDeviceToHost, s));
+    CUDA_TRY(cudaStreamSynchronize(s));
+    return MOEQ_OK;
+}
+
+} // namespace
+
+extern "C" moeq_status moeq_backend_cuda_rtn_quantize(const float *w, moeq_qmat *q) {
+    return quantize_host(w, NULL, q);
+}
+extern "C" moeq_status moeq_backend_cuda_hqq_quantize(const float *w, const moeq_hqq_params *p,
+                                                      moeq_qmat *q) {
+    MOEQ_TRY(moeq_hqq_params_check(p));
+    return quantize_host(w, p, q);
+}
+extern "C" moeq_status moeq_backend_cuda_dequantize(const moeq_qmat *q, float *out) {
+    return deq_host(q, NULL, out);
+}
+extern "C" moeq_status moeq_backend_cuda_residual(const moeq_qmat *q, const float *w, float *out) {
+    if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "residual: NULL input");
+    return deq_host(q, w, out);
+}
+
+extern "C" moeq_status moeq_backend_cuda_rsvd(const float *a, int64_t m, int64_t n, int64_t r,
+                                              const moeq_rsvd_params *p, float *u, float *v, float *sv) {
+    MOEQ_TRY(moeq_rsvd_check(a, m, n, r, p, u, v, "rsvd")); // lowrank_cpu.c
+    cudaStream_t s;
+    MOEQ_TRY(ctx_stream(&s));
+    const size_t ab = (size_t)(m * n) * 4, ub = (size_t)(m * r) * 4, vb = (size_t)(r * n) * 4,
+                 sb = (size_t)r * 4;
+    uint8_t *cur;
+    MOEQ_TRY(ws_get(al(ab) + al(ub) + al(vb) + al(sb), &cur));
+    float *d_a = (float *)cur, *d_u = (float *)(cur + al(ab)), *d_v = (float *)(cur + al(ab) + al(ub)),
+          *d_s = (float *)(cur + al(ab) + al(ub) + al(vb));
+    CUDA_TRY(cudaMemcpyAsync(d_a, a, ab, cudaMemcpyHostToDevice, s));
+    MOEQ_TRY(moeq_rsvd_cuda(d_a, m, n, r, p, d_u, d_v, sv ? d_s : NULL, s));
+    CUDA_TRY(cudaMemcpyAsync(u, d_u, ub, cudaMemcpyDeviceToHost, s));
+    CUDA_TRY(cudaMemcpyAsync(v, d_v, vb, cudaMemcpyDeviceToHost, s));
+    if (sv) CUDA_TRY(cudaMemcpyAsync(sv, d_s, sb, cudaMemcpyDeviceToHost, s));
+    CUDA_TRY(cudaStreamSynchronize(s));
+    return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_backend_cuda_milo_fit(const float *w, int64_t R, int64_t C,
+                                                  const moeq_milo_params *p, moeq_milo_out *out) {
+    MOEQ_TRY(moeq_milo_check(w, R, C, p, out)); // milo_cpu.c
+    const int64_t r = p->rank;
+    cudaStream_t s;
+    MOEQ_TRY(ctx_stream(&s));
+    const size_t wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4;
+    uint8_t *cur;
+    MOEQ_TRY(ws_get(al(wb) + al(ub) + al(vb) + qmat_dev_bytes(out->q), &cur));
+    float *d_w = (float *)cur, *d_u = (float *)(cur + al(wb)), *d_v = (float *)(cur + al(wb) + al(ub));
+    cur += al(wb) + al(ub) + al(vb);
+    moeq_qmat dq;
+    size_t cb, mb;
+    qmat_dev(out->q, &cur, &dq, &cb, &mb);
+    CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
+    moeq_milo_out dout = *out;
+    dout.q = &dq, dout.u = r > 0 ? d_u : NULL, dout.v = r > 0 ? d_v : NULL;
+    MOEQ_TRY(moeq_milo_fit_cuda(d_w, R, C, p, &dout, s));
+    MOEQ_TRY(qmat_copy(out->q, &dq, cb, mb, cudaMemcpyDeviceToHost, s));
+    if (r > 0) {
+        CUDA_TRY(cudaMemcpyAsync(out->u, d_u, ub, cudaMemcpyDeviceToHost, s));
+        CUDA_TRY(cudaMemcpyAsync(out->v, d_v, vb, cudaMemcpyDeviceToHost, s));
+    }
+    CUDA_TRY(cudaStreamSynchronize(s));
+    out->best_round = dout.best_round, out->best_err = dout.best_err;
+    out->err_hqq = dout.err_hqq, out->fro_w = dout.fro_w;
+    return MOEQ_OK;
+}
+
+extern "C" moeq_status moeq_backend_cuda_metrics_error_lowrank(const float *w, const float *a, const float *u,
+                                                               const float *v, int64_t R, int64_t C,
+                                                               int64_t r, moeq_err_metrics *m) {
+    if (!w || !a || !m || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!u || !v)))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "metrics_lowrank: bad arguments");
+    cudaStream_t s;
+    MOEQ_TRY(ctx_stream(&s));
+    const size_t wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4;
+    uint8_t *cur;
+    MOEQ_TRY(ws_get(2 * al(wb) + al(ub) + al(vb), &cur));
+    float *d_w = (float *)cur, *d_a = (float *)(cur + al(wb)), *d_u = (float *)(cur + 2 * al(wb)),
+          *d_v = (float *)(cur + 2 * al(wb) + al(ub));
+    CUDA_TRY(cudaMemcpyAsync(d_w, w, wb, cudaMemcpyHostToDevice, s));
+    CUDA_TRY(cudaMemcpyAsync(d_a, a, wb, cudaMemcpyHostToDevice, s));
+    if (r > 0) {
+        CUDA_TRY(cudaMemcpyAsync(d_u, u, ub, cudaMemcpyHostToDevice, s));
+        CUDA_TRY(cudaMemcpyAsync(d_v, v, vb, cudaMemcpyHostToDevice, s));
+    }
+    return moeq_metrics_error_lowrank_cuda(d_w, d_a, r > 0 ? d_u : NULL, r > 0 ? d_v : NULL, R, C, r, m, s);
+}
+
+extern "C" moeq_status moeq_backend_cuda_metrics_error(const float *w, const float *approx, int64_t R,
+                                                       int64_t C, moeq_err_metrics *m) {
+    return moeq_backend_cuda_metrics_error_lowrank(w, approx, NULL, NULL, R, C, 0, m);
 }

@@ -9,17 +9,17 @@
 
 #include "moeq_status.h"
 
-static inline moeq_status moeq_cuda_check_(cudaError_t err, const char *stmt, const char *func, const char *file,
-                                           int line) {
+static inline moeq_status moeq_cuda_check_(cudaError_t err, const char *stmt, const char *func,
+                                           const char *file, int line) {
     if (err == cudaSuccess) return MOEQ_OK;
-    return moeq_error_set_(MOEQ_ERR_CUDA, file, line, "%s in %s: %s (%s)", stmt, func, cudaGetErrorString(err),
-                           cudaGetErrorName(err));
+    return moeq_error_set_(MOEQ_ERR_CUDA, file, line, "%s in %s: %s (%s)", stmt, func,
+                           cudaGetErrorString(err), cudaGetErrorName(err));
 }
 
-#define CUDA_TRY(x)                                                                                        \
-    do {                                                                                                   \
-        moeq_status moeq_cst_ = moeq_cuda_check_((x), #x, __func__, __FILE__, __LINE__);                   \
-        if (moeq_cst_ != MOEQ_OK) return moeq_cst_;                                                        \
+#define CUDA_TRY(x)                                                                                          \
+    do {                                                                                                     \
+        moeq_status moeq_cst_ = moeq_cuda_check_((x), #x, __func__, __FILE__, __LINE__);                     \
+        if (moeq_cst_ != MOEQ_OK) return moeq_cst_;                                                          \
     } while (0)
 
 #define MOEQ_CEIL_DIV(a, b) (((a) + (b)-1) / (b))
@@ -37,36 +37,36 @@ static inline moeq_status moeq_cublas_check_(cublasStatus_t err, const char *stm
 static inline moeq_status moeq_cusolver_check_(cusolverStatus_t err, const char *stmt, const char *func,
                                                const char *file, int line) {
     if (err == CUSOLVER_STATUS_SUCCESS) return MOEQ_OK;
-    return moeq_error_set_(MOEQ_ERR_CUDA, file, line, "%s in %s: cuSOLVER status %d%s", stmt, func, (int)err,
-                           err == CUSOLVER_STATUS_ALLOC_FAILED ? " (allocation failed)\n---> HINT: device memory"
-                                                               : "");
+    return moeq_error_set_(
+        MOEQ_ERR_CUDA, file, line, "%s in %s: cuSOLVER status %d%s", stmt, func, (int)err,
+        err == CUSOLVER_STATUS_ALLOC_FAILED ? " (allocation failed)\n---> HINT: device memory" : "");
 }
-#define CUBLAS_TRY(x)                                                                                      \
-    do {                                                                                                   \
-        moeq_status moeq_cst_ = moeq_cublas_check_((x), #x, __func__, __FILE__, __LINE__);                 \
-        if (moeq_cst_ != MOEQ_OK) return moeq_cst_;                                                        \
+#define CUBLAS_TRY(x)                                                                                        \
+    do {                                                                                                     \
+        moeq_status moeq_cst_ = moeq_cublas_check_((x), #x, __func__, __FILE__, __LINE__);                   \
+        if (moeq_cst_ != MOEQ_OK) return moeq_cst_;                                                          \
     } while (0)
-#define CUSOLVER_TRY(x)                                                                                    \
-    do {                                                                                                   \
-        moeq_status moeq_cst_ = moeq_cusolver_check_((x), #x, __func__, __FILE__, __LINE__);               \
-        if (moeq_cst_ != MOEQ_OK) return moeq_cst_;                                                        \
+#define CUSOLVER_TRY(x)                                                                                      \
+    do {                                                                                                     \
+        moeq_status moeq_cst_ = moeq_cusolver_check_((x), #x, __func__, __FILE__, __LINE__);                 \
+        if (moeq_cst_ != MOEQ_OK) return moeq_cst_;                                                          \
     } while (0)
 // Same checks for code that must clean up before returning: set st and jump to the label.
-#define CUDA_GOTO(x, st, label)                                                                            \
-    do {                                                                                                   \
-        if (((st) = moeq_cuda_check_((x), #x, __func__, __FILE__, __LINE__)) != MOEQ_OK) goto label;        \
+#define CUDA_GOTO(x, st, label)                                                                              \
+    do {                                                                                                     \
+        if (((st) = moeq_cuda_check_((x), #x, __func__, __FILE__, __LINE__)) != MOEQ_OK) goto label;         \
     } while (0)
-#define CUBLAS_GOTO(x, st, label)                                                                          \
-    do {                                                                                                   \
-        if (((st) = moeq_cublas_check_((x), #x, __func__, __FILE__, __LINE__)) != MOEQ_OK) goto label;      \
+#define CUBLAS_GOTO(x, st, label)                                                                            \
+    do {                                                                                                     \
+        if (((st) = moeq_cublas_check_((x), #x, __func__, __FILE__, __LINE__)) != MOEQ_OK) goto label;       \
     } while (0)
-#define CUSOLVER_GOTO(x, st, label)                                                                        \
-    do {                                                                                                   \
-        if (((st) = moeq_cusolver_check_((x), #x, __func__, __FILE__, __LINE__)) != MOEQ_OK) goto label;    \
+#define CUSOLVER_GOTO(x, st, label)                                                                          \
+    do {                                                                                                     \
+        if (((st) = moeq_cusolver_check_((x), #x, __func__, __FILE__, __LINE__)) != MOEQ_OK) goto label;     \
     } while (0)
-#define MOEQ_GOTO(x, st, label)                                                                            \
-    do {                                                                                                   \
-        if (((st) = (x)) != MOEQ_OK) goto label;                                                           \
+#define MOEQ_GOTO(x, st, label)                                                                              \
+    do {                                                                                                     \
+        if (((st) = (x)) != MOEQ_OK) goto label;                                                             \
     } while (0)
 
 // Per-thread library handles (backend_cuda.cu): created on first use with the numeric modes fixed

@@ -1,5 +1,5 @@
-// cuda_entries.h: the one list of the CUDA backend's entry points (kernels_cuda.h, backend.h, tensor.h,
-// infer.h declare them), as an X-macro. Two files expand it:
+// cuda_entries.h: the one list of the CUDA backend's entry points (kernels_cuda.h, backend.h,
+// backend_parity.h, tensor.h, infer.h declare them), as an X-macro. Two files expand it:
 //   cuda_stub.c   (builds without CUDA): every entry returns MOEQ_ERR_UNSUPPORTED with the reason;
 //   cuda_module.c (builds with CUDA): every entry forwards to libmoeq_cuda.so, loaded on first use, so that
 //                 a process that never touches a GPU never maps cuBLAS/cuSOLVER (cuBLASLt alone costs ~90 MiB
@@ -14,11 +14,12 @@
 
 #include <stdint.h>
 
-#include "backend.h"      // defines: moeq_backend_device, moeq_backend_cuda_* prototypes
-#include "infer.h"        // defines: moeq_qlinear, moeq_qlinear_matmul_cuda prototypes
-#include "kernels_cuda.h" // defines: the *_cuda prototypes, moeq_cuda_device_info
-#include "moeq_kernels.h" // defines: moeq_qmat, moeq_*_params, moeq_err_metrics, moeq_weight_stats
-#include "tensor.h"       // defines: moeq_raw_tensor, moeq_tq_params, moeq_tq_work, moeq_tq_out
+#include "backend.h"        // defines: moeq_backend_device, the CUDA ops table's entries
+#include "backend_parity.h" // defines: the host-pointer parity wrappers moeq_backend_cuda_<kernel>
+#include "infer.h"          // defines: moeq_qlinear, moeq_qlinear_matmul_cuda prototypes
+#include "kernels_cuda.h"   // defines: the *_cuda prototypes, moeq_cuda_device_info
+#include "moeq_kernels.h"   // defines: moeq_qmat, moeq_*_params, moeq_err_metrics, moeq_weight_stats
+#include "tensor.h"         // defines: moeq_raw_tensor, moeq_tq_params, moeq_tq_work, moeq_tq_out
 
 // Bump when an entry keeps its name but changes its arguments or meaning.
 #define MOEQ_CUDA_ABI_VERSION 1
@@ -105,7 +106,7 @@ static inline uint64_t moeq_cuda_abi_signature(void) {
     S(moeq_cuda_timer_stop, (double *ms), (ms))                                                                  \
     S(moeq_cuda_hgemm_xwt, (int64_t B, int64_t R, int64_t C, const uint16_t *d_x, const uint16_t *d_w,           \
       uint16_t *d_y), (B, R, C, d_x, d_w, d_y))                                                                  \
-    /* backend_cuda.cu: the CUDA ops table's entries (host pointers) and device binding */                       \
+    /* backend_cuda.cu: the parity wrappers of backend_parity.h (host pointers; tests and benchmarks) */         \
     S(moeq_backend_cuda_rtn_quantize, (const float *w, moeq_qmat *q), (w, q))                                    \
     S(moeq_backend_cuda_hqq_quantize, (const float *w, const moeq_hqq_params *p, moeq_qmat *q), (w, p, q))       \
     S(moeq_backend_cuda_dequantize, (const moeq_qmat *q, float *out), (q, out))                                  \
@@ -118,6 +119,7 @@ static inline uint64_t moeq_cuda_abi_signature(void) {
       moeq_err_metrics *m), (w, approx, R, C, m))                                                                \
     S(moeq_backend_cuda_metrics_error_lowrank, (const float *w, const float *a, const float *u, const float *v,  \
       int64_t R, int64_t C, int64_t r, moeq_err_metrics *m), (w, a, u, v, R, C, r, m))                           \
+    /* backend_cuda.cu: the CUDA ops table's entries (backend.h; host pointers) and device binding */            \
     S(moeq_backend_cuda_tensor_quantize, (const moeq_raw_tensor *src, const moeq_tq_params *p,                   \
       const moeq_tq_work *work, moeq_tq_out *out), (src, p, work, out))                                          \
     V(moeq_backend_cuda_release, (void), ())                                                                     \

@@ -3,10 +3,11 @@
 // MOEQ_ERR_UNSUPPORTED with a detail saying why (or NULL / 0 / nothing, by its kind).
 #include <string.h>
 
-#include "backend.h"      // defines: moeq_backend_cuda_* prototypes
-#include "cuda_entries.h" // defines: MOEQ_CUDA_ENTRIES
-#include "infer.h"        // defines: moeq_qlinear_matmul_cuda prototypes
-#include "kernels_cuda.h" // defines: the *_cuda prototypes
+#include "backend.h"        // defines: the CUDA ops table's entries
+#include "backend_parity.h" // defines: the parity wrappers moeq_backend_cuda_<kernel>
+#include "cuda_entries.h"   // defines: MOEQ_CUDA_ENTRIES
+#include "infer.h"          // defines: moeq_qlinear_matmul_cuda prototypes
+#include "kernels_cuda.h"   // defines: the *_cuda prototypes
 #include "moeq_kernels.h"
 
 // The stubs ignore their arguments by design.

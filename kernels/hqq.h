@@ -55,6 +55,11 @@ moeq_hqq_params moeq_hqq_params_default(void);
 // MOEQ_OK or MOEQ_ERR_ARG naming the bad field.
 moeq_status moeq_hqq_params_check(const moeq_hqq_params *p);
 
+// HQQ's β schedule as a table, tab = [1/β_k (iters) | (1/β_k)^(1/(1−p)) (iters)] with β_k = β_{k−1}·κ in
+// double (as Python does): what every iteration reads, computed once here for the CPU reference and for the
+// CUDA port (which uploads it), so both use the same floats. tab holds 2·p->iters floats.
+void moeq_hqq_schedule(const moeq_hqq_params *p, float *tab);
+
 // HQQ-quantizes w into q (q->bits, R, C, G and buffers set by the caller; see moeq_rtn_quantize_cpu for
 // the errors). Rows run in parallel (OpenMP), groups of a row in order, every iteration of a group while it
 // is in cache; bit-identical for any thread count.

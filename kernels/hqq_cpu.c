@@ -157,17 +157,21 @@ static MOEQ_SIMD_CLONES float moeq_hqq_group(const float *w, int64_t G, float s,
     return best_z;
 }
 
-moeq_status moeq_hqq_quantize_cpu(const float *w, const moeq_hqq_params *p, moeq_qmat *q) {
-    MOEQ_TRY(moeq_hqq_params_check(p));
-    if (p->iters == 0) return moeq_quant_rows_impl(w, q, NULL, NULL, "hqq");
-    float *tab = malloc(2 * (size_t)p->iters * sizeof(float));
-    if (!tab) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "hqq: schedule table");
+void moeq_hqq_schedule(const moeq_hqq_params *p, float *tab) {
     double beta = p->beta; // β_k = β_{k−1}·κ in double, as Python does
     const double inv_1mp = p->lp_norm < 1.0f ? 1.0 / (1.0 - (double)p->lp_norm) : 1.0;
     for (int k = 0; k < p->iters; k++, beta *= p->kappa) {
         tab[k] = (float)(1.0 / beta);
         tab[p->iters + k] = (float)pow(1.0 / beta, inv_1mp);
     }
+}
+
+moeq_status moeq_hqq_quantize_cpu(const float *w, const moeq_hqq_params *p, moeq_qmat *q) {
+    MOEQ_TRY(moeq_hqq_params_check(p));
+    if (p->iters == 0) return moeq_quant_rows_impl(w, q, NULL, NULL, "hqq");
+    float *tab = malloc(2 * (size_t)p->iters * sizeof(float));
+    if (!tab) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "hqq: schedule table");
+    moeq_hqq_schedule(p, tab);
     const moeq_hqq_ctx ctx = {.p = p, .inv_beta = tab, .thresh = tab + p->iters};
     const moeq_status st = moeq_quant_rows_impl(w, q, moeq_hqq_group, &ctx, "hqq");
     free(tab);

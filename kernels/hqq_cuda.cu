@@ -3,23 +3,13 @@
 // lanes of a group keep all its iterations in registers/L1 (each pass re-reads the group's G floats, which
 // stay cached), the zero and error sums use the CPU's lane order, and |r|^(p−1) is the shared
 // moeq_fast_powf. Result: bit-identical to moeq_hqq_quantize_cpu (compiled with --fmad=false).
-// The β schedule table is computed on the host exactly as the CPU computes it (double β_k = β_{k−1}·κ).
+// The β schedule table is the CPU's own (moeq_hqq_schedule, hqq_cpu.c), uploaded per call.
 // Determinism: bit-identical run to run and to the CPU.
-#include <math.h>
 #include <stdlib.h>
 
+#include "hqq.h"               // defines: moeq_hqq_schedule (host, hqq_cpu.c)
 #include "kernels_cuda.h"      // defines: moeq_hqq_quantize_cuda
 #include "quant_cuda_impl.cuh" // defines: moeq_quant_groups_cuda_
-
-// The CPU's schedule: tab = [1/β_k (iters) | (1/β_k)^(1/(1−p)) (iters)], β_k in double.
-void moeq_hqq_schedule_cuda_(const moeq_hqq_params *p, float *tab) {
-    double beta = p->beta;
-    const double inv_1mp = p->lp_norm < 1.0f ? 1.0 / (1.0 - (double)p->lp_norm) : 1.0;
-    for (int k = 0; k < p->iters; k++, beta *= p->kappa) {
-        tab[k] = (float)(1.0 / beta);
-        tab[p->iters + k] = (float)pow(1.0 / beta, inv_1mp);
-    }
-}
 
 extern "C" moeq_status moeq_hqq_quantize_cuda(const float *d_w, const moeq_hqq_params *p, moeq_qmat *q,
                                               void *stream) {
@@ -29,7 +19,7 @@ extern "C" moeq_status moeq_hqq_quantize_cuda(const float *d_w, const moeq_hqq_p
     const size_t tb = 2 * (size_t)p->iters * sizeof(float);
     float *tab = (float *)malloc(tb), *d_tab = NULL;
     if (!tab) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "hqq: schedule table");
-    moeq_hqq_schedule_cuda_(p, tab);
+    moeq_hqq_schedule(p, tab); // hqq_cpu.c: the CPU's own table
     moeq_status st = MOEQ_OK;
     CUDA_GOTO(cudaMallocAsync((void **)&d_tab, tb, s), st, out);
     CUDA_GOTO(cudaMemcpyAsync(d_tab, tab, tb, cudaMemcpyHostToDevice, s), st, out);

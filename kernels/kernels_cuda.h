@@ -65,23 +65,25 @@ moeq_status moeq_rsvd_omega_cuda(uint64_t seed, uint64_t stream_id, int64_t n, i
 // cuSOLVER geqrf + orgqr range finder, gesvdj of the small (k, n) matrix. Synchronizes (infos).
 moeq_status moeq_rsvd_cuda(const float *d_a, // (m, n)
                            int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                           float *d_u,  // (m, r)
-                           float *d_v,  // (r, n)
-                           float *d_s,  // (r) or NULL
+                           float *d_u, // (m, r)
+                           float *d_v, // (r, n)
+                           float *d_s, // (r) or NULL
                            void *stream);
-// moeq_rsvd_cuda with a choice of method: 0 = Householder (geqrf + orgqr, gesvdj of Bᵀ: moeq_rsvd_cuda itself);
-// 1 = CholeskyQR for every orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (same Ω and subspace up to
-// rounding; falls back to method 0 when a Cholesky factorisation fails). With k = r + oversample <= 32 method 1
-// runs our own kernels (fp64 Gram + Cholesky, forward substitution, one pass inside the power iteration and
-// two for the final bases, fp32 Jacobi SVD: lowrank_cuda.cu) and synchronizes once; k > 32: cuBLAS gemm +
-// cuSOLVER potrf + trsm, twice each. Measured 2.6x faster than method 0 on an H100 at k = 32 (bench/README.md);
-// what MiLo on device uses. check_finite = 0 skips the input scan (for callers that already checked it).
+// moeq_rsvd_cuda with a choice of method: 0 = Householder (geqrf + orgqr, gesvdj of Bᵀ: moeq_rsvd_cuda
+// itself); 1 = CholeskyQR for every orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (same Ω and
+// subspace up to rounding; falls back to method 0 when a Cholesky factorisation fails). With
+// k = r + oversample <= 32, method 1 runs our own kernels (fp64 Gram + Cholesky, forward substitution, one
+// pass inside the power iteration and two for the final bases, fp32 Jacobi SVD: lowrank_cuda.cu) and
+// synchronizes once; with k > 32, cuBLAS gemm + cuSOLVER potrf + trsm, twice each. Measured 2.6x faster than
+// method 0 on an H100 at k = 32 (bench/README.md); what MiLo on device uses. check_finite = 0 skips the
+// input scan (for callers that already checked it).
 moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
                               float *d_u, float *d_v, float *d_s, int method, int check_finite, void *stream);
 // The same outputs from cuSOLVER's own randomized SVD (cusolverDnXgesvdr: its own random matrix, so it
 // does not reproduce Ω; oversample p->oversample, p->power_iters iterations). For comparison. Synchronizes.
-moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                                  float *d_u, float *d_v, float *d_s, void *stream);
+moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                  const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                  void *stream);
 // x <- dequantize(quantize(x)) in place, bit-identical to moeq_factor_roundtrip_cpu. Synchronizes.
 moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x, int64_t n, void *stream);
 
@@ -89,7 +91,7 @@ moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x, int64_t n
 // moeq_milo_fit_cpu on device: out->q's buffers, out->u, out->v are device memory; out->history is host.
 // Every round runs on `stream`; the error history, the best round and the failure flags stay on the device
 // until the end (the only per-round synchronization is HQQ's own read of its failure flags).
-// MOEQ_CUDA_PHASES=1 in the environment prints the time of each phase (CUDA events) to stderr.
+// Prints and times nothing: kernels/dev/milo_dev.cu times its phases by running the building blocks itself.
 moeq_status moeq_milo_fit_cuda(const float *d_w, // (R, C)
                                int64_t R, int64_t C, const moeq_milo_params *p, moeq_milo_out *out,
                                void *stream);
@@ -113,11 +115,12 @@ moeq_status moeq_cuda_malloc(void **d_p, size_t bytes); // MOEQ_ERR_NOMEM with t
 void moeq_cuda_free(void *d_p);                         // NULL is a no-op
 moeq_status moeq_cuda_h2d(void *d_dst, const void *src, size_t bytes); // synchronous copies
 moeq_status moeq_cuda_d2h(void *dst, const void *d_src, size_t bytes);
-moeq_status moeq_cuda_sync(void);                                       // cudaDeviceSynchronize
+moeq_status moeq_cuda_sync(void); // cudaDeviceSynchronize
 // Baselines for the benchmark, on the default stream: a device-to-device copy, and the row-major SGEMM
 // c (m, n) = a (m, k) · b (k, n) with cuBLAS in CUBLAS_DEFAULT_MATH (fp32, TF32 off).
 moeq_status moeq_cuda_memcpy_d2d(void *d_dst, const void *d_src, size_t bytes);
-moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const float *d_a, const float *d_b, float *d_c);
+moeq_status moeq_cuda_sgemm_rm(int64_t m, int64_t n, int64_t k, const float *d_a, const float *d_b,
+                               float *d_c);
 // The fp16 baseline of the inference benchmark: y (B, R) = x (B, C) · W (R, C)ᵀ, all fp16 row-major, fp32
 // accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F, default algorithm), on the default stream.
 moeq_status moeq_cuda_hgemm_xwt(int64_t B, int64_t R, int64_t C, const uint16_t *d_x, const uint16_t *d_w,
@@ -137,7 +140,7 @@ typedef struct moeq_cuda_device_info {
     double mem_clock_khz, mem_bus_bits; // from cudaDeviceGetAttribute
     double peak_gbps;                   // 2 (DDR) · mem_clock_khz·1e3 · bus_bits/8 · 1e-9
     double sm_clock_khz;
-    double peak_fp32_gflops;            // sm_count · 128 FP32 lanes/SM (sm_80+: 64 on sm_80) · 2 · clock
+    double peak_fp32_gflops; // sm_count · 128 FP32 lanes/SM (sm_80+: 64 on sm_80) · 2 · clock
     size_t total_mem;
     size_t l2_bytes;
 } moeq_cuda_device_info;

@@ -48,6 +48,13 @@ moeq_status moeq_rsvd_cpu(const float *a, // (m, n) row-major
                           float *v,  // (r, n)
                           float *s); // (r) or NULL
 
+// The argument checks of a randomized SVD, shared by every implementation (CPU, the CUDA methods, cuSOLVER's
+// gesvdr wrapper): a, p, u, v non-NULL, m, n > 0, 1 <= r <= min(m, n), oversample and power_iters >= 0.
+// MOEQ_OK or MOEQ_ERR_ARG "<who>: bad arguments (m=.. n=.. r=..)". Reads no data (pointers may be device
+// memory).
+moeq_status moeq_rsvd_check(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                            const float *u, const float *v, const char *who);
+
 // Exact truncated SVD (LAPACKE_sgesdd of the whole matrix, then the leading r triplets), same outputs as
 // moeq_rsvd_cpu; s_all (min(m, n), optional) receives every singular value, for tail-energy checks.
 // O(m·n·min(m,n)): for tests and as a deterministic baseline, not for production shapes.

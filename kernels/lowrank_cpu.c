@@ -44,12 +44,18 @@ static void moeq_split_sqrt(const float *S, const float *vbt, int64_t ldv, int64
     }
 }
 
-moeq_status moeq_rsvd_cpu(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                          float *u, float *v, float *s) {
+moeq_status moeq_rsvd_check(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                            const float *u, const float *v, const char *who) {
     if (!a || !p || !u || !v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) || p->oversample < 0 ||
         p->power_iters < 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m,
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: bad arguments (m=%lld n=%lld r=%lld)", who, (long long)m,
                          (long long)n, (long long)r);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_rsvd_cpu(const float *a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                          float *u, float *v, float *s) {
+    MOEQ_TRY(moeq_rsvd_check(a, m, n, r, p, u, v, "rsvd"));
     MOEQ_TRY(moeq_check_finite_cpu(a, m, n, "rsvd", NULL, NULL));
     const int64_t mn = m < n ? m : n;
     const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;

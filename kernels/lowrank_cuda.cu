@@ -2,26 +2,28 @@
 // (rng.h evaluated on device: bit-identical), cuBLAS SGEMMs in CUBLAS_DEFAULT_MATH (TF32 off, set on the
 // handle in backend_cuda.cu), cuSOLVER geqrf + orgqr for every re-orthonormalisation and gesvdj (one-sided
 // Jacobi, econ) for the SVD of the small matrix (method 0); method 1 (k <= 32): our own CholeskyQR and Jacobi
-// kernels (the "fast path" below; cuSOLVER CholeskyQR2 for k > 32); the √S split of MiLo; a wrapper around cuSOLVER's own
-// randomized SVD (cusolverDnXgesvdr) for comparison; fp16 / int3 factor round trip (bit-identical to the CPU).
-// Letters: m, n = rows, cols of A (row-major, i.e. column-major Aᵀ with ld n); k = r + oversample.
-// Column-major device arrays: Ω (n×k, ld n) = the CPU's Ωt (k, n) row-major; Y, Q (m×k, ld m); Z (n×k, ld n).
+// kernels (the "fast path" below; cuSOLVER CholeskyQR2 for k > 32); the √S split of MiLo; a wrapper around
+// cuSOLVER's own randomized SVD (cusolverDnXgesvdr) for comparison; fp16 / int3 factor round trip
+// (bit-identical to the CPU). Letters: m, n = rows, cols of A (row-major, i.e. column-major Aᵀ with ld n); k
+// = r + oversample. Column-major device arrays: Ω (n×k, ld n) = the CPU's Ωt (k, n) row-major; Y, Q (m×k, ld
+// m); Z (n×k, ld n).
 //   Y = A·Ω, Q = qr(Y); q times: Z = qr(Aᵀ·Q), Q = qr(A·Z); Bᵀ = Aᵀ·Q (n×k) = Vb·S·Ubᵀ (gesvdj of Bᵀ);
 //   U = Q·Ub[:, :r]·√S -> row-major (m, r) is the column-major uᵀ = Ub[:, :r]ᵀ·Qᵀ; V = √S·Vb[:, :r]ᵀ.
 // Determinism: run to run identical (no atomics; cuSOLVER deterministic mode); parity with the CPU by
 // tolerance (other summation orders, Jacobi vs divide-and-conquer SVD; singular vectors up to sign).
 #include <math.h>
 
-#include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY, moeq_cuda_handles_
-#include "kernels_cuda.h"  // defines: the *_cuda prototypes
+#include "cuda_common.cuh"     // defines: CUDA_TRY, CUBLAS_TRY, CUSOLVER_TRY, moeq_cuda_handles_
+#include "kernels_cuda.h"      // defines: the *_cuda prototypes
 #include "quant_cuda_impl.cuh" // defines: moeq_rsvd_fast_async_cuda_, moeq_factor_roundtrip_async_cuda_
-#include "quant_impl.h"    // defines: moeq_round_clamp (MOEQ_HD)
-#include "rng.h"           // defines: moeq_rng_normal (MOEQ_RNG_HD)
+#include "quant_impl.h"        // defines: moeq_round_clamp (MOEQ_HD)
+#include "rng.h"               // defines: moeq_rng_normal (MOEQ_RNG_HD)
 
 namespace {
 
 __global__ void omega_kernel(uint64_t seed, uint64_t stream_id, int64_t nk, float *omega) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < nk; t += (int64_t)gridDim.x * blockDim.x)
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < nk;
+         t += (int64_t)gridDim.x * blockDim.x)
         omega[t] = (float)moeq_rng_normal(seed, stream_id, (uint64_t)t);
 }
 
@@ -29,7 +31,8 @@ __global__ void omega_kernel(uint64_t seed, uint64_t stream_id, int64_t nk, floa
 __global__ void split_sqrt_kernel(const float *S, int64_t m, int64_t n, int64_t r, float *u, const float *vb,
                                   float *v, float *s_out) {
     const int64_t nu = m * r, nv = n * r;
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < nu + nv; t += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < nu + nv;
+         t += (int64_t)gridDim.x * blockDim.x) {
         if (t < nu) {
             const int64_t j = t % r;
             u[t] *= sqrtf(S[j] > 0.0f ? S[j] : 0.0f);
@@ -43,14 +46,16 @@ __global__ void split_sqrt_kernel(const float *S, int64_t m, int64_t n, int64_t 
 
 // gesvdr outputs: Vr (m×k, ld m) column-major -> u (m, r) row-major scaled by √S
 __global__ void gesvdr_u_kernel(const float *S, const float *vr, int64_t m, int64_t r, float *u) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < m * r; t += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < m * r;
+         t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i = t / r, j = t % r;
         u[t] = vr[i + j * m] * sqrtf(S[j] > 0.0f ? S[j] : 0.0f);
     }
 }
 
 __global__ void f16_roundtrip_kernel(float *x, int64_t n, unsigned long long *first_bad) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n;
+         t += (int64_t)gridDim.x * blockDim.x) {
         const float v = x[t];
         const uint16_t h = moeq_f32_to_f16(v);
         if (!isfinite(v) || (h & 0x7c00u) == 0x7c00u) atomicMin(first_bad, (unsigned long long)t);
@@ -58,10 +63,12 @@ __global__ void f16_roundtrip_kernel(float *x, int64_t n, unsigned long long *fi
     }
 }
 
-// int3: one thread per group of 64: s = fp16(absmax/3.5), code = round_clamp(x/s + 3.5, 7), x = (code − 3.5)·s
+// int3: one thread per group of 64: s = fp16(absmax/3.5), code = round_clamp(x/s + 3.5, 7), x = (code
+// − 3.5)·s
 __global__ void int3_roundtrip_kernel(float *x, int64_t n, unsigned long long *first_bad) {
     const int64_t ng = (n + MOEQ_FACTOR_INT3_GROUP - 1) / MOEQ_FACTOR_INT3_GROUP;
-    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < ng; g += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < ng;
+         g += (int64_t)gridDim.x * blockDim.x) {
         const int64_t i0 = g * MOEQ_FACTOR_INT3_GROUP;
         const int64_t i1 = i0 + MOEQ_FACTOR_INT3_GROUP < n ? i0 + MOEQ_FACTOR_INT3_GROUP : n;
         float amax = 0.0f;
@@ -82,10 +89,20 @@ __global__ void int3_roundtrip_kernel(float *x, int64_t n, unsigned long long *f
 }
 
 // In place QR of the column-major M×k matrix x (ld M): x <- Q.
-moeq_status qr_inplace(cusolverDnHandle_t h, float *x, int64_t M, int64_t k, float *tau, float *work, int lwork,
-                       int *d_info) {
+moeq_status qr_inplace(cusolverDnHandle_t h, float *x, int64_t M, int64_t k, float *tau, float *work,
+                       int lwork, int *d_info) {
     CUSOLVER_TRY(cusolverDnSgeqrf(h, (int)M, (int)k, x, (int)M, tau, work, lwork, d_info));
     CUSOLVER_TRY(cusolverDnSorgqr(h, (int)M, (int)k, (int)k, x, (int)M, tau, work, lwork, d_info + 1));
+    return MOEQ_OK;
+}
+
+// moeq_rsvd_check (lowrank_cpu.c: the CPU's checks), plus the int dimensions of cuBLAS/cuSOLVER's 32-bit API
+moeq_status rsvd_check_cuda(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                            const float *d_u, const float *d_v) {
+    MOEQ_TRY(moeq_rsvd_check(d_a, m, n, r, p, d_u, d_v, "rsvd"));
+    if (m > 0x7fffffff || n > 0x7fffffff)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: %lld x %lld exceeds the int dimensions of cuBLAS", (long long)m,
+                         (long long)n);
     return MOEQ_OK;
 }
 
@@ -101,23 +118,24 @@ extern "C" moeq_status moeq_rsvd_omega_cuda(uint64_t seed, uint64_t stream_id, i
 
 // Orthonormalisation of the column-major M×k matrix x (ld M) in place.
 //   Householder (fast == 0): cuSOLVER geqrf + orgqr (the CPU's LAPACK method).
-//   CholeskyQR2 (fast == 1): twice { G = xᵀx (gemm), G = RᵀR (potrf), x <- x·R⁻¹ (trsm) }: three small launches
-//   instead of two long panel factorisations (measured in bench/README.md); stable while cond(x) << 1/√eps_fp32 (~3000), which holds for
-//   the range finder's A·Ω and A·Q (cond ≈ σ1/σk); a failed Cholesky sets its info and the caller redoes the
-//   whole SVD with Householder.
+//   CholeskyQR2 (fast == 1): twice { G = xᵀx (gemm), G = RᵀR (potrf), x <- x·R⁻¹ (trsm) }: three small
+//   launches instead of two long panel factorisations (measured in bench/README.md); stable while cond(x) <<
+//   1/√eps_fp32 (~3000), which holds for the range finder's A·Ω and A·Q (cond ≈ σ1/σk); a failed Cholesky
+//   sets its info and the caller redoes the whole SVD with Householder.
 namespace {
-moeq_status orth(cublasHandle_t hb, cusolverDnHandle_t hs, int fast, float *x, int64_t M, int64_t k, float *tau,
-                 float *g, float *work, int lwork, int *d_info, cudaStream_t s) {
+moeq_status orth(cublasHandle_t hb, cusolverDnHandle_t hs, int fast, float *x, int64_t M, int64_t k,
+                 float *tau, float *g, float *work, int lwork, int *d_info, cudaStream_t s) {
     if (!fast) return qr_inplace(hs, x, M, k, tau, work, lwork, d_info);
     const float one = 1.0f, zero = 0.0f;
     for (int pass = 0; pass < 2; pass++) {
         // G = xᵀx as a GEMM: with cublasSsyrk this path measured 2x SLOWER than Householder on an H100 (syrk
         // does not split the long inner dimension); with cublasSgemm it is 1.7x faster
-        CUBLAS_TRY(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)k, (int)M, &one, x, (int)M, x, (int)M, &zero,
-                               g, (int)k));
-        CUSOLVER_TRY(cusolverDnSpotrf(hs, CUBLAS_FILL_MODE_UPPER, (int)k, g, (int)k, work, lwork, d_info + 3));
-        CUBLAS_TRY(cublasStrsm(hb, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT,
-                               (int)M, (int)k, &one, g, (int)k, x, (int)M));
+        CUBLAS_TRY(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)k, (int)M, &one, x, (int)M, x,
+                               (int)M, &zero, g, (int)k));
+        CUSOLVER_TRY(
+            cusolverDnSpotrf(hs, CUBLAS_FILL_MODE_UPPER, (int)k, g, (int)k, work, lwork, d_info + 3));
+        CUBLAS_TRY(cublasStrsm(hb, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                               CUBLAS_DIAG_NON_UNIT, (int)M, (int)k, &one, g, (int)k, x, (int)M));
     }
     (void)s;
     return MOEQ_OK;
@@ -125,8 +143,9 @@ moeq_status orth(cublasHandle_t hb, cusolverDnHandle_t hs, int fast, float *x, i
 
 // ---- the fast path (k <= 32, moeq_rsvd_ex_cuda method 1 and MiLo): CholeskyQR and the k×k SVD in our own
 // small kernels, no cuSOLVER call and no host synchronization (a failure raises a device flag instead of an
-// info read back per call). Measured reason: with cuSOLVER potrf/trsm per orthonormalisation and gesvdj for the
-// k×k SVD, an rSVD of a 7168x2048 matrix took 1.47 ms of which ~0.3 ms are the six thin products; now 0.93 ms.
+// info read back per call). Measured reason: with cuSOLVER potrf/trsm per orthonormalisation and gesvdj for
+// the k×k SVD, an rSVD of a 7168x2048 matrix took 1.47 ms of which ~0.3 ms are the six thin products; now
+// 0.93 ms.
 //   gram_partial_kernel: per block, Σ x[i, a]·y[i, b] over 4 row tiles of 32 (all loaded before the first
 //     product), products and sums in fp64 (products of fp32 values are exact in fp64): partials (nb, 32, 32);
 //   chol_kernel (one block): the partials summed in block order (fixed: deterministic), Cholesky G = RᵀR in
@@ -154,8 +173,8 @@ inline int gram_blocks(int64_t M) {
 }
 
 // part[blk·1024 + a·32 + b] = Σ over the block's 4 tiles of x[i, a]·y[i, b] (fp64 products and sums)
-__global__ void __launch_bounds__(256) gram_partial_kernel(const float *__restrict__ x, const float *y, int64_t M,
-                                                           int k, double *__restrict__ part) {
+__global__ void __launch_bounds__(256) gram_partial_kernel(const float *__restrict__ x, const float *y,
+                                                           int64_t M, int k, double *__restrict__ part) {
     constexpr int rows = k_gram_rows * k_gram_tiles;
     __shared__ float tx[rows][k_kf + 1], ty[rows][k_kf + 1];
     const bool same = x == y;
@@ -180,9 +199,9 @@ __global__ void __launch_bounds__(256) gram_partial_kernel(const float *__restri
     }
 }
 
-// G = Σ partials (block order: deterministic) = RᵀR (upper R, fp64 Cholesky); writes R as fp32 (32×32 row-major,
-// rf[l·32 + c] = R[l][c], the identity outside k×k) and 1/R[l][l]. A non-positive or tiny pivot (below 1e-14
-// of its diagonal) sets *fail and writes the identity.
+// G = Σ partials (block order: deterministic) = RᵀR (upper R, fp64 Cholesky); writes R as fp32 (32×32
+// row-major, rf[l·32 + c] = R[l][c], the identity outside k×k) and 1/R[l][l]. A non-positive or tiny pivot
+// (below 1e-14 of its diagonal) sets *fail and writes the identity.
 __global__ void __launch_bounds__(1024) chol_kernel(const double *__restrict__ part, int nb, int k,
                                                     float *__restrict__ rf, int *__restrict__ fail) {
     __shared__ double g[k_kf][k_kf + 1], rs[k_kf][k_kf + 1];
@@ -210,14 +229,15 @@ __global__ void __launch_bounds__(1024) chol_kernel(const double *__restrict__ p
     if (bad && tid == 0) *fail = 1;
 }
 
-// x <- x·R⁻¹ by forward substitution per row (y·R = x): y[l] = x[l]/R[l][l], then x[c] −= y[l]·R[l][c] for c > l.
-// R is the identity outside k×k and x is zero-padded, so every row runs the same unrolled code.
-__global__ void __launch_bounds__(128) apply_rinv_kernel(float *__restrict__ x, int64_t M, int k,
-                                                         const float *__restrict__ rf) {
+// x <- x·R⁻¹ by forward substitution per row (y·R = x): y[l] = x[l]/R[l][l], then x[c] −= y[l]·R[l][c] for c
+// > l. R is the identity outside k×k and x is zero-padded, so every row runs the same unrolled code.
+__global__ void __launch_bounds__(128)
+    apply_rinv_kernel(float *__restrict__ x, int64_t M, int k, const float *__restrict__ rf) {
     __shared__ float rs[k_kf * k_kf + k_kf];
     for (int e = threadIdx.x; e < k_kf * k_kf + k_kf; e += blockDim.x) rs[e] = rf[e];
     __syncthreads();
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M; i += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < M;
+         i += (int64_t)gridDim.x * blockDim.x) {
         float xr[k_kf];
         // z == 0, but not provably loop-invariant: keeps the compiler from hoisting all 528 shared loads of R
         // out of the row loop (they spilled: 1.6 KB of local memory per thread)
@@ -260,9 +280,9 @@ __device__ inline float warp_sumf(float v) {
 // R (k×k) = Σ partials (fp64, then rounded to fp32); R = U·diag(S)·Vᵀ: u (k×k, ld k), v (k×k, ld k), S (k)
 // descending. fp32 one-sided Jacobi (the precision of the cuSOLVER Sgesvdj it replaces; fp64 measured 0.24 ms
 // per call on an H100, fp32 is several times cheaper: MUFU sqrt/reciprocal, one-word shuffles).
-__global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restrict__ part, int nb, int k,
-                                                         float *__restrict__ S, float *__restrict__ u,
-                                                         float *__restrict__ v, int *__restrict__ fail) {
+__global__ void __launch_bounds__(512)
+    jacobi_svd_kernel(const double *__restrict__ part, int nb, int k, float *__restrict__ S,
+                      float *__restrict__ u, float *__restrict__ v, int *__restrict__ fail) {
     __shared__ float w[k_kf][k_kf + 1], vv[k_kf][k_kf + 1]; // [column][row]
     __shared__ float sig[k_kf];
     __shared__ int order[k_kf];
@@ -289,8 +309,8 @@ __global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restric
             const float wp = w[p][lane], wq = w[q][lane];
             const float al = warp_sumf(wp * wp), be = warp_sumf(wq * wq), ga = warp_sumf(wp * wq);
             // |γ| > 1e-5·√(αβ) (1e-5: two orders below the fp16 precision the factors are stored in); the
-            // rotation from hardware approximations (__fdividef, rsqrtf: a few ulp; c² + s² = 1 to a few ulp),
-            // which made the kernel measurably cheaper than IEEE division and square roots
+            // rotation from hardware approximations (__fdividef, rsqrtf: a few ulp; c² + s² = 1 to a few
+            // ulp), which made the kernel measurably cheaper than IEEE division and square roots
             if (ga != 0.0f && fabsf(ga) > 1e-5f * sqrtf(al) * sqrtf(be)) {
                 const float zeta = __fdividef(be - al, 2.0f * ga);
                 const float az = fabsf(zeta);
@@ -338,39 +358,31 @@ __global__ void __launch_bounds__(512) jacobi_svd_kernel(const double *__restric
     }
 }
 
-static moeq_phase_timer_ g_nopt; // .on == 0: no phase timing
-
 // passes = 2 (CholeskyQR2) for the bases that are used (the final Q and Qz); passes = 1 for the bases inside
 // the power iteration, which only carry the span to the next product: one pass with the fp64 Gram leaves a
 // basis orthonormal to ~cond·eps_fp32, which the next product and orthonormalisation absorb (the span is the
 // same up to rounding; the LU-normalised power iterations of fbpca rely on the same fact).
 void orth_fast(float *x, int64_t M, int k, double *part, float *rinv, int *d_fail, cudaStream_t s,
-               moeq_phase_timer_ *pt, int passes) {
+               int passes) {
     const int nb = gram_blocks(M);
     const int64_t ab = (M + 127) / 128;
     for (int pass = 0; pass < passes; pass++) {
         gram_partial_kernel<<<nb, 256, 0, s>>>(x, x, M, k, part);
-        moeq_phase_(pt, "r.gram");
         chol_kernel<<<1, 1024, 0, s>>>(part, nb, k, rinv, d_fail);
-        moeq_phase_(pt, "r.chol");
         apply_rinv_kernel<<<(unsigned)(ab < 1024 ? ab : 1024), 128, 0, s>>>(x, M, k, rinv);
-        moeq_phase_(pt, "r.apply");
     }
 }
 
 } // namespace
 
-// The fast rSVD (k = r + oversample capped at min(m, n) must be <= 32, else MOEQ_ERR_UNSUPPORTED), enqueued on s
-// without any host synchronization; *d_fail (device) is set to 1 when a factorisation failed (then the
+// The fast rSVD (k = r + oversample capped at min(m, n) must be <= 32, else MOEQ_ERR_UNSUPPORTED), enqueued
+// on s without any host synchronization; *d_fail (device) is set to 1 when a factorisation failed (then the
 // outputs are finite but meaningless and the caller must redo it with the Householder method).
-moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                                       float *d_u, float *d_v, float *d_s, int *d_fail, cudaStream_t s,
-                                       moeq_phase_timer_ *pt) {
-    if (!pt) pt = &g_nopt;
-    if (!d_a || !p || !d_u || !d_v || !d_fail || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) ||
-        p->oversample < 0 || p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
-                         (long long)r);
+moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                       const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                       int *d_fail, cudaStream_t s) {
+    MOEQ_TRY(rsvd_check_cuda(d_a, m, n, r, p, d_u, d_v));
+    if (!d_fail) return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd fast path: NULL failure flag");
     const int64_t mn = m < n ? m : n;
     const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
     if (k > k_kf) return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "rsvd fast path: k = %lld > %d", (long long)k, k_kf);
@@ -378,62 +390,55 @@ moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, i
     cusolverDnHandle_t hs;
     MOEQ_TRY(moeq_cuda_handles_(s, &hb, &hs));
     const float one = 1.0f, zero = 0.0f;
-    // one block: partials (64·32·32 doubles) | Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub, Ur (k·k) | S (k) | R⁻¹ (32·32)
+    // one block: partials (64·32·32 doubles) | Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub, Ur (k·k) | S
+    // (k) | R⁻¹ (32·32)
     const size_t npart = (size_t)gram_blocks(m > n ? m : n) * k_kf * k_kf;
-    const size_t nf = (size_t)(n * k) * 3 + (size_t)(m * k) + 2 * (size_t)(k * k) + (size_t)k + k_kf * k_kf + k_kf;
+    const size_t nf =
+        (size_t)(n * k) * 3 + (size_t)(m * k) + 2 * (size_t)(k * k) + (size_t)k + k_kf * k_kf + k_kf;
     uint8_t *mem = NULL;
     moeq_status st = MOEQ_OK;
     CUDA_GOTO(cudaMallocAsync((void **)&mem, npart * sizeof(double) + nf * sizeof(float), s), st, out);
     {
         double *part = (double *)mem;
-        float *z = (float *)(part + npart), *y = z + n * k, *vb = y + m * k, *bt = vb + n * k, *ub = bt + n * k,
-              *ur = ub + k * k, *S = ur + k * k, *rinv = S + k;
+        float *z = (float *)(part + npart), *y = z + n * k, *vb = y + m * k, *bt = vb + n * k,
+              *ub = bt + n * k, *ur = ub + k * k, *S = ur + k * k, *rinv = S + k;
         const int ik = (int)k;
         omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, s>>>(p->seed, p->stream, n * k, z);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        moeq_phase_(pt, "r.omega");
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z, (int)n, &zero,
-                                y, (int)m),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z,
+                                (int)n, &zero, y, (int)m),
                     st, out);
-        moeq_phase_(pt, "r.gemm_thin");
-        orth_fast(y, m, ik, part, rinv, d_fail, s, pt, p->power_iters > 0 ? 1 : 2);
+        orth_fast(y, m, ik, part, rinv, d_fail, s, p->power_iters > 0 ? 1 : 2);
         for (int it = 0; it < p->power_iters; it++) {
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y, (int)m,
-                                    &zero, z, (int)n),
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y,
+                                    (int)m, &zero, z, (int)n),
                         st, out);
-            moeq_phase_(pt, "r.gemm_thin");
-            orth_fast(z, n, ik, part, rinv, d_fail, s, pt, 1);
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z, (int)n,
-                                    &zero, y, (int)m),
+            orth_fast(z, n, ik, part, rinv, d_fail, s, 1);
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, ik, (int)n, &one, d_a, (int)n, z,
+                                    (int)n, &zero, y, (int)m),
                         st, out);
-            moeq_phase_(pt, "r.gemm_thin");
-            orth_fast(y, m, ik, part, rinv, d_fail, s, pt, it + 1 < p->power_iters ? 1 : 2);
+            orth_fast(y, m, ik, part, rinv, d_fail, s, it + 1 < p->power_iters ? 1 : 2);
         }
         // Bᵀ (n×k) = Aᵀ·Q = Qz·Rz, Rz = Qzᵀ·Bᵀ = Ur·diag(S)·Ubᵀ; Vb = Qz·Ur
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y, (int)m, &zero,
-                                bt, (int)n),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, (int)m, &one, d_a, (int)n, y,
+                                (int)m, &zero, bt, (int)n),
                     st, out);
-        moeq_phase_(pt, "r.gemm_thin");
-        CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
-        moeq_phase_(pt, "r.memcpy");
-        orth_fast(z, n, ik, part, rinv, d_fail, s, pt, 2);
+        CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st,
+                  out);
+        orth_fast(z, n, ik, part, rinv, d_fail, s, 2);
         const int nb = gram_blocks(n);
         gram_partial_kernel<<<nb, 256, 0, s>>>(z, bt, n, ik, part);
-        moeq_phase_(pt, "r.gram");
         jacobi_svd_kernel<<<1, 512, 0, s>>>(part, nb, ik, S, ur, ub, d_fail);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        moeq_phase_(pt, "r.jacobi");
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, ik, &one, z, (int)n, ur, ik, &zero, vb,
-                                (int)n),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, ik, ik, &one, z, (int)n, ur, ik, &zero,
+                                vb, (int)n),
                     st, out);
         // uᵀ (r×m, ld r) = Ub[:, :r]ᵀ·Qᵀ
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, ik, &one, ub, ik, y, (int)m, &zero, d_u,
-                                (int)r),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, ik, &one, ub, ik, y, (int)m,
+                                &zero, d_u, (int)r),
                     st, out);
-        moeq_phase_(pt, "r.gemm_small");
         split_sqrt_kernel<<<moeq_cuda_grid_((m + n) * r), 256, 0, s>>>(S, m, n, r, d_u, vb, d_v, d_s);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        moeq_phase_(pt, "r.split");
     }
 out:
     if (mem) cudaFreeAsync(mem, s);
@@ -443,15 +448,13 @@ out:
 namespace {
 
 // fast == 0: the reference port (Householder QR, gesvdj of the n×k Bᵀ). fast == 1: CholeskyQR2 for every
-// orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (gesvdj), Vb = Qz·Ur. Returns MOEQ_ERR_NUMERIC with
-// *chol_failed = 1 when a Cholesky factorisation failed (the caller retries with fast == 0).
-moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p, float *d_u,
-                      float *d_v, float *d_s, int fast, int check, cudaStream_t s, int *chol_failed) {
+// orthonormalisation and the SVD of the k×k R of Bᵀ = Qz·R (gesvdj), Vb = Qz·Ur. Returns MOEQ_ERR_NUMERIC
+// with *chol_failed = 1 when a Cholesky factorisation failed (the caller retries with fast == 0).
+moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
+                      float *d_u, float *d_v, float *d_s, int fast, int check, cudaStream_t s,
+                      int *chol_failed) {
     *chol_failed = 0;
-    if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) || p->oversample < 0 ||
-        p->power_iters < 0 || m > 0x7fffffff || n > 0x7fffffff)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "rsvd: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
-                         (long long)r);
+    MOEQ_TRY(rsvd_check_cuda(d_a, m, n, r, p, d_u, d_v));
     if (check) MOEQ_TRY(moeq_check_finite_cuda(d_a, m, n, "rsvd", s));
     const int64_t mn = m < n ? m : n;
     const int64_t k = r + p->oversample < mn ? r + p->oversample : mn;
@@ -468,16 +471,19 @@ moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const m
     // workspace sizes (queried with NULL data pointers: the sizes depend only on the shapes)
     CUSOLVER_GOTO(cusolverDnSgeqrf_bufferSize(hs, (int)m, (int)k, NULL, (int)m, &lw_qm), st, out);
     CUSOLVER_GOTO(cusolverDnSgeqrf_bufferSize(hs, (int)n, (int)k, NULL, (int)n, &lw_qn), st, out);
-    CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)m, (int)k, (int)k, NULL, (int)m, NULL, &lw_om), st, out);
-    CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)n, (int)k, (int)k, NULL, (int)n, NULL, &lw_on), st, out);
-    CUSOLVER_GOTO(cusolverDnSpotrf_bufferSize(hs, CUBLAS_FILL_MODE_UPPER, (int)k, NULL, (int)k, &lw_chol), st, out);
+    CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)m, (int)k, (int)k, NULL, (int)m, NULL, &lw_om), st,
+                  out);
+    CUSOLVER_GOTO(cusolverDnSorgqr_bufferSize(hs, (int)n, (int)k, (int)k, NULL, (int)n, NULL, &lw_on), st,
+                  out);
+    CUSOLVER_GOTO(cusolverDnSpotrf_bufferSize(hs, CUBLAS_FILL_MODE_UPPER, (int)k, NULL, (int)k, &lw_chol), st,
+                  out);
     if (fast)
-        CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)k, (int)k, NULL, (int)k, NULL,
-                                                   NULL, (int)k, NULL, (int)k, &lw_svd, gj),
+        CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)k, (int)k, NULL,
+                                                   (int)k, NULL, NULL, (int)k, NULL, (int)k, &lw_svd, gj),
                       st, out);
     else
-        CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, NULL, (int)n,
-                                                   NULL, NULL, (int)n, NULL, (int)k, &lw_svd, gj),
+        CUSOLVER_GOTO(cusolverDnSgesvdj_bufferSize(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, NULL,
+                                                   (int)n, NULL, NULL, (int)n, NULL, (int)k, &lw_svd, gj),
                       st, out);
     {
         int lwork = lw_qm;
@@ -486,9 +492,11 @@ moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const m
         lwork = lw_on > lwork ? lw_on : lwork;
         lwork = lw_svd > lwork ? lw_svd : lwork;
         lwork = lw_chol > lwork ? lw_chol : lwork;
-        // one block: Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub (k·k) | Rz, Ur (2·k·k) | G (k·k) | S (k) | tau (k)
+        // one block: Z/Ω (n·k) | Y (m·k) | Vb (n·k) | Bt (n·k) | Ub (k·k) | Rz, Ur (2·k·k) | G (k·k) | S (k)
+        // | tau (k)
         //            | work (lwork) | infos
-        const size_t nf = (size_t)(n * k) * 3 + (size_t)(m * k) + 4 * (size_t)(k * k) + 2 * (size_t)k + (size_t)lwork;
+        const size_t nf =
+            (size_t)(n * k) * 3 + (size_t)(m * k) + 4 * (size_t)(k * k) + 2 * (size_t)k + (size_t)lwork;
         CUDA_GOTO(cudaMallocAsync((void **)&mem, nf * sizeof(float) + 64, s), st, out);
         float *z = mem, *y = z + n * k, *vb = y + m * k, *bt = vb + n * k, *ub = bt + n * k, *rz = ub + k * k,
               *ur = rz + k * k, *g = ur + k * k, *S = g + k * k, *tau = S + k, *work = tau + k;
@@ -497,48 +505,49 @@ moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const m
         omega_kernel<<<moeq_cuda_grid_(n * k), 256, 0, s>>>(p->seed, p->stream, n * k, z);
         CUDA_GOTO(cudaGetLastError(), st, out);
         // Y (m×k) = A·Ω: A is column-major Aᵀ (n×m, ld n)
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z, (int)n,
-                                &zero, y, (int)m),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z,
+                                (int)n, &zero, y, (int)m),
                     st, out);
         MOEQ_GOTO(orth(hb, hs, fast, y, m, k, tau, g, work, lwork, d_info, s), st, out);
         for (int it = 0; it < p->power_iters; it++) {
             // Z (n×k) = Aᵀ·Q
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y,
-                                    (int)m, &zero, z, (int)n),
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n,
+                                    y, (int)m, &zero, z, (int)n),
                         st, out);
             MOEQ_GOTO(orth(hb, hs, fast, z, n, k, tau, g, work, lwork, d_info, s), st, out);
             // Y (m×k) = A·Z
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n, z,
-                                    (int)n, &zero, y, (int)m),
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)k, (int)n, &one, d_a, (int)n,
+                                    z, (int)n, &zero, y, (int)m),
                         st, out);
             MOEQ_GOTO(orth(hb, hs, fast, y, m, k, tau, g, work, lwork, d_info, s), st, out);
         }
         // Bᵀ (n×k) = Aᵀ·Q
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y, (int)m,
-                                &zero, fast ? bt : z, (int)n),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)m, &one, d_a, (int)n, y,
+                                (int)m, &zero, fast ? bt : z, (int)n),
                     st, out);
         if (!fast) {
             // Bᵀ = Vb·diag(S)·Ubᵀ
-            CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, z, (int)n, S, vb, (int)n,
-                                            ub, (int)k, work, lwork, d_info + 2, gj),
+            CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)n, (int)k, z, (int)n, S, vb,
+                                            (int)n, ub, (int)k, work, lwork, d_info + 2, gj),
                           st, out);
         } else {
             // Bᵀ = Qz·Rz with Qz = cholqr2(Bᵀ) and Rz = Qzᵀ·Bᵀ (k×k); Rz = Ur·diag(S)·Ubᵀ; Vb = Qz·Ur
-            CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
+            CUDA_GOTO(cudaMemcpyAsync(z, bt, (size_t)(n * k) * sizeof(float), cudaMemcpyDeviceToDevice, s),
+                      st, out);
             MOEQ_GOTO(orth(hb, hs, 1, z, n, k, tau, g, work, lwork, d_info, s), st, out);
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)k, (int)n, &one, z, (int)n, bt, (int)n,
-                                    &zero, rz, (int)k),
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)k, (int)k, (int)n, &one, z, (int)n, bt,
+                                    (int)n, &zero, rz, (int)k),
                         st, out);
-            CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)k, (int)k, rz, (int)k, S, ur, (int)k,
-                                            ub, (int)k, work, lwork, d_info + 2, gj),
+            CUSOLVER_GOTO(cusolverDnSgesvdj(hs, CUSOLVER_EIG_MODE_VECTOR, 1, (int)k, (int)k, rz, (int)k, S,
+                                            ur, (int)k, ub, (int)k, work, lwork, d_info + 2, gj),
                           st, out);
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)k, &one, z, (int)n, ur, (int)k,
-                                    &zero, vb, (int)n),
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)k, (int)k, &one, z, (int)n, ur,
+                                    (int)k, &zero, vb, (int)n),
                         st, out);
         }
         // uᵀ (r×m, ld r) = Ub[:, :r]ᵀ·Qᵀ
-        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, (int)k, &one, ub, (int)k, y, (int)m,
-                                &zero, d_u, (int)r),
+        CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_T, (int)r, (int)m, (int)k, &one, ub, (int)k, y,
+                                (int)m, &zero, d_u, (int)r),
                     st, out);
         split_sqrt_kernel<<<moeq_cuda_grid_((m + n) * r), 256, 0, s>>>(S, m, n, r, d_u, vb, d_v, d_s);
         CUDA_GOTO(cudaGetLastError(), st, out);
@@ -546,7 +555,8 @@ moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const m
         CUDA_GOTO(cudaStreamSynchronize(s), st, out);
         if (h_info[3]) {
             *chol_failed = 1;
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "rsvd: CholeskyQR2 (%lld x %lld): potrf info=%d (ill-conditioned basis)",
+            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
+                           "rsvd: CholeskyQR2 (%lld x %lld): potrf info=%d (ill-conditioned basis)",
                            (long long)m, (long long)k, h_info[3]);
         } else if (h_info[0] || h_info[1])
             st = MOEQ_FAIL(h_info[0] < 0 || h_info[1] < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
@@ -554,8 +564,8 @@ moeq_status rsvd_impl(const float *d_a, int64_t m, int64_t n, int64_t r, const m
                            (long long)k, h_info[0], h_info[1]);
         else if (h_info[2])
             st = MOEQ_FAIL(h_info[2] < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
-                           "rsvd: cuSOLVER gesvdj (%lld x %lld): info=%d%s", (long long)(fast ? k : n), (long long)k,
-                           h_info[2], h_info[2] > 0 ? " (did not converge)" : "");
+                           "rsvd: cuSOLVER gesvdj (%lld x %lld): info=%d%s", (long long)(fast ? k : n),
+                           (long long)k, h_info[2], h_info[2] > 0 ? " (did not converge)" : "");
     }
 out:
     if (mem) cudaFreeAsync(mem, s);
@@ -572,8 +582,8 @@ extern "C" moeq_status moeq_rsvd_cuda(const float *d_a, int64_t m, int64_t n, in
 }
 
 extern "C" moeq_status moeq_rsvd_ex_cuda(const float *d_a, int64_t m, int64_t n, int64_t r,
-                                         const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s, int method,
-                                         int check_finite, void *stream) {
+                                         const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                         int method, int check_finite, void *stream) {
     int cf = 0;
     cudaStream_t s = (cudaStream_t)stream;
     if (method == 1 && p && r > 0 && m > 0 && n > 0 && r + (int64_t)p->oversample <= 32) {
@@ -602,10 +612,8 @@ extern "C" moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_
                                              const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
                                              void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (!d_a || !p || !d_u || !d_v || m <= 0 || n <= 0 || r <= 0 || r > (m < n ? m : n) || p->oversample < 0 ||
-        p->power_iters < 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "gesvdr: bad arguments (m=%lld n=%lld r=%lld)", (long long)m, (long long)n,
-                         (long long)r);
+    // the CPU's checks (lowrank_cpu.c); Xgesvdr is a 64-bit API: no int limit
+    MOEQ_TRY(moeq_rsvd_check(d_a, m, n, r, p, d_u, d_v, "gesvdr"));
     const int64_t mn = m < n ? m : n;
     const int64_t ov = r + p->oversample <= mn ? p->oversample : mn - r;
     cublasHandle_t hb;
@@ -621,11 +629,12 @@ extern "C" moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_
     // A row-major (m, n) is the column-major Aᵀ (n×m): SVD of Aᵀ = U1·S·V1ᵀ gives U = V1, V = U1
     const int64_t M = n, N = m;
     const size_t na = (size_t)(m * n), nu = (size_t)(M * r), nv = (size_t)(N * r);
-    CUSOLVER_GOTO(cusolverDnXgesvdr_bufferSize(hs, prm, 'S', 'S', M, N, r, ov, p->power_iters, CUDA_R_32F, NULL, M,
-                                               CUDA_R_32F, NULL, CUDA_R_32F, NULL, M, CUDA_R_32F, NULL, N,
-                                               CUDA_R_32F, &dws, &hws),
+    CUSOLVER_GOTO(cusolverDnXgesvdr_bufferSize(hs, prm, 'S', 'S', M, N, r, ov, p->power_iters, CUDA_R_32F,
+                                               NULL, M, CUDA_R_32F, NULL, CUDA_R_32F, NULL, M, CUDA_R_32F,
+                                               NULL, N, CUDA_R_32F, &dws, &hws),
                   st, out);
-    CUDA_GOTO(cudaMallocAsync((void **)&mem, (na + nu + nv + (size_t)r) * sizeof(float) + dws + 64, s), st, out);
+    CUDA_GOTO(cudaMallocAsync((void **)&mem, (na + nu + nv + (size_t)r) * sizeof(float) + dws + 64, s), st,
+              out);
     if (hws && !(hbuf = malloc(hws))) {
         st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "gesvdr: %zu bytes of host workspace", hws);
         goto out;
@@ -634,22 +643,26 @@ extern "C" moeq_status moeq_rsvd_gesvdr_cuda(const float *d_a, int64_t m, int64_
         float *ac = mem, *u1 = ac + na, *v1 = u1 + nu, *S = v1 + nv;
         void *dbuf = (void *)(S + r + 8);
         d_info = (int *)(S + r);
-        CUDA_GOTO(cudaMemcpyAsync(ac, d_a, na * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out); // overwritten
-        CUSOLVER_GOTO(cusolverDnXgesvdr(hs, prm, 'S', 'S', M, N, r, ov, p->power_iters, CUDA_R_32F, ac, M, CUDA_R_32F,
-                                        S, CUDA_R_32F, u1, M, CUDA_R_32F, v1, N, CUDA_R_32F, dbuf, dws, hbuf, hws,
-                                        d_info),
+        CUDA_GOTO(cudaMemcpyAsync(ac, d_a, na * sizeof(float), cudaMemcpyDeviceToDevice, s), st,
+                  out); // overwritten
+        CUSOLVER_GOTO(cusolverDnXgesvdr(hs, prm, 'S', 'S', M, N, r, ov, p->power_iters, CUDA_R_32F, ac, M,
+                                        CUDA_R_32F, S, CUDA_R_32F, u1, M, CUDA_R_32F, v1, N, CUDA_R_32F, dbuf,
+                                        dws, hbuf, hws, d_info),
                       st, out);
         // v (r, n) row-major = column-major n×r = U1·√S; u (m, r) row-major from V1 (m×r column-major)
         split_sqrt_kernel<<<moeq_cuda_grid_(n * r), 256, 0, s>>>(S, 0, n, r, NULL, u1, d_v, NULL);
         CUDA_GOTO(cudaGetLastError(), st, out);
         gesvdr_u_kernel<<<moeq_cuda_grid_(m * r), 256, 0, s>>>(S, v1, m, r, d_u);
         CUDA_GOTO(cudaGetLastError(), st, out);
-        if (d_s) CUDA_GOTO(cudaMemcpyAsync(d_s, S, (size_t)r * sizeof(float), cudaMemcpyDeviceToDevice, s), st, out);
+        if (d_s)
+            CUDA_GOTO(cudaMemcpyAsync(d_s, S, (size_t)r * sizeof(float), cudaMemcpyDeviceToDevice, s), st,
+                      out);
         CUDA_GOTO(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s), st, out);
         CUDA_GOTO(cudaStreamSynchronize(s), st, out);
         if (h_info)
-            st = MOEQ_FAIL(h_info < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC, "gesvdr (%lld x %lld, r=%lld): info=%d",
-                           (long long)m, (long long)n, (long long)r, h_info);
+            st = MOEQ_FAIL(h_info < 0 ? MOEQ_ERR_ARG : MOEQ_ERR_NUMERIC,
+                           "gesvdr (%lld x %lld, r=%lld): info=%d", (long long)m, (long long)n, (long long)r,
+                           h_info);
     }
 out:
     if (mem) cudaFreeAsync(mem, s);
@@ -659,13 +672,14 @@ out:
     return st;
 }
 
-// Factor storage round trip enqueued without synchronization: the first bad element index is atomicMin-ed into
-// *d_bad (device; ~0 = none), read by the caller when it next synchronizes.
-moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n, unsigned long long *d_bad,
-                                              cudaStream_t s) {
+// Factor storage round trip enqueued without synchronization: the first bad element index is atomicMin-ed
+// into *d_bad (device; ~0 = none), read by the caller when it next synchronizes.
+moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n,
+                                              unsigned long long *d_bad, cudaStream_t s) {
     if (t == MOEQ_FACTOR_F32 || n == 0) return MOEQ_OK;
     if (!d_x || !d_bad || n < 0 || moeq_factor_code_bytes(t, n) < 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments (type=%d n=%lld)", (int)t, (long long)n);
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments (type=%d n=%lld)", (int)t,
+                         (long long)n);
     if (t == MOEQ_FACTOR_FP16)
         f16_roundtrip_kernel<<<moeq_cuda_grid_(n), 256, 0, s>>>(d_x, n, d_bad);
     else
@@ -679,7 +693,8 @@ extern "C" moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x
     if (t == MOEQ_FACTOR_F32)
         return d_x && n >= 0 ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments");
     if (!d_x || n < 0 || moeq_factor_code_bytes(t, n) < 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments (type=%d n=%lld)", (int)t, (long long)n);
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "factor_roundtrip: bad arguments (type=%d n=%lld)", (int)t,
+                         (long long)n);
     if (n == 0) return MOEQ_OK;
     unsigned long long *d_bad = NULL, bad = ~0ull;
     moeq_status st = MOEQ_OK;
@@ -693,8 +708,8 @@ extern "C" moeq_status moeq_factor_roundtrip_cuda(moeq_factor_type t, float *d_x
     CUDA_GOTO(cudaMemcpyAsync(&bad, d_bad, sizeof bad, cudaMemcpyDeviceToHost, s), st, out);
     CUDA_GOTO(cudaStreamSynchronize(s), st, out);
     if (bad != ~0ull)
-        st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "factor_roundtrip: element %llu is non-finite or overflows fp16%s", bad,
-                       t == MOEQ_FACTOR_INT3 ? " (int3 group scale)" : "");
+        st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "factor_roundtrip: element %llu is non-finite or overflows fp16%s",
+                       bad, t == MOEQ_FACTOR_INT3 ? " (int3 group scale)" : "");
 out:
     if (d_bad) cudaFreeAsync(d_bad, s);
     return st;

@@ -54,6 +54,11 @@ moeq_status moeq_metrics_stats_cpu(const float *w, // (R, C)
 void moeq_metrics_stats_finish(const double *part, const double *col, double mean, int64_t R, int64_t C,
                                moeq_weight_stats *s);
 
+// The error metrics from their per-row partials, shared by the CPU reference and the CUDA port (so that they
+// differ only in how each row was summed): part (R, 4) per row Σe², Σw², Σ|e|, max|e|; rows are added
+// serially in row order and the edge cases above are applied.
+void moeq_metrics_error_finish(const double *part, int64_t R, int64_t C, moeq_err_metrics *m);
+
 // ‖E‖_F of E = e − U·V (fp64, row panels, deterministic): what the MiLo iteration tracks.
 moeq_status moeq_metrics_fro_lowrank_cpu(const float *e, // (R, C)
                                          const float *u, // (R, r) (NULL when r == 0)

@@ -26,7 +26,7 @@ static void moeq_err_row(const float *w, const float *a, const float *uv, int64_
     o[0] = se, o[1] = sw, o[2] = sa, o[3] = mx;
 }
 
-static void moeq_err_finish(const double *part, int64_t R, int64_t C, moeq_err_metrics *m) {
+void moeq_metrics_error_finish(const double *part, int64_t R, int64_t C, moeq_err_metrics *m) {
     double se = 0, sw = 0, sa = 0, mx = 0;
     for (int64_t i = 0; i < R; i++) {
         se += part[4 * i], sw += part[4 * i + 1], sa += part[4 * i + 2];
@@ -54,7 +54,7 @@ moeq_status moeq_metrics_error_cpu(const float *w, const float *approx, int64_t 
     if (!part) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "metrics: %lld rows", (long long)R);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < R; i++) moeq_err_row(w + i * C, approx + i * C, NULL, C, part + 4 * i);
-    moeq_err_finish(part, R, C, m);
+    moeq_metrics_error_finish(part, R, C, m);
     free(part);
     return MOEQ_OK;
 }
@@ -81,7 +81,7 @@ moeq_status moeq_metrics_error_lowrank_cpu(const float *w, const float *a, const
         for (int64_t i = 0; i < np; i++)
             moeq_err_row(w + (i0 + i) * C, a + (i0 + i) * C, uv ? uv + i * C : NULL, C, part + 4 * (i0 + i));
     }
-    moeq_err_finish(part, R, C, m);
+    moeq_metrics_error_finish(part, R, C, m);
     free(part), free(uv);
     return MOEQ_OK;
 }

@@ -4,14 +4,15 @@
 // sums are per row as on the CPU, but a row is summed by one 256-thread block (strided partials, then a
 // fixed shared-memory tree) instead of left to right, so results differ from the CPU only by fp64 rounding
 // (~1e-15 relative, the parity test allows 1e-12); max |e| is exact. Rows are then added serially on the
-// host in row order, exactly as the CPU does. U·V is one cuBLAS SGEMM (TF32 off) into an (R, C) temporary.
+// host in row order by the CPU's own moeq_metrics_error_finish / moeq_metrics_stats_finish (metrics_cpu.c).
+// U·V is one cuBLAS SGEMM (TF32 off) into an (R, C) temporary.
 // Determinism: fixed reduction order, no atomics: identical run to run.
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cuda_common.cuh" // defines: CUDA_TRY, CUBLAS_TRY, moeq_cuda_handles_
 #include "kernels_cuda.h"  // defines: the *_cuda prototypes
+#include "metrics.h" // defines: moeq_metrics_error_finish, moeq_metrics_stats_finish (host, metrics_cpu.c)
 
 namespace {
 
@@ -51,26 +52,6 @@ __global__ void err_rows_kernel(const float *__restrict__ w, const float *__rest
     if (threadIdx.x < 4) part[4 * i + threadIdx.x] = sh[threadIdx.x][0];
 }
 
-// the CPU's moeq_err_finish (metrics_cpu.c): serial sum over rows, edge cases defined
-void err_finish(const double *part, int64_t R, int64_t C, moeq_err_metrics *m) {
-    double se = 0, sw = 0, sa = 0, mx = 0;
-    for (int64_t i = 0; i < R; i++) {
-        se += part[4 * i], sw += part[4 * i + 1], sa += part[4 * i + 2];
-        mx = part[4 * i + 3] > mx ? part[4 * i + 3] : mx;
-    }
-    const double n = (double)R * (double)C;
-    memset(m, 0, sizeof *m);
-    m->fro_err = sqrt(se), m->fro_ref = sqrt(sw);
-    m->mse = se / n, m->mean_abs = sa / n, m->max_abs = mx;
-    if (se == 0.0) {
-        m->rel_fro = 0.0, m->nmse = 0.0, m->sqnr_db = INFINITY;
-    } else if (sw == 0.0) {
-        m->rel_fro = INFINITY, m->nmse = INFINITY, m->sqnr_db = -INFINITY;
-    } else {
-        m->nmse = se / sw, m->rel_fro = sqrt(se / sw), m->sqnr_db = 10.0 * log10(sw / se);
-    }
-}
-
 // partials of w − a − U·V (a may be NULL = 0; u, v may be NULL when r == 0) into the host array part (R·4)
 moeq_status err_partials(const float *d_w, const float *d_a, const float *d_u, const float *d_v, int64_t R,
                          int64_t C, int64_t r, double *part, cudaStream_t s) {
@@ -92,7 +73,8 @@ moeq_status err_partials(const float *d_w, const float *d_a, const float *d_u, c
     }
     err_rows_kernel<<<(unsigned)R, k_threads, 0, s>>>(d_w, d_a, uv, C, d_part);
     CUDA_GOTO(cudaGetLastError(), st, out);
-    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * 4 * sizeof(double), cudaMemcpyDeviceToHost, s), st, out);
+    CUDA_GOTO(cudaMemcpyAsync(part, d_part, (size_t)R * 4 * sizeof(double), cudaMemcpyDeviceToHost, s), st,
+              out);
     CUDA_GOTO(cudaStreamSynchronize(s), st, out);
 out:
     if (uv) cudaFreeAsync(uv, s);
@@ -199,7 +181,7 @@ extern "C" moeq_status moeq_metrics_error_lowrank_cuda(const float *d_w, const f
     double *part = (double *)malloc((size_t)R * 4 * sizeof(double));
     if (!part) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "metrics: %lld rows", (long long)R);
     const moeq_status st = err_partials(d_w, d_a, d_u, d_v, R, C, r, part, s);
-    if (st == MOEQ_OK) err_finish(part, R, C, m);
+    if (st == MOEQ_OK) moeq_metrics_error_finish(part, R, C, m); // metrics_cpu.c
     free(part);
     return st;
 }
@@ -213,7 +195,8 @@ extern "C" moeq_status moeq_metrics_error_cuda(const float *d_w, const float *d_
 // ‖e − U·V‖_F: the CPU computes d = (double)(e − uv) per element, exactly the Σe² partial with w = e, a = uv;
 // here a = NULL (0) and uv = U·V: e − uv is the same fp32 value.
 extern "C" moeq_status moeq_metrics_fro_lowrank_cuda(const float *d_e, const float *d_u, const float *d_v,
-                                                     int64_t R, int64_t C, int64_t r, double *fro, void *stream) {
+                                                     int64_t R, int64_t C, int64_t r, double *fro,
+                                                     void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
     if (!d_e || !fro || R <= 0 || C <= 0 || r < 0 || (r > 0 && (!d_u || !d_v)))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "fro_lowrank: bad arguments");

@@ -58,6 +58,13 @@ typedef struct moeq_milo_out {
     double fro_w;    // out: ‖W‖_F
 } moeq_milo_out;
 
+// The argument checks of a fit, shared by both backends (the CUDA port and its host wrapper call the CPU's):
+// w, p, out and out->q non-NULL, R, C > 0; 0 <= rank <= min(R, C), rounds >= 1, a known factor type, U and V
+// given when rank > 0; out->q valid with the geometry of p (bits, R, C, G); p->hqq valid. MOEQ_OK or
+// MOEQ_ERR_ARG naming what is wrong. Reads no data (w may be device memory).
+moeq_status moeq_milo_check(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
+                            const moeq_milo_out *out);
+
 // Runs the MiLo iteration on w. Re-encode the returned factors with moeq_factor_quantize_cpu to get the
 // stored bytes (idempotent: the same codes as inside the fit). Working memory: one R×C fp32 matrix, one
 // quantized matrix and one pair of factors, allocated here and freed before returning.

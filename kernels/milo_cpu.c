@@ -22,8 +22,8 @@ moeq_milo_params moeq_milo_params_default(void) {
                               .factor = MOEQ_FACTOR_FP16};
 }
 
-moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
-                              moeq_milo_out *out) {
+moeq_status moeq_milo_check(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
+                            const moeq_milo_out *out) {
     if (!w || !p || !out || !out->q || R <= 0 || C <= 0)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad arguments");
     const int64_t r = p->rank;
@@ -31,7 +31,7 @@ moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_m
         (r > 0 && (!out->u || !out->v)))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad parameters (rank=%lld rounds=%d factor=%d, R=%lld C=%lld)",
                          (long long)r, p->rounds, (int)p->factor, (long long)R, (long long)C);
-    moeq_qmat *q = out->q;
+    const moeq_qmat *q = out->q;
     MOEQ_TRY(moeq_qmat_check(q));
     if (q->bits != p->bits || q->R != R || q->C != C || q->G != p->group)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
@@ -40,6 +40,14 @@ moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_m
                          q->bits, (long long)q->R, (long long)q->C, (long long)q->G, p->bits, (long long)R,
                          (long long)C, (long long)p->group);
     MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
+    return MOEQ_OK;
+}
+
+moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
+                              moeq_milo_out *out) {
+    MOEQ_TRY(moeq_milo_check(w, R, C, p, out));
+    const int64_t r = p->rank;
+    moeq_qmat *q = out->q;
     MOEQ_TRY(moeq_check_finite_cpu(w, R, C, "milo", NULL, NULL));
 
     moeq_qmat qc;

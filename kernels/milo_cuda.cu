@@ -1,15 +1,16 @@
 // milo_cuda.cu: CUDA port of milo_cpu.c: the MiLo rounds entirely on device (milo.h): A = W − U·V (cuBLAS),
-// HQQ (the group kernel of quant_cuda.cu with the β table uploaded once), A = W − deq(Q), rSVD (lowrank_cuda.cu:
-// the fast path with our own CholeskyQR2 and Jacobi kernels for k <= 32, moeq_rsvd_ex_cuda otherwise; stream =
-// round), factor storage round trip, ‖A − U·V‖_F in fp64 (our fused kernel below), and the best round chosen
-// and copied on the device. Nothing is read back per round except HQQ's own failure flags (it synchronizes):
-// the error history, the best round, the rSVD failure flag and the factor overflow flag come back once at the
-// end (a failed CholeskyQR2 anywhere redoes the whole fit with the Householder rSVD, as before per call).
-// Working memory: one (R, C) fp32 matrix, one quantized matrix, one pair of factors and R doubles,
-// stream-ordered allocations freed before returning.
-// Parity with the CPU: by tolerance (the rSVD and U·V products differ in summation order); the quantized
-// matrix of a round is bit-identical to the CPU's for the same input. Deterministic run to run (no atomics in
-// sums; fixed reduction orders).
+// HQQ (the group kernel of quant_cuda.cu with the β table uploaded once), A = W − deq(Q), rSVD
+// (lowrank_cuda.cu: the fast path with our own CholeskyQR2 and Jacobi kernels for k <= 32, moeq_rsvd_ex_cuda
+// otherwise; stream = round), factor storage round trip, ‖A − U·V‖_F in fp64 (our fused kernel below), and
+// the best round chosen and copied on the device. Nothing is read back per round except HQQ's own failure
+// flags (it synchronizes): the error history, the best round, the rSVD failure flag and the factor overflow
+// flag come back once at the end (a failed CholeskyQR2 anywhere redoes the whole fit with the Householder
+// rSVD, as before per call). Working memory: one (R, C) fp32 matrix, one quantized matrix, one pair of
+// factors and R doubles, stream-ordered allocations freed before returning. Parity with the CPU: by tolerance
+// (the rSVD and U·V products differ in summation order); the quantized matrix of a round is bit-identical to
+// the CPU's for the same input. Deterministic run to run (no atomics in sums; fixed reduction orders).
+// Not here: timing or printing of any kind. kernels/dev/milo_dev.cu times a round phase by phase through the
+// same building blocks (quant_cuda_impl.cuh) and checks the fused 3-bit kernels against the reference ones.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +22,16 @@
 
 namespace {
 
-constexpr int k_rows = 16;  // rows per block of lr_err_rows_kernel
-constexpr int k_rmax = 32;  // largest rank of the fused error kernel
+constexpr int k_rows = 16; // rows per block of lr_err_rows_kernel
+constexpr int k_rmax = 32; // largest rank of the fused error kernel
 
-// rows[i] = Σ_c e², e = a[i, c] − Σ_j u[i, j]·v[j, c] (fp32, j in order; r = 0: e = a), squares and sums in fp64.
-// k_rows rows per block: V's column c is held in registers and reused for the block's rows. U and V are
+// rows[i] = Σ_c e², e = a[i, c] − Σ_j u[i, j]·v[j, c] (fp32, j in order; r = 0: e = a), squares and sums in
+// fp64. k_rows rows per block: V's column c is held in registers and reused for the block's rows. U and V are
 // zero-padded to 32 columns (exact zeros add nothing), so the hot loop has no guards; rows past R are
 // clamped to R − 1 and not written.
-__global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restrict__ a, const float *__restrict__ u,
-                                                          const float *__restrict__ v, int64_t R, int64_t C, int r,
-                                                          double *__restrict__ rows) {
+__global__ void __launch_bounds__(256)
+    lr_err_rows_kernel(const float *__restrict__ a, const float *__restrict__ u, const float *__restrict__ v,
+                       int64_t R, int64_t C, int r, double *__restrict__ rows) {
     __shared__ __align__(16) float us[k_rows][k_rmax];
     __shared__ double sh[k_rows][8];
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -51,9 +52,9 @@ __global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restric
 #pragma unroll
         for (int row = 0; row < k_rows; row++) {
             const int64_t ii = i0 + row < R ? i0 + row : R - 1;
-            // U read as float4 at an offset the compiler cannot prove loop-invariant (z == 0 for every real c):
-            // otherwise it hoists all 16×32 loads out of the column loop and spills them (measured: 2 KB of
-            // local memory per thread); float4 = a quarter of the shared-memory instructions
+            // U read as float4 at an offset the compiler cannot prove loop-invariant (z == 0 for every real
+            // c): otherwise it hoists all 16×32 loads out of the column loop and spills them (measured: 2 KB
+            // of local memory per thread); float4 = a quarter of the shared-memory instructions
             const float4 *u4 = reinterpret_cast<const float4 *>(&us[row][0]) + z;
             float uv = 0.0f;
 #pragma unroll
@@ -81,41 +82,54 @@ __global__ void __launch_bounds__(256) lr_err_rows_kernel(const float *__restric
     }
 }
 
-// A = W − deq(Q) for 3-bit codes with C % 32 == 0 and G % 32 == 0: one thread per 32-code unit (12 bytes =
-// three little-endian words, qformat.h), 16-byte loads and stores of W and A. Per element the operations of
-// quant_cuda.cu's deq_kernel, w − (q − z)·s, as separate IEEE roundings (__fsub_rn/__fmul_rn: no
-// contraction): bit-identical to moeq_qmat_residual_cuda, which does one element per thread (0.137 ms per
-// round on a 7168x2048 matrix, measured).
-__global__ void __launch_bounds__(256) residual_q3_kernel(const uint8_t *__restrict__ codes,
-                                                          const uint16_t *__restrict__ scale,
-                                                          const uint16_t *__restrict__ zero,
-                                                          const float *__restrict__ w, int64_t R, int64_t C,
-                                                          int64_t G, int64_t rb, float *__restrict__ out) {
+// One 32-code unit of a 3-bit row (12 bytes = three little-endian words, qformat.h) read as two overlapping
+// 64-bit windows, with its group's scale and zero: what residual_q3_kernel and err_q3_kernel both decode.
+struct q3_unit {
+    uint64_t lo, hi;
+    float sc, zc;
+};
+__device__ __forceinline__ q3_unit q3_unit_load(const uint8_t *__restrict__ codes,
+                                                const uint16_t *__restrict__ scale,
+                                                const uint16_t *__restrict__ zero, int64_t row, int64_t un,
+                                                int64_t rb, int64_t ng, int64_t G) {
+    const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
+    const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
+    const int64_t gi = row * ng + (un * 32) / G;
+    q3_unit u;
+    u.lo = (uint64_t)w0 | ((uint64_t)w1 << 32), u.hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
+    u.sc = moeq_f16_to_f32(scale[gi]), u.zc = moeq_f16_to_f32(zero[gi]);
+    return u;
+}
+// x − (q − z)·s for code e (0..31) of the unit: the operations of quant_cuda.cu's deq_kernel as separate IEEE
+// roundings (__fsub_rn/__fmul_rn: no contraction), so bit-identical to it
+__device__ __forceinline__ float q3_minus_deq(const q3_unit &u, int e, float x) {
+    const int bit = 3 * e;
+    const float q = (float)(unsigned)(bit <= 61 ? (u.lo >> bit) & 7u : (u.hi >> (bit - 32)) & 7u);
+    return __fsub_rn(x, __fmul_rn(__fsub_rn(q, u.zc), u.sc));
+}
+
+// A = W − deq(Q) for 3-bit codes with C % 32 == 0 and G % 32 == 0: one thread per 32-code unit, 16-byte
+// loads and stores of W and A: bit-identical to moeq_qmat_residual_cuda, which does one element per thread
+// (0.137 ms per round on a 7168x2048 matrix, measured; kernels/dev/milo_dev.cu compares the two).
+__global__ void __launch_bounds__(256)
+    residual_q3_kernel(const uint8_t *__restrict__ codes, const uint16_t *__restrict__ scale,
+                       const uint16_t *__restrict__ zero, const float *__restrict__ w, int64_t R, int64_t C,
+                       int64_t G, int64_t rb, float *__restrict__ out) {
     const int64_t units = C / 32, ng = C / G;
     for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * units;
          t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t row = t / units, un = t % units, c0 = un * 32;
-        const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
-        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
-        const uint64_t lo = (uint64_t)w0 | ((uint64_t)w1 << 32), hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
-        const int64_t gi = row * ng + c0 / G;
-        const float sc = moeq_f16_to_f32(scale[gi]), zc = moeq_f16_to_f32(zero[gi]);
+        const q3_unit u = q3_unit_load(codes, scale, zero, row, un, rb, ng, G);
         const float4 *x4 = (const float4 *)(w + row * C + c0);
         float4 *o4 = (float4 *)(out + row * C + c0);
 #pragma unroll
         for (int j4 = 0; j4 < 8; j4++) {
             const float4 x = x4[j4];
-            float q[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int bit = 3 * (4 * j4 + e);
-                q[e] = (float)(unsigned)(bit <= 61 ? (lo >> bit) & 7u : (hi >> (bit - 32)) & 7u);
-            }
             float4 y;
-            y.x = __fsub_rn(x.x, __fmul_rn(__fsub_rn(q[0], zc), sc));
-            y.y = __fsub_rn(x.y, __fmul_rn(__fsub_rn(q[1], zc), sc));
-            y.z = __fsub_rn(x.z, __fmul_rn(__fsub_rn(q[2], zc), sc));
-            y.w = __fsub_rn(x.w, __fmul_rn(__fsub_rn(q[3], zc), sc));
+            y.x = q3_minus_deq(u, 4 * j4, x.x);
+            y.y = q3_minus_deq(u, 4 * j4 + 1, x.y);
+            y.z = q3_minus_deq(u, 4 * j4 + 2, x.z);
+            y.w = q3_minus_deq(u, 4 * j4 + 3, x.w);
             o4[j4] = y;
         }
     }
@@ -125,21 +139,16 @@ __global__ void __launch_bounds__(256) residual_q3_kernel(const uint8_t *__restr
 // residual_q3_kernel; a = W − U·V here, so e = W − U·V − deq(Q)), fp64; one unit per thread, fixed grid: the
 // partials are summed in block order by sum_rows_kernel (deterministic). One pass over A and the codes,
 // instead of recomputing U·V per element (measured 0.13 ms per round on 7168x2048 for lr_err_rows_kernel).
-__global__ void __launch_bounds__(256) err_q3_kernel(const uint8_t *__restrict__ codes,
-                                                     const uint16_t *__restrict__ scale,
-                                                     const uint16_t *__restrict__ zero, const float *__restrict__ a,
-                                                     int64_t R, int64_t C, int64_t G, int64_t rb,
-                                                     double *__restrict__ part) {
+__global__ void __launch_bounds__(256)
+    err_q3_kernel(const uint8_t *__restrict__ codes, const uint16_t *__restrict__ scale,
+                  const uint16_t *__restrict__ zero, const float *__restrict__ a, int64_t R, int64_t C,
+                  int64_t G, int64_t rb, double *__restrict__ part) {
     __shared__ double sh[8];
     const int64_t units = C / 32, ng = C / G, t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     double acc = 0.0;
     if (t < R * units) {
         const int64_t row = t / units, un = t % units, c0 = un * 32;
-        const uint32_t *wp = (const uint32_t *)(codes + row * rb + un * 12);
-        const uint32_t w0 = wp[0], w1 = wp[1], w2 = wp[2];
-        const uint64_t lo = (uint64_t)w0 | ((uint64_t)w1 << 32), hi = (uint64_t)w1 | ((uint64_t)w2 << 32);
-        const int64_t gi = row * ng + c0 / G;
-        const float sc = moeq_f16_to_f32(scale[gi]), zc = moeq_f16_to_f32(zero[gi]);
+        const q3_unit u = q3_unit_load(codes, scale, zero, row, un, rb, ng, G);
         const float4 *x4 = (const float4 *)(a + row * C + c0);
 #pragma unroll
         for (int j4 = 0; j4 < 8; j4++) {
@@ -147,9 +156,7 @@ __global__ void __launch_bounds__(256) err_q3_kernel(const uint8_t *__restrict__
             const float xs[4] = {x.x, x.y, x.z, x.w};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int bit = 3 * (4 * j4 + e);
-                const float q = (float)(unsigned)(bit <= 61 ? (lo >> bit) & 7u : (hi >> (bit - 32)) & 7u);
-                const float d = __fsub_rn(xs[e], __fmul_rn(__fsub_rn(q, zc), sc));
+                const float d = q3_minus_deq(u, 4 * j4 + e, xs[e]);
                 acc += (double)d * (double)d;
             }
         }
@@ -165,15 +172,9 @@ __global__ void __launch_bounds__(256) err_q3_kernel(const uint8_t *__restrict__
     }
 }
 
-// counts the words where x and y differ (the MOEQ_CUDA_PHASES cross-check of residual_q3_kernel)
-__global__ void count_diff_kernel(const uint32_t *x, const uint32_t *y, int64_t n, unsigned long long *cnt) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x)
-        if (x[t] != y[t]) atomicAdd(cnt, 1ull);
-}
-
 // *out = sqrt(Σ rows) (fixed order: per-thread strided sums, then a tree)
-__global__ void __launch_bounds__(1024) sum_rows_kernel(const double *__restrict__ rows, int64_t R,
-                                                        double *__restrict__ out) {
+__global__ void __launch_bounds__(1024)
+    sum_rows_kernel(const double *__restrict__ rows, int64_t R, double *__restrict__ out) {
     __shared__ double sh[1024];
     double x = 0.0;
     for (int64_t i = threadIdx.x; i < R; i += 1024) x += rows[i];
@@ -186,7 +187,7 @@ __global__ void __launch_bounds__(1024) sum_rows_kernel(const double *__restrict
     if (threadIdx.x == 0) *out = sqrt(sh[0]);
 }
 
-struct milo_state {      // device; read back once at the end
+struct milo_state { // device; read back once at the end
     double best, err_hqq;
     int best_round, take, fail, pad;
     unsigned long long bad;
@@ -197,7 +198,9 @@ __global__ void init_state_kernel(milo_state *st) {
     st->bad = ~0ull;
 }
 
-__global__ void set_double_kernel(double *dst, double x) { *dst = x; }
+__global__ void set_double_kernel(double *dst, double x) {
+    *dst = x;
+}
 
 // the CPU's `if (e < best)`: NaN never wins, ties keep the earlier round
 __global__ void decide_kernel(const double *e, milo_state *st, int round) {
@@ -249,22 +252,38 @@ void keep_pool_memory(void) {
 
 } // namespace
 
+// ---- the fused 3-bit kernels (quant_cuda_impl.cuh), launched by the fit below and by the lab ----
+
+moeq_status moeq_milo_residual_q3_cuda_(const moeq_qmat *q, const float *d_w, float *d_out, cudaStream_t s) {
+    if (!moeq_milo_q3_applies(q))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo residual_q3: needs q3 with C, G multiples of 32");
+    const int64_t R = q->R, C = q->C, nt = R * (C / 32), blocks = (nt + 255) / 256;
+    residual_q3_kernel<<<(unsigned)(blocks < 65535 * 16 ? blocks : 65535 * 16), 256, 0, s>>>(
+        q->codes, q->scale, q->zero, d_w, R, C, q->G, moeq_qtype_row_bytes(3, C), d_out);
+    CUDA_TRY(cudaGetLastError());
+    return MOEQ_OK;
+}
+
+moeq_status moeq_milo_err_q3_cuda_(const moeq_qmat *q, const float *d_a, double *d_part, double *d_err,
+                                   cudaStream_t s) {
+    if (!moeq_milo_q3_applies(q))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo err_q3: needs q3 with C, G multiples of 32");
+    const int64_t R = q->R, C = q->C, parts = moeq_milo_err_q3_parts(R, C);
+    err_q3_kernel<<<(unsigned)parts, 256, 0, s>>>(q->codes, q->scale, q->zero, d_a, R, C, q->G,
+                                                  moeq_qtype_row_bytes(3, C), d_part);
+    sum_rows_kernel<<<1, 1024, 0, s>>>(d_part, parts, d_err);
+    CUDA_TRY(cudaGetLastError());
+    return MOEQ_OK;
+}
+
 extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C, const moeq_milo_params *p,
                                           moeq_milo_out *out, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (!d_w || !p || !out || !out->q || R <= 0 || C <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad arguments");
+    MOEQ_TRY(moeq_milo_check(d_w, R, C, p, out)); // milo_cpu.c: the CPU's checks
     const int64_t r = p->rank;
-    if (r < 0 || r > (R < C ? R : C) || p->rounds < 1 || p->factor < 0 || p->factor >= MOEQ_FACTOR_COUNT ||
-        (r > 0 && (!out->u || !out->v)))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: bad parameters (rank=%lld rounds=%d factor=%d, R=%lld C=%lld)",
-                         (long long)r, p->rounds, (int)p->factor, (long long)R, (long long)C);
     moeq_qmat *q = out->q;
-    MOEQ_TRY(moeq_qmat_check(q));
-    if (q->bits != p->bits || q->R != R || q->C != C || q->G != p->group)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: output qmat geometry (bits=%d %lldx%lld G=%lld) != parameters", q->bits,
-                         (long long)q->R, (long long)q->C, (long long)q->G);
-    MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
-    if (R > 0x7fffffff || C > 0x7fffffff) return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: %lld x %lld too large", (long long)R, (long long)C);
+    if (R > 0x7fffffff || C > 0x7fffffff)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "milo: %lld x %lld too large", (long long)R, (long long)C);
     MOEQ_TRY(moeq_check_finite_cuda(d_w, R, C, "milo", stream));
     cublasHandle_t hb;
     cusolverDnHandle_t hs;
@@ -280,8 +299,8 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
     const size_t off_state = (off_meta + 2 * meta + 63) & ~(size_t)63;
     const size_t off_hist = off_state + ((sizeof(milo_state) + 63) & ~(size_t)63);
     const size_t off_rows = off_hist + (size_t)T * sizeof(double);
-    const int q3 = p->bits == 3 && C % 32 == 0 && p->group % 32 == 0; // the fused 3-bit kernels apply
-    const int64_t err_parts = (R * (C / 32) + 255) / 256;                 // blocks of err_q3_kernel
+    const int q3 = moeq_milo_q3_applies(q);                 // the fused 3-bit kernels apply
+    const int64_t err_parts = moeq_milo_err_q3_parts(R, C); // their error partials
     const size_t off_tab = off_rows + (size_t)(R > err_parts ? R : err_parts) * sizeof(double);
     const size_t total = off_tab + 2 * (size_t)iters * sizeof(float) + 16;
     uint8_t *mem = NULL;
@@ -297,9 +316,10 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
             st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "milo: HQQ schedule table");
             goto done;
         }
-        moeq_hqq_schedule_cuda_(&p->hqq, tab);
-        CUDA_GOTO(cudaMemcpyAsync(mem + off_tab, tab, 2 * (size_t)iters * sizeof(float), cudaMemcpyHostToDevice, s),
-                  st, done);
+        moeq_hqq_schedule(&p->hqq, tab);
+        CUDA_GOTO(
+            cudaMemcpyAsync(mem + off_tab, tab, 2 * (size_t)iters * sizeof(float), cudaMemcpyHostToDevice, s),
+            st, done);
         CUDA_GOTO(cudaStreamSynchronize(s), st, done); // the pageable table is read before it is freed
     }
     {
@@ -321,18 +341,16 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
         cs.src[2] = (const uint8_t *)qc.zero, cs.dst[2] = (uint8_t *)q->zero, cs.bytes[2] = meta;
         cs.n = 3;
         if (r > 0) {
-            cs.src[3] = (const uint8_t *)uc, cs.dst[3] = (uint8_t *)out->u, cs.bytes[3] = (size_t)(R * r) * sizeof(float);
-            cs.src[4] = (const uint8_t *)vc, cs.dst[4] = (uint8_t *)out->v, cs.bytes[4] = (size_t)(r * C) * sizeof(float);
+            cs.src[3] = (const uint8_t *)uc, cs.dst[3] = (uint8_t *)out->u,
+            cs.bytes[3] = (size_t)(R * r) * sizeof(float);
+            cs.src[4] = (const uint8_t *)vc, cs.dst[4] = (uint8_t *)out->v,
+            cs.bytes[4] = (size_t)(r * C) * sizeof(float);
             cs.n = 5;
         }
         const unsigned err_blocks = (unsigned)((R + k_rows - 1) / k_rows);
-        moeq_phase_timer_ pt;
-        moeq_phase_begin_(&pt, s);
         // e_j from A = W − U_j·V_j and the codes of Q_j (still in qc), then the device-side best-round choice
         auto err_select = [&](int j) -> moeq_status {
-            err_q3_kernel<<<(unsigned)err_parts, 256, 0, s>>>(qc.codes, qc.scale, qc.zero, a, R, C, p->group, rb,
-                                                              d_rows);
-            sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, err_parts, d_hist + j);
+            MOEQ_TRY(moeq_milo_err_q3_cuda_(&qc, a, d_rows, d_hist + j, s));
             decide_kernel<<<1, 1, 0, s>>>(d_hist + j, dst, j);
             cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
             CUDA_TRY(cudaGetLastError());
@@ -343,64 +361,43 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
         CUDA_GOTO(cudaGetLastError(), st, done);
         for (int i = 0; i < T; i++) {
             // A = W − U_{i−1}·V_{i−1}: row-major A (R, C) is column-major (C×R): A −= Vcol (C×r) · Ucol (r×R)
-            CUDA_GOTO(cudaMemcpyAsync(a, d_w, (size_t)(R * C) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, done);
+            CUDA_GOTO(cudaMemcpyAsync(a, d_w, (size_t)(R * C) * sizeof(float), cudaMemcpyDeviceToDevice, s),
+                      st, done);
             if (i > 0)
-                CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc, (int)C, uc,
-                                        (int)r, &one, a, (int)C),
+                CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc,
+                                        (int)C, uc, (int)r, &one, a, (int)C),
                             st, done);
-            moeq_phase_(&pt, "w_minus_uv");
-            if (q3 && r > 0 && i > 0) { // e_{i−1} = ‖(W − U_{i−1}·V_{i−1}) − deq(Q_{i−1})‖, before HQQ overwrites Q
+            if (q3 && r > 0 &&
+                i > 0) { // e_{i−1} = ‖(W − U_{i−1}·V_{i−1}) − deq(Q_{i−1})‖, before HQQ overwrites Q
                 MOEQ_GOTO(err_select(i - 1), st, done);
-                moeq_phase_(&pt, "err+select");
             }
             // HQQ (moeq_hqq_quantize_cuda without its per-call table upload); synchronizes for its flags
             MOEQ_GOTO(moeq_quant_groups_cuda_(a, &qc, d_tab, iters > 0 ? &p->hqq : NULL, "hqq", s), st, done);
-            moeq_phase_(&pt, "hqq+sync");
             if (q3) { // A = W − deq(Q_i)
-                const int64_t nt = R * (C / 32);
-                residual_q3_kernel<<<(unsigned)((nt + 255) / 256 < 65535 * 16 ? (nt + 255) / 256 : 65535 * 16), 256,
-                                     0, s>>>(qc.codes, qc.scale, qc.zero, d_w, R, C, p->group, rb, a);
-                CUDA_GOTO(cudaGetLastError(), st, done);
-                if (pt.on && i == 0) { // cross-check against the reference residual kernel (bit-identical)
-                    float *ref = NULL;
-                    unsigned long long *cnt = NULL, hc = 0;
-                    if (cudaMalloc((void **)&ref, (size_t)(R * C) * sizeof(float) + 8) == cudaSuccess) {
-                        cnt = (unsigned long long *)(ref + R * C);
-                        cudaMemsetAsync(cnt, 0, 8, s);
-                        moeq_qmat_residual_cuda(&qc, d_w, ref, stream);
-                        count_diff_kernel<<<1024, 256, 0, s>>>((const uint32_t *)a, (const uint32_t *)ref, R * C, cnt);
-                        cudaMemcpyAsync(&hc, cnt, 8, cudaMemcpyDeviceToHost, s);
-                        cudaStreamSynchronize(s);
-                        fprintf(stderr, "phase milo residual_q3 check: %llu of %lld words differ\n", hc,
-                                (long long)(R * C));
-                        cudaFree(ref);
-                    }
-                }
+                MOEQ_GOTO(moeq_milo_residual_q3_cuda_(&qc, d_w, a, s), st, done);
             } else {
                 MOEQ_GOTO(moeq_qmat_residual_cuda(&qc, d_w, a, stream), st, done);
             }
-            moeq_phase_(&pt, "residual");
             if (i == 0) {
                 lr_err_rows_kernel<<<err_blocks, 256, 0, s>>>(a, NULL, NULL, R, C, 0, d_rows);
                 sum_rows_kernel<<<1, 1024, 0, s>>>(d_rows, R, &dst->err_hqq);
                 CUDA_GOTO(cudaGetLastError(), st, done);
                 if (r == 0)
-                    CUDA_GOTO(cudaMemcpyAsync(d_hist, &dst->err_hqq, sizeof(double), cudaMemcpyDeviceToDevice, s), st,
-                              done);
-                moeq_phase_(&pt, "err_hqq");
+                    CUDA_GOTO(
+                        cudaMemcpyAsync(d_hist, &dst->err_hqq, sizeof(double), cudaMemcpyDeviceToDevice, s),
+                        st, done);
             }
             if (r > 0) {
                 moeq_rsvd_params sp = p->svd;
                 sp.stream = (uint64_t)i;
                 moeq_status sr = MOEQ_ERR_UNSUPPORTED;
-                if (!householder) sr = moeq_rsvd_fast_async_cuda_(a, R, C, r, &sp, uc, vc, NULL, &dst->fail, s, &pt);
+                if (!householder)
+                    sr = moeq_rsvd_fast_async_cuda_(a, R, C, r, &sp, uc, vc, NULL, &dst->fail, s);
                 if (sr == MOEQ_ERR_UNSUPPORTED) // k > 32 (or the Householder redo): the synchronous rSVD
                     sr = moeq_rsvd_ex_cuda(a, R, C, r, &sp, uc, vc, NULL, householder ? 0 : 1, 0, stream);
                 MOEQ_GOTO(sr, st, done);
-                moeq_phase_(&pt, "rsvd_tail");
                 MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, uc, R * r, &dst->bad, s), st, done);
                 MOEQ_GOTO(moeq_factor_roundtrip_async_cuda_(p->factor, vc, r * C, &dst->bad, s), st, done);
-                moeq_phase_(&pt, "roundtrip");
                 if (q3) {
                     // e_i is computed at the start of the next round (or after the loop) from W − U_i·V_i
                 } else if (r <= k_rmax) {
@@ -415,36 +412,34 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
                 }
             }
             if (!(q3 && r > 0)) {
-                moeq_phase_(&pt, "err");
                 decide_kernel<<<1, 1, 0, s>>>(d_hist + i, dst, i);
                 cond_copy_kernel<<<264, 256, 0, s>>>(dst, cs);
                 CUDA_GOTO(cudaGetLastError(), st, done);
-                moeq_phase_(&pt, "select");
             }
             if (r == 0) break; // plain HQQ: one round
         }
         if (q3 && r > 0) { // the last round's error: A = W − U_{T−1}·V_{T−1}
-            CUDA_GOTO(cudaMemcpyAsync(a, d_w, (size_t)(R * C) * sizeof(float), cudaMemcpyDeviceToDevice, s), st, done);
-            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc, (int)C, uc,
-                                    (int)r, &one, a, (int)C),
+            CUDA_GOTO(cudaMemcpyAsync(a, d_w, (size_t)(R * C) * sizeof(float), cudaMemcpyDeviceToDevice, s),
+                      st, done);
+            CUBLAS_GOTO(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)R, (int)r, &minus1, vc, (int)C,
+                                    uc, (int)r, &one, a, (int)C),
                         st, done);
             MOEQ_GOTO(err_select(T - 1), st, done);
-            moeq_phase_(&pt, "err+select");
         }
         milo_state hst;
         CUDA_GOTO(cudaMemcpyAsync(&hst, dst, sizeof hst, cudaMemcpyDeviceToHost, s), st, done);
-        CUDA_GOTO(cudaMemcpyAsync(hh, d_hist, sizeof(double) * (size_t)(r > 0 ? T : 1), cudaMemcpyDeviceToHost, s),
-                  st, done);
+        CUDA_GOTO(
+            cudaMemcpyAsync(hh, d_hist, sizeof(double) * (size_t)(r > 0 ? T : 1), cudaMemcpyDeviceToHost, s),
+            st, done);
         CUDA_GOTO(cudaStreamSynchronize(s), st, done);
-        moeq_phase_(&pt, "readback");
-        moeq_phase_report_(&pt, "milo");
         if (hst.fail && !householder) {
             householder = 1;
             goto again;
         }
         if (hst.bad != ~0ull) {
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "factor_roundtrip: element %llu is non-finite or overflows fp16%s",
-                           hst.bad, p->factor == MOEQ_FACTOR_INT3 ? " (int3 group scale)" : "");
+            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
+                           "factor_roundtrip: element %llu is non-finite or overflows fp16%s", hst.bad,
+                           p->factor == MOEQ_FACTOR_INT3 ? " (int3 group scale)" : "");
             goto done;
         }
         out->err_hqq = hst.err_hqq;
@@ -455,7 +450,8 @@ extern "C" moeq_status moeq_milo_fit_cuda(const float *d_w, int64_t R, int64_t C
 done:
     if (mem) cudaFreeAsync(mem, s);
     if (st == MOEQ_OK)
-        st = moeq_cuda_check_(cudaStreamSynchronize(s), "cudaStreamSynchronize", __func__, __FILE__, __LINE__);
+        st =
+            moeq_cuda_check_(cudaStreamSynchronize(s), "cudaStreamSynchronize", __func__, __FILE__, __LINE__);
     else
         cudaStreamSynchronize(s);
     free(tab), free(hh);

@@ -98,8 +98,20 @@ moeq_status moeq_check_finite_cpu(const float *w, int64_t R, int64_t C, const ch
     const int64_t r = first / C, c = first % C;
     if (row) *row = r;
     if (col) *col = c;
-    return MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who ? who : "input",
-                     (double)w[first], (long long)r, (long long)c);
+    return moeq_quant_fail_nonfinite(who ? who : "input", (double)w[first], r, c);
+}
+
+moeq_status moeq_quant_fail_nonfinite(const char *who, double value, int64_t row, int64_t col) {
+    return MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who, value,
+                     (long long)row, (long long)col);
+}
+
+moeq_status moeq_quant_fail_overflow(const char *who, int64_t row, int64_t group, int64_t G) {
+    return MOEQ_FAIL(MOEQ_ERR_NUMERIC,
+                     "%s: row %lld, group %lld (cols %lld..%lld): range does not fit an fp16 scale/zero"
+                     "\n---> HINT: values beyond ~65504 need a wider scale format",
+                     who, (long long)row, (long long)group, (long long)(group * G),
+                     (long long)(group * G + G - 1));
 }
 
 // ---- the row driver (RTN when opt == NULL, HQQ otherwise) ----
@@ -226,14 +238,9 @@ moeq_status moeq_quant_rows_impl(const float *w, moeq_qmat *q, moeq_zero_opt_fn 
     for (int64_t r = 0; r < R && st == MOEQ_OK; r++) {
         if (fail[2 * r] == MOEQ_ROW_NONFINITE) {
             const int64_t c = fail[2 * r + 1];
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who,
-                           (double)w[r * C + c], (long long)r, (long long)c);
+            st = moeq_quant_fail_nonfinite(who, (double)w[r * C + c], r, c);
         } else if (fail[2 * r] == MOEQ_ROW_OVERFLOW) {
-            const int64_t g = fail[2 * r + 1];
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
-                           "%s: row %lld, group %lld (cols %lld..%lld): range does not fit an fp16 scale/zero"
-                           "\n---> HINT: values beyond ~65504 need a wider scale format",
-                           who, (long long)r, (long long)g, (long long)(g * G), (long long)(g * G + G - 1));
+            st = moeq_quant_fail_overflow(who, r, fail[2 * r + 1], G);
         }
     }
     free(work), free(fail);

@@ -2,11 +2,11 @@
 // unpacking of every code width, dequantization and the residual w − deq(q). Same semantics as the CPU
 // reference and bit-identical to it: the per-group arithmetic is the shared MOEQ_HD code of quant_impl.h and
 // hqq.h, the file is compiled with --fmad=false (no contraction into FMA), and sums over a group keep the
-// CPU's 8 lanes (lane l = elements l, l+8, ... in order) added as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) by three
-// xor-shuffles (IEEE addition is commutative, so every lane ends with the CPU's bits).
-// Layout: one group per 8 consecutive threads of a warp (4 groups per warp), codes written as bytes to a
-// scratch (R, C) array, then packed by one thread per output byte. Not here: the HQQ solver (hqq_cuda.cu).
-// Determinism: bit-identical run to run and to the CPU; the failure flags use atomicMin (order-free).
+// CPU's 8 lanes (lane l = elements l, l+8, ... in order) added as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)) by
+// three xor-shuffles (IEEE addition is commutative, so every lane ends with the CPU's bits). Layout: one
+// group per 8 consecutive threads of a warp (4 groups per warp), codes written as bytes to a scratch (R, C)
+// array, then packed by one thread per output byte. Not here: the HQQ solver (hqq_cuda.cu). Determinism:
+// bit-identical run to run and to the CPU; the failure flags use atomicMin (order-free).
 #include <math.h>
 
 #include "kernels_cuda.h"      // defines: the *_cuda prototypes
@@ -162,7 +162,8 @@ __global__ void quant_groups_kernel(const float *__restrict__ w, int64_t R, int6
 __global__ void pack_kernel(int bits, const uint8_t *__restrict__ codes, int64_t R, int64_t C, int64_t rb,
                             uint8_t *__restrict__ dst) {
     const unsigned mask = (1u << bits) - 1u;
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * rb; t += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * rb;
+         t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t row = t / rb, j = t % rb;
         const uint8_t *cr = codes + row * C;
         const int64_t b0 = 8 * j, k0 = b0 / bits, k1 = (b0 + 7) / bits;
@@ -178,7 +179,8 @@ __global__ void pack_kernel(int bits, const uint8_t *__restrict__ codes, int64_t
 
 __global__ void unpack_kernel(int bits, const uint8_t *__restrict__ src, int64_t R, int64_t C, int64_t rb,
                               uint8_t *__restrict__ codes) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * C; t += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * C;
+         t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t row = t / C, k = t % C;
         codes[t] = (uint8_t)moeq_qcode_get(bits, src + row * rb, k);
     }
@@ -186,10 +188,11 @@ __global__ void unpack_kernel(int bits, const uint8_t *__restrict__ src, int64_t
 
 // out = deq(q) (w == NULL) or w − deq(q): (q − z)·s with the stored fp16 s, z (qformat.h)
 __global__ void deq_kernel(int bits, const uint8_t *__restrict__ src, const uint16_t *__restrict__ scale,
-                           const uint16_t *__restrict__ zero, const float *__restrict__ w, int64_t R, int64_t C,
-                           int64_t G, int64_t rb, float *__restrict__ out) {
+                           const uint16_t *__restrict__ zero, const float *__restrict__ w, int64_t R,
+                           int64_t C, int64_t G, int64_t rb, float *__restrict__ out) {
     const int64_t ng = C / G;
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * C; t += (int64_t)gridDim.x * blockDim.x) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < R * C;
+         t += (int64_t)gridDim.x * blockDim.x) {
         const int64_t row = t / C, k = t % C, gi = row * ng + k / G;
         const float q = (float)moeq_qcode_get(bits, src + row * rb, k);
         const float d = moeq_deq_of(q, moeq_f16_to_f32(zero[gi]), moeq_f16_to_f32(scale[gi]));
@@ -198,7 +201,8 @@ __global__ void deq_kernel(int bits, const uint8_t *__restrict__ src, const uint
 }
 
 __global__ void finite_kernel(const float *__restrict__ w, int64_t n, unsigned long long *first) {
-    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n; t += (int64_t)gridDim.x * blockDim.x)
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n;
+         t += (int64_t)gridDim.x * blockDim.x)
         if (!isfinite(w[t])) atomicMin(first, (unsigned long long)t);
 }
 
@@ -206,8 +210,8 @@ __global__ void finite_kernel(const float *__restrict__ w, int64_t n, unsigned l
 
 // ---- driver ----
 
-moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float *d_tab, const moeq_hqq_params *p,
-                                    const char *who, cudaStream_t s) {
+moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float *d_tab,
+                                    const moeq_hqq_params *p, const char *who, cudaStream_t s) {
     MOEQ_TRY(moeq_qmat_check(q));
     if (!d_w) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: NULL input", who);
     const int64_t R = q->R, C = q->C, G = q->G, ng = C / G;
@@ -217,7 +221,8 @@ moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float 
     uint8_t *codes = NULL;
     unsigned long long *fail = NULL, hfail[2] = {k_none, k_none};
     moeq_status st = MOEQ_OK;
-    CUDA_GOTO(cudaMallocAsync((void **)&codes, (size_t)(R * C) + 2 * sizeof(unsigned long long) + 16, s), st, out);
+    CUDA_GOTO(cudaMallocAsync((void **)&codes, (size_t)(R * C) + 2 * sizeof(unsigned long long) + 16, s), st,
+              out);
     fail = (unsigned long long *)(codes + (((size_t)(R * C) + 15) & ~(size_t)15));
     CUDA_GOTO(cudaMemsetAsync(fail, 0xff, 2 * sizeof(unsigned long long), s), st, out);
     {
@@ -234,7 +239,8 @@ moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float 
     CUDA_GOTO(cudaMemcpyAsync(hfail, fail, sizeof hfail, cudaMemcpyDeviceToHost, s), st, out);
     CUDA_GOTO(cudaStreamSynchronize(s), st, out);
     if (hfail[0] != k_none || hfail[1] != k_none) {
-        // report what the CPU reports: the first failing row, and in it the first failing group
+        // report what the CPU reports (its own words, quant_cpu.c): the first failing row, and in it the
+        // first failing group
         const int64_t r0 = hfail[0] != k_none ? (int64_t)(hfail[0] / (unsigned long long)C) : INT64_MAX;
         const int64_t g0 = hfail[0] != k_none ? (int64_t)(hfail[0] % (unsigned long long)C) / G : 0;
         const int64_t r1 = hfail[1] != k_none ? (int64_t)(hfail[1] / (unsigned long long)ng) : INT64_MAX;
@@ -242,13 +248,9 @@ moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float 
         if (r0 < r1 || (r0 == r1 && g0 <= g1)) {
             float v = 0;
             cudaMemcpy(&v, d_w + hfail[0], sizeof v, cudaMemcpyDeviceToHost);
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who, (double)v,
-                           (long long)r0, (long long)(hfail[0] % (unsigned long long)C));
+            st = moeq_quant_fail_nonfinite(who, (double)v, r0, (int64_t)(hfail[0] % (unsigned long long)C));
         } else {
-            st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
-                           "%s: row %lld, group %lld (cols %lld..%lld): range does not fit an fp16 scale/zero"
-                           "\n---> HINT: values beyond ~65504 need a wider scale format",
-                           who, (long long)r1, (long long)g1, (long long)(g1 * G), (long long)(g1 * G + G - 1));
+            st = moeq_quant_fail_overflow(who, r1, g1, G);
         }
     }
 out:
@@ -263,7 +265,8 @@ extern "C" moeq_status moeq_rtn_quantize_cuda(const float *d_w, moeq_qmat *q, vo
 extern "C" moeq_status moeq_check_finite_cuda(const float *d_w, int64_t R, int64_t C, const char *who,
                                               void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (!d_w || R < 0 || C < 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: bad arguments", who ? who : "check_finite");
+    if (!d_w || R < 0 || C < 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: bad arguments", who ? who : "check_finite");
     if (R * C == 0) return MOEQ_OK;
     unsigned long long *d_first = NULL, first = k_none;
     moeq_status st = MOEQ_OK;
@@ -276,9 +279,9 @@ extern "C" moeq_status moeq_check_finite_cuda(const float *d_w, int64_t R, int64
     if (first != k_none) {
         float v = 0;
         cudaMemcpy(&v, d_w + first, sizeof v, cudaMemcpyDeviceToHost);
-        st = MOEQ_FAIL(MOEQ_ERR_NUMERIC, "%s: non-finite value %g at row %lld, col %lld", who ? who : "input",
-                       (double)v, (long long)(first / (unsigned long long)C),
-                       (long long)(first % (unsigned long long)C));
+        st = moeq_quant_fail_nonfinite(who ? who : "input", (double)v,
+                                       (int64_t)(first / (unsigned long long)C),
+                                       (int64_t)(first % (unsigned long long)C));
     }
 out:
     if (d_first) cudaFreeAsync(d_first, s);
@@ -291,7 +294,7 @@ static moeq_status moeq_deq_rows_cuda(const moeq_qmat *q, const float *d_w, floa
     if (!d_out) return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: NULL output", who);
     const int64_t rb = moeq_qtype_row_bytes(q->bits, q->C);
     deq_kernel<<<moeq_cuda_grid_(q->R * q->C), 256, 0, s>>>(q->bits, q->codes, q->scale, q->zero, d_w, q->R,
-                                                             q->C, q->G, rb, d_out);
+                                                            q->C, q->G, rb, d_out);
     CUDA_TRY(cudaGetLastError());
     return MOEQ_OK;
 }
@@ -300,7 +303,8 @@ extern "C" moeq_status moeq_qmat_dequantize_cuda(const moeq_qmat *q, float *d_ou
     return moeq_deq_rows_cuda(q, NULL, d_out, "dequantize", (cudaStream_t)stream);
 }
 
-extern "C" moeq_status moeq_qmat_residual_cuda(const moeq_qmat *q, const float *d_w, float *d_out, void *stream) {
+extern "C" moeq_status moeq_qmat_residual_cuda(const moeq_qmat *q, const float *d_w, float *d_out,
+                                               void *stream) {
     if (!d_w) return MOEQ_FAIL(MOEQ_ERR_ARG, "residual: NULL input");
     return moeq_deq_rows_cuda(q, d_w, d_out, "residual", (cudaStream_t)stream);
 }

@@ -1,5 +1,8 @@
-// quant_cuda_impl.cuh: internal to kernels/: the group-quantization driver shared by RTN (quant_cuda.cu) and
-// HQQ (hqq_cuda.cu), the CUDA counterpart of moeq_quant_rows_impl (quant_impl.h).
+// quant_cuda_impl.cuh: internal to kernels/ (and the kernel lab, kernels/dev/): the building blocks that
+// several *_cuda.cu files share and that the lab times one by one: the group-quantization driver of RTN
+// (quant_cuda.cu) and HQQ (hqq_cuda.cu), the CUDA counterpart of moeq_quant_rows_impl (quant_impl.h); the
+// asynchronous pieces of the MiLo loop (lowrank_cuda.cu) and its fused 3-bit kernels (milo_cuda.cu).
+// Nothing here prints, times or reads the environment: measuring is the lab's job.
 #ifndef MOEQ_QUANT_CUDA_IMPL_CUH
 #define MOEQ_QUANT_CUDA_IMPL_CUH
 
@@ -11,74 +14,33 @@
 // Quantizes d_w (R, C) into q (device buffers): min/max init per group, then (d_tab != NULL) the HQQ zero
 // solver with p's iterations and the schedule d_tab = [inv_beta (iters) | thresh (iters)] (device), then the
 // codes and their packing. Synchronizes to read the failure flags; errors as moeq_quant_rows_impl.
-moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float *d_tab, const moeq_hqq_params *p,
-                                    const char *who, cudaStream_t s);
-
-// Phase timer for measurements (MOEQ_CUDA_PHASES=1 in the environment): events recorded on the stream after
-// each named phase, accumulated per name and printed to stderr by moeq_phase_report_(). Off: no events, no cost.
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-struct moeq_phase_timer_ {
-    int on, n, nn;
-    cudaStream_t s;
-    cudaEvent_t ev[256];
-    int idx[256];
-    const char *names[32];
-    double ms[32];
-    long cnt[32];
-};
-static inline void moeq_phase_begin_(moeq_phase_timer_ *t, cudaStream_t s) {
-    const char *e = getenv("MOEQ_CUDA_PHASES");
-    memset(t, 0, sizeof *t);
-    t->on = e && *e == '1';
-    t->s = s;
-    if (t->on) {
-        cudaEventCreate(&t->ev[0]);
-        cudaEventRecord(t->ev[0], s);
-        t->n = 1;
-    }
-}
-static inline void moeq_phase_flush_(moeq_phase_timer_ *t) {
-    cudaEventSynchronize(t->ev[t->n - 1]);
-    for (int i = 1; i < t->n; i++) {
-        float ms = 0;
-        cudaEventElapsedTime(&ms, t->ev[i - 1], t->ev[i]);
-        t->ms[t->idx[i]] += ms, t->cnt[t->idx[i]]++;
-    }
-    for (int i = 0; i < t->n - 1; i++) cudaEventDestroy(t->ev[i]);
-    t->ev[0] = t->ev[t->n - 1], t->n = 1;
-}
-static inline void moeq_phase_(moeq_phase_timer_ *t, const char *name) {
-    if (!t->on) return;
-    int j = 0;
-    while (j < t->nn && strcmp(t->names[j], name)) j++;
-    if (j == t->nn && t->nn < 32) t->names[t->nn++] = name;
-    if (t->n == 256) moeq_phase_flush_(t);
-    cudaEventCreate(&t->ev[t->n]);
-    cudaEventRecord(t->ev[t->n], t->s);
-    t->idx[t->n++] = j;
-}
-static inline void moeq_phase_report_(moeq_phase_timer_ *t, const char *who) {
-    if (!t->on) return;
-    moeq_phase_flush_(t);
-    cudaEventDestroy(t->ev[0]);
-    for (int j = 0; j < t->nn; j++)
-        fprintf(stderr, "phase %s %-14s %8.3f ms total %5ld x %7.4f ms\n", who, t->names[j], t->ms[j], t->cnt[j],
-                t->cnt[j] ? t->ms[j] / (double)t->cnt[j] : 0.0);
-}
-
-// HQQ's β schedule table [inv_beta (iters) | thresh (iters)] exactly as the CPU computes it (hqq_cuda.cu).
-void moeq_hqq_schedule_cuda_(const moeq_hqq_params *p, float *tab);
+moeq_status moeq_quant_groups_cuda_(const float *d_w, moeq_qmat *q, const float *d_tab,
+                                    const moeq_hqq_params *p, const char *who, cudaStream_t s);
 
 // Asynchronous pieces of the MiLo loop (lowrank_cuda.cu), enqueued on s with no host synchronization:
 // the fast rSVD (own CholeskyQR2 + Jacobi kernels, k <= 32, else MOEQ_ERR_UNSUPPORTED; *d_fail set to 1 on a
 // failed factorisation: redo with moeq_rsvd_ex_cuda method 0) and the factor round trip (first bad element
 // atomicMin-ed into *d_bad, ~0 = none).
-moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r, const moeq_rsvd_params *p,
-                                       float *d_u, float *d_v, float *d_s, int *d_fail, cudaStream_t s,
-                                       moeq_phase_timer_ *pt = NULL);
-moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n, unsigned long long *d_bad,
-                                              cudaStream_t s);
+moeq_status moeq_rsvd_fast_async_cuda_(const float *d_a, int64_t m, int64_t n, int64_t r,
+                                       const moeq_rsvd_params *p, float *d_u, float *d_v, float *d_s,
+                                       int *d_fail, cudaStream_t s);
+moeq_status moeq_factor_roundtrip_async_cuda_(moeq_factor_type t, float *d_x, int64_t n,
+                                              unsigned long long *d_bad, cudaStream_t s);
+
+// The fused 3-bit kernels of a MiLo round (milo_cuda.cu), for q->bits == 3 with C % 32 == 0 and G % 32 == 0
+// (moeq_milo_q3_applies), else MOEQ_ERR_UNSUPPORTED; asynchronous, on s:
+//   moeq_milo_residual_q3_cuda_: d_out = d_w − deq(q), one thread per 32-code unit: bit-identical to
+//     moeq_qmat_residual_cuda (and so to the CPU), which does one element per thread;
+//   moeq_milo_err_q3_cuda_: *d_err (device) = ‖d_a − deq(q)‖_F in fp64 (fixed-order sums), without forming
+//     the residual; d_part holds moeq_milo_err_q3_parts(R, C) doubles of scratch.
+static inline int moeq_milo_q3_applies(const moeq_qmat *q) {
+    return q->bits == 3 && q->C % 32 == 0 && q->G % 32 == 0;
+}
+static inline int64_t moeq_milo_err_q3_parts(int64_t R, int64_t C) {
+    return (R * (C / 32) + 255) / 256;
+}
+moeq_status moeq_milo_residual_q3_cuda_(const moeq_qmat *q, const float *d_w, float *d_out, cudaStream_t s);
+moeq_status moeq_milo_err_q3_cuda_(const moeq_qmat *q, const float *d_a, double *d_part, double *d_err,
+                                   cudaStream_t s);
 
 #endif

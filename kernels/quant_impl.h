@@ -109,8 +109,8 @@ typedef uint8_t moeq_v32b __attribute__((vector_size(32)));
 static inline void moeq_v8_store_codes(uint8_t *p, moeq_v8f q) {
     const moeq_v32b b = (moeq_v32b)(q + moeq_v8_set1(12582912.0f));
 #if defined(__clang__) // clang spells GCC's __builtin_shuffle with constant lanes (fuzz builds use clang)
-    const moeq_v32b r = __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const moeq_v32b r = __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 #else
     const moeq_v32b r = __builtin_shuffle(b, (moeq_v32b){0, 4, 8, 12, 16, 20, 24, 28});
 #endif
@@ -141,5 +141,20 @@ typedef float (*moeq_zero_opt_fn)(const float *w, int64_t G, float s, float s_in
 // error details. Non-finite input: MOEQ_ERR_NUMERIC naming the first bad (row, col) in row-major order.
 moeq_status moeq_quant_rows_impl(const float *w, // (R, C) row-major
                                  moeq_qmat *q, moeq_zero_opt_fn opt, const void *ctx, const char *who);
+
+// ---- failure details (host, quant_cpu.c), shared by the CPU row driver and the CUDA group driver ----
+// Both backends report the first failure of a quantization in row-major order with the same words:
+//   moeq_quant_fail_nonfinite: MOEQ_ERR_NUMERIC "<who>: non-finite value <v> at row <r>, col <c>"
+//   moeq_quant_fail_overflow:  MOEQ_ERR_NUMERIC "<who>: row <r>, group <g> (cols a..b): range does not fit an
+//                              fp16 scale/zero" and a hint
+// (the detail's file:line is then quant_cpu.c's for either backend).
+#ifdef __cplusplus
+extern "C" {
+#endif
+moeq_status moeq_quant_fail_nonfinite(const char *who, double value, int64_t row, int64_t col);
+moeq_status moeq_quant_fail_overflow(const char *who, int64_t row, int64_t group, int64_t G);
+#ifdef __cplusplus
+}
+#endif
 
 #endif

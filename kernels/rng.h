@@ -37,6 +37,20 @@ static inline MOEQ_RNG_HD double moeq_rng_normal(uint64_t seed, uint64_t stream,
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+// Expert-like test weights w (R, C) row-major: per input column a log-normal scale exp(0.35·N(0, 1)), an
+// N(0, σ²) bulk and 1% of the entries ×6 (outliers), from streams 1-3 of `seed`. The data on which the CUDA
+// parity test (tests/kernels/test_cuda_parity.c) and the kernel lab (kernels/dev/) compare the backends.
+static inline void moeq_rng_expert_weights(float *w, int64_t R, int64_t C, uint64_t seed, float sigma) {
+    for (int64_t i = 0; i < R; i++)
+        for (int64_t j = 0; j < C; j++) {
+            const uint64_t k = (uint64_t)(i * C + j);
+            double z = moeq_rng_normal(seed, 1, k);
+            if (moeq_rng_uniform(seed, 2, k) < 0.01) z *= 6;
+            const double cs = exp(0.35 * moeq_rng_normal(seed, 3, (uint64_t)j));
+            w[k] = (float)(sigma * cs * z);
+        }
+}
+
 // FNV-1a of a string: a stable seed from a tensor name.
 static inline uint64_t moeq_rng_seed_str(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull;

@@ -1,8 +1,8 @@
 // test_backend_bind_gpu.c (label gpu): moeq_backend_bind on real devices. For local ranks 0 .. 2n (n visible
-// devices): the device is local_rank mod n, it is described (name, PCI bus id, n), the CUDA table then runs
-// on it (RTN through the table gives the CPU's codes bit for bit, kernels_cuda.h), and rebinding the same
-// thread to another device works (the previous binding's handles are released). Ranks that share a device
-// see the same PCI bus id; different devices differ. Without a CUDA device every test prints
+// devices): the device is local_rank mod n, it is described (name, PCI bus id, n), the CUDA kernels then run
+// on it (RTN through its host-pointer wrapper gives the CPU's codes bit for bit, kernels_cuda.h), and
+// rebinding the same thread to another device works (the previous binding's handles are released). Ranks that
+// share a device see the same PCI bus id; different devices differ. Without a CUDA device every test prints
 // "no CUDA device: skipped" and calls skip().
 #include "test_util.h"
 
@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-// RTN of a seeded (R, C) matrix on the bound device equals the CPU reference, codes and scales; the input
-// lives in the table's page-locked host memory (host_alloc), as a worker's weights do
+#include "backend_parity.h" // defines: moeq_backend_cuda_rtn_quantize
+
+// RTN of a seeded (R, C) matrix on the bound device (the host-pointer wrapper of backend_parity.h, which
+// runs on this thread's device like the ops table) equals the CPU reference, codes and scales; the input
+// lives in the CUDA table's page-locked host memory (host_alloc), as a worker's stored bytes do
 static void check_table_runs_here(void) {
     const int64_t R = 64, C = 256, G = 64;
     float *w = moeq_kernel_ops_cuda.host_alloc(sizeof(float) * (size_t)(R * C), "test weights");
@@ -20,8 +23,8 @@ static void check_table_runs_here(void) {
     moeq_qmat qc, qg;
     assert_int_equal(moeq_qmat_alloc(&qc, 4, R, C, G), MOEQ_OK);
     assert_int_equal(moeq_qmat_alloc(&qg, 4, R, C, G), MOEQ_OK);
-    assert_int_equal(moeq_kernel_ops_cpu.rtn_quantize(w, &qc), MOEQ_OK);
-    assert_status(moeq_kernel_ops_cuda.rtn_quantize(w, &qg), MOEQ_OK, NULL);
+    assert_int_equal(moeq_rtn_quantize_cpu(w, &qc), MOEQ_OK);
+    assert_status(moeq_backend_cuda_rtn_quantize(w, &qg), MOEQ_OK, NULL);
     assert_memory_equal(qc.codes, qg.codes, (size_t)(R * moeq_qtype_row_bytes(4, C)));
     assert_memory_equal(qc.scale, qg.scale, (size_t)(R * (C / G)) * 2);
     moeq_qmat_free(&qc);
