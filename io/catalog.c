@@ -17,7 +17,7 @@
 #include "log.h"
 #include "sysio.h"
 
-// ---- classification by name ----
+// ---- class and projection names (classification by name is io/arch.c) ----
 
 static const char *const tclass_names[MOEQ_TC_COUNT] = {
     [MOEQ_TC_OTHER] = "other",          [MOEQ_TC_EMBEDDING] = "embedding",
@@ -46,114 +46,6 @@ const char *moeq_proj_name(moeq_proj p) {
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && !strcmp(s + n - m, suffix);
-}
-
-// Parses a non-negative decimal integer at *p and advances past it; -1 when none.
-static int parse_index(const char **p) {
-    const char *s = *p;
-    if (*s < '0' || *s > '9') return -1;
-    long v = 0;
-    while (*s >= '0' && *s <= '9' && v < 100000000) v = v * 10 + (*s++ - '0');
-    *p = s;
-    return (int)v;
-}
-
-static moeq_proj proj_from(const char *s) {
-    static const struct {
-        const char *key;
-        moeq_proj p;
-    } t[] = {{"w1.", MOEQ_PROJ_GATE},      {"w3.", MOEQ_PROJ_UP},       {"w2.", MOEQ_PROJ_DOWN},
-             {"gate_proj.", MOEQ_PROJ_GATE}, {"up_proj.", MOEQ_PROJ_UP}, {"down_proj.", MOEQ_PROJ_DOWN},
-             {"q_proj.", MOEQ_PROJ_Q},     {"k_proj.", MOEQ_PROJ_K},    {"v_proj.", MOEQ_PROJ_V},
-             {"o_proj.", MOEQ_PROJ_O},     {"q_a_proj.", MOEQ_PROJ_Q_A}, {"q_b_proj.", MOEQ_PROJ_Q_B},
-             {"kv_a_proj_with_mqa.", MOEQ_PROJ_KV_A}, {"kv_b_proj.", MOEQ_PROJ_KV_B}};
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (!strncmp(s, t[i].key, strlen(t[i].key))) return t[i].p;
-    return MOEQ_PROJ_NONE;
-}
-
-moeq_tensor_class moeq_tensor_classify(const char *name) {
-    moeq_tensor_class c = {MOEQ_TC_OTHER, -1, -1, MOEQ_PROJ_NONE, 0};
-    if (!name) return c;
-    c.is_weight = ends_with(name, ".weight");
-    if (ends_with(name, "_scale_inv") || ends_with(name, ".weight_scale")) {
-        c.cls = MOEQ_TC_FP8_SCALE;
-        c.is_weight = 0;
-    }
-    const char *s = name;
-    if (!strncmp(s, "model.", 6)) s += 6;
-    if (!strncmp(s, "layers.", 7)) {
-        const char *p = s + 7;
-        c.layer = parse_index(&p);
-        if (c.layer < 0 || *p != '.') {
-            c.layer = -1;
-            return c;
-        }
-        s = p + 1;
-    }
-    if (c.cls == MOEQ_TC_FP8_SCALE) {
-        // still record the owner's position (layer/expert/proj) for reporting
-        moeq_tensor_class owner;
-        char base[512];
-        size_t n = strlen(name);
-        size_t cut = ends_with(name, "_scale_inv") ? n - strlen("_scale_inv") : n - strlen("_scale");
-        if (cut < sizeof base) {
-            memcpy(base, name, cut);
-            base[cut] = '\0';
-            owner = moeq_tensor_classify(base);
-            c.layer = owner.layer;
-            c.expert = owner.expert;
-            c.proj = owner.proj;
-        }
-        return c;
-    }
-    if (!strcmp(s, "embed_tokens.weight") || !strcmp(s, "wte.weight")) {
-        c.cls = MOEQ_TC_EMBEDDING;
-        return c;
-    }
-    if (!strcmp(name, "lm_head.weight") || !strcmp(s, "shared_head.head.weight")) {
-        c.cls = MOEQ_TC_LM_HEAD;
-        return c;
-    }
-    if (strstr(s, "norm.") || strstr(s, "layernorm") || ends_with(s, "norm.weight")) {
-        c.cls = MOEQ_TC_NORM;
-        return c;
-    }
-    if (c.layer < 0) return c;
-    if (!strncmp(s, "self_attn.", 10)) {
-        c.cls = MOEQ_TC_ATTENTION;
-        c.proj = proj_from(s + 10);
-        return c;
-    }
-    // routed experts: block_sparse_moe.experts.E.wN / mlp.experts.E.x_proj
-    const char *e = NULL;
-    if (!strncmp(s, "block_sparse_moe.experts.", 25)) e = s + 25;
-    else if (!strncmp(s, "mlp.experts.", 12)) e = s + 12;
-    if (e) {
-        int ex = parse_index(&e);
-        if (ex >= 0 && *e == '.') {
-            c.cls = MOEQ_TC_ROUTED_EXPERT;
-            c.expert = ex;
-            c.proj = proj_from(e + 1);
-        }
-        return c;
-    }
-    if (!strcmp(s, "block_sparse_moe.gate.weight") || !strncmp(s, "mlp.gate.", 9) ||
-        !strncmp(s, "mlp.shared_expert_gate.", 23)) {
-        c.cls = MOEQ_TC_ROUTER;
-        return c;
-    }
-    if (!strncmp(s, "mlp.shared_expert.", 18) || !strncmp(s, "mlp.shared_experts.", 19)) {
-        c.cls = MOEQ_TC_SHARED_EXPERT;
-        c.proj = proj_from(strchr(s + 4, '.') + 1);
-        return c;
-    }
-    if (!strncmp(s, "mlp.", 4)) {
-        c.cls = MOEQ_TC_DENSE_MLP;
-        c.proj = proj_from(s + 4);
-        return c;
-    }
-    return c;
 }
 
 // ---- building ----

@@ -3,7 +3,8 @@
 // single model.safetensors), or from metadata alone (config.json, optional index, optional
 // shard-sizes.tsv): then the tensors are the ones the architecture implies and have no data.
 //
-// Classification is by name (the same function for real and planned tensors), see moeq_tensor_classify.
+// Classification is by name (the same function for real and planned tensors), see moeq_tensor_classify
+// (io/arch.c, from the name templates of every registered family).
 #ifndef MOEQ_CATALOG_H
 #define MOEQ_CATALOG_H
 
@@ -57,7 +58,8 @@ typedef struct moeq_tensor_class {
     int is_weight;  // a ".weight" (not a bias, not a scale)
 } moeq_tensor_class;
 
-// Classifies a HF tensor name. Never fails: unknown names are MOEQ_TC_OTHER.
+// Classifies a HF tensor name of any registered family (io/arch.c). Never fails: unknown names are
+// MOEQ_TC_OTHER.
 moeq_tensor_class moeq_tensor_classify(const char *name);
 
 typedef struct moeq_tensor_info {
@@ -139,6 +141,7 @@ typedef struct moeq_expected_tensor {
     int64_t shape[2];
     moeq_dtype dtype; // cfg->weight_dtype for quantizable linears; BF16 (or the torch dtype) for the rest;
                       // F32 for FP8 scales
+    moeq_tensor_class c; // what it was emitted as; moeq_tensor_classify(name) gives the same
 } moeq_expected_tensor;
 
 typedef int (*moeq_expected_cb)(const moeq_expected_tensor *t, void *user); // non-zero stops the walk

@@ -1,6 +1,7 @@
-// model_config.c: HF config.json -> moeq_model_config for the supported MoE architectures.
-// Reads the keys HF transformers reads for each model_type (same defaults), validates ranges, and says
-// which key is missing or wrong. Not here: the tensor list an architecture implies (arch.c).
+// model_config.c: HF config.json -> moeq_model_config for the registered MoE families (arch_desc.c).
+// Reads the keys HF transformers reads (same defaults): the common ones here, then the family's key table
+// from its descriptor; validates ranges and says which key is missing or wrong. Not here: the families
+// themselves (arch_desc.c), the tensor list a configuration implies (arch.c).
 #include "model_config.h"
 
 #include <jansson.h>
@@ -8,32 +9,8 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "arch_desc.h" // defines: moeq_arch_desc, moeq_arch_desc_find, moeq_config_key
 #include "sysio.h"
-
-static const struct {
-    const char *model_type;
-    const char *architecture;
-    moeq_arch arch;
-} arch_table[] = {
-    {"mixtral", "MixtralForCausalLM", MOEQ_ARCH_MIXTRAL},
-    {"qwen2_moe", "Qwen2MoeForCausalLM", MOEQ_ARCH_QWEN2_MOE},
-    {"qwen3_moe", "Qwen3MoeForCausalLM", MOEQ_ARCH_QWEN3_MOE},
-    {"deepseek_v2", "DeepseekV2ForCausalLM", MOEQ_ARCH_DEEPSEEK_V2},
-    {"deepseek_v3", "DeepseekV3ForCausalLM", MOEQ_ARCH_DEEPSEEK_V3},
-    {"kimi_k2", "DeepseekV3ForCausalLM", MOEQ_ARCH_DEEPSEEK_V3},
-    {"olmoe", "OlmoeForCausalLM", MOEQ_ARCH_OLMOE},
-};
-enum { N_ARCH_ENTRIES = sizeof arch_table / sizeof arch_table[0] };
-
-const char *moeq_arch_name(moeq_arch a) {
-    static const char *names[MOEQ_ARCH_COUNT] = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-                                                 "olmoe"};
-    return ((int)a >= 0 && a < MOEQ_ARCH_COUNT) ? names[a] : "unknown";
-}
-
-const char *moeq_arch_supported(void) {
-    return "mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, kimi_k2, olmoe";
-}
 
 // ---- typed getters: each fails with the key name and the file ----
 typedef struct {
@@ -177,74 +154,43 @@ static moeq_status parse_mlp_only(const cfg_ctx *c, moeq_model_config *cfg) {
     return MOEQ_OK;
 }
 
-static moeq_status parse_arch(const cfg_ctx *c, moeq_model_config *cfg) {
-    switch (cfg->arch) {
-    case MOEQ_ARCH_MIXTRAL:
-        MOEQ_TRY(get_int(c, "num_local_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
-        MOEQ_TRY(get_int(c, "num_experts_per_tok", 0, 2, 1, 1 << 20, &cfg->top_k));
-        MOEQ_TRY(get_int(c, "intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
-        cfg->norm_topk_prob = 1; // Mixtral renormalises the top-k weights
-        break;
-    case MOEQ_ARCH_QWEN2_MOE:
-    case MOEQ_ARCH_QWEN3_MOE:
-        MOEQ_TRY(get_int(c, "num_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
-        MOEQ_TRY(get_int(c, "num_experts_per_tok", 0, 4, 1, 1 << 20, &cfg->top_k));
-        MOEQ_TRY(get_int(c, "moe_intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
-        MOEQ_TRY(get_int(c, "intermediate_size", 0, 0, 0, BIG, &cfg->dense_intermediate));
-        MOEQ_TRY(get_int(c, "decoder_sparse_step", 0, 1, 1, MOEQ_MAX_LAYERS, &cfg->moe_layer_freq));
-        MOEQ_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
-        MOEQ_TRY(parse_mlp_only(c, cfg));
-        if (cfg->arch == MOEQ_ARCH_QWEN2_MOE) {
-            MOEQ_TRY(get_int(c, "shared_expert_intermediate_size", 0, 0, 0, BIG, &cfg->shared_intermediate));
-            cfg->n_shared_experts = cfg->shared_intermediate > 0;
-            cfg->attention_bias = 1; // Qwen2 q/k/v projections carry biases
-        } else {
-            MOEQ_TRY(get_bool(c, "attention_bias", 0, &cfg->attention_bias));
-            cfg->qk_norm = 1;
-        }
-        break;
-    case MOEQ_ARCH_DEEPSEEK_V2:
-    case MOEQ_ARCH_DEEPSEEK_V3:
-        MOEQ_TRY(get_int(c, "n_routed_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
-        MOEQ_TRY(get_int(c, "n_shared_experts", 0, 0, 0, 1024, &cfg->n_shared_experts));
-        MOEQ_TRY(get_int(c, "num_experts_per_tok", 1, 0, 1, 1 << 20, &cfg->top_k));
-        MOEQ_TRY(get_int(c, "moe_intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
-        MOEQ_TRY(get_int(c, "intermediate_size", 1, 0, 1, BIG, &cfg->dense_intermediate));
-        MOEQ_TRY(get_int(c, "first_k_dense_replace", 0, 0, 0, MOEQ_MAX_LAYERS, &cfg->first_k_dense));
-        MOEQ_TRY(get_int(c, "moe_layer_freq", 0, 1, 1, MOEQ_MAX_LAYERS, &cfg->moe_layer_freq));
-        MOEQ_TRY(get_int(c, "q_lora_rank", 0, 0, 0, BIG, &cfg->q_lora_rank));
-        MOEQ_TRY(get_int(c, "kv_lora_rank", 1, 0, 1, BIG, &cfg->kv_lora_rank));
-        MOEQ_TRY(get_int(c, "qk_nope_head_dim", 1, 0, 1, 65536, &cfg->qk_nope_head_dim));
-        MOEQ_TRY(get_int(c, "qk_rope_head_dim", 1, 0, 1, 65536, &cfg->qk_rope_head_dim));
-        MOEQ_TRY(get_int(c, "v_head_dim", 1, 0, 1, 65536, &cfg->v_head_dim));
-        MOEQ_TRY(get_int(c, "num_nextn_predict_layers", 0, 0, 0, 8, &cfg->n_mtp_layers));
-        MOEQ_TRY(get_int(c, "n_group", 0, 1, 1, 1 << 20, &cfg->n_group));
-        MOEQ_TRY(get_int(c, "topk_group", 0, 1, 1, 1 << 20, &cfg->topk_group));
-        MOEQ_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
-        cfg->shared_intermediate = cfg->n_shared_experts * cfg->moe_intermediate;
-        cfg->head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
-        {
-            char tm[32];
-            MOEQ_TRY(get_str(c, "topk_method", "greedy", tm, sizeof tm));
-            cfg->has_router_bias = strcmp(tm, "noaux_tc") == 0;
-        }
-        break;
-    case MOEQ_ARCH_OLMOE:
-        MOEQ_TRY(get_int(c, "num_experts", 1, 0, 1, 1 << 20, &cfg->n_experts));
-        MOEQ_TRY(get_int(c, "num_experts_per_tok", 0, 8, 1, 1 << 20, &cfg->top_k));
-        MOEQ_TRY(get_int(c, "intermediate_size", 1, 0, 1, BIG, &cfg->moe_intermediate));
-        MOEQ_TRY(get_bool(c, "norm_topk_prob", 0, &cfg->norm_topk_prob));
-        cfg->qk_norm = 1;
-        break;
-    default:
-        break;
+// One key of the family's table into its field.
+static moeq_status parse_key(const cfg_ctx *c, const moeq_config_key *k, moeq_model_config *cfg) {
+    int *field = (int *)((char *)cfg + k->field);
+    switch (k->kind) {
+    case MOEQ_KEY_INT:
+        return get_int(c, k->key, k->required, k->dflt, k->lo, k->hi, field);
+    case MOEQ_KEY_BOOL:
+        return get_bool(c, k->key, (int)k->dflt, field);
+    case MOEQ_KEY_MATCH: {
+        char v[32];
+        MOEQ_TRY(get_str(c, k->key, k->match_dflt, v, sizeof v));
+        *field = strcmp(v, k->match) == 0;
+        return MOEQ_OK;
     }
+    case MOEQ_KEY_LAYERS:
+        return parse_mlp_only(c, cfg);
+    case MOEQ_KEY_FIXED: // not in the file: moeq_arch_desc_apply_fixed sets it
+        return MOEQ_OK;
+    }
+    return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: key table entry of kind %d", c->path, (int)k->kind);
+}
+
+// The family's keys (its descriptor's tables, in order), then what its building blocks imply.
+static moeq_status parse_arch(const cfg_ctx *c, const moeq_arch_desc *d, moeq_model_config *cfg) {
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < d->keys[l].n; i++) MOEQ_TRY(parse_key(c, &d->keys[l].k[i], cfg));
+    moeq_arch_desc_apply_fixed(d, cfg);
+    if (d->shared == MOEQ_SHARED_GATED) cfg->n_shared_experts = cfg->shared_intermediate > 0;
+    if (d->shared == MOEQ_SHARED_FUSED)
+        cfg->shared_intermediate = cfg->n_shared_experts * cfg->moe_intermediate;
+    if (d->attention == MOEQ_ATTN_MLA) cfg->head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
     if (cfg->top_k > cfg->n_experts)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds the %d routed experts", c->path,
                          cfg->top_k, cfg->n_experts);
-    if (cfg->weight_dtype == MOEQ_DTYPE_F8_E4M3 && cfg->arch != MOEQ_ARCH_DEEPSEEK_V3)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: block-FP8 weights are supported for DeepSeek-V3/Kimi-K2 layouts only",
-                         c->path);
+    if (cfg->weight_dtype == MOEQ_DTYPE_F8_E4M3 && !d->fp8_weights)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "%s: block-FP8 weights are supported for DeepSeek-V3/Kimi-K2 layouts only", c->path);
     return MOEQ_OK;
 }
 
@@ -266,27 +212,18 @@ moeq_status moeq_config_parse(const char *path, const char *text, moeq_model_con
     json_t *archs = json_object_get(root, "architectures");
     if (json_is_array(archs) && json_is_string(json_array_get(archs, 0)))
         snprintf(cfg->architecture, sizeof cfg->architecture, "%s", json_string_value(json_array_get(archs, 0)));
-    int found = 0;
-    for (int i = 0; i < N_ARCH_ENTRIES && !found; i++)
-        if (!strcmp(cfg->model_type, arch_table[i].model_type)) {
-            cfg->arch = arch_table[i].arch;
-            found = 1;
-        }
-    for (int i = 0; i < N_ARCH_ENTRIES && !found && !cfg->model_type[0]; i++)
-        if (!strcmp(cfg->architecture, arch_table[i].architecture)) {
-            cfg->arch = arch_table[i].arch;
-            found = 1;
-        }
-    if (!found) {
+    const moeq_arch_desc *d = moeq_arch_desc_find(cfg->model_type, cfg->architecture);
+    if (!d) {
         st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                        "%s: model_type \"%s\" (architectures[0] \"%s\") is not a supported MoE architecture\n---> "
                        "HINT: supported model_type values: %s",
                        path, cfg->model_type, cfg->architecture, moeq_arch_supported());
         goto done;
     }
-    if (!cfg->model_type[0]) snprintf(cfg->model_type, sizeof cfg->model_type, "%s", moeq_arch_name(cfg->arch));
+    cfg->arch = d->id;
+    if (!cfg->model_type[0]) snprintf(cfg->model_type, sizeof cfg->model_type, "%s", d->name);
     st = parse_common(&c, cfg);
-    if (st == MOEQ_OK) st = parse_arch(&c, cfg);
+    if (st == MOEQ_OK) st = parse_arch(&c, d, cfg);
 done:
     json_decref(root);
     return st;
@@ -306,12 +243,11 @@ int moeq_config_n_layers_total(const moeq_model_config *cfg) {
 
 int moeq_config_layer_is_moe(const moeq_model_config *cfg, int layer) {
     if (layer < 0 || layer >= moeq_config_n_layers_total(cfg)) return 0;
-    switch (cfg->arch) {
-    case MOEQ_ARCH_QWEN2_MOE:
-    case MOEQ_ARCH_QWEN3_MOE:
+    const moeq_arch_desc *d = moeq_arch_desc_get(cfg->arch);
+    switch (d ? d->layout : MOEQ_LAYOUT_ALL_MOE) {
+    case MOEQ_LAYOUT_SPARSE_STEP:
         return !(layer < MOEQ_MAX_LAYERS && cfg->mlp_only[layer]) && (layer + 1) % cfg->moe_layer_freq == 0;
-    case MOEQ_ARCH_DEEPSEEK_V2:
-    case MOEQ_ARCH_DEEPSEEK_V3:
+    case MOEQ_LAYOUT_FIRST_K_DENSE:
         return layer >= cfg->first_k_dense && layer % cfg->moe_layer_freq == 0;
     default:
         return 1;

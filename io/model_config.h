@@ -1,8 +1,8 @@
 // model_config.h: HF config.json -> model geometry, for the MoE architectures moeq supports.
 //
-// Supported (model_type / architectures): mixtral (MixtralForCausalLM), qwen2_moe (Qwen2MoeForCausalLM),
-// qwen3_moe (Qwen3MoeForCausalLM), deepseek_v2 (DeepseekV2ForCausalLM), deepseek_v3 and kimi_k2
-// (DeepseekV3ForCausalLM), olmoe (OlmoeForCausalLM). Anything else is MOEQ_ERR_UNSUPPORTED with the list.
+// Supported: the families registered in arch_desc.c, one descriptor each (model_type values, HF class,
+// config.json keys); moeq_arch_supported() lists their model_type values. Anything else is
+// MOEQ_ERR_UNSUPPORTED with that list.
 #ifndef MOEQ_MODEL_CONFIG_H
 #define MOEQ_MODEL_CONFIG_H
 
@@ -10,6 +10,7 @@
 
 #include "moeq_kernels.h"
 
+// Registered families (a descriptor each in arch_desc.c). Values are stable; a new family takes the next.
 typedef enum moeq_arch {
     MOEQ_ARCH_MIXTRAL = 0,
     MOEQ_ARCH_QWEN2_MOE = 1,
@@ -64,9 +65,9 @@ typedef struct moeq_model_config {
 moeq_status moeq_config_parse(const char *path, const char *json, moeq_model_config *cfg);
 moeq_status moeq_config_load(const char *path, moeq_model_config *cfg);
 
-// "mixtral", ...
+// "mixtral", ... (the descriptor's name; "unknown" for an unregistered value)
 const char *moeq_arch_name(moeq_arch a);
-// Comma-separated list of supported model_type values (for messages and --help).
+// Comma-separated list of supported model_type values (for messages and --help), from the registry.
 const char *moeq_arch_supported(void);
 
 // 1 when decoder layer `layer` (0-based, MTP layers included) has a routed-expert MoE block.

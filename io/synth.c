@@ -37,13 +37,13 @@ static int ends_with(const char *s, const char *suf) {
     return n >= m && !memcmp(s + n - m, suf, m);
 }
 
+// By the tensor's class (from its name: any family's router, embedding and head names).
 static int tensor_kind(const moeq_expected_tensor *t) {
     if (ends_with(t->name, "_scale_inv")) return K_SCALE;
     if (t->ndim < 2) return ends_with(t->name, "bias") ? K_BIAS : K_NORM;
-    if (strstr(t->name, "embed_tokens") || !strcmp(t->name, "lm_head.weight") ||
-        ends_with(t->name, "head.weight"))
-        return K_EMBED;
-    if (ends_with(t->name, ".gate.weight") || ends_with(t->name, "_gate.weight")) return K_ROUTER;
+    const moeq_tclass cls = moeq_tensor_classify(t->name).cls;
+    if (cls == MOEQ_TC_EMBEDDING || cls == MOEQ_TC_LM_HEAD) return K_EMBED;
+    if (cls == MOEQ_TC_ROUTER) return K_ROUTER; // routers and shared-expert gates
     return K_LINEAR;
 }
 

@@ -1,8 +1,9 @@
-// synth_config.c: the configuration half of `moeq synth` (see synth.h): per-architecture default
-// geometry, the checks on option combinations (each rejection MOEQ_ERR_ARG with a hint), the HF
-// config.json text of each family, and the round trip through moeq_config_parse that makes the written
-// file and the tensors agree with what readers will see. Not here: the statistics model and writing the
-// shards (synth.c), config.json parsing (model_config.c), the tensor table (arch.c).
+// synth_config.c: the configuration half of `moeq synth` (see synth.h): options -> configuration from the
+// family's descriptor (its synth defaults and building blocks, arch_desc.c), the checks on option
+// combinations (each rejection MOEQ_ERR_ARG with a hint), the HF config.json text (the family's geometry
+// keys written back, then its other keys), and the round trip through moeq_config_parse that makes the
+// written file and the tensors agree with what readers will see. Not here: the statistics model and
+// writing the shards (synth.c), config.json parsing (model_config.c), the tensor table (arch.c).
 #include "synth.h"
 
 #include <jansson.h>
@@ -11,37 +12,14 @@
 #include <string.h>
 
 #include "alloc.h"      // defines: MOEQ_MALLOC, moeq_free
+#include "arch_desc.h"  // defines: moeq_arch_desc (synth defaults, config.json keys)
 #include "synth_impl.h" // defines: HINT
 
-// ---- architecture defaults ----
-
-typedef struct {
-    const char *name;
-    moeq_arch arch;
-    int layers, hidden, inter, experts, shared, dense, top_k, heads, kv_heads, vocab;
-} arch_defaults;
-
-// Small models with each family's shape: fine-grained experts (inter < hidden) except Mixtral, Qwen2 one
-// shared expert of shared x inter width, DeepSeek one shared expert and a dense first layer.
-static const arch_defaults k_defaults[] = {
-    {"mixtral", MOEQ_ARCH_MIXTRAL, 2, 256, 512, 8, 0, 0, 2, 4, 2, 1024},
-    {"qwen2_moe", MOEQ_ARCH_QWEN2_MOE, 2, 256, 128, 16, 4, 0, 4, 4, 4, 1024},
-    {"qwen3_moe", MOEQ_ARCH_QWEN3_MOE, 2, 256, 128, 16, 0, 0, 4, 4, 2, 1024},
-    {"deepseek_v3", MOEQ_ARCH_DEEPSEEK_V3, 2, 256, 128, 16, 1, 1, 4, 4, 4, 1024},
-    {"olmoe", MOEQ_ARCH_OLMOE, 2, 256, 128, 16, 0, 0, 4, 4, 4, 1024},
-};
-enum { N_DEFAULTS = sizeof k_defaults / sizeof k_defaults[0] };
-
-static const arch_defaults *defaults_of(moeq_arch a) {
-    for (int i = 0; i < N_DEFAULTS; i++)
-        if (k_defaults[i].arch == a) return &k_defaults[i];
-    return NULL;
-}
+// ---- architecture defaults: each family's descriptor (arch_desc.c) ----
 
 moeq_arch moeq_synth_arch_from_name(const char *s) {
-    for (int i = 0; s && i < N_DEFAULTS; i++)
-        if (!strcmp(s, k_defaults[i].name)) return k_defaults[i].arch;
-    return MOEQ_ARCH_COUNT;
+    const moeq_arch_desc *d = moeq_arch_desc_synth_by_name(s);
+    return d ? d->id : MOEQ_ARCH_COUNT;
 }
 
 void moeq_synth_opts_init(moeq_synth_opts *o) {
@@ -63,19 +41,17 @@ static int round_up(int v, int m) {
     return (v + m - 1) / m * m;
 }
 
-// Options -> config (before the config.json round trip). Every rejection is MOEQ_ERR_ARG with a hint.
-static moeq_status resolve(const moeq_synth_opts *o, moeq_model_config *c) {
-    memset(c, 0, sizeof *c);
-    const arch_defaults *d = defaults_of(o->arch);
-    if (!d)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "synth: architecture %s cannot be synthesized" HINT
-                         "--arch takes mixtral, qwen2_moe, qwen3_moe, deepseek_v3 or olmoe",
-                         moeq_arch_name(o->arch));
-    const int ds = o->arch == MOEQ_ARCH_DEEPSEEK_V3,
-              qwen = o->arch == MOEQ_ARCH_QWEN2_MOE || o->arch == MOEQ_ARCH_QWEN3_MOE;
-    c->arch = o->arch;
-    snprintf(c->model_type, sizeof c->model_type, "%s", d->name);
+// 1 when synth writes `key` into the family's config.json besides its geometry keys.
+static int synth_writes(const moeq_arch_desc *d, const char *key) {
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < d->synth->extra[l].n; i++)
+            if (!strcmp(d->synth->extra[l].k[i].key, key)) return 1;
+    return 0;
+}
+
+// Sizes every family has, from the options or the family's defaults, with their ranges.
+static moeq_status resolve_geometry(const moeq_synth_opts *o, const moeq_synth_sizes *d,
+                                    moeq_model_config *c) {
     c->n_layers = pick(o->n_layers, d->layers);
     c->hidden = pick(o->hidden, d->hidden);
     c->moe_intermediate = pick(o->intermediate, d->inter);
@@ -104,16 +80,18 @@ static moeq_status resolve(const moeq_synth_opts *o, moeq_model_config *c) {
             "lower --top-k or raise --experts",
             o->top_k, c->n_experts);
     c->top_k = pick(o->top_k, d->top_k < c->n_experts ? d->top_k : c->n_experts);
+    return MOEQ_OK;
+}
 
-    // dtypes
+static moeq_status resolve_dtype(const moeq_synth_opts *o, const moeq_arch_desc *d, moeq_model_config *c) {
     switch (o->dtype) {
     case MOEQ_DTYPE_BF16:
     case MOEQ_DTYPE_F16:
     case MOEQ_DTYPE_F32:
         c->torch_dtype = c->weight_dtype = o->dtype;
-        break;
+        return MOEQ_OK;
     case MOEQ_DTYPE_F8_E4M3:
-        if (!ds)
+        if (!d->fp8_weights)
             return MOEQ_FAIL(MOEQ_ERR_ARG,
                              "synth: --dtype fp8 with --arch %s: block-FP8 checkpoints exist only in the "
                              "DeepSeek-V3/Kimi-K2 layout" HINT
@@ -122,27 +100,29 @@ static moeq_status resolve(const moeq_synth_opts *o, moeq_model_config *c) {
         c->torch_dtype = MOEQ_DTYPE_BF16;
         c->weight_dtype = MOEQ_DTYPE_F8_E4M3;
         c->fp8_block[0] = c->fp8_block[1] = 128;
-        break;
+        return MOEQ_OK;
     default:
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "synth: dtype %s cannot be synthesized" HINT "--dtype bf16|f16|f32|fp8",
                          moeq_dtype_name(o->dtype));
     }
+}
 
-    // shared experts
-    int shared = pick(o->n_shared_experts, d->shared);
-    if (shared != 0 && !(ds || o->arch == MOEQ_ARCH_QWEN2_MOE))
+// Shared experts, dense layers and MTP layers: each only where the family's blocks have them.
+static moeq_status resolve_layers(const moeq_synth_opts *o, const moeq_arch_desc *d, moeq_model_config *c,
+                                  int *shared_out, int *dense_out) {
+    const moeq_synth_sizes *z = &d->synth->sizes;
+    int shared = pick(o->n_shared_experts, z->shared);
+    if (shared != 0 && d->shared == MOEQ_SHARED_NONE)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "synth: --shared-experts %d with --arch %s, which has no shared experts" HINT
                          "shared experts exist in qwen2_moe and deepseek_v3; drop the option",
                          shared, d->name);
     if (shared < 0 || shared > 64)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --shared-experts %d is outside [0, 64]", shared);
-
-    // dense layers
-    int dense_default = d->dense < c->n_layers ? d->dense : c->n_layers - 1;
+    int dense_default = z->dense < c->n_layers ? z->dense : c->n_layers - 1;
     int dense = pick(o->n_dense_layers, dense_default);
-    if (dense != 0 && !(ds || qwen))
+    if (dense != 0 && d->layout == MOEQ_LAYOUT_ALL_MOE)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "synth: --dense-layers %d with --arch %s, where every layer is MoE" HINT
                          "dense first layers exist in deepseek_v3 (first_k_dense_replace) and qwen2/3_moe "
@@ -157,100 +137,92 @@ static moeq_status resolve(const moeq_synth_opts *o, moeq_model_config *c) {
     if (c->dense_intermediate < 1 || c->dense_intermediate > (1 << 22))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --dense-intermediate %d is outside [1, %d]",
                          c->dense_intermediate, 1 << 22);
-    if (c->n_mtp_layers != 0 && !ds)
+    if (c->n_mtp_layers != 0 && d->mtp == MOEQ_MTP_NONE)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "synth: --mtp-layers with --arch %s" HINT
                          "multi-token-prediction layers exist in deepseek_v3 only",
                          d->name);
     if (c->n_mtp_layers < 0 || c->n_mtp_layers > 8)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --mtp-layers %d is outside [0, 8]", c->n_mtp_layers);
+    *shared_out = shared;
+    *dense_out = dense;
+    return MOEQ_OK;
+}
 
-    // attention
-    if (ds) {
-        if (o->n_kv_heads != MOEQ_SYNTH_DEFAULT && o->n_kv_heads != c->n_heads)
+// MLA: DeepSeek-V3's proportions, scaled to --hidden (q_lora and kv_lora rounded up to 16).
+static moeq_status resolve_mla(const moeq_synth_opts *o, const moeq_arch_desc *d, moeq_model_config *c) {
+    if (o->n_kv_heads != MOEQ_SYNTH_DEFAULT && o->n_kv_heads != c->n_heads)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "synth: --kv-heads %d with %s: MLA has num_key_value_heads = "
+                         "num_attention_heads" HINT "drop --kv-heads",
+                         o->n_kv_heads, d->name);
+    c->n_kv_heads = c->n_heads;
+    int hd = o->head_dim != MOEQ_SYNTH_DEFAULT ? o->head_dim : c->hidden / c->n_heads / 8 * 8;
+    if (hd < 8) hd = 8;
+    if (o->head_dim == MOEQ_SYNTH_DEFAULT && hd > 128) hd = 128;
+    if (hd < 2 || hd > 4096 || hd % 2)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --head-dim %d must be even and in [2, 4096]", hd);
+    c->qk_nope_head_dim = c->v_head_dim = hd;
+    c->qk_rope_head_dim = hd / 2;
+    c->q_lora_rank = round_up(c->hidden * 3 / 14 > 16 ? c->hidden * 3 / 14 : 16, 16); // 7168 -> 1536
+    c->kv_lora_rank = round_up(c->hidden / 14 > 16 ? c->hidden / 14 : 16, 16);        // 7168 -> 512
+    c->head_dim = c->qk_nope_head_dim + c->qk_rope_head_dim;
+    return MOEQ_OK;
+}
+
+// GQA: KV heads dividing the heads; head_dim given, or hidden / heads where config.json has no head_dim.
+static moeq_status resolve_gqa(const moeq_synth_opts *o, const moeq_arch_desc *d, moeq_model_config *c) {
+    const int kv = d->synth->sizes.kv_heads;
+    c->n_kv_heads = pick(o->n_kv_heads, kv < c->n_heads ? kv : c->n_heads);
+    if (c->n_kv_heads < 1 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG,
+            "synth: --kv-heads %d with --heads %d: query heads must be a multiple of KV heads" HINT
+            "pick --kv-heads dividing --heads",
+            c->n_kv_heads, c->n_heads);
+    const int derived = !synth_writes(d, "head_dim"); // readers take hidden / heads
+    if (o->head_dim == MOEQ_SYNTH_DEFAULT || derived) {
+        if (c->hidden % c->n_heads)
             return MOEQ_FAIL(MOEQ_ERR_ARG,
-                             "synth: --kv-heads %d with deepseek_v3: MLA has num_key_value_heads = "
-                             "num_attention_heads" HINT "drop --kv-heads",
-                             o->n_kv_heads);
-        c->n_kv_heads = c->n_heads;
-        int hd = o->head_dim != MOEQ_SYNTH_DEFAULT ? o->head_dim : c->hidden / c->n_heads / 8 * 8;
-        if (hd < 8) hd = 8;
-        if (o->head_dim == MOEQ_SYNTH_DEFAULT && hd > 128) hd = 128;
-        if (hd < 2 || hd > 4096 || hd % 2)
-            return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --head-dim %d must be even and in [2, 4096]", hd);
-        c->qk_nope_head_dim = c->v_head_dim = hd;
-        c->qk_rope_head_dim = hd / 2;
-        c->q_lora_rank = round_up(c->hidden * 3 / 14 > 16 ? c->hidden * 3 / 14 : 16, 16); // 7168 -> 1536
-        c->kv_lora_rank = round_up(c->hidden / 14 > 16 ? c->hidden / 14 : 16, 16);        // 7168 -> 512
-        c->head_dim = c->qk_nope_head_dim + c->qk_rope_head_dim;
+                             "synth: --hidden %d is not a multiple of --heads %d%s" HINT
+                             "pick --heads dividing --hidden%s",
+                             c->hidden, c->n_heads, derived ? "" : " and no --head-dim was given",
+                             derived ? "" : ", or give --head-dim");
+        c->head_dim = c->hidden / c->n_heads;
+        if (o->head_dim != MOEQ_SYNTH_DEFAULT && o->head_dim != c->head_dim)
+            return MOEQ_FAIL(MOEQ_ERR_ARG,
+                             "synth: --head-dim %d with --arch %s, which derives head_dim = hidden / heads = "
+                             "%d" HINT "drop --head-dim",
+                             o->head_dim, d->name, c->head_dim);
     } else {
-        c->n_kv_heads = pick(o->n_kv_heads, d->kv_heads < c->n_heads ? d->kv_heads : c->n_heads);
-        if (c->n_kv_heads < 1 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
-            return MOEQ_FAIL(
-                MOEQ_ERR_ARG,
-                "synth: --kv-heads %d with --heads %d: query heads must be a multiple of KV heads" HINT
-                "pick --kv-heads dividing --heads",
-                c->n_kv_heads, c->n_heads);
-        const int derived = o->arch == MOEQ_ARCH_QWEN2_MOE || o->arch == MOEQ_ARCH_OLMOE; // no head_dim key
-        if (o->head_dim == MOEQ_SYNTH_DEFAULT || derived) {
-            if (c->hidden % c->n_heads)
-                return MOEQ_FAIL(MOEQ_ERR_ARG,
-                                 "synth: --hidden %d is not a multiple of --heads %d%s" HINT
-                                 "pick --heads dividing --hidden%s",
-                                 c->hidden, c->n_heads, derived ? "" : " and no --head-dim was given",
-                                 derived ? "" : ", or give --head-dim");
-            c->head_dim = c->hidden / c->n_heads;
-            if (o->head_dim != MOEQ_SYNTH_DEFAULT && o->head_dim != c->head_dim)
-                return MOEQ_FAIL(
-                    MOEQ_ERR_ARG,
-                    "synth: --head-dim %d with --arch %s, which derives head_dim = hidden / heads = "
-                    "%d" HINT "drop --head-dim",
-                    o->head_dim, d->name, c->head_dim);
-        } else {
-            c->head_dim = o->head_dim;
-            if (c->head_dim < 1 || c->head_dim > 4096)
-                return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --head-dim %d is outside [1, 4096]", c->head_dim);
-        }
+        c->head_dim = o->head_dim;
+        if (c->head_dim < 1 || c->head_dim > 4096)
+            return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: --head-dim %d is outside [1, 4096]", c->head_dim);
     }
+    return MOEQ_OK;
+}
 
-    // per-arch routing and layout fields
+// Routing, numerics and layout fields: the family's synth defaults and what its blocks imply.
+static void resolve_family(const moeq_arch_desc *d, int shared, int dense, moeq_model_config *c) {
+    const moeq_arch_synth *s = d->synth;
     c->moe_layer_freq = 1;
     c->tie_word_embeddings = 0;
-    c->rms_norm_eps = 1e-5;
-    c->rope_theta = 1e6;
-    c->routed_scaling_factor = 1.0;
-    snprintf(c->scoring_func, sizeof c->scoring_func, "softmax");
-    switch (o->arch) {
-    case MOEQ_ARCH_MIXTRAL:
-        c->norm_topk_prob = 1;
-        c->max_position_embeddings = 32768;
-        break;
-    case MOEQ_ARCH_QWEN2_MOE:
-        c->n_shared_experts = shared > 0;
+    c->max_position_embeddings = s->max_position_embeddings;
+    c->rms_norm_eps = s->rms_norm_eps;
+    c->rope_theta = s->rope_theta;
+    c->routed_scaling_factor = s->routed_scaling_factor;
+    snprintf(c->scoring_func, sizeof c->scoring_func, "%s", s->scoring_func);
+    c->norm_topk_prob = s->norm_topk_prob;
+    c->has_router_bias = s->router_bias;
+    moeq_arch_desc_apply_fixed(d, c);
+    if (d->shared != MOEQ_SHARED_NONE) {
+        c->n_shared_experts = d->shared == MOEQ_SHARED_GATED ? shared > 0 : shared;
         c->shared_intermediate = shared * c->moe_intermediate;
-        c->attention_bias = 1;
-        c->rms_norm_eps = 1e-6;
-        c->max_position_embeddings = 8192;
+    }
+    if (d->layout == MOEQ_LAYOUT_SPARSE_STEP)
         for (int l = 0; l < dense; l++) c->mlp_only[l] = 1;
-        break;
-    case MOEQ_ARCH_QWEN3_MOE:
-        c->qk_norm = 1;
-        c->norm_topk_prob = 1;
-        c->rms_norm_eps = 1e-6;
-        c->max_position_embeddings = 40960;
-        for (int l = 0; l < dense; l++) c->mlp_only[l] = 1;
-        break;
-    case MOEQ_ARCH_DEEPSEEK_V3: {
-        c->n_shared_experts = shared;
-        c->shared_intermediate = shared * c->moe_intermediate;
-        c->first_k_dense = dense;
-        c->norm_topk_prob = 1;
-        c->has_router_bias = 1;
-        c->rms_norm_eps = 1e-6;
-        c->rope_theta = 10000.0;
-        c->max_position_embeddings = 163840;
-        c->routed_scaling_factor = 2.5;
-        snprintf(c->scoring_func, sizeof c->scoring_func, "sigmoid");
+    if (d->layout == MOEQ_LAYOUT_FIRST_K_DENSE) c->first_k_dense = dense;
+    if (d->grouped_topk) {
         // groups: the largest of 8, 4, 2, 1 dividing the experts; keep half of them, enough for top-k
         int g = 1;
         for (int cand = 8; cand > 1; cand /= 2)
@@ -261,16 +233,27 @@ static moeq_status resolve(const moeq_synth_opts *o, moeq_model_config *c) {
         c->n_group = g;
         c->topk_group = g / 2 > 0 ? g / 2 : 1;
         if ((int64_t)c->topk_group * (c->n_experts / g) < c->top_k) c->topk_group = g;
-        break;
     }
-    case MOEQ_ARCH_OLMOE:
-        c->qk_norm = 1;
-        c->rope_theta = 10000.0;
-        c->max_position_embeddings = 4096;
-        break;
-    default:
-        break;
+}
+
+// Options -> config (before the config.json round trip). Every rejection is MOEQ_ERR_ARG with a hint.
+static moeq_status resolve(const moeq_synth_opts *o, moeq_model_config *c) {
+    memset(c, 0, sizeof *c);
+    const moeq_arch_desc *d = moeq_arch_desc_get(o->arch);
+    if (!d || !d->synth) {
+        char list[256];
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "synth: architecture %s cannot be synthesized" HINT "--arch takes %s",
+                         moeq_arch_name(o->arch),
+                         moeq_arch_desc_list(moeq_arch_desc_is_synth, 0, ", ", " or ", list, sizeof list));
     }
+    c->arch = o->arch;
+    snprintf(c->model_type, sizeof c->model_type, "%s", d->name);
+    MOEQ_TRY(resolve_geometry(o, &d->synth->sizes, c));
+    MOEQ_TRY(resolve_dtype(o, d, c));
+    int shared = 0, dense = 0;
+    MOEQ_TRY(resolve_layers(o, d, c, &shared, &dense));
+    MOEQ_TRY(d->attention == MOEQ_ATTN_MLA ? resolve_mla(o, d, c) : resolve_gqa(o, d, c));
+    resolve_family(d, shared, dense, c);
     return MOEQ_OK;
 }
 
@@ -288,25 +271,71 @@ static int set_b(json_t *o, const char *k, int v) {
 static int set_s(json_t *o, const char *k, const char *v) {
     return json_object_set_new(o, k, json_string(v));
 }
-static int set_null(json_t *o, const char *k) {
-    return json_object_set_new(o, k, json_null());
-}
 
 static const char *torch_dtype_name(moeq_dtype t) {
     return t == MOEQ_DTYPE_F16 ? "float16" : t == MOEQ_DTYPE_F32 ? "float32" : "bfloat16";
 }
 
+static int field_int(const moeq_model_config *c, size_t field) {
+    return *(const int *)((const char *)c + field);
+}
+
+// A geometry key of the family, written back from its field (the reverse of model_config.c's parse_key).
+static int set_key(json_t *o, const moeq_config_key *k, const moeq_model_config *c) {
+    switch (k->kind) {
+    case MOEQ_KEY_INT:
+        return set_i(o, k->key, field_int(c, k->field));
+    case MOEQ_KEY_BOOL:
+        return set_b(o, k->key, field_int(c, k->field));
+    case MOEQ_KEY_MATCH:
+        return set_s(o, k->key, field_int(c, k->field) ? k->match : k->match_dflt);
+    case MOEQ_KEY_LAYERS: {
+        json_t *a = json_array();
+        const unsigned char *flags = (const unsigned char *)c + k->field;
+        for (int l = 0; a && l < c->n_layers; l++)
+            if (flags[l]) json_array_append_new(a, json_integer(l));
+        return a ? json_object_set_new(o, k->key, a) : -1;
+    }
+    case MOEQ_KEY_FIXED:
+        return 0;
+    }
+    return -1;
+}
+
+// A key that only synth writes (HF's save_pretrained keys besides the geometry).
+static int set_extra(json_t *o, const moeq_synth_key *k, const moeq_model_config *c) {
+    switch (k->kind) {
+    case MOEQ_JSON_INT:
+        return set_i(o, k->key, k->i);
+    case MOEQ_JSON_REAL:
+        return set_r(o, k->key, k->r);
+    case MOEQ_JSON_BOOL:
+        return set_b(o, k->key, (int)k->i);
+    case MOEQ_JSON_STR:
+        return set_s(o, k->key, k->s);
+    case MOEQ_JSON_NULL:
+        return json_object_set_new(o, k->key, json_null());
+    case MOEQ_JSON_TEXT: {
+        json_t *v = json_loads(k->s, 0, NULL);
+        return v ? json_object_set_new(o, k->key, v) : -1;
+    }
+    case MOEQ_JSON_INT_FIELD:
+        return set_i(o, k->key, field_int(c, k->field));
+    case MOEQ_JSON_REAL_FIELD:
+        return set_r(o, k->key, *(const double *)((const char *)c + k->field));
+    case MOEQ_JSON_TOKEN:
+        return set_i(o, k->key, c->vocab > k->i ? k->i : 0);
+    }
+    return -1;
+}
+
 moeq_status moeq_synth_config_json(const moeq_model_config *c, char **out) {
     *out = NULL;
+    const moeq_arch_desc *d = moeq_arch_desc_get(c->arch);
     json_t *o = json_object();
     if (!o) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "synth: out of memory for config.json");
-    static const char *classes[MOEQ_ARCH_COUNT] = {
-        [MOEQ_ARCH_MIXTRAL] = "MixtralForCausalLM",        [MOEQ_ARCH_QWEN2_MOE] = "Qwen2MoeForCausalLM",
-        [MOEQ_ARCH_QWEN3_MOE] = "Qwen3MoeForCausalLM",     [MOEQ_ARCH_DEEPSEEK_V2] = "DeepseekV2ForCausalLM",
-        [MOEQ_ARCH_DEEPSEEK_V3] = "DeepseekV3ForCausalLM", [MOEQ_ARCH_OLMOE] = "OlmoeForCausalLM",
-    };
-    int bad = 0;
-    bad |= json_object_set_new(o, "architectures", json_pack("[s]", classes[c->arch]));
+    int bad = !d || !d->synth;
+    if (!bad) bad |= json_object_set_new(o, "architectures", json_pack("[s]", d->hf_class));
     bad |= set_s(o, "model_type", moeq_arch_name(c->arch));
     // keys every family has
     bad |= set_r(o, "attention_dropout", 0.0);
@@ -326,92 +355,16 @@ moeq_status moeq_synth_config_json(const moeq_model_config *c, char **out) {
     bad |= set_i(o, "vocab_size", c->vocab);
     bad |= set_i(o, "bos_token_id", c->vocab > 1 ? 1 : 0);
     bad |= set_i(o, "eos_token_id", c->vocab > 2 ? 2 : 0);
-    json_t *mlp_only = json_array();
-    for (int l = 0; mlp_only && l < c->n_layers; l++)
-        if (c->mlp_only[l]) json_array_append_new(mlp_only, json_integer(l));
-    switch (c->arch) {
-    case MOEQ_ARCH_MIXTRAL:
-        bad |= set_i(o, "head_dim", c->head_dim);
-        bad |= set_i(o, "intermediate_size", c->moe_intermediate);
-        bad |= set_i(o, "num_local_experts", c->n_experts);
-        bad |= set_b(o, "output_router_logits", 0);
-        bad |= set_r(o, "router_aux_loss_coef", 0.02);
-        bad |= set_r(o, "router_jitter_noise", 0.0);
-        bad |= set_null(o, "sliding_window");
-        break;
-    case MOEQ_ARCH_QWEN2_MOE:
-    case MOEQ_ARCH_QWEN3_MOE:
-        bad |= set_i(o, "decoder_sparse_step", c->moe_layer_freq);
-        bad |= set_i(o, "intermediate_size", c->dense_intermediate);
-        bad |= set_i(o, "max_window_layers", c->n_layers);
-        bad |= json_object_set(o, "mlp_only_layers", mlp_only);
-        bad |= set_i(o, "moe_intermediate_size", c->moe_intermediate);
-        bad |= set_b(o, "norm_topk_prob", c->norm_topk_prob);
-        bad |= set_i(o, "num_experts", c->n_experts);
-        bad |= set_b(o, "output_router_logits", 0);
-        bad |= set_r(o, "router_aux_loss_coef", 0.001);
-        bad |= set_null(o, "sliding_window");
-        bad |= set_b(o, "use_sliding_window", 0);
-        bad |= set_null(o, "rope_scaling");
-        if (c->arch == MOEQ_ARCH_QWEN2_MOE) {
-            bad |= set_i(o, "shared_expert_intermediate_size", c->shared_intermediate);
-        } else {
-            bad |= set_b(o, "attention_bias", c->attention_bias);
-            bad |= set_i(o, "head_dim", c->head_dim);
-        }
-        break;
-    case MOEQ_ARCH_DEEPSEEK_V3:
-        bad |= set_b(o, "attention_bias", 0);
-        bad |= set_r(o, "aux_loss_alpha", 0.001);
-        bad |= set_i(o, "ep_size", 1);
-        bad |= set_i(o, "first_k_dense_replace", c->first_k_dense);
-        bad |= set_i(o, "intermediate_size", c->dense_intermediate);
-        bad |= set_i(o, "kv_lora_rank", c->kv_lora_rank);
-        bad |= set_i(o, "moe_intermediate_size", c->moe_intermediate);
-        bad |= set_i(o, "moe_layer_freq", c->moe_layer_freq);
-        bad |= set_i(o, "n_group", c->n_group);
-        bad |= set_i(o, "n_routed_experts", c->n_experts);
-        bad |= set_i(o, "n_shared_experts", c->n_shared_experts);
-        bad |= set_b(o, "norm_topk_prob", c->norm_topk_prob);
-        bad |= set_i(o, "num_nextn_predict_layers", c->n_mtp_layers);
-        bad |= set_i(o, "pretraining_tp", 1);
-        bad |= set_i(o, "q_lora_rank", c->q_lora_rank);
-        bad |= set_i(o, "qk_nope_head_dim", c->qk_nope_head_dim);
-        bad |= set_i(o, "qk_rope_head_dim", c->qk_rope_head_dim);
-        bad |= json_object_set_new(o, "rope_scaling",
-                                   json_pack("{s:i,s:i,s:i,s:f,s:f,s:i,s:s}", "beta_fast", 32, "beta_slow", 1,
-                                             "factor", 40, "mscale", 1.0, "mscale_all_dim", 1.0,
-                                             "original_max_position_embeddings", 4096, "type", "yarn"));
-        bad |= set_r(o, "routed_scaling_factor", c->routed_scaling_factor);
-        bad |= set_s(o, "scoring_func", "sigmoid");
-        bad |= set_b(o, "seq_aux", 1);
-        bad |= set_i(o, "topk_group", c->topk_group);
-        bad |= set_s(o, "topk_method", "noaux_tc");
-        bad |= set_i(o, "v_head_dim", c->v_head_dim);
-        bad |= set_i(o, "bos_token_id", 0);
-        bad |= set_i(o, "eos_token_id", c->vocab > 1 ? 1 : 0);
-        if (c->weight_dtype == MOEQ_DTYPE_F8_E4M3)
-            bad |= json_object_set_new(o, "quantization_config",
-                                       json_pack("{s:s,s:s,s:s,s:[i,i]}", "activation_scheme", "dynamic",
-                                                 "fmt", "e4m3", "quant_method", "fp8", "weight_block_size",
-                                                 c->fp8_block[0], c->fp8_block[1]));
-        break;
-    case MOEQ_ARCH_OLMOE:
-        bad |= set_b(o, "attention_bias", 0);
-        bad |= set_null(o, "clip_qkv");
-        bad |= set_i(o, "intermediate_size", c->moe_intermediate);
-        bad |= set_b(o, "norm_topk_prob", 0);
-        bad |= set_i(o, "num_experts", c->n_experts);
-        bad |= set_b(o, "output_router_logits", 0);
-        bad |= set_i(o, "pad_token_id", c->vocab > 1 ? 1 : 0);
-        bad |= set_null(o, "rope_scaling");
-        bad |= set_r(o, "router_aux_loss_coef", 0.01);
-        break;
-    default:
-        bad = 1;
-        break;
-    }
-    json_decref(mlp_only);
+    // the family's geometry keys, then its other keys (which may replace the ones above)
+    for (int l = 0; !bad && l < 2; l++)
+        for (int i = 0; i < d->keys[l].n; i++) bad |= set_key(o, &d->keys[l].k[i], c);
+    for (int l = 0; !bad && l < 2; l++)
+        for (int i = 0; i < d->synth->extra[l].n; i++) bad |= set_extra(o, &d->synth->extra[l].k[i], c);
+    if (c->weight_dtype == MOEQ_DTYPE_F8_E4M3)
+        bad |= json_object_set_new(o, "quantization_config",
+                                   json_pack("{s:s,s:s,s:s,s:[i,i]}", "activation_scheme", "dynamic", "fmt",
+                                             "e4m3", "quant_method", "fp8", "weight_block_size",
+                                             c->fp8_block[0], c->fp8_block[1]));
     char *s = bad ? NULL : json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
     json_decref(o);
     if (!s)

@@ -1,11 +1,13 @@
 // cmd_synth.c: `moeq synth [options] OUT`: write a synthetic MoE checkpoint (HF layout: config.json,
 // sharded safetensors, index) with realistic weight statistics, deterministic from --seed.
-// Thin: option parsing, a rate-limited progress line and a summary; the work is io/synth.c.
+// Thin: option parsing, a rate-limited progress line and a summary; the work is io/synth.c. The --arch
+// values and the defaults table of --help come from the architecture registry (io/arch_desc.c).
 // Not here: the statistics model (documented in io/synth.h) and the tensor table (io/arch.c).
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "arch_desc.h" // defines: moeq_arch_desc, moeq_arch_desc_list (the synthesizable families)
 #include "cli.h"
 #include "clock.h" // defines: moeq_now_s
 #include "synth.h" // defines: moeq_synth_opts, moeq_synth_write
@@ -83,10 +85,9 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case OPT_ARCH:
         o->arch = moeq_synth_arch_from_name(arg);
         if (o->arch == MOEQ_ARCH_COUNT) {
-            fprintf(
-                stderr,
-                "moeq synth: --arch '%s' is not known (mixtral, qwen2_moe, qwen3_moe, deepseek_v3, olmoe)\n",
-                arg);
+            char list[256];
+            fprintf(stderr, "moeq synth: --arch '%s' is not known (%s)\n", arg,
+                    moeq_arch_desc_list(moeq_arch_desc_is_synth, 0, ", ", ", ", list, sizeof list));
             return 1;
         }
         return 0;
@@ -227,6 +228,7 @@ static void print_shard_sizes(const moeq_synth_layout *l) {
 // The effective geometry, as an aligned table (--dry-run).
 static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_synth_layout *l) {
     const moeq_model_config *c = &l->cfg;
+    const moeq_arch_desc *d = moeq_arch_desc_get(c->arch);
     int n_moe = 0;
     for (int k = 0; k < moeq_config_n_layers_total(c); k++) n_moe += moeq_config_layer_is_moe(c, k);
     char b[32], s[32];
@@ -241,13 +243,13 @@ static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_syn
            moeq_config_n_layers_total(c) - n_moe, c->n_mtp_layers);
     printf("hidden          %d   vocab %d   heads %d (kv %d, head_dim %d)\n", c->hidden, c->vocab, c->n_heads,
            c->n_kv_heads, c->head_dim);
-    if (c->arch == MOEQ_ARCH_DEEPSEEK_V3)
+    if (d && d->attention == MOEQ_ATTN_MLA)
         printf("MLA             q_lora %d, kv_lora %d, qk_nope %d, qk_rope %d, v %d\n", c->q_lora_rank,
                c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim, c->v_head_dim);
     printf("experts         %d routed + %d shared, top-%d, expert FFN %d, shared FFN %d, dense FFN %d\n",
            c->n_experts, c->n_shared_experts, c->top_k, c->moe_intermediate, c->shared_intermediate,
            c->dense_intermediate);
-    if (c->arch == MOEQ_ARCH_DEEPSEEK_V3)
+    if (d && d->grouped_topk)
         printf("routing         n_group %d, topk_group %d, routed_scaling_factor %g, %s\n", c->n_group,
                c->topk_group, c->routed_scaling_factor, c->scoring_func);
     if (c->weight_dtype == MOEQ_DTYPE_F8_E4M3)
@@ -265,9 +267,118 @@ static void print_plan(const char *out, const moeq_synth_opts *o, const moeq_syn
     printf("seed            %llu\n", (unsigned long long)o->seed);
 }
 
+// --help: fixed text around the two parts the registry writes (the --arch values and the defaults table)
+static const char k_usage_head[] =
+    "moeq synth [options] OUT\n"
+    "\n"
+    "Writes OUT/config.json (the HF keys of the architecture), OUT/model-0000k-of-0000n.safetensors\n"
+    "and OUT/model.safetensors.index.json. Weights have realistic statistics: heavy tails, log-normal\n"
+    "per-row and per-column scales, ~0.5% outlier input columns (x8..20); norms ~ 1 + 0.05 N; small\n"
+    "routers and biases. Every tensor is a function of (seed, tensor name) only: the same seed gives\n"
+    "identical tensors whatever the shard size or thread count (OMP_NUM_THREADS). OUT is created; an\n"
+    "existing non-empty OUT is refused unless --force.\n"
+    "\n"
+    "Options (default in brackets; '-' = the architecture's default, listed below):\n";
+static const char k_usage_options[] =
+    "  --layers L            decoder layers [-]\n"
+    "  --hidden H            hidden size [-]\n"
+    "  --intermediate I      routed expert FFN width (moe_intermediate_size; Mixtral intermediate_size) "
+    "[-]\n"
+    "  --experts E           routed experts per MoE layer [-]\n"
+    "  --top-k K             experts per token, 1..E [-, at most E]\n"
+    "  --shared-experts N    qwen2_moe: one shared expert of N x I width; deepseek_v3: n_shared_experts\n"
+    "                        (fused, N x I wide) [-]\n"
+    "  --dense-layers K      first K layers dense: deepseek_v3 first_k_dense_replace, qwen "
+    "mlp_only_layers\n"
+    "                        [-, at most L-1]\n"
+    "  --dense-intermediate D  width of dense MLPs (intermediate_size) [3 x H]\n"
+    "  --heads N             attention heads [-]\n"
+    "  --kv-heads N          KV heads (GQA), dividing --heads; deepseek_v3 (MLA) uses --heads [-]\n"
+    "  --head-dim D          mixtral/qwen3_moe: head_dim [H / heads]; deepseek_v3: qk_nope = v = D,\n"
+    "                        rope = D/2 [H / heads, 8..128]; qwen2_moe/olmoe derive it (H / heads)\n"
+    "  --vocab V             vocabulary size [-]\n"
+    "  --mtp-layers N        deepseek_v3 num_nextn_predict_layers [0]\n"
+    "  --dtype T             bf16 | f16 | f32 | fp8 [bf16]; fp8 = DeepSeek/Kimi block FP8 (deepseek_v3\n"
+    "                        only): E4M3 linears with a float32 weight_scale_inv per 128x128 block\n"
+    "                        (absmax/448 of the fp32 weight); other tensors bf16\n"
+    "  --shard-size BYTES    most tensor bytes per shard; a larger tensor gets a shard alone "
+    "[4000000000]\n"
+    "  --seed S              random seed [1234]\n"
+    "  --force               replace the checkpoint files in a non-empty OUT (other files are kept)\n"
+    "  --dry-run             print the geometry, tensor/shard counts and bytes; write nothing\n"
+    "  --sparse              write headers, index and config.json exactly as without it, but no tensor\n"
+    "                        data: every data region is a file hole (reads as zeros), so a 1 TB\n"
+    "                        checkpoint takes a few tens of MB of disk; for scale tests of the catalog,\n"
+    "                        plan and scheduler, which read headers only\n"
+    "  --preset P            a published checkpoint's full geometry, config.json and shards:\n"
+    "                        deepseek-r1  config.json verbatim from "
+    "itounagi0116/DeepSeek-R1@f06d0a751d30,\n"
+    "                                     163 shards model-000NN-of-000163 cut to the published sizes\n"
+    "                        kimi-k2      Kimi-K2-Instruct geometry (model_type kimi_k2, 384 experts,\n"
+    "                                     no MTP layer), 61 equal shards model-N-of-61\n"
+    "                        Use with --sparse (~1 TB otherwise) or --dry-run (which compares the shard\n"
+    "                        sizes with the published ones). Geometry options (--arch ... --shard-size)\n"
+    "                        conflict with a preset: exit 2; --seed, --force, --sparse, --dry-run "
+    "combine.\n"
+    "\n"
+    "Architecture defaults (layers, hidden, intermediate, experts, top-k, shared, dense, heads, "
+    "kv-heads,\n"
+    "vocab):\n";
+static const char k_usage_tail[] =
+    "\n"
+    "A progress line (bytes written / total, rate, time left) goes to stderr every 3 s unless -q; a\n"
+    "summary line (apparent size and blocks on disk) goes to stdout. Bad combinations (fp8 without "
+    "deepseek_v3, top-k > experts, shared\n"
+    "experts in mixtral...) exit 2 with a hint; a non-empty OUT without --force exits 7.\n"
+    "\n"
+    "Examples:\n"
+    "  moeq synth --arch deepseek_v3 --layers 2 --dtype fp8 --shard-size 4000000 /tmp/ds-tiny\n"
+    "  moeq synth --arch mixtral --layers 32 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 "
+    "\\\n"
+    "             --vocab 32000 /scratch/mixtral-8x7b-synth        (Mixtral-8x7B geometry, ~93 GB)\n"
+    "  moeq synth --dry-run --arch deepseek_v3 --layers 61 --dense-layers 3 --mtp-layers 1 \\\n"
+    "             --hidden 7168 --intermediate 2048 --dense-intermediate 18432 --experts 256 --top-k 8 "
+    "\\\n"
+    "             --heads 128 --head-dim 128 --vocab 129280 --dtype fp8 /scratch/ds-v3-synth\n"
+    "             (DeepSeek-V3/R1 geometry: 684.5 B parameters, 688 GB like the real FP8 checkpoint;\n"
+    "             drop --dry-run to write it)\n"
+    "  moeq synth --sparse --preset kimi-k2 /scratch/kimi-k2-sparse\n"
+    "             (Kimi-K2: 139,583 tensors in 61 shards, 958.5 GiB apparent, ~30 MiB on disk, ~1 s)\n"
+    "  moeq synth --dry-run --preset deepseek-r1 /scratch/r1   (shard sizes against the published ones)";
+static char k_usage[8192]; // usage_init: the text moeq_cli_parse prints for --help
+
+// One line per synthesizable family: its defaults in the order of the table's heading.
+static size_t usage_defaults(char *buf, size_t cap) {
+    size_t n = 0;
+    for (int i = 0; i < moeq_arch_desc_count() && n < cap; i++) {
+        const moeq_arch_desc *d = moeq_arch_desc_at(i);
+        if (!d->synth) continue;
+        const moeq_synth_sizes *s = &d->synth->sizes;
+        int w = snprintf(buf + n, cap - n, "  %-12s %d, %d, %d, %d, %d, %d, %d, %d, %d, %d%s\n", d->name,
+                         s->layers, s->hidden, s->inter, s->experts, s->top_k, s->shared, s->dense, s->heads,
+                         s->kv_heads, s->vocab, d->synth->help_note);
+        n += w > 0 ? (size_t)w : 0;
+    }
+    return n < cap ? n : cap;
+}
+
+static void usage_init(void) {
+    moeq_synth_opts o;
+    moeq_synth_opts_init(&o);
+    char archs[256];
+    moeq_arch_desc_list(moeq_arch_desc_is_synth, 0, " | ", " | ", archs, sizeof archs);
+    const size_t cap = sizeof k_usage;
+    int w = snprintf(k_usage, cap, "%s  --arch A              %s [%s]\n%s", k_usage_head, archs,
+                     moeq_arch_name(o.arch), k_usage_options);
+    size_t n = w > 0 && (size_t)w < cap ? (size_t)w : cap - 1;
+    n += usage_defaults(k_usage + n, cap - n);
+    if (n < cap) snprintf(k_usage + n, cap - n, "%s", k_usage_tail);
+}
+
 static int run(int argc, char **argv) {
     synth_args a = {.dry_run = 0};
     moeq_synth_opts_init(&a.o);
+    usage_init();
     moeq_synth_opts o;
     moeq_cli_common common = {0};
     int rc = moeq_cli_parse(&moeq_cmd_synth, argc, argv, "", k_longopts, on_opt, &a, &common);
@@ -327,87 +438,6 @@ static int run(int argc, char **argv) {
 const moeq_command moeq_cmd_synth = {
     .name = "synth",
     .summary = "write a synthetic MoE checkpoint (HF layout, any size) for tests and benchmarks",
-    .usage =
-        "moeq synth [options] OUT\n"
-        "\n"
-        "Writes OUT/config.json (the HF keys of the architecture), OUT/model-0000k-of-0000n.safetensors\n"
-        "and OUT/model.safetensors.index.json. Weights have realistic statistics: heavy tails, log-normal\n"
-        "per-row and per-column scales, ~0.5% outlier input columns (x8..20); norms ~ 1 + 0.05 N; small\n"
-        "routers and biases. Every tensor is a function of (seed, tensor name) only: the same seed gives\n"
-        "identical tensors whatever the shard size or thread count (OMP_NUM_THREADS). OUT is created; an\n"
-        "existing non-empty OUT is refused unless --force.\n"
-        "\n"
-        "Options (default in brackets; '-' = the architecture's default, listed below):\n"
-        "  --arch A              mixtral | qwen2_moe | qwen3_moe | deepseek_v3 | olmoe [mixtral]\n"
-        "  --layers L            decoder layers [-]\n"
-        "  --hidden H            hidden size [-]\n"
-        "  --intermediate I      routed expert FFN width (moe_intermediate_size; Mixtral intermediate_size) "
-        "[-]\n"
-        "  --experts E           routed experts per MoE layer [-]\n"
-        "  --top-k K             experts per token, 1..E [-, at most E]\n"
-        "  --shared-experts N    qwen2_moe: one shared expert of N x I width; deepseek_v3: n_shared_experts\n"
-        "                        (fused, N x I wide) [-]\n"
-        "  --dense-layers K      first K layers dense: deepseek_v3 first_k_dense_replace, qwen "
-        "mlp_only_layers\n"
-        "                        [-, at most L-1]\n"
-        "  --dense-intermediate D  width of dense MLPs (intermediate_size) [3 x H]\n"
-        "  --heads N             attention heads [-]\n"
-        "  --kv-heads N          KV heads (GQA), dividing --heads; deepseek_v3 (MLA) uses --heads [-]\n"
-        "  --head-dim D          mixtral/qwen3_moe: head_dim [H / heads]; deepseek_v3: qk_nope = v = D,\n"
-        "                        rope = D/2 [H / heads, 8..128]; qwen2_moe/olmoe derive it (H / heads)\n"
-        "  --vocab V             vocabulary size [-]\n"
-        "  --mtp-layers N        deepseek_v3 num_nextn_predict_layers [0]\n"
-        "  --dtype T             bf16 | f16 | f32 | fp8 [bf16]; fp8 = DeepSeek/Kimi block FP8 (deepseek_v3\n"
-        "                        only): E4M3 linears with a float32 weight_scale_inv per 128x128 block\n"
-        "                        (absmax/448 of the fp32 weight); other tensors bf16\n"
-        "  --shard-size BYTES    most tensor bytes per shard; a larger tensor gets a shard alone "
-        "[4000000000]\n"
-        "  --seed S              random seed [1234]\n"
-        "  --force               replace the checkpoint files in a non-empty OUT (other files are kept)\n"
-        "  --dry-run             print the geometry, tensor/shard counts and bytes; write nothing\n"
-        "  --sparse              write headers, index and config.json exactly as without it, but no tensor\n"
-        "                        data: every data region is a file hole (reads as zeros), so a 1 TB\n"
-        "                        checkpoint takes a few tens of MB of disk; for scale tests of the catalog,\n"
-        "                        plan and scheduler, which read headers only\n"
-        "  --preset P            a published checkpoint's full geometry, config.json and shards:\n"
-        "                        deepseek-r1  config.json verbatim from "
-        "itounagi0116/DeepSeek-R1@f06d0a751d30,\n"
-        "                                     163 shards model-000NN-of-000163 cut to the published sizes\n"
-        "                        kimi-k2      Kimi-K2-Instruct geometry (model_type kimi_k2, 384 experts,\n"
-        "                                     no MTP layer), 61 equal shards model-N-of-61\n"
-        "                        Use with --sparse (~1 TB otherwise) or --dry-run (which compares the shard\n"
-        "                        sizes with the published ones). Geometry options (--arch ... --shard-size)\n"
-        "                        conflict with a preset: exit 2; --seed, --force, --sparse, --dry-run "
-        "combine.\n"
-        "\n"
-        "Architecture defaults (layers, hidden, intermediate, experts, top-k, shared, dense, heads, "
-        "kv-heads,\n"
-        "vocab):\n"
-        "  mixtral      2, 256, 512, 8, 2, 0, 0, 4, 2, 1024\n"
-        "  qwen2_moe    2, 256, 128, 16, 4, 4, 0, 4, 4, 1024\n"
-        "  qwen3_moe    2, 256, 128, 16, 4, 0, 0, 4, 2, 1024\n"
-        "  deepseek_v3  2, 256, 128, 16, 4, 1, 1, 4, 4, 1024 (MLA: q_lora = 3H/14, kv_lora = H/14, rounded\n"
-        "               up to 16; n_group = largest of 8/4/2/1 dividing E, topk_group = n_group / 2)\n"
-        "  olmoe        2, 256, 128, 16, 4, 0, 0, 4, 4, 1024\n"
-        "\n"
-        "A progress line (bytes written / total, rate, time left) goes to stderr every 3 s unless -q; a\n"
-        "summary line (apparent size and blocks on disk) goes to stdout. Bad combinations (fp8 without "
-        "deepseek_v3, top-k > experts, shared\n"
-        "experts in mixtral...) exit 2 with a hint; a non-empty OUT without --force exits 7.\n"
-        "\n"
-        "Examples:\n"
-        "  moeq synth --arch deepseek_v3 --layers 2 --dtype fp8 --shard-size 4000000 /tmp/ds-tiny\n"
-        "  moeq synth --arch mixtral --layers 32 --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 "
-        "\\\n"
-        "             --vocab 32000 /scratch/mixtral-8x7b-synth        (Mixtral-8x7B geometry, ~93 GB)\n"
-        "  moeq synth --dry-run --arch deepseek_v3 --layers 61 --dense-layers 3 --mtp-layers 1 \\\n"
-        "             --hidden 7168 --intermediate 2048 --dense-intermediate 18432 --experts 256 --top-k 8 "
-        "\\\n"
-        "             --heads 128 --head-dim 128 --vocab 129280 --dtype fp8 /scratch/ds-v3-synth\n"
-        "             (DeepSeek-V3/R1 geometry: 684.5 B parameters, 688 GB like the real FP8 checkpoint;\n"
-        "             drop --dry-run to write it)\n"
-        "  moeq synth --sparse --preset kimi-k2 /scratch/kimi-k2-sparse\n"
-        "             (Kimi-K2: 139,583 tensors in 61 shards, 958.5 GiB apparent, ~30 MiB on disk, ~1 s)\n"
-        "  moeq synth --dry-run --preset deepseek-r1 /scratch/r1   (shard sizes against the published ones)",
+    .usage = k_usage,
     .run = run,
 };

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "arch_desc.h"   // defines: moeq_arch_desc (which families have a CPU forward pass)
 #include "cli.h"         // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
 #include "run_common.h"  // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "moeq_worker.h" // defines: moeq_eval_unit_run, moeq_artifact_tensor_fn, moeq_model, perplexity, probes
@@ -188,17 +189,23 @@ static void load_reference(ev_state *s) {
     json_decref(root);
 }
 
+// 1 when the family has no CPU forward pass (its descriptor's forward_cpu), with why in `why`.
+static int no_forward_pass(const moeq_model_config *cfg, char *why, size_t cap) {
+    const moeq_arch_desc *d = moeq_arch_desc_get(cfg->arch);
+    if (d && d->forward_cpu) return 0;
+    char list[256];
+    snprintf(why, cap, "no CPU forward pass for model_type %s (%s only)", cfg->model_type,
+             moeq_arch_desc_list(moeq_arch_desc_has_forward, 1, ", ", " and ", list, sizeof list));
+    return 1;
+}
+
 static moeq_status models_pass(ev_state *s, int fd) {
     const moeq_eval_opts *o = s->o;
     const moeq_model_config *cfg = &s->cat->cfg;
     const int L = cfg->n_layers;
     s->blk = MOEQ_CALLOC((size_t)L * BLK_N, sizeof(double), "block results");
     if (!s->blk) return MOEQ_ERR_NOMEM;
-    if (cfg->arch != MOEQ_ARCH_MIXTRAL && cfg->arch != MOEQ_ARCH_QWEN2_MOE) {
-        snprintf(s->skipped, sizeof s->skipped, "no CPU forward pass for model_type %s (Mixtral and Qwen2-MoE only)",
-                 cfg->model_type);
-        return MOEQ_OK;
-    }
+    if (no_forward_pass(cfg, s->skipped, sizeof s->skipped)) return MOEQ_OK;
     double t0 = moeq_now_s();
     moeq_model *orig = NULL, *quant = NULL;
     moeq_artifact_source src;

@@ -1,5 +1,6 @@
 // forward_model.c: model assembly for the CPU evaluation forward pass (see forward_model.h): loading every
-// tensor a Mixtral / Qwen2-MoE forward needs into one fp32 arena, the decoder layer loop, the windowed
+// tensor a Mixtral / Qwen2-MoE forward needs into one fp32 arena (names from the family's descriptor, which
+// also says whether the family has this forward pass: forward_cpu), the decoder layer loop, the windowed
 // perplexity protocol of shared/models/mixtral-tiny/README.md, the MoE-block probes and the char tokenizer.
 // The numerics (norms, RoPE, attention, router, experts, loss) are kernels/forward_cpu.c; the layer order
 // is HF's MixtralDecoderLayer / Qwen2MoeDecoderLayer: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
@@ -14,19 +15,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h" // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
+#include "alloc.h"     // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
+#include "arch_desc.h" // defines: moeq_arch_desc (tensor names, forward support)
 #include "rng.h"   // defines: moeq_rng_normal
 #include "sysio.h" // defines: moeq_read_file
 
 // ---- loading ----
 
 static moeq_status check_arch(const moeq_model_config *cfg) {
-    if (cfg->arch != MOEQ_ARCH_MIXTRAL && cfg->arch != MOEQ_ARCH_QWEN2_MOE)
+    const moeq_arch_desc *d = moeq_arch_desc_get(cfg->arch);
+    if (!d || !d->forward_cpu) {
+        char list[256];
         return MOEQ_FAIL(
             MOEQ_ERR_UNSUPPORTED,
             "forward pass: architecture %s (model_type \"%s\") is not supported\n---> HINT: the CPU "
-            "forward pass (perplexity, MoE-block probes) supports mixtral and qwen2_moe",
-            moeq_arch_name(cfg->arch), cfg->model_type);
+            "forward pass (perplexity, MoE-block probes) supports %s",
+            moeq_arch_name(cfg->arch), cfg->model_type,
+            moeq_arch_desc_list(moeq_arch_desc_has_forward, 0, ", ", " and ", list, sizeof list));
+    }
     if (cfg->n_layers <= 0 || cfg->hidden <= 0 || cfg->vocab <= 0 || cfg->n_heads <= 0 ||
         cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->n_heads % cfg->n_kv_heads ||
         cfg->n_experts <= 0 || cfg->top_k <= 0 || cfg->top_k > cfg->n_experts || cfg->moe_intermediate <= 0 ||
@@ -78,12 +84,13 @@ want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
     return MOEQ_OK;
 }
 
+// gate, up and down of one SwiGLU MLP under prefix, named by the family's projection table.
 static moeq_status want_ffn(load_list *l, moeq_ffn_weights *f, int64_t H, int64_t NI, const char *prefix,
-                            int mixtral_names) {
+                            const moeq_arch_proj *names) {
     f->inter = (int)NI;
-    MOEQ_TRY(want(l, &f->gate, NI * H, "%s.%s.weight", prefix, mixtral_names ? "w1" : "gate_proj"));
-    MOEQ_TRY(want(l, &f->up, NI * H, "%s.%s.weight", prefix, mixtral_names ? "w3" : "up_proj"));
-    MOEQ_TRY(want(l, &f->down, H * NI, "%s.%s.weight", prefix, mixtral_names ? "w2" : "down_proj"));
+    MOEQ_TRY(want(l, &f->gate, NI * H, "%s.%s.weight", prefix, moeq_arch_proj_name(names, MOEQ_PROJ_GATE)));
+    MOEQ_TRY(want(l, &f->up, NI * H, "%s.%s.weight", prefix, moeq_arch_proj_name(names, MOEQ_PROJ_UP)));
+    MOEQ_TRY(want(l, &f->down, H * NI, "%s.%s.weight", prefix, moeq_arch_proj_name(names, MOEQ_PROJ_DOWN)));
     return MOEQ_OK;
 }
 
@@ -91,7 +98,7 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
     const moeq_model_config *c = &m->cfg;
     const int64_t H = c->hidden, V = c->vocab, E = c->n_experts;
     const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    const int mixtral = c->arch == MOEQ_ARCH_MIXTRAL;
+    const moeq_arch_desc *d = moeq_arch_desc_get(c->arch); // check_arch: registered, with a forward pass
     MOEQ_TRY(want(l, &m->embed, V * H, "model.embed_tokens.weight"));
     for (int i = 0; i < c->n_layers; i++) {
         moeq_layer_weights *L = &m->layers[i];
@@ -108,15 +115,15 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         }
         MOEQ_TRY(want(l, &L->wo, H * qd, "%s.self_attn.o_proj.weight", p));
         MOEQ_TRY(want(l, &L->ffn_norm, H, "%s.post_attention_layernorm.weight", p));
-        L->is_moe = mixtral || moeq_config_layer_is_moe(c, i);
+        L->is_moe = moeq_config_layer_is_moe(c, i);
         if (!L->is_moe) {
             char q[128];
-            snprintf(q, sizeof q, "%s.mlp", p);
+            snprintf(q, sizeof q, "%s.%s", p, d->dense_mlp); // a layout with dense layers names them
             if (c->dense_intermediate <= 0)
                 return MOEQ_FAIL(MOEQ_ERR_FORMAT,
                                  "forward pass: layer %d is a dense MLP but intermediate_size is %d", i,
                                  c->dense_intermediate);
-            MOEQ_TRY(want_ffn(l, &L->dense, H, c->dense_intermediate, q, 0));
+            MOEQ_TRY(want_ffn(l, &L->dense, H, c->dense_intermediate, q, d->mlp_proj));
             continue;
         }
         moeq_ffn_weights *ex = m->ffns + (int64_t)i * (E + 1);
@@ -125,19 +132,18 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         L->moe.top_k = c->top_k;
         L->moe.norm_topk_prob = c->norm_topk_prob;
         L->moe.experts = ex;
-        const char *blk = mixtral ? "block_sparse_moe" : "mlp";
-        MOEQ_TRY(want(l, &L->moe.router, E * H, "%s.%s.gate.weight", p, blk));
+        MOEQ_TRY(want(l, &L->moe.router, E * H, "%s.%s.weight", p, d->router));
         for (int e = 0; e < E; e++) {
             char q[160];
-            snprintf(q, sizeof q, "%s.%s.experts.%d", p, blk, e);
-            MOEQ_TRY(want_ffn(l, &ex[e], H, c->moe_intermediate, q, mixtral));
+            snprintf(q, sizeof q, "%s.%s.%d", p, d->experts, e);
+            MOEQ_TRY(want_ffn(l, &ex[e], H, c->moe_intermediate, q, d->expert_proj));
         }
-        if (!mixtral && c->n_shared_experts > 0 && c->shared_intermediate > 0) {
+        if (d->shared_expert && c->n_shared_experts > 0 && c->shared_intermediate > 0) {
             char q[128];
-            snprintf(q, sizeof q, "%s.mlp.shared_expert", p);
-            MOEQ_TRY(want_ffn(l, &ex[E], H, c->shared_intermediate, q, 0));
+            snprintf(q, sizeof q, "%s.%s", p, d->shared_expert);
+            MOEQ_TRY(want_ffn(l, &ex[E], H, c->shared_intermediate, q, d->mlp_proj));
             L->moe.shared = &ex[E];
-            MOEQ_TRY(want(l, &L->moe.shared_gate, H, "%s.mlp.shared_expert_gate.weight", p));
+            if (d->shared_gate) MOEQ_TRY(want(l, &L->moe.shared_gate, H, "%s.%s.weight", p, d->shared_gate));
         }
     }
     MOEQ_TRY(want(l, &m->final_norm, H, "model.norm.weight"));

@@ -50,7 +50,8 @@ typedef struct moeq_model {
 typedef moeq_status (*moeq_tensor_fn)(void *ctx, const char *name, float *dst, int64_t numel);
 
 // Builds a model of geometry cfg, asking fn for every tensor the forward pass needs (one arena).
-// MOEQ_ERR_UNSUPPORTED for architectures other than mixtral and qwen2_moe.
+// MOEQ_ERR_UNSUPPORTED for families whose descriptor has no CPU forward pass (forward_cpu: mixtral and
+// qwen2_moe).
 // Returns a new model; caller frees with moeq_model_free.
 moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, void *ctx, moeq_model **out);
 // The same from an open checkpoint (moeq_catalog_read_f32: bf16/fp16 widened exactly to fp32); a tensor

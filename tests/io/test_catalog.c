@@ -28,12 +28,14 @@ static void test_classify(void **state) {
         {"model.layers.0.self_attn.k_proj.weight", MOEQ_TC_ATTENTION, 0, -1, MOEQ_PROJ_K},
         {"model.layers.7.self_attn.q_proj.bias", MOEQ_TC_ATTENTION, 7, -1, MOEQ_PROJ_Q},
         {"model.layers.2.self_attn.q_norm.weight", MOEQ_TC_NORM, 2, -1, MOEQ_PROJ_NONE},
-        {"model.layers.31.block_sparse_moe.experts.7.w2.weight", MOEQ_TC_ROUTED_EXPERT, 31, 7, MOEQ_PROJ_DOWN},
+        {"model.layers.31.block_sparse_moe.experts.7.w2.weight", MOEQ_TC_ROUTED_EXPERT, 31, 7,
+         MOEQ_PROJ_DOWN},
         {"model.layers.1.block_sparse_moe.experts.0.w1.weight", MOEQ_TC_ROUTED_EXPERT, 1, 0, MOEQ_PROJ_GATE},
         {"model.layers.1.block_sparse_moe.experts.0.w3.weight", MOEQ_TC_ROUTED_EXPERT, 1, 0, MOEQ_PROJ_UP},
         {"model.layers.1.block_sparse_moe.gate.weight", MOEQ_TC_ROUTER, 1, -1, MOEQ_PROJ_NONE},
         {"model.layers.60.mlp.experts.383.up_proj.weight", MOEQ_TC_ROUTED_EXPERT, 60, 383, MOEQ_PROJ_UP},
-        {"model.layers.60.mlp.experts.383.up_proj.weight_scale_inv", MOEQ_TC_FP8_SCALE, 60, 383, MOEQ_PROJ_UP},
+        {"model.layers.60.mlp.experts.383.up_proj.weight_scale_inv", MOEQ_TC_FP8_SCALE, 60, 383,
+         MOEQ_PROJ_UP},
         {"model.layers.5.mlp.gate.weight", MOEQ_TC_ROUTER, 5, -1, MOEQ_PROJ_NONE},
         {"model.layers.5.mlp.gate.e_score_correction_bias", MOEQ_TC_ROUTER, 5, -1, MOEQ_PROJ_NONE},
         {"model.layers.5.mlp.shared_experts.down_proj.weight", MOEQ_TC_SHARED_EXPERT, 5, -1, MOEQ_PROJ_DOWN},
@@ -48,6 +50,18 @@ static void test_classify(void **state) {
         {"model.layers.61.eh_proj.weight", MOEQ_TC_OTHER, 61, -1, MOEQ_PROJ_NONE},
         {"rotary.inv_freq", MOEQ_TC_OTHER, -1, -1, MOEQ_PROJ_NONE},
         {"model.layers.x.mlp.gate.weight", MOEQ_TC_OTHER, -1, -1, MOEQ_PROJ_NONE},
+        {"model.layers.3.mlp.experts.x.up_proj.weight", MOEQ_TC_OTHER, 3, -1, MOEQ_PROJ_NONE}, // no index
+        {"model.layers.2.mlp.shared_experts.up_proj.weight_scale_inv", MOEQ_TC_FP8_SCALE, 2, -1,
+         MOEQ_PROJ_UP},
+        {"model.layers.4.mlp.experts.0.w1.weight", MOEQ_TC_ROUTED_EXPERT, 4, 0, MOEQ_PROJ_GATE},
+        {"model.layers.4.self_attn.q_a_layernorm.weight", MOEQ_TC_NORM, 4, -1, MOEQ_PROJ_NONE},
+        {"model.layers.4.self_attn.q_proj.weight_scale_inv", MOEQ_TC_FP8_SCALE, 4, -1, MOEQ_PROJ_Q},
+        {"model.layers.4.mlp.gate.e_score_correction_bias", MOEQ_TC_ROUTER, 4, -1, MOEQ_PROJ_NONE},
+        {"model.layers.4.mlp.gate_proj.weight", MOEQ_TC_DENSE_MLP, 4, -1, MOEQ_PROJ_GATE},
+        // a router is everything under its module, for Mixtral as for the others (this was 'other' before
+        // the family templates: Mixtral's rule was the exact name block_sparse_moe.gate.weight)
+        {"model.layers.1.block_sparse_moe.gate.bias", MOEQ_TC_ROUTER, 1, -1, MOEQ_PROJ_NONE},
+        {"model.layers.1.block_sparse_moe.w1.weight", MOEQ_TC_OTHER, 1, -1, MOEQ_PROJ_NONE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moeq_tensor_class c = moeq_tensor_classify(cases[i].name);
