@@ -1,9 +1,10 @@
 // quantize_sim.c: `moeq quantize --simulate` (see quantize_impl.h and quantize_run.h). The open, plan,
-// skeleton and journal phases are the real ones (quantize_run.c); here the quantize phase runs either as a
-// discrete-event simulation of --sim-ranks ranks (schedulers/simulate.h, the same dispatcher as the MPI
-// queue) or, under mpirun, as the real MPI queue with workers that sleep the cost model's time. Then the
-// report: the figures a user sizing a 1T-parameter run needs (plan time, skeleton time and size,
-// coordinator memory, messages per unit, makespan and utilisation against the ideal, lost work).
+// skeleton, coordinator and journal are the real ones (quantize_run.c); this file is the simulated worker
+// behind the same interface (moeq_qsim_worker: under mpirun, the real MPI queue runs workers that sleep the
+// cost model's time and report fake results) and the dispatch variant of --sim-ranks (a discrete-event
+// simulation of that many ranks in one process, schedulers/simulate.h, the same dispatcher as the MPI
+// queue). Then the report: the figures a user sizing a 1T-parameter run needs (plan time, skeleton time and
+// size, coordinator memory, messages per unit, makespan and utilisation against the ideal, lost work).
 #include "quantize_impl.h"
 #include "clock.h" // defines: moeq_now_s
 
@@ -40,36 +41,87 @@ static double my_slowdown(const run_state *s) {
     return f;
 }
 
-double moeq_qsim_read_s(const run_state *s, int u) {
+// The reading part of unit u's cost (cost model's read throughput x the unit's source bytes).
+static double read_s(const run_state *s, int u) {
     moeq_cost_model cm;
     if (moeq_cost_model_get(s->o->cost_model, &cm) != MOEQ_OK || cm.read_bytes_per_s <= 0) return 0;
     const double r = (double)s->plan->u[u].bytes_in / cm.read_bytes_per_s;
     return r < s->plan->u[u].cost ? r : s->plan->u[u].cost;
 }
 
-void moeq_qsim_prefetch(int unit, void *user) {
-    ((run_state *)user)->sim_known = unit;
+// ---- the simulated worker ----
+
+// Simulated workers compute nothing (the cost model stands for the device): no device is selected.
+static moeq_status sim_device(run_state *s) {
+    moeq_run_device_use_cpu(&s->dev);
+    return MOEQ_OK;
+}
+
+static moeq_status sim_planned(run_state *s) {
+    if (s->o->sim_ranks > 0 && s->n_ranks > 1)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "--sim-ranks simulates its ranks in one process, but this run has %d MPI ranks"
+                         "\n---> HINT: run it without mpirun, or drop --sim-ranks to use the real MPI queue",
+                         s->n_ranks);
+    s->plan->digest ^= MOEQ_SIM_DIGEST_SALT; // never resumed by a real run
+    return MOEQ_OK;
+}
+
+static moeq_status sim_verify(run_state *s) {
+    (void)s;
+    MOEQ_INFO0("simulation: no data to verify; journaled units are trusted");
+    return MOEQ_OK;
+}
+
+static moeq_status sim_start(run_state *s) {
+    s->read_ahead = moeq_read_ahead_resolve(s->o->read_ahead, s->dev.backend, 1, s->o->cost_model);
+    s->sim.known = s->sim.next = -1;
+    return MOEQ_OK;
+}
+
+// The queue announces the unit this rank runs next (read-ahead is modelled).
+static void sim_prefetch(int unit, void *user) {
+    ((run_state *)user)->sim.known = unit;
 }
 
 // Sleeps the unit's cost less the reading that read-ahead hid behind the previous unit (as simulate.h models
 // it: min(read, the previous unit's compute) when the unit was announced before the previous one started).
-void moeq_qsim_work(int unit, void *buf, size_t *len, void *user) {
+static void sim_work(int unit, void *buf, size_t *len, void *user) {
     run_state *s = user;
-    if (s->sim_slowdown == 0) s->sim_slowdown = my_slowdown(s); // the worker thread only
-    const double cost = s->plan->u[unit].cost, read = moeq_qsim_read_s(s, unit);
+    if (s->sim.slowdown == 0) s->sim.slowdown = my_slowdown(s); // the worker thread only
+    const double cost = s->plan->u[unit].cost, read = read_s(s, unit);
     const double hidden =
-        moeq_sim_read_hidden(s->read_ahead > 0 && s->sim_next == unit, read, s->sim_last_compute);
-    s->sim_next = s->sim_known != unit ? s->sim_known : -1; // announced before this one runs: read during it
-    s->sim_last_compute = cost - read;
-    s->sim_hidden += hidden * s->sim_slowdown;
-    const double t = (cost - hidden) * s->sim_slowdown * s->o->sim_time_scale;
+        moeq_sim_read_hidden(s->read_ahead > 0 && s->sim.next == unit, read, s->sim.last_compute);
+    s->sim.next = s->sim.known != unit ? s->sim.known : -1; // announced before this one runs: read during it
+    s->sim.last_compute = cost - read;
+    s->sim.hidden += hidden * s->sim.slowdown;
+    const double t = (cost - hidden) * s->sim.slowdown * s->o->sim_time_scale;
     struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
     while (nanosleep(&ts, &ts) != 0) {
     }
     s->n_units_here++;
-    s->ctx.seconds_compute += t; // slept: the --stats figure of this rank, scaled back by the report
+    s->sim.slept += t; // the --stats figure (compute_s) of this rank, scaled back by the report
     *len = fake_results(s, unit, buf);
 }
+
+static void sim_figures(const run_state *s, double fig[MOEQ_QRUN_N_FIG]) {
+    fig[MOEQ_QRUN_FIG_COMPUTE_S] = s->sim.slept;
+    fig[MOEQ_QRUN_FIG_SIM_HIDDEN_S] = s->sim.hidden;
+}
+
+static int mpi_report(run_state *s);
+
+const moeq_qrun_worker moeq_qsim_worker = {
+    .name = "simulated",
+    .device = sim_device,
+    .planned = sim_planned,
+    .verify = sim_verify,
+    .start = sim_start,
+    .work = sim_work,
+    .prefetch = sim_prefetch,
+    .figures = sim_figures,
+    .seal = mpi_report,
+};
 
 // ---- discrete-event mode ----
 
@@ -154,9 +206,10 @@ static int report(run_state *s, const sim_figs *f) {
                o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", f->units_run, f->makespan,
                f->ideal, 100 * util);
         if (p->n_units)
-            printf("  bound       %.3f s = max(ideal, costliest unit: %s, layer %d%s, %.3f s): makespan / bound %.3f\n",
-                   bound, moeq_unit_kind_name(p->u[big].kind), p->u[big].layer, big_cost > f->ideal ? ", binding" : "",
-                   big_cost, bound > 0 ? f->makespan / bound : 0);
+            printf("  bound       %.3f s = max(ideal, costliest unit: %s, layer %d%s, %.3f s): makespan / "
+                   "bound %.3f\n",
+                   bound, moeq_unit_kind_name(p->u[big].kind), p->u[big].layer,
+                   big_cost > f->ideal ? ", binding" : "", big_cost, bound > 0 ? f->makespan / bound : 0);
         if (s->read_ahead > 0)
             printf(
                 "  read-ahead  %.3f s of reading hidden behind compute (%.1f%% of the work; cost model read "
@@ -263,7 +316,7 @@ int moeq_qsim_des(run_state *s, const double *cost) {
         moeq_free(&slow);
         return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
     }
-    for (int u = 0; u < p->n_units; u++) read[u] = moeq_qsim_read_s(s, u);
+    for (int u = 0; u < p->n_units; u++) read[u] = read_s(s, u);
     moeq_sim_cfg c;
     moeq_sim_cfg_init(&c);
     c.read_s = read, c.lookahead = s->read_ahead > 0;
@@ -295,9 +348,15 @@ int moeq_qsim_des(run_state *s, const double *cost) {
     return report(s, &f);
 }
 
-int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *qs, double slept,
-                         double hidden) {
+// After the MPI queue ran simulated workers, every unit done (the worker's seal, rank 0): the report. The
+// ranks' figures: the wall seconds they slept and the reading they hid (simulated seconds).
+static int mpi_report(run_state *s) {
     const moeq_quantize_opts *o = s->o;
+    double slept = 0, hidden = 0;
+    for (int r = 0; r < s->n_ranks; r++) {
+        slept += s->figs[r * MOEQ_QRUN_N_FIG + MOEQ_QRUN_FIG_COMPUTE_S];
+        hidden += s->figs[r * MOEQ_QRUN_N_FIG + MOEQ_QRUN_FIG_SIM_HIDDEN_S];
+    }
     double *sl = MOEQ_MALLOC(sizeof(double) * (size_t)s->n_ranks, "straggler factors");
     if (!sl) return moeq_cli_fail("quantize", MOEQ_ERR_NOMEM);
     const int n_slow = moeq_sim_stragglers(s->n_ranks, o->sim_straggler_frac, o->sim_straggler_factor, sl);
@@ -305,15 +364,16 @@ int moeq_qsim_mpi_report(run_state *s, double t_quant, const moeq_queue_stats *q
     for (int r = 0; r < s->n_ranks; r++) speed += 1.0 / sl[r];
     moeq_free(&sl);
     const double scale = o->sim_time_scale;
+    const moeq_queue_stats *qs = &s->qs;
     // the queue counts the messages the coordinator received; it answers every request (AHEAD included) with
     // one ASSIGN, and results and releases with none
     const long requests = qs->messages - (qs->units_done + qs->units_given_up + qs->retries) - qs->releases;
     sim_figs f = {.mode = "mpirun",
-                  .makespan = t_quant / scale,
+                  .makespan = s->t_quant / scale,
                   .ideal = s->cost_to_do / speed, // a resume counts only its units, as the simulation does
                   .busy = slept / scale,
                   .hidden = hidden,
-                  .wall = t_quant,
+                  .wall = s->t_quant,
                   .messages = qs->messages + requests,
                   .units_run = qs->units_done,
                   .units_left = qs->units_not_started,
