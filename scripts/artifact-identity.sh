@@ -4,7 +4,9 @@
 # change a single output byte (the registries issue): run it against a build of the base commit.
 #   scripts/artifact-identity.sh OLD_MOEQ NEW_MOEQ [WORKDIR]
 #   e.g.  git worktree add ../base BASE && BUILD_DIR=../build-base ../base/scripts/build.sh
-#         scripts/artifact-identity.sh ../build-base/moeq build/moeq
+#         BUILD_DIR=build-ident scripts/build.sh -DMOEQ_VERSION_STAMP=$(../build-base/moeq --version | sed 's/.*(\(.*\))/\1/')
+#         scripts/artifact-identity.sh ../build-base/moeq build-ident/moeq
+# (artifacts record the version stamp: the new build must carry the old one's to compare bytes).
 # OPENBLAS_CORETYPE is pinned (Haswell unless set): MiLo's randomized SVD goes through OpenBLAS sgemm, whose
 # kernel choice changes its bits, and both binaries must see the same one. Exit 0 when every output is
 # identical; each difference is named.
@@ -18,6 +20,13 @@ mkdir -p "$work"
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 tiny=$shared/models/mixtral-tiny mini=$shared/models/mixtral-mini meta=$shared/fixtures/real-metadata
+# Artifacts record the producing version ("0.1.0 (git hash)"): two stamps make every artifact differ.
+v_old=$("$old" --version) v_new=$("$new" --version)
+if [ "$v_old" != "$v_new" ]; then
+    echo "artifact-identity: the builds are stamped differently ($v_old / $v_new): every artifact would differ" >&2
+    echo "---> HINT: build the new code stamped as the old one: cmake -DMOEQ_VERSION_STAMP=${v_old##*(} ..." | sed 's/)\( \.\.\.\)$/\1/' >&2
+    exit 2
+fi
 n_same=0 n_diff=0
 same() { n_same=$((n_same + 1)); }
 differ() { n_diff=$((n_diff + 1)); echo "DIFFERS: $*"; }
