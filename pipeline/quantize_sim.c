@@ -160,126 +160,150 @@ static void file_sizes(const char *path, double *apparent, double *allocated) {
     }
 }
 
-static int report(run_state *s, const sim_figs *f) {
+// What the report derives from the figures, the plan and the files.
+typedef struct {
+    int ranks;       // simulated ranks (--sim-ranks, or mpirun's)
+    int big;         // the costliest unit: no schedule finishes before it does
+    double big_cost; // ... its estimated seconds (0 without units)
+    double bound, util, mpu;
+    double sk_app, sk_alloc, jn_app; // skeleton (apparent, allocated) and journal bytes
+    long peak_kib, syncs;            // peak RSS, journal fsyncs
+    double t_seal;                   // seconds of the real seal of the skeleton; -1 = not run
+} sim_derived;
+
+static void derive(const run_state *s, const sim_figs *f, sim_derived *d) {
+    const moeq_plan *p = s->plan;
+    double jn_alloc;
+    memset(d, 0, sizeof *d);
+    moeq_run_memory(&d->peak_kib, NULL);
+    file_sizes(s->partial, &d->sk_app, &d->sk_alloc);
+    file_sizes(s->journal_path, &d->jn_app, &jn_alloc);
+    d->ranks = s->o->sim_ranks > 0 ? s->o->sim_ranks : s->n_ranks;
+    for (int u = 1; u < p->n_units; u++)
+        if (p->u[u].cost > p->u[d->big].cost) d->big = u;
+    d->big_cost = p->n_units ? p->u[d->big].cost : 0;
+    d->bound = d->big_cost > f->ideal ? d->big_cost : f->ideal;
+    d->util = f->makespan > 0 ? f->busy / (d->ranks * f->makespan) : 0;
+    d->mpu = f->units_run ? (double)f->messages / f->units_run : 0;
+    d->syncs = moeq_journal_syncs(s->journal);
+    d->t_seal = -1;
+}
+
+static void print_report(const run_state *s, const sim_figs *f, const sim_derived *d) {
     const moeq_quantize_opts *o = s->o;
     const moeq_plan *p = s->plan;
-    long peak = 0;
-    moeq_run_memory(&peak, NULL);
-    double sk_app, sk_alloc, jn_app, jn_alloc;
-    file_sizes(s->partial, &sk_app, &sk_alloc);
-    file_sizes(s->journal_path, &jn_app, &jn_alloc);
-    const int ranks = o->sim_ranks > 0 ? o->sim_ranks : s->n_ranks;
-    int big = 0; // the costliest unit: no schedule finishes before it does
-    for (int u = 1; u < p->n_units; u++)
-        if (p->u[u].cost > p->u[big].cost) big = u;
-    const double big_cost = p->n_units ? p->u[big].cost : 0;
-    const double bound = big_cost > f->ideal ? big_cost : f->ideal;
-    const double util = f->makespan > 0 ? f->busy / (ranks * f->makespan) : 0;
-    const double mpu = f->units_run ? (double)f->messages / f->units_run : 0;
-    const long syncs = moeq_journal_syncs(s->journal);
+    printf("\nmoeq quantize --simulate: %s (%s, cost model %s)\n", o->model_dir, f->mode, o->cost_model);
+    printf("  plan        %d tensors, %d units, %.1f GiB to read; open + plan %.2f s, peak RSS %.1f MiB\n",
+           p->n_tensors, p->n_units, p->bytes_in / 1073741824.0, s->t_open, s->rss_open_kib / 1024.0);
+    printf("  skeleton    %.2f s; %s: %.2f GiB apparent, %.1f MiB allocated; journal %.1f KiB\n", s->t_prep,
+           s->partial, d->sk_app / 1073741824.0, d->sk_alloc / 1048576.0, d->jn_app / 1024.0);
+    if (d->t_seal >= 0)
+        printf("  seal        %.2f s (the real seal of the skeleton: results, checksums, fsync)\n",
+               d->t_seal);
+    else
+        printf("  seal        not run: the simulated job did not finish\n");
+    printf("  queue       %d ranks%s, %s: %d units run, makespan %.3f s vs ideal %.3f s (%.1f%% "
+           "utilisation)\n",
+           d->ranks, f->stragglers ? " (stragglers)" : "",
+           o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", f->units_run, f->makespan, f->ideal,
+           100 * d->util);
+    if (p->n_units)
+        printf("  bound       %.3f s = max(ideal, costliest unit: %s, layer %d%s, %.3f s): makespan / "
+               "bound %.3f\n",
+               d->bound, moeq_unit_kind_name(p->u[d->big].kind), p->u[d->big].layer,
+               d->big_cost > f->ideal ? ", binding" : "", d->big_cost,
+               d->bound > 0 ? f->makespan / d->bound : 0);
+    if (s->read_ahead > 0)
+        printf("  read-ahead  %.3f s of reading hidden behind compute (%.1f%% of the work; cost model read "
+               "throughput)\n",
+               f->hidden, f->busy + f->hidden > 0 ? 100 * f->hidden / (f->busy + f->hidden) : 0);
+    else
+        printf("  read-ahead  off: every unit reads, then computes\n");
+    printf("  coordinator %.2f messages/unit, busy %.1f%% of the makespan, %ld journal fsyncs, peak RSS "
+           "%.1f MiB\n",
+           d->mpu, f->makespan > 0 ? 100 * f->coord_busy / f->makespan : 0, d->syncs, d->peak_kib / 1024.0);
+    if (f->fail_at > 0)
+        printf("  failure     at %.3f s: %d units journaled, %d in flight lost (%.2f s of work), %d left\n",
+               f->fail_at, s->n_done_now + s->n_pending, f->units_lost, f->lost_s, f->units_left);
+    printf("  simulation  %.2f s wall%s\n", f->wall, f->events ? "" : " (slept, scaled)");
+}
+
+// --stats of a simulation (docs/SCALE.md): whole numbers as JSON integers.
+static moeq_status write_report_json(const run_state *s, const sim_figs *f, const sim_derived *d) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    json_t *j = json_object();
+    json_object_set_new(j, "mode", json_string(f->mode));
+    json_object_set_new(j, "model", json_string(o->model_dir));
+    json_object_set_new(j, "cost_model", json_string(o->cost_model));
+    json_object_set_new(j, "schedule",
+                        json_string(o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic"));
+    const struct {
+        const char *k;
+        double v;
+    } num[] = {
+        {"ranks", d->ranks},
+        {"tensors", p->n_tensors},
+        {"units", p->n_units},
+        {"bytes_in", (double)p->bytes_in},
+        {"open_plan_s", s->t_open},
+        {"rss_after_plan_bytes", s->rss_open_kib * 1024.0},
+        {"skeleton_s", s->t_prep},
+        {"skeleton_apparent_bytes", d->sk_app},
+        {"skeleton_allocated_bytes", d->sk_alloc},
+        {"seal_s", d->t_seal},
+        {"journal_bytes", d->jn_app},
+        {"makespan_s", f->makespan},
+        {"ideal_s", f->ideal},
+        {"largest_unit_s", d->big_cost},
+        {"bound_s", d->bound},
+        {"units_run", f->units_run},
+        {"utilisation", d->util},
+        {"messages", (double)f->messages},
+        {"messages_per_unit", d->mpu},
+        {"coordinator_busy_s", f->coord_busy},
+        {"peak_rss_bytes", d->peak_kib * 1024.0},
+        {"journal_fsyncs", (double)d->syncs},
+        {"events", (double)f->events},
+        {"stragglers", f->stragglers},
+        {"fail_at_s", f->fail_at},
+        {"units_lost", f->units_lost},
+        {"units_left", f->units_left},
+        {"lost_work_s", f->lost_s},
+        {"read_ahead_bytes", (double)s->read_ahead},
+        {"read_hidden_s", f->hidden},
+        {"wall_s", f->wall},
+    };
+    for (size_t k = 0; k < sizeof num / sizeof num[0]; k++) {
+        const double v = num[k].v;
+        json_object_set_new(j, num[k].k,
+                            v == (double)(json_int_t)v ? json_integer((json_int_t)v) : json_real(v));
+    }
+    const int rc = j ? json_dump_file(j, o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : -1;
+    json_decref(j);
+    return rc == 0 ? MOEQ_OK
+                   : MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the simulation figures", o->stats_path);
+}
+
+// The end of a simulation (either dispatch variant): the real seal of a finished job's skeleton, timed, the
+// report and --stats, then the skeleton deleted, or the failure's exit 75 with skeleton and journal kept.
+static int report(run_state *s, const sim_figs *f) {
+    sim_derived d;
+    derive(s, f, &d);
     // A finished simulation runs the real seal on its skeleton (every tensor group's result attributes and
     // dataset checksums rewritten, the root status, fsync): the last serial phase of a real run. The sealed
     // file is deleted below: it holds no data and its plan digest is salted, so no run can take it.
-    double t_seal = -1;
     if (f->units_left == 0) {
         moeq_journal_close(&s->journal);
         const double t0 = moeq_now_s();
-        const moeq_status st = moeq_artifact_seal(s->partial, s->e, s->res, p->n_tensors, NULL);
-        t_seal = moeq_now_s() - t0;
+        const moeq_status st = moeq_artifact_seal(s->partial, s->e, s->res, s->plan->n_tensors, NULL);
+        d.t_seal = moeq_now_s() - t0;
         if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
     }
-    if (!o->quiet) {
-        printf("\nmoeq quantize --simulate: %s (%s, cost model %s)\n", o->model_dir, f->mode, o->cost_model);
-        printf(
-            "  plan        %d tensors, %d units, %.1f GiB to read; open + plan %.2f s, peak RSS %.1f MiB\n",
-            p->n_tensors, p->n_units, p->bytes_in / 1073741824.0, s->t_open, s->rss_open_kib / 1024.0);
-        printf("  skeleton    %.2f s; %s: %.2f GiB apparent, %.1f MiB allocated; journal %.1f KiB\n",
-               s->t_prep, s->partial, sk_app / 1073741824.0, sk_alloc / 1048576.0, jn_app / 1024.0);
-        if (t_seal >= 0)
-            printf("  seal        %.2f s (the real seal of the skeleton: results, checksums, fsync)\n",
-                   t_seal);
-        else
-            printf("  seal        not run: the simulated job did not finish\n");
-        printf("  queue       %d ranks%s, %s: %d units run, makespan %.3f s vs ideal %.3f s (%.1f%% "
-               "utilisation)\n",
-               ranks, f->stragglers ? " (stragglers)" : "",
-               o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic", f->units_run, f->makespan,
-               f->ideal, 100 * util);
-        if (p->n_units)
-            printf("  bound       %.3f s = max(ideal, costliest unit: %s, layer %d%s, %.3f s): makespan / "
-                   "bound %.3f\n",
-                   bound, moeq_unit_kind_name(p->u[big].kind), p->u[big].layer,
-                   big_cost > f->ideal ? ", binding" : "", big_cost, bound > 0 ? f->makespan / bound : 0);
-        if (s->read_ahead > 0)
-            printf(
-                "  read-ahead  %.3f s of reading hidden behind compute (%.1f%% of the work; cost model read "
-                "throughput)\n",
-                f->hidden, f->busy + f->hidden > 0 ? 100 * f->hidden / (f->busy + f->hidden) : 0);
-        else
-            printf("  read-ahead  off: every unit reads, then computes\n");
-        printf("  coordinator %.2f messages/unit, busy %.1f%% of the makespan, %ld journal fsyncs, peak RSS "
-               "%.1f MiB\n",
-               mpu, f->makespan > 0 ? 100 * f->coord_busy / f->makespan : 0, syncs, peak / 1024.0);
-        if (f->fail_at > 0)
-            printf(
-                "  failure     at %.3f s: %d units journaled, %d in flight lost (%.2f s of work), %d left\n",
-                f->fail_at, s->n_done_now + s->n_pending, f->units_lost, f->lost_s, f->units_left);
-        printf("  simulation  %.2f s wall%s\n", f->wall, f->events ? "" : " (slept, scaled)");
-    }
-    if (o->stats_path) {
-        json_t *j = json_object();
-        json_object_set_new(j, "mode", json_string(f->mode));
-        json_object_set_new(j, "model", json_string(o->model_dir));
-        json_object_set_new(j, "cost_model", json_string(o->cost_model));
-        json_object_set_new(j, "schedule",
-                            json_string(o->schedule == MOEQ_SCHEDULE_STATIC ? "static" : "dynamic"));
-        const struct {
-            const char *k;
-            double v;
-        } num[] = {
-            {"ranks", ranks},
-            {"tensors", p->n_tensors},
-            {"units", p->n_units},
-            {"bytes_in", (double)p->bytes_in},
-            {"open_plan_s", s->t_open},
-            {"rss_after_plan_bytes", s->rss_open_kib * 1024.0},
-            {"skeleton_s", s->t_prep},
-            {"skeleton_apparent_bytes", sk_app},
-            {"skeleton_allocated_bytes", sk_alloc},
-            {"seal_s", t_seal},
-            {"journal_bytes", jn_app},
-            {"makespan_s", f->makespan},
-            {"ideal_s", f->ideal},
-            {"largest_unit_s", big_cost},
-            {"bound_s", bound},
-            {"units_run", f->units_run},
-            {"utilisation", util},
-            {"messages", (double)f->messages},
-            {"messages_per_unit", mpu},
-            {"coordinator_busy_s", f->coord_busy},
-            {"peak_rss_bytes", peak * 1024.0},
-            {"journal_fsyncs", (double)syncs},
-            {"events", (double)f->events},
-            {"stragglers", f->stragglers},
-            {"fail_at_s", f->fail_at},
-            {"units_lost", f->units_lost},
-            {"units_left", f->units_left},
-            {"lost_work_s", f->lost_s},
-            {"read_ahead_bytes", (double)s->read_ahead},
-            {"read_hidden_s", f->hidden},
-            {"wall_s", f->wall},
-        };
-        for (size_t k = 0; k < sizeof num / sizeof num[0]; k++) {
-            const double v = num[k].v;
-            json_object_set_new(j, num[k].k,
-                                v == (double)(json_int_t)v ? json_integer((json_int_t)v) : json_real(v));
-        }
-        const int rc = j ? json_dump_file(j, o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : -1;
-        json_decref(j);
-        if (rc != 0) {
-            MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the simulation figures", o->stats_path);
-            return moeq_cli_fail("quantize", MOEQ_ERR_IO);
-        }
+    if (!s->o->quiet) print_report(s, f, &d);
+    if (s->o->stats_path) {
+        const moeq_status st = write_report_json(s, f, &d);
+        if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
     }
     if (f->units_left > 0) {
         fprintf(stderr,
