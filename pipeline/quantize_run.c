@@ -83,44 +83,26 @@ static moeq_status backend_check_resume(run_state *s) {
         strcmp(rec, "cuda") ? "" : " on nodes where every rank has a GPU", s->dev.backend);
 }
 
-// Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
-static moeq_status prepare_rank0(run_state *s) {
-    const moeq_quantize_opts *o = s->o;
+// Rank 0, resuming ARTIFACT.partial: the skeleton must be this plan's and this backend's; the journal's
+// records mark their units done (a missing journal is a new, empty one).
+static moeq_status resume_rank0(run_state *s) {
     const moeq_plan *p = s->plan;
-    if (!o->resume) {
-        if (moeq_run_file_exists(o->out_path) && !o->force)
-            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
-                             "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
-                             "when the new artifact is complete",
-                             o->out_path);
-        if (moeq_run_file_exists(s->partial) && !o->force)
-            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
-                             "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
-                             "continues it, --force starts over",
-                             s->partial);
-        unlink(s->partial);
-        unlink(s->journal_path);
-    } else if (!moeq_run_file_exists(s->partial) && moeq_run_file_exists(o->out_path)) {
-        moeq_status st = moeq_artifact_layout(o->out_path, p->digest, s->e, p->n_tensors);
-        if (st != MOEQ_OK) return st;
-        MOEQ_INFO0("%s is already complete for this plan: nothing to resume", o->out_path);
-        for (int u = 0; u < p->n_units; u++) s->done[u] = 2; // 2 = complete artifact, nothing to do
-        return MOEQ_OK;
-    }
-    if (o->resume && moeq_run_file_exists(s->partial)) {
-        MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
-        MOEQ_TRY(backend_check_resume(s));
-        moeq_status st =
-            moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
-        if (st == MOEQ_ERR_NOT_FOUND)
-            st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
-        if (st != MOEQ_OK) return st;
-        int n = 0;
-        for (int u = 0; u < p->n_units; u++) n += s->done[u];
-        MOEQ_INFO0("resuming %s: %d of %d units journaled", s->partial, n, p->n_units);
-        return MOEQ_OK;
-    }
-    if (o->resume) MOEQ_INFO0("nothing to resume at %s: starting a new artifact", s->partial);
+    MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
+    MOEQ_TRY(backend_check_resume(s));
+    moeq_status st =
+        moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
+    if (st == MOEQ_ERR_NOT_FOUND)
+        st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+    if (st != MOEQ_OK) return st;
+    int n = 0;
+    for (int u = 0; u < p->n_units; u++) n += s->done[u];
+    MOEQ_INFO0("resuming %s: %d of %d units journaled", s->partial, n, p->n_units);
+    return MOEQ_OK;
+}
+
+// Rank 0: a new skeleton (every dataset allocated, so its offsets are fixed) and an empty journal.
+static moeq_status skeleton_create(run_state *s) {
+    const moeq_plan *p = s->plan;
     moeq_artifact_meta m = {
         .moeq_version = MOEQ_VERSION " (" MOEQ_GIT_HASH ")",
         .recipe_text = s->recipe->text,
@@ -158,6 +140,35 @@ static moeq_status prepare_rank0(run_state *s) {
                    moeq_now_s() - t0);
     if (st == MOEQ_OK) moeq_crashpoint("prepared");
     return st;
+}
+
+// Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
+static moeq_status prepare_rank0(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    if (!o->resume) {
+        if (moeq_run_file_exists(o->out_path) && !o->force)
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                             "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
+                             "when the new artifact is complete",
+                             o->out_path);
+        if (moeq_run_file_exists(s->partial) && !o->force)
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                             "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
+                             "continues it, --force starts over",
+                             s->partial);
+        unlink(s->partial);
+        unlink(s->journal_path);
+    } else if (!moeq_run_file_exists(s->partial) && moeq_run_file_exists(o->out_path)) {
+        moeq_status st = moeq_artifact_layout(o->out_path, p->digest, s->e, p->n_tensors);
+        if (st != MOEQ_OK) return st;
+        MOEQ_INFO0("%s is already complete for this plan: nothing to resume", o->out_path);
+        for (int u = 0; u < p->n_units; u++) s->done[u] = 2; // 2 = complete artifact, nothing to do
+        return MOEQ_OK;
+    }
+    if (o->resume && moeq_run_file_exists(s->partial)) return resume_rank0(s);
+    if (o->resume) MOEQ_INFO0("nothing to resume at %s: starting a new artifact", s->partial);
+    return skeleton_create(s);
 }
 
 // Journaled units whose bytes on disk no longer match are redone (checked in parallel).
