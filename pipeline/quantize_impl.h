@@ -88,10 +88,10 @@ typedef struct run_state {
     } sim;
 } run_state;
 
-// A worker implementation. Hooks marked "may be NULL" are optional; the others are called on every rank
-// in every run (start and finish by the dispatch phase, whichever variant it runs).
+// A worker implementation: the hooks the phases call, in the order of the run. Those marked "may be NULL"
+// are optional. start and finish frame the dispatch phase whichever variant runs it; work and prefetch are
+// the MPI queue's (the discrete-event variant simulates its ranks itself).
 struct moeq_qrun_worker {
-    const char *name; // "real" | "simulated"
     // open phase, collective, before anything is read: this rank's backend (s->dev); the same status on
     // every rank
     moeq_status (*device)(run_state *s);
@@ -108,8 +108,8 @@ struct moeq_qrun_worker {
     // rank runs next is known (may be NULL)
     void (*work)(int unit, void *buf, size_t *len, void *user);
     void (*prefetch)(int unit, void *user);
-    // dispatch phase, every rank that started (even when another rank failed to): releases what start
-    // took and folds its figures; may be NULL
+    // dispatch phase, every rank whose start was called (whatever it returned, there or elsewhere):
+    // releases what start took and folds its figures; may be NULL
     void (*finish)(run_state *s);
     // seal phase, every rank: this rank's figures (fig is zeroed; the phase sets the units and peak RSS)
     void (*figures)(const run_state *s, double fig[MOEQ_QRUN_N_FIG]);

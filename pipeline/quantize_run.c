@@ -549,7 +549,6 @@ static int real_seal(run_state *s) {
 }
 
 static const moeq_qrun_worker real_worker = {
-    .name = "real",
     .device = real_device,
     .verify = verify_done,
     .start = real_start,
@@ -565,8 +564,8 @@ static const moeq_qrun_worker real_worker = {
 // to go on, or the process exit code, the same on every rank: a collective step agrees on a status first,
 // and rank 0 prints the error.
 
-// The exit code of a failed phase: rank 0 prints `shown`; every rank returns the code of the agreed `all`
-// (rank 0 through moeq_cli_fail, of `shown`).
+// The exit code of a failed phase: rank 0 prints `shown` (its own failure, when it had one) through
+// moeq_cli_fail and returns its code; the other ranks return the code of the agreed status `all`.
 static int phase_fail(const run_state *s, moeq_status shown, moeq_status all) {
     return s->rank == 0 ? moeq_cli_fail("quantize", shown) : moeq_exit_code(all);
 }

@@ -112,7 +112,6 @@ static void sim_figures(const run_state *s, double fig[MOEQ_QRUN_N_FIG]) {
 static int mpi_report(run_state *s);
 
 const moeq_qrun_worker moeq_qsim_worker = {
-    .name = "simulated",
     .device = sim_device,
     .planned = sim_planned,
     .verify = sim_verify,
