@@ -1,4 +1,6 @@
-// quantize_run.c: the distributed run behind `moeq quantize` (see quantize_run.h).
+// quantize_run.c: the distributed run behind `moeq quantize` (see quantize_run.h): its phases, the
+// coordinator's callbacks of the work queue, and the real worker (quantize_impl.h's interface; the simulated
+// one is quantize_sim.c).
 // Rank 0 owns the HDF5 skeleton, the journal and the seal; every rank builds the same plan, writes its
 // units' bytes with pwrite at the planned offsets and reports results to rank 0 through the work queue.
 // Crash safety: a unit is journaled only after its data is fdatasync'd; resume trusts a journaled unit only
@@ -24,7 +26,7 @@
 #include "moeq_worker.h"
 #include "run_common.h"    // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "analyze_run.h"   // defines: moeq_plan_build_collective (analyze phase + plan)
-#include "quantize_impl.h" // defines: run_state, the simulated quantize phase
+#include "quantize_impl.h" // defines: run_state, moeq_qrun_worker, the simulated worker and dispatch variant
 #include "run_device.h"    // defines: moeq_run_device_select (--device, GPU binding)
 
 static char *concat(const char *a, const char *b) {
@@ -43,6 +45,8 @@ static char *shards_json(const moeq_catalog *c) {
     json_decref(a);
     return s;
 }
+
+// ---- prepare (rank 0): a new skeleton, or resume ----
 
 static void on_journal_record(int unit, const moeq_tensor_result *r, int n, void *user) {
     run_state *s = user;
@@ -79,44 +83,26 @@ static moeq_status backend_check_resume(run_state *s) {
         strcmp(rec, "cuda") ? "" : " on nodes where every rank has a GPU", s->dev.backend);
 }
 
-// Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
-static moeq_status prepare_rank0(run_state *s) {
-    const moeq_quantize_opts *o = s->o;
+// Rank 0, resuming ARTIFACT.partial: the skeleton must be this plan's and this backend's; the journal's
+// records mark their units done (a missing journal is a new, empty one).
+static moeq_status resume_rank0(run_state *s) {
     const moeq_plan *p = s->plan;
-    if (!o->resume) {
-        if (moeq_run_file_exists(o->out_path) && !o->force)
-            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
-                             "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
-                             "when the new artifact is complete",
-                             o->out_path);
-        if (moeq_run_file_exists(s->partial) && !o->force)
-            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
-                             "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
-                             "continues it, --force starts over",
-                             s->partial);
-        unlink(s->partial);
-        unlink(s->journal_path);
-    } else if (!moeq_run_file_exists(s->partial) && moeq_run_file_exists(o->out_path)) {
-        moeq_status st = moeq_artifact_layout(o->out_path, p->digest, s->e, p->n_tensors);
-        if (st != MOEQ_OK) return st;
-        MOEQ_INFO0("%s is already complete for this plan: nothing to resume", o->out_path);
-        for (int u = 0; u < p->n_units; u++) s->done[u] = 2; // 2 = complete artifact, nothing to do
-        return MOEQ_OK;
-    }
-    if (o->resume && moeq_run_file_exists(s->partial)) {
-        MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
-        MOEQ_TRY(backend_check_resume(s));
-        moeq_status st =
-            moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
-        if (st == MOEQ_ERR_NOT_FOUND)
-            st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
-        if (st != MOEQ_OK) return st;
-        int n = 0;
-        for (int u = 0; u < p->n_units; u++) n += s->done[u];
-        MOEQ_INFO0("resuming %s: %d of %d units journaled", s->partial, n, p->n_units);
-        return MOEQ_OK;
-    }
-    if (o->resume) MOEQ_INFO0("nothing to resume at %s: starting a new artifact", s->partial);
+    MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
+    MOEQ_TRY(backend_check_resume(s));
+    moeq_status st =
+        moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
+    if (st == MOEQ_ERR_NOT_FOUND)
+        st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+    if (st != MOEQ_OK) return st;
+    int n = 0;
+    for (int u = 0; u < p->n_units; u++) n += s->done[u];
+    MOEQ_INFO0("resuming %s: %d of %d units journaled", s->partial, n, p->n_units);
+    return MOEQ_OK;
+}
+
+// Rank 0: a new skeleton (every dataset allocated, so its offsets are fixed) and an empty journal.
+static moeq_status skeleton_create(run_state *s) {
+    const moeq_plan *p = s->plan;
     moeq_artifact_meta m = {
         .moeq_version = MOEQ_VERSION " (" MOEQ_GIT_HASH ")",
         .recipe_text = s->recipe->text,
@@ -154,6 +140,35 @@ static moeq_status prepare_rank0(run_state *s) {
                    moeq_now_s() - t0);
     if (st == MOEQ_OK) moeq_crashpoint("prepared");
     return st;
+}
+
+// Rank 0: decide between a new artifact and a resume; returns the status every rank will agree on.
+static moeq_status prepare_rank0(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    if (!o->resume) {
+        if (moeq_run_file_exists(o->out_path) && !o->force)
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                             "%s exists\n---> HINT: choose another --out, or pass --force to replace it "
+                             "when the new artifact is complete",
+                             o->out_path);
+        if (moeq_run_file_exists(s->partial) && !o->force)
+            return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                             "%s: an interrupted run of this artifact exists\n---> HINT: --resume "
+                             "continues it, --force starts over",
+                             s->partial);
+        unlink(s->partial);
+        unlink(s->journal_path);
+    } else if (!moeq_run_file_exists(s->partial) && moeq_run_file_exists(o->out_path)) {
+        moeq_status st = moeq_artifact_layout(o->out_path, p->digest, s->e, p->n_tensors);
+        if (st != MOEQ_OK) return st;
+        MOEQ_INFO0("%s is already complete for this plan: nothing to resume", o->out_path);
+        for (int u = 0; u < p->n_units; u++) s->done[u] = 2; // 2 = complete artifact, nothing to do
+        return MOEQ_OK;
+    }
+    if (o->resume && moeq_run_file_exists(s->partial)) return resume_rank0(s);
+    if (o->resume) MOEQ_INFO0("nothing to resume at %s: starting a new artifact", s->partial);
+    return skeleton_create(s);
 }
 
 // Journaled units whose bytes on disk no longer match are redone (checked in parallel).
@@ -216,48 +231,7 @@ static int should_stop_cb(void *user) {
     return g_stop_signal != 0;
 }
 
-// ---- queue callbacks ----
-
-static void work_cb(int unit, void *buf, size_t *len, void *user) {
-    run_state *s = user;
-    const moeq_unit *u = &s->plan->u[unit];
-    moeq_tensor_result *r = buf;
-    memset(r, 0, sizeof *r * (size_t)u->count);
-    moeq_status st = moeq_unit_job_run(&s->ctx, unit, r);
-    s->n_units_here++; // worker thread only
-    // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
-    if (st != MOEQ_OK) {
-        for (int k = 0; k < u->count; k++) {
-            r[k].tensor = (uint32_t)(u->first + k);
-            r[k].status = st;
-            snprintf(r[k].message, sizeof r[k].message, "%s", moeq_error_detail());
-        }
-        MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: %s", unit, moeq_error_detail());
-    }
-    *len = sizeof *r * (size_t)u->count;
-}
-
-// The read-ahead stage's buffers in the backend's host memory (called from the stage's reader thread too).
-static void *stage_host_alloc(size_t n, void *user) {
-    return ((const moeq_kernel_ops *)user)->host_alloc(n, "read-ahead buffer");
-}
-static void stage_host_free(void *p, void *user) {
-    ((const moeq_kernel_ops *)user)->host_free(p);
-}
-
-uint64_t moeq_read_ahead_resolve(uint64_t requested, const char *backend, int simulate,
-                                 const char *cost_model) {
-    if (requested != MOEQ_READ_AHEAD_AUTO) return requested;
-    const int gpu = simulate ? (cost_model && strcmp(cost_model, "cpu-core") != 0)
-                             : (backend && !strcmp(backend, "cuda"));
-    return gpu ? MOEQ_READ_AHEAD_DEFAULT : 0;
-}
-
-// The queue announces the unit this rank runs next: its tensors go to the read-ahead stage now.
-static void prefetch_cb(int unit, void *user) {
-    run_state *s = user;
-    if (s->ctx.stage) (void)moeq_stage_push_unit(s->ctx.stage, unit); // a failure is seen again at take
-}
+// ---- the coordinator's callbacks of the work queue (rank 0; both workers, both dispatch variants) ----
 
 static void journal_commit(run_state *s);
 
@@ -410,7 +384,7 @@ static moeq_status write_stats(const run_state *s, const double phases[4], const
                    : MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot write the run statistics", s->o->stats_path);
 }
 
-// ---- summary ----
+// ---- the summary of a real run ----
 
 static void print_summary(run_state *s, double t_quant, double t_seal, long rss_max, long rss_min,
                           uint64_t artifact_checksum) {
@@ -464,13 +438,145 @@ static moeq_status seal_rank0(run_state *s, uint64_t *checksum) {
     return MOEQ_OK;
 }
 
-int moeq_quantize_run(const moeq_quantize_opts *o) {
-    run_state s;
-    memset(&s, 0, sizeof s);
-    s.o = o;
-    MPI_Comm_rank(MPI_COMM_WORLD, &s.rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &s.n_ranks);
-    s.t_start = moeq_now_s();
+uint64_t moeq_read_ahead_resolve(uint64_t requested, const char *backend, int simulate,
+                                 const char *cost_model) {
+    if (requested != MOEQ_READ_AHEAD_AUTO) return requested;
+    const int gpu = simulate ? (cost_model && strcmp(cost_model, "cpu-core") != 0)
+                             : (backend && !strcmp(backend, "cuda"));
+    return gpu ? MOEQ_READ_AHEAD_DEFAULT : 0;
+}
+
+// ---- the real worker: each unit read, quantized on --device's backend and written (workers/unit_job.h) ----
+
+static void real_work(int unit, void *buf, size_t *len, void *user) {
+    run_state *s = user;
+    const moeq_unit *u = &s->plan->u[unit];
+    moeq_tensor_result *r = buf;
+    memset(r, 0, sizeof *r * (size_t)u->count);
+    moeq_status st = moeq_unit_job_run(&s->ctx, unit, r);
+    s->n_units_here++; // worker thread only
+    // the whole unit failed (I/O, memory): every tensor says why; the coordinator retries
+    if (st != MOEQ_OK) {
+        for (int k = 0; k < u->count; k++) {
+            r[k].tensor = (uint32_t)(u->first + k);
+            r[k].status = st;
+            snprintf(r[k].message, sizeof r[k].message, "%s", moeq_error_detail());
+        }
+        MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: %s", unit, moeq_error_detail());
+    }
+    *len = sizeof *r * (size_t)u->count;
+}
+
+// The read-ahead stage's buffers in the backend's host memory (called from the stage's reader thread too).
+static void *stage_host_alloc(size_t n, void *user) {
+    return ((const moeq_kernel_ops *)user)->host_alloc(n, "read-ahead buffer");
+}
+static void stage_host_free(void *p, void *user) {
+    ((const moeq_kernel_ops *)user)->host_free(p);
+}
+
+// The queue announces the unit this rank runs next: its tensors go to the read-ahead stage now.
+static void real_prefetch(int unit, void *user) {
+    run_state *s = user;
+    if (s->ctx.stage) (void)moeq_stage_push_unit(s->ctx.stage, unit); // a failure is seen again at take
+}
+
+static moeq_status real_device(run_state *s) {
+    return moeq_run_device_select(s->o->device, MPI_COMM_WORLD, &s->dev); // collective
+}
+
+static moeq_status real_start(run_state *s) {
+    s->ctx = (moeq_unit_ctx){.ops = s->dev.ops,
+                             .cat = s->cat,
+                             .plan = s->plan,
+                             .entries = s->e,
+                             .out_fd = s->out_fd,
+                             .out_path = s->partial};
+    s->read_ahead = moeq_read_ahead_resolve(s->o->read_ahead, s->dev.backend, 0, s->o->cost_model);
+    if (s->read_ahead > 0) {
+        // this rank's reader thread; without one (it could not start) the rank reads, then computes: the
+        // bytes are the same
+        moeq_stage_cfg sc = {.cat = s->cat, .plan = s->plan, .budget_bytes = s->read_ahead};
+        if (s->ctx.ops &&
+            s->ctx.ops != &moeq_kernel_ops_cpu) // page-locked: the device copies the stored bytes by DMA
+            sc.host_alloc = stage_host_alloc, sc.host_free = stage_host_free,
+            sc.alloc_user = (void *)s->ctx.ops;
+        if (moeq_stage_open(&sc, &s->ctx.stage) != MOEQ_OK)
+            MOEQ_LOG(MOEQ_LOG_WARN, "read-ahead off on this rank: %s", moeq_error_detail());
+    }
+    return MOEQ_OK;
+}
+
+static void real_finish(run_state *s) {
+    moeq_unit_ctx_finish(&s->ctx);
+    moeq_stage_close(&s->ctx.stage);
+}
+
+static void real_figures(const run_state *s, double fig[MOEQ_QRUN_N_FIG]) {
+    fig[MOEQ_QRUN_FIG_READ_S] = s->ctx.seconds_read;
+    fig[MOEQ_QRUN_FIG_COMPUTE_S] = s->ctx.seconds_compute;
+    fig[MOEQ_QRUN_FIG_WRITE_S] = s->ctx.seconds_write;
+    fig[MOEQ_QRUN_FIG_BYTES_READ] = (double)s->ctx.bytes_read;
+    fig[MOEQ_QRUN_FIG_BYTES_WRITTEN] = (double)s->ctx.bytes_written;
+    fig[MOEQ_QRUN_FIG_READ_WAIT_S] = s->ctx.seconds_read_wait;
+}
+
+// Every unit done: the artifact is sealed and renamed, then the summary, --stats and the tensors that
+// failed numerically (recorded as failed in the artifact: exit 1).
+static int real_seal(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    const double t1 = moeq_now_s();
+    uint64_t checksum = 0;
+    moeq_status st = seal_rank0(s, &checksum);
+    log_rss("seal");
+    if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
+    int exit_code = MOEQ_EXIT_OK;
+    const double t_seal = moeq_now_s() - t1;
+    if (!o->quiet) print_summary(s, s->t_quant, t_seal, s->rss_max, s->rss_min, checksum);
+    if (o->stats_path) {
+        const double phases[4] = {s->t_open, s->t_prep, s->t_quant, t_seal};
+        moeq_status ws = write_stats(s, phases, s->figs, MOEQ_QRUN_N_FIG, s->devs, checksum);
+        if (ws != MOEQ_OK) exit_code = moeq_cli_fail("quantize", ws);
+    }
+    if (s->n_failed_numeric) {
+        fprintf(stderr, "moeq quantize: %d tensor(s) failed numerically and are recorded as failed in %s:\n",
+                s->n_failed_numeric, o->out_path);
+        for (int i = 0; i < s->plan->n_tensors; i++)
+            if (s->res[i].status != MOEQ_OK) fprintf(stderr, "  %s: %s\n", s->e[i].name, s->res[i].message);
+        exit_code = MOEQ_EXIT_FAILURE;
+    }
+    return exit_code;
+}
+
+static const moeq_qrun_worker real_worker = {
+    .device = real_device,
+    .verify = verify_done,
+    .start = real_start,
+    .work = real_work,
+    .prefetch = real_prefetch,
+    .finish = real_finish,
+    .figures = real_figures,
+    .seal = real_seal,
+};
+
+// ---- the phases ----
+// open and plan -> prepare (skeleton or resume) -> verify -> dispatch -> seal. Each returns MOEQ_QRUN_NEXT
+// to go on, or the process exit code, the same on every rank: a collective step agrees on a status first,
+// and rank 0 prints the error.
+
+// The exit code of a failed phase: rank 0 prints `shown` (its own failure, when it had one) through
+// moeq_cli_fail and returns its code; the other ranks return the code of the agreed status `all`.
+static int phase_fail(const run_state *s, moeq_status shown, moeq_status all) {
+    return s->rank == 0 ? moeq_cli_fail("quantize", shown) : moeq_exit_code(all);
+}
+
+static void qrun_init(run_state *s, const moeq_quantize_opts *o) {
+    memset(s, 0, sizeof *s);
+    s->o = o;
+    s->out_fd = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &s->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &s->n_ranks);
+    s->t_start = moeq_now_s();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -482,265 +588,245 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     // multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs (kernels/README.md).
     const int n_threads = moeq_threads_default();
     MOEQ_LOG(MOEQ_LOG_DBG, "%d OpenMP thread(s) per rank", n_threads);
-    int exit_code = MOEQ_EXIT_OK;
+}
+
+// open (every rank): the worker's device, then the headers and the recipe, and the same plan everywhere
+// (the analyze phase first when the recipe's policies need data), the artifact entries, the run's arrays.
+static int qrun_open_plan(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    moeq_status st = moeq_fault_from_env(s->rank); // test seam (sysio.h); unset in real runs
+    // the device before anything is read or written, so that a wrong --device fails at once everywhere
+    const moeq_status ds = s->w->device(s); // the same status on every rank
+    if (ds != MOEQ_OK) return phase_fail(s, ds, ds);
     moeq_cost_model cm;
-    // ---- open: every rank reads the headers and builds the same plan ----
-    moeq_status st = moeq_fault_from_env(s.rank); // test seam (sysio.h); unset in real runs
-    // ---- device: before anything is read or written, so that a wrong --device fails at once everywhere ----
-    if (o->simulate) { // simulated workers compute nothing (the cost model stands for the device)
-        moeq_run_device_use_cpu(&s.dev);
-    } else {
-        moeq_status ds = moeq_run_device_select(o->device, MPI_COMM_WORLD, &s.dev); // collective
-        if (ds != MOEQ_OK) { // the same status on every rank
-            exit_code = s.rank == 0 ? moeq_cli_fail("quantize", ds) : moeq_exit_code(ds);
-            goto out;
-        }
-    }
     if (st == MOEQ_OK) st = moeq_cost_model_get(o->cost_model, &cm);
-    if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s.cat);
+    if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s->cat);
     if (st == MOEQ_OK && o->recipe_path)
-        st = moeq_recipe_load(o->recipe_path, &s.recipe);
+        st = moeq_recipe_load(o->recipe_path, &s->recipe);
     else if (st == MOEQ_OK)
-        st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s.recipe);
+        st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s->recipe);
     { // recipes with data-dependent policies run the analyze phase here (collective; analyze_run.h)
         moeq_status pre = moeq_run_agree(st, MPI_COMM_WORLD);
         if (pre == MOEQ_OK)
-            st = moeq_plan_build_collective(s.cat, s.recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s.plan);
+            st = moeq_plan_build_collective(s->cat, s->recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s->plan);
         else if (st == MOEQ_OK)
             st = pre;
     }
-    if (st == MOEQ_OK && o->simulate && o->sim_ranks > 0 && s.n_ranks > 1)
-        st = MOEQ_FAIL(MOEQ_ERR_ARG,
-                       "--sim-ranks simulates its ranks in one process, but this run has %d MPI ranks"
-                       "\n---> HINT: run it without mpirun, or drop --sim-ranks to use the real MPI queue",
-                       s.n_ranks);
-    if (st == MOEQ_OK && o->simulate) s.plan->digest ^= MOEQ_SIM_DIGEST_SALT; // never resumed by a real run
-    if (st == MOEQ_OK) st = moeq_run_entries(s.plan, s.cat, &s.e);
-    if (st == MOEQ_OK && !s.cat->has_data)
+    if (st == MOEQ_OK && s->w->planned) st = s->w->planned(s);
+    if (st == MOEQ_OK) st = moeq_run_entries(s->plan, s->cat, &s->e);
+    if (st == MOEQ_OK && !s->cat->has_data)
         st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
                        "%s: no shards (metadata only); quantize needs the weights\n---> HINT: `moeq "
                        "plan --dry-run` plans from metadata",
                        o->model_dir);
     if (st == MOEQ_OK) {
-        s.partial = concat(o->out_path, ".partial");
-        s.journal_path = concat(o->out_path, ".journal");
-        s.res = MOEQ_CALLOC((size_t)s.plan->n_tensors, sizeof *s.res, "results");
-        s.done = MOEQ_CALLOC((size_t)s.plan->n_units, 1, "unit flags");
-        s.pending = MOEQ_CALLOC((size_t)s.plan->n_units + 1, sizeof *s.pending, "pending units");
-        if (!s.partial || !s.journal_path || !s.res || !s.done || !s.pending) st = MOEQ_ERR_NOMEM;
+        s->partial = concat(o->out_path, ".partial");
+        s->journal_path = concat(o->out_path, ".journal");
+        s->res = MOEQ_CALLOC((size_t)s->plan->n_tensors, sizeof *s->res, "results");
+        s->done = MOEQ_CALLOC((size_t)s->plan->n_units, 1, "unit flags");
+        s->pending = MOEQ_CALLOC((size_t)s->plan->n_units + 1, sizeof *s->pending, "pending units");
+        if (!s->partial || !s->journal_path || !s->res || !s->done || !s->pending) st = MOEQ_ERR_NOMEM;
     }
-    moeq_status all = moeq_run_agree(st, MPI_COMM_WORLD);
-    if (all != MOEQ_OK) {
-        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st != MOEQ_OK ? st : all) : moeq_exit_code(all);
-        goto out;
-    }
-    const moeq_plan *p = s.plan;
-    s.t_open = moeq_now_s() - s.t_start;
+    const moeq_status all = moeq_run_agree(st, MPI_COMM_WORLD);
+    if (all != MOEQ_OK) return phase_fail(s, st != MOEQ_OK ? st : all, all);
+    const moeq_plan *p = s->plan;
+    s->t_open = moeq_now_s() - s->t_start;
     log_rss("open+plan");
-    moeq_run_memory(&s.rss_open_kib, NULL);
-    if (s.rank == 0)
+    moeq_run_memory(&s->rss_open_kib, NULL);
+    if (s->rank == 0)
         MOEQ_INFO0("plan: %d units, %d tensors, %.1f MiB to read, %.4f bits/weight over quantized tensors, "
                    "digest %016llx",
                    p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
                    (unsigned long long)p->digest);
-    // ---- prepare ----
-    double t0 = moeq_now_s();
-    st = s.rank == 0 ? prepare_rank0(&s) : MOEQ_OK;
-    all = moeq_run_agree(st, MPI_COMM_WORLD);
-    if (all != MOEQ_OK) {
-        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(all);
-        goto out;
-    }
-    {
-        uint64_t *off = MOEQ_MALLOC(sizeof(uint64_t) * (size_t)p->n_tensors * MOEQ_DS_COUNT, "offsets");
-        if (!off) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
-        if (s.rank == 0)
-            for (int i = 0; i < p->n_tensors; i++)
-                memcpy(off + (size_t)i * MOEQ_DS_COUNT, s.e[i].offset, sizeof s.e[i].offset);
-        MPI_Bcast(off, p->n_tensors * MOEQ_DS_COUNT, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    return MOEQ_QRUN_NEXT;
+}
+
+// prepare: rank 0 writes a new skeleton or takes up an interrupted one (prepare_rank0); every rank gets the
+// datasets' offsets, the journaled units and the backend to resume on. An artifact already complete for
+// this plan ends the run (exit 0).
+static int qrun_prepare(run_state *s) {
+    const moeq_plan *p = s->plan;
+    s->t_prep_start = moeq_now_s();
+    const moeq_status st = s->rank == 0 ? prepare_rank0(s) : MOEQ_OK;
+    const moeq_status all = moeq_run_agree(st, MPI_COMM_WORLD);
+    if (all != MOEQ_OK) return phase_fail(s, st, all);
+    uint64_t *off = MOEQ_MALLOC(sizeof(uint64_t) * (size_t)p->n_tensors * MOEQ_DS_COUNT, "offsets");
+    if (!off) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+    if (s->rank == 0)
         for (int i = 0; i < p->n_tensors; i++)
-            memcpy(s.e[i].offset, off + (size_t)i * MOEQ_DS_COUNT, sizeof s.e[i].offset);
-        moeq_free(&off);
-        MPI_Bcast(s.done, p->n_units, MPI_UNSIGNED_CHAR, 0, MPI_COMM_WORLD);
-        MPI_Bcast(&s.resume_on_cpu, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        if (s.resume_on_cpu) moeq_run_device_use_cpu(&s.dev);
-    }
-    if (s.done[0] == 2 || p->n_units == 0) { // already complete
-        exit_code = MOEQ_EXIT_OK;
-        goto out;
-    }
-    if (o->simulate) MOEQ_INFO0("simulation: no data to verify; journaled units are trusted");
-    st = moeq_run_agree(o->simulate ? MOEQ_OK : verify_done(&s), MPI_COMM_WORLD);
-    if (st != MOEQ_OK) {
-        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
-        goto out;
-    }
-    s.t_prep = moeq_now_s() - t0;
+            memcpy(off + (size_t)i * MOEQ_DS_COUNT, s->e[i].offset, sizeof s->e[i].offset);
+    MPI_Bcast(off, p->n_tensors * MOEQ_DS_COUNT, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    for (int i = 0; i < p->n_tensors; i++)
+        memcpy(s->e[i].offset, off + (size_t)i * MOEQ_DS_COUNT, sizeof s->e[i].offset);
+    moeq_free(&off);
+    MPI_Bcast(s->done, p->n_units, MPI_UNSIGNED_CHAR, 0, MPI_COMM_WORLD);
+    MPI_Bcast(&s->resume_on_cpu, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (s->resume_on_cpu) moeq_run_device_use_cpu(&s->dev);
+    if (p->n_units == 0 || s->done[0] == 2) return MOEQ_EXIT_OK; // already complete
+    return MOEQ_QRUN_NEXT;
+}
+
+// verify (collective): the worker's check of the journaled units (the real one rereads their bytes). The
+// prepare figure (t_prep) covers both phases.
+static int qrun_verify(run_state *s) {
+    const moeq_status st = moeq_run_agree(s->w->verify(s), MPI_COMM_WORLD);
+    if (st != MOEQ_OK) return phase_fail(s, st, st);
+    s->t_prep = moeq_now_s() - s->t_prep_start;
     log_rss("prepare");
-    // ---- quantize ----
-    s.ctx = (moeq_unit_ctx){.ops = s.dev.ops, .cat = s.cat, .plan = p, .entries = s.e, .out_path = s.partial};
-    s.ctx.out_fd = open(s.partial, O_WRONLY | O_CLOEXEC);
-    st = s.ctx.out_fd < 0
-             ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s.partial, strerror(errno))
-             : MOEQ_OK;
-    st = moeq_run_agree(st, MPI_COMM_WORLD);
-    if (st != MOEQ_OK) {
-        exit_code = s.rank == 0 ? moeq_cli_fail("quantize", st) : moeq_exit_code(st);
-        goto out;
-    }
-    size_t max_bytes = 0;
+    return MOEQ_QRUN_NEXT;
+}
+
+// The units' estimated costs (a new array; moeq_free), and the tallies of the units this run does.
+static double *unit_costs(run_state *s) {
+    const moeq_plan *p = s->plan;
     double *cost = MOEQ_MALLOC(sizeof(double) * (size_t)p->n_units, "costs");
     if (!cost) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     for (int u = 0; u < p->n_units; u++) {
         cost[u] = p->u[u].cost;
         size_t b = sizeof(moeq_tensor_result) * (size_t)p->u[u].count;
-        if (b > max_bytes) max_bytes = b;
-        if (!s.done[u]) s.n_to_do++, s.cost_to_do += cost[u];
+        if (b > s->result_max_bytes) s->result_max_bytes = b;
+        if (!s->done[u]) s->n_to_do++, s->cost_to_do += cost[u];
     }
-    moeq_queue_cfg qc = {
+    return cost;
+}
+
+// The dispatch variant of every real run and of --simulate under mpirun: the MPI work queue runs the
+// worker's callbacks on every rank and the coordinator's on rank 0, for either worker.
+static int dispatch_queue(run_state *s, const double *cost) {
+    const moeq_queue_cfg qc = {
         .comm = MPI_COMM_WORLD,
-        .schedule = o->schedule,
-        .n_units = p->n_units,
+        .schedule = s->o->schedule,
+        .n_units = s->plan->n_units,
         .cost = cost,
-        .skip = s.done,
-        .max_attempts = o->max_attempts,
-        .result_max_bytes = max_bytes,
-        .work = work_cb,
+        .skip = s->done,
+        .max_attempts = s->o->max_attempts,
+        .result_max_bytes = s->result_max_bytes,
+        .work = s->w->work,
+        .prefetch = s->w->prefetch,
+        .lookahead = s->read_ahead > 0,
         .on_result = moeq_qrun_on_result,
         .on_progress = progress_cb,
         .should_stop = should_stop_cb,
         .on_idle = moeq_qrun_on_idle,
-        .progress_s = o->progress_s,
-        .user = &s,
+        .progress_s = s->o->progress_s,
+        .user = s,
     };
-    s.read_ahead = moeq_read_ahead_resolve(o->read_ahead, s.dev.backend, o->simulate, o->cost_model);
-    qc.lookahead = s.read_ahead > 0;
-    s.sim_known = s.sim_next = -1;
-    if (o->simulate) {
-        qc.work = moeq_qsim_work, qc.prefetch = moeq_qsim_prefetch;
-    } else if (s.read_ahead > 0) {
-        // this rank's reader thread; without one (it could not start) the rank reads, then computes: the
-        // bytes are the same
-        moeq_stage_cfg sc = {.cat = s.cat, .plan = p, .budget_bytes = s.read_ahead};
-        if (s.ctx.ops &&
-            s.ctx.ops != &moeq_kernel_ops_cpu) // page-locked: the device copies the stored bytes by DMA
-            sc.host_alloc = stage_host_alloc, sc.host_free = stage_host_free,
-            sc.alloc_user = (void *)s.ctx.ops;
-        if (moeq_stage_open(&sc, &s.ctx.stage) == MOEQ_OK)
-            qc.prefetch = prefetch_cb;
-        else
-            MOEQ_LOG(MOEQ_LOG_WARN, "read-ahead off on this rank: %s", moeq_error_detail());
-    }
-    moeq_queue_stats qs;
-    memset(&qs, 0, sizeof qs);
-    s.t_quant_start = moeq_now_s();
-    if (o->simulate && o->sim_ranks > 0) { // one process simulates them all (quantize_sim.c)
-        exit_code = moeq_qsim_des(&s, cost);
-        moeq_free(&cost);
-        close(s.ctx.out_fd);
-        goto out;
-    }
-    st = moeq_queue_run(&qc, &qs);
-    moeq_free(&cost);
-    moeq_unit_ctx_finish(&s.ctx);
-    moeq_stage_close(&s.ctx.stage);
-    close(s.ctx.out_fd);
-    double t_quant = moeq_now_s() - s.t_quant_start;
-    log_rss("quantize");
+    s->queue_st = moeq_queue_run(&qc, &s->qs);
+    return MOEQ_QRUN_NEXT;
+}
+
+// dispatch: every rank opens the skeleton for writing and starts its worker, then the variant chosen at the
+// start runs the units still to do; the worker finishes whatever happened.
+static int qrun_dispatch(run_state *s) {
+    s->out_fd = open(s->partial, O_WRONLY | O_CLOEXEC);
+    moeq_status st =
+        s->out_fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", s->partial, strerror(errno))
+                      : s->w->start(s);
     st = moeq_run_agree(st, MPI_COMM_WORLD);
-    // ---- seal ----
+    int code = st != MOEQ_OK ? phase_fail(s, st, st) : MOEQ_QRUN_NEXT;
+    if (code == MOEQ_QRUN_NEXT) {
+        double *cost = unit_costs(s);
+        s->t_quant_start = moeq_now_s();
+        code = s->dispatch(s, cost);
+        moeq_free(&cost);
+    }
+    if (s->out_fd >= 0) {
+        if (s->w->finish) s->w->finish(s);
+        close(s->out_fd);
+        s->out_fd = -1;
+    }
+    if (code == MOEQ_QRUN_NEXT) {
+        s->t_quant = moeq_now_s() - s->t_quant_start;
+        log_rss("quantize");
+    }
+    return code;
+}
+
+// Every rank's figures (the worker's, units run, peak RSS) and device to rank 0.
+static void gather_figures(run_state *s) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    long rss = ru.ru_maxrss, rss_max = 0, rss_min = 0;
-    MPI_Reduce(&rss, &rss_max, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
-    MPI_Reduce(&rss, &rss_min, 1, MPI_LONG, MPI_MIN, 0, MPI_COMM_WORLD);
-    // per-rank figures for --stats: read/compute/write seconds, bytes read/written, units, peak RSS (KiB)
-    // ... + read wait seconds (write_stats' keys), and the reading a --simulate rank hid (simulated seconds)
-    enum { N_FIG = 9 };
-    double mine[N_FIG] = {s.ctx.seconds_read,
-                          s.ctx.seconds_compute,
-                          s.ctx.seconds_write,
-                          (double)s.ctx.bytes_read,
-                          (double)s.ctx.bytes_written,
-                          (double)s.n_units_here,
-                          (double)rss,
-                          s.ctx.seconds_read_wait,
-                          s.sim_hidden};
-    double *figs = s.rank == 0 ? MOEQ_MALLOC(sizeof(double) * N_FIG * (size_t)s.n_ranks, "stats") : NULL;
-    if (s.rank == 0 && !figs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
-    MPI_Gather(mine, N_FIG, MPI_DOUBLE, figs, N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    char *devs = s.rank == 0 ? MOEQ_CALLOC((size_t)s.n_ranks, MOEQ_RUN_DEVICE_DESC, "devices") : NULL;
-    if (s.rank == 0 && !devs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
-    MPI_Gather(s.dev.desc, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, devs, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, 0,
-               MPI_COMM_WORLD);
-    if (s.rank == 0) {
-        double t1 = moeq_now_s();
-        uint64_t checksum = 0;
-        int all_done = 1;
-        for (int u = 0; u < p->n_units; u++) all_done &= s.done[u] != 0;
-        if (st != MOEQ_OK) {
-            exit_code = moeq_cli_fail("quantize", st);
-        } else if (!all_done && g_stop_signal && !s.n_given_up) {
-            int left = 0;
-            for (int u = 0; u < p->n_units; u++) left += !s.done[u];
-            fprintf(stderr,
-                    "moeq quantize: stopped by signal %d: %d unit(s) finished in this run and journaled, %d "
-                    "left\n"
-                    "---> HINT: run the same command with --resume (exit code %d asks a batch system to "
-                    "requeue)\n",
-                    (int)g_stop_signal, s.n_done_now, left, MOEQ_EXIT_REQUEUE);
-            exit_code = MOEQ_EXIT_REQUEUE;
-        } else if (!all_done) {
-            fprintf(stderr,
-                    "moeq quantize: error: %d unit(s) could not be completed; first failure: %s\n---> HINT: "
-                    "fix the cause "
-                    "and run the same command with --resume: the %d finished units are kept (%s)\n",
-                    s.n_given_up, s.first_error_msg, s.n_done_now, s.journal_path);
-            exit_code = moeq_exit_code(s.first_error != MOEQ_OK ? s.first_error : MOEQ_ERR_IO);
-        } else if (o->simulate) {
-            double slept = 0, hidden = 0;
-            for (int r = 0; r < s.n_ranks; r++) slept += figs[r * N_FIG + 1], hidden += figs[r * N_FIG + 8];
-            exit_code = moeq_qsim_mpi_report(&s, t_quant, &qs, slept, hidden);
-        } else {
-            st = seal_rank0(&s, &checksum);
-            log_rss("seal");
-            if (st != MOEQ_OK)
-                exit_code = moeq_cli_fail("quantize", st);
-            else {
-                const double t_seal = moeq_now_s() - t1;
-                if (!o->quiet) print_summary(&s, t_quant, t_seal, rss_max, rss_min, checksum);
-                if (o->stats_path) {
-                    const double phases[4] = {s.t_open, s.t_prep, t_quant, t_seal};
-                    moeq_status ws = write_stats(&s, phases, figs, N_FIG, devs, checksum);
-                    if (ws != MOEQ_OK) exit_code = moeq_cli_fail("quantize", ws);
-                }
-                if (s.n_failed_numeric) {
-                    fprintf(
-                        stderr,
-                        "moeq quantize: %d tensor(s) failed numerically and are recorded as failed in %s:\n",
-                        s.n_failed_numeric, o->out_path);
-                    for (int i = 0; i < p->n_tensors; i++)
-                        if (s.res[i].status != MOEQ_OK)
-                            fprintf(stderr, "  %s: %s\n", s.e[i].name, s.res[i].message);
-                    exit_code = MOEQ_EXIT_FAILURE;
-                }
-            }
-        }
+    long rss = ru.ru_maxrss;
+    MPI_Reduce(&rss, &s->rss_max, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    MPI_Reduce(&rss, &s->rss_min, 1, MPI_LONG, MPI_MIN, 0, MPI_COMM_WORLD);
+    double mine[MOEQ_QRUN_N_FIG] = {0};
+    s->w->figures(s, mine);
+    mine[MOEQ_QRUN_FIG_UNITS] = (double)s->n_units_here;
+    mine[MOEQ_QRUN_FIG_PEAK_RSS_KIB] = (double)rss;
+    if (s->rank == 0) {
+        s->figs = MOEQ_MALLOC(sizeof(double) * MOEQ_QRUN_N_FIG * (size_t)s->n_ranks, "stats");
+        s->devs = MOEQ_CALLOC((size_t)s->n_ranks, MOEQ_RUN_DEVICE_DESC, "devices");
+        if (!s->figs || !s->devs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     }
-    moeq_free(&figs);
-    moeq_free(&devs);
+    MPI_Gather(mine, MOEQ_QRUN_N_FIG, MPI_DOUBLE, s->figs, MOEQ_QRUN_N_FIG, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(s->dev.desc, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, s->devs, MOEQ_RUN_DEVICE_DESC, MPI_CHAR, 0,
+               MPI_COMM_WORLD);
+}
+
+// Rank 0 after the queue: the run's exit code. st: the queue's agreed status.
+static int end_rank0(run_state *s, moeq_status st) {
+    const moeq_plan *p = s->plan;
+    int left = 0;
+    for (int u = 0; u < p->n_units; u++) left += !s->done[u];
+    if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
+    if (left && g_stop_signal && !s->n_given_up) {
+        fprintf(stderr,
+                "moeq quantize: stopped by signal %d: %d unit(s) finished in this run and journaled, %d "
+                "left\n"
+                "---> HINT: run the same command with --resume (exit code %d asks a batch system to "
+                "requeue)\n",
+                (int)g_stop_signal, s->n_done_now, left, MOEQ_EXIT_REQUEUE);
+        return MOEQ_EXIT_REQUEUE;
+    }
+    if (left) {
+        fprintf(stderr,
+                "moeq quantize: error: %d unit(s) could not be completed; first failure: %s\n---> HINT: "
+                "fix the cause "
+                "and run the same command with --resume: the %d finished units are kept (%s)\n",
+                s->n_given_up, s->first_error_msg, s->n_done_now, s->journal_path);
+        return moeq_exit_code(s->first_error != MOEQ_OK ? s->first_error : MOEQ_ERR_IO);
+    }
+    return s->w->seal(s);
+}
+
+// seal (after the queue, collective): the figures to rank 0, which ends the run: an error, a graceful stop
+// (exit 75: requeue), units given up, or, every unit done, the worker's seal.
+static int qrun_seal(run_state *s) {
+    const moeq_status st = moeq_run_agree(s->queue_st, MPI_COMM_WORLD);
+    gather_figures(s);
+    int exit_code = s->rank == 0 ? end_rank0(s, st) : MOEQ_EXIT_OK;
     MPI_Bcast(&exit_code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-out:
+    return exit_code;
+}
+
+static void qrun_close(run_state *s) {
     moeq_backend_release(); // this thread's CUDA workspace and handles (the work ran on it); no-op on the CPU
-    moeq_journal_close(&s.journal);
-    moeq_free(&s.e);
-    moeq_free(&s.res);
-    moeq_free(&s.done);
-    moeq_free(&s.pending);
-    moeq_free(&s.partial);
-    moeq_free(&s.journal_path);
-    moeq_plan_free(&s.plan);
-    moeq_recipe_free(&s.recipe);
-    moeq_catalog_close(&s.cat);
+    moeq_journal_close(&s->journal);
+    moeq_free(&s->figs);
+    moeq_free(&s->devs);
+    moeq_free(&s->e);
+    moeq_free(&s->res);
+    moeq_free(&s->done);
+    moeq_free(&s->pending);
+    moeq_free(&s->partial);
+    moeq_free(&s->journal_path);
+    moeq_plan_free(&s->plan);
+    moeq_recipe_free(&s->recipe);
+    moeq_catalog_close(&s->cat);
+}
+
+int moeq_quantize_run(const moeq_quantize_opts *o) {
+    run_state s;
+    qrun_init(&s, o);
+    // the one place --simulate chooses: the worker implementation, and the dispatch variant (--sim-ranks: one
+    // process simulates them all; otherwise the MPI queue runs the workers of the ranks there are)
+    s.w = o->simulate ? &moeq_qsim_worker : &real_worker;
+    s.dispatch = o->simulate && o->sim_ranks > 0 ? moeq_qsim_des : dispatch_queue;
+    int exit_code = qrun_open_plan(&s);
+    if (exit_code == MOEQ_QRUN_NEXT) exit_code = qrun_prepare(&s);
+    if (exit_code == MOEQ_QRUN_NEXT) exit_code = qrun_verify(&s);
+    if (exit_code == MOEQ_QRUN_NEXT) exit_code = qrun_dispatch(&s);
+    if (exit_code == MOEQ_QRUN_NEXT) exit_code = qrun_seal(&s);
+    qrun_close(&s);
     return exit_code;
 }

@@ -1,9 +1,11 @@
 // quantize_run.h: the distributed quantization run behind `moeq quantize` (collective over MPI_COMM_WORLD).
 //
-// Phases: open (every rank: catalog, recipe, plan) -> prepare (rank 0: new skeleton, or resume: check the
-// plan digest, read the journal) -> verify (journaled units' checksums, distributed) -> quantize (work
-// queue; rank 0 journals each unit after its data is durable) -> seal (rank 0: results into the
-// attributes, rename ARTIFACT.partial -> ARTIFACT, remove the journal) -> summary.
+// Phases: open and plan (every rank: device, catalog, recipe, plan) -> prepare (rank 0: new skeleton, or
+// resume: check the plan digest, read the journal) -> verify (journaled units' checksums, distributed) ->
+// dispatch (the work queue runs a worker on every rank; rank 0 journals each unit after its data is
+// durable) -> seal (rank 0: results into the attributes, rename ARTIFACT.partial -> ARTIFACT, remove the
+// journal, summary). --simulate changes the worker, not the phases (quantize_impl.h), and with --sim-ranks
+// the dispatch: a discrete-event simulation in one process.
 #ifndef MOEQ_QUANTIZE_RUN_H
 #define MOEQ_QUANTIZE_RUN_H
 

@@ -35,6 +35,9 @@ d = json.load(open(sys.argv[1]))
 assert d["read_ahead_bytes"] == int(sys.argv[2]) << 20, d["read_ahead_bytes"]
 s = d["sum"]
 assert s["bytes_read"] >= d["bytes_in_planned"] and s["read_s"] > 0 and 0 <= s["read_wait_s"], s
+# every rank's figures (the real worker's and the run's) reach rank 0: units run, compute, bytes written
+assert s["units"] == d["units_this_run"] == d["units"] and len(d["ranks_detail"]) == d["ranks"] == 3, d
+assert s["compute_s"] > 0 and s["bytes_written"] > 0 and all(r["peak_rss_bytes"] > 0 for r in d["ranks_detail"]), d
 PY
     rm -f "$tmp/ra.h5"
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # moeq quantize --simulate on a small block-FP8 DeepSeek-layout checkpoint: the discrete-event mode (64 and
-# 512 ranks) and the real MPI queue with sleeping workers (3 ranks) run every unit once and agree; a
-# simulated failure keeps the journaled units and --resume on fewer ranks runs exactly the rest; a finished
-# simulation times the real seal of its skeleton, then deletes it (no artifact is left); a real run refuses to resume a simulated skeleton; bad options exit 2.
+# 512 ranks) and the real MPI queue with sleeping workers (3 ranks) run every unit once and agree (messages,
+# busy time, makespan); a simulated failure keeps the journaled units and --resume on fewer ranks runs
+# exactly the rest; a finished simulation times the real seal of its skeleton, then deletes it (no artifact
+# is left); a real run refuses to resume a simulated skeleton; bad options exit 2.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SOURCE_DIR:?}"
 j() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
@@ -61,6 +62,11 @@ m, d = (json.load(open(f)) for f in sys.argv[1:3])
 assert m["mode"] == "mpirun" and d["mode"] == "simulated"
 assert abs(m["ideal_s"] - d["ideal_s"]) < 1e-9 * d["ideal_s"], (m["ideal_s"], d["ideal_s"])
 assert 0.8 < m["makespan_s"] / d["makespan_s"] < 1.3, (m["makespan_s"], d["makespan_s"])
+# the simulated worker runs behind the real queue's configuration: its messages are those the simulation
+# models, and the seconds every rank slept (gathered through the worker's figures) are the simulated busy time
+assert m["messages"] == d["messages"], (m["messages"], d["messages"])
+busy = lambda j: j["utilisation"] * j["ranks"] * j["makespan_s"]
+assert abs(busy(m) / busy(d) - 1) < 1e-6, (busy(m), busy(d))
 PY
 
 # failure at 40% of the ideal makespan on 64 ranks, then resume on 58: every unit exactly once overall
