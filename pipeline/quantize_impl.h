@@ -1,12 +1,14 @@
 // quantize_impl.h: the state of one `moeq quantize` run and its worker interface, shared by quantize_run.c
-// (the phases, the coordinator's callbacks and the real worker) and quantize_sim.c (--simulate: the
-// simulated worker, the discrete-event dispatch variant and the simulation report). Pipeline-internal.
+// (the phases and the coordinator's callbacks), quantize_worker.c (the real worker) and quantize_sim.c
+// (--simulate: the simulated worker, the discrete-event dispatch variant and the simulation report).
+// Pipeline-internal.
 //
 // A worker implementation (moeq_qrun_worker, IOR's aiori style) is what the phases call for everything that
 // depends on whether units are really computed: the device, the plan's digest, verifying journaled units,
 // the per-rank start and finish, the queue's work and prefetch callbacks, the rank's figures and what rank 0
 // does once every unit is done. The coordinator, the plan, the skeleton and the journal are the same for
-// both implementations (real: quantize_run.c; simulated: moeq_qsim_worker, quantize_sim.c).
+// both implementations (real: moeq_qrun_real_worker, quantize_worker.c; simulated: moeq_qsim_worker,
+// quantize_sim.c).
 #ifndef MOEQ_QUANTIZE_IMPL_H
 #define MOEQ_QUANTIZE_IMPL_H
 
@@ -42,7 +44,7 @@ typedef int (*moeq_qrun_dispatch_fn)(struct run_state *s, const double *cost);
 
 typedef struct run_state {
     const moeq_quantize_opts *o;
-    const moeq_qrun_worker *w;      // chosen once (quantize_run.c: select_implementation)
+    const moeq_qrun_worker *w;      // chosen once (quantize_run.c: moeq_quantize_run)
     moeq_qrun_dispatch_fn dispatch; // ... with the dispatch variant
     int rank, n_ranks;
     moeq_catalog *cat;
@@ -130,6 +132,10 @@ void moeq_qrun_on_idle(void *user);
 // straggler factor, less the reading read-ahead hides) and report every tensor as done, without reading
 // weights or writing data; nothing to verify; rank 0 reports instead of sealing an artifact.
 extern const moeq_qrun_worker moeq_qsim_worker;
+// The real worker (quantize_worker.c): --device's backend, units read, quantized and written, the seal.
+extern const moeq_qrun_worker moeq_qrun_real_worker;
+// Logs this rank's peak and current resident set after `phase` (debug level).
+void moeq_qrun_log_rss(const char *phase);
 // The dispatch variant of --sim-ranks N: the quantize phase as a discrete-event simulation of N ranks in
 // this one process (schedulers/simulate.h, the dispatcher of the real queue, the coordinator's callbacks
 // above). Returns the exit code; prints the report (and writes --stats).
