@@ -152,7 +152,7 @@ extern "C" moeq_status moeq_backend_cuda_tensor_quantize(const moeq_raw_tensor *
     MOEQ_TRY(moeq_tq_check(src, p, out, "tensor quantize"));
     cudaStream_t s;
     MOEQ_TRY(ctx_stream(&s));
-    const int64_t R = src->R, C = src->C, r = moeq_method_get(p->s.method)->compensated ? p->s.rank : 0;
+    const int64_t R = src->R, C = src->C, r = moeq_qsettings_rank(&p->s);
     const size_t rb = moeq_raw_tensor_bytes(src), sb = moeq_raw_tensor_scale_bytes(src),
                  wb = (size_t)(R * C) * 4, ub = (size_t)(R * r) * 4, vb = (size_t)(r * C) * 4,
                  ib = p->importance ? (size_t)C * 4 : 0;

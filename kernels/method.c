@@ -213,19 +213,8 @@ moeq_status moeq_setting_parse(moeq_qsettings *s, int f, const char *text, char 
         if (fd->type == MOEQ_FT_BITS) {
             const moeq_qtype_traits *q = moeq_qtype_get((int)v);
             if (!q || !(q->family & MOEQ_QFAMILY_GROUPED) || q->bits != v) {
-                char names[128] = "", *p = names;
-                for (int b = 1; b < MOEQ_QTYPE_COUNT; b++) { // "2, 3, 4 or 8"
-                    const moeq_qtype_traits *g = moeq_qtype_get(b);
-                    if (!g || !(g->family & MOEQ_QFAMILY_GROUPED)) continue;
-                    int last = 1;
-                    for (int c = b + 1; c < MOEQ_QTYPE_COUNT; c++)
-                        last &= !(moeq_qtype_get(c) && (moeq_qtype_get(c)->family & MOEQ_QFAMILY_GROUPED));
-                    p += snprintf(p, sizeof names - (size_t)(p - names), "%s%d",
-                                  p == names ? ""
-                                  : last     ? " or "
-                                             : ", ",
-                                  b);
-                }
+                char names[128];
+                moeq_qtype_grouped_bits(" or ", names, sizeof names);
                 snprintf(why, cap, "bits must be %s (got %s)", names, t);
                 return MOEQ_ERR_FORMAT;
             }
@@ -351,10 +340,14 @@ void moeq_qsettings_apply(moeq_qsettings *s, const moeq_qsettings *o, unsigned m
 }
 
 void moeq_qsettings_normalize(moeq_qsettings *s) {
-    const moeq_method_traits *m = moeq_method_get(s->method);
-    if (!m || !m->compensated) s->rank = 0;
+    s->rank = (int)moeq_qsettings_rank(s);
     const moeq_qtype_traits *f = s->format ? moeq_qtype_get(s->format) : NULL;
     if (f) s->bits = f->bits;
+}
+
+int64_t moeq_qsettings_rank(const moeq_qsettings *s) {
+    const moeq_method_traits *m = moeq_method_get(s->method);
+    return m && m->compensated ? s->rank : 0;
 }
 
 moeq_qtype moeq_qsettings_qtype(const moeq_qsettings *s) {

@@ -141,6 +141,8 @@ void moeq_qsettings_apply(moeq_qsettings *s, const moeq_qsettings *o, unsigned m
 // What the resolution of a tensor's settings ends with: the rank of a method without compensator is 0; a
 // named format fixes the bits. Idempotent.
 void moeq_qsettings_normalize(moeq_qsettings *s);
+// The compensator rank s asks of its method: s->rank for a compensated method, else 0.
+int64_t moeq_qsettings_rank(const moeq_qsettings *s);
 // The storage format of s: s->format, or the grouped format of s->bits.
 moeq_qtype moeq_qsettings_qtype(const moeq_qsettings *s);
 // Layout of a tensor (R, C) quantized with s (qformat.h); MOEQ_ERR_ARG as moeq_qlayout_make.

@@ -133,6 +133,23 @@ const char *moeq_qtype_names(unsigned families, char *buf, size_t cap) {
     return buf;
 }
 
+const char *moeq_qtype_grouped_bits(const char *last, char *buf, size_t cap) {
+    int widths[MOEQ_QTYPE_COUNT], n = 0;
+    for (int b = 1; b < MOEQ_QTYPE_COUNT; b++)
+        if (moeq_qtype_get(b) && (moeq_qtype_get(b)->family & MOEQ_QFAMILY_GROUPED)) widths[n++] = b;
+    size_t len = 0;
+    if (cap) buf[0] = '\0';
+    for (int i = 0; i < n && len < cap; i++) {
+        const int w = snprintf(buf + len, cap - len, "%s%d",
+                               i == 0       ? ""
+                               : i == n - 1 ? last
+                                            : ", ",
+                               widths[i]);
+        len += w > 0 ? (size_t)w : 0;
+    }
+    return buf;
+}
+
 moeq_status moeq_qtype_register(int id, const moeq_qtype_traits *t) {
     if (id < MOEQ_QTYPE_USER_FIRST || id >= MOEQ_QTYPE_USER_END || user_qtypes[id - MOEQ_QTYPE_USER_FIRST])
         return MOEQ_FAIL(MOEQ_ERR_ARG, "format %d: not a free id in [%d, %d)", id, MOEQ_QTYPE_USER_FIRST,

@@ -149,6 +149,8 @@ const char *moeq_qtype_name(int t);
 moeq_qtype moeq_qtype_from_name(const char *s);
 // The names of the formats of the families in mask, comma-separated (for messages).
 const char *moeq_qtype_names(unsigned families, char *buf, size_t cap);
+// The bit widths of the grouped formats, "2, 3, 4<last>8" (last: ", " or " or "), for messages and help.
+const char *moeq_qtype_grouped_bits(const char *last, char *buf, size_t cap);
 // Registers a format under id in [MOEQ_QTYPE_USER_FIRST, MOEQ_QTYPE_USER_END) (tests and kernel labs that try
 // a format without touching the built-in table). t must stay valid; MOEQ_ERR_ARG for a taken or bad id, an
 // incomplete entry or a name already in use.

@@ -53,7 +53,7 @@ moeq_status moeq_tensor_quantize_f32_cpu(const float *w, int64_t R, int64_t C, c
     out->best_round = -1;
     MOEQ_TRY(m->quantize_cpu(w, R, C, &p->s, p->seed, p->importance, out));
     MOEQ_TRY(moeq_qtype_get(moeq_qmat_qtype(out->q))->dequantize(out->q, recon));
-    const int64_t r = m->compensated ? p->s.rank : 0;
+    const int64_t r = moeq_qsettings_rank(&p->s);
     if (r > 0) moeq_lowrank_add_cpu(recon, out->u, out->v, R, C, r);
     return MOEQ_OK;
 }

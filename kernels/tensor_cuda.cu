@@ -65,7 +65,7 @@ extern "C" moeq_status moeq_tensor_quantize_cuda(const moeq_raw_tensor *src, con
                          "tensor quantize on device: method %s has no CUDA port"
                          "\n---> HINT: run it with --device cpu",
                          moeq_method_name(p->s.method));
-    const int64_t R = src->R, C = src->C, r = moeq_method_get(p->s.method)->compensated ? p->s.rank : 0;
+    const int64_t R = src->R, C = src->C, r = moeq_qsettings_rank(&p->s);
     MOEQ_TRY(moeq_raw_decode_cuda(src, d_w, stream));
     out->best_round = -1;
     MOEQ_TRY(fn(d_w, R, C, p, out, stream));

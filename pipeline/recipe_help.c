@@ -27,16 +27,9 @@ static void values_of(const moeq_setting_field *f, char *out, size_t cap) {
     case MOEQ_FT_FACTOR:
         snprintf(out, cap, "fp16, int3");
         break;
-    case MOEQ_FT_BITS: {
-        size_t n = 0;
-        out[0] = '\0';
-        for (int b = 1; b < MOEQ_QTYPE_COUNT && n < cap; b++) {
-            const moeq_qtype_traits *t = moeq_qtype_get(b);
-            if (t && (t->family & MOEQ_QFAMILY_GROUPED))
-                n += (size_t)snprintf(out + n, cap - n, "%s%d", n ? ", " : "", b);
-        }
+    case MOEQ_FT_BITS:
+        moeq_qtype_grouped_bits(", ", out, cap);
         break;
-    }
     case MOEQ_FT_FORMAT:
         snprintf(out, cap, "%s", moeq_qtype_names(MOEQ_QFAMILY_ANY, names, sizeof names));
         break;

@@ -327,10 +327,7 @@ moeq_status moeq_qsettings_check(const moeq_qsettings *s, const moeq_tensor_info
 
 int moeq_qsettings_fits(const moeq_qsettings *s, const moeq_tensor_info *t) {
     const moeq_method_traits *m = moeq_method_get(s->method);
-    const moeq_qtype_traits *f = moeq_qtype_get(moeq_qsettings_qtype(s));
-    if (!m || !m->quantizes || !moeq_tensor_quantizable(t) || !f || !(f->family & m->formats)) return 0;
-    const int64_t R = t->shape[0], C = t->shape[1], B = f->block ? f->block : s->group;
-    return B > 0 && C % B == 0 && s->rank <= R && s->rank <= C;
+    return m && m->quantizes && moeq_tensor_quantizable(t) && moeq_qsettings_check(s, t) == MOEQ_OK;
 }
 
 // ---- binding relative layer ranges; weights needed ----

@@ -137,7 +137,8 @@ int moeq_tensor_quantizable(const moeq_tensor_info *t);
 // Checks settings against a tensor: the method can store into the format, the format's block (or the group)
 // divides the input dimension, rank <= min(R, C). MOEQ_ERR_UNSUPPORTED naming the tensor, with a hint.
 moeq_status moeq_qsettings_check(const moeq_qsettings *s, const moeq_tensor_info *t);
-// The same as a predicate, recording nothing (budget candidates that cannot apply are skipped).
+// 1 when s quantizes t and moeq_qsettings_check accepts it (budget candidates that cannot apply are
+// skipped; a refusal leaves its detail in moeq_error_detail, unused).
 int moeq_qsettings_fits(const moeq_qsettings *s, const moeq_tensor_info *t);
 
 #endif

@@ -46,7 +46,7 @@ typedef struct factors {
 static moeq_status factors_alloc(const moeq_qsettings *s, int64_t R, int64_t C, const char *name,
                                  factors *f) {
     f->u = f->v = NULL;
-    f->r = moeq_method_get(s->method)->compensated ? s->rank : 0;
+    f->r = moeq_qsettings_rank(s);
     if (f->r <= 0) return MOEQ_OK;
     f->u = MOEQ_MALLOC((size_t)(R * f->r) * sizeof(float), name);
     f->v = MOEQ_MALLOC((size_t)(f->r * C) * sizeof(float), name);
