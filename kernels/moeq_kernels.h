@@ -18,6 +18,7 @@
 #include "tensor.h" // defines: moeq_tq_params, moeq_tensor_quantize_cpu (decode -> quantize -> figures)
 #include "kernels_cuda.h" // defines: moeq_<x>_cuda device-pointer ports (rtn, hqq, pack, rsvd, milo, metrics)
 #include "backend.h" // defines: moeq_kernel_ops (cpu/cuda tables), moeq_backend_select, moeq_backend_release
+#include "numerics.h" // defines: moeq_numerics_probe (the numerics fingerprint), moeq_numerics_blas_config
 
 #ifdef __cplusplus
 extern "C" {
