@@ -215,6 +215,7 @@ static herr_t write_results(hid_t g, const moeq_tensor_result *r) {
     const attr_mode mode = r ? ATTR_UPDATE : ATTR_CREATE; // NULL: the skeleton's "pending" placeholders
     if (attr_str(g, mode, "status", status, STATUS_LEN) < 0) return -1;
     if (attr_u64(g, mode, "checksum", r ? r->checksum : 0) < 0) return -1;
+    if (attr_u64(g, mode, "source_xxh3", r ? r->source_xxh3 : 0) < 0) return -1;
     if (attr_f64(g, mode, "rel_fro_error", r ? r->rel_fro_error : nan) < 0) return -1;
     if (attr_f64(g, mode, "sqnr_db", r ? r->sqnr_db : nan) < 0) return -1;
     if (attr_f64(g, mode, "max_abs_error", r ? r->max_abs_error : nan) < 0) return -1;
@@ -318,6 +319,10 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, ATTR_CREATE, "moeq_version", m->moeq_version ? m->moeq_version : "?", 0),
              "root attributes");
     H5_CHECK(attr_str(root, ATTR_CREATE, "backend", m->backend ? m->backend : "cpu", 0), "root attributes");
+    H5_CHECK(attr_str(root, ATTR_CREATE, "numerics_fingerprint",
+                      m->numerics_fingerprint ? m->numerics_fingerprint : "", 0),
+             "root attributes");
+    H5_CHECK(attr_str(root, ATTR_CREATE, "numerics", m->numerics ? m->numerics : "", 0), "root attributes");
     H5_CHECK(attr_str(root, ATTR_CREATE, "recipe", m->recipe_text ? m->recipe_text : "", 0),
              "root attributes");
     H5_CHECK(attr_str(root, ATTR_CREATE, "recipe_path", m->recipe_path ? m->recipe_path : "", 0),
@@ -464,6 +469,17 @@ moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap) 
     snprintf(out, cap, "cpu"); // no attribute: made before it existed, when the pipeline ran only on the CPU
     if (H5Aexists(f, "backend") > 0 && moeq_h5_attr_str(f, "backend", out, cap) < 0)
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attribute 'backend' is damaged", path);
+    H5Fclose(f);
+    return st;
+}
+
+moeq_status moeq_artifact_root_str(const char *path, const char *name, char *out, size_t cap) {
+    hid_t f;
+    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, &f));
+    moeq_status st = MOEQ_OK;
+    if (cap) out[0] = 0;
+    if (H5Aexists(f, name) > 0 && moeq_h5_attr_str(f, name, out, cap) < 0)
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attribute '%s' is damaged", path, name);
     H5Fclose(f);
     return st;
 }

@@ -80,6 +80,9 @@ typedef struct moeq_artifact_meta {
     uint64_t plan_digest;
     int n_units;
     const char *backend; // kernel backend of every tensor: "cpu" or "cuda" (NULL: "cpu")
+    const char *numerics_fingerprint; // 16 hex digits of every rank's numerics probe (kernels/numerics.h);
+                                      // ranks that differ (--allow-mixed-numerics): theirs, comma-separated
+    const char *numerics;             // what chose those bits ("cpu: OpenBLAS 0.3.21 ... Haswell ...")
 } moeq_artifact_meta;
 
 // Per-tensor outcome, carried from workers to the coordinator, journaled, then sealed into attributes.
@@ -96,6 +99,12 @@ typedef struct moeq_tensor_result {
     double outlier_score; // max over input columns of max|w| / mean|w|
     int32_t best_round;   // MiLo round kept (-1 otherwise)
     int32_t reserved;
+    // Source identity (journaled; source_xxh3 is also sealed): xxh3-64 of the tensor's stored bytes in the
+    // shard (then its FP8 block scale's), hashed as they were read, and a stamp of the shard files it came
+    // from as the worker saw them after reading (moeq_source_stamp: size, mtime, inode). --resume trusts a
+    // journaled unit whose shards' stamps are unchanged and rehashes the sources of the others.
+    uint64_t source_xxh3;
+    uint64_t source_stamp;
     char message[96]; // failure reason ("" when ok)
 } moeq_tensor_result;
 
@@ -109,6 +118,9 @@ moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_ar
 // (cap >= 8). An artifact without the attribute (made before it existed) was made on the CPU: "cpu".
 // Checks format and version as moeq_artifact_layout does.
 moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap);
+// A root string attribute of the artifact at `path` (format and version checked) into out (cap bytes; cut
+// there); "" when the artifact has none (made before it existed, e.g. numerics_fingerprint).
+moeq_status moeq_artifact_root_str(const char *path, const char *name, char *out, size_t cap);
 // Writes the results into the per-tensor attributes, the root status "complete" and the artifact checksum
 // (xxh3-64 over the tensors' checksums in plan order). Returns that checksum.
 moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r,

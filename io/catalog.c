@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -20,11 +21,16 @@
 // ---- class and projection names (classification by name is io/arch.c) ----
 
 static const char *const tclass_names[MOEQ_TC_COUNT] = {
-    [MOEQ_TC_OTHER] = "other",          [MOEQ_TC_EMBEDDING] = "embedding",
-    [MOEQ_TC_ATTENTION] = "attention",  [MOEQ_TC_ROUTER] = "router",
-    [MOEQ_TC_SHARED_EXPERT] = "shared_expert", [MOEQ_TC_ROUTED_EXPERT] = "routed_expert",
-    [MOEQ_TC_DENSE_MLP] = "dense_mlp",  [MOEQ_TC_NORM] = "norm",
-    [MOEQ_TC_LM_HEAD] = "lm_head",      [MOEQ_TC_FP8_SCALE] = "fp8_scale",
+    [MOEQ_TC_OTHER] = "other",
+    [MOEQ_TC_EMBEDDING] = "embedding",
+    [MOEQ_TC_ATTENTION] = "attention",
+    [MOEQ_TC_ROUTER] = "router",
+    [MOEQ_TC_SHARED_EXPERT] = "shared_expert",
+    [MOEQ_TC_ROUTED_EXPERT] = "routed_expert",
+    [MOEQ_TC_DENSE_MLP] = "dense_mlp",
+    [MOEQ_TC_NORM] = "norm",
+    [MOEQ_TC_LM_HEAD] = "lm_head",
+    [MOEQ_TC_FP8_SCALE] = "fp8_scale",
 };
 
 const char *moeq_tclass_name(moeq_tclass c) {
@@ -38,8 +44,8 @@ moeq_tclass moeq_tclass_from_name(const char *s) {
 }
 
 const char *moeq_proj_name(moeq_proj p) {
-    static const char *names[MOEQ_PROJ_COUNT] = {"", "gate", "up", "down", "q", "k", "v", "o", "q_a", "q_b",
-                                                 "kv_a", "kv_b"};
+    static const char *names[MOEQ_PROJ_COUNT] = {"",  "gate", "up",  "down", "q",    "k",
+                                                 "v", "o",    "q_a", "q_b",  "kv_a", "kv_b"};
     return ((int)p >= 0 && p < MOEQ_PROJ_COUNT) ? names[p] : "";
 }
 
@@ -128,8 +134,8 @@ static moeq_status load_index(moeq_catalog *c, const char *path, json_t **map_ou
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     moeq_free(&text);
     if (!root)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text, jerr.line,
-                         jerr.column);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text,
+                         jerr.line, jerr.column);
     json_t *map = json_object_get(root, "weight_map");
     if (!json_is_object(root) || !json_is_object(map)) {
         json_decref(root);
@@ -139,10 +145,11 @@ static moeq_status load_index(moeq_catalog *c, const char *path, json_t **map_ou
     json_t *v;
     json_object_foreach(map, k, v) {
         if (!json_is_string(v) || !safe_file_name(json_string_value(v))) {
-            moeq_status st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                                       "%s: weight_map[\"%s\"] is not a plain shard file name\n---> HINT: shard names "
-                                       "may not contain '/' or start with '.'",
-                                       path, k);
+            moeq_status st =
+                MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                          "%s: weight_map[\"%s\"] is not a plain shard file name\n---> HINT: shard names "
+                          "may not contain '/' or start with '.'",
+                          path, k);
             json_decref(root); // k points into root
             return st;
         }
@@ -190,7 +197,7 @@ static moeq_status load_shard_sizes(moeq_catalog *c, const char *path) {
 
 typedef struct {
     moeq_catalog *c;
-    int planned;        // metadata-only: add the tensor; otherwise check it
+    int planned; // metadata-only: add the tensor; otherwise check it
     int n_missing;
     char missing[512];
     moeq_status st;
@@ -221,14 +228,16 @@ static int on_expected(const moeq_expected_tensor *e, void *user) {
         t->nbytes = (uint64_t)t->numel * moeq_dtype_size(t->dtype);
         return 0;
     }
-    int same = t->ndim == e->ndim && t->shape[0] == e->shape[0] && (e->ndim < 2 || t->shape[1] == e->shape[1]);
+    int same =
+        t->ndim == e->ndim && t->shape[0] == e->shape[0] && (e->ndim < 2 || t->shape[1] == e->shape[1]);
     if (!same) {
-        x->st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                          "%s: tensor '%s' has shape [%lld%s%lld] but config.json implies [%lld, %lld]\n---> HINT: "
-                          "the config does not match the weights",
-                          c->shard_names[t->shard >= 0 ? t->shard : 0], t->name, (long long)t->shape[0],
-                          t->ndim > 1 ? ", " : "", (long long)(t->ndim > 1 ? t->shape[1] : 0),
-                          (long long)e->shape[0], (long long)e->shape[1]);
+        x->st = MOEQ_FAIL(
+            MOEQ_ERR_FORMAT,
+            "%s: tensor '%s' has shape [%lld%s%lld] but config.json implies [%lld, %lld]\n---> HINT: "
+            "the config does not match the weights",
+            c->shard_names[t->shard >= 0 ? t->shard : 0], t->name, (long long)t->shape[0],
+            t->ndim > 1 ? ", " : "", (long long)(t->ndim > 1 ? t->shape[1] : 0), (long long)e->shape[0],
+            (long long)e->shape[1]);
         return 1;
     }
     return 0;
@@ -252,8 +261,7 @@ static moeq_status link_scales(moeq_catalog *c) {
         memcpy(base, t->name, cut);
         base[cut] = '\0';
         int w = moeq_catalog_find(c, base);
-        if (w < 0)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "FP8 scale '%s' has no weight '%s'", t->name, base);
+        if (w < 0) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "FP8 scale '%s' has no weight '%s'", t->name, base);
         c->t[w].scale = i;
     }
     const int64_t b = c->cfg.fp8_block[0] > 0 ? c->cfg.fp8_block[0] : 128;
@@ -261,19 +269,21 @@ static moeq_status link_scales(moeq_catalog *c) {
         moeq_tensor_info *t = &c->t[i];
         if (t->dtype != MOEQ_DTYPE_F8_E4M3) continue;
         if (t->scale < 0)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                             "FP8 tensor '%s' has no '%s_scale_inv'\n---> HINT: block-FP8 checkpoints ship one float32 "
-                             "scale per %lldx%lld block, possibly in another shard listed in the index",
-                             t->name, t->name, (long long)b, (long long)b);
+            return MOEQ_FAIL(
+                MOEQ_ERR_FORMAT,
+                "FP8 tensor '%s' has no '%s_scale_inv'\n---> HINT: block-FP8 checkpoints ship one float32 "
+                "scale per %lldx%lld block, possibly in another shard listed in the index",
+                t->name, t->name, (long long)b, (long long)b);
         const moeq_tensor_info *s = &c->t[t->scale];
-        if (t->ndim != 2 || s->ndim != 2 || s->dtype != MOEQ_DTYPE_F32 || s->shape[0] != (t->shape[0] + b - 1) / b ||
-            s->shape[1] != (t->shape[1] + b - 1) / b)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                             "FP8 tensor '%s' [%lld, %lld]: scale '%s' must be F32 [%lld, %lld] (one per %lldx%lld "
-                             "block), found %s with %d dims",
-                             t->name, (long long)t->shape[0], (long long)t->shape[1], s->name,
-                             (long long)((t->shape[0] + b - 1) / b), (long long)((t->shape[1] + b - 1) / b),
-                             (long long)b, (long long)b, moeq_dtype_name(s->dtype), s->ndim);
+        if (t->ndim != 2 || s->ndim != 2 || s->dtype != MOEQ_DTYPE_F32 ||
+            s->shape[0] != (t->shape[0] + b - 1) / b || s->shape[1] != (t->shape[1] + b - 1) / b)
+            return MOEQ_FAIL(
+                MOEQ_ERR_FORMAT,
+                "FP8 tensor '%s' [%lld, %lld]: scale '%s' must be F32 [%lld, %lld] (one per %lldx%lld "
+                "block), found %s with %d dims",
+                t->name, (long long)t->shape[0], (long long)t->shape[1], s->name,
+                (long long)((t->shape[0] + b - 1) / b), (long long)((t->shape[1] + b - 1) / b), (long long)b,
+                (long long)b, moeq_dtype_name(s->dtype), s->ndim);
     }
     return MOEQ_OK;
 }
@@ -283,10 +293,11 @@ static moeq_status fill_from_shard(moeq_catalog *c, int ti, int si) {
     const moeq_st_file *f = c->shards[si];
     const moeq_st_tensor *s = moeq_st_find(f, t->name);
     if (!s)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                         "%s: the index places tensor '%s' in this shard, but its header has no such tensor\n---> "
-                         "HINT: the index and the shards are from different downloads",
-                         f->path, t->name);
+        return MOEQ_FAIL(
+            MOEQ_ERR_FORMAT,
+            "%s: the index places tensor '%s' in this shard, but its header has no such tensor\n---> "
+            "HINT: the index and the shards are from different downloads",
+            f->path, t->name);
     t->st = s;
     t->shard = si;
     t->dtype = s->dtype;
@@ -303,8 +314,10 @@ static moeq_status open_impl(moeq_catalog *c) {
     if (!path) return MOEQ_ERR_NOMEM;
     moeq_status st = moeq_read_file(path, 4u << 20, &c->config_json, NULL);
     if (st == MOEQ_ERR_NOT_FOUND)
-        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no config.json\n---> HINT: moeq needs a HuggingFace checkpoint "
-                       "directory (config.json + safetensors)", c->dir);
+        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
+                       "%s: no config.json\n---> HINT: moeq needs a HuggingFace checkpoint "
+                       "directory (config.json + safetensors)",
+                       c->dir);
     if (st == MOEQ_OK) st = moeq_config_parse(path, c->config_json, &c->cfg);
     moeq_free(&path);
     MOEQ_TRY(st);
@@ -315,7 +328,8 @@ static moeq_status open_impl(moeq_catalog *c) {
     json_t *index_root = NULL, *map = NULL;
     if (!index_path || !single_path || !sizes_path) st = MOEQ_ERR_NOMEM;
     int have_index = st == MOEQ_OK && file_exists(index_path);
-    if (have_index) st = load_index(c, index_path, &map, &index_root);
+    if (have_index)
+        st = load_index(c, index_path, &map, &index_root);
     else if (st == MOEQ_OK && file_exists(single_path)) {
         int si;
         st = add_shard(c, "model.safetensors", &si);
@@ -324,8 +338,10 @@ static moeq_status open_impl(moeq_catalog *c) {
     int present = 0;
     for (int i = 0; st == MOEQ_OK && i < c->n_shards; i++) {
         char *p = moeq_path_join(c->dir, c->shard_names[i]);
-        if (!p) st = MOEQ_ERR_NOMEM;
-        else if (file_exists(p)) present++;
+        if (!p)
+            st = MOEQ_ERR_NOMEM;
+        else if (file_exists(p))
+            present++;
         moeq_free(&p);
     }
     if (st == MOEQ_OK && present > 0 && present < c->n_shards) {
@@ -334,10 +350,11 @@ static moeq_status open_impl(moeq_catalog *c) {
             int ok = p && file_exists(p);
             moeq_free(&p);
             if (!ok) {
-                st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
-                               "%s/%s: shard listed in the index is missing (%d of %d shards present)\n---> HINT: "
-                               "the download is incomplete",
-                               c->dir, c->shard_names[i], present, c->n_shards);
+                st = MOEQ_FAIL(
+                    MOEQ_ERR_NOT_FOUND,
+                    "%s/%s: shard listed in the index is missing (%d of %d shards present)\n---> HINT: "
+                    "the download is incomplete",
+                    c->dir, c->shard_names[i], present, c->n_shards);
                 break;
             }
         }
@@ -400,16 +417,17 @@ static moeq_status open_impl(moeq_catalog *c) {
         st = moeq_arch_expected_tensors(&c->cfg, on_expected, &x);
         if (st == MOEQ_OK) st = x.st;
         if (st == MOEQ_OK && x.n_missing)
-            st = MOEQ_FAIL(c->has_data ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_FORMAT,
-                           "%s: %d tensor(s) that config.json implies are missing: %s%s\n---> HINT: a shard or its "
-                           "index is incomplete, or config.json belongs to another model",
-                           c->dir, x.n_missing, x.missing, x.n_missing > 3 ? ", ..." : "");
+            st = MOEQ_FAIL(
+                c->has_data ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_FORMAT,
+                "%s: %d tensor(s) that config.json implies are missing: %s%s\n---> HINT: a shard or its "
+                "index is incomplete, or config.json belongs to another model",
+                c->dir, x.n_missing, x.missing, x.n_missing > 3 ? ", ..." : "");
     }
     if (st == MOEQ_OK && !c->has_data)
         for (int i = 0; i < c->n_tensors; i++)
             if (c->t[i].ndim == 0) {
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: index tensor '%s' is not implied by config.json (%s)", c->dir,
-                               c->t[i].name, moeq_arch_name(c->cfg.arch));
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: index tensor '%s' is not implied by config.json (%s)",
+                               c->dir, c->t[i].name, moeq_arch_name(c->cfg.arch));
                 break;
             }
     if (st == MOEQ_OK) st = link_scales(c);
@@ -506,8 +524,8 @@ moeq_status moeq_catalog_read_rows_f32(const moeq_catalog *c, int idx, int64_t r
     const int64_t rows = tensor_rows(t);
     const int64_t cols = rows > 0 ? t->numel / rows : 0;
     if (r0 < 0 || nr < 0 || r0 + nr > rows)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name, (long long)r0,
-                         (long long)(r0 + nr), (long long)rows);
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': rows [%lld, %lld) outside [0, %lld)", t->name,
+                         (long long)r0, (long long)(r0 + nr), (long long)rows);
     const size_t es = moeq_dtype_size(t->dtype);
     const moeq_st_file *f = c->shards[t->shard];
     const uint64_t n = (uint64_t)(nr * cols);
@@ -546,6 +564,70 @@ moeq_status moeq_catalog_read_raw(const moeq_catalog *c, int idx, void *dst) {
     MOEQ_TRY(check_has_data(c, t));
     if (!dst && t->nbytes > 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': raw read into NULL", t->name);
     return moeq_st_read_raw(c->shards[t->shard], t->st, 0, t->nbytes, dst);
+}
+
+uint64_t moeq_catalog_source_hash(const void *raw, size_t n, const void *scale_raw, size_t scale_n) {
+    XXH3_state_t *h = XXH3_createState();
+    if (!h) return 0; // no memory for 576 bytes: the caller's next allocation fails and says so
+    XXH3_64bits_reset(h);
+    if (n) XXH3_64bits_update(h, raw, n);
+    if (scale_n) XXH3_64bits_update(h, scale_raw, scale_n);
+    const uint64_t v = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    return v;
+}
+
+moeq_status moeq_catalog_source_rehash(const moeq_catalog *c, int idx, uint64_t *hash) {
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog rehash: bad tensor index %d", idx);
+    MOEQ_TRY(check_has_data(c, t));
+    const moeq_tensor_info *parts[2] = {t, block_scaled(t) ? &c->t[t->scale] : NULL};
+    if (parts[1]) MOEQ_TRY(check_has_data(c, parts[1]));
+    const uint64_t chunk = 64ull << 20;
+    uint64_t cap = 1;
+    for (int k = 0; k < 2; k++)
+        if (parts[k] && parts[k]->nbytes > cap) cap = parts[k]->nbytes;
+    if (cap > chunk) cap = chunk;
+    unsigned char *buf = MOEQ_MALLOC((size_t)cap, t->name);
+    XXH3_state_t *h = XXH3_createState();
+    moeq_status st = buf && h ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_NOMEM, "rehash of '%s'", t->name);
+    if (h) XXH3_64bits_reset(h);
+    for (int k = 0; k < 2 && st == MOEQ_OK; k++)
+        for (uint64_t off = 0; parts[k] && off < parts[k]->nbytes && st == MOEQ_OK;) {
+            const uint64_t n = parts[k]->nbytes - off < cap ? parts[k]->nbytes - off : cap;
+            st = moeq_st_read_raw(c->shards[parts[k]->shard], parts[k]->st, off, n, buf);
+            if (st == MOEQ_OK) XXH3_64bits_update(h, buf, (size_t)n);
+            off += n;
+        }
+    if (st == MOEQ_OK) *hash = XXH3_64bits_digest(h);
+    if (h) XXH3_freeState(h);
+    moeq_free(&buf);
+    return st;
+}
+
+static moeq_status stamp_add(const moeq_catalog *c, int shard, XXH3_state_t *h) {
+    const moeq_st_file *f = c->shards[shard];
+    struct stat sb;
+    if (fstat(f->fd, &sb) != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: fstat: %s", f->path, strerror(errno));
+    const int64_t v[4] = {(int64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec, (int64_t)sb.st_mtim.tv_nsec,
+                          (int64_t)sb.st_ino};
+    XXH3_64bits_update(h, v, sizeof v);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_catalog_source_stamp(const moeq_catalog *c, int idx, uint64_t *stamp) {
+    const moeq_tensor_info *t = tensor_at(c, idx);
+    if (!t) return MOEQ_FAIL(MOEQ_ERR_ARG, "catalog stamp: bad tensor index %d", idx);
+    MOEQ_TRY(check_has_data(c, t));
+    XXH3_state_t *h = XXH3_createState();
+    if (!h) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "xxh3 state");
+    XXH3_64bits_reset(h);
+    moeq_status st = stamp_add(c, t->shard, h);
+    if (st == MOEQ_OK && block_scaled(t) && c->t[t->scale].shard != t->shard)
+        st = stamp_add(c, c->t[t->scale].shard, h);
+    if (st == MOEQ_OK) *stamp = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    return st;
 }
 
 moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,

@@ -134,6 +134,19 @@ moeq_status moeq_catalog_decode_f32(const moeq_catalog *c, int idx, const void *
 moeq_status moeq_catalog_raw_view(const moeq_catalog *c, int idx, const void *raw, const void *scale_raw,
                                   moeq_raw_tensor *out);
 
+// ---- source identity: what a tensor's result was computed from (--resume, pipeline/quantize_worker.c) ----
+// The source hash of a tensor is xxh3-64 over its raw bytes as stored, then over its block scale's raw bytes
+// when it has one (FP8): moeq_catalog_source_hash on bytes already read (a worker hashes what it just read,
+// no extra pass), moeq_catalog_source_rehash reading them again in chunks (bounded memory for any size).
+uint64_t moeq_catalog_source_hash(const void *raw, size_t n, const void *scale_raw, size_t scale_n);
+moeq_status moeq_catalog_source_rehash(const moeq_catalog *c, int idx, uint64_t *hash);
+// A stamp of the shard files tensor idx is read from (its own, then its block scale's when that lives in
+// another shard): xxh3-64 over (size, mtime s, mtime ns, inode) from fstat of the open shard, i.e. of the
+// file this process reads. It changes when a shard is rewritten in place, replaced, or when --model names
+// another directory; it does not prove the bytes changed (a copy with the same content has another stamp):
+// callers rehash when it differs. MOEQ_ERR_IO naming the file; MOEQ_ERR_ARG for a bad index.
+moeq_status moeq_catalog_source_stamp(const moeq_catalog *c, int idx, uint64_t *stamp);
+
 // ---- the tensors an architecture implies (used by synth, metadata-only catalogs and completeness checks) ----
 typedef struct moeq_expected_tensor {
     char name[160];

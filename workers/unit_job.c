@@ -56,7 +56,8 @@ static moeq_status copy_through(moeq_unit_ctx *x, const moeq_tensor_info *t, con
         XXH3_64bits_update(one, buf, (size_t)n);
         done += n;
     }
-    if (st == MOEQ_OK) r->ds_checksum[MOEQ_DS_DATA] = XXH3_64bits_digest(one);
+    if (st == MOEQ_OK) r->ds_checksum[MOEQ_DS_DATA] = r->source_xxh3 = XXH3_64bits_digest(one);
+    if (st == MOEQ_OK) st = moeq_catalog_source_stamp(x->cat, x->plan->t[r->tensor].cat, &r->source_stamp);
     if (one) XXH3_freeState(one);
     moeq_free(&buf);
     return st;
@@ -146,7 +147,11 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
     for (int d = 0; d < MOEQ_PLANE_COUNT; d++) q.plane[d] = bufs[d]; // datasets = planes (io/artifact.c)
     q.best_round = -1;
     st = read_raw(x, i, t, &src, &it);
+    if (st == MOEQ_OK) st = moeq_catalog_source_stamp(x->cat, pt->cat, &r->source_stamp);
     if (st != MOEQ_OK) goto done;
+    // the source's identity, from the bytes just read (journaled: --resume rechecks it)
+    r->source_xxh3 = moeq_catalog_source_hash(src.data, moeq_raw_tensor_bytes(&src), src.block_scale,
+                                              moeq_raw_tensor_scale_bytes(&src));
     const double t0 = moeq_now_s();
     moeq_status qs = moeq_quantize_tensor(ops, &pt->q, t->name, &src, &work, &q, r);
     x->seconds_compute += moeq_now_s() - t0;
