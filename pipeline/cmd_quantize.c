@@ -19,7 +19,8 @@ enum {
     OPT_SIM_FAIL,
     OPT_SIM_STRAGGLERS,
     OPT_DEVICE,
-    OPT_READ_AHEAD
+    OPT_READ_AHEAD,
+    OPT_ALLOW_MIXED
 };
 
 static int on_opt(int opt, const char *arg, void *ctx) {
@@ -87,6 +88,9 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         }
         c->o.device = arg;
         return 0;
+    case OPT_ALLOW_MIXED:
+        c->o.allow_mixed_numerics = 1;
+        return 0;
     case OPT_SIMULATE:
         c->o.simulate = 1;
         return 0;
@@ -134,6 +138,7 @@ static int run(int argc, char **argv) {
         {"journal-batch", required_argument, NULL, OPT_JOURNAL_BATCH},
         {"device", required_argument, NULL, OPT_DEVICE},
         {"read-ahead", required_argument, NULL, OPT_READ_AHEAD},
+        {"allow-mixed-numerics", no_argument, NULL, OPT_ALLOW_MIXED},
         {"simulate", no_argument, NULL, OPT_SIMULATE},
         {"sim-ranks", required_argument, NULL, OPT_SIM_RANKS},
         {"sim-time-scale", required_argument, NULL, OPT_SIM_SCALE},
@@ -215,7 +220,10 @@ const moeq_command moeq_cmd_quantize = {
         "  -r, --recipe FILE      YAML recipe (configs/README.md); default: HQQ 4-bit, group 64 on every\n"
         "                         attention/expert/MLP linear, the rest stored as it came\n"
         "  -R, --resume           continue an interrupted run: keeps every journaled unit whose bytes\n"
-        "                         verify, redoes the rest; refused if the model, recipe or backend changed\n"
+        "                         verify, redoes the rest; refused (exit 7) if the model, recipe, backend\n"
+        "                         or numerics fingerprint changed, or a journaled unit's source weights\n"
+        "                         differ from those it was computed from (shards rechecked by size,\n"
+        "                         mtime and inode, rehashed where these changed)\n"
         "  -f, --force            replace an existing artifact (or discard an interrupted run)\n"
         "      --device KIND      kernel backend, one for all ranks (default cpu; docs/ARTIFACT.md):\n"
         "                         cpu: the reference kernels. cuda: the CUDA port; each rank takes a\n"
@@ -226,6 +234,10 @@ const moeq_command moeq_cmd_quantize = {
         "                         and cpu round differently: exit 7), auto follows the artifact's. Bytes\n"
         "                         are identical per backend (cuda: same GPU model and CUDA libraries).\n"
         "                         --simulate ignores it\n"
+        "      --allow-mixed-numerics  run even when the ranks' numerics fingerprints differ (nodes whose\n"
+        "                         BLAS kernels or GPUs round differently: README, Same bytes on every\n"
+        "                         machine); the artifact then depends on which rank drew which unit.\n"
+        "                         Without it such a run is refused (exit 3), naming the ranks\n"
         "  -S, --schedule MODE    dynamic (default): units handed out on request, largest first;\n"
         "                         static: LPT partition by estimated cost, then retries on request\n"
         "  -p, --progress S       progress line every S seconds on rank 0 (default 10; 0 = none)\n"

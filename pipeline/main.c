@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "run_numerics.h" // defines: moeq_numerics_pin
 
 static const moeq_command *const commands[] = {
     &moeq_cmd_inspect,
@@ -36,6 +37,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    moeq_numerics_pin(argv); // may run this program again, with OpenBLAS's kernel pinned
     moeq_log_init(0, MOEQ_LOG_INFO);
     if (argc < 2) {
         usage(stderr);

@@ -15,6 +15,7 @@
 #include "moeq_worker.h"
 #include "quantize_run.h"
 #include "run_device.h" // defines: moeq_run_device
+#include "run_numerics.h" // defines: moeq_run_numerics
 
 // A phase's return value: go on with the next phase (any other value is the process exit code, >= 0).
 #define MOEQ_QRUN_NEXT (-1)
@@ -59,6 +60,8 @@ typedef struct run_state {
     int out_fd;          // every rank during the dispatch phase: the skeleton, open for writing (-1 = not)
     moeq_unit_ctx ctx;   // the real worker's unit context (workers/unit_job.h)
     moeq_run_device dev; // this rank's backend and device (run_device.h)
+    moeq_run_numerics num;     // the run's numerics on dev's backend (run_numerics.h; the real worker)
+    moeq_run_numerics num_cpu; // ... on the CPU when dev is CUDA (--device auto may resume a CPU artifact)
     uint64_t read_ahead; // the resolved --read-ahead (bytes; 0 = off): the worker's start sets it
     int resume_on_cpu;   // rank 0: --device auto resumes a CPU artifact on the CPU (broadcast after prepare)
     size_t result_max_bytes; // the largest result message of a unit (the queue's buffers)

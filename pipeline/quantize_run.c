@@ -83,12 +83,39 @@ static moeq_status backend_check_resume(run_state *s) {
         strcmp(rec, "cuda") ? "" : " on nodes where every rank has a GPU", s->dev.backend);
 }
 
+// Rank 0, resuming: the units still to do must compute the bits the journaled ones did (run_numerics.h).
+// A partial run made before artifacts recorded their numerics cannot be checked: said, and accepted.
+static moeq_status numerics_check_resume(run_state *s) {
+    const moeq_run_numerics *now = s->resume_on_cpu ? &s->num_cpu : &s->num;
+    char rec[MOEQ_RUN_NUMERICS_FP], desc[MOEQ_RUN_NUMERICS_DESC];
+    MOEQ_TRY(moeq_artifact_root_str(s->partial, "numerics_fingerprint", rec, sizeof rec));
+    MOEQ_TRY(moeq_artifact_root_str(s->partial, "numerics", desc, sizeof desc));
+    if (!rec[0]) {
+        MOEQ_LOG(MOEQ_LOG_WARN,
+                 "%s records no numerics fingerprint (made by an older moeq): cannot check that "
+                 "this run computes the same bits as the journaled units",
+                 s->partial);
+        return MOEQ_OK;
+    }
+    if (!strcmp(rec, now->fingerprint)) return MOEQ_OK;
+    return MOEQ_FAIL(
+        MOEQ_ERR_MISMATCH,
+        "%s: started under numerics %s (%s); this run's ranks compute %s (%s): the units still to "
+        "do would round differently from the journaled ones\n---> HINT: resume on nodes of the "
+        "kind that started it, with the same BLAS kernel (OPENBLAS_CORETYPE set to the core named "
+        "first; moeq pins Haswell on x86-64 unless MOEQ_NUMERICS=native), or pass --force to "
+        "start over",
+        s->partial, rec, desc, now->fingerprint, now->desc);
+}
+
 // Rank 0, resuming ARTIFACT.partial: the skeleton must be this plan's and this backend's; the journal's
 // records mark their units done (a missing journal is a new, empty one).
 static moeq_status resume_rank0(run_state *s) {
     const moeq_plan *p = s->plan;
     MOEQ_TRY(moeq_artifact_layout(s->partial, p->digest, s->e, p->n_tensors));
     MOEQ_TRY(backend_check_resume(s));
+    if (s->num.fingerprint[0])
+        MOEQ_TRY(numerics_check_resume(s)); // the real worker (the simulated one: none)
     moeq_status st =
         moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
     if (st == MOEQ_ERR_NOT_FOUND)
@@ -112,6 +139,8 @@ static moeq_status skeleton_create(run_state *s) {
         .plan_digest = p->digest,
         .n_units = p->n_units,
         .backend = s->dev.backend,
+        .numerics_fingerprint = s->num.fingerprint,
+        .numerics = s->num.desc,
     };
     char *sj = shards_json(s->cat);
     m.shards_json = sj;

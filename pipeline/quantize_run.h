@@ -17,6 +17,7 @@ typedef struct moeq_quantize_opts {
     const char *out_path;
     int resume;
     int force;
+    int allow_mixed_numerics; // ranks whose numerics fingerprints differ may run (run_numerics.h)
     moeq_schedule schedule;
     const char *cost_model; // "cpu-core"
     const char *device;     // kernel backend: "cpu", "cuda" or "auto" (run_device.h); NULL = "cpu"

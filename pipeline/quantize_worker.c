@@ -20,37 +20,82 @@
 
 // ---- verification of the journaled units (collective) ----
 
-// Journaled units whose bytes on disk no longer match are redone (checked in parallel).
+// Journaled units are checked in parallel (the k-th journaled unit by rank k mod n_ranks):
+//  - their bytes on disk against the journaled checksums: a unit that no longer matches is redone;
+//  - their sources: a tensor whose shard files have another stamp now (size, mtime, inode) than when it was
+//    read is rehashed, and a source whose bytes differ from the journaled hash refuses the resume (exit 7,
+//    the tensors named): the partial run was computed from other weights (a shard rewritten after a crash,
+//    or --model naming another directory of the same geometry). Same bytes under a new stamp (a copy, a
+//    touch) are fine.
+enum { V_SUM, V_SRC, V_STAMP, V_N };
+
 static moeq_status verify_done(run_state *s) {
     const moeq_plan *p = s->plan;
-    uint64_t *sums = MOEQ_CALLOC((size_t)p->n_tensors, sizeof *sums, "checksums");
+    const size_t nt = (size_t)p->n_tensors;
+    uint64_t *rec = MOEQ_CALLOC(nt * V_N, sizeof *rec, "journaled checksums");
     unsigned char *bad = MOEQ_CALLOC((size_t)p->n_units, 1, "verify flags");
     unsigned char *bad_all = MOEQ_CALLOC((size_t)p->n_units, 1, "verify flags");
-    if (!sums || !bad || !bad_all) {
-        moeq_free(&sums), moeq_free(&bad), moeq_free(&bad_all);
+    unsigned char *moved = MOEQ_CALLOC(nt, 1, "source flags"),
+                  *moved_all = MOEQ_CALLOC(nt, 1, "source flags");
+    if (!rec || !bad || !bad_all || !moved || !moved_all) {
+        moeq_free(&rec), moeq_free(&bad), moeq_free(&bad_all), moeq_free(&moved), moeq_free(&moved_all);
         return MOEQ_ERR_NOMEM;
     }
     if (s->rank == 0)
-        for (int i = 0; i < p->n_tensors; i++) sums[i] = s->res[i].checksum;
-    MPI_Bcast(sums, p->n_tensors, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+        for (size_t i = 0; i < nt; i++) {
+            rec[i * V_N + V_SUM] = s->res[i].checksum;
+            rec[i * V_N + V_SRC] = s->res[i].source_xxh3;
+            rec[i * V_N + V_STAMP] = s->res[i].source_stamp;
+        }
+    MPI_Bcast(rec, (int)(nt * V_N), MPI_UINT64_T, 0, MPI_COMM_WORLD);
     int fd = open(s->partial, O_RDONLY | O_CLOEXEC);
     moeq_status st = fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", s->partial, strerror(errno)) : MOEQ_OK;
     int k = 0;
     for (int u = 0; u < p->n_units && st == MOEQ_OK; u++) {
         if (s->done[u] != 1) continue;
         if (k++ % s->n_ranks != s->rank) continue;
-        for (int i = p->u[u].first; i < p->u[u].first + p->u[u].count; i++) {
-            uint64_t c = 0;
-            if (moeq_artifact_checksum_tensor(fd, s->partial, &s->e[i], &c, NULL) != MOEQ_OK ||
-                c != sums[i]) {
+        for (int i = p->u[u].first; i < p->u[u].first + p->u[u].count && st == MOEQ_OK; i++) {
+            uint64_t c = 0, stamp = 0, h = 0;
+            if (!bad[u] && (moeq_artifact_checksum_tensor(fd, s->partial, &s->e[i], &c, NULL) != MOEQ_OK ||
+                            c != rec[i * V_N + V_SUM]))
                 bad[u] = 1;
-                break;
-            }
+            st = moeq_catalog_source_stamp(s->cat, p->t[i].cat, &stamp);
+            if (st != MOEQ_OK || stamp == rec[i * V_N + V_STAMP]) continue;
+            st = moeq_catalog_source_rehash(s->cat, p->t[i].cat, &h);
+            moved[i] = st != MOEQ_OK ? 0 : h != rec[i * V_N + V_SRC] ? 2 : 1; // 2: other bytes, 1: same
         }
     }
     if (fd >= 0) close(fd);
     MPI_Allreduce(bad, bad_all, p->n_units, MPI_UNSIGNED_CHAR, MPI_MAX, MPI_COMM_WORLD);
-    for (int u = 0; u < p->n_units; u++)
+    MPI_Allreduce(moved, moved_all, (int)nt, MPI_UNSIGNED_CHAR, MPI_MAX, MPI_COMM_WORLD);
+    int n_changed = 0, n_same = 0;
+    for (size_t i = 0; i < nt; i++) n_changed += moved_all[i] == 2, n_same += moved_all[i] == 1;
+    if (st == MOEQ_OK && n_changed) {
+        char names[640] = "";
+        size_t len = 0;
+        int listed = 0;
+        for (size_t i = 0; i < nt && listed < 4; i++)
+            if (moved_all[i] == 2) {
+                const moeq_tensor_info *t = &s->cat->t[p->t[i].cat];
+                len +=
+                    (size_t)snprintf(names + len, len < sizeof names ? sizeof names - len : 0, "%s'%s' (%s)",
+                                     listed ? ", " : "", t->name, s->cat->shard_names[t->shard]);
+                listed++;
+            }
+        st = MOEQ_FAIL(
+            MOEQ_ERR_MISMATCH,
+            "%s: resume refused: the source of %d journaled tensor%s changed since %s quantized: "
+            "%s%s (their bytes in %s differ from those the partial run was computed from)\n"
+            "---> HINT: resume with the checkpoint this run started from (the same files), or pass "
+            "--force to start over from these weights",
+            s->partial, n_changed, n_changed == 1 ? "" : "s", n_changed == 1 ? "it was" : "they were", names,
+            n_changed > listed ? ", ..." : "", s->cat->dir);
+    } else if (st == MOEQ_OK && n_same && s->rank == 0)
+        MOEQ_LOG(MOEQ_LOG_INFO,
+                 "%d journaled tensors' shard files were touched, replaced or moved since they were read: "
+                 "rehashed, same bytes",
+                 n_same);
+    for (int u = 0; u < p->n_units && st == MOEQ_OK; u++)
         if (bad_all[u]) {
             if (s->rank == 0)
                 MOEQ_LOG(MOEQ_LOG_WARN,
@@ -59,7 +104,7 @@ static moeq_status verify_done(run_state *s) {
                          u, moeq_unit_kind_name(p->u[u].kind), p->u[u].layer, p->u[u].expert);
             s->done[u] = 0;
         }
-    moeq_free(&sums), moeq_free(&bad), moeq_free(&bad_all);
+    moeq_free(&rec), moeq_free(&bad), moeq_free(&bad_all), moeq_free(&moved), moeq_free(&moved_all);
     return st;
 }
 
@@ -204,8 +249,18 @@ static void real_prefetch(int unit, void *user) {
     if (s->ctx.stage) (void)moeq_stage_push_unit(s->ctx.stage, unit); // a failure is seen again at take
 }
 
+// The backend of --device, and the ranks' numerics on it (both collective): ranks that would compute
+// different bits are refused here, before anything is read or written.
 static moeq_status real_device(run_state *s) {
-    return moeq_run_device_select(s->o->device, MPI_COMM_WORLD, &s->dev); // collective
+    MOEQ_TRY(moeq_run_device_select(s->o->device, MPI_COMM_WORLD, &s->dev));
+    const int mixed = s->o->allow_mixed_numerics;
+    MOEQ_TRY(moeq_run_numerics_agree(s->dev.ops, mixed, MPI_COMM_WORLD, &s->num));
+    if (s->dev.ops && s->dev.ops != &moeq_kernel_ops_cpu)
+        MOEQ_TRY(moeq_run_numerics_agree(NULL, mixed, MPI_COMM_WORLD, &s->num_cpu));
+    else
+        s->num_cpu = s->num;
+    if (s->rank == 0) MOEQ_LOG(MOEQ_LOG_DBG, "numerics fingerprint %s (%s)", s->num.fingerprint, s->num.desc);
+    return MOEQ_OK;
 }
 
 static moeq_status real_start(run_state *s) {
