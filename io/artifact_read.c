@@ -103,6 +103,10 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
         char *b = moeq_h5_attr_strdup(f, "backend");
         snprintf(in->backend, sizeof in->backend, "%s", b ? b : "cpu"); // absent: made before it was recorded
         free(b);
+        char *nf = moeq_h5_attr_strdup(f, "numerics_fingerprint"), *nd = moeq_h5_attr_strdup(f, "numerics");
+        snprintf(in->numerics_fingerprint, sizeof in->numerics_fingerprint, "%s", nf ? nf : "");
+        snprintf(in->numerics, sizeof in->numerics, "%s", nd ? nd : "");
+        free(nf), free(nd);
         in->moeq_version = dup_or_empty(moeq_h5_attr_strdup(f, "moeq_version"));
         in->recipe_text = dup_or_empty(moeq_h5_attr_strdup(f, "recipe"));
         in->recipe_path = dup_or_empty(moeq_h5_attr_strdup(f, "recipe_path"));
@@ -165,6 +169,7 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
         snprintf(rec[i].status, sizeof rec[i].status, "%s", s ? s : "");
         free(s);
         attr_f64(g, "rel_fro_error", &rec[i].rel_fro_error);
+        if (H5Aexists(g, "source_xxh3") > 0) attr_u64(g, "source_xxh3", &rec[i].source_xxh3);
         if (attr_u64(g, "checksum", &rec[i].checksum) < 0)
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': no checksum attribute", path, e[i].name);
         for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {

@@ -15,6 +15,8 @@ typedef struct moeq_artifact_info {
     int64_t format_version;
     char status[32];    // "complete" or "partial"
     char backend[16];   // kernel backend that made it: "cpu" or "cuda" ("cpu" when not recorded)
+    char numerics_fingerprint[160]; // the ranks' numerics fingerprint(s) ("" when not recorded)
+    char numerics[480];             // what chose those bits ("" when not recorded)
     char *moeq_version; // producing moeq
     char *recipe_text;  // effective recipe (YAML)
     char *recipe_path;
@@ -42,6 +44,7 @@ typedef struct moeq_artifact_record {
     uint64_t checksum;            // tensor checksum (xxh3-64 over its datasets in moeq_ds order)
     uint64_t xxh3[MOEQ_DS_COUNT]; // each dataset's own checksum (0 when absent)
     double rel_fro_error;         // recorded by quantize (NaN when absent)
+    uint64_t source_xxh3;         // the source bytes' hash (moeq_catalog_source_hash; 0 when not recorded)
     char status[128];             // "ok", "failed: ...", or "pending"
 } moeq_artifact_record;
 

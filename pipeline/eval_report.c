@@ -93,6 +93,8 @@ moeq_status moeq_eval_report_build(ev_state *s, report *R) {
         acc_add(&R->all, r, p->t[i].bits_per_weight);
         R->n_quantized++;
         if (r->rel_fro == r->recorded_rel_fro) R->metrics_match_recorded++;
+        if (fabs(r->rel_fro - r->recorded_rel_fro) <= s->rel_tol * fabs(r->recorded_rel_fro))
+            R->metrics_within_tol++;
         if (R->max_rel_tensor < 0 || r->rel_fro > R->max_rel) R->max_rel = r->rel_fro, R->max_rel_tensor = i;
         const int l = s->e[i].c.layer;
         if (l >= 0 && l < L) {
@@ -191,6 +193,12 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
                         json_pack("{s:o,s:o,s:o,s:o,s:i}", "overall", acc_json(&R->all), "by_class", classes,
                                   "by_layer", layers, "tensors", tensors, "metrics_match_recorded",
                                   R->metrics_match_recorded));
+    json_object_set_new(
+        root, "numerics",
+        json_pack("{s:s,s:s,s:s,s:s,s:o,s:f,s:i}", "artifact_fingerprint", s->info->numerics_fingerprint,
+                  "artifact", s->info->numerics, "eval_fingerprint", s->num.fingerprint, "eval", s->num.desc,
+                  "same", s->numerics_same < 0 ? json_null() : json_boolean(s->numerics_same),
+                  "rel_tolerance", s->rel_tol, "errors_within_tolerance", R->metrics_within_tol));
     // block probes
     if (s->have_models) {
         json_t *bl = json_array();
@@ -290,6 +298,15 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
            p->n_tensors, R->n_datasets, R->bytes_verified / 1048576.0, s->n_ranks,
            R->integrity_failures || R->other_failures ? "FAILED" : "ok",
            (unsigned long long)s->info->artifact_checksum);
+    printf("  numerics: recomputed under %s (%s); %s; recorded weight errors: %d of %d agree within %.0e "
+           "relative (%d bit for bit)\n",
+           s->num.fingerprint, s->num.desc,
+           s->numerics_same > 0    ? "the artifact's are the same"
+           : s->numerics_same == 0 ? "the artifact was made under ANOTHER fingerprint"
+                                   : "the artifact records none (older moeq)",
+           R->metrics_within_tol, R->n_quantized, s->rel_tol, R->metrics_match_recorded);
+    if (s->numerics_same == 0)
+        printf("            artifact's: %s (%s)\n", s->info->numerics_fingerprint, s->info->numerics);
     printf("\n  weight error (deq(Q) + U·V vs source)\n");
     printf("  %-20s %7s %10s %8s %10s %10s %10s %9s %10s\n", "class", "tensors", "params", "bits/w",
            "rel.fro", "mean rel", "max rel", "SQNR dB", "max abs");
@@ -481,7 +498,16 @@ void moeq_eval_report_failures(const ev_state *s) {
             stderr, "  %s%s%s: %s\n", s->e[i].name, r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? "/" : "",
             r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? moeq_ds_name((moeq_ds)r->bad_ds) : "", r->message);
     }
-    fprintf(stderr,
-            "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
-            "quantize again or restore it from a good copy\n");
+    int moved = 0, other = 0;
+    for (int i = 0; i < p->n_tensors; i++)
+        moved += s->res[i].status == MOEQ_ERR_MISMATCH, other += s->res[i].status != MOEQ_OK;
+    if (moved)
+        fprintf(stderr,
+                "---> HINT: --model is not the checkpoint the artifact was quantized from (another "
+                "revision, a shard rewritten, or another directory): evaluate against the checkpoint it "
+                "was made from, or quantize again from this one\n");
+    if (other > moved)
+        fprintf(stderr,
+                "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
+                "quantize again or restore it from a good copy\n");
 }

@@ -21,14 +21,13 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "arch_desc.h"   // defines: moeq_arch_desc (which families have a CPU forward pass)
-#include "cli.h"         // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
-#include "run_common.h"  // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
+#include "arch_desc.h"  // defines: moeq_arch_desc (which families have a CPU forward pass)
+#include "cli.h"        // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
+#include "run_common.h" // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "moeq_worker.h" // defines: moeq_eval_unit_run, moeq_artifact_tensor_fn, moeq_model, perplexity, probes
 #include "analyze_run.h" // defines: moeq_plan_build_collective (the analyze phase of data-dependent recipes)
 
 #include "eval_state.h" // defines: ev_state, the report (eval_report.c)
-
 
 // Exit code of a failed phase: what the artifact or model is wrong about is bad input (3), not a refused
 // resume (moeq_exit_code maps MISMATCH to 7 for quantize).
@@ -49,12 +48,14 @@ static moeq_status open_all(ev_state *s) {
     const moeq_eval_opts *o = s->o;
     MOEQ_TRY(moeq_artifact_info_read(o->artifact, &s->info));
     if (strcmp(s->info->status, "complete") != 0)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: status '%s': the artifact is not complete\n---> HINT: finish it with "
-                         "`moeq quantize --resume` (same --model, --recipe and --out)", o->artifact, s->info->status);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: status '%s': the artifact is not complete\n---> HINT: finish it with "
+                         "`moeq quantize --resume` (same --model, --recipe and --out)",
+                         o->artifact, s->info->status);
     MOEQ_TRY(moeq_catalog_open(o->model_dir, &s->cat));
     if (!s->cat->has_data)
-        return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: no shards (metadata only); eval compares against the weights",
-                         o->model_dir);
+        return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
+                         "%s: no shards (metadata only); eval compares against the weights", o->model_dir);
     char what[4200];
     snprintf(what, sizeof what, "%s:recipe", o->artifact);
     MOEQ_TRY(moeq_recipe_parse(what, s->info->recipe_text, &s->recipe));
@@ -63,15 +64,18 @@ static moeq_status open_all(ev_state *s) {
     // collective: a recipe with data-dependent policies re-runs the analyze phase (identical on every rank)
     moeq_status st = moeq_plan_build_collective(s->cat, s->recipe, &cm, MPI_COMM_WORLD, NULL, NULL, &s->plan);
     if (st != MOEQ_OK)
-        return MOEQ_FAIL(MOEQ_ERR_MISMATCH, "%s: its recipe does not apply to the model %s (%s)\n---> HINT: pass the "
-                         "--model it was quantized from (source_dir: %s)", o->artifact, o->model_dir,
-                         moeq_error_detail(), s->info->source_dir);
+        return MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                         "%s: its recipe does not apply to the model %s (%s)\n---> HINT: pass the "
+                         "--model it was quantized from (source_dir: %s)",
+                         o->artifact, o->model_dir, moeq_error_detail(), s->info->source_dir);
     if (s->plan->digest != s->info->plan_digest || s->plan->n_tensors != s->info->n_tensors)
-        return MOEQ_FAIL(MOEQ_ERR_MISMATCH, "%s: made from another model or recipe (plan digest %016llx, %lld tensors; "
-                         "%s with the artifact's recipe gives %016llx, %d tensors)\n---> HINT: pass the --model it was "
-                         "quantized from (source_dir: %s)", o->artifact, (unsigned long long)s->info->plan_digest,
-                         (long long)s->info->n_tensors, o->model_dir, (unsigned long long)s->plan->digest,
-                         s->plan->n_tensors, s->info->source_dir);
+        return MOEQ_FAIL(
+            MOEQ_ERR_MISMATCH,
+            "%s: made from another model or recipe (plan digest %016llx, %lld tensors; "
+            "%s with the artifact's recipe gives %016llx, %d tensors)\n---> HINT: pass the --model it was "
+            "quantized from (source_dir: %s)",
+            o->artifact, (unsigned long long)s->info->plan_digest, (long long)s->info->n_tensors,
+            o->model_dir, (unsigned long long)s->plan->digest, s->plan->n_tensors, s->info->source_dir);
     return build_entries(s);
 }
 
@@ -96,7 +100,8 @@ static void work_cb(int unit, void *buf, size_t *len, void *user) {
     *len = sizeof *r * (size_t)u->count;
 }
 
-static moeq_result_action result_cb(int unit, int from, int attempt, const void *buf, size_t len, void *user) {
+static moeq_result_action result_cb(int unit, int from, int attempt, const void *buf, size_t len,
+                                    void *user) {
     (void)attempt;
     ev_state *s = user;
     const moeq_unit *u = &s->plan->u[unit];
@@ -116,10 +121,11 @@ static moeq_result_action result_cb(int unit, int from, int attempt, const void 
 static void progress_cb(int final, void *user) {
     ev_state *s = user;
     if (s->o->quiet || s->o->progress_s <= 0) return;
-    const double el = moeq_now_s() - s->t_weights, frac = s->plan->n_units ? (double)s->n_units_done / s->plan->n_units : 1;
-    MOEQ_LOG(MOEQ_LOG_INFO, "eval: weights %d/%d units (%.1f%%), %.1f MiB verified, %s %.0f s%s", s->n_units_done,
-             s->plan->n_units, 100 * frac, s->bytes_done / 1048576.0, final ? "elapsed" : "ETA",
-             final ? el : (frac > 0 ? el / frac - el : 0), final ? ", done" : "");
+    const double el = moeq_now_s() - s->t_weights,
+                 frac = s->plan->n_units ? (double)s->n_units_done / s->plan->n_units : 1;
+    MOEQ_LOG(MOEQ_LOG_INFO, "eval: weights %d/%d units (%.1f%%), %.1f MiB verified, %s %.0f s%s",
+             s->n_units_done, s->plan->n_units, 100 * frac, s->bytes_done / 1048576.0,
+             final ? "elapsed" : "ETA", final ? el : (frac > 0 ? el / frac - el : 0), final ? ", done" : "");
 }
 
 static moeq_status weights_pass(ev_state *s) {
@@ -218,8 +224,10 @@ static moeq_status models_pass(ev_state *s, int fd) {
     if (st == MOEQ_OK) st = moeq_model_load_catalog(s->cat, &orig);
     if (st == MOEQ_OK) st = moeq_model_load(cfg, moeq_artifact_tensor_fn, &src, &quant);
     // the text (default: the model's val.txt, the text of reference.json's protocol)
-    if (o->text_path) snprintf(s->text_path, sizeof s->text_path, "%s", o->text_path);
-    else snprintf(s->text_path, sizeof s->text_path, "%s/val.txt", o->model_dir);
+    if (o->text_path)
+        snprintf(s->text_path, sizeof s->text_path, "%s", o->text_path);
+    else
+        snprintf(s->text_path, sizeof s->text_path, "%s/val.txt", o->model_dir);
     int want_text = o->text_path || moeq_run_file_exists(s->text_path);
     if (st == MOEQ_OK && want_text) st = load_text(s, &ids);
     s->seconds[2] = moeq_now_s() - t0;
@@ -251,7 +259,8 @@ static moeq_status models_pass(ev_state *s, int fd) {
         st = moeq_moe_probe_gaussian(orig, l, T, o->seed, x);
         if (st == MOEQ_OK) st = moeq_moe_probe_error(orig, quant, l, x, T, &b[BLK_G_REL], &b[BLK_G_TOPK]);
         if (st == MOEQ_OK && Tt > 0)
-            st = moeq_moe_probe_error(orig, quant, l, taps + (size_t)l * Tt * H, Tt, &b[BLK_T_REL], &b[BLK_T_TOPK]);
+            st = moeq_moe_probe_error(orig, quant, l, taps + (size_t)l * Tt * H, Tt, &b[BLK_T_REL],
+                                      &b[BLK_T_TOPK]);
         if (st == MOEQ_OK && Tt > 0) { // top-k sets of the two full forward passes (order ignored)
             const int64_t K = cfg->top_k;
             int64_t changed = 0;
@@ -272,7 +281,8 @@ static moeq_status models_pass(ev_state *s, int fd) {
     if (st != MOEQ_OK) goto done;
     blk_all = MOEQ_CALLOC((size_t)L * BLK_N, sizeof(double), "block results");
     if (!blk_all) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
-    MPI_Allreduce(s->blk, blk_all, L * BLK_N, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); // one owner per layer: exact
+    MPI_Allreduce(s->blk, blk_all, L * BLK_N, MPI_DOUBLE, MPI_SUM,
+                  MPI_COMM_WORLD); // one owner per layer: exact
     memcpy(s->blk, blk_all, sizeof(double) * (size_t)L * BLK_N);
     s->seconds[3] = moeq_now_s() - t0;
     // ---- perplexity: windows [nw·r/n, nw·(r+1)/n) on rank r; sums added on rank 0 in window order ----
@@ -292,18 +302,24 @@ static moeq_status models_pass(ev_state *s, int fd) {
     for (int64_t a = w0; a < w1 && st == MOEQ_OK; a += chunk) {
         const int64_t b = a + chunk < w1 ? a + chunk : w1;
         if (!route && st == MOEQ_OK) {
-            route = MOEQ_CALLOC((size_t)moeq_config_n_layers_total(&s->cat->cfg) * (size_t)s->cat->cfg.n_experts + 1,
-                                sizeof *route, "routing counts");
+            route = MOEQ_CALLOC(
+                (size_t)moeq_config_n_layers_total(&s->cat->cfg) * (size_t)s->cat->cfg.n_experts + 1,
+                sizeof *route, "routing counts");
             if (!route) st = MOEQ_ERR_NOMEM;
         }
-        if (st == MOEQ_OK) st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, route);
-        if (st == MOEQ_OK) st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL);
-        if (s->rank == 0 && !o->quiet && o->progress_s > 0 && (moeq_now_s() - t_last >= o->progress_s || b == w1)) {
+        if (st == MOEQ_OK)
+            st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, route);
+        if (st == MOEQ_OK)
+            st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL);
+        if (s->rank == 0 && !o->quiet && o->progress_s > 0 &&
+            (moeq_now_s() - t_last >= o->progress_s || b == w1)) {
             t_last = moeq_now_s();
             const double el = t_last - t0, frac = (double)(b - w0) / (double)(w1 - w0);
-            MOEQ_LOG(MOEQ_LOG_INFO, "eval: perplexity (original + quantized) rank 0: %lld/%lld of its windows "
-                     "(%.1f%%), %s %.0f s", (long long)(b - w0), (long long)(w1 - w0), 100 * frac,
-                     b == w1 ? "elapsed" : "ETA", b == w1 ? el : el / frac - el);
+            MOEQ_LOG(MOEQ_LOG_INFO,
+                     "eval: perplexity (original + quantized) rank 0: %lld/%lld of its windows "
+                     "(%.1f%%), %s %.0f s",
+                     (long long)(b - w0), (long long)(w1 - w0), 100 * frac, b == w1 ? "elapsed" : "ETA",
+                     b == w1 ? el : el / frac - el);
         }
     }
     st = moeq_run_agree(st, MPI_COMM_WORLD);
@@ -340,6 +356,25 @@ done:
 
 // ---- the run ----
 
+// The tolerance of recomputed weight errors against the recorded ones. Eval rebuilds deq(Q) + U·V with the
+// very calls quantize measured with (workers/eval_unit.c), so under the same numerics fingerprint on the CPU
+// backend the figures agree to the bit; 1e-9 leaves room for nothing but printing. Under another fingerprint,
+// or for an artifact made by CUDA (whose figures come from cuBLAS, kernels/tensor.h: ~1e-7 relative) or one
+// that recorded no fingerprint, the reconstruction's sgemm rounds differently: fp32 rounding of U·V moves the
+// error norm by ~1e-6 relative; 1e-4 is a hundred times that, and a thousand times below what other source
+// weights give (a changed shard moved the error of its tensors by 10-600%,
+// tests/pipeline/test_numerics_e2e.sh).
+static void numerics_tolerance(ev_state *s) {
+    const char *rec = s->info->numerics_fingerprint;
+    s->numerics_same = !rec[0] ? -1 : !strcmp(rec, s->num.fingerprint);
+    s->rel_tol = s->numerics_same == 1 && !strcmp(s->info->backend, "cpu") ? 1e-9 : 1e-4;
+    if (s->rank == 0 && s->numerics_same == 0)
+        MOEQ_LOG(MOEQ_LOG_WARN,
+                 "%s was made under numerics %s (%s); this eval computes %s (%s): the recomputed "
+                 "errors are compared with the recorded ones within %.0e relative",
+                 s->o->artifact, rec, s->info->numerics, s->num.fingerprint, s->num.desc, s->rel_tol);
+}
+
 int moeq_eval_run(const moeq_eval_opts *o) {
     ev_state s;
     memset(&s, 0, sizeof s);
@@ -362,22 +397,26 @@ int moeq_eval_run(const moeq_eval_opts *o) {
         goto out;
     }
     const moeq_plan *p = s.plan;
-    MOEQ_INFO0("eval: %s: %d tensors in %d units, recipe %s, plan digest %016llx matches the model", o->artifact,
-               p->n_tensors, p->n_units, s.info->recipe_path, (unsigned long long)p->digest);
+    MOEQ_INFO0("eval: %s: %d tensors in %d units, recipe %s, plan digest %016llx matches the model",
+               o->artifact, p->n_tensors, p->n_units, s.info->recipe_path, (unsigned long long)p->digest);
     // ---- records: rank 0 reads the HDF5 metadata once, every rank gets offsets and recorded checksums ----
     st = s.rank == 0 ? moeq_artifact_read_records(o->artifact, s.e, p->n_tensors, s.rec) : MOEQ_OK;
     if (st == MOEQ_OK && s.rank == 0) { // the root checksum over the tensors' checksums, in plan order
         XXH3_state_t *h = XXH3_createState();
-        if (!h) st = MOEQ_ERR_NOMEM;
+        if (!h)
+            st = MOEQ_ERR_NOMEM;
         else {
             XXH3_64bits_reset(h);
-            for (int i = 0; i < p->n_tensors; i++) XXH3_64bits_update(h, &s.rec[i].checksum, sizeof s.rec[i].checksum);
+            for (int i = 0; i < p->n_tensors; i++)
+                XXH3_64bits_update(h, &s.rec[i].checksum, sizeof s.rec[i].checksum);
             const uint64_t c = XXH3_64bits_digest(h);
             XXH3_freeState(h);
             if (c != s.info->artifact_checksum)
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: artifact_checksum %016llx, the tensors' recorded checksums give "
-                               "%016llx: a tensor checksum attribute was changed", o->artifact,
-                               (unsigned long long)s.info->artifact_checksum, (unsigned long long)c);
+                st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                               "%s: artifact_checksum %016llx, the tensors' recorded checksums give "
+                               "%016llx: a tensor checksum attribute was changed",
+                               o->artifact, (unsigned long long)s.info->artifact_checksum,
+                               (unsigned long long)c);
         }
     }
     all = moeq_run_agree(st, MPI_COMM_WORLD);
@@ -385,7 +424,8 @@ int moeq_eval_run(const moeq_eval_opts *o) {
         exit_code = fail_code("eval", st != MOEQ_OK ? st : all, s.rank);
         goto out;
     }
-    for (int i = 0; i < p->n_tensors; i++) MPI_Bcast(s.e[i].offset, MOEQ_DS_COUNT, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    for (int i = 0; i < p->n_tensors; i++)
+        MPI_Bcast(s.e[i].offset, MOEQ_DS_COUNT, MPI_UINT64_T, 0, MPI_COMM_WORLD);
     MPI_Bcast(s.rec, (int)(sizeof *s.rec * (size_t)p->n_tensors), MPI_BYTE, 0, MPI_COMM_WORLD);
     fd = open(o->artifact, O_RDONLY | O_CLOEXEC);
     st = fd < 0 ? MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", o->artifact, strerror(errno)) : MOEQ_OK;
@@ -398,9 +438,22 @@ int moeq_eval_run(const moeq_eval_opts *o) {
         exit_code = fail_code("eval", st != MOEQ_OK ? st : all, s.rank);
         goto out;
     }
+    // ---- numerics: the bits this run computes, against those the artifact was made with ----
+    st = moeq_run_numerics_agree(NULL, 1, MPI_COMM_WORLD, &s.num);
+    if (st != MOEQ_OK) {
+        exit_code = fail_code("eval", st, s.rank);
+        goto out;
+    }
+    numerics_tolerance(&s);
     s.seconds[0] = moeq_now_s() - s.t_start;
     // ---- weights: integrity and weight-space error, by unit ----
-    s.ctx = (moeq_eval_ctx){.cat = s.cat, .plan = p, .entries = s.e, .rec = s.rec, .fd = fd, .path = o->artifact};
+    s.ctx = (moeq_eval_ctx){.cat = s.cat,
+                            .plan = p,
+                            .entries = s.e,
+                            .rec = s.rec,
+                            .fd = fd,
+                            .path = o->artifact,
+                            .rel_tol = s.rel_tol};
     double t0 = moeq_now_s();
     st = moeq_run_agree(weights_pass(&s), MPI_COMM_WORLD);
     s.seconds[1] = moeq_now_s() - t0;
@@ -410,8 +463,10 @@ int moeq_eval_run(const moeq_eval_opts *o) {
     }
     int bad[2] = {0, 0}; // integrity failures, other failures
     for (int i = 0; s.rank == 0 && i < p->n_tensors; i++) {
-        if (s.res[i].status == MOEQ_ERR_FORMAT) bad[0]++;
-        else if (s.res[i].status != MOEQ_OK) bad[1]++;
+        if (s.res[i].status == MOEQ_ERR_FORMAT || s.res[i].status == MOEQ_ERR_MISMATCH)
+            bad[0]++;
+        else if (s.res[i].status != MOEQ_OK)
+            bad[1]++;
     }
     MPI_Bcast(bad, 2, MPI_INT, 0, MPI_COMM_WORLD);
     // ---- models: block probes and perplexity (only for an artifact that verified) ----
@@ -427,19 +482,23 @@ int moeq_eval_run(const moeq_eval_opts *o) {
         st = moeq_eval_report_build(&s, &R);
         if (st == MOEQ_OK && !o->quiet && !bad[0] && !bad[1]) moeq_eval_report_table(&s, &R);
         if (st == MOEQ_OK && o->json_path) st = moeq_eval_report_json(&s, &R, o->json_path);
-        if (st == MOEQ_OK && o->plot_path && !bad[0] && !bad[1]) st = moeq_eval_report_plot(&s, &R, o->plot_path);
+        if (st == MOEQ_OK && o->plot_path && !bad[0] && !bad[1])
+            st = moeq_eval_report_plot(&s, &R, o->plot_path);
         if (bad[0] || bad[1]) {
             moeq_eval_report_failures(&s);
             exit_code = bad[0] ? MOEQ_EXIT_INPUT : MOEQ_EXIT_FAILURE;
         } else if (st != MOEQ_OK) {
             exit_code = moeq_cli_fail("eval", st);
         } else if (R.n_exceeded) {
-            for (int k = 0; k < R.n_exceeded; k++) fprintf(stderr, "moeq eval: threshold exceeded: %s\n", R.exceeded[k]);
+            for (int k = 0; k < R.n_exceeded; k++)
+                fprintf(stderr, "moeq eval: threshold exceeded: %s\n", R.exceeded[k]);
             exit_code = MOEQ_EXIT_THRESHOLD;
         }
         if (st == MOEQ_OK && s.have_ppl && isfinite(s.ref_ppl) && fabs(exp(s.ce_orig) / s.ref_ppl - 1) > 1e-3)
-            MOEQ_LOG(MOEQ_LOG_WARN, "the original model's perplexity %.6f differs from reference.json's %.6f by more "
-                     "than 1e-3 relative", exp(s.ce_orig), s.ref_ppl);
+            MOEQ_LOG(MOEQ_LOG_WARN,
+                     "the original model's perplexity %.6f differs from reference.json's %.6f by more "
+                     "than 1e-3 relative",
+                     exp(s.ce_orig), s.ref_ppl);
     }
     MPI_Bcast(&exit_code, 1, MPI_INT, 0, MPI_COMM_WORLD);
 out:

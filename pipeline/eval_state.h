@@ -5,6 +5,7 @@
 
 #include "eval_run.h"
 #include "moeq_worker.h" // defines: moeq_eval_ctx, moeq_eval_result, moeq_artifact_info/record
+#include "run_numerics.h" // defines: moeq_run_numerics
 
 #define PPL_WINDOW 256 // the reference protocol: non-overlapping windows of 256 characters
 
@@ -31,6 +32,11 @@ typedef struct ev_state {
     moeq_artifact_record *rec;
     moeq_eval_result *res; // rank 0: (n_tensors)
     moeq_eval_ctx ctx;
+    // numerics: this run's (every rank's CPU probe), whether the artifact recorded the same, and the relative
+    // tolerance the recomputed weight errors get against the recorded ones (eval_run.c: numerics_tolerance)
+    moeq_run_numerics num;
+    int numerics_same; // 1 same fingerprint, 0 another, -1 the artifact records none
+    double rel_tol;
     // progress (rank 0)
     double t_start, t_weights;
     int n_units_done;
@@ -70,6 +76,7 @@ typedef struct report {
     int integrity_failures, other_failures, n_datasets;
     uint64_t bytes_verified;
     int metrics_match_recorded; // quantized tensors whose rel. error equals the one quantize recorded, bit for bit
+    int metrics_within_tol;     // ... within the run's tolerance (ev_state.rel_tol)
     char exceeded[2][256];
     int n_exceeded;
 } report;

@@ -108,7 +108,13 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
             t->nbytes == e->ds[MOEQ_DS_DATA].bytes && !memcmp(src, bufs[MOEQ_DS_DATA], (size_t)t->nbytes);
         r->rel_fro = r->nmse = r->max_abs = r->err2 = 0;
         r->sqnr_db = INFINITY;
-        if (!same) {
+        if (!same && rec->source_xxh3 &&
+            moeq_catalog_source_hash(src, (size_t)t->nbytes, NULL, 0) != rec->source_xxh3) {
+            r->status = MOEQ_ERR_MISMATCH; // the source moved, not the artifact
+            snprintf(
+                r->message, sizeof r->message,
+                "stored as it came, and the source checkpoint's bytes differ from those it was copied from");
+        } else if (!same) {
             r->status = MOEQ_ERR_FORMAT;
             r->bad_ds = MOEQ_DS_DATA;
             snprintf(r->message, sizeof r->message,
@@ -134,6 +140,20 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
     if (st == MOEQ_OK) st = moeq_metrics_error_cpu(w, a, pt->R, pt->C, &m);
     if (st != MOEQ_OK) goto done;
     r->rel_fro = m.rel_fro;
+    if (x->rel_tol >= 0 && isfinite(rec->rel_fro_error) &&
+        !(fabs(m.rel_fro - rec->rel_fro_error) <= x->rel_tol * fmax(fabs(rec->rel_fro_error), 1e-30))) {
+        r->status = MOEQ_ERR_MISMATCH;
+        uint64_t h = 0;
+        const int src_changed = rec->source_xxh3 &&
+                                moeq_catalog_source_rehash(x->cat, pt->cat, &h) == MOEQ_OK &&
+                                h != rec->source_xxh3;
+        snprintf(r->message, sizeof r->message,
+                 "weight error %.6g recomputed, %.6g recorded (tolerance %.0e relative): %s", m.rel_fro,
+                 rec->rel_fro_error, x->rel_tol,
+                 src_changed        ? "the source bytes differ from those it was quantized from"
+                 : rec->source_xxh3 ? "same source bytes: the recorded figures were changed"
+                                    : "another source, or changed figures (no source hash recorded)");
+    }
     r->sqnr_db = m.sqnr_db;
     r->max_abs = m.max_abs;
     r->nmse = m.nmse;

@@ -33,6 +33,10 @@ typedef struct moeq_eval_ctx {
     const moeq_artifact_record *rec;    // (plan->n_tensors) recorded checksums and status
     int fd;                             // the artifact, open for reading
     const char *path;
+    // A quantized tensor whose recomputed rel. error differs from the recorded one by more than rel_tol
+    // (relative) was not made from these source weights (or its attributes were edited): status
+    // MOEQ_ERR_MISMATCH, the source rehashed to say which (the recorded source_xxh3). < 0: not checked.
+    double rel_tol;
     // measured on this rank
     double seconds_read, seconds_compute;
     uint64_t bytes_read;
