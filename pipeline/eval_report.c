@@ -470,9 +470,14 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
 
 void moeq_eval_report_failures(const ev_state *s) {
     const moeq_plan *p = s->plan;
-    int n = 0;
-    for (int i = 0; i < p->n_tensors; i++)
-        if (s->res[i].status != MOEQ_OK) n++;
+    int n = 0, n_integrity = 0, n_nonfinite = 0;
+    for (int i = 0; i < p->n_tensors; i++) {
+        const moeq_eval_result *r = &s->res[i];
+        if (r->status == MOEQ_OK) continue;
+        n++;
+        n_integrity += r->status == MOEQ_ERR_FORMAT;
+        n_nonfinite += r->status != MOEQ_ERR_FORMAT && strstr(r->message, "non-finite") != NULL;
+    }
     fprintf(stderr, "moeq eval: error: %d tensor(s) of %s cannot be trusted:\n", n, s->o->artifact);
     for (int i = 0; i < p->n_tensors; i++) {
         const moeq_eval_result *r = &s->res[i];
@@ -481,7 +486,20 @@ void moeq_eval_report_failures(const ev_state *s) {
             stderr, "  %s%s%s: %s\n", s->e[i].name, r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? "/" : "",
             r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? moeq_ds_name((moeq_ds)r->bad_ds) : "", r->message);
     }
-    fprintf(stderr,
-            "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
-            "quantize again or restore it from a good copy\n");
+    // Two causes, two hints: bytes that changed after the seal (integrity) blame the artifact; a tensor that
+    // quantize itself recorded as failed is as quantize wrote it, so the cause is the source or the recipe.
+    if (n_integrity)
+        fprintf(stderr,
+                "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
+                "quantize again or restore it from a good copy\n");
+    if (n > n_integrity)
+        fprintf(
+            stderr,
+            "---> HINT: a tensor recorded as failed failed in `moeq quantize` itself (the reason above); the "
+            "artifact is as quantize wrote it, not damaged. %s\n",
+            n_nonfinite
+                ? "Non-finite values come from the source checkpoint (NaN/Inf weights): fix that shard "
+                  "and quantize again (this moeq refuses such a checkpoint with exit 3)"
+                : "Change the recipe for these tensors (e.g. another format, bits or group) and "
+                  "quantize again");
 }
