@@ -180,13 +180,20 @@ static herr_t attr_str(hid_t obj, attr_mode mode, const char *name, const char *
     return rc;
 }
 
-static herr_t attr_num(hid_t obj, attr_mode mode, const char *name, hid_t file_type, hid_t mem_type,
-                       const void *v, hsize_t n) {
-    hid_t sp = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+// n values: a scalar attribute when n == 1 and !array, else a 1-D array of n (a 1-D tensor's `shape` is an
+// array of one, as docs/ARTIFACT.md says).
+static herr_t attr_vec(hid_t obj, attr_mode mode, const char *name, hid_t file_type, hid_t mem_type,
+                       const void *v, hsize_t n, int array) {
+    hid_t sp = n == 1 && !array ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
     if (sp < 0) return -1;
     herr_t rc = attr_write(obj, mode, name, file_type, mem_type, sp, v);
     H5Sclose(sp);
     return rc;
+}
+
+static herr_t attr_num(hid_t obj, attr_mode mode, const char *name, hid_t file_type, hid_t mem_type,
+                       const void *v, hsize_t n) {
+    return attr_vec(obj, mode, name, file_type, mem_type, v, n, 0);
 }
 
 static herr_t attr_i64(hid_t o, attr_mode m, const char *n, int64_t v) {
@@ -238,7 +245,8 @@ static herr_t write_static_attrs(hid_t g, const moeq_artifact_entry *e) {
         attr_str(g, m, "source_dtype", moeq_dtype_name(e->source_dtype), 0) < 0 ||
         attr_i64(g, m, "unit", e->unit) < 0 || attr_str(g, m, "method", moeq_method_name(q->method), 0) < 0)
         return -1;
-    if (e->ndim > 0 && attr_num(g, m, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim) < 0)
+    if (e->ndim > 0 &&
+        attr_vec(g, m, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim, 1) < 0)
         return -1;
     const moeq_method_traits *mt = moeq_method_get(q->method);
     if (!mt || !mt->quantizes) return 0;

@@ -26,7 +26,8 @@ static int attr_i64(hid_t o, const char *n, int64_t *v) {
     return moeq_h5_attr_read(o, n, H5T_NATIVE_INT64, v) < 0 ? -1 : 0;
 }
 
-// The "shape" attribute (int64[ndim]; absent for a scalar).
+// The "shape" attribute (int64[ndim]; absent for a scalar). A 1-D tensor's is an array of one; artifacts
+// written before that have a scalar there, read the same (one point either way).
 static int attr_shape(hid_t g, int *ndim, int64_t *shape) {
     *ndim = 0;
     if (H5Aexists(g, "shape") <= 0) return 0;

@@ -203,6 +203,15 @@ typedef struct {
     moeq_status st;
 } expect_ctx;
 
+// "[d0, d1, ...]" of every dimension ("[]" for a scalar) into buf.
+static const char *dims_str(int ndim, const int64_t *shape, char *buf, size_t cap) {
+    size_t l = (size_t)snprintf(buf, cap, "[");
+    for (int d = 0; d < ndim && l < cap; d++)
+        l += (size_t)snprintf(buf + l, cap - l, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (l < cap) snprintf(buf + l, cap - l, "]");
+    return buf;
+}
+
 static int on_expected(const moeq_expected_tensor *e, void *user) {
     expect_ctx *x = user;
     moeq_catalog *c = x->c;
@@ -231,13 +240,13 @@ static int on_expected(const moeq_expected_tensor *e, void *user) {
     int same =
         t->ndim == e->ndim && t->shape[0] == e->shape[0] && (e->ndim < 2 || t->shape[1] == e->shape[1]);
     if (!same) {
-        x->st = MOEQ_FAIL(
-            MOEQ_ERR_FORMAT,
-            "%s: tensor '%s' has shape [%lld%s%lld] but config.json implies [%lld, %lld]\n---> HINT: "
-            "the config does not match the weights",
-            c->shard_names[t->shard >= 0 ? t->shard : 0], t->name, (long long)t->shape[0],
-            t->ndim > 1 ? ", " : "", (long long)(t->ndim > 1 ? t->shape[1] : 0), (long long)e->shape[0],
-            (long long)e->shape[1]);
+        char have[200], want[64];
+        x->st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                          "%s: tensor '%s' has shape %s but config.json implies %s\n---> HINT: "
+                          "the config does not match the weights",
+                          c->shard_names[t->shard >= 0 ? t->shard : 0], t->name,
+                          dims_str(t->ndim, t->shape, have, sizeof have),
+                          dims_str(e->ndim, e->shape, want, sizeof want));
         return 1;
     }
     return 0;

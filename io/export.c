@@ -192,16 +192,18 @@ static void staging_clear(const char *dir, int rm_dir) {
     if (rm_dir) rmdir(dir);
 }
 
-// Creates out (when missing) and an empty staging folder inside it; refuses a non-empty out without force.
-// A staging folder left by a crashed export is ours and does not count.
-static moeq_status out_prepare(const char *out, int force, const char *staging) {
+// Creates out (when missing: *created = 1) and an empty staging folder inside it; refuses a non-empty out
+// without force. A staging folder left by a crashed export is ours and does not count.
+static moeq_status out_prepare(const char *out, int force, const char *staging, int *created) {
     struct stat sb;
+    *created = 0;
     if (stat(out, &sb) != 0) {
         if (errno != ENOENT || mkdir(out, 0755) != 0)
             return MOEQ_FAIL(MOEQ_ERR_IO,
                              "%s: cannot create the output directory: %s" HINT
                              "its parent directory must exist and be writable",
                              out, strerror(errno));
+        *created = 1;
     } else if (!S_ISDIR(sb.st_mode)) {
         return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists and is not a directory" HINT "give a directory", out);
     }
@@ -407,7 +409,7 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     copier c = {
         .o = &o, .l = &l, .fd = -1, .chunk = o.chunk_bytes, .t0 = t0, .next_report = t0 + o.progress_s};
     char *staging = NULL;
-    int staged = 0;
+    int staged = 0, created = 0;
     moeq_status st = moeq_artifact_scan(o.artifact, &toc); // everything that can be checked before writing
     if (st == MOEQ_OK) st = check_complete(toc);
     if (st == MOEQ_OK) st = list_build(toc, &l);
@@ -422,7 +424,7 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     }
     if (st == MOEQ_OK) {
         for (int k = 0; k < l.n; k++) c.total += toc->ds[l.it[k].dsi].bytes;
-        st = out_prepare(o.out_dir, o.force, staging);
+        st = out_prepare(o.out_dir, o.force, staging, &created);
         staged = st == MOEQ_OK;
     }
     for (int sh = 0; sh < l.n_shards && st == MOEQ_OK; sh++) st = write_shard(&c, sh, staging, &s.file_bytes);
@@ -431,6 +433,9 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     if (st == MOEQ_OK) st = moeq_fsync_dir(staging);
     if (st == MOEQ_OK) st = out_commit(&l, o.out_dir, staging, o.force);
     if (staged) staging_clear(staging, 1); // empty after a commit; after a failure OUT_DIR keeps what it had
+    // ... and a directory this export created goes again: no empty (or half-committed) OUT_DIR is left to
+    // look like an export. One the user had is never removed.
+    if (st != MOEQ_OK && created) staging_clear(o.out_dir, 1);
     if (st == MOEQ_OK) {
         progress(&c, l.n_shards - 1, 1);
         s.n_tensors = toc->n_tensors;

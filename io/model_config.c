@@ -5,6 +5,7 @@
 #include "model_config.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,31 +19,42 @@ typedef struct {
     json_t *root;
 } cfg_ctx;
 
-static moeq_status get_int(const cfg_ctx *c, const char *key, int required, long dflt, long lo, long hi, int *out) {
+static moeq_status get_int(const cfg_ctx *c, const char *key, int required, long dflt, long lo, long hi,
+                           int *out) {
     json_t *v = json_object_get(c->root, key);
     if (!v || json_is_null(v)) {
-        if (required)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: required key \"%s\" is missing", c->path, key);
+        if (required) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: required key \"%s\" is missing", c->path, key);
         *out = (int)dflt;
         return MOEQ_OK;
     }
-    if (!json_is_integer(v))
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be an integer", c->path, key);
+    if (!json_is_integer(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be an integer", c->path, key);
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" = %lld is outside [%ld, %ld]", c->path, key, (long long)x, lo, hi);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" = %lld is outside [%ld, %ld]", c->path, key,
+                         (long long)x, lo, hi);
     *out = (int)x;
     return MOEQ_OK;
 }
 
-static moeq_status get_num(const cfg_ctx *c, const char *key, double dflt, double *out) {
+// A real number in (lo, hi]: zero, negative, non-finite and absurdly large values are refused, since the
+// forward pass divides by sqrt(mean + rms_norm_eps) and raises rope_theta to fractional powers (a zero eps
+// gives NaN on an all-zero row, a non-positive theta NaN angles).
+static moeq_status get_num(const cfg_ctx *c, const char *key, double dflt, double lo, double hi,
+                           double *out) {
     json_t *v = json_object_get(c->root, key);
     if (!v || json_is_null(v)) {
         *out = dflt;
         return MOEQ_OK;
     }
     if (!json_is_number(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be a number", c->path, key);
-    *out = json_number_value(v);
+    const double x = json_number_value(v);
+    if (!isfinite(x) || !(x > lo) || !(x <= hi))
+        return MOEQ_FAIL(
+            MOEQ_ERR_FORMAT,
+            "%s: \"%s\" = %g is outside (%g, %g]\n---> HINT: fix config.json; transformers' default "
+            "is %g",
+            c->path, key, x, lo, hi, dflt);
+    *out = x;
     return MOEQ_OK;
 }
 
@@ -52,7 +64,8 @@ static moeq_status get_bool(const cfg_ctx *c, const char *key, int dflt, int *ou
         *out = dflt;
         return MOEQ_OK;
     }
-    if (!json_is_boolean(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be true or false", c->path, key);
+    if (!json_is_boolean(v))
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"%s\" must be true or false", c->path, key);
     *out = json_is_true(v);
     return MOEQ_OK;
 }
@@ -73,12 +86,15 @@ static moeq_status get_str(const cfg_ctx *c, const char *key, const char *dflt, 
 static moeq_status parse_dtype(const cfg_ctx *c, moeq_model_config *cfg) {
     char td[32];
     MOEQ_TRY(get_str(c, "torch_dtype", "bfloat16", td, sizeof td));
-    if (!strcmp(td, "bfloat16")) cfg->weight_dtype = MOEQ_DTYPE_BF16;
-    else if (!strcmp(td, "float16")) cfg->weight_dtype = MOEQ_DTYPE_F16;
-    else if (!strcmp(td, "float32")) cfg->weight_dtype = MOEQ_DTYPE_F32;
+    if (!strcmp(td, "bfloat16"))
+        cfg->weight_dtype = MOEQ_DTYPE_BF16;
+    else if (!strcmp(td, "float16"))
+        cfg->weight_dtype = MOEQ_DTYPE_F16;
+    else if (!strcmp(td, "float32"))
+        cfg->weight_dtype = MOEQ_DTYPE_F32;
     else
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: torch_dtype \"%s\" is not supported (bfloat16, float16, float32)",
-                         c->path, td);
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "%s: torch_dtype \"%s\" is not supported (bfloat16, float16, float32)", c->path, td);
     cfg->torch_dtype = cfg->weight_dtype;
     json_t *qc = json_object_get(c->root, "quantization_config");
     if (qc && !json_is_null(qc)) {
@@ -87,34 +103,37 @@ static moeq_status parse_dtype(const cfg_ctx *c, moeq_model_config *cfg) {
         json_t *m = json_object_get(qc, "quant_method");
         const char *method = json_is_string(m) ? json_string_value(m) : "?";
         if (!strcmp(method, "moeq")) // our own output: say so rather than "not supported"
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                             "%s: this is a `moeq export` of a quantized model (quant_method \"moeq\", layout in "
-                             "docs/EXPORT.md), not a checkpoint moeq can inspect, plan or quantize\n---> HINT: its "
-                             "settings are in config.json quantization_config and its tensors in "
-                             "model.safetensors.index.json; give the original checkpoint instead",
-                             c->path);
+            return MOEQ_FAIL(
+                MOEQ_ERR_UNSUPPORTED,
+                "%s: this is a `moeq export` of a quantized model (quant_method \"moeq\", layout in "
+                "docs/EXPORT.md), not a checkpoint moeq can inspect, plan or quantize\n---> HINT: its "
+                "settings are in config.json quantization_config and its tensors in "
+                "model.safetensors.index.json; give the original checkpoint instead",
+                c->path);
         if (strcmp(method, "fp8") != 0)
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                             "%s: quantization_config.quant_method \"%s\" is not supported as input\n---> HINT: moeq "
-                             "reads unquantized (bf16/fp16/fp32) checkpoints and DeepSeek/Kimi block-FP8 (\"fp8\")",
-                             c->path, method);
+            return MOEQ_FAIL(
+                MOEQ_ERR_UNSUPPORTED,
+                "%s: quantization_config.quant_method \"%s\" is not supported as input\n---> HINT: moeq "
+                "reads unquantized (bf16/fp16/fp32) checkpoints and DeepSeek/Kimi block-FP8 (\"fp8\")",
+                c->path, method);
         json_t *fmt = json_object_get(qc, "fmt");
         if (fmt && (!json_is_string(fmt) || strcmp(json_string_value(fmt), "e4m3") != 0))
             return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: quantization_config.fmt must be \"e4m3\"", c->path);
         json_t *bs = json_object_get(qc, "weight_block_size");
         if (!json_is_array(bs) || json_array_size(bs) != 2 || !json_is_integer(json_array_get(bs, 0)) ||
             !json_is_integer(json_array_get(bs, 1)))
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: quantization_config.weight_block_size must be [rows, cols]", c->path);
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                             "%s: quantization_config.weight_block_size must be [rows, cols]", c->path);
         for (int i = 0; i < 2; i++) {
             json_int_t b = json_integer_value(json_array_get(bs, (size_t)i));
             if (b < 1 || b > 65536)
-                return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: quantization_config.weight_block_size[%d] = %lld", c->path, i,
-                                 (long long)b);
+                return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: quantization_config.weight_block_size[%d] = %lld",
+                                 c->path, i, (long long)b);
             cfg->fp8_block[i] = (int)b;
         }
         if (cfg->fp8_block[0] != cfg->fp8_block[1])
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: non-square FP8 blocks [%d, %d] are not supported", c->path,
-                             cfg->fp8_block[0], cfg->fp8_block[1]);
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: non-square FP8 blocks [%d, %d] are not supported",
+                             c->path, cfg->fp8_block[0], cfg->fp8_block[1]);
         cfg->weight_dtype = MOEQ_DTYPE_F8_E4M3;
     }
     return MOEQ_OK;
@@ -128,27 +147,31 @@ static moeq_status parse_common(const cfg_ctx *c, moeq_model_config *cfg) {
     MOEQ_TRY(get_int(c, "num_key_value_heads", 0, cfg->n_heads, 1, 65536, &cfg->n_kv_heads));
     MOEQ_TRY(get_int(c, "head_dim", 0, cfg->hidden / cfg->n_heads, 1, 65536, &cfg->head_dim));
     MOEQ_TRY(get_int(c, "max_position_embeddings", 0, 4096, 1, BIG, &cfg->max_position_embeddings));
-    MOEQ_TRY(get_num(c, "rms_norm_eps", 1e-6, &cfg->rms_norm_eps));
-    MOEQ_TRY(get_num(c, "rope_theta", 10000.0, &cfg->rope_theta));
+    // ranges far wider than any released model's (eps 1e-6..1e-5, theta 1e4..1e7, a routed scale 1..16);
+    // the lower ends keep the forward pass finite: eps is used as a float, theta**(-2i/D) must not overflow
+    MOEQ_TRY(get_num(c, "rms_norm_eps", 1e-6, 1e-30, 1, &cfg->rms_norm_eps));
+    MOEQ_TRY(get_num(c, "rope_theta", 10000.0, 1, 1e12, &cfg->rope_theta));
     MOEQ_TRY(get_bool(c, "tie_word_embeddings", 0, &cfg->tie_word_embeddings));
-    MOEQ_TRY(get_num(c, "routed_scaling_factor", 1.0, &cfg->routed_scaling_factor));
+    MOEQ_TRY(get_num(c, "routed_scaling_factor", 1.0, 0, 1e6, &cfg->routed_scaling_factor));
     MOEQ_TRY(get_str(c, "scoring_func", "softmax", cfg->scoring_func, sizeof cfg->scoring_func));
     cfg->moe_layer_freq = 1;
     if (cfg->n_kv_heads > cfg->n_heads || cfg->n_heads % cfg->n_kv_heads)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
-                         c->path, cfg->n_heads, cfg->n_kv_heads);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", c->path,
+                         cfg->n_heads, cfg->n_kv_heads);
     return parse_dtype(c, cfg);
 }
 
 static moeq_status parse_mlp_only(const cfg_ctx *c, moeq_model_config *cfg) {
     json_t *v = json_object_get(c->root, "mlp_only_layers");
     if (!v || json_is_null(v)) return MOEQ_OK;
-    if (!json_is_array(v)) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"mlp_only_layers\" must be a list", c->path);
+    if (!json_is_array(v))
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"mlp_only_layers\" must be a list", c->path);
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *e = json_array_get(v, i);
         if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) >= cfg->n_layers)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: mlp_only_layers[%zu] is not a layer index in [0, %d)", c->path, i,
-                             cfg->n_layers);
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: mlp_only_layers[%zu] is not a layer index in [0, %d)",
+                             c->path, i, cfg->n_layers);
         cfg->mlp_only[json_integer_value(e)] = 1;
     }
     return MOEQ_OK;
@@ -199,8 +222,8 @@ moeq_status moeq_config_parse(const char *path, const char *text, moeq_model_con
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text, jerr.line,
-                         jerr.column);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text,
+                         jerr.line, jerr.column);
     cfg_ctx c = {path, root};
     moeq_status st = MOEQ_OK;
     if (!json_is_object(root)) {
@@ -211,13 +234,15 @@ moeq_status moeq_config_parse(const char *path, const char *text, moeq_model_con
     if (st != MOEQ_OK) goto done;
     json_t *archs = json_object_get(root, "architectures");
     if (json_is_array(archs) && json_is_string(json_array_get(archs, 0)))
-        snprintf(cfg->architecture, sizeof cfg->architecture, "%s", json_string_value(json_array_get(archs, 0)));
+        snprintf(cfg->architecture, sizeof cfg->architecture, "%s",
+                 json_string_value(json_array_get(archs, 0)));
     const moeq_arch_desc *d = moeq_arch_desc_find(cfg->model_type, cfg->architecture);
     if (!d) {
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                       "%s: model_type \"%s\" (architectures[0] \"%s\") is not a supported MoE architecture\n---> "
-                       "HINT: supported model_type values: %s",
-                       path, cfg->model_type, cfg->architecture, moeq_arch_supported());
+        st = MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "%s: model_type \"%s\" (architectures[0] \"%s\") is not a supported MoE architecture\n---> "
+            "HINT: supported model_type values: %s",
+            path, cfg->model_type, cfg->architecture, moeq_arch_supported());
         goto done;
     }
     cfg->arch = d->id;

@@ -94,7 +94,7 @@ const moeq_command moeq_cmd_eval = {
              "     relative output error and the fraction of tokens whose top-k expert set changed\n"
              "  4. perplexity (Mixtral, Qwen2-MoE) of the original and of the dequantized model on non-overlapping\n"
              "     windows of 256 tokens; default text: the model's val.txt (the protocol of reference.json, which\n"
-             "     the original must reproduce to 1e-3)\n"
+             "     the original must reproduce to 1e-6)\n"
              "Every number is identical for any number of ranks.\n\n"
              "Options:\n"
              "  -m, --model DIR          the checkpoint the artifact was quantized from\n"

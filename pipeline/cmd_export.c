@@ -114,7 +114,7 @@ const moeq_command moeq_cmd_export = {
         "Data is streamed in 64 MiB chunks (memory does not grow with the model) and every dataset's and\n"
         "tensor's checksum is verified on the way. Files are staged in OUT_DIR/" MOEQ_EXPORT_STAGING "/ and\n"
         "moved into OUT_DIR only when all are complete (config.json last): a failure leaves OUT_DIR as it "
-        "was.\n"
+        "was\n(an OUT_DIR the export created is removed again).\n"
         "Single process: no mpirun needed.\n\n"
         "Options:\n"
         "  -s, --shard-size BYTES   most bytes per shard file, header included (default 50GB = 50000000000,\n"

@@ -95,24 +95,32 @@ moeq_status moeq_eval_report_build(ev_state *s, report *R) {
         if (r->rel_fro == r->recorded_rel_fro) R->metrics_match_recorded++;
         if (fabs(r->rel_fro - r->recorded_rel_fro) <= s->rel_tol * fabs(r->recorded_rel_fro))
             R->metrics_within_tol++;
-        if (R->max_rel_tensor < 0 || r->rel_fro > R->max_rel) R->max_rel = r->rel_fro, R->max_rel_tensor = i;
+        if (R->max_rel_tensor < 0 || r->rel_fro > R->max_rel || (isnan(r->rel_fro) && !isnan(R->max_rel)))
+            R->max_rel = r->rel_fro, R->max_rel_tensor = i; // a NaN error is the worst
         const int l = s->e[i].c.layer;
         if (l >= 0 && l < L) {
             R->lay_err2[l * N_GROUPS_MAX + k] += r->err2;
             R->lay_ref2[l * N_GROUPS_MAX + k] += r->ref2;
         }
     }
-    // thresholds
-    if (s->o->max_rel_error >= 0 && R->max_rel_tensor >= 0 && R->max_rel > s->o->max_rel_error)
+    // thresholds: a value that is not a number cannot be within one (NaN compares false both ways, so each
+    // test is written as "not within")
+    if (s->o->max_rel_error >= 0 && R->max_rel_tensor >= 0 && !(R->max_rel <= s->o->max_rel_error))
         snprintf(R->exceeded[R->n_exceeded++], sizeof R->exceeded[0],
                  "max_rel_error: tensor %s has %.6g > %.6g", s->e[R->max_rel_tensor].name, R->max_rel,
                  s->o->max_rel_error);
     if (s->o->max_ppl_increase >= 0 && s->have_ppl) {
-        const double inc = exp(s->ce_quant) / exp(s->ce_orig) - 1;
-        if (inc > s->o->max_ppl_increase)
+        const double po = exp(s->ce_orig), pq = exp(s->ce_quant), inc = pq / po - 1;
+        if (!isfinite(po) || !isfinite(pq))
             snprintf(R->exceeded[R->n_exceeded++], sizeof R->exceeded[0],
-                     "max_ppl_increase: perplexity %.6g -> %.6g (+%.4g%%) > +%.4g%%", exp(s->ce_orig),
-                     exp(s->ce_quant), 100 * inc, 100 * s->o->max_ppl_increase);
+                     "max_ppl_increase: perplexity %.6g (original) -> %.6g (quantized) is not finite (NaN or "
+                     "Inf logits in the forward pass): the "
+                     "increase cannot be bounded",
+                     po, pq);
+        else if (!(inc <= s->o->max_ppl_increase))
+            snprintf(R->exceeded[R->n_exceeded++], sizeof R->exceeded[0],
+                     "max_ppl_increase: perplexity %.6g -> %.6g (+%.4g%%) > +%.4g%%", po, pq, 100 * inc,
+                     100 * s->o->max_ppl_increase);
     }
     return MOEQ_OK;
 }
@@ -246,7 +254,8 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
             const double rd = po / s->ref_ppl - 1;
             json_object_set_new(pp, "reference",
                                 json_pack("{s:s,s:o,s:o,s:b}", "key", s->ref_key, "perplexity",
-                                          jnum(s->ref_ppl), "rel_diff", jnum(rd), "ok", fabs(rd) <= 1e-3));
+                                          jnum(s->ref_ppl), "rel_diff", jnum(rd), "ok",
+                                          fabs(rd) <= MOEQ_EVAL_REF_TOL));
         }
         json_object_set_new(root, "perplexity", pp);
         if (s->route_counts) { // {"counts": [[per expert] per layer]}: a routing-count file for recipe
@@ -359,7 +368,8 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
         printf("  %-10s %12.6f %12.6f   (%+.4f%%)\n", "quantized", s->ce_quant, pq, 100 * (pq / po - 1));
         if (isfinite(s->ref_ppl))
             printf("  reference.json %s: %.6f; original differs by %.2e relative: %s\n", s->ref_key,
-                   s->ref_ppl, po / s->ref_ppl - 1, fabs(po / s->ref_ppl - 1) <= 1e-3 ? "ok" : "MISMATCH");
+                   s->ref_ppl, po / s->ref_ppl - 1,
+                   fabs(po / s->ref_ppl - 1) <= MOEQ_EVAL_REF_TOL ? "ok" : "MISMATCH");
     }
     if (s->skipped[0]) printf("\n  block probes and perplexity skipped: %s\n", s->skipped);
     for (int k = 0; k < R->n_exceeded; k++) printf("\n  THRESHOLD EXCEEDED: %s", R->exceeded[k]);
@@ -487,9 +497,15 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
 
 void moeq_eval_report_failures(const ev_state *s) {
     const moeq_plan *p = s->plan;
-    int n = 0;
-    for (int i = 0; i < p->n_tensors; i++)
-        if (s->res[i].status != MOEQ_OK) n++;
+    int n = 0, n_integrity = 0, n_nonfinite = 0, n_moved = 0;
+    for (int i = 0; i < p->n_tensors; i++) {
+        const moeq_eval_result *r = &s->res[i];
+        if (r->status == MOEQ_OK) continue;
+        n++;
+        n_integrity += r->status == MOEQ_ERR_FORMAT;
+        n_moved += r->status == MOEQ_ERR_MISMATCH;
+        n_nonfinite += r->status != MOEQ_ERR_FORMAT && strstr(r->message, "non-finite") != NULL;
+    }
     fprintf(stderr, "moeq eval: error: %d tensor(s) of %s cannot be trusted:\n", n, s->o->artifact);
     for (int i = 0; i < p->n_tensors; i++) {
         const moeq_eval_result *r = &s->res[i];
@@ -498,16 +514,26 @@ void moeq_eval_report_failures(const ev_state *s) {
             stderr, "  %s%s%s: %s\n", s->e[i].name, r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? "/" : "",
             r->bad_ds >= 0 && r->bad_ds < MOEQ_DS_COUNT ? moeq_ds_name((moeq_ds)r->bad_ds) : "", r->message);
     }
-    int moved = 0, other = 0;
-    for (int i = 0; i < p->n_tensors; i++)
-        moved += s->res[i].status == MOEQ_ERR_MISMATCH, other += s->res[i].status != MOEQ_OK;
-    if (moved)
+    // Three causes, three hints: another source (the recomputed error disagrees with the recorded one, the
+    // source rehashed) blames --model; bytes that changed after the seal (integrity) blame the artifact; a
+    // tensor that quantize itself recorded as failed is as quantize wrote it: the source or the recipe.
+    if (n_moved)
         fprintf(stderr,
                 "---> HINT: --model is not the checkpoint the artifact was quantized from (another "
                 "revision, a shard rewritten, or another directory): evaluate against the checkpoint it "
                 "was made from, or quantize again from this one\n");
-    if (other > moved)
+    if (n_integrity)
         fprintf(stderr,
                 "---> HINT: the artifact changed after `moeq quantize` sealed it (disk, copy, or an edit): "
                 "quantize again or restore it from a good copy\n");
+    if (n > n_integrity + n_moved)
+        fprintf(
+            stderr,
+            "---> HINT: a tensor recorded as failed failed in `moeq quantize` itself (the reason above); the "
+            "artifact is as quantize wrote it, not damaged. %s\n",
+            n_nonfinite
+                ? "Non-finite values come from the source checkpoint (NaN/Inf weights): fix that shard "
+                  "and quantize again (this moeq refuses such a checkpoint with exit 3)"
+                : "Change the recipe for these tensors (e.g. another format, bits or group) and "
+                  "quantize again");
 }

@@ -68,6 +68,7 @@ typedef struct run_state {
     // progress (rank 0)
     double t_start, t_quant_start;
     int n_to_do, n_done_now, n_failed_numeric, n_given_up;
+    int n_bad_source; // tensors refused for NaN/Inf weights in the checkpoint (not journaled; exit 3)
     uint64_t bytes_in_done;
     int n_units_here; // units this rank ran (attempts, failed ones included)
     moeq_status first_error;

@@ -236,12 +236,32 @@ moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const vo
         MOEQ_LOG(MOEQ_LOG_ERR, "unit %d: malformed result from rank %d", unit, from);
         return MOEQ_RESULT_RETRY;
     }
-    int retry = 0, numeric = 0;
+    int retry = 0, numeric = 0, bad_source = 0;
     for (int k = 0; k < u->count; k++) {
         if (r[k].status == MOEQ_ERR_NUMERIC)
             numeric++;
+        else if (moeq_result_nonfinite_source(&r[k]))
+            bad_source++;
         else if (r[k].status != MOEQ_OK)
             retry = 1;
+    }
+    if (bad_source && !retry) {
+        // NaN/Inf in the checkpoint: bad input (exit 3), the same on every attempt, so not retried. The unit
+        // is not journaled and the run ends without sealing (end_rank0): nothing that looks finished is
+        // left behind, and --resume redoes this unit once the shard is fixed.
+        for (int k = 0; k < u->count; k++) {
+            if (!moeq_result_nonfinite_source(&r[k]) || r[k].tensor >= (uint32_t)s->plan->n_tensors) continue;
+            const moeq_tensor_info *t = &s->cat->t[s->plan->t[r[k].tensor].cat];
+            const char *shard = t->shard >= 0 ? s->cat->shards[t->shard]->path : s->cat->dir;
+            MOEQ_LOG(MOEQ_LOG_ERR, "%s: tensor '%s': %s", shard, t->name, r[k].message);
+            if (s->n_bad_source++ == 0) {
+                s->first_error = MOEQ_ERR_FORMAT; // the refusal outranks an earlier I/O give-up
+                snprintf(s->first_error_msg, sizeof s->first_error_msg, "%s: tensor '%s': %s", shard, t->name,
+                         r[k].message);
+            }
+        }
+        s->n_given_up++;
+        return MOEQ_RESULT_GIVE_UP;
     }
     if (retry) {
         if (s->first_error == MOEQ_OK) {
@@ -544,6 +564,18 @@ static int end_rank0(run_state *s, moeq_status st) {
                 "requeue)\n",
                 (int)g_stop_signal, s->n_done_now, left, MOEQ_EXIT_REQUEUE);
         return MOEQ_EXIT_REQUEUE;
+    }
+    if (left && s->n_bad_source) {
+        fprintf(
+            stderr,
+            "moeq quantize: error: malformed input: %d tensor(s) of the checkpoint hold NaN or Inf weights "
+            "(each named above); the first: %s\n"
+            "---> HINT: the checkpoint is bad, not the quantizer (a broken conversion, download or disk): "
+            "fix "
+            "or re-download that shard, then run the same command with --resume: the %d finished units are "
+            "kept (%s); nothing was sealed as %s\n",
+            s->n_bad_source, s->first_error_msg, s->n_done_now, s->journal_path, s->o->out_path);
+        return MOEQ_EXIT_INPUT;
     }
     if (left) {
         fprintf(stderr,

@@ -129,6 +129,29 @@ static moeq_status read_raw(moeq_unit_ctx *x, int i, const moeq_tensor_info *t, 
     return st;
 }
 
+// After a numeric failure: are the stored weights themselves non-finite (NaN or Inf in the checkpoint, or in
+// an FP8 block scale)? Then the failure is the input's, not the method's: r says so (MOEQ_ERR_FORMAT, the
+// first bad element; the coordinator adds shard and tensor, which do not fit the result's message) and the
+// run refuses to seal (pipeline/quantize_run.c). Decodes once more, on the host, only on this failure path.
+static void source_nonfinite(const moeq_tensor_info *t, const moeq_raw_tensor *src, moeq_tensor_result *r) {
+    float *w = MOEQ_MALLOC(sizeof(float) * (size_t)src->R * (size_t)src->C, t->name); // (R, C)
+    int64_t row = -1, col = -1;
+    if (w && moeq_raw_decode_cpu(src, w) == MOEQ_OK &&
+        moeq_check_finite_cpu(w, src->R, src->C, t->name, &row, &col) == MOEQ_ERR_NUMERIC) {
+        snprintf(r->message, sizeof r->message,
+                 MOEQ_RESULT_NONFINITE_SOURCE "%g at row %lld, col %lld (%s%s)",
+                 (double)w[row * src->C + col], (long long)row, (long long)col, moeq_dtype_name(t->dtype),
+                 src->block_scale ? " with block scales" : "");
+        r->status = MOEQ_ERR_FORMAT;
+    }
+    moeq_free(&w);
+}
+
+int moeq_result_nonfinite_source(const moeq_tensor_result *r) {
+    return r->status == MOEQ_ERR_FORMAT &&
+           strncmp(r->message, MOEQ_RESULT_NONFINITE_SOURCE, strlen(MOEQ_RESULT_NONFINITE_SOURCE)) == 0;
+}
+
 static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info *t,
                                 const moeq_plan_tensor *pt, const moeq_artifact_entry *e, XXH3_state_t *all,
                                 moeq_tensor_result *r) {
@@ -157,13 +180,14 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
     x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that
-        // their bytes (and checksums) are defined.
+        // their bytes (and checksums) are defined. Non-finite source weights are told apart (bad input).
         if (qs != MOEQ_ERR_NUMERIC) {
             st = qs;
             goto done;
         }
         r->status = MOEQ_ERR_NUMERIC;
         snprintf(r->message, sizeof r->message, "%s", moeq_error_detail());
+        source_nonfinite(t, &src, r); // or bad input: MOEQ_ERR_FORMAT
         for (int d = 0; d < MOEQ_DS_COUNT; d++)
             if (bufs[d]) memset(bufs[d], 0, (size_t)e->ds[d].bytes);
         r->rel_fro_error = r->sqnr_db = r->max_abs_error = r->nmse = NAN;

@@ -36,6 +36,14 @@ typedef struct moeq_unit_ctx {
     size_t raw_cap;
 } moeq_unit_ctx;
 
+// A tensor whose stored weights are non-finite (NaN/Inf in the checkpoint or an FP8 block scale): bad input,
+// not a failure of the method. Its result has status MOEQ_ERR_FORMAT and a message that starts with this
+// marker ("non-finite weight nan at row R, col C (bf16)"); the tensor's name and shard are the
+// coordinator's to add (the message has 96 bytes).
+#define MOEQ_RESULT_NONFINITE_SOURCE "non-finite weight "
+// 1 when r is such a result.
+int moeq_result_nonfinite_source(const moeq_tensor_result *r);
+
 // Folds the stage's reading figures into the context's and frees its host buffers (the stage stays the
 // caller's). Call once, after the last unit.
 void moeq_unit_ctx_finish(moeq_unit_ctx *ctx);

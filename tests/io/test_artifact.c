@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "artifact_fixture.h" // defines: moeq_test_artifact_entries, MOEQ_TEST_T0
+#include "artifact_scan.h" // defines: moeq_artifact_scan, moeq_artifact_toc (the reader of the shape attribute)
 #include "moeq_io.h"
 
 static void test_skeleton_write_seal(void **state) {
@@ -200,11 +201,73 @@ static void test_journal(void **state) {
     free(dir);
 }
 
+// The `shape` attribute: an int64 array of ndim for every tensor, one element for the 1-D norm (not a scalar,
+// docs/ARTIFACT.md); the reader (moeq_artifact_scan) gives ndim 1 for it, and also for an artifact written
+// before, whose 1-D shape is a scalar attribute.
+static void test_shape_attribute(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("art");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/s.h5", dir);
+    moeq_artifact_entry e[2];
+    moeq_test_artifact_write(path, e, "{}", 1, 0);
+    static const char *const names[2] = {MOEQ_TEST_T0, "model.norm.weight"};
+    static const int ndims[2] = {2, 1};
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    for (int i = 0; i < 2; i++) {
+        char obj[256];
+        snprintf(obj, sizeof obj, "tensors/%s", names[i]);
+        hid_t a = H5Aopen_by_name(f, obj, "shape", H5P_DEFAULT, H5P_DEFAULT);
+        assert_true(a >= 0);
+        hid_t sp = H5Aget_space(a);
+        assert_int_equal(H5Sget_simple_extent_type(sp), H5S_SIMPLE);
+        assert_int_equal(H5Sget_simple_extent_ndims(sp), 1);
+        assert_int_equal(H5Sget_simple_extent_npoints(sp), ndims[i]);
+        int64_t v[2] = {0, 0};
+        assert_true(H5Aread(a, H5T_NATIVE_INT64, v) >= 0);
+        assert_int_equal(v[0], i == 0 ? 16 : 128);
+        if (i == 0) assert_int_equal(v[1], 128);
+        H5Sclose(sp);
+        H5Aclose(a);
+    }
+    H5Fclose(f);
+    for (int old = 0; old < 2; old++) {
+        if (old) { // the norm's shape as artifacts before had it: a scalar attribute
+            f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+            hid_t g = H5Gopen2(f, "tensors/model.norm.weight", H5P_DEFAULT);
+            assert_true(g >= 0 && H5Adelete(g, "shape") >= 0);
+            hid_t sp = H5Screate(H5S_SCALAR);
+            hid_t a = H5Acreate2(g, "shape", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+            const int64_t v = 128;
+            assert_true(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
+            H5Aclose(a);
+            H5Sclose(sp);
+            H5Gclose(g);
+            H5Fclose(f);
+        }
+        moeq_artifact_toc *toc = NULL;
+        assert_status(moeq_artifact_scan(path, &toc), MOEQ_OK, NULL);
+        int seen = 0;
+        for (int i = 0; i < toc->n_tensors; i++) {
+            if (strcmp(toc->t[i].name, "model.norm.weight") != 0) continue;
+            assert_int_equal(toc->t[i].ndim, 1);
+            assert_int_equal(toc->t[i].shape[0], 128);
+            seen = 1;
+        }
+        assert_true(seen);
+        moeq_artifact_toc_free(&toc);
+    }
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_skeleton_write_seal),
         cmocka_unit_test(test_backend_attribute),
         cmocka_unit_test(test_journal),
+        cmocka_unit_test(test_shape_attribute),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
