@@ -1,10 +1,12 @@
 // ydoc.h: YAML text -> a syntax tree (scalars, mappings, sequences, each with its line), so that the layers
 // that give YAML a meaning (the recipe binder, schedulers/recipe.c) never see libyaml. One document per text;
-// aliases are resolved by libyaml's loader; tags are ignored. The tree is read-only and lives in one arena
-// freed by moeq_ydoc_free.
+// an alias shares its anchor's node; tags are ignored. The tree is read-only and lives in one arena freed by
+// moeq_ydoc_free.
 //
-// Limits (untrusted input): nesting deeper than MOEQ_YDOC_MAX_DEPTH levels is MOEQ_ERR_FORMAT naming the line
-// (the tree is built recursively; recipes nest four levels).
+// Refused with MOEQ_ERR_FORMAT "PATH:LINE: ..." (untrusted input), while the text is read: nesting deeper
+// than MOEQ_YDOC_MAX_DEPTH levels (recipes nest four; libyaml's time grows with the square of the depth), a
+// key twice in one mapping, a second document, a NUL byte, an alias without its anchor, more than 1024
+// anchors, aliases that expand to more than 2^20 nodes.
 #ifndef MOEQ_YDOC_H
 #define MOEQ_YDOC_H
 
@@ -23,6 +25,8 @@ typedef struct moeq_ynode {
     int n;                          // mapping: pairs; sequence: items; scalar: 0
     const struct moeq_ynode **key;  // mapping: (n) keys, in document order
     const struct moeq_ynode **item; // mapping: (n) values; sequence: (n) items
+    int height;                     // levels below this node (a scalar: 0)
+    unsigned expanded;              // nodes of its subtree with every alias expanded (a scalar: 1)
 } moeq_ynode;
 
 typedef struct moeq_ydoc {
@@ -31,8 +35,11 @@ typedef struct moeq_ydoc {
     void *arena;            // every node and string
 } moeq_ydoc;
 
-// Parses text (NUL-terminated, first document only). MOEQ_ERR_FORMAT "path:line: YAML error: ..." for
-// malformed YAML. Returns a new tree; free with moeq_ydoc_free.
+// Parses the len bytes of text (one document; a NUL byte among them is refused). MOEQ_ERR_FORMAT
+// "path:line: YAML error: ..." for malformed YAML, and the refusals above. Returns a new tree; free with
+// moeq_ydoc_free.
+moeq_status moeq_ydoc_parse_n(const char *path, const char *text, size_t len, moeq_ydoc **out);
+// The same for a NUL-terminated text (a stored recipe): moeq_ydoc_parse_n(path, text, strlen(text), out).
 moeq_status moeq_ydoc_parse(const char *path, const char *text, moeq_ydoc **out);
 void moeq_ydoc_free(moeq_ydoc **d);
 

@@ -101,7 +101,8 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_METHOD] = {"method", MOEQ_FT_METHOD, OFF(method), 0, 0, "quantization method"},
     [MOEQ_F_BITS] = {"bits", MOEQ_FT_BITS, OFF(bits), 2, 8, "code width of the grouped formats q2/q3/q4/q8"},
     [MOEQ_F_GROUP] = {"group", MOEQ_FT_INT, OFF(group), 8, 1 << 20,
-                      "weights per scale/zero along the input dimension (must divide it)"},
+                      "weights per scale/zero along the input dimension (where it does not divide a row: the "
+                      "largest group below it that does)"},
     [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16, "compensator rank r (MiLo; 0: plain HQQ)"},
     [MOEQ_F_ROUNDS] = {"rounds", MOEQ_FT_INT, OFF(rounds), 1, 1000,
                        "MiLo rounds (MiLo's iter; the best of rounds + 1 quantizations is kept)"},

@@ -86,7 +86,20 @@ static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan 
     } else if (rule < 0)
         printf("  decided by: recipe defaults (%s)%s\n", r->path,
                pt->q.method == MOEQ_METHOD_NONE ? "; this class is stored as it came unless a rule names it" : "");
-    else printf("  decided by: rule %d at %s:%d (the last matching rule that sets a field)\n", rule + 1, r->path, r->rules[rule].line);
+    else {
+        printf("  decided by: rule %d at %s:%d (the last matching rule that sets a field)\n", rule + 1,
+               r->path, r->rules[rule].line);
+        if (pt->q.method == MOEQ_METHOD_NONE && moeq_tensor_quantizable(t) &&
+            !(r->rules[rule].set_mask & MOEQ_SET_METHOD))
+            printf("  note: rule %d sets no method; the method (none) comes from the defaults or an earlier "
+                   "rule\n",
+                   rule + 1);
+    }
+    if (pt->group_asked)
+        printf("  group: %d asked, which does not divide the input dimension %lld: %d used (the largest "
+               "group from 8 "
+               "to %d that divides it)\n",
+               pt->group_asked, (long long)pt->C, pt->q.group, pt->group_asked);
     if (an && an->fro2[i] > 0)
         printf("  statistics: kurtosis %.4f, outlier score %.4f, ||W||_F %.6g\n", an->kurtosis[i], an->outlier[i], sqrt(an->fro2[i]));
     for (int k = 0; an && k < an->n_cand && an->fro2[i] > 0; k++) {
@@ -178,6 +191,14 @@ static void print_json(const plan_run *x) {
     char dg[32];
     snprintf(dg, sizeof dg, "%016llx", (unsigned long long)p->digest);
     json_object_set_new(root, "digest", json_string(dg));
+    json_t *fbs = json_array(); // the group fallbacks, one entry per tensor
+    for (int i = 0; i < p->n_tensors; i++)
+        if (p->t[i].group_asked)
+            json_array_append_new(fbs, json_pack("{s:s,s:s,s:I,s:i,s:i}", "name", c->t[p->t[i].cat].name,
+                                                 "class", moeq_tclass_name(c->t[p->t[i].cat].c.cls), "cols",
+                                                 (json_int_t)p->t[i].C, "group_asked", p->t[i].group_asked,
+                                                 "group", p->t[i].q.group));
+    json_object_set_new(root, "group_fallbacks", fbs);
     if (x->o.tensors) {
         json_t *arr = json_array();
         for (int i = 0; i < p->n_tensors; i++) {
@@ -241,6 +262,16 @@ static void print_text(const plan_run *x) {
         printf("budget solver   %.4f bits/weight reached (candidates allow %.4f to %.4f), %d upgrades, predicted "
                "error %.6g\n",
                bu->achieved_bpw, bu->min_bpw, bu->max_bpw, bu->n_upgrades, bu->err_total);
+    char fb[4096];
+    const int n_fb = moeq_plan_group_fallbacks(p, c, fb, sizeof fb);
+    if (n_fb) {
+        printf("warning         %d tensor%s: the group asked for does not divide the input dimension; the "
+               "largest "
+               "that does is used:\n",
+               n_fb, n_fb == 1 ? "" : "s");
+        for (char *line = strtok(fb, "\n"); line; line = strtok(NULL, "\n"))
+            printf("                  %s\n", line);
+    }
     if (x->o.tensors) print_tensors(x);
 }
 

@@ -425,6 +425,15 @@ static int qrun_open_plan(run_state *s) {
                    "digest %016llx",
                    p->n_units, p->n_tensors, p->bytes_in / 1048576.0, moeq_plan_bpw_quantized(p),
                    (unsigned long long)p->digest);
+    char fb[4096];
+    if (s->rank == 0 && moeq_plan_group_fallbacks(p, s->cat, fb, sizeof fb)) {
+        const size_t n = strlen(fb);
+        if (n && fb[n - 1] == '\n') fb[n - 1] = '\0'; // the log adds its own
+        MOEQ_LOG(MOEQ_LOG_WARN,
+                 "the group asked for does not divide these tensors' input dimension; the largest "
+                 "that does is used (`moeq plan --explain NAME`):\n%s",
+                 fb);
+    }
     return MOEQ_QRUN_NEXT;
 }
 

@@ -5,6 +5,7 @@
 #include "policy.h" // defines: moeq_analysis, moeq_policy_apply
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -157,11 +158,14 @@ moeq_status moeq_plan_build(const moeq_catalog *c, const moeq_recipe *r, const m
 }
 
 // Every catalog tensor's settings: rules, then (unless rules_only) the policies.
+// asked, fitted: (n_tensors) the group the rules asked for where the fallback replaced it (else 0), and the
+// group it took.
 static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, const moeq_analysis *an,
                                int rules_only, moeq_budget_result *budget, moeq_qsettings *q, int *rule,
-                               int *policy, double *score) {
+                               int *policy, double *score, int *asked, int *fitted) {
     for (int i = 0; i < c->n_tensors; i++) {
-        q[i] = moeq_recipe_resolve(r, &c->t[i], &rule[i]);
+        q[i] = moeq_recipe_resolve_ex(r, &c->t[i], &rule[i], &asked[i]);
+        fitted[i] = q[i].group;
         policy[i] = -1, score[i] = 0;
     }
     if (rules_only || !r->n_policies) return MOEQ_OK;
@@ -188,8 +192,8 @@ static moeq_status resolve_all(const moeq_catalog *c, const moeq_recipe *r, cons
 // The stored tensors (FP8 scales of quantized weights are consumed, not stored) with their settings checked
 // and their geometry, and every rule used at least once. e: (n_tensors) entries, *n filled.
 static moeq_status make_entries(const moeq_catalog *c, const moeq_recipe *r, const moeq_qsettings *qs,
-                                const int *rules, const int *pols, const double *scores, entry *e,
-                                int *n_out) {
+                                const int *rules, const int *pols, const double *scores, const int *asked,
+                                const int *fitted, entry *e, int *n_out) {
     int *rule_hits = MOEQ_CALLOC((size_t)(r->n_rules ? r->n_rules : 1), sizeof *rule_hits, "rule hits");
     if (!rule_hits) return MOEQ_ERR_NOMEM;
     moeq_status st = MOEQ_OK;
@@ -202,6 +206,10 @@ static moeq_status make_entries(const moeq_catalog *c, const moeq_recipe *r, con
         *x = (entry){.k = key_of(t, i), .cat = i, .name = t->name};
         x->pt =
             (moeq_plan_tensor){.cat = i, .q = qs[i], .rule = rules[i], .policy = pols[i], .score = scores[i]};
+        // the rules' group fallback, unless a policy set another group; a policy's group gets its own
+        if (asked[i] && x->pt.q.group == fitted[i]) x->pt.group_asked = asked[i];
+        const int a = moeq_qsettings_fit_group(&x->pt.q, t);
+        if (a > 0) x->pt.group_asked = a;
         st = moeq_qsettings_check(&x->pt.q, t);
         if (st == MOEQ_OK) st = geometry(&x->pt, t);
         // a pass-through FP8 weight keeps its scale next to it, in the same unit
@@ -212,13 +220,18 @@ static moeq_status make_entries(const moeq_catalog *c, const moeq_recipe *r, con
             st = geometry(&sc->pt, &c->t[t->scale]);
         }
     }
+    // a rule that matches nothing is a recipe that does not fit this model: bad input (exit 3), like any
+    // other recipe error; most often a typo in a glob or a layer range written for another model
     for (int k = 0; k < r->n_rules && st == MOEQ_OK; k++)
-        if (!rule_hits[k])
-            st = MOEQ_FAIL(
-                MOEQ_ERR_ARG,
-                "%s:%d: rule %d matches no tensor of %s (%s)\n---> HINT: check class/proj/layers/name; "
-                "`moeq inspect --tensors` lists the tensors",
-                r->path, r->rules[k].line, k + 1, c->dir, moeq_arch_name(c->cfg.arch));
+        if (!rule_hits[k]) {
+            char m[512];
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                           "%s:%d: rule %d (match %s) matches no tensor of %s (%s)\n---> HINT: check "
+                           "class/proj/layers/name; "
+                           "`moeq inspect --tensors` lists the tensors",
+                           r->path, r->rules[k].line, k + 1, moeq_rule_match_str(&r->rules[k], m, sizeof m),
+                           c->dir, moeq_arch_name(c->cfg.arch));
+        }
     moeq_free(&rule_hits);
     *n_out = n;
     return st;
@@ -311,19 +324,55 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
     int *rules = MOEQ_CALLOC(nt, sizeof *rules, "plan rules"),
         *pols = MOEQ_CALLOC(nt, sizeof *pols, "plan policies");
     double *scores = MOEQ_CALLOC(nt, sizeof *scores, "plan scores");
+    int *asked = MOEQ_CALLOC(nt, sizeof *asked, "plan groups asked"),
+        *fitted = MOEQ_CALLOC(nt, sizeof *fitted, "plan groups fitted");
     int n = 0;
-    moeq_status st = e && p && qs && rules && pols && scores ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    moeq_status st = e && p && qs && rules && pols && scores && asked && fitted ? MOEQ_OK : MOEQ_ERR_NOMEM;
     if (st == MOEQ_OK)
-        st = resolve_all(c, r, an, flags & MOEQ_PLAN_RULES_ONLY, budget, qs, rules, pols, scores);
-    if (st == MOEQ_OK) st = make_entries(c, r, qs, rules, pols, scores, e, &n);
+        st = resolve_all(c, r, an, flags & MOEQ_PLAN_RULES_ONLY, budget, qs, rules, pols, scores, asked,
+                         fitted);
+    if (st == MOEQ_OK) st = make_entries(c, r, qs, rules, pols, scores, asked, fitted, e, &n);
     if (st == MOEQ_OK) qsort(e, (size_t)n, sizeof *e, cmp_entry);
     if (st == MOEQ_OK) st = fill_units(c, cm, e, n, p);
     moeq_free(&e);
     moeq_free(&qs), moeq_free(&rules), moeq_free(&pols), moeq_free(&scores);
+    moeq_free(&asked), moeq_free(&fitted);
     moeq_recipe_free(&r);
     if (st != MOEQ_OK) moeq_plan_free(&p);
     *out = p;
     return st;
+}
+
+int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap) {
+    enum { MAX_KINDS = 64 };
+    typedef struct {
+        int cls, asked, group, n, first;
+        int64_t C;
+    } kind;
+    kind k[MAX_KINDS];
+    int nk = 0, total = 0;
+    for (int i = 0; i < p->n_tensors; i++) {
+        const moeq_plan_tensor *pt = &p->t[i];
+        if (!pt->group_asked) continue;
+        total++;
+        const int cls = (int)c->t[pt->cat].c.cls;
+        int j = 0;
+        while (j < nk && !(k[j].cls == cls && k[j].C == pt->C && k[j].asked == pt->group_asked &&
+                           k[j].group == pt->q.group))
+            j++;
+        if (j == nk && nk < MAX_KINDS) k[nk++] = (kind){cls, pt->group_asked, pt->q.group, 0, pt->cat, pt->C};
+        if (j < nk) k[j].n++;
+    }
+    size_t n = 0;
+    if (cap) buf[0] = '\0';
+    for (int j = 0; j < nk && n < cap; j++) {
+        n += (size_t)snprintf(
+            buf + n, cap - n,
+            "%s: %d tensor%s [*, %lld] (e.g. %s): group %d does not divide %lld, group %d used\n",
+            moeq_tclass_name((moeq_tclass)k[j].cls), k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].C,
+            c->t[k[j].first].name, k[j].asked, (long long)k[j].C, k[j].group);
+    }
+    return total;
 }
 
 void moeq_plan_free(moeq_plan **pp) {

@@ -37,6 +37,8 @@ typedef struct moeq_plan_tensor {
     int64_t n_groups;       // scale blocks per row = C / group (quantized; the layout's)
     uint64_t out_bytes;     // bytes stored in the artifact for this tensor
     double bits_per_weight; // stored bits / numel (codes + scale + zero + U + V)
+    int group_asked;        // the recipe's group when it did not divide C and q.group is the largest that
+                            // does (moeq_qsettings_fit_group); 0: q.group as the recipe asked
 } moeq_plan_tensor;
 
 typedef struct moeq_unit {
@@ -78,8 +80,14 @@ typedef struct moeq_plan {
     uint64_t mem_max; // largest unit working set
 } moeq_plan;
 
-// Builds the plan. Fails (MOEQ_ERR_ARG, naming the tensor and rule) when a setting cannot apply, and
-// (MOEQ_ERR_ARG, naming the rule and its line) when a recipe rule matches no tensor.
+// The plan's group fallbacks (moeq_plan_tensor.group_asked) for messages: one line per class, input
+// dimension, asked and used group, "routed_expert: 24 tensors [*, 96] (e.g. NAME): group 64 does not divide
+// 96, group 48 used", each ending in '\n', into buf (truncated to cap). Returns the number of tensors (0:
+// none, buf "").
+int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap);
+
+// Builds the plan. Fails (MOEQ_ERR_UNSUPPORTED, naming the tensor) when a setting cannot apply, and
+// (MOEQ_ERR_FORMAT, naming the rule, its line and its match) when a recipe rule matches no tensor.
 // Returns a new plan; caller frees with moeq_plan_free.
 // Relative layer ranges are bound to the catalog's model; routing-count files of policies are read here.
 // A recipe whose policies need the weights fails here (use moeq_plan_build_ex with the analysis).

@@ -5,6 +5,7 @@
 #include "recipe.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,20 +240,26 @@ moeq_status moeq_recipe_from_doc(const moeq_ydoc *d, const char *text, moeq_reci
     return MOEQ_OK;
 }
 
-moeq_status moeq_recipe_parse(const char *path, const char *text, moeq_recipe **out) {
+// text: len bytes (and a terminating NUL); a NUL among them is refused by the parser.
+static moeq_status parse_n(const char *path, const char *text, size_t len, moeq_recipe **out) {
     *out = NULL;
     moeq_ydoc *d = NULL;
-    MOEQ_TRY(moeq_ydoc_parse(path, text, &d));
+    MOEQ_TRY(moeq_ydoc_parse_n(path, text, len, &d));
     moeq_status st = moeq_recipe_from_doc(d, text, out);
     moeq_ydoc_free(&d);
     return st;
 }
 
+moeq_status moeq_recipe_parse(const char *path, const char *text, moeq_recipe **out) {
+    return parse_n(path, text, strlen(text), out);
+}
+
 moeq_status moeq_recipe_load(const char *path, moeq_recipe **out) {
     char *text = NULL;
-    moeq_status st = moeq_read_file(path, 1u << 20, &text, NULL);
+    size_t len = 0;
+    moeq_status st = moeq_read_file(path, 1u << 20, &text, &len);
     if (st != MOEQ_OK) return st;
-    st = moeq_recipe_parse(path, text, out);
+    st = parse_n(path, text, len, out);
     moeq_free(&text);
     return st;
 }
@@ -271,6 +278,39 @@ int moeq_tensor_quantizable(const moeq_tensor_info *t) {
            t->shape[1] > 0 && moeq_dtypes[t->dtype].decodable;
 }
 
+// Appends ", " (after the first key) and one "key: value" to buf (n: its length so far, capped at cap - 1).
+static size_t append_key(char *buf, size_t cap, size_t n, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+static size_t append_key(char *buf, size_t cap, size_t n, const char *fmt, ...) {
+    if (n > 1 && n < cap) n += (size_t)snprintf(buf + n, cap - n, ", ");
+    if (n < cap) {
+        va_list ap;
+        va_start(ap, fmt);
+        n += (size_t)vsnprintf(buf + n, cap - n, fmt, ap);
+        va_end(ap);
+    }
+    return n < cap ? n : cap - 1;
+}
+
+const char *moeq_rule_match_str(const moeq_rule *r, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "{");
+    if (r->has_class) n = append_key(buf, cap, n, "class: %s", moeq_tclass_name(r->cls));
+    if (r->has_proj) n = append_key(buf, cap, n, "proj: %s", moeq_proj_name(r->proj));
+    if (r->layer_rel)
+        n = append_key(buf, cap, n, "layers: \"%s:%d\"", r->layer_rel == MOEQ_LAYERS_FIRST ? "first" : "last",
+                       r->layer_k);
+    else if (r->layer_lo >= 0 && r->layer_lo == r->layer_hi)
+        n = append_key(buf, cap, n, "layers: %d", r->layer_lo);
+    else if (r->layer_lo >= 0)
+        n = append_key(buf, cap, n, "layers: \"%d-%d\"", r->layer_lo, r->layer_hi);
+    if (r->name_glob[0]) n = append_key(buf, cap, n, "name: \"%s\"", r->name_glob);
+    if (n < cap) snprintf(buf + n, cap - n, "}");
+    return buf;
+}
+
 int moeq_rule_matches(const moeq_rule *r, const moeq_tensor_info *t) {
     if (r->has_class && t->c.cls != r->cls) return 0;
     if (r->has_proj && t->c.proj != r->proj) return 0;
@@ -281,6 +321,32 @@ int moeq_rule_matches(const moeq_rule *r, const moeq_tensor_info *t) {
 }
 
 moeq_qsettings moeq_recipe_resolve(const moeq_recipe *r, const moeq_tensor_info *t, int *decided_by) {
+    return moeq_recipe_resolve_ex(r, t, decided_by, NULL);
+}
+
+// The largest group from the registry's least (8) to `asked` that divides C, or 0 when none does.
+static int group_dividing(int64_t C, int asked) {
+    const int lo = (int)moeq_setting_field_get(MOEQ_F_GROUP)->lo;
+    for (int g = asked; g >= lo; g--)
+        if (C % g == 0) return g;
+    return 0;
+}
+
+int moeq_qsettings_fit_group(moeq_qsettings *s, const moeq_tensor_info *t) {
+    const moeq_method_traits *m = moeq_method_get(s->method);
+    const moeq_qtype_traits *f = moeq_qtype_get(moeq_qsettings_qtype(s));
+    if (!m || !m->quantizes || !f || f->block || !moeq_tensor_quantizable(t)) return 0;
+    const int64_t C = t->shape[1];
+    if (C % s->group == 0) return 0;
+    const int g = group_dividing(C, s->group);
+    if (!g) return -1;
+    const int asked = s->group;
+    s->group = g;
+    return asked;
+}
+
+moeq_qsettings moeq_recipe_resolve_ex(const moeq_recipe *r, const moeq_tensor_info *t, int *decided_by,
+                                      int *group_asked) {
     moeq_qsettings s = r->defaults;
     if (decided_by) *decided_by = -1;
     // Built-in: only the linears of attention and MLPs are quantized by default.
@@ -288,17 +354,28 @@ moeq_qsettings moeq_recipe_resolve(const moeq_recipe *r, const moeq_tensor_info 
     int default_on = c == MOEQ_TC_ATTENTION || c == MOEQ_TC_SHARED_EXPERT || c == MOEQ_TC_ROUTED_EXPERT ||
                      c == MOEQ_TC_DENSE_MLP;
     if (!default_on) s.method = MOEQ_METHOD_NONE;
+    int named = 0, method_set = 0; // a matching rule named this class; set its method
     for (int i = 0; i < r->n_rules; i++) {
         const moeq_rule *rule = &r->rules[i];
         if (!moeq_rule_matches(rule, t)) continue;
         // A rule turns on a default-off class only when it names that class explicitly.
         unsigned mask = rule->set_mask;
-        if (!default_on && !(rule->has_class && rule->cls == c)) mask &= ~(unsigned)MOEQ_SET_METHOD;
+        const int names = rule->has_class && rule->cls == c;
+        if (!default_on && !names) mask &= ~(unsigned)MOEQ_SET_METHOD;
         moeq_qsettings_apply(&s, &rule->set, mask);
+        named |= names;
+        method_set |= (mask & MOEQ_SET_METHOD) != 0;
+        // ... and a rule naming it that says how to store it (bits, group, format, ...) but not the method
+        // asks for it quantized: the recipe's default method, not a silent "stored as it came"
+        if (!default_on && names && mask && !method_set) s.method = r->defaults.method;
         if (mask && decided_by) *decided_by = i;
     }
+    // a default-off class no rule named stays as it came whatever other rules set: the defaults decided
+    if (!default_on && !named && decided_by) *decided_by = -1;
     if (!moeq_tensor_quantizable(t)) s.method = MOEQ_METHOD_NONE;
     moeq_qsettings_normalize(&s);
+    const int asked = moeq_qsettings_fit_group(&s, t);
+    if (group_asked) *group_asked = asked > 0 ? asked : 0;
     return s;
 }
 
@@ -313,12 +390,22 @@ moeq_status moeq_qsettings_check(const moeq_qsettings *s, const moeq_tensor_info
             "tensor '%s' [%lld, %lld]: format %s stores blocks of %d weights, which do not divide the input "
             "dimension %lld\n---> HINT: give this tensor another format (a rule for its class or name)",
             t->name, (long long)R, (long long)C, f->name, f->block, (long long)C);
-    if (!f->block && C % s->group != 0)
+    if (!f->block && C % s->group != 0) {
+        const int g = group_dividing(C, s->group);
+        if (g)
+            return MOEQ_FAIL(
+                MOEQ_ERR_UNSUPPORTED,
+                "tensor '%s' [%lld, %lld]: group %d does not divide the input dimension %lld\n---> "
+                "HINT: group %d does (the plan takes it by itself: moeq_qsettings_fit_group)",
+                t->name, (long long)R, (long long)C, s->group, (long long)C, g);
         return MOEQ_FAIL(
             MOEQ_ERR_UNSUPPORTED,
-            "tensor '%s' [%lld, %lld]: group %d does not divide the input dimension %lld\n---> HINT: "
-            "choose a group size that divides %lld (e.g. with a rule for this class)",
-            t->name, (long long)R, (long long)C, s->group, (long long)C, (long long)C);
+            "tensor '%s' [%lld, %lld]: group %d does not divide the input dimension %lld, nor does "
+            "any group from %d to %d\n---> HINT: store it another way with a rule for its name or "
+            "class (method: none, or a group that divides %lld if one above %d does)",
+            t->name, (long long)R, (long long)C, s->group, (long long)C,
+            (int)moeq_setting_field_get(MOEQ_F_GROUP)->lo, s->group, (long long)C, s->group);
+    }
     if (s->rank > R || s->rank > C)
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s' [%lld, %lld]: rank %d exceeds min(rows, cols)",
                          t->name, (long long)R, (long long)C, s->rank);
@@ -345,7 +432,7 @@ static moeq_status bind_rule(const moeq_recipe *r, moeq_rule *rule, const moeq_m
     for (int l = 0; l < cfg->n_layers && n < 4096; l++)
         if (moeq_config_layer_is_moe(cfg, l)) moe[n++] = l;
     if (rule->layer_k > n)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
                          "%s:%d: layers \"%s:%d\" but the model has %d MoE blocks\n---> HINT: K at most %d",
                          r->path, rule->line, rule->layer_rel == MOEQ_LAYERS_FIRST ? "first" : "last",
                          rule->layer_k, n, n);

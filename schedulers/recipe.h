@@ -109,7 +109,8 @@ int moeq_recipe_needs_weights(const moeq_recipe *r);
 
 // Binds the relative layer ranges ("first:K", "last:K") of rules and policy matches to a model: the MoE
 // blocks are the decoder layers l < n_layers with moeq_config_layer_is_moe. A range covers the layers from
-// its first to its last MoE block. MOEQ_ERR_ARG (file:line) when the model has fewer than K MoE blocks.
+// its first to its last MoE block. MOEQ_ERR_FORMAT (file:line; bad input, exit 3) when the model has fewer
+// than K MoE blocks.
 moeq_status moeq_recipe_bind(moeq_recipe *r, const moeq_model_config *cfg);
 // Returns a new bound copy (caller frees with moeq_recipe_free).
 moeq_status moeq_recipe_bound_copy(const moeq_recipe *r, const moeq_model_config *cfg, moeq_recipe **out);
@@ -126,11 +127,28 @@ void moeq_recipe_free(moeq_recipe **r);
 moeq_status moeq_recipe_from_doc(const moeq_ydoc *d, const char *text, moeq_recipe **out);
 
 // Settings of one catalog tensor: defaults, then every matching rule in order, then
-// moeq_qsettings_normalize. `decided_by` (optional) receives the index of the last rule that changed
-// anything, or -1 for the defaults / built-in class rule.
+// moeq_qsettings_normalize. Router, embedding, lm_head, norm and other tensors are stored as they came
+// unless a rule names their class: such a rule sets their method, or, when it sets other fields only
+// (`bits: 8`), turns them on with the defaults' method. `decided_by` (optional) receives the index of the
+// last rule that changed anything, or -1 for the defaults / built-in class rule (also for a default-off
+// class that no rule named, whatever other matching rules set).
+//
+// Any model: when the group does not divide a quantized tensor's input dimension C (a hidden size of 96 with
+// the default group 64), the group becomes the largest one from 8 up to it that divides C (48), the grouped
+// formats' fallback (moeq_qsettings_fit_group); `group_asked` (optional) receives the group the recipe asked
+// for in that case, else 0. Existing plans are unchanged: only groups that failed before are changed.
 moeq_qsettings moeq_recipe_resolve(const moeq_recipe *r, const moeq_tensor_info *t, int *decided_by);
+moeq_qsettings moeq_recipe_resolve_ex(const moeq_recipe *r, const moeq_tensor_info *t, int *decided_by,
+                                      int *group_asked);
+// The group fallback on s for tensor t: returns the group asked when s->group did not divide t's input
+// dimension and was replaced by the largest from 8 up to it that does; 0 when nothing changed (it divides,
+// or s stores t without groups); -1 when no group fits (s unchanged: moeq_qsettings_check names the tensor).
+int moeq_qsettings_fit_group(moeq_qsettings *s, const moeq_tensor_info *t);
 // 1 when rule i matches tensor t.
 int moeq_rule_matches(const moeq_rule *rule, const moeq_tensor_info *t);
+// A rule's match as the recipe would write it, "{class: routed_expert, layers: \"0-3\"}" ("{}": every
+// tensor), into buf (truncated to cap); returns buf.
+const char *moeq_rule_match_str(const moeq_rule *rule, char *buf, size_t cap);
 // 1 when t is a 2-D linear weight moeq can quantize (any class); its method may still be none.
 int moeq_tensor_quantizable(const moeq_tensor_info *t);
 

@@ -65,10 +65,19 @@ static void test_tiny_units(void **state) {
     moeq_plan *p3 = plan_for(NULL, "version: 1\ndefaults: {method: milo, bits: 3, group: 64, rank: 16}\n", &c, MOEQ_OK);
     assert_true(p3->digest != p->digest);
     moeq_plan_free(&p), moeq_plan_free(&p2), moeq_plan_free(&p3);
-    // a rule that matches nothing is an error naming its line
-    p = plan_for(NULL, "version: 1\nrules:\n  - match: {class: shared_expert}\n    set: {bits: 8}\n", &c, MOEQ_ERR_ARG);
+    // a rule that matches nothing is bad input (exit 3) naming its line, index and match
+    p = plan_for(NULL, "version: 1\nrules:\n  - match: {class: shared_expert}\n    set: {bits: 8}\n", &c,
+                 MOEQ_ERR_FORMAT);
     assert_null(p);
-    assert_non_null(strstr(moeq_error_detail(), "t.yaml:3: rule 1 matches no tensor"));
+    assert_non_null(
+        strstr(moeq_error_detail(), "t.yaml:3: rule 1 (match {class: shared_expert}) matches no tensor"));
+    p = plan_for(NULL,
+                 "version: 1\nrules:\n  - match: {}\n    set: {bits: 8}\n  - match: {class: routed_expert, "
+                 "proj: down, layers: \"7-9\", name: \"*.w9.*\"}\n    set: {bits: 8}\n",
+                 &c, MOEQ_ERR_FORMAT);
+    assert_null(p);
+    assert_non_null(strstr(moeq_error_detail(), "t.yaml:5: rule 2 (match {class: routed_expert, proj: down, "
+                                                "layers: \"7-9\", name: \"*.w9.*\"}) matches no tensor"));
     moeq_catalog_close(&c);
 }
 

@@ -2,9 +2,11 @@
 #include "test_util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "moeq_sched.h"
+#include "ydoc.h" // defines: moeq_ydoc_parse_n (the YAML syntax tree under every recipe)
 
 static moeq_tensor_info tensor(const char *name, int64_t r, int64_t c) {
     moeq_tensor_info t;
@@ -71,10 +73,56 @@ static void test_defaults_and_precedence(void **state) {
     t = tensor("model.norm.weight", 128, 0);
     q = moeq_recipe_resolve(r, &t, NULL);
     assert_int_equal(q.method, MOEQ_METHOD_NONE);
-    // a group that does not divide the input dimension is an error naming the tensor
+    // a group that does not divide the input dimension falls back to the largest from 8 up that does (any
+    // hidden size), and says what it asked for; settings that were not fitted are an error naming the tensor
     t = tensor("model.layers.0.self_attn.o_proj.weight", 128, 96);
-    q = moeq_recipe_resolve(r, &t, NULL);
-    assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_UNSUPPORTED, "o_proj.weight' [128, 96]: group 64 does not divide");
+    int asked = -1;
+    q = moeq_recipe_resolve_ex(r, &t, NULL, &asked);
+    assert_int_equal(q.group, 48), assert_int_equal(asked, 64);
+    assert_status(moeq_qsettings_check(&q, &t), MOEQ_OK, NULL);
+    q.group = 64;
+    assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_UNSUPPORTED,
+                  "o_proj.weight' [128, 96]: group 64 does not divide the input dimension 96\n---> HINT: "
+                  "group 48 does");
+    t = tensor("model.layers.0.block_sparse_moe.experts.1.w2.weight", 100, 160);
+    q = moeq_recipe_resolve_ex(r, &t, NULL, &asked);
+    assert_int_equal(q.group, 40), assert_int_equal(asked, 64);
+    t = tensor("model.layers.0.block_sparse_moe.experts.1.w1.weight", 160, 128); // divides: unchanged
+    q = moeq_recipe_resolve_ex(r, &t, NULL, &asked);
+    assert_int_equal(q.group, 64), assert_int_equal(asked, 0);
+    // nothing from 8 to the group divides: unchanged, and check names the tensor
+    t = tensor("model.layers.0.block_sparse_moe.experts.1.w1.weight", 160, 100);
+    q.group = 8;
+    assert_int_equal(moeq_qsettings_fit_group(&q, &t), -1), assert_int_equal(q.group, 8);
+    assert_status(moeq_qsettings_check(&q, &t), MOEQ_ERR_UNSUPPORTED,
+                  "w1.weight' [160, 100]: group 8 does not divide the input dimension 100, nor does any "
+                  "group from 8 to 8");
+    // stored as it came: no group to fit
+    t = tensor("model.layers.0.block_sparse_moe.gate.weight", 8, 100);
+    q = moeq_recipe_resolve_ex(r, &t, NULL, &asked);
+    assert_int_equal(q.method, MOEQ_METHOD_NONE), assert_int_equal(asked, 0);
+    moeq_recipe_free(&r);
+    // a rule naming a default-off class (router) that sets only bits quantizes it with the defaults' method;
+    // one that sets the method keeps it; a rule that does not name the class leaves it, and does not decide
+    // it
+    assert_status(
+        moeq_recipe_parse(
+            "rt.yaml",
+            "version: 1\ndefaults: {method: rtn}\nrules:\n  - match: {layers: \"0\"}\n    set: {bits: 3}\n"
+            "  - match: {class: router, layers: \"1\"}\n    set: {bits: 8}\n"
+            "  - match: {class: router, layers: \"2\"}\n    set: {method: none}\n"
+            "  - match: {class: router, layers: \"2\"}\n    set: {bits: 8}\n",
+            &r),
+        MOEQ_OK, NULL);
+    t = tensor("model.layers.0.block_sparse_moe.gate.weight", 8, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_NONE), assert_int_equal(rule, -1);
+    t = tensor("model.layers.1.block_sparse_moe.gate.weight", 8, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_RTN), assert_int_equal(q.bits, 8), assert_int_equal(rule, 1);
+    t = tensor("model.layers.2.block_sparse_moe.gate.weight", 8, 128);
+    q = moeq_recipe_resolve(r, &t, &rule);
+    assert_int_equal(q.method, MOEQ_METHOD_NONE), assert_int_equal(rule, 3);
     moeq_recipe_free(&r);
     assert_null(r);
     // format: names a storage format and fixes the bits; the digest bytes change only when one is named
@@ -144,6 +192,116 @@ static void test_errors_have_lines(void **state) {
     assert_null(r);
 }
 
+// The YAML syntax tree refuses, while it reads, what would otherwise be silently dropped or take libyaml
+// quadratic time: duplicate keys at any level, a second document, a NUL byte, nesting beyond 64 levels
+// (block and flow, and through an alias), undefined aliases, aliases that expand without bound.
+static void test_yaml_refusals(void **state) {
+    (void)state;
+    struct {
+        const char *yaml, *needle;
+    } cases[] = {
+        {"version: 1\ndefaults: {bits: 3, bits: 4}\n", "e.yaml:2: duplicate key \"bits\" (first at line 2)"},
+        {"version: 1\ndefaults:\n  bits: 3\n  group: 32\n  bits: 4\n",
+         "e.yaml:5: duplicate key \"bits\" (first at line 3)"},
+        {"version: 1\nrules:\n  - match: {class: attention, class: router}\n    set: {bits: 4}\n",
+         "e.yaml:3: duplicate key \"class\""},
+        {"version: 1\nrules:\n  - match: {class: attention}\n    set: {bits: 4}\n    set: {bits: 8}\n",
+         "e.yaml:5: duplicate key \"set\" (first at line 4)"},
+        {"version: 1\ndefaults: {hqq: {iters: 5, beta: 2, iters: 6}}\n", "e.yaml:2: duplicate key \"iters\""},
+        {"version: 1\nrules:\n  - match: {class: attention}\n    set: {bits: 4}\nrules: []\n",
+         "e.yaml:5: duplicate key \"rules\" (first at line 2)"},
+        {"version: 1\n---\ndefaults: {bits: 2}\n", "e.yaml:2: a second YAML document"},
+        {"version: 1\n...\n---\nversion: 1\n", "e.yaml:3: a second YAML document"},
+        {"---\nversion: 1\n---\n", "e.yaml:3: a second YAML document"},
+        {"version: 1\ndefaults: *q\n", "e.yaml:2: alias *q before any anchor &q"},
+        {"version: 1\nx: &a [*a]\n", "e.yaml:2: alias *a before any anchor &a"},
+        {"version: 1\nx:\n  - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - "
+         "- - - - - - - - - - - - - - - - - - - - - - - - 1\n",
+         "e.yaml:3: nesting deeper than 64 levels"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        moeq_recipe *r = NULL;
+        moeq_status st = moeq_recipe_parse("e.yaml", cases[i].yaml, &r);
+        if (st != MOEQ_ERR_FORMAT || !strstr(moeq_error_detail(), cases[i].needle)) {
+            fprintf(stderr, "case %zu: status %s, detail '%s', wanted '%s'\n", i, moeq_status_str(st),
+                    moeq_error_detail(), cases[i].needle);
+            fail();
+        }
+        assert_null(r);
+    }
+    // the same key in two mappings, and an explicit document start and end, are fine
+    moeq_recipe *r = NULL;
+    assert_status(
+        moeq_recipe_parse("ok.yaml",
+                          "---\nversion: 1\ndefaults: {bits: 3}\nrules:\n  - match: {class: attention}\n"
+                          "    set: {bits: 4}\n  - match: {class: router}\n    set: {bits: 8}\n...\n",
+                          &r),
+        MOEQ_OK, NULL);
+    assert_int_equal(r->n_rules, 2);
+    moeq_recipe_free(&r);
+    // aliases share their anchor's node: allowed, and resolved
+    assert_status(
+        moeq_recipe_parse(
+            "a.yaml",
+            "version: 1\ndefaults: &d {bits: 3}\nrules:\n  - match: {class: attention}\n    set: *d\n", &r),
+        MOEQ_OK, NULL);
+    assert_int_equal(r->rules[0].set.bits, 3);
+    moeq_recipe_free(&r);
+
+    // a NUL byte: the text after it would be ignored (a file is read with its length)
+    static const char nul[] = "version: 1\ndefaults: {bits: 3}\n\0rules: [oops]\n";
+    moeq_ydoc *d = NULL;
+    assert_status(moeq_ydoc_parse_n("n.yaml", nul, sizeof nul - 1, &d), MOEQ_ERR_FORMAT,
+                  "n.yaml:3: a NUL byte at offset 31");
+    assert_null(d);
+    assert_status(moeq_ydoc_parse_n("n.yaml", nul, 31, &d), MOEQ_OK, NULL);
+    moeq_ydoc_free(&d);
+
+    // depth: 64 levels below the root are the cap, in flow and in block style; one more is refused
+    char *deep = malloc(400000);
+    assert_non_null(deep);
+    for (int levels = 64; levels <= 65; levels++) {
+        strcpy(deep, "x: ");
+        for (int i = 1; i < levels; i++) strcat(deep, "[");
+        strcat(deep, "1");
+        for (int i = 1; i < levels; i++) strcat(deep, "]");
+        assert_status(moeq_ydoc_parse("f.yaml", deep, &d), levels == 64 ? MOEQ_OK : MOEQ_ERR_FORMAT,
+                      levels == 64 ? NULL : "f.yaml:1: nesting deeper than 64 levels");
+        moeq_ydoc_free(&d);
+        deep[0] = '\0';
+        for (int i = 0; i < levels; i++) sprintf(deep + strlen(deep), "%*sk:\n", i, "");
+        sprintf(deep + strlen(deep), "%*s1\n", levels, "");
+        assert_status(moeq_ydoc_parse("b.yaml", deep, &d), levels == 64 ? MOEQ_OK : MOEQ_ERR_FORMAT,
+                      levels == 64 ? NULL : "b.yaml:65: nesting deeper than 64 levels");
+        moeq_ydoc_free(&d);
+    }
+    // an alias carries its anchor's depth: 40 + 40 levels
+    strcpy(deep, "a: &d ");
+    for (int i = 0; i < 40; i++) strcat(deep, "[");
+    for (int i = 0; i < 40; i++) strcat(deep, "]");
+    strcat(deep, "\nb: ");
+    for (int i = 0; i < 40; i++) strcat(deep, "[");
+    strcat(deep, "*d");
+    for (int i = 0; i < 40; i++) strcat(deep, "]");
+    strcat(deep, "\n");
+    assert_status(moeq_ydoc_parse("al.yaml", deep, &d), MOEQ_ERR_FORMAT,
+                  "al.yaml:2: nesting deeper than 64 levels");
+    // 100k levels: refused at level 65, before libyaml's quadratic work (seconds to minutes before)
+    memset(deep, '[', 100000);
+    memset(deep + 100000, ']', 100000);
+    deep[200000] = '\0';
+    assert_status(moeq_ydoc_parse("h.yaml", deep, &d), MOEQ_ERR_FORMAT,
+                  "h.yaml:1: nesting deeper than 64 levels");
+    // a billion laughs: each level 10 aliases of the one before; the expanded tree is capped
+    strcpy(deep, "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for (int i = 1; i < 9; i++)
+        sprintf(deep + strlen(deep),
+                "l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n", i, i, i - 1,
+                i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+    assert_status(moeq_ydoc_parse("lol.yaml", deep, &d), MOEQ_ERR_FORMAT,
+                  "aliases expand to more than 1048576 nodes");
+    free(deep);
+}
 
 // The policy section and relative layer ranges: every error names the file and line.
 static void test_policy_syntax_errors(void **state) {
@@ -231,7 +389,8 @@ static void test_relative_layers(void **state) {
     moeq_recipe_free(&r);
     assert_status(moeq_recipe_parse("b.yaml", "version: 1\nrules:\n  - match: {layers: \"last:5\"}\n    set: {bits: 4}\n", &r),
                   MOEQ_OK, NULL);
-    assert_status(moeq_recipe_bind(r, &cfg), MOEQ_ERR_ARG, "b.yaml:3: layers \"last:5\" but the model has 4 MoE blocks");
+    assert_status(moeq_recipe_bind(r, &cfg), MOEQ_ERR_FORMAT,
+                  "b.yaml:3: layers \"last:5\" but the model has 4 MoE blocks");
     moeq_recipe_free(&r);
 }
 
@@ -249,11 +408,9 @@ static void test_shipped_recipes_parse(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_and_precedence),
-        cmocka_unit_test(test_errors_have_lines),
-        cmocka_unit_test(test_policy_syntax_errors),
-        cmocka_unit_test(test_relative_layers),
-        cmocka_unit_test(test_shipped_recipes_parse),
+        cmocka_unit_test(test_defaults_and_precedence), cmocka_unit_test(test_errors_have_lines),
+        cmocka_unit_test(test_yaml_refusals),           cmocka_unit_test(test_policy_syntax_errors),
+        cmocka_unit_test(test_relative_layers),         cmocka_unit_test(test_shipped_recipes_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
