@@ -95,6 +95,10 @@ static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan 
                    "rule\n",
                    rule + 1);
     }
+    if (pt->rank_asked)
+        printf("  rank: %d asked, which exceeds min(%lld, %lld): %d used (a compensator is capped by its "
+               "matrix)\n",
+               pt->rank_asked, (long long)pt->R, (long long)pt->C, pt->q.rank);
     if (pt->group_asked)
         printf("  group: %d asked, which does not divide the input dimension %lld: %d used (the largest "
                "group from 8 "
@@ -199,6 +203,14 @@ static void print_json(const plan_run *x) {
                                                  (json_int_t)p->t[i].C, "group_asked", p->t[i].group_asked,
                                                  "group", p->t[i].q.group));
     json_object_set_new(root, "group_fallbacks", fbs);
+    json_t *caps = json_array(); // the rank caps, one entry per tensor
+    for (int i = 0; i < p->n_tensors; i++)
+        if (p->t[i].rank_asked)
+            json_array_append_new(caps, json_pack("{s:s,s:s,s:I,s:I,s:i,s:i}", "name", c->t[p->t[i].cat].name,
+                                                  "class", moeq_tclass_name(c->t[p->t[i].cat].c.cls), "rows",
+                                                  (json_int_t)p->t[i].R, "cols", (json_int_t)p->t[i].C,
+                                                  "rank_asked", p->t[i].rank_asked, "rank", p->t[i].q.rank));
+    json_object_set_new(root, "rank_caps", caps);
     if (x->o.tensors) {
         json_t *arr = json_array();
         for (int i = 0; i < p->n_tensors; i++) {
@@ -265,9 +277,8 @@ static void print_text(const plan_run *x) {
     char fb[4096];
     const int n_fb = moeq_plan_group_fallbacks(p, c, fb, sizeof fb);
     if (n_fb) {
-        printf("warning         %d tensor%s: the group asked for does not divide the input dimension; the "
-               "largest "
-               "that does is used:\n",
+        printf("warning         %d setting%s adapted to this model's shapes (a group that does not divide the "
+               "input dimension: the largest that does; a rank above min(rows, cols): that minimum):\n",
                n_fb, n_fb == 1 ? "" : "s");
         for (char *line = strtok(fb, "\n"); line; line = strtok(NULL, "\n"))
             printf("                  %s\n", line);

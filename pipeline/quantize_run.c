@@ -430,8 +430,9 @@ static int qrun_open_plan(run_state *s) {
         const size_t n = strlen(fb);
         if (n && fb[n - 1] == '\n') fb[n - 1] = '\0'; // the log adds its own
         MOEQ_LOG(MOEQ_LOG_WARN,
-                 "the group asked for does not divide these tensors' input dimension; the largest "
-                 "that does is used (`moeq plan --explain NAME`):\n%s",
+                 "settings adapted to this model's shapes (a group that does not divide the input dimension: "
+                 "the largest that does; a rank above min(rows, cols): that minimum; `moeq plan --explain "
+                 "NAME`):\n%s",
                  fb);
     }
     return MOEQ_QRUN_NEXT;

@@ -210,6 +210,10 @@ static moeq_status make_entries(const moeq_catalog *c, const moeq_recipe *r, con
         if (asked[i] && x->pt.q.group == fitted[i]) x->pt.group_asked = asked[i];
         const int a = moeq_qsettings_fit_group(&x->pt.q, t);
         if (a > 0) x->pt.group_asked = a;
+        // a compensator rank larger than the matrix is capped by it (a model smaller than the recipe's)
+        const int64_t mn = t->ndim == 2 ? (t->shape[0] < t->shape[1] ? t->shape[0] : t->shape[1]) : 0;
+        if (mn > 0 && moeq_qsettings_rank(&x->pt.q) > mn)
+            x->pt.rank_asked = x->pt.q.rank, x->pt.q.rank = (int)mn;
         st = moeq_qsettings_check(&x->pt.q, t);
         if (st == MOEQ_OK) st = geometry(&x->pt, t);
         // a pass-through FP8 weight keeps its scale next to it, in the same unit
@@ -346,31 +350,42 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
 int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap) {
     enum { MAX_KINDS = 64 };
     typedef struct {
-        int cls, asked, group, n, first;
-        int64_t C;
+        int cls, rank, asked, used, n, first; // rank: 1 a rank cap, 0 a group fallback
+        int64_t R, C;
     } kind;
     kind k[MAX_KINDS];
     int nk = 0, total = 0;
-    for (int i = 0; i < p->n_tensors; i++) {
-        const moeq_plan_tensor *pt = &p->t[i];
-        if (!pt->group_asked) continue;
-        total++;
-        const int cls = (int)c->t[pt->cat].c.cls;
-        int j = 0;
-        while (j < nk && !(k[j].cls == cls && k[j].C == pt->C && k[j].asked == pt->group_asked &&
-                           k[j].group == pt->q.group))
-            j++;
-        if (j == nk && nk < MAX_KINDS) k[nk++] = (kind){cls, pt->group_asked, pt->q.group, 0, pt->cat, pt->C};
-        if (j < nk) k[j].n++;
-    }
+    for (int i = 0; i < p->n_tensors; i++)
+        for (int rk = 0; rk < 2; rk++) {
+            const moeq_plan_tensor *pt = &p->t[i];
+            const int asked = rk ? pt->rank_asked : pt->group_asked, used = rk ? pt->q.rank : pt->q.group;
+            if (!asked) continue;
+            total++;
+            const int cls = (int)c->t[pt->cat].c.cls;
+            const int64_t R = rk ? pt->R : 0; // group fallbacks depend on C only
+            int j = 0;
+            while (j < nk && !(k[j].cls == cls && k[j].rank == rk && k[j].R == R && k[j].C == pt->C &&
+                               k[j].asked == asked && k[j].used == used))
+                j++;
+            if (j == nk && nk < MAX_KINDS) k[nk++] = (kind){cls, rk, asked, used, 0, pt->cat, R, pt->C};
+            if (j < nk) k[j].n++;
+        }
     size_t n = 0;
     if (cap) buf[0] = '\0';
     for (int j = 0; j < nk && n < cap; j++) {
-        n += (size_t)snprintf(
-            buf + n, cap - n,
-            "%s: %d tensor%s [*, %lld] (e.g. %s): group %d does not divide %lld, group %d used\n",
-            moeq_tclass_name((moeq_tclass)k[j].cls), k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].C,
-            c->t[k[j].first].name, k[j].asked, (long long)k[j].C, k[j].group);
+        const char *cl = moeq_tclass_name((moeq_tclass)k[j].cls), *nm = c->t[k[j].first].name;
+        if (k[j].rank)
+            n += (size_t)snprintf(buf + n, cap - n,
+                                  "%s: %d tensor%s [%lld, %lld] (e.g. %s): rank %d exceeds min(%lld, %lld), "
+                                  "rank %d used\n",
+                                  cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].R, (long long)k[j].C, nm,
+                                  k[j].asked, (long long)k[j].R, (long long)k[j].C, k[j].used);
+        else
+            n += (size_t)snprintf(buf + n, cap - n,
+                                  "%s: %d tensor%s [*, %lld] (e.g. %s): group %d does not divide %lld, group %d "
+                                  "used\n",
+                                  cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].C, nm, k[j].asked,
+                                  (long long)k[j].C, k[j].used);
     }
     return total;
 }

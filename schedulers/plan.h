@@ -39,6 +39,8 @@ typedef struct moeq_plan_tensor {
     double bits_per_weight; // stored bits / numel (codes + scale + zero + U + V)
     int group_asked;        // the recipe's group when it did not divide C and q.group is the largest that
                             // does (moeq_qsettings_fit_group); 0: q.group as the recipe asked
+    int rank_asked;         // the compensator rank asked when it exceeded min(R, C) and q.rank is that
+                            // minimum (MiLo's rank is capped by the matrix, configs/README.md); 0: as asked
 } moeq_plan_tensor;
 
 typedef struct moeq_unit {
@@ -80,9 +82,10 @@ typedef struct moeq_plan {
     uint64_t mem_max; // largest unit working set
 } moeq_plan;
 
-// The plan's group fallbacks (moeq_plan_tensor.group_asked) for messages: one line per class, input
-// dimension, asked and used group, "routed_expert: 24 tensors [*, 96] (e.g. NAME): group 64 does not divide
-// 96, group 48 used", each ending in '\n', into buf (truncated to cap). Returns the number of tensors (0:
+// The plan's group fallbacks (moeq_plan_tensor.group_asked) and rank caps (rank_asked) for messages: one
+// line per class, shape, asked and used setting, "routed_expert: 24 tensors [*, 96] (e.g. NAME): group 64
+// does not divide 96, group 48 used", "attention: 8 tensors [48, 96] (e.g. NAME): rank 64 exceeds min(48,
+// 96), rank 48 used", each ending in '\n', into buf (truncated to cap). Returns the number of tensors (0:
 // none, buf "").
 int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap);
 
