@@ -130,7 +130,7 @@ static int cmp_ranked(const void *x, const void *y) {
 }
 
 static moeq_status fail_policy(const moeq_recipe *r, const moeq_policy *p, const char *what) {
-    return MOEQ_FAIL(MOEQ_ERR_ARG, "%s:%d: policy %s: %s", r->path, p->line, moeq_policy_kind_name(p->kind),
+    return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s:%d: policy %s: %s", r->path, p->line, moeq_policy_kind_name(p->kind),
                      what);
 }
 

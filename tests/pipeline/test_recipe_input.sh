@@ -74,4 +74,7 @@ printf 'version: 1\nrules:\n  - match: {class: router}\n    set: {bits: 8}\n' >"
     { cat "$tmp/q2.log"; fail "quantize with a router rule"; }
 "$MPIEXEC" -n 1 "$MOEQ" eval --model "$tmp/m" "$tmp/r.h5" >"$tmp/e2.log" 2>&1 || { cat "$tmp/e2.log"; fail "eval router"; }
 grep -Eq "^  router +1 " "$tmp/e2.log" || { cat "$tmp/e2.log"; fail "the router is not among the quantized tensors"; }
+# a policy that matches nothing is bad input too (exit 3, was 2), named by its file, line and kind
+printf 'version: 1\npolicies:\n  - kind: outlier\n    match: {class: shared_expert}\n    top: 1\n    set: {bits: 8}\n' >"$tmp/pol.yaml"
+refused 3 "$tmp/pol.yaml" "pol.yaml:3: policy outlier: matches no"
 echo "test_recipe_input: ok"
