@@ -88,13 +88,34 @@ moeq_status moeq_fault_from_env(int rank) {
     return MOEQ_OK;
 }
 
+// O_NONBLOCK: open() of a FIFO without a writer would block forever (and, retried on EINTR, ignore
+// SIGTERM); opened this way it returns at once and fstat refuses it like any other non-regular file.
 moeq_status moeq_open_read(const char *path, int *fd) {
     int f;
-    do f = open(path, O_RDONLY | O_CLOEXEC);
+    do f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     while (f < 0 && errno == EINTR);
     if (f < 0)
         return MOEQ_FAIL(errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
                          strerror(errno));
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        const int e = errno;
+        close(f);
+        return MOEQ_FAIL(MOEQ_ERR_IO, "%s: fstat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        const char *kind = S_ISFIFO(sb.st_mode)   ? "a FIFO (named pipe)"
+                           : S_ISDIR(sb.st_mode)  ? "a directory"
+                           : S_ISCHR(sb.st_mode)  ? "a character device"
+                           : S_ISSOCK(sb.st_mode) ? "a socket"
+                                                  : "a special file";
+        close(f);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: is %s, not a regular file\n---> HINT: moeq reads only regular files (it needs "
+                         "their size and random access); copy the content to a file",
+                         path, kind);
+    }
+    fcntl(f, F_SETFL, fcntl(f, F_GETFL) & ~O_NONBLOCK);
     *fd = f;
     return MOEQ_OK;
 }
