@@ -2,8 +2,13 @@
 // HDF5 is used only by rank 0 and only outside the heavy phase; workers pwrite raw bytes at the offsets
 // of contiguous, early-allocated, fill-never datasets. Object timestamps are off so that the bytes
 // depend only on the plan and the results. Schema: docs/ARTIFACT.md.
+// The skeleton is built by HDF5 in an anonymous memory file and copied out with moeq_pwrite_full: a full
+// disk then fails in our write (ENOSPC, path named, exit 4), never inside HDF5, whose failed flush leaves a
+// file ID that cannot be closed and crashes HDF5's cleanup in MPI_Finalize (HDF5 1.10).
+#define _GNU_SOURCE // memfd_create, SEEK_DATA, SEEK_HOLE
 #include "artifact.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
@@ -11,6 +16,8 @@
 #include <stdlib.h>
 #include <malloc.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -301,11 +308,55 @@ static hid_t fapl_make(void) {
     return fapl;
 }
 
+// Copies the memory file `mfd` (the skeleton HDF5 wrote, its data regions holes) to `path`: its
+// data segments with moeq_pwrite_full, then its size (the holes stay holes), then fsync. ENOSPC/EDQUOT
+// name the path and say the disk is full (sysio.c); the caller removes the file on failure.
+static moeq_status skeleton_copy_out(int mfd, const char *path) {
+    struct stat sb;
+    if (fstat(mfd, &sb) != 0)
+        return MOEQ_FAIL(MOEQ_ERR_IO, "%s: fstat of the skeleton in memory: %s", path, strerror(errno));
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC); // the file H5Fcreate made (O_EXCL): ours
+    if (fd < 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    moeq_status st = MOEQ_OK;
+    const size_t cap = 4u << 20;
+    char *buf = MOEQ_MALLOC(cap, "skeleton copy buffer");
+    if (!buf) st = MOEQ_ERR_NOMEM;
+    off_t off = 0;
+    const off_t end = sb.st_size;
+    while (st == MOEQ_OK && off < end) {
+        off_t data = lseek(mfd, off, SEEK_DATA);
+        if (data < 0) break; // ENXIO: only a hole is left
+        off_t hole = lseek(mfd, data, SEEK_HOLE);
+        if (hole < 0 || hole > end) hole = end;
+        for (off_t at = data; st == MOEQ_OK && at < hole;) {
+            const size_t len = (size_t)(hole - at) < cap ? (size_t)(hole - at) : cap;
+            ssize_t r;
+            do r = pread(mfd, buf, len, at);
+            while (r < 0 && errno == EINTR);
+            if (r <= 0)
+                st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: reading the skeleton in memory: %s", path,
+                               r < 0 ? strerror(errno) : "short read");
+            else
+                st = moeq_pwrite_full(fd, buf, (size_t)r, (uint64_t)at, path);
+            at += r > 0 ? r : 0;
+        }
+        off = hole;
+    }
+    moeq_free(&buf);
+    if (st == MOEQ_OK && ftruncate(fd, end) != 0)
+        st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot set its size to %lld bytes: %s", path, (long long)end,
+                       strerror(errno));
+    if (st == MOEQ_OK) st = moeq_fsync(fd, path, "of the skeleton");
+    if (close(fd) != 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: close: %s", path, strerror(errno));
+    return st;
+}
+
 moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e,
                                  int n) {
     moeq_status st = MOEQ_OK;
     hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1;
     if (access(path, F_OK) == 0) return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists; refusing to overwrite", path);
+    int mfd = -1; // the memory file HDF5 writes into (see the top of this file), -1: HDF5 writes `path`
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // errors are reported through moeq_status, with the call named
     H5_CHECK(fapl = fapl_make(), "file access properties");
     H5_CHECK(fcpl = H5Pcreate(H5P_FILE_CREATE), "file creation properties");
@@ -321,6 +372,15 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), "early allocation");
     H5_CHECK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "no fill");
     H5_CHECK(f = H5Fcreate(path, H5F_ACC_EXCL, fcpl, fapl), "create file");
+    { // from now on HDF5's file descriptor is a memory file (sparse: only metadata takes pages), copied out
+      // to `path` once complete; where memfd or the handle is not available, HDF5 writes `path` itself
+        void *h = NULL;
+        if (H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(f, fapl, &h) >= 0 && h &&
+            (mfd = memfd_create("moeq-skeleton", MFD_CLOEXEC)) >= 0 && dup2(mfd, *(int *)h) < 0) {
+            close(mfd);
+            mfd = -1;
+        }
+    }
     H5_CHECK(root = H5Gopen2(f, "/", H5P_DEFAULT), "root group");
     H5_CHECK(attr_str(root, ATTR_CREATE, "moeq_format", MOEQ_ARTIFACT_FORMAT, 0), "root attributes");
     H5_CHECK(attr_i64(root, ATTR_CREATE, "moeq_format_version", MOEQ_ARTIFACT_VERSION), "root attributes");
@@ -383,11 +443,15 @@ done:
     if (gcpl >= 0) H5Pclose(gcpl);
     if (fcpl >= 0) H5Pclose(fcpl);
     if (fapl >= 0) H5Pclose(fapl);
-    if (st == MOEQ_OK) { // make the skeleton durable before any data lands in it
+    if (st == MOEQ_OK && mfd >= 0)
+        st = skeleton_copy_out(mfd, path); // durable (fsync'd) when it returns
+    else if (st == MOEQ_OK) {              // make the skeleton durable before any data lands in it
         int fd = open(path, O_RDONLY);
         if (fd < 0 || fsync(fd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync of the skeleton failed", path);
         if (fd >= 0) close(fd);
     }
+    if (mfd >= 0) close(mfd);
+    if (st != MOEQ_OK && f >= 0) unlink(path); // ours (H5Fcreate made it): nothing half-made is left
     return st;
 }
 

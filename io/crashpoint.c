@@ -24,13 +24,20 @@ void moeq_crashpoint(const char *point) {
             g_n = atol(colon + 1);
         }
         const char *sig = getenv("MOEQ_CRASH_SIGNAL"); // KILL (default), USR1 or TERM: a graceful stop
-        if (sig && !strcmp(sig, "USR1")) g_sig = SIGUSR1;
-        else if (sig && !strcmp(sig, "TERM")) g_sig = SIGTERM;
+        if (sig && !strcmp(sig, "USR1"))
+            g_sig = SIGUSR1;
+        else if (sig && !strcmp(sig, "TERM"))
+            g_sig = SIGTERM;
+        else if (sig && !strcmp(sig, "STOP"))
+            g_sig = SIGSTOP; // paused until SIGCONT: a run held mid-way
     }
     if (g_n <= 0 || strcmp(point, g_point) != 0) return;
     if (atomic_fetch_add(&g_count, 1) + 1 == g_n) {
         fprintf(stderr, "moeq: MOEQ_CRASH_AT=%s:%ld reached: %s\n", g_point, g_n,
-                g_sig == SIGKILL ? "SIGKILL" : g_sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM");
+                g_sig == SIGKILL   ? "SIGKILL"
+                : g_sig == SIGUSR1 ? "SIGUSR1"
+                : g_sig == SIGSTOP ? "SIGSTOP"
+                                   : "SIGTERM");
         kill(getpid(), g_sig);
     }
 }

@@ -81,7 +81,9 @@ moeq_status moeq_journal_open(const char *path, uint64_t plan_digest, int n_unit
     uint64_t size = 0;
     jnl_header h;
     st = moeq_file_size(fd, path, &size);
-    if (st == MOEQ_OK && size < sizeof h) st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: too short for a journal", path);
+    if (st == MOEQ_OK && size < sizeof h) // an empty or torn header: no record was ever written after it
+        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: %llu bytes, shorter than a journal header: no unit journaled",
+                       path, (unsigned long long)size);
     if (st == MOEQ_OK) st = moeq_pread_full(fd, &h, sizeof h, 0, path);
     if (st == MOEQ_OK && (memcmp(h.magic, JNL_MAGIC, 8) || h.version != JNL_VERSION ||
                           h.result_size != sizeof(moeq_tensor_result)))

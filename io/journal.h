@@ -16,7 +16,8 @@ typedef struct moeq_journal moeq_journal;
 // Creates a new journal (the file must not exist).
 moeq_status moeq_journal_create(const char *path, uint64_t plan_digest, int n_units, moeq_journal **out);
 // Opens an existing journal for appending; on_record(unit, results, n, user) is called for every valid
-// record in order. MOEQ_ERR_MISMATCH when the digest differs.
+// record in order. MOEQ_ERR_MISMATCH when the digest differs; MOEQ_ERR_NOT_FOUND when the file is missing
+// or shorter than its header (empty, or torn while created: it cannot hold a record).
 moeq_status moeq_journal_open(const char *path, uint64_t plan_digest, int n_units,
                               void (*on_record)(int unit, const moeq_tensor_result *r, int n, void *user), void *user,
                               moeq_journal **out);

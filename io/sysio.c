@@ -71,23 +71,51 @@ moeq_status moeq_fault_from_env(int rank) {
     int got = sscanf(v, "%15[a-z]:%ld:%ld:%15[A-Z]", seam, &n, &k, err);
     int e = !strcmp(err, "ENOSPC") ? ENOSPC : !strcmp(err, "EIO") ? EIO : !strcmp(err, "ENOMEM") ? ENOMEM : 0;
     if (got < 2 || n < 1 || k < 1 || !e)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "MOEQ_FAULT='%s': expected SEAM:N[:K[:EIO|ENOSPC]] with SEAM one of alloc, "
-                         "pread, pwrite, fsync", v);
-    if (!strcmp(seam, "alloc")) moeq_alloc_set_fail_after(n, k);
-    else if (!strcmp(seam, "pread")) moeq_sysio_fail_pread_after(n, k, e);
-    else if (!strcmp(seam, "pwrite")) moeq_sysio_fail_pwrite_after(n, k, e);
-    else if (!strcmp(seam, "fsync")) moeq_sysio_fail_fsync_after(n, k, e);
-    else return MOEQ_FAIL(MOEQ_ERR_ARG, "MOEQ_FAULT: unknown seam '%s' (alloc, pread, pwrite, fsync)", seam);
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "MOEQ_FAULT='%s': expected SEAM:N[:K[:EIO|ENOSPC]] with SEAM one of alloc, "
+                         "pread, pwrite, fsync",
+                         v);
+    if (!strcmp(seam, "alloc"))
+        moeq_alloc_set_fail_after(n, k);
+    else if (!strcmp(seam, "pread"))
+        moeq_sysio_fail_pread_after(n, k, e);
+    else if (!strcmp(seam, "pwrite"))
+        moeq_sysio_fail_pwrite_after(n, k, e);
+    else if (!strcmp(seam, "fsync"))
+        moeq_sysio_fail_fsync_after(n, k, e);
+    else
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "MOEQ_FAULT: unknown seam '%s' (alloc, pread, pwrite, fsync)", seam);
     return MOEQ_OK;
 }
 
+// O_NONBLOCK: open() of a FIFO without a writer would block forever (and, retried on EINTR, ignore
+// SIGTERM); opened this way it returns at once and fstat refuses it like any other non-regular file.
 moeq_status moeq_open_read(const char *path, int *fd) {
     int f;
-    do f = open(path, O_RDONLY | O_CLOEXEC);
+    do f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     while (f < 0 && errno == EINTR);
     if (f < 0)
         return MOEQ_FAIL(errno == ENOENT ? MOEQ_ERR_NOT_FOUND : MOEQ_ERR_IO, "%s: cannot open: %s", path,
                          strerror(errno));
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        const int e = errno;
+        close(f);
+        return MOEQ_FAIL(MOEQ_ERR_IO, "%s: fstat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        const char *kind = S_ISFIFO(sb.st_mode)   ? "a FIFO (named pipe)"
+                           : S_ISDIR(sb.st_mode)  ? "a directory"
+                           : S_ISCHR(sb.st_mode)  ? "a character device"
+                           : S_ISSOCK(sb.st_mode) ? "a socket"
+                                                  : "a special file";
+        close(f);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: is %s, not a regular file\n---> HINT: moeq reads only regular files (it needs "
+                         "their size and random access); copy the content to a file",
+                         path, kind);
+    }
+    fcntl(f, F_SETFL, fcntl(f, F_GETFL) & ~O_NONBLOCK);
     *fd = f;
     return MOEQ_OK;
 }
@@ -117,10 +145,11 @@ moeq_status moeq_pread_full(int fd, void *buf, size_t n, uint64_t off, const cha
                              (unsigned long long)off, strerror(errno));
         }
         if (r == 0)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                             "%s: unexpected end of file at offset %llu (wanted %zu bytes at %llu)\n---> HINT: "
-                             "the file is truncated; re-download it",
-                             path, (unsigned long long)(off + done), n, (unsigned long long)off);
+            return MOEQ_FAIL(
+                MOEQ_ERR_FORMAT,
+                "%s: unexpected end of file at offset %llu (wanted %zu bytes at %llu)\n---> HINT: "
+                "the file is truncated; re-download it",
+                path, (unsigned long long)(off + done), n, (unsigned long long)off);
         done += (size_t)r;
     }
     return MOEQ_OK;
@@ -139,6 +168,12 @@ moeq_status moeq_pwrite_full(int fd, const void *buf, size_t n, uint64_t off, co
         }
         if (r < 0) {
             if (errno == EINTR) continue;
+            if (errno == ENOSPC || errno == EDQUOT)
+                return MOEQ_FAIL(MOEQ_ERR_IO,
+                                 "%s: write of %zu bytes at offset %llu failed: %s\n---> HINT: no space left "
+                                 "on its filesystem (or over quota): free space there (df shows it) or write "
+                                 "elsewhere",
+                                 path, n, (unsigned long long)off, strerror(errno));
             return MOEQ_FAIL(MOEQ_ERR_IO, "%s: write of %zu bytes at offset %llu failed: %s", path, n,
                              (unsigned long long)off, strerror(errno));
         }
@@ -153,8 +188,8 @@ moeq_status moeq_read_file(const char *path, size_t max_bytes, char **out, size_
     uint64_t size;
     moeq_status st = moeq_file_size(fd, path, &size);
     if (st == MOEQ_OK && size > max_bytes)
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %llu bytes, more than the %zu allowed for this kind of file", path,
-                       (unsigned long long)size, max_bytes);
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %llu bytes, more than the %zu allowed for this kind of file",
+                       path, (unsigned long long)size, max_bytes);
     char *buf = NULL;
     if (st == MOEQ_OK) {
         buf = MOEQ_MALLOC(size + 1, path);

@@ -32,7 +32,7 @@ static void usage(FILE *f) {
                "  4   I/O error (read, write, fsync, disk full)\n"
                "  5   out of memory\n"
                "  6   evaluation threshold exceeded\n"
-               "  7   output exists (use --force) or resume refused\n"
+               "  7   output exists (use --force), resume refused, or another run is writing --out\n"
                "  75  stopped by a signal with progress saved: run again with --resume\n");
 }
 

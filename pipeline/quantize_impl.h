@@ -57,6 +57,7 @@ typedef struct run_state {
     int *pending, n_pending; // units whose journal records await the group fsync (journal_commit)
     moeq_journal *journal;
     char *partial, *journal_path;
+    int lock_fd;         // rank 0: the lock on OUT.lock held for the whole run (-1 = none; run_common.h)
     int out_fd;          // every rank during the dispatch phase: the skeleton, open for writing (-1 = not)
     moeq_unit_ctx ctx;   // the real worker's unit context (workers/unit_job.h)
     moeq_run_device dev; // this rank's backend and device (run_device.h)

@@ -118,6 +118,14 @@ static moeq_status resume_rank0(run_state *s) {
         MOEQ_TRY(numerics_check_resume(s)); // the real worker (the simulated one: none)
     moeq_status st =
         moeq_journal_open(s->journal_path, p->digest, p->n_units, on_journal_record, s, &s->journal);
+    if (st == MOEQ_ERR_NOT_FOUND && moeq_run_file_exists(s->journal_path)) {
+        // shorter than its header (a crash while it was created, or emptied): no unit was ever journaled in
+        // it, since records follow the header's fsync; the skeleton checked above is this plan's
+        MOEQ_LOG(MOEQ_LOG_WARN, "%s; starting it again: every unit of %s is redone", moeq_error_detail(),
+                 s->partial);
+        if (unlink(s->journal_path) != 0)
+            return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot remove: %s", s->journal_path, strerror(errno));
+    }
     if (st == MOEQ_ERR_NOT_FOUND)
         st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
     if (st != MOEQ_OK) return st;
@@ -163,7 +171,10 @@ static moeq_status skeleton_create(run_state *s) {
     if (tmp && st != MOEQ_OK) unlink(tmp);
     free(tmp);
     free(sj);
-    if (st == MOEQ_OK) st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+    if (st == MOEQ_OK) {
+        st = moeq_journal_create(s->journal_path, p->digest, p->n_units, &s->journal);
+        if (st != MOEQ_OK) unlink(s->partial); // nothing was done in it: leave nothing half-made
+    }
     if (st == MOEQ_OK)
         MOEQ_INFO0("skeleton %s: %d tensors, %d units, %.2f s", s->partial, p->n_tensors, p->n_units,
                    moeq_now_s() - t0);
@@ -175,6 +186,9 @@ static moeq_status skeleton_create(run_state *s) {
 static moeq_status prepare_rank0(run_state *s) {
     const moeq_quantize_opts *o = s->o;
     const moeq_plan *p = s->plan;
+    // first of all the lock: a second run on the same --out (--resume, --force) must not touch the files of
+    // a running one (it removed or rewrote them, and the first died with a false "damaged" error)
+    MOEQ_TRY(moeq_run_lock(o->out_path, &s->lock_fd));
     if (!o->resume) {
         if (moeq_run_file_exists(o->out_path) && !o->force)
             return MOEQ_FAIL(MOEQ_ERR_EXISTS,
@@ -197,6 +211,14 @@ static moeq_status prepare_rank0(run_state *s) {
     }
     if (o->resume && moeq_run_file_exists(s->partial)) return resume_rank0(s);
     if (o->resume) MOEQ_INFO0("nothing to resume at %s: starting a new artifact", s->partial);
+    if (moeq_run_file_exists(s->journal_path)) { // its records describe bytes of a .partial that is gone
+        MOEQ_LOG(MOEQ_LOG_WARN,
+                 "%s: a journal without its %s (removed by hand, or a crash while --force removed both): its "
+                 "records refer to data that is gone; removing it and starting a new artifact",
+                 s->journal_path, s->partial);
+        if (unlink(s->journal_path) != 0)
+            return MOEQ_FAIL(MOEQ_ERR_IO, "%s: cannot remove: %s", s->journal_path, strerror(errno));
+    }
     return skeleton_create(s);
 }
 
@@ -206,15 +228,50 @@ static moeq_status prepare_rank0(run_state *s) {
 // MOEQ_EXIT_REQUEUE (75) so the job can be requeued and resumed. Repeated signals change nothing (mpirun
 // may deliver one to a rank more than once); a batch system that wants the job gone sends SIGKILL, which
 // --resume also survives.
+// A signal can reach any rank (a drained node, a scheduler that signals the tasks of one node): a rank
+// other than 0 forwards it to rank 0 (one TAG_STOP_FORWARD message, at its next unit boundary), whose
+// coordinator then stops the whole job the same way. After the queue every forwarded message is received
+// (their count is summed), so none is left unmatched at MPI_Finalize.
+enum { TAG_STOP_FORWARD = 7190 }; // beside the work queue's tags (schedulers/queue.c: 7101-7106)
 static volatile sig_atomic_t g_stop_signal = 0;
+static int g_stop_forwarded = 0;               // this rank (not 0) sent its signal to rank 0
+static int g_stop_remote = 0, g_stop_rank = 0; // rank 0: the first forwarded signal and the rank it came from
+static int g_stop_received = 0;                // rank 0: forwarded messages received
 
 static void on_stop_signal(int sig) {
     if (!g_stop_signal) g_stop_signal = sig;
 }
 
+static void stop_forward(const run_state *s) {
+    if (s->rank == 0 || !g_stop_signal || g_stop_forwarded) return;
+    int sig = (int)g_stop_signal;
+    MPI_Send(&sig, 1, MPI_INT, 0, TAG_STOP_FORWARD, MPI_COMM_WORLD);
+    g_stop_forwarded = 1;
+    MOEQ_LOG(MOEQ_LOG_WARN, "signal %d: asking rank 0 to stop the job at the next unit boundary", sig);
+}
+
+static void stop_receive(int blocking) {
+    int flag = 1, sig = 0;
+    MPI_Status ms;
+    if (!blocking) MPI_Iprobe(MPI_ANY_SOURCE, TAG_STOP_FORWARD, MPI_COMM_WORLD, &flag, &ms);
+    if (!flag) return;
+    MPI_Recv(&sig, 1, MPI_INT, MPI_ANY_SOURCE, TAG_STOP_FORWARD, MPI_COMM_WORLD, &ms);
+    if (!g_stop_remote) g_stop_remote = sig, g_stop_rank = ms.MPI_SOURCE;
+    g_stop_received++;
+}
+
 static int should_stop_cb(void *user) {
     (void)user;
-    return g_stop_signal != 0;
+    if (!g_stop_signal && !g_stop_remote) stop_receive(0);
+    return g_stop_signal != 0 || g_stop_remote != 0;
+}
+
+// The worker's unit, with the signal forwarded before and after it (queue.h's work callback).
+static void work_cb(int unit, void *buf, size_t *len, void *user) {
+    run_state *s = user;
+    stop_forward(s);
+    s->w->work(unit, buf, len, user);
+    stop_forward(s);
 }
 
 // ---- the coordinator's callbacks of the work queue (rank 0; both workers, both dispatch variants) ----
@@ -361,6 +418,7 @@ static void qrun_init(run_state *s, const moeq_quantize_opts *o) {
     memset(s, 0, sizeof *s);
     s->o = o;
     s->out_fd = -1;
+    s->lock_fd = -1;
     MPI_Comm_rank(MPI_COMM_WORLD, &s->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &s->n_ranks);
     s->t_start = moeq_now_s();
@@ -498,7 +556,7 @@ static int dispatch_queue(run_state *s, const double *cost) {
         .skip = s->done,
         .max_attempts = s->o->max_attempts,
         .result_max_bytes = s->result_max_bytes,
-        .work = s->w->work,
+        .work = work_cb,
         .prefetch = s->w->prefetch,
         .lookahead = s->read_ahead > 0,
         .on_result = moeq_qrun_on_result,
@@ -508,7 +566,13 @@ static int dispatch_queue(run_state *s, const double *cost) {
         .progress_s = s->o->progress_s,
         .user = s,
     };
+    stop_forward(s); // a signal before the first unit (a rank with no units would never forward it)
     s->queue_st = moeq_queue_run(&qc, &s->qs);
+    stop_forward(s);
+    int sent = g_stop_forwarded, n_sent = 0; // drain the forwarded signals the coordinator did not read
+    MPI_Reduce(&sent, &n_sent, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+    if (s->rank == 0)
+        while (g_stop_received < n_sent) stop_receive(1);
     return MOEQ_QRUN_NEXT;
 }
 
@@ -566,13 +630,16 @@ static int end_rank0(run_state *s, moeq_status st) {
     int left = 0;
     for (int u = 0; u < p->n_units; u++) left += !s->done[u];
     if (st != MOEQ_OK) return moeq_cli_fail("quantize", st);
-    if (left && g_stop_signal && !s->n_given_up) {
+    if (left && (g_stop_signal || g_stop_remote) && !s->n_given_up) {
+        char where[48] = "";
+        if (!g_stop_signal) snprintf(where, sizeof where, " on rank %d", g_stop_rank);
         fprintf(stderr,
-                "moeq quantize: stopped by signal %d: %d unit(s) finished in this run and journaled, %d "
+                "moeq quantize: stopped by signal %d%s: %d unit(s) finished in this run and journaled, %d "
                 "left\n"
                 "---> HINT: run the same command with --resume (exit code %d asks a batch system to "
                 "requeue)\n",
-                (int)g_stop_signal, s->n_done_now, left, MOEQ_EXIT_REQUEUE);
+                g_stop_signal ? (int)g_stop_signal : g_stop_remote, where, s->n_done_now, left,
+                MOEQ_EXIT_REQUEUE);
         return MOEQ_EXIT_REQUEUE;
     }
     if (left && s->n_bad_source) {
@@ -611,6 +678,7 @@ static int qrun_seal(run_state *s) {
 static void qrun_close(run_state *s) {
     moeq_backend_release(); // this thread's CUDA workspace and handles (the work ran on it); no-op on the CPU
     moeq_journal_close(&s->journal);
+    moeq_run_unlock(s->o->out_path, &s->lock_fd); // after every file of the run is closed
     moeq_free(&s->figs);
     moeq_free(&s->devs);
     moeq_free(&s->e);

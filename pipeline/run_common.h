@@ -14,6 +14,17 @@ moeq_status moeq_run_agree(moeq_status st, MPI_Comm comm);
 // 1 when path exists (any type).
 int moeq_run_file_exists(const char *path);
 
+// The exclusive lock on an artifact being written: OUT.lock, a POSIX record lock (fcntl F_SETLK) held by
+// rank 0 for the whole run, with "host pid" written into it. POSIX locks are what NFSv3/v4 (lockd/NLM or
+// the v4 protocol) and Lustre (mounted with -o flock) serve across nodes; a holder that dies loses its
+// lock, so no stale lock is ever left. *fd >= 0 while held. Another holder: MOEQ_ERR_EXISTS naming it.
+// A filesystem without locks (ENOLCK, EOPNOTSUPP, ENOSYS: Lustre -o noflock) logs a warning and returns
+// MOEQ_OK with *fd = -1: the run goes on unprotected.
+moeq_status moeq_run_lock(const char *out_path, int *fd);
+// Removes OUT.lock and releases the lock (fd -1: nothing). Removal happens while the lock is held; a run
+// that waited on the removed file sees that it is not the file at that path any more and takes the new one.
+void moeq_run_unlock(const char *out_path, int *fd);
+
 // Peak (VmHWM) and current (VmRSS) resident set of this process in KiB (-1 when unknown); now may be NULL.
 void moeq_run_memory(long *peak_kib, long *now_kib);
 

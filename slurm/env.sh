@@ -11,6 +11,9 @@ MOEQ_LAUNCHER=${MOEQ_LAUNCHER:-mpirun}
 if [ -n "${MOEQ_MODULES:-}" ] && command -v module >/dev/null 2>&1; then module load $MOEQ_MODULES; fi
 # one OpenMP thread per allocated CPU of the task; BLAS runs single-threaded inside moeq either way
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+# Open MPI aborts a job on SIGTERM/INT/HUP to mpirun (scancel): SIGTERM to the ranks, SIGKILL 1 s later by
+# default; 60 s lets the units in flight finish and be journaled first (slurm/README.md)
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-60}
 # Open MPI refuses root unless told (containers and test clusters run as root)
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ ! -x "$MOEQ_BIN" ]; then
