@@ -85,9 +85,16 @@ moeq_status moeq_journal_open(const char *path, uint64_t plan_digest, int n_unit
         st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: %llu bytes, shorter than a journal header: no unit journaled",
                        path, (unsigned long long)size);
     if (st == MOEQ_OK) st = moeq_pread_full(fd, &h, sizeof h, 0, path);
-    if (st == MOEQ_OK && (memcmp(h.magic, JNL_MAGIC, 8) || h.version != JNL_VERSION ||
-                          h.result_size != sizeof(moeq_tensor_result)))
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq journal of this version", path);
+    if (st == MOEQ_OK && memcmp(h.magic, JNL_MAGIC, 8))
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq journal", path);
+    // another version (e.g. results without their source hash, before source identity): refused as another
+    // plan is (exit 7), the partial run kept
+    if (st == MOEQ_OK && (h.version != JNL_VERSION || h.result_size != sizeof(moeq_tensor_result)))
+        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                       "%s: journal written by another moeq version (version %u, %u-byte results; this moeq "
+                       "writes version %u, %zu-byte results)\n---> HINT: resume with the moeq that started the "
+                       "run, or pass --force to start over",
+                       path, h.version, h.result_size, JNL_VERSION, sizeof(moeq_tensor_result));
     if (st == MOEQ_OK && (h.plan_digest != plan_digest || h.n_units != (uint32_t)n_units))
         st = MOEQ_FAIL(MOEQ_ERR_MISMATCH, "%s: journal of another plan (digest %016llx, this run %016llx)", path,
                        (unsigned long long)h.plan_digest, (unsigned long long)plan_digest);

@@ -197,6 +197,18 @@ static void test_journal(void **state) {
     moeq_journal_close(&j);
     assert_status(moeq_journal_open(path, 78, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH,
                   "journal of another plan");
+    // a journal of another moeq version (results of another size: 232 bytes before the source hash) is
+    // refused like another plan (exit 7), saying so, not as a damaged file
+    {
+        FILE *h = fopen(path, "r+b");
+        const uint32_t old_size = 232;
+        fseek(h, 24, SEEK_SET); // jnl_header.result_size
+        fwrite(&old_size, sizeof old_size, 1, h);
+        fclose(h);
+        assert_status(moeq_journal_open(path, 77, 10, on_rec, NULL, &j), MOEQ_ERR_MISMATCH,
+                      "journal written by another moeq version (version 1, 232-byte results");
+        assert_null(j);
+    }
     // empty or cut inside its header (a crash while it was created): no record can be in it, NOT_FOUND
     // tells the caller to start a new one (quantize_run.c), not a format error that blocks --resume
     for (off_t len = 0; len <= 10; len += 10) {
