@@ -52,7 +52,7 @@ own() { awk -F'|' -v m=" $1 " '$2 == m {print $3}' "$doc" | { grep -o '`[a-z_0-9
 [ "$(own milo | wc -l)" -eq 3 ] && [ "$(own hqq | wc -l)" -eq 2 ] && [ "$(own rtn | wc -l)" -eq 0 ] ||
     fail "fixture: the per-method table of docs/ARTIFACT.md was not found"
 static="name class layer expert proj source_dtype unit method shape"
-results="status checksum rel_fro_error sqnr_db max_abs_error nmse kurtosis outlier_score best_round"
+results="status checksum source_xxh3 rel_fro_error sqnr_db max_abs_error nmse kurtosis outlier_score best_round"
 quantized="bits group rank rounds compensator bits_per_weight seed"
 check() { # check METHOD TENSOR: its attributes are exactly the schema's
     local want
