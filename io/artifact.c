@@ -535,14 +535,9 @@ moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_ar
 }
 
 moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap) {
-    hid_t f;
-    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, &f));
-    moeq_status st = MOEQ_OK;
-    snprintf(out, cap, "cpu"); // no attribute: made before it existed, when the pipeline ran only on the CPU
-    if (H5Aexists(f, "backend") > 0 && moeq_h5_attr_str(f, "backend", out, cap) < 0)
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: root attribute 'backend' is damaged", path);
-    H5Fclose(f);
-    return st;
+    MOEQ_TRY(moeq_artifact_root_str(path, "backend", out, cap));
+    if (cap && !out[0]) snprintf(out, cap, "cpu"); // no attribute: made before it existed, on the CPU only
+    return MOEQ_OK;
 }
 
 moeq_status moeq_artifact_root_str(const char *path, const char *name, char *out, size_t cap) {

@@ -93,8 +93,7 @@ moeq_status moeq_eval_report_build(ev_state *s, report *R) {
         acc_add(&R->all, r, p->t[i].bits_per_weight);
         R->n_quantized++;
         if (r->rel_fro == r->recorded_rel_fro) R->metrics_match_recorded++;
-        if (fabs(r->rel_fro - r->recorded_rel_fro) <= s->rel_tol * fabs(r->recorded_rel_fro))
-            R->metrics_within_tol++;
+        R->metrics_within_tol += moeq_eval_error_agrees(r->rel_fro, r->recorded_rel_fro, s->rel_tol);
         if (R->max_rel_tensor < 0 || r->rel_fro > R->max_rel || (isnan(r->rel_fro) && !isnan(R->max_rel)))
             R->max_rel = r->rel_fro, R->max_rel_tensor = i; // a NaN error is the worst
         const int l = s->e[i].c.layer;

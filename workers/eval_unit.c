@@ -141,7 +141,7 @@ static moeq_status eval_tensor(moeq_eval_ctx *x, int i, moeq_eval_result *r) {
     if (st != MOEQ_OK) goto done;
     r->rel_fro = m.rel_fro;
     if (x->rel_tol >= 0 && isfinite(rec->rel_fro_error) &&
-        !(fabs(m.rel_fro - rec->rel_fro_error) <= x->rel_tol * fmax(fabs(rec->rel_fro_error), 1e-30))) {
+        !moeq_eval_error_agrees(m.rel_fro, rec->rel_fro_error, x->rel_tol)) {
         r->status = MOEQ_ERR_MISMATCH;
         uint64_t h = 0;
         const int src_changed = rec->source_xxh3 &&

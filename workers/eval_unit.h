@@ -7,6 +7,7 @@
 #ifndef MOEQ_EVAL_UNIT_H
 #define MOEQ_EVAL_UNIT_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "moeq_sched.h" // defines: moeq_plan, moeq_catalog, moeq_artifact_entry, moeq_artifact_record
@@ -41,6 +42,12 @@ typedef struct moeq_eval_ctx {
     double seconds_read, seconds_compute;
     uint64_t bytes_read;
 } moeq_eval_ctx;
+
+// 1 when a recomputed rel. error agrees with the recorded one within tol, relative to the recorded value
+// (NaN never agrees): the source check of moeq_eval_unit_run and the count eval reports.
+static inline int moeq_eval_error_agrees(double got, double recorded, double tol) {
+    return fabs(got - recorded) <= tol * fmax(fabs(recorded), 1e-30);
+}
 
 // Evaluates unit u: res[0 .. count) (count = plan->u[u].count). An integrity failure or a tensor recorded as
 // failed is in that tensor's result (status + message), not in the return value; I/O and allocation
