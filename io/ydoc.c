@@ -209,8 +209,8 @@ static moeq_status check_unique_keys(build_ctx *x, const moeq_ynode **kv, size_t
 static moeq_status close_container(build_ctx *x, int line) {
     frame *f = &x->open[x->n_open - 1];
     moeq_ynode *n = f->n;
-    const moeq_ynode **kids = x->kids + f->base;
     const size_t nk = x->n_kids - f->base;
+    const moeq_ynode **kids = nk ? x->kids + f->base : NULL; // x->kids is NULL before the first child
     if (n->type == MOEQ_Y_MAP) {
         n->n = (int)(nk / 2);
         MOEQ_TRY(check_unique_keys(x, kids, nk / 2));
