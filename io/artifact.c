@@ -21,7 +21,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "artifact_impl.h" // defines: moeq_h5_attr_read, moeq_h5_attr_str
+#include "artifact_impl.h"  // defines: moeq_h5_attr_read, moeq_h5_attr_str
+#include "artifact_table.h" // defines: moeq_artifact_stacks, moeq_artifact_row (format 2)
 
 #include "alloc.h"
 #include "sysio.h"
@@ -209,75 +210,94 @@ static herr_t attr_i64(hid_t o, attr_mode m, const char *n, int64_t v) {
 static herr_t attr_u64(hid_t o, attr_mode m, const char *n, uint64_t v) {
     return attr_num(o, m, n, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v, 1);
 }
-static herr_t attr_f64(hid_t o, attr_mode m, const char *n, double v) {
-    return attr_num(o, m, n, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, 1);
-}
 
-// Result attributes are created at skeleton time with their final sizes, then overwritten by seal.
-#define STATUS_LEN 128
+// ---- format 2: tables ----
 
-static herr_t write_results(hid_t g, const moeq_tensor_result *r) {
-    char status[STATUS_LEN];
-    if (!r)
-        snprintf(status, sizeof status, "pending");
-    else if (r->status == MOEQ_OK)
-        snprintf(status, sizeof status, "ok");
+// The location string of entry i: its stack, or its own group.
+static void location_of(const moeq_artifact_stacks *st, const moeq_artifact_entry *e, int i, char *out,
+                        size_t cap) {
+    if (st->stack[i] >= 0)
+        snprintf(out, cap, "%s", st->path[st->stack[i]]);
     else
-        snprintf(status, sizeof status, "failed: %s: %s", moeq_status_str((moeq_status)r->status),
-                 r->message);
-    const double nan = NAN;
-    const attr_mode mode = r ? ATTR_UPDATE : ATTR_CREATE; // NULL: the skeleton's "pending" placeholders
-    if (attr_str(g, mode, "status", status, STATUS_LEN) < 0) return -1;
-    if (attr_u64(g, mode, "checksum", r ? r->checksum : 0) < 0) return -1;
-    if (attr_u64(g, mode, "source_xxh3", r ? r->source_xxh3 : 0) < 0) return -1;
-    if (attr_f64(g, mode, "rel_fro_error", r ? r->rel_fro_error : nan) < 0) return -1;
-    if (attr_f64(g, mode, "sqnr_db", r ? r->sqnr_db : nan) < 0) return -1;
-    if (attr_f64(g, mode, "max_abs_error", r ? r->max_abs_error : nan) < 0) return -1;
-    if (attr_f64(g, mode, "nmse", r ? r->nmse : nan) < 0) return -1;
-    if (attr_f64(g, mode, "kurtosis", r ? r->kurtosis : nan) < 0) return -1;
-    if (attr_f64(g, mode, "outlier_score", r ? r->outlier_score : nan) < 0) return -1;
-    if (attr_i64(g, mode, "best_round", r ? r->best_round : -1) < 0) return -1;
-    return 0;
+        snprintf(out, cap, "/tensors/%s", e[i].name);
 }
 
-static herr_t write_static_attrs(hid_t g, const moeq_artifact_entry *e) {
-    const moeq_qsettings *q = &e->q;
-    const attr_mode m = ATTR_CREATE; // written once, by the skeleton
-    int64_t shape[MOEQ_ST_MAX_DIMS];
-    for (int d = 0; d < e->ndim; d++) shape[d] = e->shape[d];
-    if (attr_str(g, m, "name", e->name, 0) < 0 ||
-        attr_str(g, m, "class", moeq_tclass_name(e->c.cls), 0) < 0 ||
-        attr_i64(g, m, "layer", e->c.layer) < 0 || attr_i64(g, m, "expert", e->c.expert) < 0 ||
-        attr_str(g, m, "proj", e->c.proj ? moeq_proj_name(e->c.proj) : "-", 0) < 0 ||
-        attr_str(g, m, "source_dtype", moeq_dtype_name(e->source_dtype), 0) < 0 ||
-        attr_i64(g, m, "unit", e->unit) < 0 || attr_str(g, m, "method", moeq_method_name(q->method), 0) < 0)
-        return -1;
-    if (e->ndim > 0 &&
-        attr_vec(g, m, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, shape, (hsize_t)e->ndim, 1) < 0)
-        return -1;
-    const moeq_method_traits *mt = moeq_method_get(q->method);
-    if (!mt || !mt->quantizes) return 0;
-    // the fields the method reads (kernels/method.h); a format other than the grouped one of `bits` by name
-    if (attr_i64(g, m, "bits", q->bits) < 0 || attr_i64(g, m, "group", q->group) < 0 ||
-        attr_i64(g, m, "rank", q->rank) < 0 ||
-        attr_i64(g, m, "rounds", (mt->fields & MOEQ_SET_ROUNDS) ? q->rounds : 0) < 0 ||
-        attr_str(g, m, "compensator", q->rank > 0 ? moeq_factor_name(q->compensator) : "none", 0) < 0 ||
-        attr_f64(g, m, "bits_per_weight", e->bits_per_weight) < 0 || attr_u64(g, m, "seed", q->seed) < 0)
-        return -1;
-    if (q->format && attr_str(g, m, "format", moeq_qtype_name(q->format), 0) < 0) return -1;
-    if (mt->fields & MOEQ_SET_HQQ_ITERS) {
-        double hq[3] = {q->hqq_lp_norm, q->hqq_beta, q->hqq_kappa};
-        int64_t hi[2] = {q->hqq_iters, q->hqq_early_stop};
-        if (attr_num(g, m, "hqq_lp_beta_kappa", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, hq, 3) < 0 ||
-            attr_num(g, m, "hqq_iters_early_stop", H5T_STD_I64LE, H5T_NATIVE_INT64, hi, 2) < 0)
-            return -1;
+// Writes /tables/<class> for every class present: creates them (the skeleton: r NULL, results pending) or
+// rewrites them (the seal: r the results). Rows in plan order, MOEQ_ROW_BATCH at a time.
+static moeq_status write_tables(hid_t f, const char *path, const moeq_artifact_entry *e, int n,
+                                const moeq_artifact_stacks *stk, const moeq_tensor_result *r, hid_t dcpl) {
+    moeq_status st = MOEQ_OK;
+    hid_t mt = moeq_artifact_row_mtype();
+    moeq_artifact_row *rows = MOEQ_MALLOC(sizeof *rows * MOEQ_ROW_BATCH, "a batch of table rows");
+    if (mt < 0 || !rows) st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: table rows", path);
+    char loc[MOEQ_ROW_LOC];
+    for (int c = 0; c < MOEQ_TC_COUNT && st == MOEQ_OK; c++) {
+        size_t name_len = 0, loc_len = 0;
+        hsize_t count = 0;
+        for (int i = 0; i < n; i++) {
+            if (e[i].c.cls != (moeq_tclass)c) continue;
+            count++;
+            location_of(stk, e, i, loc, sizeof loc);
+            if (strlen(e[i].name) > name_len) name_len = strlen(e[i].name);
+            if (strlen(loc) > loc_len) loc_len = strlen(loc);
+        }
+        if (!count) continue;
+        char tp[64];
+        snprintf(tp, sizeof tp, "/tables/%s", moeq_tclass_name((moeq_tclass)c));
+        hid_t ds = -1;
+        if (!r) { // the skeleton: a contiguous, early-allocated table of `count` rows
+            hid_t ft = moeq_artifact_row_ftype(name_len, loc_len), sp = H5Screate_simple(1, &count, NULL);
+            if (ft >= 0 && sp >= 0) ds = H5Dcreate2(f, tp, ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+            if (sp >= 0) H5Sclose(sp);
+            if (ft >= 0) H5Tclose(ft);
+        } else {
+            ds = H5Dopen2(f, tp, H5P_DEFAULT);
+        }
+        if (ds < 0) {
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot %s table %s (%llu rows)", path, r ? "open" : "create", tp,
+                           (unsigned long long)count);
+            break;
+        }
+        hsize_t at = 0, k = 0;
+        for (int i = 0; i <= n && st == MOEQ_OK; i++) {
+            if (i < n && e[i].c.cls == (moeq_tclass)c) {
+                location_of(stk, e, i, loc, sizeof loc);
+                moeq_artifact_row_fill(&rows[k++], &e[i], loc, stk->slot[i], r ? &r[i] : NULL);
+            }
+            if ((k == MOEQ_ROW_BATCH || (i == n && k)) ) {
+                if (moeq_artifact_rows_write(ds, mt, at, k, rows) < 0)
+                    st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write rows %llu..%llu of table %s", path,
+                                   (unsigned long long)at, (unsigned long long)(at + k), tp);
+                at += k, k = 0;
+            }
+        }
+        H5Dclose(ds);
     }
-    if (mt->fields & MOEQ_SET_SVD_OVER) {
-        int64_t sv[2] = {q->svd_oversample, q->svd_power_iters};
-        if (attr_num(g, m, "svd_oversample_power_iters", H5T_STD_I64LE, H5T_NATIVE_INT64, sv, 2) < 0)
-            return -1;
-    }
-    return 0;
+    if (mt >= 0) H5Tclose(mt);
+    moeq_free(&rows);
+    return st;
+}
+
+// Creates dataset `name` in group g for plane spec s, `slices` of them stacked ([slices, dims...]) when
+// stacked; returns its file offset in *off.
+static moeq_status create_plane(hid_t g, const char *path, const char *where, moeq_ds d, const moeq_ds_spec *s,
+                                int stacked, hsize_t slices, hid_t dcpl, uint64_t *off) {
+    hsize_t dims[MOEQ_ST_MAX_DIMS + 1];
+    int nd = 0;
+    if (stacked) dims[nd++] = slices;
+    for (int k = 0; k < s->ndim; k++) dims[nd++] = (hsize_t)s->dims[k];
+    hid_t ft = h5type_make(s->type), sp = H5Screate_simple(nd, dims, NULL), ds = -1;
+    if (ft >= 0 && sp >= 0) ds = H5Dcreate2(g, ds_names[d], ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    haddr_t a = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
+    if (ds >= 0) H5Dclose(ds);
+    if (sp >= 0) H5Sclose(sp);
+    if (ft >= 0) H5Tclose(ft);
+    if (a == HADDR_UNDEF)
+        return MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of %s (%llu bytes%s)", path, ds_names[d],
+                         where, (unsigned long long)(s->bytes * (stacked ? slices : 1)),
+                         stacked ? ", stacked" : "");
+    *off = (uint64_t)a;
+    return MOEQ_OK;
 }
 
 static hid_t fapl_make(void) {
@@ -354,7 +374,8 @@ static moeq_status skeleton_copy_out(int mfd, const char *path) {
 moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e,
                                  int n) {
     moeq_status st = MOEQ_OK;
-    hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1;
+    hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1, lcpl = -1;
+    moeq_artifact_stacks stk = {0};
     if (access(path, F_OK) == 0) return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists; refusing to overwrite", path);
     int mfd = -1; // the memory file HDF5 writes into (see the top of this file), -1: HDF5 writes `path`
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // errors are reported through moeq_status, with the call named
@@ -363,9 +384,6 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(gcpl = H5Pcreate(H5P_GROUP_CREATE), "group properties");
     H5_CHECK(H5Pset_obj_track_times(fcpl, 0), "no timestamps on the root group");
     H5_CHECK(H5Pset_obj_track_times(gcpl, 0), "no timestamps");
-    // A tensor group's ~27 attributes stay in its object header (compact), instead of the dense storage
-    // (a fractal heap and a B-tree per group) HDF5 switches to beyond 8 attributes.
-    H5_CHECK(H5Pset_attr_phase_change(gcpl, 64, 0), "compact attributes");
     H5_CHECK(dcpl = H5Pcreate(H5P_DATASET_CREATE), "dataset properties");
     H5_CHECK(H5Pset_obj_track_times(dcpl, 0), "no timestamps");
     H5_CHECK(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "contiguous layout");
@@ -407,34 +425,62 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, ATTR_CREATE, "status", "partial", 16), "root attributes");
     H5_CHECK(attr_u64(root, ATTR_CREATE, "artifact_checksum", 0), "root attributes");
     H5_CHECK(tensors = H5Gcreate2(f, "tensors", H5P_DEFAULT, gcpl, H5P_DEFAULT), "group /tensors");
+    H5_CHECK(lcpl = H5Pcreate(H5P_LINK_CREATE), "link properties");
+    H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups (/experts/<layer>)");
+    {
+        hid_t g = -1;
+        H5_CHECK(g = H5Gcreate2(f, "experts", H5P_DEFAULT, gcpl, H5P_DEFAULT), "group /experts");
+        H5Gclose(g);
+        H5_CHECK(g = H5Gcreate2(f, "tables", H5P_DEFAULT, gcpl, H5P_DEFAULT), "group /tables");
+        H5Gclose(g);
+    }
+    for (int i = 0; i < n && st == MOEQ_OK; i++)
+        if (strlen(e[i].name) >= MOEQ_ROW_NAME)
+            st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': a name of %zu characters (at most %d)", e[i].name,
+                           strlen(e[i].name), MOEQ_ROW_NAME - 1);
+    if (st == MOEQ_OK) st = moeq_artifact_stacks_make(e, n, &stk);
+    // tensors with their own group, in plan order
     for (int i = 0; i < n && st == MOEQ_OK; i++) {
+        if (stk.stack[i] >= 0) continue;
         hid_t g = H5Gcreate2(tensors, e[i].name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
         if (g < 0) {
             st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create group for tensor '%s'", path, e[i].name);
             break;
         }
-        if (write_static_attrs(g, &e[i]) < 0 || write_results(g, NULL) < 0)
-            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write attributes of tensor '%s'", path, e[i].name);
-        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
-            const moeq_ds_spec *s = &e[i].ds[d];
-            if (!s->present) continue;
-            hsize_t dims[MOEQ_ST_MAX_DIMS];
-            for (int k = 0; k < s->ndim; k++) dims[k] = (hsize_t)s->dims[k];
-            hid_t ft = h5type_make(s->type), sp = H5Screate_simple(s->ndim, dims, NULL), ds = -1;
-            if (ft >= 0 && sp >= 0) ds = H5Dcreate2(g, ds_names[d], ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-            haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
-            if (ds < 0 || off == HADDR_UNDEF || attr_u64(ds, ATTR_CREATE, "xxh3", 0) < 0)
-                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of tensor '%s' (%llu bytes)",
-                               path, ds_names[d], e[i].name, (unsigned long long)s->bytes);
-            else
-                e[i].offset[d] = (uint64_t)off;
-            if (ds >= 0) H5Dclose(ds);
-            if (sp >= 0) H5Sclose(sp);
-            if (ft >= 0) H5Tclose(ft);
-        }
+        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++)
+            if (e[i].ds[d].present)
+                st = create_plane(g, path, e[i].name, (moeq_ds)d, &e[i].ds[d], 0, 1, dcpl, &e[i].offset[d]);
         H5Gclose(g);
     }
+    // stacks of routed experts: one dataset per plane, [E, ...], expert slot s at offset + s * bytes
+    for (int k = 0; k < stk.n_stacks && st == MOEQ_OK; k++) {
+        const int first = stk.member[stk.first[k]], cnt = stk.count[k];
+        const moeq_artifact_entry *e0 = &e[first];
+        hid_t g = H5Gcreate2(f, stk.path[k], lcpl, gcpl, H5P_DEFAULT);
+        int64_t *ex = MOEQ_MALLOC(sizeof(int64_t) * (size_t)cnt, "experts of a stack");
+        if (g < 0 || !ex) {
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create the stack %s", path, stk.path[k]);
+        } else {
+            for (int j = 0; j < cnt; j++) ex[j] = e[stk.member[stk.first[k] + j]].c.expert;
+            if (attr_i64(g, ATTR_CREATE, "layer", e0->c.layer) < 0 ||
+                attr_str(g, ATTR_CREATE, "proj", moeq_proj_name(e0->c.proj), 0) < 0 ||
+                attr_vec(g, ATTR_CREATE, "experts", H5T_STD_I64LE, H5T_NATIVE_INT64, ex, (hsize_t)cnt, 1) < 0)
+                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the attributes of %s", path, stk.path[k]);
+        }
+        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
+            if (!e0->ds[d].present) continue;
+            uint64_t off = 0;
+            st = create_plane(g, path, stk.path[k], (moeq_ds)d, &e0->ds[d], 1, (hsize_t)cnt, dcpl, &off);
+            for (int j = 0; j < cnt && st == MOEQ_OK; j++)
+                e[stk.member[stk.first[k] + j]].offset[d] = off + (uint64_t)j * e0->ds[d].bytes;
+        }
+        moeq_free(&ex);
+        if (g >= 0) H5Gclose(g);
+    }
+    if (st == MOEQ_OK) st = write_tables(f, path, e, n, &stk, NULL, dcpl);
 done:
+    moeq_artifact_stacks_free(&stk);
+    if (lcpl >= 0) H5Pclose(lcpl);
     if (tensors >= 0) H5Gclose(tensors);
     if (root >= 0) H5Gclose(root);
     if (f >= 0 && H5Fclose(f) < 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing failed", path);
@@ -455,7 +501,10 @@ done:
     return st;
 }
 
-static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned flags, hid_t *out) {
+// Opens a moeq artifact of format version 1 or 2 (min_version 2: only a format this moeq writes) and checks
+// its plan digest when plan_digest is not 0.
+static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned flags, int min_version,
+                                hid_t *out) {
     moeq_status st = MOEQ_OK;
     hid_t fapl = -1, f = -1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -476,9 +525,22 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
         goto done;
     }
-    if (ver != MOEQ_ARTIFACT_VERSION) {
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d",
+    if (ver < 1 || ver > MOEQ_ARTIFACT_VERSION) {
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                       "%s: artifact format version %lld, this moeq reads versions 1 to %d\n---> HINT: read it "
+                       "with the moeq that wrote it (root attribute moeq_version)",
                        path, (long long)ver, MOEQ_ARTIFACT_VERSION);
+        goto done;
+    }
+    if (ver < min_version) {
+        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                       "%s: a format-%lld artifact (made by a moeq before format %d, which stacks the experts "
+                       "and keeps the results in tables): this moeq writes only format %d and cannot continue "
+                       "it\n---> HINT: finish the run with the moeq that started it, or pass --force to start "
+                       "over in format %d (moeq eval and moeq export still read a complete format-%lld "
+                       "artifact)",
+                       path, (long long)ver, MOEQ_ARTIFACT_VERSION, MOEQ_ARTIFACT_VERSION, MOEQ_ARTIFACT_VERSION,
+                       (long long)ver);
         goto done;
     }
     if (moeq_h5_attr_read(f, "plan_digest", H5T_NATIVE_UINT64, &digest) < 0) {
@@ -505,32 +567,12 @@ done:
 
 moeq_status moeq_artifact_layout(const char *path, uint64_t plan_digest, moeq_artifact_entry *e, int n) {
     hid_t f;
-    MOEQ_TRY(open_checked(path, plan_digest, H5F_ACC_RDONLY, &f));
-    moeq_status st = MOEQ_OK;
-    hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
-    if (tensors < 0) st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no /tensors group", path);
-    for (int i = 0; i < n && st == MOEQ_OK; i++) {
-        hid_t g = H5Gopen2(tensors, e[i].name, H5P_DEFAULT);
-        if (g < 0) {
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' is missing", path, e[i].name);
-            break;
-        }
-        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
-            if (!e[i].ds[d].present) continue;
-            hid_t ds = H5Dopen2(g, ds_names[d], H5P_DEFAULT);
-            haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
-            hsize_t size = ds >= 0 ? H5Dget_storage_size(ds) : 0;
-            if (off == HADDR_UNDEF || size != e[i].ds[d].bytes)
-                st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s missing or of the wrong size",
-                               path, e[i].name, ds_names[d]);
-            else
-                e[i].offset[d] = (uint64_t)off;
-            if (ds >= 0) H5Dclose(ds);
-        }
-        H5Gclose(g);
-    }
-    if (tensors >= 0) H5Gclose(tensors);
+    MOEQ_TRY(open_checked(path, plan_digest, H5F_ACC_RDONLY, MOEQ_ARTIFACT_VERSION, &f));
+    struct stat sb;
+    moeq_status st = stat(path, &sb) == 0 ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", path, strerror(errno));
+    if (st == MOEQ_OK) st = moeq_artifact_entries_place(f, path, (uint64_t)sb.st_size, e, n, NULL);
     H5Fclose(f);
+    release_memory();
     return st;
 }
 
@@ -542,7 +584,7 @@ moeq_status moeq_artifact_backend_read(const char *path, char *out, size_t cap) 
 
 moeq_status moeq_artifact_root_str(const char *path, const char *name, char *out, size_t cap) {
     hid_t f;
-    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, &f));
+    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDONLY, 1, &f));
     moeq_status st = MOEQ_OK;
     if (cap) out[0] = 0;
     if (H5Aexists(f, name) > 0 && moeq_h5_attr_str(f, name, out, cap) < 0)
@@ -554,36 +596,28 @@ moeq_status moeq_artifact_root_str(const char *path, const char *name, char *out
 moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r,
                                int n, uint64_t *artifact_checksum) {
     hid_t f;
-    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDWR, &f));
-    moeq_status st = MOEQ_OK;
-    XXH3_state_t *h = XXH3_createState();
-    hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
-    if (!h || tensors < 0) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot open /tensors for sealing", path);
-    if (h) XXH3_64bits_reset(h);
-    for (int i = 0; i < n && st == MOEQ_OK; i++) {
-        hid_t g = H5Gopen2(tensors, e[i].name, H5P_DEFAULT);
-        if (g < 0 || write_results(g, &r[i]) < 0)
-            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the results of tensor '%s'", path, e[i].name);
-        for (int d = 0; d < MOEQ_DS_COUNT && st == MOEQ_OK; d++) {
-            if (!e[i].ds[d].present) continue;
-            hid_t ds = H5Dopen2(g, ds_names[d], H5P_DEFAULT);
-            if (ds < 0 || attr_u64(ds, ATTR_UPDATE, "xxh3", r[i].ds_checksum[d]) < 0)
-                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the checksum of %s/%s", path, e[i].name,
-                               ds_names[d]);
-            if (ds >= 0) H5Dclose(ds);
-        }
-        if (g >= 0) H5Gclose(g);
-        XXH3_64bits_update(h, &r[i].checksum, sizeof r[i].checksum);
+    MOEQ_TRY(open_checked(path, 0, H5F_ACC_RDWR, MOEQ_ARTIFACT_VERSION, &f));
+    moeq_artifact_stacks stk;
+    moeq_status st = moeq_artifact_stacks_make(e, n, &stk);
+    if (st == MOEQ_OK) {
+        st = write_tables(f, path, e, n, &stk, r, H5P_DEFAULT);
+        moeq_artifact_stacks_free(&stk);
     }
-    uint64_t total = h ? XXH3_64bits_digest(h) : 0;
+    XXH3_state_t *h = XXH3_createState();
+    if (!h && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: xxh3 state", path);
+    uint64_t total = 0;
+    if (h) {
+        XXH3_64bits_reset(h);
+        for (int i = 0; i < n; i++) XXH3_64bits_update(h, &r[i].checksum, sizeof r[i].checksum);
+        total = XXH3_64bits_digest(h);
+        XXH3_freeState(h);
+    }
     if (st == MOEQ_OK && (attr_u64(f, ATTR_UPDATE, "artifact_checksum", total) < 0 ||
                           attr_str(f, ATTR_UPDATE, "status", "complete", 16) < 0))
         st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write the root status", path);
-    if (tensors >= 0) H5Gclose(tensors);
     if (H5Fclose(f) < 0 && st == MOEQ_OK)
         st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing after seal failed", path);
     release_memory();
-    if (h) XXH3_freeState(h);
     if (st == MOEQ_OK) {
         int fd = open(path, O_RDONLY);
         if (fd < 0 || fsync(fd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync after seal failed", path);

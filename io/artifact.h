@@ -16,7 +16,7 @@
 #include "moeq_kernels.h" // defines: moeq_qsettings, moeq_qlayout
 
 #define MOEQ_ARTIFACT_FORMAT  "moeq-artifact"
-#define MOEQ_ARTIFACT_VERSION 1
+#define MOEQ_ARTIFACT_VERSION 2
 
 typedef enum moeq_ds {
     MOEQ_DS_CODES = 0,   // uint8 (R, row_bytes): packed b-bit codes, rows independent

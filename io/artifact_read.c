@@ -13,7 +13,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "artifact_impl.h" // defines: moeq_h5_attr_read, moeq_h5_attr_strdup
+#include "artifact_impl.h"  // defines: moeq_h5_attr_read, moeq_h5_attr_strdup
+#include "artifact_table.h" // defines: moeq_artifact_entries_place (format 2)
 #include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
 #include "sysio.h"         // defines: moeq_pread_full
 
@@ -92,8 +93,10 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
     else if (!fmt || strcmp(fmt, MOEQ_ARTIFACT_FORMAT) != 0 ||
              attr_i64(f, "moeq_format_version", &in->format_version) < 0)
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
-    else if (in->format_version != MOEQ_ARTIFACT_VERSION)
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: artifact format version %lld, this moeq reads version %d",
+    else if (in->format_version < 1 || in->format_version > MOEQ_ARTIFACT_VERSION)
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                       "%s: artifact format version %lld, this moeq reads versions 1 to %d\n---> HINT: read it "
+                       "with the moeq that wrote it, or a newer one",
                        path, (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
     free(fmt);
     if (st == MOEQ_OK) {
@@ -151,6 +154,19 @@ moeq_status moeq_artifact_read_records(const char *path, moeq_artifact_entry *e,
     if (stat(path, &sb) != 0) return MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", path, strerror(errno));
     hid_t f = open_ro(path);
     if (f < 0) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not an HDF5 file, or damaged", path);
+    int64_t version = 1;
+    attr_i64(f, "moeq_format_version", &version);
+    if (version >= 2) { // experts stacked, results in tables (artifact_table.h)
+        for (int i = 0; i < n; i++) {
+            memset(&rec[i], 0, sizeof rec[i]);
+            rec[i].rel_fro_error = NAN;
+        }
+        moeq_status st = moeq_artifact_entries_place(f, path, (uint64_t)sb.st_size, e, n, rec);
+        H5Fclose(f);
+        H5garbage_collect();
+        return st;
+    }
+    // format 1: one group per tensor, its results in attributes
     moeq_status st = MOEQ_OK;
     hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
     if (tensors < 0) st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no /tensors group", path);

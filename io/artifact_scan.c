@@ -10,7 +10,8 @@
 #include <string.h>
 
 #include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
-#include "artifact_impl.h" // defines: moeq_h5_attr_read, moeq_h5_attr_str
+#include "artifact_impl.h"  // defines: moeq_h5_attr_read, moeq_h5_attr_str
+#include "artifact_table.h" // defines: moeq_artifact_rows_each, moeq_artifact_loc (format 2), moeq_h5type_is
 
 #if H5_VERSION_GE(1, 12, 0) // link iteration: the 1.12 names, or Debian 12's HDF5 1.10
 typedef H5L_info2_t link_info;
@@ -44,33 +45,6 @@ static int attr_shape(hid_t g, int *ndim, int64_t *shape) {
     return rc;
 }
 
-// Whether the file type t is the moeq_h5type w (class, size, sign; fp16 and bf16 by exponent bias).
-static int type_is(hid_t t, moeq_h5type w) {
-    const H5T_class_t c = H5Tget_class(t);
-    const size_t sz = H5Tget_size(t);
-    switch (w) {
-    case MOEQ_H5_U8:
-        return c == H5T_INTEGER && sz == 1 && H5Tget_sign(t) == H5T_SGN_NONE;
-    case MOEQ_H5_I8:
-        return c == H5T_INTEGER && sz == 1 && H5Tget_sign(t) == H5T_SGN_2;
-    case MOEQ_H5_I16:
-        return c == H5T_INTEGER && sz == 2 && H5Tget_sign(t) == H5T_SGN_2;
-    case MOEQ_H5_I32:
-        return c == H5T_INTEGER && sz == 4 && H5Tget_sign(t) == H5T_SGN_2;
-    case MOEQ_H5_I64:
-        return c == H5T_INTEGER && sz == 8 && H5Tget_sign(t) == H5T_SGN_2;
-    case MOEQ_H5_F16:
-        return c == H5T_FLOAT && sz == 2 && H5Tget_ebias(t) == 15;
-    case MOEQ_H5_BF16:
-        return c == H5T_FLOAT && sz == 2 && H5Tget_ebias(t) == 127;
-    case MOEQ_H5_F32:
-        return c == H5T_FLOAT && sz == 4;
-    case MOEQ_H5_F64:
-        return c == H5T_FLOAT && sz == 8;
-    }
-    return 0;
-}
-
 // ---- one tensor ----
 
 typedef struct {
@@ -78,6 +52,11 @@ typedef struct {
     int cap_t, cap_ds;
     uint64_t file_bytes;
     moeq_status st;
+    // format 2: each tensor's location and slot (moeq_artifact_locs_id), the rows' plane checksums
+    int *locid, *slot;
+    uint64_t (*xxh3)[MOEQ_DS_COUNT];
+    int cap_xxh3;
+    moeq_artifact_locs L;
 } scan_ctx;
 
 static moeq_status push_ds(scan_ctx *x, const moeq_artifact_dsinfo *d) {
@@ -92,7 +71,24 @@ static moeq_status push_ds(scan_ctx *x, const moeq_artifact_dsinfo *d) {
     return MOEQ_OK;
 }
 
-// Reads the settings of group g into t and checks its datasets against the geometry they imply.
+// The geometry the writer derived from the same settings: e's planes (moeq_artifact_entry_specs).
+static moeq_status geometry(const char *path, const moeq_artifact_tensor *t, moeq_artifact_entry *e) {
+    memset(e, 0, sizeof *e);
+    e->name = t->name, e->c = t->c, e->source_dtype = t->source_dtype, e->ndim = t->ndim;
+    memcpy(e->shape, t->shape, sizeof e->shape);
+    e->q.method = t->method, e->q.bits = t->bits, e->q.group = t->group, e->q.rank = t->rank;
+    e->q.compensator = t->compensator, e->q.format = t->format;
+    moeq_status st = t->method == MOEQ_METHOD_NONE || moeq_qtype_get(moeq_qsettings_qtype(&e->q))
+                         ? moeq_artifact_entry_specs(e)
+                         : MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %d-bit codes are not a moeq format",
+                                     path, t->name, t->bits);
+    if (st != MOEQ_OK)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': recorded settings are inconsistent: %s", path,
+                         t->name, moeq_error_detail());
+    return MOEQ_OK;
+}
+
+// Format 1: reads the settings of group g into t and checks its datasets against the geometry they imply.
 static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
     const char *path = x->toc->path;
     char s[256];
@@ -139,18 +135,9 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
         t->failure = MOEQ_STRDUP(s[0] ? s : "no status");
         if (!t->failure) return MOEQ_ERR_NOMEM;
     }
-    // the geometry the writer derived from the same settings
-    moeq_artifact_entry e = {.name = t->name, .c = t->c, .source_dtype = t->source_dtype, .ndim = t->ndim};
-    memcpy(e.shape, t->shape, sizeof e.shape);
-    e.q.method = t->method, e.q.bits = t->bits, e.q.group = t->group, e.q.rank = t->rank;
-    e.q.compensator = t->compensator, e.q.format = t->format;
-    moeq_status st = t->method == MOEQ_METHOD_NONE || moeq_qtype_get(moeq_qsettings_qtype(&e.q))
-                         ? moeq_artifact_entry_specs(&e)
-                         : MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %d-bit codes are not a moeq format",
-                                     path, t->name, t->bits);
-    if (st != MOEQ_OK)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': recorded settings are inconsistent: %s", path,
-                         t->name, moeq_error_detail());
+    moeq_artifact_entry e;
+    moeq_status st = geometry(path, t, &e);
+    if (st != MOEQ_OK) return st;
     t->first_ds = x->toc->n_ds;
     for (int d = 0; d < MOEQ_DS_COUNT; d++) {
         const char *dn = moeq_ds_name((moeq_ds)d);
@@ -173,7 +160,7 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
                                    .ndim = (uint8_t)sp->ndim,
                                    .bytes = sp->bytes,
                                    .offset = (uint64_t)off};
-        int same = ds >= 0 && ty >= 0 && type_is(ty, sp->type) && nd == sp->ndim && size == sp->bytes;
+        int same = ds >= 0 && ty >= 0 && moeq_h5type_is(ty, sp->type) && nd == sp->ndim && size == sp->bytes;
         for (int k = 0; same && k < nd; k++) same = dims[k] == (hsize_t)sp->dims[k];
         if (!same)
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT,
@@ -203,27 +190,34 @@ static moeq_status scan_tensor(scan_ctx *x, hid_t g, moeq_artifact_tensor *t) {
     return MOEQ_OK;
 }
 
-static herr_t visit(hid_t tensors, const char *name, const link_info *info, void *op) {
-    (void)info;
-    scan_ctx *x = op;
+// A new tensor named `name` at the end of the table of contents (owned by it from here on).
+static moeq_status push_tensor(scan_ctx *x, const char *name, moeq_artifact_tensor **out) {
     moeq_artifact_toc *toc = x->toc;
     if (toc->n_tensors == x->cap_t) {
         const int cap = x->cap_t ? 2 * x->cap_t : 256;
         moeq_artifact_tensor *p = realloc(toc->t, (size_t)cap * sizeof *p);
-        if (!p) {
-            x->st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: table of contents: %d tensors", toc->path, cap);
-            return -1;
-        }
-        toc->t = p, x->cap_t = cap;
+        int *li = realloc(x->locid, (size_t)cap * sizeof *li), *sl = li ? realloc(x->slot, (size_t)cap * sizeof *sl) : NULL;
+        if (li) x->locid = li;
+        if (sl) x->slot = sl;
+        if (p) toc->t = p;
+        if (!p || !li || !sl) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: table of contents: %d tensors", toc->path, cap);
+        x->cap_t = cap;
     }
     moeq_artifact_tensor *t = &toc->t[toc->n_tensors];
     memset(t, 0, sizeof *t);
     t->name = MOEQ_STRDUP(name);
-    if (!t->name) {
-        x->st = MOEQ_ERR_NOMEM;
-        return -1;
-    }
-    toc->n_tensors++; // owned by the toc from here on
+    if (!t->name) return MOEQ_ERR_NOMEM;
+    toc->n_tensors++;
+    *out = t;
+    return MOEQ_OK;
+}
+
+static herr_t visit(hid_t tensors, const char *name, const link_info *info, void *op) {
+    (void)info;
+    scan_ctx *x = op;
+    moeq_artifact_toc *toc = x->toc;
+    moeq_artifact_tensor *t = NULL;
+    if ((x->st = push_tensor(x, name, &t)) != MOEQ_OK) return -1;
     hid_t g = H5Gopen2(tensors, name, H5P_DEFAULT);
     if (g < 0) {
         x->st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': group unreadable (damaged artifact)", toc->path,
@@ -233,6 +227,105 @@ static herr_t visit(hid_t tensors, const char *name, const link_info *info, void
     x->st = scan_tensor(x, g, t);
     H5Gclose(g);
     return x->st == MOEQ_OK ? 0 : -1;
+}
+
+// ---- format 2: the tables' rows, the planes where they place them ----
+
+// A row's settings into t (the same checks as format 1's attributes).
+static moeq_status settings_from_row(const char *path, const moeq_artifact_row *row, moeq_artifact_tensor *t) {
+    t->c = moeq_tensor_classify(t->name);
+    if ((t->method = moeq_method_from_name(row->method)) == MOEQ_METHOD_COUNT)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': unknown method '%s'", path, t->name, row->method);
+    if ((t->source_dtype = moeq_dtype_from_name(row->source_dtype)) == MOEQ_DTYPE_INVALID)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': unknown source_dtype '%s'", path, t->name,
+                         row->source_dtype);
+    if (row->ndim < 0 || row->ndim > MOEQ_ST_MAX_DIMS)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': ndim %lld", path, t->name, (long long)row->ndim);
+    t->ndim = (int)row->ndim;
+    for (int d = 0; d < t->ndim; d++) {
+        if (row->shape[d] < 0)
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': negative shape", path, t->name);
+        t->shape[d] = row->shape[d];
+    }
+    t->unit = (int)row->unit;
+    if (t->method != MOEQ_METHOD_NONE) {
+        if (row->bits <= 0 || row->bits > 8 || row->group <= 0 || row->group > (1 << 30) || row->rank < 0 ||
+            row->rank > (1 << 30))
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': bits/group/rank out of range", path, t->name);
+        t->bits = (int)row->bits, t->group = (int)row->group, t->rank = (int)row->rank;
+        t->rounds = (int)row->rounds;
+        t->compensator = strcmp(row->compensator, "int3") == 0 ? MOEQ_FACTOR_INT3 : MOEQ_FACTOR_FP16;
+        t->bits_per_weight = row->bits_per_weight;
+        if (row->format[0] && ((t->format = moeq_qtype_from_name(row->format)) == MOEQ_QTYPE_INVALID ||
+                               moeq_qtype_get(t->format)->bits != t->bits))
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': format '%s' is not a %d-bit storage format of "
+                             "this moeq", path, t->name, row->format, t->bits);
+    }
+    t->checksum = row->checksum;
+    if (strcmp(row->status, "ok") != 0) {
+        t->failure = MOEQ_STRDUP(row->status[0] ? row->status : "no status");
+        if (!t->failure) return MOEQ_ERR_NOMEM;
+    }
+    return MOEQ_OK;
+}
+
+static moeq_status on_row_v2(const moeq_artifact_row *row, int index, void *user) {
+    scan_ctx *x = user;
+    moeq_artifact_tensor *t;
+    MOEQ_TRY(push_tensor(x, row->name, &t));
+    if (index >= x->cap_xxh3) { // grows with the tensors (push_tensor)
+        void *p = realloc(x->xxh3, (size_t)x->cap_t * sizeof *x->xxh3);
+        if (!p) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: table of contents", x->toc->path);
+        x->xxh3 = p, x->cap_xxh3 = x->cap_t;
+    }
+    memcpy(x->xxh3[index], row->xxh3, sizeof x->xxh3[index]);
+    x->slot[index] = (int)row->slot;
+    MOEQ_TRY(settings_from_row(x->toc->path, row, t));
+    return moeq_artifact_locs_id(&x->L, x->toc->path, row, &x->locid[index]);
+}
+
+static const char *tensor_name(void *user, int i) {
+    return ((scan_ctx *)user)->toc->t[i].name;
+}
+
+static moeq_status on_place_v2(void *user, int i, const moeq_artifact_loc *loc) {
+    scan_ctx *x = user;
+    moeq_artifact_toc *toc = x->toc;
+    moeq_artifact_tensor *t = &toc->t[i];
+    moeq_artifact_entry e;
+    MOEQ_TRY(geometry(toc->path, t, &e));
+    uint64_t off[MOEQ_DS_COUNT] = {0};
+    MOEQ_TRY(moeq_artifact_loc_place(loc, toc->path, t->name, x->slot[i], e.ds, x->file_bytes, off));
+    int k = 0;
+    for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+        const moeq_ds_spec *sp = &e.ds[d];
+        if (!sp->present) continue;
+        toc->ds[t->first_ds + k++] = (moeq_artifact_dsinfo){.ds = (uint8_t)d,
+                                                            .type = (uint8_t)sp->type,
+                                                            .ndim = (uint8_t)sp->ndim,
+                                                            .dims = {sp->dims[0], sp->ndim > 1 ? sp->dims[1] : 0},
+                                                            .bytes = sp->bytes,
+                                                            .offset = off[d],
+                                                            .xxh3 = x->xxh3[i][d]};
+    }
+    return MOEQ_OK;
+}
+
+static moeq_status scan_v2(scan_ctx *x, hid_t f) {
+    moeq_artifact_toc *toc = x->toc;
+    MOEQ_TRY(moeq_artifact_rows_each(f, toc->path, on_row_v2, x, NULL));
+    int n_ds = 0;
+    for (int i = 0; i < toc->n_tensors; i++) { // each tensor's planes, in tensor order
+        moeq_artifact_entry e;
+        MOEQ_TRY(geometry(toc->path, &toc->t[i], &e));
+        toc->t[i].first_ds = n_ds;
+        for (int d = 0; d < MOEQ_DS_COUNT; d++) toc->t[i].n_ds += e.ds[d].present;
+        n_ds += toc->t[i].n_ds;
+    }
+    toc->ds = MOEQ_CALLOC((size_t)(n_ds ? n_ds : 1), sizeof *toc->ds, "artifact datasets");
+    if (!toc->ds) return MOEQ_ERR_NOMEM;
+    toc->n_ds = x->cap_ds = n_ds;
+    return moeq_artifact_locs_visit(f, toc->path, &x->L, toc->n_tensors, x->locid, tensor_name, on_place_v2, x);
 }
 
 static int cmp_unit_name(const void *a, const void *b) {
@@ -251,23 +344,30 @@ moeq_status moeq_artifact_scan(const char *path, moeq_artifact_toc **out) {
         moeq_artifact_toc_free(&toc);
         return st;
     }
-    scan_ctx x = {.toc = toc, .file_bytes = toc->info->file_bytes, .st = MOEQ_OK};
+    scan_ctx x = {.toc = toc, .file_bytes = toc->info->file_bytes, .st = MOEQ_OK, .L = {.last = -1}};
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     hid_t f = fapl >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
     if (fapl >= 0) H5Pclose(fapl);
-    hid_t tensors = f >= 0 ? H5Gopen2(f, "tensors", H5P_DEFAULT) : -1;
-    if (tensors < 0)
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no readable /tensors group (damaged artifact)", path);
-    hsize_t idx = 0;
-    if (st == MOEQ_OK && link_iterate(tensors, H5_INDEX_NAME, H5_ITER_INC, &idx, visit, &x) < 0)
-        st = x.st != MOEQ_OK
-                 ? x.st
-                 : MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: /tensors could not be listed (damaged artifact)", path);
-    if (tensors >= 0) H5Gclose(tensors);
+    if (f < 0) st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: cannot be opened (damaged artifact)", path);
+    if (st == MOEQ_OK && toc->info->format_version >= 2) {
+        st = scan_v2(&x, f);
+    } else if (st == MOEQ_OK) { // format 1: one group per tensor under /tensors
+        hid_t tensors = H5Gopen2(f, "tensors", H5P_DEFAULT);
+        if (tensors < 0)
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no readable /tensors group (damaged artifact)", path);
+        hsize_t idx = 0;
+        if (st == MOEQ_OK && link_iterate(tensors, H5_INDEX_NAME, H5_ITER_INC, &idx, visit, &x) < 0)
+            st = x.st != MOEQ_OK
+                     ? x.st
+                     : MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: /tensors could not be listed (damaged artifact)", path);
+        if (tensors >= 0) H5Gclose(tensors);
+    }
     if (f >= 0) H5Fclose(f);
     H5garbage_collect();
+    free(x.locid), free(x.slot), free(x.xxh3);
+    moeq_artifact_locs_free(&x.L);
     if (st == MOEQ_OK && toc->n_tensors != toc->info->n_tensors)
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %d tensor groups, the artifact records %lld (damaged artifact)",
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %d tensors, the artifact records %lld (damaged artifact)",
                        path, toc->n_tensors, (long long)toc->info->n_tensors);
     if (st != MOEQ_OK) {
         moeq_artifact_toc_free(&toc);

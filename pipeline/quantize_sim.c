@@ -212,6 +212,12 @@ static void print_report(const run_state *s, const sim_figs *f, const sim_derive
                d->bound, moeq_unit_kind_name(p->u[d->big].kind), p->u[d->big].layer,
                d->big_cost > f->ideal ? ", binding" : "", d->big_cost,
                d->bound > 0 ? f->makespan / d->bound : 0);
+    if (p->n_units && d->t_seal >= 0)
+        printf("  job         skeleton + makespan + seal = %.3f s: %.3f x the parallel bound (serial phases "
+               "%.1f%% of it)\n",
+               s->t_prep + f->makespan + d->t_seal,
+               d->bound > 0 ? (s->t_prep + f->makespan + d->t_seal) / d->bound : 0,
+               100 * (s->t_prep + d->t_seal) / (s->t_prep + f->makespan + d->t_seal));
     if (s->read_ahead > 0)
         printf("  read-ahead  %.3f s of reading hidden behind compute (%.1f%% of the work; cost model read "
                "throughput)\n",
@@ -251,6 +257,8 @@ static moeq_status write_report_json(const run_state *s, const sim_figs *f, cons
         {"skeleton_apparent_bytes", d->sk_app},
         {"skeleton_allocated_bytes", d->sk_alloc},
         {"seal_s", d->t_seal},
+        {"job_s", d->t_seal >= 0 ? s->t_prep + f->makespan + d->t_seal : -1},
+        {"job_over_bound", d->t_seal >= 0 && d->bound > 0 ? (s->t_prep + f->makespan + d->t_seal) / d->bound : -1},
         {"journal_bytes", d->jn_app},
         {"makespan_s", f->makespan},
         {"ideal_s", f->ideal},
@@ -289,8 +297,8 @@ static moeq_status write_report_json(const run_state *s, const sim_figs *f, cons
 static int report(run_state *s, const sim_figs *f) {
     sim_derived d;
     derive(s, f, &d);
-    // A finished simulation runs the real seal on its skeleton (every tensor group's result attributes and
-    // dataset checksums rewritten, the root status, fsync): the last serial phase of a real run. The sealed
+    // A finished simulation runs the real seal on its skeleton (every result table rewritten, the root
+    // status, fsync): the last serial phase of a real run. The sealed
     // file is deleted below: it holds no data and its plan digest is salted, so no run can take it.
     if (f->units_left == 0) {
         moeq_journal_close(&s->journal);

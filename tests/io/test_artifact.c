@@ -74,7 +74,9 @@ static void test_skeleton_write_seal(void **state) {
     hid_t h = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(h >= 0);
     float back[32];
-    hid_t ds = H5Dopen2(h, "/tensors/model.layers.0.block_sparse_moe.experts.0.w1.weight/scale", H5P_DEFAULT);
+    // format 2: the expert is slot 0 of the stack of layer 0's gate projection, [1, 16, 2]
+    hid_t ds = H5Dopen2(h, "/experts/0/gate/scale", H5P_DEFAULT);
+    assert_true(ds >= 0);
     assert_true(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0); // float16 -> float
     for (int i = 0; i < 32; i++) assert_true(back[i] == 0.5f * (float)i);
     H5Dclose(ds);
@@ -83,6 +85,31 @@ static void test_skeleton_write_seal(void **state) {
     assert_true(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, nb) >= 0); // bfloat16 -> float
     for (int i = 0; i < 128; i++) assert_true(nb[i] == moeq_bf16_to_f32(norm[i]));
     H5Dclose(ds);
+    // the results are a row of /tables/<class>: read two columns by name, as h5py would
+    typedef struct {
+        char status[16];
+        double err;
+        uint64_t checksum;
+    } res_row;
+    hid_t st16 = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st16, 16);
+    hid_t mt = H5Tcreate(H5T_COMPOUND, sizeof(res_row));
+    H5Tinsert(mt, "status", HOFFSET(res_row, status), st16);
+    H5Tinsert(mt, "rel_fro_error", HOFFSET(res_row, err), H5T_NATIVE_DOUBLE);
+    H5Tinsert(mt, "checksum", HOFFSET(res_row, checksum), H5T_NATIVE_UINT64);
+    static const char *const tables[2] = {"/tables/routed_expert", "/tables/norm"};
+    for (int i = 0; i < 2; i++) {
+        res_row row = {{0}, 0, 0};
+        ds = H5Dopen2(h, tables[i], H5P_DEFAULT);
+        assert_true(ds >= 0);
+        assert_true(H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &row) >= 0);
+        assert_string_equal(row.status, "ok");
+        assert_true(row.err == 0.125 * i);
+        assert_true(row.checksum == r[i].checksum);
+        H5Dclose(ds);
+    }
+    H5Tclose(mt);
+    H5Tclose(st16);
     H5Fclose(h);
     // layout: reopen; another plan is refused
     moeq_artifact_entry e3[2];
@@ -221,63 +248,124 @@ static void test_journal(void **state) {
     free(dir);
 }
 
-// The `shape` attribute: an int64 array of ndim for every tensor, one element for the 1-D norm (not a scalar,
-// docs/ARTIFACT.md); the reader (moeq_artifact_scan) gives ndim 1 for it, and also for an artifact written
-// before, whose 1-D shape is a scalar attribute.
-static void test_shape_attribute(void **state) {
+// The `shape` column: int64[8] with ndim; the reader (moeq_artifact_scan) gives ndim 1 and [128] for the
+// 1-D norm and [16, 128] for the expert.
+static void test_shape_column(void **state) {
     (void)state;
     char *dir = moeq_test_mkdtemp("art");
     char path[4096];
     snprintf(path, sizeof path, "%s/s.h5", dir);
     moeq_artifact_entry e[2];
     moeq_test_artifact_write(path, e, "{}", 1, 0);
-    static const char *const names[2] = {MOEQ_TEST_T0, "model.norm.weight"};
-    static const int ndims[2] = {2, 1};
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    assert_true(f >= 0);
-    for (int i = 0; i < 2; i++) {
-        char obj[256];
-        snprintf(obj, sizeof obj, "tensors/%s", names[i]);
-        hid_t a = H5Aopen_by_name(f, obj, "shape", H5P_DEFAULT, H5P_DEFAULT);
-        assert_true(a >= 0);
-        hid_t sp = H5Aget_space(a);
-        assert_int_equal(H5Sget_simple_extent_type(sp), H5S_SIMPLE);
-        assert_int_equal(H5Sget_simple_extent_ndims(sp), 1);
-        assert_int_equal(H5Sget_simple_extent_npoints(sp), ndims[i]);
-        int64_t v[2] = {0, 0};
-        assert_true(H5Aread(a, H5T_NATIVE_INT64, v) >= 0);
-        assert_int_equal(v[0], i == 0 ? 16 : 128);
-        if (i == 0) assert_int_equal(v[1], 128);
-        H5Sclose(sp);
-        H5Aclose(a);
+    moeq_artifact_toc *toc = NULL;
+    assert_status(moeq_artifact_scan(path, &toc), MOEQ_OK, NULL);
+    assert_int_equal(toc->n_tensors, 2);
+    for (int i = 0; i < toc->n_tensors; i++) {
+        const int norm = !strcmp(toc->t[i].name, "model.norm.weight");
+        assert_int_equal(toc->t[i].ndim, norm ? 1 : 2);
+        assert_int_equal(toc->t[i].shape[0], norm ? 128 : 16);
+        if (!norm) assert_int_equal(toc->t[i].shape[1], 128);
     }
-    H5Fclose(f);
-    for (int old = 0; old < 2; old++) {
-        if (old) { // the norm's shape as artifacts before had it: a scalar attribute
-            f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-            hid_t g = H5Gopen2(f, "tensors/model.norm.weight", H5P_DEFAULT);
-            assert_true(g >= 0 && H5Adelete(g, "shape") >= 0);
-            hid_t sp = H5Screate(H5S_SCALAR);
-            hid_t a = H5Acreate2(g, "shape", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-            const int64_t v = 128;
-            assert_true(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
-            H5Aclose(a);
-            H5Sclose(sp);
-            H5Gclose(g);
-            H5Fclose(f);
-        }
-        moeq_artifact_toc *toc = NULL;
-        assert_status(moeq_artifact_scan(path, &toc), MOEQ_OK, NULL);
-        int seen = 0;
-        for (int i = 0; i < toc->n_tensors; i++) {
-            if (strcmp(toc->t[i].name, "model.norm.weight") != 0) continue;
-            assert_int_equal(toc->t[i].ndim, 1);
-            assert_int_equal(toc->t[i].shape[0], 128);
-            seen = 1;
-        }
-        assert_true(seen);
-        moeq_artifact_toc_free(&toc);
+    moeq_artifact_toc_free(&toc);
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
+// Experts of one (layer, projection) are stacked: equal geometry in one stack, slots in expert order at
+// offset + slot * bytes; another geometry (a mixed-precision policy) in a second stack ("gate.1"). Every
+// reader finds each expert's bytes where the writer put them: layout (resume), read_records (eval), scan
+// (export).
+static void test_stacks(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("art");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/k.h5", dir);
+    enum { N = 5 };
+    moeq_artifact_entry e[N];
+    memset(e, 0, sizeof e);
+    static const char *const names[N] = {
+        "model.layers.1.block_sparse_moe.experts.2.w1.weight", "model.layers.1.block_sparse_moe.experts.0.w1.weight",
+        "model.layers.1.block_sparse_moe.experts.1.w1.weight", "model.layers.1.block_sparse_moe.experts.3.w1.weight",
+        "model.layers.1.block_sparse_moe.experts.0.w2.weight"};
+    static const int bits[N] = {3, 3, 4, 3, 3};
+    for (int i = 0; i < N; i++) {
+        e[i].name = names[i];
+        e[i].c = moeq_tensor_classify(names[i]);
+        e[i].source_dtype = MOEQ_DTYPE_BF16;
+        e[i].ndim = 2, e[i].shape[0] = 16, e[i].shape[1] = 128;
+        e[i].q = moeq_qsettings_default();
+        e[i].q.method = MOEQ_METHOD_HQQ, e[i].q.bits = bits[i];
+        e[i].unit = i;
+        assert_int_equal(moeq_artifact_entry_specs(&e[i]), MOEQ_OK);
     }
+    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "", .config_json = "{}", .shards_json = "[]",
+                            .plan_digest = 0x77, .n_units = N};
+    assert_status(moeq_artifact_create(path, &m, e, N), MOEQ_OK, NULL);
+    const uint64_t cb = e[0].ds[MOEQ_DS_CODES].bytes;
+    // 3-bit gate experts 0, 2, 3 in slots 0, 1, 2 of one stack; expert 1 (4-bit) alone in another
+    assert_int_equal(e[0].offset[MOEQ_DS_CODES], e[1].offset[MOEQ_DS_CODES] + cb);
+    assert_int_equal(e[3].offset[MOEQ_DS_CODES], e[1].offset[MOEQ_DS_CODES] + 2 * cb);
+    hid_t h = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int64_t ex[4] = {0};
+    hid_t g = H5Gopen2(h, "/experts/1/gate", H5P_DEFAULT), a = H5Aopen(g, "experts", H5P_DEFAULT);
+    assert_true(a >= 0 && H5Aread(a, H5T_NATIVE_INT64, ex) >= 0);
+    assert_true(ex[0] == 0 && ex[1] == 2 && ex[2] == 3);
+    H5Aclose(a), H5Gclose(g);
+    assert_true(H5Lexists(h, "/experts/1/gate.1", H5P_DEFAULT) > 0 && H5Lexists(h, "/experts/1/down", H5P_DEFAULT) > 0);
+    hid_t ds = H5Dopen2(h, "/experts/1/gate/codes", H5P_DEFAULT), sp = H5Dget_space(ds);
+    hsize_t dims[3];
+    assert_int_equal(H5Sget_simple_extent_dims(sp, dims, NULL), 3);
+    assert_true(dims[0] == 3 && dims[1] == 16 && dims[2] * 16 == cb);
+    H5Sclose(sp), H5Dclose(ds), H5Fclose(h);
+    // distinct bytes per tensor, sealed with their checksums
+    int fd = open(path, O_RDWR);
+    moeq_tensor_result r[N];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        for (int d = 0; d < MOEQ_DS_COUNT; d++) {
+            if (!e[i].ds[d].present) continue;
+            unsigned char *b = malloc(e[i].ds[d].bytes);
+            memset(b, 17 * i + d + 1, e[i].ds[d].bytes);
+            assert_int_equal(moeq_pwrite_full(fd, b, e[i].ds[d].bytes, e[i].offset[d], path), MOEQ_OK);
+            free(b);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        r[i].tensor = (uint32_t)i;
+        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum), MOEQ_OK);
+    }
+    close(fd);
+    assert_status(moeq_artifact_seal(path, e, r, N, NULL), MOEQ_OK, NULL);
+    // layout (resume) and read_records (eval) find the same offsets and the recorded checksums
+    moeq_artifact_entry f[N], g2[N];
+    memcpy(f, e, sizeof f);
+    memcpy(g2, e, sizeof g2);
+    for (int i = 0; i < N; i++) memset(f[i].offset, 0, sizeof f[i].offset), memset(g2[i].offset, 0, sizeof g2[i].offset);
+    assert_status(moeq_artifact_layout(path, 0x77, f, N), MOEQ_OK, NULL);
+    moeq_artifact_record rec[N];
+    assert_status(moeq_artifact_read_records(path, g2, N, rec), MOEQ_OK, NULL);
+    for (int i = 0; i < N; i++) {
+        assert_memory_equal(f[i].offset, e[i].offset, sizeof e[i].offset);
+        assert_memory_equal(g2[i].offset, e[i].offset, sizeof e[i].offset);
+        assert_true(rec[i].checksum == r[i].checksum);
+        assert_memory_equal(rec[i].xxh3, r[i].ds_checksum, sizeof rec[i].xxh3);
+        assert_string_equal(rec[i].status, "ok");
+    }
+    // scan (export): the same offsets and checksums from the file alone
+    moeq_artifact_toc *toc = NULL;
+    assert_status(moeq_artifact_scan(path, &toc), MOEQ_OK, NULL);
+    assert_int_equal(toc->n_tensors, N);
+    for (int k = 0; k < toc->n_tensors; k++) {
+        int i = 0;
+        while (strcmp(names[i], toc->t[k].name)) i++;
+        moeq_artifact_entry te;
+        moeq_artifact_toc_entry(toc, k, &te);
+        assert_memory_equal(te.offset, e[i].offset, sizeof e[i].offset);
+        assert_true(toc->t[k].checksum == r[i].checksum && toc->t[k].bits == bits[i]);
+        for (int j = 0; j < toc->t[k].n_ds; j++)
+            assert_true(toc->ds[toc->t[k].first_ds + j].xxh3 == r[i].ds_checksum[toc->ds[toc->t[k].first_ds + j].ds]);
+    }
+    moeq_artifact_toc_free(&toc);
     moeq_test_rmtree(dir);
     free(dir);
 }
@@ -287,7 +375,8 @@ int main(void) {
         cmocka_unit_test(test_skeleton_write_seal),
         cmocka_unit_test(test_backend_attribute),
         cmocka_unit_test(test_journal),
-        cmocka_unit_test(test_shape_attribute),
+        cmocka_unit_test(test_shape_column),
+        cmocka_unit_test(test_stacks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
