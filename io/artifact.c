@@ -374,7 +374,7 @@ static moeq_status skeleton_copy_out(int mfd, const char *path) {
 moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, moeq_artifact_entry *e,
                                  int n) {
     moeq_status st = MOEQ_OK;
-    hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1, lcpl = -1;
+    hid_t fapl = -1, fcpl = -1, f = -1, gcpl = -1, dcpl = -1, tensors = -1, root = -1;
     moeq_artifact_stacks stk = {0};
     if (access(path, F_OK) == 0) return MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s: exists; refusing to overwrite", path);
     int mfd = -1; // the memory file HDF5 writes into (see the top of this file), -1: HDF5 writes `path`
@@ -425,8 +425,6 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, ATTR_CREATE, "status", "partial", 16), "root attributes");
     H5_CHECK(attr_u64(root, ATTR_CREATE, "artifact_checksum", 0), "root attributes");
     H5_CHECK(tensors = H5Gcreate2(f, "tensors", H5P_DEFAULT, gcpl, H5P_DEFAULT), "group /tensors");
-    H5_CHECK(lcpl = H5Pcreate(H5P_LINK_CREATE), "link properties");
-    H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups (/experts/<layer>)");
     {
         hid_t g = -1;
         H5_CHECK(g = H5Gcreate2(f, "experts", H5P_DEFAULT, gcpl, H5P_DEFAULT), "group /experts");
@@ -456,7 +454,17 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     for (int k = 0; k < stk.n_stacks && st == MOEQ_OK; k++) {
         const int first = stk.member[stk.first[k]], cnt = stk.count[k];
         const moeq_artifact_entry *e0 = &e[first];
-        hid_t g = H5Gcreate2(f, stk.path[k], lcpl, gcpl, H5P_DEFAULT);
+        char layer_path[48]; // /experts/<layer>, made here with gcpl: an intermediate group would carry times
+        snprintf(layer_path, sizeof layer_path, "/experts/%d", e0->c.layer);
+        if (H5Lexists(f, layer_path, H5P_DEFAULT) <= 0) {
+            hid_t lg = H5Gcreate2(f, layer_path, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+            if (lg < 0) {
+                st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create the group %s", path, layer_path);
+                break;
+            }
+            H5Gclose(lg);
+        }
+        hid_t g = H5Gcreate2(f, stk.path[k], H5P_DEFAULT, gcpl, H5P_DEFAULT);
         int64_t *ex = MOEQ_MALLOC(sizeof(int64_t) * (size_t)cnt, "experts of a stack");
         if (g < 0 || !ex) {
             st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create the stack %s", path, stk.path[k]);
@@ -480,7 +488,6 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     if (st == MOEQ_OK) st = write_tables(f, path, e, n, &stk, NULL, dcpl);
 done:
     moeq_artifact_stacks_free(&stk);
-    if (lcpl >= 0) H5Pclose(lcpl);
     if (tensors >= 0) H5Gclose(tensors);
     if (root >= 0) H5Gclose(root);
     if (f >= 0 && H5Fclose(f) < 0 && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: closing failed", path);
