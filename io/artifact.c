@@ -254,8 +254,8 @@ static moeq_status write_tables(hid_t f, const char *path, const moeq_artifact_e
             ds = H5Dopen2(f, tp, H5P_DEFAULT);
         }
         if (ds < 0) {
-            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot %s table %s (%llu rows)", path, r ? "open" : "create", tp,
-                           (unsigned long long)count);
+            st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot %s table %s (%llu rows)", path, r ? "open" : "create",
+                           tp, (unsigned long long)count);
             break;
         }
         hsize_t at = 0, k = 0;
@@ -264,7 +264,7 @@ static moeq_status write_tables(hid_t f, const char *path, const moeq_artifact_e
                 location_of(stk, e, i, loc, sizeof loc);
                 moeq_artifact_row_fill(&rows[k++], &e[i], loc, stk->slot[i], r ? &r[i] : NULL);
             }
-            if ((k == MOEQ_ROW_BATCH || (i == n && k)) ) {
+            if (k == MOEQ_ROW_BATCH || (i == n && k)) {
                 if (moeq_artifact_rows_write(ds, mt, at, k, rows) < 0)
                     st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write rows %llu..%llu of table %s", path,
                                    (unsigned long long)at, (unsigned long long)(at + k), tp);
@@ -280,8 +280,9 @@ static moeq_status write_tables(hid_t f, const char *path, const moeq_artifact_e
 
 // Creates dataset `name` in group g for plane spec s, `slices` of them stacked ([slices, dims...]) when
 // stacked; returns its file offset in *off.
-static moeq_status create_plane(hid_t g, const char *path, const char *where, moeq_ds d, const moeq_ds_spec *s,
-                                int stacked, hsize_t slices, hid_t dcpl, uint64_t *off) {
+static moeq_status create_plane(hid_t g, const char *path, const char *where, moeq_ds d,
+                                const moeq_ds_spec *s, int stacked, hsize_t slices, hid_t dcpl,
+                                uint64_t *off) {
     hsize_t dims[MOEQ_ST_MAX_DIMS + 1];
     int nd = 0;
     if (stacked) dims[nd++] = slices;
@@ -293,8 +294,8 @@ static moeq_status create_plane(hid_t g, const char *path, const char *where, mo
     if (sp >= 0) H5Sclose(sp);
     if (ft >= 0) H5Tclose(ft);
     if (a == HADDR_UNDEF)
-        return MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of %s (%llu bytes%s)", path, ds_names[d],
-                         where, (unsigned long long)(s->bytes * (stacked ? slices : 1)),
+        return MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot create dataset %s of %s (%llu bytes%s)", path,
+                         ds_names[d], where, (unsigned long long)(s->bytes * (stacked ? slices : 1)),
                          stacked ? ", stacked" : "");
     *off = (uint64_t)a;
     return MOEQ_OK;
@@ -434,8 +435,8 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     }
     for (int i = 0; i < n && st == MOEQ_OK; i++)
         if (strlen(e[i].name) >= MOEQ_ROW_NAME)
-            st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': a name of %zu characters (at most %d)", e[i].name,
-                           strlen(e[i].name), MOEQ_ROW_NAME - 1);
+            st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': a name of %zu characters (at most %d)",
+                           e[i].name, strlen(e[i].name), MOEQ_ROW_NAME - 1);
     if (st == MOEQ_OK) st = moeq_artifact_stacks_make(e, n, &stk);
     // tensors with their own group, in plan order
     for (int i = 0; i < n && st == MOEQ_OK; i++) {
@@ -533,21 +534,23 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
         goto done;
     }
     if (ver < 1 || ver > MOEQ_ARTIFACT_VERSION) {
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                       "%s: artifact format version %lld, this moeq reads versions 1 to %d\n---> HINT: read it "
-                       "with the moeq that wrote it (root attribute moeq_version)",
-                       path, (long long)ver, MOEQ_ARTIFACT_VERSION);
+        st = MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "%s: artifact format version %lld, this moeq reads versions 1 to %d\n---> HINT: read it "
+            "with the moeq that wrote it (root attribute moeq_version)",
+            path, (long long)ver, MOEQ_ARTIFACT_VERSION);
         goto done;
     }
     if (ver < min_version) {
-        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
-                       "%s: a format-%lld artifact (made by a moeq before format %d, which stacks the experts "
-                       "and keeps the results in tables): this moeq writes only format %d and cannot continue "
-                       "it\n---> HINT: finish the run with the moeq that started it, or pass --force to start "
-                       "over in format %d (moeq eval and moeq export still read a complete format-%lld "
-                       "artifact)",
-                       path, (long long)ver, MOEQ_ARTIFACT_VERSION, MOEQ_ARTIFACT_VERSION, MOEQ_ARTIFACT_VERSION,
-                       (long long)ver);
+        st =
+            MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                      "%s: a format-%lld artifact (made by a moeq before format %d, which stacks the experts "
+                      "and keeps the results in tables): this moeq writes only format %d and cannot continue "
+                      "it\n---> HINT: finish the run with the moeq that started it, or pass --force to start "
+                      "over in format %d (moeq eval and moeq export still read a complete format-%lld "
+                      "artifact)",
+                      path, (long long)ver, MOEQ_ARTIFACT_VERSION, MOEQ_ARTIFACT_VERSION,
+                      MOEQ_ARTIFACT_VERSION, (long long)ver);
         goto done;
     }
     if (moeq_h5_attr_read(f, "plan_digest", H5T_NATIVE_UINT64, &digest) < 0) {

@@ -15,8 +15,8 @@
 
 #include "artifact_impl.h"  // defines: moeq_h5_attr_read, moeq_h5_attr_strdup
 #include "artifact_table.h" // defines: moeq_artifact_entries_place (format 2)
-#include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
-#include "sysio.h"         // defines: moeq_pread_full
+#include "alloc.h"          // defines: MOEQ_MALLOC, MOEQ_STRDUP, moeq_free
+#include "sysio.h"          // defines: moeq_pread_full
 
 // ---- attribute readers (missing attribute: -1) ----
 
@@ -94,10 +94,11 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
              attr_i64(f, "moeq_format_version", &in->format_version) < 0)
         st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not a moeq artifact (no moeq_format attribute)", path);
     else if (in->format_version < 1 || in->format_version > MOEQ_ARTIFACT_VERSION)
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                       "%s: artifact format version %lld, this moeq reads versions 1 to %d\n---> HINT: read it "
-                       "with the moeq that wrote it, or a newer one",
-                       path, (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
+        st = MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "%s: artifact format version %lld, this moeq reads versions 1 to %d\n---> HINT: read it "
+            "with the moeq that wrote it, or a newer one",
+            path, (long long)in->format_version, MOEQ_ARTIFACT_VERSION);
     free(fmt);
     if (st == MOEQ_OK) {
         char *s = moeq_h5_attr_strdup(f, "status");

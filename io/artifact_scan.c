@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"         // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
+#include "alloc.h"          // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
 #include "artifact_impl.h"  // defines: moeq_h5_attr_read, moeq_h5_attr_str
 #include "artifact_table.h" // defines: moeq_artifact_rows_each, moeq_artifact_loc (format 2), moeq_h5type_is
 
@@ -196,11 +196,13 @@ static moeq_status push_tensor(scan_ctx *x, const char *name, moeq_artifact_tens
     if (toc->n_tensors == x->cap_t) {
         const int cap = x->cap_t ? 2 * x->cap_t : 256;
         moeq_artifact_tensor *p = realloc(toc->t, (size_t)cap * sizeof *p);
-        int *li = realloc(x->locid, (size_t)cap * sizeof *li), *sl = li ? realloc(x->slot, (size_t)cap * sizeof *sl) : NULL;
+        int *li = realloc(x->locid, (size_t)cap * sizeof *li),
+            *sl = li ? realloc(x->slot, (size_t)cap * sizeof *sl) : NULL;
         if (li) x->locid = li;
         if (sl) x->slot = sl;
         if (p) toc->t = p;
-        if (!p || !li || !sl) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: table of contents: %d tensors", toc->path, cap);
+        if (!p || !li || !sl)
+            return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: table of contents: %d tensors", toc->path, cap);
         x->cap_t = cap;
     }
     moeq_artifact_tensor *t = &toc->t[toc->n_tensors];
@@ -232,7 +234,8 @@ static herr_t visit(hid_t tensors, const char *name, const link_info *info, void
 // ---- format 2: the tables' rows, the planes where they place them ----
 
 // A row's settings into t (the same checks as format 1's attributes).
-static moeq_status settings_from_row(const char *path, const moeq_artifact_row *row, moeq_artifact_tensor *t) {
+static moeq_status settings_from_row(const char *path, const moeq_artifact_row *row,
+                                     moeq_artifact_tensor *t) {
     t->c = moeq_tensor_classify(t->name);
     if ((t->method = moeq_method_from_name(row->method)) == MOEQ_METHOD_COUNT)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': unknown method '%s'", path, t->name, row->method);
@@ -258,8 +261,10 @@ static moeq_status settings_from_row(const char *path, const moeq_artifact_row *
         t->bits_per_weight = row->bits_per_weight;
         if (row->format[0] && ((t->format = moeq_qtype_from_name(row->format)) == MOEQ_QTYPE_INVALID ||
                                moeq_qtype_get(t->format)->bits != t->bits))
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': format '%s' is not a %d-bit storage format of "
-                             "this moeq", path, t->name, row->format, t->bits);
+            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                             "%s: tensor '%s': format '%s' is not a %d-bit storage format of "
+                             "this moeq",
+                             path, t->name, row->format, t->bits);
     }
     t->checksum = row->checksum;
     if (strcmp(row->status, "ok") != 0) {
@@ -300,13 +305,14 @@ static moeq_status on_place_v2(void *user, int i, const moeq_artifact_loc *loc) 
     for (int d = 0; d < MOEQ_DS_COUNT; d++) {
         const moeq_ds_spec *sp = &e.ds[d];
         if (!sp->present) continue;
-        toc->ds[t->first_ds + k++] = (moeq_artifact_dsinfo){.ds = (uint8_t)d,
-                                                            .type = (uint8_t)sp->type,
-                                                            .ndim = (uint8_t)sp->ndim,
-                                                            .dims = {sp->dims[0], sp->ndim > 1 ? sp->dims[1] : 0},
-                                                            .bytes = sp->bytes,
-                                                            .offset = off[d],
-                                                            .xxh3 = x->xxh3[i][d]};
+        toc->ds[t->first_ds + k++] =
+            (moeq_artifact_dsinfo){.ds = (uint8_t)d,
+                                   .type = (uint8_t)sp->type,
+                                   .ndim = (uint8_t)sp->ndim,
+                                   .dims = {sp->dims[0], sp->ndim > 1 ? sp->dims[1] : 0},
+                                   .bytes = sp->bytes,
+                                   .offset = off[d],
+                                   .xxh3 = x->xxh3[i][d]};
     }
     return MOEQ_OK;
 }
@@ -325,7 +331,8 @@ static moeq_status scan_v2(scan_ctx *x, hid_t f) {
     toc->ds = MOEQ_CALLOC((size_t)(n_ds ? n_ds : 1), sizeof *toc->ds, "artifact datasets");
     if (!toc->ds) return MOEQ_ERR_NOMEM;
     toc->n_ds = x->cap_ds = n_ds;
-    return moeq_artifact_locs_visit(f, toc->path, &x->L, toc->n_tensors, x->locid, tensor_name, on_place_v2, x);
+    return moeq_artifact_locs_visit(f, toc->path, &x->L, toc->n_tensors, x->locid, tensor_name, on_place_v2,
+                                    x);
 }
 
 static int cmp_unit_name(const void *a, const void *b) {
@@ -357,9 +364,9 @@ moeq_status moeq_artifact_scan(const char *path, moeq_artifact_toc **out) {
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no readable /tensors group (damaged artifact)", path);
         hsize_t idx = 0;
         if (st == MOEQ_OK && link_iterate(tensors, H5_INDEX_NAME, H5_ITER_INC, &idx, visit, &x) < 0)
-            st = x.st != MOEQ_OK
-                     ? x.st
-                     : MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: /tensors could not be listed (damaged artifact)", path);
+            st = x.st != MOEQ_OK ? x.st
+                                 : MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                                             "%s: /tensors could not be listed (damaged artifact)", path);
         if (tensors >= 0) H5Gclose(tensors);
     }
     if (f >= 0) H5Fclose(f);
@@ -367,8 +374,8 @@ moeq_status moeq_artifact_scan(const char *path, moeq_artifact_toc **out) {
     free(x.locid), free(x.slot), free(x.xxh3);
     moeq_artifact_locs_free(&x.L);
     if (st == MOEQ_OK && toc->n_tensors != toc->info->n_tensors)
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %d tensors, the artifact records %lld (damaged artifact)",
-                       path, toc->n_tensors, (long long)toc->info->n_tensors);
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %d tensors, the artifact records %lld (damaged artifact)", path,
+                       toc->n_tensors, (long long)toc->info->n_tensors);
     if (st != MOEQ_OK) {
         moeq_artifact_toc_free(&toc);
         return st;

@@ -177,7 +177,8 @@ typedef struct {
     int n; // string: bytes in memory; number: elements (1 = scalar)
 } col_spec;
 
-#define COL(f, k, n) {#f, offsetof(moeq_artifact_row, f), k, n}
+#define COL(f, k, n)                                                                                         \
+    { #f, offsetof(moeq_artifact_row, f), k, n }
 static const col_spec cols[] = {
     COL(name, K_STR, MOEQ_ROW_NAME),
     COL(location, K_STR, MOEQ_ROW_LOC),
@@ -245,7 +246,7 @@ static hid_t row_type(int file, size_t name_len, size_t loc_len) {
     size_t at = 0;
     for (size_t k = 0; t >= 0 && k < sizeof cols / sizeof cols[0]; k++) {
         const col_spec *c = &cols[k];
-        const size_t len = !file                       ? (size_t)c->n
+        const size_t len = !file                          ? (size_t)c->n
                            : !strcmp(c->name, "name")     ? name_len
                            : !strcmp(c->name, "location") ? loc_len
                                                           : (size_t)c->n;
@@ -275,7 +276,8 @@ static herr_t rows_io(hid_t ds, hid_t mtype, hsize_t at, hsize_t n, void *rows, 
     hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(1, &n, NULL);
     herr_t rc = -1;
     if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &at, NULL, &n, NULL) >= 0)
-        rc = write ? H5Dwrite(ds, mtype, ms, fs, H5P_DEFAULT, rows) : H5Dread(ds, mtype, ms, fs, H5P_DEFAULT, rows);
+        rc = write ? H5Dwrite(ds, mtype, ms, fs, H5P_DEFAULT, rows)
+                   : H5Dread(ds, mtype, ms, fs, H5P_DEFAULT, rows);
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     return rc;
@@ -289,7 +291,8 @@ herr_t moeq_artifact_rows_read(hid_t ds, hid_t mtype, hsize_t at, hsize_t n, moe
     return rows_io(ds, mtype, at, n, rows, 0);
 }
 
-moeq_status moeq_artifact_rows_each(hid_t f, const char *path, moeq_artifact_row_fn fn, void *user, int *n_rows) {
+moeq_status moeq_artifact_rows_each(hid_t f, const char *path, moeq_artifact_row_fn fn, void *user,
+                                    int *n_rows) {
     if (n_rows) *n_rows = 0;
     if (H5Lexists(f, "/tables", H5P_DEFAULT) <= 0)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: no /tables group (damaged format-2 artifact)", path);
@@ -363,8 +366,9 @@ int moeq_h5type_is(hid_t t, int w) {
 moeq_status moeq_artifact_loc_open(hid_t f, const char *path, const char *location, moeq_artifact_loc *loc) {
     memset(loc, 0, sizeof *loc);
     for (int d = 0; d < MOEQ_DS_COUNT; d++) loc->type[d] = -1;
-    hid_t g = location[0] == '/' && H5Lexists(f, location, H5P_DEFAULT) > 0 ? H5Gopen2(f, location, H5P_DEFAULT)
-                                                                             : -1;
+    hid_t g = location[0] == '/' && H5Lexists(f, location, H5P_DEFAULT) > 0
+                  ? H5Gopen2(f, location, H5P_DEFAULT)
+                  : -1;
     if (g < 0)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: group %s is missing (damaged artifact)", path,
                          location[0] ? location : "(no location)");
@@ -377,8 +381,8 @@ moeq_status moeq_artifact_loc_open(hid_t f, const char *path, const char *locati
         const int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
         const haddr_t off = ds >= 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
         if (nd < 1 || nd > MOEQ_ST_MAX_DIMS + 1 || off == HADDR_UNDEF) {
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %s/%s: unreadable, or not a contiguous allocated dataset", path,
-                           location, dn);
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %s/%s: unreadable, or not a contiguous allocated dataset",
+                           path, location, dn);
         } else {
             H5Sget_simple_extent_dims(sp, loc->dims[d], NULL);
             loc->present[d] = 1, loc->ndim[d] = nd, loc->offset[d] = (uint64_t)off;
@@ -407,8 +411,8 @@ moeq_status moeq_artifact_loc_place(const moeq_artifact_loc *loc, const char *pa
         const moeq_ds_spec *s = &spec[d];
         if (!s->present) {
             if (loc->present[d])
-                return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': unexpected dataset %s for its settings", path,
-                                 tensor, dn);
+                return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': unexpected dataset %s for its settings",
+                                 path, tensor, dn);
             continue;
         }
         const int stacked = slot >= 0, k0 = stacked ? 1 : 0;
@@ -423,28 +427,32 @@ moeq_status moeq_artifact_loc_place(const moeq_artifact_loc *loc, const char *pa
                              path, tensor, dn, stacked ? "a stacked expert" : "its own group", slot);
         const uint64_t total = n_slices * s->bytes;
         if (loc->offset[d] > file_bytes || total > file_bytes - loc->offset[d])
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                             "%s: tensor '%s' dataset %s: bytes [%llu, %llu) beyond the end of the file (%llu "
-                             "bytes): truncated artifact\n---> HINT: copy the artifact again, or quantize again",
-                             path, tensor, dn, (unsigned long long)loc->offset[d],
-                             (unsigned long long)(loc->offset[d] + total), (unsigned long long)file_bytes);
+            return MOEQ_FAIL(
+                MOEQ_ERR_FORMAT,
+                "%s: tensor '%s' dataset %s: bytes [%llu, %llu) beyond the end of the file (%llu "
+                "bytes): truncated artifact\n---> HINT: copy the artifact again, or quantize again",
+                path, tensor, dn, (unsigned long long)loc->offset[d],
+                (unsigned long long)(loc->offset[d] + total), (unsigned long long)file_bytes);
         offset[d] = loc->offset[d] + (stacked ? (uint64_t)slot * s->bytes : 0);
     }
     return MOEQ_OK;
 }
 
-moeq_status moeq_artifact_locs_id(moeq_artifact_locs *L, const char *path, const moeq_artifact_row *row, int *id) {
+moeq_status moeq_artifact_locs_id(moeq_artifact_locs *L, const char *path, const moeq_artifact_row *row,
+                                  int *id) {
     if (row->slot < 0) {
         if (strncmp(row->location, "/tensors/", 9) != 0 || strcmp(row->location + 9, row->name) != 0)
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT,
-                             "%s: tensor '%s': location '%s' with no slot is not its own group (damaged artifact)",
-                             path, row->name, row->location);
+            return MOEQ_FAIL(
+                MOEQ_ERR_FORMAT,
+                "%s: tensor '%s': location '%s' with no slot is not its own group (damaged artifact)", path,
+                row->name, row->location);
         *id = -1;
         return MOEQ_OK;
     }
     if (strncmp(row->location, "/experts/", 9) != 0)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': slot %lld in '%s', which is not a stack (damaged artifact)",
-                         path, row->name, (long long)row->slot, row->location);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                         "%s: tensor '%s': slot %lld in '%s', which is not a stack (damaged artifact)", path,
+                         row->name, (long long)row->slot, row->location);
     if (L->last >= 0 && L->last < L->n && !strcmp(L->loc[L->last], row->location)) {
         *id = L->last;
         return MOEQ_OK;
@@ -530,12 +538,15 @@ static moeq_status on_row(const moeq_artifact_row *row, int index, void *user) {
             i = x->by_name[mid];
             break;
         }
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid - 1;
+        else
+            lo = mid + 1;
     }
     if (i < 0) return MOEQ_OK; // not a tensor of this plan: not asked for
     if (x->locid[i] != -2)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has two rows (damaged artifact)", x->path, row->name);
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has two rows (damaged artifact)", x->path,
+                         row->name);
     MOEQ_TRY(moeq_artifact_locs_id(&x->L, x->path, row, &x->locid[i]));
     x->slot[i] = (int)row->slot;
     if (x->rec) {
@@ -560,8 +571,8 @@ static moeq_status on_place(void *user, int i, const moeq_artifact_loc *loc) {
                                    x->e[i].offset);
 }
 
-moeq_status moeq_artifact_entries_place(hid_t f, const char *path, uint64_t file_bytes, moeq_artifact_entry *e,
-                                        int n, moeq_artifact_record *rec) {
+moeq_status moeq_artifact_entries_place(hid_t f, const char *path, uint64_t file_bytes,
+                                        moeq_artifact_entry *e, int n, moeq_artifact_record *rec) {
     place_ctx x = {.e = e, .n = n, .rec = rec, .path = path, .file_bytes = file_bytes, .L = {.last = -1}};
     const size_t m = (size_t)(n ? n : 1);
     x.by_name = MOEQ_MALLOC(sizeof(int) * m, "tensors by name");
@@ -576,8 +587,8 @@ moeq_status moeq_artifact_entries_place(hid_t f, const char *path, uint64_t file
     }
     for (int i = 0; st == MOEQ_OK && i < n; i++)
         if (x.locid[i] == -2)
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' of the plan is missing (no row in /tables)", path,
-                           e[i].name);
+            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' of the plan is missing (no row in /tables)",
+                           path, e[i].name);
     if (st == MOEQ_OK) st = moeq_artifact_locs_visit(f, path, &x.L, n, x.locid, entry_name, on_place, &x);
     moeq_artifact_locs_free(&x.L);
     moeq_free(&x.by_name);

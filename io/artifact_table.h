@@ -50,7 +50,7 @@ typedef struct moeq_artifact_row {
     int64_t unit;
     char method[8];
     int64_t ndim;
-    int64_t shape[MOEQ_ST_MAX_DIMS]; // the source shape, first ndim used, the rest 0
+    int64_t shape[MOEQ_ST_MAX_DIMS];   // the source shape, first ndim used, the rest 0
     int64_t bits, group, rank, rounds; // 0 for a tensor stored as it came
     char compensator[8];               // none, fp16, int3
     char format[16];                   // "" for the grouped format of `bits`
@@ -87,7 +87,8 @@ herr_t moeq_artifact_rows_read(hid_t ds, hid_t mtype, hsize_t at, hsize_t n, moe
 // other than MOEQ_OK stops the walk and is returned. MOEQ_ERR_FORMAT naming the file and table when damaged.
 // *n_rows (optional): rows visited.
 typedef moeq_status (*moeq_artifact_row_fn)(const moeq_artifact_row *row, int index, void *user);
-moeq_status moeq_artifact_rows_each(hid_t f, const char *path, moeq_artifact_row_fn fn, void *user, int *n_rows);
+moeq_status moeq_artifact_rows_each(hid_t f, const char *path, moeq_artifact_row_fn fn, void *user,
+                                    int *n_rows);
 
 // Where the planes of a row lie: opens row->location once per distinct location (the caller sorts or
 // caches) and checks each plane of spec against it: type, dims ([E, ...] for a stack, slot < E), bytes,
@@ -119,7 +120,8 @@ typedef struct moeq_artifact_locs {
 
 // The id of a row's location: -1 for the tensor's own group (/tensors/<name>), else its stack's index in L
 // (added when new). MOEQ_ERR_FORMAT when the location is neither; *id untouched on failure.
-moeq_status moeq_artifact_locs_id(moeq_artifact_locs *L, const char *path, const moeq_artifact_row *row, int *id);
+moeq_status moeq_artifact_locs_id(moeq_artifact_locs *L, const char *path, const moeq_artifact_row *row,
+                                  int *id);
 void moeq_artifact_locs_free(moeq_artifact_locs *L);
 
 // Opens every location once and calls fn(user, i, loc) for each item i in [0, n) placed there: locid[i]
@@ -133,7 +135,7 @@ moeq_status moeq_artifact_locs_visit(hid_t f, const char *path, const moeq_artif
 // the plan does not have are ignored), checks its planes where the row places them (moeq_artifact_loc_place)
 // and fills e[i].offset; rec (optional) gets each row's recorded checksums, error and status.
 // MOEQ_ERR_FORMAT naming the first tensor of the plan that is missing or misplaced.
-moeq_status moeq_artifact_entries_place(hid_t f, const char *path, uint64_t file_bytes, moeq_artifact_entry *e,
-                                        int n, moeq_artifact_record *rec);
+moeq_status moeq_artifact_entries_place(hid_t f, const char *path, uint64_t file_bytes,
+                                        moeq_artifact_entry *e, int n, moeq_artifact_record *rec);
 
 #endif

@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(cmake make gcc pkg-config git
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libcmocka-dev libopenblas-dev liblapacke-dev libjansson-dev libyaml-dev libxxhash-dev
-      gnuplot-nox jq
+      gnuplot-nox jq python3-h5py xz-utils
       slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${PKGS[@]}"; do

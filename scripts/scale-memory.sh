@@ -34,7 +34,7 @@ d = sys.argv[4]
 app = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
 mib = 1 << 20
 print(f"| {sys.argv[5]} | {sys.argv[6]} | {s['tensors']} | {s['units']} | {app / 1e12:.3f} TB | "
-      f"{s['rss_after_plan_bytes'] / mib:.0f} MiB | {peak / mib:.0f} MiB | {s['skeleton_s']:.1f} | {s['seal_s']:.1f} | "
+      f"{s['rss_after_plan_bytes'] / mib:.0f} MiB | {peak / mib:.0f} MiB | {s['skeleton_s']:.2f} | {s['seal_s']:.2f} | "
       f"{p['peak_mem_per_rank_bytes'] / mib:.0f} MiB |")
 PY
 done

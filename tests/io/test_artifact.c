@@ -283,10 +283,11 @@ static void test_stacks(void **state) {
     enum { N = 5 };
     moeq_artifact_entry e[N];
     memset(e, 0, sizeof e);
-    static const char *const names[N] = {
-        "model.layers.1.block_sparse_moe.experts.2.w1.weight", "model.layers.1.block_sparse_moe.experts.0.w1.weight",
-        "model.layers.1.block_sparse_moe.experts.1.w1.weight", "model.layers.1.block_sparse_moe.experts.3.w1.weight",
-        "model.layers.1.block_sparse_moe.experts.0.w2.weight"};
+    static const char *const names[N] = {"model.layers.1.block_sparse_moe.experts.2.w1.weight",
+                                         "model.layers.1.block_sparse_moe.experts.0.w1.weight",
+                                         "model.layers.1.block_sparse_moe.experts.1.w1.weight",
+                                         "model.layers.1.block_sparse_moe.experts.3.w1.weight",
+                                         "model.layers.1.block_sparse_moe.experts.0.w2.weight"};
     static const int bits[N] = {3, 3, 4, 3, 3};
     for (int i = 0; i < N; i++) {
         e[i].name = names[i];
@@ -298,8 +299,12 @@ static void test_stacks(void **state) {
         e[i].unit = i;
         assert_int_equal(moeq_artifact_entry_specs(&e[i]), MOEQ_OK);
     }
-    moeq_artifact_meta m = {.moeq_version = "test", .recipe_text = "", .config_json = "{}", .shards_json = "[]",
-                            .plan_digest = 0x77, .n_units = N};
+    moeq_artifact_meta m = {.moeq_version = "test",
+                            .recipe_text = "",
+                            .config_json = "{}",
+                            .shards_json = "[]",
+                            .plan_digest = 0x77,
+                            .n_units = N};
     assert_status(moeq_artifact_create(path, &m, e, N), MOEQ_OK, NULL);
     { // no object carries a time: a skeleton made a second later is the same bytes (every group included)
         char p2[4200], cmd[8600];
@@ -321,7 +326,8 @@ static void test_stacks(void **state) {
     assert_true(a >= 0 && H5Aread(a, H5T_NATIVE_INT64, ex) >= 0);
     assert_true(ex[0] == 0 && ex[1] == 2 && ex[2] == 3);
     H5Aclose(a), H5Gclose(g);
-    assert_true(H5Lexists(h, "/experts/1/gate.1", H5P_DEFAULT) > 0 && H5Lexists(h, "/experts/1/down", H5P_DEFAULT) > 0);
+    assert_true(H5Lexists(h, "/experts/1/gate.1", H5P_DEFAULT) > 0 &&
+                H5Lexists(h, "/experts/1/down", H5P_DEFAULT) > 0);
     hid_t ds = H5Dopen2(h, "/experts/1/gate/codes", H5P_DEFAULT), sp = H5Dget_space(ds);
     hsize_t dims[3];
     assert_int_equal(H5Sget_simple_extent_dims(sp, dims, NULL), 3);
@@ -342,7 +348,8 @@ static void test_stacks(void **state) {
     }
     for (int i = 0; i < N; i++) {
         r[i].tensor = (uint32_t)i;
-        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum), MOEQ_OK);
+        assert_int_equal(moeq_artifact_checksum_tensor(fd, path, &e[i], &r[i].checksum, r[i].ds_checksum),
+                         MOEQ_OK);
     }
     close(fd);
     assert_status(moeq_artifact_seal(path, e, r, N, NULL), MOEQ_OK, NULL);
@@ -350,7 +357,8 @@ static void test_stacks(void **state) {
     moeq_artifact_entry f[N], g2[N];
     memcpy(f, e, sizeof f);
     memcpy(g2, e, sizeof g2);
-    for (int i = 0; i < N; i++) memset(f[i].offset, 0, sizeof f[i].offset), memset(g2[i].offset, 0, sizeof g2[i].offset);
+    for (int i = 0; i < N; i++)
+        memset(f[i].offset, 0, sizeof f[i].offset), memset(g2[i].offset, 0, sizeof g2[i].offset);
     assert_status(moeq_artifact_layout(path, 0x77, f, N), MOEQ_OK, NULL);
     moeq_artifact_record rec[N];
     assert_status(moeq_artifact_read_records(path, g2, N, rec), MOEQ_OK, NULL);
@@ -373,7 +381,8 @@ static void test_stacks(void **state) {
         assert_memory_equal(te.offset, e[i].offset, sizeof e[i].offset);
         assert_true(toc->t[k].checksum == r[i].checksum && toc->t[k].bits == bits[i]);
         for (int j = 0; j < toc->t[k].n_ds; j++)
-            assert_true(toc->ds[toc->t[k].first_ds + j].xxh3 == r[i].ds_checksum[toc->ds[toc->t[k].first_ds + j].ds]);
+            assert_true(toc->ds[toc->t[k].first_ds + j].xxh3 ==
+                        r[i].ds_checksum[toc->ds[toc->t[k].first_ds + j].ds]);
     }
     moeq_artifact_toc_free(&toc);
     moeq_test_rmtree(dir);

@@ -71,7 +71,7 @@ jq -e '.perplexity.original.ce_nats == .perplexity.quantized.ce_nats' "$tmp/none
 t=model.layers.2.block_sparse_moe.experts.5.w2.weight
 for ds in codes scale U V; do
     cp "$tmp/a1.h5" "$tmp/bad.h5"
-    off=$(h5dump -p -H -d "/tensors/$t/$ds" "$tmp/bad.h5" | awk '/OFFSET/ {print $2; exit}')
+    off=$(plane_offset "$tmp/bad.h5" "$t" "$ds")
     [ -n "$off" ] || fail "no offset for $ds"
     pos=$((off + 7))
     b=$(od -An -tu1 -j "$pos" -N1 "$tmp/bad.h5" | tr -d ' ')

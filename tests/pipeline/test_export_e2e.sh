@@ -69,7 +69,7 @@ snap "$tmp/hf" >"$tmp/before"
 t=model.layers.2.block_sparse_moe.experts.5.w2.weight
 for ds in codes V_scale; do
     cp "$tmp/a.h5" "$tmp/bad.h5"
-    off=$(h5dump -p -H -d "/tensors/$t/$ds" "$tmp/bad.h5" | awk '/OFFSET/ {print $2; exit}')
+    off=$(plane_offset "$tmp/bad.h5" "$t" "$ds")
     [ -n "$off" ] || fail "no offset for $ds"
     printf '\x5a' | dd of="$tmp/bad.h5" bs=1 seek=$((off + 1)) conv=notrunc status=none
     expect_rc 3 "tensor '$t' dataset $ds: checksum" "$MOEQ" export -q --force "$tmp/bad.h5" "$tmp/hf"

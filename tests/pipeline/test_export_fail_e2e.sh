@@ -10,7 +10,7 @@ printf 'version: 1\ndefaults: {method: rtn, bits: 4, group: 64}\n' >"$tmp/rtn.ya
 # the last tensor in the artifact's unit order: the export has written shards' worth of data before it
 t=model.layers.3.block_sparse_moe.experts.7.w2.weight
 cp "$tmp/a.h5" "$tmp/bad.h5"
-off=$(h5dump -p -H -d "/tensors/$t/codes" "$tmp/bad.h5" | awk '/OFFSET/ {print $2; exit}')
+off=$(plane_offset "$tmp/bad.h5" "$t" codes)
 [ -n "$off" ] || fail "no offset for codes"
 b=$(od -An -tu1 -j $((off + 1)) -N1 "$tmp/bad.h5" | tr -d ' ')
 printf "$(printf '\\%03o' $(((b ^ 0x5a) & 0xff)))" | dd of="$tmp/bad.h5" bs=1 seek=$((off + 1)) conv=notrunc status=none

@@ -42,8 +42,9 @@ PY
     rm -f "$tmp/ra.h5"
 done
 [ ! -e "$tmp/r1.h5.partial" ] && [ ! -e "$tmp/r1.h5.journal" ] || fail "partial/journal left behind"
-h5dump -A -g /tensors/model.layers.0.block_sparse_moe.experts.0.w2.weight "$tmp/r1.h5" >"$tmp/dump.txt"
-grep -q '"milo"' "$tmp/dump.txt" && grep -q '(0): "ok' "$tmp/dump.txt" || fail "h5dump shows method and status"
+h5dump -d /tables/routed_expert "$tmp/r1.h5" >"$tmp/dump.txt"
+grep -q '"model.layers.0.block_sparse_moe.experts.0.w2.weight' "$tmp/dump.txt" && grep -q '"milo' "$tmp/dump.txt" &&
+    grep -q '"ok' "$tmp/dump.txt" && ! grep -q '"pending' "$tmp/dump.txt" || fail "h5dump shows names, method and status"
 h5dump -A "$tmp/r1.h5" >"$tmp/root.txt"
 grep -q '(0): "complete' "$tmp/root.txt" || fail "root status complete"
 
