@@ -1,6 +1,7 @@
 // test_artifact_read.c: the artifact reader: root attributes (partial vs complete), offsets and recorded
 // checksums read back, dataset bytes by pread, verification that names the tensor and dataset of a changed
-// byte (and of a changed tensor checksum), a truncated file named by tensor, a missing file and a non-artifact.
+// byte (and of a changed tensor checksum), a truncated file named by tensor, a missing file and a
+// non-artifact.
 #include "test_util.h"
 
 #include <fcntl.h>
@@ -11,10 +12,11 @@
 #include <xxhash.h>
 
 #include "artifact_fixture.h" // defines: moeq_test_artifact_entries, MOEQ_TEST_T0
+#include "artifact_scan.h"    // defines: moeq_artifact_scan
+#include "artifact_table.h"   // defines: moeq_artifact_row (to damage a row as a bad copy or an edit would)
 #include "moeq_io.h"
 
 static const char *const T0 = MOEQ_TEST_T0;
-
 
 static void read_all(int fd, const char *path, const moeq_artifact_entry *e, void *bufs[MOEQ_DS_COUNT]) {
     for (int d = 0; d < MOEQ_DS_COUNT; d++) {
@@ -76,7 +78,8 @@ static void test_read_verify(void **state) {
     // a changed tensor checksum attribute (datasets intact)
     read_all(fd, path, &f[0], bufs);
     rec[0].checksum ^= 1;
-    assert_status(moeq_artifact_verify_buffers(path, &f[0], &rec[0], bufs, &bad), MOEQ_ERR_FORMAT, "tensor checksum");
+    assert_status(moeq_artifact_verify_buffers(path, &f[0], &rec[0], bufs, &bad), MOEQ_ERR_FORMAT,
+                  "tensor checksum");
     assert_int_equal(bad, MOEQ_DS_COUNT);
     free_all(bufs);
     close(fd);
@@ -135,10 +138,73 @@ static void test_bad_files(void **state) {
     free(dir);
 }
 
+// Rewrites row 0 of table `table` through edit(), as a damaged copy or a hand edit would.
+static void edit_row(const char *path, const char *table, void (*edit)(moeq_artifact_row *)) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT), ds = H5Dopen2(f, table, H5P_DEFAULT);
+    hid_t mt = moeq_artifact_row_mtype();
+    moeq_artifact_row row;
+    memset(&row, 0, sizeof row);
+    assert_true(f >= 0 && ds >= 0 && mt >= 0);
+    assert_true(moeq_artifact_rows_read(ds, mt, 0, 1, &row) >= 0);
+    edit(&row);
+    assert_true(moeq_artifact_rows_write(ds, mt, 0, 1, &row) >= 0);
+    H5Tclose(mt), H5Dclose(ds), H5Fclose(f);
+}
+static void slot_beyond(moeq_artifact_row *r) {
+    r->slot = 5; // the stack has one expert
+}
+static void other_stack(moeq_artifact_row *r) {
+    snprintf(r->location, sizeof r->location, "/experts/9/gate");
+}
+static void renamed(moeq_artifact_row *r) {
+    snprintf(r->name, sizeof r->name, "model.layers.0.block_sparse_moe.experts.0.w9.weight");
+}
+static void not_own(moeq_artifact_row *r) {
+    snprintf(r->location, sizeof r->location, "/tensors/model.layers.0.input_layernorm.weight");
+}
+
+// Format 2's rows are checked before anything is read through them: a slot beyond its stack, a stack that
+// does not exist, a tensor of the plan without a row, and a tensor claiming another's group are named
+// (MOEQ_ERR_FORMAT), by eval's reader (read_records), resume's (layout) and export's (scan).
+static void test_damaged_rows(void **state) {
+    (void)state;
+    char *dir = moeq_test_mkdtemp("artrow");
+    static const struct {
+        const char *table;
+        void (*edit)(moeq_artifact_row *);
+        const char *want;
+    } cases[] = {
+        {"/tables/routed_expert", slot_beyond, "missing, or not of the type and shape its settings imply"},
+        {"/tables/routed_expert", other_stack, "group /experts/9/gate is missing"},
+        {"/tables/routed_expert", renamed, "of the plan is missing (no row in /tables)"},
+        {"/tables/norm", not_own, "with no slot is not its own group"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/d%zu.h5", dir, k);
+        moeq_artifact_entry e[2];
+        moeq_test_artifact_write(path, e, "{}", 1, 0);
+        edit_row(path, cases[k].table, cases[k].edit);
+        moeq_artifact_entry f[2];
+        moeq_artifact_record rec[2];
+        memcpy(f, e, sizeof f);
+        assert_status(moeq_artifact_read_records(path, f, 2, rec), MOEQ_ERR_FORMAT, cases[k].want);
+        memcpy(f, e, sizeof f);
+        assert_status(moeq_artifact_layout(path, 0x77, f, 2), MOEQ_ERR_FORMAT, cases[k].want);
+        moeq_artifact_toc *toc = NULL;
+        if (cases[k].edit != renamed) // scan has no plan: a renamed row is another tensor to it
+            assert_status(moeq_artifact_scan(path, &toc), MOEQ_ERR_FORMAT, cases[k].want);
+        moeq_artifact_toc_free(&toc);
+    }
+    moeq_test_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_verify),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_damaged_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
