@@ -29,6 +29,9 @@ ahead = d["read_ahead_bytes"] > 0
 assert 0 < d["utilisation"] <= 1, d
 assert d["skeleton_allocated_bytes"] < d["skeleton_apparent_bytes"], d  # data regions are holes
 assert d["seal_s"] > 0, d  # the job finished: its skeleton was sealed for real (then deleted)
+# the whole job: serial phases plus the makespan, against the bound
+assert abs(d["job_s"] - (d["skeleton_s"] + d["makespan_s"] + d["seal_s"])) < 1e-6 * d["job_s"], d
+assert abs(d["job_over_bound"] - d["job_s"] / d["bound_s"]) < 1e-6 * d["job_over_bound"], d
 # dynamic: request + assign + result per unit; static: the result only; plus each rank's last request and
 # its finish; read-ahead (dynamic) adds at most one AHEAD answered NONE per rank
 per_unit = 3 if d["schedule"] == "dynamic" else 1
@@ -79,7 +82,8 @@ set -e
 grep -q -- "--resume" "$tmp/err" || fail "failure: no hint"
 [ -e "$tmp/a.h5.partial" ] && [ -e "$tmp/a.h5.journal" ] || fail "failure: skeleton and journal must stay"
 done1=$(j "$tmp/f.json" units_run); left=$(j "$tmp/f.json" units_left)
-[ "$(j "$tmp/f.json" seal_s)" = -1 ] || fail "failure: a job that did not finish must not be sealed"
+[ "$(j "$tmp/f.json" seal_s)" = -1 ] && [ "$(j "$tmp/f.json" job_s)" = -1 ] ||
+    fail "failure: a job that did not finish must not be sealed (nor timed as a whole)"
 [ $((done1 + left)) = "$units" ] && [ "$done1" -gt 0 ] && [ "$left" -gt 0 ] || fail "failure: $done1 + $left != $units"
 # a real (not simulated) run must refuse this skeleton: its plan digest is salted
 set +e
