@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ggml_quant.h" // defines: the llama.cpp block types' codecs (MOEQ_QFAMILY_GGML)
 #include "quant.h" // defines: moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu (the grouped family's codec)
 
 // ---- pack / unpack per format ----
@@ -91,11 +92,27 @@ static void moeq_unpack_q8(const uint8_t *src, int64_t n_units, uint8_t *q) {
         .pack = p, .unpack = u, .quantize = moeq_rtn_quantize_cpu, .dequantize = moeq_qmat_dequantize_cpu    \
     }
 
+// llama.cpp's block types: one block is one packing unit and the fixed block; no side planes.
+#define GGML(T, t, b, qk, model_)                                                                            \
+    [MOEQ_QTYPE_##T] = {.name = #t,                                                                          \
+                        .bits = b,                                                                           \
+                        .family = MOEQ_QFAMILY_GGML,                                                         \
+                        .codes_per_unit = qk,                                                                \
+                        .unit_bytes = (int)sizeof(moeq_block_##t),                                           \
+                        .block = qk,                                                                         \
+                        .planes = 0,                                                                         \
+                        .model = model_,                                                                     \
+                        .pack = NULL,                                                                        \
+                        .unpack = NULL,                                                                      \
+                        .quantize = moeq_ggml_quantize_##t,                                                  \
+                        .dequantize = moeq_ggml_dequantize_##t}
+
 const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
     [MOEQ_QTYPE_Q2] = GROUPED(2, 4, 1, moeq_pack_q2, moeq_unpack_q2),
     [MOEQ_QTYPE_Q3] = GROUPED(3, 32, 12, moeq_pack_q3, moeq_unpack_q3),
     [MOEQ_QTYPE_Q4] = GROUPED(4, 2, 1, moeq_pack_q4, moeq_unpack_q4),
     [MOEQ_QTYPE_Q8] = GROUPED(8, 1, 1, moeq_pack_q8, moeq_unpack_q8),
+    GGML(Q8_0, q8_0, 8, MOEQ_QK8_0, "llama.cpp q8_0: w = d*q, int8 q, fp16 d per block of 32 (8.5 bpw)"),
 };
 
 // Formats registered at run time (tests, kernel labs): set once, before use, from one thread.
@@ -154,8 +171,10 @@ moeq_status moeq_qtype_register(int id, const moeq_qtype_traits *t) {
     if (id < MOEQ_QTYPE_USER_FIRST || id >= MOEQ_QTYPE_USER_END || user_qtypes[id - MOEQ_QTYPE_USER_FIRST])
         return MOEQ_FAIL(MOEQ_ERR_ARG, "format %d: not a free id in [%d, %d)", id, MOEQ_QTYPE_USER_FIRST,
                          MOEQ_QTYPE_USER_END);
-    if (!t || !t->name || t->bits < 1 || t->bits > 8 || t->codes_per_unit < 1 || t->codes_per_unit > 32 ||
-        t->unit_bytes < 1 || t->block < 0 || !t->pack || !t->unpack || !t->quantize || !t->dequantize)
+    const int ggml = t && (t->family & MOEQ_QFAMILY_GGML);
+    if (!t || !t->name || t->bits < 1 || t->bits > 8 || t->codes_per_unit < 1 ||
+        t->codes_per_unit > (ggml ? 256 : 32) || t->unit_bytes < 1 || t->block < 0 ||
+        (!ggml && (!t->pack || !t->unpack)) || !t->quantize || !t->dequantize)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "format %d: incomplete traits (name, bits 1..8, unit of 1..32 codes, "
                          "pack, unpack, quantize, dequantize)",
@@ -164,6 +183,13 @@ moeq_status moeq_qtype_register(int id, const moeq_qtype_traits *t) {
         return MOEQ_FAIL(MOEQ_ERR_ARG, "format %d: the name \"%s\" is taken", id, t->name);
     user_qtypes[id - MOEQ_QTYPE_USER_FIRST] = t;
     return MOEQ_OK;
+}
+
+int moeq_qtype_ggml_id(int t) {
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    return tr && (tr->family & MOEQ_QFAMILY_GGML) && t > MOEQ_QTYPE_GGML_BASE && t < MOEQ_QTYPE_COUNT
+               ? t - MOEQ_QTYPE_GGML_BASE
+               : -1;
 }
 
 int64_t moeq_qtype_row_bytes(int t, int64_t C) {

@@ -69,7 +69,22 @@ typedef enum moeq_qtype {
     MOEQ_QTYPE_Q3 = 3,
     MOEQ_QTYPE_Q4 = 4,
     MOEQ_QTYPE_Q8 = 8,
-    MOEQ_QTYPE_COUNT = 9,       // built-in slots; 1, 5, 6, 7 are unused (bits = 0)
+    // llama.cpp's block types (MOEQ_QFAMILY_GGML): 32 + their ggml_type id (ggml.h), so that the GGUF type of
+    // a format is moeq_qtype_ggml_id(t) = t − 32
+    MOEQ_QTYPE_GGML_BASE = 32,
+    MOEQ_QTYPE_Q4_0 = 34,
+    MOEQ_QTYPE_Q4_1 = 35,
+    MOEQ_QTYPE_Q5_0 = 38,
+    MOEQ_QTYPE_Q5_1 = 39,
+    MOEQ_QTYPE_Q8_0 = 40,
+    MOEQ_QTYPE_Q2_K = 42,
+    MOEQ_QTYPE_Q3_K = 43,
+    MOEQ_QTYPE_Q4_K = 44,
+    MOEQ_QTYPE_Q5_K = 45,
+    MOEQ_QTYPE_Q6_K = 46,
+    MOEQ_QTYPE_IQ4_NL = 52,
+    MOEQ_QTYPE_IQ4_XS = 55,
+    MOEQ_QTYPE_COUNT = 56,      // built-in slots; the unused ones have bits = 0
     MOEQ_QTYPE_USER_FIRST = 64, // [64, 96): formats registered at run time (moeq_qtype_register: tests, labs)
     MOEQ_QTYPE_USER_END = 96
 } moeq_qtype;
@@ -77,7 +92,11 @@ typedef enum moeq_qtype {
 // Format families: which methods can produce a format (moeq_method_traits.formats).
 #define MOEQ_QFAMILY_GROUPED 1u // b-bit codes, fp16 scale + fp16 fractional zero per group of G (HQQ, MiLo)
 #define MOEQ_QFAMILY_BLOCK   2u // fixed blocks with their own reference quantizer (ggml-style types)
-#define MOEQ_QFAMILY_ANY     (~0u)
+// llama.cpp's block types (kernels/ggml_blocks.h): self-contained blocks, scales inside, stored as they are
+// in GGUF tensor data: the codes plane holds the blocks, there are no side planes, and pack/unpack are NULL
+// (a block is not a string of equal-width codes).
+#define MOEQ_QFAMILY_GGML 4u
+#define MOEQ_QFAMILY_ANY  (~0u)
 
 // The planes (datasets) of a stored matrix, in storage order; values are the artifact's dataset indices.
 typedef enum moeq_plane {
@@ -130,9 +149,9 @@ typedef struct moeq_qtype_traits {
     int block;          // weights of a row sharing one scale (and zero): 0 = the tensor's group setting G
     unsigned
         planes; // side planes stored besides codes: bits (1 << MOEQ_PLANE_SCALE) | (1 << MOEQ_PLANE_ZERO)
-    const char *model; // one line: the model of a weight (for --help-recipe and docs)
-    moeq_pack_fn pack;
-    moeq_unpack_fn unpack;
+    const char *model;     // one line: the model of a weight (for --help-recipe and docs)
+    moeq_pack_fn pack;     // NULL for MOEQ_QFAMILY_GGML
+    moeq_unpack_fn unpack; // NULL for MOEQ_QFAMILY_GGML
     // The reference quantizer (what method rtn runs; deterministic, defines the stored bytes) and dequantizer
     // of a moeq_qmat of this format: w (R, C) -> codes (+ scale, zero); codes (+ scale, zero) -> out (R, C).
     moeq_status (*quantize)(const float *w, struct moeq_qmat *q);
@@ -155,6 +174,8 @@ const char *moeq_qtype_grouped_bits(const char *last, char *buf, size_t cap);
 // a format without touching the built-in table). t must stay valid; MOEQ_ERR_ARG for a taken or bad id, an
 // incomplete entry or a name already in use.
 moeq_status moeq_qtype_register(int id, const moeq_qtype_traits *t);
+// The ggml_type id of a llama.cpp block format (GGUF's tensor type), -1 for any other format.
+int moeq_qtype_ggml_id(int t);
 // Packed bytes of one row of C codes (padded to whole units); -1 for a bad format or C < 0.
 int64_t moeq_qtype_row_bytes(int t, int64_t C);
 

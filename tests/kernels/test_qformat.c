@@ -20,7 +20,7 @@ static void test_traits(void **state) {
     assert_int_equal(MOEQ_QTYPE_Q8, 8);
     assert_int_equal(MOEQ_FACTOR_FP16, 0);
     assert_int_equal(MOEQ_FACTOR_INT3, 1);
-    int n_valid = 0;
+    int n_valid = 0, n_ggml = 0;
     for (int t = 0; t < MOEQ_QTYPE_COUNT; t++) {
         const moeq_qtype_traits *tr = moeq_qtype_get(t);
         if (!tr) {
@@ -28,14 +28,33 @@ static void test_traits(void **state) {
             assert_string_equal(moeq_qtype_name(t), "invalid");
             continue;
         }
+        assert_non_null(tr->name);
+        if (tr->family & MOEQ_QFAMILY_GGML) { // llama.cpp's blocks: one block per unit, GGUF's type id
+            assert_true(t > MOEQ_QTYPE_GGML_BASE);
+            assert_int_equal(moeq_qtype_ggml_id(t), t - MOEQ_QTYPE_GGML_BASE);
+            assert_int_equal(tr->block, tr->codes_per_unit);
+            assert_int_equal(tr->planes, 0);
+            assert_null(tr->pack);
+            assert_null(tr->unpack);
+            n_ggml++;
+            continue;
+        }
         n_valid++;
         assert_int_equal(tr->bits, t);
+        assert_int_equal(moeq_qtype_ggml_id(t), -1);
         assert_int_equal(tr->codes_per_unit * tr->bits, tr->unit_bytes * 8); // no wasted bits
         assert_non_null(tr->pack);
         assert_non_null(tr->unpack);
-        assert_non_null(tr->name);
     }
     assert_int_equal(n_valid, N_BITS);
+    assert_true(n_ggml >= 1);
+    // llama.cpp's ids (ggml.h's enum ggml_type) + 32: stored in artifacts, and GGUF's tensor types
+    assert_int_equal(MOEQ_QTYPE_Q4_0, 32 + 2);
+    assert_int_equal(MOEQ_QTYPE_Q8_0, 32 + 8);
+    assert_int_equal(MOEQ_QTYPE_Q2_K, 32 + 10);
+    assert_int_equal(MOEQ_QTYPE_Q6_K, 32 + 14);
+    assert_int_equal(MOEQ_QTYPE_IQ4_NL, 32 + 20);
+    assert_int_equal(MOEQ_QTYPE_IQ4_XS, 32 + 23);
     assert_null(moeq_qtype_get(-1));
     assert_null(moeq_qtype_get(MOEQ_QTYPE_COUNT));
     // row bytes by hand

@@ -1,0 +1,45 @@
+// ggml_quant.h: the codecs of llama.cpp's block types (ggml_blocks.h) as moeq storage formats
+// (MOEQ_QFAMILY_GGML in qformat.h's table): per type, a row dequantizer bit-identical to llama.cpp's
+// dequantize_row_<type> (and to the `gguf` package's numpy dequantizers: fp32 arithmetic in ggml's order,
+// no FMA contraction; tests/kernels/test_ggml_gguf.py), and a row quantizer, the format's reference
+// quantizer (what method rtn stores): llama.cpp's algorithm for the type (quantize_row_<type>_ref, or with
+// per-weight importance its weighted path), written here from its definition.
+//
+// Letters: k = weights of a row (a multiple of the type's QK), R = rows, C = cols (C = k per row).
+// Rows are independent: a matrix is R rows of C / QK blocks each (the `codes` plane).
+#ifndef MOEQ_GGML_QUANT_H
+#define MOEQ_GGML_QUANT_H
+
+#include <stdint.h>
+
+#include "ggml_blocks.h"
+#include "moeq_status.h"
+#include "quant.h" // defines: moeq_qmat
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// One row: blocks (k / QK of the type) -> y (k).
+typedef void (*moeq_ggml_dequantize_row_fn)(const void *blocks, float *y, int64_t k);
+// One row: x (k, finite) -> blocks; imp (k) per-weight importance (the squared error is weighted by it), or
+// NULL for llama.cpp's unweighted reference quantizer. Deterministic.
+typedef void (*moeq_ggml_quantize_row_fn)(const float *x, void *blocks, int64_t k, const float *imp);
+
+// A matrix through a row codec: q's format must be a ggml type (moeq_qmat_check), rows of q->C weights.
+// quantize: MOEQ_ERR_NUMERIC naming row and column for a non-finite weight (nothing else can fail).
+moeq_status moeq_ggml_quantize_matrix(const float *w, // (R, C)
+                                      moeq_qmat *q, moeq_ggml_quantize_row_fn row);
+moeq_status moeq_ggml_dequantize_matrix(const moeq_qmat *q, moeq_ggml_dequantize_row_fn row,
+                                        float *out); // (R, C)
+
+// The codecs, one pair per type (the traits table's quantize/dequantize come from them).
+void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_q8_0(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_q8_0(const moeq_qmat *q, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
