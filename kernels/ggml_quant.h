@@ -32,6 +32,11 @@ moeq_status moeq_ggml_quantize_matrix(const float *w, // (R, C)
                                       moeq_qmat *q, moeq_ggml_quantize_row_fn row);
 moeq_status moeq_ggml_dequantize_matrix(const moeq_qmat *q, moeq_ggml_dequantize_row_fn row,
                                         float *out); // (R, C)
+// The format's quantizer (its table entry's row codec) with a per-column importance imp (C floats, >= 0;
+// NULL: unweighted, what the table's quantize does): the weighted squared error it minimises is
+// sum_j imp[j] (w_ij - deq_ij)^2 in every row, as llama.cpp's importance matrix.
+moeq_status moeq_ggml_quantize_weighted(const float *w, // (R, C)
+                                        moeq_qmat *q, const float *imp);
 
 // The codecs, one pair per type (the traits table's quantize/dequantize come from them).
 void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);

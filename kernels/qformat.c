@@ -105,7 +105,9 @@ static void moeq_unpack_q8(const uint8_t *src, int64_t n_units, uint8_t *q) {
                         .pack = NULL,                                                                        \
                         .unpack = NULL,                                                                      \
                         .quantize = moeq_ggml_quantize_##t,                                                  \
-                        .dequantize = moeq_ggml_dequantize_##t}
+                        .dequantize = moeq_ggml_dequantize_##t,                                              \
+                        .ggml_quantize_row = moeq_ggml_quantize_row_##t,                                     \
+                        .ggml_dequantize_row = moeq_ggml_dequantize_row_##t}
 
 const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
     [MOEQ_QTYPE_Q2] = GROUPED(2, 4, 1, moeq_pack_q2, moeq_unpack_q2),

@@ -156,6 +156,10 @@ typedef struct moeq_qtype_traits {
     // of a moeq_qmat of this format: w (R, C) -> codes (+ scale, zero); codes (+ scale, zero) -> out (R, C).
     moeq_status (*quantize)(const float *w, struct moeq_qmat *q);
     moeq_status (*dequantize)(const struct moeq_qmat *q, float *out);
+    // MOEQ_QFAMILY_GGML only (NULL otherwise): the row codecs (ggml_quant.h) behind quantize and dequantize,
+    // the quantizer with an optional per-weight importance (k floats; NULL: unweighted).
+    void (*ggml_quantize_row)(const float *x, void *blocks, int64_t k, const float *imp);
+    void (*ggml_dequantize_row)(const void *blocks, float *y, int64_t k);
 } moeq_qtype_traits;
 
 extern const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT];

@@ -36,6 +36,8 @@ static void test_traits(void **state) {
             assert_int_equal(tr->planes, 0);
             assert_null(tr->pack);
             assert_null(tr->unpack);
+            assert_non_null(tr->ggml_quantize_row);
+            assert_non_null(tr->ggml_dequantize_row);
             n_ggml++;
             continue;
         }
@@ -45,6 +47,7 @@ static void test_traits(void **state) {
         assert_int_equal(tr->codes_per_unit * tr->bits, tr->unit_bytes * 8); // no wasted bits
         assert_non_null(tr->pack);
         assert_non_null(tr->unpack);
+        assert_null(tr->ggml_quantize_row);
     }
     assert_int_equal(n_valid, N_BITS);
     assert_true(n_ggml >= 1);
