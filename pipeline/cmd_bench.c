@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_formats.h"
 #include "bench_infer.h"
 #include "clock.h" // defines: moeq_now_s
 #include "bench_kernels.h"
@@ -368,12 +369,13 @@ static int run(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "kernels")) return moeq_bench_kernels_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "infer")) return moeq_bench_infer_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "tensor")) return moeq_bench_tensor_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "formats")) return moeq_bench_formats_main(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "pipeline")) {
         if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
             printf("usage: %s\n", moeq_cmd_bench.usage);
             return MOEQ_EXIT_OK;
         }
-        fprintf(stderr, "moeq bench: which benchmark? kernels, tensor, infer or pipeline\n---> HINT: moeq "
+        fprintf(stderr, "moeq bench: which benchmark? kernels, tensor, infer, formats or pipeline\n---> HINT: moeq "
                         "bench --help\n");
         return MOEQ_EXIT_USAGE;
     }
@@ -399,11 +401,13 @@ static int run(int argc, char **argv) {
 
 const moeq_command moeq_cmd_bench = {
     .name = "bench",
-    .summary = "benchmarks (JSON): kernels, tensor, infer, pipeline",
+    .summary = "benchmarks (JSON): kernels, tensor, infer, formats, pipeline",
     .usage =
         "moeq bench kernels [options]     (moeq bench kernels --help; --device cpu|cuda)\n"
         "       moeq bench tensor [options]      (moeq bench tensor --help: one weight, stored bytes in)\n"
         "       moeq bench infer [options]       (moeq bench infer --help: fused 3-bit + low-rank product)\n"
+        "       moeq bench formats --ggml LIB    (moeq bench formats --help: llama.cpp's block types, moeq's\n"
+        "                                        quantizer against llama.cpp's)\n"
         "       moeq bench pipeline [options]\n\n"
         "pipeline: synthesizes a bf16 Mixtral-layout checkpoint (default 12 layers x 8 experts of\n"
         "1024 x 3584: 2.04 GiB), measures the cold disk read speed of its shards, then runs\n"
