@@ -54,7 +54,7 @@ static inline float half(moeq_ggml_half h) {
 // Type-0, signed codes: x (n) ≈ s·(L − nmax), L in [0, 2·nmax). First s = max/(−nmax) where max is the
 // entry of largest |x| (so that entry maps to code 0, the most negative), then 18 trial scales
 // −(nmax ± 0.1·i)/max, i = 1..9, each refitted as s = Σw·x·l / Σw·l² (l = L − nmax); keeps the one with the
-// largest Σw·x·l²/Σw·l² (least weighted squared error). Weights: qw, or x² when qw is NULL (make_qx_quants
+// largest (Σw·x·l)²/Σw·l² (least weighted squared error). Weights: qw, or x² when qw is NULL (make_qx_quants
 // with rmse_type 1). Returns s; an all-zero x gives L = 0, s = 0.
 static float moeq_ggml_qx(int n, int nmax, const float *x, int8_t *L, const float *qw) {
     float max = 0, amax = 0;
@@ -99,7 +99,7 @@ static float moeq_ggml_qx(int n, int nmax, const float *x, int8_t *L, const floa
 
 // Type-0 for q3_K's reference (make_q3_quants with do_rmse): codes from s = max/(−nmax), then up to 5 sweeps
 // of coordinate descent: each code moves to the value that the least-squares scale of the others prefers
-// when that raises Σw·x·l²/Σw·l² (w = x²). L in [0, 2·nmax) (offset nmax); returns the fitted scale.
+// when that raises (Σw·x·l)²/Σw·l² (w = x²). L in [0, 2·nmax) (offset nmax); returns the fitted scale.
 static float moeq_ggml_q3(int n, int nmax, const float *x, int8_t *L) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
