@@ -44,6 +44,18 @@ void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const 
 moeq_status moeq_ggml_quantize_q8_0(const float *w, moeq_qmat *q);
 moeq_status moeq_ggml_dequantize_q8_0(const moeq_qmat *q, float *out);
 
+// The k-quants (ggml_kquant.c): super-blocks of 256 weights. imp (k) selects llama.cpp's weighted path.
+#define MOEQ_GGML_KQUANT_DECLARE(t)                                                                          \
+    void moeq_ggml_dequantize_row_##t(const void *blocks, float *y, int64_t k);                              \
+    void moeq_ggml_quantize_row_##t(const float *x, void *blocks, int64_t k, const float *imp);              \
+    moeq_status moeq_ggml_quantize_##t(const float *w, moeq_qmat *q);                                        \
+    moeq_status moeq_ggml_dequantize_##t(const moeq_qmat *q, float *out);
+MOEQ_GGML_KQUANT_DECLARE(q2_K)
+MOEQ_GGML_KQUANT_DECLARE(q3_K)
+MOEQ_GGML_KQUANT_DECLARE(q4_K)
+MOEQ_GGML_KQUANT_DECLARE(q5_K)
+MOEQ_GGML_KQUANT_DECLARE(q6_K)
+
 #ifdef __cplusplus
 }
 #endif

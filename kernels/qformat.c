@@ -115,6 +115,19 @@ const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
     [MOEQ_QTYPE_Q4] = GROUPED(4, 2, 1, moeq_pack_q4, moeq_unpack_q4),
     [MOEQ_QTYPE_Q8] = GROUPED(8, 1, 1, moeq_pack_q8, moeq_unpack_q8),
     GGML(Q8_0, q8_0, 8, MOEQ_QK8_0, "llama.cpp q8_0: w = d*q, int8 q, fp16 d per block of 32 (8.5 bpw)"),
+    GGML(Q2_K, q2_K, 2, MOEQ_QK_K,
+         "llama.cpp q2_K: w = d*sc*q - dmin*m, 2-bit q, 4-bit sc and m per 16, fp16 d, dmin per 256 (2.625 "
+         "bpw)"),
+    GGML(Q3_K, q3_K, 3, MOEQ_QK_K,
+         "llama.cpp q3_K: w = d*(sc-32)*(q-4), 3-bit q, 6-bit sc per 16, fp16 d per 256 (3.4375 bpw)"),
+    GGML(Q4_K, q4_K, 4, MOEQ_QK_K,
+         "llama.cpp q4_K: w = d*sc*q - dmin*m, 4-bit q, 6-bit sc and m per 32, fp16 d, dmin per 256 (4.5 "
+         "bpw)"),
+    GGML(Q5_K, q5_K, 5, MOEQ_QK_K,
+         "llama.cpp q5_K: w = d*sc*q - dmin*m, 5-bit q, 6-bit sc and m per 32, fp16 d, dmin per 256 (5.5 "
+         "bpw)"),
+    GGML(Q6_K, q6_K, 6, MOEQ_QK_K,
+         "llama.cpp q6_K: w = d*sc*(q-32), 6-bit q, int8 sc per 16, fp16 d per 256 (6.5625 bpw)"),
 };
 
 // Formats registered at run time (tests, kernel labs): set once, before use, from one thread.
