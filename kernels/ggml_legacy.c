@@ -410,13 +410,11 @@ static inline int moeq_ggml_iq4nl_index(float v) {
     return idx;
 }
 
-// Weighted sums of the grid codes of x·id: Σ w·q·x and Σ w·q² (q = kv[index]); codes to L when non-NULL.
-static void moeq_ggml_iq4nl_sums(const float *xb, const float *w, float id, uint8_t *L, float *sumqx,
-                                 float *sumq2) {
+// Weighted sums of the grid codes of x·id: Σ w·q·x and Σ w·q² (q = kv[index]).
+static void moeq_ggml_iq4nl_sums(const float *xb, const float *w, float id, float *sumqx, float *sumq2) {
     float sqx = 0.0f, sq2 = 0.0f;
     for (int j = 0; j < 32; j++) {
         const int l = moeq_ggml_iq4nl_index(id * xb[j]);
-        if (L) L[j] = (uint8_t)l;
         const float q = (float)moeq_ggml_kvalues_iq4nl[l];
         sqx += w[j] * q * xb[j];
         sq2 += w[j] * q * q;
@@ -458,11 +456,11 @@ static void moeq_ggml_quantize_iq4(const float *x, int n, const float *imp, uint
             continue;
         }
         float sumqx, sumq2;
-        moeq_ggml_iq4nl_sums(xb, w, 1.0f / (-max / (float)kv[0]), NULL, &sumqx, &sumq2);
+        moeq_ggml_iq4nl_sums(xb, w, 1.0f / (-max / (float)kv[0]), &sumqx, &sumq2);
         float d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
         float best = d * sumqx;
         for (int itry = -MOEQ_GGML_IQ4_NTRY; itry <= MOEQ_GGML_IQ4_NTRY; itry++) {
-            moeq_ggml_iq4nl_sums(xb, w, (float)(itry + kv[0]) / max, NULL, &sumqx, &sumq2);
+            moeq_ggml_iq4nl_sums(xb, w, (float)(itry + kv[0]) / max, &sumqx, &sumq2);
             if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
                 d = sumqx / sumq2;
                 best = d * sumqx;
