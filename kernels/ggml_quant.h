@@ -43,6 +43,30 @@ void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);
 void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const float *imp);
 moeq_status moeq_ggml_quantize_q8_0(const float *w, moeq_qmat *q);
 moeq_status moeq_ggml_dequantize_q8_0(const moeq_qmat *q, float *out);
+void moeq_ggml_dequantize_row_q4_0(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_q4_0(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_q4_0(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_q4_0(const moeq_qmat *q, float *out);
+void moeq_ggml_dequantize_row_q4_1(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_q4_1(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_q4_1(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_q4_1(const moeq_qmat *q, float *out);
+void moeq_ggml_dequantize_row_q5_0(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_q5_0(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_q5_0(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_q5_0(const moeq_qmat *q, float *out);
+void moeq_ggml_dequantize_row_q5_1(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_q5_1(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_q5_1(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_q5_1(const moeq_qmat *q, float *out);
+void moeq_ggml_dequantize_row_iq4_nl(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_iq4_nl(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_iq4_nl(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_iq4_nl(const moeq_qmat *q, float *out);
+void moeq_ggml_dequantize_row_iq4_xs(const void *blocks, float *y, int64_t k);
+void moeq_ggml_quantize_row_iq4_xs(const float *x, void *blocks, int64_t k, const float *imp);
+moeq_status moeq_ggml_quantize_iq4_xs(const float *w, moeq_qmat *q);
+moeq_status moeq_ggml_dequantize_iq4_xs(const moeq_qmat *q, float *out);
 
 // The k-quants (ggml_kquant.c): super-blocks of 256 weights. imp (k) selects llama.cpp's weighted path.
 #define MOEQ_GGML_KQUANT_DECLARE(t)                                                                          \

@@ -114,6 +114,14 @@ const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
     [MOEQ_QTYPE_Q3] = GROUPED(3, 32, 12, moeq_pack_q3, moeq_unpack_q3),
     [MOEQ_QTYPE_Q4] = GROUPED(4, 2, 1, moeq_pack_q4, moeq_unpack_q4),
     [MOEQ_QTYPE_Q8] = GROUPED(8, 1, 1, moeq_pack_q8, moeq_unpack_q8),
+    GGML(Q4_0, q4_0, 4, MOEQ_QK4_0,
+         "llama.cpp q4_0: w = d*(q - 8), 4-bit q, fp16 d per block of 32 (4.5 bpw)"),
+    GGML(Q4_1, q4_1, 4, MOEQ_QK4_1,
+         "llama.cpp q4_1: w = d*q + m, 4-bit q, fp16 d and m per block of 32 (5 bpw)"),
+    GGML(Q5_0, q5_0, 5, MOEQ_QK5_0,
+         "llama.cpp q5_0: w = d*(q - 16), 5-bit q, fp16 d per block of 32 (5.5 bpw)"),
+    GGML(Q5_1, q5_1, 5, MOEQ_QK5_1,
+         "llama.cpp q5_1: w = d*q + m, 5-bit q, fp16 d and m per block of 32 (6 bpw)"),
     GGML(Q8_0, q8_0, 8, MOEQ_QK8_0, "llama.cpp q8_0: w = d*q, int8 q, fp16 d per block of 32 (8.5 bpw)"),
     GGML(Q2_K, q2_K, 2, MOEQ_QK_K,
          "llama.cpp q2_K: w = d*sc*q - dmin*m, 2-bit q, 4-bit sc and m per 16, fp16 d, dmin per 256 (2.625 "
@@ -128,6 +136,10 @@ const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
          "bpw)"),
     GGML(Q6_K, q6_K, 6, MOEQ_QK_K,
          "llama.cpp q6_K: w = d*sc*(q-32), 6-bit q, int8 sc per 16, fp16 d per 256 (6.5625 bpw)"),
+    GGML(IQ4_NL, iq4_nl, 4, MOEQ_QK4_NL,
+         "llama.cpp iq4_nl: w = d*kvalues[q], 4-bit index into a 16-value grid, fp16 d per 32 (4.5 bpw)"),
+    GGML(IQ4_XS, iq4_xs, 4, MOEQ_QK_K,
+         "llama.cpp iq4_xs: w = d*(ls - 32)*kvalues[q], 6-bit ls per 32, fp16 d per 256 (4.25 bpw)"),
 };
 
 // Formats registered at run time (tests, kernel labs): set once, before use, from one thread.
