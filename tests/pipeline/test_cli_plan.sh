@@ -48,7 +48,7 @@ diff -u "$tmp/readme.md" "$tmp/reg.md" ||
     fail "configs/README.md's registry tables differ from moeq plan --help-recipe=markdown (paste its output)"
 grep -q '| `format` |' "$tmp/reg.md" && grep -q '| `milo` |' "$tmp/reg.md" && grep -q '| `q3` | 3 |' "$tmp/reg.md" ||
     fail "registry tables incomplete"
-"$MOEQ" quantize --help-recipe | grep -q "hqq.early_stop" || fail "quantize --help-recipe"
+"$MOEQ" quantize --help-recipe >"$tmp/hr.txt" && grep -q "hqq.early_stop" "$tmp/hr.txt" || fail "quantize --help-recipe"
 set +e
 "$MOEQ" plan --help-recipe=html >/dev/null 2>&1; rc=$?
 set -e
