@@ -11,11 +11,13 @@
 // whose dimensions are multiples of 256). Importance: none, and the squared column norms of a seeded sample
 // of 256 activations per column with log-normal column scales (what an importance matrix looks like).
 //
-// Per (type, set, importance): relative Frobenius error ||W - deq||_F / ||W||_F of both quantizers and its
-// ratio moeq / llama.cpp, the weighted error sum_j imp_j (W - deq)_ij^2 / sum_j imp_j W_ij^2 with importance,
-// quantization speed of both (M weights/s on one core) and its ratio, and the two dequantization checks:
-// llama.cpp's to_float of llama.cpp's blocks against moeq's dequantizer of the same blocks, and of moeq's
-// blocks, bit for bit. JSON on stdout (machine, library, inputs, figures); progress on stderr.
+// moeq's quantizer is the type's searched one (method search) where it has one, else its reference one
+// (method rtn: llama.cpp's algorithm, so the ratio is 1 and the check is of the reproduction). Per (type,
+// set, importance): relative Frobenius error ||W - deq||_F / ||W||_F of both quantizers and its ratio moeq /
+// llama.cpp, the weighted error sum_j imp_j (W - deq)_ij^2 / sum_j imp_j W_ij^2 with importance, quantization
+// speed of both (M weights/s on one core) and its ratio, and the two dequantization checks: llama.cpp's
+// to_float of llama.cpp's blocks against moeq's dequantizer of the same blocks, and of moeq's blocks, bit for
+// bit. JSON on stdout (machine, library, inputs, figures); progress on stderr.
 #define _GNU_SOURCE // dlopen's RTLD_* on every libc
 #include <dirent.h>
 #include <dlfcn.h>
@@ -239,7 +241,9 @@ static int run_case(const peer *p, int t, const matrix_set *m, int weighted, tal
         const float *imp = weighted ? m->imp[k] : NULL;
         moeq_qmat q = {.bits = tr->bits, .R = R, .C = C, .G = tr->block, .codes = bm, .type = (moeq_qtype)t};
         double t0 = moeq_now_s();
-        if (moeq_ggml_quantize_weighted(m->w[k], &q, imp) != MOEQ_OK) {
+        const moeq_status st = moeq_ggml_search_row(t) ? moeq_ggml_search_weighted(m->w[k], &q, imp)
+                                                       : moeq_ggml_quantize_weighted(m->w[k], &q, imp);
+        if (st != MOEQ_OK) {
             fprintf(stderr, "moeq bench formats: %s: %s\n", tr->name, moeq_error_detail());
             return -1;
         }
@@ -400,6 +404,10 @@ int moeq_bench_formats_main(int argc, char **argv) {
                 json_object_set_new(r, "type", json_string(tr->name));
                 json_object_set_new(r, "set", json_string(sets[s].name));
                 json_object_set_new(r, "importance", json_boolean(weighted));
+                json_object_set_new(r, "moeq_quantizer",
+                                    json_string(moeq_ggml_search_row(t)
+                                                    ? "search (method search)"
+                                                    : "reference (llama.cpp's algorithm, method rtn)"));
                 json_object_set_new(r, "weights", json_integer(a.weights));
                 json_object_set_new(r, "bits_per_weight", json_real(8.0 * tr->unit_bytes / tr->block));
                 json_object_set_new(

@@ -22,16 +22,55 @@ moeq_status moeq_ggml_quantize_matrix(const float *w, moeq_qmat *q, moeq_ggml_qu
     return quantize_rows(w, q, row, NULL);
 }
 
+static moeq_status check_importance(const moeq_qtype_traits *tr, const float *imp, int64_t C) {
+    for (int64_t j = 0; imp && j < C; j++)
+        if (!(imp[j] >= 0.0f) || !isfinite(imp[j]))
+            return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: importance of column %lld is %g (must be finite, >= 0)",
+                             tr->name, (long long)j, (double)imp[j]);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_ggml_quantize_matrix_weighted(const float *w, moeq_qmat *q, moeq_ggml_quantize_row_fn row,
+                                               const float *imp) {
+    MOEQ_TRY(moeq_qmat_check(q));
+    MOEQ_TRY(check_importance(moeq_qtype_get(moeq_qmat_qtype(q)), imp, q->C));
+    return quantize_rows(w, q, row, imp);
+}
+
 moeq_status moeq_ggml_quantize_weighted(const float *w, moeq_qmat *q, const float *imp) {
     MOEQ_TRY(moeq_qmat_check(q));
     const moeq_qtype_traits *tr = moeq_qtype_get(moeq_qmat_qtype(q));
     if (!tr->ggml_quantize_row)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "ggml quantize: %s is not a llama.cpp block type", tr->name);
-    for (int64_t j = 0; imp && j < q->C; j++)
-        if (!(imp[j] >= 0.0f) || !isfinite(imp[j]))
-            return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: importance of column %lld is %g (must be finite, >= 0)",
-                             tr->name, (long long)j, (double)imp[j]);
+    MOEQ_TRY(check_importance(tr, imp, q->C));
     return quantize_rows(w, q, tr->ggml_quantize_row, imp);
+}
+
+// ---- moeq's searched quantizers (method search) ----
+
+// One line per type that has one (kernels/ggml_search_*.c); the others have only the reference quantizer.
+static const struct {
+    moeq_qtype type;
+    moeq_ggml_quantize_row_fn row;
+} searchers[] = {
+    {MOEQ_QTYPE_INVALID, NULL}, // (sentinel; keeps the table non-empty)
+};
+
+moeq_ggml_quantize_row_fn moeq_ggml_search_row(int t) {
+    for (size_t i = 0; i < sizeof searchers / sizeof searchers[0]; i++)
+        if (searchers[i].row && (int)searchers[i].type == t) return searchers[i].row;
+    return NULL;
+}
+
+moeq_status moeq_ggml_search_weighted(const float *w, moeq_qmat *q, const float *imp) {
+    MOEQ_TRY(moeq_qmat_check(q));
+    const moeq_qtype t = moeq_qmat_qtype(q);
+    const moeq_ggml_quantize_row_fn row = moeq_ggml_search_row(t);
+    if (!row)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "%s: no searched quantizer for this type (method rtn has its reference one)",
+                         moeq_qtype_name(t));
+    return moeq_ggml_quantize_matrix_weighted(w, q, row, imp);
 }
 
 moeq_status moeq_ggml_dequantize_matrix(const moeq_qmat *q, moeq_ggml_dequantize_row_fn row, float *out) {

@@ -37,6 +37,18 @@ moeq_status moeq_ggml_dequantize_matrix(const moeq_qmat *q, moeq_ggml_dequantize
 // sum_j imp[j] (w_ij - deq_ij)^2 in every row, as llama.cpp's importance matrix.
 moeq_status moeq_ggml_quantize_weighted(const float *w, // (R, C)
                                         moeq_qmat *q, const float *imp);
+// The same through any row quantizer.
+moeq_status moeq_ggml_quantize_matrix_weighted(const float *w, // (R, C)
+                                               moeq_qmat *q, moeq_ggml_quantize_row_fn row, const float *imp);
+
+// moeq's searched quantizer of type t (method search; kernels/ggml_search_*.c): per block, the scales, mins
+// and codes searched jointly for the lowest (importance-weighted) squared error, the quantization of the
+// sub-block scales into the super-block's fields included; the same stored format, so any engine decodes it
+// as llama.cpp's. NULL when type t has none.
+moeq_ggml_quantize_row_fn moeq_ggml_search_row(int t);
+// A matrix through it (MOEQ_ERR_UNSUPPORTED when the type has no searcher; imp as above).
+moeq_status moeq_ggml_search_weighted(const float *w, // (R, C)
+                                      moeq_qmat *q, const float *imp);
 
 // The codecs, one pair per type (the traits table's quantize/dequantize come from them).
 void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);
