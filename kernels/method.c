@@ -16,10 +16,9 @@
 // ---- the registry: one line per method, at its stable enum value ----
 
 static const moeq_method_traits *const methods[MOEQ_METHOD_COUNT] = {
-    [MOEQ_METHOD_NONE] = &moeq_method_none,
-    [MOEQ_METHOD_RTN] = &moeq_method_rtn,
-    [MOEQ_METHOD_HQQ] = &moeq_method_hqq,
-    [MOEQ_METHOD_MILO] = &moeq_method_milo,
+    [MOEQ_METHOD_NONE] = &moeq_method_none,     [MOEQ_METHOD_RTN] = &moeq_method_rtn,
+    [MOEQ_METHOD_HQQ] = &moeq_method_hqq,       [MOEQ_METHOD_MILO] = &moeq_method_milo,
+    [MOEQ_METHOD_SEARCH] = &moeq_method_search,
 };
 
 // none: stored as it came; nothing to run, no cost beyond reading.
@@ -82,13 +81,20 @@ moeq_status moeq_method_check_format(const moeq_qsettings *s, const char *who) {
     if (!f)
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "tensor '%s': %d-bit codes are not a storage format", who,
                          s->bits);
-    if (!(f->family & m->formats)) {
-        char names[256];
+    if (!(f->family & m->formats) || (m->supports && !m->supports(moeq_qsettings_qtype(s)))) {
+        char names[512];
+        size_t n = 0;
+        names[0] = '\0';
+        for (int t = 1; t < MOEQ_QTYPE_USER_END && n < sizeof names; t++) { // the formats it does write
+            const moeq_qtype_traits *ft = moeq_qtype_get(t);
+            if (!ft || !(ft->family & m->formats) || (m->supports && !m->supports(t))) continue;
+            const int w = snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", ft->name);
+            n += w > 0 ? (size_t)w : 0;
+        }
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                          "tensor '%s': method %s cannot store into format %s\n---> HINT: %s writes %s; "
                          "use method rtn for %s",
-                         who, m->name, f->name, m->name, moeq_qtype_names(m->formats, names, sizeof names),
-                         f->name);
+                         who, m->name, f->name, m->name, names[0] ? names : "no format yet", f->name);
     }
     return MOEQ_OK;
 }

@@ -13,6 +13,7 @@
 //   hqq     HQQ's proximal zero-point optimisation (hqq.h)                  + hqq.*
 //   milo    HQQ ↔ rank-r compensators U·V, alternating (milo.h)             + rank, rounds, compensator,
 //   svd.*, seed
+//   search  llama.cpp's block types, scales/mins/codes searched (ggml_quant.h) format
 //
 // Every method's CPU entry takes an optional per-input-column importance vector (C floats; NULL = uniform):
 // what calibration-aware methods weigh the error by. The three methods here are calibration-free and ignore
@@ -36,10 +37,11 @@ extern "C" {
 #endif
 
 typedef enum moeq_method {
-    MOEQ_METHOD_NONE = 0, // stored as it came
-    MOEQ_METHOD_RTN = 1,  // the format's reference quantizer: group-wise min/max round-to-nearest
-    MOEQ_METHOD_HQQ = 2,  // HQQ proximal zero-point optimisation
-    MOEQ_METHOD_MILO = 3, // HQQ + low-rank compensators, alternating
+    MOEQ_METHOD_NONE = 0,   // stored as it came
+    MOEQ_METHOD_RTN = 1,    // the format's reference quantizer: group-wise min/max round-to-nearest
+    MOEQ_METHOD_HQQ = 2,    // HQQ proximal zero-point optimisation
+    MOEQ_METHOD_MILO = 3,   // HQQ + low-rank compensators, alternating
+    MOEQ_METHOD_SEARCH = 4, // moeq's searched quantizer of llama.cpp's block types (ggml_quant.h)
     MOEQ_METHOD_COUNT
 } moeq_method;
 
@@ -182,6 +184,9 @@ typedef struct moeq_method_traits {
     // seed: moeq_tensor_seed of the tensor; importance: (C) or NULL. The CPU reference: deterministic.
     moeq_status (*quantize_cpu)(const float *w, int64_t R, int64_t C, const moeq_qsettings *s, uint64_t seed,
                                 const float *importance, struct moeq_tq_out *out);
+    // Whether the method can produce format t, beyond its family (NULL: every format of `formats`): a method
+    // with a per-format algorithm says which formats have one.
+    int (*supports)(int format);
     // Estimated compute seconds of one tensor of n = R·C weights, added to t (the reading and decoding
     // seconds) in this order.
     double (*cost_s)(double t, const moeq_qsettings *s, double n, const moeq_throughput *tp);
@@ -206,7 +211,8 @@ moeq_hqq_params moeq_method_hqq_params(const moeq_qsettings *s);
 moeq_milo_params moeq_method_milo_params(const moeq_qsettings *s, uint64_t seed);
 
 // The registered methods (method.c and method_<name>.c).
-extern const moeq_method_traits moeq_method_none, moeq_method_rtn, moeq_method_hqq, moeq_method_milo;
+extern const moeq_method_traits moeq_method_none, moeq_method_rtn, moeq_method_hqq, moeq_method_milo,
+    moeq_method_search;
 
 #ifdef __cplusplus
 }

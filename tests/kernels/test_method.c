@@ -21,7 +21,8 @@ static void add(void *user, const void *bytes, size_t n) {
 
 static void test_registry_complete(void **state) {
     (void)state;
-    assert_string_equal(moeq_method_names(), "none, rtn, hqq, milo");
+    assert_string_equal(moeq_method_names(), "none, rtn, hqq, milo, search");
+    assert_int_equal(MOEQ_METHOD_SEARCH, 4); // stored in plan digests: never changes
     for (int m = 0; m < MOEQ_METHOD_COUNT; m++) {
         const moeq_method_traits *t = moeq_method_get((moeq_method)m);
         assert_non_null(t), assert_non_null(t->name), assert_non_null(t->summary), assert_non_null(t->cost_s);
@@ -30,8 +31,8 @@ static void test_registry_complete(void **state) {
         assert_true(t->fields < (1u << MOEQ_F_COUNT));
         if (t->quantizes) {
             assert_non_null(t->quantize_cpu);
-            assert_true(t->formats &
-                        MOEQ_QFAMILY_GROUPED); // every method can store the grouped formats today
+            // every method stores the grouped formats, except search: llama.cpp's block types only
+            assert_true(t->formats & (m == MOEQ_METHOD_SEARCH ? MOEQ_QFAMILY_GGML : MOEQ_QFAMILY_GROUPED));
             assert_true(t->fields & MOEQ_SET_BITS);
         }
         assert_int_equal(t->compensated, (t->fields & MOEQ_SET_RANK) != 0); // rank is what compensation reads
