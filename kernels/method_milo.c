@@ -1,11 +1,15 @@
 // method_milo.c: method milo, HQQ alternating with rank-r randomized-SVD compensators U·V (milo.h), factors
-// stored as fp16 or int3. Calibration-free.
+// stored as fp16 or int3. Calibration-free. With a llama.cpp block type as the format, that format's
+// quantizer (searched where it has one) alternates with the compensators instead of HQQ.
 #include "method.h"
 #include "tensor.h" // defines: moeq_tq_out
 
 moeq_milo_params moeq_method_milo_params(const moeq_qsettings *s, uint64_t seed) {
     moeq_milo_params mp = moeq_milo_params_default();
     mp.bits = s->bits, mp.group = s->group, mp.rank = s->rank, mp.rounds = s->rank > 0 ? s->rounds : 1;
+    const moeq_qtype_traits *ft = moeq_qtype_get(moeq_qsettings_qtype(s));
+    if (ft && (ft->family & MOEQ_QFAMILY_GGML)) // a llama.cpp block type: its quantizer in every round
+        mp.format = moeq_qsettings_qtype(s), mp.bits = ft->bits, mp.group = ft->block;
     mp.hqq = moeq_method_hqq_params(s);
     mp.svd.oversample = s->svd_oversample, mp.svd.power_iters = s->svd_power_iters;
     mp.svd.seed = seed;
@@ -42,7 +46,7 @@ const moeq_method_traits moeq_method_milo = {
               MOEQ_SET_HQQ_BETA | MOEQ_SET_HQQ_KAPPA | MOEQ_SET_HQQ_ITERS | MOEQ_SET_HQQ_EARLY |
               MOEQ_SET_RANK | MOEQ_SET_ROUNDS | MOEQ_SET_COMP | MOEQ_SET_SVD_OVER | MOEQ_SET_SVD_POWER |
               MOEQ_SET_SEED,
-    .formats = MOEQ_QFAMILY_GROUPED,
+    .formats = MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML, // llama.cpp's block types: CPU only
     .quantize_cpu = milo_quantize_cpu,
     .cost_s = milo_cost_s,
 };

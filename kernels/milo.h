@@ -4,7 +4,8 @@
 //
 // Letters: R = rows (out), C = cols (in), G = group, r = rank, T = rounds.
 //   round i = 0 .. T−1:
-//     Q_i      = HQQ(W − U_{i−1}·V_{i−1})         (U_{−1}·V_{−1} = 0: round 0 is plain HQQ)
+//     Q_i      = HQQ(W − U_{i−1}·V_{i−1})         (U_{−1}·V_{−1} = 0: round 0 is plain HQQ; for a llama.cpp
+//                                                block type, that format's quantizer instead of HQQ)
 //     U_i, V_i = rSVD_r(W − deq(Q_i))             (residual always against the original W; seed, stream i)
 //     U_i, V_i ← stored values (fp16 / int3 round trip, lowrank.h)
 //     e_i      = ‖W − deq(Q_i) − U_i·V_i‖_F       (fp64, history[i])
@@ -41,6 +42,9 @@ typedef struct moeq_milo_params {
     moeq_hqq_params hqq;     // HQQ solver of every round
     moeq_rsvd_params svd;    // oversample, power_iters, seed (the stream is the round index)
     moeq_factor_type factor; // storage of U and V: fp16, int3 or f32
+    int format;              // storage format of Q: 0 (or a grouped one: the grouped format of bits) -> HQQ;
+                             // a llama.cpp block type (ggml_quant.h) -> its searched quantizer where it has
+                             // one, else its reference one (group = its block); CPU only
 } moeq_milo_params;
 
 // {3 bits, G 64, rank 16, 11 rounds (MiLo iter = 10), HQQ defaults, rSVD defaults, fp16 factors}

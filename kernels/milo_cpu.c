@@ -1,7 +1,7 @@
-// milo_cpu.c: reference MiLo iteration (milo.h): HQQ of W − U·V, rSVD of W − deq(Q), factor storage
-// round trip, error tracking, best round kept. Letters: R, C, G, r, T as in milo.h.
-// Memory: one R×C fp32 work matrix A reused for W − U·V, then for the residual W − deq(Q); the candidate
-// round lives in (Qc, uc, vc) and is copied into the caller's buffers when it improves on the best.
+// milo_cpu.c: reference MiLo iteration (milo.h): HQQ (or a llama.cpp block type's quantizer) of W − U·V, rSVD
+// of W − deq(Q), factor storage round trip, error tracking, best round kept. Letters: R, C, G, r, T as in
+// milo.h. Memory: one R×C fp32 work matrix A reused for W − U·V, then for the residual W − deq(Q); the
+// candidate round lives in (Qc, uc, vc) and is copied into the caller's buffers when it improves on the best.
 // Not here: the rank policy (kurtosis / frequency, schedulers), the int3 kernel layout of MiLo's GEMM.
 #include "milo.h"
 
@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h" // defines: moeq_metrics_fro_lowrank_cpu
+#include "ggml_quant.h" // defines: moeq_ggml_search_row, moeq_ggml_search_weighted (llama.cpp block types)
+#include "metrics.h"    // defines: moeq_metrics_fro_lowrank_cpu
 
 moeq_milo_params moeq_milo_params_default(void) {
     return (moeq_milo_params){.bits = 3,
@@ -33,14 +34,29 @@ moeq_status moeq_milo_check(const float *w, int64_t R, int64_t C, const moeq_mil
                          (long long)r, p->rounds, (int)p->factor, (long long)R, (long long)C);
     const moeq_qmat *q = out->q;
     MOEQ_TRY(moeq_qmat_check(q));
-    if (q->bits != p->bits || q->R != R || q->C != C || q->G != p->group)
+    const int fmt = p->format ? p->format : p->bits;
+    const moeq_qtype_traits *ft = moeq_qtype_get(fmt);
+    if (!ft || (!(ft->family & MOEQ_QFAMILY_GROUPED) && !(ft->family & MOEQ_QFAMILY_GGML)))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo: format %s has no quantizer to alternate with",
+                         moeq_qtype_name(fmt));
+    if (moeq_qmat_qtype(q) != (moeq_qtype)(ft->family & MOEQ_QFAMILY_GROUPED ? ft->bits : fmt) ||
+        q->bits != p->bits || q->R != R || q->C != C || q->G != p->group)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "milo: output qmat geometry (bits=%d %lldx%lld G=%lld) != parameters "
                          "(bits=%d %lldx%lld G=%lld)",
                          q->bits, (long long)q->R, (long long)q->C, (long long)q->G, p->bits, (long long)R,
                          (long long)C, (long long)p->group);
-    MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
+    if (ft->family & MOEQ_QFAMILY_GROUPED) MOEQ_TRY(moeq_hqq_params_check(&p->hqq));
     return MOEQ_OK;
+}
+
+// Q = the format's quantizer of a: HQQ for the grouped formats; for a llama.cpp block type its searched
+// quantizer where it has one, else its reference one.
+static moeq_status quantize_round(const float *a, const moeq_milo_params *p, moeq_qmat *q) {
+    const int fmt = p->format ? p->format : p->bits;
+    const moeq_qtype_traits *ft = moeq_qtype_get(fmt);
+    if (ft->family & MOEQ_QFAMILY_GROUPED) return moeq_hqq_quantize_cpu(a, &p->hqq, q);
+    return moeq_ggml_search_row(fmt) ? moeq_ggml_search_weighted(a, q, NULL) : ft->quantize(a, q);
 }
 
 moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_milo_params *p,
@@ -51,7 +67,7 @@ moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_m
     MOEQ_TRY(moeq_check_finite_cpu(w, R, C, "milo", NULL, NULL));
 
     moeq_qmat qc;
-    MOEQ_TRY(moeq_qmat_alloc(&qc, p->bits, R, C, p->group));
+    MOEQ_TRY(moeq_qmat_alloc_format(&qc, p->format ? p->format : p->bits, R, C, p->group));
     const size_t nf = (size_t)(R * C) + (size_t)(r * (R + C));
     float *mem = malloc(nf * sizeof(float));
     if (!mem) {
@@ -71,7 +87,7 @@ moeq_status moeq_milo_fit_cpu(const float *w, int64_t R, int64_t C, const moeq_m
         if (i > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)C, (int)r, -1.0f, uc, (int)r,
                         vc, (int)C, 1.0f, a, (int)C);
-        if ((st = moeq_hqq_quantize_cpu(a, &p->hqq, &qc)) != MOEQ_OK) goto done;
+        if ((st = quantize_round(a, p, &qc)) != MOEQ_OK) goto done;
         // A = W − deq(Q_i)
         if ((st = moeq_qmat_residual_cpu(&qc, w, a)) != MOEQ_OK) goto done;
         double e = 0;

@@ -35,6 +35,9 @@ static inline moeq_qtype moeq_qmat_qtype(const moeq_qmat *q) {
 // Fills q's geometry and makes its three buffers in one allocation (q->mem); free with moeq_qmat_free.
 // MOEQ_ERR_ARG for a bad width, G not dividing C, or non-positive sizes; MOEQ_ERR_NOMEM.
 moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G);
+// The same for any storage format t (a grouped one's value is its bit width): buffers of its planes only (a
+// llama.cpp block type has its codes plane alone, and G its block).
+moeq_status moeq_qmat_alloc_format(moeq_qmat *q, int t, int64_t R, int64_t C, int64_t G);
 // Frees what moeq_qmat_alloc made and zeroes *q (safe on a zeroed or caller-owned qmat: frees only mem).
 void moeq_qmat_free(moeq_qmat *q);
 // Checks geometry and pointers (a known format whose code width is bits, G divides C and equals a fixed
@@ -62,7 +65,8 @@ moeq_status moeq_rtn_quantize_cpu(const float *w, // (R, C) row-major
 // out = deq(q): out[i, j] = (code − z)·s in fp32 (the definition in qformat.h).
 moeq_status moeq_qmat_dequantize_cpu(const moeq_qmat *q, float *out); // out: (R, C)
 
-// out = w − deq(q) (the residual the low-rank compensator fits), same arithmetic as dequantize.
+// out = w − deq(q) (the residual the low-rank compensator fits), same arithmetic as dequantize; any format
+// (other than the grouped ones: its own dequantizer, then the subtraction).
 moeq_status moeq_qmat_residual_cpu(const moeq_qmat *q, const float *w, // (R, C)
                                    float *out);                        // (R, C); may alias w
 

@@ -37,22 +37,32 @@ int64_t moeq_qmat_bytes(const moeq_qmat *q) {
 }
 
 moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G) {
+    return moeq_qmat_alloc_format(q, bits, R, C, G);
+}
+
+moeq_status moeq_qmat_alloc_format(moeq_qmat *q, int t, int64_t R, int64_t C, int64_t G) {
     if (!q) return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat_alloc: NULL");
     memset(q, 0, sizeof *q);
-    if (!moeq_qtype_get(bits) || R <= 0 || C <= 0 || G <= 0 || C % G != 0)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "qmat_alloc: bad geometry (bits=%d R=%lld C=%lld G=%lld; G must divide C)", bits,
-                         (long long)R, (long long)C, (long long)G);
-    const size_t code_bytes = (size_t)(R * moeq_qtype_row_bytes(bits, C));
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    if (!tr || R <= 0 || C <= 0 || G <= 0 || C % G != 0 || (tr->block && G != tr->block))
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG,
+            "qmat_alloc: bad geometry (%s, bits=%d R=%lld C=%lld G=%lld; G must divide C, and be the "
+            "format's block)",
+            moeq_qtype_name(t), tr ? tr->bits : t, (long long)R, (long long)C, (long long)G);
+    const size_t code_bytes = (size_t)(R * moeq_qtype_row_bytes(t, C));
+    const int n_side = !!(tr->planes & (1u << MOEQ_PLANE_SCALE)) + !!(tr->planes & (1u << MOEQ_PLANE_ZERO));
     const size_t meta = (size_t)(R * (C / G));
     const size_t off = (code_bytes + 63) & ~(size_t)63;
-    uint8_t *mem = malloc(off + 4 * meta);
-    if (!mem) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "qmat_alloc: %zu bytes", off + 4 * meta);
-    q->bits = bits, q->R = R, q->C = C, q->G = G;
+    uint8_t *mem = malloc(off + 2 * meta * (size_t)n_side);
+    if (!mem) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "qmat_alloc: %zu bytes", off + 2 * meta * (size_t)n_side);
+    q->bits = tr->bits, q->R = R, q->C = C, q->G = G;
+    q->type = (tr->family & MOEQ_QFAMILY_GROUPED) && t == tr->bits ? MOEQ_QTYPE_INVALID : (moeq_qtype)t;
     q->mem = mem;
     q->codes = mem;
-    q->scale = (uint16_t *)(mem + off);
-    q->zero = q->scale + meta;
+    uint16_t *side = (uint16_t *)(mem + off);
+    if (tr->planes & (1u << MOEQ_PLANE_SCALE)) q->scale = side, side += meta;
+    if (tr->planes & (1u << MOEQ_PLANE_ZERO)) q->zero = side;
     return MOEQ_OK;
 }
 
@@ -65,12 +75,14 @@ void moeq_qmat_free(moeq_qmat *q) {
 moeq_status moeq_qmat_copy(const moeq_qmat *src, moeq_qmat *dst) {
     MOEQ_TRY(moeq_qmat_check(src));
     MOEQ_TRY(moeq_qmat_check(dst));
-    if (src->bits != dst->bits || src->R != dst->R || src->C != dst->C || src->G != dst->G)
+    const moeq_qtype t = moeq_qmat_qtype(src);
+    if (t != moeq_qmat_qtype(dst) || src->R != dst->R || src->C != dst->C || src->G != dst->G)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat_copy: geometries differ");
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
     const int64_t ng = src->C / src->G;
-    memcpy(dst->codes, src->codes, (size_t)(src->R * moeq_qtype_row_bytes(src->bits, src->C)));
-    memcpy(dst->scale, src->scale, (size_t)(src->R * ng) * 2);
-    memcpy(dst->zero, src->zero, (size_t)(src->R * ng) * 2);
+    memcpy(dst->codes, src->codes, (size_t)(src->R * moeq_qtype_row_bytes(t, src->C)));
+    if (tr->planes & (1u << MOEQ_PLANE_SCALE)) memcpy(dst->scale, src->scale, (size_t)(src->R * ng) * 2);
+    if (tr->planes & (1u << MOEQ_PLANE_ZERO)) memcpy(dst->zero, src->zero, (size_t)(src->R * ng) * 2);
     return MOEQ_OK;
 }
 
@@ -307,5 +319,15 @@ moeq_status moeq_qmat_dequantize_cpu(const moeq_qmat *q, float *out) {
 
 moeq_status moeq_qmat_residual_cpu(const moeq_qmat *q, const float *w, float *out) {
     if (!w) return MOEQ_FAIL(MOEQ_ERR_ARG, "residual: NULL input");
-    return moeq_deq_rows(q, w, out, "residual");
+    MOEQ_TRY(moeq_qmat_check(q));
+    const moeq_qtype_traits *tr = moeq_qtype_get(moeq_qmat_qtype(q));
+    if (tr->family & MOEQ_QFAMILY_GROUPED) return moeq_deq_rows(q, w, out, "residual");
+    // another format: its own dequantizer into scratch (out may alias w), then w − deq
+    const size_t n = (size_t)(q->R * q->C);
+    float *d = malloc(n * sizeof(float));
+    if (!d) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "residual: %zu bytes", n * sizeof(float));
+    moeq_status st = tr->dequantize(q, d);
+    for (size_t i = 0; st == MOEQ_OK && i < n; i++) out[i] = w[i] - d[i];
+    free(d);
+    return st;
 }

@@ -32,6 +32,9 @@ static moeq_status hqq_cuda(const float *d_w, int64_t R, int64_t C, const moeq_t
 
 static moeq_status milo_cuda(const float *d_w, int64_t R, int64_t C, const moeq_tq_params *p,
                              moeq_tq_out *out, void *stream) {
+    if (!(moeq_qtype_get(moeq_qsettings_qtype(&p->s))->family & MOEQ_QFAMILY_GROUPED))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo on device: format %s has no CUDA port",
+                         moeq_qtype_name(moeq_qsettings_qtype(&p->s)));
     const moeq_milo_params mp = moeq_method_milo_params(&p->s, p->seed);
     const int64_t r = mp.rank;
     moeq_milo_out mo = {};

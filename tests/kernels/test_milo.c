@@ -70,6 +70,48 @@ static void test_milo_formats(void **state) {
     free(w), free(d), free(u), free(v);
 }
 
+// MiLo on llama.cpp's block types: every round quantizes W − U·V with the format's own quantizer (the
+// reference one here, q4_0 and q4_K), then fits the compensator; the error with it is below the format's
+// quantizer alone (round 0 without its compensator), the best round's matrices reproduce the recorded error,
+// and rank 0 is exactly that quantizer's bytes.
+static void test_milo_ggml(void **state) {
+    (void)state;
+    static const int fmts[] = {MOEQ_QTYPE_Q4_0, MOEQ_QTYPE_Q4_K};
+    enum { R = 64, C = 512, r = 8 };
+    float *w = malloc(sizeof(float) * R * C), *u = malloc(sizeof(float) * R * r),
+          *v = malloc(sizeof(float) * r * C);
+    float *y = malloc(sizeof(float) * R * C);
+    gen_weights(w, R, C, 11);
+    for (size_t k = 0; k < sizeof fmts / sizeof fmts[0]; k++) {
+        const moeq_qtype_traits *ft = moeq_qtype_get(fmts[k]);
+        moeq_milo_params p = moeq_milo_params_default();
+        p.format = fmts[k], p.bits = ft->bits, p.group = ft->block, p.rank = r, p.rounds = 3;
+        moeq_qmat q, q0;
+        assert_status(moeq_qmat_alloc_format(&q, fmts[k], R, C, ft->block), MOEQ_OK, NULL);
+        assert_status(moeq_qmat_alloc_format(&q0, fmts[k], R, C, ft->block), MOEQ_OK, NULL);
+        assert_null(q.scale), assert_null(q.zero); // llama.cpp's blocks carry their scales
+        double hist[3];
+        moeq_milo_out o = {.q = &q, .u = u, .v = v, .history = hist};
+        assert_status(moeq_milo_fit_cpu(w, R, C, &p, &o), MOEQ_OK, NULL);
+        assert_true(o.best_err < 0.9 * o.err_hqq); // the compensator helps
+        // the returned (Q, U, V) reproduce the best error: ||W − deq(Q) − U V||
+        assert_status(moeq_qmat_residual_cpu(&q, w, y), MOEQ_OK, NULL);
+        double e = 0;
+        assert_status(moeq_metrics_fro_lowrank_cpu(y, u, v, R, C, r, &e), MOEQ_OK, NULL);
+        assert_true(fabs(e - o.best_err) <= 1e-9 * o.best_err);
+        // rank 0: the format's quantizer, byte for byte
+        p.rank = 0;
+        moeq_milo_out o0 = {.q = &q0};
+        assert_status(moeq_milo_fit_cpu(w, R, C, &p, &o0), MOEQ_OK, NULL);
+        moeq_qmat qr;
+        assert_status(moeq_qmat_alloc_format(&qr, fmts[k], R, C, ft->block), MOEQ_OK, NULL);
+        assert_status(ft->quantize(w, &qr), MOEQ_OK, NULL);
+        assert_memory_equal(q0.codes, qr.codes, (size_t)(R * moeq_qtype_row_bytes(fmts[k], C)));
+        moeq_qmat_free(&q), moeq_qmat_free(&q0), moeq_qmat_free(&qr);
+    }
+    free(w), free(u), free(v), free(y);
+}
+
 static void test_rank0_is_hqq(void **state) {
     (void)state;
     const int64_t R = 32, C = 128;
@@ -137,9 +179,8 @@ static void test_bad_inputs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_milo_formats),
-        cmocka_unit_test(test_rank0_is_hqq),
-        cmocka_unit_test(test_seeded_identical),
+        cmocka_unit_test(test_milo_formats), cmocka_unit_test(test_milo_ggml),
+        cmocka_unit_test(test_rank0_is_hqq), cmocka_unit_test(test_seeded_identical),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
