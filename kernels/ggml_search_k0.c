@@ -7,13 +7,15 @@
 // w = the importance (all 1 without one). Given d and s_j the best codes are the nearest in range (round,
 // clamp), so the search is over d and the integer s_j:
 //   1. a continuous scale σ_j per sub-block: trial inverse scales t/max (max: the entry of largest |x|; t of
-//      both signs, for the two orientations of the asymmetric code range), each refitted by weighted least
-//      squares given its codes (criterion (Σw·x·q)²/Σw·q²), then Lloyd steps (codes given σ, σ given codes);
-//   2. d: fp16 candidates that put the largest |σ_j| at the ends of the integer range; for each, every
-//      sub-block takes the better of s = floor(σ_j/d) and floor + 1, by the exact error of the stored values
-//      (d and dl = d·s as the decoder forms them, the codes rounded against dl);
-//   3. d refitted by least squares given the integer s_j·q, rounded to fp16, with each s_j re-chosen among
-//      the 4 integers around its sub-block's current effective scale; then each s_j ± 1 under the final d.
+//      both signs, for the two orientations of the asymmetric code range; with the reference's own trials),
+//      each refitted by weighted least squares given its codes (criterion (Σw·x·q)²/Σw·q²), optionally Lloyd
+//      steps (codes given σ, σ given codes);
+//   2. d: fp16 candidates that put the largest |σ_j| at an end of the integer range; for each, every
+//      sub-block takes the best integer s in a window around σ_j/d (2 for q3_K, 32 for q6_K: a 6-bit code's
+//      error is jagged in the scale, and the best of many nearby scales is markedly lower), by the exact
+//      error of the stored values (d and dl = d·s as the decoder forms them, the codes rounded against dl);
+//   3. d refitted by least squares given the integer s_j·q and rounded to fp16, each s_j re-chosen in the
+//      window around its sub-block's current effective scale d·s_j; kept if lower.
 // llama.cpp's own quantizer (the format's reference, ggml_kquant.c) runs beside it, computed here on all
 // sub-blocks at once, bit for bit: a block keeps the search's result only if its error is below the
 // reference's by more than float rounding can blur, else it gets the reference's bytes (never worse).
@@ -32,13 +34,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <immintrin.h> // defines: the lane masks' tests (vany)
+#endif
+
 #include "dtype.h" // defines: moeq_f16_to_f32, moeq_f32_to_f16
 #include "ggml_quant.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-// 64-byte vectors go by value only to always_inline functions of this translation unit: no ABI is involved
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 
 // The instruction set of this build of the file and its vector width: K0_W lanes of 32 bits (4 for the
 // baseline: SSE2 on x86-64, NEON on arm64), one lane per sub-block; a super-block's 16 sub-blocks are 16/K0_W
@@ -109,10 +110,22 @@ K0_INLINE vf vfloor(vf v) { // |v| < 2^22
 K0_INLINE vf vitof(vi v) {
     return __builtin_convertvector(v, vf);
 }
-K0_INLINE int vall_ones(vi m) {
-    int all = -1;
-    for (int l = 0; l < NL; l++) all &= m[l];
-    return all == -1;
+// Whether any lane of m (all ones or zero per lane) is set; whether all are.
+K0_INLINE int vany(vi m) {
+#if defined(__AVX512F__) && K0_W == 16
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__) && K0_W == 8
+    return _mm256_movemask_ps((__m256)m) != 0;
+#elif defined(__SSE2__) && K0_W == 4
+    return _mm_movemask_ps((__m128)m) != 0;
+#else
+    int any = 0;
+    for (int l = 0; l < NL; l++) any |= m[l];
+    return any != 0;
+#endif
+}
+K0_INLINE int vall(vi m) {
+    return !vany(~m);
 }
 // Σ over the 16 sub-blocks, in sub-block order (the same sum in every build).
 K0_INLINE float hsum(const vf *v) {
@@ -477,18 +490,23 @@ K0_INLINE vf q3_ref_q3(const vf *xt) {
     // code from the lane's position on against the current sums at once and applies the first accepted one;
     // a lane whose sweep ends without a change, or that ends its 5th sweep, is done.
     vi pos = {0}, sweep = {0}, changed = {0}, done = ~live;
-    while (!vall_ones(done)) {
+    while (!vall(done)) {
         vi first = visplat(SUB);
         vf nl_f = {0}, slx_f = {0}, sl2_f = {0};
         const vf sumlx2 = sumlx * sumlx;
         for (int i = SUB - 1; i >= 0; i--) {
             vf slx = sumlx - wxl[i];
             vf sl2 = suml2 - w2ll[i];
-            const vi ok = slx > 0;
-            const vf nl = vitof(viclamp(vnearest_int(xt[i] * sl2 / vsel(ok, slx, vsplat(1))), -4, 3));
+            const vi ok = (slx > 0) & (pos <= i) & ~done;
+            const vf t = xt[i] * sl2;
+            // |t/slx − L| < 0.49: the code stays (the exact quotient rounds to L, already in range); only
+            // the other lanes need the division
+            const vi open = ok & (vabs(t - L[i] * slx) > 0.49f * slx);
+            if (!vany(open)) continue;
+            const vf nl = vitof(viclamp(vnearest_int(t / vsel(open, slx, vsplat(1))), -4, 3));
             slx += wx[i] * nl;
             sl2 += w2[i] * nl * nl;
-            const vi acc = ok & (nl != L[i]) & (sl2 > 0) & (slx * slx * suml2 > sumlx2 * sl2) & (pos <= i);
+            const vi acc = open & (nl != L[i]) & (sl2 > 0) & (slx * slx * suml2 > sumlx2 * sl2);
             first = visel(acc, visplat(i), first);
             nl_f = vsel(acc, nl, nl_f), slx_f = vsel(acc, slx, slx_f), sl2_f = vsel(acc, sl2, sl2_f);
         }
