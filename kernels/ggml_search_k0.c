@@ -35,7 +35,7 @@
 #include <string.h>
 
 #if defined(__SSE2__)
-#include <immintrin.h> // defines: the lane masks' tests (vany)
+#include <immintrin.h> // defines: the lane masks' tests (vany), min/max (vmin, vmax)
 #endif
 
 #include "dtype.h" // defines: moeq_f16_to_f32, moeq_f32_to_f16
@@ -81,11 +81,28 @@ K0_INLINE vf vsel(vi m, vf a, vf b) { // m ? a : b per lane (m all ones or zero)
 K0_INLINE vi visel(vi m, vi a, vi b) {
     return (m & a) | (~m & b);
 }
+// a < b ? a : b and a > b ? a : b per lane: the x86 min/max instructions are exactly these selections.
 K0_INLINE vf vmin(vf a, vf b) {
+#if defined(__AVX512F__) && K0_W == 16
+    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && K0_W == 8
+    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__) && K0_W == 4
+    return (vf)_mm_min_ps((__m128)a, (__m128)b);
+#else
     return vsel(a < b, a, b);
+#endif
 }
 K0_INLINE vf vmax(vf a, vf b) {
+#if defined(__AVX512F__) && K0_W == 16
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && K0_W == 8
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__) && K0_W == 4
+    return (vf)_mm_max_ps((__m128)a, (__m128)b);
+#else
     return vsel(a > b, a, b);
+#endif
 }
 K0_INLINE vf vabs(vf a) {
     return (vf)((vi)a & 0x7fffffff);
