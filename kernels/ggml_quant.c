@@ -53,6 +53,8 @@ static const struct {
     moeq_qtype type;
     moeq_ggml_quantize_row_fn row;
 } searchers[] = {
+    {MOEQ_QTYPE_Q3_K, moeq_ggml_search_row_q3_K},
+    {MOEQ_QTYPE_Q6_K, moeq_ggml_search_row_q6_K},
     {MOEQ_QTYPE_INVALID, NULL}, // (sentinel; keeps the table non-empty)
 };
 

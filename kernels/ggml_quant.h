@@ -50,6 +50,13 @@ moeq_ggml_quantize_row_fn moeq_ggml_search_row(int t);
 moeq_status moeq_ggml_search_weighted(const float *w, // (R, C)
                                       moeq_qmat *q, const float *imp);
 
+// The searched quantizers (the row functions of moeq_ggml_search_row's table), one per type that has one.
+void moeq_ggml_search_row_q3_K(const float *x, void *blocks, int64_t k, const float *imp); // ggml_search_k0.c
+void moeq_ggml_search_row_q6_K(const float *x, void *blocks, int64_t k, const float *imp); // ggml_search_k0.c
+// (tests) ggml_search_k0.c's row function of type t built for isa "base", "avx2" or "avx512"; NULL when
+// this CPU or build has no such one. moeq_ggml_search_row_<t> calls the widest the CPU has.
+moeq_ggml_quantize_row_fn moeq_ggml_search_k0_variant(int t, const char *isa);
+
 // The codecs, one pair per type (the traits table's quantize/dequantize come from them).
 void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);
 void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const float *imp);
