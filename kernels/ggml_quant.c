@@ -53,6 +53,9 @@ static const struct {
     moeq_qtype type;
     moeq_ggml_quantize_row_fn row;
 } searchers[] = {
+    {MOEQ_QTYPE_Q2_K, moeq_ggml_search_row_q2_K},
+    {MOEQ_QTYPE_Q4_K, moeq_ggml_search_row_q4_K},
+    {MOEQ_QTYPE_Q5_K, moeq_ggml_search_row_q5_K},
     {MOEQ_QTYPE_INVALID, NULL}, // (sentinel; keeps the table non-empty)
 };
 

@@ -50,6 +50,15 @@ moeq_ggml_quantize_row_fn moeq_ggml_search_row(int t);
 moeq_status moeq_ggml_search_weighted(const float *w, // (R, C)
                                       moeq_qmat *q, const float *imp);
 
+// moeq's searched quantizers of the type-1 k-quants (ggml_search_k1.c): signature of
+// moeq_ggml_quantize_row_fn.
+void moeq_ggml_search_row_q2_K(const float *x, void *blocks, int64_t k, const float *imp);
+void moeq_ggml_search_row_q4_K(const float *x, void *blocks, int64_t k, const float *imp);
+void moeq_ggml_search_row_q5_K(const float *x, void *blocks, int64_t k, const float *imp);
+// Their reproduction of llama.cpp's reference quantizer alone (type: MOEQ_QTYPE_Q2_K, _Q4_K or _Q5_K), the
+// candidate that makes them never worse: the bytes of moeq_ggml_quantize_row_<type> (tests check it).
+void moeq_ggml_search_ref_row_k1(int type, const float *x, void *blocks, int64_t k, const float *imp);
+
 // The codecs, one pair per type (the traits table's quantize/dequantize come from them).
 void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);
 void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const float *imp);
