@@ -55,9 +55,14 @@ moeq_status moeq_ggml_search_weighted(const float *w, // (R, C)
 void moeq_ggml_search_row_q2_K(const float *x, void *blocks, int64_t k, const float *imp);
 void moeq_ggml_search_row_q4_K(const float *x, void *blocks, int64_t k, const float *imp);
 void moeq_ggml_search_row_q5_K(const float *x, void *blocks, int64_t k, const float *imp);
-// Their reproduction of llama.cpp's reference quantizer alone (type: MOEQ_QTYPE_Q2_K, _Q4_K or _Q5_K), the
-// candidate that makes them never worse: the bytes of moeq_ggml_quantize_row_<type> (tests check it).
-void moeq_ggml_search_ref_row_k1(int type, const float *x, void *blocks, int64_t k, const float *imp);
+// For the tests: type MOEQ_QTYPE_Q2_K, _Q4_K or _Q5_K through one variant: MOEQ_GGML_K1_REFERENCE, their
+// reproduction of llama.cpp's reference quantizer alone (the candidate that makes them never worse; the
+// bytes of moeq_ggml_quantize_row_<type>), MOEQ_GGML_K1_SEARCH_BASELINE, the search built for baseline
+// x86-64, or MOEQ_GGML_K1_SEARCH, the search as moeq_ggml_search_row_<type> runs it (AVX2 where the CPU has
+// it): the same bytes as the baseline build.
+enum { MOEQ_GGML_K1_REFERENCE, MOEQ_GGML_K1_SEARCH_BASELINE, MOEQ_GGML_K1_SEARCH };
+void moeq_ggml_search_k1_row_variant(int type, int variant, const float *x, void *blocks, int64_t k,
+                                     const float *imp);
 
 // The codecs, one pair per type (the traits table's quantize/dequantize come from them).
 void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);

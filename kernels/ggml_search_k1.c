@@ -30,27 +30,37 @@
 
 #include "dtype.h" // defines: moeq_f16_to_f32, moeq_f32_to_f16
 #include "ggml_quant.h"
-#include "quant_impl.h" // defines: moeq_v8f, moeq_v8i, moeq_v8_sel, moeq_v8_set1, moeq_v8_round_clamp
 
-typedef moeq_v8f v8f;
-typedef moeq_v8i v8i;
+// 8 lanes of fp32 / int32 (GCC vector extensions, as quant_impl.h's moeq_v8f): every function taking or
+// returning one is always inlined, so the 32-byte vector ABI (the -Wpsabi note) never applies.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 #define K1_INLINE static inline __attribute__((always_inline))
 
 // ---- lane helpers ----
 
 K1_INLINE v8f splat(float x) {
-    return moeq_v8_set1(x);
+    return (v8f){x, x, x, x, x, x, x, x};
 }
+// m ? a : b per lane (m: all-ones or zero lanes from a comparison)
 K1_INLINE v8f sel(v8i m, v8f a, v8f b) {
-    return moeq_v8_sel(m, a, b);
+    return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
 }
 K1_INLINE v8f vabs(v8f a) {
-    return moeq_v8_abs(a);
+    return (v8f)((v8i)a & 0x7fffffff);
 }
-// lane-wise round half to even of v clamped to [0, nmax] (NaN -> 0): the searches' rounding
+K1_INLINE float lanes_sum(v8f v) {
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+// lane-wise round half to even of v clamped to [0, nmax] (NaN -> 0; quant_impl.h's moeq_round_clamp): the
+// searches' rounding
 K1_INLINE v8f round_clamp(v8f v, v8f nmax) {
-    return moeq_v8_round_clamp(v, nmax);
+    const v8f zero = splat(0.0f), magic = splat(12582912.0f); // 1.5·2^23
+    v = sel(v > zero, v, zero);
+    v = sel(v < nmax, v, nmax);
+    return (v + magic) - magic;
 }
 // lane-wise imax(0, imin(nmax, moeq_ggml_nearest_int(v))) as float, bit for bit ggml's nearest_int (also for
 // |v| >= 2^22, inf and NaN, where it gives ggml's garbage): the reproduction of the reference's codes
@@ -506,7 +516,7 @@ K1_INLINE void proxy_super_scales(const k1_shape *sh, const v8f *s, const v8f *m
     float best = INFINITY;
     for (int a = 0; a < NG; a++)
         for (int b = 0; b < NG; b++) {
-            const float Pab = moeq_v8_lanes_sum(P[a][b]);
+            const float Pab = lanes_sum(P[a][b]);
             if (Pab < best && dv[a] > 0 && mv[b] > 0) best = Pab, *d16 = dh[a], *m16 = mh[b];
         }
 }
@@ -760,13 +770,24 @@ K1_ROW(q4_K, k1_q4)
 K1_ROW(q5_K, k1_q5)
 K1_ROW(q2_K, k1_q2)
 
-// The reference alone through this file's lanes (baseline code; the tests check that it makes
-// ggml_kquant.c's bytes).
-void moeq_ggml_search_ref_row_k1(int type, const float *x, void *blocks, int64_t k, const float *imp) {
-    if (type == MOEQ_QTYPE_Q4_K)
-        K1_ROW_BODY(q4_K, k1_q4, false);
-    else if (type == MOEQ_QTYPE_Q5_K)
-        K1_ROW_BODY(q5_K, k1_q5, false);
-    else
-        K1_ROW_BODY(q2_K, k1_q2, false);
+static moeq_ggml_quantize_row_fn moeq_ggml_search_row_fn_k1(int type) {
+    return type == MOEQ_QTYPE_Q4_K   ? moeq_ggml_search_row_q4_K
+           : type == MOEQ_QTYPE_Q5_K ? moeq_ggml_search_row_q5_K
+                                     : moeq_ggml_search_row_q2_K;
+}
+
+// The variants (ggml_quant.h): the reference alone, the search in the baseline build, the search as
+// dispatched.
+void moeq_ggml_search_k1_row_variant(int type, int variant, const float *x, void *blocks, int64_t k,
+                                     const float *imp) {
+    const bool search = variant != MOEQ_GGML_K1_REFERENCE;
+    if (variant == MOEQ_GGML_K1_SEARCH) {
+        moeq_ggml_search_row_fn_k1(type)(x, blocks, k, imp);
+    } else if (type == MOEQ_QTYPE_Q4_K) {
+        K1_ROW_BODY(q4_K, k1_q4, search);
+    } else if (type == MOEQ_QTYPE_Q5_K) {
+        K1_ROW_BODY(q5_K, k1_q5, search);
+    } else {
+        K1_ROW_BODY(q2_K, k1_q2, search);
+    }
 }
