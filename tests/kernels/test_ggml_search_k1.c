@@ -27,7 +27,8 @@ typedef struct {
     // here. Measured on these rows: q4_K 0.94 unweighted, 0.83-0.89 weighted; q5_K 0.89 / 0.74-0.81; q2_K
     // 0.60-0.76 / 0.57-0.86 (and alike on 4096 x 14336 Gaussian rows and Mixtral's experts in `moeq bench
     // formats`). The bounds leave 2.5-4% over the worst case: the reference itself (1.0) fails them, as does
-    // a search that keeps only its stage 1 (~0.99 for q4_K); the spread between seeds (< 1%) does not.
+    // a search cut to one trial and one lattice scan (~0.99 for q4_K); the spread between seeds (< 1%) does
+    // not.
     double max_ratio;
 } k1_type;
 
