@@ -412,12 +412,13 @@ K1_INLINE void ref_block(const k1_shape *sh, const float *x, const v8f *xt, cons
 
 // ---- moeq's search ----
 
-// The search's effort (tuned on Gaussian, Student-t and Mixtral expert rows: each step below adds less than
-// 0.2% error reduction for its cost, see the report of issue 20):
+// The search's effort, tuned on Gaussian, Student-t and Mixtral expert rows for twice llama.cpp's speed:
+// K1_CANDS 4 and K1_ROUNDS 3 lower the error by another 0.1-0.8% for 30-40% more time, denser stage-1 trials
+// by < 0.2%, a wider lattice scan (±2) by < 0.1%.
 enum {
     K1_PHASES = 4, // stage 1: rounding phases of the trial codes (q = round(a·(x − min) + phase))
     K1_TRIALS = 4, // stage 1: trial inverse scales per phase
-    K1_LLOYD = 3,  // stage 1: Lloyd iterations from the best trial
+    K1_LLOYD = 3,  // stage 1: Lloyd iterations from the best trial of each candidate phase
     K1_GRID = 3,   // stage 2: candidate (d, dmin) within ±K1_GRID steps of the largest scale and min / scmax
     K1_ROUNDS = 2, // stage 2: exact scans (the proxy's best, then the least-squares refit)
     K1_CANDS = 2,  // stage 2: stage-1 local optima scanned per sub-block (<= K1_PHASES)
@@ -721,8 +722,27 @@ K1_INLINE void pack_q2_K(const k1_shape *sh, const k1_fields *f, const v8f *Lt, 
 
 // ---- the rows ----
 
-// One super-block: the reference and the search; the search's result when its error is lower by more than
-// the lanes' rounding (1e-5 relative: its exact error is then lower too), else the reference's.
+// The same error in double throughout (for super-blocks so small that the fp32 squares lose precision).
+K1_INLINE double exact_error(const k1_shape *sh, const v8f *xt, const v8f *wt, const k1_fields *f,
+                             const v8f *Lt) {
+    const float d = half(f->d), dmin = half(f->dmin);
+    double e = 0;
+    for (int g = 0; g < sh->groups; g++)
+        for (int t = 0; t < 8; t++) {
+            const float dl = d * (float)f->sc[8 * g + t], ml = dmin * (float)f->m[8 * g + t];
+            for (int i = 0; i < sh->n; i++) {
+                const int l = sh->n * g + i;
+                const double r = (double)xt[l][t] - (double)(dl * Lt[l][t] - ml);
+                e += (wt ? (double)wt[l][t] : 1.0) * r * r;
+            }
+        }
+    return e;
+}
+
+// One super-block: the reference and the search; the search's result when its error is lower, else the
+// reference's. The fp32 lane sums are within 3e-6 of the exact ones while their squares are normal numbers:
+// a search lower by more than 1e-5 is lower exactly; below 1e-25 (subnormal squares possible) the errors are
+// compared in double.
 K1_INLINE void quantize_block(const k1_shape *sh, const float *x, const float *imp, k1_fields *f, v8f *Lt,
                               bool search) {
     v8f xt[2 * 32], wt[2 * 32], Ls[2 * 32];
@@ -732,9 +752,11 @@ K1_INLINE void quantize_block(const k1_shape *sh, const float *x, const float *i
     if (!search) return;
     k1_fields fs;
     search_block(sh, xt, imp ? wt : NULL, &fs, Ls);
-    const double e_search = lanes_error(sh, xt, imp ? wt : NULL, &fs, Ls);
-    const double e_ref = lanes_error(sh, xt, imp ? wt : NULL, f, Lt);
-    if (e_search < e_ref * (1 - 1e-5)) {
+    const v8f *w = imp ? wt : NULL;
+    const double e_ref = lanes_error(sh, xt, w, f, Lt);
+    const bool better = e_ref < 1e-25 ? exact_error(sh, xt, w, &fs, Ls) < exact_error(sh, xt, w, f, Lt)
+                                      : lanes_error(sh, xt, w, &fs, Ls) < e_ref * (1 - 1e-5);
+    if (better) {
         *f = fs;
         memcpy(Lt, Ls, sizeof(v8f) * (size_t)(sh->n * sh->groups));
     }

@@ -157,8 +157,9 @@ static void test_deterministic_and_reference_bytes(void **state) {
     free(w), free(a), free(b);
 }
 
-// Zero rows decode to exact zeros; constant rows (positive, negative, per super-block) and rows with a
-// single non-zero weight decode without NaN and no worse than the reference.
+// Zero rows decode to exact zeros; constant rows (positive, negative, per super-block), rows with a single
+// non-zero weight per super-block, and rows of tiny and of large weights decode without NaN and no worse
+// than the reference.
 static void test_zero_and_constant_rows(void **state) {
     (void)state;
     float x[COLS], imp[COLS];
@@ -166,14 +167,18 @@ static void test_zero_and_constant_rows(void **state) {
     importance(imp);
     for (int ti = 0; ti < N_TYPES; ti++) {
         const k1_type *k = &k_types[ti];
-        for (int kind = 0; kind < 5; kind++) {
+        for (int kind = 0; kind < 7; kind++) {
             for (int j = 0; j < COLS; j++) {
                 const int b = j / MOEQ_QK_K;
+                // kinds 5, 6: Gaussian rows at 1e-21 (squares below fp32's normal range) and at 100
+                const double z = moeq_rng_normal(0x7e57u, (uint64_t)kind, (uint64_t)j);
                 x[j] = kind == 0   ? 0.0f
                        : kind == 1 ? 0.0125f
                        : kind == 2 ? -3.5f
                        : kind == 3 ? (float)(b - 7) * 0.01f
-                                   : (j % MOEQ_QK_K == 100 ? (b % 2 ? 1.0f : -1.0f) : 0.0f);
+                       : kind == 4 ? (j % MOEQ_QK_K == 100 ? (b % 2 ? 1.0f : -1.0f) : 0.0f)
+                       : kind == 5 ? (float)(1e-21 * z)
+                                   : (float)(100 * z);
             }
             for (int weighted = 0; weighted < 2; weighted++) {
                 const float *im = weighted ? imp : NULL;
