@@ -55,6 +55,9 @@ static const struct {
 } searchers[] = {
     {MOEQ_QTYPE_Q3_K, moeq_ggml_search_row_q3_K},
     {MOEQ_QTYPE_Q6_K, moeq_ggml_search_row_q6_K},
+    {MOEQ_QTYPE_Q2_K, moeq_ggml_search_row_q2_K},
+    {MOEQ_QTYPE_Q4_K, moeq_ggml_search_row_q4_K},
+    {MOEQ_QTYPE_Q5_K, moeq_ggml_search_row_q5_K},
     {MOEQ_QTYPE_INVALID, NULL}, // (sentinel; keeps the table non-empty)
 };
 

@@ -56,6 +56,19 @@ void moeq_ggml_search_row_q6_K(const float *x, void *blocks, int64_t k, const fl
 // (tests) ggml_search_k0.c's row function of type t built for isa "base", "avx2" or "avx512"; NULL when
 // this CPU or build has no such one. moeq_ggml_search_row_<t> calls the widest the CPU has.
 moeq_ggml_quantize_row_fn moeq_ggml_search_k0_variant(int t, const char *isa);
+// moeq's searched quantizers of the type-1 k-quants (ggml_search_k1.c): signature of
+// moeq_ggml_quantize_row_fn.
+void moeq_ggml_search_row_q2_K(const float *x, void *blocks, int64_t k, const float *imp);
+void moeq_ggml_search_row_q4_K(const float *x, void *blocks, int64_t k, const float *imp);
+void moeq_ggml_search_row_q5_K(const float *x, void *blocks, int64_t k, const float *imp);
+// For the tests: type MOEQ_QTYPE_Q2_K, _Q4_K or _Q5_K through one variant: MOEQ_GGML_K1_REFERENCE, their
+// reproduction of llama.cpp's reference quantizer alone (the candidate that makes them never worse; the
+// bytes of moeq_ggml_quantize_row_<type>), MOEQ_GGML_K1_SEARCH_BASELINE, the search built for baseline
+// x86-64, or MOEQ_GGML_K1_SEARCH, the search as moeq_ggml_search_row_<type> runs it (AVX2 where the CPU has
+// it): the same bytes as the baseline build.
+enum { MOEQ_GGML_K1_REFERENCE, MOEQ_GGML_K1_SEARCH_BASELINE, MOEQ_GGML_K1_SEARCH };
+void moeq_ggml_search_k1_row_variant(int type, int variant, const float *x, void *blocks, int64_t k,
+                                     const float *imp);
 
 // The codecs, one pair per type (the traits table's quantize/dequantize come from them).
 void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);

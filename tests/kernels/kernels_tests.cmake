@@ -14,6 +14,9 @@ moeq_add_test(test_ggml_kquant SOURCES test_ggml_kquant.c LIBS moeq_kernels)
 # moeq's searched q3_K and q6_K: never worse than llama.cpp's quantizer on a block, lower in total, the same
 # bytes from every instruction-set build, edge rows
 moeq_add_test(test_ggml_search_k0 SOURCES test_ggml_search_k0.c LIBS moeq_kernels)
+# moeq's searched q4_K, q5_K, q2_K: never worse than llama.cpp's per super-block, better in total, same bytes
+# on AVX2 and baseline, the reference reproduced
+moeq_add_test(test_ggml_search_k1 SOURCES test_ggml_search_k1.c LIBS moeq_kernels)
 if(NOT MOEQ_KERNELS_ONLY)
     # real trained weights through the io catalog (needs ../shared/models/mixtral-tiny)
     moeq_add_test(test_real_weights SOURCES test_real_weights.c LIBS moeq_io moeq_kernels)
