@@ -781,18 +781,3 @@ void moeq_ggml_quantize_row_q6_K(const float *x, void *blocks, int64_t k, const 
             }
     }
 }
-
-// ---- the matrix entry points of the format table ----
-
-#define KQUANT_MATRIX(t)                                                                                     \
-    moeq_status moeq_ggml_quantize_##t(const float *w, moeq_qmat *q) {                                       \
-        return moeq_ggml_quantize_matrix(w, q, moeq_ggml_quantize_row_##t);                                  \
-    }                                                                                                        \
-    moeq_status moeq_ggml_dequantize_##t(const moeq_qmat *q, float *out) {                                   \
-        return moeq_ggml_dequantize_matrix(q, moeq_ggml_dequantize_row_##t, out);                            \
-    }
-KQUANT_MATRIX(q2_K)
-KQUANT_MATRIX(q3_K)
-KQUANT_MATRIX(q4_K)
-KQUANT_MATRIX(q5_K)
-KQUANT_MATRIX(q6_K)

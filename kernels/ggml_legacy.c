@@ -39,14 +39,6 @@ void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const 
     }
 }
 
-moeq_status moeq_ggml_quantize_q8_0(const float *w, moeq_qmat *q) {
-    return moeq_ggml_quantize_matrix(w, q, moeq_ggml_quantize_row_q8_0);
-}
-
-moeq_status moeq_ggml_dequantize_q8_0(const moeq_qmat *q, float *out) {
-    return moeq_ggml_dequantize_matrix(q, moeq_ggml_dequantize_row_q8_0, out);
-}
-
 // ---- llama.cpp's quantization helpers (ggml-quants.c), written from their definitions ----
 // Every float operation below is the one llama.cpp performs, in its order: the searches compare sums whose
 // rounding decides ties, so reassociating any of them changes the stored bytes.
@@ -542,19 +534,3 @@ void moeq_ggml_quantize_row_iq4_xs(const float *x, void *blocks, int64_t k, cons
         moeq_ggml_quantize_iq4(x + i * MOEQ_QK_K, MOEQ_QK_K, imp ? imp + i * MOEQ_QK_K : NULL, &y[i].d,
                                y[i].qs, &y[i].scales_h, y[i].scales_l);
 }
-
-// ---- the matrix entries of the format table ----
-
-#define MOEQ_GGML_MATRIX_CODEC(t)                                                                            \
-    moeq_status moeq_ggml_quantize_##t(const float *w, moeq_qmat *q) {                                       \
-        return moeq_ggml_quantize_matrix(w, q, moeq_ggml_quantize_row_##t);                                  \
-    }                                                                                                        \
-    moeq_status moeq_ggml_dequantize_##t(const moeq_qmat *q, float *out) {                                   \
-        return moeq_ggml_dequantize_matrix(q, moeq_ggml_dequantize_row_##t, out);                            \
-    }
-MOEQ_GGML_MATRIX_CODEC(q4_0)
-MOEQ_GGML_MATRIX_CODEC(q4_1)
-MOEQ_GGML_MATRIX_CODEC(q5_0)
-MOEQ_GGML_MATRIX_CODEC(q5_1)
-MOEQ_GGML_MATRIX_CODEC(iq4_nl)
-MOEQ_GGML_MATRIX_CODEC(iq4_xs)

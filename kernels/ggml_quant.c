@@ -1,49 +1,55 @@
-// ggml_quant.c: the matrix wrappers of the ggml row codecs (ggml_quant.h). The codecs themselves live with
+// ggml_quant.c: the matrix entries of the ggml row codecs (ggml_quant.h), one pair for every type: the row
+// codecs come from the qmat's format's table entry. The codecs themselves live with
 // their family: ggml_legacy.c (q4_0 .. q8_0, iq4_nl, iq4_xs), ggml_kquant.c (q2_K .. q6_K).
 #include "ggml_quant.h"
 
 #include <math.h>
 #include <stdio.h>
 
+// The checks every matrix entry shares: a qmat of a llama.cpp block type, the importance (when given) finite
+// and >= 0; then the rows in parallel through `row`.
 static moeq_status quantize_rows(const float *w, moeq_qmat *q, moeq_ggml_quantize_row_fn row,
                                  const float *imp) {
     MOEQ_TRY(moeq_qmat_check(q));
     const moeq_qtype t = moeq_qmat_qtype(q);
-    if (!(moeq_qtype_get(t)->family & MOEQ_QFAMILY_GGML))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "ggml quantize: %s is not a llama.cpp block type", moeq_qtype_name(t));
-    MOEQ_TRY(moeq_check_finite_cpu(w, q->R, q->C, moeq_qtype_name(t), NULL, NULL));
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    if (!(tr->family & MOEQ_QFAMILY_GGML))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "ggml quantize: %s is not a llama.cpp block type", tr->name);
+    for (int64_t j = 0; imp && j < q->C; j++)
+        if (!(imp[j] >= 0.0f) || !isfinite(imp[j]))
+            return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: importance of column %lld is %g (must be finite, >= 0)",
+                             tr->name, (long long)j, (double)imp[j]);
+    MOEQ_TRY(moeq_check_finite_cpu(w, q->R, q->C, tr->name, NULL, NULL));
+    if (!row) row = tr->ggml_quantize_row;
     const int64_t rb = moeq_qtype_row_bytes(t, q->C);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < q->R; r++) row(w + r * q->C, q->codes + r * rb, q->C, imp);
     return MOEQ_OK;
 }
 
-moeq_status moeq_ggml_quantize_matrix(const float *w, moeq_qmat *q, moeq_ggml_quantize_row_fn row) {
-    return quantize_rows(w, q, row, NULL);
+moeq_status moeq_ggml_quantize(const float *w, moeq_qmat *q) {
+    return quantize_rows(w, q, NULL, NULL);
 }
 
-static moeq_status check_importance(const moeq_qtype_traits *tr, const float *imp, int64_t C) {
-    for (int64_t j = 0; imp && j < C; j++)
-        if (!(imp[j] >= 0.0f) || !isfinite(imp[j]))
-            return MOEQ_FAIL(MOEQ_ERR_ARG, "%s: importance of column %lld is %g (must be finite, >= 0)",
-                             tr->name, (long long)j, (double)imp[j]);
-    return MOEQ_OK;
+moeq_status moeq_ggml_quantize_weighted(const float *w, moeq_qmat *q, const float *imp) {
+    return quantize_rows(w, q, NULL, imp);
 }
 
 moeq_status moeq_ggml_quantize_matrix_weighted(const float *w, moeq_qmat *q, moeq_ggml_quantize_row_fn row,
                                                const float *imp) {
-    MOEQ_TRY(moeq_qmat_check(q));
-    MOEQ_TRY(check_importance(moeq_qtype_get(moeq_qmat_qtype(q)), imp, q->C));
     return quantize_rows(w, q, row, imp);
 }
 
-moeq_status moeq_ggml_quantize_weighted(const float *w, moeq_qmat *q, const float *imp) {
+moeq_status moeq_ggml_dequantize(const moeq_qmat *q, float *out) {
     MOEQ_TRY(moeq_qmat_check(q));
-    const moeq_qtype_traits *tr = moeq_qtype_get(moeq_qmat_qtype(q));
-    if (!tr->ggml_quantize_row)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "ggml quantize: %s is not a llama.cpp block type", tr->name);
-    MOEQ_TRY(check_importance(tr, imp, q->C));
-    return quantize_rows(w, q, tr->ggml_quantize_row, imp);
+    const moeq_qtype t = moeq_qmat_qtype(q);
+    const moeq_qtype_traits *tr = moeq_qtype_get(t);
+    if (!(tr->family & MOEQ_QFAMILY_GGML))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "ggml dequantize: %s is not a llama.cpp block type", tr->name);
+    const int64_t rb = moeq_qtype_row_bytes(t, q->C);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < q->R; r++) tr->ggml_dequantize_row(q->codes + r * rb, out + r * q->C, q->C);
+    return MOEQ_OK;
 }
 
 // ---- moeq's searched quantizers (method search) ----
@@ -76,16 +82,4 @@ moeq_status moeq_ggml_search_weighted(const float *w, moeq_qmat *q, const float 
                          "%s: no searched quantizer for this type (method rtn has its reference one)",
                          moeq_qtype_name(t));
     return moeq_ggml_quantize_matrix_weighted(w, q, row, imp);
-}
-
-moeq_status moeq_ggml_dequantize_matrix(const moeq_qmat *q, moeq_ggml_dequantize_row_fn row, float *out) {
-    MOEQ_TRY(moeq_qmat_check(q));
-    const moeq_qtype t = moeq_qmat_qtype(q);
-    if (!(moeq_qtype_get(t)->family & MOEQ_QFAMILY_GGML))
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "ggml dequantize: %s is not a llama.cpp block type",
-                         moeq_qtype_name(t));
-    const int64_t rb = moeq_qtype_row_bytes(t, q->C);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < q->R; r++) row(q->codes + r * rb, out + r * q->C, q->C);
-    return MOEQ_OK;
 }

@@ -26,18 +26,19 @@ typedef void (*moeq_ggml_dequantize_row_fn)(const void *blocks, float *y, int64_
 // NULL for llama.cpp's unweighted reference quantizer. Deterministic.
 typedef void (*moeq_ggml_quantize_row_fn)(const float *x, void *blocks, int64_t k, const float *imp);
 
-// A matrix through a row codec: q's format must be a ggml type (moeq_qmat_check), rows of q->C weights.
-// quantize: MOEQ_ERR_NUMERIC naming row and column for a non-finite weight (nothing else can fail).
-moeq_status moeq_ggml_quantize_matrix(const float *w, // (R, C)
-                                      moeq_qmat *q, moeq_ggml_quantize_row_fn row);
-moeq_status moeq_ggml_dequantize_matrix(const moeq_qmat *q, moeq_ggml_dequantize_row_fn row,
-                                        float *out); // (R, C)
-// The format's quantizer (its table entry's row codec) with a per-column importance imp (C floats, >= 0;
-// NULL: unweighted, what the table's quantize does): the weighted squared error it minimises is
-// sum_j imp[j] (w_ij - deq_ij)^2 in every row, as llama.cpp's importance matrix.
+// A matrix through its format's row codecs (the table entry's ggml_quantize_row / ggml_dequantize_row): the
+// quantize and dequantize of every llama.cpp block type in qformat.c's table. q's format must be one
+// (moeq_qmat_check), rows of q->C weights. quantize: MOEQ_ERR_NUMERIC naming row and column for a non-finite
+// weight (nothing else can fail).
+moeq_status moeq_ggml_quantize(const float *w, // (R, C)
+                               moeq_qmat *q);
+moeq_status moeq_ggml_dequantize(const moeq_qmat *q, float *out); // (R, C)
+// The format's quantizer with a per-column importance imp (C floats, >= 0; NULL: unweighted, what
+// moeq_ggml_quantize does): the weighted squared error it minimises is sum_j imp[j] (w_ij - deq_ij)^2 in
+// every row, as llama.cpp's importance matrix.
 moeq_status moeq_ggml_quantize_weighted(const float *w, // (R, C)
                                         moeq_qmat *q, const float *imp);
-// The same through any row quantizer.
+// The same through any row quantizer of q's format.
 moeq_status moeq_ggml_quantize_matrix_weighted(const float *w, // (R, C)
                                                moeq_qmat *q, moeq_ggml_quantize_row_fn row, const float *imp);
 
@@ -70,47 +71,23 @@ enum { MOEQ_GGML_K1_REFERENCE, MOEQ_GGML_K1_SEARCH_BASELINE, MOEQ_GGML_K1_SEARCH
 void moeq_ggml_search_k1_row_variant(int type, int variant, const float *x, void *blocks, int64_t k,
                                      const float *imp);
 
-// The codecs, one pair per type (the traits table's quantize/dequantize come from them).
-void moeq_ggml_dequantize_row_q8_0(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_q8_0(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_q8_0(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_q8_0(const moeq_qmat *q, float *out);
-void moeq_ggml_dequantize_row_q4_0(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_q4_0(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_q4_0(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_q4_0(const moeq_qmat *q, float *out);
-void moeq_ggml_dequantize_row_q4_1(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_q4_1(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_q4_1(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_q4_1(const moeq_qmat *q, float *out);
-void moeq_ggml_dequantize_row_q5_0(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_q5_0(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_q5_0(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_q5_0(const moeq_qmat *q, float *out);
-void moeq_ggml_dequantize_row_q5_1(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_q5_1(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_q5_1(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_q5_1(const moeq_qmat *q, float *out);
-void moeq_ggml_dequantize_row_iq4_nl(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_iq4_nl(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_iq4_nl(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_iq4_nl(const moeq_qmat *q, float *out);
-void moeq_ggml_dequantize_row_iq4_xs(const void *blocks, float *y, int64_t k);
-void moeq_ggml_quantize_row_iq4_xs(const float *x, void *blocks, int64_t k, const float *imp);
-moeq_status moeq_ggml_quantize_iq4_xs(const float *w, moeq_qmat *q);
-moeq_status moeq_ggml_dequantize_iq4_xs(const moeq_qmat *q, float *out);
-
-// The k-quants (ggml_kquant.c): super-blocks of 256 weights. imp (k) selects llama.cpp's weighted path.
-#define MOEQ_GGML_KQUANT_DECLARE(t)                                                                          \
+// The row codecs, one pair per type (qformat.c's table holds them): ggml_legacy.c (32-weight blocks and the
+// iq4 types), ggml_kquant.c (the k-quants, super-blocks of 256). imp (k) selects llama.cpp's weighted path.
+#define MOEQ_GGML_ROW_CODEC_DECLARE(t)                                                                       \
     void moeq_ggml_dequantize_row_##t(const void *blocks, float *y, int64_t k);                              \
-    void moeq_ggml_quantize_row_##t(const float *x, void *blocks, int64_t k, const float *imp);              \
-    moeq_status moeq_ggml_quantize_##t(const float *w, moeq_qmat *q);                                        \
-    moeq_status moeq_ggml_dequantize_##t(const moeq_qmat *q, float *out);
-MOEQ_GGML_KQUANT_DECLARE(q2_K)
-MOEQ_GGML_KQUANT_DECLARE(q3_K)
-MOEQ_GGML_KQUANT_DECLARE(q4_K)
-MOEQ_GGML_KQUANT_DECLARE(q5_K)
-MOEQ_GGML_KQUANT_DECLARE(q6_K)
+    void moeq_ggml_quantize_row_##t(const float *x, void *blocks, int64_t k, const float *imp);
+MOEQ_GGML_ROW_CODEC_DECLARE(q4_0)
+MOEQ_GGML_ROW_CODEC_DECLARE(q4_1)
+MOEQ_GGML_ROW_CODEC_DECLARE(q5_0)
+MOEQ_GGML_ROW_CODEC_DECLARE(q5_1)
+MOEQ_GGML_ROW_CODEC_DECLARE(q8_0)
+MOEQ_GGML_ROW_CODEC_DECLARE(q2_K)
+MOEQ_GGML_ROW_CODEC_DECLARE(q3_K)
+MOEQ_GGML_ROW_CODEC_DECLARE(q4_K)
+MOEQ_GGML_ROW_CODEC_DECLARE(q5_K)
+MOEQ_GGML_ROW_CODEC_DECLARE(q6_K)
+MOEQ_GGML_ROW_CODEC_DECLARE(iq4_nl)
+MOEQ_GGML_ROW_CODEC_DECLARE(iq4_xs)
 
 #ifdef __cplusplus
 }

@@ -743,31 +743,20 @@ moeq_ggml_quantize_row_fn moeq_ggml_search_k0_variant(int t, const char *isa) {
     return NULL;
 }
 
+// The widest build of type t's row function this CPU runs (every build makes the same bytes).
+static moeq_ggml_quantize_row_fn widest(int t) {
+    static const char *const isas[] = {"avx512", "avx2", "base"};
+    moeq_ggml_quantize_row_fn fn = NULL;
+    for (size_t i = 0; !fn && i < sizeof isas / sizeof isas[0]; i++)
+        fn = moeq_ggml_search_k0_variant(t, isas[i]);
+    return fn;
+}
+
 void moeq_ggml_search_row_q3_K(const float *x, void *blocks, int64_t k, const float *imp) {
-#ifdef MOEQ_K0_X86
-    if (__builtin_cpu_supports("avx512f")) {
-        moeq_ggml_search_k0_q3_K_avx512(x, blocks, k, imp);
-        return;
-    }
-    if (__builtin_cpu_supports("avx2")) {
-        moeq_ggml_search_k0_q3_K_avx2(x, blocks, k, imp);
-        return;
-    }
-#endif
-    moeq_ggml_search_k0_q3_K_base(x, blocks, k, imp);
+    widest(MOEQ_QTYPE_Q3_K)(x, blocks, k, imp);
 }
 
 void moeq_ggml_search_row_q6_K(const float *x, void *blocks, int64_t k, const float *imp) {
-#ifdef MOEQ_K0_X86
-    if (__builtin_cpu_supports("avx512f")) {
-        moeq_ggml_search_k0_q6_K_avx512(x, blocks, k, imp);
-        return;
-    }
-    if (__builtin_cpu_supports("avx2")) {
-        moeq_ggml_search_k0_q6_K_avx2(x, blocks, k, imp);
-        return;
-    }
-#endif
-    moeq_ggml_search_k0_q6_K_base(x, blocks, k, imp);
+    widest(MOEQ_QTYPE_Q6_K)(x, blocks, k, imp);
 }
 #endif

@@ -104,8 +104,8 @@ static void moeq_unpack_q8(const uint8_t *src, int64_t n_units, uint8_t *q) {
                         .model = model_,                                                                     \
                         .pack = NULL,                                                                        \
                         .unpack = NULL,                                                                      \
-                        .quantize = moeq_ggml_quantize_##t,                                                  \
-                        .dequantize = moeq_ggml_dequantize_##t,                                              \
+                        .quantize = moeq_ggml_quantize,                                                      \
+                        .dequantize = moeq_ggml_dequantize,                                                  \
                         .ggml_quantize_row = moeq_ggml_quantize_row_##t,                                     \
                         .ggml_dequantize_row = moeq_ggml_dequantize_row_##t}
 
