@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs whatever moeq needs that is missing: Debian 12 packages, then the Python test tools from PyPI into
-# a virtual environment, build-venv/ (the `gguf` package: llama.cpp's own dequantizers, the reference of
-# tests/kernels/test_ggml_gguf.py). Idempotent: does nothing when all are present. Used by both README
-# commands and by CI. Needs root (or sudo) only when a Debian package is missing.
+# a virtual environment, build-venv/: the `gguf` package (llama.cpp's own dequantizers, the reference of
+# tests/kernels/test_ggml_gguf.py) and llama-cpp-python (llama.cpp itself, built from its bundled source:
+# tests/python/llama_eval.py runs moeq's GGUF files in it). Idempotent: does nothing when all are present.
+# Used by both README commands and by CI. Needs root (or sudo) only when a Debian package is missing.
 set -euo pipefail
-PKGS=(cmake make gcc pkg-config git
+PKGS=(cmake make gcc g++ pkg-config git
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libcmocka-dev libopenblas-dev liblapacke-dev libjansson-dev libyaml-dev libxxhash-dev
       gnuplot-nox jq python3-h5py python3-venv xz-utils
@@ -24,13 +25,20 @@ else
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Python test tools, pinned (the versions the tests were written against), in build-venv/ beside the builds
-PYPKGS=(gguf==0.19.0)
-venv="$(cd "$(dirname "$0")/.." && pwd)/build-venv"
-if ! "$venv/bin/python" -c "import gguf" 2>/dev/null ||
-    [ "$("$venv/bin/pip" freeze 2>/dev/null | grep -c -x -F -f <(printf '%s\n' "${PYPKGS[@]}"))" -ne ${#PYPKGS[@]} ]; then
-    echo "install-deps: installing ${PYPKGS[*]} into $venv"
-    /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "${PYPKGS[@]}"
+PYPKGS=(gguf==0.19.0 llama_cpp_python==0.3.36)
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/build-venv"
+if ! "$venv/bin/python" -c "import gguf, llama_cpp" 2>/dev/null ||
+    [ "$("$venv/bin/python" -m pip freeze 2>/dev/null | grep -c -x -F -f <(printf '%s\n' "${PYPKGS[@]}"))" -ne ${#PYPKGS[@]} ]; then
+    echo "install-deps: installing ${PYPKGS[*]} into $venv (llama.cpp compiles from source: minutes)"
+    [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+    # llama-cpp-python compiles llama.cpp: only libllama and libggml's CPU backend, for this machine's CPU
+    # (GGML_NATIVE, the default); no multimodal library, tools, server, tests, examples, nor llama-common
+    # (scripts/llama-cpp-min.cmake says why that one needs more than a CMake option).
+    CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF"
+    CMAKE_ARGS+=" -DLLAMA_BUILD_SERVER=OFF -DCMAKE_PROJECT_INCLUDE=$root/scripts/llama-cpp-min.cmake"
+    CMAKE_ARGS="$CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PYPKGS[@]}"
 else
     echo "install-deps: ${PYPKGS[*]} present in $venv"
 fi
