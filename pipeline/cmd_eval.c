@@ -20,6 +20,7 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case 't': c->o.text_path = arg; return 0;
     case 'J': c->o.json_path = arg; return 0;
     case 'P': c->o.plot_path = arg; return 0;
+    case 'L': c->o.dump_logits_path = arg; return 0;
     case 'E':
         return moeq_cli_real("eval", "--max-rel-error", arg, 0, HUGE_VAL, &c->o.max_rel_error);
     case 'I':
@@ -46,7 +47,8 @@ static int run(int argc, char **argv) {
         {"json", required_argument, NULL, 'J'},           {"plot", required_argument, NULL, 'P'},
         {"max-rel-error", required_argument, NULL, 'E'},  {"max-ppl-increase", required_argument, NULL, 'I'},
         {"probe-tokens", required_argument, NULL, 'n'},   {"seed", required_argument, NULL, 's'},
-        {"progress", required_argument, NULL, 'p'},       {0, 0, 0, 0},
+        {"progress", required_argument, NULL, 'p'},       {"dump-logits", required_argument, NULL, 'L'},
+        {0, 0, 0, 0},
     };
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided); // the work queue's coordinator thread
@@ -56,7 +58,7 @@ static int run(int argc, char **argv) {
     e_ctx c = {.o = {.max_rel_error = -1, .max_ppl_increase = -1, .probe_tokens = 512, .seed = 0, .progress_s = 10}};
     moeq_cli_common common = {0};
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) return MOEQ_EXIT_FAILURE; // rank 0 prints help and results
-    int r = moeq_cli_parse(&moeq_cmd_eval, argc, argv, "m:t:J:P:E:I:n:s:p:", longopts, on_opt, &c, &common);
+    int r = moeq_cli_parse(&moeq_cmd_eval, argc, argv, "m:t:J:P:E:I:n:s:p:L:", longopts, on_opt, &c, &common);
     if (r == 0 && (!c.o.model_dir || optind != argc - 1)) {
         if (rank == 0)
             fprintf(stderr, "moeq eval: --model DIR and exactly one ARTIFACT.h5 operand are required\n"
@@ -81,7 +83,8 @@ const moeq_command moeq_cmd_eval = {
     .name = "eval",
     .summary = "verify an artifact and measure its error: weights, MoE blocks, perplexity (under mpirun/srun)",
     .usage = "[mpirun -n N] moeq eval --model DIR ARTIFACT.h5 [--text FILE] [--json OUT.json] [--plot OUT.png]\n"
-             "       [--max-rel-error X] [--max-ppl-increase X] [--probe-tokens N] [--seed S] [--progress SECONDS]\n\n"
+             "       [--max-rel-error X] [--max-ppl-increase X] [--probe-tokens N] [--seed S] [--progress SECONDS]\n"
+             "       [--dump-logits FILE]\n\n"
              "The distributed validation pass over an artifact of `moeq quantize` (report schema: docs/EVAL.md).\n"
              "The plan is rebuilt from the artifact's own recipe and the model, and must have the artifact's\n"
              "digest; the work is split by the same units as quantization, each rank rereading only its share:\n"
@@ -106,7 +109,10 @@ const moeq_command moeq_cmd_eval = {
              "  -I, --max-ppl-increase X exit 6 when perplexity(quantized) / perplexity(original) - 1 exceeds X\n"
              "  -n, --probe-tokens N     Gaussian probe tokens per MoE layer (default 512)\n"
              "  -s, --seed S             probe seed (default 0)\n"
-             "  -p, --progress S         progress line every S seconds on rank 0 (default 10; 0 = none)\n\n"
+             "  -p, --progress S         progress line every S seconds on rank 0 (default 10; 0 = none)\n"
+             "      --dump-logits FILE   write the quantized model's logits of every perplexity window: float32\n"
+             "                           (tokens, vocab) row-major, token order (for comparing with other engines:\n"
+             "                           tests/python/llama_eval.py --ref-logits)\n\n"
              "Exit codes: 0 ok; 3 corrupted, incomplete or foreign artifact, missing files; 6 threshold exceeded.\n\n"
              "Example:\n"
              "  mpirun -n 3 moeq eval --model ../shared/models/mixtral-tiny out/tiny.h5 --json out/tiny.eval.json \\\n"

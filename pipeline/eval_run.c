@@ -211,7 +211,12 @@ static moeq_status models_pass(ev_state *s, int fd) {
     const int L = cfg->n_layers;
     s->blk = MOEQ_CALLOC((size_t)L * BLK_N, sizeof(double), "block results");
     if (!s->blk) return MOEQ_ERR_NOMEM;
-    if (no_forward_pass(cfg, s->skipped, sizeof s->skipped)) return MOEQ_OK;
+    if (no_forward_pass(cfg, s->skipped, sizeof s->skipped))
+        return o->dump_logits_path ? MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                                               "--dump-logits %s: %s\n---> HINT: the logits come from moeq's "
+                                               "forward pass; leave the option out for this model",
+                                               o->dump_logits_path, s->skipped)
+                                   : MOEQ_OK;
     double t0 = moeq_now_s();
     moeq_model *orig = NULL, *quant = NULL;
     moeq_artifact_source src;
@@ -220,6 +225,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     int32_t *topk_o = NULL, *topk_q = NULL;
     double *wo = NULL, *wq = NULL, *wo_all = NULL, *wq_all = NULL, *blk_all = NULL;
     int64_t *route = NULL; // (layers, experts) this rank's routing counts of the original model
+    moeq_logits_sink sink = {.fd = -1, .path = o->dump_logits_path}; // --dump-logits: the quantized model's
     moeq_status st = moeq_artifact_source_init(&src, s->cat, s->plan, s->e, fd, o->artifact);
     if (st == MOEQ_OK) st = moeq_model_load_catalog(s->cat, &orig);
     if (st == MOEQ_OK) st = moeq_model_load(cfg, moeq_artifact_tensor_fn, &src, &quant);
@@ -286,8 +292,31 @@ static moeq_status models_pass(ev_state *s, int fd) {
     memcpy(s->blk, blk_all, sizeof(double) * (size_t)L * BLK_N);
     s->seconds[3] = moeq_now_s() - t0;
     // ---- perplexity: windows [nw·r/n, nw·(r+1)/n) on rank r; sums added on rank 0 in window order ----
+    if (!ids && o->dump_logits_path)
+        st = MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
+                       "--dump-logits %s: no text (%s does not exist)\n---> HINT: --text FILE",
+                       o->dump_logits_path, s->text_path);
     if (!ids) goto done;
     t0 = moeq_now_s();
+    if (o->dump_logits_path) { // rank 0 creates the file at its final size, then every rank fills its windows
+        const uint64_t bytes = (uint64_t)s->n_tokens * (uint64_t)cfg->vocab * sizeof(float);
+        if (s->rank == 0) {
+            int f = open(o->dump_logits_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (f < 0 || ftruncate(f, (off_t)bytes) != 0)
+                st = MOEQ_FAIL(MOEQ_ERR_IO, "--dump-logits %s: cannot create it (%llu bytes): %s",
+                               o->dump_logits_path, (unsigned long long)bytes, strerror(errno));
+            if (f >= 0) close(f);
+        }
+        st = moeq_run_agree(st, MPI_COMM_WORLD);
+        if (st == MOEQ_OK) {
+            sink.fd = open(o->dump_logits_path, O_WRONLY | O_CLOEXEC);
+            if (sink.fd < 0)
+                st = MOEQ_FAIL(MOEQ_ERR_IO, "--dump-logits %s: cannot open it: %s", o->dump_logits_path,
+                               strerror(errno));
+        }
+        st = moeq_run_agree(st, MPI_COMM_WORLD);
+        if (st != MOEQ_OK) goto done;
+    }
     const int64_t nw = (s->n_tokens + PPL_WINDOW - 1) / PPL_WINDOW;
     s->n_windows = nw;
     s->n_scored = s->n_tokens - nw;
@@ -308,9 +337,10 @@ static moeq_status models_pass(ev_state *s, int fd) {
             if (!route) st = MOEQ_ERR_NOMEM;
         }
         if (st == MOEQ_OK)
-            st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, route);
+            st = moeq_eval_perplexity_windows(orig, ids, s->n_tokens, PPL_WINDOW, a, b, wo + a, route, NULL);
         if (st == MOEQ_OK)
-            st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL);
+            st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL,
+                                              sink.fd >= 0 ? &sink : NULL);
         if (s->rank == 0 && !o->quiet && o->progress_s > 0 &&
             (moeq_now_s() - t_last >= o->progress_s || b == w1)) {
             t_last = moeq_now_s();
@@ -345,6 +375,8 @@ static moeq_status models_pass(ev_state *s, int fd) {
     load_reference(s);
     s->seconds[4] = moeq_now_s() - t0;
 done:
+    if (sink.fd >= 0 && close(sink.fd) != 0 && st == MOEQ_OK)
+        st = MOEQ_FAIL(MOEQ_ERR_IO, "--dump-logits %s: close: %s", o->dump_logits_path, strerror(errno));
     moeq_free(&route);
     moeq_free(&wo), moeq_free(&wq), moeq_free(&wo_all), moeq_free(&wq_all), moeq_free(&blk_all);
     moeq_free(&x), moeq_free(&taps), moeq_free(&ids), moeq_free(&topk_o), moeq_free(&topk_q);

@@ -18,7 +18,7 @@
 #include "alloc.h"     // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
 #include "arch_desc.h" // defines: moeq_arch_desc (tensor names, forward support)
 #include "rng.h"   // defines: moeq_rng_normal
-#include "sysio.h" // defines: moeq_read_file
+#include "sysio.h" // defines: moeq_read_file, moeq_pwrite_full
 
 // ---- loading ----
 
@@ -288,8 +288,9 @@ moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64
 
 // ---- perplexity ----
 
-moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tokens, int64_t n, int64_t window,
-                                         int64_t w0, int64_t w1, double *wsum_out, int64_t *route_counts) {
+moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tokens, int64_t n,
+                                         int64_t window, int64_t w0, int64_t w1, double *wsum_out,
+                                         int64_t *route_counts, const moeq_logits_sink *sink) {
     if (!m || !tokens || n <= 0 || window < 2 || !wsum_out || w0 < 0 || w1 < w0 || w1 > (n + window - 1) / window)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "perplexity: bad arguments (n=%lld window=%lld windows [%lld, %lld); the window must be >= 2)",
@@ -331,6 +332,9 @@ moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tok
             const int64_t w = w0 + wi, t0 = w * window, T = n - t0 < window ? n - t0 : window;
             moeq_status st = forward_seq(m, tokens + t0, T, logits, NULL, route_counts ? topk : NULL, ws);
             if (st == MOEQ_OK && T > 1) st = moeq_cross_entropy_cpu(logits, tokens + t0 + 1, T - 1, V, nll);
+            if (st == MOEQ_OK && sink)
+                st = moeq_pwrite_full(sink->fd, logits, (size_t)(T * V) * sizeof(float),
+                                      (uint64_t)(t0 * V) * sizeof(float), sink->path);
             if (st != MOEQ_OK) {
 #pragma omp critical(moeq_ppl_error)
                 if (w < first_w) {
@@ -377,7 +381,7 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, int
     const int64_t nw = (n + window - 1) / window;
     double *wsum = MOEQ_CALLOC((size_t)nw, sizeof(double), "perplexity window sums");
     if (!wsum) return MOEQ_ERR_NOMEM;
-    moeq_status st = moeq_eval_perplexity_windows(m, tokens, n, window, 0, nw, wsum, route_counts);
+    moeq_status st = moeq_eval_perplexity_windows(m, tokens, n, window, 0, nw, wsum, route_counts, NULL);
     if (st == MOEQ_OK) {
         double total = 0;
         for (int64_t w = 0; w < nw; w++) total += wsum[w]; // window order: deterministic

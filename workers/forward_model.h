@@ -87,15 +87,25 @@ moeq_status moeq_eval_perplexity(const moeq_model *m, const int32_t *tokens, // 
                                  int64_t n, int64_t window, double *ce_mean, int64_t *n_scored,
                                  int64_t *route_counts); // (L, E) or NULL
 
+// Where moeq_eval_perplexity_windows writes the logits it computes (`moeq eval --dump-logits`): the file
+// holds float32 (n, V) row-major in token order (the logits at position t of every window, t = 0..T-1,
+// the last one included), so window w's (T, V) block goes at byte offset w·window·V·4 of fd (pwrite,
+// one call per window: several threads and ranks fill one file). path names it in errors.
+typedef struct moeq_logits_sink {
+    int fd;
+    const char *path;
+} moeq_logits_sink;
+
 // The same protocol for windows [w0, w1) only (window w = tokens [w·window, min(n, (w+1)·window))):
 // wsum[w - w0] = sum over the window's scored tokens of -log softmax (nats, double). A window's sum does not
 // depend on which other windows are computed with it, so a distributed caller that splits windows across
 // ranks and adds the sums in window order gets moeq_eval_perplexity's numbers for any rank count.
-// route_counts as above (accumulated over these windows only).
+// route_counts as above (accumulated over these windows only); sink (optional) receives the logits.
 moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tokens, // (n)
                                          int64_t n, int64_t window, int64_t w0, int64_t w1,
-                                         double *wsum,          // (w1 - w0)
-                                         int64_t *route_counts); // (L, E) or NULL
+                                         double *wsum,                  // (w1 - w0)
+                                         int64_t *route_counts,         // (L, E) or NULL
+                                         const moeq_logits_sink *sink); // or NULL
 
 // ---- MoE-block probes (original vs quantized) ----
 // Entry point of every probe: the residual stream entering a layer's FFN sub-block (moeq_forward_taps
