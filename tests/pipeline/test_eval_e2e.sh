@@ -2,7 +2,8 @@
 # End-to-end (mpi): `moeq eval` on artifacts of the tiny real model: the report's numbers are identical for
 # artifacts made by 1 and 3 ranks and for eval on 1 and 3 ranks; the original model reproduces
 # reference.json's perplexity; an unquantized artifact (method none) has block error exactly 0 and the
-# original's perplexity; a flipped byte in codes, scale, U and V is each found and named (exit 3); thresholds
+# original's perplexity; --dump-logits writes the same logits from 1 and 3 ranks (refused without a forward
+# pass); a flipped byte in codes, scale, U and V is each found and named (exit 3); thresholds
 # exit 6; a foreign, truncated or missing artifact fails cleanly. Also Qwen2-MoE (shared expert, biases) and
 # a DeepSeek-style FP8 checkpoint (weight pass only) from `moeq synth`.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
@@ -24,9 +25,10 @@ head -c 3000 "$tiny/val.txt" >"$tmp/small.txt"
 # ---- artifacts from 1 and 3 ranks; eval on 1 and 3 ranks: the same numbers ----
 q 1 "$tmp/a1.h5" --model "$tiny" --recipe "$recipe" || fail "quantize 1 rank"
 q 3 "$tmp/a3.h5" --model "$tiny" --recipe "$recipe" || fail "quantize 3 ranks"
-ev 1 --model "$tiny" "$tmp/a1.h5" --text "$tmp/small.txt" --json "$tmp/a1e1.json" >"$tmp/a1e1.out" 2>&1 ||
+ev 1 --model "$tiny" "$tmp/a1.h5" --text "$tmp/small.txt" --json "$tmp/a1e1.json" --dump-logits "$tmp/a1e1.f32" >"$tmp/a1e1.out" 2>&1 ||
     { cat "$tmp/a1e1.out"; fail "eval 1 rank"; }
-ev 3 --model "$tiny" "$tmp/a1.h5" --text "$tmp/small.txt" --json "$tmp/a1e3.json" --plot "$tmp/a1.png" >"$tmp/a1e3.out" 2>&1 ||
+ev 3 --model "$tiny" "$tmp/a1.h5" --text "$tmp/small.txt" --json "$tmp/a1e3.json" --plot "$tmp/a1.png" \
+    --dump-logits "$tmp/a1e3.f32" >"$tmp/a1e3.out" 2>&1 ||
     { cat "$tmp/a1e3.out"; fail "eval 3 ranks"; }
 ev 2 --model "$tiny" "$tmp/a3.h5" --text "$tmp/small.txt" --json "$tmp/a3e2.json" >/dev/null 2>&1 || fail "eval of the 3-rank artifact"
 numbers "$tmp/a1e1.json" >"$tmp/n1"
@@ -34,6 +36,9 @@ numbers "$tmp/a1e3.json" >"$tmp/n3"
 numbers "$tmp/a3e2.json" >"$tmp/n32"
 cmp "$tmp/n1" "$tmp/n3" || { diff "$tmp/n1" "$tmp/n3" | head; fail "eval numbers differ between 1 and 3 ranks"; }
 cmp "$tmp/n1" "$tmp/n32" || fail "eval numbers differ between artifacts made by 1 and 3 ranks"
+# --dump-logits: the quantized model's logits, float32 (3000 tokens, 65), the same file from 1 and 3 ranks
+[ "$(stat -c %s "$tmp/a1e1.f32")" = $((3000 * 65 * 4)) ] || fail "--dump-logits size $(stat -c %s "$tmp/a1e1.f32")"
+cmp "$tmp/a1e1.f32" "$tmp/a1e3.f32" || fail "--dump-logits differs between 1 and 3 ranks"
 [ "$(jq '.integrity.ok' "$tmp/a1e1.json")" = true ] || fail "integrity ok"
 [ "$(jq '.weights.metrics_match_recorded' "$tmp/a1e1.json")" = 112 ] || fail "recomputed weight errors equal quantize's"
 [ "$(jq '.block.layers | length' "$tmp/a1e1.json")" = 4 ] || fail "4 MoE layers probed"
@@ -119,4 +124,9 @@ q 2 "$tmp/ds.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" || fail "quantize dee
 ev 2 --model "$tmp/ds" "$tmp/ds.h5" --json "$tmp/ds.json" >"$tmp/ds.out" 2>&1 || { cat "$tmp/ds.out"; fail "eval deepseek fp8"; }
 jq -e '.integrity.ok and .perplexity == null and .weights.overall.rel_fro > 0 and .weights.overall.rel_fro < 0.2' \
     "$tmp/ds.json" >/dev/null || fail "deepseek fp8 weight pass"
+set +e # no forward pass, so no logits to dump: refused, saying why
+ev 1 --model "$tmp/ds" "$tmp/ds.h5" -q --text "$tmp/small.txt" --dump-logits "$tmp/ds.f32" 2>"$tmp/err"; rc=$?
+set -e
+[ $rc -eq 3 ] && grep -q -- "--dump-logits .*ds.f32: no CPU forward pass" "$tmp/err" ||
+    { cat "$tmp/err"; fail "--dump-logits without a forward pass: exit 3 naming the file (rc $rc)"; }
 echo PASS
