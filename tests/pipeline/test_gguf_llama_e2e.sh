@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# End-to-end with llama.cpp itself (llama-cpp-python in build-venv/, tests/python/llama_eval.py): moeq's GGUF
+# exports load and run in llama.cpp, and llama.cpp computes what moeq computes.
+#  (a) mixtral-tiny and mixtral-mini, unquantized (method none) exported as F32: llama.cpp's logits equal moeq
+#      eval's (--dump-logits) to fp32 rounding: at 99% of the positions or more, the largest difference is
+#      below 1e-4 of the position's largest |logit| (measured: all positions, 6e-6..9e-6, except where a
+#      router's near-tie goes the other way under another summation order: then that position's experts
+#      change, and through attention the rest of its window; seen once in 16384 mixtral-mini positions,
+#      30 positions of one window, 2.4e-3), and the mean cross-entropies agree to 1e-5 relative (measured
+#      3e-9..1e-8 without such a flip, 1.2e-6 with one). moeq's fp32 forward and llama.cpp's differ only in
+#      summation order; a wrong key, tensor name, q/k row order, norm or rope moves every position by 1e-3
+#      or more.
+#  (b) quantized exports, llama.cpp's legacy block types on mixtral-tiny (rows of 128 and 384: no k-quant
+#      divides them) and k-quants on mixtral-mini: two checks of the same file.
+#      - exact: the file with every quantized tensor decoded to F32 by the `gguf` package (llama.cpp's own
+#        dequantizers; tests/python/gguf_to_f32.py) gives moeq eval's quantized cross-entropy to 1e-5 and its
+#        logits as in (a): every quantized byte, shape and name of the export is what moeq evaluated;
+#      - as served: llama.cpp on the quantized file itself. Its CPU backend quantizes the activations to
+#        q8_0/q8_K blocks before each dot product with quantized weights (moeq multiplies fp32 activations
+#        with the dequantized weights), so the perplexities differ by more than 1e-4 (the issue's target,
+#        which only the exact check meets): measured |ppl_llama / ppl_moeq - 1| <= 4.6e-4 over the single
+#        types q4_0..q8_0 and q2_K..q6_K on the first 16384 characters of val.txt (docs/EXPORT.md lists the
+#        figures); asserted below 2e-3 on the first 8192 here, and at least 99% of the argmaxes agree.
+#  (c) synthetic qwen2_moe, qwen3_moe and deepseek_v3 checkpoints (`moeq synth`, q8_0 experts) export, load
+#      and run in llama.cpp with finite logits; qwen2_moe (moeq has its forward pass) unquantized in F32:
+#      logits and perplexity equal moeq eval's as in (a).
+# Skipped (exit 77) only when llama_cpp cannot be imported: scripts/install-deps.sh installs it.
+. "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
+: "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
+py=${MOEQ_LLAMA_PYTHON:-$MOEQ_SOURCE_DIR/build-venv/bin/python}
+if ! "$py" -c "import llama_cpp, gguf" 2>/dev/null; then
+    echo "SKIP: llama_cpp (llama-cpp-python) or gguf is not importable by $py: run scripts/install-deps.sh"
+    exit 77
+fi
+le="$MOEQ_SOURCE_DIR/tests/python/llama_eval.py"
+to_f32="$MOEQ_SOURCE_DIR/tests/python/gguf_to_f32.py"
+LOGITS_TOL=1e-4 CE_EXACT_TOL=1e-5 PPL_SERVED_TOL=2e-3
+
+q() { # q MODEL NAME RECIPE_BODY: quantize MODEL into $tmp/NAME.h5 with the recipe's defaults/rules
+    printf 'version: 1\n%b\n' "$3" >"$tmp/$2.yaml"
+    "$MPIEXEC" -n 2 "$MOEQ" quantize -q --progress 0 --model "$1" --recipe "$tmp/$2.yaml" --out "$tmp/$2.h5" ||
+        fail "quantize $2"
+}
+ev() { # ev MODEL NAME TEXT: moeq eval of $tmp/NAME.h5 on TEXT, its quantized model's logits in $tmp/NAME.moeq.f32
+    "$MPIEXEC" -n 2 "$MOEQ" eval -q --progress 0 --probe-tokens 1 --model "$1" "$tmp/$2.h5" --text "$3" \
+        --json "$tmp/$2.json" --dump-logits "$tmp/$2.moeq.f32" || fail "eval $2"
+}
+gg() { # gg NAME [OPTIONS]: export $tmp/NAME.h5 to $tmp/NAME.gguf
+    local n=$1
+    shift
+    "$MOEQ" export -q --format gguf "$@" "$tmp/$n.h5" "$tmp/$n.gguf" || fail "export $n"
+}
+ll() { # ll GGUF TOKENIZER TEXT OUT.json [OPTIONS]: llama.cpp's perplexity and logits
+    local g=$1 tok=$2 text=$3 out=$4
+    shift 4
+    "$py" "$le" "$g" --tokenizer "$tok" --text "$text" --logits-tol "$LOGITS_TOL" "$@" >"$out" ||
+        fail "llama.cpp on $g"
+    jq -e '.logits_finite' "$out" >/dev/null || fail "$g: llama.cpp's logits are not finite"
+}
+# same NAME WHAT LLAMA.json: llama.cpp's logits and perplexity against moeq eval's (quantized model), to
+# fp32 rounding
+same() {
+    local n=$1 what=$2 j=$3
+    jq -e '.logits.positions_over_tol <= 0.01 * .tokens' "$j" >/dev/null ||
+        fail "$what: llama.cpp's logits differ from moeq's by more than $LOGITS_TOL of the position's scale at $(jq .logits.positions_over_tol "$j") positions (> 1%): $(jq -c .logits "$j")"
+    local r
+    r=$(jq -n --slurpfile l "$j" --slurpfile m "$tmp/$n.json" \
+        '$l[0].ce_nats / $m[0].perplexity.quantized.ce_nats - 1 | fabs')
+    jq -e -n --argjson r "$r" --argjson t "$CE_EXACT_TOL" '$r <= $t' >/dev/null ||
+        fail "$what: llama.cpp's cross-entropy differs from moeq eval's by $r relative (> $CE_EXACT_TOL): $(jq -c .logits "$j")"
+    echo "$what: logits $(jq -c '.logits | del(.ref)' "$j"), cross-entropy within $r"
+}
+
+for m in mixtral-tiny mixtral-mini; do
+    model="$MOEQ_SHARED_DIR/models/$m"
+    tok="$model/tokenizer.json"
+    head -c 8192 "$model/val.txt" >"$tmp/$m.txt"
+    # ---- (a) unquantized, F32: the export's logits are moeq's forward pass ----
+    q "$model" "$m-none" 'defaults: {method: none}'
+    ev "$model" "$m-none" "$tmp/$m.txt"
+    gg "$m-none" --outtype f32
+    ll "$tmp/$m-none.gguf" "$tok" "$tmp/$m.txt" "$tmp/$m-none.llama.json" --ref-logits "$tmp/$m-none.moeq.f32"
+    same "$m-none" "$m F32" "$tmp/$m-none.llama.json"
+
+    # ---- (b) quantized: several block types in one file (attention, each expert projection) ----
+    if [ "$m" = mixtral-tiny ]; then
+        body='defaults: {method: rtn, format: q4_0}\nrules:\n  - match: {class: attention}\n    set: {format: q8_0}\n  - match: {class: routed_expert, proj: up}\n    set: {format: q5_1}\n  - match: {class: routed_expert, proj: down}\n    set: {format: q4_1}'
+    else
+        body='defaults: {method: search, format: q4_K}\nrules:\n  - match: {class: attention}\n    set: {method: rtn, format: q6_K}\n  - match: {class: routed_expert, proj: up}\n    set: {format: q3_K}\n  - match: {class: routed_expert, proj: down}\n    set: {format: q5_K}'
+    fi
+    n="$m-q"
+    q "$model" "$n" "$body"
+    ev "$model" "$n" "$tmp/$m.txt"
+    gg "$n"
+    "$py" "$to_f32" "$tmp/$n.gguf" "$tmp/$n-f32.gguf" >/dev/null || fail "gguf_to_f32 $n"
+    ll "$tmp/$n-f32.gguf" "$tok" "$tmp/$m.txt" "$tmp/$n-f32.llama.json" --ref-logits "$tmp/$n.moeq.f32"
+    same "$n" "$m quantized, decoded by the gguf package" "$tmp/$n-f32.llama.json"
+    ll "$tmp/$n.gguf" "$tok" "$tmp/$m.txt" "$tmp/$n.llama.json" --ref-logits "$tmp/$n.moeq.f32"
+    jq -n --slurpfile l "$tmp/$n.llama.json" --slurpfile m "$tmp/$n.json" --argjson t "$PPL_SERVED_TOL" '
+        ($l[0].perplexity / $m[0].perplexity.quantized.perplexity - 1) as $r
+        | {rel: $r, quantization_cost: $m[0].perplexity.increase, argmax: $l[0].logits.argmax_agree,
+           ok: (($r | fabs) <= $t and $l[0].logits.argmax_agree >= 0.99)}' >"$tmp/$n.cmp.json"
+    echo "$m quantized, as served: $(jq -c 'del(.ok)' "$tmp/$n.cmp.json")"
+    jq -e .ok "$tmp/$n.cmp.json" >/dev/null ||
+        fail "$m: llama.cpp's perplexity of the quantized export is not within $PPL_SERVED_TOL of moeq eval's: $(jq -c . "$tmp/$n.cmp.json")"
+done
+
+# ---- (c) synthetic families: load and run in llama.cpp; qwen2_moe's logits are moeq's ----
+tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
+head -c 2048 "$tiny/val.txt" >"$tmp/short.txt"
+for arch in qwen2_moe qwen3_moe deepseek_v3; do
+    ck="$tmp/$arch"
+    "$MOEQ" synth -q --arch "$arch" --layers 2 --hidden 256 --intermediate 256 --experts 4 --top-k 2 --vocab 65 \
+        "$ck" >/dev/null || fail "synth $arch"
+    cp "$tiny/tokenizer.json" "$ck/" # the char vocabulary (65) as the tokenizer, for the export and for eval
+    q "$ck" "$arch-q8" 'defaults: {method: none}\nrules:\n  - match: {class: routed_expert}\n    set: {method: rtn, format: q8_0}'
+    gg "$arch-q8"
+    ll "$tmp/$arch-q8.gguf" "$ck/tokenizer.json" "$tmp/short.txt" "$tmp/$arch-q8.llama.json"
+    echo "$arch q8_0 experts: llama.cpp perplexity $(jq .perplexity "$tmp/$arch-q8.llama.json") (finite logits)"
+done
+ck="$tmp/qwen2_moe"
+q "$ck" qwen2-none 'defaults: {method: none}'
+ev "$ck" qwen2-none "$tmp/short.txt"
+gg qwen2-none --outtype f32
+ll "$tmp/qwen2-none.gguf" "$ck/tokenizer.json" "$tmp/short.txt" "$tmp/qwen2-none.llama.json" \
+    --ref-logits "$tmp/qwen2-none.moeq.f32"
+same qwen2-none "qwen2_moe F32" "$tmp/qwen2-none.llama.json"
+echo "PASS"
