@@ -71,7 +71,7 @@ static const pre_entry k_pre[] = {
       "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
       "?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
       NULL},
-     "DeepSeek-V3, DeepSeek-R1, Kimi-K2's DeepSeek-style tokenizers"},
+     "DeepSeek-V3, DeepSeek-R1"},
 };
 
 // ---- small helpers ----
@@ -498,7 +498,7 @@ static moeq_status hf_specials(const hf *h, int n_vocab, moeq_gguf_kvs *kvs) {
                     const char *sid =
                         json_string_value(json_object_get(json_object_get(edge, "SpecialToken"), "id"));
                     const char *want = special_text(h->tcfg, k_add[t]);
-                    val = sid && want && !strcmp(sid, want);
+                    val = sid && (!want || !strcmp(sid, want)); // no <typ>_token: the template's is it
                 }
             }
         }
