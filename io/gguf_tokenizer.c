@@ -523,7 +523,10 @@ static const char *hf_pre(const hf *h, char *what, size_t what_len) {
         const char *type = json_string_value(json_object_get(p, "type"));
         if (type && !strcmp(type, "Split") && n_split < 8) {
             const char *re = json_string_value(json_object_get(json_object_get(p, "pattern"), "Regex"));
-            if (!re) other = 1;
+            // the pieces are the matches: Isolated, or Removed inverted (what is not matched is dropped)
+            const char *beh = json_string_value(json_object_get(p, "behavior"));
+            const int inv = json_is_true(json_object_get(p, "invert"));
+            if (!re || !beh || !(!strcmp(beh, "Isolated") ? !inv : !strcmp(beh, "Removed") && inv)) other = 1;
             split[n_split++] = re;
         } else if (type && !strcmp(type, "ByteLevel")) {
             const json_t *ur = json_object_get(p, "use_regex");
@@ -534,7 +537,7 @@ static const char *hf_pre(const hf *h, char *what, size_t what_len) {
     }
     char *dump = pt ? json_dumps(pt, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     snprintf(what, what_len, "%s", dump ? dump : "none");
-    if (strlen(what) > 200) strcpy(what + 197, "...");
+    if (strlen(what) > 600) strcpy(what + 597, "...");
     free(dump);
     if (other || bl < 0) return NULL;
     for (size_t e = 0; e < sizeof k_pre / sizeof k_pre[0]; e++) {
@@ -586,7 +589,7 @@ static moeq_status from_hf(const char *path, json_t *root, int vocab_size, moeq_
     vocab v = {0};
     char **merges = NULL;
     int n_merges = 0;
-    char what[256];
+    char what[1024];
     const char *pre = NULL;
     if (st == MOEQ_OK && !spm) {
         pre = hf_pre(&h, what, sizeof what);

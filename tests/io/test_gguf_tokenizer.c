@@ -229,6 +229,24 @@ static void test_refused(void **state) {
                   "{\"Regex\": \"\\\\p{N}{1,5}\"}}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}");
     assert_status(moeq_gguf_tokenizer_from_json(p, 0, &s), MOEQ_ERR_UNSUPPORTED, "p{N}{1,5}");
     free(p);
+    // Qwen2's regex (JSON escapes \\r \\n here, CR LF in the fixtures): qwen2 when its matches are the
+    // pieces, refused when they are merged into the previous piece (not what llama.cpp does)
+    static const char qwen_fmt[] =
+        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": "
+        "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| "
+        "?[^\\\\s\\\\p{L}\\\\p{N}]+"
+        "[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"%s\", \"invert\": %s},"
+        " {\"type\": \"ByteLevel\", \"use_regex\": false}]}";
+    char pre[1024];
+    snprintf(pre, sizeof pre, qwen_fmt, "Removed", "true");
+    p = small_bpe("pre3", pre);
+    assert_int_equal(moeq_gguf_tokenizer_from_json(p, 0, &s), MOEQ_OK);
+    assert_string_equal(get_str(&s, "tokenizer.ggml.pre"), "qwen2");
+    free(p);
+    snprintf(pre, sizeof pre, qwen_fmt, "MergedWithPrevious", "false");
+    p = small_bpe("pre4", pre);
+    assert_status(moeq_gguf_tokenizer_from_json(p, 0, &s), MOEQ_ERR_UNSUPPORTED, "MergedWithPrevious");
+    free(p);
 
     // another tokenizer model
     p = write_in("uni", "tokenizer.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", -1.0]]}}");
