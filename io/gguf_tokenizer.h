@@ -17,8 +17,8 @@
 //     byte tokens, as convert_hf_to_gguf.py's _set_vocab_llama_hf.
 //
 // Keys written (those that apply): tokenizer.ggml.model, .pre, .tokens, .token_type, .scores, .merges,
-// .bos_token_id, .eos_token_id, .unknown_token_id, .padding_token_id, .add_bos_token, .add_eos_token,
-// tokenizer.chat_template. Existing keys of kvs with the same names are replaced; others are kept.
+// .bos_token_id, .eos_token_id, .unknown_token_id, .seperator_token_id, .padding_token_id, .cls_token_id,
+// .mask_token_id, .add_bos_token, .add_eos_token, .add_space_prefix, tokenizer.chat_template. Existing keys of kvs with the same names are replaced; others are kept.
 #ifndef MOEQ_GGUF_TOKENIZER_H
 #define MOEQ_GGUF_TOKENIZER_H
 
