@@ -375,7 +375,7 @@ static moeq_status write_shard(copier *c, int s, const char *staging, uint64_t *
 
 // ---- run ----
 
-static moeq_status check_complete(const moeq_artifact_toc *toc) {
+moeq_status moeq_export_check_complete(const moeq_artifact_toc *toc) {
     const size_t n = strlen(toc->path);
     if (strcmp(toc->info->status, "complete") != 0 || (n > 8 && !strcmp(toc->path + n - 8, ".partial")))
         return MOEQ_FAIL(
@@ -411,7 +411,7 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     char *staging = NULL;
     int staged = 0, created = 0;
     moeq_status st = moeq_artifact_scan(o.artifact, &toc); // everything that can be checked before writing
-    if (st == MOEQ_OK) st = check_complete(toc);
+    if (st == MOEQ_OK) st = moeq_export_check_complete(toc);
     if (st == MOEQ_OK) st = list_build(toc, &l);
     if (st == MOEQ_OK) st = plan_shards(&l, o.shard_size);
     if (st == MOEQ_OK) st = moeq_open_read(o.artifact, &c.fd);

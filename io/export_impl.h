@@ -36,4 +36,8 @@ moeq_status moeq_export_write_index(const moeq_export_list *l, const char *dir, 
 moeq_status moeq_export_write_config(const moeq_export_list *l, const char *dir, const char *moeq_version,
                                      uint64_t *bytes);
 
+// MOEQ_ERR_FORMAT naming the artifact when it is partial, or the first tensor recorded as failed (and how
+// many): an export needs every tensor (also `moeq export --format gguf`).
+moeq_status moeq_export_check_complete(const moeq_artifact_toc *toc);
+
 #endif

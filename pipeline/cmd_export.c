@@ -1,13 +1,17 @@
-// cmd_export.c: `moeq export ARTIFACT OUT_DIR`: options and the summary; the export itself is io/export.c
-// (layout: docs/EXPORT.md). Single process, no MPI: export is I/O-bound and reads only the artifact.
+// cmd_export.c: `moeq export ARTIFACT OUT_DIR` and `moeq export --format gguf ARTIFACT OUT.gguf`: options and
+// the summary; the exports themselves are io/export.c and io/export_gguf.c (layout: docs/EXPORT.md). Single
+// process, no MPI: export is I/O-bound and reads only the artifact.
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "export.h"
+#include "export_gguf.h"
 
 typedef struct {
     moeq_export_opts o;
+    moeq_export_gguf_opts g;
+    int gguf; // --format gguf
 } x_ctx;
 
 // "50000000000", "50GB", "512MB", "64MiB", "1.5GiB": decimal (kB, MB, GB, TB) or binary (KiB ... TiB) units.
@@ -59,9 +63,67 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         if (moeq_cli_int("export", "--progress", arg, 0, 86400, &v)) return 1;
         c->o.progress_s = (double)v;
         return 0;
+    case 'F':
+        if (strcmp(arg, "hf") && strcmp(arg, "gguf")) {
+            fprintf(stderr, "moeq export: --format takes hf or gguf, got '%s'\n", arg);
+            return 1;
+        }
+        c->gguf = !strcmp(arg, "gguf");
+        return 0;
+    case 'o':
+        if (strcmp(arg, "f32") && strcmp(arg, "auto")) {
+            fprintf(stderr, "moeq export: --outtype takes auto or f32, got '%s'\n", arg);
+            return 1;
+        }
+        c->g.outtype_f32 = !strcmp(arg, "f32");
+        return 0;
+    case 'L':
+        c->g.lora = arg;
+        return 0;
+    case 'N':
+        c->g.no_compensators = 1;
+        return 0;
+    case 'T':
+        c->g.tokenizer = arg;
+        return 0;
+    case 'G':
+        c->g.tokenizer_from = arg;
+        return 0;
+    case 'n':
+        c->g.name = arg;
+        return 0;
     default:
         return 1;
     }
+}
+
+static int run_gguf(x_ctx *c, const char *artifact, const char *out, int quiet) {
+    c->g.artifact = artifact;
+    c->g.out = out;
+    c->g.shard_size = c->o.shard_size; // 0: one file
+    c->g.force = c->o.force;
+    c->g.progress_s = quiet ? 0 : c->o.progress_s;
+    moeq_export_gguf_stats s;
+    moeq_status st = moeq_export_gguf_run(&c->g, &s);
+    if (st != MOEQ_OK) return moeq_cli_fail("export", st);
+    char b1[32], types[512] = "";
+    moeq_cli_human_bytes(s.file_bytes, b1, sizeof b1);
+    for (int t = 0; t < 64; t++)
+        if (s.n_by_type[t]) {
+            char one[96], hb[32];
+            moeq_cli_human_bytes(s.bytes_by_type[t], hb, sizeof hb);
+            snprintf(one, sizeof one, "%s%s %d (%s)", types[0] ? ", " : "", moeq_ggml_type_name((uint32_t)t),
+                     s.n_by_type[t], hb);
+            if (strlen(types) + strlen(one) < sizeof types) strcat(types, one);
+        }
+    printf("moeq export: %s: %d GGUF tensors from %d artifact tensors (%d without a llama.cpp counterpart "
+           "skipped) in %d file(s), %s, %.3f bits per weight; %s; file type %d%s%s; %.2f s, every "
+           "checksum verified\n",
+           out, s.n_tensors, s.n_source, s.n_skipped, s.n_files, b1,
+           s.n_weights ? 8.0 * (double)s.tensor_bytes / (double)s.n_weights : 0.0, types, s.file_type,
+           s.has_tokenizer ? "" : ", NO tokenizer", c->g.no_compensators ? ", MiLo compensators dropped" : "",
+           s.seconds);
+    return MOEQ_EXIT_OK;
 }
 
 static int run(int argc, char **argv) {
@@ -69,6 +131,13 @@ static int run(int argc, char **argv) {
         {"shard-size", required_argument, NULL, 's'},
         {"force", no_argument, NULL, 'f'},
         {"progress", required_argument, NULL, 'p'},
+        {"format", required_argument, NULL, 'F'},
+        {"outtype", required_argument, NULL, 'o'},
+        {"lora", required_argument, NULL, 'L'},
+        {"no-compensators", no_argument, NULL, 'N'},
+        {"tokenizer", required_argument, NULL, 'T'},
+        {"tokenizer-from", required_argument, NULL, 'G'},
+        {"name", required_argument, NULL, 'n'},
         {0, 0, 0, 0},
     };
     x_ctx c = {.o = {.progress_s = 5, .moeq_version = MOEQ_VERSION " (" MOEQ_GIT_HASH ")"}};
@@ -76,6 +145,14 @@ static int run(int argc, char **argv) {
     int r = moeq_cli_parse(&moeq_cmd_export, argc, argv, "s:fp:", longopts, on_opt, &c, &common);
     if (r == 1) return MOEQ_EXIT_OK;
     if (r) return MOEQ_EXIT_USAGE;
+    if (!c.gguf && (c.g.outtype_f32 || c.g.lora || c.g.no_compensators || c.g.tokenizer ||
+                    c.g.tokenizer_from || c.g.name)) {
+        fprintf(stderr,
+                "moeq export: --outtype, --lora, --no-compensators, --tokenizer, --tokenizer-from and "
+                "--name apply to --format gguf\n---> HINT: moeq export --help\n");
+        return MOEQ_EXIT_USAGE;
+    }
+    if (c.gguf && optind == argc - 2) return run_gguf(&c, argv[optind], argv[optind + 1], common.quiet);
     if (optind != argc - 2) {
         fprintf(
             stderr,
@@ -101,9 +178,12 @@ static int run(int argc, char **argv) {
 
 const moeq_command moeq_cmd_export = {
     .name = "export",
-    .summary = "write an artifact as a HuggingFace-style sharded safetensors checkpoint",
+    .summary = "write an artifact as HuggingFace-style safetensors, or as GGUF for llama.cpp",
     .usage =
-        "moeq export [--shard-size BYTES] [--force] [--progress SECONDS] ARTIFACT.h5 OUT_DIR\n\n"
+        "moeq export [--shard-size BYTES] [--force] [--progress SECONDS] ARTIFACT.h5 OUT_DIR\n"
+        "moeq export --format gguf [--outtype auto|f32] [--no-compensators] [--tokenizer FILE |\n"
+        "            --tokenizer-from F.gguf] [--name NAME] [--shard-size BYTES] [--force] ARTIFACT.h5 "
+        "OUT.gguf\n\n"
         "Writes the quantized model of a complete artifact into OUT_DIR as HuggingFace-style sharded\n"
         "safetensors (layout, names and the dequantization formula: docs/EXPORT.md):\n"
         "  <module>.qweight (U8 packed codes), <module>.scales, <module>.zeros (F16), and for MiLo\n"
@@ -124,10 +204,28 @@ const moeq_command moeq_cmd_export = {
         "  -f, --force              write into a non-empty OUT_DIR: files of the same names are replaced,\n"
         "                           shards of an earlier export removed, other files kept\n"
         "  -p, --progress S         progress line on stderr every S seconds (default 5; 0 = none)\n\n"
+        "GGUF (--format gguf; docs/EXPORT.md \"GGUF\"): a file llama.cpp runs. Tensors in a llama.cpp block\n"
+        "type (q4_0 .. q8_0, q2_K .. q6_K, iq4_nl, iq4_xs) are written byte for byte; the routed experts of "
+        "a\n"
+        "layer and projection as one tensor blk.L.ffn_{gate,up,down}_exps [C, R, E]; tensors stored as they\n"
+        "came keep BF16/F16/F32 (FP8 -> BF16), 1-D tensors, norms and routers F32 (as "
+        "convert_hf_to_gguf.py).\n"
+        "Refused (exit 3, tensors named): moeq's grouped HQQ/RTN formats, experts of one stack in different\n"
+        "formats, MiLo compensators (unless --no-compensators).\n"
+        "  -F, --format hf|gguf     output format (default hf)\n"
+        "      --outtype auto|f32   gguf: f32 writes every tensor not in a block type as F32 (default auto)\n"
+        "      --no-compensators    gguf: export the quantized base of MiLo-compensated tensors alone\n"
+        "      --lora FILE          gguf: the compensators as a LoRA adapter (not implemented yet)\n"
+        "      --tokenizer FILE     gguf: tokenizer.json to convert (default: the recorded source dir's)\n"
+        "      --tokenizer-from F   gguf: copy the tokenizer.* keys of another GGUF of the model\n"
+        "      --name NAME          gguf: general.name (default: the source directory's name)\n"
+        "  With gguf, --shard-size splits into OUT-00001-of-0000N.gguf (llama.cpp's gguf-split naming;\n"
+        "  default: one file) and --force replaces existing files.\n\n"
         "Exit codes: 0 ok; 3 incomplete, failed-tensor, corrupted or truncated artifact (tensor named);\n"
         "4 I/O error; 7 OUT_DIR not empty (use --force).\n\n"
         "Example:\n"
         "  moeq export out/tiny.h5 out/tiny-hf --shard-size 2MB\n"
+        "  moeq export --format gguf out/tiny-q4k.h5 out/tiny-q4k.gguf\n"
         "  moeq export /scratch/kimi-k2-milo3.h5 /scratch/kimi-k2-milo3-hf     # 50 GB shards",
     .run = run,
 };
