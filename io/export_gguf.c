@@ -442,7 +442,9 @@ static moeq_status write_source(wctx *c, const gitem *g, int ti) {
     int64_t panel = g->perm_heads ? R / g->perm_heads : B ? B : (int64_t)(c->chunk / (in_row ? in_row : 1));
     if (panel < 1) panel = 1;
     if (!g->perm_heads && B && panel < B) panel = B;
-    moeq_status st = grow((void **)&c->in, &c->in_cap, (size_t)panel * in_row, "export panel");
+    // in: the source rows, and the q/k permutation's destination when they were converted (rows of out_row)
+    moeq_status st = grow((void **)&c->in, &c->in_cap, (size_t)panel * (in_row > out_row ? in_row : out_row),
+                          "export panel");
     if (st == MOEQ_OK) st = grow((void **)&c->out, &c->out_cap, (size_t)panel * out_row, "export panel");
     if (st == MOEQ_OK && !same)
         st = grow((void **)&c->f, &c->f_cap, (size_t)panel * (size_t)C * sizeof(float), "export panel");
