@@ -1,2 +1,6 @@
 moeq_add_script_test(test_eval_e2e ${CMAKE_CURRENT_SOURCE_DIR}/test_eval_e2e.sh LABELS "e2e;mpi" TIMEOUT 600)
 moeq_add_script_test(test_numerics_e2e ${CMAKE_CURRENT_SOURCE_DIR}/test_numerics_e2e.sh LABELS "e2e;mpi" TIMEOUT 300)
+# llama.cpp itself (llama-cpp-python in build-venv/, tests/python/llama_eval.py) runs moeq's GGUF exports:
+# logits and perplexity against moeq eval's; exit 77 (skipped) only when llama_cpp is not importable
+moeq_add_script_test(test_gguf_llama_e2e ${CMAKE_CURRENT_SOURCE_DIR}/test_gguf_llama_e2e.sh LABELS "e2e;mpi" TIMEOUT 600)
+set_tests_properties(test_gguf_llama_e2e PROPERTIES SKIP_RETURN_CODE 77)

@@ -110,7 +110,11 @@ tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 head -c 2048 "$tiny/val.txt" >"$tmp/short.txt"
 for arch in qwen2_moe qwen3_moe deepseek_v3; do
     ck="$tmp/$arch"
-    "$MOEQ" synth -q --arch "$arch" --layers 2 --hidden 256 --intermediate 256 --experts 4 --top-k 2 --vocab 65 \
+    # deepseek_v3: 16 experts, so that synth's n_group (8) is below the expert count, as llama.cpp requires
+    # (it aborts on a file whose expert_group_count is not: GGML_ASSERT in load_hparams)
+    e=8
+    [ "$arch" = deepseek_v3 ] && e=16
+    "$MOEQ" synth -q --arch "$arch" --layers 2 --hidden 256 --intermediate 128 --experts $e --top-k 2 --vocab 65 \
         "$ck" >/dev/null || fail "synth $arch"
     cp "$tiny/tokenizer.json" "$ck/" # the char vocabulary (65) as the tokenizer, for the export and for eval
     q "$ck" "$arch-q8" 'defaults: {method: none}\nrules:\n  - match: {class: routed_expert}\n    set: {method: rtn, format: q8_0}'

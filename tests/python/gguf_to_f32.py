@@ -20,6 +20,16 @@ from gguf.quants import dequantize
 FLOATS = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16)
 
 
+class Writer(gguf.GGUFWriter):
+    """GGUFWriter that also writes empty arrays (llama.cpp reads them; e.g. tokenizer.ggml.merges of a char
+    vocabulary), which the gguf package's writer refuses."""
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+        if vtype == gguf.GGUFValueType.ARRAY and len(val) == 0 and sub_type is not None:
+            return (self._pack("I", vtype) if add_vtype else b"") + self._pack("I", sub_type) + self._pack("Q", 0)
+        return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__.split("\n")[0])
@@ -30,12 +40,14 @@ def main():
         print(f"gguf_to_f32: {src}: {e}", file=sys.stderr)
         sys.exit(3)
     arch = r.fields[gguf.Keys.General.ARCHITECTURE].contents()
-    w = gguf.GGUFWriter(dst, arch)
+    w = Writer(dst, arch)
     for f in r.fields.values():
         if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
             continue  # written by GGUFWriter itself
         vt = f.types[0]
-        sub = f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None
+        # an array's element type from the file (parts: key length, key, type, element type, length, ...):
+        # f.types has none for an empty array
+        sub = gguf.GGUFValueType(int(f.parts[3][0])) if vt == gguf.GGUFValueType.ARRAY else None
         val = 0 if f.name == gguf.Keys.General.FILE_TYPE else f.contents()
         w.add_key_value(f.name, val, vt, sub_type=sub)
     n_deq = 0

@@ -7,7 +7,7 @@ moeq_cross_entropy_cpu), summed per window in position order, the window sums ad
 by the scored count n - windows.
 
 Numerics: the KV cache is F32 (llama.cpp's default is F16, which would round K and V), flash attention off,
-one decode call per window (n_batch = n_ubatch = window), a fixed thread count, the file read into memory
+one decode call per window (n_batch = n_ubatch = window), a fixed thread count (1 by default), the file read into memory
 (no mmap). What remains different from moeq's fp32 forward pass is the summation order of the matmuls, and,
 for quantized weights, that llama.cpp's CPU backend quantizes the activations (to q8_0 or q8_K) before the
 dot products with the weight blocks, where moeq dequantizes the weights to fp32.
@@ -68,7 +68,8 @@ def main():
     ap.add_argument("--tokens")
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=0, help="only the first N tokens (0: all)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads (default 1: its threads spin at barriers, which a loaded machine makes slow)")
     ap.add_argument("--dump-logits")
     ap.add_argument("--ref-logits")
     ap.add_argument("--logits-tol", type=float, default=1e-4,
@@ -104,16 +105,23 @@ def main():
         die(3, f"{a.tokens or a.text}: {n} token(s); perplexity needs at least 2")
 
     t0 = time.time()
-    global _quiet  # llama.cpp keeps the C pointer: the ctypes callback must outlive this call
-    _quiet = llama_cpp.llama_log_callback(lambda level, text, user: None)
-    llama_cpp.llama_log_set(_quiet, None)
+    log = []  # llama.cpp's log, shown only when it refuses the file
+
+    def keep(level, text, user):
+        log.append(text.decode("utf-8", "replace") if text else "")
+
+    global _log_cb  # llama.cpp keeps the C pointer: the ctypes callback must outlive this call
+    _log_cb = llama_cpp.llama_log_callback(keep)
+    llama_cpp.llama_log_set(_log_cb, None)
     try:
         llm = llama_cpp.Llama(model_path=a.model, lora_path=a.lora, n_ctx=a.window, n_batch=a.window,
                               n_ubatch=a.window, n_threads=a.threads, n_threads_batch=a.threads,
                               logits_all=True, use_mmap=False, flash_attn=False, type_k=0, type_v=0,
                               n_gpu_layers=0, verbose=False)
     except (ValueError, RuntimeError) as e:
-        die(3, f"{a.model}{' + ' + a.lora if a.lora else ''}: llama.cpp refused it: {e}")
+        tail = "".join(log).rstrip().split("\n")[-12:]
+        die(3, f"{a.model}{' + ' + a.lora if a.lora else ''}: llama.cpp refused it: {e}\n  llama.cpp: "
+               + "\n  llama.cpp: ".join(tail))
     V = llm.n_vocab()
     bad = [t for t in ids if t < 0 or t >= V]
     if bad:
