@@ -22,7 +22,9 @@
 #        types q4_0..q8_0 and q2_K..q6_K on the first 16384 characters of val.txt (docs/EXPORT.md lists the
 #        figures; 7e-6 and 3.0e-4 for the two mixed-type files here); asserted below 2e-3 on the first 8192
 #        characters, and at least 97% of the argmaxes agree (measured 98.99-99.38%).
-#  A truncated GGUF is refused by the harness with exit 3, naming the file and llama.cpp's reason.
+#  A truncated GGUF is refused by the harness with exit 3, naming the file and llama.cpp's reason. The
+#  harness's --lora applies a LoRA adapter GGUF (made here with the gguf package) as llama.cpp does: equal to
+#  the update merged into the weights (at every position within 1e-4; measured 1.2e-6).
 #  (c) synthetic qwen2_moe, qwen3_moe and deepseek_v3 checkpoints (`moeq synth`, q8_0 experts) export, load
 #      and run in llama.cpp with finite logits; qwen2_moe (moeq has its forward pass) unquantized in F32:
 #      logits and perplexity equal moeq eval's as in (a).
@@ -73,6 +75,48 @@ same() {
     echo "$what: logits $(jq -c '.logits | del(.ref)' "$j"), cross-entropy within $r"
 }
 
+# lora_check F32.GGUF TOKENIZER TEXT: the harness's --lora: an adapter (rank 4, alpha 8, gguf package) on
+# blk.1.attn_v gives the logits of the same update merged into the weights (W + alpha/rank B A), both run
+# by llama.cpp, and not the base model's
+lora_check() {
+    "$py" - "$1" "$tmp/lora.gguf" "$tmp/merged.gguf" "$MOEQ_SOURCE_DIR/tests/python" <<'PY' || fail "LoRA fixture"
+import sys
+import numpy as np
+import gguf
+src, adapter, merged, tools = sys.argv[1:5]
+sys.path.insert(0, tools)
+import gguf_to_f32
+name, rank, alpha = "blk.1.attn_v", 4, 8.0
+W = np.array({t.name: t for t in gguf.GGUFReader(src).tensors}[name + ".weight"].data)
+rng = np.random.default_rng(0)
+A = (rng.standard_normal((rank, W.shape[1])) * 0.05).astype(np.float32)  # lora_a: ne [in, rank]
+B = (rng.standard_normal((W.shape[0], rank)) * 0.05).astype(np.float32)  # lora_b: ne [rank, out]
+w = gguf.GGUFWriter(adapter, "llama")
+w.add_string("general.type", "adapter")
+w.add_string("adapter.type", "lora")
+w.add_float32("adapter.lora.alpha", alpha)
+w.add_tensor(name + ".weight.lora_a", A)
+w.add_tensor(name + ".weight.lora_b", B)
+w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+class Merged(gguf_to_f32.Writer):
+    def add_tensor(self, n, a, *args, **kw):
+        if n == name + ".weight":
+            a = (a.astype(np.float64) + alpha / rank * (B.astype(np.float64) @ A.astype(np.float64))).astype(np.float32)
+        return super().add_tensor(n, a, *args, **kw)
+gguf_to_f32.Writer = Merged
+sys.argv = ["gguf_to_f32", src, merged]
+gguf_to_f32.main()
+PY
+    ll "$tmp/merged.gguf" "$2" "$3" "$tmp/merged.json" --dump-logits "$tmp/merged.f32"
+    ll "$1" "$2" "$3" "$tmp/lora.json" --lora "$tmp/lora.gguf" --ref-logits "$tmp/merged.f32"
+    jq -e '.logits.positions_over_tol == 0' "$tmp/lora.json" >/dev/null ||
+        fail "base + LoRA adapter in llama.cpp differs from the merged weights: $(jq -c .logits "$tmp/lora.json")"
+    ll "$1" "$2" "$3" "$tmp/base.json"
+    jq -e -n --slurpfile a "$tmp/lora.json" --slurpfile b "$tmp/base.json" \
+        '($a[0].ce_nats - $b[0].ce_nats | fabs) > 1e-4' >/dev/null || fail "the LoRA adapter changed nothing"
+    echo "LoRA through llama_eval.py --lora: $(jq -c '.logits | {max_rel_diff, argmax_agree}' "$tmp/lora.json"), cross-entropy $(jq .ce_nats "$tmp/base.json") -> $(jq .ce_nats "$tmp/lora.json")"
+}
+
 for m in mixtral-tiny mixtral-mini; do
     model="$MOEQ_SHARED_DIR/models/$m"
     tok="$model/tokenizer.json"
@@ -91,6 +135,7 @@ for m in mixtral-tiny mixtral-mini; do
         set -e
         [ $rc -eq 3 ] && grep -q "cut.gguf: llama.cpp refused it" "$tmp/err" ||
             { cat "$tmp/err"; fail "a truncated GGUF: exit 3 naming it expected (rc $rc)"; }
+        lora_check "$tmp/$m-none.gguf" "$tok" "$tmp/$m.txt"
     fi
 
     # ---- (b) quantized: several block types in one file (attention, each expert projection) ----
