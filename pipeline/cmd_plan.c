@@ -203,7 +203,9 @@ static void gguf_runs(const plan_run *x, gguf_run_fn fn, void *ctx) {
             for (int l = 0; l < L; l++) type[l] = -2, cnt[l] = 0;
             for (int i = 0; i < p->n_tensors; i++) {
                 const moeq_tensor_info *t = &c->t[p->t[i].cat];
-                if ((int)t->c.cls != cls || (int)t->c.proj != pr || t->c.layer + 1 >= L) continue;
+                if ((int)t->c.cls != cls || (int)t->c.proj != pr || t->c.layer + 1 >= L ||
+                    !moeq_gguf_in_file(c, t))
+                    continue;
                 const int l = t->c.layer + 1, g = moeq_gguf_plan_type(c, &p->t[i]);
                 type[l] = type[l] == -2 || type[l] == g ? g : -1;
                 cnt[l]++, any = 1;

@@ -65,6 +65,10 @@ int moeq_gguf_unservable(const moeq_qsettings *s, const moeq_tensor_info *t) {
 
 // ---- types and bytes in the file ----
 
+int moeq_gguf_in_file(const moeq_catalog *c, const moeq_tensor_info *t) {
+    return t->c.cls != MOEQ_TC_FP8_SCALE && !(t->c.layer >= c->cfg.n_layers);
+}
+
 int moeq_gguf_plan_type(const moeq_catalog *c, const moeq_plan_tensor *pt) {
     const moeq_tensor_info *t = &c->t[pt->cat];
     if (pt->q.method != MOEQ_METHOD_NONE) return moeq_qtype_ggml_id(moeq_qsettings_qtype(&pt->q));
@@ -117,7 +121,7 @@ void moeq_gguf_plan_estimate(const moeq_catalog *c, const moeq_plan *p, moeq_ggu
     for (int i = 0; i < p->n_tensors; i++) {
         const moeq_plan_tensor *pt = &p->t[i];
         const moeq_tensor_info *t = &c->t[pt->cat];
-        if (t->c.cls == MOEQ_TC_FP8_SCALE) continue; // FP8 weights are written BF16, their scales consumed
+        if (!moeq_gguf_in_file(c, t)) continue; // FP8 scales consumed (BF16 weights), MTP layers dropped
         const uint64_t b = moeq_gguf_plan_bytes(c, pt);
         raw += b;
         e->params += t->numel;
@@ -188,7 +192,10 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
     // 1. moeq's grouped formats
     int cnt = 0, f0 = -1;
     for (int i = 0; i < n; i++)
-        if ((hit[i] = (unsigned char)moeq_gguf_unservable(&p->t[i].q, &c->t[p->t[i].cat])) && !cnt++) f0 = i;
+        if ((hit[i] = (unsigned char)(moeq_gguf_in_file(c, &c->t[p->t[i].cat]) &&
+                                      moeq_gguf_unservable(&p->t[i].q, &c->t[p->t[i].cat]))) &&
+            !cnt++)
+            f0 = i;
     if (cnt) {
         const moeq_plan_tensor *pt = &p->t[f0];
         st =
@@ -201,21 +208,32 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
                       moeq_method_name(pt->q.method), first_names(c, p, hit, names, sizeof names),
                       decider(r, pt, by, sizeof by));
     }
-    // 2. a quantized router
+    // 2. a quantized router; a quantized MLA kv_b_proj
     for (int i = 0; st == MOEQ_OK && i < n; i++) {
         const moeq_plan_tensor *pt = &p->t[i];
-        if (c->t[pt->cat].c.cls == MOEQ_TC_ROUTER && pt->q.method != MOEQ_METHOD_NONE)
+        const moeq_tensor_info *t = &c->t[pt->cat];
+        if (pt->q.method == MOEQ_METHOD_NONE || !moeq_gguf_in_file(c, t)) continue;
+        if (t->c.cls == MOEQ_TC_ROUTER)
             st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                            "%s: target gguf: the router %s is quantized (decided by %s), but llama.cpp's "
                            "ffn_gate_inp stays F32 (convert_hf_to_gguf writes it F32, llama-quantize never "
                            "quantizes it)\n---> HINT: no rule for class router under this target",
-                           r->path, c->t[pt->cat].name, decider(r, pt, by, sizeof by));
+                           r->path, t->name, decider(r, pt, by, sizeof by));
+        else if (t->c.cls == MOEQ_TC_ATTENTION && t->c.proj == MOEQ_PROJ_KV_B)
+            st = MOEQ_FAIL(
+                MOEQ_ERR_UNSUPPORTED,
+                "%s: target gguf: the MLA kv_b_proj %s is quantized (decided by %s), but llama.cpp's "
+                "deepseek2 loads it split per head with the k rows transposed (attn_k_b, attn_v_b), "
+                "which moves weights across the quantization blocks\n---> HINT: a rule {class: "
+                "attention, proj: kv_b} -> {method: none} (it is small)",
+                r->path, t->name, decider(r, pt, by, sizeof by));
     }
     // 3. compensators on routed experts
     cnt = 0, f0 = -1;
     for (int i = 0; st == MOEQ_OK && i < n; i++) {
         const moeq_plan_tensor *pt = &p->t[i];
-        hit[i] = c->t[pt->cat].c.cls == MOEQ_TC_ROUTED_EXPERT && moeq_qsettings_rank(&pt->q) > 0;
+        hit[i] = c->t[pt->cat].c.cls == MOEQ_TC_ROUTED_EXPERT && moeq_qsettings_rank(&pt->q) > 0 &&
+                 moeq_gguf_in_file(c, &c->t[pt->cat]);
         if (hit[i] && !cnt++) f0 = i;
     }
     if (st == MOEQ_OK && cnt)
@@ -233,7 +251,7 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
     for (int i = 0; st == MOEQ_OK && i < n; i++) {
         const moeq_tensor_info *t = &c->t[p->t[i].cat];
         const int s = stack_slot(c, t);
-        if (s < 0) continue;
+        if (s < 0 || !moeq_gguf_in_file(c, t)) continue;
         if (first[s] < 0) {
             first[s] = i;
             continue;

@@ -10,7 +10,11 @@
 //   - a compensator (MiLo rank > 0) on a routed expert: llama.cpp's LoRA applies to 2-D weights, not to the
 //     stacked expert tensors (rank > 0 on attention, shared experts and dense MLPs is allowed: a LoRA
 //     adapter);
-//   - routed experts of one (layer, projection) in different types: they are one stacked tensor in GGUF.
+//   - routed experts of one (layer, projection) in different types: they are one stacked tensor in GGUF;
+//   - a quantized MLA kv_b_proj (DeepSeek): llama.cpp loads it split per head with the k rows transposed
+//     (attn_k_b), which moves weights across quantization blocks.
+// Tensors the export drops (DeepSeek's MTP layers, layer >= num_hidden_layers: convert_hf_to_gguf drops them
+// too) are neither checked nor counted.
 // Adapted (the plan records it, `moeq plan` warns): a row length (input dimension C) that is not a multiple
 // of the type's block takes llama-quantize's fallback (moeq_gguf_fallback). Policies and the budget solver
 // choose per (layer, projection) of routed experts under this target (policy.c).
@@ -36,6 +40,9 @@ int moeq_gguf_fallback(int qt, int64_t C);
 // writes) where method search has no searcher for it; method none (stored as it came) for "F16". Returns the
 // format asked when s changed, else 0.
 int moeq_gguf_fit_format(moeq_qsettings *s, const moeq_tensor_info *t);
+
+// 1 when t goes into the GGUF file: not an FP8 scale (consumed), not in an MTP layer (dropped).
+int moeq_gguf_in_file(const moeq_catalog *c, const moeq_tensor_info *t);
 
 // 1 when s quantizes t into a format a GGUF file cannot hold (moeq's grouped formats).
 int moeq_gguf_unservable(const moeq_qsettings *s, const moeq_tensor_info *t);

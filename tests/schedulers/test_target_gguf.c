@@ -366,11 +366,39 @@ static void test_budget_per_stack(void **state) {
     moeq_catalog_close(&c);
 }
 
+// DeepSeek-R1 from metadata: a quantized MLA kv_b_proj is refused; the MTP layer (61) is not in the file
+static void test_deepseek(void **state) {
+    (void)state;
+    moeq_catalog *c = NULL;
+    assert_status(moeq_catalog_open(moeq_test_real_metadata_dir("deepseek-r1"), &c), MOEQ_OK, NULL);
+    const char *y = "version: 1\ntarget: gguf\ndefaults: {method: search, format: q3_K}\nrules:\n"
+                    "  - match: {class: attention}\n    set: {format: q4_K}\n";
+    moeq_plan *p =
+        plan(c, y, NULL, MOEQ_ERR_UNSUPPORTED,
+             "the MLA kv_b_proj model.layers.0.self_attn.kv_b_proj.weight is quantized (decided by rule 1");
+    char yaml[512];
+    snprintf(yaml, sizeof yaml, "%s  - match: {class: attention, proj: kv_b}\n    set: {method: none}\n", y);
+    p = plan(c, yaml, NULL, MOEQ_OK, NULL);
+    moeq_gguf_estimate e;
+    moeq_gguf_plan_estimate(c, p, &e);
+    assert_int_equal(e.n_stacks, 58 * 3); // MoE layers 3-60; the MTP layer 61's experts are dropped
+    int64_t mtp = 0, all = 0;
+    for (int i = 0; i < p->n_tensors; i++) {
+        const moeq_tensor_info *t = &c->t[p->t[i].cat];
+        if (t->c.cls == MOEQ_TC_FP8_SCALE) continue;
+        all += t->numel;
+        if (t->c.layer == 61) mtp += t->numel;
+    }
+    assert_true(mtp > 0 && e.params == all - mtp);
+    moeq_plan_free(&p);
+    moeq_catalog_close(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fallback_table),   cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fallbacks),        cmocka_unit_test(test_outlier_per_stack),
-        cmocka_unit_test(test_budget_per_stack),
+        cmocka_unit_test(test_budget_per_stack), cmocka_unit_test(test_deepseek),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
