@@ -472,29 +472,25 @@ static int run(int argc, char **argv) {
 const moeq_command moeq_cmd_plan = {
     .name = "plan",
     .summary = "show the plan (units, bytes, bits/weight, time and memory per rank) without running it",
-    .usage =
-        "moeq plan --model DIR [--recipe FILE] [--ranks N] [--json] [--tensors] [--explain NAME] "
-        "[--dry-run]\n\n"
-        "Builds the same plan `moeq quantize` would (units by expert, resolved settings, output sizes) and\n"
-        "(recipes with data-dependent policies: after the analyze phase, which reads the weights; run it "
-        "under\n"
-        "mpirun to split that work)\n"
-        "estimates the run for N ranks with the cost model (LPT makespan). Nothing is written. Works on\n"
-        "metadata-only directories, so a DeepSeek-R1 or Kimi-K2 run can be planned without the weights.\n"
-        "A recipe with `target: gguf` also gets the GGUF file's types per class and (layer, proj), the\n"
-        "row fallbacks, its size and bits per weight (JSON: \"gguf\"; configs/README.md).\n\n"
-        "Options:\n"
-        "  -m, --model DIR       checkpoint or metadata directory (also accepted as the operand)\n"
-        "  -r, --recipe FILE     YAML recipe (default: built-in HQQ 4-bit g64)\n"
-        "  -n, --ranks N         ranks to estimate for (default 1)\n"
-        "  -c, --cost-model M    cpu-core (default) or h100\n"
-        "  -t, --tensors         list every stored tensor with its setting, bits/weight and bytes\n"
-        "  -e, --explain NAME    which recipe rule decided the setting of tensor NAME\n"
-        "  -j, --json            JSON on stdout\n"
-        "  -d, --dry-run         accepted for symmetry with quantize; plan never writes\n\n"
-        "Example:\n"
-        "  moeq plan --model ../shared/fixtures/real-metadata/deepseek-r1 --recipe "
-        "configs/deepseek-v3-milo3.yaml --ranks 64",
+    .usage = "moeq plan --model DIR [--recipe FILE] [--ranks N] [--json] [--tensors] [--explain NAME] [--dry-run]\n\n"
+             "Builds the same plan `moeq quantize` would (units by expert, resolved settings, output sizes) and\n"
+             "(recipes with data-dependent policies: after the analyze phase, which reads the weights; run it under\n"
+             "mpirun to split that work)\n"
+             "estimates the run for N ranks with the cost model (LPT makespan). Nothing is written. Works on\n"
+             "metadata-only directories, so a DeepSeek-R1 or Kimi-K2 run can be planned without the weights.\n"
+             "A recipe with `target: gguf` also gets the GGUF file's types per class and (layer, proj), the\n"
+             "row fallbacks, its size and bits per weight (JSON: \"gguf\"; configs/README.md).\n\n"
+             "Options:\n"
+             "  -m, --model DIR       checkpoint or metadata directory (also accepted as the operand)\n"
+             "  -r, --recipe FILE     YAML recipe (default: built-in HQQ 4-bit g64)\n"
+             "  -n, --ranks N         ranks to estimate for (default 1)\n"
+             "  -c, --cost-model M    cpu-core (default) or h100\n"
+             "  -t, --tensors         list every stored tensor with its setting, bits/weight and bytes\n"
+             "  -e, --explain NAME    which recipe rule decided the setting of tensor NAME\n"
+             "  -j, --json            JSON on stdout\n"
+             "  -d, --dry-run         accepted for symmetry with quantize; plan never writes\n\n"
+             "Example:\n"
+             "  moeq plan --model ../shared/fixtures/real-metadata/deepseek-r1 --recipe configs/deepseek-v3-milo3.yaml --ranks 64",
     .run = run,
     .recipe_help = 1,
 };
