@@ -99,6 +99,12 @@ static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan 
         printf("  rank: %d asked, which exceeds min(%lld, %lld): %d used (a compensator is capped by its "
                "matrix)\n",
                pt->rank_asked, (long long)pt->R, (long long)pt->C, pt->q.rank);
+    if (pt->format_asked)
+        printf("  format: %s asked, whose blocks of %d do not divide the input dimension %lld: %s used "
+               "(llama-quantize's fallback under target gguf)\n",
+               moeq_qtype_name(pt->format_asked), moeq_qtype_get(pt->format_asked)->block, (long long)pt->C,
+               pt->q.method == MOEQ_METHOD_NONE ? "no quantization (F16: stored as it came)"
+                                                : moeq_qtype_name(moeq_qsettings_qtype(&pt->q)));
     if (pt->group_asked)
         printf("  group: %d asked, which does not divide the input dimension %lld: %d used (the largest "
                "group from 8 "
@@ -177,6 +183,140 @@ static moeq_status plan_estimate(plan_run *x) {
     return st;
 }
 
+// ---- target gguf: what the file will contain ----
+
+// Calls fn(ctx, class, proj, layer_lo, layer_hi, type, n) for each run of consecutive layers in which the
+// stored tensors of one (class, proj) have one GGUF type (-1 for mixed types in a layer: the check refuses
+// those), in class order, then projection, then layer, then the model-level ones (layers -1); n: tensors.
+typedef void (*gguf_run_fn)(void *ctx, moeq_tclass cls, moeq_proj proj, int lo, int hi, int type, int n);
+
+static void gguf_runs(const plan_run *x, gguf_run_fn fn, void *ctx) {
+    const moeq_catalog *c = x->c;
+    const moeq_plan *p = x->p;
+    const int L = moeq_config_n_layers_total(&c->cfg) + 1; // slot 0: model-level tensors
+    int *type = MOEQ_MALLOC(sizeof(int) * (size_t)L, "gguf runs"),
+        *cnt = MOEQ_MALLOC(sizeof(int) * (size_t)L, "gguf runs");
+    for (int cls = 0; type && cnt && cls < MOEQ_TC_COUNT; cls++) {
+        if (cls == MOEQ_TC_FP8_SCALE) continue;
+        for (int pr = 0; pr < MOEQ_PROJ_COUNT; pr++) {
+            int any = 0;
+            for (int l = 0; l < L; l++) type[l] = -2, cnt[l] = 0;
+            for (int i = 0; i < p->n_tensors; i++) {
+                const moeq_tensor_info *t = &c->t[p->t[i].cat];
+                if ((int)t->c.cls != cls || (int)t->c.proj != pr || t->c.layer + 1 >= L ||
+                    !moeq_gguf_in_file(c, t))
+                    continue;
+                const int l = t->c.layer + 1, g = moeq_gguf_plan_type(c, &p->t[i]);
+                type[l] = type[l] == -2 || type[l] == g ? g : -1;
+                cnt[l]++, any = 1;
+            }
+            for (int l = 1; any && l < L;) {
+                if (type[l] == -2) {
+                    l++;
+                    continue;
+                }
+                int h = l, n = cnt[l];
+                while (h + 1 < L && type[h + 1] == type[l]) n += cnt[++h];
+                fn(ctx, (moeq_tclass)cls, (moeq_proj)pr, l - 1, h - 1, type[l], n);
+                l = h + 1;
+            }
+            if (any && type[0] != -2) fn(ctx, (moeq_tclass)cls, (moeq_proj)pr, -1, -1, type[0], cnt[0]);
+        }
+    }
+    moeq_free(&type), moeq_free(&cnt);
+}
+
+typedef struct {
+    char line[1024];
+    size_t n;
+    int cls, proj;
+    json_t *arr;
+} gguf_print_ctx;
+
+static void gguf_flush(gguf_print_ctx *g) {
+    if (g->n) printf("                  %s\n", g->line);
+    g->n = 0;
+}
+
+static void gguf_run_text(void *ctx, moeq_tclass cls, moeq_proj proj, int lo, int hi, int type, int n) {
+    gguf_print_ctx *g = ctx;
+    (void)n;
+    if ((int)cls != g->cls || (int)proj != g->proj) {
+        gguf_flush(g);
+        g->cls = (int)cls, g->proj = (int)proj;
+        g->n = (size_t)snprintf(g->line, sizeof g->line, "%s%s%s:", moeq_tclass_name(cls), proj ? " " : "",
+                                proj ? moeq_proj_name(proj) : "");
+    }
+    if (g->n >= sizeof g->line) return;
+    const char *sep = g->line[g->n - 1] == ':' ? " " : ", ";
+    if (lo < 0)
+        g->n += (size_t)snprintf(g->line + g->n, sizeof g->line - g->n, "%s%s%s", sep,
+                                 moeq_gguf_type_name(type), *sep == ',' ? " (model-level)" : "");
+    else if (lo == hi)
+        g->n += (size_t)snprintf(g->line + g->n, sizeof g->line - g->n, "%s%s (layer %d)", sep,
+                                 moeq_gguf_type_name(type), lo);
+    else
+        g->n += (size_t)snprintf(g->line + g->n, sizeof g->line - g->n, "%s%s (layers %d-%d)", sep,
+                                 moeq_gguf_type_name(type), lo, hi);
+    if (g->n >= sizeof g->line) g->n = sizeof g->line - 1;
+}
+
+static void gguf_run_json(void *ctx, moeq_tclass cls, moeq_proj proj, int lo, int hi, int type, int n) {
+    gguf_print_ctx *g = ctx;
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:s,s:i}", "class", moeq_tclass_name(cls), "proj",
+                          proj ? moeq_proj_name(proj) : "", "layer_first", lo, "layer_last", hi, "type",
+                          moeq_gguf_type_name(type), "tensors", n);
+    json_array_append_new(g->arr, o);
+}
+
+static void print_gguf(const plan_run *x) {
+    moeq_gguf_estimate e;
+    moeq_gguf_plan_estimate(x->c, x->p, &e);
+    char a[32], b[32], h[32];
+    fmt_bytes((double)e.file_bytes, a, sizeof a);
+    fmt_bytes((double)e.tensor_bytes, b, sizeof b);
+    fmt_bytes((double)e.header_bytes, h, sizeof h);
+    printf(
+        "gguf file       %s (%llu bytes): %d tensors (%d stacks of routed experts), %s of tensor data + ~%s "
+        "header (estimated); %.4f bits/weight over %lld weights\n",
+        a, (unsigned long long)e.file_bytes, e.n_tensors, e.n_stacks, b, h, e.bits_per_weight,
+        (long long)e.params);
+    printf("gguf fallbacks  %d tensor%s in llama-quantize's fallback type (rows not a multiple of the "
+           "block)%s\n",
+           e.n_fallbacks, e.n_fallbacks == 1 ? "" : "s", e.n_fallbacks ? ": see the warning" : "");
+    if (e.n_lora)
+        printf(
+            "gguf lora       %d tensor%s with a compensator: exported as a LoRA adapter (another file, not "
+            "counted above)\n",
+            e.n_lora, e.n_lora == 1 ? "" : "s");
+    printf("gguf types      by class and projection, over layers:\n");
+    gguf_print_ctx g = {.cls = -1, .proj = -1};
+    gguf_runs(x, gguf_run_text, &g);
+    gguf_flush(&g);
+}
+
+static json_t *gguf_json(const plan_run *x) {
+    moeq_gguf_estimate e;
+    moeq_gguf_plan_estimate(x->c, x->p, &e);
+    gguf_print_ctx g = {.arr = json_array()};
+    gguf_runs(x, gguf_run_json, &g);
+    json_t *fbs = json_array(); // one entry per tensor in a fallback type
+    for (int i = 0; i < x->p->n_tensors; i++) {
+        const moeq_plan_tensor *pt = &x->p->t[i];
+        if (pt->format_asked)
+            json_array_append_new(fbs, json_pack("{s:s,s:s,s:I,s:s,s:s}", "name", x->c->t[pt->cat].name,
+                                                 "class", moeq_tclass_name(x->c->t[pt->cat].c.cls), "cols",
+                                                 (json_int_t)pt->C, "type_asked",
+                                                 moeq_qtype_name(pt->format_asked), "type",
+                                                 moeq_gguf_type_name(moeq_gguf_plan_type(x->c, pt))));
+    }
+    return json_pack("{s:I,s:I,s:I,s:i,s:i,s:I,s:f,s:i,s:o,s:o}", "file_bytes", (json_int_t)e.file_bytes,
+                     "tensor_bytes", (json_int_t)e.tensor_bytes, "header_bytes_est",
+                     (json_int_t)e.header_bytes, "tensors", e.n_tensors, "stacks", e.n_stacks, "params",
+                     (json_int_t)e.params, "bits_per_weight", e.bits_per_weight, "lora_tensors", e.n_lora,
+                     "types", g.arr, "fallbacks", fbs);
+}
+
 static void print_json(const plan_run *x) {
     const moeq_plan *p = x->p;
     const moeq_catalog *c = x->c;
@@ -211,6 +351,9 @@ static void print_json(const plan_run *x) {
                                                   (json_int_t)p->t[i].R, "cols", (json_int_t)p->t[i].C,
                                                   "rank_asked", p->t[i].rank_asked, "rank", p->t[i].q.rank));
     json_object_set_new(root, "rank_caps", caps);
+    json_object_set_new(root, "target",
+                        x->rec->target == MOEQ_TARGET_GGUF ? json_string("gguf") : json_null());
+    if (x->rec->target == MOEQ_TARGET_GGUF) json_object_set_new(root, "gguf", gguf_json(x));
     if (x->o.tensors) {
         json_t *arr = json_array();
         for (int i = 0; i < p->n_tensors; i++) {
@@ -277,12 +420,17 @@ static void print_text(const plan_run *x) {
     char fb[4096];
     const int n_fb = moeq_plan_group_fallbacks(p, c, fb, sizeof fb);
     if (n_fb) {
-        printf("warning         %d setting%s adapted to this model's shapes (a group that does not divide the "
-               "input dimension: the largest that does; a rank above min(rows, cols): that minimum):\n",
-               n_fb, n_fb == 1 ? "" : "s");
+        printf(
+            "warning         %d setting%s adapted to this model's shapes (a group that does not divide the "
+            "input dimension: the largest that does; a rank above min(rows, cols): that minimum%s):\n",
+            n_fb, n_fb == 1 ? "" : "s",
+            x->rec->target == MOEQ_TARGET_GGUF ? "; target gguf: a block type whose block does not divide "
+                                                 "the rows: llama-quantize's fallback"
+                                               : "");
         for (char *line = strtok(fb, "\n"); line; line = strtok(NULL, "\n"))
             printf("                  %s\n", line);
     }
+    if (x->rec->target == MOEQ_TARGET_GGUF) print_gguf(x);
     if (x->o.tensors) print_tensors(x);
 }
 
@@ -329,7 +477,9 @@ const moeq_command moeq_cmd_plan = {
              "(recipes with data-dependent policies: after the analyze phase, which reads the weights; run it under\n"
              "mpirun to split that work)\n"
              "estimates the run for N ranks with the cost model (LPT makespan). Nothing is written. Works on\n"
-             "metadata-only directories, so a DeepSeek-R1 or Kimi-K2 run can be planned without the weights.\n\n"
+             "metadata-only directories, so a DeepSeek-R1 or Kimi-K2 run can be planned without the weights.\n"
+             "A recipe with `target: gguf` also gets the GGUF file's types per class and (layer, proj), the\n"
+             "row fallbacks, its size and bits per weight (JSON: \"gguf\"; configs/README.md).\n\n"
              "Options:\n"
              "  -m, --model DIR       checkpoint or metadata directory (also accepted as the operand)\n"
              "  -r, --recipe FILE     YAML recipe (default: built-in HQQ 4-bit g64)\n"

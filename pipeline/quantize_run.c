@@ -487,11 +487,12 @@ static int qrun_open_plan(run_state *s) {
     if (s->rank == 0 && moeq_plan_group_fallbacks(p, s->cat, fb, sizeof fb)) {
         const size_t n = strlen(fb);
         if (n && fb[n - 1] == '\n') fb[n - 1] = '\0'; // the log adds its own
-        MOEQ_LOG(MOEQ_LOG_WARN,
-                 "settings adapted to this model's shapes (a group that does not divide the input dimension: "
-                 "the largest that does; a rank above min(rows, cols): that minimum; `moeq plan --explain "
-                 "NAME`):\n%s",
-                 fb);
+        MOEQ_LOG(
+            MOEQ_LOG_WARN,
+            "settings adapted to this model's shapes (a group that does not divide the input dimension: "
+            "the largest that does; a rank above min(rows, cols): that minimum; target gguf: a type whose "
+            "block does not divide the rows: llama-quantize's fallback; `moeq plan --explain NAME`):\n%s",
+            fb);
     }
     return MOEQ_QRUN_NEXT;
 }
