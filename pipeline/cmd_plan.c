@@ -251,13 +251,13 @@ static void gguf_run_text(void *ctx, moeq_tclass cls, moeq_proj proj, int lo, in
     const char *sep = g->line[g->n - 1] == ':' ? " " : ", ";
     if (lo < 0)
         g->n += (size_t)snprintf(g->line + g->n, sizeof g->line - g->n, "%s%s%s", sep,
-                                 moeq_gguf_type_name(type), *sep == ',' ? " (model-level)" : "");
+                                 moeq_gguf_plan_type_name(type), *sep == ',' ? " (model-level)" : "");
     else if (lo == hi)
         g->n += (size_t)snprintf(g->line + g->n, sizeof g->line - g->n, "%s%s (layer %d)", sep,
-                                 moeq_gguf_type_name(type), lo);
+                                 moeq_gguf_plan_type_name(type), lo);
     else
         g->n += (size_t)snprintf(g->line + g->n, sizeof g->line - g->n, "%s%s (layers %d-%d)", sep,
-                                 moeq_gguf_type_name(type), lo, hi);
+                                 moeq_gguf_plan_type_name(type), lo, hi);
     if (g->n >= sizeof g->line) g->n = sizeof g->line - 1;
 }
 
@@ -265,7 +265,7 @@ static void gguf_run_json(void *ctx, moeq_tclass cls, moeq_proj proj, int lo, in
     gguf_print_ctx *g = ctx;
     json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:s,s:i}", "class", moeq_tclass_name(cls), "proj",
                           proj ? moeq_proj_name(proj) : "", "layer_first", lo, "layer_last", hi, "type",
-                          moeq_gguf_type_name(type), "tensors", n);
+                          moeq_gguf_plan_type_name(type), "tensors", n);
     json_array_append_new(g->arr, o);
 }
 
@@ -308,7 +308,7 @@ static json_t *gguf_json(const plan_run *x) {
                                                  "class", moeq_tclass_name(x->c->t[pt->cat].c.cls), "cols",
                                                  (json_int_t)pt->C, "type_asked",
                                                  moeq_qtype_name(pt->format_asked), "type",
-                                                 moeq_gguf_type_name(moeq_gguf_plan_type(x->c, pt))));
+                                                 moeq_gguf_plan_type_name(moeq_gguf_plan_type(x->c, pt))));
     }
     return json_pack("{s:I,s:I,s:I,s:i,s:i,s:I,s:f,s:i,s:o,s:o}", "file_bytes", (json_int_t)e.file_bytes,
                      "tensor_bytes", (json_int_t)e.tensor_bytes, "header_bytes_est",

@@ -72,24 +72,21 @@ int moeq_gguf_in_file(const moeq_catalog *c, const moeq_tensor_info *t) {
 int moeq_gguf_plan_type(const moeq_catalog *c, const moeq_plan_tensor *pt) {
     const moeq_tensor_info *t = &c->t[pt->cat];
     if (pt->q.method != MOEQ_METHOD_NONE) return moeq_qtype_ggml_id(moeq_qsettings_qtype(&pt->q));
-    if (t->ndim < 2 || t->c.cls == MOEQ_TC_NORM || t->c.cls == MOEQ_TC_ROUTER) return MOEQ_GGUF_F32;
+    if (t->ndim < 2 || t->c.cls == MOEQ_TC_NORM || t->c.cls == MOEQ_TC_ROUTER) return MOEQ_GGML_TYPE_F32;
     switch (t->dtype) {
     case MOEQ_DTYPE_F16:
-        return MOEQ_GGUF_F16;
+        return MOEQ_GGML_TYPE_F16;
     case MOEQ_DTYPE_BF16:
     case MOEQ_DTYPE_F8_E4M3:
     case MOEQ_DTYPE_F8_E5M2:
-        return MOEQ_GGUF_BF16;
+        return MOEQ_GGML_TYPE_BF16;
     default:
-        return MOEQ_GGUF_F32;
+        return MOEQ_GGML_TYPE_F32;
     }
 }
 
-const char *moeq_gguf_type_name(int g) {
-    if (g == MOEQ_GGUF_F32) return "f32";
-    if (g == MOEQ_GGUF_F16) return "f16";
-    if (g == MOEQ_GGUF_BF16) return "bf16";
-    return g > 0 ? moeq_qtype_name(g + MOEQ_QTYPE_GGML_BASE) : "?";
+const char *moeq_gguf_plan_type_name(int g) {
+    return g >= 0 ? moeq_ggml_type_name((uint32_t)g) : "?";
 }
 
 uint64_t moeq_gguf_plan_bytes(const moeq_catalog *c, const moeq_plan_tensor *pt) {
@@ -99,7 +96,7 @@ uint64_t moeq_gguf_plan_bytes(const moeq_catalog *c, const moeq_plan_tensor *pt)
         const int64_t rb = moeq_qtype_row_bytes(moeq_qsettings_qtype(&pt->q), pt->C);
         return rb > 0 ? (uint64_t)rb * (uint64_t)pt->R : 0;
     }
-    return (uint64_t)t->numel * (g == MOEQ_GGUF_F32 ? 4u : 2u);
+    return (uint64_t)t->numel * (g == MOEQ_GGML_TYPE_F32 ? 4u : 2u);
 }
 
 static uint64_t pad32(uint64_t n) {
@@ -269,8 +266,8 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
                       "choose per (layer, projection) under this target; frequency cannot)",
                       r->path, t->c.layer, moeq_proj_name(t->c.proj), t->c.layer,
                       stack_names[t->c.proj] ? stack_names[t->c.proj] : "ffn_exps", c->t[a->cat].name,
-                      moeq_gguf_type_name(ta), decider(r, a, by, sizeof by), c->t[b->cat].name,
-                      moeq_gguf_type_name(tb), decider(r, b, by2, sizeof by2));
+                      moeq_gguf_plan_type_name(ta), decider(r, a, by, sizeof by), c->t[b->cat].name,
+                      moeq_gguf_plan_type_name(tb), decider(r, b, by2, sizeof by2));
     }
     moeq_free(&hit), moeq_free(&first);
     return st;

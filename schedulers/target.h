@@ -23,10 +23,8 @@
 
 #include <stdint.h>
 
+#include "gguf.h" // defines: MOEQ_GGML_TYPE_F32/F16/BF16, moeq_ggml_type_name
 #include "plan.h" // defines: moeq_plan, moeq_plan_tensor, moeq_recipe, moeq_catalog
-
-// ggml type ids of the unquantized GGUF tensors (ggml.h); a llama.cpp block type is moeq_qtype_ggml_id.
-enum { MOEQ_GGUF_F32 = 0, MOEQ_GGUF_F16 = 1, MOEQ_GGUF_BF16 = 30 };
 
 // llama-quantize's fallback (src/llama-quant.cpp, tensor_type_fallback, llama.cpp as bundled by
 // llama-cpp-python 0.3.36) for rows of C weights asked in block type qt: qt when its block divides C; else
@@ -56,7 +54,7 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
 // convert_hf_to_gguf), the source dtype for the rest (F32, F16, BF16; FP8 sources BF16).
 int moeq_gguf_plan_type(const moeq_catalog *c, const moeq_plan_tensor *pt);
 // "q3_K", "f32", "f16", "bf16" (llama.cpp's spelling), "?" for -1.
-const char *moeq_gguf_type_name(int ggml_type);
+const char *moeq_gguf_plan_type_name(int ggml_type);
 // Bytes of the tensor data of pt in the GGUF file (codes plane of a block type: its blocks; unquantized:
 // numel x element size of moeq_gguf_plan_type; compensators are not in it).
 uint64_t moeq_gguf_plan_bytes(const moeq_catalog *c, const moeq_plan_tensor *pt);
