@@ -228,7 +228,7 @@ static void test_fallbacks(void **state) {
     p = plan(c, "version: 1\ntarget: gguf\ndefaults: {method: search, format: q4_K}\n", NULL, MOEQ_OK, NULL);
     t = find(p, c, "model.layers.1.block_sparse_moe.experts.2.w1.weight"); // [160, 80]
     assert_int_equal(t->format_asked, MOEQ_QTYPE_Q4_K), assert_int_equal(t->q.method, MOEQ_METHOD_NONE);
-    assert_int_equal(moeq_gguf_plan_type(c, t), MOEQ_GGUF_BF16);
+    assert_int_equal(moeq_gguf_plan_type(c, t), MOEQ_GGML_TYPE_BF16);
     t = find(p, c, "model.layers.1.block_sparse_moe.experts.2.w2.weight"); // [80, 160]
     assert_int_equal(t->q.format, MOEQ_QTYPE_Q5_0), assert_int_equal(t->q.method, MOEQ_METHOD_RTN);
     assert_int_equal(moeq_plan_group_fallbacks(p, c, fb, sizeof fb), 2 * 4 * 3 + 2 * 4);
