@@ -10,7 +10,7 @@
 # its perplexity is that of `moeq eval` on the MiLo artifact within 0.2% (the base alone is ~2% off; an
 # adapter without the q/k permutation ~0.5%). Refusals: compensated routed experts (named, nothing written),
 # an artifact without compensators, an existing adapter without --force; a changed dataset found while
-# writing the base leaves neither file.
+# writing the base or the adapter leaves neither file. One rank everywhere: alpha = r.
 # Pythons: $MOEQ_PYTHON (h5py), build-venv's (gguf), $MOEQ_LLAMA_PYTHON (llama_cpp; default build-venv's).
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
@@ -150,6 +150,16 @@ assert d > 1e-2, "the adapter does not change llama.cpp's logits"
 assert abs(p_lora / p_moeq - 1) < 2e-3, "base + adapter is not moeq eval's perplexity within 0.2%"
 assert abs(p_base / p_moeq - 1) > 5 * abs(p_lora / p_moeq - 1), "the adapter does not bring llama.cpp to moeq eval"
 PY
+
+# one rank everywhere: alpha = r (llama.cpp's scale alpha / r = 1; checked by hand to give llama.cpp the same
+# perplexity as alpha 0, and alpha 2r another)
+printf 'version: 1\ndefaults: {method: rtn, format: q4_0}\nrules:\n  - match: {class: attention}\n    set: {method: milo, rank: 4, rounds: 1}\n' >"$tmp/uni.yaml"
+"$MOEQ" quantize -q --progress 0 --model "$tiny" --recipe "$tmp/uni.yaml" --out "$tmp/u.h5" || fail "quantize uniform"
+"$MOEQ" export --format gguf "$tmp/u.h5" "$tmp/u.gguf" --lora "$tmp/u-lora.gguf" >"$tmp/out" 2>/dev/null || fail "export uniform"
+grep -q "LoRA adapter of 16 compensated tensors (rank 4..4, adapter.lora.alpha 4: update exactly U V), 32 F16 + 0 F32" \
+    "$tmp/out" || fail "uniform-rank summary: $(cat "$tmp/out")"
+"$venv" -c 'import gguf, sys; r = gguf.GGUFReader(sys.argv[1]); sys.exit(r.fields["adapter.lora.alpha"].contents() != 4.0)' \
+    "$tmp/u-lora.gguf" || fail "uniform rank: adapter.lora.alpha is not 4"
 
 # ---- refusals, and nothing left behind ----
 expect_rc 7 "m-lora.gguf exists" "$MOEQ" export -q --format gguf "$tmp/m.h5" "$tmp/x.gguf" --lora "$tmp/m-lora.gguf"
