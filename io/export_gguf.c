@@ -635,6 +635,8 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
     memset(&s, 0, sizeof s);
     if (o->lora && o->no_compensators)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "--lora and --no-compensators exclude each other");
+    if (o->lora && !strcmp(o->lora, o->out))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "--lora %s: the adapter needs a file of its own, not OUT", o->lora);
     if (o->tokenizer && o->tokenizer_from)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "--tokenizer and --tokenizer-from exclude each other");
     moeq_artifact_toc *toc = NULL;

@@ -166,6 +166,8 @@ expect_rc 7 "m-lora.gguf exists" "$MOEQ" export -q --format gguf "$tmp/m.h5" "$t
 [ ! -e "$tmp/x.gguf" ] || fail "a refused export wrote the base"
 expect_rc 2 "exclude each other" "$MOEQ" export -q --format gguf "$tmp/m.h5" "$tmp/x.gguf" --lora "$tmp/x-lora.gguf" \
     --no-compensators
+expect_rc 2 "a file of its own" "$MOEQ" export -q --format gguf "$tmp/m.h5" "$tmp/x.gguf" --lora "$tmp/x.gguf"
+[ ! -e "$tmp/x.gguf" ] || fail "a refused export wrote x.gguf"
 printf 'version: 1\ndefaults: {method: rtn, format: q4_0}\nrules:\n  - match: {class: routed_expert, layers: "0", proj: down}\n    set: {method: milo, rank: 4, rounds: 1}\n' >"$tmp/exp.yaml"
 "$MOEQ" quantize -q --progress 0 --model "$tiny" --recipe "$tmp/exp.yaml" --out "$tmp/e.h5" || fail "quantize experts"
 expect_rc 3 "model.layers.0.block_sparse_moe.experts.0.w2.weight (a routed expert" \
