@@ -16,5 +16,6 @@
 #include "journal.h"    // defines: moeq_journal (append-only completion records)
 #include "gguf.h"       // defines: moeq_gguf_file, moeq_gguf_open, moeq_gguf_kvs, moeq_gguf_writer_open
 #include "crashpoint.h" // defines: moeq_crashpoint (MOEQ_CRASH_AT test seam)
+#include "imatrix.h"    // defines: moeq_imatrix (llama.cpp's importance matrices, both forms)
 
 #endif
