@@ -11,9 +11,10 @@
 #include "cli.h"
 #include "analyze_run.h" // defines: moeq_plan_build_collective
 #include "moeq_sched.h"
+#include "importance.h" // defines: moeq_importance_bind, moeq_importance_print, moeq_plan_digest_imatrix
 
 typedef struct {
-    const char *model, *recipe, *explain, *cost_model;
+    const char *model, *recipe, *explain, *cost_model, *imatrix;
     long ranks;
     int json, tensors;
 } plan_opts;
@@ -29,6 +30,7 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case 'j': o->json = 1; return 0;
     case 't': o->tensors = 1; return 0;
     case 'd': return 0; // --dry-run: plan never writes anything
+    case 'I': o->imatrix = arg; return 0;
     default: return 1;
     }
 }
@@ -123,6 +125,8 @@ typedef struct plan_run {
     moeq_recipe *rec;
     moeq_plan *p;
     moeq_analysis *an;
+    moeq_imatrix *im;     // --imatrix
+    moeq_importance *imp; // ... bound to the plan
     moeq_cost_model cm;
     moeq_budget_result budget;
     int mpi_mine, rank;
@@ -153,6 +157,11 @@ static moeq_status plan_open(plan_run *x) {
     }
     if (st == MOEQ_OK)
         st = moeq_plan_build_collective(x->c, x->rec, &x->cm, MPI_COMM_WORLD, &x->budget, &x->an, &x->p);
+    if (st == MOEQ_OK && x->o.imatrix) { // what quantize --imatrix would bind, and its digest
+        st = moeq_imatrix_read(x->o.imatrix, &x->im);
+        if (st == MOEQ_OK) st = moeq_importance_bind(x->im, x->c, x->p, &x->imp);
+        if (st == MOEQ_OK) x->p->digest = moeq_plan_digest_imatrix(x->p->digest, x->im->xxh3);
+    }
     return st;
 }
 
@@ -211,6 +220,20 @@ static void print_json(const plan_run *x) {
                                                   (json_int_t)p->t[i].R, "cols", (json_int_t)p->t[i].C,
                                                   "rank_asked", p->t[i].rank_asked, "rank", p->t[i].q.rank));
     json_object_set_new(root, "rank_caps", caps);
+    if (x->imp) { // --imatrix: which tensors get an importance vector
+        char h[32];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)x->im->xxh3);
+        json_t *miss = json_array(), *ign = json_array();
+        for (int i = 0; i < p->n_tensors; i++) {
+            if (x->imp->state[i] == MOEQ_IMP_MISSING) json_array_append_new(miss, json_string(c->t[p->t[i].cat].name));
+            if (x->imp->state[i] == MOEQ_IMP_IGNORED) json_array_append_new(ign, json_string(c->t[p->t[i].cat].name));
+        }
+        json_object_set_new(root, "imatrix",
+                            json_pack("{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:o,s:o}", "path", x->im->path, "xxh3", h,
+                                      "legacy", x->im->legacy, "entries", x->im->n, "tensors_with",
+                                      x->imp->n_bound, "tensors_without", x->imp->n_missing, "tensors_ignoring",
+                                      x->imp->n_ignored, "without", miss, "ignoring", ign));
+    }
     if (x->o.tensors) {
         json_t *arr = json_array();
         for (int i = 0; i < p->n_tensors; i++) {
@@ -283,10 +306,12 @@ static void print_text(const plan_run *x) {
         for (char *line = strtok(fb, "\n"); line; line = strtok(NULL, "\n"))
             printf("                  %s\n", line);
     }
+    if (x->imp) moeq_importance_print(stdout, x->imp, c, p, x->o.tensors ? 0 : 8);
     if (x->o.tensors) print_tensors(x);
 }
 
 static int plan_close(plan_run *x, int code) {
+    moeq_importance_free(&x->imp), moeq_imatrix_free(&x->im);
     moeq_analysis_free(&x->an), moeq_plan_free(&x->p), moeq_recipe_free(&x->rec), moeq_catalog_close(&x->c);
     if (x->mpi_mine) MPI_Finalize();
     return code;
@@ -298,6 +323,7 @@ static int run(int argc, char **argv) {
         {"ranks", required_argument, NULL, 'n'}, {"explain", required_argument, NULL, 'e'},
         {"cost-model", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
         {"tensors", no_argument, NULL, 't'},     {"dry-run", no_argument, NULL, 'd'},
+        {"imatrix", required_argument, NULL, 'I'},
         {0, 0, 0, 0},
     };
     plan_run x = {.o = {.ranks = 1, .cost_model = "cpu-core"}};
@@ -324,7 +350,8 @@ static int run(int argc, char **argv) {
 const moeq_command moeq_cmd_plan = {
     .name = "plan",
     .summary = "show the plan (units, bytes, bits/weight, time and memory per rank) without running it",
-    .usage = "moeq plan --model DIR [--recipe FILE] [--ranks N] [--json] [--tensors] [--explain NAME] [--dry-run]\n\n"
+    .usage = "moeq plan --model DIR [--recipe FILE] [--imatrix FILE] [--ranks N] [--json] [--tensors] [--explain NAME]\n"
+             "          [--dry-run]\n\n"
              "Builds the same plan `moeq quantize` would (units by expert, resolved settings, output sizes) and\n"
              "(recipes with data-dependent policies: after the analyze phase, which reads the weights; run it under\n"
              "mpirun to split that work)\n"
@@ -333,6 +360,10 @@ const moeq_command moeq_cmd_plan = {
              "Options:\n"
              "  -m, --model DIR       checkpoint or metadata directory (also accepted as the operand)\n"
              "  -r, --recipe FILE     YAML recipe (default: built-in HQQ 4-bit g64)\n"
+             "      --imatrix FILE    llama.cpp importance matrix (GGUF or legacy .dat; moeq calibrate writes one):\n"
+             "                        says which tensors get an importance vector, which have none (WARNING, named)\n"
+             "                        and which methods ignore it; an entry of the wrong width is refused (exit 3).\n"
+             "                        The file's hash joins the digest, as quantize --imatrix does\n"
              "  -n, --ranks N         ranks to estimate for (default 1)\n"
              "  -c, --cost-model M    cpu-core (default) or h100\n"
              "  -t, --tensors         list every stored tensor with its setting, bits/weight and bytes\n"
