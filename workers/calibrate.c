@@ -227,7 +227,7 @@ moeq_status moeq_calib_to_imatrix(const moeq_calib *c, const char *dataset, moeq
         const moeq_calib_stat *s = &c->s[i];
         int slot = -1;
         moeq_status ns = moeq_gguf_tensor_name(cfg, s->name, gname, sizeof gname, &slot);
-        if (ns == MOEQ_GGUF_NAME_NONE) continue; // llama.cpp has no such tensor
+        if (ns == MOEQ_ERR_UNSUPPORTED) continue; // llama.cpp has no such tensor
         if (ns != MOEQ_OK) {
             st = ns;
             break;
