@@ -150,7 +150,7 @@ typedef struct moeq_arch_desc {
     // consumers
     int forward_cpu;              // the CPU forward pass (perplexity, MoE-block probes) runs it
     const moeq_arch_synth *synth; // NULL: `moeq synth` cannot write it
-    // (the next issue, GGUF export, adds the family's GGUF tensor-name map here)
+    // GGUF names and keys: io/gguf_names.c, from the templates above, the attention kind and gguf_arch
 } moeq_arch_desc;
 
 // The descriptor of a; NULL when a is not a registered family.

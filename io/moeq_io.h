@@ -15,6 +15,7 @@
 #include "artifact_read.h" // defines: moeq_artifact_info_read, moeq_artifact_read_records/_dataset, moeq_artifact_verify_buffers
 #include "journal.h"    // defines: moeq_journal (append-only completion records)
 #include "gguf.h"       // defines: moeq_gguf_file, moeq_gguf_open, moeq_gguf_kvs, moeq_gguf_writer_open
+#include "gguf_names.h" // defines: moeq_gguf_tensor_name, moeq_gguf_arch_keys
 #include "crashpoint.h" // defines: moeq_crashpoint (MOEQ_CRASH_AT test seam)
 #include "imatrix.h"    // defines: moeq_imatrix (llama.cpp's importance matrices, both forms)
 

@@ -4,6 +4,10 @@
 //   gguf_tool dump IN.gguf     prints the file as JSON as moeq reads it: kv (key, type, elem, value) in
 //   order,
 //                              tensors (name, type, ne innermost first, offset, bytes, data as hex)
+//   gguf_tool names CONFIG.json   reads HF tensor names from stdin, one a line, and prints for each
+//                              "NAME<TAB>STATUS<TAB>GGUF<TAB>EXPERT" (moeq_gguf_tensor_name: STATUS ok,
+//                              skip (no counterpart) or unknown)
+//   gguf_tool keys CONFIG.json    prints the family's GGUF hyperparameter keys as JSON (like dump)
 // Exit 0, or 1 with moeq's error detail on stderr.
 #include <inttypes.h>
 #include <jansson.h>
@@ -179,9 +183,55 @@ static int write_sample(const char *path) {
     return st == MOEQ_OK ? 0 : die(st);
 }
 
+static int names(const char *config) {
+    moeq_model_config cfg;
+    moeq_status st = moeq_config_load(config, &cfg);
+    if (st != MOEQ_OK) return die(st);
+    char line[1024], out[128];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!line[0]) continue;
+        int e = -2;
+        st = moeq_gguf_tensor_name(&cfg, line, out, sizeof out, &e);
+        printf("%s\t%s\t%s\t%d\n", line,
+               st == MOEQ_OK                ? "ok"
+               : st == MOEQ_ERR_UNSUPPORTED ? "skip"
+                                            : "unknown",
+               st == MOEQ_OK ? out : "", e);
+    }
+    return 0;
+}
+
+static int keys(const char *config) {
+    moeq_model_config cfg;
+    char *text = NULL;
+    size_t len;
+    moeq_status st = moeq_config_load(config, &cfg);
+    if (st == MOEQ_OK) st = moeq_read_file(config, 1 << 24, &text, &len);
+    moeq_gguf_kvs kvs = {0};
+    if (st == MOEQ_OK) st = moeq_gguf_arch_keys(&cfg, text, &kvs);
+    moeq_free(&text);
+    if (st != MOEQ_OK) return die(st);
+    json_t *kv = json_array();
+    for (int k = 0; k < kvs.n; k++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "key", json_string(kvs.kv[k].key));
+        json_object_set_new(o, "type", json_string(moeq_gguf_type_name(kvs.kv[k].val.type)));
+        json_object_set_new(o, "value", value_json(&kvs.kv[k].val));
+        json_array_append_new(kv, o);
+    }
+    json_dumpf(kv, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(9));
+    putchar('\n');
+    json_decref(kv);
+    moeq_gguf_kvs_free(&kvs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "names")) return names(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "keys")) return keys(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "write")) return write_sample(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "dump")) return dump(argv[2]);
-    fprintf(stderr, "usage: gguf_tool write|dump FILE\n");
+    fprintf(stderr, "usage: gguf_tool write|dump FILE | names|keys CONFIG.json\n");
     return 2;
 }
