@@ -46,7 +46,7 @@ moeq_status moeq_importance_bind(const moeq_imatrix *m, const moeq_catalog *c, c
         int slot = -1;
         const moeq_status ns = moeq_gguf_tensor_name(&c->cfg, name, gname, sizeof gname, &slot);
         const moeq_imatrix_entry *e = ns == MOEQ_OK ? moeq_imatrix_find(m, gname) : NULL;
-        if (ns != MOEQ_OK && ns != MOEQ_ERR_UNSUPPORTED) {
+        if (ns != MOEQ_OK && ns != MOEQ_ERR_UNSUPPORTED && ns != MOEQ_ERR_NOT_FOUND) {
             st = ns;
             break;
         }
