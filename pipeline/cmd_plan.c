@@ -55,8 +55,29 @@ static const char *setting_str(const moeq_qsettings *q, char *buf, size_t cap) {
     return buf;
 }
 
+// --explain with --imatrix: the tensor's importance vector (its first values and range), or why it has none.
+static void explain_importance(const moeq_importance *b, const moeq_plan *p, int k) {
+    const moeq_plan_tensor *pt = &p->t[k];
+    if (b->state[k] == MOEQ_IMP_IGNORED)
+        printf("  importance: ignored (method %s on %s does not read it)\n", moeq_method_name(pt->q.method),
+               moeq_qtype_name(moeq_qsettings_qtype(&pt->q)));
+    else if (b->state[k] == MOEQ_IMP_MISSING)
+        printf("  importance: none (%s has no entry for it)\n", b->m->path);
+    if (b->state[k] != MOEQ_IMP_BOUND) return;
+    const float *v = b->vec[k];
+    double lo = v[0], hi = v[0], sum = 0;
+    for (int64_t j = 0; j < pt->C; j++) {
+        sum += v[j];
+        lo = v[j] < lo ? v[j] : lo;
+        hi = v[j] > hi ? v[j] : hi;
+    }
+    printf("  importance: %lld values, min %.9g, mean %.9g, max %.9g; first %.9g %.9g %.9g %.9g\n",
+           (long long)pt->C, lo, sum / (double)pt->C, hi, v[0], pt->C > 1 ? v[1] : 0.0, pt->C > 2 ? v[2] : 0.0,
+           pt->C > 3 ? v[3] : 0.0);
+}
+
 static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan *p, const moeq_analysis *an,
-                   const char *name) {
+                   const moeq_importance *imp, const char *name) {
     int i = moeq_catalog_find(c, name);
     if (i < 0) {
         fprintf(stderr, "moeq plan: no tensor named '%s'\n---> HINT: moeq inspect --tensors lists them\n", name);
@@ -106,6 +127,7 @@ static int explain(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan 
                "group from 8 "
                "to %d that divides it)\n",
                pt->group_asked, (long long)pt->C, pt->q.group, pt->group_asked);
+    if (imp) explain_importance(imp, p, (int)(pt - p->t));
     if (an && an->fro2[i] > 0)
         printf("  statistics: kurtosis %.4f, outlier score %.4f, ||W||_F %.6g\n", an->kurtosis[i], an->outlier[i], sqrt(an->fro2[i]));
     for (int k = 0; an && k < an->n_cand && an->fro2[i] > 0; k++) {
@@ -337,7 +359,7 @@ static int run(int argc, char **argv) {
     }
     moeq_status st = plan_open(&x);
     if (x.rank != 0) return plan_close(&x, st == MOEQ_OK ? MOEQ_EXIT_OK : moeq_exit_code(st)); // rank 0 reports
-    if (st == MOEQ_OK && x.o.explain) return plan_close(&x, explain(x.c, x.rec, x.p, x.an, x.o.explain));
+    if (st == MOEQ_OK && x.o.explain) return plan_close(&x, explain(x.c, x.rec, x.p, x.an, x.imp, x.o.explain));
     if (st == MOEQ_OK) st = plan_estimate(&x);
     if (st != MOEQ_OK) return plan_close(&x, moeq_cli_fail("plan", st));
     if (x.o.json)
