@@ -464,7 +464,7 @@ static int qrun_open_plan(run_state *s) {
         if (st == MOEQ_OK) st = moeq_importance_bind(s->imatrix, s->cat, s->plan, &s->imp);
         // its identity joins the digest: --resume with another file (or none) is refused, eval knows it
         if (st == MOEQ_OK) s->plan->digest = moeq_plan_digest_imatrix(s->plan->digest, s->imatrix->xxh3);
-        if (st == MOEQ_OK && s->rank == 0 && !o->quiet)
+        if (st == MOEQ_OK && s->rank == 0 && (!o->quiet || s->imp->n_missing)) // the WARNING even with -q
             moeq_importance_print(stdout, s->imp, s->cat, s->plan, 8);
     }
     if (st == MOEQ_OK && s->w->planned) st = s->w->planned(s);

@@ -6,8 +6,9 @@
 # tensors get a vector, names those without one and the methods that ignore it; a matrix of another model
 # (wrong width) and a damaged file are refused naming them (exit 3); method search on q3_K with the matrix has
 # a lower importance-weighted error (on the calibration statistics) than without; --resume of that artifact
-# with another matrix, or none, is refused (exit 7); `moeq eval` accepts it (the digest rebuilt from the
-# recorded hash).
+# with another matrix, or none, is refused (exit 7); on a synthetic Qwen2-MoE (shared expert) calibrate
+# binds every tensor and method rtn on q4_0 (llama.cpp's weighted quantizer) writes other bytes with it;
+# `moeq eval` accepts the artifact (the digest rebuilt from the recorded hash).
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 mini="$MOEQ_SHARED_DIR/models/mixtral-mini"
@@ -94,6 +95,30 @@ for other in "--imatrix $tmp/im2.gguf" ""; do
 done
 "$MPIEXEC" -n 2 "$MOEQ" quantize -q --progress 0 --model "$mini" --recipe "$tmp/s.yaml" --imatrix "$tmp/im.gguf" \
     --resume --out "$tmp/with.h5" || fail "resume with the same imatrix"
+# Qwen2-MoE (shared expert and its gate): calibrate on a synthetic one; method rtn on q4_0 with the matrix
+# (llama.cpp's weighted quantizer) writes other bytes than without, for every tensor
+"$MOEQ" synth -q --arch qwen2_moe --layers 2 "$tmp/q2" >/dev/null || fail "synth qwen2_moe"
+cp "$tiny/tokenizer.json" "$tmp/q2/" # the char vocabulary: ids below the synthetic model's vocab
+"$MOEQ" calibrate -q --model "$tmp/q2" --text "$tiny/val.txt" --ctx 64 --chunks 2 --out "$tmp/q2.gguf" ||
+    fail "calibrate qwen2_moe"
+printf 'version: 1\ndefaults: {method: rtn, format: q4_0}\n' >"$tmp/r.yaml"
+for a in with without; do
+    opt=()
+    [ "$a" = with ] && opt=(--imatrix "$tmp/q2.gguf")
+    "$MPIEXEC" -n 2 "$MOEQ" quantize --progress 0 --model "$tmp/q2" --recipe "$tmp/r.yaml" "${opt[@]}" \
+        --out "$tmp/q2-$a.h5" >"$tmp/q2-$a.log" || fail "quantize qwen2_moe $a"
+    "${MOEQ_PYTHON:-/usr/bin/python3}" "$check" dump "$tmp/q2-$a.h5" "$tmp/q2-$a.npz" || fail "dump q2 $a"
+done
+grep -q "110 quantized tensors get an importance vector, 0 have none" "$tmp/q2-with.log" ||
+    fail "qwen2_moe binding: $(cat "$tmp/q2-with.log")"
+"${MOEQ_PYTHON:-/usr/bin/python3}" - "$tmp/q2-with.npz" "$tmp/q2-without.npz" <<'PY' || fail "rtn ignored the imatrix"
+import sys
+import numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+names = [n for n in a.files if not n.startswith("format:")]
+same = [n for n in names if np.array_equal(a[n], b[n])]
+assert len(names) == 110 and not same, (len(names), same[:4])
+PY
 # eval needs no file: the recorded hash rebuilds the digest
 head -c 3000 "$mini/val.txt" >"$tmp/text.txt"
 "$MPIEXEC" -n 2 "$MOEQ" eval -q --progress 0 --model "$mini" "$tmp/with.h5" --text "$tmp/text.txt" \
