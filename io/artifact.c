@@ -421,6 +421,9 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, ATTR_CREATE, "source_dir", m->model_dir ? m->model_dir : "", 0),
              "root attributes");
     H5_CHECK(attr_u64(root, ATTR_CREATE, "plan_digest", m->plan_digest), "root attributes");
+    H5_CHECK(attr_str(root, ATTR_CREATE, "imatrix", m->imatrix_path ? m->imatrix_path : "", 0),
+             "root attributes");
+    H5_CHECK(attr_u64(root, ATTR_CREATE, "imatrix_xxh3", m->imatrix_xxh3), "root attributes");
     H5_CHECK(attr_i64(root, ATTR_CREATE, "n_tensors", n), "root attributes");
     H5_CHECK(attr_i64(root, ATTR_CREATE, "n_units", m->n_units), "root attributes");
     H5_CHECK(attr_str(root, ATTR_CREATE, "status", "partial", 16), "root attributes");
@@ -558,11 +561,11 @@ static moeq_status open_checked(const char *path, uint64_t plan_digest, unsigned
         goto done;
     }
     if (plan_digest && digest != plan_digest) {
-        st = MOEQ_FAIL(
-            MOEQ_ERR_MISMATCH,
-            "%s: was planned for another model or recipe (plan digest %016llx, this run %016llx)\n---> "
-            "HINT: resume with the same --model and --recipe, or start a new artifact",
-            path, (unsigned long long)digest, (unsigned long long)plan_digest);
+        st = MOEQ_FAIL(MOEQ_ERR_MISMATCH,
+                       "%s: was planned for another model, recipe or importance matrix (plan digest %016llx, "
+                       "this run %016llx)\n---> "
+                       "HINT: resume with the same --model, --recipe and --imatrix, or start a new artifact",
+                       path, (unsigned long long)digest, (unsigned long long)plan_digest);
         goto done;
     }
 done:

@@ -83,6 +83,8 @@ typedef struct moeq_artifact_meta {
     const char *numerics_fingerprint; // 16 hex digits of every rank's numerics probe (kernels/numerics.h);
                                       // ranks that differ (--allow-mixed-numerics): theirs, comma-separated
     const char *numerics;             // what chose those bits ("cpu: OpenBLAS 0.3.21 ... Haswell ...")
+    const char *imatrix_path;         // --imatrix's file (NULL: none)
+    uint64_t imatrix_xxh3;            // its xxh3-64 (0: none); part of plan_digest
 } moeq_artifact_meta;
 
 // Per-tensor outcome, carried from workers to the coordinator, journaled, then sealed into attributes.

@@ -3,7 +3,8 @@
 // (layer, projection) of routed experts), refuses what llama.cpp cannot run before writing anything, then
 // streams every tensor in row panels: pread from the artifact, xxh3 against the recorded dataset checksum,
 // convert (dtype, q/k row permutation, MLA kv_b split) and hand to the GGUF writer (gguf.c).
-// Not here: the tokenizer conversion (gguf_tokenizer.c), the LoRA adapter of MiLo compensators.
+// Not here: the tokenizer conversion (gguf_tokenizer.c), the LoRA adapter of MiLo compensators
+// (export_gguf_lora.c: written before the base, renamed with it).
 //
 // Letters: R rows (out features), C cols (in features), E experts, hd head dim.
 #include "export_gguf.h"
@@ -173,7 +174,7 @@ static moeq_status build_one(build_ctx *b, int ti) {
             nl_add(&b->grouped, t->name);
             return MOEQ_OK;
         }
-        if (t->rank > 0 && !b->o->no_compensators) {
+        if (t->rank > 0 && !b->o->no_compensators && !b->o->lora) {
             nl_add(&b->compensated, t->name);
             return MOEQ_OK;
         }
@@ -293,9 +294,9 @@ static moeq_status build_list(build_ctx *b) {
         return MOEQ_FAIL(
             MOEQ_ERR_UNSUPPORTED,
             "%s: %d tensor(s) carry a MiLo low-rank compensator, which a GGUF model has no place "
-            "for: %s" HINT "--no-compensators exports the quantized base alone (the U V term is dropped: the "
-            "error is larger than the artifact's); --lora FILE (not yet) would write the "
-            "compensators as a LoRA adapter",
+            "for: %s" HINT "--lora FILE writes the compensators as a llama.cpp LoRA adapter beside the base; "
+            "--no-compensators exports the quantized base alone (the U V term is dropped: the error is "
+            "larger than the artifact's)",
             p, b->compensated.n, nl_str(&b->compensated));
     if (b->badtype.n)
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
@@ -634,11 +635,10 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
     const double t0 = moeq_now_s();
     moeq_export_gguf_stats s;
     memset(&s, 0, sizeof s);
-    if (o->lora)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                         "--lora %s: writing MiLo compensators as a LoRA adapter is not implemented yet" HINT
-                         "--no-compensators exports the quantized base alone",
-                         o->lora);
+    if (o->lora && o->no_compensators)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "--lora and --no-compensators exclude each other");
+    if (o->lora && !strcmp(o->lora, o->out))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "--lora %s: the adapter needs a file of its own, not OUT", o->lora);
     if (o->tokenizer && o->tokenizer_from)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "--tokenizer and --tokenizer-from exclude each other");
     moeq_artifact_toc *toc = NULL;
@@ -702,6 +702,8 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
                 st = MOEQ_FAIL(MOEQ_ERR_EXISTS, "%s exists" HINT "--force replaces it", paths[f]);
         }
     }
+    moeq_gguf_lora lora = {0}; // the adapter: written first (its refusals before any file), renamed first
+    if (st == MOEQ_OK && o->lora) st = moeq_gguf_lora_write(toc, &cfg, o->lora, o->force, &lora);
     wctx c = {.o = o,
               .toc = toc,
               .cfg = &cfg,
@@ -763,7 +765,8 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
         moeq_free(&td);
         moeq_gguf_kvs_free(&split);
     }
-    // commit: every file complete, then the renames
+    // commit: every file complete, then the renames (the adapter first: the base appears last)
+    if (st == MOEQ_OK) st = moeq_gguf_lora_commit(&lora);
     for (int f = 0; f < n_files && st == MOEQ_OK; f++)
         if (rename(partials[f], paths[f]) != 0)
             st = MOEQ_FAIL(MOEQ_ERR_IO, "rename %s -> %s: %s", partials[f], paths[f], strerror(errno));
@@ -780,7 +783,9 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
         st = moeq_fsync_dir(dir);
     } else {
         for (int f = 0; f < written && partials; f++) unlink(partials[f]);
+        moeq_gguf_lora_abort(&lora);
     }
+    moeq_gguf_lora_free(&lora);
     progress(&c, st == MOEQ_OK);
     if (c.fd >= 0) close(c.fd);
     if (c.h) XXH3_freeState(c.h);
@@ -799,6 +804,7 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
         for (int i = 0; i < toc->n_tensors; i++) s.n_source += b.used[i];
         s.n_files = n_files;
         s.seconds = moeq_now_s() - t0;
+        s.lora = lora.stats;
         if (stats) *stats = s;
     }
     moeq_free(&b.used);

@@ -12,7 +12,7 @@
 // Refused, naming the tensors (nothing is written): a partial artifact or a failed tensor (MOEQ_ERR_FORMAT),
 // tensors in moeq's grouped formats or llama.cpp types that its block size cannot hold, experts of one stack
 // with different formats, a quantized MLA kv_b_proj, tensors with a MiLo compensator unless
-// no_compensators (MOEQ_ERR_UNSUPPORTED, exit 3); OUT existing without force (MOEQ_ERR_EXISTS).
+// no_compensators or lora (MOEQ_ERR_UNSUPPORTED, exit 3); OUT existing without force (MOEQ_ERR_EXISTS).
 //
 // Streaming and crash safety: each tensor is copied in row panels of about chunk_bytes (pread, xxh3
 // against the artifact's record, convert, write); files are written as NAME.partial and renamed when every
@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "export_gguf_lora.h" // defines: moeq_gguf_lora_stats
 #include "moeq_status.h"
 
 typedef struct moeq_export_gguf_opts {
@@ -33,7 +34,7 @@ typedef struct moeq_export_gguf_opts {
     int force;                  // replace existing output files
     int outtype_f32;            // every tensor that is not in a block type as F32
     int no_compensators;        // export the base of MiLo-compensated tensors (the U V term is dropped)
-    const char *lora;           // reserved for the MiLo compensators as a LoRA adapter (refused: not yet)
+    const char *lora;           // also write the compensators as a LoRA adapter (export_gguf_lora.h)
     const char *tokenizer;      // tokenizer.json (NULL: <source_dir>/tokenizer.json when it exists)
     const char *tokenizer_from; // copy the tokenizer.* keys of this GGUF instead
     const char *name;           // general.name (NULL: the source directory's base name)
@@ -53,6 +54,7 @@ typedef struct moeq_export_gguf_stats {
     int file_type;         // general.file_type written (llama_ftype)
     int has_tokenizer;
     double seconds;
+    moeq_gguf_lora_stats lora; // the adapter (n_pairs 0: none written)
 } moeq_export_gguf_stats;
 
 moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_gguf_stats *stats);

@@ -17,5 +17,6 @@
 #include "gguf.h"       // defines: moeq_gguf_file, moeq_gguf_open, moeq_gguf_kvs, moeq_gguf_writer_open
 #include "gguf_names.h" // defines: moeq_gguf_tensor_name, moeq_gguf_arch_keys
 #include "crashpoint.h" // defines: moeq_crashpoint (MOEQ_CRASH_AT test seam)
+#include "imatrix.h"    // defines: moeq_imatrix (llama.cpp's importance matrices, both forms)
 
 #endif

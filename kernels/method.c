@@ -73,6 +73,12 @@ const char *moeq_method_names(void) {
     return buf;
 }
 
+int moeq_method_uses_importance(const moeq_qsettings *s) {
+    const moeq_method_traits *m = moeq_method_get(s->method);
+    const moeq_qtype_traits *f = moeq_qtype_get(moeq_qsettings_qtype(s));
+    return m && m->quantizes && f && (m->importance & f->family) != 0;
+}
+
 moeq_status moeq_method_check_format(const moeq_qsettings *s, const char *who) {
     const moeq_method_traits *m = moeq_method_get(s->method);
     if (!m) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not registered", who, (int)s->method);

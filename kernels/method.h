@@ -16,8 +16,9 @@
 //   search  llama.cpp's block types, scales/mins/codes searched (ggml_quant.h) format
 //
 // Every method's CPU entry takes an optional per-input-column importance vector (C floats; NULL = uniform):
-// what calibration-aware methods weigh the error by. The three methods here are calibration-free and ignore
-// it (needs_calibration = 0).
+// what calibration-aware methods weigh the error by (`moeq quantize --imatrix`: llama.cpp's importance
+// matrix). None needs one (needs_calibration = 0); rtn and search read it for llama.cpp's block types
+// (llama.cpp's weighted quantizer, moeq's weighted search: traits `importance`), hqq and milo ignore it.
 //
 // Stable values: a method's enum value and a field's index (its MOEQ_SET_* bit) are part of the plan digest;
 // names are written into artifacts. Append, never reuse.
@@ -177,6 +178,8 @@ typedef struct moeq_method_traits {
     int quantizes;         // 0 only for none
     int compensated;       // 1: fits low-rank factors (rank, rounds, compensator)
     int needs_calibration; // 1: needs calibration inputs (importance vectors, Hessians); none today
+    unsigned importance;   // MOEQ_QFAMILY_* families of formats for which quantize_cpu reads the importance
+                           // vector (0: it ignores it; `moeq plan --imatrix` says so)
     unsigned fields;       // MOEQ_SET_* bits of the settings it reads
     unsigned formats;      // MOEQ_QFAMILY_* families of storage formats it can produce
     // Quantizes w (R, C) into out->q (geometry and buffers set; its format is moeq_qsettings_qtype(s)) and,
@@ -200,6 +203,9 @@ const char *moeq_method_name(moeq_method m);
 moeq_method moeq_method_from_name(const char *s);
 // "none, rtn, hqq, milo": the registry's names in order.
 const char *moeq_method_names(void);
+// 1 when method s->method reads the importance vector for format moeq_qsettings_qtype(s) (its traits'
+// `importance` families), 0 when it ignores it.
+int moeq_method_uses_importance(const moeq_qsettings *s);
 // MOEQ_OK when method s->method can store into format moeq_qsettings_qtype(s); MOEQ_ERR_UNSUPPORTED naming
 // both, and `who` (a tensor name), otherwise.
 moeq_status moeq_method_check_format(const moeq_qsettings *s, const char *who);

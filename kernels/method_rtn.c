@@ -1,14 +1,19 @@
 // method_rtn.c: method rtn, the storage format's own reference quantizer (for the grouped formats, group-wise
-// min/max round-to-nearest: quant.h). Calibration-free; any format; no compensator.
+// min/max round-to-nearest: quant.h). Calibration-free; any format; no compensator. For llama.cpp's block
+// types with an importance vector: llama.cpp's weighted quantizer (what llama-quantize --imatrix runs);
+// the other formats ignore it.
+#include "ggml_quant.h" // defines: moeq_ggml_quantize_weighted
 #include "method.h"
 #include "tensor.h" // defines: moeq_tq_out
 
 static moeq_status rtn_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
                                     uint64_t seed, const float *importance, moeq_tq_out *out) {
-    (void)R, (void)C, (void)s, (void)seed, (void)importance;
+    (void)R, (void)C, (void)s, (void)seed;
     const moeq_qtype_traits *f = moeq_qtype_get(moeq_qmat_qtype(out->q));
     if (!f) return MOEQ_FAIL(MOEQ_ERR_ARG, "rtn: format %d is not registered", (int)moeq_qmat_qtype(out->q));
     out->best_round = -1;
+    if (importance && (f->family & MOEQ_QFAMILY_GGML))
+        return moeq_ggml_quantize_weighted(w, out->q, importance);
     return f->quantize(w, out->q);
 }
 
@@ -24,6 +29,7 @@ const moeq_method_traits moeq_method_rtn = {
     .quantizes = 1,
     .fields = MOEQ_SET_METHOD | MOEQ_SET_BITS | MOEQ_SET_GROUP | MOEQ_SET_FORMAT,
     .formats = MOEQ_QFAMILY_ANY,
+    .importance = MOEQ_QFAMILY_GGML,
     .quantize_cpu = rtn_quantize_cpu,
     .cost_s = rtn_cost_s,
 };

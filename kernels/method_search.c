@@ -32,6 +32,7 @@ const moeq_method_traits moeq_method_search = {
     .quantizes = 1,
     .fields = MOEQ_SET_METHOD | MOEQ_SET_BITS | MOEQ_SET_FORMAT,
     .formats = MOEQ_QFAMILY_GGML,
+    .importance = MOEQ_QFAMILY_GGML,
     .quantize_cpu = search_quantize_cpu,
     .supports = search_supports,
     .cost_s = search_cost_s,

@@ -82,5 +82,6 @@ extern const moeq_command moeq_cmd_plan;
 extern const moeq_command moeq_cmd_bench;
 extern const moeq_command moeq_cmd_eval;
 extern const moeq_command moeq_cmd_export;
+extern const moeq_command moeq_cmd_calibrate;
 
 #endif

@@ -123,6 +123,14 @@ static int run_gguf(x_ctx *c, const char *artifact, const char *out, int quiet) 
            s.n_weights ? 8.0 * (double)s.tensor_bytes / (double)s.n_weights : 0.0, types, s.file_type,
            s.has_tokenizer ? "" : ", NO tokenizer", c->g.no_compensators ? ", MiLo compensators dropped" : "",
            s.seconds);
+    if (c->g.lora && s.lora.n_pairs) {
+        char b2[32];
+        moeq_cli_human_bytes(s.lora.file_bytes, b2, sizeof b2);
+        printf("moeq export: %s: LoRA adapter of %d compensated tensors (rank %d..%d, adapter.lora.alpha %g: "
+               "update exactly U V), %d F16 + %d F32 tensors, %s\n",
+               c->g.lora, s.lora.n_pairs, s.lora.rank_min, s.lora.rank_max, (double)s.lora.alpha,
+               s.lora.n_f16, s.lora.n_f32, b2);
+    }
     return MOEQ_EXIT_OK;
 }
 
@@ -181,7 +189,8 @@ const moeq_command moeq_cmd_export = {
     .summary = "write an artifact as HuggingFace-style safetensors, or as GGUF for llama.cpp",
     .usage =
         "moeq export [--shard-size BYTES] [--force] [--progress SECONDS] ARTIFACT.h5 OUT_DIR\n"
-        "moeq export --format gguf [--outtype auto|f32] [--no-compensators] [--tokenizer FILE |\n"
+        "moeq export --format gguf [--outtype auto|f32] [--no-compensators | --lora A.gguf] [--tokenizer "
+        "FILE |\n"
         "            --tokenizer-from F.gguf] [--name NAME] [--shard-size BYTES] [--force] ARTIFACT.h5 "
         "OUT.gguf\n\n"
         "Writes the quantized model of a complete artifact into OUT_DIR as HuggingFace-style sharded\n"
@@ -211,11 +220,14 @@ const moeq_command moeq_cmd_export = {
         "came keep BF16/F16/F32 (FP8 -> BF16), 1-D tensors, norms and routers F32 (as "
         "convert_hf_to_gguf.py).\n"
         "Refused (exit 3, tensors named): moeq's grouped HQQ/RTN formats, experts of one stack in different\n"
-        "formats, MiLo compensators (unless --no-compensators).\n"
+        "formats, MiLo compensators (unless --lora or --no-compensators).\n"
         "  -F, --format hf|gguf     output format (default hf)\n"
         "      --outtype auto|f32   gguf: f32 writes every tensor not in a block type as F32 (default auto)\n"
         "      --no-compensators    gguf: export the quantized base of MiLo-compensated tensors alone\n"
-        "      --lora FILE          gguf: the compensators as a LoRA adapter (not implemented yet)\n"
+        "      --lora FILE          gguf: also write the MiLo compensators U V as a llama.cpp LoRA adapter\n"
+        "                           (lora_a = V, lora_b = U, exact values, scale 1: llama.cpp --lora FILE\n"
+        "                           runs deq(Q) + U V); attention, shared experts, dense MLPs; compensated\n"
+        "                           routed experts are refused; FILE and OUT appear together (FILE first)\n"
         "      --tokenizer FILE     gguf: tokenizer.json to convert (default: the recorded source dir's)\n"
         "      --tokenizer-from F   gguf: copy the tokenizer.* keys of another GGUF of the model\n"
         "      --name NAME          gguf: general.name (default: the source directory's name)\n"
@@ -226,6 +238,7 @@ const moeq_command moeq_cmd_export = {
         "Example:\n"
         "  moeq export out/tiny.h5 out/tiny-hf --shard-size 2MB\n"
         "  moeq export --format gguf out/tiny-q4k.h5 out/tiny-q4k.gguf\n"
+        "  moeq export --format gguf out/tiny-milo.h5 out/tiny-milo.gguf --lora out/tiny-milo-lora.gguf\n"
         "  moeq export /scratch/kimi-k2-milo3.h5 /scratch/kimi-k2-milo3-hf     # 50 GB shards",
     .run = run,
 };

@@ -20,7 +20,8 @@ enum {
     OPT_SIM_STRAGGLERS,
     OPT_DEVICE,
     OPT_READ_AHEAD,
-    OPT_ALLOW_MIXED
+    OPT_ALLOW_MIXED,
+    OPT_IMATRIX
 };
 
 static int on_opt(int opt, const char *arg, void *ctx) {
@@ -91,6 +92,9 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case OPT_ALLOW_MIXED:
         c->o.allow_mixed_numerics = 1;
         return 0;
+    case OPT_IMATRIX:
+        c->o.imatrix_path = arg;
+        return 0;
     case OPT_SIMULATE:
         c->o.simulate = 1;
         return 0;
@@ -139,6 +143,7 @@ static int run(int argc, char **argv) {
         {"device", required_argument, NULL, OPT_DEVICE},
         {"read-ahead", required_argument, NULL, OPT_READ_AHEAD},
         {"allow-mixed-numerics", no_argument, NULL, OPT_ALLOW_MIXED},
+        {"imatrix", required_argument, NULL, OPT_IMATRIX},
         {"simulate", no_argument, NULL, OPT_SIMULATE},
         {"sim-ranks", required_argument, NULL, OPT_SIM_RANKS},
         {"sim-time-scale", required_argument, NULL, OPT_SIM_SCALE},
@@ -204,7 +209,8 @@ const moeq_command moeq_cmd_quantize = {
     .name = "quantize",
     .summary = "quantize a checkpoint into one HDF5 artifact (under mpirun/srun)",
     .usage =
-        "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--resume|--force]\n"
+        "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--imatrix FILE]\n"
+        "       [--resume|--force]\n"
         "       [--device cpu|cuda|auto] [--schedule static|dynamic] [--progress SECONDS]\n"
         "       [--max-attempts N] [--read-ahead MIB|auto] [--stats FILE.json]\n\n"
         "Partitions the checkpoint by expert into work units (a routed expert's projections; a layer's\n"
@@ -219,6 +225,15 @@ const moeq_command moeq_cmd_quantize = {
         "  -o, --out FILE         the artifact to write\n"
         "  -r, --recipe FILE      YAML recipe (configs/README.md); default: HQQ 4-bit, group 64 on every\n"
         "                         attention/expert/MLP linear, the rest stored as it came\n"
+        "      --imatrix FILE     llama.cpp importance matrix (its GGUF form or the legacy .dat; `moeq\n"
+        "                         calibrate` writes one): each tensor's vector (routed expert e: row e\n"
+        "                         of its stacked entry) weighs the squared error of methods rtn and\n"
+        "                         search on llama.cpp's block types (llama-quantize --imatrix); hqq and\n"
+        "                         milo ignore it. Every rank reads it. Tensors without an entry are\n"
+        "                         named (WARNING); an entry of the wrong width is refused (exit 3). Its\n"
+        "                         hash joins the plan digest and the artifact (root attribute\n"
+        "                         imatrix_xxh3): --resume with another is refused (exit 7). `moeq plan\n"
+        "                         --imatrix` shows which tensors get a vector\n"
         "  -R, --resume           continue an interrupted run: keeps every journaled unit whose bytes\n"
         "                         verify, redoes the rest; refused (exit 7) if the model, recipe, backend\n"
         "                         or numerics fingerprint changed, or a journaled unit's source weights\n"

@@ -68,6 +68,9 @@ static moeq_status open_all(ev_state *s) {
                          "%s: its recipe does not apply to the model %s (%s)\n---> HINT: pass the "
                          "--model it was quantized from (source_dir: %s)",
                          o->artifact, o->model_dir, moeq_error_detail(), s->info->source_dir);
+    // an artifact quantized with --imatrix: the file's recorded hash is part of its digest (the file itself
+    // is not needed to evaluate)
+    s->plan->digest = moeq_plan_digest_imatrix(s->plan->digest, s->info->imatrix_xxh3);
     if (s->plan->digest != s->info->plan_digest || s->plan->n_tensors != s->info->n_tensors)
         return MOEQ_FAIL(
             MOEQ_ERR_MISMATCH,

@@ -13,6 +13,7 @@ static const moeq_command *const commands[] = {
     &moeq_cmd_quantize,
     &moeq_cmd_eval,
     &moeq_cmd_export,
+    &moeq_cmd_calibrate,
     &moeq_cmd_bench,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };

@@ -13,6 +13,7 @@
 #define MOEQ_QUANTIZE_IMPL_H
 
 #include "moeq_worker.h"
+#include "importance.h" // defines: moeq_importance (--imatrix bound to the plan)
 #include "quantize_run.h"
 #include "run_device.h" // defines: moeq_run_device
 #include "run_numerics.h" // defines: moeq_run_numerics
@@ -51,6 +52,8 @@ typedef struct run_state {
     moeq_catalog *cat;
     moeq_recipe *recipe;
     moeq_plan *plan;
+    moeq_imatrix *imatrix;   // --imatrix (every rank reads it), or NULL
+    moeq_importance *imp;    // ... bound to the plan: each tensor's vector
     moeq_artifact_entry *e;
     moeq_tensor_result *res; // (n_tensors) rank 0: journaled/current results
     unsigned char *done;     // (n_units) 1 = durable and journaled

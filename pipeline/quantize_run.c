@@ -149,6 +149,8 @@ static moeq_status skeleton_create(run_state *s) {
         .backend = s->dev.backend,
         .numerics_fingerprint = s->num.fingerprint,
         .numerics = s->num.desc,
+        .imatrix_path = s->imatrix ? s->imatrix->path : NULL,
+        .imatrix_xxh3 = s->imatrix ? s->imatrix->xxh3 : 0,
     };
     char *sj = shards_json(s->cat);
     m.shards_json = sj;
@@ -457,6 +459,14 @@ static int qrun_open_plan(run_state *s) {
         else if (st == MOEQ_OK)
             st = pre;
     }
+    if (st == MOEQ_OK && o->imatrix_path) { // every rank reads it (a float per column per matrix: small)
+        st = moeq_imatrix_read(o->imatrix_path, &s->imatrix);
+        if (st == MOEQ_OK) st = moeq_importance_bind(s->imatrix, s->cat, s->plan, &s->imp);
+        // its identity joins the digest: --resume with another file (or none) is refused, eval knows it
+        if (st == MOEQ_OK) s->plan->digest = moeq_plan_digest_imatrix(s->plan->digest, s->imatrix->xxh3);
+        if (st == MOEQ_OK && s->rank == 0 && (!o->quiet || s->imp->n_missing)) // the WARNING even with -q
+            moeq_importance_print(stdout, s->imp, s->cat, s->plan, 8);
+    }
     if (st == MOEQ_OK && s->w->planned) st = s->w->planned(s);
     if (st == MOEQ_OK) st = moeq_run_entries(s->plan, s->cat, &s->e);
     if (st == MOEQ_OK && !s->cat->has_data)
@@ -487,11 +497,12 @@ static int qrun_open_plan(run_state *s) {
     if (s->rank == 0 && moeq_plan_group_fallbacks(p, s->cat, fb, sizeof fb)) {
         const size_t n = strlen(fb);
         if (n && fb[n - 1] == '\n') fb[n - 1] = '\0'; // the log adds its own
-        MOEQ_LOG(MOEQ_LOG_WARN,
-                 "settings adapted to this model's shapes (a group that does not divide the input dimension: "
-                 "the largest that does; a rank above min(rows, cols): that minimum; `moeq plan --explain "
-                 "NAME`):\n%s",
-                 fb);
+        MOEQ_LOG(
+            MOEQ_LOG_WARN,
+            "settings adapted to this model's shapes (a group that does not divide the input dimension: "
+            "the largest that does; a rank above min(rows, cols): that minimum; target gguf: a type whose "
+            "block does not divide the rows: llama-quantize's fallback; `moeq plan --explain NAME`):\n%s",
+            fb);
     }
     return MOEQ_QRUN_NEXT;
 }
@@ -687,6 +698,8 @@ static void qrun_close(run_state *s) {
     moeq_free(&s->pending);
     moeq_free(&s->partial);
     moeq_free(&s->journal_path);
+    moeq_importance_free(&s->imp);
+    moeq_imatrix_free(&s->imatrix);
     moeq_plan_free(&s->plan);
     moeq_recipe_free(&s->recipe);
     moeq_catalog_close(&s->cat);

@@ -14,6 +14,7 @@
 typedef struct moeq_quantize_opts {
     const char *model_dir;
     const char *recipe_path; // NULL: built-in defaults
+    const char *imatrix_path; // NULL, or llama.cpp's importance matrix (--imatrix; every rank reads it)
     const char *out_path;
     int resume;
     int force;

@@ -268,6 +268,7 @@ static moeq_status real_start(run_state *s) {
                              .cat = s->cat,
                              .plan = s->plan,
                              .entries = s->e,
+                             .importance = s->imp ? s->imp->vec : NULL,
                              .out_fd = s->out_fd,
                              .out_path = s->partial};
     s->read_ahead = moeq_read_ahead_resolve(s->o->read_ahead, s->dev.backend, 0, s->o->cost_model);

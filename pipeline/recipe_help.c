@@ -102,6 +102,17 @@ void moeq_recipe_help_print(FILE *f, int markdown) {
         fprintf(f, "  %-16s %s\n  %-16s   values: %s; default: %s; read by: %s\n", fd->key, fd->help, "", a,
                 c, b);
     }
+    fprintf(
+        f,
+        "\nTop level (besides version, defaults, rules, policies):\n"
+        "  target: gguf     the artifact is for `moeq export --format gguf` (llama.cpp): quantized tensors\n"
+        "                   must be in llama.cpp's block types (or method none), the routed experts of a\n"
+        "                   (layer, proj) share one type (one stacked GGUF tensor; policies and the budget\n"
+        "                   solver choose per stack), no compensator on routed experts, no quantized\n"
+        "                   router; a type whose block does not divide a row takes llama-quantize's\n"
+        "                   fallback (q2_K/q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq4_xs\n"
+        "                   -> iq4_nl; else stored as it came) with a warning; `moeq plan` shows the GGUF\n"
+        "                   types and file size (configs/README.md, \"Target: gguf\")\n");
     fprintf(f, "\nMethods:\n");
     for (int m = 0; m < MOEQ_METHOD_COUNT; m++) {
         const moeq_method_traits *t = moeq_method_get((moeq_method)m);

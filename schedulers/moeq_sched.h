@@ -11,5 +11,6 @@
 #include "simulate.h"  // defines: moeq_sim_run (discrete-event simulation of the queue at any rank count)
 #include "policy.h"    // defines: moeq_analysis, moeq_policy_apply, moeq_policy_needs (recipe policies)
 #include "solver.h"    // defines: moeq_budget_solve (bits/weight budget)
+#include "target.h"    // defines: moeq_gguf_plan_check, moeq_gguf_plan_estimate (target: gguf)
 
 #endif

@@ -3,6 +3,7 @@
 #include "plan.h"
 
 #include "policy.h" // defines: moeq_analysis, moeq_policy_apply
+#include "target.h" // defines: moeq_gguf_fit_format, moeq_gguf_plan_check
 
 #include <math.h>
 #include <stdio.h>
@@ -214,6 +215,8 @@ static moeq_status make_entries(const moeq_catalog *c, const moeq_recipe *r, con
         const int64_t mn = t->ndim == 2 ? (t->shape[0] < t->shape[1] ? t->shape[0] : t->shape[1]) : 0;
         if (mn > 0 && moeq_qsettings_rank(&x->pt.q) > mn)
             x->pt.rank_asked = x->pt.q.rank, x->pt.q.rank = (int)mn;
+        // target gguf: a llama.cpp block type that does not divide the rows takes llama-quantize's fallback
+        if (r->target == MOEQ_TARGET_GGUF) x->pt.format_asked = moeq_gguf_fit_format(&x->pt.q, t);
         st = moeq_qsettings_check(&x->pt.q, t);
         if (st == MOEQ_OK) st = geometry(&x->pt, t);
         // a pass-through FP8 weight keeps its scale next to it, in the same unit
@@ -253,8 +256,8 @@ static uint64_t tensor_mem(const moeq_tensor_info *t, const moeq_plan_tensor *pt
 }
 
 // The units of the sorted entries, their figures and the plan's totals, and the digest over all of it.
-static moeq_status fill_units(const moeq_catalog *c, const moeq_cost_model *cm, const entry *e, int n,
-                              moeq_plan *p) {
+static moeq_status fill_units(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm,
+                              const entry *e, int n, moeq_plan *p) {
     int n_units = 0;
     for (int i = 0; i < n; i++)
         if (i == 0 || cmp_key(&e[i].k, &e[i - 1].k)) n_units++;
@@ -269,6 +272,7 @@ static moeq_status fill_units(const moeq_catalog *c, const moeq_cost_model *cm, 
     XXH3_64bits_reset(h);
     hash_str(h, "moeq-plan-v2"); // v2: attention, shared and dense linears are units of their own
     hash_str(h, c->config_json ? c->config_json : "");
+    if (r->target == MOEQ_TARGET_GGUF) hash_str(h, "target: gguf"); // absent: the digests of before
     for (int s = 0; s < c->n_shards; s++) {
         hash_str(h, c->shard_names[s]);
         hash_u64(h, c->shard_sizes[s]);
@@ -337,7 +341,9 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
                          fitted);
     if (st == MOEQ_OK) st = make_entries(c, r, qs, rules, pols, scores, asked, fitted, e, &n);
     if (st == MOEQ_OK) qsort(e, (size_t)n, sizeof *e, cmp_entry);
-    if (st == MOEQ_OK) st = fill_units(c, cm, e, n, p);
+    if (st == MOEQ_OK) st = fill_units(c, r, cm, e, n, p);
+    if (st == MOEQ_OK && r->target == MOEQ_TARGET_GGUF && !(flags & MOEQ_PLAN_RULES_ONLY))
+        st = moeq_gguf_plan_check(c, r, p); // the rules-only plan may hold what the budget replaces
     moeq_free(&e);
     moeq_free(&qs), moeq_free(&rules), moeq_free(&pols), moeq_free(&scores);
     moeq_free(&asked), moeq_free(&fitted);
@@ -350,19 +356,23 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
 int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap) {
     enum { MAX_KINDS = 64 };
     typedef struct {
-        int cls, rank, asked, used, n, first; // rank: 1 a rank cap, 0 a group fallback
+        int cls, rank, asked, used, n, first; // rank: 0 a group fallback, 1 a rank cap, 2 a format fallback
         int64_t R, C;
     } kind;
     kind k[MAX_KINDS];
     int nk = 0, total = 0;
     for (int i = 0; i < p->n_tensors; i++)
-        for (int rk = 0; rk < 2; rk++) {
+        for (int rk = 0; rk < 3; rk++) { // 0 group, 1 rank, 2 format
             const moeq_plan_tensor *pt = &p->t[i];
-            const int asked = rk ? pt->rank_asked : pt->group_asked, used = rk ? pt->q.rank : pt->q.group;
+            const int asked = rk == 2 ? pt->format_asked : rk ? pt->rank_asked : pt->group_asked;
+            const int used = rk == 2
+                                 ? (pt->q.method == MOEQ_METHOD_NONE ? 0 : (int)moeq_qsettings_qtype(&pt->q))
+                             : rk ? pt->q.rank
+                                  : pt->q.group;
             if (!asked) continue;
             total++;
             const int cls = (int)c->t[pt->cat].c.cls;
-            const int64_t R = rk ? pt->R : 0; // group fallbacks depend on C only
+            const int64_t R = rk == 1 ? pt->R : 0; // group and format fallbacks depend on C only
             int j = 0;
             while (j < nk && !(k[j].cls == cls && k[j].rank == rk && k[j].R == R && k[j].C == pt->C &&
                                k[j].asked == asked && k[j].used == used))
@@ -374,7 +384,16 @@ int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *b
     if (cap) buf[0] = '\0';
     for (int j = 0; j < nk && n < cap; j++) {
         const char *cl = moeq_tclass_name((moeq_tclass)k[j].cls), *nm = c->t[k[j].first].name;
-        if (k[j].rank)
+        if (k[j].rank == 2) {
+            const moeq_qtype_traits *f = moeq_qtype_get(k[j].asked);
+            n += (size_t)snprintf(
+                buf + n, cap - n,
+                "%s: %d tensor%s [*, %lld] (e.g. %s): %s needs rows of a multiple of %d, %s "
+                "used (llama-quantize's fallback)\n",
+                cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].C, nm, f ? f->name : "?",
+                f ? f->block : 0,
+                k[j].used ? moeq_qtype_name(k[j].used) : "no quantization (F16: stored as it came)");
+        } else if (k[j].rank)
             n += (size_t)snprintf(buf + n, cap - n,
                                   "%s: %d tensor%s [%lld, %lld] (e.g. %s): rank %d exceeds min(%lld, %lld), "
                                   "rank %d used\n",

@@ -41,6 +41,8 @@ typedef struct moeq_plan_tensor {
                             // does (moeq_qsettings_fit_group); 0: q.group as the recipe asked
     int rank_asked;         // the compensator rank asked when it exceeded min(R, C) and q.rank is that
                             // minimum (MiLo's rank is capped by the matrix, configs/README.md); 0: as asked
+    int format_asked;       // target gguf: the llama.cpp block type asked when its block does not divide C
+                      // and q is llama-quantize's fallback (target.h; method none for "F16"); 0: as asked
 } moeq_plan_tensor;
 
 typedef struct moeq_unit {
@@ -82,15 +84,17 @@ typedef struct moeq_plan {
     uint64_t mem_max; // largest unit working set
 } moeq_plan;
 
-// The plan's group fallbacks (moeq_plan_tensor.group_asked) and rank caps (rank_asked) for messages: one
-// line per class, shape, asked and used setting, "routed_expert: 24 tensors [*, 96] (e.g. NAME): group 64
-// does not divide 96, group 48 used", "attention: 8 tensors [48, 96] (e.g. NAME): rank 64 exceeds min(48,
-// 96), rank 48 used", each ending in '\n', into buf (truncated to cap). Returns the number of tensors (0:
-// none, buf "").
+// The plan's group fallbacks (moeq_plan_tensor.group_asked), rank caps (rank_asked) and target gguf's
+// format fallbacks (format_asked) for messages: one line per class, shape, asked and used setting,
+// "routed_expert: 24 tensors [*, 96] (e.g. NAME): group 64 does not divide 96, group 48 used", "attention: 8
+// tensors [48, 96] (e.g. NAME): rank 64 exceeds min(48, 96), rank 48 used", "routed_expert: 32 tensors [*,
+// 384] (e.g. NAME): q3_K needs rows of a multiple of 256, q4_0 used (llama-quantize's fallback)", each
+// ending in '\n', into buf (truncated to cap). Returns the number of tensors (0: none, buf "").
 int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap);
 
 // Builds the plan. Fails (MOEQ_ERR_UNSUPPORTED, naming the tensor) when a setting cannot apply, and
-// (MOEQ_ERR_FORMAT, naming the rule, its line and its match) when a recipe rule matches no tensor.
+// (MOEQ_ERR_FORMAT, naming the rule, its line and its match) when a recipe rule matches no tensor. Under
+// `target: gguf` the final plan (not a rules-only one) is checked by moeq_gguf_plan_check (target.h).
 // Returns a new plan; caller frees with moeq_plan_free.
 // Relative layer ranges are bound to the catalog's model; routing-count files of policies are read here.
 // A recipe whose policies need the weights fails here (use moeq_plan_build_ex with the analysis).

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "plan.h"
+#include "target.h" // defines: moeq_gguf_fit_format, moeq_gguf_unservable (target: gguf)
 
 moeq_status moeq_analysis_new(int n_tensors, int n_cand, int n_layers, moeq_analysis **out) {
     *out = NULL;
@@ -65,13 +66,30 @@ static int quantized(const moeq_qsettings *q, const moeq_tensor_info *t) {
     return q->method != MOEQ_METHOD_NONE && moeq_tensor_quantizable(t);
 }
 
-int moeq_policy_candidate(const moeq_policy *p, int k, const moeq_qsettings *base, const moeq_tensor_info *t,
-                          moeq_qsettings *out) {
+// Candidate k over base, as the recipe asks it (before target gguf's row fallback).
+static moeq_qsettings cand_overlay(const moeq_policy *p, int k, const moeq_qsettings *base) {
     moeq_qsettings s = *base;
     moeq_qsettings_apply(&s, &p->cand[k], p->cand_mask[k]);
     moeq_qsettings_normalize(&s);
+    return s;
+}
+
+int moeq_policy_candidate(const moeq_policy *p, int k, const moeq_qsettings *base, const moeq_tensor_info *t,
+                          moeq_qsettings *out) {
+    moeq_qsettings s = cand_overlay(p, k, base);
+    // target gguf: the candidate as it will be stored (llama-quantize's row fallback); never a grouped format
+    if (p->gguf) moeq_gguf_fit_format(&s, t);
     *out = s;
-    return moeq_qsettings_fits(&s, t);
+    return !(p->gguf && moeq_gguf_unservable(&s, t)) && moeq_qsettings_fits(&s, t);
+}
+
+// Target gguf: the slot of a routed expert's stacked (layer, projection) in [0, L * MOEQ_PROJ_COUNT), -1
+// for any other tensor (and for every tensor without the target).
+static int stack_of(const moeq_catalog *c, const moeq_policy *p, const moeq_tensor_info *t) {
+    if (!p->gguf || t->c.cls != MOEQ_TC_ROUTED_EXPERT || t->c.layer < 0 ||
+        t->c.layer >= moeq_config_n_layers_total(&c->cfg))
+        return -1;
+    return t->c.layer * MOEQ_PROJ_COUNT + (int)t->c.proj;
 }
 
 // Applies a policy's `set` fields (as a recipe rule would).
@@ -161,6 +179,14 @@ static moeq_status pick_frequency(const moeq_catalog *c, const moeq_recipe *r, i
         const moeq_tensor_info *t = &c->t[i];
         if (!quantized(&q[i], t) || !moeq_rule_matches(&p->match, t)) continue;
         if (t->c.cls != MOEQ_TC_ROUTED_EXPERT) continue;
+        if (p->gguf) {
+            st = fail_policy(
+                r, p,
+                "under target gguf the routed experts of a (layer, projection) are one stacked "
+                "tensor with one format, and this policy picks experts within a layer\n---> HINT: "
+                "outlier, block or budget (they choose per (layer, projection) under this target)");
+            break;
+        }
         if (t->c.layer >= rc->n_layers || t->c.expert >= rc->n_experts || !rc->present[t->c.layer]) {
             char m[160];
             snprintf(m, sizeof m, "the routing counts have no entry for layer %d expert %d (%s)", t->c.layer,
@@ -204,25 +230,50 @@ static moeq_status pick_frequency(const moeq_catalog *c, const moeq_recipe *r, i
 static moeq_status apply_outlier(const moeq_catalog *c, const moeq_recipe *r, int k, const moeq_analysis *an,
                                  moeq_qsettings *q, int *decided, double *score) {
     const moeq_policy *p = &r->policies[k];
+    const int n_slots = moeq_config_n_layers_total(&c->cfg) * MOEQ_PROJ_COUNT;
     ranked *v = MOEQ_CALLOC((size_t)c->n_tensors + 1, sizeof *v, "outlier ranking");
-    if (!v) return MOEQ_ERR_NOMEM;
-    // by_proj: each projection ranked on its own (max/mean grows with the row count, see the QuantMoE notes)
+    int *at = MOEQ_MALLOC(sizeof(int) * ((size_t)n_slots + 1), "outlier stacks");
+    if (!v || !at) {
+        moeq_free(&v), moeq_free(&at);
+        return MOEQ_ERR_NOMEM;
+    }
+    // by_proj: each projection ranked on its own (max/mean grows with the row count, see the QuantMoE notes).
+    // target gguf: the matched experts of a stacked (layer, projection) are one candidate, scored by their
+    // largest outlier score (key -1 - slot), so the stack keeps one format.
     const int n_groups = p->by_proj ? MOEQ_PROJ_COUNT : 1;
     int total = 0;
     for (int g = 0; g < n_groups; g++) {
         int n = 0;
+        for (int s = 0; s < n_slots; s++) at[s] = -1;
         for (int i = 0; i < c->n_tensors; i++) {
             const moeq_tensor_info *t = &c->t[i];
             if (!quantized(&q[i], t) || !moeq_rule_matches(&p->match, t)) continue;
             if (p->by_proj && (int)t->c.proj != g) continue;
-            v[n++] = (ranked){an->outlier[i], i, i};
+            const int s = stack_of(c, p, t);
+            if (s >= 0 && at[s] >= 0) {
+                if (an->outlier[i] > v[at[s]].score) v[at[s]].score = an->outlier[i];
+                continue;
+            }
+            if (s >= 0) at[s] = n;
+            v[n++] = (ranked){an->outlier[i], i, s >= 0 ? -1 - s : i};
         }
         total += n;
         qsort(v, (size_t)n, sizeof *v, cmp_ranked);
         const int want = moeq_policy_top_count(p->top, p->top_percent, n);
-        for (int j = 0; j < want; j++) mark(q, decided, score, v[j].key, k, v[j].score, p);
+        for (int j = 0; j < want; j++) {
+            if (v[j].key >= 0) {
+                mark(q, decided, score, v[j].key, k, v[j].score, p);
+                continue;
+            }
+            for (int i = 0; i < c->n_tensors; i++) { // every matched expert of the stack
+                const moeq_tensor_info *t = &c->t[i];
+                if (stack_of(c, p, t) == -1 - v[j].key && quantized(&q[i], t) &&
+                    moeq_rule_matches(&p->match, t))
+                    mark(q, decided, score, i, k, v[j].score, p);
+            }
+        }
     }
-    moeq_free(&v);
+    moeq_free(&v), moeq_free(&at);
     return total ? MOEQ_OK : fail_policy(r, p, "matches no quantized tensor");
 }
 
@@ -295,58 +346,91 @@ static moeq_status apply_ranks(const moeq_catalog *c, const moeq_recipe *r, int 
     return n ? MOEQ_OK : fail_policy(r, p, "matches no quantized tensor");
 }
 
-// Items: matched tensors, or matched tensors grouped by unit (layer, class, expert).
+// Target gguf: a quantized tensor the budget does not decide counts as it will be stored (row fallback); 0
+// bits and *is_q = 0 when the fallback leaves it unquantized.
+static double fixed_bits(const moeq_policy *p, const moeq_qsettings *q, const moeq_tensor_info *t,
+                         int *is_q) {
+    moeq_qsettings s = *q;
+    if (p->gguf) moeq_gguf_fit_format(&s, t);
+    *is_q = quantized(&s, t);
+    return *is_q ? moeq_policy_stored_bits(&s, t) : 0;
+}
+
+// Items: matched tensors, or matched tensors grouped by unit (layer, class, expert). Target gguf: the
+// matched routed experts of a (layer, projection) are one item (by: unit, of a layer), so that a stacked
+// tensor gets one candidate.
 static moeq_status apply_budget(const moeq_catalog *c, const moeq_recipe *r, int k, const moeq_analysis *an,
                                 const moeq_qsettings *base, moeq_qsettings *q, int *decided, double *score,
                                 moeq_budget_result *res) {
     const moeq_policy *p = &r->policies[k];
     const int m = p->n_cand;
     if (an->n_cand != m) return fail_policy(r, p, "the analysis has no trials for these candidates");
+    const int n_slots = moeq_config_n_layers_total(&c->cfg) * MOEQ_PROJ_COUNT;
     int *item = MOEQ_MALLOC(sizeof(int) * ((size_t)c->n_tensors + 1), "budget items");
-    if (!item) return MOEQ_ERR_NOMEM;
-    int n = 0;
-    double fixed = 0, params = 0;
-    int64_t prev_key = -1;
-    // catalog order groups a unit's tensors? not necessarily: key them explicitly
-    for (int i = 0; i < c->n_tensors; i++) item[i] = -1;
     int64_t *keys = MOEQ_MALLOC(sizeof(int64_t) * ((size_t)c->n_tensors + 1), "budget keys");
-    if (!keys) {
-        moeq_free(&item);
+    int *key_item = MOEQ_MALLOC(sizeof(int) * ((size_t)c->n_tensors + 1), "budget keys");
+    int *stack_item = MOEQ_MALLOC(sizeof(int) * ((size_t)n_slots + 1), "budget stacks");
+    if (!item || !keys || !key_item || !stack_item) {
+        moeq_free(&item), moeq_free(&keys), moeq_free(&key_item), moeq_free(&stack_item);
         return MOEQ_ERR_NOMEM;
     }
-    int n_keys = 0;
-    (void)prev_key;
+    int n = 0, n_keys = 0;
+    double fixed = 0, params = 0;
+    for (int i = 0; i < c->n_tensors; i++) item[i] = -1;
+    for (int s = 0; s < n_slots; s++) stack_item[s] = -1;
     for (int i = 0; i < c->n_tensors; i++) {
         const moeq_tensor_info *t = &c->t[i];
         if (!moeq_tensor_quantizable(t)) continue;
         int in = quantized(&base[i], t) && moeq_rule_matches(&p->match, t);
         if (!in) {
-            if (quantized(&q[i], t)) {
-                fixed += moeq_policy_stored_bits(&q[i], t);
-                params += (double)t->numel;
-            }
+            int is_q = 0;
+            const double b = fixed_bits(p, &q[i], t, &is_q);
+            if (is_q) fixed += b, params += (double)t->numel;
             continue;
         }
         params += (double)t->numel;
+        const int st = stack_of(c, p, t);
+        if (st >= 0) { // by: unit: one item per layer's experts (its gate, up and down stacks)
+            const int slot = p->by_unit ? st - (int)t->c.proj : st;
+            if (stack_item[slot] < 0) stack_item[slot] = n++;
+            item[i] = stack_item[slot];
+            continue;
+        }
         if (!p->by_unit) {
             item[i] = n++;
             continue;
         }
+        // catalog order does not group a unit's tensors: key them explicitly
         const int64_t key =
             ((int64_t)(t->c.layer + 1) << 32) | ((int64_t)t->c.cls << 24) | (int64_t)(t->c.expert + 1);
         int found = -1;
-        for (int j = 0; j < n_keys; j++)
+        for (int j = 0; j < n_keys && found < 0; j++)
             if (keys[j] == key) found = j;
-        if (found < 0) keys[found = n_keys++] = key;
-        item[i] = found;
+        if (found < 0) keys[n_keys] = key, key_item[n_keys] = n++, found = n_keys++;
+        item[i] = key_item[found];
     }
-    if (p->by_unit) n = n_keys;
-    moeq_free(&keys);
+    moeq_free(&keys), moeq_free(&key_item), moeq_free(&stack_item);
     double *bits = MOEQ_CALLOC((size_t)n * (size_t)m + 1, sizeof(double), "budget bits");
     double *err = MOEQ_CALLOC((size_t)n * (size_t)m + 1, sizeof(double), "budget errors");
     int *choice = MOEQ_CALLOC((size_t)n + 1, sizeof(int), "budget choice");
     moeq_status st = (bits && err && choice) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     if (st == MOEQ_OK && !n) st = fail_policy(r, p, "matches no quantized tensor");
+    // target gguf: a candidate in moeq's grouped formats could never be written
+    int refused = 0;
+    for (int i = 0; p->gguf && i < c->n_tensors && st == MOEQ_OK; i++)
+        for (int j = 0; item[i] >= 0 && j < m && st == MOEQ_OK; j++) {
+            moeq_qsettings s = cand_overlay(p, j, &base[i]);
+            if (!moeq_gguf_unservable(&s, &c->t[i])) continue;
+            char msg[512];
+            snprintf(
+                msg, sizeof msg,
+                "candidate %d stores %s in moeq's grouped format %s, which llama.cpp cannot load (target "
+                "gguf)\n---> HINT: candidates in llama.cpp's block types, e.g. {method: search, format: "
+                "q3_K}",
+                j + 1, c->t[i].name, moeq_qtype_name(moeq_qsettings_qtype(&s)));
+            st = fail_policy(r, p, msg);
+            refused = 1;
+        }
     for (int i = 0; i < c->n_tensors && st == MOEQ_OK; i++) {
         if (item[i] < 0) continue;
         for (int j = 0; j < m; j++) {
@@ -362,7 +446,7 @@ static moeq_status apply_budget(const moeq_catalog *c, const moeq_recipe *r, int
     }
     if (st == MOEQ_OK)
         st = moeq_budget_solve(n, m, bits, err, fixed, params, p->target_bits, p->tolerance, choice, res);
-    if (st != MOEQ_OK && st != MOEQ_ERR_NOMEM) {
+    if (st != MOEQ_OK && st != MOEQ_ERR_NOMEM && !refused) {
         char msg[512];
         snprintf(msg, sizeof msg,
                  "%s\n---> HINT: change \"bits\", add candidates, or use \"by: tensor\" for a finer budget",
@@ -372,7 +456,7 @@ static moeq_status apply_budget(const moeq_catalog *c, const moeq_recipe *r, int
     for (int i = 0; i < c->n_tensors && st == MOEQ_OK; i++) {
         if (item[i] < 0) continue;
         const int j = choice[item[i]];
-        moeq_policy_candidate(p, j, &base[i], &c->t[i], &q[i]);
+        q[i] = cand_overlay(p, j, &base[i]); // as asked: the plan applies (and reports) the row fallback
         decided[i] = k;
         const double f2 = an->fro2[i], tr = an->trial[(size_t)i * (size_t)m + (size_t)j];
         score[i] = f2 > 0 ? sqrt(tr / f2) : 0; // predicted relative error of the chosen candidate

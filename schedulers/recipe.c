@@ -194,8 +194,8 @@ moeq_status moeq_recipe_from_doc(const moeq_ydoc *d, const char *text, moeq_reci
         for (int i = 0; st == MOEQ_OK && i < root->n; i++) {
             const moeq_ynode *k = root->key[i], *v = root->item[i];
             const char *key = moeq_yscalar(k);
-            static const char *const top[] = {"version", "defaults", "rules", "policies"};
-            for (unsigned b = 0; key && b < 4; b++)
+            static const char *const top[] = {"version", "defaults", "rules", "policies", "target"};
+            for (unsigned b = 0; key && b < 5; b++)
                 if (!strcmp(key, top[b])) {
                     if (seen & (1u << b))
                         st = MOEQ_YFAIL(d, k, "duplicate key \"%s\" (each top-level key once)", key);
@@ -221,16 +221,28 @@ moeq_status moeq_recipe_from_doc(const moeq_ydoc *d, const char *text, moeq_reci
                                        "%s:%d: the budget policy must be the last policy (and there is "
                                        "one at most)\n---> HINT: it spends what the other policies leave",
                                        d->path, r->policies[j].line);
+            } else if (key && !strcmp(key, "target")) {
+                const char *tv = moeq_yscalar(v);
+                if (tv && !strcmp(tv, "gguf"))
+                    r->target = MOEQ_TARGET_GGUF, r->target_line = moeq_yline(k);
+                else
+                    st = MOEQ_YFAIL(d, v,
+                                    "unknown target \"%s\"\n---> HINT: \"target: gguf\" (a file llama.cpp "
+                                    "loads), or no target (moeq's artifact, any format)",
+                                    tv ? tv : "?");
             } else {
                 st = MOEQ_YFAIL(
                     d, k,
                     "unknown top-level key \"%s\"\n---> HINT: a recipe has version, defaults, rules, "
-                    "policies",
+                    "policies, target",
                     key ? key : "?");
             }
         }
         if (st == MOEQ_OK && !have_version)
             st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: missing \"version: 1\"", d->path);
+        // the policies choose per stacked (layer, projection) under target gguf (policy.c)
+        for (int j = 0; st == MOEQ_OK && j < r->n_policies; j++)
+            r->policies[j].gguf = r->target == MOEQ_TARGET_GGUF;
     }
     if (st != MOEQ_OK) {
         moeq_recipe_free(&r);

@@ -22,6 +22,9 @@
 //     - match: {class: routed_expert, proj: down, layers: "0-3", name: "*.experts.1?.*"}
 //       set: {bits: 3}
 //
+//   target: gguf         # optional: only what llama.cpp loads (schedulers/target.h): block types, one format
+//                        # per stacked (layer, projection) of routed experts, llama-quantize's row fallbacks
+//
 //   policies:            # optional, applied in order after the rules (see configs/README.md)
 //     - kind: outlier      # outlier | block | frequency | kurtosis_rank | frequency_rank | budget
 //       top: 25%           # ...
@@ -90,7 +93,13 @@ typedef struct moeq_policy {
     int n_cand;
     unsigned cand_mask[MOEQ_MAX_CANDIDATES];
     moeq_qsettings cand[MOEQ_MAX_CANDIDATES];
+    int gguf; // the recipe's target is gguf (copied from moeq_recipe.target): the routed experts of one
+              // (layer, proj) are chosen together, candidates take llama-quantize's row fallback
 } moeq_policy;
+
+// What the file is for (recipe key `target:`). NONE: moeq's artifact, any format; GGUF: a file llama.cpp
+// loads (schedulers/target.h says what that refuses and adapts).
+typedef enum moeq_target { MOEQ_TARGET_NONE = 0, MOEQ_TARGET_GGUF = 1 } moeq_target;
 
 const char *moeq_policy_kind_name(moeq_policy_kind k);
 
@@ -102,6 +111,8 @@ typedef struct moeq_recipe {
     moeq_rule *rules;
     int n_policies;
     moeq_policy *policies;
+    moeq_target target; // `target:` (MOEQ_TARGET_NONE when absent)
+    int target_line;    // its line (0 when absent)
 } moeq_recipe;
 
 // 1 when the recipe needs the weights (statistics, trials or probes) before its plan is final.

@@ -237,7 +237,11 @@ static moeq_status ffn_block(const moeq_model *m, const moeq_layer_weights *L, c
 
 // The layer loop on a caller workspace of ws_floats(T) floats. topk: (L, T, K) or NULL.
 static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t T, float *logits,
-                               float *moe_in, int32_t *topk, float *ws) {
+                               const moeq_forward_taps *taps, float *ws) {
+    static const moeq_forward_taps none = {0};
+    if (!taps) taps = &none;
+    float *moe_in = taps->moe_in;
+    int32_t *topk = taps->topk;
     const moeq_model_config *c = &m->cfg;
     const int64_t H = c->hidden, V = c->vocab, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
     const int64_t qd = NH * D, kvd = NKV * D, K = c->top_k;
@@ -256,12 +260,15 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
         const moeq_layer_weights *L = &m->layers[l];
         // attention sub-block: x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x)
         MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
+        if (taps->attn_in) memcpy(taps->attn_in + (int64_t)l * T * H, h, (size_t)(T * H) * sizeof(float));
         MOEQ_TRY(moeq_linear_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd));
         MOEQ_TRY(moeq_linear_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd));
         MOEQ_TRY(moeq_linear_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd));
         MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
         MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
         MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
+        if (taps->attn_out)
+            memcpy(taps->attn_out + (int64_t)l * T * qd, att, (size_t)(T * qd) * sizeof(float));
         MOEQ_TRY(moeq_linear_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H));
         for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
         // FFN sub-block: x += moe(rmsnorm(x)) (the probe entry point is x here)
@@ -280,8 +287,7 @@ moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64
     if (!m || !tokens || T <= 0) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_forward: no model or no tokens");
     float *ws = MOEQ_MALLOC((size_t)ws_floats(&m->cfg, T) * sizeof(float), "forward workspace");
     if (!ws) return MOEQ_ERR_NOMEM;
-    moeq_status st =
-        forward_seq(m, tokens, T, logits, taps ? taps->moe_in : NULL, taps ? taps->topk : NULL, ws);
+    moeq_status st = forward_seq(m, tokens, T, logits, taps, ws);
     moeq_free(&ws);
     return st;
 }
@@ -330,7 +336,8 @@ moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tok
 #pragma omp for schedule(dynamic, 1)
         for (int64_t wi = 0; wi < nw; wi++) {
             const int64_t w = w0 + wi, t0 = w * window, T = n - t0 < window ? n - t0 : window;
-            moeq_status st = forward_seq(m, tokens + t0, T, logits, NULL, route_counts ? topk : NULL, ws);
+            const moeq_forward_taps tp = {.topk = route_counts ? topk : NULL};
+            moeq_status st = forward_seq(m, tokens + t0, T, logits, &tp, ws);
             if (st == MOEQ_OK && T > 1) st = moeq_cross_entropy_cpu(logits, tokens + t0 + 1, T - 1, V, nll);
             if (st == MOEQ_OK && sink)
                 st = moeq_pwrite_full(sink->fd, logits, (size_t)(T * V) * sizeof(float),

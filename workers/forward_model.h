@@ -63,9 +63,11 @@ void moeq_model_free(moeq_model **m);
 
 // Optional outputs of moeq_model_forward (any field may be NULL).
 typedef struct moeq_forward_taps {
-    float *moe_in; // (L, T, H): the residual stream entering each layer's FFN sub-block, i.e. the input of
-                   // post_attention_layernorm (the probe entry point, see moeq_moe_probe_error)
-    int32_t *topk; // (L, T, K): experts chosen per token, descending weight; -1 in dense layers
+    float *moe_in;   // (L, T, H): the residual stream entering each layer's FFN sub-block, i.e. the input of
+                     // post_attention_layernorm (the probe entry point, see moeq_moe_probe_error)
+    int32_t *topk;   // (L, T, K): experts chosen per token, descending weight; -1 in dense layers
+    float *attn_in;  // (L, T, H): the input of q/k/v_proj (input_layernorm's output)
+    float *attn_out; // (L, T, NH*D): the input of o_proj (the heads' outputs side by side)
 } moeq_forward_taps;
 
 // One independent sequence, positions 0..T-1, causal, no cache. logits (T, V) may be NULL (taps only).

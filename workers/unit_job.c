@@ -176,7 +176,8 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
     r->source_xxh3 = moeq_catalog_source_hash(src.data, moeq_raw_tensor_bytes(&src), src.block_scale,
                                               moeq_raw_tensor_scale_bytes(&src));
     const double t0 = moeq_now_s();
-    moeq_status qs = moeq_quantize_tensor(ops, &pt->q, t->name, &src, &work, &q, r);
+    const float *imp = x->importance ? x->importance[i] : NULL;
+    moeq_status qs = moeq_quantize_tensor(ops, &pt->q, t->name, &src, imp, &work, &q, r);
     x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that

@@ -18,6 +18,8 @@ typedef struct moeq_unit_ctx {
     const moeq_catalog *cat;
     const moeq_plan *plan;
     const moeq_artifact_entry *entries; // (plan->n_tensors) with dataset offsets
+    const float *const *importance;     // (plan->n_tensors) each tensor's importance vector (C floats, from
+                                        // --imatrix: workers/importance.h) or NULL; NULL: none for any
     int out_fd;                         // the artifact (.partial), open for writing
     const char *out_path;
     // measured on this rank
@@ -73,9 +75,10 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, cons
 // Frobenius, SQNR, max abs, NMSE of deq(Q) + U V) and weight statistics (kurtosis, outlier score) into r.
 // work: the CPU backend's host arrays (ops->tensor_needs_work), ignored by CUDA. With &moeq_kernel_ops_cpu,
 // the CPU reference bit for bit; the CUDA figures equal it to ~1e-7 relative (kernels/tensor.h). Errors as
-// the backend's (MOEQ_ERR_NUMERIC for non-finite weights, naming row and column).
+// the backend's (MOEQ_ERR_NUMERIC for non-finite weights, naming row and column). importance: (C) host
+// floats or NULL, handed to the method (kernels/method.h).
 moeq_status moeq_quantize_tensor(const moeq_kernel_ops *ops, const moeq_qsettings *q, const char *name,
-                                 const moeq_raw_tensor *src, const moeq_tq_work *work, moeq_qtensor *out,
-                                 moeq_tensor_result *r);
+                                 const moeq_raw_tensor *src, const float *importance, const moeq_tq_work *work,
+                                 moeq_qtensor *out, moeq_tensor_result *r);
 
 #endif

@@ -116,7 +116,7 @@ static void test_skeleton_write_seal(void **state) {
     moeq_test_artifact_entries(e3);
     assert_status(moeq_artifact_layout(path, 0x1234, e3, 2), MOEQ_OK, NULL);
     assert_memory_equal(e3[0].offset, e[0].offset, sizeof e[0].offset);
-    assert_status(moeq_artifact_layout(path, 0x9999, e3, 2), MOEQ_ERR_MISMATCH, "another model or recipe");
+    assert_status(moeq_artifact_layout(path, 0x9999, e3, 2), MOEQ_ERR_MISMATCH, "another model, recipe or importance matrix");
     // two skeletons of the same plan are the same bytes
     char cmd[8300];
     moeq_artifact_entry e4[2];

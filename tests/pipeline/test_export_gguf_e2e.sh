@@ -7,7 +7,8 @@
 # tensor equal to the artifact's values (in full for tiny; the first and last expert of each stack for the
 # other exports, to keep the test short). Refusals: an existing OUT (exit 7, --force replaces it), moeq's
 # grouped format (exit 3, tensors named), MiLo compensators (exit 3; --no-compensators exports the base),
-# --lora (not yet); a refused export leaves no file.
+# --lora with compensated routed experts (exit 3, named; tests/pipeline/test_gguf_lora.sh covers the adapter);
+# a refused export leaves no file.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 venv="$MOEQ_SOURCE_DIR/build-venv/bin/python"
@@ -55,7 +56,8 @@ q mixtral-tiny grouped "method: rtn, bits: 4, group: 64"
 refused grouped "$tmp/grouped.h5" "grouped formats, which llama.cpp cannot run: model.layers"
 q mixtral-tiny milo "method: milo, format: q4_0, rank: 4, rounds: 1"
 refused milo "$tmp/milo.h5" "low-rank compensator"
-refused lora "$tmp/milo.h5" "not implemented yet" --lora "$tmp/adapter.gguf"
+refused lora "$tmp/milo.h5" "experts.0.w1.weight (a routed expert" --lora "$tmp/adapter.gguf"
+[ ! -e "$tmp/adapter.gguf" ] || fail "lora: a refused export left the adapter"
 "$MOEQ" export -q --format gguf --no-compensators "$tmp/milo.h5" "$tmp/milo.gguf" >"$tmp/milo.out" ||
     fail "--no-compensators"
 grep -q "compensators dropped" "$tmp/milo.out" || fail "--no-compensators summary: $(cat "$tmp/milo.out")"

@@ -104,7 +104,7 @@ q 2 "$tmp/k.h5" --model "$tiny" --recipe "$MOEQ_SOURCE_DIR/configs/mixtral-tiny-
 rc=$?
 set -e
 [ $rc -eq 7 ] || fail "resume with another recipe must exit 7 (got $rc)"
-grep -q "planned for another model or recipe" "$tmp/err" || fail "resume refusal message"
+grep -q "planned for another model, recipe or importance matrix" "$tmp/err" || fail "resume refusal message"
 [ -e "$tmp/k.h5.partial" ] || fail "refused resume must keep the partial artifact"
 
 # ---- bad input: clear error, non-zero exit, the existing artifact untouched ----

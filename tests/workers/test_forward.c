@@ -264,7 +264,7 @@ static void test_threads_taps_probes(void **state) {
     float *moe_in = malloc((size_t)(L * T * H) * sizeof(float)), *y = malloc((size_t)(T * H) * sizeof(float));
     int32_t *topk = malloc((size_t)(L * T * K) * sizeof(int32_t)),
             *tk2 = malloc((size_t)(T * K) * sizeof(int32_t));
-    moeq_forward_taps taps = {moe_in, topk};
+    moeq_forward_taps taps = {.moe_in = moe_in, .topk = topk};
     assert_status(moeq_model_forward(mb, ids, T, NULL, &taps), MOEQ_OK, NULL);
     for (int l = 0; l < L; l++) {
         assert_status(moeq_model_ffn_block(mb, l, moe_in + l * T * H, T, y, tk2), MOEQ_OK, NULL);
