@@ -32,7 +32,8 @@ static int should_fail(void) {
 
 void *moeq_malloc_(size_t n, const char *what, const char *file, int line) {
     void *p = should_fail() ? NULL : malloc(n ? n : 1);
-    if (!p) moeq_error_set_(MOEQ_ERR_NOMEM, file, line, "out of memory: %zu bytes for %s", n, what ? what : "?");
+    if (!p)
+        moeq_error_set_(MOEQ_ERR_NOMEM, file, line, "out of memory: %zu bytes for %s", n, what ? what : "?");
     return p;
 }
 
@@ -54,6 +55,16 @@ char *moeq_strdup_(const char *s, const char *file, int line) {
     char *p = moeq_malloc_(n, "string", file, line);
     if (p) memcpy(p, s, n);
     return p;
+}
+
+int moeq_reserve_(void **pp, size_t *cap, size_t need, const char *what, const char *file, int line) {
+    if (*pp && need <= *cap) return 0;
+    moeq_free_(pp);
+    *cap = 0;
+    *pp = moeq_malloc_(need ? need : 1, what, file, line);
+    if (!*pp) return -1;
+    *cap = need;
+    return 0;
 }
 
 void moeq_free_(void **pp) {

@@ -351,18 +351,6 @@ typedef struct wctx {
     double t0, next;
 } wctx;
 
-static moeq_status grow(void **p, size_t *cap, size_t need, const char *what) {
-    if (need <= *cap) return MOEQ_OK;
-    moeq_free(p);
-    *p = MOEQ_MALLOC(need, what);
-    if (!*p) {
-        *cap = 0;
-        return MOEQ_ERR_NOMEM;
-    }
-    *cap = need;
-    return MOEQ_OK;
-}
-
 static size_t ggml_elem_size(uint32_t type) {
     return type == MOEQ_GGML_TYPE_F32 ? 4 : 2;
 }
@@ -444,11 +432,12 @@ static moeq_status write_source(wctx *c, const gitem *g, int ti) {
     if (panel < 1) panel = 1;
     if (!g->perm_heads && B && panel < B) panel = B;
     // in: the source rows, and the q/k permutation's destination when they were converted (rows of out_row)
-    moeq_status st = grow((void **)&c->in, &c->in_cap, (size_t)panel * (in_row > out_row ? in_row : out_row),
-                          "export panel");
-    if (st == MOEQ_OK) st = grow((void **)&c->out, &c->out_cap, (size_t)panel * out_row, "export panel");
-    if (st == MOEQ_OK && !same)
-        st = grow((void **)&c->f, &c->f_cap, (size_t)panel * (size_t)C * sizeof(float), "export panel");
+    moeq_status st = MOEQ_OK;
+    if (MOEQ_RESERVE(&c->in, &c->in_cap, (size_t)panel * (in_row > out_row ? in_row : out_row),
+                     "export panel") ||
+        MOEQ_RESERVE(&c->out, &c->out_cap, (size_t)panel * out_row, "export panel") ||
+        (!same && MOEQ_RESERVE(&c->f, &c->f_cap, (size_t)panel * (size_t)C * sizeof(float), "export panel")))
+        st = MOEQ_ERR_NOMEM;
     XXH3_64bits_reset(c->h);
     for (int64_t r0 = 0; r0 < R && st == MOEQ_OK; r0 += panel) {
         const int64_t nr = R - r0 < panel ? R - r0 : panel;

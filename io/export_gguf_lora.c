@@ -172,25 +172,13 @@ typedef struct rctx {
     size_t sc_cap;
 } rctx;
 
-static moeq_status grow(void **p, size_t *cap, size_t need, const char *what) {
-    if (need <= *cap) return MOEQ_OK;
-    moeq_free(p);
-    *p = MOEQ_MALLOC(need ? need : 1, what);
-    if (!*p) {
-        *cap = 0;
-        return MOEQ_ERR_NOMEM;
-    }
-    *cap = need;
-    return MOEQ_OK;
-}
-
 static moeq_status read_ds(rctx *c, int ti, moeq_ds d, void **buf, size_t *cap) {
     const moeq_artifact_tensor *t = &c->toc->t[ti];
     const moeq_artifact_dsinfo *di = ds_of(c->toc, ti, d);
     if (!di)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' (rank %d) has no %s plane", c->toc->path, t->name,
                          t->rank, moeq_ds_name(d));
-    MOEQ_TRY(grow(buf, cap, (size_t)di->bytes, t->name));
+    if (MOEQ_RESERVE(buf, cap, (size_t)di->bytes, t->name)) return MOEQ_ERR_NOMEM;
     moeq_status st = moeq_pread_full(c->fd, *buf, (size_t)di->bytes, di->offset, c->toc->path);
     if (st != MOEQ_OK) return MOEQ_FAIL(st, "tensor '%s': %s", t->name, moeq_error_detail());
     const uint64_t h = XXH3_64bits(*buf, (size_t)di->bytes);
