@@ -16,5 +16,5 @@ cd build-asan
 # test, whose own work is Python and llama.cpp (not instrumented) around moeq quantize, export and eval
 # --dump-logits, which test_quantize_e2e, test_export_gguf_e2e and test_eval_e2e run under ASan.
 export MOEQ_FAULT_NS="1 16 256"
-if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm|test_gguf_llama_e2e)$"; fi
+if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm|test_gguf_llama_e2e|test_gguf_llama_quantize)$"; fi
 ctest --output-on-failure --timeout 1200 -j2 "$@"
