@@ -32,6 +32,7 @@ typedef struct moeq_layer_weights {
     const float *ffn_norm;     // (H) post_attention_layernorm
     moeq_moe_weights moe;      // is_moe: router, experts [E] (+ shared expert and its gate)
     moeq_ffn_weights dense;    // !is_moe
+    unsigned char act_q, act_k, act_v, act_o; // moeq_act_round of the projections' input (0: none)
 } moeq_layer_weights;
 
 typedef struct moeq_model {
@@ -43,6 +44,7 @@ typedef struct moeq_model {
     moeq_ffn_weights *ffns;     // [L * (E + 1)]: experts then shared expert of each layer (storage)
     float *arena;               // every weight, one allocation
     int64_t n_floats;           // floats in the arena (= parameters loaded)
+    unsigned char act_lm_head;  // moeq_act_round of the lm_head input (0: none)
 } moeq_model;
 
 // Weight provider: fill dst with the `numel` fp32 values of tensor `name` (HF name, HF (out, in) layout).
@@ -58,6 +60,14 @@ moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, voi
 // whose element count differs from the configuration's is MOEQ_ERR_FORMAT.
 moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out);
 void moeq_model_free(moeq_model **m);
+
+// Activation rounding (`moeq eval --act-quant ggml`, kernels/forward.h moeq_act_round): fn(ctx, name,
+// &kind) gives the rounding of the input of the linear layer whose weight is `name` (HF name); this sets it
+// for every linear the forward pass has: attention q/k/v/o, routers, routed and shared experts, the
+// shared-expert gate, dense MLPs, lm_head (with tied embeddings, asked as model.embed_tokens.weight, the
+// tensor llama.cpp multiplies). Not the embedding lookup. A model loads with none (fp32 activations).
+typedef moeq_status (*moeq_act_round_fn)(void *ctx, const char *name, int *kind);
+moeq_status moeq_model_set_act_round(moeq_model *m, moeq_act_round_fn fn, void *ctx);
 
 // ---- forward pass ----
 

@@ -190,10 +190,10 @@ static void test_moe_block(void **state) {
     moeq_ffn_weights ex[E], sh;
     float *p = wbuf;
     for (int e = 0; e < E; e++) {
-        ex[e] = (moeq_ffn_weights){p, p + NI * H, p + 2 * NI * H, NI};
+        ex[e] = (moeq_ffn_weights){.gate = p, .up = p + NI * H, .down = p + 2 * NI * H, .inter = NI};
         p += 3 * NI * H;
     }
-    sh = (moeq_ffn_weights){p, p + NS * H, p + 2 * NS * H, NS};
+    sh = (moeq_ffn_weights){.gate = p, .up = p + NS * H, .down = p + 2 * NS * H, .inter = NS};
     p += 3 * NS * H;
     const float *router = p, *sgate = p + E * H;
     float *x = malloc(T * H * sizeof(float)), *y = malloc(T * H * sizeof(float)),
@@ -201,8 +201,14 @@ static void test_moe_block(void **state) {
     fill(x, T * H, 12, 1.0);
     int32_t topk[T * K], topk1[T * K];
     for (int variant = 0; variant < 2; variant++) { // 0: Mixtral (renormalised); 1: Qwen2-MoE (shared, raw p)
-        moeq_moe_weights mw = {
-            H, E, K, variant == 0, router, ex, variant ? &sh : NULL, variant ? sgate : NULL};
+        moeq_moe_weights mw = {.hidden = H,
+                               .n_experts = E,
+                               .top_k = K,
+                               .norm_topk_prob = variant == 0,
+                               .router = router,
+                               .experts = ex,
+                               .shared = variant ? &sh : NULL,
+                               .shared_gate = variant ? sgate : NULL};
         omp_set_num_threads(2);
         assert_status(moeq_moe_block_cpu(&mw, x, T, y, topk), MOEQ_OK, NULL);
         omp_set_num_threads(1);
