@@ -27,8 +27,10 @@ typedef struct moeq_ffn_weights {
     const float *up;   // (I, H)
     const float *down; // (H, I)
     int inter;         // I
-    // moeq_act_round of each projection's input (0, MOEQ_ACT_F32: none; moeq eval --act-quant)
+    // moeq_act_round of each projection's input (0, MOEQ_ACT_F32: none; moeq eval --act-quant) and, for
+    // MOEQ_ACT_Q8_1, the weight's per-block mins (out, in/32) (moeq_linear_act_cpu), else NULL
     unsigned char act_gate, act_up, act_down;
+    const float *min_gate, *min_up, *min_down;
 } moeq_ffn_weights;
 
 // One MoE block (what follows post_attention_layernorm): router + E routed experts (+ shared expert).
@@ -47,6 +49,7 @@ typedef struct moeq_moe_weights {
     const moeq_ffn_weights *shared;  // NULL when none
     const float *shared_gate;        // (1, H), or NULL
     unsigned char act_router, act_shared_gate; // moeq_act_round of their input (0: none)
+    const float *min_router, *min_shared_gate; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
 } moeq_moe_weights;
 
 // ---- BLAS threading ----
@@ -80,9 +83,9 @@ typedef enum moeq_act_round {
     MOEQ_ACT_Q8_0,    // blocks of 32 (x86 quantize_row_q8_0, the AVX2 path, and the repacked
                       // ggml_quantize_mat_q8_0_4x8 alike): amax = max |x|, d = fp16(amax / 127),
                       // q = round-half-even(x * (127 / amax)); x' = d·q
-    MOEQ_ACT_Q8_1,    // the codes and d of q8_0; ggml also keeps s = fp16(fp32(amax / 127)·Σq) per block
-                      // for the weights' min term (q4_1, q5_1), which x' = d·q reproduces only to fp16
-                      // rounding of s (docs/EVAL.md)
+    MOEQ_ACT_Q8_1,    // the codes and d of q8_0, and per block s = fp16(fp32(amax / 127)·Σq), which ggml
+                      // multiplies with the weight's min (q4_1, q5_1: w = d·q + m) where x'·w' has
+                      // m·d·Σq: moeq_linear_act_cpu adds m·(s − d·Σq) when given the mins
     MOEQ_ACT_Q8_K,    // blocks of 256 (quantize_row_q8_K_ref, what x86 runs; ggml_quantize_mat_q8_K_4x8
                       // alike): max = the first x of largest |x|, iscale = -127 / max,
                       // q = min(127, round-half-even(x·iscale)), d = 1 / iscale (fp32); x' = d·q
@@ -104,9 +107,12 @@ moeq_status moeq_act_round_cpu(int kind, const float *x, // (T, n), row stride l
                                float *y, // (T, n), row stride ldy
                                int64_t ldy);
 
-// moeq_linear_cpu on x rounded as `act` (MOEQ_ACT_F32: moeq_linear_cpu itself, the same bits).
+// moeq_linear_cpu on x rounded as `act` (MOEQ_ACT_F32: moeq_linear_cpu itself, the same bits). With
+// MOEQ_ACT_Q8_1 and wmin (the weight's per-block mins m, (out, in/32), from its q4_1/q5_1 blocks) it adds
+// ggml's min term exactly: y[t, o] += sum_b wmin[o, b]·(s[t, b] − d[t, b]·Σq[t, b]) (the s of MOEQ_ACT_Q8_1).
 moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, const float *b, int64_t T,
-                                int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act);
+                                int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act,
+                                const float *wmin); // (out, in/32) or NULL
 
 // RMSNorm as HF: y = w * (x * rsqrt(mean(x^2) + eps)); the mean is accumulated in double and rounded to
 // fp32 before rsqrt (PyTorch computes it in fp32; the difference is far below the 1e-3 tolerances).

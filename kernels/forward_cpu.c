@@ -186,8 +186,26 @@ moeq_status moeq_act_round_cpu(int kind, const float *x, int64_t ldx, int64_t T,
     return MOEQ_OK;
 }
 
+// ggml's q8_1 block sum against what d·q gives: s − d16·Σq per (row, block of 32), s = fp16(fp32(amax /
+// 127)·Σq) as x86 quantize_row_q8_1 (AVX2: the integer sum times d before the fp16 rounding).
+static void q8_1_sum_error(const float *x, int64_t ldx, int64_t T, int64_t n, float *err) {
+    const int64_t nb = n / 32;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t b = 0; b < nb; b++) {
+            const float *v = x + t * ldx + b * 32;
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
+            const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += (int)rintf(v[j] * id);
+            const float s = moeq_f16_to_f32(moeq_f32_to_f16(d * (float)sum));
+            err[t * nb + b] = s - moeq_f16_to_f32(moeq_f32_to_f16(d)) * (float)sum; // |sum| <= 4064: exact
+        }
+}
+
 moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, const float *b, int64_t T,
-                                int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act) {
+                                int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act,
+                                const float *wmin) {
     if (act == MOEQ_ACT_F32 || T <= 0 || in <= 0)
         return moeq_linear_cpu(x, ldx, w, b, T, in, out, accumulate, y, ldy);
     float *xr = malloc((size_t)(T * in) * sizeof(float));
@@ -196,6 +214,10 @@ moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, con
                          (long long)T, (long long)in);
     moeq_status st = moeq_act_round_cpu(act, x, ldx, T, in, xr, in);
     if (st == MOEQ_OK) st = moeq_linear_cpu(xr, in, w, b, T, in, out, accumulate, y, ldy);
+    if (st == MOEQ_OK && act == MOEQ_ACT_Q8_1 && wmin) { // y += err · wminᵀ (xr's first T·in/32 floats)
+        q8_1_sum_error(x, ldx, T, in, xr);
+        st = moeq_linear_cpu(xr, in / 32, wmin, NULL, T, in / 32, out, 1, y, ldy);
+    }
     free(xr);
     return st;
 }
@@ -348,13 +370,14 @@ moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, int64
                              (long long)NI);
     }
     float *gate = work, *up = work + n * NI; // (n, I) each
-    moeq_status st = moeq_linear_act_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI, w->act_gate);
-    if (st == MOEQ_OK) st = moeq_linear_act_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI, w->act_up);
+    moeq_status st =
+        moeq_linear_act_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI, w->act_gate, w->min_gate);
+    if (st == MOEQ_OK) st = moeq_linear_act_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI, w->act_up, w->min_up);
     if (st == MOEQ_OK) {
         const int64_t nI = n * NI;
 #pragma omp parallel for schedule(static) if (par_ok(nI / 1024))
         for (int64_t i = 0; i < nI; i++) gate[i] = silu(gate[i]) * up[i];
-        st = moeq_linear_act_cpu(gate, NI, w->down, NULL, n, NI, H, 0, y, H, w->act_down);
+        st = moeq_linear_act_cpu(gate, NI, w->down, NULL, n, NI, H, 0, y, H, w->act_down, w->min_down);
     }
     free(own);
     return st;
@@ -429,7 +452,8 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
           *work = ys + S * H;
     int32_t *idx = (int32_t *)(work + 2 * S * Imax), *order = idx + S;
 
-    moeq_status st = moeq_linear_act_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E, w->act_router);
+    moeq_status st =
+        moeq_linear_act_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E, w->act_router, w->min_router);
     if (st == MOEQ_OK) st = moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
     if (st != MOEQ_OK) goto done;
     if (topk_idx) memcpy(topk_idx, idx, (size_t)S * sizeof(int32_t));
@@ -484,7 +508,8 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
         float *sw = sh + T * H, *gl = sw + 2 * T * Is;
         st = moeq_swiglu_ffn_cpu(w->shared, x, T, H, sh, sw);
         if (st == MOEQ_OK && w->shared_gate)
-            st = moeq_linear_act_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1, w->act_shared_gate);
+            st = moeq_linear_act_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1, w->act_shared_gate,
+                                     w->min_shared_gate);
         if (st == MOEQ_OK) {
 #pragma omp parallel for schedule(static) if (par_ok(T))
             for (int64_t t = 0; t < T; t++) {

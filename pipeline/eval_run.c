@@ -211,9 +211,11 @@ static int no_forward_pass(const moeq_model_config *cfg, char *why, size_t cap) 
 
 // --act-quant ggml: the activation rounding of the input of the linear layer with weight `name`: the
 // vec_dot_type of the ggml type `moeq export --format gguf` writes for it (its block type when quantized in
-// one; BF16/F16 stored as it came; F32 routers, 1-D tensors). ctx: the artifact source.
-static moeq_status act_round_of(void *ctx, const char *name, int *kind) {
+// one; BF16/F16 stored as it came; F32 routers, 1-D tensors), and for q4_1/q5_1 the weight's block mins.
+// ctx: the artifact source.
+static moeq_status act_round_of(void *ctx, const char *name, int *kind, float *mins, int64_t n_mins) {
     const moeq_artifact_source *src = ctx;
+    if (mins) return moeq_artifact_tensor_block_mins(ctx, name, mins, n_mins); // q4_1, q5_1
     const int c = moeq_catalog_find(src->cat, name);
     const int i = c >= 0 ? src->plan_of_cat[c] : -1;
     if (i < 0)
