@@ -100,6 +100,19 @@ static int raw_type(const char *gname, int ndim_out, moeq_dtype dt, int f32_all)
                                   : MOEQ_GGML_TYPE_BF16;
 }
 
+int moeq_export_gguf_type(const moeq_model_config *cfg, const char *name, int ndim, moeq_dtype dtype,
+                          int quantized, int format, int outtype_f32) {
+    char gname[64];
+    int slot = -1;
+    moeq_status st = moeq_gguf_tensor_name(cfg, name, gname, sizeof gname, &slot);
+    if (st != MOEQ_OK) {
+        moeq_error_clear();
+        return -1;
+    }
+    if (quantized) return moeq_qtype_ggml_id(format); // build_one: -1 for moeq's grouped formats
+    return raw_type(gname, slot >= 0 ? 3 : ndim, dtype, outtype_f32);
+}
+
 static const moeq_artifact_dsinfo *ds_of(const moeq_artifact_toc *toc, int ti, moeq_ds d) {
     const moeq_artifact_tensor *t = &toc->t[ti];
     for (int k = 0; k < t->n_ds; k++)

@@ -23,7 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtype.h"            // defines: moeq_dtype
 #include "export_gguf_lora.h" // defines: moeq_gguf_lora_stats
+#include "model_config.h"     // defines: moeq_model_config
 #include "moeq_status.h"
 
 typedef struct moeq_export_gguf_opts {
@@ -58,6 +60,15 @@ typedef struct moeq_export_gguf_stats {
 } moeq_export_gguf_stats;
 
 moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_gguf_stats *stats);
+
+// The ggml type moeq_export_gguf_run writes for the tensor `name` (HF name) of a model of configuration
+// cfg, ndim dimensions as stored: quantized (format: a moeq_qtype) its llama.cpp block type; stored as it
+// came in `dtype` the rules above (F32 for 1-D tensors, norms, routers and biases, every one with
+// outtype_f32; FP8 as BF16). -1 when the export writes no such tensor: a grouped moeq format, a dtype it
+// does not convert, a tensor llama.cpp has no name for (MTP layers, FP8 scales). `moeq eval --act-quant
+// ggml` rounds activations by it (kernels/forward.h moeq_act_round_of_ggml).
+int moeq_export_gguf_type(const moeq_model_config *cfg, const char *name, int ndim, moeq_dtype dtype,
+                          int quantized, int format, int outtype_f32);
 
 // "OUT-00002-of-00005.gguf" for OUT.gguf (llama.cpp's llama_split_path); out cap bytes.
 void moeq_export_gguf_split_name(const char *out, int i, int n, char *buf, size_t cap);

@@ -27,6 +27,10 @@ typedef struct moeq_ffn_weights {
     const float *up;   // (I, H)
     const float *down; // (H, I)
     int inter;         // I
+    // moeq_act_round of each projection's input (0, MOEQ_ACT_F32: none; moeq eval --act-quant) and, for
+    // MOEQ_ACT_Q8_1, the weight's per-block mins (out, in/32) (moeq_linear_act_cpu), else NULL
+    unsigned char act_gate, act_up, act_down;
+    const float *min_gate, *min_up, *min_down;
 } moeq_ffn_weights;
 
 // One MoE block (what follows post_attention_layernorm): router + E routed experts (+ shared expert).
@@ -44,6 +48,8 @@ typedef struct moeq_moe_weights {
     const moeq_ffn_weights *experts; // [E]
     const moeq_ffn_weights *shared;  // NULL when none
     const float *shared_gate;        // (1, H), or NULL
+    unsigned char act_router, act_shared_gate; // moeq_act_round of their input (0: none)
+    const float *min_router, *min_shared_gate; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
 } moeq_moe_weights;
 
 // ---- BLAS threading ----
@@ -64,6 +70,49 @@ moeq_status moeq_linear_cpu(const float *x, // (T, in), row stride ldx
                             int64_t T, int64_t in, int64_t out, int accumulate,
                             float *y, // (T, out), row stride ldy
                             int64_t ldy);
+
+// ---- llama.cpp's activation rounding (`moeq eval --act-quant ggml`) ----
+// ggml's CPU backend does not multiply a weight stored in a llama.cpp block type (or F16/BF16) with fp32
+// activations: before the dot products it converts every activation row to the weight type's vec_dot_type
+// (ggml-cpu.c's type_traits_cpu; llama.cpp as bundled by llama-cpp-python 0.3.36), then multiplies integer
+// codes with per-block scales. Rounding the activations here the same way and multiplying with the
+// dequantized weights in fp32 gives the same products up to fp32 summation order. Per row, blocks along
+// the input dimension:
+typedef enum moeq_act_round {
+    MOEQ_ACT_F32 = 0, // F32 weights: the activations as they are
+    MOEQ_ACT_Q8_0,    // blocks of 32 (x86 quantize_row_q8_0, the AVX2 path, and the repacked
+                      // ggml_quantize_mat_q8_0_4x8 alike): amax = max |x|, d = fp16(amax / 127),
+                      // q = round-half-even(x * (127 / amax)); x' = d·q
+    MOEQ_ACT_Q8_1,    // the codes and d of q8_0, and per block s = fp16(fp32(amax / 127)·Σq), which ggml
+                      // multiplies with the weight's min (q4_1, q5_1: w = d·q + m) where x'·w' has
+                      // m·d·Σq: moeq_linear_act_cpu adds m·(s − d·Σq) when given the mins
+    MOEQ_ACT_Q8_K,    // blocks of 256 (quantize_row_q8_K_ref, what x86 runs; ggml_quantize_mat_q8_K_4x8
+                      // alike): max = the first x of largest |x|, iscale = -127 / max,
+                      // q = min(127, round-half-even(x·iscale)), d = 1 / iscale (fp32); x' = d·q
+    MOEQ_ACT_BF16,    // bf16, round to nearest even (ggml_cpu_fp32_to_bf16)
+    MOEQ_ACT_F16,     // fp16, round to nearest even (F16C)
+    MOEQ_ACT_COUNT
+} moeq_act_round;
+
+// The vec_dot_type rounding of ggml type id `ggml_type` (GGUF's tensor type: 0 F32, 1 F16, 30 BF16, the
+// block types q4_0 .. q8_0, q2_K .. q6_K, iq4_nl, iq4_xs); -1 for a type moeq does not know.
+int moeq_act_round_of_ggml(int ggml_type);
+// "f32", "q8_0", ... (NULL outside the enum).
+const char *moeq_act_round_name(int kind);
+
+// y = x rounded as `kind` and decoded to fp32 (x' above), row by row; n must be a multiple of the kind's
+// block (32 or 256; MOEQ_ERR_ARG otherwise). y may alias x.
+moeq_status moeq_act_round_cpu(int kind, const float *x, // (T, n), row stride ldx
+                               int64_t ldx, int64_t T, int64_t n,
+                               float *y, // (T, n), row stride ldy
+                               int64_t ldy);
+
+// moeq_linear_cpu on x rounded as `act` (MOEQ_ACT_F32: moeq_linear_cpu itself, the same bits). With
+// MOEQ_ACT_Q8_1 and wmin (the weight's per-block mins m, (out, in/32), from its q4_1/q5_1 blocks) it adds
+// ggml's min term exactly: y[t, o] += sum_b wmin[o, b]·(s[t, b] − d[t, b]·Σq[t, b]) (the s of MOEQ_ACT_Q8_1).
+moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, const float *b, int64_t T,
+                                int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act,
+                                const float *wmin); // (out, in/32) or NULL
 
 // RMSNorm as HF: y = w * (x * rsqrt(mean(x^2) + eps)); the mean is accumulated in double and rounded to
 // fp32 before rsqrt (PyTorch computes it in fp32; the difference is far below the 1e-3 tolerances).

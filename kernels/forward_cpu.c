@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h" // defines: moeq_f32_to_f16, moeq_f16_to_f32, moeq_f32_to_bf16, moeq_bf16_to_f32
+
 // Parallel loops only when there is enough work and we are not already inside a parallel region (the
 // perplexity pass runs whole sequences per thread and calls these functions from inside its own region).
 #define MOEQ_PAR_MIN 64
@@ -79,6 +81,145 @@ moeq_status moeq_linear_cpu(const float *x, int64_t ldx, const float *w, const f
     }
     blas_single_end(prev);
     return MOEQ_OK;
+}
+
+// ---- llama.cpp's activation rounding ----
+
+int moeq_act_round_of_ggml(int t) {
+    switch (t) { // ggml type ids (ggml.h) -> type_traits_cpu[t].vec_dot_type
+    case 0:
+        return MOEQ_ACT_F32; // F32
+    case 1:
+        return MOEQ_ACT_F16; // F16
+    case 30:
+        return MOEQ_ACT_BF16; // BF16
+    case 2:                   // Q4_0
+    case 6:                   // Q5_0
+    case 8:                   // Q8_0
+    case 20:
+        return MOEQ_ACT_Q8_0; // IQ4_NL
+    case 3:                   // Q4_1
+    case 7:
+        return MOEQ_ACT_Q8_1; // Q5_1
+    case 10:                  // Q2_K
+    case 11:                  // Q3_K
+    case 12:                  // Q4_K
+    case 13:                  // Q5_K
+    case 14:                  // Q6_K
+    case 23:
+        return MOEQ_ACT_Q8_K; // IQ4_XS
+    default:
+        return -1;
+    }
+}
+
+const char *moeq_act_round_name(int kind) {
+    static const char *const names[MOEQ_ACT_COUNT] = {"f32", "q8_0", "q8_1", "q8_K", "bf16", "f16"};
+    return kind >= 0 && kind < MOEQ_ACT_COUNT ? names[kind] : NULL;
+}
+
+// One block of 32 as x86 quantize_row_q8_0 / q8_1 (AVX2): d = amax / 127 stored as fp16, the codes from
+// the multiplier 127 / amax (not 1 / d), rounded half to even (_mm256_round_ps, _MM_ROUND_NEAREST).
+static void round_q8_0_block(const float *x, float *y) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = moeq_f16_to_f32(moeq_f32_to_f16(amax / 127.0f));
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < 32; j++) y[j] = d * rintf(x[j] * id); // |code| <= 127: d·q is exact in fp32
+}
+
+// One super-block of 256 as quantize_row_q8_K_ref: the signed value of largest magnitude (the first one),
+// iscale = -127 / max, codes nearest_int (half to even) capped at 127, d = 1 / iscale in fp32.
+static void round_q8_K_block(const float *x, float *y) {
+    float max = 0.0f, amax = 0.0f;
+    for (int j = 0; j < 256; j++) {
+        const float ax = fabsf(x[j]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[j];
+        }
+    }
+    if (amax == 0.0f) {
+        for (int j = 0; j < 256; j++) y[j] = 0.0f;
+        return;
+    }
+    const float iscale = -127.0f / max, d = 1.0f / iscale;
+    for (int j = 0; j < 256; j++) {
+        const float q = rintf(iscale * x[j]);
+        y[j] = d * (q < 127.0f ? q : 127.0f);
+    }
+}
+
+moeq_status moeq_act_round_cpu(int kind, const float *x, int64_t ldx, int64_t T, int64_t n, float *y,
+                               int64_t ldy) {
+    const int64_t blk = kind == MOEQ_ACT_Q8_K ? 256 : kind == MOEQ_ACT_Q8_0 || kind == MOEQ_ACT_Q8_1 ? 32 : 1;
+    if (!x || !y || T < 0 || n <= 0 || ldx < n || ldy < n || kind < 0 || kind >= MOEQ_ACT_COUNT)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "activation rounding: bad arguments (kind %d, T=%lld n=%lld)", kind,
+                         (long long)T, (long long)n);
+    if (n % blk)
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG,
+            "activation rounding %s: a row of %lld values is not a whole number of blocks of %lld",
+            moeq_act_round_name(kind), (long long)n, (long long)blk);
+#pragma omp parallel for schedule(static) if (par_ok(T))
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * ldx;
+        float *yr = y + t * ldy;
+        switch (kind) {
+        case MOEQ_ACT_Q8_0:
+        case MOEQ_ACT_Q8_1:
+            for (int64_t b = 0; b < n; b += 32) round_q8_0_block(xr + b, yr + b);
+            break;
+        case MOEQ_ACT_Q8_K:
+            for (int64_t b = 0; b < n; b += 256) round_q8_K_block(xr + b, yr + b);
+            break;
+        case MOEQ_ACT_BF16:
+            for (int64_t i = 0; i < n; i++) yr[i] = moeq_bf16_to_f32(moeq_f32_to_bf16(xr[i]));
+            break;
+        case MOEQ_ACT_F16:
+            for (int64_t i = 0; i < n; i++) yr[i] = moeq_f16_to_f32(moeq_f32_to_f16(xr[i]));
+            break;
+        default:
+            if (yr != xr) memmove(yr, xr, (size_t)n * sizeof(float));
+        }
+    }
+    return MOEQ_OK;
+}
+
+// ggml's q8_1 block sum against what d·q gives: s − d16·Σq per (row, block of 32), s = fp16(fp32(amax /
+// 127)·Σq) as x86 quantize_row_q8_1 (AVX2: the integer sum times d before the fp16 rounding).
+static void q8_1_sum_error(const float *x, int64_t ldx, int64_t T, int64_t n, float *err) {
+    const int64_t nb = n / 32;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t b = 0; b < nb; b++) {
+            const float *v = x + t * ldx + b * 32;
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
+            const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += (int)rintf(v[j] * id);
+            const float s = moeq_f16_to_f32(moeq_f32_to_f16(d * (float)sum));
+            err[t * nb + b] = s - moeq_f16_to_f32(moeq_f32_to_f16(d)) * (float)sum; // |sum| <= 4064: exact
+        }
+}
+
+moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, const float *b, int64_t T,
+                                int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act,
+                                const float *wmin) {
+    if (act == MOEQ_ACT_F32 || T <= 0 || in <= 0)
+        return moeq_linear_cpu(x, ldx, w, b, T, in, out, accumulate, y, ldy);
+    float *xr = malloc((size_t)(T * in) * sizeof(float));
+    if (!xr)
+        return MOEQ_FAIL(MOEQ_ERR_NOMEM, "linear: out of memory for %lld x %lld rounded activations",
+                         (long long)T, (long long)in);
+    moeq_status st = moeq_act_round_cpu(act, x, ldx, T, in, xr, in);
+    if (st == MOEQ_OK) st = moeq_linear_cpu(xr, in, w, b, T, in, out, accumulate, y, ldy);
+    if (st == MOEQ_OK && act == MOEQ_ACT_Q8_1 && wmin) { // y += err · wminᵀ (xr's first T·in/32 floats)
+        q8_1_sum_error(x, ldx, T, in, xr);
+        st = moeq_linear_cpu(xr, in / 32, wmin, NULL, T, in / 32, out, 1, y, ldy);
+    }
+    free(xr);
+    return st;
 }
 
 moeq_status moeq_rmsnorm_cpu(const float *x, const float *w, int64_t T, int64_t H, float eps, float *y) {
@@ -229,13 +370,14 @@ moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, int64
                              (long long)NI);
     }
     float *gate = work, *up = work + n * NI; // (n, I) each
-    moeq_status st = moeq_linear_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI);
-    if (st == MOEQ_OK) st = moeq_linear_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI);
+    moeq_status st =
+        moeq_linear_act_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI, w->act_gate, w->min_gate);
+    if (st == MOEQ_OK) st = moeq_linear_act_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI, w->act_up, w->min_up);
     if (st == MOEQ_OK) {
         const int64_t nI = n * NI;
 #pragma omp parallel for schedule(static) if (par_ok(nI / 1024))
         for (int64_t i = 0; i < nI; i++) gate[i] = silu(gate[i]) * up[i];
-        st = moeq_linear_cpu(gate, NI, w->down, NULL, n, NI, H, 0, y, H);
+        st = moeq_linear_act_cpu(gate, NI, w->down, NULL, n, NI, H, 0, y, H, w->act_down, w->min_down);
     }
     free(own);
     return st;
@@ -310,7 +452,8 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
           *work = ys + S * H;
     int32_t *idx = (int32_t *)(work + 2 * S * Imax), *order = idx + S;
 
-    moeq_status st = moeq_linear_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E);
+    moeq_status st =
+        moeq_linear_act_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E, w->act_router, w->min_router);
     if (st == MOEQ_OK) st = moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
     if (st != MOEQ_OK) goto done;
     if (topk_idx) memcpy(topk_idx, idx, (size_t)S * sizeof(int32_t));
@@ -365,7 +508,8 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
         float *sw = sh + T * H, *gl = sw + 2 * T * Is;
         st = moeq_swiglu_ffn_cpu(w->shared, x, T, H, sh, sw);
         if (st == MOEQ_OK && w->shared_gate)
-            st = moeq_linear_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1);
+            st = moeq_linear_act_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1, w->act_shared_gate,
+                                     w->min_shared_gate);
         if (st == MOEQ_OK) {
 #pragma omp parallel for schedule(static) if (par_ok(T))
             for (int64_t t = 0; t < T; t++) {

@@ -21,6 +21,13 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case 'J': c->o.json_path = arg; return 0;
     case 'P': c->o.plot_path = arg; return 0;
     case 'L': c->o.dump_logits_path = arg; return 0;
+    case 'A':
+        if (strcmp(arg, "ggml") && strcmp(arg, "none")) {
+            fprintf(stderr, "moeq eval: --act-quant takes ggml or none, got '%s'\n", arg);
+            return 1;
+        }
+        c->o.act_quant_ggml = !strcmp(arg, "ggml");
+        return 0;
     case 'E':
         return moeq_cli_real("eval", "--max-rel-error", arg, 0, HUGE_VAL, &c->o.max_rel_error);
     case 'I':
@@ -43,12 +50,12 @@ static int on_opt(int opt, const char *arg, void *ctx) {
 
 static int run(int argc, char **argv) {
     static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},          {"text", required_argument, NULL, 't'},
-        {"json", required_argument, NULL, 'J'},           {"plot", required_argument, NULL, 'P'},
-        {"max-rel-error", required_argument, NULL, 'E'},  {"max-ppl-increase", required_argument, NULL, 'I'},
-        {"probe-tokens", required_argument, NULL, 'n'},   {"seed", required_argument, NULL, 's'},
-        {"progress", required_argument, NULL, 'p'},       {"dump-logits", required_argument, NULL, 'L'},
-        {0, 0, 0, 0},
+        {"model", required_argument, NULL, 'm'},         {"text", required_argument, NULL, 't'},
+        {"json", required_argument, NULL, 'J'},          {"plot", required_argument, NULL, 'P'},
+        {"max-rel-error", required_argument, NULL, 'E'}, {"max-ppl-increase", required_argument, NULL, 'I'},
+        {"probe-tokens", required_argument, NULL, 'n'},  {"seed", required_argument, NULL, 's'},
+        {"progress", required_argument, NULL, 'p'},      {"dump-logits", required_argument, NULL, 'L'},
+        {"act-quant", required_argument, NULL, 'A'},     {0, 0, 0, 0},
     };
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided); // the work queue's coordinator thread
@@ -58,7 +65,8 @@ static int run(int argc, char **argv) {
     e_ctx c = {.o = {.max_rel_error = -1, .max_ppl_increase = -1, .probe_tokens = 512, .seed = 0, .progress_s = 10}};
     moeq_cli_common common = {0};
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) return MOEQ_EXIT_FAILURE; // rank 0 prints help and results
-    int r = moeq_cli_parse(&moeq_cmd_eval, argc, argv, "m:t:J:P:E:I:n:s:p:L:", longopts, on_opt, &c, &common);
+    int r =
+        moeq_cli_parse(&moeq_cmd_eval, argc, argv, "m:t:J:P:E:I:n:s:p:L:A:", longopts, on_opt, &c, &common);
     if (r == 0 && (!c.o.model_dir || optind != argc - 1)) {
         if (rank == 0)
             fprintf(stderr, "moeq eval: --model DIR and exactly one ARTIFACT.h5 operand are required\n"
@@ -84,7 +92,7 @@ const moeq_command moeq_cmd_eval = {
     .summary = "verify an artifact and measure its error: weights, MoE blocks, perplexity (under mpirun/srun)",
     .usage = "[mpirun -n N] moeq eval --model DIR ARTIFACT.h5 [--text FILE] [--json OUT.json] [--plot OUT.png]\n"
              "       [--max-rel-error X] [--max-ppl-increase X] [--probe-tokens N] [--seed S] [--progress SECONDS]\n"
-             "       [--dump-logits FILE]\n\n"
+             "       [--dump-logits FILE] [--act-quant ggml|none]\n\n"
              "The distributed validation pass over an artifact of `moeq quantize` (report schema: docs/EVAL.md).\n"
              "The plan is rebuilt from the artifact's own recipe and the model, and must have the artifact's\n"
              "digest; the work is split by the same units as quantization, each rank rereading only its share:\n"
@@ -112,7 +120,12 @@ const moeq_command moeq_cmd_eval = {
              "  -p, --progress S         progress line every S seconds on rank 0 (default 10; 0 = none)\n"
              "      --dump-logits FILE   write the quantized model's logits of every perplexity window: float32\n"
              "                           (tokens, vocab) row-major, token order (for comparing with other engines:\n"
-             "                           tests/python/llama_eval.py --ref-logits)\n\n"
+             "                           tests/python/llama_eval.py --ref-logits)\n"
+             "      --act-quant ggml     the quantized model as llama.cpp's CPU backend serves its GGUF export:\n"
+             "                           the input of every linear layer rounded to its weight type's vec_dot_type\n"
+             "                           (q8_0 for q4_0/q5_0/q8_0/iq4_nl, q8_1 for q4_1/q5_1, q8_K for k-quants and\n"
+             "                           iq4_xs, bf16/f16 for BF16/F16 tensors; F32 routers and norms: none), then\n"
+             "                           multiplied with the dequantized weights (docs/EVAL.md). Default none: fp32\n\n"
              "Exit codes: 0 ok; 3 corrupted, incomplete or foreign artifact, missing files; 6 threshold exceeded.\n\n"
              "Example:\n"
              "  mpirun -n 3 moeq eval --model ../shared/models/mixtral-tiny out/tiny.h5 --json out/tiny.eval.json \\\n"

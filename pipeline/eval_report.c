@@ -249,6 +249,7 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
                                "ce_nats", jnum(s->ce_orig), "perplexity", jnum(po), "quantized", "ce_nats",
                                jnum(s->ce_quant), "perplexity", jnum(pq), "increase", jnum(pq / po - 1),
                                "increase_abs", jnum(pq - po));
+        json_object_set_new(pp, "act_quant", json_string(s->o->act_quant_ggml ? "ggml" : "none"));
         if (isfinite(s->ref_ppl)) {
             const double rd = po / s->ref_ppl - 1;
             json_object_set_new(pp, "reference",
@@ -364,7 +365,9 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
                (long long)s->n_tokens, (long long)s->n_windows, PPL_WINDOW, (long long)s->n_scored);
         printf("  %-10s %12s %12s\n", "", "ce (nats)", "perplexity");
         printf("  %-10s %12.6f %12.6f\n", "original", s->ce_orig, po);
-        printf("  %-10s %12.6f %12.6f   (%+.4f%%)\n", "quantized", s->ce_quant, pq, 100 * (pq / po - 1));
+        printf("  %-10s %12.6f %12.6f   (%+.4f%%)%s\n", "quantized", s->ce_quant, pq, 100 * (pq / po - 1),
+               s->o->act_quant_ggml ? "   activations rounded as llama.cpp's CPU backend (--act-quant ggml)"
+                                    : "");
         if (isfinite(s->ref_ppl))
             printf("  reference.json %s: %.6f; original differs by %.2e relative: %s\n", s->ref_key,
                    s->ref_ppl, po / s->ref_ppl - 1,

@@ -23,6 +23,7 @@
 
 #include "arch_desc.h"  // defines: moeq_arch_desc (which families have a CPU forward pass)
 #include "cli.h"        // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
+#include "export_gguf.h" // defines: moeq_export_gguf_type (what the GGUF export writes, for --act-quant)
 #include "run_common.h" // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "moeq_worker.h" // defines: moeq_eval_unit_run, moeq_artifact_tensor_fn, moeq_model, perplexity, probes
 #include "analyze_run.h" // defines: moeq_plan_build_collective (the analyze phase of data-dependent recipes)
@@ -208,6 +209,35 @@ static int no_forward_pass(const moeq_model_config *cfg, char *why, size_t cap) 
     return 1;
 }
 
+// --act-quant ggml: the activation rounding of the input of the linear layer with weight `name`: the
+// vec_dot_type of the ggml type `moeq export --format gguf` writes for it (its block type when quantized in
+// one; BF16/F16 stored as it came; F32 routers, 1-D tensors), and for q4_1/q5_1 the weight's block mins.
+// ctx: the artifact source.
+static moeq_status act_round_of(void *ctx, const char *name, int *kind, float *mins, int64_t n_mins) {
+    const moeq_artifact_source *src = ctx;
+    if (mins) return moeq_artifact_tensor_block_mins(ctx, name, mins, n_mins); // q4_1, q5_1
+    const int c = moeq_catalog_find(src->cat, name);
+    const int i = c >= 0 ? src->plan_of_cat[c] : -1;
+    if (i < 0)
+        return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: tensor '%s' is not in the artifact", src->path, name);
+    const moeq_plan_tensor *pt = &src->plan->t[i];
+    const moeq_tensor_info *ti = &src->cat->t[c];
+    const int quant = pt->q.method != MOEQ_METHOD_NONE;
+    const int type = moeq_export_gguf_type(&src->cat->cfg, name, ti->ndim, ti->dtype, quant, pt->q.format, 0);
+    const int k = type >= 0 ? moeq_act_round_of_ggml(type) : -1;
+    if (k < 0)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "--act-quant ggml: %s: tensor '%s' (%s %s) has no GGUF tensor type, so llama.cpp's "
+                         "rounding of its input is not defined\n---> HINT: --act-quant ggml models an "
+                         "artifact that `moeq export --format gguf` exports: quantize into llama.cpp block "
+                         "types (recipe `target: gguf`), or leave the option out",
+                         src->path, name, quant ? "quantized in" : "stored as",
+                         quant ? (pt->q.format ? moeq_qtype_name(pt->q.format) : "a grouped format")
+                               : moeq_dtype_name(ti->dtype));
+    *kind = k;
+    return MOEQ_OK;
+}
+
 static moeq_status models_pass(ev_state *s, int fd) {
     const moeq_eval_opts *o = s->o;
     const moeq_model_config *cfg = &s->cat->cfg;
@@ -232,6 +262,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     moeq_status st = moeq_artifact_source_init(&src, s->cat, s->plan, s->e, fd, o->artifact);
     if (st == MOEQ_OK) st = moeq_model_load_catalog(s->cat, &orig);
     if (st == MOEQ_OK) st = moeq_model_load(cfg, moeq_artifact_tensor_fn, &src, &quant);
+    if (st == MOEQ_OK && o->act_quant_ggml) st = moeq_model_set_act_round(quant, act_round_of, &src);
     // the text (default: the model's val.txt, the text of reference.json's protocol)
     if (o->text_path)
         snprintf(s->text_path, sizeof s->text_path, "%s", o->text_path);

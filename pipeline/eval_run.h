@@ -19,6 +19,8 @@ typedef struct moeq_eval_opts {
     const char *json_path;    // NULL: no JSON
     const char *plot_path;    // NULL: no PNG
     const char *dump_logits_path; // NULL: none; else the quantized model's logits, float32 (tokens, vocab)
+    int act_quant_ggml;       // --act-quant ggml: the quantized model's linear layers round their input as
+                              // llama.cpp's CPU backend does for the GGUF export's tensor types
     double max_rel_error;     // < 0: no threshold; else exit 6 when a quantized tensor's rel. Frobenius error exceeds it
     double max_ppl_increase;  // < 0: no threshold; else exit 6 when ppl(quantized)/ppl(original) - 1 exceeds it
     int64_t probe_tokens;     // Gaussian probe tokens per MoE layer

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ggml_blocks.h"  // defines: moeq_block_q4_1, moeq_block_q5_1 (their mins, for --act-quant)
 #include "moeq_kernels.h" // defines: moeq_qlayout_make, the formats' dequantizers, moeq_factor_dequantize_cpu, metrics
 
 moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt,
@@ -215,6 +216,35 @@ moeq_status moeq_artifact_tensor_fn(void *ctx, const char *name, float *dst, int
     void *bufs[MOEQ_DS_COUNT] = {0};
     moeq_status st = read_all(s->fd, s->path, &s->entries[i], bufs);
     if (st == MOEQ_OK) st = moeq_eval_decode(&s->entries[i], pt, bufs, dst);
+    free_bufs(bufs);
+    return st;
+}
+
+moeq_status moeq_artifact_tensor_block_mins(void *ctx, const char *name, float *dst, int64_t n) {
+    const moeq_artifact_source *s = ctx;
+    const int c = moeq_catalog_find(s->cat, name);
+    const int i = c >= 0 ? s->plan_of_cat[c] : -1;
+    if (i < 0) return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: tensor '%s' is not in the artifact", s->path, name);
+    const moeq_plan_tensor *pt = &s->plan->t[i];
+    const int fmt = pt->q.method != MOEQ_METHOD_NONE ? (int)pt->q.format : -1;
+    const int64_t bb = fmt == MOEQ_QTYPE_Q4_1   ? (int64_t)sizeof(moeq_block_q4_1)
+                       : fmt == MOEQ_QTYPE_Q5_1 ? (int64_t)sizeof(moeq_block_q5_1)
+                                                : 0; // d, m (fp16) lead both blocks
+    if (!bb || pt->C % 32 || pt->R * (pt->C / 32) != n)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': no q4_1/q5_1 blocks of %lld mins", s->path, name,
+                         (long long)n);
+    void *bufs[MOEQ_DS_COUNT] = {0};
+    moeq_status st = read_all(s->fd, s->path, &s->entries[i], bufs);
+    if (st == MOEQ_OK && !bufs[MOEQ_DS_CODES])
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has no codes", s->path, name);
+    if (st == MOEQ_OK) {
+        const unsigned char *codes = bufs[MOEQ_DS_CODES];
+        for (int64_t k = 0; k < n; k++) {
+            uint16_t h;
+            memcpy(&h, codes + k * bb + 2, sizeof h);
+            dst[k] = moeq_f16_to_f32(h);
+        }
+    }
     free_bufs(bufs);
     return st;
 }

@@ -78,5 +78,8 @@ void moeq_artifact_source_free(moeq_artifact_source *s);
 // moeq_tensor_fn: ctx is a moeq_artifact_source; reads the tensor's datasets and decodes them (no checksum
 // verification: the weight pass has verified them already).
 moeq_status moeq_artifact_tensor_fn(void *ctx, const char *name, float *dst, int64_t numel);
+// The per-block mins m of a tensor stored in q4_1 or q5_1 (w = d·q + m), from its codes plane (the GGUF
+// blocks): dst (R, C/32) fp32; MOEQ_ERR_FORMAT for another format or another count n.
+moeq_status moeq_artifact_tensor_block_mins(void *ctx, const char *name, float *dst, int64_t n);
 
 #endif

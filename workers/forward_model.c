@@ -51,6 +51,8 @@ typedef struct load_entry {
     char name[192];
     int64_t numel;
     const float **field;
+    unsigned char *act; // a linear layer's weight: its input's activation rounding; NULL otherwise
+    const float **min;  // ... and where its block mins go (MOEQ_ACT_Q8_1)
 } load_entry;
 
 typedef struct load_list {
@@ -80,8 +82,16 @@ want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
     va_end(ap);
     e->numel = numel;
     e->field = field;
+    e->act = NULL;
+    e->min = NULL;
     l->total += numel;
     return MOEQ_OK;
+}
+
+// The entry just added is a linear layer's weight whose input rounding is *act (and block mins *min).
+static void linear(load_list *l, unsigned char *act, const float **min) {
+    l->e[l->n - 1].act = act;
+    l->e[l->n - 1].min = min;
 }
 
 // gate, up and down of one SwiGLU MLP under prefix, named by the family's projection table.
@@ -89,8 +99,11 @@ static moeq_status want_ffn(load_list *l, moeq_ffn_weights *f, int64_t H, int64_
                             const moeq_arch_proj *names) {
     f->inter = (int)NI;
     MOEQ_TRY(want(l, &f->gate, NI * H, "%s.%s.weight", prefix, moeq_arch_proj_name(names, MOEQ_PROJ_GATE)));
+    linear(l, &f->act_gate, &f->min_gate);
     MOEQ_TRY(want(l, &f->up, NI * H, "%s.%s.weight", prefix, moeq_arch_proj_name(names, MOEQ_PROJ_UP)));
+    linear(l, &f->act_up, &f->min_up);
     MOEQ_TRY(want(l, &f->down, H * NI, "%s.%s.weight", prefix, moeq_arch_proj_name(names, MOEQ_PROJ_DOWN)));
+    linear(l, &f->act_down, &f->min_down);
     return MOEQ_OK;
 }
 
@@ -106,14 +119,18 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         snprintf(p, sizeof p, "model.layers.%d", i);
         MOEQ_TRY(want(l, &L->attn_norm, H, "%s.input_layernorm.weight", p));
         MOEQ_TRY(want(l, &L->wq, qd * H, "%s.self_attn.q_proj.weight", p));
+        linear(l, &L->act_q, &L->min_q);
         MOEQ_TRY(want(l, &L->wk, kvd * H, "%s.self_attn.k_proj.weight", p));
+        linear(l, &L->act_k, &L->min_k);
         MOEQ_TRY(want(l, &L->wv, kvd * H, "%s.self_attn.v_proj.weight", p));
+        linear(l, &L->act_v, &L->min_v);
         if (c->attention_bias) {
             MOEQ_TRY(want(l, &L->bq, qd, "%s.self_attn.q_proj.bias", p));
             MOEQ_TRY(want(l, &L->bk, kvd, "%s.self_attn.k_proj.bias", p));
             MOEQ_TRY(want(l, &L->bv, kvd, "%s.self_attn.v_proj.bias", p));
         }
         MOEQ_TRY(want(l, &L->wo, H * qd, "%s.self_attn.o_proj.weight", p));
+        linear(l, &L->act_o, &L->min_o);
         MOEQ_TRY(want(l, &L->ffn_norm, H, "%s.post_attention_layernorm.weight", p));
         L->is_moe = moeq_config_layer_is_moe(c, i);
         if (!L->is_moe) {
@@ -133,6 +150,7 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         L->moe.norm_topk_prob = c->norm_topk_prob;
         L->moe.experts = ex;
         MOEQ_TRY(want(l, &L->moe.router, E * H, "%s.%s.weight", p, d->router));
+        linear(l, &L->moe.act_router, &L->moe.min_router);
         for (int e = 0; e < E; e++) {
             char q[160];
             snprintf(q, sizeof q, "%s.%s.%d", p, d->experts, e);
@@ -143,11 +161,17 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
             snprintf(q, sizeof q, "%s.%s", p, d->shared_expert);
             MOEQ_TRY(want_ffn(l, &ex[E], H, c->shared_intermediate, q, d->mlp_proj));
             L->moe.shared = &ex[E];
-            if (d->shared_gate) MOEQ_TRY(want(l, &L->moe.shared_gate, H, "%s.%s.weight", p, d->shared_gate));
+            if (d->shared_gate) {
+                MOEQ_TRY(want(l, &L->moe.shared_gate, H, "%s.%s.weight", p, d->shared_gate));
+                linear(l, &L->moe.act_shared_gate, &L->moe.min_shared_gate);
+            }
         }
     }
     MOEQ_TRY(want(l, &m->final_norm, H, "model.norm.weight"));
-    if (!c->tie_word_embeddings) MOEQ_TRY(want(l, &m->lm_head, V * H, "lm_head.weight"));
+    if (!c->tie_word_embeddings) {
+        MOEQ_TRY(want(l, &m->lm_head, V * H, "lm_head.weight"));
+        linear(l, &m->act_lm_head, &m->min_lm_head);
+    }
     return MOEQ_OK;
 }
 
@@ -155,6 +179,7 @@ void moeq_model_free(moeq_model **pm) {
     if (!pm || !*pm) return;
     moeq_model *m = *pm;
     moeq_free(&m->arena);
+    moeq_free(&m->act_mins);
     moeq_free(&m->layers);
     moeq_free(&m->ffns);
     moeq_free(pm);
@@ -196,6 +221,46 @@ moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, voi
 fail:
     moeq_free(&l.e);
     moeq_model_free(&m);
+    return st;
+}
+
+moeq_status moeq_model_set_act_round(moeq_model *m, moeq_act_round_fn fn, void *ctx) {
+    if (!m || !fn) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_set_act_round: NULL argument");
+    // the load list again: it names the tensors and points at the model's fields (the geometry fields it
+    // sets get the values they have; the weight pointers are written only by moeq_model_load)
+    load_list l = {0};
+    moeq_status st = build_list(m, &l);
+    if (st == MOEQ_OK && m->cfg.tie_word_embeddings) { // llama.cpp multiplies with token_embd
+        st = want(&l, NULL, m->cfg.vocab * (int64_t)m->cfg.hidden, "model.embed_tokens.weight");
+        if (st == MOEQ_OK) linear(&l, &m->act_lm_head, &m->min_lm_head);
+    }
+    int64_t n_mins = 0;
+    for (int i = 0; i < l.n && st == MOEQ_OK; i++) {
+        if (!l.e[i].act) continue;
+        int kind = MOEQ_ACT_F32;
+        st = fn(ctx, l.e[i].name, &kind, NULL, 0);
+        if (st == MOEQ_OK && (kind < 0 || kind >= MOEQ_ACT_COUNT))
+            st = MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: activation rounding %d for '%s' is not one", kind,
+                           l.e[i].name);
+        if (st != MOEQ_OK) break;
+        *l.e[i].act = (unsigned char)kind;
+        *l.e[i].min = NULL;
+        if (kind == MOEQ_ACT_Q8_1) n_mins += l.e[i].numel / 32;
+    }
+    moeq_free(&m->act_mins);
+    if (st == MOEQ_OK && n_mins > 0) {
+        m->act_mins = MOEQ_MALLOC((size_t)n_mins * sizeof(float), "forward model block mins");
+        if (!m->act_mins) st = MOEQ_ERR_NOMEM;
+    }
+    float *p = m->act_mins;
+    for (int i = 0; i < l.n && st == MOEQ_OK; i++) {
+        if (!l.e[i].act || *l.e[i].act != MOEQ_ACT_Q8_1) continue;
+        int kind = MOEQ_ACT_Q8_1;
+        st = fn(ctx, l.e[i].name, &kind, p, l.e[i].numel / 32);
+        if (st == MOEQ_OK) *l.e[i].min = p;
+        p += l.e[i].numel / 32;
+    }
+    moeq_free(&l.e);
     return st;
 }
 
@@ -261,15 +326,15 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
         // attention sub-block: x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x)
         MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
         if (taps->attn_in) memcpy(taps->attn_in + (int64_t)l * T * H, h, (size_t)(T * H) * sizeof(float));
-        MOEQ_TRY(moeq_linear_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd));
-        MOEQ_TRY(moeq_linear_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd));
-        MOEQ_TRY(moeq_linear_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd));
+        MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd, L->act_q, L->min_q));
+        MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd, L->act_k, L->min_k));
+        MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd, L->act_v, L->min_v));
         MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
         MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
         MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
         if (taps->attn_out)
             memcpy(taps->attn_out + (int64_t)l * T * qd, att, (size_t)(T * qd) * sizeof(float));
-        MOEQ_TRY(moeq_linear_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H));
+        MOEQ_TRY(moeq_linear_act_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H, L->act_o, L->min_o));
         for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
         // FFN sub-block: x += moe(rmsnorm(x)) (the probe entry point is x here)
         if (moe_in) memcpy(moe_in + (int64_t)l * T * H, x, (size_t)(T * H) * sizeof(float));
@@ -279,7 +344,7 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
     }
     if (!logits) return MOEQ_OK;
     MOEQ_TRY(moeq_rmsnorm_cpu(x, m->final_norm, T, H, eps, h));
-    return moeq_linear_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V);
+    return moeq_linear_act_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V, m->act_lm_head, m->min_lm_head);
 }
 
 moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64_t T, float *logits,

@@ -32,6 +32,8 @@ typedef struct moeq_layer_weights {
     const float *ffn_norm;     // (H) post_attention_layernorm
     moeq_moe_weights moe;      // is_moe: router, experts [E] (+ shared expert and its gate)
     moeq_ffn_weights dense;    // !is_moe
+    unsigned char act_q, act_k, act_v, act_o; // moeq_act_round of the projections' input (0: none)
+    const float *min_q, *min_k, *min_v, *min_o; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
 } moeq_layer_weights;
 
 typedef struct moeq_model {
@@ -43,6 +45,9 @@ typedef struct moeq_model {
     moeq_ffn_weights *ffns;     // [L * (E + 1)]: experts then shared expert of each layer (storage)
     float *arena;               // every weight, one allocation
     int64_t n_floats;           // floats in the arena (= parameters loaded)
+    unsigned char act_lm_head;  // moeq_act_round of the lm_head input (0: none)
+    const float *min_lm_head;   // MOEQ_ACT_Q8_1: its block mins, else NULL
+    float *act_mins;            // the block mins of every MOEQ_ACT_Q8_1 weight, one allocation
 } moeq_model;
 
 // Weight provider: fill dst with the `numel` fp32 values of tensor `name` (HF name, HF (out, in) layout).
@@ -58,6 +63,17 @@ moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, voi
 // whose element count differs from the configuration's is MOEQ_ERR_FORMAT.
 moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out);
 void moeq_model_free(moeq_model **m);
+
+// Activation rounding (`moeq eval --act-quant ggml`, kernels/forward.h moeq_act_round): fn(ctx, name,
+// &kind) gives the rounding of the input of the linear layer whose weight is `name` (HF name); this sets it
+// for every linear the forward pass has: attention q/k/v/o, routers, routed and shared experts, the
+// shared-expert gate, dense MLPs, lm_head (with tied embeddings, asked as model.embed_tokens.weight, the
+// tensor llama.cpp multiplies). Not the embedding lookup. A model loads with none (fp32 activations).
+// fn is called with mins NULL for the kind; for a weight whose kind is MOEQ_ACT_Q8_1 (q4_1, q5_1, w = d·q
+// + m: ggml's dot product uses the mins m) it is called again with mins (n_mins = numel / 32 floats,
+// row-major (out, in/32)) to fill, so that moeq_linear_act_cpu adds ggml's min term exactly.
+typedef moeq_status (*moeq_act_round_fn)(void *ctx, const char *name, int *kind, float *mins, int64_t n_mins);
+moeq_status moeq_model_set_act_round(moeq_model *m, moeq_act_round_fn fn, void *ctx);
 
 // ---- forward pass ----
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h" // defines: moeq_f16_to_f32, moeq_f32_to_f16
 #include "forward.h"
 #include "rng.h"
 
@@ -190,10 +191,10 @@ static void test_moe_block(void **state) {
     moeq_ffn_weights ex[E], sh;
     float *p = wbuf;
     for (int e = 0; e < E; e++) {
-        ex[e] = (moeq_ffn_weights){p, p + NI * H, p + 2 * NI * H, NI};
+        ex[e] = (moeq_ffn_weights){.gate = p, .up = p + NI * H, .down = p + 2 * NI * H, .inter = NI};
         p += 3 * NI * H;
     }
-    sh = (moeq_ffn_weights){p, p + NS * H, p + 2 * NS * H, NS};
+    sh = (moeq_ffn_weights){.gate = p, .up = p + NS * H, .down = p + 2 * NS * H, .inter = NS};
     p += 3 * NS * H;
     const float *router = p, *sgate = p + E * H;
     float *x = malloc(T * H * sizeof(float)), *y = malloc(T * H * sizeof(float)),
@@ -201,8 +202,14 @@ static void test_moe_block(void **state) {
     fill(x, T * H, 12, 1.0);
     int32_t topk[T * K], topk1[T * K];
     for (int variant = 0; variant < 2; variant++) { // 0: Mixtral (renormalised); 1: Qwen2-MoE (shared, raw p)
-        moeq_moe_weights mw = {
-            H, E, K, variant == 0, router, ex, variant ? &sh : NULL, variant ? sgate : NULL};
+        moeq_moe_weights mw = {.hidden = H,
+                               .n_experts = E,
+                               .top_k = K,
+                               .norm_topk_prob = variant == 0,
+                               .router = router,
+                               .experts = ex,
+                               .shared = variant ? &sh : NULL,
+                               .shared_gate = variant ? sgate : NULL};
         omp_set_num_threads(2);
         assert_status(moeq_moe_block_cpu(&mw, x, T, y, topk), MOEQ_OK, NULL);
         omp_set_num_threads(1);
@@ -258,12 +265,105 @@ static void test_cross_entropy(void **state) {
     assert_status(moeq_cross_entropy_cpu(lg, bad, 2, 4, nll), MOEQ_ERR_ARG, "outside the vocab");
 }
 
+// llama.cpp's activation rounding (moeq eval --act-quant ggml): the q8_0 block of a random row against
+// what ggml itself produced (libggml-cpu of llama-cpp-python 0.3.36 on AVX-512: quantize_row_q8_0, then
+// dequantize_row_q8_0), and hand-made cases for what distinguishes the x86 path from the reference C code:
+// codes rounded half to even from 127 / amax, d stored as fp16; q8_K's signed maximum and d = 1 / iscale.
+static void test_act_round(void **state) {
+    (void)state;
+    static const float x[32] = {
+        -0x1.78e614p+3f, 0x1.a8da5p+1f,   -0x1.2f739ap-1f, -0x1.cf419cp+0f, 0x1.4d5e06p-2f,  0x1.5c34bap+3f,
+        -0x1.5873fp+1f,  -0x1.558652p+1f, 0x1.eee74cp+2f,  -0x1.a7b2f2p+0f, 0x1.267a14p+1f,  -0x1.daee7ap+2f,
+        -0x1.08cc38p+1f, 0x1.d48bdap+2f,  -0x1.024e1p+3f,  -0x1.1a26c2p+1f, 0x1.69118cp-1f,  0x1.d93b98p+0f,
+        0x1.c5c4a8p-1f,  -0x1.2300b2p+0f, 0x1.33d9bep+3f,  0x1.53aa4p+2f,   0x1.b50806p+2f,  0x1.3a9d6ap-1f,
+        -0x1.3b066ep-4f, 0x1.c5924cp-1f,  -0x1.2820d4p-1f, 0x1.413fe2p+0f,  -0x1.5c4f88p+2f, -0x1.4bb9aap+2f,
+        0x1.efc648p-1f,  -0x1.fdda24p+1f};
+    static const float ggml[32] = {
+        -0x1.78c88p+3f, 0x1.ab38p+1f,  -0x1.1cdp-1f,   -0x1.dabp+0f,  0x1.7bcp-2f,   0x1.5b1d8p+3f,
+        -0x1.5826p+1f,  -0x1.5826p+1f, 0x1.ec7dp+2f,   -0x1.ab38p+0f, 0x1.28aep+1f,  -0x1.dabp+2f,
+        -0x1.0514p+1f,  0x1.d4c1p+2f,  -0x1.021c8p+3f, -0x1.1cdp+1f,  0x1.7bcp-1f,   0x1.dabp+0f,
+        0x1.dabp-1f,    -0x1.1cdp+0f,  0x1.348cp+3f,   0x1.5237p+2f,  0x1.b716p+2f,  0x1.4c48p-1f,
+        -0x1.7bcp-4f,   0x1.dabp-1f,   -0x1.1cdp-1f,   0x1.4c48p+0f,  -0x1.5e15p+2f, -0x1.4c48p+2f,
+        0x1.dabp-1f,    -0x1.fe4ap+1f};
+    float y[256], z[256];
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_Q8_0, x, 32, 1, 32, y, 32), MOEQ_OK, NULL);
+    assert_memory_equal(y, ggml, sizeof ggml);
+    // amax 127: multiplier 1, d 1; 2.5 -> 2 and -3.5 -> -4 (half to even; roundf gives 3 and -4), 0.5 -> 0
+    float a[32] = {127.0f, 2.5f, -3.5f, 0.5f};
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_Q8_1, a, 32, 1, 32, y, 32), MOEQ_OK, NULL);
+    assert_true(y[0] == 127.0f && y[1] == 2.0f && y[2] == -4.0f && y[3] == 0.0f && y[4] == 0.0f);
+    // amax 1: d = fp16(1/127) = 1032 / 2^17, so the largest value comes back as 127·d = 0.99993896484375
+    a[0] = 1.0f, a[1] = a[2] = a[3] = 0.0f;
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_Q8_0, a, 32, 1, 32, y, 32), MOEQ_OK, NULL);
+    assert_true(y[0] == 0.99993896484375f);
+    // q8_K: the first value of largest |x| is -2 (not +2): iscale = 63.5, d = 1/63.5; 1.0 -> 63.5 -> 64
+    // (even)
+    float k[256] = {-2.0f, 2.0f, 1.0f, 0.25f};
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_Q8_K, k, 256, 1, 256, y, 256), MOEQ_OK, NULL);
+    const float d = 1.0f / (-127.0f / -2.0f);
+    assert_true(y[0] == d * -127.0f && y[1] == d * 127.0f && y[2] == d * 64.0f && y[3] == d * 16.0f);
+    // bf16 and f16: round to nearest even
+    const float h[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 1.0f + 0x1p-11f, 1.0f + 0x3p-11f};
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_BF16, h, 4, 1, 4, z, 4), MOEQ_OK, NULL);
+    assert_true(z[0] == 1.0f && z[1] == 1.0f + 0x4p-8f && z[2] == 1.0f && z[3] == 1.0f);
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_F16, h, 4, 1, 4, z, 4), MOEQ_OK, NULL);
+    assert_true(z[0] == h[0] && z[1] == h[1] && z[2] == 1.0f && z[3] == 1.0f + 0x4p-11f);
+    // rows that are not whole blocks are refused; F32 leaves a linear layer's bits as they were
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_Q8_K, x, 32, 1, 32, y, 32), MOEQ_ERR_ARG, "blocks of 256");
+    const float w[64] = {1.0f, -0.5f, 0.25f};
+    float y0[2], y1[2];
+    assert_status(moeq_linear_cpu(x, 32, w, NULL, 1, 32, 2, 0, y0, 2), MOEQ_OK, NULL);
+    assert_status(moeq_linear_act_cpu(x, 32, w, NULL, 1, 32, 2, 0, y1, 2, MOEQ_ACT_F32, NULL), MOEQ_OK, NULL);
+    assert_memory_equal(y0, y1, sizeof y0);
+    // the vec_dot_type table (ggml type ids)
+    assert_int_equal(moeq_act_round_of_ggml(0), MOEQ_ACT_F32);
+    assert_int_equal(moeq_act_round_of_ggml(30), MOEQ_ACT_BF16);
+    assert_int_equal(moeq_act_round_of_ggml(2), MOEQ_ACT_Q8_0);
+    assert_int_equal(moeq_act_round_of_ggml(3), MOEQ_ACT_Q8_1);
+    assert_int_equal(moeq_act_round_of_ggml(12), MOEQ_ACT_Q8_K);
+    assert_int_equal(moeq_act_round_of_ggml(23), MOEQ_ACT_Q8_K);
+    assert_int_equal(moeq_act_round_of_ggml(20), MOEQ_ACT_Q8_0);
+    assert_int_equal(moeq_act_round_of_ggml(9), -1);
+}
+
+// q8_1 with a q4_1 weight (w = d·q + m per block of 32): ggml adds m·s, s = fp16(amax/127·Σq), where the
+// rounded x'·w has m·fp16(amax/127)·Σq; moeq_linear_act_cpu adds the difference when given the mins.
+static void test_act_round_q8_1_mins(void **state) {
+    (void)state;
+    float x[64], w[2 * 64], mins[4] = {0.5f, -0.25f, 1.0f, 2.0f}, xr[64], y[2], want[2];
+    fill(x, 64, 21, 1.0);
+    fill(w, 128, 22, 0.1);
+    assert_status(moeq_act_round_cpu(MOEQ_ACT_Q8_1, x, 64, 1, 64, xr, 64), MOEQ_OK, NULL);
+    for (int o = 0; o < 2; o++) {
+        double acc = 0;
+        for (int j = 0; j < 64; j++) acc += (double)xr[j] * w[o * 64 + j];
+        for (int b = 0; b < 2; b++) { // + m·(s − d16·Σq), from the codes
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            const float dd = amax / 127.0f, d16 = moeq_f16_to_f32(moeq_f32_to_f16(dd));
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += (int)rintf(x[b * 32 + j] * (127.0f / amax));
+            const float s = moeq_f16_to_f32(moeq_f32_to_f16(dd * (float)sum));
+            acc += (double)mins[o * 2 + b] * ((double)s - (double)d16 * sum);
+        }
+        want[o] = (float)acc;
+    }
+    assert_status(moeq_linear_act_cpu(x, 64, w, NULL, 1, 64, 2, 0, y, 2, MOEQ_ACT_Q8_1, mins), MOEQ_OK, NULL);
+    assert_close_f32(y, want, 2, 1e-6, 1e-6);
+    // and the correction is not nothing: without the mins the result differs
+    float y0[2];
+    assert_status(moeq_linear_act_cpu(x, 64, w, NULL, 1, 64, 2, 0, y0, 2, MOEQ_ACT_Q8_1, NULL), MOEQ_OK,
+                  NULL);
+    assert_true(y0[0] != y[0] || y0[1] != y[1]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_router),    cmocka_unit_test(test_attention),
         cmocka_unit_test(test_moe_block), cmocka_unit_test(test_cross_entropy),
+        cmocka_unit_test(test_act_round), cmocka_unit_test(test_act_round_q8_1_mins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,8 @@
 # or that drifted: a NaN perplexity (a huge final-norm weight overflows the forward pass of both models)
 # fails --max-ppl-increase however generous (exit 6, the reason said), and a reference.json perplexity
 # moved by 1e-4 relative is reported as a mismatch (JSON ok false, table, warning) while the shipped one
-# matches (the tolerance is 1e-6: docs/EVAL.md).
+# matches (the tolerance is 1e-6: docs/EVAL.md). --act-quant ggml refuses an artifact in moeq's grouped
+# formats, which no GGUF holds (exit 3, the tensor named), and any other value than ggml/none (exit 2).
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}"
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
@@ -39,6 +40,18 @@ for x in 0.01 1e300; do
     grep -q "threshold exceeded: max_ppl_increase: .* is not finite" "$tmp/err" || { cat "$tmp/err"; fail "the reason"; }
     jq -e '.thresholds.exceeded | length == 1' "$tmp/nan.json" >/dev/null || fail "JSON thresholds.exceeded"
 done
+
+# ---- --act-quant: llama.cpp's activation rounding needs the GGUF type of every weight ----
+set +e
+ev --model "$tmp/nan" "$tmp/nan.h5" --text "$tmp/small.txt" --act-quant ggml >/dev/null 2>"$tmp/err"
+rc=$?
+ev --model "$tmp/nan" "$tmp/nan.h5" --act-quant q8 >/dev/null 2>"$tmp/err2"
+rc2=$?
+set -e
+[ $rc -eq 3 ] && grep -q "act-quant ggml: .*nan.h5: tensor 'model\..*' (quantized in a grouped format) has no GGUF" \
+    "$tmp/err" || { cat "$tmp/err"; fail "--act-quant ggml on grouped formats: exit 3 naming the tensor (rc $rc)"; }
+[ $rc2 -eq 2 ] && grep -q "act-quant takes ggml or none, got 'q8'" "$tmp/err2" ||
+    { cat "$tmp/err2"; fail "--act-quant q8: exit 2 expected (rc $rc2)"; }
 
 # ---- reference.json: the shipped perplexity matches to 1e-6, one moved by 1e-4 is a mismatch ----
 printf 'version: 1\ndefaults: {method: none}\n' >"$tmp/none.yaml"
