@@ -499,9 +499,10 @@ static moeq_status write_kvb(wctx *c, const gitem *g) {
     const moeq_artifact_dsinfo *d = ds_of(c->toc, ti, MOEQ_DS_DATA);
     const int64_t R = t->shape[0], C = t->shape[1];
     const int H = c->cfg->n_heads, nope = c->cfg->qk_nope_head_dim, v = c->cfg->v_head_dim;
-    if (!d || t->source_dtype == MOEQ_DTYPE_F8_E4M3)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': an FP8 kv_b_proj is not split by moeq yet",
-                         c->toc->path, t->name);
+    if (!d) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has no data", c->toc->path, t->name);
+    float *scale = NULL; // FP8 (DeepSeek-V3/R1, Kimi-K2 checkpoints): decoded with its block scales
+    size_t n_scale = 0;
+    if (g->scale_src >= 0) MOEQ_TRY(read_scale(c, g->scale_src, &scale, &n_scale));
     unsigned char *raw = MOEQ_MALLOC((size_t)d->bytes, t->name);
     float *w = MOEQ_MALLOC((size_t)(R * C) * sizeof(float), t->name);
     float *row = MOEQ_MALLOC((size_t)(C > nope ? C : nope) * sizeof(float) + 16, t->name);
@@ -510,7 +511,10 @@ static moeq_status write_kvb(wctx *c, const gitem *g) {
     if (st == MOEQ_OK) st = moeq_pread_full(c->fd, raw, (size_t)d->bytes, d->offset, c->toc->path);
     if (st == MOEQ_OK && XXH3_64bits(raw, (size_t)d->bytes) != d->xxh3)
         st = checksum_fail(c, t, d, XXH3_64bits(raw, (size_t)d->bytes));
-    if (st == MOEQ_OK) st = moeq_decode_cpu(t->source_dtype, raw, w, R * C);
+    if (st == MOEQ_OK)
+        st = scale ? moeq_fp8_block_dequant_rows_cpu(
+                         raw, scale, R, C, c->cfg->fp8_block[0] > 0 ? c->cfg->fp8_block[0] : 128, 0, R, w)
+                   : moeq_decode_cpu(t->source_dtype, raw, w, R * C);
     const size_t es = ggml_elem_size(g->type);
     for (int h = 0; h < H && st == MOEQ_OK; h++) {
         const float *head = w + (size_t)h * (size_t)(nope + v) * (size_t)C;
@@ -532,6 +536,7 @@ static moeq_status write_kvb(wctx *c, const gitem *g) {
     moeq_free(&w);
     moeq_free(&row);
     moeq_free(&o);
+    moeq_free(&scale);
     return st;
 }
 

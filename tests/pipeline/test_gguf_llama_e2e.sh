@@ -27,7 +27,7 @@
 #  A truncated GGUF is refused by the harness with exit 3, naming the file and llama.cpp's reason. The
 #  harness's --lora applies a LoRA adapter GGUF (made here with the gguf package) as llama.cpp does: equal to
 #  the update merged into the weights (at every position within 1e-4; measured 1.2e-6).
-#  (c) synthetic qwen2_moe, qwen3_moe and deepseek_v3 checkpoints (`moeq synth`, q8_0 experts) export, load
+#  (c) synthetic qwen2_moe, qwen3_moe and deepseek_v3 (block FP8) checkpoints (`moeq synth`, q8_0 experts) export, load
 #      and run in llama.cpp with finite logits; qwen2_moe (moeq has its forward pass) unquantized in F32:
 #      logits and perplexity equal moeq eval's as in (a).
 # Skipped (exit 77) only when llama_cpp cannot be imported: scripts/install-deps.sh installs it.
@@ -193,10 +193,11 @@ for arch in qwen2_moe qwen3_moe deepseek_v3; do
     ck="$tmp/$arch"
     # deepseek_v3: 16 experts, so that synth's n_group (8) is below the expert count, as llama.cpp requires
     # (it aborts on a file whose expert_group_count is not: GGML_ASSERT in load_hparams)
-    e=8
-    [ "$arch" = deepseek_v3 ] && e=16
+    # and block FP8 as DeepSeek-V3/R1 ship (FP8 tensors, MLA's kv_b_proj among them, exported as BF16)
+    e=8 dt=bf16
+    [ "$arch" = deepseek_v3 ] && e=16 dt=fp8
     "$MOEQ" synth -q --arch "$arch" --layers 2 --hidden 256 --intermediate 128 --experts $e --top-k 2 --vocab 65 \
-        "$ck" >/dev/null || fail "synth $arch"
+        --dtype $dt "$ck" >/dev/null || fail "synth $arch"
     cp "$tiny/tokenizer.json" "$ck/" # the char vocabulary (65) as the tokenizer, for the export and for eval
     q "$ck" "$arch-q8" 'defaults: {method: none}\nrules:\n  - match: {class: routed_expert}\n    set: {method: rtn, format: q8_0}'
     gg "$arch-q8"
