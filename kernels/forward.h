@@ -40,14 +40,14 @@ typedef struct moeq_ffn_weights {
 //       (+ sigmoid(shared_gate·x) * shared(x) when shared != NULL; without shared_gate the shared expert
 //        is added ungated).
 typedef struct moeq_moe_weights {
-    int hidden;                      // H
-    int n_experts;                   // E
-    int top_k;                       // K
-    int norm_topk_prob;              // 1: renormalise the K weights to sum 1
-    const float *router;             // (E, H)
-    const moeq_ffn_weights *experts; // [E]
-    const moeq_ffn_weights *shared;  // NULL when none
-    const float *shared_gate;        // (1, H), or NULL
+    int hidden;                                // H
+    int n_experts;                             // E
+    int top_k;                                 // K
+    int norm_topk_prob;                        // 1: renormalise the K weights to sum 1
+    const float *router;                       // (E, H)
+    const moeq_ffn_weights *experts;           // [E]
+    const moeq_ffn_weights *shared;            // NULL when none
+    const float *shared_gate;                  // (1, H), or NULL
     unsigned char act_router, act_shared_gate; // moeq_act_round of their input (0: none)
     const float *min_router, *min_shared_gate; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
 } moeq_moe_weights;
@@ -113,6 +113,17 @@ moeq_status moeq_act_round_cpu(int kind, const float *x, // (T, n), row stride l
 moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, const float *b, int64_t T,
                                 int64_t in, int64_t out, int accumulate, float *y, int64_t ldy, int act,
                                 const float *wmin); // (out, in/32) or NULL
+
+// llama.cpp's LoRA path (src/llama-graph.cpp build_lora_mm) for a weight with an adapter pair:
+// y += b·round_mid(a·round_a(x)), the intermediate (T, r) in fp32 and rounded as act_mid before b (the
+// vec_dot_type of lora_b's type: MOEQ_ACT_F16 for F16, MOEQ_ACT_F32 for F32), x as act_a (lora_a's type).
+// The adapter scale is 1 (moeq writes alpha = r or 0), so no multiply.
+moeq_status moeq_lora_add_cpu(const float *x, int64_t ldx, // (T, in), row stride ldx
+                              const float *a,              // (r, in): lora_a = V
+                              const float *b,              // (out, r): lora_b = U
+                              int64_t T, int64_t in, int64_t r, int64_t out, int act_a, int act_mid,
+                              float *y, // (T, out), row stride ldy: accumulated into
+                              int64_t ldy);
 
 // RMSNorm as HF: y = w * (x * rsqrt(mean(x^2) + eps)); the mean is accumulated in double and rounded to
 // fp32 before rsqrt (PyTorch computes it in fp32; the difference is far below the 1e-3 tolerances).

@@ -73,7 +73,8 @@ moeq_status moeq_linear_cpu(const float *x, int64_t ldx, const float *w, const f
     // y[:, o0:o0+P] = x · W[o0:o0+P]ᵀ, one single-threaded sgemm per panel of output features
     const int64_t P = MOEQ_LINEAR_PANEL, n_panels = (out + P - 1) / P;
     const int prev = blas_single_begin();
-#pragma omp parallel for schedule(static) if (n_panels > 1 && T * out * in >= (int64_t)1 << 20 && !omp_in_parallel())
+#pragma omp parallel for schedule(static) if (n_panels > 1 && T * out * in >= (int64_t)1 << 20 &&            \
+                                              !omp_in_parallel())
     for (int64_t p = 0; p < n_panels; p++) {
         const int64_t o0 = p * P, np = out - o0 < P ? out - o0 : P;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)np, (int)in, 1.0f, x, (int)ldx,
@@ -219,6 +220,22 @@ moeq_status moeq_linear_act_cpu(const float *x, int64_t ldx, const float *w, con
         st = moeq_linear_cpu(xr, in / 32, wmin, NULL, T, in / 32, out, 1, y, ldy);
     }
     free(xr);
+    return st;
+}
+
+moeq_status moeq_lora_add_cpu(const float *x, int64_t ldx, const float *a, const float *b, int64_t T,
+                              int64_t in, int64_t r, int64_t out, int act_a, int act_mid, float *y,
+                              int64_t ldy) {
+    if (!x || !a || !b || !y || T < 0 || in <= 0 || r <= 0 || out <= 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "lora: bad arguments (T=%lld in=%lld r=%lld out=%lld)", (long long)T,
+                         (long long)in, (long long)r, (long long)out);
+    if (T == 0) return MOEQ_OK;
+    float *mid = malloc((size_t)(T * r) * sizeof(float)); // (T, r) = round_a(x)·aᵀ
+    if (!mid)
+        return MOEQ_FAIL(MOEQ_ERR_NOMEM, "lora: out of memory for %lld x %lld", (long long)T, (long long)r);
+    moeq_status st = moeq_linear_act_cpu(x, ldx, a, NULL, T, in, r, 0, mid, r, act_a, NULL);
+    if (st == MOEQ_OK) st = moeq_linear_act_cpu(mid, r, b, NULL, T, r, out, 1, y, ldy, act_mid, NULL);
+    free(mid);
     return st;
 }
 

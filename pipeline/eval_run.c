@@ -21,10 +21,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "arch_desc.h"  // defines: moeq_arch_desc (which families have a CPU forward pass)
-#include "cli.h"        // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
+#include "arch_desc.h"   // defines: moeq_arch_desc (which families have a CPU forward pass)
+#include "cli.h"         // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
 #include "export_gguf.h" // defines: moeq_export_gguf_type (what the GGUF export writes, for --act-quant)
-#include "run_common.h" // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
+#include "run_common.h"  // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "moeq_worker.h" // defines: moeq_eval_unit_run, moeq_artifact_tensor_fn, moeq_model, perplexity, probes
 #include "analyze_run.h" // defines: moeq_plan_build_collective (the analyze phase of data-dependent recipes)
 
@@ -238,6 +238,19 @@ static moeq_status act_round_of(void *ctx, const char *name, int *kind, float *m
     return MOEQ_OK;
 }
 
+// --act-quant ggml, a compensated tensor: llama.cpp's base + adapter path (export_gguf_lora.c writes lora_a
+// = V, lora_b = U, F16 when exact, else F32; an F16 factor rounds its input to fp16, an F32 one not).
+static moeq_status lora_of(void *ctx, const char *name, float *w, int64_t numel, moeq_lora_weights *lw) {
+    int64_t r = 0;
+    float *u = NULL, *v = NULL;
+    int f16_u = 0, f16_v = 0;
+    MOEQ_TRY(moeq_artifact_tensor_factors(ctx, name, w, numel, &r, &u, &v, &f16_u, &f16_v));
+    lw->r = r, lw->a = v, lw->b = u;
+    lw->act_a = f16_v ? MOEQ_ACT_F16 : MOEQ_ACT_F32;
+    lw->act_mid = f16_u ? MOEQ_ACT_F16 : MOEQ_ACT_F32;
+    return MOEQ_OK;
+}
+
 static moeq_status models_pass(ev_state *s, int fd) {
     const moeq_eval_opts *o = s->o;
     const moeq_model_config *cfg = &s->cat->cfg;
@@ -263,6 +276,7 @@ static moeq_status models_pass(ev_state *s, int fd) {
     if (st == MOEQ_OK) st = moeq_model_load_catalog(s->cat, &orig);
     if (st == MOEQ_OK) st = moeq_model_load(cfg, moeq_artifact_tensor_fn, &src, &quant);
     if (st == MOEQ_OK && o->act_quant_ggml) st = moeq_model_set_act_round(quant, act_round_of, &src);
+    if (st == MOEQ_OK && o->act_quant_ggml) st = moeq_model_set_lora(quant, lora_of, &src);
     // the text (default: the model's val.txt, the text of reference.json's protocol)
     if (o->text_path)
         snprintf(s->text_path, sizeof s->text_path, "%s", o->text_path);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ggml_blocks.h"  // defines: moeq_block_q4_1, moeq_block_q5_1 (their mins, for --act-quant)
+#include "ggml_blocks.h" // defines: moeq_block_q4_1, moeq_block_q5_1 (their mins, for --act-quant)
 #include "moeq_kernels.h" // defines: moeq_qlayout_make, the formats' dequantizers, moeq_factor_dequantize_cpu, metrics
 
 moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tensor *pt,
@@ -247,4 +247,46 @@ moeq_status moeq_artifact_tensor_block_mins(void *ctx, const char *name, float *
     }
     free_bufs(bufs);
     return st;
+}
+
+// 1 when every value is an fp16 value (the GGUF LoRA export then writes the factor F16: export_gguf_lora.c).
+static int f16_exact(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (moeq_f16_to_f32(moeq_f32_to_f16(x[i])) != x[i]) return 0;
+    return 1;
+}
+
+moeq_status moeq_artifact_tensor_factors(void *ctx, const char *name, float *w, int64_t numel, int64_t *rank,
+                                         float **u, float **v, int *f16_u, int *f16_v) {
+    const moeq_artifact_source *s = ctx;
+    *rank = 0, *u = *v = NULL, *f16_u = *f16_v = 0;
+    const int c = moeq_catalog_find(s->cat, name);
+    const int i = c >= 0 ? s->plan_of_cat[c] : -1;
+    if (i < 0) return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND, "%s: tensor '%s' is not in the artifact", s->path, name);
+    const moeq_plan_tensor *pt = &s->plan->t[i];
+    const int64_t R = pt->R, C = pt->C, r = pt->q.method != MOEQ_METHOD_NONE ? pt->q.rank : 0;
+    if (r <= 0) return MOEQ_OK;
+    if (R * C != numel)
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has %lld elements, the model needs %lld", s->path,
+                         name, (long long)(R * C), (long long)numel);
+    moeq_plan_tensor base = *pt;
+    base.q.rank = 0; // moeq_eval_decode: deq(Q) without U·V
+    void *bufs[MOEQ_DS_COUNT] = {0};
+    moeq_status st = read_all(s->fd, s->path, &s->entries[i], bufs);
+    if (st == MOEQ_OK) st = moeq_eval_decode(&s->entries[i], &base, bufs, w);
+    float *uu = st == MOEQ_OK ? MOEQ_MALLOC((size_t)(R * r) * sizeof(float), name) : NULL;
+    float *vv = st == MOEQ_OK ? MOEQ_MALLOC((size_t)(r * C) * sizeof(float), name) : NULL;
+    if (st == MOEQ_OK && (!uu || !vv)) st = MOEQ_ERR_NOMEM;
+    const moeq_factor_type ft = pt->q.compensator;
+    if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_U], bufs[MOEQ_DS_U_SCALE], R * r, uu);
+    if (st == MOEQ_OK) st = moeq_factor_dequantize_cpu(ft, bufs[MOEQ_DS_V], bufs[MOEQ_DS_V_SCALE], r * C, vv);
+    free_bufs(bufs);
+    if (st != MOEQ_OK) {
+        moeq_free(&uu);
+        moeq_free(&vv);
+        return st;
+    }
+    *rank = r, *u = uu, *v = vv;
+    *f16_u = f16_exact(uu, R * r), *f16_v = f16_exact(vv, r * C);
+    return MOEQ_OK;
 }

@@ -81,5 +81,11 @@ moeq_status moeq_artifact_tensor_fn(void *ctx, const char *name, float *dst, int
 // The per-block mins m of a tensor stored in q4_1 or q5_1 (w = d·q + m), from its codes plane (the GGUF
 // blocks): dst (R, C/32) fp32; MOEQ_ERR_FORMAT for another format or another count n.
 moeq_status moeq_artifact_tensor_block_mins(void *ctx, const char *name, float *dst, int64_t n);
+// A compensated tensor as llama.cpp serves base + adapter (`moeq export --lora`): w (R·C floats) = deq(Q)
+// alone, *v (r, C) and *u (R, r) new MOEQ_MALLOC buffers (lora_a = V, lora_b = U), *f16_v / *f16_u 1 when
+// the export writes that factor F16 (fp16 factors; int3 ones whose values are all fp16-exact), else 0 (F32).
+// *rank = 0 (nothing else touched) for a tensor without compensator.
+moeq_status moeq_artifact_tensor_factors(void *ctx, const char *name, float *w, int64_t numel, int64_t *rank,
+                                         float **u, float **v, int *f16_u, int *f16_v);
 
 #endif

@@ -17,8 +17,8 @@
 
 #include "alloc.h"     // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
 #include "arch_desc.h" // defines: moeq_arch_desc (tensor names, forward support)
-#include "rng.h"   // defines: moeq_rng_normal
-#include "sysio.h" // defines: moeq_read_file, moeq_pwrite_full
+#include "rng.h"       // defines: moeq_rng_normal
+#include "sysio.h"     // defines: moeq_read_file, moeq_pwrite_full
 
 // ---- loading ----
 
@@ -180,6 +180,8 @@ void moeq_model_free(moeq_model **pm) {
     moeq_model *m = *pm;
     moeq_free(&m->arena);
     moeq_free(&m->act_mins);
+    for (int i = 0; i < m->n_lora_bufs; i++) moeq_free(&m->lora_bufs[i]);
+    moeq_free(&m->lora_bufs);
     moeq_free(&m->layers);
     moeq_free(&m->ffns);
     moeq_free(pm);
@@ -264,6 +266,54 @@ moeq_status moeq_model_set_act_round(moeq_model *m, moeq_act_round_fn fn, void *
     return st;
 }
 
+// The adapter slot of the linear whose rounding field is act (attention q/k/v/o, lm_head), else NULL.
+static moeq_lora_weights *lora_slot(moeq_model *m, const unsigned char *act) {
+    if (act == &m->act_lm_head) return &m->lora_lm_head;
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        moeq_layer_weights *L = &m->layers[i];
+        if (act == &L->act_q) return &L->lora_q;
+        if (act == &L->act_k) return &L->lora_k;
+        if (act == &L->act_v) return &L->lora_v;
+        if (act == &L->act_o) return &L->lora_o;
+    }
+    return NULL;
+}
+
+moeq_status moeq_model_set_lora(moeq_model *m, moeq_lora_fn fn, void *ctx) {
+    if (!m || !fn) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_set_lora: NULL argument");
+    load_list l = {0};
+    moeq_status st = build_list(m, &l);
+    int n = 0;
+    for (int i = 0; i < l.n; i++) n += l.e[i].act != NULL;
+    float **bufs = st == MOEQ_OK ? MOEQ_CALLOC((size_t)(2 * n + 1), sizeof(float *), "adapter list") : NULL;
+    if (st == MOEQ_OK && !bufs) st = MOEQ_ERR_NOMEM;
+    if (st == MOEQ_OK) {
+        for (int i = 0; i < m->n_lora_bufs; i++) moeq_free(&m->lora_bufs[i]);
+        moeq_free(&m->lora_bufs);
+        m->lora_bufs = bufs;
+        m->n_lora_bufs = 0;
+    }
+    for (int i = 0; i < l.n && st == MOEQ_OK; i++) {
+        if (!l.e[i].act || !l.e[i].field) continue;
+        moeq_lora_weights lw = {0};
+        st = fn(ctx, l.e[i].name, (float *)*l.e[i].field, l.e[i].numel, &lw);
+        if (lw.a) m->lora_bufs[m->n_lora_bufs++] = (float *)lw.a;
+        if (lw.b) m->lora_bufs[m->n_lora_bufs++] = (float *)lw.b;
+        if (st != MOEQ_OK || lw.r <= 0) continue;
+        moeq_lora_weights *slot = lora_slot(m, l.e[i].act);
+        if (!slot)
+            st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                           "forward pass: '%s' carries a compensator, and moeq models llama.cpp's LoRA path "
+                           "only on attention q/k/v/o and lm_head\n---> HINT: leave --act-quant ggml out "
+                           "(the default pass uses deq(Q) + U·V), or compensate attention only",
+                           l.e[i].name);
+        else
+            *slot = lw;
+    }
+    moeq_free(&l.e);
+    return st;
+}
+
 static moeq_status catalog_tensor(void *ctx, const char *name, float *dst, int64_t numel) {
     const moeq_catalog *c = ctx;
     int i = moeq_catalog_find(c, name);
@@ -284,6 +334,13 @@ moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out) {
 }
 
 // ---- forward ----
+
+// y += the adapter's b·round(a·round(x)) (moeq_lora_add_cpu) when lw has one.
+static moeq_status lora_add(const moeq_lora_weights *lw, const float *x, int64_t ldx, int64_t T, int64_t in,
+                            int64_t out, float *y, int64_t ldy) {
+    if (!lw->a) return MOEQ_OK;
+    return moeq_lora_add_cpu(x, ldx, lw->a, lw->b, T, in, lw->r, out, lw->act_a, lw->act_mid, y, ldy);
+}
 
 // Workspace floats for a sequence of T tokens: x, h, f (T,H) | q, att (T,NH*D) | k, v (T,NKV*D) | cos, sin
 // (T,D)
@@ -327,14 +384,18 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
         MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
         if (taps->attn_in) memcpy(taps->attn_in + (int64_t)l * T * H, h, (size_t)(T * H) * sizeof(float));
         MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd, L->act_q, L->min_q));
+        MOEQ_TRY(lora_add(&L->lora_q, h, H, T, H, qd, q, qd));
         MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd, L->act_k, L->min_k));
+        MOEQ_TRY(lora_add(&L->lora_k, h, H, T, H, kvd, k, kvd));
         MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd, L->act_v, L->min_v));
+        MOEQ_TRY(lora_add(&L->lora_v, h, H, T, H, kvd, v, kvd));
         MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
         MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
         MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
         if (taps->attn_out)
             memcpy(taps->attn_out + (int64_t)l * T * qd, att, (size_t)(T * qd) * sizeof(float));
         MOEQ_TRY(moeq_linear_act_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H, L->act_o, L->min_o));
+        MOEQ_TRY(lora_add(&L->lora_o, att, qd, T, qd, H, f, H));
         for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
         // FFN sub-block: x += moe(rmsnorm(x)) (the probe entry point is x here)
         if (moe_in) memcpy(moe_in + (int64_t)l * T * H, x, (size_t)(T * H) * sizeof(float));
@@ -344,7 +405,9 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
     }
     if (!logits) return MOEQ_OK;
     MOEQ_TRY(moeq_rmsnorm_cpu(x, m->final_norm, T, H, eps, h));
-    return moeq_linear_act_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V, m->act_lm_head, m->min_lm_head);
+    MOEQ_TRY(
+        moeq_linear_act_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V, m->act_lm_head, m->min_lm_head));
+    return lora_add(&m->lora_lm_head, h, H, T, H, V, logits, V);
 }
 
 moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64_t T, float *logits,
@@ -362,10 +425,12 @@ moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64
 moeq_status moeq_eval_perplexity_windows(const moeq_model *m, const int32_t *tokens, int64_t n,
                                          int64_t window, int64_t w0, int64_t w1, double *wsum_out,
                                          int64_t *route_counts, const moeq_logits_sink *sink) {
-    if (!m || !tokens || n <= 0 || window < 2 || !wsum_out || w0 < 0 || w1 < w0 || w1 > (n + window - 1) / window)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "perplexity: bad arguments (n=%lld window=%lld windows [%lld, %lld); the window must be >= 2)",
-                         (long long)n, (long long)window, (long long)w0, (long long)w1);
+    if (!m || !tokens || n <= 0 || window < 2 || !wsum_out || w0 < 0 || w1 < w0 ||
+        w1 > (n + window - 1) / window)
+        return MOEQ_FAIL(
+            MOEQ_ERR_ARG,
+            "perplexity: bad arguments (n=%lld window=%lld windows [%lld, %lld); the window must be >= 2)",
+            (long long)n, (long long)window, (long long)w0, (long long)w1);
     const moeq_model_config *c = &m->cfg;
     const int64_t V = c->vocab, L = c->n_layers, E = c->n_experts, K = c->top_k;
     const int64_t nw = w1 - w0;

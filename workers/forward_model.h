@@ -22,6 +22,14 @@ extern "C" {
 
 // ---- the model ----
 
+// An adapter pair of a compensated weight (`moeq eval --act-quant ggml`, moeq_model_set_lora): the weight
+// holds deq(Q) alone and the forward pass adds b·round(a·round(x)) as llama.cpp does (moeq_lora_add_cpu).
+typedef struct moeq_lora_weights {
+    const float *a, *b;           // (r, in) = V, (out, r) = U; NULL: none
+    int64_t r;                    // rank
+    unsigned char act_a, act_mid; // moeq_act_round of x before a and of a·x before b
+} moeq_lora_weights;
+
 // One decoder layer. Pointers point into the owning moeq_model's arena (valid until moeq_model_free).
 typedef struct moeq_layer_weights {
     int is_moe;                // 1: routed-expert MoE block; 0: dense SwiGLU MLP (Qwen mlp_only layers)
@@ -32,22 +40,26 @@ typedef struct moeq_layer_weights {
     const float *ffn_norm;     // (H) post_attention_layernorm
     moeq_moe_weights moe;      // is_moe: router, experts [E] (+ shared expert and its gate)
     moeq_ffn_weights dense;    // !is_moe
-    unsigned char act_q, act_k, act_v, act_o; // moeq_act_round of the projections' input (0: none)
-    const float *min_q, *min_k, *min_v, *min_o; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
+    unsigned char act_q, act_k, act_v, act_o;         // moeq_act_round of the projections' input (0: none)
+    const float *min_q, *min_k, *min_v, *min_o;       // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
+    moeq_lora_weights lora_q, lora_k, lora_v, lora_o; // moeq_model_set_lora: adapters (a NULL: none)
 } moeq_layer_weights;
 
 typedef struct moeq_model {
     moeq_model_config cfg;
-    const float *embed;         // (V, H)
-    const float *final_norm;    // (H)
-    const float *lm_head;       // (V, H); == embed when tie_word_embeddings
-    moeq_layer_weights *layers; // [L]
-    moeq_ffn_weights *ffns;     // [L * (E + 1)]: experts then shared expert of each layer (storage)
-    float *arena;               // every weight, one allocation
-    int64_t n_floats;           // floats in the arena (= parameters loaded)
-    unsigned char act_lm_head;  // moeq_act_round of the lm_head input (0: none)
-    const float *min_lm_head;   // MOEQ_ACT_Q8_1: its block mins, else NULL
-    float *act_mins;            // the block mins of every MOEQ_ACT_Q8_1 weight, one allocation
+    const float *embed;             // (V, H)
+    const float *final_norm;        // (H)
+    const float *lm_head;           // (V, H); == embed when tie_word_embeddings
+    moeq_layer_weights *layers;     // [L]
+    moeq_ffn_weights *ffns;         // [L * (E + 1)]: experts then shared expert of each layer (storage)
+    float *arena;                   // every weight, one allocation
+    int64_t n_floats;               // floats in the arena (= parameters loaded)
+    unsigned char act_lm_head;      // moeq_act_round of the lm_head input (0: none)
+    const float *min_lm_head;       // MOEQ_ACT_Q8_1: its block mins, else NULL
+    float *act_mins;                // the block mins of every MOEQ_ACT_Q8_1 weight, one allocation
+    moeq_lora_weights lora_lm_head; // moeq_model_set_lora: lm_head's adapter (a NULL: none)
+    float **lora_bufs;              // the adapters' factors (moeq_model_set_lora), n_lora_bufs allocations
+    int n_lora_bufs;
 } moeq_model;
 
 // Weight provider: fill dst with the `numel` fp32 values of tensor `name` (HF name, HF (out, in) layout).
@@ -74,6 +86,17 @@ void moeq_model_free(moeq_model **m);
 // row-major (out, in/32)) to fill, so that moeq_linear_act_cpu adds ggml's min term exactly.
 typedef moeq_status (*moeq_act_round_fn)(void *ctx, const char *name, int *kind, float *mins, int64_t n_mins);
 moeq_status moeq_model_set_act_round(moeq_model *m, moeq_act_round_fn fn, void *ctx);
+
+// llama.cpp's LoRA path for MiLo-compensated weights (`moeq eval --act-quant ggml` of an artifact exported
+// with --lora): fn(ctx, name, w, numel, &lora) is asked for every linear weight; for a compensated one it
+// overwrites w (the model's weight, numel floats) with deq(Q) alone, sets lora.r and gives lora.a (r, in)
+// and lora.b (out, r) as new MOEQ_MALLOC buffers the model then owns, and lora.act_a / act_mid (the
+// rounding of lora_a's and lora_b's GGUF types); else it sets lora.r = 0 and leaves w alone. Adapters on
+// attention q/k/v/o and an untied lm_head only: a compensated router, expert, shared-expert gate or dense
+// MLP is MOEQ_ERR_UNSUPPORTED (named). Call after moeq_model_set_act_round.
+typedef moeq_status (*moeq_lora_fn)(void *ctx, const char *name, float *w, int64_t numel,
+                                    moeq_lora_weights *lora);
+moeq_status moeq_model_set_lora(moeq_model *m, moeq_lora_fn fn, void *ctx);
 
 // ---- forward pass ----
 

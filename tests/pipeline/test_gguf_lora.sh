@@ -7,7 +7,8 @@
 # shapes, types (F16 for fp16 factors, F32 for int3), lora_a = V and lora_b = U with llama's q/k row
 # permutation, bit for bit, and lora_b·lora_a = the permuted U·V of an independent decoding of the artifact's
 # planes (h5py, docs/EXPORT.md's int3 formula). llama.cpp itself loads base + adapter: its logits change, and
-# its perplexity is that of `moeq eval` on the MiLo artifact within 0.2% (the base alone is ~2% off; an
+# its perplexity is that of `moeq eval` on the MiLo artifact within 0.2% (and of `moeq eval --act-quant ggml`,
+# which keeps the factors apart as llama.cpp does, within 1e-4 on 8192 chars) (the base alone is ~2% off; an
 # adapter without the q/k permutation ~0.5%). Refusals: compensated routed experts (named, nothing written),
 # an artifact without compensators, an existing adapter without --force; a changed dataset found while
 # writing the base or the adapter leaves neither file. One rank everywhere: alpha = r.
@@ -149,6 +150,42 @@ print(f"perplexity: moeq eval {p_moeq:.6f}; llama.cpp base {p_base:.6f} ({p_base
 assert d > 1e-2, "the adapter does not change llama.cpp's logits"
 assert abs(p_lora / p_moeq - 1) < 2e-3, "base + adapter is not moeq eval's perplexity within 0.2%"
 assert abs(p_base / p_moeq - 1) > 5 * abs(p_lora / p_moeq - 1), "the adapter does not bring llama.cpp to moeq eval"
+PY
+
+# --act-quant ggml models llama.cpp's adapter path (W_q·round(x) + lora_b·(lora_a·round(x)), factors kept
+# apart): on 8192 chars base + adapter equals moeq eval within 1e-4 relative (measured +5e-7; the fp32 pass
+# without --act-quant is -2.6e-4 off there, so the check can fail)
+head -c 8192 "$mini/val.txt" >"$tmp/long.txt"
+for aq in ggml none; do
+    "$MOEQ" eval -q --progress 0 --model "$mini" "$tmp/m.h5" --text "$tmp/long.txt" --act-quant $aq \
+        --json "$tmp/eval-$aq.json" || fail "eval --act-quant $aq"
+done
+"$llama" - "$tmp/m.gguf" "$tmp/m-lora.gguf" "$tmp/long.txt" "$mini/tokenizer.json" "$tmp/eval-ggml.json" \
+    "$tmp/eval-none.json" <<'PY' || fail "llama.cpp with the adapter against moeq eval --act-quant ggml"
+import json, math, sys
+import numpy as np
+import llama_cpp
+base, lora, text, tok, ev_aq, ev_fp = sys.argv[1:7]
+vocab = json.load(open(tok))["vocab"]
+ids = [vocab.index(c) for c in open(text, encoding="utf-8", newline="").read()]
+cb = llama_cpp.llama_log_callback(lambda level, msg, user: None)
+llama_cpp.llama_log_set(cb, None)
+llm = llama_cpp.Llama(model_path=base, lora_path=lora, n_ctx=256, n_batch=256, n_ubatch=256, n_threads=2,
+                      logits_all=True, flash_attn=False, type_k=0, type_v=0, verbose=False)
+total = 0.0
+for w in range(0, len(ids), 256):
+    win = ids[w:w + 256]
+    llm.reset()
+    llm.eval(win)
+    lg = np.array(llm.scores[:len(win)], dtype=np.float64)
+    m = lg[:-1].max(axis=1)
+    total += float((m + np.log(np.exp(lg[:-1] - m[:, None]).sum(axis=1)) - lg[np.arange(len(win) - 1), win[1:]]).sum())
+p = math.exp(total / (len(ids) - (len(ids) + 255) // 256))
+q_aq, q_fp = (json.load(open(e))["perplexity"]["quantized"]["perplexity"] for e in (ev_aq, ev_fp))
+print(f"8192 chars: llama.cpp base + adapter {p:.6f}; moeq eval --act-quant ggml {q_aq:.6f} ({p / q_aq - 1:+.2e}), "
+      f"fp32 {q_fp:.6f} ({p / q_fp - 1:+.2e})")
+assert abs(p / q_aq - 1) < 1e-4, "base + adapter is not moeq eval --act-quant ggml within 1e-4"
+assert abs(p / q_fp - 1) > 1e-4, "the fp32 pass is as close: the check cannot fail"
 PY
 
 # one rank everywhere: alpha = r (llama.cpp's scale alpha / r = 1; checked by hand to give llama.cpp the same
