@@ -59,7 +59,7 @@ static int entry_cmp(const void *a, const void *b) {
 }
 
 const moeq_imatrix_entry *moeq_imatrix_find(const moeq_imatrix *m, const char *name) {
-    if (!m || !name) return NULL;
+    if (!m || !name || m->n <= 0) return NULL; // bsearch of an empty table: no entries (m->e may be NULL)
     const moeq_imatrix_entry key = {.name = (char *)name};
     return bsearch(&key, m->e, (size_t)m->n, sizeof *m->e, entry_cmp);
 }
