@@ -3,8 +3,8 @@
 // (layer, projection) of routed experts), refuses what llama.cpp cannot run before writing anything, then
 // streams every tensor in row panels: pread from the artifact, xxh3 against the recorded dataset checksum,
 // convert (dtype, q/k row permutation, MLA kv_b split) and hand to the GGUF writer (gguf.c).
-// Not here: the tokenizer conversion (gguf_tokenizer.c), the LoRA adapter of MiLo compensators
-// (export_gguf_lora.c: written before the base, renamed with it).
+// Not here: the key/values (export_gguf_keys.c; the tokenizer: gguf_tokenizer.c), the LoRA adapter of MiLo
+// compensators (export_gguf_lora.c: written before the base, renamed with it).
 //
 // Letters: R rows (out features), C cols (in features), E experts, hd head dim.
 #include "export_gguf.h"
@@ -18,16 +18,16 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "alloc.h"          // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
-#include "artifact_scan.h"  // defines: moeq_artifact_scan, moeq_artifact_toc
-#include "clock.h"          // defines: moeq_now_s
-#include "export_impl.h"    // defines: moeq_export_check_complete
-#include "gguf.h"           // defines: moeq_gguf_writer, moeq_gguf_kvs
-#include "gguf_names.h"     // defines: moeq_gguf_tensor_name, moeq_gguf_arch_keys
-#include "gguf_tokenizer.h" // defines: moeq_gguf_tokenizer_from_json, moeq_gguf_tokenizer_from_gguf
-#include "log.h"            // defines: MOEQ_LOG
-#include "model_config.h"   // defines: moeq_config_parse
-#include "sysio.h"          // defines: moeq_pread_full, moeq_fsync_dir
+#include "alloc.h"            // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
+#include "artifact_scan.h"    // defines: moeq_artifact_scan, moeq_artifact_toc
+#include "clock.h"            // defines: moeq_now_s
+#include "export_gguf_impl.h" // defines: moeq_export_gguf_keys
+#include "export_impl.h"      // defines: moeq_export_check_complete
+#include "gguf.h"             // defines: moeq_gguf_writer, moeq_gguf_kvs
+#include "gguf_names.h"       // defines: moeq_gguf_tensor_name
+#include "log.h"              // defines: MOEQ_LOG
+#include "model_config.h"     // defines: moeq_config_parse
+#include "sysio.h"            // defines: moeq_pread_full, moeq_fsync_dir
 
 #define HINT "\n---> HINT: "
 
@@ -549,63 +549,6 @@ static moeq_status write_item(wctx *c, const gitem *g) {
     return MOEQ_OK;
 }
 
-// ---- keys ----
-
-// llama_ftype of the type holding most of the quantized bytes (llama.cpp's names: the _M variant of a
-// k-quant), MOSTLY_BF16/F16 or ALL_F32 when nothing is quantized.
-static int file_type_of(const moeq_export_gguf_stats *s) {
-    static const int ftype[43] = {
-        [0] = 0,   [1] = 1,   [2] = 2,   [3] = 3,   [6] = 8,   [7] = 9,   [8] = 7,  [10] = 10,
-        [11] = 12, [12] = 15, [13] = 17, [14] = 18, [20] = 25, [23] = 30, [30] = 32};
-    int best = -1;
-    for (int t = 2; t < 64; t++)
-        if (t != MOEQ_GGML_TYPE_BF16 && s->bytes_by_type[t] &&
-            (best < 0 || s->bytes_by_type[t] > s->bytes_by_type[best]))
-            best = t;
-    if (best < 0)
-        best = s->bytes_by_type[MOEQ_GGML_TYPE_BF16] ? MOEQ_GGML_TYPE_BF16 : s->bytes_by_type[1] ? 1 : 0;
-    return best < 43 ? ftype[best] : 0;
-}
-
-static const char *base_name(const char *dir, char *buf, size_t cap) {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && dir[b - 1] != '/') b--;
-    snprintf(buf, cap, "%.*s", (int)(n - b), dir + b);
-    return buf;
-}
-
-static moeq_status tokenizer_keys(const moeq_export_gguf_opts *o, const moeq_artifact_toc *toc,
-                                  const moeq_model_config *cfg, moeq_gguf_kvs *kvs, int *has) {
-    *has = 0;
-    if (o->tokenizer_from) {
-        MOEQ_TRY(moeq_gguf_tokenizer_from_gguf(o->tokenizer_from, cfg->vocab, kvs));
-        *has = 1;
-        return MOEQ_OK;
-    }
-    char *dflt = NULL;
-    const char *path = o->tokenizer;
-    if (!path && toc->info->source_dir) {
-        dflt = moeq_path_join(toc->info->source_dir, "tokenizer.json");
-        if (!dflt) return MOEQ_ERR_NOMEM;
-        struct stat sb;
-        if (stat(dflt, &sb) == 0) path = dflt;
-    }
-    if (!path) {
-        MOEQ_LOG(MOEQ_LOG_WARN,
-                 "export gguf: no tokenizer (%s not found): llama.cpp needs the tokenizer.* keys to run the "
-                 "model\n---> HINT: --tokenizer tokenizer.json or --tokenizer-from MODEL.gguf",
-                 dflt ? dflt : "no source directory recorded");
-        moeq_free(&dflt);
-        return MOEQ_OK;
-    }
-    moeq_status st = moeq_gguf_tokenizer_from_json(path, cfg->vocab, kvs);
-    moeq_free(&dflt);
-    if (st == MOEQ_OK) *has = 1;
-    return st;
-}
-
 // ---- files ----
 
 void moeq_export_gguf_split_name(const char *out, int i, int n, char *buf, size_t cap) {
@@ -662,9 +605,8 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
         b.used = MOEQ_CALLOC((size_t)toc->n_tensors + 1, sizeof *b.used, "export tensors");
         st = b.used ? build_list(&b) : MOEQ_ERR_NOMEM;
     }
-    // keys: general.*, the family's, the tokenizer's
+    // keys: general.*, the family's, the tokenizer's (export_gguf_keys.c)
     moeq_gguf_kvs kvs = {0};
-    if (st == MOEQ_OK) st = moeq_gguf_arch_keys(&cfg, toc->info->source_config, &kvs);
     if (st == MOEQ_OK) {
         for (int i = 0; i < l.n; i++) {
             s.n_by_type[l.it[i].type]++;
@@ -672,16 +614,7 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
             s.tensor_bytes += l.it[i].bytes;
             s.n_weights += (uint64_t)(l.it[i].ne[0] * l.it[i].ne[1] * l.it[i].ne[2] * l.it[i].ne[3]);
         }
-        s.file_type = file_type_of(&s);
-        char nb[256];
-        const char *name = o->name                 ? o->name
-                           : toc->info->source_dir ? base_name(toc->info->source_dir, nb, sizeof nb)
-                                                   : "moeq";
-        st = moeq_gguf_kvs_set_str(&kvs, "general.name", name);
-        if (st == MOEQ_OK) st = moeq_gguf_kvs_set_u32(&kvs, "general.file_type", (uint32_t)s.file_type);
-        if (st == MOEQ_OK) st = moeq_gguf_kvs_set_u32(&kvs, "general.quantization_version", 2);
-        if (st == MOEQ_OK) st = moeq_gguf_kvs_set_u32(&kvs, "general.alignment", MOEQ_GGUF_ALIGNMENT);
-        if (st == MOEQ_OK) st = tokenizer_keys(o, toc, &cfg, &kvs, &s.has_tokenizer);
+        st = moeq_export_gguf_keys(o, toc, &cfg, &s, &kvs);
     }
     // files
     int n_files = 1;
