@@ -17,7 +17,7 @@
 #include <xxhash.h>
 
 #include "alloc.h"      // defines: MOEQ_MALLOC, MOEQ_CALLOC, MOEQ_STRDUP, moeq_free
-#include "dtype.h"      // defines: moeq_f16_to_f32, moeq_f32_to_f16
+#include "dtype.h"      // defines: moeq_f16_exact_cpu, moeq_f32_to_f16
 #include "gguf.h"       // defines: moeq_gguf_writer, moeq_gguf_kvs
 #include "gguf_names.h" // defines: moeq_gguf_tensor_name, moeq_gguf_arch_name, moeq_gguf_permutes_qk
 #include "lowrank.h"    // defines: moeq_factor_dequantize_cpu
@@ -214,11 +214,7 @@ static moeq_status read_factor(rctx *c, int ti, int which, float *x, int64_t n) 
 
 // F16 when every value is one (no information lost), F32 otherwise.
 static uint32_t exact_type(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float y = moeq_f16_to_f32(moeq_f32_to_f16(x[i]));
-        if (memcmp(&y, &x[i], sizeof y)) return MOEQ_GGML_TYPE_F32;
-    }
-    return MOEQ_GGML_TYPE_F16;
+    return moeq_f16_exact_cpu(x, n) ? MOEQ_GGML_TYPE_F16 : MOEQ_GGML_TYPE_F32;
 }
 
 static moeq_status put(moeq_gguf_writer *w, const float *x, int64_t n, uint32_t type, void *tmp) {

@@ -161,6 +161,10 @@ static inline MOEQ_HD float moeq_fp8e5m2_to_f32(uint8_t b) {
 // FP8 is decoded without its block scale here: see moeq_fp8_block_dequant_cpu.
 moeq_status moeq_decode_cpu(moeq_dtype t, const void *src, float *dst, int64_t n);
 
+// 1 when each of the n values survives fp32 -> fp16 -> fp32 bit for bit (storing them as F16 loses nothing),
+// 0 otherwise.
+int moeq_f16_exact_cpu(const float *x, int64_t n);
+
 // DeepSeek/Kimi block-FP8 dequantization of a whole (R, C) weight:
 //   out[i, j] = fp8(q[i, j]) * scale_inv[i / B, j / B],  scale_inv: (ceil(R/B), ceil(C/B)) row-major
 // (edges of partial blocks use the same scale; the padding was cropped by the writer).

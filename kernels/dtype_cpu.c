@@ -7,18 +7,12 @@
 #include <string.h>
 
 const moeq_dtype_traits moeq_dtypes[MOEQ_DTYPE_COUNT] = {
-    [MOEQ_DTYPE_INVALID] = {"invalid", 0, 0},
-    [MOEQ_DTYPE_F32] = {"F32", 4, 1},
-    [MOEQ_DTYPE_F16] = {"F16", 2, 1},
-    [MOEQ_DTYPE_BF16] = {"BF16", 2, 1},
-    [MOEQ_DTYPE_F8_E4M3] = {"F8_E4M3", 1, 1},
-    [MOEQ_DTYPE_F8_E5M2] = {"F8_E5M2", 1, 1},
-    [MOEQ_DTYPE_F64] = {"F64", 8, 0},
-    [MOEQ_DTYPE_I64] = {"I64", 8, 0},
-    [MOEQ_DTYPE_I32] = {"I32", 4, 0},
-    [MOEQ_DTYPE_I16] = {"I16", 2, 0},
-    [MOEQ_DTYPE_I8] = {"I8", 1, 0},
-    [MOEQ_DTYPE_U8] = {"U8", 1, 0},
+    [MOEQ_DTYPE_INVALID] = {"invalid", 0, 0}, [MOEQ_DTYPE_F32] = {"F32", 4, 1},
+    [MOEQ_DTYPE_F16] = {"F16", 2, 1},         [MOEQ_DTYPE_BF16] = {"BF16", 2, 1},
+    [MOEQ_DTYPE_F8_E4M3] = {"F8_E4M3", 1, 1}, [MOEQ_DTYPE_F8_E5M2] = {"F8_E5M2", 1, 1},
+    [MOEQ_DTYPE_F64] = {"F64", 8, 0},         [MOEQ_DTYPE_I64] = {"I64", 8, 0},
+    [MOEQ_DTYPE_I32] = {"I32", 4, 0},         [MOEQ_DTYPE_I16] = {"I16", 2, 0},
+    [MOEQ_DTYPE_I8] = {"I8", 1, 0},           [MOEQ_DTYPE_U8] = {"U8", 1, 0},
     [MOEQ_DTYPE_BOOL] = {"BOOL", 1, 0},
 };
 
@@ -75,16 +69,18 @@ moeq_status moeq_decode_cpu(moeq_dtype t, const void *src, float *dst, int64_t n
         return MOEQ_OK;
     }
     default:
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "dtype %s cannot be decoded to fp32\n---> HINT: moeq reads "
-                         "F32, F16, BF16, F8_E4M3 and F8_E5M2 weights", moeq_dtype_name(t));
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "dtype %s cannot be decoded to fp32\n---> HINT: moeq reads "
+                         "F32, F16, BF16, F8_E4M3 and F8_E5M2 weights",
+                         moeq_dtype_name(t));
     }
 }
 
 moeq_status moeq_fp8_block_dequant_rows_cpu(const uint8_t *q, const float *scale_inv, int64_t R, int64_t C,
                                             int64_t B, int64_t r0, int64_t nr, float *out) {
     if (R <= 0 || C <= 0 || B <= 0 || r0 < 0 || nr < 0 || r0 + nr > R)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "fp8 block dequant: R=%lld C=%lld B=%lld rows [%lld, %lld)", (long long)R,
-                         (long long)C, (long long)B, (long long)r0, (long long)(r0 + nr));
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "fp8 block dequant: R=%lld C=%lld B=%lld rows [%lld, %lld)",
+                         (long long)R, (long long)C, (long long)B, (long long)r0, (long long)(r0 + nr));
     const int64_t nbc = (C + B - 1) / B;
     float lut[256];
     fp8_table(MOEQ_DTYPE_F8_E4M3, lut);
@@ -102,8 +98,8 @@ moeq_status moeq_fp8_block_dequant_rows_cpu(const uint8_t *q, const float *scale
     return MOEQ_OK;
 }
 
-moeq_status moeq_fp8_block_dequant_cpu(const uint8_t *q, const float *scale_inv, int64_t R, int64_t C, int64_t B,
-                                       float *out) {
+moeq_status moeq_fp8_block_dequant_cpu(const uint8_t *q, const float *scale_inv, int64_t R, int64_t C,
+                                       int64_t B, float *out) {
     return moeq_fp8_block_dequant_rows_cpu(q, scale_inv, R, C, B, 0, R, out);
 }
 
@@ -145,4 +141,12 @@ moeq_status moeq_raw_decode_cpu(const moeq_raw_tensor *t, float *out) {
     if (!out) return MOEQ_FAIL(MOEQ_ERR_ARG, "decode: NULL output");
     if (t->block_scale) return moeq_fp8_block_dequant_cpu(t->data, t->block_scale, t->R, t->C, t->block, out);
     return moeq_decode_cpu(t->dtype, t->data, out, t->R * t->C);
+}
+
+int moeq_f16_exact_cpu(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float y = moeq_f16_to_f32(moeq_f32_to_f16(x[i]));
+        if (memcmp(&y, &x[i], sizeof y)) return 0;
+    }
+    return 1;
 }

@@ -249,13 +249,6 @@ moeq_status moeq_artifact_tensor_block_mins(void *ctx, const char *name, float *
     return st;
 }
 
-// 1 when every value is an fp16 value (the GGUF LoRA export then writes the factor F16: export_gguf_lora.c).
-static int f16_exact(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
-        if (moeq_f16_to_f32(moeq_f32_to_f16(x[i])) != x[i]) return 0;
-    return 1;
-}
-
 moeq_status moeq_artifact_tensor_factors(void *ctx, const char *name, float *w, int64_t numel, int64_t *rank,
                                          float **u, float **v, int *f16_u, int *f16_v) {
     const moeq_artifact_source *s = ctx;
@@ -287,6 +280,7 @@ moeq_status moeq_artifact_tensor_factors(void *ctx, const char *name, float *w, 
         return st;
     }
     *rank = r, *u = uu, *v = vv;
-    *f16_u = f16_exact(uu, R * r), *f16_v = f16_exact(vv, r * C);
+    // the GGUF LoRA export writes a factor F16 exactly when this holds (export_gguf_lora.c)
+    *f16_u = moeq_f16_exact_cpu(uu, R * r), *f16_v = moeq_f16_exact_cpu(vv, r * C);
     return MOEQ_OK;
 }
