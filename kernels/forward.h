@@ -163,7 +163,8 @@ moeq_status moeq_attention_causal_cpu(const float *q, // (T, NH*D)
 
 // ---- FFN, router, MoE ----
 
-// y = swiglu FFN of x, with a caller workspace of 2*n*I floats (NULL: allocated internally).
+// y = swiglu FFN of x, with a caller workspace of 2*n*I floats (NULL: allocated internally). On return the
+// workspace's first n*I floats hold silu(gate·x) * (up·x), the down projection's input (GPTQ's Hessians).
 moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, // (n, H)
                                 int64_t n, int64_t H,
                                 float *y,     // (n, H)

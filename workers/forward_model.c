@@ -1,13 +1,13 @@
 // forward_model.c: model assembly for the CPU evaluation forward pass (see forward_model.h): loading every
 // tensor a Mixtral / Qwen2-MoE forward needs into one fp32 arena (names from the family's descriptor, which
 // also says whether the family has this forward pass: forward_cpu), the decoder layer loop, the windowed
-// perplexity protocol of shared/models/mixtral-tiny/README.md, the MoE-block probes and the char tokenizer.
+// perplexity protocol of shared/models/mixtral-tiny/README.md and the MoE-block probes (the char tokenizer
+// is tokenizer_char.c).
 // The numerics (norms, RoPE, attention, router, experts, loss) are kernels/forward_cpu.c; the layer order
 // is HF's MixtralDecoderLayer / Qwen2MoeDecoderLayer: x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)).
 // Not here: quantized formats (the artifact reader provides a moeq_tensor_fn), GPU execution, KV caches.
 #include "forward_model.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -53,12 +53,14 @@ typedef struct load_entry {
     const float **field;
     unsigned char *act; // a linear layer's weight: its input's activation rounding; NULL otherwise
     const float **min;  // ... and where its block mins go (MOEQ_ACT_Q8_1)
+    int layer;          // decoder layer of the tensor, -1 for model-level ones (embedding, final norm, head)
 } load_entry;
 
 typedef struct load_list {
     load_entry *e;
     int n, cap;
     int64_t total;
+    int layer; // the layer build_list is listing (-1: model level)
 } load_list;
 
 #if defined(__GNUC__)
@@ -84,6 +86,7 @@ want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
     e->field = field;
     e->act = NULL;
     e->min = NULL;
+    e->layer = l->layer;
     l->total += numel;
     return MOEQ_OK;
 }
@@ -112,9 +115,11 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
     const int64_t H = c->hidden, V = c->vocab, E = c->n_experts;
     const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     const moeq_arch_desc *d = moeq_arch_desc_get(c->arch); // check_arch: registered, with a forward pass
+    l->layer = -1;
     MOEQ_TRY(want(l, &m->embed, V * H, "model.embed_tokens.weight"));
     for (int i = 0; i < c->n_layers; i++) {
         moeq_layer_weights *L = &m->layers[i];
+        l->layer = i;
         char p[96];
         snprintf(p, sizeof p, "model.layers.%d", i);
         MOEQ_TRY(want(l, &L->attn_norm, H, "%s.input_layernorm.weight", p));
@@ -167,6 +172,7 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
             }
         }
     }
+    l->layer = -1;
     MOEQ_TRY(want(l, &m->final_norm, H, "model.norm.weight"));
     if (!c->tie_word_embeddings) {
         MOEQ_TRY(want(l, &m->lm_head, V * H, "lm_head.weight"));
@@ -188,12 +194,27 @@ void moeq_model_free(moeq_model **pm) {
 }
 
 moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, void *ctx, moeq_model **out) {
-    if (!cfg || !fn || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_load: NULL argument");
+    const moeq_model_sel all = {.layer0 = 0, .layer1 = cfg ? cfg->n_layers : 0, .model_level = 1};
+    return moeq_model_load_sel(cfg, &all, fn, ctx, out);
+}
+
+// 1 when entry e is part of selection sel.
+static int selected(const load_entry *e, const moeq_model_sel *sel) {
+    return e->layer < 0 ? sel->model_level : e->layer >= sel->layer0 && e->layer < sel->layer1;
+}
+
+moeq_status moeq_model_load_sel(const moeq_model_config *cfg, const moeq_model_sel *sel, moeq_tensor_fn fn,
+                                void *ctx, moeq_model **out) {
+    if (!cfg || !sel || !fn || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_load: NULL argument");
     *out = NULL;
     MOEQ_TRY(check_arch(cfg));
+    if (sel->layer0 < 0 || sel->layer1 > cfg->n_layers || sel->layer0 > sel->layer1)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_load: layers [%d, %d) outside [0, %d)", sel->layer0,
+                         sel->layer1, cfg->n_layers);
     moeq_model *m = MOEQ_CALLOC(1, sizeof *m, "forward model");
     if (!m) return MOEQ_ERR_NOMEM;
     m->cfg = *cfg;
+    m->sel = *sel;
     load_list l = {0};
     moeq_status st = MOEQ_OK;
     m->layers = MOEQ_CALLOC((size_t)cfg->n_layers, sizeof *m->layers, "forward model layers");
@@ -204,14 +225,17 @@ moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, voi
         goto fail;
     }
     if ((st = build_list(m, &l)) != MOEQ_OK) goto fail;
-    m->arena = MOEQ_MALLOC((size_t)l.total * sizeof(float), "forward model weights (fp32)");
+    int64_t total = 0;
+    for (int i = 0; i < l.n; i++) total += selected(&l.e[i], sel) ? l.e[i].numel : 0;
+    m->arena = MOEQ_MALLOC((size_t)(total ? total : 1) * sizeof(float), "forward model weights (fp32)");
     if (!m->arena) {
         st = MOEQ_ERR_NOMEM;
         goto fail;
     }
-    m->n_floats = l.total;
+    m->n_floats = total;
     float *p = m->arena;
     for (int i = 0; i < l.n; i++) {
+        if (!selected(&l.e[i], sel)) continue;
         if ((st = fn(ctx, l.e[i].name, p, l.e[i].numel)) != MOEQ_OK) goto fail;
         *l.e[i].field = p;
         p += l.e[i].numel;
@@ -314,7 +338,7 @@ moeq_status moeq_model_set_lora(moeq_model *m, moeq_lora_fn fn, void *ctx) {
     return st;
 }
 
-static moeq_status catalog_tensor(void *ctx, const char *name, float *dst, int64_t numel) {
+moeq_status moeq_catalog_tensor_fn(void *ctx, const char *name, float *dst, int64_t numel) {
     const moeq_catalog *c = ctx;
     int i = moeq_catalog_find(c, name);
     if (i < 0)
@@ -330,7 +354,7 @@ moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out) {
     if (!c || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_load_catalog: NULL argument");
     if (!c->has_data)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: catalog %s has no tensor data (metadata-only)", c->dir);
-    return moeq_model_load(&c->cfg, catalog_tensor, (void *)c, out);
+    return moeq_model_load(&c->cfg, moeq_catalog_tensor_fn, (void *)c, out);
 }
 
 // ---- forward ----
@@ -357,6 +381,46 @@ static moeq_status ffn_block(const moeq_model *m, const moeq_layer_weights *L, c
     return moeq_swiglu_ffn_cpu(&L->dense, h, T, m->cfg.hidden, f, NULL);
 }
 
+// Decoder layer l of one sequence on the workspace of ws_floats(T) (x = ws holds the layer's input and gets
+// its output; cos/sin filled): x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x), then x +=
+// ffn(rmsnorm(x)). moe_in (T, H) (optional) gets x between the two sub-blocks (the probe entry point).
+static moeq_status layer_seq(const moeq_model *m, int l, int64_t T, float *ws, const moeq_layer_taps *lt,
+                             float *moe_in) {
+    const moeq_model_config *c = &m->cfg;
+    const int64_t H = c->hidden, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
+    const int64_t qd = NH * D, kvd = NKV * D;
+    const float eps = (float)c->rms_norm_eps;
+    float *x = ws, *h = x + T * H, *f = h + T * H, *q = f + T * H, *att = q + T * qd, *k = att + T * qd;
+    float *v = k + T * kvd, *cos_t = v + T * kvd, *sin_t = cos_t + T * D;
+    const moeq_layer_weights *L = &m->layers[l];
+    if (!L->attn_norm)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: layer %d is not loaded (layers [%d, %d) are)", l,
+                         m->sel.layer0, m->sel.layer1);
+    // attention sub-block
+    MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
+    if (lt->attn_in) memcpy(lt->attn_in, h, (size_t)(T * H) * sizeof(float));
+    MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd, L->act_q, L->min_q));
+    MOEQ_TRY(lora_add(&L->lora_q, h, H, T, H, qd, q, qd));
+    MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd, L->act_k, L->min_k));
+    MOEQ_TRY(lora_add(&L->lora_k, h, H, T, H, kvd, k, kvd));
+    MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd, L->act_v, L->min_v));
+    MOEQ_TRY(lora_add(&L->lora_v, h, H, T, H, kvd, v, kvd));
+    MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
+    MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
+    MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
+    if (lt->attn_out) memcpy(lt->attn_out, att, (size_t)(T * qd) * sizeof(float));
+    MOEQ_TRY(moeq_linear_act_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H, L->act_o, L->min_o));
+    MOEQ_TRY(lora_add(&L->lora_o, att, qd, T, qd, H, f, H));
+    for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
+    // FFN sub-block (the probe entry point is x here)
+    if (moe_in) memcpy(moe_in, x, (size_t)(T * H) * sizeof(float));
+    MOEQ_TRY(moeq_rmsnorm_cpu(x, L->ffn_norm, T, H, eps, h));
+    if (lt->ffn_in) memcpy(lt->ffn_in, h, (size_t)(T * H) * sizeof(float));
+    MOEQ_TRY(ffn_block(m, L, h, T, f, lt->topk));
+    for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
+    return MOEQ_OK;
+}
+
 // The layer loop on a caller workspace of ws_floats(T) floats. topk: (L, T, K) or NULL.
 static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t T, float *logits,
                                const moeq_forward_taps *taps, float *ws) {
@@ -368,46 +432,60 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
     const int64_t H = c->hidden, V = c->vocab, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
     const int64_t qd = NH * D, kvd = NKV * D, K = c->top_k;
     const float eps = (float)c->rms_norm_eps;
-    for (int64_t t = 0; t < T; t++)
-        if (tok[t] < 0 || tok[t] >= V)
-            return MOEQ_FAIL(MOEQ_ERR_ARG,
-                             "forward pass: token %d at position %lld is outside the vocab [0, %lld)", tok[t],
-                             (long long)t, (long long)V);
-    float *x = ws, *h = x + T * H, *f = h + T * H, *q = f + T * H, *att = q + T * qd, *k = att + T * qd;
-    float *v = k + T * kvd, *cos_t = v + T * kvd, *sin_t = cos_t + T * D;
-    for (int64_t t = 0; t < T; t++)
-        memcpy(x + t * H, m->embed + (int64_t)tok[t] * H, (size_t)H * sizeof(float));
+    float *x = ws, *h = x + T * H, *cos_t = ws + T * (3 * H + 2 * qd + 2 * kvd), *sin_t = cos_t + T * D;
+    MOEQ_TRY(moeq_model_embed(m, tok, T, x));
     MOEQ_TRY(moeq_rope_table_cpu(T, D, c->rope_theta, cos_t, sin_t));
     for (int l = 0; l < c->n_layers; l++) {
-        const moeq_layer_weights *L = &m->layers[l];
-        // attention sub-block: x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x)
-        MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
-        if (taps->attn_in) memcpy(taps->attn_in + (int64_t)l * T * H, h, (size_t)(T * H) * sizeof(float));
-        MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd, L->act_q, L->min_q));
-        MOEQ_TRY(lora_add(&L->lora_q, h, H, T, H, qd, q, qd));
-        MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd, L->act_k, L->min_k));
-        MOEQ_TRY(lora_add(&L->lora_k, h, H, T, H, kvd, k, kvd));
-        MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd, L->act_v, L->min_v));
-        MOEQ_TRY(lora_add(&L->lora_v, h, H, T, H, kvd, v, kvd));
-        MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
-        MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
-        MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
-        if (taps->attn_out)
-            memcpy(taps->attn_out + (int64_t)l * T * qd, att, (size_t)(T * qd) * sizeof(float));
-        MOEQ_TRY(moeq_linear_act_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H, L->act_o, L->min_o));
-        MOEQ_TRY(lora_add(&L->lora_o, att, qd, T, qd, H, f, H));
-        for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
-        // FFN sub-block: x += moe(rmsnorm(x)) (the probe entry point is x here)
-        if (moe_in) memcpy(moe_in + (int64_t)l * T * H, x, (size_t)(T * H) * sizeof(float));
-        MOEQ_TRY(moeq_rmsnorm_cpu(x, L->ffn_norm, T, H, eps, h));
-        MOEQ_TRY(ffn_block(m, L, h, T, f, topk ? topk + (int64_t)l * T * K : NULL));
-        for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
+        const moeq_layer_taps lt = {
+            .attn_in = taps->attn_in ? taps->attn_in + (int64_t)l * T * H : NULL,
+            .attn_out = taps->attn_out ? taps->attn_out + (int64_t)l * T * qd : NULL,
+            .topk = topk ? topk + (int64_t)l * T * K : NULL,
+        };
+        MOEQ_TRY(layer_seq(m, l, T, ws, &lt, moe_in ? moe_in + (int64_t)l * T * H : NULL));
     }
     if (!logits) return MOEQ_OK;
     MOEQ_TRY(moeq_rmsnorm_cpu(x, m->final_norm, T, H, eps, h));
     MOEQ_TRY(
         moeq_linear_act_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V, m->act_lm_head, m->min_lm_head));
     return lora_add(&m->lora_lm_head, h, H, T, H, V, logits, V);
+}
+
+moeq_status moeq_model_embed(const moeq_model *m, const int32_t *tok, int64_t T, float *x) {
+    const int64_t H = m->cfg.hidden, V = m->cfg.vocab;
+    if (!m->embed) return MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: the embedding is not loaded");
+    for (int64_t t = 0; t < T; t++)
+        if (tok[t] < 0 || tok[t] >= V)
+            return MOEQ_FAIL(MOEQ_ERR_ARG,
+                             "forward pass: token %d at position %lld is outside the vocab [0, %lld)", tok[t],
+                             (long long)t, (long long)V);
+    for (int64_t t = 0; t < T; t++)
+        memcpy(x + t * H, m->embed + (int64_t)tok[t] * H, (size_t)H * sizeof(float));
+    return MOEQ_OK;
+}
+
+moeq_status moeq_model_layer_forward(const moeq_model *m, int layer, float *x, int64_t T,
+                                     const moeq_layer_taps *taps) {
+    static const moeq_layer_taps none = {0};
+    if (!m || !x || T <= 0 || layer < 0 || layer >= m->cfg.n_layers)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_layer_forward: bad arguments (layer %d, %lld tokens)",
+                         layer, (long long)T);
+    const moeq_model_config *c = &m->cfg;
+    const int64_t H = c->hidden, D = c->head_dim;
+    const int64_t qd = (int64_t)c->n_heads * D, kvd = (int64_t)c->n_kv_heads * D;
+    float *ws = MOEQ_MALLOC((size_t)ws_floats(c, T) * sizeof(float), "forward workspace");
+    if (!ws) return MOEQ_ERR_NOMEM;
+    float *cos_t = ws + T * (3 * H + 2 * qd + 2 * kvd), *sin_t = cos_t + T * D;
+    memcpy(ws, x, (size_t)(T * H) * sizeof(float));
+    moeq_status st = moeq_rope_table_cpu(T, D, c->rope_theta, cos_t, sin_t);
+    if (st == MOEQ_OK) st = layer_seq(m, layer, T, ws, taps ? taps : &none, NULL);
+    if (st == MOEQ_OK) memcpy(x, ws, (size_t)(T * H) * sizeof(float));
+    moeq_free(&ws);
+    return st;
+}
+
+moeq_status moeq_model_final_norm(const moeq_model *m, const float *x, int64_t T, float *h) {
+    if (!m->final_norm) return MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: the final norm is not loaded");
+    return moeq_rmsnorm_cpu(x, m->final_norm, T, m->cfg.hidden, (float)m->cfg.rms_norm_eps, h);
 }
 
 moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, int64_t T, float *logits,
@@ -599,191 +677,5 @@ moeq_status moeq_moe_probe_error(const moeq_model *orig, const moeq_model *quant
     }
     moeq_free(&yo);
     moeq_free(&ko);
-    return st;
-}
-
-// ---- character tokenizer ----
-
-struct moeq_tokenizer {
-    int n;              // vocabulary size
-    int32_t ascii[128]; // id of each ASCII character, -1 when absent
-    uint32_t *cp;       // (n) code points sorted ascending
-    int32_t *id;        // (n) their ids
-};
-
-// Decodes one UTF-8 character of s[0..len); returns its byte length (1..4) or 0 when invalid.
-static int utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
-    if (len == 0) return 0;
-    const unsigned c = s[0];
-    int n;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xe0) == 0xc0) {
-        n = 2, v = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        n = 3, v = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        n = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if ((size_t)n > len) return 0;
-    for (int i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
-    *cp = v;
-    return n;
-}
-
-void moeq_tokenizer_free(moeq_tokenizer **pt) {
-    if (!pt || !*pt) return;
-    moeq_free(&(*pt)->cp);
-    moeq_free(&(*pt)->id);
-    moeq_free(pt);
-}
-
-int moeq_tokenizer_vocab_size(const moeq_tokenizer *t) {
-    return t ? t->n : 0;
-}
-
-moeq_status moeq_tokenizer_load_char(const char *path, moeq_tokenizer **out) {
-    if (!path || !out) return MOEQ_FAIL(MOEQ_ERR_ARG, "tokenizer: NULL argument");
-    *out = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    MOEQ_TRY(moeq_read_file(path, 64u << 20, &text, &len));
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    moeq_free(&text);
-    if (!root)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text,
-                         jerr.line, jerr.column);
-    moeq_status st = MOEQ_OK;
-    moeq_tokenizer *t = NULL;
-    const json_t *type = json_object_get(root, "type"), *vocab = json_object_get(root, "vocab");
-    if (!json_is_string(type) || strcmp(json_string_value(type), "char") != 0) {
-        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                       "%s: tokenizer \"type\" is %s; only {\"type\": \"char\"} is supported", path,
-                       json_is_string(type) ? json_string_value(type) : "missing");
-        goto done;
-    }
-    if (!json_is_array(vocab) || json_array_size(vocab) == 0 || json_array_size(vocab) > INT32_MAX) {
-        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"vocab\" must be a non-empty list of characters", path);
-        goto done;
-    }
-    t = MOEQ_CALLOC(1, sizeof *t, "tokenizer");
-    if (!t) {
-        st = MOEQ_ERR_NOMEM;
-        goto done;
-    }
-    t->n = (int)json_array_size(vocab);
-    t->cp = MOEQ_MALLOC((size_t)t->n * sizeof(uint32_t), "tokenizer code points");
-    t->id = MOEQ_MALLOC((size_t)t->n * sizeof(int32_t), "tokenizer ids");
-    if (!t->cp || !t->id) {
-        st = MOEQ_ERR_NOMEM;
-        goto done;
-    }
-    for (int i = 0; i < 128; i++) t->ascii[i] = -1;
-    for (int i = 0; i < t->n; i++) {
-        const json_t *e = json_array_get(vocab, (size_t)i);
-        const char *s = json_string_value(e);
-        const size_t sl = json_is_string(e) ? json_string_length(e) : 0;
-        uint32_t cp = 0;
-        if (!s || sl == 0 || (size_t)utf8_decode((const unsigned char *)s, sl, &cp) != sl) {
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: vocab[%d] is not exactly one character", path, i);
-            goto done;
-        }
-        // insertion into the sorted table (vocabularies of char tokenizers are small)
-        int j = i;
-        while (j > 0 && t->cp[j - 1] > cp) {
-            t->cp[j] = t->cp[j - 1];
-            t->id[j] = t->id[j - 1];
-            j--;
-        }
-        if (j > 0 && t->cp[j - 1] == cp) {
-            st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: vocab[%d] (U+%04X) duplicates vocab[%d]", path, i,
-                           (unsigned)cp, t->id[j - 1]);
-            goto done;
-        }
-        t->cp[j] = cp;
-        t->id[j] = i;
-        if (cp < 128) t->ascii[cp] = i;
-    }
-done:
-    json_decref(root);
-    if (st != MOEQ_OK) {
-        moeq_tokenizer_free(&t);
-        return st;
-    }
-    *out = t;
-    return MOEQ_OK;
-}
-
-static int32_t lookup(const moeq_tokenizer *t, uint32_t cp) {
-    if (cp < 128) return t->ascii[cp];
-    int lo = 0, hi = t->n - 1;
-    while (lo <= hi) {
-        const int mid = lo + (hi - lo) / 2;
-        if (t->cp[mid] == cp) return t->id[mid];
-        if (t->cp[mid] < cp)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
-    return -1;
-}
-
-moeq_status moeq_tokenizer_encode(const moeq_tokenizer *t, const char *what, const char *text, size_t len,
-                                  int32_t **ids, int64_t *n) {
-    if (!t || (!text && len) || !ids || !n) return MOEQ_FAIL(MOEQ_ERR_ARG, "tokenizer encode: NULL argument");
-    if (!what) what = "text";
-    *ids = NULL;
-    *n = 0;
-    int32_t *out = MOEQ_MALLOC((len ? len : 1) * sizeof(int32_t), "token ids");
-    if (!out) return MOEQ_ERR_NOMEM;
-    const unsigned char *s = (const unsigned char *)text;
-    int64_t k = 0, line = 1, col = 1;
-    for (size_t i = 0; i < len;) {
-        uint32_t cp = 0;
-        const int nb = utf8_decode(s + i, len - i, &cp);
-        if (!nb) {
-            moeq_free(&out);
-            return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: invalid UTF-8 at line %lld, column %lld (byte %zu)", what,
-                             (long long)line, (long long)col, i);
-        }
-        const int32_t id = lookup(t, cp);
-        if (id < 0) {
-            char shown[16] = "";
-            if (cp >= 0x20 && cp != 0x7f) snprintf(shown, sizeof shown, "'%.*s' ", nb, (const char *)s + i);
-            moeq_free(&out);
-            return MOEQ_FAIL(
-                MOEQ_ERR_NOT_FOUND,
-                "%s: character %s(U+%04X) at line %lld, column %lld (byte %zu) is not in the tokenizer "
-                "vocabulary (%d characters)",
-                what, shown, (unsigned)cp, (long long)line, (long long)col, i, t->n);
-        }
-        out[k++] = id;
-        if (cp == '\n')
-            line++, col = 1;
-        else
-            col++;
-        i += (size_t)nb;
-    }
-    *ids = out;
-    *n = k;
-    return MOEQ_OK;
-}
-
-moeq_status moeq_tokenizer_encode_file(const moeq_tokenizer *t, const char *path, int32_t **ids, int64_t *n) {
-    if (!t || !path || !ids || !n) return MOEQ_FAIL(MOEQ_ERR_ARG, "tokenizer encode: NULL argument");
-    char *text = NULL;
-    size_t len = 0;
-    MOEQ_TRY(moeq_read_file(path, (size_t)1 << 34, &text, &len));
-    moeq_status st = moeq_tokenizer_encode(t, path, text, len, ids, n);
-    moeq_free(&text);
     return st;
 }

@@ -45,8 +45,16 @@ typedef struct moeq_layer_weights {
     moeq_lora_weights lora_q, lora_k, lora_v, lora_o; // moeq_model_set_lora: adapters (a NULL: none)
 } moeq_layer_weights;
 
+// Which tensors a model loads (moeq_model_load_sel): decoder layers [layer0, layer1) and, when model_level
+// is 1, the embedding, the final norm and lm_head. Pointers of what is not loaded stay NULL.
+typedef struct moeq_model_sel {
+    int layer0, layer1;
+    int model_level;
+} moeq_model_sel;
+
 typedef struct moeq_model {
     moeq_model_config cfg;
+    moeq_model_sel sel;             // what was loaded (moeq_model_load: everything)
     const float *embed;             // (V, H)
     const float *final_norm;        // (H)
     const float *lm_head;           // (V, H); == embed when tie_word_embeddings
@@ -71,9 +79,15 @@ typedef moeq_status (*moeq_tensor_fn)(void *ctx, const char *name, float *dst, i
 // qwen2_moe).
 // Returns a new model; caller frees with moeq_model_free.
 moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, void *ctx, moeq_model **out);
+// The same for part of the model (the layer-streaming passes of workers/calib_pass.h hold one layer at a
+// time): fn is asked only for the selected tensors. MOEQ_ERR_ARG for a range outside [0, n_layers).
+moeq_status moeq_model_load_sel(const moeq_model_config *cfg, const moeq_model_sel *sel, moeq_tensor_fn fn,
+                                void *ctx, moeq_model **out);
 // The same from an open checkpoint (moeq_catalog_read_f32: bf16/fp16 widened exactly to fp32); a tensor
 // whose element count differs from the configuration's is MOEQ_ERR_FORMAT.
 moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out);
+// The weight provider behind it (ctx: the moeq_catalog), for moeq_model_load_sel.
+moeq_status moeq_catalog_tensor_fn(void *ctx, const char *name, float *dst, int64_t numel);
 void moeq_model_free(moeq_model **m);
 
 // Activation rounding (`moeq eval --act-quant ggml`, kernels/forward.h moeq_act_round): fn(ctx, name,
@@ -116,6 +130,25 @@ moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, // (T
                                int64_t T,
                                float *logits, // (T, V) or NULL
                                const moeq_forward_taps *taps);
+
+// ---- layer by layer (the layer-streaming passes: workers/calib_pass.h) ----
+
+// Optional outputs of moeq_model_layer_forward, for one sequence of T tokens (any field may be NULL).
+typedef struct moeq_layer_taps {
+    float *attn_in;  // (T, H): input_layernorm's output (the input of q/k/v_proj)
+    float *attn_out; // (T, NH*D): the input of o_proj
+    float *ffn_in;   // (T, H): post_attention_layernorm's output (router, experts, shared expert, dense MLP)
+    int32_t *topk;   // (T, K): experts chosen per token, descending weight; -1 in dense layers
+} moeq_layer_taps;
+
+// The embedding rows of tokens: x (T, H) (ids outside [0, V) are MOEQ_ERR_ARG). Needs model-level tensors.
+moeq_status moeq_model_embed(const moeq_model *m, const int32_t *tokens, int64_t T, float *x);
+// Decoder layer `layer` (loaded) of one sequence, positions 0..T-1: x (T, H) in, the layer's output out,
+// bit for bit what moeq_model_forward computes for that layer.
+moeq_status moeq_model_layer_forward(const moeq_model *m, int layer, float *x, // (T, H) in/out
+                                     int64_t T, const moeq_layer_taps *taps);
+// The final norm of x (T, H) into h (T, H) (the input of lm_head). Needs model-level tensors.
+moeq_status moeq_model_final_norm(const moeq_model *m, const float *x, int64_t T, float *h);
 
 // The reference perplexity protocol: tokens split into non-overlapping windows of `window` tokens (the last
 // one shorter, included), each an independent sequence; in every window the logits at t predict token
