@@ -1,0 +1,207 @@
+// calib_pass.c: classes, rows and Hessians of the layer-streaming calibration pass (calib_pass.h).
+#include "calib_pass.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"     // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
+#include "arch_desc.h" // defines: moeq_arch_desc (tensor names)
+
+int moeq_calib_n_classes(const moeq_model_config *cfg) {
+    return MOEQ_CIN_EXPERT0 + 2 * cfg->n_experts;
+}
+
+const char *moeq_calib_class_name(int cls) {
+    static const char *const names[] = {"attn_in",    "attn_out",  "ffn_in",
+                                        "shared_act", "dense_act", "head_in"};
+    if (cls < 0) return "none";
+    if (cls < MOEQ_CIN_EXPERT0) return names[cls];
+    return (cls - MOEQ_CIN_EXPERT0) % 2 ? "expert_act" : "expert_x";
+}
+
+int64_t moeq_calib_class_cols(const moeq_model_config *c, int cls) {
+    switch (cls) {
+    case MOEQ_CIN_ATTN_OUT:
+        return (int64_t)c->n_heads * c->head_dim;
+    case MOEQ_CIN_SHARED_ACT:
+        return c->shared_intermediate;
+    case MOEQ_CIN_DENSE_ACT:
+        return c->dense_intermediate;
+    default:
+        break;
+    }
+    if (cls >= MOEQ_CIN_EXPERT0 && (cls - MOEQ_CIN_EXPERT0) % 2) return c->moe_intermediate;
+    return c->hidden;
+}
+
+// Class of "<prefix>.<proj>.weight" for the three projections of an MLP: gate/up -> in, down -> act.
+static int mlp_class(const char *rest, const char *prefix, const moeq_arch_proj *names, int in, int act) {
+    const size_t n = strlen(prefix);
+    if (strncmp(rest, prefix, n) || rest[n] != '.') return -1;
+    const moeq_proj projs[3] = {MOEQ_PROJ_GATE, MOEQ_PROJ_UP, MOEQ_PROJ_DOWN};
+    for (int k = 0; k < 3; k++) {
+        char want[128];
+        snprintf(want, sizeof want, "%s.weight", moeq_arch_proj_name(names, projs[k]));
+        if (!strcmp(rest + n + 1, want)) return projs[k] == MOEQ_PROJ_DOWN ? act : in;
+    }
+    return -1;
+}
+
+int moeq_calib_class_of(const moeq_model_config *c, const char *name, int *layer) {
+    *layer = -1;
+    const moeq_arch_desc *d = moeq_arch_desc_get(c->arch);
+    if (!d) return -1;
+    if (!strcmp(name, "lm_head.weight")) return MOEQ_CIN_HEAD_IN;
+    int l = -1, used = 0;
+    if (sscanf(name, "model.layers.%d.%n", &l, &used) != 1 || used == 0 || l < 0 || l >= c->n_layers)
+        return -1;
+    *layer = l;
+    const char *rest = name + used;
+    static const struct {
+        const char *suffix;
+        int cls;
+    } attn[] = {{"self_attn.q_proj.weight", MOEQ_CIN_ATTN_IN},
+                {"self_attn.k_proj.weight", MOEQ_CIN_ATTN_IN},
+                {"self_attn.v_proj.weight", MOEQ_CIN_ATTN_IN},
+                {"self_attn.o_proj.weight", MOEQ_CIN_ATTN_OUT}};
+    for (size_t k = 0; k < sizeof attn / sizeof attn[0]; k++)
+        if (!strcmp(rest, attn[k].suffix)) return attn[k].cls;
+    char buf[192];
+    if (moeq_config_layer_is_moe(c, l)) {
+        snprintf(buf, sizeof buf, "%s.weight", d->router);
+        if (!strcmp(rest, buf)) return MOEQ_CIN_FFN_IN;
+        if (d->shared_gate) {
+            snprintf(buf, sizeof buf, "%s.weight", d->shared_gate);
+            if (!strcmp(rest, buf)) return MOEQ_CIN_FFN_IN;
+        }
+        if (d->shared_expert) {
+            const int k =
+                mlp_class(rest, d->shared_expert, d->mlp_proj, MOEQ_CIN_FFN_IN, MOEQ_CIN_SHARED_ACT);
+            if (k >= 0) return k;
+        }
+        const size_t n = strlen(d->experts);
+        int e = -1, u2 = 0;
+        if (!strncmp(rest, d->experts, n) && sscanf(rest + n, ".%d%n", &e, &u2) == 1 && e >= 0 &&
+            e < c->n_experts) {
+            char prefix[192];
+            snprintf(prefix, sizeof prefix, "%s.%d", d->experts, e);
+            return mlp_class(rest, prefix, d->expert_proj, MOEQ_CIN_EXPERT_X(e), MOEQ_CIN_EXPERT_ACT(e));
+        }
+        return -1;
+    }
+    return d->dense_mlp ? mlp_class(rest, d->dense_mlp, d->mlp_proj, MOEQ_CIN_FFN_IN, MOEQ_CIN_DENSE_ACT)
+                        : -1;
+}
+
+moeq_status moeq_calib_rows_append(moeq_calib_rows *r, const float *x, int64_t n, int64_t cols) {
+    if (n <= 0) return MOEQ_OK;
+    if (r->cols && r->cols != cols)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "calibration rows: width %lld, appending %lld", (long long)r->cols,
+                         (long long)cols);
+    r->cols = cols;
+    if (r->n + n > r->cap) {
+        int64_t cap = r->cap ? 2 * r->cap : 1024;
+        while (cap < r->n + n) cap *= 2;
+        float *nx = realloc(r->x, (size_t)cap * (size_t)cols * sizeof(float));
+        if (!nx)
+            return MOEQ_FAIL(MOEQ_ERR_NOMEM, "calibration rows: out of memory for %lld x %lld",
+                             (long long)cap, (long long)cols);
+        r->x = nx, r->cap = cap;
+    }
+    memcpy(r->x + r->n * cols, x, (size_t)(n * cols) * sizeof(float));
+    r->n += n;
+    return MOEQ_OK;
+}
+
+void moeq_calib_rows_free(moeq_calib_rows *r) {
+    free(r->x);
+    memset(r, 0, sizeof *r);
+}
+
+// The down projection's input of FFN f on rows x (n, H), appended to out: work (2, n, I), y (n, H) scratch.
+static moeq_status ffn_act_rows(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H,
+                                moeq_calib_rows *out) {
+    if (n == 0) return MOEQ_OK;
+    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter + n * H) * sizeof(float), "calibration ffn rows");
+    if (!work) return MOEQ_ERR_NOMEM;
+    moeq_status st = moeq_swiglu_ffn_cpu(f, x, n, H, work + 2 * n * f->inter, work);
+    if (st == MOEQ_OK) st = moeq_calib_rows_append(out, work, n, f->inter);
+    moeq_free(&work);
+    return st;
+}
+
+moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x, int n_seq, int64_t T,
+                                  const unsigned char *want, moeq_calib_rows *rows) {
+    const moeq_model_config *c = &m->cfg;
+    const int64_t H = c->hidden, qd = (int64_t)c->n_heads * c->head_dim, K = c->top_k, E = c->n_experts;
+    const moeq_layer_weights *L = &m->layers[layer];
+    float *buf = MOEQ_MALLOC((size_t)(T * (3 * H + qd) + T * H) * sizeof(float), "calibration layer taps");
+    int32_t *topk = MOEQ_MALLOC((size_t)(T * K) * sizeof(int32_t), "calibration top-k");
+    if (!buf || !topk) {
+        moeq_free(&buf);
+        moeq_free(&topk);
+        return MOEQ_ERR_NOMEM;
+    }
+    float *xs = buf, *attn_in = xs + T * H, *attn_out = attn_in + T * H, *ffn_in = attn_out + T * qd;
+    float *sel = ffn_in + T * H; // (T, H): one expert's rows of one sequence
+    moeq_status st = MOEQ_OK;
+    for (int s = 0; s < n_seq && st == MOEQ_OK; s++) {
+        memcpy(xs, x + (int64_t)s * T * H, (size_t)(T * H) * sizeof(float));
+        const moeq_layer_taps taps = {
+            .attn_in = attn_in, .attn_out = attn_out, .ffn_in = ffn_in, .topk = topk};
+        st = moeq_model_layer_forward(m, layer, xs, T, &taps);
+        if (st == MOEQ_OK && want[MOEQ_CIN_ATTN_IN])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_ATTN_IN], attn_in, T, H);
+        if (st == MOEQ_OK && want[MOEQ_CIN_ATTN_OUT])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_ATTN_OUT], attn_out, T, qd);
+        if (st == MOEQ_OK && want[MOEQ_CIN_FFN_IN])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_FFN_IN], ffn_in, T, H);
+        if (!L->is_moe) {
+            if (st == MOEQ_OK && want[MOEQ_CIN_DENSE_ACT])
+                st = ffn_act_rows(&L->dense, ffn_in, T, H, &rows[MOEQ_CIN_DENSE_ACT]);
+            continue;
+        }
+        if (st == MOEQ_OK && want[MOEQ_CIN_SHARED_ACT] && L->moe.shared)
+            st = ffn_act_rows(L->moe.shared, ffn_in, T, H, &rows[MOEQ_CIN_SHARED_ACT]);
+        for (int64_t e = 0; e < E && st == MOEQ_OK; e++) {
+            const int wx = want[MOEQ_CIN_EXPERT_X(e)], wa = want[MOEQ_CIN_EXPERT_ACT(e)];
+            if (!wx && !wa) continue;
+            int64_t n = 0; // rows of tokens routed to e, token order (one per slot: top-k ids are distinct)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t j = 0; j < K; j++)
+                    if (topk[t * K + j] == e)
+                        memcpy(sel + (n++) * H, ffn_in + t * H, (size_t)H * sizeof(float));
+            if (wx) st = moeq_calib_rows_append(&rows[MOEQ_CIN_EXPERT_X(e)], sel, n, H);
+            if (st == MOEQ_OK && wa)
+                st = ffn_act_rows(&L->moe.experts[e], sel, n, H, &rows[MOEQ_CIN_EXPERT_ACT(e)]);
+        }
+    }
+    moeq_free(&buf);
+    moeq_free(&topk);
+    return st;
+}
+
+#define CALIB_CHUNK 512
+
+moeq_status moeq_calib_hessian(const float *x, int64_t n, int64_t C, float *H) {
+    double *acc = MOEQ_CALLOC((size_t)(C * C), sizeof(double), "Hessian accumulator");
+    float *part = MOEQ_MALLOC((size_t)(C * C) * sizeof(float), "Hessian chunk");
+    if (!acc || !part) {
+        moeq_free(&acc);
+        moeq_free(&part);
+        return MOEQ_ERR_NOMEM;
+    }
+    for (int64_t r0 = 0; r0 < n; r0 += CALIB_CHUNK) {
+        const int64_t m = n - r0 < CALIB_CHUNK ? n - r0 : CALIB_CHUNK;
+        // part (C, C) = Xcᵀ Xc: the inner dimension (rows) is never split across threads by OpenBLAS
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)C, (int)m, 1.0f, x + r0 * C, (int)C,
+                    x + r0 * C, (int)C, 0.0f, part, (int)C);
+        for (int64_t i = 0; i < C * C; i++) acc[i] += part[i];
+    }
+    for (int64_t i = 0; i < C * C; i++) H[i] = (float)acc[i];
+    moeq_free(&acc);
+    moeq_free(&part);
+    return MOEQ_OK;
+}

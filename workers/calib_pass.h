@@ -1,0 +1,79 @@
+// calib_pass.h: the numerics of the layer-streaming calibration pass behind `moeq quantize --calib` (GPTQ):
+// which input each linear weight sees (its "class"), the rows of every class for one layer over a rank's
+// calibration sequences, and the Hessian H = Σ x·xᵀ of a class's rows in a fixed order. MPI-free: the
+// pipeline (pipeline/quantize_calib.c) moves rows to the rank that quantizes them and runs the layers.
+//
+// Classes of one decoder layer (each a set of rows of one width):
+//   ATTN_IN    input_layernorm's output, every token               q/k/v_proj            (T, H)
+//   ATTN_OUT   the heads' outputs, every token                      o_proj                (T, NH*D)
+//   FFN_IN     post_attention_layernorm's output, every token       router, shared expert gate/up,
+//                                                                   shared-expert gate, dense gate/up (T, H)
+//   SHARED_ACT silu(gate·x)·(up·x) of the shared expert             its down_proj         (T, I_shared)
+//   DENSE_ACT  the same of a dense layer's MLP                      its down_proj         (T, I_dense)
+//   EXPERT_X(e)   FFN_IN rows of the tokens routed to expert e (one row per token and top-k slot, token
+//   order)
+//                                                                   expert e's gate/up    (n_e, H)
+//   EXPERT_ACT(e) silu(gate·x)·(up·x) of those rows                 expert e's down       (n_e, I)
+// and at model level HEAD_IN, the final norm's output (lm_head). The rows are those of the original (not
+// yet quantized) layer applied to the layer's input, the input being the output of the layers before it
+// as quantized (GPTQ's sequential order across layers).
+//
+// Determinism: every row is computed one sequence at a time (the same computation whatever the number of
+// sequences a rank holds), and moeq_calib_hessian sums fixed chunks of rows in order, so the Hessian of a
+// class depends only on its rows in global token order, not on the rank count.
+#ifndef MOEQ_CALIB_PASS_H
+#define MOEQ_CALIB_PASS_H
+
+#include <stdint.h>
+
+#include "forward_model.h" // defines: moeq_model, moeq_model_config
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    MOEQ_CIN_ATTN_IN = 0,
+    MOEQ_CIN_ATTN_OUT = 1,
+    MOEQ_CIN_FFN_IN = 2,
+    MOEQ_CIN_SHARED_ACT = 3,
+    MOEQ_CIN_DENSE_ACT = 4,
+    MOEQ_CIN_HEAD_IN = 5, // model level (layer -1)
+    MOEQ_CIN_EXPERT0 = 6, // EXPERT_X(e) = 6 + 2e, EXPERT_ACT(e) = 7 + 2e
+};
+#define MOEQ_CIN_EXPERT_X(e)   (MOEQ_CIN_EXPERT0 + 2 * (e))
+#define MOEQ_CIN_EXPERT_ACT(e) (MOEQ_CIN_EXPERT0 + 2 * (e) + 1)
+
+// Number of classes of a model (6 + 2·E).
+int moeq_calib_n_classes(const moeq_model_config *cfg);
+// The class of the input of weight `name` (HF name) and its layer (-1 for lm_head); -1 when the tensor is
+// not a linear layer of the forward pass (embedding, norms, biases, other families' tensors).
+int moeq_calib_class_of(const moeq_model_config *cfg, const char *name, int *layer);
+// "attn_in", "expert_x", ... (for messages).
+const char *moeq_calib_class_name(int cls);
+// Row width of a class.
+int64_t moeq_calib_class_cols(const moeq_model_config *cfg, int cls);
+
+// A growing set of rows of one width.
+typedef struct moeq_calib_rows {
+    int64_t n, cols, cap; // rows, width, capacity in rows
+    float *x;             // (n, cols)
+} moeq_calib_rows;
+moeq_status moeq_calib_rows_append(moeq_calib_rows *r, const float *x, int64_t n, int64_t cols);
+void moeq_calib_rows_free(moeq_calib_rows *r);
+
+// Layer `layer` of m (loaded, original weights) over n_seq sequences of T tokens whose layer inputs are x
+// (n_seq, T, H) (left unchanged): appends to rows[c] the rows of every class c with want[c] != 0
+// (rows: moeq_calib_n_classes entries). The layer's output is not kept (the pipeline recomputes it from
+// the quantized layer).
+moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x, int n_seq, int64_t T,
+                                  const unsigned char *want, moeq_calib_rows *rows);
+
+// H (C, C) = Σ over rows of x·xᵀ: fixed chunks of 512 rows (sgemm) summed in double in row order, then
+// rounded to float. Rows n == 0 give H = 0.
+moeq_status moeq_calib_hessian(const float *x, int64_t n, int64_t C, float *H);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
