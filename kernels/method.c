@@ -115,7 +115,8 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_GROUP] = {"group", MOEQ_FT_INT, OFF(group), 8, 1 << 20,
                       "weights per scale/zero along the input dimension (where it does not divide a row: the "
                       "largest group below it that does)"},
-    [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16, "compensator rank r (MiLo; 0: plain HQQ)"},
+    [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16,
+                     "compensator rank r (MiLo, or U·V fitted to the GPTQ residual; 0: none)"},
     [MOEQ_F_ROUNDS] = {"rounds", MOEQ_FT_INT, OFF(rounds), 1, 1000,
                        "MiLo rounds (MiLo's iter; the best of rounds + 1 quantizations is kept)"},
     [MOEQ_F_COMPENSATOR] = {"compensator", MOEQ_FT_FACTOR, OFF(compensator), 0, 0,

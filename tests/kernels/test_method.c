@@ -155,6 +155,22 @@ static void test_gptq_method(void **state) {
     // every format of rtn's families, none other
     s.format = MOEQ_QTYPE_Q3_K;
     assert_int_equal(moeq_method_check_format(&s, "t"), MOEQ_OK);
+    // rank 4: U·V fitted to the GPTQ residual lowers its Frobenius error, Q unchanged
+    s.format = MOEQ_QTYPE_INVALID, s.rank = 4;
+    float u[R * 4], v[4 * C], y[R * C];
+    out.u = u, out.v = v;
+    assert_int_equal(moeq_method_gptq.quantize_cpu(w, R, C, &s, 7, &calib, &out), MOEQ_OK);
+    assert_memory_equal(q.codes, q2.codes, (size_t)moeq_qtype_row_bytes(MOEQ_QTYPE_Q4, C) * R);
+    assert_int_equal(moeq_qmat_dequantize_cpu(&q, y), MOEQ_OK);
+    double e0 = 0, e1 = 0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double uv = 0;
+            for (int k = 0; k < 4; k++) uv += (double)u[i * 4 + k] * v[k * C + j];
+            const double e = (double)w[i * C + j] - y[i * C + j];
+            e0 += e * e, e1 += (e - uv) * (e - uv);
+        }
+    assert_true(e1 < 0.9 * e0);
     moeq_qmat_free(&q), moeq_qmat_free(&q2);
 }
 
@@ -181,11 +197,12 @@ static void test_params_and_costs(void **state) {
     assert_true(fabs(moeq_method_hqq.cost_s(t, &s, n, &tp) - (t + 9e-2 + 2e-3)) < 1e-12);
     const double round = 9e-2 + 2.0 * n * 4 * (2.0 * 1 + 2.0) / 1e11 + 4e-3;
     assert_true(fabs(moeq_method_milo.cost_s(t, &s, n, &tp) - (t + 7 * round)) < 1e-12);
-    // gptq: R·C² + C³ flops (C = 1000 given, or sqrt(n) unknown), and two element passes
+    // gptq: R·C² + C³ flops (C = 500 given, or sqrt(n) unknown), two element passes, rank 4's rSVD
+    const double svd = 2.0 * n * 4 * (2.0 * 1 + 2.0) / 1e11;
     const moeq_throughput tc = {1e9, 1e8, 1e11, 500};
     assert_true(fabs(moeq_method_gptq.cost_s(t, &s, n, &tc) -
-                     (t + (2000.0 * 500 * 500 + 500.0 * 500 * 500) / 1e11 + 2e-3)) < 1e-12);
-    assert_true(fabs(moeq_method_gptq.cost_s(t, &s, n, &tp) - (t + 2e9 / 1e11 + 2e-3)) < 1e-12);
+                     (t + (2000.0 * 500 * 500 + 500.0 * 500 * 500) / 1e11 + 2e-3 + svd)) < 1e-12);
+    assert_true(fabs(moeq_method_gptq.cost_s(t, &s, n, &tp) - (t + 2e9 / 1e11 + 2e-3 + svd)) < 1e-12);
     const moeq_gptq_params gp = moeq_method_gptq_params(&s);
     assert_true(gp.damp == 0.01f), assert_int_equal(gp.block, 128), assert_int_equal(gp.act_order, 0);
     assert_int_equal(gp.static_groups, 0);
