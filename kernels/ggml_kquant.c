@@ -404,6 +404,13 @@ static void k4_scale_min_get(const uint8_t *scales, int j, uint8_t *sc, uint8_t 
     }
 }
 
+int moeq_ggml_q3_K_scale(const uint8_t *scales, int j) {
+    return q3_scale_get(scales, j);
+}
+void moeq_ggml_k4_scale_min(const uint8_t *scales, int j, uint8_t *sc, uint8_t *m) {
+    k4_scale_min_get(scales, j, sc, m);
+}
+
 // The type-1 codes of a 32-weight sub-block against the stored fp16 d·sc and dmin·m (what the decoder
 // will use): L = clamp(round((x + dmin·m)/(d·sc)), 0, nmax); a zero scale leaves the search's codes.
 static void k4_requantize(const float *x, const uint8_t *scales, float d, float dmin, int nmax, uint8_t *L) {

@@ -387,9 +387,9 @@ void moeq_ggml_quantize_row_q5_1(const float *x, void *blocks, int64_t k, const 
 
 // ---- iq4_nl and iq4_xs: w = d·kvalues[q], a non-linear 16-value grid (denser near zero) ----
 
-// The grid (llama.cpp's kvalues_iq4nl, part of the format: the dequantizers index it).
-static const int8_t moeq_ggml_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                                   1,    13,   25,  38,  53,  69,  89,  113};
+// The grid (llama.cpp's kvalues_iq4nl, part of the format: the dequantizers index it; ggml_quant.h).
+const int8_t moeq_ggml_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                            1,    13,   25,  38,  53,  69,  89,  113};
 
 // Index of the grid value nearest to v, the upper one at an exact midpoint: v reaches level i once 2v ≥
 // kv[i − 1] + kv[i] (doubling v keeps the comparison exact; llama.cpp's best_index_int8). NaN gives 0.

@@ -71,6 +71,13 @@ enum { MOEQ_GGML_K1_REFERENCE, MOEQ_GGML_K1_SEARCH_BASELINE, MOEQ_GGML_K1_SEARCH
 void moeq_ggml_search_k1_row_variant(int type, int variant, const float *x, void *blocks, int64_t k,
                                      const float *imp);
 
+// The fields of the blocks that GPTQ's grids read (kernels/gptq_grid.c): llama.cpp's iq4 grid (16 ascending
+// values), q3_K's 6-bit scale j in [0, 63] (the scale is this − 32), q4_K/q5_K's 6-bit scale and min of
+// sub-block j (ggml's get_scale_min_k4).
+extern const int8_t moeq_ggml_kvalues_iq4nl[16];
+int moeq_ggml_q3_K_scale(const uint8_t *scales, int j);                             // scales (12)
+void moeq_ggml_k4_scale_min(const uint8_t *scales, int j, uint8_t *sc, uint8_t *m); // scales (12)
+
 // The row codecs, one pair per type (qformat.c's table holds them): ggml_legacy.c (32-weight blocks and the
 // iq4 types), ggml_kquant.c (the k-quants, super-blocks of 256). imp (k) selects llama.cpp's weighted path.
 #define MOEQ_GGML_ROW_CODEC_DECLARE(t)                                                                       \

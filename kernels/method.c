@@ -18,7 +18,7 @@
 static const moeq_method_traits *const methods[MOEQ_METHOD_COUNT] = {
     [MOEQ_METHOD_NONE] = &moeq_method_none,     [MOEQ_METHOD_RTN] = &moeq_method_rtn,
     [MOEQ_METHOD_HQQ] = &moeq_method_hqq,       [MOEQ_METHOD_MILO] = &moeq_method_milo,
-    [MOEQ_METHOD_SEARCH] = &moeq_method_search,
+    [MOEQ_METHOD_SEARCH] = &moeq_method_search, [MOEQ_METHOD_GPTQ] = &moeq_method_gptq,
 };
 
 // none: stored as it came; nothing to run, no cost beyond reading.
@@ -115,7 +115,8 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_GROUP] = {"group", MOEQ_FT_INT, OFF(group), 8, 1 << 20,
                       "weights per scale/zero along the input dimension (where it does not divide a row: the "
                       "largest group below it that does)"},
-    [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16, "compensator rank r (MiLo; 0: plain HQQ)"},
+    [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16,
+                     "compensator rank r (MiLo, or U·V fitted to the GPTQ residual; 0: none)"},
     [MOEQ_F_ROUNDS] = {"rounds", MOEQ_FT_INT, OFF(rounds), 1, 1000,
                        "MiLo rounds (MiLo's iter; the best of rounds + 1 quantizations is kept)"},
     [MOEQ_F_COMPENSATOR] = {"compensator", MOEQ_FT_FACTOR, OFF(compensator), 0, 0,
@@ -136,6 +137,15 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
                      "mixed with each tensor's name into its random streams"},
     [MOEQ_F_FORMAT] = {"format", MOEQ_FT_FORMAT, OFF(format), 0, 0,
                        "storage format by name (qformat.h); when set, bits is the format's"},
+    [MOEQ_F_GPTQ_DAMP] = {"gptq.damp", MOEQ_FT_POS, OFF(gptq_damp), 0, 0,
+                          "GPTQ's relative damping: H += damp * mean(diag H) * I"},
+    [MOEQ_F_GPTQ_ACT_ORDER] = {"gptq.act_order", MOEQ_FT_BOOL, OFF(gptq_act_order), 0, 0,
+                               "columns in descending diag(H) order (implies gptq.static_groups)"},
+    [MOEQ_F_GPTQ_BLOCK] = {"gptq.block", MOEQ_FT_INT, OFF(gptq_block), 1, 65536,
+                           "columns per lazy update (speed only: the result does not depend on it)"},
+    [MOEQ_F_GPTQ_STATIC_GROUPS] = {"gptq.static_groups", MOEQ_FT_BOOL, OFF(gptq_static_groups), 0, 0,
+                                   "every group's parameters chosen on W before any rounding (else on the "
+                                   "error-updated weights when the group is reached)"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -343,6 +353,10 @@ moeq_qsettings moeq_qsettings_default(void) {
         .svd_power_iters = 2,
         .seed = 0,
         .format = MOEQ_QTYPE_INVALID,
+        .gptq_damp = 0.01f,
+        .gptq_act_order = 0,
+        .gptq_block = 128,
+        .gptq_static_groups = 0,
     };
     return s;
 }

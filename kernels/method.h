@@ -14,11 +14,14 @@
 //   milo    HQQ ↔ rank-r compensators U·V, alternating (milo.h)             + rank, rounds, compensator,
 //   svd.*, seed
 //   search  llama.cpp's block types, scales/mins/codes searched (ggml_quant.h) format
+//   gptq    GPTQ: per column, nearest code + error feedback through H⁻¹        format/bits, group, gptq.*
+//           (gptq.h), in every format rtn writes; needs the Hessian
 //
-// Every method's CPU entry takes an optional per-input-column importance vector (C floats; NULL = uniform):
-// what calibration-aware methods weigh the error by (`moeq quantize --imatrix`: llama.cpp's importance
-// matrix). None needs one (needs_calibration = 0); rtn and search read it for llama.cpp's block types
-// (llama.cpp's weighted quantizer, moeq's weighted search: traits `importance`), hqq and milo ignore it.
+// Every method's CPU entry takes the tensor's calibration inputs (moeq_calib_in): an optional
+// per-input-column importance vector (C floats; NULL = uniform; `moeq quantize --imatrix`: llama.cpp's
+// importance matrix) and an optional Hessian Σ x·xᵀ of its inputs (C, C). rtn and search read the importance
+// for llama.cpp's block types (llama.cpp's weighted quantizer, moeq's weighted search: traits `importance`),
+// hqq and milo ignore it; gptq needs the Hessian (needs_calibration = 1) and refuses a tensor without one.
 //
 // Stable values: a method's enum value and a field's index (its MOEQ_SET_* bit) are part of the plan digest;
 // names are written into artifacts. Append, never reuse.
@@ -28,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gptq.h" // defines: moeq_gptq_params
 #include "hqq.h"  // defines: moeq_hqq_params
 #include "milo.h" // defines: moeq_milo_params
 #include "moeq_status.h"
@@ -43,6 +47,7 @@ typedef enum moeq_method {
     MOEQ_METHOD_HQQ = 2,    // HQQ proximal zero-point optimisation
     MOEQ_METHOD_MILO = 3,   // HQQ + low-rank compensators, alternating
     MOEQ_METHOD_SEARCH = 4, // moeq's searched quantizer of llama.cpp's block types (ggml_quant.h)
+    MOEQ_METHOD_GPTQ = 5,   // GPTQ: column-wise rounding with error feedback through the Hessian (gptq.h)
     MOEQ_METHOD_COUNT
 } moeq_method;
 
@@ -57,6 +62,8 @@ typedef struct moeq_qsettings {
     int svd_oversample, svd_power_iters;
     moeq_qtype format; // storage format; MOEQ_QTYPE_INVALID (0): the grouped format of `bits` (q2/q3/q4/q8)
     uint64_t seed;
+    float gptq_damp;                                    // relative damping of H (gptq.h)
+    int gptq_act_order, gptq_block, gptq_static_groups; // act-order, lazy block width, static parameters
 } moeq_qsettings;
 
 // ---- the settings fields ----
@@ -79,6 +86,10 @@ typedef enum moeq_field {
     MOEQ_F_SVD_POWER_ITERS,
     MOEQ_F_SEED,
     MOEQ_F_FORMAT,
+    MOEQ_F_GPTQ_DAMP,
+    MOEQ_F_GPTQ_ACT_ORDER,
+    MOEQ_F_GPTQ_BLOCK,
+    MOEQ_F_GPTQ_STATIC_GROUPS,
     MOEQ_F_COUNT
 } moeq_field;
 
@@ -100,6 +111,8 @@ enum {
     MOEQ_SET_SVD_POWER = 1u << MOEQ_F_SVD_POWER_ITERS,
     MOEQ_SET_SEED = 1u << MOEQ_F_SEED,
     MOEQ_SET_FORMAT = 1u << MOEQ_F_FORMAT,
+    MOEQ_SET_GPTQ = (1u << MOEQ_F_GPTQ_DAMP) | (1u << MOEQ_F_GPTQ_ACT_ORDER) | (1u << MOEQ_F_GPTQ_BLOCK) |
+                    (1u << MOEQ_F_GPTQ_STATIC_GROUPS), // every gptq.* field
 };
 
 typedef enum moeq_field_type {
@@ -168,25 +181,35 @@ typedef struct moeq_throughput {
     double elems_per_s;          // element-wise passes (decode, RTN, metrics)
     double hqq_elem_iters_per_s; // HQQ: elements x iterations per second
     double gemm_flops;           // sgemm flop/s
+    double cols;                 // C of the tensor whose cost is asked (0: unknown, taken as sqrt(n)): the
+                                 // cost of methods that are not linear in n (gptq)
 } moeq_throughput;
 
 struct moeq_tq_out; // tensor.h
+
+// The calibration inputs of one tensor, what a method's quantize_cpu receives (either may be NULL).
+typedef struct moeq_calib_in {
+    const float *importance; // (C) per-input-column importance (llama.cpp's imatrix), or NULL
+    const float *hessian;    // (C, C) Σ x·xᵀ of the tensor's inputs (row-major, symmetric), or NULL
+    const char *who;         // the tensor's name for messages, or NULL
+} moeq_calib_in;
 
 typedef struct moeq_method_traits {
     const char *name;      // "milo": recipe spelling, artifact attribute "method"
     const char *summary;   // one line for --help-recipe
     int quantizes;         // 0 only for none
     int compensated;       // 1: fits low-rank factors (rank, rounds, compensator)
-    int needs_calibration; // 1: needs calibration inputs (importance vectors, Hessians); none today
+    int needs_calibration; // 1: needs calibration inputs (the Hessian: method gptq)
     unsigned importance;   // MOEQ_QFAMILY_* families of formats for which quantize_cpu reads the importance
                            // vector (0: it ignores it; `moeq plan --imatrix` says so)
     unsigned fields;       // MOEQ_SET_* bits of the settings it reads
     unsigned formats;      // MOEQ_QFAMILY_* families of storage formats it can produce
     // Quantizes w (R, C) into out->q (geometry and buffers set; its format is moeq_qsettings_qtype(s)) and,
     // when compensated with rank > 0, out->u (R, r) and out->v (r, C) as stored values; sets out->best_round.
-    // seed: moeq_tensor_seed of the tensor; importance: (C) or NULL. The CPU reference: deterministic.
+    // seed: moeq_tensor_seed of the tensor; calib: its calibration inputs (never NULL; members may be). The
+    // CPU reference: deterministic.
     moeq_status (*quantize_cpu)(const float *w, int64_t R, int64_t C, const moeq_qsettings *s, uint64_t seed,
-                                const float *importance, struct moeq_tq_out *out);
+                                const moeq_calib_in *calib, struct moeq_tq_out *out);
     // Whether the method can produce format t, beyond its family (NULL: every format of `formats`): a method
     // with a per-format algorithm says which formats have one.
     int (*supports)(int format);
@@ -215,10 +238,12 @@ moeq_status moeq_method_check_format(const moeq_qsettings *s, const char *who);
 // compensator storage).
 moeq_hqq_params moeq_method_hqq_params(const moeq_qsettings *s);
 moeq_milo_params moeq_method_milo_params(const moeq_qsettings *s, uint64_t seed);
+// GPTQ's parameters (gptq.*).
+moeq_gptq_params moeq_method_gptq_params(const moeq_qsettings *s);
 
 // The registered methods (method.c and method_<name>.c).
 extern const moeq_method_traits moeq_method_none, moeq_method_rtn, moeq_method_hqq, moeq_method_milo,
-    moeq_method_search;
+    moeq_method_search, moeq_method_gptq;
 
 #ifdef __cplusplus
 }

@@ -11,8 +11,8 @@ moeq_hqq_params moeq_method_hqq_params(const moeq_qsettings *s) {
 }
 
 static moeq_status hqq_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
-                                    uint64_t seed, const float *importance, moeq_tq_out *out) {
-    (void)R, (void)C, (void)seed, (void)importance;
+                                    uint64_t seed, const moeq_calib_in *calib, moeq_tq_out *out) {
+    (void)R, (void)C, (void)seed, (void)calib;
     const moeq_hqq_params hp = moeq_method_hqq_params(s);
     out->best_round = -1;
     return moeq_hqq_quantize_cpu(w, &hp, out->q);

@@ -18,8 +18,8 @@ moeq_milo_params moeq_method_milo_params(const moeq_qsettings *s, uint64_t seed)
 }
 
 static moeq_status milo_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
-                                     uint64_t seed, const float *importance, moeq_tq_out *out) {
-    (void)importance;
+                                     uint64_t seed, const moeq_calib_in *calib, moeq_tq_out *out) {
+    (void)calib;
     const moeq_milo_params mp = moeq_method_milo_params(s, seed);
     const int64_t r = mp.rank;
     moeq_milo_out mo = {.q = out->q, .u = r > 0 ? out->u : NULL, .v = r > 0 ? out->v : NULL};

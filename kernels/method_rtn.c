@@ -7,7 +7,8 @@
 #include "tensor.h" // defines: moeq_tq_out
 
 static moeq_status rtn_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
-                                    uint64_t seed, const float *importance, moeq_tq_out *out) {
+                                    uint64_t seed, const moeq_calib_in *calib, moeq_tq_out *out) {
+    const float *importance = calib->importance;
     (void)R, (void)C, (void)s, (void)seed;
     const moeq_qtype_traits *f = moeq_qtype_get(moeq_qmat_qtype(out->q));
     if (!f) return MOEQ_FAIL(MOEQ_ERR_ARG, "rtn: format %d is not registered", (int)moeq_qmat_qtype(out->q));

@@ -8,10 +8,10 @@
 #include "tensor.h" // defines: moeq_tq_out
 
 static moeq_status search_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
-                                       uint64_t seed, const float *importance, moeq_tq_out *out) {
+                                       uint64_t seed, const moeq_calib_in *calib, moeq_tq_out *out) {
     (void)R, (void)C, (void)s, (void)seed;
     out->best_round = -1;
-    return moeq_ggml_search_weighted(w, out->q, importance);
+    return moeq_ggml_search_weighted(w, out->q, calib->importance);
 }
 
 static int search_supports(int format) {

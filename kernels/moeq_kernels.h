@@ -12,6 +12,7 @@
 #include "hqq.h"   // defines: moeq_hqq_params, moeq_hqq_quantize_cpu, moeq_fast_powf
 #include "lowrank.h" // defines: moeq_rsvd_cpu, moeq_svd_truncated_cpu, moeq_factor_quantize/dequantize_cpu
 #include "milo.h"    // defines: moeq_milo_params, moeq_milo_fit_cpu
+#include "gptq.h"    // defines: moeq_gptq_params, moeq_gptq_quantize_cpu, moeq_gptq_codec (GPTQ in every rtn format)
 #include "clock.h"   // defines: moeq_now_s (monotonic seconds)
 #include "metrics.h" // defines: moeq_metrics_error_cpu, moeq_metrics_stats_cpu (rel. Frobenius, SQNR, kurtosis, ...)
 #include "method.h" // defines: the method registry (rtn, hqq, milo), moeq_qsettings and its fields table

@@ -42,6 +42,9 @@ typedef struct moeq_tq_params {
     uint64_t seed;           // moeq_tensor_seed(name, s.seed): MiLo's Gaussian test matrices
     const float *importance; // (C) per-input-column importance, or NULL; calibration-free methods ignore it
                              // (host memory for the CPU; device memory for the CUDA port)
+    const float *hessian; // (C, C) Σ x·xᵀ of the tensor's inputs, or NULL; what method gptq needs (host
+                          // memory)
+    const char *name;     // the tensor's name for messages, or NULL
 } moeq_tq_params;
 
 typedef struct moeq_tq_out {

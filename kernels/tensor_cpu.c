@@ -51,7 +51,8 @@ moeq_status moeq_tensor_quantize_f32_cpu(const float *w, int64_t R, int64_t C, c
                          !w || !recon ? "NULL buffers" : "wrong shape", (long long)R, (long long)C);
     const moeq_method_traits *m = moeq_method_get(p->s.method);
     out->best_round = -1;
-    MOEQ_TRY(m->quantize_cpu(w, R, C, &p->s, p->seed, p->importance, out));
+    const moeq_calib_in calib = {.importance = p->importance, .hessian = p->hessian, .who = p->name};
+    MOEQ_TRY(m->quantize_cpu(w, R, C, &p->s, p->seed, &calib, out));
     MOEQ_TRY(moeq_qtype_get(moeq_qmat_qtype(out->q))->dequantize(out->q, recon));
     const int64_t r = moeq_qsettings_rank(&p->s);
     if (r > 0) moeq_lowrank_add_cpu(recon, out->u, out->v, R, C, r);

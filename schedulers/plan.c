@@ -41,7 +41,7 @@ double moeq_cost_tensor(const moeq_cost_model *cm, const moeq_plan_tensor *pt, u
     const double n = (double)pt->R * (double)pt->C;
     const double t = (double)bytes_in / cm->read_bytes_per_s + n / cm->elems_per_s; // read + decode
     const moeq_method_traits *m = moeq_method_get(pt->q.method);
-    const moeq_throughput tp = {cm->elems_per_s, cm->hqq_elem_iters_per_s, cm->gemm_flops};
+    const moeq_throughput tp = {cm->elems_per_s, cm->hqq_elem_iters_per_s, cm->gemm_flops, (double)pt->C};
     return m ? m->cost_s(t, &pt->q, n, &tp) : t;
 }
 

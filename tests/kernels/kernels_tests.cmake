@@ -8,6 +8,9 @@ moeq_add_test(test_lowrank SOURCES test_lowrank.c LIBS moeq_kernels)
 moeq_add_test(test_milo SOURCES test_milo.c LIBS moeq_kernels)
 moeq_add_test(test_metrics SOURCES test_metrics.c LIBS moeq_kernels)
 moeq_add_test(test_tensor SOURCES test_tensor.c LIBS moeq_kernels)
+# GPTQ in every format: bytes decode to the values used, RTN equality at H = I, error below RTN's, dead columns,
+# act-order, damping retry, NaN, thread and block invariance
+moeq_add_test(test_gptq SOURCES test_gptq.c LIBS moeq_kernels)
 moeq_add_test(test_method SOURCES test_method.c LIBS moeq_kernels)
 # llama.cpp's k-quants: error per bit, llama.cpp's own bytes (golden digests), importance, refusals
 moeq_add_test(test_ggml_kquant SOURCES test_ggml_kquant.c LIBS moeq_kernels)

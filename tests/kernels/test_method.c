@@ -21,8 +21,9 @@ static void add(void *user, const void *bytes, size_t n) {
 
 static void test_registry_complete(void **state) {
     (void)state;
-    assert_string_equal(moeq_method_names(), "none, rtn, hqq, milo, search");
+    assert_string_equal(moeq_method_names(), "none, rtn, hqq, milo, search, gptq");
     assert_int_equal(MOEQ_METHOD_SEARCH, 4); // stored in plan digests: never changes
+    assert_int_equal(MOEQ_METHOD_GPTQ, 5);
     for (int m = 0; m < MOEQ_METHOD_COUNT; m++) {
         const moeq_method_traits *t = moeq_method_get((moeq_method)m);
         assert_non_null(t), assert_non_null(t->name), assert_non_null(t->summary), assert_non_null(t->cost_s);
@@ -36,10 +37,11 @@ static void test_registry_complete(void **state) {
             assert_true(t->fields & MOEQ_SET_BITS);
         }
         assert_int_equal(t->compensated, (t->fields & MOEQ_SET_RANK) != 0); // rank is what compensation reads
-        assert_int_equal(t->needs_calibration, 0);                          // none of today's methods does
+        assert_int_equal(t->needs_calibration, m == MOEQ_METHOD_GPTQ);      // gptq alone needs the Hessian
     }
     assert_null(moeq_method_get(MOEQ_METHOD_COUNT));
-    assert_int_equal(moeq_method_from_name("gptq"), MOEQ_METHOD_COUNT);
+    assert_int_equal(moeq_method_from_name("awq"), MOEQ_METHOD_COUNT);
+    assert_int_equal(MOEQ_F_GPTQ_DAMP, 15), assert_int_equal(MOEQ_F_GPTQ_STATIC_GROUPS, 18); // stable
     // fields: unique keys, found by key, stable indices (the MOEQ_SET_* bits and the digest depend on them)
     for (int f = 0; f < MOEQ_F_COUNT; f++) {
         const moeq_setting_field *fd = moeq_setting_field_get(f);
@@ -52,7 +54,7 @@ static void test_registry_complete(void **state) {
     assert_true(moeq_setting_section_exists("hqq") && moeq_setting_section_exists("svd"));
     assert_false(moeq_setting_section_exists("bits") || moeq_setting_section_exists("hq"));
     assert_string_equal(moeq_setting_keys(),
-                        "method, bits, group, rank, rounds, compensator, hqq, svd, seed, format");
+                        "method, bits, group, rank, rounds, compensator, hqq, svd, seed, format, gptq");
 }
 
 // Each field's default printed and parsed back gives the default; out-of-range values are refused.
@@ -116,6 +118,60 @@ static void test_digest_bytes(void **state) {
     assert_memory_equal(b.b, a.b, a.n);
     const int64_t kv[2] = {MOEQ_F_FORMAT, MOEQ_QTYPE_Q3};
     assert_memory_equal(b.b + a.n, kv, sizeof kv);
+    // gptq.* (fields 15..18) likewise: only when not the default, a float as its bits
+    s.format = MOEQ_QTYPE_INVALID, s.gptq_damp = 0.1f, s.gptq_act_order = 1;
+    sink c = {0};
+    moeq_qsettings_hash(&s, add, &c);
+    assert_int_equal(c.n, a.n + 32);
+    int64_t kd[4] = {MOEQ_F_GPTQ_DAMP, 0, MOEQ_F_GPTQ_ACT_ORDER, 1};
+    memcpy(&kd[1], &s.gptq_damp, sizeof(float));
+    assert_memory_equal(c.b + a.n, kd, sizeof kd);
+}
+
+// method gptq: a tensor without a Hessian is refused naming it; with one, the bytes are
+// moeq_gptq_quantize_cpu's
+static void test_gptq_method(void **state) {
+    (void)state;
+    enum { R = 8, C = 64 };
+    float w[R * C], h[C * C] = {0};
+    for (int i = 0; i < R * C; i++) w[i] = sinf(0.37f * (float)i);
+    for (int i = 0; i < C; i++)
+        for (int j = 0; j < C; j++) h[i * C + j] = (i == j ? 2.0f : 0.0f) + cosf(0.1f * (float)(i - j));
+    moeq_qsettings s = moeq_qsettings_default();
+    s.method = MOEQ_METHOD_GPTQ, s.bits = 4, s.group = 32;
+    moeq_qmat q = {0}, q2 = {0};
+    assert_int_equal(moeq_qmat_alloc_format(&q, MOEQ_QTYPE_Q4, R, C, 32), MOEQ_OK);
+    assert_int_equal(moeq_qmat_alloc_format(&q2, MOEQ_QTYPE_Q4, R, C, 32), MOEQ_OK);
+    moeq_tq_out out = {.q = &q};
+    moeq_calib_in calib = {.who = "model.layers.0.mlp.experts.3.down_proj.weight"};
+    assert_status(moeq_method_gptq.quantize_cpu(w, R, C, &s, 0, &calib, &out), MOEQ_ERR_ARG,
+                  "model.layers.0.mlp.experts.3.down_proj.weight: method gptq needs calibration inputs "
+                  "(moeq quantize --calib FILE)");
+    calib.hessian = h;
+    assert_int_equal(moeq_method_gptq.quantize_cpu(w, R, C, &s, 0, &calib, &out), MOEQ_OK);
+    const moeq_gptq_params p = moeq_method_gptq_params(&s);
+    assert_int_equal(moeq_gptq_quantize_cpu(w, R, C, h, &p, "x", &q2), MOEQ_OK);
+    assert_memory_equal(q.codes, q2.codes, (size_t)moeq_qtype_row_bytes(MOEQ_QTYPE_Q4, C) * R);
+    // every format of rtn's families, none other
+    s.format = MOEQ_QTYPE_Q3_K;
+    assert_int_equal(moeq_method_check_format(&s, "t"), MOEQ_OK);
+    // rank 4: U·V fitted to the GPTQ residual lowers its Frobenius error, Q unchanged
+    s.format = MOEQ_QTYPE_INVALID, s.rank = 4;
+    float u[R * 4], v[4 * C], y[R * C];
+    out.u = u, out.v = v;
+    assert_int_equal(moeq_method_gptq.quantize_cpu(w, R, C, &s, 7, &calib, &out), MOEQ_OK);
+    assert_memory_equal(q.codes, q2.codes, (size_t)moeq_qtype_row_bytes(MOEQ_QTYPE_Q4, C) * R);
+    assert_int_equal(moeq_qmat_dequantize_cpu(&q, y), MOEQ_OK);
+    double e0 = 0, e1 = 0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            double uv = 0;
+            for (int k = 0; k < 4; k++) uv += (double)u[i * 4 + k] * v[k * C + j];
+            const double e = (double)w[i * C + j] - y[i * C + j];
+            e0 += e * e, e1 += (e - uv) * (e - uv);
+        }
+    assert_true(e1 < 0.9 * e0);
+    moeq_qmat_free(&q), moeq_qmat_free(&q2);
 }
 
 static void test_params_and_costs(void **state) {
@@ -134,13 +190,22 @@ static void test_params_and_costs(void **state) {
     assert_int_equal(mp.rounds, 7), assert_int_equal(mp.factor, MOEQ_FACTOR_INT3);
     assert_true(mp.svd.seed == 1234), assert_int_equal(mp.svd.power_iters, 1);
     // costs: reading t, plus element passes / HQQ iterations / rSVD flops, per round
-    const moeq_throughput tp = {1e9, 1e8, 1e11};
+    const moeq_throughput tp = {1e9, 1e8, 1e11, 0};
     const double n = 1e6, t = 0.5;
     assert_true(moeq_method_none.cost_s(t, &s, n, &tp) == t);
     assert_true(fabs(moeq_method_rtn.cost_s(t, &s, n, &tp) - (t + 2e-3)) < 1e-12);
     assert_true(fabs(moeq_method_hqq.cost_s(t, &s, n, &tp) - (t + 9e-2 + 2e-3)) < 1e-12);
     const double round = 9e-2 + 2.0 * n * 4 * (2.0 * 1 + 2.0) / 1e11 + 4e-3;
     assert_true(fabs(moeq_method_milo.cost_s(t, &s, n, &tp) - (t + 7 * round)) < 1e-12);
+    // gptq: R·C² + C³ flops (C = 500 given, or sqrt(n) unknown), two element passes, rank 4's rSVD
+    const double svd = 2.0 * n * 4 * (2.0 * 1 + 2.0) / 1e11;
+    const moeq_throughput tc = {1e9, 1e8, 1e11, 500};
+    assert_true(fabs(moeq_method_gptq.cost_s(t, &s, n, &tc) -
+                     (t + (2000.0 * 500 * 500 + 500.0 * 500 * 500) / 1e11 + 2e-3 + svd)) < 1e-12);
+    assert_true(fabs(moeq_method_gptq.cost_s(t, &s, n, &tp) - (t + 2e9 / 1e11 + 2e-3 + svd)) < 1e-12);
+    const moeq_gptq_params gp = moeq_method_gptq_params(&s);
+    assert_true(gp.damp == 0.01f), assert_int_equal(gp.block, 128), assert_int_equal(gp.act_order, 0);
+    assert_int_equal(gp.static_groups, 0);
     // the seed of a tensor: its name and the recipe's seed
     assert_true(moeq_tensor_seed("a", 0) != moeq_tensor_seed("b", 0));
     assert_true(moeq_tensor_seed("a", 0) != moeq_tensor_seed("a", 1));
@@ -149,10 +214,9 @@ static void test_params_and_costs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_registry_complete),
-        cmocka_unit_test(test_fields_parse),
-        cmocka_unit_test(test_digest_bytes),
-        cmocka_unit_test(test_params_and_costs),
+        cmocka_unit_test(test_registry_complete), cmocka_unit_test(test_fields_parse),
+        cmocka_unit_test(test_digest_bytes),      cmocka_unit_test(test_params_and_costs),
+        cmocka_unit_test(test_gptq_method),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -151,7 +151,7 @@ static void test_errors_have_lines(void **state) {
         {"version: 1\ndefaults:\n  bitz: 3\n", "e.yaml:3: unknown setting \"bitz\""},
         {"version: 1\ndefaults: {bits: 5}\n", "e.yaml:2: bits must be 2, 3, 4 or 8"},
         {"version: 1\ndefaults: {bits: three}\n", "e.yaml:2: \"bits\" must be an integer"},
-        {"version: 1\ndefaults: {method: gptq}\n", "e.yaml:2: method \"gptq\" is not one of"},
+        {"version: 1\ndefaults: {method: awq}\n", "e.yaml:2: method \"awq\" is not one of"},
         {"version: 1\nrules:\n  - match: {class: attention}\n", "e.yaml:3: rule without \"set\""},
         {"version: 1\nrules:\n  - match: {layer: 3}\n    set: {bits: 4}\n", "e.yaml:3: unknown match key \"layer\""},
         {"version: 1\nrules:\n  - match: {layers: \"5-2\"}\n    set: {bits: 4}\n", "e.yaml:3: \"layers\" must be N or"},
