@@ -424,6 +424,10 @@ moeq_status moeq_artifact_create(const char *path, const moeq_artifact_meta *m, 
     H5_CHECK(attr_str(root, ATTR_CREATE, "imatrix", m->imatrix_path ? m->imatrix_path : "", 0),
              "root attributes");
     H5_CHECK(attr_u64(root, ATTR_CREATE, "imatrix_xxh3", m->imatrix_xxh3), "root attributes");
+    if (m->calib) { // only in calibrated artifacts (older readers ignore unknown attributes)
+        H5_CHECK(attr_str(root, ATTR_CREATE, "calib", m->calib, 0), "root attributes");
+        H5_CHECK(attr_u64(root, ATTR_CREATE, "calib_xxh3", m->calib_xxh3), "root attributes");
+    }
     H5_CHECK(attr_i64(root, ATTR_CREATE, "n_tensors", n), "root attributes");
     H5_CHECK(attr_i64(root, ATTR_CREATE, "n_units", m->n_units), "root attributes");
     H5_CHECK(attr_str(root, ATTR_CREATE, "status", "partial", 16), "root attributes");

@@ -85,6 +85,8 @@ typedef struct moeq_artifact_meta {
     const char *numerics;             // what chose those bits ("cpu: OpenBLAS 0.3.21 ... Haswell ...")
     const char *imatrix_path;         // --imatrix's file (NULL: none)
     uint64_t imatrix_xxh3;            // its xxh3-64 (0: none); part of plan_digest
+    const char *calib;                // --calib's set: "PATH (token ids): N sequences x T tokens" (NULL: none)
+    uint64_t calib_xxh3;              // its hash (workers/calib_set.h; 0: none); part of plan_digest
 } moeq_artifact_meta;
 
 // Per-tensor outcome, carried from workers to the coordinator, journaled, then sealed into attributes.
@@ -100,7 +102,9 @@ typedef struct moeq_tensor_result {
     double kurtosis;      // excess kurtosis of W (NaN when not computed)
     double outlier_score; // max over input columns of max|w| / mean|w|
     int32_t best_round;   // MiLo round kept (-1 otherwise)
-    int32_t reserved;
+    // a calibrated method (gptq, --calib): the inputs its Hessian summed (saturated); fewer than the tensor's
+    // gptq.min_inputs: the weight-space fallback quantized it (kernels/method.h moeq_method_fallback); else 0
+    int32_t calib_inputs;
     // Source identity (journaled; source_xxh3 is also sealed): xxh3-64 of the tensor's stored bytes in the
     // shard (then its FP8 block scale's), hashed as they were read, and a stamp of the shard files it came
     // from as the worker saw them after reading (moeq_source_stamp: size, mtime, inode). --resume trusts a

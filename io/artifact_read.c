@@ -119,8 +119,11 @@ moeq_status moeq_artifact_info_read(const char *path, moeq_artifact_info **out) 
         in->imatrix = dup_or_empty(moeq_h5_attr_strdup(f, "imatrix"));
         if (H5Aexists(f, "imatrix_xxh3") > 0 && attr_u64(f, "imatrix_xxh3", &in->imatrix_xxh3) < 0)
             in->imatrix_xxh3 = 0; // absent: made before it was recorded (or without one)
+        if (H5Aexists(f, "calib_xxh3") > 0 && attr_u64(f, "calib_xxh3", &in->calib_xxh3) < 0)
+            in->calib_xxh3 = 0; // absent: not calibrated
+        in->calib = dup_or_empty(H5Aexists(f, "calib") > 0 ? moeq_h5_attr_strdup(f, "calib") : NULL);
         if (!in->moeq_version || !in->recipe_text || !in->recipe_path || !in->source_config ||
-            !in->source_dir || !in->imatrix)
+            !in->source_dir || !in->imatrix || !in->calib)
             st = MOEQ_ERR_NOMEM;
         else if (attr_u64(f, "plan_digest", &in->plan_digest) < 0 ||
                  attr_i64(f, "n_tensors", &in->n_tensors) < 0 || attr_i64(f, "n_units", &in->n_units) < 0 ||
@@ -150,6 +153,7 @@ void moeq_artifact_info_free(moeq_artifact_info **info) {
     moeq_free(&in->source_config);
     moeq_free(&in->source_dir);
     moeq_free(&in->imatrix);
+    moeq_free(&in->calib);
     moeq_free(info);
 }
 

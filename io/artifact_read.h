@@ -25,6 +25,8 @@ typedef struct moeq_artifact_info {
     uint64_t plan_digest;
     uint64_t imatrix_xxh3; // the importance matrix's hash, part of plan_digest (0: none, or not recorded)
     char *imatrix;         // its path as given ("" when none)
+    uint64_t calib_xxh3;   // the calibration set's hash (--calib), part of plan_digest (0: none)
+    char *calib;           // its description ("" when none)
     uint64_t artifact_checksum;
     int64_t n_tensors, n_units;
     uint64_t file_bytes; // size of the file on disk

@@ -79,6 +79,18 @@ int moeq_method_uses_importance(const moeq_qsettings *s) {
     return m && m->quantizes && f && (m->importance & f->family) != 0;
 }
 
+moeq_method moeq_method_fallback(const moeq_qsettings *s) {
+    const moeq_method order[3] = {MOEQ_METHOD_SEARCH, MOEQ_METHOD_HQQ, MOEQ_METHOD_RTN};
+    for (int k = 0; k < 3; k++) {
+        moeq_qsettings t = *s;
+        t.method = order[k];
+        const moeq_status st = moeq_method_check_format(&t, "fallback");
+        moeq_error_clear();
+        if (st == MOEQ_OK) return order[k];
+    }
+    return MOEQ_METHOD_RTN;
+}
+
 moeq_status moeq_method_check_format(const moeq_qsettings *s, const char *who) {
     const moeq_method_traits *m = moeq_method_get(s->method);
     if (!m) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %d is not registered", who, (int)s->method);
@@ -146,6 +158,11 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_GPTQ_STATIC_GROUPS] = {"gptq.static_groups", MOEQ_FT_BOOL, OFF(gptq_static_groups), 0, 0,
                                    "every group's parameters chosen on W before any rounding (else on the "
                                    "error-updated weights when the group is reached)"},
+    [MOEQ_F_GPTQ_MIN_INPUTS] =
+        {"gptq.min_inputs", MOEQ_FT_INT, OFF(gptq_min_inputs), 0, 1 << 30,
+         "calibration inputs a tensor needs for GPTQ (fewer: a routed expert few tokens "
+         "reached), else the weight-space fallback: search (llama.cpp types), hqq "
+         "(grouped)"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -357,6 +374,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .gptq_act_order = 0,
         .gptq_block = 128,
         .gptq_static_groups = 0,
+        .gptq_min_inputs = 16,
     };
     return s;
 }

@@ -64,6 +64,8 @@ typedef struct moeq_qsettings {
     uint64_t seed;
     float gptq_damp;                                    // relative damping of H (gptq.h)
     int gptq_act_order, gptq_block, gptq_static_groups; // act-order, lazy block width, static parameters
+    int gptq_min_inputs; // a tensor whose Hessian summed fewer calibration inputs (a routed expert few tokens
+                         // reached) is quantized by the weight-space fallback (moeq_method_fallback)
 } moeq_qsettings;
 
 // ---- the settings fields ----
@@ -90,6 +92,7 @@ typedef enum moeq_field {
     MOEQ_F_GPTQ_ACT_ORDER,
     MOEQ_F_GPTQ_BLOCK,
     MOEQ_F_GPTQ_STATIC_GROUPS,
+    MOEQ_F_GPTQ_MIN_INPUTS,
     MOEQ_F_COUNT
 } moeq_field;
 
@@ -112,7 +115,7 @@ enum {
     MOEQ_SET_SEED = 1u << MOEQ_F_SEED,
     MOEQ_SET_FORMAT = 1u << MOEQ_F_FORMAT,
     MOEQ_SET_GPTQ = (1u << MOEQ_F_GPTQ_DAMP) | (1u << MOEQ_F_GPTQ_ACT_ORDER) | (1u << MOEQ_F_GPTQ_BLOCK) |
-                    (1u << MOEQ_F_GPTQ_STATIC_GROUPS), // every gptq.* field
+                    (1u << MOEQ_F_GPTQ_STATIC_GROUPS) | (1u << MOEQ_F_GPTQ_MIN_INPUTS), // every gptq.* field
 };
 
 typedef enum moeq_field_type {
@@ -238,6 +241,11 @@ moeq_status moeq_method_check_format(const moeq_qsettings *s, const char *who);
 // compensator storage).
 moeq_hqq_params moeq_method_hqq_params(const moeq_qsettings *s);
 moeq_milo_params moeq_method_milo_params(const moeq_qsettings *s, uint64_t seed);
+// The weight-space method that replaces a calibrated one (gptq) for a tensor without enough calibration
+// inputs (fewer than gptq.min_inputs: a routed expert that few calibration tokens reached): search for
+// llama.cpp's block types it supports, hqq for the grouped formats, rtn otherwise.
+moeq_method moeq_method_fallback(const moeq_qsettings *s);
+
 // GPTQ's parameters (gptq.*).
 moeq_gptq_params moeq_method_gptq_params(const moeq_qsettings *s);
 

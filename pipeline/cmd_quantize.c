@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "calib_set.h" // defines: moeq_calib_format_from_name
 #include "quantize_run.h"
 #include "run_device.h" // defines: moeq_run_device_name_ok
 
@@ -21,7 +22,11 @@ enum {
     OPT_DEVICE,
     OPT_READ_AHEAD,
     OPT_ALLOW_MIXED,
-    OPT_IMATRIX
+    OPT_IMATRIX,
+    OPT_CALIB,
+    OPT_CALIB_FORMAT,
+    OPT_CALIB_SEQS,
+    OPT_CALIB_LEN
 };
 
 static int on_opt(int opt, const char *arg, void *ctx) {
@@ -95,6 +100,23 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case OPT_IMATRIX:
         c->o.imatrix_path = arg;
         return 0;
+    case OPT_CALIB:
+        c->o.calib_path = arg;
+        return 0;
+    case OPT_CALIB_FORMAT:
+        if ((c->o.calib_format = moeq_calib_format_from_name(arg)) < 0) {
+            fprintf(stderr, "moeq quantize: --calib-format must be auto, ids or text, got '%s'\n", arg);
+            return 1;
+        }
+        return 0;
+    case OPT_CALIB_SEQS:
+        if (moeq_cli_int("quantize", "--calib-seqs", arg, 1, 1L << 24, &v)) return 1;
+        c->o.calib_seqs = (int)v;
+        return 0;
+    case OPT_CALIB_LEN:
+        if (moeq_cli_int("quantize", "--calib-len", arg, 2, 1L << 24, &v)) return 1;
+        c->o.calib_len = v;
+        return 0;
     case OPT_SIMULATE:
         c->o.simulate = 1;
         return 0;
@@ -144,6 +166,10 @@ static int run(int argc, char **argv) {
         {"read-ahead", required_argument, NULL, OPT_READ_AHEAD},
         {"allow-mixed-numerics", no_argument, NULL, OPT_ALLOW_MIXED},
         {"imatrix", required_argument, NULL, OPT_IMATRIX},
+        {"calib", required_argument, NULL, OPT_CALIB},
+        {"calib-format", required_argument, NULL, OPT_CALIB_FORMAT},
+        {"calib-seqs", required_argument, NULL, OPT_CALIB_SEQS},
+        {"calib-len", required_argument, NULL, OPT_CALIB_LEN},
         {"simulate", no_argument, NULL, OPT_SIMULATE},
         {"sim-ranks", required_argument, NULL, OPT_SIM_RANKS},
         {"sim-time-scale", required_argument, NULL, OPT_SIM_SCALE},
@@ -234,6 +260,16 @@ const moeq_command moeq_cmd_quantize = {
         "                         hash joins the plan digest and the artifact (root attribute\n"
         "                         imatrix_xxh3): --resume with another is refused (exit 7). `moeq plan\n"
         "                         --imatrix` shows which tensors get a vector\n"
+        "      --calib FILE       calibration inputs of methods that need them (gptq): token ids (a flat\n"
+        "                         little-endian uint32 file) or, with a .txt suffix, text for a character\n"
+        "                         tokenizer.json. The run becomes the layer-streaming pass (docs/GPTQ.md):\n"
+        "                         layer by layer, each rank runs its share of the sequences, every\n"
+        "                         unit's Hessian is summed where it is quantized, and the next layer sees\n"
+        "                         the quantized layer's outputs. Its hash joins the plan digest\n"
+        "                         (calib_xxh3); --resume restarts at the first unfinished layer\n"
+        "      --calib-format F   auto (default: .txt is text), ids or text\n"
+        "      --calib-seqs N     sequences (default 128): consecutive windows from the file's start\n"
+        "      --calib-len T      tokens per sequence (default min(2048, the model's context))\n"
         "  -R, --resume           continue an interrupted run: keeps every journaled unit whose bytes\n"
         "                         verify, redoes the rest; refused (exit 7) if the model, recipe, backend\n"
         "                         or numerics fingerprint changed, or a journaled unit's source weights\n"

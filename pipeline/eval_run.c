@@ -6,6 +6,7 @@
 // the report does not depend on the number of ranks. Does not decide what is "good enough" beyond the
 // thresholds the user passes.
 #include "eval_run.h"
+#include "calib_set.h" // defines: moeq_plan_digest_calib
 #include "clock.h" // defines: moeq_now_s
 
 #include <errno.h>
@@ -72,6 +73,7 @@ static moeq_status open_all(ev_state *s) {
     // an artifact quantized with --imatrix: the file's recorded hash is part of its digest (the file itself
     // is not needed to evaluate)
     s->plan->digest = moeq_plan_digest_imatrix(s->plan->digest, s->info->imatrix_xxh3);
+    s->plan->digest = moeq_plan_digest_calib(s->plan->digest, s->info->calib_xxh3); // --calib: the same
     if (s->plan->digest != s->info->plan_digest || s->plan->n_tensors != s->info->n_tensors)
         return MOEQ_FAIL(
             MOEQ_ERR_MISMATCH,

@@ -13,6 +13,7 @@
 #define MOEQ_QUANTIZE_IMPL_H
 
 #include "moeq_worker.h"
+#include "calib_set.h"  // defines: moeq_calib_set (--calib)
 #include "importance.h" // defines: moeq_importance (--imatrix bound to the plan)
 #include "quantize_run.h"
 #include "run_device.h" // defines: moeq_run_device
@@ -54,6 +55,7 @@ typedef struct run_state {
     moeq_plan *plan;
     moeq_imatrix *imatrix;   // --imatrix (every rank reads it), or NULL
     moeq_importance *imp;    // ... bound to the plan: each tensor's vector
+    moeq_calib_set *calib;   // --calib (every rank reads it), or NULL
     moeq_artifact_entry *e;
     moeq_tensor_result *res; // (n_tensors) rank 0: journaled/current results
     unsigned char *done;     // (n_units) 1 = durable and journaled
@@ -133,6 +135,14 @@ struct moeq_qrun_worker {
 moeq_result_action moeq_qrun_on_result(int unit, int from, int attempt, const void *buf, size_t len,
                                        void *user);
 void moeq_qrun_on_idle(void *user);
+// Collective, between two steps of a dispatch variant that runs its own loop: 1 when a stop signal
+// (SIGTERM, SIGUSR1) reached any rank (rank 0 then reports the graceful stop, exit 75), else 0.
+int moeq_qrun_stop_agree(run_state *s);
+
+// ---- --calib (quantize_calib.c) ----
+// The dispatch variant of a run with calibration inputs: the layer-streaming pass (GPTQ's Hessians, units
+// quantized layer by layer, hidden states recomputed from the quantized layers).
+int moeq_qcal_dispatch(run_state *s, const double *cost);
 
 // ---- --simulate (quantize_sim.c) ----
 #define MOEQ_SIM_DIGEST_SALT 0x53494d554c415445ull // "SIMULATE": xor'ed into a simulated run's plan digest

@@ -151,7 +151,14 @@ static moeq_status skeleton_create(run_state *s) {
         .numerics = s->num.desc,
         .imatrix_path = s->imatrix ? s->imatrix->path : NULL,
         .imatrix_xxh3 = s->imatrix ? s->imatrix->xxh3 : 0,
+        .calib_xxh3 = s->calib ? s->calib->xxh3 : 0,
     };
+    char calib_desc[1200] = "";
+    if (s->calib)
+        snprintf(calib_desc, sizeof calib_desc, "%.1000s (%s): %d sequences x %lld tokens", s->calib->path,
+                 s->calib->format == MOEQ_CALIB_TEXT ? "text" : "token ids", s->calib->n_seqs,
+                 (long long)s->calib->seq_len);
+    m.calib = s->calib ? calib_desc : NULL;
     char *sj = shards_json(s->cat);
     m.shards_json = sj;
     double t0 = moeq_now_s();
@@ -239,6 +246,13 @@ static volatile sig_atomic_t g_stop_signal = 0;
 static int g_stop_forwarded = 0;               // this rank (not 0) sent its signal to rank 0
 static int g_stop_remote = 0, g_stop_rank = 0; // rank 0: the first forwarded signal and the rank it came from
 static int g_stop_received = 0;                // rank 0: forwarded messages received
+
+int moeq_qrun_stop_agree(run_state *s) {
+    int mine[2] = {(int)g_stop_signal, s->rank}, any[2] = {0, 0};
+    MPI_Allreduce(mine, any, 1, MPI_2INT, MPI_MAXLOC, MPI_COMM_WORLD);
+    if (any[0] && s->rank == 0 && !g_stop_signal) g_stop_remote = any[0], g_stop_rank = any[1];
+    return any[0] != 0;
+}
 
 static void on_stop_signal(int sig) {
     if (!g_stop_signal) g_stop_signal = sig;
@@ -437,6 +451,50 @@ static void qrun_init(run_state *s, const moeq_quantize_opts *o) {
     MOEQ_LOG(MOEQ_LOG_DBG, "%d OpenMP thread(s) per rank", n_threads);
 }
 
+// --calib (every rank reads it: n·T ids): its identity joins the digest; a plan whose methods need
+// calibration inputs without it, or --calib without such a method, is refused.
+static moeq_status calib_open(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    const char *who = NULL;
+    moeq_method method = MOEQ_METHOD_NONE;
+    for (int i = 0; i < p->n_tensors && !who; i++) {
+        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
+        if (mt && mt->needs_calibration) who = s->cat->t[p->t[i].cat].name, method = p->t[i].q.method;
+    }
+    if (!o->calib_path) {
+        if (!who) return MOEQ_OK;
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "tensor '%s': method %s needs calibration inputs\n---> HINT: give them with --calib "
+                         "FILE (token ids as little-endian uint32, or text for a character tokenizer)",
+                         who, moeq_method_name(method));
+    }
+    if (!who)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "--calib %s: no tensor's method reads calibration inputs\n---> HINT: a recipe with "
+                         "method: gptq uses them; leave --calib out otherwise",
+                         o->calib_path);
+    if (o->simulate)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "--calib and --simulate: the simulation does not model the calibration "
+                         "pass yet");
+    const moeq_model_config *c = &s->cat->cfg;
+    int64_t len = o->calib_len;
+    if (len <= 0)
+        len = c->max_position_embeddings > 0 && c->max_position_embeddings < 2048 ? c->max_position_embeddings
+                                                                                  : 2048;
+    MOEQ_TRY(moeq_calib_set_load(o->calib_path, (moeq_calib_format)o->calib_format,
+                                 o->calib_seqs > 0 ? o->calib_seqs : 128, len, c->vocab, s->cat->dir,
+                                 &s->calib));
+    s->plan->digest = moeq_plan_digest_calib(s->plan->digest, s->calib->xxh3);
+    if (s->rank == 0 && !o->quiet)
+        printf("calibration     %s (%s): %d sequences x %lld tokens of %lld, xxh3 %016llx\n", s->calib->path,
+               s->calib->format == MOEQ_CALIB_TEXT ? "text" : "token ids", s->calib->n_seqs,
+               (long long)s->calib->seq_len, (long long)s->calib->n_file_tokens,
+               (unsigned long long)s->calib->xxh3);
+    return MOEQ_OK;
+}
+
 // open (every rank): the worker's device, then the headers and the recipe, and the same plan everywhere
 // (the analyze phase first when the recipe's policies need data), the artifact entries, the run's arrays.
 static int qrun_open_plan(run_state *s) {
@@ -467,6 +525,7 @@ static int qrun_open_plan(run_state *s) {
         if (st == MOEQ_OK && s->rank == 0 && (!o->quiet || s->imp->n_missing)) // the WARNING even with -q
             moeq_importance_print(stdout, s->imp, s->cat, s->plan, 8);
     }
+    if (st == MOEQ_OK) st = calib_open(s);
     if (st == MOEQ_OK && s->w->planned) st = s->w->planned(s);
     if (st == MOEQ_OK) st = moeq_run_entries(s->plan, s->cat, &s->e);
     if (st == MOEQ_OK && !s->cat->has_data)
@@ -700,6 +759,7 @@ static void qrun_close(run_state *s) {
     moeq_free(&s->journal_path);
     moeq_importance_free(&s->imp);
     moeq_imatrix_free(&s->imatrix);
+    moeq_calib_set_free(&s->calib);
     moeq_plan_free(&s->plan);
     moeq_recipe_free(&s->recipe);
     moeq_catalog_close(&s->cat);
@@ -711,7 +771,9 @@ int moeq_quantize_run(const moeq_quantize_opts *o) {
     // the one place --simulate chooses: the worker implementation, and the dispatch variant (--sim-ranks: one
     // process simulates them all; otherwise the MPI queue runs the workers of the ranks there are)
     s.w = o->simulate ? &moeq_qsim_worker : &moeq_qrun_real_worker;
-    s.dispatch = o->simulate && o->sim_ranks > 0 ? moeq_qsim_des : dispatch_queue;
+    s.dispatch = o->simulate && o->sim_ranks > 0 ? moeq_qsim_des
+                 : o->calib_path                 ? moeq_qcal_dispatch
+                                                 : dispatch_queue;
     int exit_code = qrun_open_plan(&s);
     if (exit_code == MOEQ_QRUN_NEXT) exit_code = qrun_prepare(&s);
     if (exit_code == MOEQ_QRUN_NEXT) exit_code = qrun_verify(&s);

@@ -15,6 +15,11 @@ typedef struct moeq_quantize_opts {
     const char *model_dir;
     const char *recipe_path; // NULL: built-in defaults
     const char *imatrix_path; // NULL, or llama.cpp's importance matrix (--imatrix; every rank reads it)
+    // --calib: the calibration set of the layer-streaming pass (GPTQ; workers/calib_set.h) or NULL; its
+    // format (moeq_calib_format), sequences and tokens per sequence (0: min(2048, the model's context))
+    const char *calib_path;
+    int calib_format, calib_seqs;
+    int64_t calib_len;
     const char *out_path;
     int resume;
     int force;

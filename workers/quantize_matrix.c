@@ -14,7 +14,7 @@
 
 // The kernels' parameters and the quantized matrix over the planes of out, for settings s of tensor `name`.
 static moeq_status setup(const moeq_qsettings *s, const char *name, int64_t R, int64_t C,
-                         const float *importance, moeq_qtensor *out, moeq_tq_params *p, moeq_qmat *q) {
+                         const moeq_calib_in *calib, moeq_qtensor *out, moeq_tq_params *p, moeq_qmat *q) {
     const moeq_method_traits *m = moeq_method_get(s->method);
     if (!m || !m->quantizes)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': method %s is not a quantization method", name,
@@ -24,7 +24,8 @@ static moeq_status setup(const moeq_qsettings *s, const char *name, int64_t R, i
     memset(p, 0, sizeof *p);
     p->s = *s;
     p->seed = moeq_tensor_seed(name, s->seed);
-    p->importance = importance; // --imatrix's vector (workers/importance.h), or NULL
+    p->importance = calib ? calib->importance : NULL; // --imatrix's vector (workers/importance.h), or NULL
+    p->hessian = calib ? calib->hessian : NULL; // --calib's Hessian (pipeline/quantize_calib.c), or NULL
     *q = (moeq_qmat){.bits = s->bits,
                      .type = s->format,
                      .R = R,
@@ -82,13 +83,13 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *s, const char *name, cons
 }
 
 moeq_status moeq_quantize_tensor(const moeq_kernel_ops *ops, const moeq_qsettings *s, const char *name,
-                                 const moeq_raw_tensor *src, const float *importance,
+                                 const moeq_raw_tensor *src, const moeq_calib_in *calib,
                                  const moeq_tq_work *work, moeq_qtensor *out, moeq_tensor_result *r) {
     if (!ops) return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': no kernel backend", name);
     moeq_tq_params p;
     moeq_qmat q;
     factors f;
-    MOEQ_TRY(setup(s, name, src->R, src->C, importance, out, &p, &q));
+    MOEQ_TRY(setup(s, name, src->R, src->C, calib, out, &p, &q));
     MOEQ_TRY(factors_alloc(s, src->R, src->C, name, &f));
     moeq_tq_out o = {.q = &q, .u = f.u, .v = f.v};
     moeq_status st = ops->tensor_quantize(src, &p, work, &o);

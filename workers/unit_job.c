@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -176,8 +177,22 @@ static moeq_status quantize_one(moeq_unit_ctx *x, int i, const moeq_tensor_info 
     r->source_xxh3 = moeq_catalog_source_hash(src.data, moeq_raw_tensor_bytes(&src), src.block_scale,
                                               moeq_raw_tensor_scale_bytes(&src));
     const double t0 = moeq_now_s();
-    const float *imp = x->importance ? x->importance[i] : NULL;
-    moeq_status qs = moeq_quantize_tensor(ops, &pt->q, t->name, &src, imp, &work, &q, r);
+    // calibration inputs: --imatrix's vector; --calib's Hessian, or, for a calibrated method whose Hessian
+    // summed fewer than gptq.min_inputs inputs (a routed expert few tokens reached), its weight-space
+    // fallback
+    moeq_qsettings qset = pt->q;
+    moeq_calib_in calib = {.importance = x->importance ? x->importance[i] : NULL,
+                           .hessian = x->hessian ? x->hessian[i] : NULL};
+    const int64_t n_in = x->calib_rows ? x->calib_rows[i] : -1;
+    const moeq_method_traits *mt = moeq_method_get(pt->q.method);
+    if (mt && mt->needs_calibration) {
+        r->calib_inputs = n_in < 0 ? 0 : n_in > INT32_MAX ? INT32_MAX : (int32_t)n_in;
+        if (!calib.hessian || n_in < pt->q.gptq_min_inputs) {
+            qset.method = moeq_method_fallback(&pt->q);
+            calib.hessian = NULL;
+        }
+    }
+    moeq_status qs = moeq_quantize_tensor(ops, &qset, t->name, &src, &calib, &work, &q, r);
     x->seconds_compute += moeq_now_s() - t0;
     if (qs != MOEQ_OK) {
         // A numeric failure belongs to this tensor: recorded, not fatal. The datasets get zeros so that

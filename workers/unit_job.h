@@ -20,6 +20,9 @@ typedef struct moeq_unit_ctx {
     const moeq_artifact_entry *entries; // (plan->n_tensors) with dataset offsets
     const float *const *importance;     // (plan->n_tensors) each tensor's importance vector (C floats, from
                                         // --imatrix: workers/importance.h) or NULL; NULL: none for any
+    const float *const *hessian; // (plan->n_tensors) each tensor's Hessian Σ x·xᵀ (C, C) from the calibration
+                                 // pass (--calib, pipeline/quantize_calib.c) or NULL; NULL: none for any
+    const int64_t *calib_rows;   // (plan->n_tensors) the inputs each Hessian summed, or NULL
     int out_fd;                         // the artifact (.partial), open for writing
     const char *out_path;
     // measured on this rank
@@ -75,10 +78,10 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, cons
 // Frobenius, SQNR, max abs, NMSE of deq(Q) + U V) and weight statistics (kurtosis, outlier score) into r.
 // work: the CPU backend's host arrays (ops->tensor_needs_work), ignored by CUDA. With &moeq_kernel_ops_cpu,
 // the CPU reference bit for bit; the CUDA figures equal it to ~1e-7 relative (kernels/tensor.h). Errors as
-// the backend's (MOEQ_ERR_NUMERIC for non-finite weights, naming row and column). importance: (C) host
-// floats or NULL, handed to the method (kernels/method.h).
+// the backend's (MOEQ_ERR_NUMERIC for non-finite weights, naming row and column). calib: the importance
+// vector (C) and Hessian (C, C) in host memory, or NULL, handed to the method (kernels/method.h).
 moeq_status moeq_quantize_tensor(const moeq_kernel_ops *ops, const moeq_qsettings *q, const char *name,
-                                 const moeq_raw_tensor *src, const float *importance, const moeq_tq_work *work,
+                                 const moeq_raw_tensor *src, const moeq_calib_in *calib, const moeq_tq_work *work,
                                  moeq_qtensor *out, moeq_tensor_result *r);
 
 #endif
