@@ -610,6 +610,23 @@ moeq_status moeq_artifact_root_str(const char *path, const char *name, char *out
     return st;
 }
 
+// A calibrated artifact (--calib): /calib_inputs, int32 [n] in plan order, each tensor's calibration inputs
+// (moeq_tensor_result.calib_inputs; docs/ARTIFACT.md).
+static moeq_status write_calib_inputs(hid_t f, const char *path, const moeq_tensor_result *r, int n) {
+    int32_t *v = MOEQ_MALLOC(sizeof(int32_t) * (size_t)(n ? n : 1), "calibration inputs");
+    if (!v) return MOEQ_ERR_NOMEM;
+    for (int i = 0; i < n; i++) v[i] = r[i].calib_inputs;
+    const hsize_t dim = (hsize_t)n;
+    hid_t sp = H5Screate_simple(1, &dim, NULL);
+    hid_t ds = sp >= 0 ? H5Dcreate2(f, "calib_inputs", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
+                       : -1;
+    const herr_t w = ds >= 0 ? H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) : -1;
+    if (ds >= 0) H5Dclose(ds);
+    if (sp >= 0) H5Sclose(sp);
+    moeq_free(&v);
+    return w < 0 ? MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot write /calib_inputs", path) : MOEQ_OK;
+}
+
 moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, const moeq_tensor_result *r,
                                int n, uint64_t *artifact_checksum) {
     hid_t f;
@@ -620,6 +637,7 @@ moeq_status moeq_artifact_seal(const char *path, const moeq_artifact_entry *e, c
         st = write_tables(f, path, e, n, &stk, r, H5P_DEFAULT);
         moeq_artifact_stacks_free(&stk);
     }
+    if (st == MOEQ_OK && H5Aexists(f, "calib_xxh3") > 0) st = write_calib_inputs(f, path, r, n);
     XXH3_state_t *h = XXH3_createState();
     if (!h && st == MOEQ_OK) st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: xxh3 state", path);
     uint64_t total = 0;

@@ -273,3 +273,26 @@ moeq_status moeq_artifact_verify_buffers(const char *path, const moeq_artifact_e
     }
     return st;
 }
+
+moeq_status moeq_artifact_read_calib_inputs(const char *path, int32_t *out, int n) {
+    hid_t f = open_ro(path);
+    if (f < 0) return MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot open as HDF5", path);
+    moeq_status st = MOEQ_OK;
+    if (H5Lexists(f, "calib_inputs", H5P_DEFAULT) <= 0) {
+        H5Fclose(f);
+        return MOEQ_ERR_NOT_FOUND; // not calibrated: no message (callers say nothing)
+    }
+    hid_t ds = H5Dopen2(f, "calib_inputs", H5P_DEFAULT);
+    hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
+    hsize_t dim = 0;
+    if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, &dim, NULL) != 1 ||
+        dim != (hsize_t)n)
+        st = MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: /calib_inputs has %llu values, the artifact %d tensors", path,
+                       (unsigned long long)dim, n);
+    else if (H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        st = MOEQ_FAIL(MOEQ_ERR_HDF5, "%s: cannot read /calib_inputs", path);
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    H5Fclose(f);
+    return st;
+}

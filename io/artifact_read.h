@@ -71,4 +71,8 @@ moeq_status moeq_artifact_verify_buffers(const char *path, const moeq_artifact_e
                                          const moeq_artifact_record *rec, void *const bufs[MOEQ_DS_COUNT],
                                          int *bad_ds);
 
+// The calibration inputs of each tensor of a calibrated artifact (/calib_inputs, plan order, n values):
+// MOEQ_ERR_NOT_FOUND when the artifact has none (not made with --calib).
+moeq_status moeq_artifact_read_calib_inputs(const char *path, int32_t *out, int n);
+
 #endif

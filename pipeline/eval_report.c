@@ -1,5 +1,6 @@
 // eval_report.c: the report of `moeq eval` on rank 0 (see eval_state.h): aggregation by class, projection
 // and layer, thresholds, the aligned table, the JSON (docs/EVAL.md) and the gnuplot PNG.
+#include "eval_calib.h" // defines: moeq_eval_calib_report
 #include "eval_state.h"
 
 #include <errno.h>
@@ -275,6 +276,7 @@ moeq_status moeq_eval_report_json(const ev_state *s, const report *R, const char
         json_object_set_new(root, "perplexity", json_null());
     }
     if (s->skipped[0]) json_object_set_new(root, "skipped", json_string(s->skipped));
+    (void)moeq_eval_calib_report(s, NULL, root); // --calib artifacts: the calibration set and inputs
     // thresholds
     json_t *ex = json_array();
     for (int k = 0; k < R->n_exceeded; k++) json_array_append_new(ex, json_string(R->exceeded[k]));
@@ -302,6 +304,7 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
     printf("\nmoeq eval: %s\n", s->o->artifact);
     printf("  model %s, recipe %s, quantized on %s, %.4f bits per weight over quantized tensors\n",
            s->o->model_dir, s->info->recipe_path, s->info->backend, moeq_plan_bpw_quantized(p));
+    (void)moeq_eval_calib_report(s, stdout, NULL);
     printf("  integrity: %d tensors, %d datasets, %.2f MiB reread by %d rank(s): %s (artifact checksum "
            "%016llx)\n",
            p->n_tensors, R->n_datasets, R->bytes_verified / 1048576.0, s->n_ranks,

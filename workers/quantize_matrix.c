@@ -26,6 +26,7 @@ static moeq_status setup(const moeq_qsettings *s, const char *name, int64_t R, i
     p->seed = moeq_tensor_seed(name, s->seed);
     p->importance = calib ? calib->importance : NULL; // --imatrix's vector (workers/importance.h), or NULL
     p->hessian = calib ? calib->hessian : NULL; // --calib's Hessian (pipeline/quantize_calib.c), or NULL
+    p->name = name;
     *q = (moeq_qmat){.bits = s->bits,
                      .type = s->format,
                      .R = R,
