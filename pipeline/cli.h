@@ -100,5 +100,6 @@ extern const moeq_command moeq_cmd_bench;
 extern const moeq_command moeq_cmd_eval;
 extern const moeq_command moeq_cmd_export;
 extern const moeq_command moeq_cmd_calibrate;
+extern const moeq_command moeq_cmd_report;
 
 #endif

@@ -15,6 +15,7 @@ static const moeq_command *const commands[] = {
     &moeq_cmd_export,
     &moeq_cmd_calibrate,
     &moeq_cmd_bench,
+    &moeq_cmd_report,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
