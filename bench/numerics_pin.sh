@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The speed cost of the numerics pin (README "Same bytes on every machine"): the same `moeq quantize` run with
+# The speed cost of the numerics pin (docs/NUMERICS.md): the same `moeq quantize` run with
 # OpenBLAS's Haswell kernel (moeq's default on x86-64: the same bytes on every AVX2 CPU) and with OpenBLAS's own
 # choice for this CPU (MOEQ_NUMERICS=native: e.g. SkylakeX/Cooperlake on AVX-512 CPUs), alternated REPS times,
 # one rank, on a synthesized checkpoint of real expert shapes (DeepSeek-V3's 2048 x 7168 experts, Mixtral layout) or

@@ -315,7 +315,7 @@ static hid_t fapl_make(void) {
     // nothing.
     // Metadata is aggregated into 256 KiB blocks instead of the default 2 KiB: with 2 KiB blocks each
     // tensor's object headers landed between its datasets' data regions, so a DeepSeek-R1 skeleton dirtied
-    // 572 MiB of scattered filesystem blocks and took 13.1 s; now 176 MiB and 7.8 s (README, Scale). 64 KiB
+    // 572 MiB of scattered filesystem blocks and took 13.1 s; now 176 MiB and 7.8 s (docs/PERFORMANCE.md, Scale). 64 KiB
     // to 4 MiB blocks measured alike; 256 KiB bounds the unused tail a small artifact carries (a file hole).
     if (fapl >= 0) H5Pset_meta_block_size(fapl, 256 << 10);
     H5AC_cache_config_t mdc = {.version = H5AC__CURR_CACHE_CONFIG_VERSION};

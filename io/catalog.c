@@ -318,7 +318,29 @@ static moeq_status fill_from_shard(moeq_catalog *c, int ti, int si) {
     return MOEQ_OK;
 }
 
+// The checkpoint argument must be a directory: a file (a shard, config.json, an artifact) or a missing
+// path is bad input named with what to give instead (open would say ENOTDIR, an I/O error).
+static moeq_status check_model_dir(const char *dir) {
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return errno == ENOENT || errno == ENOTDIR
+                   ? MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
+                               "%s: no such directory\n---> HINT: --model takes a HuggingFace checkpoint "
+                               "directory (config.json + safetensors, or config.json alone to plan)",
+                               dir)
+                   : MOEQ_FAIL(MOEQ_ERR_IO, "%s: %s", dir, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return MOEQ_OK;
+    const char *slash = strrchr(dir, '/');
+    const int parent = slash && slash != dir;
+    return MOEQ_FAIL(MOEQ_ERR_NOT_FOUND,
+                     "%s: a file, not a checkpoint directory\n---> HINT: --model takes the directory that "
+                     "holds config.json and the safetensors shards%s%.*s%s",
+                     dir, parent ? " (here perhaps " : "", parent ? (int)(slash - dir) : 0, dir,
+                     parent ? ")" : "");
+}
+
 static moeq_status open_impl(moeq_catalog *c) {
+    MOEQ_TRY(check_model_dir(c->dir));
     char *path = moeq_path_join(c->dir, "config.json");
     if (!path) return MOEQ_ERR_NOMEM;
     moeq_status st = moeq_read_file(path, 4u << 20, &c->config_json, NULL);

@@ -9,6 +9,8 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include <mpi.h>
 
 #include "moeq_io.h"
@@ -54,11 +56,17 @@ typedef struct moeq_cli_common {
 typedef int (*moeq_cli_opt_fn)(int opt, const char *arg, void *ctx);
 
 // Parses argv with getopt_long. `longopts`/`shortopts` are the command's own (may be NULL/""); the common
-// --help/-h, --verbose/-v, --quiet/-q are added (and --help-recipe[=markdown] for commands with recipe_help).
+// --help/-h, --verbose/-v (also: source locations in messages), --quiet/-q, --log-file FILE and
+// --log-format text|json are added (and --help-recipe[=markdown] for commands with recipe_help). An
+// unknown long option is named with the closest known one ("did you mean --schedule?").
 // Returns: 0 to continue (optind is the first operand), 1 when a help was printed (exit 0), 2 on a usage
 // error (message + hint printed; exit MOEQ_EXIT_USAGE).
 int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *shortopts,
                    const struct option *longopts, moeq_cli_opt_fn fn, void *ctx, moeq_cli_common *common);
+
+// The name among names[0..n) closest to word by edit distance (transpositions count one), when it is close
+// enough to read as a typo (1 edit for up to 4 letters, 2 up to 9, 3 beyond); else NULL. For "did you mean".
+const char *moeq_cli_suggest(const char *word, const char *const *names, int n_names);
 
 // Collective (MPI_COMM_WORLD). Ranks are the first level of parallelism: BLAS/LAPACK run single-threaded
 // inside a rank (multithreaded OpenBLAS re-blocks its reductions by thread count on some CPUs, which would
@@ -66,6 +74,15 @@ int moeq_cli_parse(const moeq_command *cmd, int argc, char **argv, const char *s
 // cores for OpenMP (min(its affinity mask, cores / ranks on the node), at least 1: 3 ranks x 2 spinning
 // OpenMP threads on 2 cores ran 5x slower). Returns the OpenMP thread count.
 int moeq_threads_default(void);
+
+// ---- JSON outputs: `schema_version` (docs/JSON.md) rises when a key changes meaning or goes away ----
+enum {
+    MOEQ_SCHEMA_PLAN = 1,    // moeq plan --json
+    MOEQ_SCHEMA_INSPECT = 1, // moeq inspect --json
+    MOEQ_SCHEMA_STATS = 1,   // moeq quantize --stats (real and --simulate runs)
+};
+// Sets "schema_version": version in root (an object).
+void moeq_cli_json_schema(json_t *root, int version);
 
 // Strict number parsing for option values; print a usage message and return non-zero on failure.
 int moeq_cli_int(const char *cmd, const char *opt, const char *arg, long lo, long hi, long *out);
@@ -83,5 +100,6 @@ extern const moeq_command moeq_cmd_bench;
 extern const moeq_command moeq_cmd_eval;
 extern const moeq_command moeq_cmd_export;
 extern const moeq_command moeq_cmd_calibrate;
+extern const moeq_command moeq_cmd_report;
 
 #endif

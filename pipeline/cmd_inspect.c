@@ -177,6 +177,7 @@ static int print_json(const moeq_catalog *c, const inspect_opts *o) {
         }
         json_object_set_new(root, "tensors", arr);
     }
+    moeq_cli_json_schema(root, MOEQ_SCHEMA_INSPECT);
     json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(root);

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "analyze_run.h" // defines: moeq_plan_build_collective
+#include "run_common.h"  // defines: moeq_run_recipe_open
 #include "moeq_sched.h"
 #include "importance.h" // defines: moeq_importance_bind, moeq_importance_print, moeq_plan_digest_imatrix
 
@@ -194,9 +195,7 @@ typedef struct plan_run {
 static moeq_status plan_open(plan_run *x) {
     moeq_status st = moeq_cost_model_get(x->o.cost_model, &x->cm);
     if (st == MOEQ_OK) st = moeq_catalog_open(x->o.model, &x->c);
-    if (st == MOEQ_OK)
-        st = x->o.recipe ? moeq_recipe_load(x->o.recipe, &x->rec)
-                         : moeq_recipe_parse("<built-in defaults>", "version: 1\n", &x->rec);
+    if (st == MOEQ_OK) st = moeq_run_recipe_open(x->o.recipe, 0, &x->rec);
     if (st == MOEQ_OK && moeq_recipe_needs_weights(x->rec)) {
         int inited = 0;
         MPI_Initialized(&inited);
@@ -206,7 +205,7 @@ static moeq_status plan_open(plan_run *x) {
             x->mpi_mine = 1;
         }
         MPI_Comm_rank(MPI_COMM_WORLD, &x->rank);
-        moeq_log_init(x->rank, MOEQ_LOG_INFO);
+        moeq_log_init(x->rank, moeq_log_level_get()); // keeps -v and -q
         moeq_threads_default(); // the analyze phase: BLAS single-threaded, OpenMP the rank's share of cores
     }
     if (st == MOEQ_OK)
@@ -442,6 +441,7 @@ static void print_json(const plan_run *x) {
         }
         json_object_set_new(root, "tensors", arr);
     }
+    moeq_cli_json_schema(root, MOEQ_SCHEMA_PLAN);
     json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(root);

@@ -11,7 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h" // defines: MOEQ_EXIT_*
+#include "cli.h"  // defines: MOEQ_EXIT_*
+#include "plot.h" // defines: moeq_plot_run, moeq_plot_palette_viridis, moeq_plot_map_layout_of
 
 static const char *group_name(const moeq_artifact_entry *e, char *buf, size_t n) {
     if (e->c.cls == MOEQ_TC_ROUTED_EXPERT)
@@ -383,7 +384,8 @@ void moeq_eval_report_table(const ev_state *s, const report *R) {
 }
 
 // PNG with gnuplot: per-layer weight-error heatmap by class, error vs bits per weight per tensor, and the MoE
-// block output error per layer.
+// block output error per layer. Readable at 61 layers: per-cell numbers only on small maps, a tic every few
+// layers, a taller canvas; viridis and Okabe-Ito colours (plot.h).
 moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char *png) {
     const moeq_plan *p = s->plan;
     const int L = s->cat->cfg.n_layers;
@@ -431,7 +433,8 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
     snprintf(path, sizeof path, "%s/plot.gp", dir);
     f = st == MOEQ_OK ? fopen(path, "w") : NULL;
     if (f) {
-        fprintf(f, "set terminal pngcairo size 1650,560 font ',10'\nset output '%s'\n", png);
+        const moeq_plot_map_layout ml = moeq_plot_map_layout_of(L, R->n_groups);
+        fprintf(f, "set terminal pngcairo size 1650,%d font ',10'\nset output '%s'\n", ml.height_px, png);
         fprintf(f,
                 "set termoption noenhanced\nset datafile missing 'nan'\nset multiplot layout 1,3 title 'moeq "
                 "eval: %s'\n",
@@ -441,13 +444,18 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
             "set title 'relative Frobenius error by layer and class'\nset xlabel ''\nset ylabel 'layer'\n");
         fprintf(f, "set xtics rotate by -30 (");
         for (int k = 0; k < R->n_groups; k++) fprintf(f, "%s'%s' %d", k ? ", " : "", R->g[k].name, k);
-        fprintf(f, ")\nset ytics 1\nset yrange [%f:%f] reverse\nset xrange [-0.5:%f]\n", -0.5, L - 0.5,
-                R->n_groups - 0.5);
-        fprintf(f, "set palette rgb 33,13,10\nset cblabel 'rel. Frobenius error'\n");
-        fprintf(f,
-                "plot '%s/heat.dat' matrix with image notitle, '' matrix using 1:2:(sprintf('%%.3f',$3)) "
-                "with labels notitle\n",
-                dir);
+        fprintf(f, ")\nset ytics %d\nset yrange [%f:%f] reverse\nset xrange [-0.5:%f]\n", ml.tic_step, -0.5,
+                L - 0.5, R->n_groups - 0.5);
+        moeq_plot_palette_viridis(f);
+        fprintf(f, "unset cblabel\n"); // the panel's title names it (a label here ran into the next panel's)
+        if (ml.cell_labels) // white on viridis' dark half, black on its light half
+            fprintf(f,
+                    "stats '%s/heat.dat' matrix nooutput\nmid = (STATS_min + STATS_max) / 2\n"
+                    "plot '%s/heat.dat' matrix with image notitle, '' matrix using 1:2:(sprintf('%%.3f',$3)):"
+                    "($3 > mid ? 0 : 16777215) with labels tc rgb variable notitle\n",
+                    dir, dir);
+        else
+            fprintf(f, "plot '%s/heat.dat' matrix with image notitle\n", dir);
         fprintf(f, "unset xtics\nset xtics\nset yrange [*:*] noreverse\nset xrange [*:*]\nset ytics auto\n");
         fprintf(f,
                 "set title 'weight error vs bits per weight (one point per tensor)'\nset xlabel 'bits per "
@@ -455,36 +463,27 @@ moeq_status moeq_eval_report_plot(const ev_state *s, const report *R, const char
                 "set ylabel 'rel. Frobenius error'\nset logscale y\nset format y '%%g'\nset key top right\n");
         fprintf(f, "plot ");
         for (int k = 0; k < R->n_groups; k++)
-            fprintf(f, "%s'%s/scatter_%d.dat' using 1:2 with points pt %d ps 1.2 title '%s'", k ? ", " : "",
-                    dir, k, 5 + 2 * (k % 4), R->g[k].name);
+            fprintf(f, "%s'%s/scatter_%d.dat' using 1:2 with points pt %d ps 1.2 lc rgb '%s' title '%s'",
+                    k ? ", " : "", dir, k, 5 + 2 * (k % 4), moeq_plot_colors[k % 8], R->g[k].name);
         if (!R->n_groups) fprintf(f, "1/0 notitle");
         fprintf(f,
                 "\nunset logscale y\nset title 'MoE block output error by layer'\nset xlabel 'layer'\n"
-                "set ylabel 'relative output error'\nset xtics 1\nset yrange [0:*]\nset xrange [-0.5:%f]\n"
+                "set ylabel 'relative output error'\nset xtics %d\nset yrange [0:*]\nset xrange [-0.5:%f]\n"
                 "set key bottom right\n",
-                L - 0.5);
+                ml.tic_step, L - 0.5);
         if (s->have_models)
-            fprintf(f, "plot '%s/block.dat' using 1:2 with linespoints lw 2 title 'Gaussian probes'%s\n", dir,
-                    s->have_text_probes ? ", '' using 1:3 with linespoints lw 2 title 'text hidden states'"
-                                        : "");
+            fprintf(f,
+                    "plot '%s/block.dat' using 1:2 with linespoints lw 2 lc rgb '%s' title 'Gaussian "
+                    "probes'%s%s%s\n",
+                    dir, moeq_plot_colors[0],
+                    s->have_text_probes ? ", '' using 1:3 with linespoints lw 2 lc rgb '" : "",
+                    s->have_text_probes ? moeq_plot_colors[1] : "",
+                    s->have_text_probes ? "' title 'text hidden states'" : "");
         else
             fprintf(f, "plot 1/0 title 'no forward pass for this architecture'\n");
         fprintf(f, "unset multiplot\n");
         fclose(f);
-        char cmd[4400];
-        snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>'%s/gnuplot.err'", path, dir);
-        int rc = system(cmd);
-        if (rc != 0) {
-            char ep[4200], *etext = NULL;
-            size_t elen = 0;
-            snprintf(ep, sizeof ep, "%s/gnuplot.err", dir);
-            moeq_read_file(ep, 1 << 16, &etext, &elen);
-            st = MOEQ_FAIL(MOEQ_ERR_IO,
-                           "plot: gnuplot failed (status %d): %.400s\n---> HINT: install gnuplot "
-                           "(Debian: apt-get install gnuplot-nox; scripts/install-deps.sh does)",
-                           rc, etext ? etext : "");
-            moeq_free(&etext);
-        }
+        st = moeq_plot_run(dir, path);
     }
     // remove the temporary files
     const char *const names[] = {"heat.dat", "block.dat", "plot.gp", "gnuplot.err"};

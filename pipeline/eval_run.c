@@ -22,10 +22,11 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "arch_desc.h"   // defines: moeq_arch_desc (which families have a CPU forward pass)
-#include "cli.h"         // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
-#include "export_gguf.h" // defines: moeq_export_gguf_type (what the GGUF export writes, for --act-quant)
-#include "run_common.h"  // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
+#include "arch_desc.h"    // defines: moeq_arch_desc (which families have a CPU forward pass)
+#include "cli.h"          // defines: MOEQ_EXIT_*, moeq_cli_fail, moeq_threads_default
+#include "export_gguf.h"  // defines: moeq_export_gguf_type (what the GGUF export writes, for --act-quant)
+#include "run_common.h"   // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
+#include "run_progress.h" // defines: moeq_run_progress (the perplexity pass's progress over all ranks)
 #include "moeq_worker.h" // defines: moeq_eval_unit_run, moeq_artifact_tensor_fn, moeq_model, perplexity, probes
 #include "analyze_run.h" // defines: moeq_plan_build_collective (the analyze phase of data-dependent recipes)
 
@@ -377,7 +378,10 @@ static moeq_status models_pass(ev_state *s, int fd) {
     if (!wo || !wq || !wo_all || !wq_all) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     const int64_t w0 = nw * s->rank / s->n_ranks, w1 = nw * (s->rank + 1) / s->n_ranks;
     const int64_t chunk = 8 * (int64_t)s->n_threads;
-    double t_last = moeq_now_s();
+    moeq_run_progress prog; // the job's windows, not rank 0's share (run_progress.h)
+    moeq_run_progress_begin(&prog, MPI_COMM_WORLD, !o->quiet && o->progress_s > 0, w1 - w0, o->progress_s,
+                            "eval: perplexity (original + quantized)", "windows");
+    int64_t w_done = 0;
     for (int64_t a = w0; a < w1 && st == MOEQ_OK; a += chunk) {
         const int64_t b = a + chunk < w1 ? a + chunk : w1;
         if (!route && st == MOEQ_OK) {
@@ -391,17 +395,10 @@ static moeq_status models_pass(ev_state *s, int fd) {
         if (st == MOEQ_OK)
             st = moeq_eval_perplexity_windows(quant, ids, s->n_tokens, PPL_WINDOW, a, b, wq + a, NULL,
                                               sink.fd >= 0 ? &sink : NULL);
-        if (s->rank == 0 && !o->quiet && o->progress_s > 0 &&
-            (moeq_now_s() - t_last >= o->progress_s || b == w1)) {
-            t_last = moeq_now_s();
-            const double el = t_last - t0, frac = (double)(b - w0) / (double)(w1 - w0);
-            MOEQ_LOG(MOEQ_LOG_INFO,
-                     "eval: perplexity (original + quantized) rank 0: %lld/%lld of its windows "
-                     "(%.1f%%), %s %.0f s",
-                     (long long)(b - w0), (long long)(w1 - w0), 100 * frac, b == w1 ? "elapsed" : "ETA",
-                     b == w1 ? el : el / frac - el);
-        }
+        if (st == MOEQ_OK) w_done = b - w0;
+        moeq_run_progress_step(&prog, w_done);
     }
+    moeq_run_progress_end(&prog, w_done);
     st = moeq_run_agree(st, MPI_COMM_WORLD);
     if (st != MOEQ_OK) goto done;
     // a window has exactly one owner, the others add +0.0: the sums arrive exact

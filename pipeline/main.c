@@ -15,6 +15,7 @@ static const moeq_command *const commands[] = {
     &moeq_cmd_export,
     &moeq_cmd_calibrate,
     &moeq_cmd_bench,
+    &moeq_cmd_report,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -54,6 +55,13 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(argv[1], commands[i]->name)) return commands[i]->run(argc - 1, argv + 1);
-    fprintf(stderr, "moeq: '%s' is not a command\n---> HINT: moeq --help lists the commands\n", argv[1]);
+    const char *names[N_COMMANDS + 2] = {"help", "version"};
+    for (int i = 0; i < N_COMMANDS; i++) names[i + 2] = commands[i]->name;
+    const char *near = moeq_cli_suggest(argv[1], names, N_COMMANDS + 2);
+    fprintf(stderr, "moeq: '%s' is not a command\n", argv[1]);
+    if (near)
+        fprintf(stderr, "---> HINT: did you mean 'moeq %s'? (moeq --help lists the commands)\n", near);
+    else
+        fprintf(stderr, "---> HINT: moeq --help lists the commands\n");
     return MOEQ_EXIT_USAGE;
 }

@@ -398,10 +398,16 @@ static void progress_cb(int final, void *user) {
     double rate = el > 0 ? (double)s->bytes_in_done / el : 0;
     double frac = s->n_to_do ? (double)s->n_done_now / s->n_to_do : 1;
     double eta = frac > 0 ? el / frac - el : 0;
-    MOEQ_LOG(MOEQ_LOG_INFO,
-             "quantize: %d/%d units (%.1f%%), %.1f MiB read, %.1f MiB/s, %s %.0f s, %d failed tensors%s",
-             s->n_done_now, s->n_to_do, 100 * frac, s->bytes_in_done / 1048576.0, rate / 1048576.0,
-             final ? "elapsed" : "ETA", final ? el : eta, s->n_failed_numeric, final ? ", done" : "");
+    char fields[256];
+    snprintf(fields, sizeof fields,
+             "\"progress\":\"units\",\"done\":%d,\"total\":%d,\"bytes_read\":%.0f,\"elapsed_s\":%.1f,"
+             "\"eta_s\":%.1f,\"failed_tensors\":%d%s",
+             s->n_done_now, s->n_to_do, (double)s->bytes_in_done, el, final ? 0 : eta, s->n_failed_numeric,
+             final ? ",\"final\":true" : "");
+    MOEQ_LOG_F(MOEQ_LOG_INFO, fields,
+               "quantize: %d/%d units (%.1f%%), %.1f MiB read, %.1f MiB/s, %s %.0f s, %d failed tensors%s",
+               s->n_done_now, s->n_to_do, 100 * frac, s->bytes_in_done / 1048576.0, rate / 1048576.0,
+               final ? "elapsed" : "ETA", final ? el : eta, s->n_failed_numeric, final ? ", done" : "");
 }
 
 // Peak resident set so far (VmHWM, KiB) and now (VmRSS), for -v logs at phase boundaries.
@@ -506,10 +512,7 @@ static int qrun_open_plan(run_state *s) {
     moeq_cost_model cm;
     if (st == MOEQ_OK) st = moeq_cost_model_get(o->cost_model, &cm);
     if (st == MOEQ_OK) st = moeq_catalog_open(o->model_dir, &s->cat);
-    if (st == MOEQ_OK && o->recipe_path)
-        st = moeq_recipe_load(o->recipe_path, &s->recipe);
-    else if (st == MOEQ_OK)
-        st = moeq_recipe_parse("<built-in defaults>", "version: 1\n", &s->recipe);
+    if (st == MOEQ_OK) st = moeq_run_recipe_open(o->recipe_path, s->rank, &s->recipe);
     { // recipes with data-dependent policies run the analyze phase here (collective; analyze_run.h)
         moeq_status pre = moeq_run_agree(st, MPI_COMM_WORLD);
         if (pre == MOEQ_OK)

@@ -51,7 +51,7 @@ typedef struct moeq_quantize_opts {
 // The read-ahead a run uses: `requested` unless MOEQ_READ_AHEAD_AUTO; auto = MOEQ_READ_AHEAD_DEFAULT when the
 // work is on GPUs (backend "cuda"; --simulate: a cost model other than cpu-core), where the rank's CPU is
 // free while its device computes, and 0 on the CPU backend, whose kernels keep every core of the rank busy
-// (measured: a reader thread beside them slows the OpenMP loops more than it hides, README "Read-ahead").
+// (measured: a reader thread beside them slows the OpenMP loops more than it hides, docs/PERFORMANCE.md "Read-ahead").
 uint64_t moeq_read_ahead_resolve(uint64_t requested, const char *backend, int simulate,
                                  const char *cost_model);
 

@@ -287,6 +287,7 @@ static moeq_status write_report_json(const run_state *s, const sim_figs *f, cons
         json_object_set_new(j, num[k].k,
                             v == (double)(json_int_t)v ? json_integer((json_int_t)v) : json_real(v));
     }
+    if (j) moeq_cli_json_schema(j, MOEQ_SCHEMA_STATS);
     const int rc = j ? json_dump_file(j, o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(8)) : -1;
     json_decref(j);
     return rc == 0 ? MOEQ_OK

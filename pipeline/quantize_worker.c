@@ -154,6 +154,7 @@ static moeq_status write_stats(const run_state *s, const double phases[4], const
     json_object_set_new(root, "ranks_detail", ranks);
     json_object_set_new(root, "sum", sum);
     json_object_set_new(root, "artifact_checksum", json_string(ck));
+    moeq_cli_json_schema(root, MOEQ_SCHEMA_STATS);
     int rc = json_dump_file(root, s->o->stats_path, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_decref(root);
     return rc == 0 ? MOEQ_OK

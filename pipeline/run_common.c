@@ -19,6 +19,15 @@ moeq_status moeq_run_agree(moeq_status st, MPI_Comm comm) {
     return (moeq_status)worst;
 }
 
+moeq_status moeq_run_recipe_open(const char *path, int rank, moeq_recipe **out) {
+    if (path) return moeq_recipe_load(path, out);
+    if (rank == 0)
+        MOEQ_LOG(MOEQ_LOG_INFO,
+                 "no --recipe: the built-in default recipe (hqq, 4 bits, group 64); --recipe FILE chooses "
+                 "(configs/README.md)");
+    return moeq_recipe_parse("<built-in defaults>", "version: 1\n", out);
+}
+
 int moeq_run_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;

@@ -11,6 +11,10 @@
 // is not rank 0 logs its detail where it happened (rank 0 prints its own through the CLI).
 moeq_status moeq_run_agree(moeq_status st, MPI_Comm comm);
 
+// The recipe at path, or (path NULL) the built-in default, which rank 0 says in one log line so that a
+// forgotten --recipe is seen. *out is new (moeq_recipe_free).
+moeq_status moeq_run_recipe_open(const char *path, int rank, moeq_recipe **out);
+
 // 1 when path exists (any type).
 int moeq_run_file_exists(const char *path);
 

@@ -270,6 +270,12 @@ moeq_status moeq_recipe_load(const char *path, moeq_recipe **out) {
     char *text = NULL;
     size_t len = 0;
     moeq_status st = moeq_read_file(path, 1u << 20, &text, &len);
+    if (st == MOEQ_ERR_NOT_FOUND)
+        return MOEQ_FAIL(st,
+                         "recipe %s does not exist\n---> HINT: --recipe takes a YAML file; the recipes "
+                         "moeq ships are in its configs/ folder (configs/README.md), and without "
+                         "--recipe the built-in default (hqq, 4 bits, group 64) is used",
+                         path);
     if (st != MOEQ_OK) return st;
     st = parse_n(path, text, len, out);
     moeq_free(&text);

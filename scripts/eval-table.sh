@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's evaluation table: quantizes the tiny real Mixtral with RTN-3, HQQ-3 and MiLo-3 (expert rank 8
+# docs/RESULTS.md's evaluation table: quantizes the tiny real Mixtral with RTN-3, HQQ-3 and MiLo-3 (expert rank 8
 # and 32, attention rank 64) on RANKS ranks, evaluates each artifact with `moeq eval` (full validation text,
 # the protocol of reference.json; text hidden-state probes from its first window) and prints a Markdown table
 # from the JSON reports. Overrides: MODEL=DIR RANKS=N OUT=DIR MOEQ=path/to/moeq.

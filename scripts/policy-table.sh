@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# policy-table.sh: the recipes-and-policies experiment of README.md on the tiny real Mixtral: uniform 3-bit
+# policy-table.sh: the recipes-and-policies experiment of docs/RESULTS.md on the tiny real Mixtral: uniform 3-bit
 # HQQ and MiLo, the QuantMoE-Bench heuristics (attention, first/last MoE block, outlier scorer, block
 # scorer, expert frequency), MiLo's kurtosis ranks, and the budget solver at 2.5 and 3.25 bits per weight
 # and at the budget of every heuristic. Each row: `moeq quantize` then `moeq eval` (NP ranks each).

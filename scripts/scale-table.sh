@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's "Scale" table for one real model geometry, from one command:
+# docs/PERFORMANCE.md's "Scale" table for one real model geometry, from one command:
 #   scripts/scale-table.sh deepseek-r1|kimi-k2 [WORKDIR]        (WORKDIR default: /tmp/moeq-scale)
 # Writes WORKDIR/PRESET (moeq synth --sparse --preset PRESET: real config, shard names and headers, data as
 # file holes: ~20 MB of disk for 0.7-1 TB), then runs `moeq quantize --simulate` with the h100 cost model
@@ -15,7 +15,7 @@ work=${2:-/tmp/moeq-scale}
 MOEQ=${MOEQ:-build/moeq}
 RECIPE=${RECIPE:-configs/deepseek-v3-milo3.yaml}
 RANKS=${RANKS:-4 64 512}
-READ_AHEAD=${READ_AHEAD:-0} # the published tables: read-ahead off (README, Read-ahead, for on)
+READ_AHEAD=${READ_AHEAD:-0} # the published tables: read-ahead off (docs/PERFORMANCE.md, Read-ahead, for on)
 [ -x "$MOEQ" ] || scripts/build.sh >/dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mkdir -p "$work"

@@ -43,7 +43,7 @@ set +e
 "$MOEQ" frobnicate >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
 "$MOEQ" inspect "$tmp/none" 2>"$tmp/err"; rc=$?
 [ $rc -eq 3 ] || fail "missing checkpoint must exit 3 (got $rc)"
-grep -q "no config.json" "$tmp/err" || fail "missing checkpoint message"
+grep -q "none: no such directory" "$tmp/err" || fail "missing checkpoint message"
 cp "$tiny"/config.json "$tiny"/*.index.json "$tmp/"
 head -c 5000 "$tiny/model-00001-of-00002.safetensors" >"$tmp/model-00001-of-00002.safetensors"
 cp "$tiny/model-00002-of-00002.safetensors" "$tmp/"

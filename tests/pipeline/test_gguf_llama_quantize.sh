@@ -5,7 +5,7 @@
 # file has the peer's size and every tensor byte for byte the peer's (moeq's reproduction of llama.cpp's
 # quantizer, checked on real weights through the whole quantize -> artifact -> export path), the same types
 # with method search, and every perplexity finite. The perplexities (search against the peer) are printed;
-# the README's figures come from the benchmark's longer run.
+# docs/LLAMACPP.md's figures come from the benchmark's longer run.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 py="${MOEQ_LLAMA_PYTHON:-$MOEQ_SOURCE_DIR/build-venv/bin/python}"

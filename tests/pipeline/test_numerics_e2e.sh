@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Same bytes on every machine, or a refusal that says why (README "Same bytes on every machine"); source
+# Same bytes on every machine, or a refusal that says why (docs/NUMERICS.md); source
 # identity of a resumed run (README "Resume"). Forces OpenBLAS's core types per rank (OPENBLAS_CORETYPE) to
 # play nodes of different CPU generations in one run:
 #  1. the default run pins OpenBLAS's Haswell kernel: its artifact is the one OPENBLAS_CORETYPE=Haswell gives,
