@@ -27,6 +27,7 @@
 #include "run_common.h"    // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "analyze_run.h"   // defines: moeq_plan_build_collective (analyze phase + plan)
 #include "quantize_impl.h" // defines: run_state, moeq_qrun_worker, the simulated worker and dispatch variant
+#include "calib_pass.h" // defines: moeq_calib_class_of (what --calib can calibrate)
 #include "run_device.h"    // defines: moeq_run_device_select (--device, GPU binding)
 
 static char *concat(const char *a, const char *b) {
@@ -480,6 +481,17 @@ static moeq_status calib_open(run_state *s) {
                          "--calib %s: no tensor's method reads calibration inputs\n---> HINT: a recipe with "
                          "method: gptq uses them; leave --calib out otherwise",
                          o->calib_path);
+    for (int i = 0; i < p->n_tensors; i++) { // before any file is made: what the pass cannot calibrate
+        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
+        int layer = -1;
+        const char *name = s->cat->t[p->t[i].cat].name;
+        if (mt && mt->needs_calibration && moeq_calib_class_of(&s->cat->cfg, name, &layer) < 0)
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                             "tensor '%s': method %s needs the inputs of a linear layer, and this tensor is not "
+                             "one the calibration pass runs (embedding, norm or bias)\n---> HINT: give it "
+                             "another method in the recipe (e.g. a rule with set: {method: rtn})",
+                             name, mt->name);
+    }
     if (o->simulate)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
                          "--calib and --simulate: the simulation does not model the calibration "
