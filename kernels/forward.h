@@ -186,6 +186,25 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, // (T,
                                float *y,           // (T, H)
                                int32_t *topk_idx); // (T, K) or NULL
 
+// The MoE block in steps, for callers that run the routed experts elsewhere (the calibration pass's
+// expert-parallel layer, pipeline/quantize_calib.c); moeq_moe_block_cpu is route -> experts -> combine, and
+// the same steps give its bits.
+// Route: the router on x, idx and wt (T, K) as moeq_router_topk_cpu; order (T*K): the slots (t*K + j)
+// sorted by expert, tokens ascending inside an expert; off (E+1): expert e's slots are
+// order[off[e] .. off[e+1]).
+moeq_status moeq_moe_route_cpu(const moeq_moe_weights *w, const float *x, // (T, H)
+                               int64_t T,
+                               int32_t *idx,   // (T, K)
+                               float *wt,      // (T, K)
+                               int32_t *order, // (T*K)
+                               int64_t *off);  // (E+1)
+// Combine: y (T, H) = the rows of ys (T*K, H: slot r = order[r]'s expert output times its routing weight)
+// added in order, then the shared expert of x when w has one (gated by sigmoid(shared_gate·x) if present).
+moeq_status moeq_moe_combine_cpu(const moeq_moe_weights *w, const float *x, // (T, H)
+                                 int64_t T, const int32_t *order, // (T*K)
+                                 const float *ys,                 // (T*K, H)
+                                 float *y);                       // (T, H)
+
 // ---- loss ----
 
 // nll[t] = -log softmax(logits[t])[target[t]] (natural log; logsumexp in double). Targets outside

@@ -441,45 +441,95 @@ moeq_status moeq_router_topk_cpu(const float *logits, int64_t T, int64_t E, int6
     return MOEQ_OK;
 }
 
-moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_t T, float *y,
-                               int32_t *topk_idx) {
-    if (!w || !w->router || !w->experts || !x || !y || T < 0 || w->hidden <= 0 || w->n_experts <= 0 ||
-        w->top_k <= 0 || w->top_k > w->n_experts)
+static moeq_status moe_check(const moeq_moe_weights *w, int64_t T, int64_t *Imax) {
+    if (!w || !w->router || w->hidden <= 0 || w->n_experts <= 0 || w->top_k <= 0 || w->top_k > w->n_experts ||
+        T < 0)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: bad arguments");
-    if (T == 0) return MOEQ_OK;
-    const int64_t H = w->hidden, E = w->n_experts, K = w->top_k;
-    int64_t Imax = 0;
-    for (int64_t e = 0; e < E; e++) {
+    if (T * w->top_k > INT32_MAX)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: %lld tokens x top-%d is too many", (long long)T, w->top_k);
+    *Imax = 0;
+    for (int64_t e = 0; w->experts && e < w->n_experts; e++) {
         if (w->experts[e].inter <= 0)
             return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: expert %lld has no width", (long long)e);
-        if (w->experts[e].inter > Imax) Imax = w->experts[e].inter;
+        if (w->experts[e].inter > *Imax) *Imax = w->experts[e].inter;
     }
+    return MOEQ_OK;
+}
+
+moeq_status moeq_moe_route_cpu(const moeq_moe_weights *w, const float *x, int64_t T, int32_t *idx, float *wt,
+                               int32_t *order, int64_t *off) {
+    int64_t Imax;
+    MOEQ_TRY(moe_check(w, T, &Imax));
+    const int64_t H = w->hidden, E = w->n_experts, K = w->top_k, S = T * K;
+    float *logits = malloc((size_t)(T * E + 1) * sizeof(float));
+    int64_t *fill = calloc((size_t)E, sizeof(int64_t));
+    moeq_status st = logits && fill ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe router: out of memory");
+    if (st == MOEQ_OK && T > 0)
+        st = moeq_linear_act_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E, w->act_router, w->min_router);
+    if (st == MOEQ_OK && T > 0) st = moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
+    if (st == MOEQ_OK) { // counting sort of the slots by expert (tokens ascending inside an expert)
+        memset(off, 0, (size_t)(E + 1) * sizeof(int64_t));
+        for (int64_t s = 0; s < S; s++) off[idx[s] + 1]++;
+        for (int64_t e = 0; e < E; e++) off[e + 1] += off[e];
+        for (int64_t s = 0; s < S; s++) order[off[idx[s]] + fill[idx[s]]++] = (int32_t)s;
+    }
+    free(logits);
+    free(fill);
+    return st;
+}
+
+moeq_status moeq_moe_combine_cpu(const moeq_moe_weights *w, const float *x, int64_t T, const int32_t *order,
+                                 const float *ys, float *y) {
+    const int64_t H = w->hidden, S = T * w->top_k, K = w->top_k;
+    // ascending expert order, tokens ascending inside an expert: y = ((0 + y_a) + y_b) ..., exactly the
+    // order of HF's per-expert index_add_ loop (serial: T*K*H adds, negligible next to the FFNs)
+    memset(y, 0, (size_t)(T * H) * sizeof(float));
+    for (int64_t r = 0; r < S; r++) {
+        float *yr = y + (int64_t)(order[r] / K) * H;
+        const float *src = ys + r * H;
+        for (int64_t c = 0; c < H; c++) yr[c] += src[c];
+    }
+    if (!w->shared) return MOEQ_OK;
+    // Qwen2-MoE: y += sigmoid(shared_gate·x) * shared(x)
+    const int64_t Is = w->shared->inter;
+    float *sh = malloc((size_t)(T * H + 2 * T * Is + T) * sizeof(float));
+    if (!sh) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe block: out of memory for the shared expert");
+    float *sw = sh + T * H, *gl = sw + 2 * T * Is;
+    moeq_status st = moeq_swiglu_ffn_cpu(w->shared, x, T, H, sh, sw);
+    if (st == MOEQ_OK && w->shared_gate)
+        st = moeq_linear_act_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1, w->act_shared_gate,
+                                 w->min_shared_gate);
+    if (st == MOEQ_OK) {
+#pragma omp parallel for schedule(static) if (par_ok(T))
+        for (int64_t t = 0; t < T; t++) {
+            const float g = w->shared_gate ? 1.0f / (1.0f + expf(-gl[t])) : 1.0f;
+            for (int64_t c = 0; c < H; c++) y[t * H + c] += g * sh[t * H + c];
+        }
+    }
+    free(sh);
+    return st;
+}
+
+moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_t T, float *y,
+                               int32_t *topk_idx) {
+    int64_t Imax;
+    if (!w || !w->experts || !x || !y) return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: bad arguments");
+    MOEQ_TRY(moe_check(w, T, &Imax));
+    if (T == 0) return MOEQ_OK;
+    const int64_t H = w->hidden, E = w->n_experts, K = w->top_k;
     const int64_t S = T * K; // routing slots
-    if (S > INT32_MAX)
-        return MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: %lld tokens x top-%lld is too many", (long long)T,
-                         (long long)K);
-    // one arena: off (E+1) fill (E) int64 | logits (T,E) wt (S) xs (S,H) ys (S,H) work (S, 2*Imax) fp32
-    //            | idx (S) order (S) int32
-    const size_t nfloat = (size_t)(T * E + S + 2 * S * H + 2 * S * Imax);
-    char *arena = malloc((size_t)(2 * E + 1) * sizeof(int64_t) + nfloat * sizeof(float) +
+    // one arena: off (E+1) int64 | wt (S) xs (S,H) ys (S,H) work (S, 2*Imax) fp32 | idx (S) order (S) int32
+    const size_t nfloat = (size_t)(S + 2 * S * H + 2 * S * Imax);
+    char *arena = malloc((size_t)(E + 1) * sizeof(int64_t) + nfloat * sizeof(float) +
                          (size_t)(2 * S) * sizeof(int32_t));
     if (!arena) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe block: out of memory for %lld tokens", (long long)T);
-    int64_t *off = (int64_t *)arena, *fill = off + E + 1;
-    float *logits = (float *)(fill + E), *wt = logits + T * E, *xs = wt + S, *ys = xs + S * H,
-          *work = ys + S * H;
+    int64_t *off = (int64_t *)arena;
+    float *wt = (float *)(off + E + 1), *xs = wt + S, *ys = xs + S * H, *work = ys + S * H;
     int32_t *idx = (int32_t *)(work + 2 * S * Imax), *order = idx + S;
 
-    moeq_status st =
-        moeq_linear_act_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E, w->act_router, w->min_router);
-    if (st == MOEQ_OK) st = moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
+    moeq_status st = moeq_moe_route_cpu(w, x, T, idx, wt, order, off);
     if (st != MOEQ_OK) goto done;
     if (topk_idx) memcpy(topk_idx, idx, (size_t)S * sizeof(int32_t));
-
-    // counting sort of the slots by expert (tokens ascending inside an expert)
-    memset(off, 0, (size_t)(2 * E + 1) * sizeof(int64_t));
-    for (int64_t s = 0; s < S; s++) off[idx[s] + 1]++;
-    for (int64_t e = 0; e < E; e++) off[e + 1] += off[e];
-    for (int64_t s = 0; s < S; s++) order[off[idx[s]] + fill[idx[s]]++] = (int32_t)s;
 
     // experts in parallel: each owns rows [off[e], off[e+1]) of xs/ys/work (no shared writes)
     int failed = 0;
@@ -506,36 +556,7 @@ moeq_status moeq_moe_block_cpu(const moeq_moe_weights *w, const float *x, int64_
         st = MOEQ_FAIL(MOEQ_ERR_ARG, "moe block: an expert FFN failed (bad weights)");
         goto done;
     }
-    // combine in ascending expert order, tokens ascending inside an expert: y = ((0 + y_a) + y_b) ...,
-    // exactly the order of HF's per-expert index_add_ loop (serial: T*K*H adds, negligible next to the FFNs)
-    memset(y, 0, (size_t)(T * H) * sizeof(float));
-    for (int64_t r = 0; r < S; r++) {
-        float *yr = y + (int64_t)(order[r] / K) * H;
-        const float *src = ys + r * H;
-        for (int64_t c = 0; c < H; c++) yr[c] += src[c];
-    }
-
-    if (w->shared) { // Qwen2-MoE: y += sigmoid(shared_gate·x) * shared(x)
-        const int64_t Is = w->shared->inter;
-        float *sh = malloc((size_t)(T * H + 2 * T * Is + T) * sizeof(float));
-        if (!sh) {
-            st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe block: out of memory for the shared expert");
-            goto done;
-        }
-        float *sw = sh + T * H, *gl = sw + 2 * T * Is;
-        st = moeq_swiglu_ffn_cpu(w->shared, x, T, H, sh, sw);
-        if (st == MOEQ_OK && w->shared_gate)
-            st = moeq_linear_act_cpu(x, H, w->shared_gate, NULL, T, H, 1, 0, gl, 1, w->act_shared_gate,
-                                     w->min_shared_gate);
-        if (st == MOEQ_OK) {
-#pragma omp parallel for schedule(static) if (par_ok(T))
-            for (int64_t t = 0; t < T; t++) {
-                const float g = w->shared_gate ? 1.0f / (1.0f + expf(-gl[t])) : 1.0f;
-                for (int64_t c = 0; c < H; c++) y[t * H + c] += g * sh[t * H + c];
-            }
-        }
-        free(sh);
-    }
+    st = moeq_moe_combine_cpu(w, x, T, order, ys, y);
 done:
     free(arena);
     return st;

@@ -26,10 +26,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "calib_pass.h" // defines: moeq_calib_layer_rows, moeq_calib_hessian, the classes
-#include "clock.h"      // defines: moeq_now_s
-#include "eval_unit.h"  // defines: moeq_artifact_source, moeq_artifact_tensor_fn
-#include "cli.h"        // defines: MOEQ_EXIT_NOMEM
+#include "calib_layer.h" // defines: moeq_dist_layer_forward
+#include "calib_pass.h"  // defines: moeq_calib_hessian, the classes
+#include "clock.h"       // defines: moeq_now_s
+#include "eval_unit.h"   // defines: moeq_artifact_source, moeq_artifact_tensor_fn
+#include "cli.h"         // defines: MOEQ_EXIT_NOMEM
 #include "quantize_impl.h"
 #include "run_common.h" // defines: moeq_run_agree
 
@@ -52,6 +53,8 @@ typedef struct cal_state {
     int64_t *class_n;  // (n_classes) their row counts
     int units_failed;  // a unit of the last layer was not journaled (the coordinator recorded why)
     struct moeq_artifact_source *art; // the artifact being written, read back (quantized weights)
+    int *expert_owner;                // (E) the owner of each routed expert of the current layer
+    float *x_scratch;                 // (n_loc, T, H) the statistics rounds' copy of x
 } cal_state;
 
 // The class group of class c: a routed expert's two classes (x, act) are one group (one unit reads both).
@@ -130,6 +133,10 @@ static void assign_owners(cal_state *k, int layer) {
             if (load[q] < load[r]) r = q;
         k->owner[u] = r, load[r] += p->u[u].cost + 1e-9;
     }
+    for (int e = 0; e < k->cfg->n_experts; e++) k->expert_owner[e] = e % R; // (an expert without a unit)
+    for (int u = 0; u < p->n_units; u++)
+        if (k->unit_layer[u] == layer && p->u[u].expert >= 0 && p->u[u].expert < k->cfg->n_experts)
+            k->expert_owner[p->u[u].expert] = k->owner[u];
     free(load), free(gcost), free(gown);
 }
 
@@ -238,9 +245,36 @@ static moeq_status mixed_tensor_fn(void *ctx, const char *name, float *dst, int6
 
 // Loads `layer` (or, layer < 0, the model-level tensors) as the pass sees it now (mixed_tensor_fn).
 static moeq_status load_part(cal_state *k, int layer, moeq_model **out) {
-    const moeq_model_sel sel = layer < 0 ? (moeq_model_sel){0, 0, 1} : (moeq_model_sel){layer, layer + 1, 0};
+    unsigned char *mine = MOEQ_CALLOC((size_t)k->cfg->n_experts + 1, 1, "expert mask");
+    if (!mine) return MOEQ_ERR_NOMEM;
+    for (int e = 0; e < k->cfg->n_experts; e++) mine[e] = k->expert_owner[e] == k->s->rank;
+    moeq_model_sel sel = {.layer0 = layer, .layer1 = layer + 1, .experts = mine}; // only the experts it owns
+    if (layer < 0) sel = (moeq_model_sel){.model_level = 1};
     mixed_src m = {k, k->art};
-    return moeq_model_load_sel(k->cfg, &sel, mixed_tensor_fn, &m, out);
+    const moeq_status st = moeq_model_load_sel(k->cfg, &sel, mixed_tensor_fn, &m, out);
+    moeq_free(&mine);
+    return st;
+}
+
+// The layer over the ranks (calib_layer.h) on x, or on a copy of it when keep_x (the statistics rounds).
+static moeq_status dist_forward(cal_state *k, const moeq_model *m, int layer, int attn_only, int keep_x,
+                                const unsigned char *want, moeq_calib_rows *rows) {
+    const moeq_dist_layer d = {.comm = MPI_COMM_WORLD,
+                               .rank = k->s->rank,
+                               .n_ranks = k->s->n_ranks,
+                               .m = m,
+                               .layer = layer,
+                               .expert_owner = k->expert_owner,
+                               .n_seqs = k->s->calib->n_seqs,
+                               .seq0 = k->seq0,
+                               .n_loc = k->n_loc,
+                               .T = k->T};
+    float *x = k->x;
+    if (keep_x && !attn_only) {
+        memcpy(k->x_scratch, k->x, (size_t)((int64_t)k->n_loc * k->T * k->H) * sizeof(float));
+        x = k->x_scratch;
+    }
+    return moeq_dist_layer_forward(&d, x, attn_only, want, rows);
 }
 
 // Steps 1-2 for round `round` of `layer` (-1: model level, class HEAD_IN from the final norm).
@@ -270,9 +304,8 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
     moeq_status st = MOEQ_OK;
     if (any) {
         moeq_model *m = NULL;
-        st = load_part(k, layer, &m);
-        if (st == MOEQ_OK && layer >= 0)
-            st = moeq_calib_layer_rows(m, layer, k->x, k->n_loc, k->T, want, rows);
+        st = moeq_run_agree(load_part(k, layer, &m), MPI_COMM_WORLD);
+        if (st == MOEQ_OK && layer >= 0) st = dist_forward(k, m, layer, round < 2, 1, want, rows);
         float *h = NULL;
         if (st == MOEQ_OK && layer < 0 && want[MOEQ_CIN_HEAD_IN]) {
             h = malloc((size_t)(k->T * k->H) * sizeof(float));
@@ -291,6 +324,19 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
         int owner = -1;
         for (int u = 0; u < p->n_units && owner < 0; u++)
             if (k->unit_layer[u] == layer && k->unit_class[u] == class_group(c)) owner = k->owner[u];
+        if (c >= MOEQ_CIN_EXPERT0) { // a routed expert's rows are on its owner already (calib_layer.h)
+            moeq_status hs = MOEQ_OK;
+            if (owner == s->rank) {
+                const int64_t cols = moeq_calib_class_cols(k->cfg, c);
+                k->class_h[c] = malloc((size_t)(cols * cols) * sizeof(float));
+                hs = k->class_h[c] ? moeq_calib_hessian(rows[c].x, rows[c].n, cols, k->class_h[c])
+                                   : MOEQ_ERR_NOMEM;
+                k->class_n[c] = rows[c].n;
+            }
+            moeq_calib_rows_free(&rows[c]);
+            st = moeq_run_agree(hs, MPI_COMM_WORLD);
+            continue;
+        }
         st = moeq_run_agree(gather_class(k, c, owner, &rows[c]), MPI_COMM_WORLD);
     }
     for (int c = 0; c < k->n_classes; c++) moeq_calib_rows_free(&rows[c]);
@@ -322,17 +368,16 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
 // Step 3: the hidden states through `layer` as quantized (read back from the artifact).
 static moeq_status propagate(cal_state *k, int layer) {
     moeq_model *m = NULL;
-    moeq_status st = load_part(k, layer, &m);
-    for (int q = 0; q < k->n_loc && st == MOEQ_OK; q++)
-        st = moeq_model_layer_forward(m, layer, k->x + (int64_t)q * k->T * k->H, k->T, NULL);
+    moeq_status st = moeq_run_agree(load_part(k, layer, &m), MPI_COMM_WORLD);
+    if (st == MOEQ_OK) st = dist_forward(k, m, layer, 0, 0, NULL, NULL);
     moeq_model_free(&m);
-    return moeq_run_agree(st, MPI_COMM_WORLD);
+    return st;
 }
 
 // The embeddings of this rank's sequences (the embedding as the checkpoint has it: GPTQ leaves it alone).
 static moeq_status embed_all(cal_state *k) {
     moeq_model *m = NULL;
-    const moeq_model_sel sel = {0, 0, 1}; // not load_part: the same embedding whatever is journaled
+    const moeq_model_sel sel = {.model_level = 1}; // not load_part: the same embedding whatever is journaled
     moeq_status st = moeq_model_load_sel(k->cfg, &sel, moeq_catalog_tensor_fn, (void *)k->s->cat, &m);
     const moeq_calib_set *cs = k->s->calib;
     for (int q = 0; q < k->n_loc && st == MOEQ_OK; q++)
@@ -360,8 +405,10 @@ int moeq_qcal_dispatch(run_state *s, const double *cost) {
     k.rows_of = calloc((size_t)p->n_tensors, sizeof(int64_t));
     k.class_h = calloc((size_t)k.n_classes, sizeof(float *));
     k.class_n = calloc((size_t)k.n_classes, sizeof(int64_t));
+    k.expert_owner = calloc((size_t)k.cfg->n_experts + 1, sizeof(int));
+    k.x_scratch = malloc((size_t)((int64_t)(k.n_loc ? k.n_loc : 1) * k.T * k.H) * sizeof(float));
     if (!k.x || !k.unit_class || !k.unit_layer || !k.owner || !k.tensor_class || !k.hessian || !k.rows_of ||
-        !k.class_h || !k.class_n)
+        !k.class_h || !k.class_n || !k.expert_owner || !k.x_scratch)
         MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     s->ctx.hessian = (const float *const *)k.hessian;
     s->ctx.calib_rows = k.rows_of;
@@ -400,7 +447,8 @@ int moeq_qcal_dispatch(run_state *s, const double *cost) {
     if (rfd >= 0) close(rfd);
     s->ctx.hessian = NULL, s->ctx.calib_rows = NULL;
     free(k.x), free(k.unit_class), free(k.unit_layer), free(k.owner), free(k.tensor_class);
-    free(k.hessian), free(k.rows_of), free(k.class_h), free(k.class_n);
+    free(k.hessian), free(k.rows_of), free(k.class_h), free(k.class_n), free(k.expert_owner),
+        free(k.x_scratch);
     // units the coordinator gave up end the run in the seal phase (end_rank0), as after the work queue
     s->queue_st = st;
     return MOEQ_QRUN_NEXT;

@@ -54,13 +54,15 @@ typedef struct load_entry {
     unsigned char *act; // a linear layer's weight: its input's activation rounding; NULL otherwise
     const float **min;  // ... and where its block mins go (MOEQ_ACT_Q8_1)
     int layer;          // decoder layer of the tensor, -1 for model-level ones (embedding, final norm, head)
+    int expert;         // routed expert of the tensor, -1 for the others
 } load_entry;
 
 typedef struct load_list {
     load_entry *e;
     int n, cap;
     int64_t total;
-    int layer; // the layer build_list is listing (-1: model level)
+    int layer;  // the layer build_list is listing (-1: model level)
+    int expert; // the routed expert it is listing (-1: none)
 } load_list;
 
 #if defined(__GNUC__)
@@ -87,6 +89,7 @@ want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
     e->act = NULL;
     e->min = NULL;
     e->layer = l->layer;
+    e->expert = l->expert;
     l->total += numel;
     return MOEQ_OK;
 }
@@ -159,7 +162,9 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         for (int e = 0; e < E; e++) {
             char q[160];
             snprintf(q, sizeof q, "%s.%s.%d", p, d->experts, e);
+            l->expert = e;
             MOEQ_TRY(want_ffn(l, &ex[e], H, c->moe_intermediate, q, d->expert_proj));
+            l->expert = -1;
         }
         if (d->shared_expert && c->n_shared_experts > 0 && c->shared_intermediate > 0) {
             char q[128];
@@ -200,6 +205,7 @@ moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, voi
 
 // 1 when entry e is part of selection sel.
 static int selected(const load_entry *e, const moeq_model_sel *sel) {
+    if (e->expert >= 0 && sel->experts && !sel->experts[e->expert]) return 0;
     return e->layer < 0 ? sel->model_level : e->layer >= sel->layer0 && e->layer < sel->layer1;
 }
 
@@ -215,8 +221,9 @@ moeq_status moeq_model_load_sel(const moeq_model_config *cfg, const moeq_model_s
     if (!m) return MOEQ_ERR_NOMEM;
     m->cfg = *cfg;
     m->sel = *sel;
-    load_list l = {0};
+    load_list l = {.expert = -1};
     moeq_status st = MOEQ_OK;
+    m->sel.experts = NULL; // the caller's mask is read during the load only
     m->layers = MOEQ_CALLOC((size_t)cfg->n_layers, sizeof *m->layers, "forward model layers");
     m->ffns = MOEQ_CALLOC((size_t)cfg->n_layers * (size_t)(cfg->n_experts + 1), sizeof *m->ffns,
                           "forward model ffns");
@@ -254,7 +261,7 @@ moeq_status moeq_model_set_act_round(moeq_model *m, moeq_act_round_fn fn, void *
     if (!m || !fn) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_set_act_round: NULL argument");
     // the load list again: it names the tensors and points at the model's fields (the geometry fields it
     // sets get the values they have; the weight pointers are written only by moeq_model_load)
-    load_list l = {0};
+    load_list l = {.expert = -1};
     moeq_status st = build_list(m, &l);
     if (st == MOEQ_OK && m->cfg.tie_word_embeddings) { // llama.cpp multiplies with token_embd
         st = want(&l, NULL, m->cfg.vocab * (int64_t)m->cfg.hidden, "model.embed_tokens.weight");
@@ -305,7 +312,7 @@ static moeq_lora_weights *lora_slot(moeq_model *m, const unsigned char *act) {
 
 moeq_status moeq_model_set_lora(moeq_model *m, moeq_lora_fn fn, void *ctx) {
     if (!m || !fn) return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_set_lora: NULL argument");
-    load_list l = {0};
+    load_list l = {.expert = -1};
     moeq_status st = build_list(m, &l);
     int n = 0;
     for (int i = 0; i < l.n; i++) n += l.e[i].act != NULL;
@@ -384,8 +391,10 @@ static moeq_status ffn_block(const moeq_model *m, const moeq_layer_weights *L, c
 // Decoder layer l of one sequence on the workspace of ws_floats(T) (x = ws holds the layer's input and gets
 // its output; cos/sin filled): x += o_proj(attn(rope(q), rope(k), v)) on rmsnorm(x), then x +=
 // ffn(rmsnorm(x)). moe_in (T, H) (optional) gets x between the two sub-blocks (the probe entry point).
+// attn_only: stop after the attention sub-block and post_attention_layernorm (x holds the residual stream
+// after attention, lt->ffn_in the FFN's input).
 static moeq_status layer_seq(const moeq_model *m, int l, int64_t T, float *ws, const moeq_layer_taps *lt,
-                             float *moe_in) {
+                             float *moe_in, int attn_only) {
     const moeq_model_config *c = &m->cfg;
     const int64_t H = c->hidden, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
     const int64_t qd = NH * D, kvd = NKV * D;
@@ -416,6 +425,7 @@ static moeq_status layer_seq(const moeq_model *m, int l, int64_t T, float *ws, c
     if (moe_in) memcpy(moe_in, x, (size_t)(T * H) * sizeof(float));
     MOEQ_TRY(moeq_rmsnorm_cpu(x, L->ffn_norm, T, H, eps, h));
     if (lt->ffn_in) memcpy(lt->ffn_in, h, (size_t)(T * H) * sizeof(float));
+    if (attn_only) return MOEQ_OK;
     MOEQ_TRY(ffn_block(m, L, h, T, f, lt->topk));
     for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
     return MOEQ_OK;
@@ -441,7 +451,7 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
             .attn_out = taps->attn_out ? taps->attn_out + (int64_t)l * T * qd : NULL,
             .topk = topk ? topk + (int64_t)l * T * K : NULL,
         };
-        MOEQ_TRY(layer_seq(m, l, T, ws, &lt, moe_in ? moe_in + (int64_t)l * T * H : NULL));
+        MOEQ_TRY(layer_seq(m, l, T, ws, &lt, moe_in ? moe_in + (int64_t)l * T * H : NULL, 0));
     }
     if (!logits) return MOEQ_OK;
     MOEQ_TRY(moeq_rmsnorm_cpu(x, m->final_norm, T, H, eps, h));
@@ -463,8 +473,8 @@ moeq_status moeq_model_embed(const moeq_model *m, const int32_t *tok, int64_t T,
     return MOEQ_OK;
 }
 
-moeq_status moeq_model_layer_forward(const moeq_model *m, int layer, float *x, int64_t T,
-                                     const moeq_layer_taps *taps) {
+static moeq_status layer_forward(const moeq_model *m, int layer, float *x, int64_t T,
+                                 const moeq_layer_taps *taps, int attn_only) {
     static const moeq_layer_taps none = {0};
     if (!m || !x || T <= 0 || layer < 0 || layer >= m->cfg.n_layers)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_layer_forward: bad arguments (layer %d, %lld tokens)",
@@ -477,10 +487,22 @@ moeq_status moeq_model_layer_forward(const moeq_model *m, int layer, float *x, i
     float *cos_t = ws + T * (3 * H + 2 * qd + 2 * kvd), *sin_t = cos_t + T * D;
     memcpy(ws, x, (size_t)(T * H) * sizeof(float));
     moeq_status st = moeq_rope_table_cpu(T, D, c->rope_theta, cos_t, sin_t);
-    if (st == MOEQ_OK) st = layer_seq(m, layer, T, ws, taps ? taps : &none, NULL);
+    if (st == MOEQ_OK) st = layer_seq(m, layer, T, ws, taps ? taps : &none, NULL, attn_only);
     if (st == MOEQ_OK) memcpy(x, ws, (size_t)(T * H) * sizeof(float));
     moeq_free(&ws);
     return st;
+}
+
+moeq_status moeq_model_layer_forward(const moeq_model *m, int layer, float *x, int64_t T,
+                                     const moeq_layer_taps *taps) {
+    return layer_forward(m, layer, x, T, taps, 0);
+}
+
+moeq_status moeq_model_attn_forward(const moeq_model *m, int layer, float *x, int64_t T,
+                                    const moeq_layer_taps *taps) {
+    if (!taps || !taps->ffn_in)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_attn_forward: taps->ffn_in is required");
+    return layer_forward(m, layer, x, T, taps, 1);
 }
 
 moeq_status moeq_model_final_norm(const moeq_model *m, const float *x, int64_t T, float *h) {

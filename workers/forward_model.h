@@ -50,6 +50,7 @@ typedef struct moeq_layer_weights {
 typedef struct moeq_model_sel {
     int layer0, layer1;
     int model_level;
+    const unsigned char *experts; // (E) 1: load routed expert e of the selected layers; NULL: all of them
 } moeq_model_sel;
 
 typedef struct moeq_model {
@@ -147,6 +148,12 @@ moeq_status moeq_model_embed(const moeq_model *m, const int32_t *tokens, int64_t
 // bit for bit what moeq_model_forward computes for that layer.
 moeq_status moeq_model_layer_forward(const moeq_model *m, int layer, float *x, // (T, H) in/out
                                      int64_t T, const moeq_layer_taps *taps);
+// The attention sub-block of layer `layer` alone: x (T, H) in, the residual stream after attention out, and
+// taps->ffn_in (required) the FFN's input (post_attention_layernorm of it); the FFN sub-block is the
+// caller's (the calibration pass runs routed experts on the ranks that own them: x += ffn(ffn_in) then
+// gives moeq_model_layer_forward's bits).
+moeq_status moeq_model_attn_forward(const moeq_model *m, int layer, float *x, // (T, H) in/out
+                                    int64_t T, const moeq_layer_taps *taps);
 // The final norm of x (T, H) into h (T, H) (the input of lm_head). Needs model-level tensors.
 moeq_status moeq_model_final_norm(const moeq_model *m, const float *x, int64_t T, float *h);
 

@@ -1,9 +1,8 @@
 // test_calib_pass.c: the numerics of the layer-streaming calibration pass (workers/calib_pass.h,
 // calib_set.h) on mixtral-tiny: the layer-by-layer forward (embed, each layer, final norm) gives
-// moeq_model_forward's logits bit for bit from partial models; every class's rows are the taps of the
-// whole-model forward (attention input/output, expert rows = the tokens routed there, the down inputs
-// silu(gate·x)·(up·x)); the Hessian equals a double-precision Σ x·xᵀ and does not depend on how rows are
-// split into calls; the class of every tensor name; the calibration set's formats and its refusals.
+// moeq_model_forward's logits bit for bit from partial models (the rows of each class over the ranks:
+// tests/pipeline/test_calib_layer.c); the Hessian equals a double-precision Σ x·xᵀ and does not depend on how
+// rows are split into calls; the class of every tensor name; the calibration set's formats and its refusals.
 #include "test_util.h"
 
 #include <math.h>
@@ -41,13 +40,13 @@ static void test_layer_by_layer_equals_forward(void **state) {
     float *h = malloc(sizeof(float) * (size_t)(T * H)), *lg = malloc(sizeof(float) * (size_t)(T * V));
     assert_status(moeq_model_forward(full, tok, T, ref, NULL), MOEQ_OK, NULL);
     moeq_model *top = NULL;
-    const moeq_model_sel msel = {0, 0, 1};
+    const moeq_model_sel msel = {.model_level = 1};
     assert_status(moeq_model_load_sel(cfg, &msel, moeq_catalog_tensor_fn, c, &top), MOEQ_OK, NULL);
     assert_true(top->n_floats < full->n_floats / 2); // the embedding and head only
     assert_status(moeq_model_embed(top, tok, T, x), MOEQ_OK, NULL);
     for (int l = 0; l < cfg->n_layers; l++) {
         moeq_model *m = NULL;
-        const moeq_model_sel sel = {l, l + 1, 0};
+        const moeq_model_sel sel = {.layer0 = l, .layer1 = l + 1};
         assert_status(moeq_model_load_sel(cfg, &sel, moeq_catalog_tensor_fn, c, &m), MOEQ_OK, NULL);
         if (l + 1 < cfg->n_layers) // another layer is not loaded: a clear refusal
             assert_status(moeq_model_layer_forward(m, l + 1, x, T, NULL), MOEQ_ERR_ARG, "not loaded");
@@ -61,74 +60,6 @@ static void test_layer_by_layer_equals_forward(void **state) {
     moeq_model_free(&top);
     moeq_model_free(&full);
     free(ref), free(x), free(h), free(lg), free(tok);
-    moeq_catalog_close(&c);
-}
-
-// rows of each class == the whole-model forward's taps
-static void test_layer_rows(void **state) {
-    (void)state;
-    moeq_catalog *c = open_tiny();
-    const moeq_model_config *cfg = &c->cfg;
-    const int64_t T = 64, H = cfg->hidden, K = cfg->top_k, E = cfg->n_experts, L = cfg->n_layers;
-    const int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, I = cfg->moe_intermediate;
-    const int n_seq = 2, layer = 1;
-    moeq_model *full = NULL;
-    assert_status(moeq_model_load_catalog(c, &full), MOEQ_OK, NULL);
-    float *x = malloc(sizeof(float) * (size_t)(n_seq * T * H));
-    float *attn_in = malloc(sizeof(float) * (size_t)(n_seq * L * T * H));
-    float *attn_out = malloc(sizeof(float) * (size_t)(n_seq * L * T * qd));
-    float *moe_in = malloc(sizeof(float) * (size_t)(n_seq * L * T * H));
-    int32_t *topk = malloc(sizeof(int32_t) * (size_t)(n_seq * L * T * K));
-    for (int s = 0; s < n_seq; s++) {
-        int32_t *tok = some_tokens(T, 11u + (uint32_t)s);
-        const moeq_forward_taps taps = {.attn_in = attn_in + s * L * T * H,
-                                        .attn_out = attn_out + s * L * T * qd,
-                                        .moe_in = moe_in + s * L * T * H,
-                                        .topk = topk + s * L * T * K};
-        assert_status(moeq_model_forward(full, tok, T, NULL, &taps), MOEQ_OK, NULL);
-        // the layer's input = layer 0's output: run layer 0 from the embedding
-        assert_status(moeq_model_embed(full, tok, T, x + s * T * H), MOEQ_OK, NULL);
-        assert_status(moeq_model_layer_forward(full, 0, x + s * T * H, T, NULL), MOEQ_OK, NULL);
-        free(tok);
-    }
-    const int nc = moeq_calib_n_classes(cfg);
-    assert_int_equal(nc, 6 + 2 * E);
-    unsigned char *want = calloc((size_t)nc, 1);
-    moeq_calib_rows *rows = calloc((size_t)nc, sizeof *rows);
-    for (int k = 0; k < nc; k++) want[k] = k != MOEQ_CIN_HEAD_IN;
-    assert_status(moeq_calib_layer_rows(full, layer, x, n_seq, T, want, rows), MOEQ_OK, NULL);
-    assert_int_equal(rows[MOEQ_CIN_ATTN_IN].n, n_seq * T);
-    assert_int_equal(rows[MOEQ_CIN_ATTN_OUT].cols, qd);
-    for (int s = 0; s < n_seq; s++) {
-        assert_memory_equal(rows[MOEQ_CIN_ATTN_IN].x + s * T * H, attn_in + (s * L + layer) * T * H,
-                            sizeof(float) * (size_t)(T * H));
-        assert_memory_equal(rows[MOEQ_CIN_ATTN_OUT].x + s * T * qd, attn_out + (s * L + layer) * T * qd,
-                            sizeof(float) * (size_t)(T * qd));
-    }
-    int64_t total = 0;
-    for (int64_t e = 0; e < E; e++) {
-        const moeq_calib_rows *rx = &rows[MOEQ_CIN_EXPERT_X(e)], *ra = &rows[MOEQ_CIN_EXPERT_ACT(e)];
-        int64_t routed = 0;
-        for (int64_t i = 0; i < n_seq * T * K; i++) {
-            const int64_t s = i / (T * K), t = (i / K) % T;
-            routed += topk[(s * L + layer) * T * K + t * K + i % K] == e;
-        }
-        assert_int_equal(rx->n, routed);
-        assert_int_equal(ra->n, routed);
-        if (routed) assert_int_equal(ra->cols, I);
-        total += routed;
-        // the first routed row is post_attention_layernorm(moe_in) of that token: check its RMS scale
-        if (routed) {
-            double ss = 0;
-            for (int64_t j = 0; j < H; j++) ss += (double)rx->x[j] * rx->x[j];
-            assert_true(ss > 0 && isfinite(ss));
-        }
-        for (int64_t j = 0; j < ra->n * ra->cols; j++) assert_true(isfinite(ra->x[j]));
-    }
-    assert_int_equal(total, n_seq * T * K); // every token and slot once
-    for (int k = 0; k < nc; k++) moeq_calib_rows_free(&rows[k]);
-    free(want), free(rows), free(x), free(attn_in), free(attn_out), free(moe_in), free(topk);
-    moeq_model_free(&full);
     moeq_catalog_close(&c);
 }
 
@@ -222,7 +153,6 @@ static void test_calib_set(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer_by_layer_equals_forward),
-        cmocka_unit_test(test_layer_rows),
         cmocka_unit_test(test_hessian),
         cmocka_unit_test(test_classes),
         cmocka_unit_test(test_calib_set),
