@@ -29,7 +29,7 @@
 #include "cuda_entries.h" // defines: MOEQ_CUDA_ENTRIES, moeq_cuda_abi_signature (includes every declaring header)
 
 #define MODULE_NAME "libmoeq_cuda.so"
-#ifndef MOEQ_CUDA_MODULE_LIBDIR // the install's library directory relative to its bin/ (CMake: GNUInstallDirs)
+#ifndef MOEQ_CUDA_MODULE_LIBDIR // the installed library directory, relative to bin/ (CMake sets it)
 #define MOEQ_CUDA_MODULE_LIBDIR "../lib"
 #endif
 
