@@ -8,7 +8,8 @@
 //
 // Where the module is looked for, first match wins:
 //   $MOEQ_CUDA_MODULE (a path; when set, the only place tried), <dir of the executable>/libmoeq_cuda.so,
-//   <dir of the executable>/../lib/libmoeq_cuda.so, the module of this build tree
+//   <dir of the executable>/../lib/libmoeq_cuda.so (an installed tree: `cmake --install`, the library
+//   directory relative to bin/ as configured, MOEQ_CUDA_MODULE_LIBDIR), the module of this build tree
 //   (MOEQ_CUDA_MODULE_BUILD_PATH, for tests and benchmarks in subdirectories), then the dynamic loader's own
 //   search (LD_LIBRARY_PATH).
 // The module's functions use the executable's CPU kernels and error state: executables are linked with
@@ -28,6 +29,9 @@
 #include "cuda_entries.h" // defines: MOEQ_CUDA_ENTRIES, moeq_cuda_abi_signature (includes every declaring header)
 
 #define MODULE_NAME "libmoeq_cuda.so"
+#ifndef MOEQ_CUDA_MODULE_LIBDIR // the installed library directory, relative to bin/ (CMake sets it)
+#define MOEQ_CUDA_MODULE_LIBDIR "../lib"
+#endif
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static void *g_module;         // dlopen handle, kept until exit (CUDA tears down its own state at exit)
@@ -83,7 +87,7 @@ static void *module_locked(void) {
         if (slash) *slash = '\0';
         snprintf(cand, sizeof cand, "%s/" MODULE_NAME, exe);
         if (try_path(cand)) return g_module;
-        snprintf(cand, sizeof cand, "%s/../lib/" MODULE_NAME, exe);
+        snprintf(cand, sizeof cand, "%s/" MOEQ_CUDA_MODULE_LIBDIR "/" MODULE_NAME, exe);
         if (try_path(cand)) return g_module;
     }
 #ifdef MOEQ_CUDA_MODULE_BUILD_PATH

@@ -22,6 +22,7 @@ enum {
     OPT_DEVICE,
     OPT_READ_AHEAD,
     OPT_ALLOW_MIXED,
+    OPT_ALLOW_CPU,
     OPT_IMATRIX,
     OPT_CALIB,
     OPT_CALIB_FORMAT,
@@ -94,6 +95,9 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         }
         c->o.device = arg;
         return 0;
+    case OPT_ALLOW_CPU:
+        c->o.allow_cpu = 1;
+        return 0;
     case OPT_ALLOW_MIXED:
         c->o.allow_mixed_numerics = 1;
         return 0;
@@ -165,6 +169,7 @@ static int run(int argc, char **argv) {
         {"device", required_argument, NULL, OPT_DEVICE},
         {"read-ahead", required_argument, NULL, OPT_READ_AHEAD},
         {"allow-mixed-numerics", no_argument, NULL, OPT_ALLOW_MIXED},
+        {"allow-cpu", no_argument, NULL, OPT_ALLOW_CPU},
         {"imatrix", required_argument, NULL, OPT_IMATRIX},
         {"calib", required_argument, NULL, OPT_CALIB},
         {"calib-format", required_argument, NULL, OPT_CALIB_FORMAT},
@@ -237,7 +242,7 @@ const moeq_command moeq_cmd_quantize = {
     .usage =
         "[mpirun -n N] moeq quantize --model DIR --out ARTIFACT.h5 [--recipe FILE.yaml] [--imatrix FILE]\n"
         "       [--resume|--force]\n"
-        "       [--device cpu|cuda|auto] [--schedule static|dynamic] [--progress SECONDS]\n"
+        "       [--device cpu|cuda|auto [--allow-cpu]] [--schedule static|dynamic] [--progress S]\n"
         "       [--max-attempts N] [--read-ahead MIB|auto] [--stats FILE.json]\n\n"
         "Partitions the checkpoint by expert into work units (a routed expert's projections; a layer's\n"
         "attention; a shared expert; a dense MLP; the rest), quantizes them on all ranks (rank 0 also\n"
@@ -280,11 +285,14 @@ const moeq_command moeq_cmd_quantize = {
         "                         cpu: the reference kernels. cuda: the CUDA port; each rank takes a\n"
         "                         GPU of its node, round-robin by its rank on the node (among those\n"
         "                         CUDA_VISIBLE_DEVICES leaves); exit 3 on every rank when any rank has\n"
-        "                         no usable GPU. auto: cuda when every rank has a GPU, else cpu on all.\n"
+        "                         no usable GPU. auto: cuda when every rank has a GPU, else cpu on all;\n"
+        "                         a plan estimated at more than 1 h per rank on the CPU is then refused\n"
+        "                         (exit 2) unless --allow-cpu.\n"
         "                         The artifact records the backend; --resume continues only on it (cuda\n"
         "                         and cpu round differently: exit 7), auto follows the artifact's. Bytes\n"
         "                         are identical per backend (cuda: same GPU model and CUDA libraries).\n"
         "                         --simulate ignores it\n"
+        "      --allow-cpu        --device auto may run a large plan on the CPU when a rank has no GPU\n"
         "      --allow-mixed-numerics  run even when the ranks' numerics fingerprints differ (nodes whose\n"
         "                         BLAS kernels or GPUs round differently: docs/NUMERICS.md); the\n"
         "                         artifact then depends on which rank drew which unit.\n"

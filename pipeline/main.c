@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "run_numerics.h" // defines: moeq_numerics_pin
+#include "run_numerics.h" // defines: moeq_numerics_pin (and, through the kernels, moeq_cuda_module_load)
 
 static const moeq_command *const commands[] = {
     &moeq_cmd_inspect,
@@ -38,6 +38,20 @@ static void usage(FILE *f) {
                "  75  stopped by a signal with progress saved: run again with --resume\n");
 }
 
+// `--version`'s second line: where the CUDA backend module was loaded from (an installed tree: P/lib), or why
+// there is none (a CPU-only build; a module not found). Loads the module: cuBLAS, not a GPU.
+static void print_cuda_backend(void) {
+    if (moeq_cuda_module_load() == MOEQ_OK) {
+        printf("cuda backend: %s\n", moeq_cuda_module_path());
+        return;
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", moeq_error_detail());
+    char *nl = strchr(why, '\n');
+    if (nl) *nl = '\0';
+    printf("cuda backend: none (%s)\n", why);
+}
+
 int main(int argc, char **argv) {
     moeq_numerics_pin(argv); // may run this program again, with OpenBLAS's kernel pinned
     moeq_log_init(0, MOEQ_LOG_INFO);
@@ -51,6 +65,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("moeq %s (%s)\n", MOEQ_VERSION, MOEQ_GIT_HASH);
+        print_cuda_backend();
         return MOEQ_EXIT_OK;
     }
     for (int i = 0; i < N_COMMANDS; i++)

@@ -541,6 +541,8 @@ static int qrun_open_plan(run_state *s) {
             moeq_importance_print(stdout, s->imp, s->cat, s->plan, 8);
     }
     if (st == MOEQ_OK) st = calib_open(s);
+    if (st == MOEQ_OK && !o->simulate) // --device auto on the CPU: a large plan only with --allow-cpu
+        st = moeq_run_device_check_fallback(o->device, o->allow_cpu, &s->dev, s->plan, s->cat, s->n_ranks);
     if (st == MOEQ_OK && s->w->planned) st = s->w->planned(s);
     if (st == MOEQ_OK) st = moeq_run_entries(s->plan, s->cat, &s->e);
     if (st == MOEQ_OK && !s->cat->has_data)

@@ -13,7 +13,7 @@
 
 typedef struct moeq_quantize_opts {
     const char *model_dir;
-    const char *recipe_path; // NULL: built-in defaults
+    const char *recipe_path;  // NULL: built-in defaults
     const char *imatrix_path; // NULL, or llama.cpp's importance matrix (--imatrix; every rank reads it)
     // --calib: the calibration set of the layer-streaming pass (GPTQ; workers/calib_set.h) or NULL; its
     // format (moeq_calib_format), sequences and tokens per sequence (0: min(2048, the model's context))
@@ -27,6 +27,7 @@ typedef struct moeq_quantize_opts {
     moeq_schedule schedule;
     const char *cost_model; // "cpu-core"
     const char *device;     // kernel backend: "cpu", "cuda" or "auto" (run_device.h); NULL = "cpu"
+    int allow_cpu;          // --allow-cpu: auto may fall back to the CPU on a large plan (run_device.h)
     double progress_s;      // 0 = no progress lines
     int max_attempts;
     int quiet;

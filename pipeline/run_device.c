@@ -141,3 +141,21 @@ moeq_status moeq_run_device_select(const char *request, MPI_Comm comm, moeq_run_
     MOEQ_INFO0("device: cuda on all %d rank(s) (--device %s)", n_ranks, req);
     return MOEQ_OK;
 }
+
+moeq_status moeq_run_device_check_fallback(const char *request, int allow_cpu, const moeq_run_device *dev,
+                                           const moeq_plan *p, const moeq_catalog *c, int n_ranks) {
+    if (allow_cpu || !request || strcmp(request, "auto") || strcmp(dev->backend, "cpu")) return MOEQ_OK;
+    moeq_cost_model cpu;
+    MOEQ_TRY(moeq_cost_model_get("cpu-core", &cpu));
+    const double per_rank = moeq_plan_cost_under(p, c, &cpu) / (n_ranks > 0 ? n_ranks : 1);
+    if (per_rank <= MOEQ_RUN_DEVICE_CPU_LIMIT_S) return MOEQ_OK;
+    return MOEQ_FAIL(
+        MOEQ_ERR_ARG,
+        "--device auto: not every rank has a usable GPU, so this run would fall back to the CPU, "
+        "where its plan (%d tensors, %.1f GiB to read) is estimated at %.1f h per rank on %d "
+        "rank(s) (cost model cpu-core; more than %.0f h): not done unasked\n---> HINT: run one "
+        "rank per GPU (srun --gpus-per-task=1, slurm/quantize-gpu.sbatch), or pass --allow-cpu "
+        "(or --device cpu) to run it on the CPU",
+        p->n_tensors, p->bytes_in / 1073741824.0, per_rank / 3600.0, n_ranks,
+        MOEQ_RUN_DEVICE_CPU_LIMIT_S / 3600.0);
+}

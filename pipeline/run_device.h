@@ -6,7 +6,8 @@
 // One backend per run, the same on every rank: CUDA and CPU results differ in rounding, and an artifact
 // records the one backend that made it. So `cuda` fails on every rank when any rank has no usable device,
 // and `auto` takes CUDA only when every rank has a device, else the CPU everywhere (with a warning when some
-// ranks did have one). Pipeline-internal.
+// ranks did have one), for a large plan only with --allow-cpu (moeq_run_device_check_fallback).
+// Pipeline-internal.
 #ifndef MOEQ_RUN_DEVICE_H
 #define MOEQ_RUN_DEVICE_H
 
@@ -34,6 +35,14 @@ int moeq_run_device_name_ok(const char *name);
 // "cuda" with a rank lacking a usable device: MOEQ_ERR_UNSUPPORTED on every rank, rank 0's detail naming the
 // reason (its own, or how many ranks failed; the others log theirs). Nothing else fails.
 moeq_status moeq_run_device_select(const char *request, MPI_Comm comm, moeq_run_device *out);
+
+// `--device auto` that ended on the CPU (not every rank has a GPU) runs a small plan there, but a large one
+// only when asked: MOEQ_ERR_ARG (exit 2, with a hint) when the plan is estimated at more than
+// MOEQ_RUN_DEVICE_CPU_LIMIT_S seconds per rank on CPU cores (cost model cpu-core, whatever --cost-model) and
+// allow_cpu (--allow-cpu) is 0. MOEQ_OK for any other request or backend. Local, the same on every rank.
+#define MOEQ_RUN_DEVICE_CPU_LIMIT_S 3600.0
+moeq_status moeq_run_device_check_fallback(const char *request, int allow_cpu, const moeq_run_device *dev,
+                                           const moeq_plan *p, const moeq_catalog *c, int n_ranks);
 
 // This rank runs the CPU backend (the GPU binding, if any, stays unused). Local, not collective.
 void moeq_run_device_use_cpu(moeq_run_device *d);

@@ -255,6 +255,20 @@ static uint64_t tensor_mem(const moeq_tensor_info *t, const moeq_plan_tensor *pt
     return mem;
 }
 
+// Bytes read for one plan tensor: its data, and its block scales when it is quantized (FP8 checkpoints).
+static uint64_t tensor_bytes_in(const moeq_catalog *c, const moeq_plan_tensor *pt) {
+    const moeq_tensor_info *t = &c->t[pt->cat];
+    uint64_t in = t->nbytes;
+    if (pt->q.method != MOEQ_METHOD_NONE && t->scale >= 0) in += c->t[t->scale].nbytes;
+    return in;
+}
+
+double moeq_plan_cost_under(const moeq_plan *p, const moeq_catalog *c, const moeq_cost_model *cm) {
+    double s = 0;
+    for (int i = 0; i < p->n_tensors; i++) s += moeq_cost_tensor(cm, &p->t[i], tensor_bytes_in(c, &p->t[i]));
+    return s;
+}
+
 // The units of the sorted entries, their figures and the plan's totals, and the digest over all of it.
 static moeq_status fill_units(const moeq_catalog *c, const moeq_recipe *r, const moeq_cost_model *cm,
                               const entry *e, int n, moeq_plan *p) {
@@ -288,8 +302,7 @@ static moeq_status fill_units(const moeq_catalog *c, const moeq_recipe *r, const
         *pt = e[i].pt;
         pt->unit = u;
         const moeq_tensor_info *t = &c->t[pt->cat];
-        uint64_t in = t->nbytes;
-        if (pt->q.method != MOEQ_METHOD_NONE && t->scale >= 0) in += c->t[t->scale].nbytes;
+        const uint64_t in = tensor_bytes_in(c, pt);
         moeq_unit *un = &p->u[u];
         un->count++;
         un->bytes_in += in;

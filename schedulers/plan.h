@@ -92,6 +92,10 @@ typedef struct moeq_plan {
 // ending in '\n', into buf (truncated to cap). Returns the number of tensors (0: none, buf "").
 int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *buf, size_t cap);
 
+// The plan's estimated seconds of work under cost model cm, whatever model it was built with (sum over its
+// tensors; e.g. what a run planned for GPUs would take on CPU cores).
+double moeq_plan_cost_under(const moeq_plan *p, const moeq_catalog *c, const moeq_cost_model *cm);
+
 // Builds the plan. Fails (MOEQ_ERR_UNSUPPORTED, naming the tensor) when a setting cannot apply, and
 // (MOEQ_ERR_FORMAT, naming the rule, its line and its match) when a recipe rule matches no tensor. Under
 // `target: gguf` the final plan (not a rules-only one) is checked by moeq_gguf_plan_check (target.h).

@@ -4,12 +4,28 @@
 # tests/kernels/test_ggml_gguf.py) and llama-cpp-python (llama.cpp itself, built from its bundled source:
 # tests/python/llama_eval.py runs moeq's GGUF files in it). Idempotent: does nothing when all are present.
 # Used by both README commands and by CI. Needs root (or sudo) only when a Debian package is missing.
+#   scripts/install-deps.sh               build, run and test moeq (the main job's install: no Slurm daemons)
+#   scripts/install-deps.sh --with-slurm  also Slurm's daemons and munge, for tests/slurm (scripts/test.sh)
+#   scripts/install-deps.sh --runtime     only what building (-DMOEQ_BUILD_TESTS=OFF) and running need: no
+#                                         test tools, no PyPI (the container's %post, apptainer/post.sh)
+#   scripts/install-deps.sh --list ...   print the Debian packages those options need, install nothing
+# MOEQ_DEPS_SLURM=1 is the same as --with-slurm.
 set -euo pipefail
+slurm=${MOEQ_DEPS_SLURM:-0} runtime=0 list=0
+for a in "$@"; do
+    case "$a" in
+        --with-slurm) slurm=1 ;;
+        --runtime) runtime=1 ;;
+        --list) list=1 ;;
+        *) echo "install-deps: unknown option '$a' (--with-slurm, --runtime, --list)" >&2; exit 2 ;;
+    esac
+done
 PKGS=(cmake make gcc g++ pkg-config git
-      libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-      libcmocka-dev libopenblas-dev liblapacke-dev libjansson-dev libyaml-dev libxxhash-dev
-      gnuplot-nox jq python3-h5py python3-venv xz-utils
-      slurmctld slurmd slurm-client munge)
+      libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
+      libopenblas-dev liblapacke-dev libjansson-dev libyaml-dev libxxhash-dev gnuplot-nox)
+[ "$runtime" = 1 ] || PKGS+=(hdf5-tools libcmocka-dev jq python3-h5py python3-venv xz-utils)
+[ "$slurm" = 1 ] && PKGS+=(slurmctld slurmd slurm-client munge)
+[ "$list" = 1 ] && { printf '%s\n' "${PKGS[@]}"; exit 0; }
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +40,7 @@ else
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+[ "$runtime" = 1 ] && exit 0
 # Python test tools, pinned (the versions the tests were written against), in build-venv/ beside the builds
 PYPKGS=(gguf==0.19.0 llama_cpp_python==0.3.36)
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -6,7 +6,7 @@
 #   scripts/test-asan.sh -R quant   arguments go to ctest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --with-slurm # tests/slurm runs a real Slurm
 BUILD_DIR=build-asan scripts/build.sh -DMOEQ_SANITIZE=ON -DMOEQ_CUDA=OFF
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 cd build-asan

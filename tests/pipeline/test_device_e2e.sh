@@ -4,7 +4,7 @@
 # artifact started by another backend is refused on --resume (exit 7, partial kept) and --device auto
 # follows a CPU artifact. Without a usable GPU (this CI machine, or a CPU-only build): --device cuda fails
 # on every rank of mpirun -n 2 with exit 3, the reason and the hint, and writes nothing; --device auto
-# records "cpu". With a GPU: one log line per rank names its device, the CUDA artifact records "cuda" and is
+# records "cpu", and refuses a large plan (exit 2) unless --allow-cpu. With a GPU: one log line per rank names its device, the CUDA artifact records "cuda" and is
 # identical for 1 and 2 ranks, and resuming a CPU artifact with --device cuda is refused.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}" "${MOEQ_SET_ROOT_ATTR:?}"
@@ -50,6 +50,24 @@ if [ $rc -ne 0 ]; then
     grep -q "device: cpu on all 2 rank(s) (--device auto: no CUDA device visible)" "$tmp/auto.log" || fail "auto says cpu"
     [ "$(backend_of "$tmp/auto.h5")" = cpu ] || fail "--device auto without a GPU records cpu"
     cmp "$tmp/def.h5" "$tmp/auto.h5" || fail "--device auto (cpu) differs from the default"
+    # auto on a large plan (Mixtral-8x7B's geometry, sparse: ~1.8 h on one CPU rank by the cost model): not
+    # on the CPU unasked: exit 2 with the estimate and the hint, nothing written; --allow-cpu (and --device
+    # cpu) pass that check (and stop at the missing output directory: exit 4, after planning)
+    "$MOEQ" synth --sparse --arch mixtral --layers 32 --hidden 4096 --intermediate 14336 --experts 8 --top-k 2 \
+        -q "$tmp/big" >/dev/null
+    big() { "$MOEQ" quantize --progress 0 --model "$tmp/big" "$@"; }
+    set +e
+    big --out "$tmp/big.h5" --device auto 2>"$tmp/err"; rc=$?
+    set -e
+    [ $rc -eq 2 ] && grep -q "device auto: not every rank has a usable GPU, so this run would fall back to the CPU, where its plan (995 tensors, 87.0 GiB to read) is estimated at [0-9.]* h per rank" "$tmp/err" \
+        && grep -q -- "---> HINT: .*--gpus-per-task=1.*pass --allow-cpu" "$tmp/err" || { cat "$tmp/err"; fail "auto on a large plan without a GPU must exit 2 (rc $rc)"; }
+    ! ls "$tmp"/big.h5* >/dev/null 2>&1 || fail "a refused fallback wrote something"
+    for a in "--device auto --allow-cpu" "--device cpu"; do
+        set +e
+        big --out "$tmp/no/big.h5" $a 2>"$tmp/err"; rc=$?
+        set -e
+        [ $rc -eq 4 ] && grep -q "no/big.h5.lock" "$tmp/err" || { cat "$tmp/err"; fail "$a: must pass the fallback check (rc $rc)"; }
+    done
     echo "no usable CUDA device here: the GPU half of this test did not run"
 else
     # ---- a GPU: binding logged per rank, backend recorded, deterministic across rank counts ----

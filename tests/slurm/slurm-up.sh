@@ -1,10 +1,10 @@
 # tests/slurm/slurm-up.sh: sourced by Slurm tests. Starts a private single-node Slurm on this machine:
 # munged (as user munge, private socket and key), slurmctld and slurmd (as root, private ports, spool and
 # state dirs under $SLURM_TMP), and a trap that stops all three by PID. Exports SLURM_CONF for the clients.
-# Needs the Debian packages slurmctld slurmd slurm-client munge (scripts/install-deps.sh installs them).
+# Needs the Debian packages slurmctld slurmd slurm-client munge (scripts/install-deps.sh --with-slurm installs them).
 : "${SLURM_TMP:?}"
 for b in munged slurmctld slurmd sbatch scontrol; do
-    command -v "$b" >/dev/null || { echo "FAIL: $b not found (scripts/install-deps.sh installs Slurm)" >&2; exit 1; }
+    command -v "$b" >/dev/null || { echo "FAIL: $b not found (scripts/install-deps.sh --with-slurm installs Slurm)" >&2; exit 1; }
 done
 host=$(hostname -s)
 port=$((17000 + RANDOM % 2000))
