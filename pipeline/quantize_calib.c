@@ -140,38 +140,52 @@ static void assign_owners(cal_state *k, int layer) {
     free(load), free(gcost), free(gown);
 }
 
-// The rows of class c on every rank to its owner (rows in rank order), whose Hessian it becomes.
+// The rows of class c on every rank to its owner, one rank after the other (rank order = global token
+// order), summed into its Hessian as they arrive: the owner holds one rank's rows at a time.
 static moeq_status gather_class(cal_state *k, int c, int owner, moeq_calib_rows *rows) {
     const int R = k->s->n_ranks, me = k->s->rank;
     const int64_t cols = moeq_calib_class_cols(k->cfg, c);
-    int n_mine = (int)rows->n, *counts = NULL, *displs = NULL;
-    if (me == owner) {
-        counts = malloc(sizeof(int) * (size_t)R), displs = malloc(sizeof(int) * (size_t)R);
-        if (!counts || !displs) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
-    }
-    MPI_Gather(&n_mine, 1, MPI_INT, counts, 1, MPI_INT, owner, MPI_COMM_WORLD);
-    MPI_Datatype row;
-    MPI_Type_contiguous((int)cols, MPI_FLOAT, &row);
-    MPI_Type_commit(&row);
-    float *all = NULL;
-    int64_t n_all = 0;
+    enum { TAG_ROWS = 7302 };
+    long long n_mine = rows->n;
+    const long long piece = (1ll << 24) / cols > 0 ? (1ll << 24) / cols : 1; // rows per message (64 MiB)
     moeq_status st = MOEQ_OK;
-    if (me == owner) {
-        for (int q = 0; q < R; q++) displs[q] = (int)n_all, n_all += counts[q];
-        all = malloc((size_t)(n_all ? n_all : 1) * (size_t)cols * sizeof(float));
-        if (!all) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+    if (me != owner) {
+        MPI_Send(&n_mine, 1, MPI_LONG_LONG, owner, TAG_ROWS, MPI_COMM_WORLD);
+        for (long long r0 = 0; r0 < n_mine; r0 += piece) {
+            const long long m = n_mine - r0 < piece ? n_mine - r0 : piece;
+            MPI_Send(rows->x + r0 * cols, (int)(m * cols), MPI_FLOAT, owner, TAG_ROWS, MPI_COMM_WORLD);
+        }
+        moeq_calib_rows_free(rows);
+        return MOEQ_OK;
     }
-    MPI_Gatherv(rows->x ? rows->x : (float *)&n_mine, n_mine, row, all, counts, displs, row, owner,
-                MPI_COMM_WORLD);
-    MPI_Type_free(&row);
+    moeq_hessian_acc acc;
+    st = moeq_hessian_acc_init(&acc, cols);
+    float *in = NULL;
+    for (int q = 0; q < R; q++) {
+        long long n = n_mine;
+        if (q != me) MPI_Recv(&n, 1, MPI_LONG_LONG, q, TAG_ROWS, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        for (long long r0 = 0; r0 < n; r0 += piece) {
+            const long long m = n - r0 < piece ? n - r0 : piece;
+            const float *x = rows->x + r0 * cols;
+            if (q != me) {
+                if (!in) in = malloc((size_t)(piece * cols) * sizeof(float));
+                if (!in) MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
+                MPI_Recv(in, (int)(m * cols), MPI_FLOAT, q, TAG_ROWS, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                x = in;
+            }
+            if (st == MOEQ_OK) moeq_hessian_acc_add(&acc, x, m);
+        }
+    }
+    free(in);
     moeq_calib_rows_free(rows);
-    if (me == owner) {
-        k->class_h[c] = malloc((size_t)(cols * cols) * sizeof(float));
-        st = k->class_h[c] ? moeq_calib_hessian(all, n_all, cols, k->class_h[c]) : MOEQ_ERR_NOMEM;
-        k->class_n[c] = n_all;
+    if (st != MOEQ_OK) return st;
+    k->class_n[c] = acc.n;
+    k->class_h[c] = malloc((size_t)(cols * cols) * sizeof(float));
+    if (!k->class_h[c]) {
+        moeq_hessian_acc_free(&acc);
+        return MOEQ_ERR_NOMEM;
     }
-    free(all), free(counts), free(displs);
-    return st;
+    return moeq_hessian_acc_finish(&acc, k->class_h[c]);
 }
 
 // Runs unit u on this rank with its Hessians, and hands its results to rank 0 (a message, or directly).

@@ -120,88 +120,59 @@ void moeq_calib_rows_free(moeq_calib_rows *r) {
     memset(r, 0, sizeof *r);
 }
 
-// The down projection's input of FFN f on rows x (n, H), appended to out: work (2, n, I), y (n, H) scratch.
-static moeq_status ffn_act_rows(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H,
-                                moeq_calib_rows *out) {
-    if (n == 0) return MOEQ_OK;
-    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter + n * H) * sizeof(float), "calibration ffn rows");
-    if (!work) return MOEQ_ERR_NOMEM;
-    moeq_status st = moeq_swiglu_ffn_cpu(f, x, n, H, work + 2 * n * f->inter, work);
-    if (st == MOEQ_OK) st = moeq_calib_rows_append(out, work, n, f->inter);
-    moeq_free(&work);
-    return st;
-}
-
-moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x, int n_seq, int64_t T,
-                                  const unsigned char *want, moeq_calib_rows *rows) {
-    const moeq_model_config *c = &m->cfg;
-    const int64_t H = c->hidden, qd = (int64_t)c->n_heads * c->head_dim, K = c->top_k, E = c->n_experts;
-    const moeq_layer_weights *L = &m->layers[layer];
-    float *buf = MOEQ_MALLOC((size_t)(T * (3 * H + qd) + T * H) * sizeof(float), "calibration layer taps");
-    int32_t *topk = MOEQ_MALLOC((size_t)(T * K) * sizeof(int32_t), "calibration top-k");
-    if (!buf || !topk) {
-        moeq_free(&buf);
-        moeq_free(&topk);
-        return MOEQ_ERR_NOMEM;
-    }
-    float *xs = buf, *attn_in = xs + T * H, *attn_out = attn_in + T * H, *ffn_in = attn_out + T * qd;
-    float *sel = ffn_in + T * H; // (T, H): one expert's rows of one sequence
-    moeq_status st = MOEQ_OK;
-    for (int s = 0; s < n_seq && st == MOEQ_OK; s++) {
-        memcpy(xs, x + (int64_t)s * T * H, (size_t)(T * H) * sizeof(float));
-        const moeq_layer_taps taps = {
-            .attn_in = attn_in, .attn_out = attn_out, .ffn_in = ffn_in, .topk = topk};
-        st = moeq_model_layer_forward(m, layer, xs, T, &taps);
-        if (st == MOEQ_OK && want[MOEQ_CIN_ATTN_IN])
-            st = moeq_calib_rows_append(&rows[MOEQ_CIN_ATTN_IN], attn_in, T, H);
-        if (st == MOEQ_OK && want[MOEQ_CIN_ATTN_OUT])
-            st = moeq_calib_rows_append(&rows[MOEQ_CIN_ATTN_OUT], attn_out, T, qd);
-        if (st == MOEQ_OK && want[MOEQ_CIN_FFN_IN])
-            st = moeq_calib_rows_append(&rows[MOEQ_CIN_FFN_IN], ffn_in, T, H);
-        if (!L->is_moe) {
-            if (st == MOEQ_OK && want[MOEQ_CIN_DENSE_ACT])
-                st = ffn_act_rows(&L->dense, ffn_in, T, H, &rows[MOEQ_CIN_DENSE_ACT]);
-            continue;
-        }
-        if (st == MOEQ_OK && want[MOEQ_CIN_SHARED_ACT] && L->moe.shared)
-            st = ffn_act_rows(L->moe.shared, ffn_in, T, H, &rows[MOEQ_CIN_SHARED_ACT]);
-        for (int64_t e = 0; e < E && st == MOEQ_OK; e++) {
-            const int wx = want[MOEQ_CIN_EXPERT_X(e)], wa = want[MOEQ_CIN_EXPERT_ACT(e)];
-            if (!wx && !wa) continue;
-            int64_t n = 0; // rows of tokens routed to e, token order (one per slot: top-k ids are distinct)
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t j = 0; j < K; j++)
-                    if (topk[t * K + j] == e)
-                        memcpy(sel + (n++) * H, ffn_in + t * H, (size_t)H * sizeof(float));
-            if (wx) st = moeq_calib_rows_append(&rows[MOEQ_CIN_EXPERT_X(e)], sel, n, H);
-            if (st == MOEQ_OK && wa)
-                st = ffn_act_rows(&L->moe.experts[e], sel, n, H, &rows[MOEQ_CIN_EXPERT_ACT(e)]);
-        }
-    }
-    moeq_free(&buf);
-    moeq_free(&topk);
-    return st;
-}
-
 #define CALIB_CHUNK 512
 
-moeq_status moeq_calib_hessian(const float *x, int64_t n, int64_t C, float *H) {
-    double *acc = MOEQ_CALLOC((size_t)(C * C), sizeof(double), "Hessian accumulator");
-    float *part = MOEQ_MALLOC((size_t)(C * C) * sizeof(float), "Hessian chunk");
-    if (!acc || !part) {
-        moeq_free(&acc);
-        moeq_free(&part);
-        return MOEQ_ERR_NOMEM;
+void moeq_hessian_acc_free(moeq_hessian_acc *a) {
+    moeq_free(&a->acc), moeq_free(&a->buf), moeq_free(&a->part);
+}
+
+moeq_status moeq_hessian_acc_init(moeq_hessian_acc *a, int64_t C) {
+    memset(a, 0, sizeof *a);
+    a->C = C;
+    a->acc = MOEQ_CALLOC((size_t)(C * C), sizeof(double), "Hessian accumulator");
+    a->buf = MOEQ_MALLOC((size_t)(CALIB_CHUNK * C) * sizeof(float), "Hessian chunk rows");
+    a->part = MOEQ_MALLOC((size_t)(C * C) * sizeof(float), "Hessian chunk");
+    if (a->acc && a->buf && a->part) return MOEQ_OK;
+    moeq_hessian_acc_free(a);
+    return MOEQ_ERR_NOMEM;
+}
+
+// part = Xcᵀ Xc of m rows, added to the double accumulator: the inner dimension (rows) is never split
+// across threads by OpenBLAS, so the same chunk gives the same bits.
+static void chunk_add(moeq_hessian_acc *a, const float *x, int64_t m) {
+    const int64_t C = a->C;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)C, (int)m, 1.0f, x, (int)C, x, (int)C,
+                0.0f, a->part, (int)C);
+    for (int64_t i = 0; i < C * C; i++) a->acc[i] += a->part[i];
+}
+
+moeq_status moeq_hessian_acc_add(moeq_hessian_acc *a, const float *x, int64_t n) {
+    const int64_t C = a->C;
+    a->n += n;
+    while (n > 0) {
+        if (a->carry == 0 && n >= CALIB_CHUNK) { // whole chunks straight from x
+            chunk_add(a, x, CALIB_CHUNK);
+            x += CALIB_CHUNK * C, n -= CALIB_CHUNK;
+            continue;
+        }
+        const int64_t take = n < CALIB_CHUNK - a->carry ? n : CALIB_CHUNK - a->carry;
+        memcpy(a->buf + a->carry * C, x, (size_t)(take * C) * sizeof(float));
+        a->carry += take, x += take * C, n -= take;
+        if (a->carry == CALIB_CHUNK) chunk_add(a, a->buf, CALIB_CHUNK), a->carry = 0;
     }
-    for (int64_t r0 = 0; r0 < n; r0 += CALIB_CHUNK) {
-        const int64_t m = n - r0 < CALIB_CHUNK ? n - r0 : CALIB_CHUNK;
-        // part (C, C) = Xcᵀ Xc: the inner dimension (rows) is never split across threads by OpenBLAS
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)C, (int)m, 1.0f, x + r0 * C, (int)C,
-                    x + r0 * C, (int)C, 0.0f, part, (int)C);
-        for (int64_t i = 0; i < C * C; i++) acc[i] += part[i];
-    }
-    for (int64_t i = 0; i < C * C; i++) H[i] = (float)acc[i];
-    moeq_free(&acc);
-    moeq_free(&part);
     return MOEQ_OK;
+}
+
+moeq_status moeq_hessian_acc_finish(moeq_hessian_acc *a, float *H) {
+    if (a->carry) chunk_add(a, a->buf, a->carry), a->carry = 0;
+    for (int64_t i = 0; i < a->C * a->C; i++) H[i] = (float)a->acc[i];
+    moeq_hessian_acc_free(a);
+    return MOEQ_OK;
+}
+
+moeq_status moeq_calib_hessian(const float *x, int64_t n, int64_t C, float *H) {
+    moeq_hessian_acc a;
+    MOEQ_TRY(moeq_hessian_acc_init(&a, C));
+    moeq_hessian_acc_add(&a, x, n);
+    return moeq_hessian_acc_finish(&a, H);
 }

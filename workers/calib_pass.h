@@ -1,7 +1,7 @@
 // calib_pass.h: the numerics of the layer-streaming calibration pass behind `moeq quantize --calib` (GPTQ):
-// which input each linear weight sees (its "class"), the rows of every class for one layer over a rank's
-// calibration sequences, and the Hessian H = Σ x·xᵀ of a class's rows in a fixed order. MPI-free: the
-// pipeline (pipeline/quantize_calib.c) moves rows to the rank that quantizes them and runs the layers.
+// which input each linear weight sees (its "class"), sets of rows, and the Hessian H = Σ x·xᵀ of a class's
+// rows in a fixed order. MPI-free: the pipeline runs the layers over the ranks (pipeline/calib_layer.h),
+// moves rows to the rank that quantizes them and runs the units (pipeline/quantize_calib.c).
 //
 // Classes of one decoder layer (each a set of rows of one width):
 //   ATTN_IN    input_layernorm's output, every token               q/k/v_proj            (T, H)
@@ -19,8 +19,8 @@
 // as quantized (GPTQ's sequential order across layers).
 //
 // Determinism: every row is computed one sequence at a time (the same computation whatever the number of
-// sequences a rank holds), and moeq_calib_hessian sums fixed chunks of rows in order, so the Hessian of a
-// class depends only on its rows in global token order, not on the rank count.
+// sequences a rank holds), and the Hessian sums fixed chunks of rows in order, so the Hessian of a class
+// depends only on its rows in global token order, not on the rank count.
 #ifndef MOEQ_CALIB_PASS_H
 #define MOEQ_CALIB_PASS_H
 
@@ -62,16 +62,25 @@ typedef struct moeq_calib_rows {
 moeq_status moeq_calib_rows_append(moeq_calib_rows *r, const float *x, int64_t n, int64_t cols);
 void moeq_calib_rows_free(moeq_calib_rows *r);
 
-// Layer `layer` of m (loaded, original weights) over n_seq sequences of T tokens whose layer inputs are x
-// (n_seq, T, H) (left unchanged): appends to rows[c] the rows of every class c with want[c] != 0
-// (rows: moeq_calib_n_classes entries). The layer's output is not kept (the pipeline recomputes it from
-// the quantized layer).
-moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x, int n_seq, int64_t T,
-                                  const unsigned char *want, moeq_calib_rows *rows);
-
 // H (C, C) = Σ over rows of x·xᵀ: fixed chunks of 512 rows (sgemm) summed in double in row order, then
 // rounded to float. Rows n == 0 give H = 0.
 moeq_status moeq_calib_hessian(const float *x, int64_t n, int64_t C, float *H);
+
+// The same sum fed in pieces (rows arriving rank by rank): the chunks are the consecutive 512 rows of
+// everything added, however the pieces split them, so the result is moeq_calib_hessian's of the
+// concatenation, bit for bit. Memory: C² doubles and 512 rows.
+typedef struct moeq_hessian_acc {
+    int64_t C, n;  // width, rows added
+    int64_t carry; // rows waiting in buf for a whole chunk
+    double *acc;   // (C, C)
+    float *buf;    // (512, C)
+    float *part;   // (C, C)
+} moeq_hessian_acc;
+moeq_status moeq_hessian_acc_init(moeq_hessian_acc *a, int64_t C);
+moeq_status moeq_hessian_acc_add(moeq_hessian_acc *a, const float *x, int64_t n); // x (n, C)
+// H (C, C) float; the accumulator is freed.
+moeq_status moeq_hessian_acc_finish(moeq_hessian_acc *a, float *H);
+void moeq_hessian_acc_free(moeq_hessian_acc *a);
 
 #ifdef __cplusplus
 }

@@ -79,6 +79,14 @@ static void test_hessian(void **state) {
         }
     assert_status(moeq_calib_hessian(x, n, C, H2), MOEQ_OK, NULL); // the same bits again
     assert_memory_equal(H, H2, sizeof(float) * (size_t)(C * C));
+    // fed in pieces that split the 512-row chunks: the same bits
+    moeq_hessian_acc acc;
+    assert_status(moeq_hessian_acc_init(&acc, C), MOEQ_OK, NULL);
+    const int64_t cut[4] = {0, 100, 800, 1300};
+    for (int k = 0; k < 3; k++) moeq_hessian_acc_add(&acc, x + cut[k] * C, cut[k + 1] - cut[k]);
+    assert_int_equal(acc.n, n);
+    assert_status(moeq_hessian_acc_finish(&acc, H2), MOEQ_OK, NULL);
+    assert_memory_equal(H, H2, sizeof(float) * (size_t)(C * C));
     assert_status(moeq_calib_hessian(x, 0, C, H2), MOEQ_OK, NULL);
     for (int64_t i = 0; i < C * C; i++) assert_true(H2[i] == 0.0f);
     free(x), free(H), free(H2);
