@@ -12,12 +12,14 @@
 #include "analyze_run.h" // defines: moeq_plan_build_collective
 #include "run_common.h"  // defines: moeq_run_recipe_open
 #include "moeq_sched.h"
+#include "calib_pass.h" // defines: moeq_calib_estimate_make
 #include "importance.h" // defines: moeq_importance_bind, moeq_importance_print, moeq_plan_digest_imatrix
 
 typedef struct {
     const char *model, *recipe, *explain, *cost_model, *imatrix;
     long ranks;
     int json, tensors;
+    long calib_seqs, calib_len; // the calibration pass's estimate (recipes with method gptq); 0: defaults
 } plan_opts;
 
 static int on_opt(int opt, const char *arg, void *ctx) {
@@ -48,6 +50,10 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case 'I':
         o->imatrix = arg;
         return 0;
+    case 'S':
+        return moeq_cli_int("plan", "--calib-seqs", arg, 1, 1 << 24, &o->calib_seqs);
+    case 'L':
+        return moeq_cli_int("plan", "--calib-len", arg, 2, 1 << 24, &o->calib_len);
     default:
         return 1;
     }
@@ -189,6 +195,35 @@ typedef struct plan_run {
     int per_kind[MOEQ_UNIT_KIND_COUNT]; // units by kind
     uint64_t meta, peak; // catalog + plan memory of every rank; + the largest unit's working set
 } plan_run;
+
+// The calibration pass of a recipe with method gptq (workers/calib_pass.h moeq_calib_estimate_make): its
+// memory per rank and time for --ranks, --calib-seqs x --calib-len tokens (quantize's defaults).
+static int calib_estimate(const plan_run *x, moeq_calib_estimate *e, long *seqs, long *len) {
+    if (!moeq_plan_needs_calib(x->p)) return 0;
+    const int ctx = x->c->cfg.max_position_embeddings;
+    *seqs = x->o.calib_seqs > 0 ? x->o.calib_seqs : 128;
+    *len = x->o.calib_len > 0 ? x->o.calib_len : ctx > 0 && ctx < 2048 ? ctx : 2048;
+    moeq_cost_model cpu; // the pass computes on the CPU whatever --cost-model says (no GPU port yet)
+    if (moeq_cost_model_get("cpu-core", &cpu) != MOEQ_OK) return 0;
+    return moeq_calib_estimate_make(x->c, x->p, &cpu, (int)x->o.ranks, (int)*seqs, *len, e) == MOEQ_OK;
+}
+
+static void print_calib(const plan_run *x) {
+    moeq_calib_estimate e;
+    long seqs, len;
+    if (!calib_estimate(x, &e, &seqs, &len)) return;
+    char m[32], w[32], st[32], r[32], h[32], xb[32];
+    fmt_bytes(e.mem_per_rank, m, sizeof m), fmt_bytes(e.weights_bytes, w, sizeof w);
+    fmt_bytes(e.states_bytes, st, sizeof st), fmt_bytes(e.rows_bytes, r, sizeof r);
+    fmt_bytes(e.hessian_bytes, h, sizeof h), fmt_bytes(e.exchange_bytes, xb, sizeof xb);
+    printf(
+        "calibration     --calib %ld sequences x %ld tokens (%lld), %ld ranks: memory per rank %s = layer "
+        "without others' experts %s + hidden states %s + rows %s + largest Hessian (C = %lld) %s; time "
+        "%.0f s = forward %.0f s + Hessians %.0f s + units %.0f s (cpu-core: the pass has no GPU port yet); "
+        "routed rows exchanged %s\n",
+        seqs, len, (long long)e.tokens, x->o.ranks, m, w, st, r, (long long)e.max_cols, h, e.total_s,
+        e.forward_s, e.hessian_s, e.units_s, xb);
+}
 
 // Catalog, recipe and plan; recipes with data-dependent policies run the analyze phase first (collective:
 // MPI is started here when mpirun did not).
@@ -411,6 +446,18 @@ static void print_json(const plan_run *x) {
     json_object_set_new(root, "target",
                         x->rec->target == MOEQ_TARGET_GGUF ? json_string("gguf") : json_null());
     if (x->rec->target == MOEQ_TARGET_GGUF) json_object_set_new(root, "gguf", gguf_json(x));
+    moeq_calib_estimate ce;
+    long cseqs, clen;
+    if (calib_estimate(x, &ce, &cseqs, &clen))
+        json_object_set_new(root, "calibration",
+                            json_pack("{s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I}",
+                                      "sequences", (json_int_t)cseqs, "seq_len", (json_int_t)clen, "tokens",
+                                      (json_int_t)ce.tokens, "mem_per_rank_bytes", ce.mem_per_rank,
+                                      "weights_bytes", ce.weights_bytes, "states_bytes", ce.states_bytes,
+                                      "rows_bytes", ce.rows_bytes, "hessian_bytes", ce.hessian_bytes,
+                                      "total_s", ce.total_s, "forward_s", ce.forward_s, "hessian_s",
+                                      ce.hessian_s, "units_s", ce.units_s, "exchange_bytes",
+                                      ce.exchange_bytes, "max_cols", (json_int_t)ce.max_cols));
     if (x->imp) { // --imatrix: which tensors get an importance vector
         char h[32];
         snprintf(h, sizeof h, "%016llx", (unsigned long long)x->im->xxh3);
@@ -489,6 +536,7 @@ static void print_text(const plan_run *x) {
     fmt_bytes((double)x->meta, b, sizeof b);
     fmt_bytes((double)x->peak, m, sizeof m);
     printf("memory per rank %s = largest unit working set %s + catalog/plan %s\n", m, a, b);
+    print_calib(x);
     printf("digest          %016llx\n", (unsigned long long)p->digest);
     const moeq_budget_result *bu = &x->budget;
     if (bu->achieved_bpw > 0)
@@ -524,7 +572,8 @@ static int plan_close(plan_run *x, int code) {
 static int run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},      {"recipe", required_argument, NULL, 'r'},
-        {"ranks", required_argument, NULL, 'n'},      {"explain", required_argument, NULL, 'e'},
+        {"ranks", required_argument, NULL, 'n'},      {"calib-seqs", required_argument, NULL, 'S'},
+        {"calib-len", required_argument, NULL, 'L'},  {"explain", required_argument, NULL, 'e'},
         {"cost-model", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
         {"tensors", no_argument, NULL, 't'},          {"dry-run", no_argument, NULL, 'd'},
         {"imatrix", required_argument, NULL, 'I'},    {0, 0, 0, 0},
@@ -578,6 +627,8 @@ const moeq_command moeq_cmd_plan = {
         "3).\n"
         "                        The file's hash joins the digest, as quantize --imatrix does\n"
         "  -n, --ranks N         ranks to estimate for (default 1)\n"
+        "      --calib-seqs N    a recipe with method gptq: the calibration pass's memory per rank and time\n"
+        "      --calib-len T     for N sequences of T tokens (quantize's defaults: 128, min(2048, context))\n"
         "  -c, --cost-model M    cpu-core (default) or h100\n"
         "  -t, --tensors         list every stored tensor with its setting, bits/weight and bytes\n"
         "  -e, --explain NAME    which recipe rule decided the setting of tensor NAME\n"

@@ -2,12 +2,15 @@
 #include "calib_pass.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"     // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
 #include "arch_desc.h" // defines: moeq_arch_desc (tensor names)
+#include "method.h"    // defines: moeq_method_get (needs_calibration)
+#include "plan.h"      // defines: moeq_plan, moeq_cost_model
 
 int moeq_calib_n_classes(const moeq_model_config *cfg) {
     return MOEQ_CIN_EXPERT0 + 2 * cfg->n_experts;
@@ -175,4 +178,89 @@ moeq_status moeq_calib_hessian(const float *x, int64_t n, int64_t C, float *H) {
     MOEQ_TRY(moeq_hessian_acc_init(&a, C));
     moeq_hessian_acc_add(&a, x, n);
     return moeq_hessian_acc_finish(&a, H);
+}
+
+// ---- the pass's cost ----
+
+int moeq_plan_needs_calib(const moeq_plan *p) {
+    for (int i = 0; i < p->n_tensors; i++) {
+        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
+        if (mt && mt->needs_calibration) return 1;
+    }
+    return 0;
+}
+
+moeq_status moeq_calib_estimate_make(const moeq_catalog *c, const moeq_plan *p, const moeq_cost_model *cm,
+                                     int n_ranks, int n_seqs, int64_t T, moeq_calib_estimate *o) {
+    memset(o, 0, sizeof *o);
+    const moeq_model_config *cfg = &c->cfg;
+    const int L = cfg->n_layers, R = n_ranks > 0 ? n_ranks : 1;
+    const int64_t H = cfg->hidden, E = cfg->n_experts > 0 ? cfg->n_experts : 1, K = cfg->top_k;
+    const double N = (double)n_seqs * (double)T, n_loc = ceil((double)n_seqs / R);
+    const int64_t own = (E + R - 1) / R; // experts per rank
+    o->tokens = (int64_t)N;
+    double *dense = calloc((size_t)L + 1, sizeof(double)), *expert = calloc((size_t)L + 1, sizeof(double));
+    double *round_sum = calloc((size_t)(3 * L + 3), sizeof(double)),
+           *round_max = calloc((size_t)(3 * L + 3), sizeof(double));
+    if (!dense || !expert || !round_sum || !round_max) {
+        free(dense), free(expert), free(round_sum), free(round_max);
+        return MOEQ_ERR_NOMEM;
+    }
+    double hess_flops_total = 0, hess_flops_max = 0, attn_params = 0, ffn_params = 0;
+    int64_t widest_token_cols = 0;
+    for (int i = 0; i < p->n_tensors; i++) { // parameters per layer: routed experts apart
+        const moeq_plan_tensor *pt = &p->t[i];
+        const moeq_unit *u = &p->u[pt->unit];
+        const double n = (double)c->t[pt->cat].numel;
+        if (u->layer < 0) continue;
+        if (u->kind == MOEQ_UNIT_EXPERT)
+            expert[u->layer] += n;
+        else
+            dense[u->layer] += n;
+        if (u->kind == MOEQ_UNIT_ATTENTION)
+            attn_params += n / L;
+        else if (u->kind == MOEQ_UNIT_EXPERT)
+            ffn_params += n * (double)K / (double)E / L;
+        else
+            ffn_params += n / L;
+        const moeq_method_traits *mt = moeq_method_get(pt->q.method);
+        if (!mt || !mt->needs_calibration) continue;
+        const double rows = u->kind == MOEQ_UNIT_EXPERT ? N * (double)K / (double)E : N;
+        const double hf = 2.0 * rows * (double)pt->C * (double)pt->C;
+        int layer = -1, cls = moeq_calib_class_of(cfg, c->t[pt->cat].name, &layer);
+        const int first = !(i > 0 && p->t[i - 1].unit == pt->unit && cls >= 0 &&
+                            cls == moeq_calib_class_of(cfg, c->t[p->t[i - 1].cat].name, &layer));
+        if (first) hess_flops_total += hf, hess_flops_max = hf > hess_flops_max ? hf : hess_flops_max;
+        if (pt->C > o->max_cols) o->max_cols = pt->C;
+        if (u->kind != MOEQ_UNIT_EXPERT && pt->C > widest_token_cols) widest_token_cols = pt->C;
+        const int rnd = u->kind == MOEQ_UNIT_ATTENTION ? (cls == MOEQ_CIN_ATTN_OUT ? 1 : 0) : 2;
+        const int slot = (u->layer >= 0 ? u->layer : L) * 3 + rnd;
+        const double tc = moeq_cost_tensor(cm, pt, 0); // GPTQ runs on the CPU (no GPU port yet)
+        round_sum[slot] += tc, round_max[slot] = fmax(round_max[slot], tc);
+    }
+    double wmax = 0, emax = 0;
+    for (int l = 0; l < L; l++) {
+        const double per_expert = expert[l] / (double)E;
+        wmax = fmax(wmax, 4.0 * (dense[l] + (double)own * per_expert));
+        emax = fmax(emax, per_expert);
+    }
+    const double inter = emax / (3.0 * (double)H); // a routed expert's width, from its parameters
+    o->weights_bytes = wmax;
+    o->states_bytes =
+        4.0 * n_loc * (double)T * (double)H * 4.0; // x, its copy, post-attention state, FFN input
+    o->rows_bytes = 4.0 * ((double)own * N * (double)K / (double)E * ((double)H + inter) +
+                           n_loc * (double)T * (double)(widest_token_cols > H ? widest_token_cols : H) * 2.0);
+    o->hessian_bytes = (double)o->max_cols * (double)o->max_cols * (8.0 + 4.0 + 4.0 + 2.0 * 8.0 + 4.0);
+    o->mem_per_rank = o->weights_bytes + o->states_bytes + o->rows_bytes + o->hessian_bytes;
+    const double flops = cm->gemm_flops > 0 ? cm->gemm_flops : 1e11;
+    const double scores =
+        2.0 * (double)T * (double)cfg->n_heads * (double)cfg->head_dim; // q·k and p·v, causal half
+    o->forward_s =
+        (double)L * N * (4.0 * (2.0 * attn_params + scores) + 2.0 * 2.0 * ffn_params) / (double)R / flops;
+    o->hessian_s = fmax(hess_flops_total / (double)R, hess_flops_max) / flops;
+    for (int k = 0; k < 3 * L + 3; k++) o->units_s += fmax(round_max[k], round_sum[k] / (double)R);
+    o->total_s = o->forward_s + o->hessian_s + o->units_s;
+    o->exchange_bytes = 2.0 * 2.0 * (double)L * N * (double)K * (double)H * 4.0;
+    free(dense), free(expert), free(round_sum), free(round_max);
+    return MOEQ_OK;
 }

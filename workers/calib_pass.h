@@ -82,6 +82,33 @@ moeq_status moeq_hessian_acc_add(moeq_hessian_acc *a, const float *x, int64_t n)
 moeq_status moeq_hessian_acc_finish(moeq_hessian_acc *a, float *H);
 void moeq_hessian_acc_free(moeq_hessian_acc *a);
 
+// ---- the pass's cost (`moeq plan` of a calibrated recipe) ----
+
+struct moeq_plan;
+struct moeq_catalog;
+struct moeq_cost_model;
+
+// What the pass (pipeline/quantize_calib.c) holds and spends on n_ranks ranks for n_seqs sequences of T
+// tokens, from the geometry alone (works on metadata): per rank, the layer without the experts it does not
+// own (fp32, the largest layer), its sequences' states, the rows of the experts it owns (x and activation)
+// and of one class of its tokens, and the largest Hessian being summed and factored (C² doubles and floats
+// of the accumulator, GPTQ's work); the time of the forward passes (per layer: attention four times, the
+// FFN twice: the statistics rounds and the recomputation), the Hessians and the units (per layer and round:
+// the larger of the largest unit and the round's work over the ranks, at the cost model's throughputs), and
+// the bytes the experts' rows travel (there and back, twice per layer).
+typedef struct moeq_calib_estimate {
+    int64_t tokens;                                                              // n_seqs · T
+    double weights_bytes, states_bytes, rows_bytes, hessian_bytes, mem_per_rank; // per rank
+    double forward_s, hessian_s, units_s, total_s;                               // wall seconds
+    double exchange_bytes; // routed rows moved, all layers, all ranks
+    int64_t max_cols;      // the widest Hessian's C
+} moeq_calib_estimate;
+moeq_status moeq_calib_estimate_make(const struct moeq_catalog *c, const struct moeq_plan *p,
+                                     const struct moeq_cost_model *cm, int n_ranks, int n_seqs, int64_t T,
+                                     moeq_calib_estimate *out);
+// 1 when some tensor's method of plan p needs calibration inputs.
+int moeq_plan_needs_calib(const struct moeq_plan *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,8 @@
 # set and the tokens per routed expert, and GPTQ's perplexity increase is below HQQ's at the same bits;
 # gptq.min_inputs above every expert's token count makes the experts fall back (named by eval); the
 # refusals: gptq without --calib, --calib without a calibrated method, too short a file, ids outside the
-# vocab, gptq on the embedding.
+# vocab, gptq on the embedding; `moeq plan` of a GPTQ recipe on DeepSeek-R1's metadata estimates the pass's
+# memory per rank and time at 64 ranks (less than at 8).
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
@@ -74,6 +75,24 @@ printf 'version: 1\ndefaults: {method: gptq, bits: 3, group: 64}\nrules:\n  - ma
 grep -q "; 96 fell back to the weight-space quantizer" "$tmp/fb.eval" &&
     grep -q "fallback: model.layers.0.block_sparse_moe.experts.0.w1.weight ([0-9]* inputs): hqq" "$tmp/fb.eval" ||
     fail "fallback not reported: $(grep -i -A2 calibration "$tmp/fb.eval")"
+
+# the plan of a calibrated recipe at DeepSeek-R1 scale (metadata only): the pass's memory per rank and time
+r1="$MOEQ_SHARED_DIR/fixtures/real-metadata/deepseek-r1"
+printf 'version: 1\ndefaults: {method: gptq, bits: 4, group: 128}\n' >"$tmp/g4.yaml"
+"$MOEQ" plan --model "$r1" --recipe "$tmp/g4.yaml" --ranks 64 >"$tmp/plan.txt" || fail "plan R1"
+grep -q "^calibration     --calib 128 sequences x 2048 tokens (262144), 64 ranks: memory per rank [0-9.]* GiB = .*time [0-9]* s" \
+    "$tmp/plan.txt" || fail "plan: no calibration estimate: $(cat "$tmp/plan.txt")"
+"$MOEQ" plan --model "$r1" --recipe "$tmp/g4.yaml" --ranks 64 --json >"$tmp/plan64.json" || fail "plan json"
+"$MOEQ" plan --model "$r1" --recipe "$tmp/g4.yaml" --ranks 8 --json >"$tmp/plan8.json" || fail "plan json 8"
+python3 - "$tmp/plan64.json" "$tmp/plan8.json" <<'PY' || fail "calibration estimate does not scale with the ranks"
+import json, sys
+a, b = (json.load(open(p))["calibration"] for p in sys.argv[1:3])
+assert a["tokens"] == 262144 and a["max_cols"] == 18432, a
+# more ranks: fewer experts and sequences per rank, less time
+assert a["weights_bytes"] < b["weights_bytes"] and a["states_bytes"] < b["states_bytes"], (a, b)
+assert a["total_s"] < b["total_s"] and a["mem_per_rank_bytes"] < b["mem_per_rank_bytes"], (a, b)
+PY
+"$MOEQ" plan --model "$r1" --recipe "$tmp/h.yaml" --ranks 64 | grep -q "^calibration" && fail "hqq plan shows a calibration"
 
 # refusals
 expect() { # expect CODE NEEDLE CMD...
