@@ -21,6 +21,7 @@ static int on_opt(int opt, const char *arg, void *ctx) {
     case 'J': c->o.json_path = arg; return 0;
     case 'P': c->o.plot_path = arg; return 0;
     case 'L': c->o.dump_logits_path = arg; return 0;
+    case 'S': c->o.stream = 1; return 0;
     case 'A':
         if (strcmp(arg, "ggml") && strcmp(arg, "none")) {
             fprintf(stderr, "moeq eval: --act-quant takes ggml or none, got '%s'\n", arg);
@@ -55,7 +56,8 @@ static int run(int argc, char **argv) {
         {"max-rel-error", required_argument, NULL, 'E'}, {"max-ppl-increase", required_argument, NULL, 'I'},
         {"probe-tokens", required_argument, NULL, 'n'},  {"seed", required_argument, NULL, 's'},
         {"progress", required_argument, NULL, 'p'},      {"dump-logits", required_argument, NULL, 'L'},
-        {"act-quant", required_argument, NULL, 'A'},     {0, 0, 0, 0},
+        {"act-quant", required_argument, NULL, 'A'},     {"stream", no_argument, NULL, 'S'},
+        {0, 0, 0, 0},
     };
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided); // the work queue's coordinator thread
@@ -66,7 +68,7 @@ static int run(int argc, char **argv) {
     moeq_cli_common common = {0};
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) return MOEQ_EXIT_FAILURE; // rank 0 prints help and results
     int r =
-        moeq_cli_parse(&moeq_cmd_eval, argc, argv, "m:t:J:P:E:I:n:s:p:L:A:", longopts, on_opt, &c, &common);
+        moeq_cli_parse(&moeq_cmd_eval, argc, argv, "m:t:J:P:E:I:n:s:p:L:A:S", longopts, on_opt, &c, &common);
     if (r == 0 && (!c.o.model_dir || optind != argc - 1)) {
         if (rank == 0)
             fprintf(stderr, "moeq eval: --model DIR and exactly one ARTIFACT.h5 operand are required\n"
@@ -92,7 +94,7 @@ const moeq_command moeq_cmd_eval = {
     .summary = "verify an artifact and measure its error: weights, MoE blocks, perplexity (under mpirun/srun)",
     .usage = "[mpirun -n N] moeq eval --model DIR ARTIFACT.h5 [--text FILE] [--json OUT.json] [--plot OUT.png]\n"
              "       [--max-rel-error X] [--max-ppl-increase X] [--probe-tokens N] [--seed S] [--progress SECONDS]\n"
-             "       [--dump-logits FILE] [--act-quant ggml|none]\n\n"
+             "       [--dump-logits FILE] [--act-quant ggml|none] [--stream]\n\n"
              "The distributed validation pass over an artifact of `moeq quantize` (report schema: docs/EVAL.md).\n"
              "The plan is rebuilt from the artifact's own recipe and the model, and must have the artifact's\n"
              "digest; the work is split by the same units as quantization, each rank rereading only its share:\n"
@@ -125,7 +127,10 @@ const moeq_command moeq_cmd_eval = {
              "                           the input of every linear layer rounded to its weight type's vec_dot_type\n"
              "                           (q8_0 for q4_0/q5_0/q8_0/iq4_nl, q8_1 for q4_1/q5_1, q8_K for k-quants and\n"
              "                           iq4_xs, bf16/f16 for BF16/F16 tensors; F32 routers and norms: none), then\n"
-             "                           multiplied with the dequantized weights (docs/EVAL.md). Default none: fp32\n\n"
+             "                           multiplied with the dequantized weights (docs/EVAL.md). Default none: fp32\n"
+             "      --stream             perplexity layer by layer over the ranks, each holding one layer of each\n"
+             "                           model without the routed experts it does not own (for models that fit\n"
+             "                           no rank; the same numbers as the default pass); no block probes\n\n"
              "Exit codes: 0 ok; 3 corrupted, incomplete or foreign artifact, missing files; 6 threshold exceeded.\n\n"
              "Example:\n"
              "  mpirun -n 3 moeq eval --model ../shared/models/mixtral-tiny out/tiny.h5 --json out/tiny.eval.json \\\n"

@@ -7,6 +7,7 @@
 // thresholds the user passes.
 #include "eval_run.h"
 #include "calib_set.h" // defines: moeq_plan_digest_calib
+#include "eval_stream.h" // defines: moeq_eval_stream_perplexity (--stream)
 #include "clock.h" // defines: moeq_now_s
 
 #include <errno.h>
@@ -254,12 +255,53 @@ static moeq_status lora_of(void *ctx, const char *name, float *w, int64_t numel,
     return MOEQ_OK;
 }
 
+// --stream: perplexity only, layer by layer over the ranks (eval_stream.h); the block probes need whole
+// layers of both models on one rank and are not run.
+static moeq_status stream_pass(ev_state *s, int fd) {
+    const moeq_eval_opts *o = s->o;
+    if (o->act_quant_ggml || o->dump_logits_path)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "--stream computes the perplexity in fp32 only\n---> HINT: leave out "
+                                       "--act-quant and --dump-logits, or --stream");
+    snprintf(s->skipped, sizeof s->skipped, "block probes: not run with --stream (they need whole layers)");
+    if (o->text_path)
+        snprintf(s->text_path, sizeof s->text_path, "%s", o->text_path);
+    else
+        snprintf(s->text_path, sizeof s->text_path, "%s/val.txt", o->model_dir);
+    if (!o->text_path && !moeq_run_file_exists(s->text_path)) return MOEQ_OK;
+    int32_t *ids = NULL;
+    moeq_artifact_source src;
+    MOEQ_TRY(moeq_artifact_source_init(&src, s->cat, s->plan, s->e, fd, o->artifact));
+    const double t0 = moeq_now_s();
+    moeq_status st = load_text(s, &ids);
+    const int64_t nw = st == MOEQ_OK ? (s->n_tokens + PPL_WINDOW - 1) / PPL_WINDOW : 0;
+    double *w = MOEQ_CALLOC((size_t)(4 * nw + 4), sizeof(double), "window sums"), *all = w ? w + 2 * nw + 2 : NULL;
+    if (st == MOEQ_OK && !w) st = MOEQ_ERR_NOMEM;
+    st = moeq_run_agree(st, MPI_COMM_WORLD);
+    if (st == MOEQ_OK) st = moeq_eval_stream_perplexity(s, &src, ids, w, w + nw);
+    if (st == MOEQ_OK) { // each window has one owner, the others add +0.0: exact
+        MPI_Reduce(w, all, (int)(2 * nw), MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+        double so = 0, sq = 0;
+        for (int64_t k = 0; k < nw; k++) so += all[k], sq += all[nw + k]; // window order
+        s->n_windows = nw;
+        s->n_scored = s->n_tokens - nw;
+        s->ce_orig = so / (double)s->n_scored;
+        s->ce_quant = sq / (double)s->n_scored;
+        s->have_ppl = 1;
+        load_reference(s);
+    }
+    s->seconds[4] = moeq_now_s() - t0;
+    moeq_free(&w), moeq_free(&ids);
+    moeq_artifact_source_free(&src);
+    return st;
+}
+
 static moeq_status models_pass(ev_state *s, int fd) {
     const moeq_eval_opts *o = s->o;
     const moeq_model_config *cfg = &s->cat->cfg;
     const int L = cfg->n_layers;
     s->blk = MOEQ_CALLOC((size_t)L * BLK_N, sizeof(double), "block results");
     if (!s->blk) return MOEQ_ERR_NOMEM;
+    if (o->stream && !no_forward_pass(cfg, s->skipped, sizeof s->skipped)) return stream_pass(s, fd);
     if (no_forward_pass(cfg, s->skipped, sizeof s->skipped))
         return o->dump_logits_path ? MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                                                "--dump-logits %s: %s\n---> HINT: the logits come from moeq's "

@@ -27,6 +27,7 @@ typedef struct moeq_eval_opts {
     uint64_t seed;            // probe seed
     double progress_s;        // 0 = no progress lines
     int quiet;
+    int stream;               // --stream: perplexity layer by layer over the ranks (eval_stream.h), no probes
 } moeq_eval_opts;
 
 // Returns the process exit code (the same on every rank).

@@ -14,7 +14,8 @@ cd build-asan
 # the crash and Slurm tests, which kill processes at random times and drive a Slurm daemon around code
 # that test_quantize_e2e already runs under ASan, run only in the plain build; so does the llama.cpp interop
 # test, whose own work is Python and llama.cpp (not instrumented) around moeq quantize, export and eval
-# --dump-logits, which test_quantize_e2e, test_export_gguf_e2e and test_eval_e2e run under ASan.
+# --dump-logits, which test_quantize_e2e, test_export_gguf_e2e and test_eval_e2e run under ASan; the Slurm
+# job chain and the container's %post (a Release build and install) run in the plain build only too.
 export MOEQ_FAULT_NS="1 16 256"
-if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm|test_gguf_llama_e2e|test_gguf_llama_quantize)$"; fi
+if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm|test_slurm_jobs|test_container_post|test_gguf_llama_e2e|test_gguf_llama_quantize)$"; fi
 ctest --output-on-failure --timeout 1200 -j2 "$@"
