@@ -71,11 +71,6 @@ moeq_status moeq_mla_check(const moeq_model_config *c) {
             "forward pass: MLA geometry qk_nope %d, qk_rope %d (must be even), v %d, kv_lora %d, "
             "q_lora %d",
             c->qk_nope_head_dim, c->qk_rope_head_dim, c->v_head_dim, c->kv_lora_rank, c->q_lora_rank);
-    if (c->attention_bias)
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                         "forward pass: %s with attention_bias true is not modelled (no released DeepSeek-V3 "
-                         "or Kimi-K2 has attention biases)",
-                         c->model_type);
     if (strcmp(c->scoring_func, "sigmoid") != 0)
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
                          "forward pass: %s with scoring_func \"%s\" is not modelled\n---> HINT: HF "
