@@ -3,7 +3,8 @@
 // moeq_model_forward's logits bit for bit from partial models; every class's rows are the taps of the
 // whole-model forward (attention input/output, expert rows = the tokens routed there, the down inputs
 // silu(gate·x)·(up·x)); the Hessian equals a double-precision Σ x·xᵀ and does not depend on how rows are
-// split into calls; the class of every tensor name; the calibration set's formats and its refusals.
+// split into calls; the class of every tensor name (DeepSeek-V3's MLA: its latents' classes and rounds, the
+// latent rows); the calibration set's formats and its refusals.
 #include "test_util.h"
 
 #include <math.h>
@@ -15,6 +16,7 @@
 #include "calib_set.h"
 #include "forward_model.h"
 #include "moeq_io.h"
+#include "rng.h" // defines: moeq_rng_normal, moeq_rng_seed_str
 
 static moeq_catalog *open_tiny(void) {
     moeq_catalog *c = NULL;
@@ -92,7 +94,7 @@ static void test_layer_rows(void **state) {
         free(tok);
     }
     const int nc = moeq_calib_n_classes(cfg);
-    assert_int_equal(nc, 6 + 2 * E);
+    assert_int_equal(nc, MOEQ_CIN_EXPERT0 + 2 * E);
     unsigned char *want = calloc((size_t)nc, 1);
     moeq_calib_rows *rows = calloc((size_t)nc, sizeof *rows);
     for (int k = 0; k < nc; k++) want[k] = k != MOEQ_CIN_HEAD_IN;
@@ -181,6 +183,89 @@ static void test_classes(void **state) {
     moeq_catalog_close(&c);
 }
 
+// DeepSeek-V3 (MLA): the classes of its attention tensors, their widths and rounds, and the latent rows
+// (q_a_layernorm's and kv_a_layernorm's outputs) equal to the layer taps of each sequence.
+static moeq_status mla_weights(void *ctx, const char *name, float *dst, int64_t numel) {
+    (void)ctx;
+    const uint64_t seed = moeq_rng_seed_str(name);
+    for (int64_t i = 0; i < numel; i++)
+        dst[i] = (float)((strstr(name, "norm") ? 1.0 : 0.0) + 0.3 * moeq_rng_normal(seed, 0, (uint64_t)i));
+    return MOEQ_OK;
+}
+
+static void test_mla_classes_rows(void **state) {
+    (void)state;
+    const char *js =
+        "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": "
+        "17, "
+        "\"num_attention_heads\": 4, \"n_routed_experts\": 4, \"n_shared_experts\": 1, "
+        "\"num_experts_per_tok\": 2, "
+        "\"moe_intermediate_size\": 8, \"intermediate_size\": 24, \"first_k_dense_replace\": 1, "
+        "\"q_lora_rank\": 12, \"kv_lora_rank\": 10, \"qk_nope_head_dim\": 8, \"qk_rope_head_dim\": 4, "
+        "\"v_head_dim\": 6, \"n_group\": 2, \"topk_group\": 1, \"scoring_func\": \"sigmoid\", "
+        "\"topk_method\": \"noaux_tc\", \"torch_dtype\": \"float32\"}";
+    moeq_model_config cfg;
+    assert_status(moeq_config_parse("ds/config.json", js, &cfg), MOEQ_OK, NULL);
+    static const struct {
+        const char *name;
+        int cls, round;
+    } want_cls[] = {
+        {"model.layers.1.self_attn.q_a_proj.weight", MOEQ_CIN_ATTN_IN, 0},
+        {"model.layers.1.self_attn.kv_a_proj_with_mqa.weight", MOEQ_CIN_ATTN_IN, 0},
+        {"model.layers.1.self_attn.q_b_proj.weight", MOEQ_CIN_Q_LATENT, 1},
+        {"model.layers.0.self_attn.kv_b_proj.weight", MOEQ_CIN_KV_LATENT, 1},
+        {"model.layers.0.self_attn.o_proj.weight", MOEQ_CIN_ATTN_OUT, 2},
+        {"model.layers.0.mlp.down_proj.weight", MOEQ_CIN_DENSE_ACT, 3},
+        {"model.layers.1.mlp.gate.weight", MOEQ_CIN_FFN_IN, 3},
+        {"model.layers.1.mlp.shared_experts.up_proj.weight", MOEQ_CIN_FFN_IN, 3},
+        {"model.layers.1.mlp.shared_experts.down_proj.weight", MOEQ_CIN_SHARED_ACT, 3},
+        {"model.layers.1.mlp.experts.3.down_proj.weight", MOEQ_CIN_EXPERT_ACT(3), 3},
+        {"model.layers.1.self_attn.kv_a_layernorm.weight", -1, 3},
+        {"model.layers.1.mlp.gate.e_score_correction_bias", -1, 3},
+    };
+    for (size_t i = 0; i < sizeof want_cls / sizeof want_cls[0]; i++) {
+        int l = -9;
+        const int k = moeq_calib_class_of(&cfg, want_cls[i].name, &l);
+        assert_int_equal(k, want_cls[i].cls);
+        if (k >= 0) assert_int_equal(moeq_calib_class_round(k), want_cls[i].round);
+    }
+    assert_int_equal(moeq_calib_n_classes(&cfg), MOEQ_CIN_EXPERT0 + 8);
+    assert_int_equal(moeq_calib_class_cols(&cfg, MOEQ_CIN_Q_LATENT), 12);
+    assert_int_equal(moeq_calib_class_cols(&cfg, MOEQ_CIN_KV_LATENT), 10);
+    assert_int_equal(moeq_calib_class_cols(&cfg, MOEQ_CIN_ATTN_OUT), 4 * 6);
+    assert_string_equal(moeq_calib_class_name(MOEQ_CIN_KV_LATENT), "kv_latent");
+    // rows of layer 1 (MoE) over 2 sequences: the latents are the taps of each sequence, in order
+    const int64_t T = 20, H = 32, n_seq = 2;
+    moeq_model *m = NULL;
+    const moeq_model_sel sel = {1, 2, 0};
+    assert_status(moeq_model_load_sel(&cfg, &sel, mla_weights, NULL, &m), MOEQ_OK, NULL);
+    float *x = malloc(sizeof(float) * (size_t)(n_seq * T * H)), *xs = malloc(sizeof(float) * (size_t)(T * H));
+    for (int64_t i = 0; i < n_seq * T * H; i++) x[i] = (float)moeq_rng_normal(5, 1, (uint64_t)i);
+    const int nc = moeq_calib_n_classes(&cfg);
+    unsigned char *want = calloc((size_t)nc, 1);
+    moeq_calib_rows *rows = calloc((size_t)nc, sizeof *rows);
+    for (int k = 0; k < nc; k++) want[k] = k != MOEQ_CIN_HEAD_IN;
+    assert_status(moeq_calib_layer_rows(m, 1, x, (int)n_seq, T, want, rows), MOEQ_OK, NULL);
+    assert_int_equal(rows[MOEQ_CIN_Q_LATENT].n, n_seq * T);
+    assert_int_equal(rows[MOEQ_CIN_KV_LATENT].cols, 10);
+    assert_int_equal(rows[MOEQ_CIN_ATTN_OUT].cols, 24);
+    float ql[20 * 12], kl[20 * 10], ao[20 * 24];
+    for (int64_t s = 0; s < n_seq; s++) {
+        memcpy(xs, x + s * T * H, sizeof(float) * (size_t)(T * H));
+        const moeq_layer_taps lt = {.q_latent = ql, .kv_latent = kl, .attn_out = ao};
+        assert_status(moeq_model_layer_forward(m, 1, xs, T, &lt), MOEQ_OK, NULL);
+        assert_memory_equal(rows[MOEQ_CIN_Q_LATENT].x + s * T * 12, ql, sizeof ql);
+        assert_memory_equal(rows[MOEQ_CIN_KV_LATENT].x + s * T * 10, kl, sizeof kl);
+        assert_memory_equal(rows[MOEQ_CIN_ATTN_OUT].x + s * T * 24, ao, sizeof ao);
+    }
+    int64_t routed = 0;
+    for (int e = 0; e < 4; e++) routed += rows[MOEQ_CIN_EXPERT_X(e)].n;
+    assert_int_equal(routed, n_seq * T * 2); // top-2
+    for (int k = 0; k < nc; k++) moeq_calib_rows_free(&rows[k]);
+    free(want), free(rows), free(x), free(xs);
+    moeq_model_free(&m);
+}
+
 static void test_calib_set(void **state) {
     (void)state;
     char *dir = moeq_test_mkdtemp("calibset");
@@ -225,6 +310,7 @@ int main(void) {
         cmocka_unit_test(test_layer_rows),
         cmocka_unit_test(test_hessian),
         cmocka_unit_test(test_classes),
+        cmocka_unit_test(test_mla_classes_rows),
         cmocka_unit_test(test_calib_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
