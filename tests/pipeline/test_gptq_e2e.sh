@@ -7,7 +7,7 @@
 # set and the tokens per routed expert, and GPTQ's perplexity increase is below HQQ's at the same bits;
 # gptq.min_inputs above every expert's token count makes the experts fall back (named by eval); the
 # refusals: gptq without --calib, --calib without a calibrated method, too short a file, ids outside the
-# vocab, gptq on the embedding.
+# vocab, gptq on the embedding. DeepSeek-V3 (MLA) from `moeq synth`: 1 and 3 ranks identical, eval's perplexity.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
@@ -74,6 +74,23 @@ printf 'version: 1\ndefaults: {method: gptq, bits: 3, group: 64}\nrules:\n  - ma
 grep -q "; 96 fell back to the weight-space quantizer" "$tmp/fb.eval" &&
     grep -q "fallback: model.layers.0.block_sparse_moe.experts.0.w1.weight ([0-9]* inputs): hqq" "$tmp/fb.eval" ||
     fail "fallback not reported: $(grep -i -A2 calibration "$tmp/fb.eval")"
+
+# DeepSeek-V3 (MLA: q_b_proj and kv_b_proj calibrated on the latents, in a round of their own): the same
+# bytes on 1 and 3 ranks, and eval reports the perplexity of the GPTQ artifact
+"$MOEQ" synth --arch deepseek_v3 --layers 2 --dense-layers 1 --experts 4 --top-k 2 --hidden 128 \
+    --intermediate 64 --vocab 65 -q "$tmp/ds" >/dev/null
+cp "$tiny/tokenizer.json" "$tmp/ds/"
+for n in 1 3; do
+    "$MPIEXEC" -n $n "$MOEQ" quantize --model "$tmp/ds" --recipe "$tmp/g.yaml" --calib "$tmp/calib.txt" \
+        --calib-seqs 8 --calib-len 64 --out "$tmp/ds$n.h5" --progress 0 >"$tmp/ds$n.out" 2>&1 ||
+        fail "deepseek gptq on $n rank(s): $(tail -5 "$tmp/ds$n.out")"
+done
+[ -n "$(checksum "$tmp/ds1.out")" ] && [ "$(checksum "$tmp/ds1.out")" = "$(checksum "$tmp/ds3.out")" ] ||
+    fail "deepseek gptq: checksums differ across rank counts"
+"$MOEQ" eval -q --model "$tmp/ds" "$tmp/ds3.h5" --text "$tmp/eval.txt" --json "$tmp/ds.json" || fail "eval ds"
+jq -e '.calibration.calibrated_tensors == 28 and .perplexity.original.perplexity > 1 and
+       .perplexity.increase < 0.05' "$tmp/ds.json" >/dev/null ||
+    fail "deepseek gptq eval: $(jq -c '{c: .calibration.calibrated_tensors, p: .perplexity}' "$tmp/ds.json")"
 
 # refusals
 expect() { # expect CODE NEEDLE CMD...
