@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calibrate.h" // defines: moeq_calib_new
 #include "forward_model.h"
 #include "rng.h"
 
@@ -390,6 +391,10 @@ static void test_refusals(void **state) {
     // MTP layers are not part of the forward pass: never asked for
     ds_config(ROUTING ", \"num_nextn_predict_layers\": 1", &cfg);
     assert_status(moeq_model_load(&cfg, synth_tensor, NULL, &m), MOEQ_OK, NULL);
+    // moeq calibrate's importance matrix knows GQA attention only: refused, not wrong
+    moeq_calib *cal = NULL;
+    assert_status(moeq_calib_new(m, &cal), MOEQ_ERR_UNSUPPORTED, "multi-head latent attention");
+    assert_null(cal);
     moeq_model_free(&m);
 }
 
