@@ -259,6 +259,7 @@ static const moeq_arch_desc k_deepseek_v3 = {
     .gguf_arch = "deepseek2", // DeepseekV2Model converts V3 (and Kimi-K2) too
     .keys = {LIST(k_deepseek_keys)},
     .fp8_weights = 1,
+    .forward_cpu = 1, // MLA, YaRN, sigmoid group-limited routing: workers/forward_mla.c
     .layout = MOEQ_LAYOUT_FIRST_K_DENSE,
     .attention = MOEQ_ATTN_MLA,
     .shared = MOEQ_SHARED_FUSED,

@@ -139,6 +139,8 @@ static moeq_status parse_dtype(const cfg_ctx *c, moeq_model_config *cfg) {
     return MOEQ_OK;
 }
 
+static moeq_status parse_rope(const cfg_ctx *c, moeq_model_config *cfg);
+
 static moeq_status parse_common(const cfg_ctx *c, moeq_model_config *cfg) {
     MOEQ_TRY(get_int(c, "hidden_size", 1, 0, 1, BIG, &cfg->hidden));
     MOEQ_TRY(get_int(c, "num_hidden_layers", 1, 0, 1, MOEQ_MAX_LAYERS - 8, &cfg->n_layers));
@@ -155,11 +157,36 @@ static moeq_status parse_common(const cfg_ctx *c, moeq_model_config *cfg) {
     MOEQ_TRY(get_num(c, "routed_scaling_factor", 1.0, 0, 1e6, &cfg->routed_scaling_factor));
     MOEQ_TRY(get_str(c, "scoring_func", "softmax", cfg->scoring_func, sizeof cfg->scoring_func));
     cfg->moe_layer_freq = 1;
+    MOEQ_TRY(parse_rope(c, cfg));
     if (cfg->n_kv_heads > cfg->n_heads || cfg->n_heads % cfg->n_kv_heads)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT,
                          "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", c->path,
                          cfg->n_heads, cfg->n_kv_heads);
     return parse_dtype(c, cfg);
+}
+
+// rope_scaling (transformers 5: rope_parameters): its type, and YaRN's parameters with HF's defaults.
+static moeq_status parse_rope(const cfg_ctx *c, moeq_model_config *cfg) {
+    json_t *rs = json_object_get(c->root, "rope_scaling");
+    if (!rs || json_is_null(rs)) rs = json_object_get(c->root, "rope_parameters");
+    if (!rs || json_is_null(rs)) return MOEQ_OK;
+    if (!json_is_object(rs))
+        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: \"rope_scaling\" must be an object", c->path);
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s: rope_scaling", c->path);
+    const cfg_ctx s = {sub, rs};
+    MOEQ_TRY(get_str(&s, "type", "", cfg->rope_scaling, sizeof cfg->rope_scaling));
+    if (!cfg->rope_scaling[0])
+        MOEQ_TRY(get_str(&s, "rope_type", "default", cfg->rope_scaling, sizeof cfg->rope_scaling));
+    if (strcmp(cfg->rope_scaling, "yarn") != 0) return MOEQ_OK;
+    MOEQ_TRY(get_int(&s, "original_max_position_embeddings", 1, 0, 1, BIG, &cfg->rope_original_max_pos));
+    const double dflt = (double)cfg->max_position_embeddings / cfg->rope_original_max_pos;
+    MOEQ_TRY(get_num(&s, "factor", dflt, 0, 1e6, &cfg->rope_factor));
+    MOEQ_TRY(get_num(&s, "beta_fast", 32, 0, 1e6, &cfg->rope_beta_fast));
+    MOEQ_TRY(get_num(&s, "beta_slow", 1, 0, 1e6, &cfg->rope_beta_slow));
+    MOEQ_TRY(get_num(&s, "mscale", 0, -1e-300, 1e6, &cfg->rope_mscale));
+    MOEQ_TRY(get_num(&s, "mscale_all_dim", 0, -1e-300, 1e6, &cfg->rope_mscale_all_dim));
+    return get_num(&s, "attention_factor", 0, -1e-300, 1e6, &cfg->rope_attn_factor);
 }
 
 static moeq_status parse_mlp_only(const cfg_ctx *c, moeq_model_config *cfg) {
@@ -207,7 +234,10 @@ static moeq_status parse_arch(const cfg_ctx *c, const moeq_arch_desc *d, moeq_mo
     if (d->shared == MOEQ_SHARED_GATED) cfg->n_shared_experts = cfg->shared_intermediate > 0;
     if (d->shared == MOEQ_SHARED_FUSED)
         cfg->shared_intermediate = cfg->n_shared_experts * cfg->moe_intermediate;
-    if (d->attention == MOEQ_ATTN_MLA) cfg->head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
+    if (d->attention == MOEQ_ATTN_MLA) {
+        cfg->head_dim = cfg->qk_nope_head_dim + cfg->qk_rope_head_dim;
+        MOEQ_TRY(get_bool(c, "rope_interleave", 1, &cfg->rope_interleave));
+    }
     if (cfg->top_k > cfg->n_experts)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: num_experts_per_tok %d exceeds the %d routed experts", c->path,
                          cfg->top_k, cfg->n_experts);

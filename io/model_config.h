@@ -53,6 +53,12 @@ typedef struct moeq_model_config {
     int q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
     // numerics
     double rms_norm_eps, rope_theta;
+    // rope_scaling (rope_parameters): its type ("" none, "default", "yarn", ...) and YaRN's parameters
+    // (factor: max_position_embeddings / original when absent; attention_factor 0: derived from the mscales)
+    char rope_scaling[16];
+    double rope_factor, rope_beta_fast, rope_beta_slow, rope_mscale, rope_mscale_all_dim, rope_attn_factor;
+    int rope_original_max_pos;
+    int rope_interleave;   // MLA: rotary dims in interleaved pairs (rope_interleave, HF default true)
     int tie_word_embeddings;
     int max_position_embeddings;
     moeq_dtype torch_dtype;  // torch_dtype (BF16/F16/F32): embeddings, norms, routers, and linears when not FP8

@@ -1,8 +1,10 @@
-// forward.h: CPU reference numerics of a decoder-only MoE transformer forward pass (Mixtral, Qwen2-MoE):
-// RMSNorm, rotary embeddings (HF rotate_half), causal GQA attention, SwiGLU FFN, softmax top-k router
-// (optional renormalisation), the MoE block (routed experts + optional sigmoid-gated shared expert),
-// and log-softmax cross-entropy. Pure numerics: no io, no model assembly (workers/forward_model.c does it).
-// The maths is HF transformers' modeling_mixtral.py / modeling_qwen2_moe.py, in fp32 like PyTorch CPU.
+// forward.h: CPU reference numerics of a decoder-only MoE transformer forward pass (Mixtral, Qwen2-MoE,
+// DeepSeek-V3/Kimi-K2): RMSNorm, rotary embeddings (HF rotate_half or DeepSeek's interleaved pairs; YaRN
+// tables), causal attention (GQA; MLA's unequal q/k and v head widths), SwiGLU FFN, softmax top-k router
+// (optional renormalisation) or DeepSeek's sigmoid group-limited router, the MoE block (routed experts +
+// optional shared expert, sigmoid-gated or not), and log-softmax cross-entropy. Pure numerics: no io, no
+// model assembly (workers/forward_model.c, workers/forward_mla.c do it). The maths is HF transformers'
+// modeling_mixtral.py / modeling_qwen2_moe.py / modeling_deepseek_v3.py, in fp32 like PyTorch CPU.
 //
 // Letters used in shape comments: T = tokens of one sequence, H = hidden, V = vocab, NH = query heads,
 // NKV = key/value heads, D = head_dim, E = routed experts, K = top-k, I = FFN intermediate width.
@@ -36,6 +38,7 @@ typedef struct moeq_ffn_weights {
 // One MoE block (what follows post_attention_layernorm): router + E routed experts (+ shared expert).
 //   p = softmax(router·x) over all E experts (fp32); the K largest p (ties: lower expert index first);
 //   w_j = p_j (Qwen2-MoE default) or p_j / sum_j p_j (norm_topk_prob: Mixtral);
+//   (sigmoid scoring, DeepSeek-V3: moeq_router_grouped_cpu's choice and weights instead)
 //   y = sum over the chosen experts in ascending expert index of w_j * expert_j(x)
 //       (+ sigmoid(shared_gate·x) * shared(x) when shared != NULL; without shared_gate the shared expert
 //        is added ungated).
@@ -50,6 +53,11 @@ typedef struct moeq_moe_weights {
     const float *shared_gate;                  // (1, H), or NULL
     unsigned char act_router, act_shared_gate; // moeq_act_round of their input (0: none)
     const float *min_router, *min_shared_gate; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
+    // DeepSeek-V3 routing (scoring_func "sigmoid"): moeq_router_grouped_cpu with these
+    int sigmoid;              // 1: sigmoid scoring, group-limited top-k; 0: softmax (the fields below unused)
+    const float *router_bias; // (E) e_score_correction_bias (noaux_tc), or NULL
+    int n_group, topk_group;  // expert groups, groups kept per token
+    float routed_scaling;     // routed_scaling_factor: every routing weight times this
 } moeq_moe_weights;
 
 // ---- BLAS threading ----
@@ -133,12 +141,27 @@ moeq_status moeq_rmsnorm_cpu(const float *x, // (T, H)
                              int64_t T, int64_t H, float eps,
                              float *y); // (T, H)
 
+// YaRN (rope_scaling {"type": "yarn"}, DeepSeek-V3, Kimi-K2): HF modeling_rope_utils._compute_yarn_parameters
+// with truncate on. NULL in moeq_rope_table_ex_cpu: plain RoPE.
+typedef struct moeq_rope_yarn {
+    double factor;               // context extension factor
+    double beta_fast, beta_slow; // correction range in rotations (HF defaults 32, 1 when 0)
+    double original_max_pos;     // original_max_position_embeddings
+    double attn_factor;          // cos and sin times this (HF attention_factor / "mscale" ratio)
+} moeq_rope_yarn;
+
 // Rotary tables for positions 0..T-1, HF convention: inv_freq[i] = 1 / theta^(2i/D) (fp32, as HF),
 // angle = fp32(pos * inv_freq[i]), cos/sin of that fp32 angle; columns i and i + D/2 hold the same value
 // (cos = cat(freqs, freqs)). D must be even.
 moeq_status moeq_rope_table_cpu(int64_t T, int64_t D, double theta,
                                 float *cos_t,  // (T, D)
                                 float *sin_t); // (T, D)
+// The same with YaRN frequencies when yarn != NULL (fp32 as HF: extrapolated 1/theta^(2i/D) and
+// interpolated 1/(factor·theta^(2i/D)) blended by a linear ramp over [floor(low), ceil(high)]; cos and sin
+// times attn_factor). yarn == NULL: moeq_rope_table_cpu's bits.
+moeq_status moeq_rope_table_ex_cpu(int64_t T, int64_t D, double theta, const moeq_rope_yarn *yarn,
+                                   float *cos_t,  // (T, D)
+                                   float *sin_t); // (T, D)
 
 // In place on every head of x: x' = x*cos + rotate_half(x)*sin, rotate_half(x) = cat(-x[D/2:], x[:D/2])
 // (two halves, NOT interleaved pairs). Row t uses position t.
@@ -146,6 +169,16 @@ moeq_status moeq_rope_apply_cpu(float *x, // (T, n_heads * D), row stride ld
                                 int64_t ld, int64_t T, int64_t n_heads, int64_t D,
                                 const float *cos_t,  // (T, D)
                                 const float *sin_t); // (T, D)
+
+// The general form: head h's D rotary values start at column h*head_stride of each row (x points at head
+// 0's); interleave = 0 is rotate_half as above, 1 DeepSeek's pairs (HF apply_rotary_pos_emb_interleave:
+// pairs (x[2i], x[2i+1]) rotate by angle i, written de-interleaved: x'[i] = x[2i]·cos_i − x[2i+1]·sin_i,
+// x'[D/2 + i] = x[2i+1]·cos_i + x[2i]·sin_i).
+moeq_status moeq_rope_apply_ex_cpu(float *x, // (T, ...), row stride ld
+                                   int64_t ld, int64_t T, int64_t n_heads, int64_t head_stride, int64_t D,
+                                   const float *cos_t, // (T, D)
+                                   const float *sin_t, // (T, D)
+                                   int interleave);
 
 // Softmax of each row in place (max-subtracted, fp32 exp, double sum).
 moeq_status moeq_softmax_rows_cpu(float *x, // (rows, n)
@@ -160,6 +193,16 @@ moeq_status moeq_attention_causal_cpu(const float *q, // (T, NH*D)
                                       const float *v, // (T, NKV*D)
                                       int64_t T, int64_t NH, int64_t NKV, int64_t D,
                                       float *out); // (T, NH*D)
+
+// Causal attention with query/key heads of Dk values and value heads of Dv (MLA: Dk = qk_nope + qk_rope,
+// Dv = v_head_dim), scores = (q·kᵀ)·scale (HF eager: matmul times `scaling`), otherwise as above; out is
+// (T, NH*Dv).
+moeq_status moeq_attention_causal_ex_cpu(const float *q, // (T, NH*Dk)
+                                         const float *k, // (T, NKV*Dk)
+                                         const float *v, // (T, NKV*Dv)
+                                         int64_t T, int64_t NH, int64_t NKV, int64_t Dk, int64_t Dv,
+                                         float scale,
+                                         float *out); // (T, NH*Dv)
 
 // ---- FFN, router, MoE ----
 
@@ -177,6 +220,18 @@ moeq_status moeq_router_topk_cpu(const float *logits, // (T, E)
                                  int64_t T, int64_t E, int64_t K, int norm_topk_prob,
                                  int32_t *idx,   // (T, K)
                                  float *weight); // (T, K), may be NULL
+
+// DeepSeek-V3's router (HF DeepseekV3TopkRouter, topk_method noaux_tc) from router logits: s = sigmoid(l)
+// (fp32); c = s + bias (bias NULL: 0); each of n_group groups of E/n_group consecutive experts scores the sum
+// of its two largest c; the topk_group best groups are kept (ties: lower group first); the K largest c among
+// their experts (descending; ties: lower expert index) are chosen; weight = s of the choice, divided by
+// (their sum + 1e-20) when norm_topk_prob, then times `scaling`. E must be a multiple of n_group,
+// topk_group in [1, n_group] and K at most topk_group·E/n_group.
+moeq_status moeq_router_grouped_cpu(const float *logits,                                // (T, E)
+                                    int64_t T, int64_t E, int64_t K, const float *bias, // (E) or NULL
+                                    int n_group, int topk_group, int norm_topk_prob, float scaling,
+                                    int32_t *idx,   // (T, K)
+                                    float *weight); // (T, K), may be NULL
 
 // The MoE block on normalized inputs x (the output of post_attention_layernorm): y as documented on
 // moeq_moe_weights. topk_idx (optional) receives the chosen experts per token (descending weight), the

@@ -272,17 +272,35 @@ moeq_status moeq_rope_table_cpu(int64_t T, int64_t D, double theta, float *cos_t
     return MOEQ_OK;
 }
 
+#define MOEQ_ROPE_MAX_D 1024 // interleaved rotary width (64 in DeepSeek-V3 and Kimi-K2)
+
 moeq_status moeq_rope_apply_cpu(float *x, int64_t ld, int64_t T, int64_t n_heads, int64_t D,
                                 const float *cos_t, const float *sin_t) {
-    if (!x || !cos_t || !sin_t || T < 0 || n_heads <= 0 || D <= 0 || D % 2 || ld < n_heads * D)
+    return moeq_rope_apply_ex_cpu(x, ld, T, n_heads, D, D, cos_t, sin_t, 0);
+}
+
+moeq_status moeq_rope_apply_ex_cpu(float *x, int64_t ld, int64_t T, int64_t n_heads, int64_t head_stride,
+                                   int64_t D, const float *cos_t, const float *sin_t, int interleave) {
+    if (!x || !cos_t || !sin_t || T < 0 || n_heads <= 0 || D <= 0 || D % 2 || head_stride < D ||
+        ld < (n_heads - 1) * head_stride + D || (interleave && D > MOEQ_ROPE_MAX_D))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "rope: bad arguments (T=%lld heads=%lld D=%lld ld=%lld)", (long long)T,
                          (long long)n_heads, (long long)D, (long long)ld);
     const int64_t half = D / 2;
 #pragma omp parallel for schedule(static) if (par_ok(T))
     for (int64_t t = 0; t < T; t++) {
         const float *c = cos_t + t * D, *s = sin_t + t * D;
+        float buf[MOEQ_ROPE_MAX_D]; // one head's values (interleaved: read before they are overwritten)
         for (int64_t h = 0; h < n_heads; h++) {
-            float *v = x + t * ld + h * D;
+            float *v = x + t * ld + h * head_stride;
+            if (interleave) {
+                memcpy(buf, v, (size_t)D * sizeof(float));
+                for (int64_t i = 0; i < half; i++) { // HF: cat([x1*cos - x2*sin, x2*cos + x1*sin])
+                    const float x1 = buf[2 * i], x2 = buf[2 * i + 1];
+                    v[i] = x1 * c[i] - x2 * s[i];
+                    v[half + i] = x2 * c[i] + x1 * s[i];
+                }
+                continue;
+            }
             for (int64_t i = 0; i < half; i++) {
                 const float x1 = v[i], x2 = v[i + half];
                 // x*cos + rotate_half(x)*sin, rotate_half(x) = cat(-x2, x1)
@@ -317,18 +335,19 @@ moeq_status moeq_softmax_rows_cpu(float *x, int64_t rows, int64_t n) {
 // Query rows per attention task: a (QT, T) score panel per task.
 #define MOEQ_ATT_QT 64
 
-moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const float *v, int64_t T, int64_t NH,
-                                      int64_t NKV, int64_t D, float *out) {
-    if (!q || !k || !v || !out || T < 0 || NH <= 0 || NKV <= 0 || D <= 0 || NH % NKV)
+// The causal attention of both entry points: scores divided by div (> 0) or else multiplied by mul.
+static moeq_status attention(const float *q, const float *k, const float *v, int64_t T, int64_t NH,
+                             int64_t NKV, int64_t D, int64_t Dv, float div, float mul, float *out) {
+    if (!q || !k || !v || !out || T < 0 || NH <= 0 || NKV <= 0 || D <= 0 || Dv <= 0 || NH % NKV)
         return MOEQ_FAIL(
             MOEQ_ERR_ARG,
             "attention: bad arguments (T=%lld NH=%lld NKV=%lld D=%lld; NH must be a multiple of NKV)",
             (long long)T, (long long)NH, (long long)NKV, (long long)D);
     if (T == 0) return MOEQ_OK;
-    if (T > INT32_MAX / 4 || NH * D > INT32_MAX) return MOEQ_FAIL(MOEQ_ERR_ARG, "attention: T too large");
-    const int64_t group = NH / NKV, ldq = NH * D, ldkv = NKV * D;
+    if (T > INT32_MAX / 4 || NH * D > INT32_MAX || NH * Dv > INT32_MAX)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "attention: T too large");
+    const int64_t group = NH / NKV, ldq = NH * D, ldk = NKV * D, ldv = NKV * Dv, ldo = NH * Dv;
     const int64_t n_tiles = (T + MOEQ_ATT_QT - 1) / MOEQ_ATT_QT, n_tasks = NH * n_tiles;
-    const float scale = (float)sqrt((double)D);
     int nomem = 0;
     const int prev_blas = blas_single_begin();
 #pragma omp parallel if (n_tasks > 1 && !omp_in_parallel())
@@ -346,17 +365,20 @@ moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const floa
             const int64_t g = h / group;
             // S = Q[r0:r1, h] · K[0:r1, g]ᵀ : keys beyond r1 are masked for every row of the tile
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)r1, (int)D, 1.0f,
-                        q + r0 * ldq + h * D, (int)ldq, k + g * D, (int)ldkv, 0.0f, s, (int)r1);
+                        q + r0 * ldq + h * D, (int)ldq, k + g * D, (int)ldk, 0.0f, s, (int)r1);
             for (int64_t r = 0; r < nb; r++) {
                 float *row = s + r * r1;
                 const int64_t t = r0 + r; // keys 0..t are visible
-                for (int64_t j = 0; j <= t; j++) row[j] = row[j] / scale;
+                if (div > 0.0f)
+                    for (int64_t j = 0; j <= t; j++) row[j] = row[j] / div;
+                else
+                    for (int64_t j = 0; j <= t; j++) row[j] = row[j] * mul;
                 softmax_row(row, t + 1);
                 for (int64_t j = t + 1; j < r1; j++) row[j] = 0.0f;
             }
             // O[r0:r1, h] = P · V[0:r1, g]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)D, (int)r1, 1.0f, s, (int)r1,
-                        v + g * D, (int)ldkv, 0.0f, out + r0 * ldq + h * D, (int)ldq);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)Dv, (int)r1, 1.0f, s,
+                        (int)r1, v + g * Dv, (int)ldv, 0.0f, out + r0 * ldo + h * Dv, (int)ldo);
         }
         free(s);
     }
@@ -365,6 +387,19 @@ moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const floa
         return MOEQ_FAIL(MOEQ_ERR_NOMEM, "attention: out of memory for a %d x %lld score panel", MOEQ_ATT_QT,
                          (long long)T);
     return MOEQ_OK;
+}
+
+moeq_status moeq_attention_causal_cpu(const float *q, const float *k, const float *v, int64_t T, int64_t NH,
+                                      int64_t NKV, int64_t D, float *out) {
+    return attention(q, k, v, T, NH, NKV, D, D, (float)sqrt((double)(D > 0 ? D : 1)), 0.0f, out);
+}
+
+moeq_status moeq_attention_causal_ex_cpu(const float *q, const float *k, const float *v, int64_t T,
+                                         int64_t NH, int64_t NKV, int64_t Dk, int64_t Dv, float scale,
+                                         float *out) {
+    if (!(scale > 0.0f) || !isfinite(scale))
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "attention: scale %g is not a positive number", (double)scale);
+    return attention(q, k, v, T, NH, NKV, Dk, Dv, 0.0f, scale, out);
 }
 
 // ---- FFN, router, MoE ----
@@ -466,7 +501,10 @@ moeq_status moeq_moe_route_cpu(const moeq_moe_weights *w, const float *x, int64_
     moeq_status st = logits && fill ? MOEQ_OK : MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe router: out of memory");
     if (st == MOEQ_OK && T > 0)
         st = moeq_linear_act_cpu(x, H, w->router, NULL, T, H, E, 0, logits, E, w->act_router, w->min_router);
-    if (st == MOEQ_OK && T > 0) st = moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
+    if (st == MOEQ_OK && T > 0)
+        st = w->sigmoid ? moeq_router_grouped_cpu(logits, T, E, K, w->router_bias, w->n_group, w->topk_group,
+                                                  w->norm_topk_prob, w->routed_scaling, idx, wt)
+                        : moeq_router_topk_cpu(logits, T, E, K, w->norm_topk_prob, idx, wt);
     if (st == MOEQ_OK) { // counting sort of the slots by expert (tokens ascending inside an expert)
         memset(off, 0, (size_t)(E + 1) * sizeof(int64_t));
         for (int64_t s = 0; s < S; s++) off[idx[s] + 1]++;
@@ -490,7 +528,7 @@ moeq_status moeq_moe_combine_cpu(const moeq_moe_weights *w, const float *x, int6
         for (int64_t c = 0; c < H; c++) yr[c] += src[c];
     }
     if (!w->shared) return MOEQ_OK;
-    // Qwen2-MoE: y += sigmoid(shared_gate·x) * shared(x)
+    // Qwen2-MoE: y += sigmoid(shared_gate·x) * shared(x); DeepSeek-V3: y += shared(x)
     const int64_t Is = w->shared->inter;
     float *sh = malloc((size_t)(T * H + 2 * T * Is + T) * sizeof(float));
     if (!sh) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "moe block: out of memory for the shared expert");

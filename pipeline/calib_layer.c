@@ -199,12 +199,19 @@ moeq_status moeq_dist_layer_forward(const moeq_dist_layer *d, float *x, int attn
                                     const unsigned char *want, moeq_calib_rows *rows) {
     const moeq_model_config *c = &d->m->cfg;
     const int64_t H = c->hidden, E = c->n_experts, K = c->top_k, T = d->T;
-    const int64_t qd = (int64_t)c->n_heads * c->head_dim;
+    const int64_t qd = moeq_model_attn_out_cols(c);
+    const int64_t Qr = c->q_lora_rank > 0 ? c->q_lora_rank : 0,
+                  Ckv = c->kv_lora_rank > 0 ? c->kv_lora_rank : 0;
+    const int lat_q = Qr > 0 && want && want[MOEQ_CIN_Q_LATENT],
+              lat_kv = Ckv > 0 && want && want[MOEQ_CIN_KV_LATENT];
     const moeq_layer_weights *L = &d->m->layers[d->layer];
     seq_state *ss = MOEQ_CALLOC((size_t)(d->n_loc ? d->n_loc : 1), sizeof *ss, "sequence states");
     float *attn_in = MOEQ_MALLOC((size_t)(T * H) * sizeof(float), "attention input");
     float *attn_out = MOEQ_MALLOC((size_t)(T * qd) * sizeof(float), "attention output");
-    moeq_status st = ss && attn_in && attn_out ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    float *q_lat = lat_q ? MOEQ_MALLOC((size_t)(T * Qr) * sizeof(float), "q latent") : NULL;
+    float *kv_lat = lat_kv ? MOEQ_MALLOC((size_t)(T * Ckv) * sizeof(float), "kv latent") : NULL;
+    moeq_status st =
+        ss && attn_in && attn_out && (!lat_q || q_lat) && (!lat_kv || kv_lat) ? MOEQ_OK : MOEQ_ERR_NOMEM;
     // step 1: attention (+ router) of every sequence of this rank
     for (int s = 0; s < d->n_loc && st == MOEQ_OK; s++) {
         seq_state *q = &ss[s];
@@ -215,9 +222,12 @@ moeq_status moeq_dist_layer_forward(const moeq_dist_layer *d, float *x, int attn
             break;
         }
         memcpy(q->xa, x + (int64_t)s * T * H, (size_t)(T * H) * sizeof(float));
-        const moeq_layer_taps taps = {.attn_in = attn_in, .attn_out = attn_out, .ffn_in = q->h};
+        const moeq_layer_taps taps = {
+            .attn_in = attn_in, .attn_out = attn_out, .ffn_in = q->h, .q_latent = q_lat, .kv_latent = kv_lat};
         st = moeq_model_attn_forward(d->m, d->layer, q->xa, T, &taps);
         if (st == MOEQ_OK) st = append(want, rows, MOEQ_CIN_ATTN_IN, attn_in, T, H);
+        if (st == MOEQ_OK && lat_q) st = append(want, rows, MOEQ_CIN_Q_LATENT, q_lat, T, Qr);
+        if (st == MOEQ_OK && lat_kv) st = append(want, rows, MOEQ_CIN_KV_LATENT, kv_lat, T, Ckv);
         if (st == MOEQ_OK) st = append(want, rows, MOEQ_CIN_ATTN_OUT, attn_out, T, qd);
         if (st == MOEQ_OK) st = append(want, rows, MOEQ_CIN_FFN_IN, q->h, T, H);
         if (st != MOEQ_OK || attn_only) continue;
@@ -246,6 +256,6 @@ moeq_status moeq_dist_layer_forward(const moeq_dist_layer *d, float *x, int attn
         moeq_free(&ss[s].xa), moeq_free(&ss[s].h), moeq_free(&ss[s].idx), moeq_free(&ss[s].wt);
         moeq_free(&ss[s].order), moeq_free(&ss[s].off);
     }
-    moeq_free(&ss), moeq_free(&attn_in), moeq_free(&attn_out);
+    moeq_free(&ss), moeq_free(&attn_in), moeq_free(&attn_out), moeq_free(&q_lat), moeq_free(&kv_lat);
     return st;
 }

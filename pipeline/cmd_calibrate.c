@@ -123,7 +123,7 @@ const moeq_command moeq_cmd_calibrate = {
     .summary = "an importance matrix (llama.cpp's imatrix.gguf) from moeq's forward pass over a text",
     .usage =
         "moeq calibrate --model DIR --text FILE --out IMATRIX.gguf [--ctx N] [--chunks N] [--force]\n\n"
-        "Runs the model's fp32 forward pass (CPU; Mixtral and Qwen2-MoE: the families of `moeq eval`) over "
+        "Runs the model's fp32 forward pass (CPU; Mixtral and Qwen2-MoE; not DeepSeek's MLA) over "
         "the\n"
         "text in independent chunks of --ctx tokens (whole chunks only, as llama-imatrix) and sums, for the\n"
         "input of every linear layer, the squares of each column over the tokens: attention q/k/v and o, "

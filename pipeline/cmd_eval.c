@@ -105,7 +105,7 @@ const moeq_command moeq_cmd_eval = {
              "  3. MoE-block output error per MoE layer: seeded Gaussian probes (and, with --text, the real hidden\n"
              "     states of the text's first window) through the real router and experts, original vs quantized:\n"
              "     relative output error and the fraction of tokens whose top-k expert set changed\n"
-             "  4. perplexity (Mixtral, Qwen2-MoE) of the original and of the dequantized model on non-overlapping\n"
+             "  4. perplexity (Mixtral, Qwen2-MoE, DeepSeek-V3/Kimi-K2) of the original and of the dequantized model on non-overlapping\n"
              "     windows of 256 tokens; default text: the model's val.txt (the protocol of reference.json, which\n"
              "     the original must reproduce to 1e-6)\n"
              "Every number is identical for any number of ranks.\n\n"

@@ -1,7 +1,8 @@
 // quantize_calib.c: the dispatch variant of `moeq quantize --calib` (GPTQ): the layer-streaming calibration
 // pass over the cluster. Every rank holds a contiguous share of the calibration sequences and their hidden
-// states; for each decoder layer in turn, in three rounds (GPTQ's "true sequential" order within a layer:
-// q/k/v, then o_proj, then the FFN: router, experts, shared expert, dense MLP):
+// states; for each decoder layer in turn, in rounds (GPTQ's "true sequential" order within a layer:
+// q/k/v, then (MLA) q_b/kv_b on the latents of the quantized q_a/kv_a, then o_proj, then the FFN: router,
+// experts, shared expert, dense MLP; moeq_calib_class_round):
 //   1. every rank loads the layer, each tensor as quantized when its unit is already journaled (from the
 //      artifact) and as in the checkpoint otherwise, runs its sequences through it and collects the input
 //      rows of the classes (workers/calib_pass.h) the round's units need: o_proj sees the outputs of the
@@ -62,9 +63,10 @@ static int class_group(int c) {
     return c >= MOEQ_CIN_EXPERT0 ? MOEQ_CIN_EXPERT0 + 2 * ((c - MOEQ_CIN_EXPERT0) / 2) : c;
 }
 
-// The round of a class group within its layer: 0 q/k/v, 1 o_proj, 2 the FFN (and the model level).
+// The round of a class group within its layer (moeq_calib_class_round): 0 q/k/v (MLA: q_a/q, kv_a), 1 the
+// MLA latents' q_b and kv_b, 2 o_proj, 3 the FFN (and the model level).
 static int class_round(int g) {
-    return g == MOEQ_CIN_ATTN_IN ? 0 : g == MOEQ_CIN_ATTN_OUT ? 1 : 2;
+    return moeq_calib_class_round(g);
 }
 
 // Which tensors are calibrated and what they read; a calibrated tensor that is no linear layer of the
@@ -293,7 +295,7 @@ static moeq_status dist_forward(cal_state *k, const moeq_model *m, int layer, in
 
 // Steps 1-2 for round `round` of `layer` (-1: model level, class HEAD_IN from the final norm).
 static int in_round(const cal_state *k, int u, int round) {
-    return (k->unit_class[u] >= 0 ? class_round(k->unit_class[u]) : 2) == round;
+    return (k->unit_class[u] >= 0 ? class_round(k->unit_class[u]) : MOEQ_CALIB_ROUNDS - 1) == round;
 }
 
 static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
@@ -319,7 +321,9 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
     if (any) {
         moeq_model *m = NULL;
         st = moeq_run_agree(load_part(k, layer, &m), MPI_COMM_WORLD);
-        if (st == MOEQ_OK && layer >= 0) st = dist_forward(k, m, layer, round < 2, 1, want, rows);
+        if (st == MOEQ_OK && layer >= 0)
+            st = dist_forward(k, m, layer, round < MOEQ_CALIB_ROUNDS - 1, 1, want,
+                              rows); // attention rounds: no FFN
         float *h = NULL;
         if (st == MOEQ_OK && layer < 0 && want[MOEQ_CIN_HEAD_IN]) {
             h = malloc((size_t)(k->T * k->H) * sizeof(float));
@@ -447,7 +451,7 @@ int moeq_qcal_dispatch(run_state *s, const double *cost) {
         assign_owners(&k, layer);
         int todo = 0;
         for (int u = 0; u < p->n_units; u++) todo += k.unit_layer[u] == layer && !s->done[u];
-        for (int round = 0; round < 3 && st == MOEQ_OK && !k.units_failed; round++)
+        for (int round = 0; round < MOEQ_CALIB_ROUNDS && st == MOEQ_OK && !k.units_failed; round++)
             st = calibrate_and_quantize(&k, layer, round);
         if (st != MOEQ_OK || k.units_failed) break;
         if (layer >= 0) st = propagate(&k, layer);

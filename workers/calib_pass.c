@@ -17,8 +17,8 @@ int moeq_calib_n_classes(const moeq_model_config *cfg) {
 }
 
 const char *moeq_calib_class_name(int cls) {
-    static const char *const names[] = {"attn_in",    "attn_out",  "ffn_in",
-                                        "shared_act", "dense_act", "head_in"};
+    static const char *const names[] = {"attn_in",   "attn_out", "ffn_in",   "shared_act",
+                                        "dense_act", "head_in",  "q_latent", "kv_latent"};
     if (cls < 0) return "none";
     if (cls < MOEQ_CIN_EXPERT0) return names[cls];
     return (cls - MOEQ_CIN_EXPERT0) % 2 ? "expert_act" : "expert_x";
@@ -27,7 +27,11 @@ const char *moeq_calib_class_name(int cls) {
 int64_t moeq_calib_class_cols(const moeq_model_config *c, int cls) {
     switch (cls) {
     case MOEQ_CIN_ATTN_OUT:
-        return (int64_t)c->n_heads * c->head_dim;
+        return moeq_model_attn_out_cols(c);
+    case MOEQ_CIN_Q_LATENT:
+        return c->q_lora_rank;
+    case MOEQ_CIN_KV_LATENT:
+        return c->kv_lora_rank;
     case MOEQ_CIN_SHARED_ACT:
         return c->shared_intermediate;
     case MOEQ_CIN_DENSE_ACT:
@@ -37,6 +41,20 @@ int64_t moeq_calib_class_cols(const moeq_model_config *c, int cls) {
     }
     if (cls >= MOEQ_CIN_EXPERT0 && (cls - MOEQ_CIN_EXPERT0) % 2) return c->moe_intermediate;
     return c->hidden;
+}
+
+int moeq_calib_class_round(int cls) {
+    switch (cls) {
+    case MOEQ_CIN_ATTN_IN:
+        return 0;
+    case MOEQ_CIN_Q_LATENT:
+    case MOEQ_CIN_KV_LATENT:
+        return 1;
+    case MOEQ_CIN_ATTN_OUT:
+        return 2;
+    default:
+        return 3;
+    }
 }
 
 // Class of "<prefix>.<proj>.weight" for the three projections of an MLP: gate/up -> in, down -> act.
@@ -68,7 +86,11 @@ int moeq_calib_class_of(const moeq_model_config *c, const char *name, int *layer
     } attn[] = {{"self_attn.q_proj.weight", MOEQ_CIN_ATTN_IN},
                 {"self_attn.k_proj.weight", MOEQ_CIN_ATTN_IN},
                 {"self_attn.v_proj.weight", MOEQ_CIN_ATTN_IN},
-                {"self_attn.o_proj.weight", MOEQ_CIN_ATTN_OUT}};
+                {"self_attn.o_proj.weight", MOEQ_CIN_ATTN_OUT},
+                {"self_attn.q_a_proj.weight", MOEQ_CIN_ATTN_IN}, // MLA
+                {"self_attn.kv_a_proj_with_mqa.weight", MOEQ_CIN_ATTN_IN},
+                {"self_attn.q_b_proj.weight", MOEQ_CIN_Q_LATENT},
+                {"self_attn.kv_b_proj.weight", MOEQ_CIN_KV_LATENT}};
     for (size_t k = 0; k < sizeof attn / sizeof attn[0]; k++)
         if (!strcmp(rest, attn[k].suffix)) return attn[k].cls;
     char buf[192];
@@ -121,6 +143,82 @@ moeq_status moeq_calib_rows_append(moeq_calib_rows *r, const float *x, int64_t n
 void moeq_calib_rows_free(moeq_calib_rows *r) {
     free(r->x);
     memset(r, 0, sizeof *r);
+}
+
+// The down projection's input of FFN f on rows x (n, H), appended to out: work (2, n, I), y (n, H) scratch.
+static moeq_status ffn_act_rows(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H,
+                                moeq_calib_rows *out) {
+    if (n == 0) return MOEQ_OK;
+    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter + n * H) * sizeof(float), "calibration ffn rows");
+    if (!work) return MOEQ_ERR_NOMEM;
+    moeq_status st = moeq_swiglu_ffn_cpu(f, x, n, H, work + 2 * n * f->inter, work);
+    if (st == MOEQ_OK) st = moeq_calib_rows_append(out, work, n, f->inter);
+    moeq_free(&work);
+    return st;
+}
+
+moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x, int n_seq, int64_t T,
+                                  const unsigned char *want, moeq_calib_rows *rows) {
+    const moeq_model_config *c = &m->cfg;
+    const int64_t H = c->hidden, qd = moeq_model_attn_out_cols(c), K = c->top_k, E = c->n_experts;
+    const moeq_arch_desc *d = moeq_arch_desc_get(c->arch);
+    const int mla = d && d->attention == MOEQ_ATTN_MLA;
+    const int64_t Qr = mla && c->q_lora_rank > 0 ? c->q_lora_rank : 0, Ckv = mla ? c->kv_lora_rank : 0;
+    const moeq_layer_weights *L = &m->layers[layer];
+    float *buf =
+        MOEQ_MALLOC((size_t)(T * (3 * H + qd + Qr + Ckv) + T * H) * sizeof(float), "calibration layer taps");
+    int32_t *topk = MOEQ_MALLOC((size_t)(T * K) * sizeof(int32_t), "calibration top-k");
+    if (!buf || !topk) {
+        moeq_free(&buf);
+        moeq_free(&topk);
+        return MOEQ_ERR_NOMEM;
+    }
+    float *xs = buf, *attn_in = xs + T * H, *attn_out = attn_in + T * H, *ffn_in = attn_out + T * qd;
+    float *q_lat = ffn_in + T * H, *kv_lat = q_lat + T * Qr; // MLA (T, Qr), (T, C)
+    float *sel = kv_lat + T * Ckv;                           // (T, H): one expert's rows of one sequence
+    moeq_status st = MOEQ_OK;
+    for (int s = 0; s < n_seq && st == MOEQ_OK; s++) {
+        memcpy(xs, x + (int64_t)s * T * H, (size_t)(T * H) * sizeof(float));
+        const moeq_layer_taps taps = {.attn_in = attn_in,
+                                      .attn_out = attn_out,
+                                      .ffn_in = ffn_in,
+                                      .topk = topk,
+                                      .q_latent = Qr ? q_lat : NULL,
+                                      .kv_latent = Ckv ? kv_lat : NULL};
+        st = moeq_model_layer_forward(m, layer, xs, T, &taps);
+        if (st == MOEQ_OK && want[MOEQ_CIN_ATTN_IN])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_ATTN_IN], attn_in, T, H);
+        if (st == MOEQ_OK && want[MOEQ_CIN_ATTN_OUT])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_ATTN_OUT], attn_out, T, qd);
+        if (st == MOEQ_OK && want[MOEQ_CIN_FFN_IN])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_FFN_IN], ffn_in, T, H);
+        if (st == MOEQ_OK && Qr && want[MOEQ_CIN_Q_LATENT])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_Q_LATENT], q_lat, T, Qr);
+        if (st == MOEQ_OK && Ckv && want[MOEQ_CIN_KV_LATENT])
+            st = moeq_calib_rows_append(&rows[MOEQ_CIN_KV_LATENT], kv_lat, T, Ckv);
+        if (!L->is_moe) {
+            if (st == MOEQ_OK && want[MOEQ_CIN_DENSE_ACT])
+                st = ffn_act_rows(&L->dense, ffn_in, T, H, &rows[MOEQ_CIN_DENSE_ACT]);
+            continue;
+        }
+        if (st == MOEQ_OK && want[MOEQ_CIN_SHARED_ACT] && L->moe.shared)
+            st = ffn_act_rows(L->moe.shared, ffn_in, T, H, &rows[MOEQ_CIN_SHARED_ACT]);
+        for (int64_t e = 0; e < E && st == MOEQ_OK; e++) {
+            const int wx = want[MOEQ_CIN_EXPERT_X(e)], wa = want[MOEQ_CIN_EXPERT_ACT(e)];
+            if (!wx && !wa) continue;
+            int64_t n = 0; // rows of tokens routed to e, token order (one per slot: top-k ids are distinct)
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t j = 0; j < K; j++)
+                    if (topk[t * K + j] == e)
+                        memcpy(sel + (n++) * H, ffn_in + t * H, (size_t)H * sizeof(float));
+            if (wx) st = moeq_calib_rows_append(&rows[MOEQ_CIN_EXPERT_X(e)], sel, n, H);
+            if (st == MOEQ_OK && wa)
+                st = ffn_act_rows(&L->moe.experts[e], sel, n, H, &rows[MOEQ_CIN_EXPERT_ACT(e)]);
+        }
+    }
+    moeq_free(&buf);
+    moeq_free(&topk);
+    return st;
 }
 
 #define CALIB_CHUNK 512

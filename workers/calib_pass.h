@@ -4,8 +4,12 @@
 // moves rows to the rank that quantizes them and runs the units (pipeline/quantize_calib.c).
 //
 // Classes of one decoder layer (each a set of rows of one width):
-//   ATTN_IN    input_layernorm's output, every token               q/k/v_proj            (T, H)
-//   ATTN_OUT   the heads' outputs, every token                      o_proj                (T, NH*D)
+//   ATTN_IN    input_layernorm's output, every token               q/k/v_proj; MLA: q_proj or q_a_proj,
+//                                                                   kv_a_proj_with_mqa    (T, H)
+//   Q_LATENT   MLA: q_a_layernorm's output                          q_b_proj              (T, q_lora_rank)
+//   KV_LATENT  MLA: kv_a_layernorm's output                         kv_b_proj             (T, kv_lora_rank)
+//   ATTN_OUT   the heads' outputs, every token                      o_proj                (T, NH*D; MLA
+//                                                                   NH*v_head_dim)
 //   FFN_IN     post_attention_layernorm's output, every token       router, shared expert gate/up,
 //                                                                   shared-expert gate, dense gate/up (T, H)
 //   SHARED_ACT silu(gate·x)·(up·x) of the shared expert             its down_proj         (T, I_shared)
@@ -38,13 +42,15 @@ enum {
     MOEQ_CIN_FFN_IN = 2,
     MOEQ_CIN_SHARED_ACT = 3,
     MOEQ_CIN_DENSE_ACT = 4,
-    MOEQ_CIN_HEAD_IN = 5, // model level (layer -1)
-    MOEQ_CIN_EXPERT0 = 6, // EXPERT_X(e) = 6 + 2e, EXPERT_ACT(e) = 7 + 2e
+    MOEQ_CIN_HEAD_IN = 5,   // model level (layer -1)
+    MOEQ_CIN_Q_LATENT = 6,  // MLA
+    MOEQ_CIN_KV_LATENT = 7, // MLA
+    MOEQ_CIN_EXPERT0 = 8,   // EXPERT_X(e) = 8 + 2e, EXPERT_ACT(e) = 9 + 2e (ids are not persisted)
 };
 #define MOEQ_CIN_EXPERT_X(e)   (MOEQ_CIN_EXPERT0 + 2 * (e))
 #define MOEQ_CIN_EXPERT_ACT(e) (MOEQ_CIN_EXPERT0 + 2 * (e) + 1)
 
-// Number of classes of a model (6 + 2·E).
+// Number of classes of a model (8 + 2·E).
 int moeq_calib_n_classes(const moeq_model_config *cfg);
 // The class of the input of weight `name` (HF name) and its layer (-1 for lm_head); -1 when the tensor is
 // not a linear layer of the forward pass (embedding, norms, biases, other families' tensors).
@@ -53,6 +59,11 @@ int moeq_calib_class_of(const moeq_model_config *cfg, const char *name, int *lay
 const char *moeq_calib_class_name(int cls);
 // Row width of a class.
 int64_t moeq_calib_class_cols(const moeq_model_config *cfg, int cls);
+// The order in which a layer's classes are calibrated and quantized (GPTQ's sequential order inside a layer:
+// a class's rows depend on the quantized weights of the rounds before): 0 ATTN_IN, 1 the MLA latents,
+// 2 ATTN_OUT, 3 the FFN classes and HEAD_IN. MOEQ_CALIB_ROUNDS rounds.
+#define MOEQ_CALIB_ROUNDS 4
+int moeq_calib_class_round(int cls);
 
 // A growing set of rows of one width.
 typedef struct moeq_calib_rows {
@@ -61,6 +72,13 @@ typedef struct moeq_calib_rows {
 } moeq_calib_rows;
 moeq_status moeq_calib_rows_append(moeq_calib_rows *r, const float *x, int64_t n, int64_t cols);
 void moeq_calib_rows_free(moeq_calib_rows *r);
+
+// The one-process reference of the pass's rows (the pipeline runs the layer over the ranks,
+// pipeline/calib_layer.h, and tests compare the two): layer `layer` of m (loaded, original weights) over
+// n_seq sequences of T tokens whose layer inputs are x (n_seq, T, H) (left unchanged): appends to rows[c]
+// the rows of every class c with want[c] != 0 (rows: moeq_calib_n_classes entries).
+moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x, int n_seq, int64_t T,
+                                  const unsigned char *want, moeq_calib_rows *rows);
 
 // H (C, C) = Σ over rows of x·xᵀ: fixed chunks of 512 rows (sgemm) summed in double in row order, then
 // rounded to float. Rows n == 0 give H = 0.

@@ -76,6 +76,12 @@ moeq_status moeq_calib_new(const moeq_model *m, moeq_calib **out) {
     *out = NULL;
     const moeq_model_config *cfg = &m->cfg;
     const moeq_arch_desc *d = moeq_arch_desc_get(cfg->arch); // the model loaded: a family with a forward
+    if (d && d->attention != MOEQ_ATTN_GQA)
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "moeq calibrate: %s has multi-head latent attention, and the importance matrix is "
+                         "collected for q/k/v/o_proj attention only (Mixtral, Qwen2-MoE)\n---> HINT: its "
+                         "forward pass runs in `moeq eval` and `moeq quantize --calib`",
+                         cfg->model_type);
     moeq_calib *c = MOEQ_CALLOC(1, sizeof *c + sizeof(calib_impl), "calibration statistics");
     if (!c) return MOEQ_ERR_NOMEM;
     c->m = m;

@@ -1,5 +1,6 @@
 // forward_model.c: model assembly for the CPU evaluation forward pass (see forward_model.h): loading every
-// tensor a Mixtral / Qwen2-MoE forward needs into one fp32 arena (names from the family's descriptor, which
+// tensor a Mixtral / Qwen2-MoE / DeepSeek-V3 forward needs into one fp32 arena (DeepSeek's MLA attention:
+// forward_mla.c) (names from the family's descriptor, which
 // also says whether the family has this forward pass: forward_cpu), the decoder layer loop, the windowed
 // perplexity protocol of shared/models/mixtral-tiny/README.md and the MoE-block probes (the char tokenizer
 // is tokenizer_char.c).
@@ -15,10 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"     // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
-#include "arch_desc.h" // defines: moeq_arch_desc (tensor names, forward support)
-#include "rng.h"       // defines: moeq_rng_normal
-#include "sysio.h"     // defines: moeq_read_file, moeq_pwrite_full
+#include "alloc.h"            // defines: MOEQ_MALLOC, MOEQ_CALLOC, moeq_free
+#include "arch_desc.h"        // defines: moeq_arch_desc (tensor names, forward support)
+#include "forward_internal.h" // defines: load_list, moeq_mla_* (DeepSeek's attention)
+#include "rng.h"              // defines: moeq_rng_normal
+#include "sysio.h"            // defines: moeq_read_file, moeq_pwrite_full
+
+#define want   moeq_load_list_want
+#define linear moeq_load_list_linear
 
 // ---- loading ----
 
@@ -33,43 +38,26 @@ static moeq_status check_arch(const moeq_model_config *cfg) {
             moeq_arch_name(cfg->arch), cfg->model_type,
             moeq_arch_desc_list(moeq_arch_desc_has_forward, 0, ", ", " and ", list, sizeof list));
     }
+    const int mla = d->attention == MOEQ_ATTN_MLA;
     if (cfg->n_layers <= 0 || cfg->hidden <= 0 || cfg->vocab <= 0 || cfg->n_heads <= 0 ||
-        cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || cfg->head_dim % 2 || cfg->n_heads % cfg->n_kv_heads ||
-        cfg->n_experts <= 0 || cfg->top_k <= 0 || cfg->top_k > cfg->n_experts || cfg->moe_intermediate <= 0 ||
-        cfg->n_mtp_layers != 0 || cfg->qk_norm)
+        cfg->n_kv_heads <= 0 || cfg->head_dim <= 0 || (!mla && cfg->head_dim % 2) ||
+        cfg->n_heads % cfg->n_kv_heads || cfg->n_experts <= 0 || cfg->top_k <= 0 ||
+        cfg->top_k > cfg->n_experts || cfg->moe_intermediate <= 0 || cfg->qk_norm)
         return MOEQ_FAIL(
             MOEQ_ERR_ARG,
             "forward pass: inconsistent geometry (layers %d, hidden %d, vocab %d, heads %d/%d x %d, "
             "experts %d top-%d, intermediate %d)",
             cfg->n_layers, cfg->hidden, cfg->vocab, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim,
             cfg->n_experts, cfg->top_k, cfg->moe_intermediate);
-    return MOEQ_OK;
+    if (cfg->rope_scaling[0] && strcmp(cfg->rope_scaling, "default") && strcmp(cfg->rope_scaling, "yarn"))
+        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                         "forward pass: rope_scaling type \"%s\" is not modelled\n---> HINT: the CPU forward "
+                         "pass has plain RoPE and YaRN",
+                         cfg->rope_scaling);
+    return mla ? moeq_mla_check(cfg) : MOEQ_OK;
 }
 
-// The list of tensors to load: name, element count, and the model field that will point at it.
-typedef struct load_entry {
-    char name[192];
-    int64_t numel;
-    const float **field;
-    unsigned char *act; // a linear layer's weight: its input's activation rounding; NULL otherwise
-    const float **min;  // ... and where its block mins go (MOEQ_ACT_Q8_1)
-    int layer;          // decoder layer of the tensor, -1 for model-level ones (embedding, final norm, head)
-    int expert;         // routed expert of the tensor, -1 for the others
-} load_entry;
-
-typedef struct load_list {
-    load_entry *e;
-    int n, cap;
-    int64_t total;
-    int layer;  // the layer build_list is listing (-1: model level)
-    int expert; // the routed expert it is listing (-1: none)
-} load_list;
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static moeq_status
-want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
+moeq_status moeq_load_list_want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 256;
         load_entry *ne = MOEQ_MALLOC((size_t)cap * sizeof *ne, "forward model tensor list");
@@ -94,8 +82,7 @@ want(load_list *l, const float **field, int64_t numel, const char *fmt, ...) {
     return MOEQ_OK;
 }
 
-// The entry just added is a linear layer's weight whose input rounding is *act (and block mins *min).
-static void linear(load_list *l, unsigned char *act, const float **min) {
+void moeq_load_list_linear(load_list *l, unsigned char *act, const float **min) {
     l->e[l->n - 1].act = act;
     l->e[l->n - 1].min = min;
 }
@@ -126,19 +113,23 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         char p[96];
         snprintf(p, sizeof p, "model.layers.%d", i);
         MOEQ_TRY(want(l, &L->attn_norm, H, "%s.input_layernorm.weight", p));
-        MOEQ_TRY(want(l, &L->wq, qd * H, "%s.self_attn.q_proj.weight", p));
-        linear(l, &L->act_q, &L->min_q);
-        MOEQ_TRY(want(l, &L->wk, kvd * H, "%s.self_attn.k_proj.weight", p));
-        linear(l, &L->act_k, &L->min_k);
-        MOEQ_TRY(want(l, &L->wv, kvd * H, "%s.self_attn.v_proj.weight", p));
-        linear(l, &L->act_v, &L->min_v);
-        if (c->attention_bias) {
-            MOEQ_TRY(want(l, &L->bq, qd, "%s.self_attn.q_proj.bias", p));
-            MOEQ_TRY(want(l, &L->bk, kvd, "%s.self_attn.k_proj.bias", p));
-            MOEQ_TRY(want(l, &L->bv, kvd, "%s.self_attn.v_proj.bias", p));
+        if (d->attention == MOEQ_ATTN_MLA) {
+            MOEQ_TRY(moeq_mla_want(l, L, c, p));
+        } else {
+            MOEQ_TRY(want(l, &L->wq, qd * H, "%s.self_attn.q_proj.weight", p));
+            linear(l, &L->act_q, &L->min_q);
+            MOEQ_TRY(want(l, &L->wk, kvd * H, "%s.self_attn.k_proj.weight", p));
+            linear(l, &L->act_k, &L->min_k);
+            MOEQ_TRY(want(l, &L->wv, kvd * H, "%s.self_attn.v_proj.weight", p));
+            linear(l, &L->act_v, &L->min_v);
+            if (c->attention_bias) {
+                MOEQ_TRY(want(l, &L->bq, qd, "%s.self_attn.q_proj.bias", p));
+                MOEQ_TRY(want(l, &L->bk, kvd, "%s.self_attn.k_proj.bias", p));
+                MOEQ_TRY(want(l, &L->bv, kvd, "%s.self_attn.v_proj.bias", p));
+            }
+            MOEQ_TRY(want(l, &L->wo, H * qd, "%s.self_attn.o_proj.weight", p));
+            linear(l, &L->act_o, &L->min_o);
         }
-        MOEQ_TRY(want(l, &L->wo, H * qd, "%s.self_attn.o_proj.weight", p));
-        linear(l, &L->act_o, &L->min_o);
         MOEQ_TRY(want(l, &L->ffn_norm, H, "%s.post_attention_layernorm.weight", p));
         L->is_moe = moeq_config_layer_is_moe(c, i);
         if (!L->is_moe) {
@@ -159,6 +150,14 @@ static moeq_status build_list(moeq_model *m, load_list *l) {
         L->moe.experts = ex;
         MOEQ_TRY(want(l, &L->moe.router, E * H, "%s.%s.weight", p, d->router));
         linear(l, &L->moe.act_router, &L->moe.min_router);
+        if (d->grouped_topk) { // DeepSeek-V3: sigmoid scores, group-limited top-k (moeq_router_grouped_cpu)
+            L->moe.sigmoid = 1;
+            L->moe.n_group = c->n_group;
+            L->moe.topk_group = c->topk_group;
+            L->moe.routed_scaling = (float)c->routed_scaling_factor;
+            if (c->has_router_bias && d->router_bias)
+                MOEQ_TRY(want(l, &L->moe.router_bias, E, "%s.%s.%s", p, d->router, d->router_bias));
+        }
         for (int e = 0; e < E; e++) {
             char q[160];
             snprintf(q, sizeof q, "%s.%s.%d", p, d->experts, e);
@@ -366,18 +365,31 @@ moeq_status moeq_model_load_catalog(const moeq_catalog *c, moeq_model **out) {
 
 // ---- forward ----
 
-// y += the adapter's b·round(a·round(x)) (moeq_lora_add_cpu) when lw has one.
-static moeq_status lora_add(const moeq_lora_weights *lw, const float *x, int64_t ldx, int64_t T, int64_t in,
+moeq_status moeq_lora_apply(const moeq_lora_weights *lw, const float *x, int64_t ldx, int64_t T, int64_t in,
                             int64_t out, float *y, int64_t ldy) {
     if (!lw->a) return MOEQ_OK;
     return moeq_lora_add_cpu(x, ldx, lw->a, lw->b, T, in, lw->r, out, lw->act_a, lw->act_mid, y, ldy);
 }
 
-// Workspace floats for a sequence of T tokens: x, h, f (T,H) | q, att (T,NH*D) | k, v (T,NKV*D) | cos, sin
-// (T,D)
-static int64_t ws_floats(const moeq_model_config *c, int64_t T) {
+int64_t moeq_model_attn_out_cols(const moeq_model_config *c) {
+    return (int64_t)c->n_heads * (moeq_mla_is(c) ? c->v_head_dim : c->head_dim);
+}
+
+// Attention scratch floats for T tokens: q, att (T,NH*D) | k, v (T,NKV*D); MLA: moeq_mla_ws_floats.
+static int64_t attn_ws_floats(const moeq_model_config *c, int64_t T) {
+    if (moeq_mla_is(c)) return moeq_mla_ws_floats(c, T);
     const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
-    return T * (3 * (int64_t)c->hidden + 2 * qd + 2 * kvd + 2 * (int64_t)c->head_dim);
+    return T * (2 * qd + 2 * kvd);
+}
+
+// Workspace floats for a sequence of T tokens: x, h, f (T,H) | attention scratch | cos, sin (T, rope dim)
+static int64_t ws_floats(const moeq_model_config *c, int64_t T) {
+    return T * 3 * (int64_t)c->hidden + attn_ws_floats(c, T) + 2 * T * moeq_rope_dim(c);
+}
+
+// The rotary tables in workspace ws (after x, h, f and the attention scratch).
+static float *ws_cos(const moeq_model_config *c, float *ws, int64_t T) {
+    return ws + T * 3 * (int64_t)c->hidden + attn_ws_floats(c, T);
 }
 
 static moeq_status ffn_block(const moeq_model *m, const moeq_layer_weights *L, const float *h, int64_t T,
@@ -400,7 +412,7 @@ static moeq_status layer_seq(const moeq_model *m, int l, int64_t T, float *ws, c
     const int64_t qd = NH * D, kvd = NKV * D;
     const float eps = (float)c->rms_norm_eps;
     float *x = ws, *h = x + T * H, *f = h + T * H, *q = f + T * H, *att = q + T * qd, *k = att + T * qd;
-    float *v = k + T * kvd, *cos_t = v + T * kvd, *sin_t = cos_t + T * D;
+    float *v = k + T * kvd, *cos_t = ws_cos(c, ws, T), *sin_t = cos_t + T * moeq_rope_dim(c);
     const moeq_layer_weights *L = &m->layers[l];
     if (!L->attn_norm)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "forward pass: layer %d is not loaded (layers [%d, %d) are)", l,
@@ -408,18 +420,23 @@ static moeq_status layer_seq(const moeq_model *m, int l, int64_t T, float *ws, c
     // attention sub-block
     MOEQ_TRY(moeq_rmsnorm_cpu(x, L->attn_norm, T, H, eps, h));
     if (lt->attn_in) memcpy(lt->attn_in, h, (size_t)(T * H) * sizeof(float));
+    if (moeq_mla_is(c)) {
+        MOEQ_TRY(moeq_mla_attention(m, L, h, T, f + T * H, cos_t, sin_t, lt, f));
+        goto residual;
+    }
     MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wq, L->bq, T, H, qd, 0, q, qd, L->act_q, L->min_q));
-    MOEQ_TRY(lora_add(&L->lora_q, h, H, T, H, qd, q, qd));
+    MOEQ_TRY(moeq_lora_apply(&L->lora_q, h, H, T, H, qd, q, qd));
     MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wk, L->bk, T, H, kvd, 0, k, kvd, L->act_k, L->min_k));
-    MOEQ_TRY(lora_add(&L->lora_k, h, H, T, H, kvd, k, kvd));
+    MOEQ_TRY(moeq_lora_apply(&L->lora_k, h, H, T, H, kvd, k, kvd));
     MOEQ_TRY(moeq_linear_act_cpu(h, H, L->wv, L->bv, T, H, kvd, 0, v, kvd, L->act_v, L->min_v));
-    MOEQ_TRY(lora_add(&L->lora_v, h, H, T, H, kvd, v, kvd));
+    MOEQ_TRY(moeq_lora_apply(&L->lora_v, h, H, T, H, kvd, v, kvd));
     MOEQ_TRY(moeq_rope_apply_cpu(q, qd, T, NH, D, cos_t, sin_t));
     MOEQ_TRY(moeq_rope_apply_cpu(k, kvd, T, NKV, D, cos_t, sin_t));
     MOEQ_TRY(moeq_attention_causal_cpu(q, k, v, T, NH, NKV, D, att));
     if (lt->attn_out) memcpy(lt->attn_out, att, (size_t)(T * qd) * sizeof(float));
     MOEQ_TRY(moeq_linear_act_cpu(att, qd, L->wo, NULL, T, qd, H, 0, f, H, L->act_o, L->min_o));
-    MOEQ_TRY(lora_add(&L->lora_o, att, qd, T, qd, H, f, H));
+    MOEQ_TRY(moeq_lora_apply(&L->lora_o, att, qd, T, qd, H, f, H));
+residual:
     for (int64_t i = 0; i < T * H; i++) x[i] += f[i];
     // FFN sub-block (the probe entry point is x here)
     if (moe_in) memcpy(moe_in, x, (size_t)(T * H) * sizeof(float));
@@ -439,16 +456,16 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
     float *moe_in = taps->moe_in;
     int32_t *topk = taps->topk;
     const moeq_model_config *c = &m->cfg;
-    const int64_t H = c->hidden, V = c->vocab, D = c->head_dim, NH = c->n_heads, NKV = c->n_kv_heads;
-    const int64_t qd = NH * D, kvd = NKV * D, K = c->top_k;
+    const int64_t H = c->hidden, V = c->vocab;
+    const int64_t od = moeq_model_attn_out_cols(c), K = c->top_k;
     const float eps = (float)c->rms_norm_eps;
-    float *x = ws, *h = x + T * H, *cos_t = ws + T * (3 * H + 2 * qd + 2 * kvd), *sin_t = cos_t + T * D;
+    float *x = ws, *h = x + T * H, *cos_t = ws_cos(c, ws, T), *sin_t = cos_t + T * moeq_rope_dim(c);
     MOEQ_TRY(moeq_model_embed(m, tok, T, x));
-    MOEQ_TRY(moeq_rope_table_cpu(T, D, c->rope_theta, cos_t, sin_t));
+    MOEQ_TRY(moeq_rope_tables(c, T, cos_t, sin_t));
     for (int l = 0; l < c->n_layers; l++) {
         const moeq_layer_taps lt = {
             .attn_in = taps->attn_in ? taps->attn_in + (int64_t)l * T * H : NULL,
-            .attn_out = taps->attn_out ? taps->attn_out + (int64_t)l * T * qd : NULL,
+            .attn_out = taps->attn_out ? taps->attn_out + (int64_t)l * T * od : NULL,
             .topk = topk ? topk + (int64_t)l * T * K : NULL,
         };
         MOEQ_TRY(layer_seq(m, l, T, ws, &lt, moe_in ? moe_in + (int64_t)l * T * H : NULL, 0));
@@ -457,7 +474,7 @@ static moeq_status forward_seq(const moeq_model *m, const int32_t *tok, int64_t 
     MOEQ_TRY(moeq_rmsnorm_cpu(x, m->final_norm, T, H, eps, h));
     MOEQ_TRY(
         moeq_linear_act_cpu(h, H, m->lm_head, NULL, T, H, V, 0, logits, V, m->act_lm_head, m->min_lm_head));
-    return lora_add(&m->lora_lm_head, h, H, T, H, V, logits, V);
+    return moeq_lora_apply(&m->lora_lm_head, h, H, T, H, V, logits, V);
 }
 
 moeq_status moeq_model_embed(const moeq_model *m, const int32_t *tok, int64_t T, float *x) {
@@ -480,13 +497,12 @@ static moeq_status layer_forward(const moeq_model *m, int layer, float *x, int64
         return MOEQ_FAIL(MOEQ_ERR_ARG, "moeq_model_layer_forward: bad arguments (layer %d, %lld tokens)",
                          layer, (long long)T);
     const moeq_model_config *c = &m->cfg;
-    const int64_t H = c->hidden, D = c->head_dim;
-    const int64_t qd = (int64_t)c->n_heads * D, kvd = (int64_t)c->n_kv_heads * D;
+    const int64_t H = c->hidden;
     float *ws = MOEQ_MALLOC((size_t)ws_floats(c, T) * sizeof(float), "forward workspace");
     if (!ws) return MOEQ_ERR_NOMEM;
-    float *cos_t = ws + T * (3 * H + 2 * qd + 2 * kvd), *sin_t = cos_t + T * D;
+    float *cos_t = ws_cos(c, ws, T), *sin_t = cos_t + T * moeq_rope_dim(c);
     memcpy(ws, x, (size_t)(T * H) * sizeof(float));
-    moeq_status st = moeq_rope_table_cpu(T, D, c->rope_theta, cos_t, sin_t);
+    moeq_status st = moeq_rope_tables(c, T, cos_t, sin_t);
     if (st == MOEQ_OK) st = layer_seq(m, layer, T, ws, taps ? taps : &none, NULL, attn_only);
     if (st == MOEQ_OK) memcpy(x, ws, (size_t)(T * H) * sizeof(float));
     moeq_free(&ws);

@@ -2,8 +2,10 @@
 // checkpoint catalog, or from any name -> fp32 provider such as a dequantized artifact), the forward pass
 // of one sequence, the perplexity protocol of shared/models/mixtral-tiny/README.md, the character
 // tokenizer, and the MoE-block probes (original vs quantized router + experts on the same inputs).
-// Architectures: Mixtral and Qwen2-MoE (q/k/v biases, sigmoid-gated shared expert, dense mlp_only
-// layers). Numerics live in kernels/forward.h; this file only assembles them.
+// Architectures: Mixtral, Qwen2-MoE (q/k/v biases, sigmoid-gated shared expert, dense mlp_only layers) and
+// DeepSeek-V3/Kimi-K2 (MLA attention with YaRN RoPE, sigmoid group-limited routing, fused shared expert,
+// first_k_dense_replace dense layers: workers/forward_mla.c). Numerics live in kernels/forward.h; these files
+// only assemble them.
 //
 // Letters: T tokens, H hidden, V vocab, L decoder layers, E routed experts, K top-k (kernels/forward.h).
 #ifndef MOEQ_FORWARD_MODEL_H
@@ -36,12 +38,18 @@ typedef struct moeq_layer_weights {
     const float *attn_norm;    // (H) input_layernorm
     const float *wq, *wk, *wv; // (NH*D, H), (NKV*D, H), (NKV*D, H)
     const float *bq, *bk, *bv; // (NH*D), (NKV*D), (NKV*D), or NULL (Mixtral)
-    const float *wo;           // (H, NH*D)
-    const float *ffn_norm;     // (H) post_attention_layernorm
-    moeq_moe_weights moe;      // is_moe: router, experts [E] (+ shared expert and its gate)
-    moeq_ffn_weights dense;    // !is_moe
-    unsigned char act_q, act_k, act_v, act_o;         // moeq_act_round of the projections' input (0: none)
-    const float *min_q, *min_k, *min_v, *min_o;       // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
+    const float *wo;           // (H, NH*D); MLA: (H, NH*v_head_dim)
+    // MLA (DeepSeek-V3): wq is q_proj (NH*Dq, H) when q_lora_rank is 0 (Dq = qk_nope + qk_rope), else
+    const float *wq_a, *q_a_norm, *wq_b; // (q_lora, H), (q_lora), (NH*Dq, q_lora)
+    const float *wkv_a, *kv_a_norm;      // kv_a_proj_with_mqa (kv_lora + qk_rope, H), (kv_lora)
+    const float *wkv_b;                  // (NH*(qk_nope + v_head_dim), kv_lora)
+    unsigned char act_q_a, act_q_b, act_kv_a, act_kv_b;
+    const float *min_q_a, *min_q_b, *min_kv_a, *min_kv_b;
+    const float *ffn_norm;                      // (H) post_attention_layernorm
+    moeq_moe_weights moe;                       // is_moe: router, experts [E] (+ shared expert and its gate)
+    moeq_ffn_weights dense;                     // !is_moe
+    unsigned char act_q, act_k, act_v, act_o;   // moeq_act_round of the projections' input (0: none)
+    const float *min_q, *min_k, *min_v, *min_o; // MOEQ_ACT_Q8_1: the weights' block mins, else NULL
     moeq_lora_weights lora_q, lora_k, lora_v, lora_o; // moeq_model_set_lora: adapters (a NULL: none)
 } moeq_layer_weights;
 
@@ -76,8 +84,9 @@ typedef struct moeq_model {
 typedef moeq_status (*moeq_tensor_fn)(void *ctx, const char *name, float *dst, int64_t numel);
 
 // Builds a model of geometry cfg, asking fn for every tensor the forward pass needs (one arena).
-// MOEQ_ERR_UNSUPPORTED for families whose descriptor has no CPU forward pass (forward_cpu: mixtral and
-// qwen2_moe).
+// MOEQ_ERR_UNSUPPORTED for families whose descriptor has no CPU forward pass (forward_cpu: mixtral,
+// qwen2_moe, deepseek_v3) and for what the pass does not model (rope_scaling other than yarn; DeepSeek:
+// attention biases, softmax scoring); MTP layers (num_nextn_predict_layers) are not part of it.
 // Returns a new model; caller frees with moeq_model_free.
 moeq_status moeq_model_load(const moeq_model_config *cfg, moeq_tensor_fn fn, void *ctx, moeq_model **out);
 // The same for part of the model (the layer-streaming passes of workers/calib_pass.h hold one layer at a
@@ -115,13 +124,17 @@ moeq_status moeq_model_set_lora(moeq_model *m, moeq_lora_fn fn, void *ctx);
 
 // ---- forward pass ----
 
+// Width of o_proj's input: NH*head_dim, or NH*v_head_dim for MLA (the attn_out taps' rows).
+int64_t moeq_model_attn_out_cols(const moeq_model_config *cfg);
+
 // Optional outputs of moeq_model_forward (any field may be NULL).
 typedef struct moeq_forward_taps {
-    float *moe_in;   // (L, T, H): the residual stream entering each layer's FFN sub-block, i.e. the input of
-                     // post_attention_layernorm (the probe entry point, see moeq_moe_probe_error)
-    int32_t *topk;   // (L, T, K): experts chosen per token, descending weight; -1 in dense layers
-    float *attn_in;  // (L, T, H): the input of q/k/v_proj (input_layernorm's output)
-    float *attn_out; // (L, T, NH*D): the input of o_proj (the heads' outputs side by side)
+    float *moe_in;  // (L, T, H): the residual stream entering each layer's FFN sub-block, i.e. the input of
+                    // post_attention_layernorm (the probe entry point, see moeq_moe_probe_error)
+    int32_t *topk;  // (L, T, K): experts chosen per token, descending weight; -1 in dense layers
+    float *attn_in; // (L, T, H): the input of q/k/v_proj (input_layernorm's output)
+    float
+        *attn_out; // (L, T, NH*D): the input of o_proj (the heads' outputs side by side; MLA: NH*v_head_dim)
 } moeq_forward_taps;
 
 // One independent sequence, positions 0..T-1, causal, no cache. logits (T, V) may be NULL (taps only).
@@ -136,10 +149,12 @@ moeq_status moeq_model_forward(const moeq_model *m, const int32_t *tokens, // (T
 
 // Optional outputs of moeq_model_layer_forward, for one sequence of T tokens (any field may be NULL).
 typedef struct moeq_layer_taps {
-    float *attn_in;  // (T, H): input_layernorm's output (the input of q/k/v_proj)
-    float *attn_out; // (T, NH*D): the input of o_proj
-    float *ffn_in;   // (T, H): post_attention_layernorm's output (router, experts, shared expert, dense MLP)
-    int32_t *topk;   // (T, K): experts chosen per token, descending weight; -1 in dense layers
+    float *attn_in;   // (T, H): input_layernorm's output (the input of q/k/v_proj; MLA: q_a/q and kv_a)
+    float *attn_out;  // (T, NH*D): the input of o_proj (MLA: NH*v_head_dim, moeq_model_attn_out_cols)
+    float *ffn_in;    // (T, H): post_attention_layernorm's output (router, experts, shared expert, dense MLP)
+    int32_t *topk;    // (T, K): experts chosen per token, descending weight; -1 in dense layers
+    float *q_latent;  // MLA (T, q_lora_rank): q_a_layernorm's output, the input of q_b_proj (q_lora_rank > 0)
+    float *kv_latent; // MLA (T, kv_lora_rank): kv_a_layernorm's output, the input of kv_b_proj
 } moeq_layer_taps;
 
 // The embedding rows of tokens: x (T, H) (ids outside [0, V) are MOEQ_ERR_ARG). Needs model-level tensors.

@@ -4,8 +4,9 @@
 # reference.json's perplexity; an unquantized artifact (method none) has block error exactly 0 and the
 # original's perplexity; --dump-logits writes the same logits from 1 and 3 ranks (refused without a forward
 # pass); a flipped byte in codes, scale, U and V is each found and named (exit 3); thresholds
-# exit 6; a foreign, truncated or missing artifact fails cleanly. Also Qwen2-MoE (shared expert, biases) and
-# a DeepSeek-style FP8 checkpoint (weight pass only) from `moeq synth`.
+# exit 6; a foreign, truncated or missing artifact fails cleanly. Also Qwen2-MoE (shared expert, biases), a
+# DeepSeek-V3 FP8 checkpoint (MLA, grouped sigmoid routing: perplexity and logits, the same on 1 and 2 ranks)
+# and a Qwen3-MoE one (no forward pass: weight pass only, --dump-logits refused) from `moeq synth`.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 # no thread-count settings: the report must not depend on them
@@ -118,15 +119,29 @@ cmp <(numbers "$tmp/qw1.json") <(numbers "$tmp/qw3.json") || fail "qwen2_moe eva
 jq -e '(.weights.by_class | map(.class) | index("shared_expert")) != null and (.block.layers | length) == 2' \
     "$tmp/qw1.json" >/dev/null || fail "qwen2_moe report (shared expert class, 2 MoE layers)"
 "$MOEQ" synth --arch deepseek_v3 --layers 2 --dense-layers 1 --experts 4 --top-k 2 --hidden 256 \
-    --intermediate 128 --dtype fp8 -q "$tmp/ds" >/dev/null
+    --intermediate 128 --vocab 65 --dtype fp8 -q "$tmp/ds" >/dev/null
+cp "$tiny/tokenizer.json" "$tmp/ds/" # the synth vocab is the char tokenizer's 65
 printf 'version: 1\ndefaults: {method: hqq, bits: 4, group: 32}\n' >"$tmp/ds.yaml"
 q 2 "$tmp/ds.h5" --model "$tmp/ds" --recipe "$tmp/ds.yaml" || fail "quantize deepseek fp8"
-ev 2 --model "$tmp/ds" "$tmp/ds.h5" --json "$tmp/ds.json" >"$tmp/ds.out" 2>&1 || { cat "$tmp/ds.out"; fail "eval deepseek fp8"; }
-jq -e '.integrity.ok and .perplexity == null and .weights.overall.rel_fro > 0 and .weights.overall.rel_fro < 0.2' \
-    "$tmp/ds.json" >/dev/null || fail "deepseek fp8 weight pass"
+for n in 1 2; do
+    ev $n --model "$tmp/ds" "$tmp/ds.h5" --text "$tmp/small.txt" --json "$tmp/ds$n.json" \
+        --dump-logits "$tmp/ds$n.f32" >"$tmp/ds.out" 2>&1 || { cat "$tmp/ds.out"; fail "eval deepseek fp8 ($n)"; }
+done
+jq -e '.integrity.ok and .weights.overall.rel_fro > 0 and .weights.overall.rel_fro < 0.2 and
+       .perplexity.original.perplexity > 1 and .perplexity.increase > -0.05 and .perplexity.increase < 0.05 and
+       (.block.layers | length) == 1' "$tmp/ds1.json" >/dev/null || fail "deepseek fp8: weights, perplexity, block"
+cmp <(numbers "$tmp/ds1.json") <(numbers "$tmp/ds2.json") || fail "deepseek eval differs between 1 and 2 ranks"
+cmp -s "$tmp/ds1.f32" "$tmp/ds2.f32" && [ "$(stat -c %s "$tmp/ds1.f32")" = $((3000 * 65 * 4)) ] ||
+    fail "deepseek --dump-logits: not 3000 x 65 floats, or not the same from 1 and 2 ranks"
+"$MOEQ" synth --arch qwen3_moe --layers 1 --experts 4 --top-k 2 --hidden 64 --intermediate 32 --vocab 65 \
+    -q "$tmp/q3" >/dev/null
+q 1 "$tmp/q3.h5" --model "$tmp/q3" --recipe "$tmp/ds.yaml" || fail "quantize qwen3_moe"
+ev 1 --model "$tmp/q3" "$tmp/q3.h5" --json "$tmp/q3.json" -q || fail "eval qwen3_moe"
+jq -e '.integrity.ok and .perplexity == null and (.skipped | test("no CPU forward pass"))' "$tmp/q3.json" \
+    >/dev/null || fail "qwen3_moe: weight pass only, skipped named"
 set +e # no forward pass, so no logits to dump: refused, saying why
-ev 1 --model "$tmp/ds" "$tmp/ds.h5" -q --text "$tmp/small.txt" --dump-logits "$tmp/ds.f32" 2>"$tmp/err"; rc=$?
+ev 1 --model "$tmp/q3" "$tmp/q3.h5" -q --text "$tmp/small.txt" --dump-logits "$tmp/q3.f32" 2>"$tmp/err"; rc=$?
 set -e
-[ $rc -eq 3 ] && grep -q -- "--dump-logits .*ds.f32: no CPU forward pass" "$tmp/err" ||
+[ $rc -eq 3 ] && grep -q -- "--dump-logits .*q3.f32: no CPU forward pass" "$tmp/err" ||
     { cat "$tmp/err"; fail "--dump-logits without a forward pass: exit 3 naming the file (rc $rc)"; }
 echo PASS

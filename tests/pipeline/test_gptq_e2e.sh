@@ -8,7 +8,8 @@
 # gptq.min_inputs above every expert's token count makes the experts fall back (named by eval); the
 # refusals: gptq without --calib, --calib without a calibrated method, too short a file, ids outside the
 # vocab, gptq on the embedding; `moeq plan` of a GPTQ recipe on DeepSeek-R1's metadata estimates the pass's
-# memory per rank and time at 64 ranks (less than at 8).
+# memory per rank and time at 64 ranks (less than at 8). DeepSeek-V3 (MLA) from `moeq synth`: 1 and 3 ranks
+# identical, eval's perplexity.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}"
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
@@ -93,6 +94,23 @@ assert a["weights_bytes"] < b["weights_bytes"] and a["states_bytes"] < b["states
 assert a["total_s"] < b["total_s"] and a["mem_per_rank_bytes"] < b["mem_per_rank_bytes"], (a, b)
 PY
 "$MOEQ" plan --model "$r1" --recipe "$tmp/h.yaml" --ranks 64 | grep -q "^calibration" && fail "hqq plan shows a calibration"
+
+# DeepSeek-V3 (MLA: q_b_proj and kv_b_proj calibrated on the latents, in a round of their own): the same
+# bytes on 1 and 3 ranks, and eval reports the perplexity of the GPTQ artifact
+"$MOEQ" synth --arch deepseek_v3 --layers 2 --dense-layers 1 --experts 4 --top-k 2 --hidden 128 \
+    --intermediate 64 --vocab 65 -q "$tmp/ds" >/dev/null
+cp "$tiny/tokenizer.json" "$tmp/ds/"
+for n in 1 3; do
+    "$MPIEXEC" -n $n "$MOEQ" quantize --model "$tmp/ds" --recipe "$tmp/g.yaml" --calib "$tmp/calib.txt" \
+        --calib-seqs 8 --calib-len 64 --out "$tmp/ds$n.h5" --progress 0 >"$tmp/ds$n.out" 2>&1 ||
+        fail "deepseek gptq on $n rank(s): $(tail -5 "$tmp/ds$n.out")"
+done
+[ -n "$(checksum "$tmp/ds1.out")" ] && [ "$(checksum "$tmp/ds1.out")" = "$(checksum "$tmp/ds3.out")" ] ||
+    fail "deepseek gptq: checksums differ across rank counts"
+"$MOEQ" eval -q --model "$tmp/ds" "$tmp/ds3.h5" --text "$tmp/eval.txt" --json "$tmp/ds.json" || fail "eval ds"
+jq -e '.calibration.calibrated_tensors == 28 and .perplexity.original.perplexity > 1 and
+       .perplexity.increase < 0.05' "$tmp/ds.json" >/dev/null ||
+    fail "deepseek gptq eval: $(jq -c '{c: .calibration.calibrated_tensors, p: .perplexity}' "$tmp/ds.json")"
 
 # refusals
 expect() { # expect CODE NEEDLE CMD...

@@ -1,8 +1,10 @@
 // test_calib_pass.c: the numerics of the layer-streaming calibration pass (workers/calib_pass.h,
 // calib_set.h) on mixtral-tiny: the layer-by-layer forward (embed, each layer, final norm) gives
-// moeq_model_forward's logits bit for bit from partial models (the rows of each class over the ranks:
-// tests/pipeline/test_calib_layer.c); the Hessian equals a double-precision Σ x·xᵀ and does not depend on how
-// rows are split into calls; the class of every tensor name; the calibration set's formats and its refusals.
+// moeq_model_forward's logits bit for bit from partial models; every class's rows are the taps of the
+// whole-model forward (attention input/output, expert rows = the tokens routed there, the down inputs
+// silu(gate·x)·(up·x)); the Hessian equals a double-precision Σ x·xᵀ and does not depend on how rows are
+// split into calls; the class of every tensor name (DeepSeek-V3's MLA: its latents' classes and rounds, the
+// latent rows); the calibration set's formats and its refusals.
 #include "test_util.h"
 
 #include <math.h>
@@ -14,6 +16,7 @@
 #include "calib_set.h"
 #include "forward_model.h"
 #include "moeq_io.h"
+#include "rng.h" // defines: moeq_rng_normal, moeq_rng_seed_str
 
 static moeq_catalog *open_tiny(void) {
     moeq_catalog *c = NULL;
@@ -60,6 +63,74 @@ static void test_layer_by_layer_equals_forward(void **state) {
     moeq_model_free(&top);
     moeq_model_free(&full);
     free(ref), free(x), free(h), free(lg), free(tok);
+    moeq_catalog_close(&c);
+}
+
+// rows of each class == the whole-model forward's taps
+static void test_layer_rows(void **state) {
+    (void)state;
+    moeq_catalog *c = open_tiny();
+    const moeq_model_config *cfg = &c->cfg;
+    const int64_t T = 64, H = cfg->hidden, K = cfg->top_k, E = cfg->n_experts, L = cfg->n_layers;
+    const int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, I = cfg->moe_intermediate;
+    const int n_seq = 2, layer = 1;
+    moeq_model *full = NULL;
+    assert_status(moeq_model_load_catalog(c, &full), MOEQ_OK, NULL);
+    float *x = malloc(sizeof(float) * (size_t)(n_seq * T * H));
+    float *attn_in = malloc(sizeof(float) * (size_t)(n_seq * L * T * H));
+    float *attn_out = malloc(sizeof(float) * (size_t)(n_seq * L * T * qd));
+    float *moe_in = malloc(sizeof(float) * (size_t)(n_seq * L * T * H));
+    int32_t *topk = malloc(sizeof(int32_t) * (size_t)(n_seq * L * T * K));
+    for (int s = 0; s < n_seq; s++) {
+        int32_t *tok = some_tokens(T, 11u + (uint32_t)s);
+        const moeq_forward_taps taps = {.attn_in = attn_in + s * L * T * H,
+                                        .attn_out = attn_out + s * L * T * qd,
+                                        .moe_in = moe_in + s * L * T * H,
+                                        .topk = topk + s * L * T * K};
+        assert_status(moeq_model_forward(full, tok, T, NULL, &taps), MOEQ_OK, NULL);
+        // the layer's input = layer 0's output: run layer 0 from the embedding
+        assert_status(moeq_model_embed(full, tok, T, x + s * T * H), MOEQ_OK, NULL);
+        assert_status(moeq_model_layer_forward(full, 0, x + s * T * H, T, NULL), MOEQ_OK, NULL);
+        free(tok);
+    }
+    const int nc = moeq_calib_n_classes(cfg);
+    assert_int_equal(nc, MOEQ_CIN_EXPERT0 + 2 * E);
+    unsigned char *want = calloc((size_t)nc, 1);
+    moeq_calib_rows *rows = calloc((size_t)nc, sizeof *rows);
+    for (int k = 0; k < nc; k++) want[k] = k != MOEQ_CIN_HEAD_IN;
+    assert_status(moeq_calib_layer_rows(full, layer, x, n_seq, T, want, rows), MOEQ_OK, NULL);
+    assert_int_equal(rows[MOEQ_CIN_ATTN_IN].n, n_seq * T);
+    assert_int_equal(rows[MOEQ_CIN_ATTN_OUT].cols, qd);
+    for (int s = 0; s < n_seq; s++) {
+        assert_memory_equal(rows[MOEQ_CIN_ATTN_IN].x + s * T * H, attn_in + (s * L + layer) * T * H,
+                            sizeof(float) * (size_t)(T * H));
+        assert_memory_equal(rows[MOEQ_CIN_ATTN_OUT].x + s * T * qd, attn_out + (s * L + layer) * T * qd,
+                            sizeof(float) * (size_t)(T * qd));
+    }
+    int64_t total = 0;
+    for (int64_t e = 0; e < E; e++) {
+        const moeq_calib_rows *rx = &rows[MOEQ_CIN_EXPERT_X(e)], *ra = &rows[MOEQ_CIN_EXPERT_ACT(e)];
+        int64_t routed = 0;
+        for (int64_t i = 0; i < n_seq * T * K; i++) {
+            const int64_t s = i / (T * K), t = (i / K) % T;
+            routed += topk[(s * L + layer) * T * K + t * K + i % K] == e;
+        }
+        assert_int_equal(rx->n, routed);
+        assert_int_equal(ra->n, routed);
+        if (routed) assert_int_equal(ra->cols, I);
+        total += routed;
+        // the first routed row is post_attention_layernorm(moe_in) of that token: check its RMS scale
+        if (routed) {
+            double ss = 0;
+            for (int64_t j = 0; j < H; j++) ss += (double)rx->x[j] * rx->x[j];
+            assert_true(ss > 0 && isfinite(ss));
+        }
+        for (int64_t j = 0; j < ra->n * ra->cols; j++) assert_true(isfinite(ra->x[j]));
+    }
+    assert_int_equal(total, n_seq * T * K); // every token and slot once
+    for (int k = 0; k < nc; k++) moeq_calib_rows_free(&rows[k]);
+    free(want), free(rows), free(x), free(attn_in), free(attn_out), free(moe_in), free(topk);
+    moeq_model_free(&full);
     moeq_catalog_close(&c);
 }
 
@@ -120,6 +191,89 @@ static void test_classes(void **state) {
     moeq_catalog_close(&c);
 }
 
+// DeepSeek-V3 (MLA): the classes of its attention tensors, their widths and rounds, and the latent rows
+// (q_a_layernorm's and kv_a_layernorm's outputs) equal to the layer taps of each sequence.
+static moeq_status mla_weights(void *ctx, const char *name, float *dst, int64_t numel) {
+    (void)ctx;
+    const uint64_t seed = moeq_rng_seed_str(name);
+    for (int64_t i = 0; i < numel; i++)
+        dst[i] = (float)((strstr(name, "norm") ? 1.0 : 0.0) + 0.3 * moeq_rng_normal(seed, 0, (uint64_t)i));
+    return MOEQ_OK;
+}
+
+static void test_mla_classes_rows(void **state) {
+    (void)state;
+    const char *js =
+        "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 32, \"num_hidden_layers\": 2, \"vocab_size\": "
+        "17, "
+        "\"num_attention_heads\": 4, \"n_routed_experts\": 4, \"n_shared_experts\": 1, "
+        "\"num_experts_per_tok\": 2, "
+        "\"moe_intermediate_size\": 8, \"intermediate_size\": 24, \"first_k_dense_replace\": 1, "
+        "\"q_lora_rank\": 12, \"kv_lora_rank\": 10, \"qk_nope_head_dim\": 8, \"qk_rope_head_dim\": 4, "
+        "\"v_head_dim\": 6, \"n_group\": 2, \"topk_group\": 1, \"scoring_func\": \"sigmoid\", "
+        "\"topk_method\": \"noaux_tc\", \"torch_dtype\": \"float32\"}";
+    moeq_model_config cfg;
+    assert_status(moeq_config_parse("ds/config.json", js, &cfg), MOEQ_OK, NULL);
+    static const struct {
+        const char *name;
+        int cls, round;
+    } want_cls[] = {
+        {"model.layers.1.self_attn.q_a_proj.weight", MOEQ_CIN_ATTN_IN, 0},
+        {"model.layers.1.self_attn.kv_a_proj_with_mqa.weight", MOEQ_CIN_ATTN_IN, 0},
+        {"model.layers.1.self_attn.q_b_proj.weight", MOEQ_CIN_Q_LATENT, 1},
+        {"model.layers.0.self_attn.kv_b_proj.weight", MOEQ_CIN_KV_LATENT, 1},
+        {"model.layers.0.self_attn.o_proj.weight", MOEQ_CIN_ATTN_OUT, 2},
+        {"model.layers.0.mlp.down_proj.weight", MOEQ_CIN_DENSE_ACT, 3},
+        {"model.layers.1.mlp.gate.weight", MOEQ_CIN_FFN_IN, 3},
+        {"model.layers.1.mlp.shared_experts.up_proj.weight", MOEQ_CIN_FFN_IN, 3},
+        {"model.layers.1.mlp.shared_experts.down_proj.weight", MOEQ_CIN_SHARED_ACT, 3},
+        {"model.layers.1.mlp.experts.3.down_proj.weight", MOEQ_CIN_EXPERT_ACT(3), 3},
+        {"model.layers.1.self_attn.kv_a_layernorm.weight", -1, 3},
+        {"model.layers.1.mlp.gate.e_score_correction_bias", -1, 3},
+    };
+    for (size_t i = 0; i < sizeof want_cls / sizeof want_cls[0]; i++) {
+        int l = -9;
+        const int k = moeq_calib_class_of(&cfg, want_cls[i].name, &l);
+        assert_int_equal(k, want_cls[i].cls);
+        if (k >= 0) assert_int_equal(moeq_calib_class_round(k), want_cls[i].round);
+    }
+    assert_int_equal(moeq_calib_n_classes(&cfg), MOEQ_CIN_EXPERT0 + 8);
+    assert_int_equal(moeq_calib_class_cols(&cfg, MOEQ_CIN_Q_LATENT), 12);
+    assert_int_equal(moeq_calib_class_cols(&cfg, MOEQ_CIN_KV_LATENT), 10);
+    assert_int_equal(moeq_calib_class_cols(&cfg, MOEQ_CIN_ATTN_OUT), 4 * 6);
+    assert_string_equal(moeq_calib_class_name(MOEQ_CIN_KV_LATENT), "kv_latent");
+    // rows of layer 1 (MoE) over 2 sequences: the latents are the taps of each sequence, in order
+    const int64_t T = 20, H = 32, n_seq = 2;
+    moeq_model *m = NULL;
+    const moeq_model_sel sel = {.layer0 = 1, .layer1 = 2};
+    assert_status(moeq_model_load_sel(&cfg, &sel, mla_weights, NULL, &m), MOEQ_OK, NULL);
+    float *x = malloc(sizeof(float) * (size_t)(n_seq * T * H)), *xs = malloc(sizeof(float) * (size_t)(T * H));
+    for (int64_t i = 0; i < n_seq * T * H; i++) x[i] = (float)moeq_rng_normal(5, 1, (uint64_t)i);
+    const int nc = moeq_calib_n_classes(&cfg);
+    unsigned char *want = calloc((size_t)nc, 1);
+    moeq_calib_rows *rows = calloc((size_t)nc, sizeof *rows);
+    for (int k = 0; k < nc; k++) want[k] = k != MOEQ_CIN_HEAD_IN;
+    assert_status(moeq_calib_layer_rows(m, 1, x, (int)n_seq, T, want, rows), MOEQ_OK, NULL);
+    assert_int_equal(rows[MOEQ_CIN_Q_LATENT].n, n_seq * T);
+    assert_int_equal(rows[MOEQ_CIN_KV_LATENT].cols, 10);
+    assert_int_equal(rows[MOEQ_CIN_ATTN_OUT].cols, 24);
+    float ql[20 * 12], kl[20 * 10], ao[20 * 24];
+    for (int64_t s = 0; s < n_seq; s++) {
+        memcpy(xs, x + s * T * H, sizeof(float) * (size_t)(T * H));
+        const moeq_layer_taps lt = {.q_latent = ql, .kv_latent = kl, .attn_out = ao};
+        assert_status(moeq_model_layer_forward(m, 1, xs, T, &lt), MOEQ_OK, NULL);
+        assert_memory_equal(rows[MOEQ_CIN_Q_LATENT].x + s * T * 12, ql, sizeof ql);
+        assert_memory_equal(rows[MOEQ_CIN_KV_LATENT].x + s * T * 10, kl, sizeof kl);
+        assert_memory_equal(rows[MOEQ_CIN_ATTN_OUT].x + s * T * 24, ao, sizeof ao);
+    }
+    int64_t routed = 0;
+    for (int e = 0; e < 4; e++) routed += rows[MOEQ_CIN_EXPERT_X(e)].n;
+    assert_int_equal(routed, n_seq * T * 2); // top-2
+    for (int k = 0; k < nc; k++) moeq_calib_rows_free(&rows[k]);
+    free(want), free(rows), free(x), free(xs);
+    moeq_model_free(&m);
+}
+
 static void test_calib_set(void **state) {
     (void)state;
     char *dir = moeq_test_mkdtemp("calibset");
@@ -161,8 +315,10 @@ static void test_calib_set(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer_by_layer_equals_forward),
+        cmocka_unit_test(test_layer_rows),
         cmocka_unit_test(test_hessian),
         cmocka_unit_test(test_classes),
+        cmocka_unit_test(test_mla_classes_rows),
         cmocka_unit_test(test_calib_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

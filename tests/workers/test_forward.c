@@ -328,10 +328,14 @@ static void test_unsupported_arch(void **state) {
     moeq_model_config cfg = c->cfg;
     moeq_catalog_close(&c);
     moeq_model *m = NULL;
-    cfg.arch = MOEQ_ARCH_DEEPSEEK_V3;
-    assert_status(moeq_model_load(&cfg, never_called, NULL, &m), MOEQ_ERR_UNSUPPORTED, "deepseek_v3");
+    cfg.arch = MOEQ_ARCH_QWEN3_MOE;
+    assert_status(moeq_model_load(&cfg, never_called, NULL, &m), MOEQ_ERR_UNSUPPORTED, "qwen3_moe");
     assert_status(moeq_model_load(&cfg, never_called, NULL, &m), MOEQ_ERR_UNSUPPORTED,
-                  "mixtral and qwen2_moe");
+                  "mixtral, qwen2_moe and deepseek_v3");
+    cfg.arch = MOEQ_ARCH_MIXTRAL;
+    snprintf(cfg.rope_scaling, sizeof cfg.rope_scaling, "linear"); // not modelled: refused, not ignored
+    assert_status(moeq_model_load(&cfg, never_called, NULL, &m), MOEQ_ERR_UNSUPPORTED, "\"linear\"");
+    cfg.rope_scaling[0] = 0;
     assert_null(m);
     cfg.arch = MOEQ_ARCH_MIXTRAL;
     cfg.n_heads = 3; // not a multiple of the 2 KV heads
