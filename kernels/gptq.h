@@ -45,12 +45,16 @@ typedef struct moeq_gptq_params {
     float damp;        // relative damping: H += damp · mean(diag H) · I (GPTQ's 0.01)
     int act_order;     // 1: columns processed in descending diag(H) order (forces static_groups)
     int block;         // lazy-update block width (GPTQ's 128)
+    int group_order;   // 1 (without act_order): group-aware order: parameter blocks by descending Σ diag(H),
+                       // the columns of a block by descending diag(H), each block's columns kept together, so
+                       // that its parameters are still chosen on the error-updated weights (GPTQModel's
+                       // act_group_aware); 0: natural order
     int static_groups; // 1: every group's/block's parameters chosen on W before any rounding (importance =
                        // diag H); 0: chosen when the group's first column is reached, on the error-updated
                        // weights
 } moeq_gptq_params;
 
-// {0.01, 0, 128, 0}
+// {0.01, 0, 128, 0, group_order 0}
 moeq_gptq_params moeq_gptq_params_default(void);
 
 // GPTQ of w (R, C) into q (a moeq_qmat whose format/bits/group/geometry the caller set, as for method rtn):

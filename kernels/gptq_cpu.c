@@ -33,9 +33,10 @@ typedef struct gptq_ctx {
     const float *imp;        // (C) importance for the block quantizers
     float *ga, *gm, *gi;     // (R, C/S) grid: a and m (grouped: s, z and 1/s)
     uint8_t *codes;          // (R, C) in the original column order
+    int64_t *pos;            // group order: (C) each column's position in the processing order; else NULL
 } gptq_ctx;
 
-enum { ROW_OK = 0, ROW_NONFINITE, ROW_OVERFLOW };
+enum { ROW_OK = 0, ROW_NONFINITE, ROW_OVERFLOW, ROW_NOMEM };
 
 // Parameters of blocks [b0, b0 + nb) of row r from x (nb·PB weights of the row, natural order). Returns
 // ROW_*; *where: the column of a non-finite weight or the overflowing group.
@@ -154,17 +155,27 @@ static moeq_status hinv_chol(const float *H, int64_t C, const int64_t *perm, con
 // Rows [r0, r1): wk (R, C) their weights in processing order, E (R, Bw) the block's scaled errors. Returns
 // ROW_*; *frow, *fwhere: the failure.
 static int panel(const gptq_ctx *c, int64_t r0, int64_t r1, float *wk, float *E, const float *U,
-                 const int64_t *perm, int lazy, int64_t Bw, float *used, int64_t *frow, int64_t *fwhere) {
+                 const int64_t *perm, int lazy, int64_t Bw, float *used, int64_t *frow, int64_t *fwhere,
+                 float *gbuf) {
     const int64_t C = c->C;
     for (int64_t i1 = 0; i1 < C; i1 += Bw) {
         const int64_t i2 = i1 + Bw < C ? i1 + Bw : C;
         for (int64_t i = i1; i < i2; i++) {
             const int64_t col = perm[i];
-            if (lazy && col % c->PB == 0) // lazy: perm is the identity, the block [col, col + PB) is current
+            if (lazy && !c->pos && col % c->PB == 0) // natural order: the block [col, col + PB) is current
                 for (int64_t r = r0; r < r1; r++) {
                     const int st = choose(c, r, wk + r * C + i, col / c->PB, 1, fwhere);
                     if (st != ROW_OK) return *frow = r, st;
                 }
+            if (lazy && c->pos &&
+                i % c->PB == 0) { // group order: a block's columns are [i, i + PB), permuted
+                const int64_t b = col / c->PB;
+                for (int64_t r = r0; r < r1; r++) {
+                    for (int64_t j = 0; j < c->PB; j++) gbuf[j] = wk[r * C + c->pos[b * c->PB + j]];
+                    const int st = choose(c, r, gbuf, b, 1, fwhere);
+                    if (st != ROW_OK) return *frow = r, st;
+                }
+            }
             const float *ui = U + i * C;
             const float d = ui[i];
             for (int64_t r = r0; r < r1; r++) {
@@ -262,6 +273,35 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
         for (int64_t i = 0; i < C; i++) perm[i] = dc[i].i;
         free(dc);
     }
+    if (p->group_order && !p->act_order && !p->static_groups) { // GAR: blocks, then columns, by diag(H)
+        const int64_t nb = C / c.PB;
+        diag_col *bc = malloc((size_t)nb * sizeof *bc), *dc = malloc((size_t)c.PB * sizeof *dc);
+        if (!bc || !dc) {
+            free(bc), free(dc);
+            st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq group order of %lld columns", who, (long long)C);
+            goto done;
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            double sum = 0;
+            for (int64_t j = 0; j < c.PB; j++) sum += H[(b * c.PB + j) * C + b * c.PB + j];
+            bc[b].d = (float)sum, bc[b].i = b;
+        }
+        qsort(bc, (size_t)nb, sizeof *bc, cmp_desc);
+        for (int64_t k = 0; k < nb; k++) {
+            const int64_t b = bc[k].i;
+            for (int64_t j = 0; j < c.PB; j++)
+                dc[j].d = H[(b * c.PB + j) * C + b * c.PB + j], dc[j].i = b * c.PB + j;
+            qsort(dc, (size_t)c.PB, sizeof *dc, cmp_desc);
+            for (int64_t j = 0; j < c.PB; j++) perm[k * c.PB + j] = dc[j].i;
+        }
+        free(bc), free(dc);
+        c.pos = malloc((size_t)C * sizeof(int64_t));
+        if (!c.pos) {
+            st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq group order of %lld columns", who, (long long)C);
+            goto done;
+        }
+        for (int64_t i = 0; i < C; i++) c.pos[perm[i]] = i;
+    }
     if ((st = hinv_chol(H, C, perm, p, who, A, U, imp)) != MOEQ_OK) goto done;
     free(A), A = NULL;
 
@@ -277,11 +317,18 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
             for (int64_t i = 0; i < C; i++) wk[r * C + i] = w[r * C + perm[i]];
             if (!lazy) kind = choose(&c, row = r, w + r * C, 0, C / c.PB, &where);
         }
-        if (kind == ROW_OK) kind = panel(&c, r0, r1, wk, E, U, perm, lazy, Bw, used, &row, &where);
+        float *gbuf = c.pos ? malloc((size_t)c.PB * sizeof(float)) : NULL; // group order: a block's weights
+        if (c.pos && !gbuf) kind = ROW_NOMEM;
+        if (kind == ROW_OK) kind = panel(&c, r0, r1, wk, E, U, perm, lazy, Bw, used, &row, &where, gbuf);
+        free(gbuf);
         if (kind != ROW_OK) {
 #pragma omp critical(moeq_gptq_fail)
             if (row < frow) frow = row, fwhere = where, fkind = kind;
         }
+    }
+    if (fkind == ROW_NOMEM) {
+        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq group buffer", who);
+        goto done;
     }
     if (fkind == ROW_OVERFLOW) {
         st = moeq_quant_fail_overflow(who, frow, fwhere, c.PB);
@@ -305,6 +352,6 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
             c.k->put(q->codes + r * c.rb + b * c.f->unit_bytes, c.codes + r * C + b * c.PB);
     }
 done:
-    free(A), free(U), free(imp), free(wk), free(E), free(grid), free(perm), free(c.codes);
+    free(A), free(U), free(imp), free(wk), free(E), free(grid), free(perm), free(c.codes), free(c.pos);
     return st;
 }

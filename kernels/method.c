@@ -163,6 +163,10 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
          "calibration inputs a tensor needs for GPTQ (fewer: a routed expert few tokens "
          "reached), else the weight-space fallback: search (llama.cpp types), hqq "
          "(grouped)"},
+    [MOEQ_F_GPTQ_GROUP_ORDER] =
+        {"gptq.group_order", MOEQ_FT_BOOL, OFF(gptq_group_order), 0, 0,
+         "group-aware order without act_order: groups by descending sum of diag(H), "
+         "columns inside a group by diag(H), parameters still on the updated weights"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -375,6 +379,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .gptq_block = 128,
         .gptq_static_groups = 0,
         .gptq_min_inputs = 16,
+        .gptq_group_order = 1,
     };
     return s;
 }

@@ -64,6 +64,7 @@ typedef struct moeq_qsettings {
     uint64_t seed;
     float gptq_damp;                                    // relative damping of H (gptq.h)
     int gptq_act_order, gptq_block, gptq_static_groups; // act-order, lazy block width, static parameters
+    int gptq_group_order; // group-aware column order (gptq.h group_order; GPTQModel's act_group_aware)
     int gptq_min_inputs; // a tensor whose Hessian summed fewer calibration inputs (a routed expert few tokens
                          // reached) is quantized by the weight-space fallback (moeq_method_fallback)
 } moeq_qsettings;
@@ -93,6 +94,7 @@ typedef enum moeq_field {
     MOEQ_F_GPTQ_BLOCK,
     MOEQ_F_GPTQ_STATIC_GROUPS,
     MOEQ_F_GPTQ_MIN_INPUTS,
+    MOEQ_F_GPTQ_GROUP_ORDER,
     MOEQ_F_COUNT
 } moeq_field;
 
@@ -115,7 +117,8 @@ enum {
     MOEQ_SET_SEED = 1u << MOEQ_F_SEED,
     MOEQ_SET_FORMAT = 1u << MOEQ_F_FORMAT,
     MOEQ_SET_GPTQ = (1u << MOEQ_F_GPTQ_DAMP) | (1u << MOEQ_F_GPTQ_ACT_ORDER) | (1u << MOEQ_F_GPTQ_BLOCK) |
-                    (1u << MOEQ_F_GPTQ_STATIC_GROUPS) | (1u << MOEQ_F_GPTQ_MIN_INPUTS), // every gptq.* field
+                    (1u << MOEQ_F_GPTQ_STATIC_GROUPS) | (1u << MOEQ_F_GPTQ_MIN_INPUTS) |
+                    (1u << MOEQ_F_GPTQ_GROUP_ORDER), // every gptq.* field
 };
 
 typedef enum moeq_field_type {

@@ -13,6 +13,7 @@ moeq_gptq_params moeq_method_gptq_params(const moeq_qsettings *s) {
     moeq_gptq_params p = moeq_gptq_params_default();
     p.damp = s->gptq_damp, p.act_order = s->gptq_act_order, p.block = s->gptq_block;
     p.static_groups = s->gptq_static_groups;
+    p.group_order = s->gptq_group_order;
     return p;
 }
 

@@ -87,7 +87,8 @@ static moeq_gptq_params params(int act_order, int static_groups, int block) {
 }
 
 // The dequantizer of the written bytes returns exactly the values the error feedback used (lazy, static,
-// act-order), and GPTQ's output error is below 0.9x RTN's (the format's reference quantizer) for each format.
+// act-order, group order), and GPTQ's output error is below 0.9x RTN's (the format's reference quantizer) for
+// each format.
 static void test_every_format(void **state) {
     (void)state;
     make_data(11);
@@ -101,9 +102,10 @@ static void test_every_format(void **state) {
         assert_int_equal(moeq_qtype_get(ts[i])->quantize(W, &qr), MOEQ_OK);
         float *yr = deq(&qr);
         const double e_rtn = out_err(W, yr, H);
-        double ratio[3];
-        for (int mode = 0; mode < 3; mode++) {
-            const moeq_gptq_params p = params(mode == 2, mode == 1, 128);
+        double ratio[4];
+        for (int mode = 0; mode < 4; mode++) {
+            moeq_gptq_params p = params(mode == 2, mode == 1, 128);
+            p.group_order = mode == 3;
             assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, H, &p, "t", &q, used), MOEQ_OK);
             float *y = deq(&q);
             if (memcmp(y, used, sizeof(float) * R * C) != 0) {
@@ -115,9 +117,9 @@ static void test_every_format(void **state) {
             ratio[mode] = out_err(W, y, H) / e_rtn;
             free(y);
         }
-        print_message("%-7s output error / RTN's: lazy %.3f  static %.3f  act-order %.3f\n",
-                      moeq_qtype_name(ts[i]), ratio[0], ratio[1], ratio[2]);
-        for (int mode = 0; mode < 3; mode++) assert_true(ratio[mode] < 0.9);
+        print_message("%-7s output error / RTN's: lazy %.3f  static %.3f  act-order %.3f  group order %.3f\n",
+                      moeq_qtype_name(ts[i]), ratio[0], ratio[1], ratio[2], ratio[3]);
+        for (int mode = 0; mode < 4; mode++) assert_true(ratio[mode] < 0.9);
         free(yr);
         moeq_qmat_free(&q), moeq_qmat_free(&qr);
     }
