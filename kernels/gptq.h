@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 typedef struct moeq_gptq_params {
-    float damp;        // relative damping: H += damp · mean(diag H) · I (GPTQ's 0.01)
+    float damp;        // relative damping: H += damp · mean(diag H) · I (GPTQ's 0.01; method gptq's default 0.05)
     int act_order;     // 1: columns processed in descending diag(H) order (forces static_groups)
     int block;         // lazy-update block width (GPTQ's 128)
     int group_order;   // 1 (without act_order): group-aware order: parameter blocks by descending Σ diag(H),

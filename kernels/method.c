@@ -374,7 +374,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .svd_power_iters = 2,
         .seed = 0,
         .format = MOEQ_QTYPE_INVALID,
-        .gptq_damp = 0.01f,
+        .gptq_damp = 0.05f,
         .gptq_act_order = 0,
         .gptq_block = 128,
         .gptq_static_groups = 0,
