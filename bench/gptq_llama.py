@@ -18,6 +18,11 @@ BUILD_VENV_PY = os.path.join(ROOT, "build-venv", "bin", "python")
 GPTQ_SET = re.compile(r"blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate_exps|ffn_up_exps|ffn_down_exps)\.weight")
 
 
+# Q3_K_pure: every tensor llama-quantize quantizes in q3_K (no k-quant mixture), the embedding and the output
+# layer kept as the checkpoint's bf16: what a moeq recipe `format: q3_K` on attention and experts exports
+FTYPE_ARGS = {"Q3_K_pure": ["--pure", "--token-embedding-type", "bf16", "--output-tensor-type", "bf16", "Q3_K"]}
+
+
 def run(cmd, log=None, env=None, check=True):
     t = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -62,6 +67,25 @@ def check_tokenization(gguf_path, calib_txt, ids):
     return got == ids
 
 
+def compare_imatrix(a_path, b_path):
+    """Two GGUF importance matrices of one model: same entries? the largest difference of the per-column mean
+    squares (in_sum2 / counts) relative to the entry's largest, and how many counts (tokens per expert) differ."""
+    import gguf
+    import numpy as np
+    a, b = ({t.name: np.array(t.data, dtype=np.float64) for t in gguf.GGUFReader(p).tensors} for p in (a_path, b_path))
+    if sorted(a) != sorted(b):
+        return {"same_entries": False, "only_llama": sorted(set(a) - set(b))[:8], "only_moeq": sorted(set(b) - set(a))[:8]}
+    worst, counts_diff = 0.0, 0
+    for n in a:
+        if n.endswith(".in_sum2"):
+            c = n[:-len("in_sum2")] + "counts"
+            ma, mb = (x[n] / np.maximum(x[c], 1).reshape(-1, *([1] * (x[n].ndim - 1))) for x in (a, b))
+            worst = max(worst, float(np.abs(ma - mb).max() / np.abs(ma).max()))
+            counts_diff += int((a[c] != b[c]).sum())
+    return {"same_entries": True, "entries": len(a) // 2, "max_rel_diff_mean_squares": worst,
+            "counts_differing": counts_diff}
+
+
 def q3k_peer(moeq, model, work, calib_txt, ids, nchunks, ctx, tools, ftypes, threads, mpirun):
     """Returns the rows of llama.cpp's q3_K peer and the `moeq calibrate` compatibility check."""
     imatrix_bin = os.path.join(tools, "llama-imatrix")
@@ -94,11 +118,15 @@ def q3k_peer(moeq, model, work, calib_txt, ids, nchunks, ctx, tools, ftypes, thr
                    str(nchunks), "--out", mimx], log=os.path.join(d, "moeq-calibrate.log"))
     out["moeq_calibrate"] = {"command": f"moeq calibrate --ctx {ctx} --chunks {nchunks}", "wall_s": round(secs, 2)}
 
+    out["moeq_calibrate"]["against_llama_imatrix"] = compare_imatrix(imx, mimx)
+
     rows = []
     for ft in ftypes:
         for label, matrix in (("none", None), ("llama-imatrix", imx), ("moeq-calibrate", mimx)):
             dst = os.path.join(d, f"{ft}-{label}.gguf")
-            cmd = [quant_bin] + (["--imatrix", matrix] if matrix else []) + [base, dst, ft, str(threads)]
+            cmd = [quant_bin] + (["--imatrix", matrix] if matrix else []) + FTYPE_ARGS.get(ft, [ft])
+            cmd[-1:-1] = [base, dst]
+            cmd.append(str(threads))
             r, secs = run(cmd, log=os.path.join(d, f"quantize-{ft}-{label}.log"), check=False)
             row = {"peer": "llama.cpp", "quantizer": "llama-quantize", "ftype": ft, "imatrix": label,
                    "wall_s": round(secs, 2)}

@@ -4,7 +4,7 @@ calibration text. Run from the repository root with the venv of bench/requiremen
 
   /work/.torch-venv/bin/python bench/gptq_vs_gptqmodel.py [--models mixtral-tiny,mixtral-mini]
       [--settings 2g64,3g128a,4g128,3g128] [--sequences 128] [--seqlen 256] [--threads 2] [--ranks 2]
-      [--llama-model mixtral-mini] [--llama-ftypes Q3_K_S,Q3_K_M] [--llama-tools /work/.llama-tools/bin]
+      [--llama-model mixtral-mini] [--llama-ftypes Q3_K_S,Q3_K_M,Q3_K_pure] [--llama-tools /work/.llama-tools/bin]
       [--no-gptqmodel] [--no-llama] [--no-moeq] [--work DIR] [--out bench/results/gptq-vs-gptqmodel.json]
 
 1. Calibration: scripts/calib-text.sh (Debian's license texts mapped into the models' 65-char vocabulary, not
@@ -226,7 +226,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--llama-model", default="mixtral-mini")
-    ap.add_argument("--llama-ftypes", default="Q3_K_S,Q3_K_M")
+    ap.add_argument("--llama-ftypes", default="Q3_K_S,Q3_K_M,Q3_K_pure")
     ap.add_argument("--llama-tools", default="/work/.llama-tools/bin")
     ap.add_argument("--no-gptqmodel", action="store_true")
     ap.add_argument("--no-llama", action="store_true")
@@ -234,6 +234,8 @@ def main():
     ap.add_argument("--moeq", default=os.path.join(ROOT, "build", "moeq"))
     ap.add_argument("--work")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "gptq-vs-gptqmodel.json"))
+    ap.add_argument("--reuse", action="store_true", help="keep the models (and the llama.cpp part) that --out "
+                    "already holds from a run with the same calibration hash; run only the rest")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
@@ -247,7 +249,17 @@ def main():
               "calibration": calib, "protocol": "README of the models: val.txt, windows of 256, fp32 "
               "MixtralForCausalLM (transformers); increase_pct against the bf16 checkpoint (what is quantized, "
               "what moeq eval's 'original' is), increase_vs_fp32_pct against the fp32 master", "models": []}
+    old = {}
+    if a.reuse and os.path.exists(a.out):
+        prev = json.load(open(a.out))
+        if prev.get("calibration", {}).get("ids_sha256") == calib["ids_sha256"]:
+            old = {m["name"]: m for m in prev.get("models", [])}
+            if "llama_cpp" in prev:
+                old["llama_cpp"] = prev["llama_cpp"]
     for model in models:
+        if os.path.basename(model) in old:
+            result["models"].append(old[os.path.basename(model)])
+            continue
         val_ids = gptq_hf.char_ids(model, open(os.path.join(model, "val.txt"), encoding="utf-8", newline="").read())
         assert gptq_hf.char_ids(model, open(calib_txt, encoding="utf-8", newline="").read()) == ids
         entry = {"name": os.path.basename(model), "path": model, "reference": reference_check(model, work, val_ids),
@@ -260,7 +272,10 @@ def main():
             if not a.no_moeq:
                 entry["runs"].append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act != "off"))
         result["models"].append(entry)
-    if not a.no_llama:
+        write(result, a.out)
+    if not a.no_llama and "llama_cpp" in old:
+        result["llama_cpp"] = old["llama_cpp"]
+    elif not a.no_llama:
         model = os.path.join(a.models_dir, a.llama_model)
         lq, rows = gptq_llama.q3k_peer(moeq, model, work, calib_txt, ids, a.sequences, a.seqlen, a.llama_tools,
                                        a.llama_ftypes.split(","), a.threads, mpirun(a.ranks))
@@ -270,11 +285,15 @@ def main():
         lq["model"], lq["runs"] = os.path.basename(model), rows
         result["llama_cpp"] = lq
     result["wall_s"] = round(time.time() - t0, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
+    write(result, a.out)
+    print(table(result))
+
+
+def write(result, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
         f.write("\n")
-    print(table(result))
 
 
 if __name__ == "__main__":
