@@ -199,7 +199,7 @@ def table(result):
                              f"{'skipped' if 'skipped' in r else 'error'} | - |")
                 continue
             lines.append(f"| {m['name']} | {r['quantizer']} | {r['setting']} | {r['bits_per_weight']:.2f} | "
-                         f"{r['perplexity']:.5f} | +{r['increase_pct']:.2f}% | {r['wall_s']:.0f} |")
+                         f"{r['perplexity']:.5f} | +{r['increase_pct']:.3f}% | {r['wall_s']:.0f} |")
     lq = result.get("llama_cpp")
     if lq:
         lines.append(f"| {lq['model']} | llama.cpp F32 GGUF (in llama.cpp) | - | 32 | {lq['base']['perplexity']:.5f} | - | - |")
@@ -212,7 +212,7 @@ def table(result):
                 lines.append(f"| {lq['model']} | llama-quantize | {r['ftype']} imatrix {r['imatrix']} | - | - | refused | - |")
                 continue
             lines.append(f"| {lq['model']} | {r['quantizer']} | {r['ftype']} imatrix {r['imatrix']} | "
-                         f"{r['bits_per_weight']:.2f} | {r['perplexity']:.5f} | +{r['increase_pct']:.2f}% | {r['wall_s']:.0f} |")
+                         f"{r['bits_per_weight']:.2f} | {r['perplexity']:.5f} | +{r['increase_pct']:.3f}% | {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
