@@ -150,7 +150,8 @@ def gptqmodel_row(model, work, ids_bin, seqlen, name, threads, base, val_ids):
     ckpt = gptq_hf.staging_dir(model, work)
     t = time.time()
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gptq_hf.py"), "quantize", ckpt, ids_bin,
-                        str(seqlen), str(bits), str(group), act, d, str(threads)], capture_output=True, text=True)
+                        str(seqlen), str(bits), str(group), act, d, str(threads)], capture_output=True, text=True,
+                       cwd=d)  # GPTQModel writes a logs/ folder into its working directory
     wall = time.time() - t
     with open(os.path.join(d, "gptqmodel.log"), "w") as f:
         f.write(r.stdout + r.stderr)
