@@ -35,7 +35,7 @@ import gptq_hf  # noqa: E402
 import gptq_llama  # noqa: E402
 
 # name: (bits, group, act_order); act_order "desc_act" = GPTQ's act-order (g_idx), "gar" = GPTQModel's default
-# group-aware reordering, "off" = neither. moeq's hook gets act_order != "off".
+# group-aware reordering, "off" = neither; moeq gets the same order (moeq_recipe).
 SETTINGS = {"2g64": (2, 64, "gar"), "3g128a": (3, 128, "desc_act"), "4g128": (4, 128, "gar"),
             "3g128": (3, 128, "off")}
 CE_TOL = 1e-6
@@ -70,12 +70,14 @@ def calibration(work, model, sequences, seqlen):
 # ---------------------------------------------------------------------------------------------------------------
 # moeq's side (the hook): fills in once `method: gptq` exists (issue 22 items 1-3).
 # ---------------------------------------------------------------------------------------------------------------
-def moeq_recipe(bits=None, group=None, act_order=True, fmt=None):
+def moeq_recipe(bits=None, group=None, order="gar", fmt=None):
     """The recipe moeq's GPTQ runs with (configs/README.md syntax): method gptq, bits and group (or a storage
-    format, e.g. q3_K), gptq.act_order."""
+    format, e.g. q3_K), and the column order GPTQModel used: "desc_act" -> gptq.act_order, "gar" -> moeq's
+    default gptq.group_order (GPTQModel's act_group_aware), "off" -> natural order."""
     size = f"format: {fmt}" if fmt else f"bits: {bits}, group: {group}"
+    opts = {"desc_act": "act_order: true", "gar": "act_order: false", "off": "act_order: false, group_order: false"}
     return (f"version: 1\n{'target: gguf' + chr(10) if fmt else ''}"
-            f"defaults: {{method: gptq, {size}, gptq: {{act_order: {'true' if act_order else 'false'}}}}}\n")
+            f"defaults: {{method: gptq, {size}, gptq: {{{opts[order]}}}}}\n")
 
 
 def moeq_has_gptq(moeq):
@@ -83,14 +85,14 @@ def moeq_has_gptq(moeq):
     return r.returncode == 0 and "gptq" in r.stdout
 
 
-def moeq_gptq(moeq, model, ids_bin, work, ranks, bits=None, group=None, act_order=True, fmt=None, llama_base=None,
+def moeq_gptq(moeq, model, ids_bin, work, ranks, bits=None, group=None, order="gar", fmt=None, llama_base=None,
               threads=2):
     """`moeq quantize --model M --recipe R --calib ids.bin --out A.h5`, then `moeq eval --model M A.h5 --json
     E.json`; returns the row (perplexity from E.json, docs/EVAL.md), or a row with "skipped". With fmt (a
     llama.cpp block type) and llama_base (the F32 GGUF's perplexity in llama.cpp): also exported to GGUF and
     measured in llama.cpp, as the llama-quantize files are (E.json's figure kept as moeq_eval_perplexity)."""
-    tag = fmt or f"q{bits}g{group}{'a' if act_order else ''}"
-    row = {"quantizer": "moeq gptq", "setting": tag, "recipe": moeq_recipe(bits, group, act_order, fmt)}
+    tag = fmt or f"{bits}g{group}{'a' if order == 'desc_act' else ''}"  # GPTQModel's setting names
+    row = {"quantizer": "moeq gptq", "setting": tag, "recipe": moeq_recipe(bits, group, order, fmt)}
     if not moeq_has_gptq(moeq):
         row["skipped"] = "`moeq quantize --help-recipe` lists no method gptq (issue 22 items 1-3 not merged)"
         print(f"gptq_vs_gptqmodel: moeq {tag}: skipped: {row['skipped']}", file=sys.stderr)
@@ -258,8 +260,17 @@ def main():
             if "llama_cpp" in prev:
                 old["llama_cpp"] = prev["llama_cpp"]
     for model in models:
-        if os.path.basename(model) in old:
-            result["models"].append(old[os.path.basename(model)])
+        if os.path.basename(model) in old:  # the peers' rows kept; moeq's rows run again (unless --no-moeq)
+            entry = old[os.path.basename(model)]
+            if not a.no_moeq:
+                runs = []
+                for name in [x for x in a.settings.split(",") if x]:
+                    bits, group, act = SETTINGS[name]
+                    runs += [r for r in entry["runs"] if r["quantizer"] != "moeq gptq" and r["setting"] == name]
+                    runs.append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act))
+                entry["runs"] = runs
+            result["models"].append(entry)
+            write(result, a.out)
             continue
         val_ids = gptq_hf.char_ids(model, open(os.path.join(model, "val.txt"), encoding="utf-8", newline="").read())
         assert gptq_hf.char_ids(model, open(calib_txt, encoding="utf-8", newline="").read()) == ids
@@ -271,11 +282,16 @@ def main():
                 entry["runs"].append(gptqmodel_row(model, work, ids_bin, a.seqlen, name, a.threads,
                                                    entry["reference"], val_ids))
             if not a.no_moeq:
-                entry["runs"].append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act != "off"))
+                entry["runs"].append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act))
         result["models"].append(entry)
         write(result, a.out)
     if not a.no_llama and "llama_cpp" in old:
-        result["llama_cpp"] = old["llama_cpp"]
+        result["llama_cpp"] = lq = old["llama_cpp"]
+        if not a.no_moeq:  # llama.cpp's rows kept, moeq's q3_K run again
+            model = os.path.join(a.models_dir, a.llama_model)
+            lq["runs"] = [r for r in lq["runs"] if r.get("quantizer") != "moeq gptq"]
+            lq["runs"].append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, fmt="q3_K",
+                                        llama_base=lq["base"]["perplexity"], threads=a.threads))
     elif not a.no_llama:
         model = os.path.join(a.models_dir, a.llama_model)
         lq, rows = gptq_llama.q3k_peer(moeq, model, work, calib_txt, ids, a.sequences, a.seqlen, a.llama_tools,
