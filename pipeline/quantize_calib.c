@@ -405,6 +405,61 @@ static moeq_status embed_all(cal_state *k) {
     return moeq_run_agree(st, MPI_COMM_WORLD);
 }
 
+// --calib (every rank reads it: n·T ids): its identity joins the digest; a plan whose methods need
+// calibration inputs without it, or --calib without such a method, is refused.
+moeq_status moeq_qcal_open(run_state *s) {
+    const moeq_quantize_opts *o = s->o;
+    const moeq_plan *p = s->plan;
+    const char *who = NULL;
+    moeq_method method = MOEQ_METHOD_NONE;
+    for (int i = 0; i < p->n_tensors && !who; i++) {
+        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
+        if (mt && mt->needs_calibration) who = s->cat->t[p->t[i].cat].name, method = p->t[i].q.method;
+    }
+    if (!o->calib_path) {
+        if (!who) return MOEQ_OK;
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "tensor '%s': method %s needs calibration inputs\n---> HINT: give them with --calib "
+                         "FILE (token ids as little-endian uint32, or text for a character tokenizer)",
+                         who, moeq_method_name(method));
+    }
+    if (!who)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "--calib %s: no tensor's method reads calibration inputs\n---> HINT: a recipe with "
+                         "method: gptq uses them; leave --calib out otherwise",
+                         o->calib_path);
+    for (int i = 0; i < p->n_tensors; i++) { // before any file is made: what the pass cannot calibrate
+        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
+        int layer = -1;
+        const char *name = s->cat->t[p->t[i].cat].name;
+        if (mt && mt->needs_calibration && moeq_calib_class_of(&s->cat->cfg, name, &layer) < 0)
+            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                             "tensor '%s': method %s needs the inputs of a linear layer, and this tensor is not "
+                             "one the calibration pass runs (embedding, norm or bias)\n---> HINT: give it "
+                             "another method in the recipe (e.g. a rule with set: {method: rtn})",
+                             name, mt->name);
+    }
+    if (o->simulate)
+        return MOEQ_FAIL(MOEQ_ERR_ARG,
+                         "--calib and --simulate: the simulation does not model the calibration "
+                         "pass yet");
+    const moeq_model_config *c = &s->cat->cfg;
+    int64_t len = o->calib_len;
+    if (len <= 0)
+        len = c->max_position_embeddings > 0 && c->max_position_embeddings < 2048 ? c->max_position_embeddings
+                                                                                  : 2048;
+    MOEQ_TRY(moeq_calib_set_load(o->calib_path, (moeq_calib_format)o->calib_format,
+                                 o->calib_seqs > 0 ? o->calib_seqs : 128, len, c->vocab, s->cat->dir,
+                                 &s->calib));
+    s->plan->digest = moeq_plan_digest_calib(s->plan->digest, s->calib->xxh3);
+    if (s->rank == 0 && !o->quiet)
+        printf("calibration     %s (%s): %d sequences x %lld tokens of %lld, xxh3 %016llx\n", s->calib->path,
+               s->calib->format == MOEQ_CALIB_TEXT ? "text" : "token ids", s->calib->n_seqs,
+               (long long)s->calib->seq_len, (long long)s->calib->n_file_tokens,
+               (unsigned long long)s->calib->xxh3);
+    return MOEQ_OK;
+}
+
 int moeq_qcal_dispatch(run_state *s, const double *cost) {
     (void)cost;
     cal_state k = {.s = s, .cfg = &s->cat->cfg};

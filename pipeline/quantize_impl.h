@@ -140,6 +140,10 @@ void moeq_qrun_on_idle(void *user);
 int moeq_qrun_stop_agree(run_state *s);
 
 // ---- --calib (quantize_calib.c) ----
+// Open phase, every rank: reads the calibration set (--calib) and joins its hash to the plan digest; refuses a
+// plan whose methods need calibration inputs without --calib, --calib without such a method, and a
+// calibrated tensor the pass cannot feed (before anything is written).
+moeq_status moeq_qcal_open(run_state *s);
 // The dispatch variant of a run with calibration inputs: the layer-streaming pass (GPTQ's Hessians, units
 // quantized layer by layer, hidden states recomputed from the quantized layers).
 int moeq_qcal_dispatch(run_state *s, const double *cost);

@@ -27,7 +27,6 @@
 #include "run_common.h"    // defines: moeq_run_agree, moeq_run_entries, moeq_run_file_exists
 #include "analyze_run.h"   // defines: moeq_plan_build_collective (analyze phase + plan)
 #include "quantize_impl.h" // defines: run_state, moeq_qrun_worker, the simulated worker and dispatch variant
-#include "calib_pass.h" // defines: moeq_calib_class_of (what --calib can calibrate)
 #include "run_device.h"    // defines: moeq_run_device_select (--device, GPU binding)
 
 static char *concat(const char *a, const char *b) {
@@ -458,61 +457,6 @@ static void qrun_init(run_state *s, const moeq_quantize_opts *o) {
     MOEQ_LOG(MOEQ_LOG_DBG, "%d OpenMP thread(s) per rank", n_threads);
 }
 
-// --calib (every rank reads it: n·T ids): its identity joins the digest; a plan whose methods need
-// calibration inputs without it, or --calib without such a method, is refused.
-static moeq_status calib_open(run_state *s) {
-    const moeq_quantize_opts *o = s->o;
-    const moeq_plan *p = s->plan;
-    const char *who = NULL;
-    moeq_method method = MOEQ_METHOD_NONE;
-    for (int i = 0; i < p->n_tensors && !who; i++) {
-        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
-        if (mt && mt->needs_calibration) who = s->cat->t[p->t[i].cat].name, method = p->t[i].q.method;
-    }
-    if (!o->calib_path) {
-        if (!who) return MOEQ_OK;
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "tensor '%s': method %s needs calibration inputs\n---> HINT: give them with --calib "
-                         "FILE (token ids as little-endian uint32, or text for a character tokenizer)",
-                         who, moeq_method_name(method));
-    }
-    if (!who)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "--calib %s: no tensor's method reads calibration inputs\n---> HINT: a recipe with "
-                         "method: gptq uses them; leave --calib out otherwise",
-                         o->calib_path);
-    for (int i = 0; i < p->n_tensors; i++) { // before any file is made: what the pass cannot calibrate
-        const moeq_method_traits *mt = moeq_method_get(p->t[i].q.method);
-        int layer = -1;
-        const char *name = s->cat->t[p->t[i].cat].name;
-        if (mt && mt->needs_calibration && moeq_calib_class_of(&s->cat->cfg, name, &layer) < 0)
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                             "tensor '%s': method %s needs the inputs of a linear layer, and this tensor is not "
-                             "one the calibration pass runs (embedding, norm or bias)\n---> HINT: give it "
-                             "another method in the recipe (e.g. a rule with set: {method: rtn})",
-                             name, mt->name);
-    }
-    if (o->simulate)
-        return MOEQ_FAIL(MOEQ_ERR_ARG,
-                         "--calib and --simulate: the simulation does not model the calibration "
-                         "pass yet");
-    const moeq_model_config *c = &s->cat->cfg;
-    int64_t len = o->calib_len;
-    if (len <= 0)
-        len = c->max_position_embeddings > 0 && c->max_position_embeddings < 2048 ? c->max_position_embeddings
-                                                                                  : 2048;
-    MOEQ_TRY(moeq_calib_set_load(o->calib_path, (moeq_calib_format)o->calib_format,
-                                 o->calib_seqs > 0 ? o->calib_seqs : 128, len, c->vocab, s->cat->dir,
-                                 &s->calib));
-    s->plan->digest = moeq_plan_digest_calib(s->plan->digest, s->calib->xxh3);
-    if (s->rank == 0 && !o->quiet)
-        printf("calibration     %s (%s): %d sequences x %lld tokens of %lld, xxh3 %016llx\n", s->calib->path,
-               s->calib->format == MOEQ_CALIB_TEXT ? "text" : "token ids", s->calib->n_seqs,
-               (long long)s->calib->seq_len, (long long)s->calib->n_file_tokens,
-               (unsigned long long)s->calib->xxh3);
-    return MOEQ_OK;
-}
-
 // open (every rank): the worker's device, then the headers and the recipe, and the same plan everywhere
 // (the analyze phase first when the recipe's policies need data), the artifact entries, the run's arrays.
 static int qrun_open_plan(run_state *s) {
@@ -540,7 +484,7 @@ static int qrun_open_plan(run_state *s) {
         if (st == MOEQ_OK && s->rank == 0 && (!o->quiet || s->imp->n_missing)) // the WARNING even with -q
             moeq_importance_print(stdout, s->imp, s->cat, s->plan, 8);
     }
-    if (st == MOEQ_OK) st = calib_open(s);
+    if (st == MOEQ_OK) st = moeq_qcal_open(s);
     if (st == MOEQ_OK && !o->simulate) // --device auto on the CPU: a large plan only with --allow-cpu
         st = moeq_run_device_check_fallback(o->device, o->allow_cpu, &s->dev, s->plan, s->cat, s->n_ranks);
     if (st == MOEQ_OK && s->w->planned) st = s->w->planned(s);
