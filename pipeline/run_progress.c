@@ -49,19 +49,19 @@ static void print_line(moeq_run_progress *p, int final) {
     p->t_line = moeq_now_s();
 }
 
-// Rank 0: take every count that has arrived; returns how many ranks said final.
-static int drain(moeq_run_progress *p, int blocking) {
-    int finals = 0;
+// Rank 0: take every count that has arrived (blocking: at least one), counting the finals in p->finals: a
+// rank that finished first may have sent its final while rank 0 was still stepping.
+static void drain(moeq_run_progress *p, int blocking) {
     for (;;) {
         int flag = 1;
         MPI_Status ms;
         if (!blocking) MPI_Iprobe(MPI_ANY_SOURCE, TAG_COUNT, p->comm, &flag, &ms);
-        if (!flag) return finals;
+        if (!flag) return;
         int64_t m[2];
         MPI_Recv(m, 2, MPI_INT64_T, MPI_ANY_SOURCE, TAG_COUNT, p->comm, &ms);
         p->done[ms.MPI_SOURCE] = m[0];
-        if (m[1]) finals++;
-        if (blocking) return finals;
+        if (m[1]) p->finals++;
+        if (blocking) return;
     }
 }
 
@@ -87,9 +87,10 @@ void moeq_run_progress_end(moeq_run_progress *p, int64_t done) {
     if (!p->on) return;
     if (p->rank == 0) {
         p->done[0] = done;
-        for (int finals = drain(p, 0); finals < p->n_ranks - 1;) {
-            finals += drain(p, 1);
-            if (moeq_now_s() - p->t_line >= p->every_s && finals < p->n_ranks - 1) print_line(p, 0);
+        drain(p, 0);
+        while (p->finals < p->n_ranks - 1) {
+            drain(p, 1);
+            if (moeq_now_s() - p->t_line >= p->every_s && p->finals < p->n_ranks - 1) print_line(p, 0);
         }
         print_line(p, 1);
         moeq_free(&p->done);

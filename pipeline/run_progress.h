@@ -14,6 +14,7 @@ typedef struct moeq_run_progress {
     int rank, n_ranks;
     int64_t total;   // the job's items (sum of every rank's share)
     int64_t *done;   // rank 0: each rank's latest count
+    int finals;      // rank 0: ranks whose final count has arrived (whenever rank 0 received it)
     MPI_Request req; // ranks > 0: the last count sent (one in flight at most)
     int64_t msg[2];  // ranks > 0: {count, final} being sent
     double every_s;  // seconds between lines on rank 0
