@@ -48,7 +48,8 @@ grep -q "^WARNING: no importance for 28 tensors.*model.layers.1.self_attn" "$tmp
     fail "missing entries not named: $(cat "$tmp/plan2.txt")"
 # hqq ignores it: said
 printf 'version: 1\ndefaults: {method: hqq, bits: 4, group: 64}\n' >"$tmp/h.yaml"
-"$MOEQ" plan --model "$mini" --recipe "$tmp/h.yaml" --imatrix "$tmp/im.gguf" | grep -q "^note: 112 tensors ignore.*hqq" ||
+"$MOEQ" plan --model "$mini" --recipe "$tmp/h.yaml" --imatrix "$tmp/im.gguf" >"$tmp/hplan.txt" &&
+    grep -q "^note: 112 tensors ignore.*hqq" "$tmp/hplan.txt" ||
     fail "plan does not say that hqq ignores the imatrix"
 
 # refused: another model's matrix (hidden 128, not 256), a truncated file

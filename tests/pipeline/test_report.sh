@@ -67,7 +67,8 @@ assert rows["hqq2"][6] == "ppl", rows["hqq2"]
 PY
 [ "$(head -c 4 "$tmp/f.png" | tail -c 3)" = PNG ] || fail "report --plot: not a PNG"
 # stdout without --md
-"$MOEQ" report "$tmp/rtn8.json" "$tmp/hqq2.json" | grep -q '^| rtn8 |' || fail "report to stdout"
+"$MOEQ" report "$tmp/rtn8.json" "$tmp/hqq2.json" >"$tmp/report.md" && grep -q '^| rtn8 |' "$tmp/report.md" ||
+    fail "report to stdout"
 
 # bad input: exit 3 naming the file
 echo '{"x": 1}' >"$tmp/other.json"
