@@ -76,6 +76,9 @@ moeq_status moeq_router_grouped_cpu(const float *logits, int64_t T, int64_t E, i
             "most topk_group x n_routed_experts / n_group",
             (long long)T, (long long)E, (long long)K, n_group, topk_group);
     int nomem = 0;
+    // byte counts as size_t from the checked (positive) sizes: GCC's -Wstringop-overflow cannot see the
+    // check inside the OpenMP outlined body and warns on memset with a possibly negative int64_t
+    const size_t nE = (size_t)E, nG = (size_t)G, nper = (size_t)per;
 #pragma omp parallel if (T >= 64 && !omp_in_parallel())
     {
         // s (E) | c (E) | group score (G) fp32 | ok (E) | gok (G) bytes
@@ -96,7 +99,7 @@ moeq_status moeq_router_grouped_cpu(const float *logits, int64_t T, int64_t E, i
             }
             for (int64_t g = 0; g < G; g++) { // the sum of the group's two largest c (HF topk(2).sum)
                 const float *cg = c + g * per;
-                memset(ok, 1, (size_t)per);
+                memset(ok, 1, nper);
                 const int64_t a = argmax_ok(cg, ok, per);
                 float sum = cg[a];
                 if (per > 1) {
@@ -105,12 +108,12 @@ moeq_status moeq_router_grouped_cpu(const float *logits, int64_t T, int64_t E, i
                 }
                 gs[g] = sum;
             }
-            memset(gok, 1, (size_t)G);
-            memset(ok, 0, (size_t)E);
+            memset(gok, 1, nG);
+            memset(ok, 0, nE);
             for (int j = 0; j < topk_group; j++) { // the kept groups' experts become eligible
                 const int64_t g = argmax_ok(gs, gok, G);
                 gok[g] = 0;
-                memset(ok + g * per, 1, (size_t)per);
+                memset(ok + g * per, 1, nper);
             }
             int32_t *ir = idx + t * K;
             float sum = 0.0f;
