@@ -157,11 +157,9 @@ static moeq_status moe_exchange(const moeq_dist_layer *d, seq_state *ss, float *
         if (!ys || !y || !at) st = MOEQ_ERR_NOMEM;
         for (int r = 0; r < R && at; r++) at[r] = sdispl[r];
         // the same walk as the packing: destination cursors advance per (expert, sequence)
-        int64_t **base =
-            st == MOEQ_OK ? MOEQ_MALLOC(sizeof(int64_t *) * (size_t)d->n_loc, "row bases") : NULL;
         int64_t *bases =
             st == MOEQ_OK ? MOEQ_MALLOC(sizeof(int64_t) * (size_t)(d->n_loc * E + 1), "row bases") : NULL;
-        if (st == MOEQ_OK && (!base || !bases)) st = MOEQ_ERR_NOMEM;
+        if (st == MOEQ_OK && !bases) st = MOEQ_ERR_NOMEM;
         for (int64_t e = 0; e < E && st == MOEQ_OK; e++)
             for (int s = 0; s < d->n_loc; s++) {
                 const int q = d->expert_owner[e];
