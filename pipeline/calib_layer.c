@@ -28,17 +28,6 @@ static moeq_status append(const unsigned char *want, moeq_calib_rows *rows, int 
     return want && want[c] ? moeq_calib_rows_append(&rows[c], x, n, cols) : MOEQ_OK;
 }
 
-// Dense layers and the shared expert's activation rows: the down projection's input of FFN f on h.
-static moeq_status ffn_act(const moeq_ffn_weights *f, const float *h, int64_t T, int64_t H, float *y,
-                           moeq_calib_rows *out) {
-    float *work = MOEQ_MALLOC((size_t)(2 * T * f->inter) * sizeof(float), "ffn work");
-    if (!work) return MOEQ_ERR_NOMEM;
-    moeq_status st = moeq_swiglu_ffn_cpu(f, h, T, H, y, work);
-    if (st == MOEQ_OK && out) st = moeq_calib_rows_append(out, work, T, f->inter);
-    moeq_free(&work);
-    return st;
-}
-
 // Step 2 on the owner: its experts' rows (recv, laid out source rank by source rank, each as owned expert
 // ascending then sequence ascending) through the experts, outputs in place of the rows' layout (out).
 static moeq_status run_experts(const moeq_dist_layer *d, const int *cnt, const float *recv, float *out,
@@ -178,12 +167,8 @@ static moeq_status moe_exchange(const moeq_dist_layer *d, seq_state *ss, float *
             st = moeq_moe_combine_cpu(&L->moe, ss[s].h, T, ss[s].order, ys, y);
             float *xs = x + (int64_t)s * T * H;
             for (int64_t i = 0; st == MOEQ_OK && i < T * H; i++) xs[i] = ss[s].xa[i] + y[i];
-            if (st == MOEQ_OK && want && want[MOEQ_CIN_SHARED_ACT] && L->moe.shared) {
-                float *tmp = MOEQ_MALLOC((size_t)(T * H) * sizeof(float), "shared expert");
-                st = tmp ? ffn_act(L->moe.shared, ss[s].h, T, H, tmp, &rows[MOEQ_CIN_SHARED_ACT])
-                         : MOEQ_ERR_NOMEM;
-                moeq_free(&tmp);
-            }
+            if (st == MOEQ_OK && want && want[MOEQ_CIN_SHARED_ACT] && L->moe.shared)
+                st = moeq_calib_ffn_act(L->moe.shared, ss[s].h, T, H, NULL, &rows[MOEQ_CIN_SHARED_ACT]);
         }
         moeq_free(&ys), moeq_free(&y), moeq_free(&at), moeq_free(&bases);
     }
@@ -231,8 +216,8 @@ moeq_status moeq_dist_layer_forward(const moeq_dist_layer *d, float *x, int attn
         if (st != MOEQ_OK || attn_only) continue;
         if (!L->is_moe) { // dense MLP here: x = xa + mlp(h)
             float *y = MOEQ_MALLOC((size_t)(T * H) * sizeof(float), "dense mlp");
-            st = y ? ffn_act(&L->dense, q->h, T, H, y,
-                             want && want[MOEQ_CIN_DENSE_ACT] ? &rows[MOEQ_CIN_DENSE_ACT] : NULL)
+            st = y ? moeq_calib_ffn_act(&L->dense, q->h, T, H, y,
+                                        want && want[MOEQ_CIN_DENSE_ACT] ? &rows[MOEQ_CIN_DENSE_ACT] : NULL)
                    : MOEQ_ERR_NOMEM;
             float *xs = x + (int64_t)s * T * H;
             for (int64_t i = 0; st == MOEQ_OK && i < T * H; i++) xs[i] = q->xa[i] + y[i];

@@ -23,6 +23,14 @@ static const char *tmp_root(void) {
     return (t && *t) ? t : "/tmp";
 }
 
+int32_t *moeq_test_tokens(int64_t T, uint32_t seed, uint32_t vocab) {
+    int32_t *t = malloc(sizeof(int32_t) * (size_t)(T > 0 ? T : 1));
+    assert_non_null(t);
+    for (int64_t i = 0; i < T; i++)
+        t[i] = (int32_t)((seed + 7919u * (uint32_t)i + (uint32_t)(i * i)) % vocab);
+    return t;
+}
+
 char *moeq_test_mkdtemp(const char *tag) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s/moeq-test-%s-XXXXXX", tmp_root(), tag);
@@ -55,17 +63,20 @@ void moeq_test_assert_close_f32(const float *a, const float *b, int64_t n, doubl
         double d = fabs((double)a[i] - (double)b[i]);
         int ok = d <= atol + rtol * fabs((double)b[i]) || (isnan(a[i]) && isnan(b[i]));
         if (!ok) {
-            if (bad < 5) fprintf(stderr, "%s:%d: mismatch at %lld: %.9g vs %.9g\n", file, line, (long long)i, a[i], b[i]);
+            if (bad < 5)
+                fprintf(stderr, "%s:%d: mismatch at %lld: %.9g vs %.9g\n", file, line, (long long)i, a[i],
+                        b[i]);
             bad++;
         }
     }
     if (bad) _fail(file, line);
 }
 
-void moeq_test_assert_status(moeq_status st, moeq_status want, const char *needle, const char *file, int line) {
+void moeq_test_assert_status(moeq_status st, moeq_status want, const char *needle, const char *file,
+                             int line) {
     if (st != want) {
-        fprintf(stderr, "%s:%d: status %d (%s), wanted %d (%s); detail: %s\n", file, line, st, moeq_status_str(st),
-                want, moeq_status_str(want), moeq_error_detail());
+        fprintf(stderr, "%s:%d: status %d (%s), wanted %d (%s); detail: %s\n", file, line, st,
+                moeq_status_str(st), want, moeq_status_str(want), moeq_error_detail());
         _fail(file, line);
     }
     if (needle && !strstr(moeq_error_detail(), needle)) {

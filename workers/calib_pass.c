@@ -145,14 +145,16 @@ void moeq_calib_rows_free(moeq_calib_rows *r) {
     memset(r, 0, sizeof *r);
 }
 
-// The down projection's input of FFN f on rows x (n, H), appended to out: work (2, n, I), y (n, H) scratch.
-static moeq_status ffn_act_rows(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H,
-                                moeq_calib_rows *out) {
+// work (2, n, I) holds silu(gate·x)·(up·x) in its first half after the FFN; y (n, H) is scratch when the
+// caller wants no output.
+moeq_status moeq_calib_ffn_act(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H, float *y,
+                               moeq_calib_rows *out) {
     if (n == 0) return MOEQ_OK;
-    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter + n * H) * sizeof(float), "calibration ffn rows");
+    const int64_t own_y = y ? 0 : n * H;
+    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter + own_y) * sizeof(float), "calibration ffn rows");
     if (!work) return MOEQ_ERR_NOMEM;
-    moeq_status st = moeq_swiglu_ffn_cpu(f, x, n, H, work + 2 * n * f->inter, work);
-    if (st == MOEQ_OK) st = moeq_calib_rows_append(out, work, n, f->inter);
+    moeq_status st = moeq_swiglu_ffn_cpu(f, x, n, H, y ? y : work + 2 * n * f->inter, work);
+    if (st == MOEQ_OK && out) st = moeq_calib_rows_append(out, work, n, f->inter);
     moeq_free(&work);
     return st;
 }
@@ -198,11 +200,11 @@ moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x
             st = moeq_calib_rows_append(&rows[MOEQ_CIN_KV_LATENT], kv_lat, T, Ckv);
         if (!L->is_moe) {
             if (st == MOEQ_OK && want[MOEQ_CIN_DENSE_ACT])
-                st = ffn_act_rows(&L->dense, ffn_in, T, H, &rows[MOEQ_CIN_DENSE_ACT]);
+                st = moeq_calib_ffn_act(&L->dense, ffn_in, T, H, NULL, &rows[MOEQ_CIN_DENSE_ACT]);
             continue;
         }
         if (st == MOEQ_OK && want[MOEQ_CIN_SHARED_ACT] && L->moe.shared)
-            st = ffn_act_rows(L->moe.shared, ffn_in, T, H, &rows[MOEQ_CIN_SHARED_ACT]);
+            st = moeq_calib_ffn_act(L->moe.shared, ffn_in, T, H, NULL, &rows[MOEQ_CIN_SHARED_ACT]);
         for (int64_t e = 0; e < E && st == MOEQ_OK; e++) {
             const int wx = want[MOEQ_CIN_EXPERT_X(e)], wa = want[MOEQ_CIN_EXPERT_ACT(e)];
             if (!wx && !wa) continue;
@@ -213,7 +215,7 @@ moeq_status moeq_calib_layer_rows(const moeq_model *m, int layer, const float *x
                         memcpy(sel + (n++) * H, ffn_in + t * H, (size_t)H * sizeof(float));
             if (wx) st = moeq_calib_rows_append(&rows[MOEQ_CIN_EXPERT_X(e)], sel, n, H);
             if (st == MOEQ_OK && wa)
-                st = ffn_act_rows(&L->moe.experts[e], sel, n, H, &rows[MOEQ_CIN_EXPERT_ACT(e)]);
+                st = moeq_calib_ffn_act(&L->moe.experts[e], sel, n, H, NULL, &rows[MOEQ_CIN_EXPERT_ACT(e)]);
         }
     }
     moeq_free(&buf);

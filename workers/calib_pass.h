@@ -73,6 +73,12 @@ typedef struct moeq_calib_rows {
 moeq_status moeq_calib_rows_append(moeq_calib_rows *r, const float *x, int64_t n, int64_t cols);
 void moeq_calib_rows_free(moeq_calib_rows *r);
 
+// The down projection's input of FFN f (SwiGLU) on rows x (n, H): silu(gate·x)·(up·x) (n, I) appended to out
+// (when non-NULL), and the FFN's output into y (n, H) when non-NULL. The one computation of the ACT classes,
+// for the one-process reference and the distributed layer alike.
+moeq_status moeq_calib_ffn_act(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H, float *y,
+                               moeq_calib_rows *out);
+
 // The one-process reference of the pass's rows (the pipeline runs the layer over the ranks,
 // pipeline/calib_layer.h, and tests compare the two): layer `layer` of m (loaded, original weights) over
 // n_seq sequences of T tokens whose layer inputs are x (n_seq, T, H) (left unchanged): appends to rows[c]

@@ -14,12 +14,6 @@
 #include "calib_layer.h"
 #include "moeq_io.h"
 
-static int32_t *some_tokens(int64_t T, uint32_t seed) {
-    int32_t *t = malloc(sizeof(int32_t) * (size_t)T);
-    for (int64_t i = 0; i < T; i++) t[i] = (int32_t)((seed + 7919u * (uint32_t)i + (uint32_t)(i * i)) % 65u);
-    return t;
-}
-
 static void test_layer_rows(void **state) {
     (void)state;
     moeq_catalog *c = NULL;
@@ -36,7 +30,7 @@ static void test_layer_rows(void **state) {
     float *attn_out = malloc(sizeof(float) * (size_t)(n_seq * L * T * qd));
     int32_t *topk = malloc(sizeof(int32_t) * (size_t)(n_seq * L * T * K));
     for (int s = 0; s < n_seq; s++) {
-        int32_t *tok = some_tokens(T, 11u + (uint32_t)s);
+        int32_t *tok = moeq_test_tokens(T, 11u + (uint32_t)s, 65);
         const moeq_forward_taps taps = {.attn_in = attn_in + s * L * T * H,
                                         .attn_out = attn_out + s * L * T * qd,
                                         .topk = topk + s * L * T * K};

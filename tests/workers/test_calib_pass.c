@@ -24,19 +24,13 @@ static moeq_catalog *open_tiny(void) {
     return c;
 }
 
-static int32_t *some_tokens(int64_t T, uint32_t seed) {
-    int32_t *t = malloc(sizeof(int32_t) * (size_t)T);
-    for (int64_t i = 0; i < T; i++) t[i] = (int32_t)((seed + 7919u * (uint32_t)i + (uint32_t)(i * i)) % 65u);
-    return t;
-}
-
 // embed -> layer 0 .. L-1 (one partial model per layer) -> final norm -> lm_head == moeq_model_forward
 static void test_layer_by_layer_equals_forward(void **state) {
     (void)state;
     moeq_catalog *c = open_tiny();
     const moeq_model_config *cfg = &c->cfg;
     const int64_t T = 96, H = cfg->hidden, V = cfg->vocab;
-    int32_t *tok = some_tokens(T, 3);
+    int32_t *tok = moeq_test_tokens(T, 3, 65);
     moeq_model *full = NULL;
     assert_status(moeq_model_load_catalog(c, &full), MOEQ_OK, NULL);
     float *ref = malloc(sizeof(float) * (size_t)(T * V)), *x = malloc(sizeof(float) * (size_t)(T * H));
@@ -82,7 +76,7 @@ static void test_layer_rows(void **state) {
     float *moe_in = malloc(sizeof(float) * (size_t)(n_seq * L * T * H));
     int32_t *topk = malloc(sizeof(int32_t) * (size_t)(n_seq * L * T * K));
     for (int s = 0; s < n_seq; s++) {
-        int32_t *tok = some_tokens(T, 11u + (uint32_t)s);
+        int32_t *tok = moeq_test_tokens(T, 11u + (uint32_t)s, 65);
         const moeq_forward_taps taps = {.attn_in = attn_in + s * L * T * H,
                                         .attn_out = attn_out + s * L * T * qd,
                                         .moe_in = moe_in + s * L * T * H,
