@@ -126,7 +126,7 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_BITS] = {"bits", MOEQ_FT_BITS, OFF(bits), 2, 8, "code width of the grouped formats q2/q3/q4/q8"},
     [MOEQ_F_GROUP] = {"group", MOEQ_FT_INT, OFF(group), 8, 1 << 20,
                       "weights per scale/zero along the input dimension (where it does not divide a row: the "
-                      "largest group below it that does)"},
+                      "largest group below it that does; channel: one group per row, G = C)"},
     [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16,
                      "compensator rank r (MiLo, or U·V fitted to the GPTQ residual; 0: none)"},
     [MOEQ_F_ROUNDS] = {"rounds", MOEQ_FT_INT, OFF(rounds), 1, 1000,
@@ -249,9 +249,13 @@ moeq_status moeq_setting_parse(moeq_qsettings *s, int f, const char *text, char 
     case MOEQ_FT_INT:
     case MOEQ_FT_U64:
     case MOEQ_FT_BITS:
+        if (f == MOEQ_F_GROUP && text && !strcmp(text, "channel")) {
+            s->group = MOEQ_GROUP_CHANNEL;
+            return MOEQ_OK;
+        }
         if (!parse_long(text, (long)fd->lo, (long)fd->hi, &v)) {
-            snprintf(why, cap, "\"%s\" must be an integer in [%ld, %ld]", fd->key, (long)fd->lo,
-                     (long)fd->hi);
+            snprintf(why, cap, "\"%s\" must be an integer in [%ld, %ld]%s", fd->key, (long)fd->lo,
+                     (long)fd->hi, f == MOEQ_F_GROUP ? " or channel" : "");
             return MOEQ_ERR_FORMAT;
         }
         if (fd->type == MOEQ_FT_BITS) {
@@ -350,7 +354,10 @@ void moeq_setting_format(const moeq_qsettings *s, int f, char *out, size_t cap) 
         snprintf(out, cap, "%s", s->format ? moeq_qtype_name(s->format) : "(the grouped format of bits)");
         break;
     default:
-        snprintf(out, cap, "%d", *(const int *)p);
+        if (f == MOEQ_F_GROUP && s->group == MOEQ_GROUP_CHANNEL)
+            snprintf(out, cap, "channel");
+        else
+            snprintf(out, cap, "%d", *(const int *)p);
         break;
     }
 }

@@ -69,6 +69,10 @@ typedef struct moeq_qsettings {
                          // reached) is quantized by the weight-space fallback (moeq_method_fallback)
 } moeq_qsettings;
 
+// `group: channel` in a recipe: one group per row (per-channel scales, G = C); the group field's largest
+// value, which every tensor's resolution (schedulers/recipe.c moeq_qsettings_fit_group) turns into its own C.
+#define MOEQ_GROUP_CHANNEL (1 << 20)
+
 // ---- the settings fields ----
 
 // Field indices (stable: MOEQ_SET_* = 1 << index marks what a recipe rule sets; the first 14 are hashed into

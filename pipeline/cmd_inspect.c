@@ -80,7 +80,7 @@ static moeq_status dequant_tensor(const char *artifact, const char *name, const 
         if (st == MOEQ_OK && q.codes && raw[MOEQ_DS_CODES])
             memcpy(q.codes, raw[MOEQ_DS_CODES], (size_t)toc->ds[t->first_ds].bytes);
         for (int d = MOEQ_DS_SCALE; st == MOEQ_OK && d <= MOEQ_DS_ZERO; d++) {
-            void *dst = d == MOEQ_DS_SCALE ? (void *)q.scale : (void *)q.zero;
+            void *dst = d == MOEQ_DS_SCALE ? (void *)q.scale : q.izero ? (void *)q.izero : (void *)q.zero;
             for (int k = 0; dst && k < t->n_ds; k++)
                 if (toc->ds[t->first_ds + k].ds == d)
                     memcpy(dst, raw[d], (size_t)toc->ds[t->first_ds + k].bytes);

@@ -74,7 +74,13 @@ static void test_fields_parse(void **state) {
     }
     moeq_qsettings s = d;
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_GROUP, "4", why, sizeof why), MOEQ_ERR_FORMAT);
-    assert_string_equal(why, "\"group\" must be an integer in [8, 1048576]");
+    assert_string_equal(why, "\"group\" must be an integer in [8, 1048576] or channel");
+    assert_int_equal(moeq_setting_parse(&s, MOEQ_F_GROUP, "channel", why, sizeof why), MOEQ_OK);
+    assert_int_equal(s.group, MOEQ_GROUP_CHANNEL);
+    char out[32];
+    moeq_setting_format(&s, MOEQ_F_GROUP, out, sizeof out);
+    assert_string_equal(out, "channel");
+    s = d;
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_BITS, "5", why, sizeof why), MOEQ_ERR_FORMAT);
     assert_string_equal(why, "bits must be 2, 3, 4 or 8 (got 5)");
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_HQQ_KAPPA, "nan", why, sizeof why), MOEQ_ERR_FORMAT);
