@@ -280,6 +280,10 @@ static moeq_status add_patterns(char **mods, const int *in, int n, json_t *arr) 
     return st;
 }
 
+// The targets of every routed expert (checkpoint names "...experts.<e>.w1", vLLM's
+// "...experts.<e>.gate_proj").
+static const char k_experts_re[] = "re:.*\\.experts\\.\\d+\\.[^.]+$";
+
 static json_t *weights_json(const ct_setting *s) {
     return json_pack("{s:i,s:s,s:b,s:s,s:o,s:b,s:n,s:s,s:{},s:n}", "num_bits", s->bits, "type", "int",
                      "symmetric", s->sym, "strategy", s->group ? "group" : "channel", "group_size",
@@ -291,10 +295,11 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
     const int n = toc->n_tensors;
     char **mods = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *mods, "modules");
     int *lin = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *lin, "modules"),
-        *in = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *in, "modules");
+        *in = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *in, "modules"),
+        *exp = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *exp, "modules");
     ct_setting *set = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *set, "settings"), distinct[64];
-    int nl = 0, nd = 0;
-    moeq_status st = mods && lin && in && set ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    int nl = 0, nd = 0, n_exp = 0;
+    moeq_status st = mods && lin && in && exp && set ? MOEQ_OK : MOEQ_ERR_NOMEM;
     char mod[1024];
     for (int i = 0; i < n && st == MOEQ_OK; i++) { // the Linear modules, their settings
         const moeq_artifact_tensor *t = &toc->t[i];
@@ -302,6 +307,8 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
         module_of(t->name, mod, sizeof mod);
         if (!(mods[nl] = MOEQ_STRDUP(mod))) st = MOEQ_ERR_NOMEM;
         lin[nl] = t->method != MOEQ_METHOD_NONE;
+        exp[nl] = t->c.cls == MOEQ_TC_ROUTED_EXPERT;
+        n_exp += exp[nl];
         if (lin[nl] && st == MOEQ_OK) {
             st = setting_of(toc, t, &set[nl]);
             int d = 0;
@@ -319,8 +326,15 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
         if (nd == 1) { // llm-compressor's usual form: every Linear, minus `ignore`
             json_array_append_new(targets, json_string("Linear"));
         } else {
-            for (int k = 0; k < nl; k++) in[k] = lin[k] && setting_eq(&set[k], &distinct[d]);
+            // every routed expert in this group: one pattern that also matches vLLM's names (it looks up a
+            // FusedMoE's scheme as "<experts>.0.gate_proj", whatever the checkpoint calls the projections)
+            int all_exp = n_exp > 0;
+            for (int k = 0; k < nl; k++) all_exp &= !exp[k] || setting_eq(&set[k], &distinct[d]);
+            for (int k = 0; k < nl; k++)
+                in[k] = lin[k] && setting_eq(&set[k], &distinct[d]) && !(all_exp && exp[k]);
             st = add_patterns(mods, in, nl, targets);
+            if (st == MOEQ_OK && all_exp && json_array_append_new(targets, json_string(k_experts_re)))
+                st = MOEQ_ERR_NOMEM;
         }
         char gname[32];
         snprintf(gname, sizeof gname, "group_%d", d);
@@ -344,6 +358,7 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
     moeq_free(&mods);
     moeq_free(&lin);
     moeq_free(&in);
+    moeq_free(&exp);
     moeq_free(&set);
     if (st == MOEQ_ERR_NOMEM)
         return MOEQ_FAIL(st, "%s: out of memory building quantization_config", toc->path);

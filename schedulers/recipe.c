@@ -225,10 +225,13 @@ moeq_status moeq_recipe_from_doc(const moeq_ydoc *d, const char *text, moeq_reci
                 const char *tv = moeq_yscalar(v);
                 if (tv && !strcmp(tv, "gguf"))
                     r->target = MOEQ_TARGET_GGUF, r->target_line = moeq_yline(k);
+                else if (tv && !strcmp(tv, "vllm"))
+                    r->target = MOEQ_TARGET_VLLM, r->target_line = moeq_yline(k);
                 else
                     st = MOEQ_YFAIL(d, v,
                                     "unknown target \"%s\"\n---> HINT: \"target: gguf\" (a file llama.cpp "
-                                    "loads), or no target (moeq's artifact, any format)",
+                                    "loads), \"target: vllm\" (moeq export --format compressed-tensors for "
+                                    "vLLM), or no target (moeq's artifact, any format)",
                                     tv ? tv : "?");
             } else {
                 st = MOEQ_YFAIL(
