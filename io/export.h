@@ -13,6 +13,12 @@
 // at its offset) and hashed on the way: the memory is one chunk plus O(tensors) metadata, whatever the model
 // size. Every dataset's xxh3 and every tensor's checksum are checked against the artifact's records.
 //
+// --format compressed-tensors (format MOEQ_EXPORT_FORMAT_CT, export_ct.c): the items are llm-compressor's
+// pack-quantized tensors made from the datasets (int32 words, F32 scales, zero points packed along the rows,
+// weight_shape; the compensator planes read and verified, written by the adapter), config.json its
+// quantization_config, the source directory's tokenizer and generation files copied, and the PEFT adapter of
+// the compensators in OUT_DIR/adapter/ (docs/EXPORT.md "compressed-tensors").
+//
 // Crash safety: all files are first written into OUT_DIR/.moeq-export.partial/ (shards as *.partial, renamed
 // when complete and fsync'ed), and moved into OUT_DIR only when every shard is complete and verified: shards,
 // then the index, config.json last, then the directory is fsync'ed. A failure before that leaves OUT_DIR as
