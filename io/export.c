@@ -303,6 +303,18 @@ static moeq_status out_commit(const moeq_export_list *l, const char *out, const 
             st = MOEQ_FAIL(MOEQ_ERR_IO, "cannot move %s/%s to %s: %s", staging, name, out, strerror(errno));
     }
     if (st == MOEQ_OK && fsync(ofd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
+    if (st == MOEQ_OK && force && l->format == MOEQ_EXPORT_FORMAT_CT) { // an earlier export's adapter
+        int has = 0;                                                    // that this one does not replace
+        for (int k = 0; k < n_extra; k++) has |= !strcmp(extra[k], MOEQ_EXPORT_ADAPTER_DIR);
+        const int afd = has ? -1 : openat(ofd, MOEQ_EXPORT_ADAPTER_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (afd >= 0) {
+            unlinkat(afd, "adapter_config.json", 0); // first: no config pairs a stale adapter with this base
+            unlinkat(afd, "adapter_model.safetensors", 0);
+            close(afd);
+            unlinkat(ofd, MOEQ_EXPORT_ADAPTER_DIR, AT_REMOVEDIR); // kept when the user put files there
+            MOEQ_LOG(MOEQ_LOG_INFO, "export: removed the adapter of an earlier export from %s", out);
+        }
+    }
     if (st == MOEQ_OK && force) { // shards of an earlier export with another shard count
         int removed = 0, k, n;
         DIR *d = fdopendir(dup(ofd));

@@ -10,7 +10,8 @@
 # and its perplexity (the README protocol on the first 4096 characters of val.txt, 16 windows) equals
 # `moeq eval`'s within 1e-4; `milo`'s decompressed weights in the source model (transformers 5.25's fused
 # experts drop zero points) plus OUT_DIR/adapter through PEFT equal moeq eval of the MiLo artifact.
-# Refusals (exit 3, tensor named, nothing written): an HQQ-format artifact; a llama.cpp-type one.
+# Refusals (exit 3, tensor named, nothing written): an HQQ-format artifact; a llama.cpp-type one. --force over
+# an export with an adapter by one without compensators removes the stale adapter.
 . "$(dirname "$0")/common.sh" # strict mode, Open MPI env, $MPIEXEC, $tmp, fail()
 : "${MOEQ:?}" "${MOEQ_SHARED_DIR:?}" "${MOEQ_SOURCE_DIR:?}" "${MOEQ_TORCH_PYTHON:?}"
 tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
@@ -71,4 +72,8 @@ expect_refusal() { # expect_refusal FORMAT NEEDLE
 }
 expect_refusal q4 "fractional zero"
 expect_refusal q4_0 "llama.cpp's block type q4_0"
+# --force over an export with an adapter: the new one without compensators removes it (no stale adapter)
+"$MOEQ" export -q --format compressed-tensors --force "$tmp/mixed.h5" "$tmp/ct-milo" >/dev/null 2>&1 ||
+    fail "export --force over the milo export"
+[ -e "$tmp/ct-milo/adapter" ] && fail "--force left the earlier export's adapter"
 echo "test_ct_export: ok"
