@@ -297,9 +297,10 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
     int *lin = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *lin, "modules"),
         *in = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *in, "modules"),
         *exp = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *exp, "modules");
+    int64_t *cols = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *cols, "modules");
     ct_setting *set = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *set, "settings"), distinct[64];
     int nl = 0, nd = 0, n_exp = 0;
-    moeq_status st = mods && lin && in && exp && set ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    moeq_status st = mods && lin && in && exp && cols && set ? MOEQ_OK : MOEQ_ERR_NOMEM;
     char mod[1024];
     for (int i = 0; i < n && st == MOEQ_OK; i++) { // the Linear modules, their settings
         const moeq_artifact_tensor *t = &toc->t[i];
@@ -309,15 +310,30 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
         lin[nl] = t->method != MOEQ_METHOD_NONE;
         exp[nl] = t->c.cls == MOEQ_TC_ROUTED_EXPERT;
         n_exp += exp[nl];
-        if (lin[nl] && st == MOEQ_OK) {
-            st = setting_of(toc, t, &set[nl]);
-            int d = 0;
-            while (d < nd && !setting_eq(&distinct[d], &set[nl])) d++;
-            if (d == nd && nd == 64)
-                st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: more than 64 settings", toc->path);
-            if (d == nd && st == MOEQ_OK) distinct[nd++] = set[nl];
-        }
+        if (lin[nl] && st == MOEQ_OK) st = setting_of(toc, t, &set[nl]);
+        cols[nl] = t->ndim == 2 ? t->shape[1] : 0;
         nl++;
+    }
+    // a tensor with one group per row (G = C) is per channel, unless its (bits, symmetric) has one group size
+    // G* elsewhere and C = G* (group 128 on a model of hidden size 128): then it is of that group, so that a
+    // layer's experts share one scheme as transformers and vLLM need
+    for (int k = 0; k < nl && st == MOEQ_OK; k++) {
+        if (!lin[k] || set[k].group) continue;
+        int gstar = 0, one = 1;
+        for (int j = 0; j < nl; j++)
+            if (lin[j] && set[j].group && set[j].bits == set[k].bits && set[j].sym == set[k].sym) {
+                if (gstar && gstar != set[j].group) one = 0;
+                gstar = set[j].group;
+            }
+        if (gstar && one && cols[k] == gstar) set[k].group = gstar;
+    }
+    nd = 0;
+    for (int k = 0; k < nl && st == MOEQ_OK; k++) {
+        if (!lin[k]) continue;
+        int d = 0;
+        while (d < nd && !setting_eq(&distinct[d], &set[k])) d++;
+        if (d == nd && nd == 64) st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: more than 64 settings", toc->path);
+        if (d == nd && st == MOEQ_OK) distinct[nd++] = set[k];
     }
     json_t *groups = json_object(), *ignore = json_array();
     if (st == MOEQ_OK && (!groups || !ignore)) st = MOEQ_ERR_NOMEM;
@@ -359,6 +375,7 @@ static moeq_status quant_config(const moeq_artifact_toc *toc, json_t **out) {
     moeq_free(&lin);
     moeq_free(&in);
     moeq_free(&exp);
+    moeq_free(&cols);
     moeq_free(&set);
     if (st == MOEQ_ERR_NOMEM)
         return MOEQ_FAIL(st, "%s: out of memory building quantization_config", toc->path);

@@ -2,7 +2,8 @@
 # End-to-end: `moeq export --format compressed-tensors` (io/export_ct.c, io/export_ct_lora.c) against the
 # packages that load it, in the torch venv ($MOEQ_TORCH_PYTHON, from `scripts/install-deps.sh --with-torch`;
 # registered only when CMake found it: tests/pipeline/CMakeLists.txt). Two mixtral-tiny artifacts:
-#   mixed: experts i4s g32 (symmetric), attention i8 g64 (asymmetric): two config groups;
+#   mixed: experts i4s g128 (symmetric; gate and up have C = 128: one group per row, of the same scheme as
+#          down), attention i8 g64 (asymmetric): two config groups;
 #   milo:  experts i4 g32 (asymmetric) with MiLo fp16 factors (gate, down: rank 8) and int3 factors (up: rank
 #          4), attention i4s g32 with rank 16 (v_proj: rtn, no compensator).
 # ct_export_check.py: compressed-tensors decompresses every module to `moeq inspect --dequant` bit for bit;
@@ -21,7 +22,7 @@ tiny="$MOEQ_SHARED_DIR/models/mixtral-tiny"
 
 cat >"$tmp/mixed.yaml" <<'YAML'
 version: 1
-defaults: {method: rtn, format: i4s, group: 32}
+defaults: {method: rtn, format: i4s, group: 128}
 rules:
   - match: {class: attention}
     set: {format: i8, group: 64}
