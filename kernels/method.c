@@ -161,12 +161,15 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_GPTQ_MIN_INPUTS] =
         {"gptq.min_inputs", MOEQ_FT_INT, OFF(gptq_min_inputs), 0, 1 << 30,
          "calibration inputs a tensor needs for GPTQ (fewer: a routed expert few tokens "
-         "reached), else the weight-space fallback: search (llama.cpp types), hqq "
+         "reached), else the weight-space fallback: search (llama.cpp and integer types), hqq "
          "(grouped)"},
     [MOEQ_F_GPTQ_GROUP_ORDER] =
         {"gptq.group_order", MOEQ_FT_BOOL, OFF(gptq_group_order), 0, 0,
          "group-aware order without act_order: groups by descending sum of diag(H), "
          "columns inside a group by diag(H), parameters still on the updated weights"},
+    [MOEQ_F_GPTQ_CLIP] = {"gptq.clip", MOEQ_FT_BOOL, OFF(gptq_clip), 0, 0,
+                          "integer formats (i4, i4s, ...): each group's scale and zero by method search's "
+                          "clipped-range rule weighted by diag(H) (GPTQModel's mse), else rtn's min/max"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -387,6 +390,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .gptq_static_groups = 0,
         .gptq_min_inputs = 16,
         .gptq_group_order = 1,
+        .gptq_clip = 0,
     };
     return s;
 }
