@@ -4,7 +4,7 @@
 # (scripts/calib-text.sh, 128 sequences of 256 characters). Prints one TSV line per run:
 #   model  format  group  method  bits/weight  perplexity  increase_pct  quantize_s
 # Usage: bench/intfmt_sweep.sh MODEL_DIR WORK_DIR "FORMAT:GROUP:METHOD ..." (from the repository root, built in
-# build/; e.g. "i4:128:rtn i4:128:search i4:128:gptq q4:128:gptq").
+# build/; e.g. "i4:128:rtn i4:128:search i4:128:gptq i4:128:gptq-clip q4:128:gptq"; gptq-clip: gptq.clip on).
 set -euo pipefail
 model=$1 work=$2 runs=$3
 moeq=${MOEQ:-build/moeq}
@@ -13,9 +13,12 @@ mkdir -p "$work"
 for run in $runs; do
     IFS=: read -r fmt group method <<<"$run"
     tag="$(basename "$model")-$fmt-g$group-$method"
-    printf 'version: 1\ndefaults: {method: %s, format: %s, group: %s}\n' "$method" "$fmt" "$group" >"$work/$tag.yaml"
+    extra=""
+    [ "$method" = gptq-clip ] && extra=", gptq: {clip: true}"
+    printf 'version: 1\ndefaults: {method: %s, format: %s, group: %s%s}\n' "${method%-clip}" "$fmt" "$group" \
+        "$extra" >"$work/$tag.yaml"
     cal=()
-    [ "$method" = gptq ] && cal=(--calib "$work/calib.txt" --calib-seqs 128 --calib-len 256)
+    [ "${method%-clip}" = gptq ] && cal=(--calib "$work/calib.txt" --calib-seqs 128 --calib-len 256)
     rm -f "$work/$tag.h5"
     t0=$(date +%s.%N)
     "$moeq" quantize -q --model "$model" --recipe "$work/$tag.yaml" ${cal[@]+"${cal[@]}"} --out "$work/$tag.h5"
