@@ -185,7 +185,7 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
     }
     char names[768], by[512];
     moeq_status st = MOEQ_OK;
-    // 1. moeq's grouped formats
+    // 1. moeq's grouped and integer formats (no GGUF type)
     int cnt = 0, f0 = -1;
     for (int i = 0; i < n; i++)
         if ((hit[i] = (unsigned char)(moeq_gguf_in_file(c, &c->t[p->t[i].cat]) &&
@@ -194,15 +194,17 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
             f0 = i;
     if (cnt) {
         const moeq_plan_tensor *pt = &p->t[f0];
-        st =
-            MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                      "%s: target gguf: %d tensor%s would be stored in moeq's grouped format %s (method %s), "
-                      "which llama.cpp cannot load: %s (the first decided by %s)\n---> HINT: give them a "
-                      "llama.cpp block type (method search with format q2_K .. q6_K, or method rtn with any "
-                      "format of `moeq plan --help-recipe` from q4_0 on), or method none",
-                      r->path, cnt, cnt == 1 ? "" : "s", moeq_qtype_name(moeq_qsettings_qtype(&pt->q)),
-                      moeq_method_name(pt->q.method), moeq_target_first_names(c, p, hit, names, sizeof names),
-                      moeq_target_decider(r, pt, by, sizeof by));
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                       "%s: target gguf: %d tensor%s would be stored in moeq's %s format %s (method %s), "
+                       "which llama.cpp cannot load: %s (the first decided by %s)\n---> HINT: give them a "
+                       "llama.cpp block type (method search with format q2_K .. q6_K, or method rtn with any "
+                       "format of `moeq plan --help-recipe` from q4_0 on), or method none",
+                       r->path, cnt, cnt == 1 ? "" : "s",
+                       moeq_qtype_get(moeq_qsettings_qtype(&pt->q))->family & MOEQ_QFAMILY_INT ? "integer"
+                                                                                               : "grouped",
+                       moeq_qtype_name(moeq_qsettings_qtype(&pt->q)), moeq_method_name(pt->q.method),
+                       moeq_target_first_names(c, p, hit, names, sizeof names),
+                       moeq_target_decider(r, pt, by, sizeof by));
     }
     // 2. a quantized router; a quantized MLA kv_b_proj
     for (int i = 0; st == MOEQ_OK && i < n; i++) {
