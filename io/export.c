@@ -52,20 +52,23 @@ void moeq_export_shard_name(int s, int n, char *out, size_t cap) {
     snprintf(out, cap, "model-%05d-of-%05d.safetensors", s + 1, n);
 }
 
-void moeq_export_item_desc(const moeq_export_list *l, int k, moeq_dtype *dtype, int *ndim, int64_t *shape) {
-    const moeq_artifact_tensor *t = &l->toc->t[l->it[k].tensor];
-    const moeq_artifact_dsinfo *d = &l->toc->ds[l->it[k].dsi];
-    memset(shape, 0, sizeof(int64_t) * MOEQ_ST_MAX_DIMS);
+moeq_status moeq_export_hf_item(const moeq_artifact_toc *toc, int i, int dsi, moeq_export_item *it) {
+    const moeq_artifact_tensor *t = &toc->t[i];
+    const moeq_artifact_dsinfo *d = &toc->ds[dsi];
+    char name[1024];
+    MOEQ_TRY(moeq_export_name(t->name, (moeq_ds)d->ds, name, sizeof name));
+    it->tensor = i, it->dsi = dsi, it->conv = MOEQ_XC_COPY, it->bytes = d->bytes;
+    if (!(it->name = MOEQ_STRDUP(name))) return MOEQ_ERR_NOMEM;
     if (d->ds == MOEQ_DS_DATA) {
-        *dtype = t->source_dtype;
-        *ndim = t->ndim;
-        memcpy(shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-        return;
+        it->dtype = t->source_dtype;
+        it->ndim = t->ndim;
+        memcpy(it->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+    } else {
+        it->dtype = d->type == MOEQ_H5_F16 ? MOEQ_DTYPE_F16 : MOEQ_DTYPE_U8; // the only part types
+        it->ndim = d->ndim;
+        it->shape[0] = d->dims[0], it->shape[1] = d->dims[1];
     }
-    *dtype =
-        d->type == MOEQ_H5_F16 ? MOEQ_DTYPE_F16 : MOEQ_DTYPE_U8; // the only part types (docs/ARTIFACT.md)
-    *ndim = d->ndim;
-    shape[0] = d->dims[0], shape[1] = d->dims[1];
+    return MOEQ_OK;
 }
 
 // ---- the exported list ----
@@ -81,44 +84,46 @@ static int cmp_item_name(const void *a, const void *b) {
     return strcmp((*(const moeq_export_item *const *)a)->name, (*(const moeq_export_item *const *)b)->name);
 }
 
-// One item per dataset, names unique, bytes = dtype size x shape (what the shard header will say).
-static moeq_status list_build(const moeq_artifact_toc *toc, moeq_export_list *l) {
+// HF: one item per dataset; compressed-tensors: export_ct.c's items. Names unique, bytes = dtype size x shape
+// (what the shard header will say).
+static moeq_status list_build(const moeq_artifact_toc *toc, int format, moeq_export_list *l) {
     memset(l, 0, sizeof *l);
     l->toc = toc;
-    l->it = MOEQ_CALLOC(toc->n_ds ? (size_t)toc->n_ds : 1, sizeof *l->it, "export list");
+    l->format = format;
+    const size_t cap = (size_t)toc->n_ds + (size_t)toc->n_tensors; // + one generated item per tensor
+    l->it = MOEQ_CALLOC(cap ? cap : 1, sizeof *l->it, "export list");
     l->first_of_tensor = MOEQ_MALLOC(sizeof(int) * (size_t)(toc->n_tensors + 1), "export list");
     if (!l->it || !l->first_of_tensor) return MOEQ_ERR_NOMEM;
-    char name[1024];
     for (int i = 0; i < toc->n_tensors; i++) {
         const moeq_artifact_tensor *t = &toc->t[i];
         l->first_of_tensor[i] = l->n;
+        if (format == MOEQ_EXPORT_FORMAT_CT) {
+            MOEQ_TRY(moeq_export_ct_items(toc, i, l->it, &l->n));
+            continue;
+        }
         for (int k = 0; k < t->n_ds; k++) {
             const int dsi = t->first_ds + k;
-            MOEQ_TRY(moeq_export_name(t->name, (moeq_ds)toc->ds[dsi].ds, name, sizeof name));
-            moeq_export_item *it = &l->it[l->n];
-            it->tensor = i, it->dsi = dsi;
-            if (!(it->name = MOEQ_STRDUP(name))) return MOEQ_ERR_NOMEM;
-            l->n++;
-            moeq_dtype dt;
-            int nd;
-            int64_t sh[MOEQ_ST_MAX_DIMS];
-            moeq_export_item_desc(l, l->n - 1, &dt, &nd, sh);
+            moeq_export_item *it = &l->it[l->n++];
+            MOEQ_TRY(moeq_export_hf_item(toc, i, dsi, it));
             uint64_t numel = 1;
-            for (int d = 0; d < nd; d++) numel *= (uint64_t)sh[d];
-            if (numel * moeq_dtype_size(dt) != toc->ds[dsi].bytes) // ALWAYS: the scan checked the geometry
-                return MOEQ_FAIL(
-                    MOEQ_ERR_FORMAT, "%s: tensor '%s' dataset %s: %llu bytes, but %s x %llu elements",
-                    toc->path, t->name, moeq_ds_name((moeq_ds)toc->ds[dsi].ds),
-                    (unsigned long long)toc->ds[dsi].bytes, moeq_dtype_name(dt), (unsigned long long)numel);
+            for (int d = 0; d < it->ndim; d++) numel *= (uint64_t)it->shape[d];
+            if (numel * moeq_dtype_size(it->dtype) != it->bytes) // ALWAYS: the scan checked the geometry
+                return MOEQ_FAIL(MOEQ_ERR_FORMAT,
+                                 "%s: tensor '%s' dataset %s: %llu bytes, but %s x %llu elements", toc->path,
+                                 t->name, moeq_ds_name((moeq_ds)toc->ds[dsi].ds),
+                                 (unsigned long long)toc->ds[dsi].bytes, moeq_dtype_name(it->dtype),
+                                 (unsigned long long)numel);
         }
     }
     l->first_of_tensor[toc->n_tensors] = l->n;
     moeq_export_item **by = MOEQ_MALLOC(sizeof *by * (size_t)(l->n ? l->n : 1), "export names");
     if (!by) return MOEQ_ERR_NOMEM;
-    for (int k = 0; k < l->n; k++) by[k] = &l->it[k];
-    qsort(by, (size_t)l->n, sizeof *by, cmp_item_name);
+    int nb = 0;
+    for (int k = 0; k < l->n; k++)
+        if (moeq_export_item_written(&l->it[k])) by[nb++] = &l->it[k];
+    qsort(by, (size_t)nb, sizeof *by, cmp_item_name);
     moeq_status st = MOEQ_OK;
-    for (int k = 1; k < l->n && st == MOEQ_OK; k++)
+    for (int k = 1; k < nb && st == MOEQ_OK; k++)
         if (!strcmp(by[k]->name, by[k - 1]->name))
             st =
                 MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
@@ -149,23 +154,22 @@ static moeq_status plan_shards(moeq_export_list *l, uint64_t limit) {
     const moeq_artifact_toc *toc = l->toc;
     l->first_tensor_of_shard = MOEQ_MALLOC(sizeof(int) * (size_t)(toc->n_tensors + 2), "shard plan");
     if (!l->first_tensor_of_shard) return MOEQ_ERR_NOMEM;
-    int n = 0;
+    int n = 0, e = 0; // e: the next entry index in the open shard
     uint64_t used = 0;
     for (int i = 0; i < toc->n_tensors; i++) {
         uint64_t need = 0;
-        for (int k = l->first_of_tensor[i]; k < l->first_of_tensor[i + 1]; k++) {
-            moeq_dtype dt;
-            int nd;
-            int64_t sh[MOEQ_ST_MAX_DIMS];
-            moeq_export_item_desc(l, k, &dt, &nd, sh);
-            need += header_bound(l->it[k].name, nd) + toc->ds[l->it[k].dsi].bytes;
-        }
+        for (int k = l->first_of_tensor[i]; k < l->first_of_tensor[i + 1]; k++)
+            if (moeq_export_item_written(&l->it[k]))
+                need += header_bound(l->it[k].name, l->it[k].ndim) + l->it[k].bytes;
         if (n == 0 || used + need > limit) {
             l->first_tensor_of_shard[n++] = i;
             used = SHARD_BASE_BOUND;
+            e = 0;
         }
         used += need;
         for (int k = l->first_of_tensor[i]; k < l->first_of_tensor[i + 1]; k++) l->it[k].shard = n - 1;
+        for (int k = l->first_of_tensor[i]; k < l->first_of_tensor[i + 1]; k++)
+            if (moeq_export_item_written(&l->it[k])) l->it[k].entry = e++;
     }
     if (n == 0) l->first_tensor_of_shard[n++] = 0; // an artifact without tensors: one empty shard
     l->first_tensor_of_shard[n] = toc->n_tensors;
@@ -180,13 +184,20 @@ static moeq_status plan_shards(moeq_export_list *l, uint64_t limit) {
 
 // ---- the output directory ----
 
-// Removes the regular files in dir (ours: the staging folder) and, when rm_dir, dir itself.
+// Removes the regular files in dir (ours: the staging folder) and those of its subfolders (the adapter
+// folder), the subfolders, and when rm_dir, dir itself.
 static void staging_clear(const char *dir, int rm_dir) {
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *de;
         while ((de = readdir(d)) != NULL)
-            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) unlinkat(dirfd(d), de->d_name, 0);
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+                unlinkat(dirfd(d), de->d_name, 0) != 0 && (errno == EISDIR || errno == EPERM) &&
+                rm_dir >= 0) {
+                char *sub = moeq_path_join(dir, de->d_name);
+                if (sub) staging_clear(sub, -1); // one level: the files, then the folder
+                moeq_free(&sub);
+            }
         closedir(d);
     }
     if (rm_dir) rmdir(dir);
@@ -234,10 +245,36 @@ static int is_shard_name(const char *name, int *k, int *n) {
            !strcmp(tail, ".safetensors");
 }
 
-// Moves the staged files into out: shards, the index, config.json last; with force the old config.json goes
-// first and stale shards of an earlier export last. Works on directory descriptors: nothing here allocates,
-// so only a failing system call can stop it half-way (then OUT_DIR has no config.json: an unfinished export).
-static moeq_status out_commit(const moeq_export_list *l, const char *out, const char *staging, int force) {
+// With force, removes out/name when it is a folder the staging folder also has (an earlier export's adapter):
+// the files of the staged folder's names, then the folder (which fails when the user put other files there).
+static moeq_status clear_old_dir(int ofd, int sfd, const char *out, const char *name) {
+    struct stat sb;
+    if (fstatat(ofd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(sb.st_mode)) return MOEQ_OK;
+    const int nfd = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+              ofd2 = openat(ofd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = nfd >= 0 ? fdopendir(nfd) : NULL;
+    struct dirent *de;
+    while (d && ofd2 >= 0 && (de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) unlinkat(ofd2, de->d_name, 0);
+    if (d)
+        closedir(d);
+    else if (nfd >= 0)
+        close(nfd);
+    if (ofd2 >= 0) close(ofd2);
+    if (unlinkat(ofd, name, AT_REMOVEDIR) != 0)
+        return MOEQ_FAIL(MOEQ_ERR_EXISTS,
+                         "%s/%s: cannot replace the folder of an earlier export: %s" HINT
+                         "move the files you added there elsewhere, or export into a new directory",
+                         out, name, strerror(errno));
+    return MOEQ_OK;
+}
+
+// Moves the staged files into out: shards, the index, the extra files (compressed-tensors: tokenizer files,
+// the adapter folder), config.json last; with force the old config.json goes first and stale shards of an
+// earlier export last. Works on directory descriptors: nothing here allocates, so only a failing system call
+// can stop it half-way (then OUT_DIR has no config.json: an unfinished export).
+static moeq_status out_commit(const moeq_export_list *l, const char *out, const char *staging, int force,
+                              char *const *extra, int n_extra) {
     const int ofd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
               sfd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     moeq_status st = MOEQ_OK;
@@ -248,20 +285,36 @@ static moeq_status out_commit(const moeq_export_list *l, const char *out, const 
             st = MOEQ_FAIL(MOEQ_ERR_IO, "%s/config.json: cannot remove: %s", out, strerror(errno));
         else if (fsync(ofd) != 0)
             st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
+        for (int k = 0; k < n_extra && st == MOEQ_OK; k++) st = clear_old_dir(ofd, sfd, out, extra[k]);
     }
-    char name[64];
-    for (int s = 0; s <= l->n_shards + 1 && st == MOEQ_OK; s++) {
+    char name[256];
+    const int n_files = l->n_shards + 1 + n_extra + 1; // shards, index, extras, config.json
+    for (int s = 0; s < n_files && st == MOEQ_OK; s++) {
         if (s < l->n_shards)
             moeq_export_shard_name(s, l->n_shards, name, sizeof name);
         else
             snprintf(name, sizeof name, "%s",
-                     s == l->n_shards ? "model.safetensors.index.json" : "config.json");
-        if (s == l->n_shards + 1 && fsync(ofd) != 0) // shards and index durable before config.json appears
+                     s == l->n_shards                ? "model.safetensors.index.json"
+                     : s < l->n_shards + 1 + n_extra ? extra[s - l->n_shards - 1]
+                                                     : "config.json");
+        if (s == n_files - 1 && fsync(ofd) != 0) // everything else durable before config.json appears
             st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
         else if (renameat(sfd, name, ofd, name) != 0)
             st = MOEQ_FAIL(MOEQ_ERR_IO, "cannot move %s/%s to %s: %s", staging, name, out, strerror(errno));
     }
     if (st == MOEQ_OK && fsync(ofd) != 0) st = MOEQ_FAIL(MOEQ_ERR_IO, "%s: fsync: %s", out, strerror(errno));
+    if (st == MOEQ_OK && force && l->format == MOEQ_EXPORT_FORMAT_CT) { // an earlier export's adapter
+        int has = 0;                                                    // that this one does not replace
+        for (int k = 0; k < n_extra; k++) has |= !strcmp(extra[k], MOEQ_EXPORT_ADAPTER_DIR);
+        const int afd = has ? -1 : openat(ofd, MOEQ_EXPORT_ADAPTER_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (afd >= 0) {
+            unlinkat(afd, "adapter_config.json", 0); // first: no config pairs a stale adapter with this base
+            unlinkat(afd, "adapter_model.safetensors", 0);
+            close(afd);
+            unlinkat(ofd, MOEQ_EXPORT_ADAPTER_DIR, AT_REMOVEDIR); // kept when the user put files there
+            MOEQ_LOG(MOEQ_LOG_INFO, "export: removed the adapter of an earlier export from %s", out);
+        }
+    }
     if (st == MOEQ_OK && force) { // shards of an earlier export with another shard count
         int removed = 0, k, n;
         DIR *d = fdopendir(dup(ofd));
@@ -284,9 +337,9 @@ static moeq_status out_commit(const moeq_export_list *l, const char *out, const 
 typedef struct {
     const moeq_export_opts *o;
     const moeq_export_list *l;
-    int fd; // the artifact
-    unsigned char *buf;
-    size_t chunk;
+    int fd;                    // the artifact
+    unsigned char *buf, *obuf; // read buffer; converted bytes (compressed-tensors)
+    size_t buf_cap, obuf_cap, chunk;
     XXH3_state_t *ds_h, *t_h;
     uint64_t done, total;
     int tensors_done;
@@ -304,23 +357,84 @@ static void progress(copier *c, int shard, int force) {
              c->tensors_done, c->l->toc->n_tensors, shard + 1, c->l->n_shards, el > 0 ? mib / el : 0.0, el);
 }
 
-// Copies tensor i's datasets into shard `shard` (writer w, whose entry 0 is item k0) and verifies them.
-static moeq_status copy_tensor(copier *c, int i, moeq_st_writer *w, int k0, int shard) {
+// The source bytes read per step for an item: whole rows for MOEQ_XC_WORDS (at least one), the whole plane
+// for MOEQ_XC_ZP_DIM0 (small: R·C/G codes), an even count for MOEQ_XC_F16_F32, else up to one chunk.
+static uint64_t step_bytes(const copier *c, const moeq_export_item *it, const moeq_artifact_dsinfo *d) {
+    if (it->conv == MOEQ_XC_ZP_DIM0) return d->bytes;
+    if (it->conv == MOEQ_XC_WORDS) {
+        const uint64_t rb = (uint64_t)d->dims[1], ob = (uint64_t)it->shape[1] * 4, m = rb > ob ? rb : ob;
+        const uint64_t rows = c->chunk / m;
+        return (rows ? rows : 1) * rb;
+    }
+    return c->chunk;
+}
+
+// Converts n source bytes at source offset off of item it into c->obuf; *dst_off, *dst_n: where they go.
+static moeq_status convert(copier *c, const moeq_export_item *it, const moeq_artifact_dsinfo *d, uint64_t off,
+                           size_t n, uint64_t *dst_off, size_t *dst_n, const void **dst) {
+    const moeq_artifact_tensor *t = &c->l->toc->t[it->tensor];
+    switch (it->conv) {
+    case MOEQ_XC_WORDS: {
+        const int64_t rb = d->dims[1], ob = it->shape[1] * 4, rows = (int64_t)n / rb;
+        moeq_export_ct_words(c->buf, rows, rb, c->obuf, ob);
+        *dst_off = (off / (uint64_t)rb) * (uint64_t)ob, *dst_n = (size_t)(rows * ob), *dst = c->obuf;
+        return MOEQ_OK;
+    }
+    case MOEQ_XC_F16_F32: {
+        const uint16_t *h = (const uint16_t *)(const void *)c->buf;
+        float *f = (float *)(void *)c->obuf;
+        for (size_t k = 0; k < n / 2; k++) f[k] = moeq_f16_to_f32(h[k]);
+        *dst_off = off * 2, *dst_n = n * 2, *dst = c->obuf;
+        return MOEQ_OK;
+    }
+    case MOEQ_XC_ZP_DIM0:
+        MOEQ_TRY(moeq_export_ct_zp(c->buf, moeq_export_ct_bits(t), t->shape[0], it->shape[1],
+                                   (uint32_t *)(void *)c->obuf, c->l->toc->path, t->name));
+        *dst_off = 0, *dst_n = (size_t)it->bytes, *dst = c->obuf;
+        return MOEQ_OK;
+    default:
+        *dst_off = off, *dst_n = n, *dst = c->buf;
+        return MOEQ_OK;
+    }
+}
+
+// Writes tensor i's items into shard `shard` (writer w) and verifies every dataset it reads, and the tensor.
+static moeq_status copy_tensor(copier *c, int i, moeq_st_writer *w, int shard) {
     const moeq_artifact_toc *toc = c->l->toc;
     const moeq_artifact_tensor *t = &toc->t[i];
     XXH3_64bits_reset(c->t_h);
     for (int k = c->l->first_of_tensor[i]; k < c->l->first_of_tensor[i + 1]; k++) {
-        const moeq_artifact_dsinfo *d = &toc->ds[c->l->it[k].dsi];
+        const moeq_export_item *it = &c->l->it[k];
+        if (it->conv == MOEQ_XC_SHAPE) {
+            const int64_t rc[2] = {t->shape[0], t->shape[1]}; // little-endian hosts (safetensors' order)
+            MOEQ_TRY(moeq_st_writer_write(w, it->entry, 0, rc, sizeof rc));
+            continue;
+        }
+        const moeq_artifact_dsinfo *d = &toc->ds[it->dsi];
         const char *dn = moeq_ds_name((moeq_ds)d->ds);
+        const uint64_t step = step_bytes(c, it, d);
+        if (step > c->buf_cap && MOEQ_RESERVE(&c->buf, &c->buf_cap, (size_t)step, "export copy buffer"))
+            return MOEQ_ERR_NOMEM;
+        const uint64_t ostep =
+            it->conv == MOEQ_XC_ZP_DIM0 ? it->bytes : 2 * step + (uint64_t)it->shape[1] * 4;
+        if (it->conv != MOEQ_XC_COPY && it->conv != MOEQ_XC_HASH && ostep > c->obuf_cap &&
+            MOEQ_RESERVE(&c->obuf, &c->obuf_cap, (size_t)ostep, "export conversion buffer"))
+            return MOEQ_ERR_NOMEM;
         XXH3_64bits_reset(c->ds_h);
         for (uint64_t off = 0; off < d->bytes;) {
-            const size_t n = (size_t)(d->bytes - off < c->chunk ? d->bytes - off : c->chunk);
+            const size_t n = (size_t)(d->bytes - off < step ? d->bytes - off : step);
             moeq_status st = moeq_pread_full(c->fd, c->buf, n, d->offset + off, toc->path);
             if (st != MOEQ_OK)
                 return MOEQ_FAIL(st, "tensor '%s' dataset %s: %s", t->name, dn, moeq_error_detail());
             XXH3_64bits_update(c->ds_h, c->buf, n);
             XXH3_64bits_update(c->t_h, c->buf, n);
-            MOEQ_TRY(moeq_st_writer_write(w, k - k0, off, c->buf, n));
+            if (moeq_export_item_written(it)) {
+                uint64_t doff;
+                size_t dn_bytes;
+                const void *src;
+                MOEQ_TRY(convert(c, it, d, off, n, &doff, &dn_bytes, &src));
+                MOEQ_TRY(moeq_st_writer_write(w, it->entry, doff, src, dn_bytes));
+            }
             off += n;
             c->done += n;
             progress(c, shard, 0);
@@ -347,12 +461,16 @@ static moeq_status copy_tensor(copier *c, int i, moeq_st_writer *w, int k0, int 
 static moeq_status write_shard(copier *c, int s, const char *staging, uint64_t *file_bytes) {
     const moeq_export_list *l = c->l;
     const int t0 = l->first_tensor_of_shard[s], t1 = l->first_tensor_of_shard[s + 1];
-    const int k0 = l->first_of_tensor[t0], n = l->first_of_tensor[t1] - k0;
-    moeq_st_entry *e = MOEQ_CALLOC(n ? (size_t)n : 1, sizeof *e, "shard entries");
+    const int k0 = l->first_of_tensor[t0], k1 = l->first_of_tensor[t1];
+    moeq_st_entry *e = MOEQ_CALLOC(k1 > k0 ? (size_t)(k1 - k0) : 1, sizeof *e, "shard entries");
     if (!e) return MOEQ_ERR_NOMEM;
-    for (int k = 0; k < n; k++) {
-        e[k].name = l->it[k0 + k].name;
-        moeq_export_item_desc(l, k0 + k, &e[k].dtype, &e[k].ndim, e[k].shape);
+    int n = 0;
+    for (int k = k0; k < k1; k++) {
+        const moeq_export_item *it = &l->it[k];
+        if (!moeq_export_item_written(it)) continue;
+        e[n] = (moeq_st_entry){.name = it->name, .dtype = it->dtype, .ndim = it->ndim}; // n == it->entry
+        memcpy(e[n].shape, it->shape, sizeof it->shape);
+        n++;
     }
     char name[64];
     moeq_export_shard_name(s, l->n_shards, name, sizeof name);
@@ -366,7 +484,7 @@ static moeq_status write_shard(copier *c, int s, const char *staging, uint64_t *
                        path, (unsigned long long)moeq_st_writer_file_size(w),
                        (unsigned long long)c->o->shard_size);
     if (st == MOEQ_OK) *file_bytes += moeq_st_writer_file_size(w);
-    for (int i = t0; i < t1 && st == MOEQ_OK; i++) st = copy_tensor(c, i, w, k0, s);
+    for (int i = t0; i < t1 && st == MOEQ_OK; i++) st = copy_tensor(c, i, w, s);
     if (st == MOEQ_OK) st = moeq_st_writer_finish(&w); // fsync + rename within the staging folder
     moeq_st_writer_abort(&w);
     moeq_free(&path);
@@ -412,27 +530,38 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     int staged = 0, created = 0;
     moeq_status st = moeq_artifact_scan(o.artifact, &toc); // everything that can be checked before writing
     if (st == MOEQ_OK) st = moeq_export_check_complete(toc);
-    if (st == MOEQ_OK) st = list_build(toc, &l);
+    if (st == MOEQ_OK) st = list_build(toc, o.format, &l);
     if (st == MOEQ_OK) st = plan_shards(&l, o.shard_size);
     if (st == MOEQ_OK) st = moeq_open_read(o.artifact, &c.fd);
     if (st == MOEQ_OK) {
         c.buf = MOEQ_MALLOC(c.chunk, "export copy buffer");
+        c.buf_cap = c.buf ? c.chunk : 0;
         c.ds_h = XXH3_createState(), c.t_h = XXH3_createState();
         staging = moeq_path_join(o.out_dir, MOEQ_EXPORT_STAGING);
         if (!c.buf || !c.ds_h || !c.t_h || !staging)
             st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "export: copy buffer of %zu bytes", c.chunk);
     }
     if (st == MOEQ_OK) {
-        for (int k = 0; k < l.n; k++) c.total += toc->ds[l.it[k].dsi].bytes;
+        for (int k = 0; k < toc->n_ds; k++) c.total += toc->ds[k].bytes; // every dataset is read once
         st = out_prepare(o.out_dir, o.force, staging, &created);
         staged = st == MOEQ_OK;
     }
     for (int sh = 0; sh < l.n_shards && st == MOEQ_OK; sh++) st = write_shard(&c, sh, staging, &s.file_bytes);
     if (st == MOEQ_OK) st = moeq_export_write_index(&l, staging, &s.total_size, &s.file_bytes);
-    if (st == MOEQ_OK) st = moeq_export_write_config(&l, staging, o.moeq_version, &s.file_bytes);
+    char *extra[MOEQ_EXPORT_MAX_EXTRA + 1] = {0}; // files besides shards, index and config.json
+    int n_extra = 0;
+    if (st == MOEQ_OK && o.format == MOEQ_EXPORT_FORMAT_CT) {
+        st = moeq_export_ct_write_meta(&l, staging, extra, &n_extra, &s.file_bytes);
+        s.n_extra = n_extra;
+        if (st == MOEQ_OK) st = moeq_export_ct_adapter(toc, staging, o.out_dir, &s);
+        if (st == MOEQ_OK && s.n_adapter) extra[n_extra++] = MOEQ_STRDUP(MOEQ_EXPORT_ADAPTER_DIR);
+    } else if (st == MOEQ_OK) {
+        st = moeq_export_write_config(&l, staging, o.moeq_version, &s.file_bytes);
+    }
     if (st == MOEQ_OK) st = moeq_fsync_dir(staging);
-    if (st == MOEQ_OK) st = out_commit(&l, o.out_dir, staging, o.force);
+    if (st == MOEQ_OK) st = out_commit(&l, o.out_dir, staging, o.force, extra, n_extra);
     if (staged) staging_clear(staging, 1); // empty after a commit; after a failure OUT_DIR keeps what it had
+    for (int k = 0; k < n_extra; k++) moeq_free(&extra[k]);
     // ... and a directory this export created goes again: no empty (or half-committed) OUT_DIR is left to
     // look like an export. One the user had is never removed.
     if (st != MOEQ_OK && created) staging_clear(o.out_dir, 1);
@@ -451,6 +580,7 @@ moeq_status moeq_export_run(const moeq_export_opts *o_in, moeq_export_stats *sta
     }
     if (c.fd >= 0) close(c.fd);
     moeq_free(&c.buf);
+    moeq_free(&c.obuf);
     if (c.ds_h) XXH3_freeState(c.ds_h);
     if (c.t_h) XXH3_freeState(c.t_h);
     moeq_free(&staging);

@@ -13,6 +13,12 @@
 // at its offset) and hashed on the way: the memory is one chunk plus O(tensors) metadata, whatever the model
 // size. Every dataset's xxh3 and every tensor's checksum are checked against the artifact's records.
 //
+// --format compressed-tensors (format MOEQ_EXPORT_FORMAT_CT, export_ct.c): the items are llm-compressor's
+// pack-quantized tensors made from the datasets (int32 words, F32 scales, zero points packed along the rows,
+// weight_shape; the compensator planes read and verified, written by the adapter), config.json its
+// quantization_config, the source directory's tokenizer and generation files copied, and the PEFT adapter of
+// the compensators in OUT_DIR/adapter/ (docs/EXPORT.md "compressed-tensors").
+//
 // Crash safety: all files are first written into OUT_DIR/.moeq-export.partial/ (shards as *.partial, renamed
 // when complete and fsync'ed), and moved into OUT_DIR only when every shard is complete and verified: shards,
 // then the index, config.json last, then the directory is fsync'ed. A failure before that leaves OUT_DIR as
@@ -36,6 +42,12 @@
 #define MOEQ_EXPORT_SHARD_DEFAULT 50000000000ull // bytes: the Hugging Face Hub's per-file limit (50 GB)
 #define MOEQ_EXPORT_CHUNK_DEFAULT ((size_t)64 << 20)
 #define MOEQ_EXPORT_STAGING       ".moeq-export.partial"
+#define MOEQ_EXPORT_ADAPTER_DIR   "adapter" // compressed-tensors: OUT_DIR/adapter/, the PEFT LoRA adapter
+
+typedef enum moeq_export_format {
+    MOEQ_EXPORT_FORMAT_HF = 0, // moeq's own layout (quant_method "moeq", the parts byte for byte)
+    MOEQ_EXPORT_FORMAT_CT = 1 // compressed-tensors pack-quantized (llm-compressor's W4A16/W8A16): export_ct.c
+} moeq_export_format;
 
 typedef struct moeq_export_opts {
     const char *artifact;     // the artifact (complete)
@@ -45,6 +57,7 @@ typedef struct moeq_export_opts {
     int force;                // accept a non-empty out_dir
     double progress_s;        // an INFO log line every progress_s seconds (0: none)
     const char *moeq_version; // written into quantization_config.provenance
+    int format;               // moeq_export_format
 } moeq_export_opts;
 
 typedef struct moeq_export_stats {
@@ -56,6 +69,10 @@ typedef struct moeq_export_stats {
     uint64_t total_size;     // tensor bytes (= index metadata.total_size = the artifact's dataset bytes)
     uint64_t file_bytes;     // shards + index + config.json
     uint64_t artifact_bytes; // size of the artifact file
+    int n_extra;             // compressed-tensors: files copied from the source directory (tokenizer, ...)
+    int n_adapter;           // compressed-tensors: LoRA modules in OUT_DIR/adapter (0: no adapter)
+    int adapter_rank_max;    // their largest rank (a fused expert stack: gate and up ranks summed)
+    uint64_t adapter_bytes;  // adapter_model.safetensors + adapter_config.json
     double seconds;
 } moeq_export_stats;
 

@@ -299,8 +299,9 @@ static moeq_status build_list(build_ctx *b) {
     if (b->grouped.n)
         return MOEQ_FAIL(
             MOEQ_ERR_UNSUPPORTED,
-            "%s: %d tensor(s) are quantized in moeq's grouped formats, which llama.cpp cannot run: "
-            "%s" HINT "quantize them into a llama.cpp block type (format: q4_K, q6_K, q8_0, ...; recipe "
+            "%s: %d tensor(s) are quantized in formats with no GGUF type (moeq's grouped q2..q8, integer "
+            "i2..i8s), which llama.cpp cannot run: %s" HINT
+            "quantize them into a llama.cpp block type (format: q4_K, q6_K, q8_0, ...; recipe "
             "`target: gguf`), or export as safetensors (moeq export ARTIFACT DIR)",
             p, b->grouped.n, nl_str(&b->grouped));
     if (b->compensated.n)

@@ -163,16 +163,7 @@ static moeq_status list_pairs(const moeq_artifact_toc *toc, const moeq_model_con
 
 // ---- reading a factor ----
 
-typedef struct rctx {
-    const moeq_artifact_toc *toc;
-    int fd;
-    unsigned char *raw;
-    size_t raw_cap;
-    uint16_t *sc;
-    size_t sc_cap;
-} rctx;
-
-static moeq_status read_ds(rctx *c, int ti, moeq_ds d, void **buf, size_t *cap) {
+static moeq_status read_ds(moeq_lora_reader *c, int ti, moeq_ds d, void **buf, size_t *cap) {
     const moeq_artifact_tensor *t = &c->toc->t[ti];
     const moeq_artifact_dsinfo *di = ds_of(c->toc, ti, d);
     if (!di)
@@ -192,9 +183,9 @@ static moeq_status read_ds(rctx *c, int ti, moeq_ds d, void **buf, size_t *cap) 
     return MOEQ_OK;
 }
 
-// Factor U (which = 0, (R, r)) or V (1, (r, C)) of tensor ti, dequantized into x (n floats).
-static moeq_status read_factor(rctx *c, int ti, int which, float *x, int64_t n) {
+moeq_status moeq_lora_read_factor(moeq_lora_reader *c, int ti, int which, float *x, int64_t n) {
     const moeq_artifact_tensor *t = &c->toc->t[ti];
+    if (c->fd < 0) MOEQ_TRY(moeq_open_read(c->toc->path, &c->fd));
     MOEQ_TRY(read_ds(c, ti, which ? MOEQ_DS_V : MOEQ_DS_U, (void **)&c->raw, &c->raw_cap));
     const uint16_t *sc = NULL;
     if (t->compensator == MOEQ_FACTOR_INT3) {
@@ -248,7 +239,7 @@ static moeq_status write_all(const moeq_artifact_toc *toc, const char *arch, lpa
     if (st == MOEQ_OK) st = moeq_gguf_kvs_set_u32(&kvs, "general.alignment", MOEQ_GGUF_ALIGNMENT);
     moeq_gguf_tdesc *td = MOEQ_CALLOC((size_t)(2 * n), sizeof *td, "lora tensors");
     char(*names)[80] = MOEQ_CALLOC((size_t)(2 * n), sizeof *names, "lora tensor names");
-    rctx c = {.toc = toc, .fd = -1};
+    moeq_lora_reader c = {.toc = toc, .fd = -1};
     float *x = NULL, *y = NULL;
     void *tmp = NULL;
     int64_t big = 0;
@@ -273,9 +264,9 @@ static moeq_status write_all(const moeq_artifact_toc *toc, const char *arch, lpa
         const int64_t R = t->shape[0], C = t->shape[1], r = t->rank;
         q->type_a = q->type_b = MOEQ_GGML_TYPE_F16;
         if (t->compensator != MOEQ_FACTOR_FP16) {
-            st = read_factor(&c, q->ti, 1, x, r * C);
+            st = moeq_lora_read_factor(&c, q->ti, 1, x, r * C);
             if (st == MOEQ_OK) q->type_a = exact_type(x, r * C);
-            if (st == MOEQ_OK) st = read_factor(&c, q->ti, 0, x, R * r);
+            if (st == MOEQ_OK) st = moeq_lora_read_factor(&c, q->ti, 0, x, R * r);
             if (st == MOEQ_OK) q->type_b = exact_type(x, R * r);
         }
         snprintf(names[2 * i], sizeof names[0], "%s.lora_a", q->name);
@@ -300,9 +291,10 @@ static moeq_status write_all(const moeq_artifact_toc *toc, const char *arch, lpa
     for (int i = 0; i < n && st == MOEQ_OK; i++) {
         const moeq_artifact_tensor *t = &toc->t[p[i].ti];
         const int64_t R = t->shape[0], C = t->shape[1], r = t->rank;
-        st = read_factor(&c, p[i].ti, 1, x, r * C); // lora_a = V (r, C): ne = [C, r]
+        st = moeq_lora_read_factor(&c, p[i].ti, 1, x, r * C); // lora_a = V (r, C): ne = [C, r]
         if (st == MOEQ_OK) st = put(w, x, r * C, p[i].type_a, tmp);
-        if (st == MOEQ_OK) st = read_factor(&c, p[i].ti, 0, x, R * r); // lora_b = U (R, r): ne = [r, R]
+        if (st == MOEQ_OK)
+            st = moeq_lora_read_factor(&c, p[i].ti, 0, x, R * r); // lora_b = U (R, r): ne = [r, R]
         const float *u = x;
         if (st == MOEQ_OK && p[i].perm_heads) {
             permute_rows(x, y, R, r, p[i].perm_heads);
@@ -314,9 +306,7 @@ static moeq_status write_all(const moeq_artifact_toc *toc, const char *arch, lpa
         st = moeq_gguf_writer_close(&w);
     else
         moeq_gguf_writer_abort(&w);
-    if (c.fd >= 0) close(c.fd);
-    moeq_free(&c.raw);
-    moeq_free(&c.sc);
+    moeq_lora_reader_free(&c);
     moeq_free(&x);
     moeq_free(&y);
     moeq_free(&tmp);
@@ -363,6 +353,13 @@ moeq_status moeq_gguf_lora_write(const moeq_artifact_toc *toc, const moeq_model_
         moeq_gguf_lora_free(out);
     }
     return st;
+}
+
+void moeq_lora_reader_free(moeq_lora_reader *c) {
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    moeq_free(&c->raw);
+    moeq_free(&c->sc);
 }
 
 moeq_status moeq_gguf_lora_commit(moeq_gguf_lora *l) {

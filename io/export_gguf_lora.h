@@ -50,6 +50,21 @@ moeq_status moeq_gguf_lora_commit(moeq_gguf_lora *l);
 void moeq_gguf_lora_abort(moeq_gguf_lora *l);
 void moeq_gguf_lora_free(moeq_gguf_lora *l);
 
+// Reads compensator factors of an artifact (also the compressed-tensors adapter, export_ct_lora.c).
+typedef struct moeq_lora_reader {
+    const moeq_artifact_toc *toc;
+    int fd; // the artifact, open for reading (-1: not yet)
+    unsigned char *raw;
+    size_t raw_cap;
+    uint16_t *sc;
+    size_t sc_cap;
+} moeq_lora_reader;
+// Factor U (which = 0, (R, r)) or V (1, (r, C)) of tensor ti, its planes checked against their recorded
+// xxh3, dequantized exactly (kernels/lowrank.h) into x (n floats).
+moeq_status moeq_lora_read_factor(moeq_lora_reader *c, int ti, int which, float *x, int64_t n);
+// Closes the artifact and frees the buffers.
+void moeq_lora_reader_free(moeq_lora_reader *c);
+
 // NULL when llama.cpp applies a LoRA to GGUF tensor `gname` of architecture `arch` (slot >= 0: a routed
 // expert of a stack), else why not (for messages).
 const char *moeq_gguf_lora_refusal(const char *arch, const char *gname, int slot);

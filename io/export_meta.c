@@ -12,7 +12,8 @@
 #include "sysio.h"       // defines: moeq_write_file
 
 // Serializes root (stolen) to dir/name, fsync'ed; adds its size to *bytes.
-static moeq_status dump(json_t *root, size_t flags, const char *dir, const char *name, uint64_t *bytes) {
+moeq_status moeq_export_dump_json(json_t *root, size_t flags, const char *dir, const char *name,
+                                  uint64_t *bytes) {
     char *text = root ? json_dumps(root, flags) : NULL;
     json_decref(root);
     char *path = moeq_path_join(dir, name);
@@ -37,15 +38,17 @@ moeq_status moeq_export_write_index(const moeq_export_list *l, const char *dir, 
     uint64_t sum = 0;
     char shard[64];
     for (int k = 0; k < l->n && !bad; k++) {
+        if (!moeq_export_item_written(&l->it[k])) continue;
         moeq_export_shard_name(l->it[k].shard, l->n_shards, shard, sizeof shard);
         bad = json_object_set_new(map, l->it[k].name, json_string(shard)) != 0;
-        sum += l->toc->ds[l->it[k].dsi].bytes;
+        sum += l->it[k].bytes;
     }
     json_t *root =
         bad ? NULL : json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)sum, "weight_map", map);
     if (bad) json_decref(map);
     *total = sum;
-    return dump(root, JSON_INDENT(2) | JSON_SORT_KEYS, dir, "model.safetensors.index.json", bytes);
+    return moeq_export_dump_json(root, JSON_INDENT(2) | JSON_SORT_KEYS, dir, "model.safetensors.index.json",
+                                 bytes);
 }
 
 // ---- quantization_config ----
@@ -129,9 +132,7 @@ static moeq_status quant_config(const moeq_export_list *l, const char *moeq_vers
     return MOEQ_OK;
 }
 
-moeq_status moeq_export_write_config(const moeq_export_list *l, const char *dir, const char *moeq_version,
-                                     uint64_t *bytes) {
-    const moeq_artifact_toc *toc = l->toc;
+moeq_status moeq_export_source_config(const moeq_artifact_toc *toc, json_t **out) {
     json_error_t err;
     json_t *cfg = json_loads(toc->info->source_config, JSON_REJECT_DUPLICATES, &err);
     if (!cfg || !json_is_object(cfg)) {
@@ -141,6 +142,15 @@ moeq_status moeq_export_write_config(const moeq_export_list *l, const char *dir,
                          "HINT: the artifact was written by a broken moeq; quantize again",
                          toc->path, err.line, err.text);
     }
+    *out = cfg;
+    return MOEQ_OK;
+}
+
+moeq_status moeq_export_write_config(const moeq_export_list *l, const char *dir, const char *moeq_version,
+                                     uint64_t *bytes) {
+    const moeq_artifact_toc *toc = l->toc;
+    json_t *cfg = NULL;
+    MOEQ_TRY(moeq_export_source_config(toc, &cfg));
     json_t *qc = NULL;
     moeq_status st = quant_config(l, moeq_version, &qc);
     if (st != MOEQ_OK) {
@@ -153,5 +163,5 @@ moeq_status moeq_export_write_config(const moeq_export_list *l, const char *dir,
         json_decref(cfg);
         return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: out of memory building config.json", toc->path);
     }
-    return dump(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER, dir, "config.json", bytes);
+    return moeq_export_dump_json(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER, dir, "config.json", bytes);
 }

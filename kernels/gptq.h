@@ -1,6 +1,7 @@
 // gptq.h: GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
 // Transformers", Algorithm 1) into every storage format that method rtn produces: the grouped affine formats
-// (q2/q3/q4/q8) and llama.cpp's block types (q4_0 .. q8_0, q2_K .. q6_K, iq4_nl, iq4_xs).
+// (q2/q3/q4/q8), the integer-zero formats (i2..i8, i2s..i8s; GPTQModel's own format) and llama.cpp's block
+// types (q4_0 .. q8_0, q2_K .. q6_K, iq4_nl, iq4_xs).
 //
 // Letters: R = rows (out features), C = cols (in features), G = weights per parameter block along C (the
 // group of a grouped format, the block of 32 or super-block of 256 of a llama.cpp type), T = tokens.
@@ -10,7 +11,8 @@
 // Cholesky factor U of H⁻¹ (Uᵀ·U = H⁻¹): w[:, j] −= (w_i − q_i)/U[i][i] · U[i][j] for j > i, applied
 // lazily per block of columns. Per format:
 //   - the parameters of a (row, block) are chosen by the format's own quantizer: min/max scale and zero for
-//     the grouped formats (method rtn's), llama.cpp's weighted quantizer with importance = diag(H) (as
+//     the grouped formats (method rtn's), the integer formats' rule (quant.h; gptq.clip: their search's),
+//     llama.cpp's weighted quantizer with importance = diag(H) (as
 //     normalised below) for the block types; they define an affine grid of codes per sub-block,
 //     v(c) = a·t(c) − m (t(c) = c − offset, or the iq4 grid's kvalues[c]), or (c − z)·s for the grouped
 //     family;
@@ -42,7 +44,7 @@ extern "C" {
 #endif
 
 typedef struct moeq_gptq_params {
-    float damp;        // relative damping: H += damp · mean(diag H) · I (GPTQ's 0.01; method gptq's default 0.05)
+    float damp; // relative damping: H += damp · mean(diag H) · I (GPTQ's 0.01; method gptq's default 0.05)
     int act_order;     // 1: columns processed in descending diag(H) order (forces static_groups)
     int block;         // lazy-update block width (GPTQ's 128)
     int group_order;   // 1 (without act_order): group-aware order: parameter blocks by descending Σ diag(H),
@@ -52,6 +54,8 @@ typedef struct moeq_gptq_params {
     int static_groups; // 1: every group's/block's parameters chosen on W before any rounding (importance =
                        // diag H); 0: chosen when the group's first column is reached, on the error-updated
                        // weights
+    int clip;          // the integer formats: 1 = the group's scale and zero by method search's rule (clipped
+                       // ranges, importance = the damped diag H; GPTQModel's mse option), 0 = method rtn's
 } moeq_gptq_params;
 
 // {0.01, 0, 128, 0, group_order 0}

@@ -2,8 +2,8 @@
 // relative damping, act-order permutation), the upper Cholesky factor U of H⁻¹ (LAPACK dpotrf, dpotri,
 // dpotrf in double precision on one BLAS thread: the same bits for any thread count), then per row panel
 // the column loop of GPTQ's Algorithm 1 with lazy block updates, and the bytes written through the format's
-// parameters (grouped: the rtn scale/zero planes; llama.cpp's types: the block bytes of their quantizer) and
-// codes (packing, or gptq_grid.c's code writers).
+// parameters (grouped: the rtn scale/zero planes; integer: the format's rule, its zeros packed at the end;
+// llama.cpp's types: the block bytes of their quantizer) and codes (packing, or gptq_grid.c's code writers).
 // Not here: the Hessians (the calibration pass), compensators (method_gptq.c), a device port.
 #include <lapacke.h>
 #include <math.h>
@@ -29,7 +29,10 @@ typedef struct gptq_ctx {
     const moeq_gptq_codec *k; // NULL: the grouped family
     moeq_qmat *q;
     int64_t R, C, PB, S, rb; // parameter block, sub-block (one grid), row bytes
-    float qmax;              // grouped: 2^bits − 1
+    float qmax;              // grouped and integer: 2^bits − 1
+    int intf, zfixed;        // the integer family: 1, and the symmetric formats' implied zero (else 0)
+    int clip;                // the integer family: the group's parameters by the searched rule (gptq.clip)
+    uint8_t *zs;             // (R, C/G) the asymmetric integer formats' zeros, packed at the end
     const float *imp;        // (C) importance for the block quantizers
     float *ga, *gm, *gi;     // (R, C/S) grid: a and m (grouped: s, z and 1/s)
     uint8_t *codes;          // (R, C) in the original column order
@@ -45,6 +48,21 @@ static int choose(const gptq_ctx *c, int64_t r, const float *x, int64_t b0, int6
         if (!isfinite(x[j])) return *where = b0 * c->PB + j, ROW_NONFINITE;
     const int64_t nsub = c->C / c->S, per = c->PB / c->S;
     float *ga = c->ga + r * nsub + b0 * per, *gm = c->gm + r * nsub + b0 * per;
+    if (c->intf) { // integer: the format's rule (rtn's, or search's with diag(H) as the importance)
+        for (int64_t b = 0; b < nb; b++) {
+            uint16_t sh;
+            int z;
+            const int st = c->clip
+                               ? moeq_int_group_search(x + b * c->PB, c->PB, c->imp + (b0 + b) * c->PB,
+                                                       c->qmax, c->zfixed, &sh, &z)
+                               : moeq_int_group_rtn(x + b * c->PB, c->PB, NULL, c->qmax, c->zfixed, &sh, &z);
+            if (st != 0) return *where = b0 + b, ROW_OVERFLOW;
+            c->q->scale[r * (c->C / c->PB) + b0 + b] = sh;
+            if (c->zs) c->zs[r * (c->C / c->PB) + b0 + b] = (uint8_t)z;
+            ga[b] = moeq_f16_to_f32(sh), gm[b] = (float)z;
+        }
+        return ROW_OK;
+    }
     if (!c->k) { // grouped: method rtn's min/max scale and zero, stored as fp16
         for (int64_t b = 0; b < nb; b++) {
             const float *xg = x + b * c->PB;
@@ -69,6 +87,11 @@ static int choose(const gptq_ctx *c, int64_t r, const float *x, int64_t b0, int6
 static inline int nearest(const gptq_ctx *c, int64_t r, int64_t col, float x, float *v) {
     const int64_t g = r * (c->C / c->S) + col / c->S;
     const float a = c->ga[g], m = c->gm[g];
+    if (c->intf) { // the integer formats' rounding: clamp(rint(x/s) + z)
+        const float code = moeq_int_code_of(x, a, m, c->qmax);
+        *v = moeq_deq_of(code, m, a);
+        return (int)code;
+    }
     if (!c->k) { // method rtn's rounding against the stored scale and zero
         const float code = moeq_code_of(x, c->gi[g], m, c->qmax);
         *v = moeq_deq_of(code, m, a);
@@ -237,8 +260,9 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
     gptq_ctx c = {.f = moeq_qtype_get(t), .k = moeq_gptq_codec_get(t), .q = q, .R = R, .C = C};
     if (c.k) {
         c.PB = c.k->block, c.S = c.k->sub;
-    } else if (c.f->family & MOEQ_QFAMILY_GROUPED) {
+    } else if (c.f->family & (MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_INT)) {
         c.PB = c.S = q->G, c.qmax = (float)((1 << q->bits) - 1);
+        c.intf = (c.f->family & MOEQ_QFAMILY_INT) != 0, c.zfixed = c.f->zero_point, c.clip = p->clip;
     } else {
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: gptq has no grid for format %s", who, c.f->name);
     }
@@ -254,8 +278,9 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
     float *grid = malloc((size_t)R * (size_t)nsub * 3 * sizeof(float));
     int64_t *perm = malloc((size_t)C * sizeof(int64_t));
     c.codes = malloc((size_t)R * (size_t)C);
+    if (q->izero) c.zs = malloc((size_t)(R * nsub));
     moeq_status st = MOEQ_OK;
-    if (!A || !U || !imp || !wk || !E || !grid || !perm || !c.codes) {
+    if (!A || !U || !imp || !wk || !E || !grid || !perm || !c.codes || (q->izero && !c.zs)) {
         st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq work arrays for %lld x %lld", who, (long long)R,
                        (long long)C);
         goto done;
@@ -351,7 +376,9 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
         for (int64_t b = 0; b < C / c.PB; b++)
             c.k->put(q->codes + r * c.rb + b * c.f->unit_bytes, c.codes + r * C + b * c.PB);
     }
+    if (c.zs) st = moeq_qtype_pack_row(q->bits, c.zs, R * nsub, q->izero); // the integer zeros
 done:
     free(A), free(U), free(imp), free(wk), free(E), free(grid), free(perm), free(c.codes), free(c.pos);
+    free(c.zs);
     return st;
 }

@@ -126,7 +126,7 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_BITS] = {"bits", MOEQ_FT_BITS, OFF(bits), 2, 8, "code width of the grouped formats q2/q3/q4/q8"},
     [MOEQ_F_GROUP] = {"group", MOEQ_FT_INT, OFF(group), 8, 1 << 20,
                       "weights per scale/zero along the input dimension (where it does not divide a row: the "
-                      "largest group below it that does)"},
+                      "largest group below it that does; channel: one group per row, G = C)"},
     [MOEQ_F_RANK] = {"rank", MOEQ_FT_INT, OFF(rank), 0, 1 << 16,
                      "compensator rank r (MiLo, or U·V fitted to the GPTQ residual; 0: none)"},
     [MOEQ_F_ROUNDS] = {"rounds", MOEQ_FT_INT, OFF(rounds), 1, 1000,
@@ -161,12 +161,15 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
     [MOEQ_F_GPTQ_MIN_INPUTS] =
         {"gptq.min_inputs", MOEQ_FT_INT, OFF(gptq_min_inputs), 0, 1 << 30,
          "calibration inputs a tensor needs for GPTQ (fewer: a routed expert few tokens "
-         "reached), else the weight-space fallback: search (llama.cpp types), hqq "
+         "reached), else the weight-space fallback: search (llama.cpp and integer types), hqq "
          "(grouped)"},
     [MOEQ_F_GPTQ_GROUP_ORDER] =
         {"gptq.group_order", MOEQ_FT_BOOL, OFF(gptq_group_order), 0, 0,
          "group-aware order without act_order: groups by descending sum of diag(H), "
          "columns inside a group by diag(H), parameters still on the updated weights"},
+    [MOEQ_F_GPTQ_CLIP] = {"gptq.clip", MOEQ_FT_BOOL, OFF(gptq_clip), 0, 0,
+                          "integer formats (i4, i4s, ...): each group's scale and zero by method search's "
+                          "clipped-range rule weighted by diag(H) (GPTQModel's mse), else rtn's min/max"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -237,6 +240,44 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
     return 1;
 }
 
+// Edit distance of a and b (insertions, deletions, substitutions), for names of up to 31 characters.
+static int edit_distance(const char *a, const char *b) {
+    const size_t na = strlen(a), nb = strlen(b);
+    if (na > 31 || nb > 31) return 99;
+    int d[32][32];
+    for (size_t i = 0; i <= na; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            const int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]), del = d[i - 1][j] + 1,
+                      ins = d[i][j - 1] + 1;
+            d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+    return d[na][nb];
+}
+
+// "; did you mean i4?" for a format name that reads as a typo of one (at most 2 edits, or the integer
+// formats' other spellings: int4, uint4 -> i4; int4_sym, int4s -> i4s), else "".
+static const char *format_suggest(const char *text, char *buf, size_t cap) {
+    int bits = 0;
+    char rest[32] = "";
+    const char *best = NULL;
+    if (sscanf(text, "%*[u]int%d%31s", &bits, rest) >= 1 || sscanf(text, "int%d%31s", &bits, rest) >= 1) {
+        char nm[8];
+        snprintf(nm, sizeof nm, "i%d%s", bits, strstr(rest, "s") ? "s" : "");
+        const moeq_qtype t = moeq_qtype_from_name(nm);
+        best = t ? moeq_qtype_name(t) : NULL;
+    }
+    for (int t = 1, bd = best ? 0 : 3; t < MOEQ_QTYPE_USER_END; t++) {
+        const moeq_qtype_traits *tr = moeq_qtype_get(t);
+        const int d = tr ? edit_distance(text, tr->name) : 99;
+        if (d < bd && d < (int)strlen(text)) bd = d, best = tr->name;
+    }
+    if (!best) return "";
+    snprintf(buf, cap, "; did you mean %s?", best);
+    return buf;
+}
+
 moeq_status moeq_setting_parse(moeq_qsettings *s, int f, const char *text, char *why, size_t cap) {
     const moeq_setting_field *fd = moeq_setting_field_get(f);
     if (!fd) {
@@ -249,9 +290,13 @@ moeq_status moeq_setting_parse(moeq_qsettings *s, int f, const char *text, char 
     case MOEQ_FT_INT:
     case MOEQ_FT_U64:
     case MOEQ_FT_BITS:
+        if (f == MOEQ_F_GROUP && text && !strcmp(text, "channel")) {
+            s->group = MOEQ_GROUP_CHANNEL;
+            return MOEQ_OK;
+        }
         if (!parse_long(text, (long)fd->lo, (long)fd->hi, &v)) {
-            snprintf(why, cap, "\"%s\" must be an integer in [%ld, %ld]", fd->key, (long)fd->lo,
-                     (long)fd->hi);
+            snprintf(why, cap, "\"%s\" must be an integer in [%ld, %ld]%s", fd->key, (long)fd->lo,
+                     (long)fd->hi, f == MOEQ_F_GROUP ? " or channel" : "");
             return MOEQ_ERR_FORMAT;
         }
         if (fd->type == MOEQ_FT_BITS) {
@@ -310,9 +355,10 @@ moeq_status moeq_setting_parse(moeq_qsettings *s, int f, const char *text, char 
     case MOEQ_FT_FORMAT: {
         const moeq_qtype q = moeq_qtype_from_name(text);
         if (q == MOEQ_QTYPE_INVALID) {
-            char names[256];
-            snprintf(why, cap, "format \"%s\" is not one of %s", t,
-                     moeq_qtype_names(MOEQ_QFAMILY_ANY, names, sizeof names));
+            char names[256], near[64];
+            snprintf(why, cap, "format \"%s\" is not one of %s%s", t,
+                     moeq_qtype_names(MOEQ_QFAMILY_ANY, names, sizeof names),
+                     format_suggest(t, near, sizeof near));
             return MOEQ_ERR_FORMAT;
         }
         s->format = q;
@@ -350,7 +396,10 @@ void moeq_setting_format(const moeq_qsettings *s, int f, char *out, size_t cap) 
         snprintf(out, cap, "%s", s->format ? moeq_qtype_name(s->format) : "(the grouped format of bits)");
         break;
     default:
-        snprintf(out, cap, "%d", *(const int *)p);
+        if (f == MOEQ_F_GROUP && s->group == MOEQ_GROUP_CHANNEL)
+            snprintf(out, cap, "channel");
+        else
+            snprintf(out, cap, "%d", *(const int *)p);
         break;
     }
 }
@@ -380,6 +429,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .gptq_static_groups = 0,
         .gptq_min_inputs = 16,
         .gptq_group_order = 1,
+        .gptq_clip = 0,
     };
     return s;
 }

@@ -67,7 +67,12 @@ typedef struct moeq_qsettings {
     int gptq_group_order; // group-aware column order (gptq.h group_order; GPTQModel's act_group_aware)
     int gptq_min_inputs; // a tensor whose Hessian summed fewer calibration inputs (a routed expert few tokens
                          // reached) is quantized by the weight-space fallback (moeq_method_fallback)
+    int gptq_clip;       // integer formats: group parameters by method search's rule (gptq.h clip)
 } moeq_qsettings;
+
+// `group: channel` in a recipe: one group per row (per-channel scales, G = C); the group field's largest
+// value, which every tensor's resolution (schedulers/recipe.c moeq_qsettings_fit_group) turns into its own C.
+#define MOEQ_GROUP_CHANNEL (1 << 20)
 
 // ---- the settings fields ----
 
@@ -95,6 +100,7 @@ typedef enum moeq_field {
     MOEQ_F_GPTQ_STATIC_GROUPS,
     MOEQ_F_GPTQ_MIN_INPUTS,
     MOEQ_F_GPTQ_GROUP_ORDER,
+    MOEQ_F_GPTQ_CLIP,
     MOEQ_F_COUNT
 } moeq_field;
 
@@ -118,7 +124,7 @@ enum {
     MOEQ_SET_FORMAT = 1u << MOEQ_F_FORMAT,
     MOEQ_SET_GPTQ = (1u << MOEQ_F_GPTQ_DAMP) | (1u << MOEQ_F_GPTQ_ACT_ORDER) | (1u << MOEQ_F_GPTQ_BLOCK) |
                     (1u << MOEQ_F_GPTQ_STATIC_GROUPS) | (1u << MOEQ_F_GPTQ_MIN_INPUTS) |
-                    (1u << MOEQ_F_GPTQ_GROUP_ORDER), // every gptq.* field
+                    (1u << MOEQ_F_GPTQ_GROUP_ORDER) | (1u << MOEQ_F_GPTQ_CLIP), // every gptq.* field
 };
 
 typedef enum moeq_field_type {

@@ -1,7 +1,8 @@
-// method_gptq.c: method gptq, GPTQ (kernels/gptq.h) into every format method rtn writes: the grouped formats
-// and llama.cpp's block types. Needs calibration: the Hessian Σ x·xᵀ of the tensor's inputs (moeq_calib_in);
-// a tensor without one is refused. With rank r > 0, rank-r compensators U·V are fitted once to the GPTQ
-// residual W − deq(Q) (randomized SVD, lowrank.h, in the Frobenius norm) and stored as `compensator` says.
+// method_gptq.c: method gptq, GPTQ (kernels/gptq.h) into every format method rtn writes: the grouped formats,
+// the integer-zero formats and llama.cpp's block types. Needs calibration: the Hessian Σ x·xᵀ of the tensor's
+// inputs (moeq_calib_in); a tensor without one is refused. With rank r > 0, rank-r compensators U·V are
+// fitted once to the GPTQ residual W − deq(Q) (randomized SVD, lowrank.h, in the Frobenius norm) and stored
+// as `compensator` says.
 #include <math.h>
 #include <stdlib.h>
 
@@ -14,6 +15,7 @@ moeq_gptq_params moeq_method_gptq_params(const moeq_qsettings *s) {
     p.damp = s->gptq_damp, p.act_order = s->gptq_act_order, p.block = s->gptq_block;
     p.static_groups = s->gptq_static_groups;
     p.group_order = s->gptq_group_order;
+    p.clip = s->gptq_clip;
     return p;
 }
 
@@ -63,7 +65,7 @@ const moeq_method_traits moeq_method_gptq = {
     .needs_calibration = 1,
     .fields = MOEQ_SET_METHOD | MOEQ_SET_BITS | MOEQ_SET_GROUP | MOEQ_SET_FORMAT | MOEQ_SET_GPTQ |
               MOEQ_SET_RANK | MOEQ_SET_COMP | MOEQ_SET_SVD_OVER | MOEQ_SET_SVD_POWER | MOEQ_SET_SEED,
-    .formats = MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML,
+    .formats = MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML | MOEQ_QFAMILY_INT,
     .quantize_cpu = gptq_quantize_cpu,
     .cost_s = gptq_cost_s,
 };

@@ -1,6 +1,7 @@
 // method_milo.c: method milo, HQQ alternating with rank-r randomized-SVD compensators U·V (milo.h), factors
 // stored as fp16 or int3. Calibration-free. With a llama.cpp block type as the format, that format's
-// quantizer (searched where it has one) alternates with the compensators instead of HQQ.
+// quantizer (searched where it has one) alternates with the compensators instead of HQQ; with an
+// integer-zero format (i4, i4s, ...), its search (moeq_int_search_cpu).
 #include "method.h"
 #include "tensor.h" // defines: moeq_tq_out
 
@@ -10,6 +11,8 @@ moeq_milo_params moeq_method_milo_params(const moeq_qsettings *s, uint64_t seed)
     const moeq_qtype_traits *ft = moeq_qtype_get(moeq_qsettings_qtype(s));
     if (ft && (ft->family & MOEQ_QFAMILY_GGML)) // a llama.cpp block type: its quantizer in every round
         mp.format = moeq_qsettings_qtype(s), mp.bits = ft->bits, mp.group = ft->block;
+    if (ft && (ft->family & MOEQ_QFAMILY_INT)) // an integer-zero format: its search in every round
+        mp.format = moeq_qsettings_qtype(s), mp.bits = ft->bits;
     mp.hqq = moeq_method_hqq_params(s);
     mp.svd.oversample = s->svd_oversample, mp.svd.power_iters = s->svd_power_iters;
     mp.svd.seed = seed;
@@ -46,7 +49,7 @@ const moeq_method_traits moeq_method_milo = {
               MOEQ_SET_HQQ_BETA | MOEQ_SET_HQQ_KAPPA | MOEQ_SET_HQQ_ITERS | MOEQ_SET_HQQ_EARLY |
               MOEQ_SET_RANK | MOEQ_SET_ROUNDS | MOEQ_SET_COMP | MOEQ_SET_SVD_OVER | MOEQ_SET_SVD_POWER |
               MOEQ_SET_SEED,
-    .formats = MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML, // llama.cpp's block types: CPU only
+    .formats = MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML | MOEQ_QFAMILY_INT, // GGML and INT: CPU only
     .quantize_cpu = milo_quantize_cpu,
     .cost_s = milo_cost_s,
 };

@@ -44,7 +44,8 @@ typedef struct moeq_milo_params {
     moeq_factor_type factor; // storage of U and V: fp16, int3 or f32
     int format;              // storage format of Q: 0 (or a grouped one: the grouped format of bits) -> HQQ;
                              // a llama.cpp block type (ggml_quant.h) -> its searched quantizer where it has
-                             // one, else its reference one (group = its block); CPU only
+                             // one, else its reference one (group = its block); an integer-zero format
+                             // (i4, i4s, ...) -> its search (quant.h); CPU only
 } moeq_milo_params;
 
 // {3 bits, G 64, rank 16, 11 rounds (MiLo iter = 10), HQQ defaults, rSVD defaults, fp16 factors}

@@ -1,8 +1,9 @@
-// milo_cpu.c: reference MiLo iteration (milo.h): HQQ (or a llama.cpp block type's quantizer) of W − U·V, rSVD
-// of W − deq(Q), factor storage round trip, error tracking, best round kept. Letters: R, C, G, r, T as in
-// milo.h. Memory: one R×C fp32 work matrix A reused for W − U·V, then for the residual W − deq(Q); the
-// candidate round lives in (Qc, uc, vc) and is copied into the caller's buffers when it improves on the best.
-// Not here: the rank policy (kurtosis / frequency, schedulers), the int3 kernel layout of MiLo's GEMM.
+// milo_cpu.c: reference MiLo iteration (milo.h): HQQ (or a llama.cpp block type's or an integer format's
+// quantizer) of W − U·V, rSVD of W − deq(Q), factor storage round trip, error tracking, best round kept.
+// Letters: R, C, G, r, T as in milo.h. Memory: one R×C fp32 work matrix A reused for W − U·V, then for the
+// residual W − deq(Q); the candidate round lives in (Qc, uc, vc) and is copied into the caller's buffers when
+// it improves on the best. Not here: the rank policy (kurtosis / frequency, schedulers), the int3 kernel
+// layout of MiLo's GEMM.
 #include "milo.h"
 
 #include <cblas.h>
@@ -36,7 +37,7 @@ moeq_status moeq_milo_check(const float *w, int64_t R, int64_t C, const moeq_mil
     MOEQ_TRY(moeq_qmat_check(q));
     const int fmt = p->format ? p->format : p->bits;
     const moeq_qtype_traits *ft = moeq_qtype_get(fmt);
-    if (!ft || (!(ft->family & MOEQ_QFAMILY_GROUPED) && !(ft->family & MOEQ_QFAMILY_GGML)))
+    if (!ft || !(ft->family & (MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML | MOEQ_QFAMILY_INT)))
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo: format %s has no quantizer to alternate with",
                          moeq_qtype_name(fmt));
     if (moeq_qmat_qtype(q) != (moeq_qtype)(ft->family & MOEQ_QFAMILY_GROUPED ? ft->bits : fmt) ||
@@ -51,11 +52,12 @@ moeq_status moeq_milo_check(const float *w, int64_t R, int64_t C, const moeq_mil
 }
 
 // Q = the format's quantizer of a: HQQ for the grouped formats; for a llama.cpp block type its searched
-// quantizer where it has one, else its reference one.
+// quantizer where it has one, else its reference one; for an integer-zero format its search.
 static moeq_status quantize_round(const float *a, const moeq_milo_params *p, moeq_qmat *q) {
     const int fmt = p->format ? p->format : p->bits;
     const moeq_qtype_traits *ft = moeq_qtype_get(fmt);
     if (ft->family & MOEQ_QFAMILY_GROUPED) return moeq_hqq_quantize_cpu(a, &p->hqq, q);
+    if (ft->family & MOEQ_QFAMILY_INT) return moeq_int_search_cpu(a, NULL, q);
     return moeq_ggml_search_row(fmt) ? moeq_ggml_search_weighted(a, q, NULL) : ft->quantize(a, q);
 }
 

@@ -2,15 +2,15 @@
 // reference functions of the grouped family, formats registered at run time, and every size derived from
 // the table (row bytes, the planes of a stored matrix, bits per weight: moeq_qlayout_make).
 // Packing is plain byte arithmetic: the bit stream is little-endian, code k at bits [b·k, b·k + b).
-// Not here: the reference quantizer and dequantizer of the grouped family (quant_cpu.c), the factors'
-// codecs (lowrank_cpu.c).
+// Not here: the reference quantizer and dequantizer of the grouped family (quant_cpu.c) and of the integer
+// family (quant_int_cpu.c), the factors' codecs (lowrank_cpu.c).
 #include "qformat.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "ggml_quant.h" // defines: the llama.cpp block types' codecs (MOEQ_QFAMILY_GGML)
-#include "quant.h" // defines: moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu (the grouped family's codec)
+#include "quant.h"      // defines: moeq_rtn_quantize_cpu, moeq_qmat_dequantize_cpu, moeq_int_* (the codecs)
 
 // ---- pack / unpack per format ----
 
@@ -92,6 +92,25 @@ static void moeq_unpack_q8(const uint8_t *src, int64_t n_units, uint8_t *q) {
         .pack = p, .unpack = u, .quantize = moeq_rtn_quantize_cpu, .dequantize = moeq_qmat_dequantize_cpu    \
     }
 
+// The integer-zero family: the grouped format's codes and packing, an fp16 scale, an integer zero stored as
+// b-bit codes (asymmetric) or implied (symmetric, zp = 2^(b-1)).
+#define INT_MODEL  "w = (q - z)*s; b-bit codes, fp16 scale s and integer zero z in [0, 2^b-1] per group of G"
+#define INTS_MODEL "w = (q - 2^(b-1))*s; b-bit codes, fp16 scale s per group of G (symmetric)"
+#define INTFMT(T, nm, b, cpu, ub, p, u, sym)                                                                 \
+    [MOEQ_QTYPE_##T] = {.name = nm,                                                                          \
+                        .bits = b,                                                                           \
+                        .family = MOEQ_QFAMILY_INT,                                                          \
+                        .codes_per_unit = cpu,                                                               \
+                        .unit_bytes = ub,                                                                    \
+                        .block = 0,                                                                          \
+                        .planes = (1u << MOEQ_PLANE_SCALE) | (sym ? 0u : (1u << MOEQ_PLANE_ZERO)),           \
+                        .model = sym ? INTS_MODEL : INT_MODEL,                                               \
+                        .zero_point = sym ? 1 << (b - 1) : 0,                                                \
+                        .pack = p,                                                                           \
+                        .unpack = u,                                                                         \
+                        .quantize = moeq_int_quantize_cpu,                                                   \
+                        .dequantize = moeq_int_dequantize_cpu}
+
 // llama.cpp's block types: one block is one packing unit and the fixed block; no side planes.
 #define GGML(T, t, b, qk, model_)                                                                            \
     [MOEQ_QTYPE_##T] = {.name = #t,                                                                          \
@@ -114,6 +133,14 @@ const moeq_qtype_traits moeq_qtypes[MOEQ_QTYPE_COUNT] = {
     [MOEQ_QTYPE_Q3] = GROUPED(3, 32, 12, moeq_pack_q3, moeq_unpack_q3),
     [MOEQ_QTYPE_Q4] = GROUPED(4, 2, 1, moeq_pack_q4, moeq_unpack_q4),
     [MOEQ_QTYPE_Q8] = GROUPED(8, 1, 1, moeq_pack_q8, moeq_unpack_q8),
+    INTFMT(I2, "i2", 2, 4, 1, moeq_pack_q2, moeq_unpack_q2, 0),
+    INTFMT(I3, "i3", 3, 32, 12, moeq_pack_q3, moeq_unpack_q3, 0),
+    INTFMT(I4, "i4", 4, 2, 1, moeq_pack_q4, moeq_unpack_q4, 0),
+    INTFMT(I8, "i8", 8, 1, 1, moeq_pack_q8, moeq_unpack_q8, 0),
+    INTFMT(I2S, "i2s", 2, 4, 1, moeq_pack_q2, moeq_unpack_q2, 1),
+    INTFMT(I3S, "i3s", 3, 32, 12, moeq_pack_q3, moeq_unpack_q3, 1),
+    INTFMT(I4S, "i4s", 4, 2, 1, moeq_pack_q4, moeq_unpack_q4, 1),
+    INTFMT(I8S, "i8s", 8, 1, 1, moeq_pack_q8, moeq_unpack_q8, 1),
     GGML(Q4_0, q4_0, 4, MOEQ_QK4_0,
          "llama.cpp q4_0: w = d*(q - 8), 4-bit q, fp16 d per block of 32 (4.5 bpw)"),
     GGML(Q4_1, q4_1, 4, MOEQ_QK4_1,
@@ -332,7 +359,10 @@ moeq_status moeq_qlayout_make(int t, int64_t R, int64_t C, int64_t G, int64_t ra
     l->n_blocks = C / B;
     plane(&l->plane[MOEQ_PLANE_CODES], MOEQ_ELEM_U8, 2, R, l->row_bytes);
     if (tr->planes & (1u << MOEQ_PLANE_SCALE)) plane(&l->plane[MOEQ_PLANE_SCALE], MOEQ_ELEM_F16, 2, R, C / B);
-    if (tr->planes & (1u << MOEQ_PLANE_ZERO)) plane(&l->plane[MOEQ_PLANE_ZERO], MOEQ_ELEM_F16, 2, R, C / B);
+    if ((tr->planes & (1u << MOEQ_PLANE_ZERO)) && (tr->family & MOEQ_QFAMILY_INT)) // packed integer zeros
+        plane(&l->plane[MOEQ_PLANE_ZERO], MOEQ_ELEM_U8, 1, moeq_qtype_row_bytes(t, R * (C / B)), 0);
+    else if (tr->planes & (1u << MOEQ_PLANE_ZERO))
+        plane(&l->plane[MOEQ_PLANE_ZERO], MOEQ_ELEM_F16, 2, R, C / B);
     if (rank > 0) {
         factor_planes(l, MOEQ_PLANE_U, MOEQ_PLANE_U_SCALE, R, rank);
         factor_planes(l, MOEQ_PLANE_V, MOEQ_PLANE_V_SCALE, rank, C);

@@ -15,6 +15,20 @@
 // Dequantisation is defined as the fp32 expression ((float)q − z) * s, two IEEE operations in that
 // order, with s and z widened exactly from fp16 (no FMA: a CUDA port must use __fsub_rn/__fmul_rn).
 //
+// The integer-zero family (MOEQ_QFAMILY_INT: i2, i3, i4, i8 asymmetric; i2s, i3s, i4s, i8s symmetric; GPTQ,
+// compressed-tensors pack-quantized, vLLM Marlin/moe_wna16 semantics):
+//   w ≈ (q − z) · s
+//   q: b-bit unsigned code in [0, 2^b − 1], packed as the grouped format of the same width (same
+//   pack/unpack); s: one fp16 scale per group of G along C (G: the `group` setting; `group: channel` is G =
+//   C); z: an INTEGER zero in [0, 2^b − 1] per group: asymmetric formats store it in the zero plane as b-bit
+//      codes, the (R, C/G) zeros row-major packed as ONE code string (qcode k = zero of row k / (C/G), group
+//      k % (C/G); so that the plane costs b/G bits per weight, as GPTQ and compressed-tensors count);
+//      symmetric formats store none: z = 2^(b−1) (traits `zero_point`).
+// Dequantisation is the fp32 expression (float)((int)q − (int)z) * s: the integer difference (|q − z| < 2^b)
+// times s widened exactly from fp16, one product of an 8-bit and an 11-bit significand: EXACT in fp32, so
+// it equals compressed-tensors' (q − zp)·scale computed in fp32, and in fp16/bf16 after rounding to them.
+// Bits per weight: b + 16/G (symmetric) or b + 16/G + b/G (asymmetric), plus the packing's padding.
+//
 // Bit layout (all formats): each row is an independent byte string; code k of a row occupies bits
 // [b·k, b·k + b) of the row read as one little-endian bit stream (bit j of the stream = bit j%8 of
 // byte j/8). The packing unit is the smallest whole number of codes filling whole bytes (32 codes for
@@ -31,7 +45,8 @@
 // Planes of a stored matrix (moeq_qlayout; the artifact's datasets, docs/ARTIFACT.md):
 //   codes    uint8 (R, row_bytes)       every format
 //   scale    fp16  (R, C/B)             formats with MOEQ_PLANE_SCALE in `planes` (B: block, or G)
-//   zero     fp16  (R, C/B)             formats with MOEQ_PLANE_ZERO
+//   zero     fp16  (R, C/B)             formats with MOEQ_PLANE_ZERO (the integer family: uint8,
+//                                       row_bytes(R·C/B) bytes, 1-D: the packed integer zeros)
 //   U, V     compensator factors of rank r > 0: fp16 (R, r) / (r, C), or int3 uint8 bytes + fp16 scales
 //            (U_scale, V_scale: one per 64 flattened elements)
 // Bits per weight: 8·bytes/(R·C) over all planes, i.e. for the grouped family
@@ -40,7 +55,8 @@
 //                   int3 factors  8·(factor_bytes(R·r) + factor_bytes(r·C)))/(R·C), where
 //                   factor_bytes(n) = 12·ceil(n/32) + 2·ceil(n/64)  (3-bit codes + an fp16 scale per 64).
 // Enum values are stable (written into artifacts and plan digests): a retired format keeps its slot with
-// bits = 0; the grouped formats' values are their bit widths, so that `bits: 3` in a recipe names q3.
+// bits = 0; the grouped formats' values are their bit widths, so that `bits: 3` in a recipe names q3; the
+// integer family's are 8 + b (asymmetric) and 16 + b (symmetric).
 #ifndef MOEQ_QFORMAT_H
 #define MOEQ_QFORMAT_H
 
@@ -69,6 +85,15 @@ typedef enum moeq_qtype {
     MOEQ_QTYPE_Q3 = 3,
     MOEQ_QTYPE_Q4 = 4,
     MOEQ_QTYPE_Q8 = 8,
+    // the integer-zero family (MOEQ_QFAMILY_INT): asymmetric 8 + b, symmetric 16 + b
+    MOEQ_QTYPE_I2 = 10,
+    MOEQ_QTYPE_I3 = 11,
+    MOEQ_QTYPE_I4 = 12,
+    MOEQ_QTYPE_I8 = 16,
+    MOEQ_QTYPE_I2S = 18,
+    MOEQ_QTYPE_I3S = 19,
+    MOEQ_QTYPE_I4S = 20,
+    MOEQ_QTYPE_I8S = 24,
     // llama.cpp's block types (MOEQ_QFAMILY_GGML): 32 + their ggml_type id (ggml.h), so that the GGUF type of
     // a format is moeq_qtype_ggml_id(t) = t − 32
     MOEQ_QTYPE_GGML_BASE = 32,
@@ -96,7 +121,9 @@ typedef enum moeq_qtype {
 // in GGUF tensor data: the codes plane holds the blocks, there are no side planes, and pack/unpack are NULL
 // (a block is not a string of equal-width codes).
 #define MOEQ_QFAMILY_GGML 4u
-#define MOEQ_QFAMILY_ANY  (~0u)
+// b-bit codes, fp16 scale and an integer zero (stored b-bit, or the implied 2^(b−1)) per group of G
+#define MOEQ_QFAMILY_INT 8u
+#define MOEQ_QFAMILY_ANY (~0u)
 
 // The planes (datasets) of a stored matrix, in storage order; values are the artifact's dataset indices.
 typedef enum moeq_plane {
@@ -149,8 +176,9 @@ typedef struct moeq_qtype_traits {
     int block;          // weights of a row sharing one scale (and zero): 0 = the tensor's group setting G
     unsigned
         planes; // side planes stored besides codes: bits (1 << MOEQ_PLANE_SCALE) | (1 << MOEQ_PLANE_ZERO)
-    const char *model;     // one line: the model of a weight (for --help-recipe and docs)
-    moeq_pack_fn pack;     // NULL for MOEQ_QFAMILY_GGML
+    const char *model; // one line: the model of a weight (for --help-recipe and docs)
+    int zero_point;    // MOEQ_QFAMILY_INT symmetric formats: the implied integer zero 2^(bits−1); else 0
+    moeq_pack_fn pack; // NULL for MOEQ_QFAMILY_GGML
     moeq_unpack_fn unpack; // NULL for MOEQ_QFAMILY_GGML
     // The reference quantizer (what method rtn runs; deterministic, defines the stored bytes) and dequantizer
     // of a moeq_qmat of this format: w (R, C) -> codes (+ scale, zero); codes (+ scale, zero) -> out (R, C).

@@ -25,12 +25,20 @@ typedef struct moeq_qmat {
     uint16_t *zero;  // (R, C/G) fp16, fractional zero-point (formats with a zero plane; else NULL)
     void *mem;       // the single allocation of moeq_qmat_alloc (NULL when the caller owns the buffers)
     moeq_qtype type; // storage format; MOEQ_QTYPE_INVALID (0): the grouped format of `bits`
+    uint8_t *izero;  // (row_bytes(R·C/G)) the asymmetric integer formats' zeros (qformat.h: b-bit codes, the
+                     // (R, C/G) zeros row-major as one packed string); NULL otherwise (zero is then NULL)
 } moeq_qmat;
 
 // The storage format of q: q->type, or the grouped format of q->bits.
 static inline moeq_qtype moeq_qmat_qtype(const moeq_qmat *q) {
     return q->type ? q->type : (moeq_qtype)q->bits;
 }
+
+// Points q's buffers at the planes of its format (codes, scale, zero: the artifact's first three datasets):
+// the zero plane goes to q->izero for the integer family, to q->zero otherwise. q->type and q->bits set.
+void moeq_qmat_set_planes(moeq_qmat *q, void *codes, void *scale, void *zero);
+// The integer zero of row r, group g of an integer-family q (stored, or the symmetric formats' implied one).
+int moeq_qmat_int_zero(const moeq_qmat *q, int64_t r, int64_t g);
 
 // Fills q's geometry and makes its three buffers in one allocation (q->mem); free with moeq_qmat_free.
 // MOEQ_ERR_ARG for a bad width, G not dividing C, or non-positive sizes; MOEQ_ERR_NOMEM.
@@ -64,6 +72,25 @@ moeq_status moeq_rtn_quantize_cpu(const float *w, // (R, C) row-major
 
 // out = deq(q): out[i, j] = (code − z)·s in fp32 (the definition in qformat.h).
 moeq_status moeq_qmat_dequantize_cpu(const moeq_qmat *q, float *out); // out: (R, C)
+
+// The integer-zero family (qformat.h, MOEQ_QFAMILY_INT), quant_int_cpu.c. The reference quantizer (method
+// rtn; GPTQModel's Quantizer without its mse search, the group's range always holding 0):
+//   asymmetric: mn = min(min w, 0), mx = max(max w, 0); s = fp16((mx − mn)/qmax), z = clamp(rint(−mn/s))
+//   symmetric:  s = fp16(2·max|w|/qmax) (= compressed-tensors' absmax/((qmax − qmin)/2)), z = 2^(b−1)
+//   q = clamp(rint(w/s) + z, 0, qmax), w/s one IEEE division by the stored fp16 s, rint half to even.
+// A group whose range is 0 (all zeros) or whose fp16 scale underflows to 0 stores s = 1 and codes z (w = 0).
+// Errors as moeq_rtn_quantize_cpu.
+moeq_status moeq_int_quantize_cpu(const float *w, // (R, C)
+                                  moeq_qmat *q);
+// out = deq(q): (float)(q − z) · s, exact (qformat.h).
+moeq_status moeq_int_dequantize_cpu(const moeq_qmat *q, float *out); // out: (R, C)
+// The weight-space search (method search): per group the scale and integer zero with the lowest
+// importance-weighted squared error Σ imp·(w − deq)² (imp: per input column, C floats; NULL = uniform), the
+// error exact against the fp16 scale; the candidates include method rtn's choice, so the weighted error is
+// never above rtn's. Deterministic.
+moeq_status moeq_int_search_cpu(const float *w,          // (R, C)
+                                const float *importance, // (C) or NULL
+                                moeq_qmat *q);
 
 // out = w − deq(q) (the residual the low-rank compensator fits), same arithmetic as dequantize; any format
 // (other than the grouped ones: its own dequantizer, then the subtraction).

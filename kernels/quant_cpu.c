@@ -23,8 +23,9 @@ moeq_status moeq_qmat_check(const moeq_qmat *q) {
         return MOEQ_FAIL(
             MOEQ_ERR_ARG, "qmat: bad geometry (%s, bits=%d R=%lld C=%lld G=%lld; G must divide C)",
             moeq_qtype_name(moeq_qmat_qtype(q)), q->bits, (long long)q->R, (long long)q->C, (long long)q->G);
+    const int izero = (tr->family & MOEQ_QFAMILY_INT) != 0;
     if (!q->codes || (!q->scale && (tr->planes & (1u << MOEQ_PLANE_SCALE))) ||
-        (!q->zero && (tr->planes & (1u << MOEQ_PLANE_ZERO))))
+        (!(izero ? (void *)q->izero : (void *)q->zero) && (tr->planes & (1u << MOEQ_PLANE_ZERO))))
         return MOEQ_FAIL(MOEQ_ERR_ARG, "qmat: NULL buffer");
     return MOEQ_OK;
 }
@@ -34,6 +35,21 @@ int64_t moeq_qmat_bytes(const moeq_qmat *q) {
     if (moeq_qlayout_make(moeq_qmat_qtype(q), q->R, q->C, q->G, 0, MOEQ_FACTOR_FP16, &l) != MOEQ_OK)
         return -1;
     return (int64_t)l.bytes;
+}
+
+void moeq_qmat_set_planes(moeq_qmat *q, void *codes, void *scale, void *zero) {
+    const moeq_qtype_traits *tr = moeq_qtype_get(moeq_qmat_qtype(q));
+    q->codes = codes, q->scale = scale, q->zero = NULL, q->izero = NULL;
+    if (tr && (tr->family & MOEQ_QFAMILY_INT))
+        q->izero = zero;
+    else
+        q->zero = zero;
+}
+
+int moeq_qmat_int_zero(const moeq_qmat *q, int64_t r, int64_t g) {
+    const moeq_qtype_traits *tr = moeq_qtype_get(moeq_qmat_qtype(q));
+    if (!tr || tr->zero_point || !q->izero) return tr ? tr->zero_point : 0;
+    return (int)moeq_qcode_get(q->bits, q->izero, r * (q->C / q->G) + g);
 }
 
 moeq_status moeq_qmat_alloc(moeq_qmat *q, int bits, int64_t R, int64_t C, int64_t G) {
@@ -54,15 +70,21 @@ moeq_status moeq_qmat_alloc_format(moeq_qmat *q, int t, int64_t R, int64_t C, in
     const int n_side = !!(tr->planes & (1u << MOEQ_PLANE_SCALE)) + !!(tr->planes & (1u << MOEQ_PLANE_ZERO));
     const size_t meta = (size_t)(R * (C / G));
     const size_t off = (code_bytes + 63) & ~(size_t)63;
-    uint8_t *mem = malloc(off + 2 * meta * (size_t)n_side);
-    if (!mem) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "qmat_alloc: %zu bytes", off + 2 * meta * (size_t)n_side);
+    const int izero = (tr->family & MOEQ_QFAMILY_INT) && (tr->planes & (1u << MOEQ_PLANE_ZERO));
+    const size_t izb = izero ? (size_t)moeq_qtype_row_bytes(t, R * (C / G)) : 0; // packed integer zeros
+    const size_t total = off + 2 * meta * (size_t)(n_side - izero) + izb;
+    uint8_t *mem = malloc(total);
+    if (!mem) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "qmat_alloc: %zu bytes", total);
     q->bits = tr->bits, q->R = R, q->C = C, q->G = G;
     q->type = (tr->family & MOEQ_QFAMILY_GROUPED) && t == tr->bits ? MOEQ_QTYPE_INVALID : (moeq_qtype)t;
     q->mem = mem;
     q->codes = mem;
     uint16_t *side = (uint16_t *)(mem + off);
     if (tr->planes & (1u << MOEQ_PLANE_SCALE)) q->scale = side, side += meta;
-    if (tr->planes & (1u << MOEQ_PLANE_ZERO)) q->zero = side;
+    if (izero)
+        q->izero = (uint8_t *)side;
+    else if (tr->planes & (1u << MOEQ_PLANE_ZERO))
+        q->zero = side;
     return MOEQ_OK;
 }
 
@@ -82,7 +104,10 @@ moeq_status moeq_qmat_copy(const moeq_qmat *src, moeq_qmat *dst) {
     const int64_t ng = src->C / src->G;
     memcpy(dst->codes, src->codes, (size_t)(src->R * moeq_qtype_row_bytes(t, src->C)));
     if (tr->planes & (1u << MOEQ_PLANE_SCALE)) memcpy(dst->scale, src->scale, (size_t)(src->R * ng) * 2);
-    if (tr->planes & (1u << MOEQ_PLANE_ZERO)) memcpy(dst->zero, src->zero, (size_t)(src->R * ng) * 2);
+    if (src->izero)
+        memcpy(dst->izero, src->izero, (size_t)moeq_qtype_row_bytes(t, src->R * ng));
+    else if (tr->planes & (1u << MOEQ_PLANE_ZERO))
+        memcpy(dst->zero, src->zero, (size_t)(src->R * ng) * 2);
     return MOEQ_OK;
 }
 

@@ -53,6 +53,23 @@ static inline MOEQ_HD float moeq_deq_of(float q, float z, float s) {
     return (q - z) * s;
 }
 
+// ---- the integer-zero family (quant_int_cpu.c; qformat.h's MOEQ_QFAMILY_INT) ----
+
+// x rounded half to even to an integer value, for |x| < 2^22 (larger magnitudes and NaN are clamped to
+// ±2^22 first: the codes clamp far below that).
+static inline MOEQ_HD float moeq_rint_even(float x) {
+    const float lim = 4194304.0f, magic = 12582912.0f; // 2^22, 1.5 · 2^23
+    x = x > -lim ? x : -lim;                           // also maps NaN to −2^22
+    x = x < lim ? x : lim;
+    return (x + magic) - magic;
+}
+
+// Code of w under the stored fp16 scale s (widened) and integer zero z: clamp(rint(w/s) + z, 0, qmax), w/s
+// one IEEE division (GPTQModel's torch.round(x / scale) + zero, then clamp).
+static inline MOEQ_HD float moeq_int_code_of(float w, float s, float z, float qmax) {
+    return moeq_round_clamp(moeq_rint_even(w / s) + z, qmax);
+}
+
 // ---- 8-lane SIMD helpers (GCC vector extensions; CPU only) ----
 // The hot loops work on blocks of 8 consecutive elements with exactly the scalar helpers' IEEE operations
 // lane by lane, so the SSE, AVX2 and scalar paths give the same bits. Sums over a group keep 8 lanes
@@ -153,6 +170,14 @@ extern "C" {
 #endif
 moeq_status moeq_quant_fail_nonfinite(const char *who, double value, int64_t row, int64_t col);
 moeq_status moeq_quant_fail_overflow(const char *who, int64_t row, int64_t group, int64_t G);
+// The parameters (host, quant_int_cpu.c) of one group x (n weights; imp: its n importances or NULL) of an
+// integer format with qmax = 2^b − 1 and implied zero zfixed (symmetric; 0: asymmetric): *s16 the fp16
+// scale, *z the integer zero. Method rtn's rule, and method search's (quant.h). Returns 0, or −1 when the
+// scale overflows fp16.
+int moeq_int_group_rtn(const float *x, int64_t n, const float *imp, float qmax, int zfixed, uint16_t *s16,
+                       int *z);
+int moeq_int_group_search(const float *x, int64_t n, const float *imp, float qmax, int zfixed, uint16_t *s16,
+                          int *z);
 #ifdef __cplusplus
 }
 #endif

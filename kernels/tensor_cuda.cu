@@ -17,8 +17,10 @@ static moeq_status rtn_cuda(const float *d_w, int64_t R, int64_t C, const moeq_t
                             void *stream) {
     (void)R, (void)C;
     if (!(moeq_qtype_get(moeq_qsettings_qtype(&p->s))->family & MOEQ_QFAMILY_GROUPED))
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "rtn on device: format %s has no CUDA port",
-                         moeq_qtype_name(moeq_qsettings_qtype(&p->s)));
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "rtn on device: format %s has no CUDA port (CPU only)\n---> HINT: run it with --device cpu",
+            moeq_qtype_name(moeq_qsettings_qtype(&p->s)));
     return moeq_rtn_quantize_cuda(d_w, out->q, stream);
 }
 
@@ -33,8 +35,10 @@ static moeq_status hqq_cuda(const float *d_w, int64_t R, int64_t C, const moeq_t
 static moeq_status milo_cuda(const float *d_w, int64_t R, int64_t C, const moeq_tq_params *p,
                              moeq_tq_out *out, void *stream) {
     if (!(moeq_qtype_get(moeq_qsettings_qtype(&p->s))->family & MOEQ_QFAMILY_GROUPED))
-        return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "milo on device: format %s has no CUDA port",
-                         moeq_qtype_name(moeq_qsettings_qtype(&p->s)));
+        return MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "milo on device: format %s has no CUDA port (CPU only)\n---> HINT: run it with --device cpu",
+            moeq_qtype_name(moeq_qsettings_qtype(&p->s)));
     const moeq_milo_params mp = moeq_method_milo_params(&p->s, p->seed);
     const int64_t r = mp.rank;
     moeq_milo_out mo = {};

@@ -64,11 +64,12 @@ static int on_opt(int opt, const char *arg, void *ctx) {
         c->o.progress_s = (double)v;
         return 0;
     case 'F':
-        if (strcmp(arg, "hf") && strcmp(arg, "gguf")) {
-            fprintf(stderr, "moeq export: --format takes hf or gguf, got '%s'\n", arg);
+        if (strcmp(arg, "hf") && strcmp(arg, "gguf") && strcmp(arg, "compressed-tensors")) {
+            fprintf(stderr, "moeq export: --format takes hf, gguf or compressed-tensors, got '%s'\n", arg);
             return 1;
         }
         c->gguf = !strcmp(arg, "gguf");
+        c->o.format = !strcmp(arg, "compressed-tensors") ? MOEQ_EXPORT_FORMAT_CT : MOEQ_EXPORT_FORMAT_HF;
         return 0;
     case 'o':
         if (strcmp(arg, "f32") && strcmp(arg, "auto")) {
@@ -181,6 +182,18 @@ static int run(int argc, char **argv) {
            "%d shard(s), %s (artifact %s), %.2f s, %.1f MiB/s, every checksum verified\n",
            c.o.out_dir, s.n_tensors, s.n_quantized, s.n_lowrank, s.n_entries, s.n_shards, b1, b2, s.seconds,
            s.seconds > 0 ? (double)s.total_size / 1048576.0 / s.seconds : 0.0);
+    if (c.o.format == MOEQ_EXPORT_FORMAT_CT) {
+        moeq_cli_human_bytes(s.adapter_bytes, b1, sizeof b1);
+        printf(
+            "moeq export: compressed-tensors pack-quantized; %d file(s) copied from the source directory; ",
+            s.n_extra);
+        if (s.n_adapter)
+            printf("PEFT LoRA adapter of the compensators in %s/" MOEQ_EXPORT_ADAPTER_DIR
+                   "/: %d modules, rank up to %d, %s\n",
+                   c.o.out_dir, s.n_adapter, s.adapter_rank_max, b1);
+        else
+            printf("no compensators, no adapter\n");
+    }
     return MOEQ_EXIT_OK;
 }
 
@@ -188,7 +201,8 @@ const moeq_command moeq_cmd_export = {
     .name = "export",
     .summary = "write an artifact as HuggingFace-style safetensors, or as GGUF for llama.cpp",
     .usage =
-        "moeq export [--shard-size BYTES] [--force] [--progress SECONDS] ARTIFACT.h5 OUT_DIR\n"
+        "moeq export [--format hf|compressed-tensors] [--shard-size BYTES] [--force] [--progress S] "
+        "ARTIFACT.h5 OUT_DIR\n"
         "moeq export --format gguf [--outtype auto|f32] [--no-compensators | --lora A.gguf] [--tokenizer "
         "FILE |\n"
         "            --tokenizer-from F.gguf] [--name NAME] [--shard-size BYTES] [--force] ARTIFACT.h5 "
@@ -221,7 +235,7 @@ const moeq_command moeq_cmd_export = {
         "convert_hf_to_gguf.py).\n"
         "Refused (exit 3, tensors named): moeq's grouped HQQ/RTN formats, experts of one stack in different\n"
         "formats, MiLo compensators (unless --lora or --no-compensators).\n"
-        "  -F, --format hf|gguf     output format (default hf)\n"
+        "  -F, --format FMT         hf (default), gguf or compressed-tensors\n"
         "      --outtype auto|f32   gguf: f32 writes every tensor not in a block type as F32 (default auto)\n"
         "      --no-compensators    gguf: export the quantized base of MiLo-compensated tensors alone\n"
         "      --lora FILE          gguf: also write the MiLo compensators U V as a llama.cpp LoRA adapter\n"
@@ -233,11 +247,21 @@ const moeq_command moeq_cmd_export = {
         "      --name NAME          gguf: general.name (default: the source directory's name)\n"
         "  With gguf, --shard-size splits into OUT-00001-of-0000N.gguf (llama.cpp's gguf-split naming;\n"
         "  default: one file) and --force replaces existing files.\n\n"
+        "compressed-tensors (--format compressed-tensors; docs/EXPORT.md \"compressed-tensors\"): the\n"
+        "checkpoint llm-compressor writes for W4A16/W8A16 (vLLM, SGLang, transformers): per quantized "
+        "Linear\n"
+        "<module>.weight_packed (int32), .weight_scale (F32), .weight_zero_point (asymmetric), "
+        ".weight_shape;\n"
+        "config.json with quantization_config (config_groups, ignore); tokenizer and generation_config.json\n"
+        "copied from the source directory; MiLo compensators as a PEFT LoRA adapter in OUT_DIR/adapter/.\n"
+        "Refused (exit 3, tensor named): formats other than the integer ones (i4, i4s, i8, ...): HQQ's\n"
+        "fractional zero, llama.cpp block types; FP8 tensors stored as they came.\n\n"
         "Exit codes: 0 ok; 3 incomplete, failed-tensor, corrupted or truncated artifact (tensor named);\n"
         "4 I/O error; 7 OUT_DIR not empty (use --force).\n\n"
         "Example:\n"
         "  moeq export out/tiny.h5 out/tiny-hf --shard-size 2MB\n"
         "  moeq export --format gguf out/tiny-q4k.h5 out/tiny-q4k.gguf\n"
+        "  moeq export --format compressed-tensors out/tiny-i4.h5 out/tiny-i4-ct\n"
         "  moeq export --format gguf out/tiny-milo.h5 out/tiny-milo.gguf --lora out/tiny-milo-lora.gguf\n"
         "  moeq export /scratch/kimi-k2-milo3.h5 /scratch/kimi-k2-milo3-hf     # 50 GB shards",
     .run = run,

@@ -80,7 +80,7 @@ static moeq_status dequant_tensor(const char *artifact, const char *name, const 
         if (st == MOEQ_OK && q.codes && raw[MOEQ_DS_CODES])
             memcpy(q.codes, raw[MOEQ_DS_CODES], (size_t)toc->ds[t->first_ds].bytes);
         for (int d = MOEQ_DS_SCALE; st == MOEQ_OK && d <= MOEQ_DS_ZERO; d++) {
-            void *dst = d == MOEQ_DS_SCALE ? (void *)q.scale : (void *)q.zero;
+            void *dst = d == MOEQ_DS_SCALE ? (void *)q.scale : q.izero ? (void *)q.izero : (void *)q.zero;
             for (int k = 0; dst && k < t->n_ds; k++)
                 if (toc->ds[t->first_ds + k].ds == d)
                     memcpy(dst, raw[d], (size_t)toc->ds[t->first_ds + k].bytes);
@@ -246,6 +246,24 @@ static int print_table(const moeq_catalog *c, const inspect_opts *o) {
     return MOEQ_EXIT_OK;
 }
 
+// --dequant A,B,... --out DIR: DIR/A.f32, DIR/B.f32, ... (one process for many tensors: tests).
+static int dequant_many(const char *artifact, const char *names, const char *dir) {
+    char *list = MOEQ_STRDUP(names), *save = NULL;
+    moeq_status st = list ? MOEQ_OK : MOEQ_ERR_NOMEM;
+    int n = 0;
+    for (char *name = list ? strtok_r(list, ",", &save) : NULL; name && st == MOEQ_OK;
+         name = strtok_r(NULL, ",", &save), n++) {
+        char file[1100];
+        snprintf(file, sizeof file, "%s/%s.f32", dir, name);
+        int64_t R = 0, C = 0;
+        st = dequant_tensor(artifact, name, file, &R, &C);
+    }
+    moeq_free(&list);
+    if (st != MOEQ_OK) return moeq_cli_fail("inspect", st);
+    printf("moeq inspect: %s: %d tensors as NAME.f32 (float32, little-endian, row-major)\n", dir, n);
+    return MOEQ_EXIT_OK;
+}
+
 static int run(int argc, char **argv) {
     static const struct option longopts[] = {
         {"json", no_argument, NULL, 'j'},
@@ -264,6 +282,8 @@ static int run(int argc, char **argv) {
                             "---> HINT: moeq inspect --help\n");
             return MOEQ_EXIT_USAGE;
         }
+        if (strchr(o.dequant, ',')) // NAME,NAME,...: one file per name in the directory --out
+            return dequant_many(argv[optind], o.dequant, o.out);
         int64_t R = 0, C = 0;
         moeq_status st = dequant_tensor(argv[optind], o.dequant, o.out, &R, &C);
         if (st != MOEQ_OK) return moeq_cli_fail("inspect", st);
@@ -303,7 +323,8 @@ const moeq_command moeq_cmd_inspect = {
         "  -t, --tensors    also list every tensor (name, class, layer, expert, proj, dtype, shape, shard)\n"
         "  -d, --dequant NAME  with an artifact: write HF tensor NAME as moeq dequantizes it (deq(Q), the\n"
         "                   base without a MiLo compensator; a tensor stored as it came: its values) to\n"
-        "  -o, --out FILE   FILE as float32, little-endian, row-major (R x C); planes checksum-verified\n\n"
+        "  -o, --out FILE   FILE as float32, little-endian, row-major (R x C); planes checksum-verified;\n"
+        "                   with --dequant A,B,... FILE is a directory that gets A.f32, B.f32, ...\n\n"
         "Example:\n"
         "  moeq inspect ../shared/models/mixtral-tiny\n"
         "  moeq inspect --json ../shared/fixtures/real-metadata/deepseek-r1",

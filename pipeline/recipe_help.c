@@ -112,7 +112,11 @@ void moeq_recipe_help_print(FILE *f, int markdown) {
         "                   router; a type whose block does not divide a row takes llama-quantize's\n"
         "                   fallback (q2_K/q3_K -> q4_0, q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, iq4_xs\n"
         "                   -> iq4_nl; else stored as it came) with a warning; `moeq plan` shows the GGUF\n"
-        "                   types and file size (configs/README.md, \"Target: gguf\")\n");
+        "                   types and file size (configs/README.md, \"Target: gguf\")\n"
+        "  target: vllm     the artifact is for `moeq export --format compressed-tensors` served by vLLM:\n"
+        "                   quantized tensors in i4, i4s, i8 or i8s, one format and group for every expert\n"
+        "                   and projection of a MoE layer, a group dividing the hidden and expert FFN\n"
+        "                   widths, no quantized router (configs/README.md, \"Target: vllm\")\n");
     fprintf(f, "\nMethods:\n");
     for (int m = 0; m < MOEQ_METHOD_COUNT; m++) {
         const moeq_method_traits *t = moeq_method_get((moeq_method)m);

@@ -287,6 +287,7 @@ static moeq_status fill_units(const moeq_catalog *c, const moeq_recipe *r, const
     hash_str(h, "moeq-plan-v2"); // v2: attention, shared and dense linears are units of their own
     hash_str(h, c->config_json ? c->config_json : "");
     if (r->target == MOEQ_TARGET_GGUF) hash_str(h, "target: gguf"); // absent: the digests of before
+    if (r->target == MOEQ_TARGET_VLLM) hash_str(h, "target: vllm");
     for (int s = 0; s < c->n_shards; s++) {
         hash_str(h, c->shard_names[s]);
         hash_u64(h, c->shard_sizes[s]);
@@ -357,6 +358,8 @@ moeq_status moeq_plan_build_ex(const moeq_catalog *c, const moeq_recipe *r_in, c
     if (st == MOEQ_OK) st = fill_units(c, r, cm, e, n, p);
     if (st == MOEQ_OK && r->target == MOEQ_TARGET_GGUF && !(flags & MOEQ_PLAN_RULES_ONLY))
         st = moeq_gguf_plan_check(c, r, p); // the rules-only plan may hold what the budget replaces
+    if (st == MOEQ_OK && r->target == MOEQ_TARGET_VLLM && !(flags & MOEQ_PLAN_RULES_ONLY))
+        st = moeq_vllm_plan_check(c, r, p);
     moeq_free(&e);
     moeq_free(&qs), moeq_free(&rules), moeq_free(&pols), moeq_free(&scores);
     moeq_free(&asked), moeq_free(&fitted);
@@ -410,14 +413,15 @@ int moeq_plan_group_fallbacks(const moeq_plan *p, const moeq_catalog *c, char *b
             n += (size_t)snprintf(buf + n, cap - n,
                                   "%s: %d tensor%s [%lld, %lld] (e.g. %s): rank %d exceeds min(%lld, %lld), "
                                   "rank %d used\n",
-                                  cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].R, (long long)k[j].C, nm,
-                                  k[j].asked, (long long)k[j].R, (long long)k[j].C, k[j].used);
+                                  cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].R, (long long)k[j].C,
+                                  nm, k[j].asked, (long long)k[j].R, (long long)k[j].C, k[j].used);
         else
-            n += (size_t)snprintf(buf + n, cap - n,
-                                  "%s: %d tensor%s [*, %lld] (e.g. %s): group %d does not divide %lld, group %d "
-                                  "used\n",
-                                  cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].C, nm, k[j].asked,
-                                  (long long)k[j].C, k[j].used);
+            n += (size_t)snprintf(
+                buf + n, cap - n,
+                "%s: %d tensor%s [*, %lld] (e.g. %s): group %d does not divide %lld, group %d "
+                "used\n",
+                cl, k[j].n, k[j].n == 1 ? "" : "s", (long long)k[j].C, nm, k[j].asked, (long long)k[j].C,
+                k[j].used);
     }
     return total;
 }

@@ -225,10 +225,13 @@ moeq_status moeq_recipe_from_doc(const moeq_ydoc *d, const char *text, moeq_reci
                 const char *tv = moeq_yscalar(v);
                 if (tv && !strcmp(tv, "gguf"))
                     r->target = MOEQ_TARGET_GGUF, r->target_line = moeq_yline(k);
+                else if (tv && !strcmp(tv, "vllm"))
+                    r->target = MOEQ_TARGET_VLLM, r->target_line = moeq_yline(k);
                 else
                     st = MOEQ_YFAIL(d, v,
                                     "unknown target \"%s\"\n---> HINT: \"target: gguf\" (a file llama.cpp "
-                                    "loads), or no target (moeq's artifact, any format)",
+                                    "loads), \"target: vllm\" (moeq export --format compressed-tensors for "
+                                    "vLLM), or no target (moeq's artifact, any format)",
                                     tv ? tv : "?");
             } else {
                 st = MOEQ_YFAIL(
@@ -345,7 +348,7 @@ moeq_qsettings moeq_recipe_resolve(const moeq_recipe *r, const moeq_tensor_info 
 // The largest group from the registry's least (8) to `asked` that divides C, or 0 when none does.
 static int group_dividing(int64_t C, int asked) {
     const int lo = (int)moeq_setting_field_get(MOEQ_F_GROUP)->lo;
-    for (int g = asked; g >= lo; g--)
+    for (int g = asked < C ? asked : (int)C; g >= lo; g--)
         if (C % g == 0) return g;
     return 0;
 }
@@ -360,7 +363,7 @@ int moeq_qsettings_fit_group(moeq_qsettings *s, const moeq_tensor_info *t) {
     if (!g) return -1;
     const int asked = s->group;
     s->group = g;
-    return asked;
+    return asked == MOEQ_GROUP_CHANNEL && g == C ? 0 : asked; // per channel: nothing to report
 }
 
 moeq_qsettings moeq_recipe_resolve_ex(const moeq_recipe *r, const moeq_tensor_info *t, int *decided_by,

@@ -99,7 +99,7 @@ typedef struct moeq_policy {
 
 // What the file is for (recipe key `target:`). NONE: moeq's artifact, any format; GGUF: a file llama.cpp
 // loads (schedulers/target.h says what that refuses and adapts).
-typedef enum moeq_target { MOEQ_TARGET_NONE = 0, MOEQ_TARGET_GGUF = 1 } moeq_target;
+typedef enum moeq_target { MOEQ_TARGET_NONE = 0, MOEQ_TARGET_GGUF = 1, MOEQ_TARGET_VLLM = 2 } moeq_target;
 
 const char *moeq_policy_kind_name(moeq_policy_kind k);
 

@@ -144,7 +144,7 @@ void moeq_gguf_plan_estimate(const moeq_catalog *c, const moeq_plan *p, moeq_ggu
 
 // ---- the refusals ----
 
-static const char *decider(const moeq_recipe *r, const moeq_plan_tensor *pt, char *buf, size_t cap) {
+const char *moeq_target_decider(const moeq_recipe *r, const moeq_plan_tensor *pt, char *buf, size_t cap) {
     if (pt->policy >= 0 && pt->policy < r->n_policies)
         snprintf(buf, cap, "policy %d (%s) at %s:%d", pt->policy + 1,
                  moeq_policy_kind_name(r->policies[pt->policy].kind), r->path, r->policies[pt->policy].line);
@@ -155,9 +155,8 @@ static const char *decider(const moeq_recipe *r, const moeq_plan_tensor *pt, cha
     return buf;
 }
 
-// The first three names of the plan tensors where hit[i], ", ..." after them when there are more.
-static const char *first_names(const moeq_catalog *c, const moeq_plan *p, const unsigned char *hit, char *buf,
-                               size_t cap) {
+const char *moeq_target_first_names(const moeq_catalog *c, const moeq_plan *p, const unsigned char *hit,
+                                    char *buf, size_t cap) {
     size_t n = 0;
     int k = 0;
     buf[0] = '\0';
@@ -186,7 +185,7 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
     }
     char names[768], by[512];
     moeq_status st = MOEQ_OK;
-    // 1. moeq's grouped formats
+    // 1. moeq's grouped and integer formats (no GGUF type)
     int cnt = 0, f0 = -1;
     for (int i = 0; i < n; i++)
         if ((hit[i] = (unsigned char)(moeq_gguf_in_file(c, &c->t[p->t[i].cat]) &&
@@ -195,15 +194,17 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
             f0 = i;
     if (cnt) {
         const moeq_plan_tensor *pt = &p->t[f0];
-        st =
-            MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                      "%s: target gguf: %d tensor%s would be stored in moeq's grouped format %s (method %s), "
-                      "which llama.cpp cannot load: %s (the first decided by %s)\n---> HINT: give them a "
-                      "llama.cpp block type (method search with format q2_K .. q6_K, or method rtn with any "
-                      "format of `moeq plan --help-recipe` from q4_0 on), or method none",
-                      r->path, cnt, cnt == 1 ? "" : "s", moeq_qtype_name(moeq_qsettings_qtype(&pt->q)),
-                      moeq_method_name(pt->q.method), first_names(c, p, hit, names, sizeof names),
-                      decider(r, pt, by, sizeof by));
+        st = MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
+                       "%s: target gguf: %d tensor%s would be stored in moeq's %s format %s (method %s), "
+                       "which llama.cpp cannot load: %s (the first decided by %s)\n---> HINT: give them a "
+                       "llama.cpp block type (method search with format q2_K .. q6_K, or method rtn with any "
+                       "format of `moeq plan --help-recipe` from q4_0 on), or method none",
+                       r->path, cnt, cnt == 1 ? "" : "s",
+                       moeq_qtype_get(moeq_qsettings_qtype(&pt->q))->family & MOEQ_QFAMILY_INT ? "integer"
+                                                                                               : "grouped",
+                       moeq_qtype_name(moeq_qsettings_qtype(&pt->q)), moeq_method_name(pt->q.method),
+                       moeq_target_first_names(c, p, hit, names, sizeof names),
+                       moeq_target_decider(r, pt, by, sizeof by));
     }
     // 2. a quantized router; a quantized MLA kv_b_proj
     for (int i = 0; st == MOEQ_OK && i < n; i++) {
@@ -215,7 +216,7 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
                            "%s: target gguf: the router %s is quantized (decided by %s), but llama.cpp's "
                            "ffn_gate_inp stays F32 (convert_hf_to_gguf writes it F32, llama-quantize never "
                            "quantizes it)\n---> HINT: no rule for class router under this target",
-                           r->path, t->name, decider(r, pt, by, sizeof by));
+                           r->path, t->name, moeq_target_decider(r, pt, by, sizeof by));
         else if (t->c.cls == MOEQ_TC_ATTENTION && t->c.proj == MOEQ_PROJ_KV_B)
             st = MOEQ_FAIL(
                 MOEQ_ERR_UNSUPPORTED,
@@ -223,7 +224,7 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
                 "deepseek2 loads it split per head with the k rows transposed (attn_k_b, attn_v_b), "
                 "which moves weights across the quantization blocks\n---> HINT: a rule {class: "
                 "attention, proj: kv_b} -> {method: none} (it is small)",
-                r->path, t->name, decider(r, pt, by, sizeof by));
+                r->path, t->name, moeq_target_decider(r, pt, by, sizeof by));
     }
     // 3. compensators on routed experts
     cnt = 0, f0 = -1;
@@ -241,8 +242,9 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
             "tensors (ffn_*_exps), so the compensator could not be served\n---> HINT: rank 0 on "
             "routed experts (or another method); rank > 0 on attention, shared experts and dense "
             "MLPs is allowed (exported as a LoRA adapter)",
-            r->path, cnt, cnt == 1 ? "" : "s", p->t[f0].q.rank, decider(r, &p->t[f0], by, sizeof by),
-            first_names(c, p, hit, names, sizeof names));
+            r->path, cnt, cnt == 1 ? "" : "s", p->t[f0].q.rank,
+            moeq_target_decider(r, &p->t[f0], by, sizeof by),
+            moeq_target_first_names(c, p, hit, names, sizeof names));
     // 4. one type per stacked (layer, projection)
     for (int s = 0; s < L * MOEQ_PROJ_COUNT; s++) first[s] = -1;
     for (int i = 0; st == MOEQ_OK && i < n; i++) {
@@ -257,17 +259,17 @@ moeq_status moeq_gguf_plan_check(const moeq_catalog *c, const moeq_recipe *r, co
         const int ta = moeq_gguf_plan_type(c, a), tb = moeq_gguf_plan_type(c, b);
         if (ta == tb) continue;
         char by2[512];
-        st =
-            MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                      "%s: target gguf: the routed experts of layer %d, projection %s are one stacked tensor "
-                      "in GGUF (blk.%d.%s) with one type, but %s is %s (decided by %s) and %s is %s (decided "
-                      "by %s)\n---> HINT: one format for all experts of a (layer, projection): rules that "
-                      "match class, proj and layers, not single experts (policies and the budget solver "
-                      "choose per (layer, projection) under this target; frequency cannot)",
-                      r->path, t->c.layer, moeq_proj_name(t->c.proj), t->c.layer,
-                      stack_names[t->c.proj] ? stack_names[t->c.proj] : "ffn_exps", c->t[a->cat].name,
-                      moeq_gguf_plan_type_name(ta), decider(r, a, by, sizeof by), c->t[b->cat].name,
-                      moeq_gguf_plan_type_name(tb), decider(r, b, by2, sizeof by2));
+        st = MOEQ_FAIL(
+            MOEQ_ERR_UNSUPPORTED,
+            "%s: target gguf: the routed experts of layer %d, projection %s are one stacked tensor "
+            "in GGUF (blk.%d.%s) with one type, but %s is %s (decided by %s) and %s is %s (decided "
+            "by %s)\n---> HINT: one format for all experts of a (layer, projection): rules that "
+            "match class, proj and layers, not single experts (policies and the budget solver "
+            "choose per (layer, projection) under this target; frequency cannot)",
+            r->path, t->c.layer, moeq_proj_name(t->c.proj), t->c.layer,
+            stack_names[t->c.proj] ? stack_names[t->c.proj] : "ffn_exps", c->t[a->cat].name,
+            moeq_gguf_plan_type_name(ta), moeq_target_decider(r, a, by, sizeof by), c->t[b->cat].name,
+            moeq_gguf_plan_type_name(tb), moeq_target_decider(r, b, by2, sizeof by2));
     }
     moeq_free(&hit), moeq_free(&first);
     return st;

@@ -74,4 +74,22 @@ typedef struct moeq_gguf_estimate {
 } moeq_gguf_estimate;
 void moeq_gguf_plan_estimate(const moeq_catalog *c, const moeq_plan *p, moeq_gguf_estimate *out);
 
+// For the targets' messages: "rule 2 at R.yaml:7", "policy 1 (budget) at ...", "the defaults of R.yaml".
+const char *moeq_target_decider(const moeq_recipe *r, const moeq_plan_tensor *pt, char *buf, size_t cap);
+// The first three names of the plan tensors where hit[i], ", ..." after them when there are more.
+const char *moeq_target_first_names(const moeq_catalog *c, const moeq_plan *p, const unsigned char *hit,
+                                    char *buf, size_t cap);
+
+// `target: vllm` (target_vllm.c): what vLLM's compressed-tensors loader and MoE kernels take, on a built plan
+// of recipe r (docs/EXPORT.md "compressed-tensors: what vLLM accepts"). MOEQ_ERR_UNSUPPORTED naming the
+// tensors, the deciding rule or policy and the reason:
+//   - a quantized tensor not in an integer format of 4 or 8 bits (i4, i4s, i8, i8s: WNA16_SUPPORTED_BITS of
+//     vLLM's compressed_tensors_wNa16.py, which its MoE methods import);
+//   - routed experts of one MoE layer in different settings (format, group), across experts AND projections:
+//     vLLM fuses a layer's experts into one FusedMoE with one scheme ("All MoE projections need to have same
+//     quantization scheme", compressed_tensors_moe.py);
+//   - a group that does not divide the hidden size and the expert FFN width (the fused w13 and w2 share it);
+//   - a quantized router (vLLM builds the gate without a quantization config).
+moeq_status moeq_vllm_plan_check(const moeq_catalog *c, const moeq_recipe *r, const moeq_plan *p);
+
 #endif

@@ -8,16 +8,20 @@
 #   scripts/install-deps.sh --with-slurm  also Slurm's daemons and munge, for tests/slurm (scripts/test.sh)
 #   scripts/install-deps.sh --runtime     only what building (-DMOEQ_BUILD_TESTS=OFF) and running need: no
 #                                         test tools, no PyPI (the container's %post, apptainer/post.sh)
+#   scripts/install-deps.sh --with-torch  also build-venv-torch/: torch, transformers, compressed-tensors and
+#                                         PEFT from tests/requirements-torch.txt (3 GB; test_ct_export is
+#                                         registered only when CMake finds this venv)
 #   scripts/install-deps.sh --list ...   print the Debian packages those options need, install nothing
 # MOEQ_DEPS_SLURM=1 is the same as --with-slurm.
 set -euo pipefail
-slurm=${MOEQ_DEPS_SLURM:-0} runtime=0 list=0
+slurm=${MOEQ_DEPS_SLURM:-0} runtime=0 list=0 torch=0
 for a in "$@"; do
     case "$a" in
         --with-slurm) slurm=1 ;;
         --runtime) runtime=1 ;;
         --list) list=1 ;;
-        *) echo "install-deps: unknown option '$a' (--with-slurm, --runtime, --list)" >&2; exit 2 ;;
+        --with-torch) torch=1 ;;
+        *) echo "install-deps: unknown option '$a' (--with-slurm, --with-torch, --runtime, --list)" >&2; exit 2 ;;
     esac
 done
 PKGS=(cmake make gcc g++ pkg-config git

@@ -27,14 +27,8 @@ moeq_status moeq_eval_decode(const moeq_artifact_entry *e, const moeq_plan_tenso
     const int64_t R = pt->R, C = pt->C, r = pt->q.rank;
     moeq_qlayout l;
     MOEQ_TRY(moeq_qsettings_layout(&pt->q, R, C, &l));
-    moeq_qmat q = {.bits = pt->q.bits,
-                   .type = pt->q.format,
-                   .R = R,
-                   .C = C,
-                   .G = l.G,
-                   .codes = bufs[MOEQ_DS_CODES],
-                   .scale = bufs[MOEQ_DS_SCALE],
-                   .zero = bufs[MOEQ_DS_ZERO]};
+    moeq_qmat q = {.bits = pt->q.bits, .type = pt->q.format, .R = R, .C = C, .G = l.G};
+    moeq_qmat_set_planes(&q, bufs[MOEQ_DS_CODES], bufs[MOEQ_DS_SCALE], bufs[MOEQ_DS_ZERO]);
     MOEQ_TRY(moeq_qtype_get(l.type)->dequantize(&q, out)); // the format's reference dequantizer
     if (r <= 0) return MOEQ_OK;
     const moeq_factor_type ft = pt->q.compensator;

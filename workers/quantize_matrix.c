@@ -27,14 +27,9 @@ static moeq_status setup(const moeq_qsettings *s, const char *name, int64_t R, i
     p->importance = calib ? calib->importance : NULL; // --imatrix's vector (workers/importance.h), or NULL
     p->hessian = calib ? calib->hessian : NULL; // --calib's Hessian (pipeline/quantize_calib.c), or NULL
     p->name = name;
-    *q = (moeq_qmat){.bits = s->bits,
-                     .type = s->format,
-                     .R = R,
-                     .C = C,
-                     .G = l.G,
-                     .codes = out->plane[MOEQ_PLANE_CODES],
-                     .scale = out->plane[MOEQ_PLANE_SCALE],
-                     .zero = out->plane[MOEQ_PLANE_ZERO]};
+    *q = (moeq_qmat){.bits = s->bits, .type = s->format, .R = R, .C = C, .G = l.G};
+    moeq_qmat_set_planes(q, out->plane[MOEQ_PLANE_CODES], out->plane[MOEQ_PLANE_SCALE],
+                         out->plane[MOEQ_PLANE_ZERO]);
     out->best_round = -1;
     return MOEQ_OK;
 }

@@ -1,6 +1,8 @@
 # Tests of the quantization kernels (formats, RTN, HQQ, low rank, MiLo, metrics); all CPU, all seeded.
 moeq_add_test(test_qformat SOURCES test_qformat.c LIBS moeq_kernels)
 moeq_add_test(test_quant SOURCES test_quant.c LIBS moeq_kernels)
+# the integer-zero formats (i2..i8, i2s..i8s): rtn against GPTQModel's rule, exact dequantizer, search <= rtn
+moeq_add_test(test_quant_int SOURCES test_quant_int.c LIBS moeq_kernels)
 # llama.cpp's q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs codecs (their dequantizers' bits: test_ggml_gguf)
 moeq_add_test(test_ggml_legacy SOURCES test_ggml_legacy.c LIBS moeq_kernels)
 moeq_add_test(test_hqq SOURCES test_hqq.c LIBS moeq_kernels)

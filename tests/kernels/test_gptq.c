@@ -42,12 +42,13 @@ static void make_data(uint64_t seed) {
     free(X);
 }
 
-// Every format method rtn writes: the grouped family and llama.cpp's block types.
+// Every format method rtn writes: the grouped family, the integer family and llama.cpp's block types.
 static int n_formats(moeq_qtype out[MOEQ_QTYPE_COUNT]) {
     int n = 0;
     for (int t = 1; t < MOEQ_QTYPE_COUNT; t++) {
         const moeq_qtype_traits *f = moeq_qtype_get(t);
-        if (f && (f->family & (MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML))) out[n++] = (moeq_qtype)t;
+        if (f && (f->family & (MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_GGML | MOEQ_QFAMILY_INT)))
+            out[n++] = (moeq_qtype)t;
     }
     return n;
 }
@@ -94,7 +95,7 @@ static void test_every_format(void **state) {
     make_data(11);
     moeq_qtype ts[MOEQ_QTYPE_COUNT];
     const int n = n_formats(ts);
-    assert_true(n >= 16); // q2 q3 q4 q8, q4_0 q4_1 q5_0 q5_1 q8_0, q2_K .. q6_K, iq4_nl iq4_xs
+    assert_true(n >= 24); // q2 q3 q4 q8, i2 .. i8s, q4_0 q4_1 q5_0 q5_1 q8_0, q2_K .. q6_K, iq4_nl iq4_xs
     float *used = malloc(sizeof(float) * R * C);
     for (int i = 0; i < n; i++) {
         moeq_qmat q, qr;
@@ -102,10 +103,11 @@ static void test_every_format(void **state) {
         assert_int_equal(moeq_qtype_get(ts[i])->quantize(W, &qr), MOEQ_OK);
         float *yr = deq(&qr);
         const double e_rtn = out_err(W, yr, H);
-        double ratio[4];
-        for (int mode = 0; mode < 4; mode++) {
+        double ratio[5];
+        const int modes = moeq_qtype_get(ts[i])->family & MOEQ_QFAMILY_INT ? 5 : 4; // 4: gptq.clip
+        for (int mode = 0; mode < modes; mode++) {
             moeq_gptq_params p = params(mode == 2, mode == 1, 128);
-            p.group_order = mode == 3;
+            p.group_order = mode == 3, p.clip = mode == 4;
             assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, H, &p, "t", &q, used), MOEQ_OK);
             float *y = deq(&q);
             if (memcmp(y, used, sizeof(float) * R * C) != 0) {
@@ -117,16 +119,18 @@ static void test_every_format(void **state) {
             ratio[mode] = out_err(W, y, H) / e_rtn;
             free(y);
         }
-        print_message("%-7s output error / RTN's: lazy %.3f  static %.3f  act-order %.3f  group order %.3f\n",
+        print_message("%-7s output error / RTN's: lazy %.3f  static %.3f  act-order %.3f  group order %.3f",
                       moeq_qtype_name(ts[i]), ratio[0], ratio[1], ratio[2], ratio[3]);
-        for (int mode = 0; mode < 4; mode++) assert_true(ratio[mode] < 0.9);
+        print_message(modes > 4 ? "  clip %.3f\n" : "\n", ratio[modes - 1]);
+        for (int mode = 0; mode < modes; mode++) assert_true(ratio[mode] < 0.9);
         free(yr);
         moeq_qmat_free(&q), moeq_qmat_free(&qr);
     }
     free(used);
 }
 
-// H = I: no feedback. Grouped formats: method rtn's bytes, static or lazy. Block types: the parameters of the
+// H = I: no feedback. Grouped and integer formats: method rtn's bytes, static or lazy (integer formats with
+// gptq.clip: method search's). Block types: the parameters of the
 // format's weighted quantizer with uniform importance (GPTQ's importance is diag H / its mean = 1), and each
 // weight rounded to the nearest point of their grid, so never farther from w than that quantizer's own
 // code (whose rounding uses the fp32 scale before its fp16 storage in some types).
@@ -142,14 +146,18 @@ static void test_identity(void **state) {
         const moeq_qtype_traits *f = moeq_qtype_get(ts[i]);
         moeq_qmat q, qr, qn;
         qalloc(&q, ts[i]), qalloc(&qr, ts[i]), qalloc(&qn, ts[i]);
-        if (f->family & MOEQ_QFAMILY_GROUPED) {
-            assert_int_equal(moeq_rtn_quantize_cpu(W, &qr), MOEQ_OK);
-            for (int st = 0; st < 2; st++) {
-                const moeq_gptq_params p = params(0, st, 128);
+        if (f->family & (MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_INT)) { // rtn's bytes (integer + clip: search's)
+            const int intf = (f->family & MOEQ_QFAMILY_INT) != 0;
+            for (int st = 0; st < 2 + 2 * intf; st++) {
+                moeq_gptq_params p = params(0, st & 1, 128);
+                p.clip = st >= 2;
+                assert_int_equal(p.clip ? moeq_int_search_cpu(W, NULL, &qr) : f->quantize(W, &qr), MOEQ_OK);
                 assert_int_equal(moeq_gptq_quantize_cpu(W, R, C, eye, &p, "t", &q), MOEQ_OK);
                 assert_memory_equal(q.codes, qr.codes, (size_t)R * moeq_qtype_row_bytes(ts[i], C));
                 assert_memory_equal(q.scale, qr.scale, sizeof(uint16_t) * R * (C / G));
-                assert_memory_equal(q.zero, qr.zero, sizeof(uint16_t) * R * (C / G));
+                if (q.zero) assert_memory_equal(q.zero, qr.zero, sizeof(uint16_t) * R * (C / G));
+                if (q.izero)
+                    assert_memory_equal(q.izero, qr.izero, (size_t)moeq_qtype_row_bytes(ts[i], R * (C / G)));
             }
         } else {
             const moeq_gptq_codec *k = moeq_gptq_codec_get(ts[i]);

@@ -74,11 +74,23 @@ static void test_fields_parse(void **state) {
     }
     moeq_qsettings s = d;
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_GROUP, "4", why, sizeof why), MOEQ_ERR_FORMAT);
-    assert_string_equal(why, "\"group\" must be an integer in [8, 1048576]");
+    assert_string_equal(why, "\"group\" must be an integer in [8, 1048576] or channel");
+    assert_int_equal(moeq_setting_parse(&s, MOEQ_F_GROUP, "channel", why, sizeof why), MOEQ_OK);
+    assert_int_equal(s.group, MOEQ_GROUP_CHANNEL);
+    char out[32];
+    moeq_setting_format(&s, MOEQ_F_GROUP, out, sizeof out);
+    assert_string_equal(out, "channel");
+    s = d;
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_BITS, "5", why, sizeof why), MOEQ_ERR_FORMAT);
     assert_string_equal(why, "bits must be 2, 3, 4 or 8 (got 5)");
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_HQQ_KAPPA, "nan", why, sizeof why), MOEQ_ERR_FORMAT);
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_COMPENSATOR, "f32", why, sizeof why), MOEQ_ERR_FORMAT);
+    assert_int_equal(moeq_setting_parse(&s, MOEQ_F_FORMAT, "int4_sym", why, sizeof why), MOEQ_ERR_FORMAT);
+    assert_non_null(strstr(why, "; did you mean i4s?"));
+    assert_int_equal(moeq_setting_parse(&s, MOEQ_F_FORMAT, "Q4_K", why, sizeof why), MOEQ_ERR_FORMAT);
+    assert_non_null(strstr(why, "; did you mean q4_K?"));
+    assert_int_equal(moeq_setting_parse(&s, MOEQ_F_FORMAT, "xyz", why, sizeof why), MOEQ_ERR_FORMAT);
+    assert_null(strstr(why, "did you mean"));
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_FORMAT, "q3", why, sizeof why), MOEQ_OK);
     assert_int_equal(s.format, MOEQ_QTYPE_Q3);
     assert_int_equal(moeq_setting_parse(&s, MOEQ_F_SEED, "2147483647", why, sizeof why), MOEQ_OK);

@@ -1,6 +1,7 @@
 // test_qformat.c: the packed formats as data: every traits entry is consistent, pack∘unpack is the identity
 // for every code value of every format (whole units and padded tails), moeq_qcode_get reads what unpack
-// reads, padding is zero, bad codes are refused, and bits per weight follow the documented formula.
+// reads, padding is zero, bad codes are refused, and bits per weight follow the documented formula; the
+// integer family's traits, layout and packed zeros.
 #include "test_util.h"
 
 #include <math.h>
@@ -20,7 +21,7 @@ static void test_traits(void **state) {
     assert_int_equal(MOEQ_QTYPE_Q8, 8);
     assert_int_equal(MOEQ_FACTOR_FP16, 0);
     assert_int_equal(MOEQ_FACTOR_INT3, 1);
-    int n_valid = 0, n_ggml = 0;
+    int n_valid = 0, n_ggml = 0, n_int = 0;
     for (int t = 0; t < MOEQ_QTYPE_COUNT; t++) {
         const moeq_qtype_traits *tr = moeq_qtype_get(t);
         if (!tr) {
@@ -41,6 +42,16 @@ static void test_traits(void **state) {
             n_ggml++;
             continue;
         }
+        if (tr->family & MOEQ_QFAMILY_INT) { // 8 + b asymmetric (zero plane), 16 + b symmetric (implied zero)
+            const int sym = t > 16;
+            assert_int_equal(tr->bits, t - (sym ? 16 : 8));
+            assert_int_equal(tr->zero_point, sym ? 1 << (tr->bits - 1) : 0);
+            assert_int_equal(!!(tr->planes & (1u << MOEQ_PLANE_ZERO)), !sym);
+            assert_true(tr->pack == moeq_qtypes[tr->bits].pack && tr->unpack == moeq_qtypes[tr->bits].unpack);
+            assert_int_equal(tr->codes_per_unit, moeq_qtypes[tr->bits].codes_per_unit);
+            n_int++;
+            continue;
+        }
         n_valid++;
         assert_int_equal(tr->bits, t);
         assert_int_equal(moeq_qtype_ggml_id(t), -1);
@@ -50,6 +61,13 @@ static void test_traits(void **state) {
         assert_null(tr->ggml_quantize_row);
     }
     assert_int_equal(n_valid, N_BITS);
+    assert_int_equal(n_int, 2 * N_BITS);
+    assert_int_equal(MOEQ_QTYPE_I2, 10), assert_int_equal(MOEQ_QTYPE_I3, 11);
+    assert_int_equal(MOEQ_QTYPE_I4, 12), assert_int_equal(MOEQ_QTYPE_I8, 16);
+    assert_int_equal(MOEQ_QTYPE_I2S, 18), assert_int_equal(MOEQ_QTYPE_I3S, 19);
+    assert_int_equal(MOEQ_QTYPE_I4S, 20), assert_int_equal(MOEQ_QTYPE_I8S, 24);
+    assert_int_equal(moeq_qtype_from_name("i4"), MOEQ_QTYPE_I4);
+    assert_int_equal(moeq_qtype_from_name("i3s"), MOEQ_QTYPE_I3S);
     assert_true(n_ggml >= 1);
     // llama.cpp's ids (ggml.h's enum ggml_type) + 32: stored in artifacts, and GGUF's tensor types
     assert_int_equal(MOEQ_QTYPE_Q4_0, 32 + 2);
@@ -183,6 +201,49 @@ static void test_layout_bpw(void **state) {
     assert_int_equal(moeq_factor_code_bytes(MOEQ_FACTOR_FP16, 65), 130);
 }
 
+// The integer family: bits per weight as GPTQ and compressed-tensors count them (b + 16/G, + b/G with the
+// integer zero), the zero plane's packed bytes, and the zeros read back one by one.
+static void test_int_layout(void **state) {
+    (void)state;
+    moeq_qlayout l;
+    assert_int_equal(moeq_qlayout_make(MOEQ_QTYPE_I4, 4096, 14336, 128, 0, MOEQ_FACTOR_FP16, &l), MOEQ_OK);
+    assert_true(fabs(l.bits_per_weight - 4.15625) < 1e-12);
+    assert_int_equal(l.plane[MOEQ_PLANE_ZERO].elem, MOEQ_ELEM_U8);
+    assert_int_equal(l.plane[MOEQ_PLANE_ZERO].ndim, 1);
+    assert_int_equal(l.plane[MOEQ_PLANE_ZERO].bytes, 4096 * (14336 / 128) / 2);
+    assert_int_equal(moeq_qlayout_make(MOEQ_QTYPE_I4S, 4096, 14336, 128, 0, MOEQ_FACTOR_FP16, &l), MOEQ_OK);
+    assert_true(fabs(l.bits_per_weight - 4.125) < 1e-12);
+    assert_false(l.plane[MOEQ_PLANE_ZERO].present);
+    for (int b = 0; b < N_BITS; b++)
+        for (int g = 0; g < N_GROUPS; g++) {
+            const int bits = k_bits[b];
+            const int64_t G = k_groups[g], R = 256, C = 1024;
+            assert_int_equal(moeq_qlayout_make(8 + bits, R, C, G, 0, MOEQ_FACTOR_FP16, &l), MOEQ_OK);
+            assert_true(fabs(l.bits_per_weight - (bits + (16.0 + bits) / (double)G)) < 1e-12);
+            assert_int_equal(moeq_qlayout_make(16 + bits, R, C, G, 0, MOEQ_FACTOR_FP16, &l), MOEQ_OK);
+            assert_true(fabs(l.bits_per_weight - (bits + 16.0 / (double)G)) < 1e-12);
+        }
+    // 3-bit zeros of 5 rows x 2 groups: one string of 10 codes, padded to a unit of 32 (12 bytes)
+    assert_int_equal(moeq_qlayout_make(MOEQ_QTYPE_I3, 5, 64, 32, 0, MOEQ_FACTOR_FP16, &l), MOEQ_OK);
+    assert_int_equal(l.plane[MOEQ_PLANE_ZERO].bytes, 12);
+    moeq_qmat q;
+    assert_int_equal(moeq_qmat_alloc_format(&q, MOEQ_QTYPE_I3, 5, 64, 32), MOEQ_OK);
+    assert_non_null(q.izero);
+    assert_null(q.zero);
+    assert_int_equal(q.bits, 3), assert_int_equal(q.type, MOEQ_QTYPE_I3);
+    assert_int_equal(moeq_qmat_bytes(&q), (int64_t)l.bytes);
+    uint8_t z[10];
+    for (int k = 0; k < 10; k++) z[k] = (uint8_t)((k * 5 + 3) & 7);
+    assert_int_equal(moeq_qtype_pack_row(3, z, 10, q.izero), MOEQ_OK);
+    for (int r = 0; r < 5; r++)
+        for (int g = 0; g < 2; g++) assert_int_equal(moeq_qmat_int_zero(&q, r, g), z[r * 2 + g]);
+    moeq_qmat_free(&q);
+    assert_int_equal(moeq_qmat_alloc_format(&q, MOEQ_QTYPE_I3S, 5, 64, 32), MOEQ_OK);
+    assert_null(q.izero), assert_null(q.zero);
+    assert_int_equal(moeq_qmat_int_zero(&q, 4, 1), 4); // implied 2^(b-1)
+    moeq_qmat_free(&q);
+}
+
 // The planes of a layout: what the artifact's datasets and the workers' buffers are made of.
 static void test_layout_planes(void **state) {
     (void)state;
@@ -238,7 +299,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traits),        cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_q3_layout),     cmocka_unit_test(test_layout_bpw),
-        cmocka_unit_test(test_layout_planes),
+        cmocka_unit_test(test_layout_planes), cmocka_unit_test(test_int_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

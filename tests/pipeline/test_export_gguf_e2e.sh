@@ -53,7 +53,7 @@ refused() { # refused NAME ARTIFACT NEEDLE [OPTIONS...]: exit 3, NEEDLE in the m
     return 0
 }
 q mixtral-tiny grouped "method: rtn, bits: 4, group: 64"
-refused grouped "$tmp/grouped.h5" "grouped formats, which llama.cpp cannot run: model.layers"
+refused grouped "$tmp/grouped.h5" "(moeq's grouped q2..q8, integer i2..i8s), which llama.cpp cannot run: model.layers"
 q mixtral-tiny milo "method: milo, format: q4_0, rank: 4, rounds: 1"
 refused milo "$tmp/milo.h5" "low-rank compensator"
 refused lora "$tmp/milo.h5" "experts.0.w1.weight (a routed expert" --lora "$tmp/adapter.gguf"
