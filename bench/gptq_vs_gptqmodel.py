@@ -74,9 +74,10 @@ def moeq_recipe(bits=None, group=None, order="gar", fmt=None):
     """The recipe moeq's GPTQ runs with (configs/README.md syntax): method gptq, bits and group (or a storage
     format, e.g. q3_K), and the column order GPTQModel used: "desc_act" -> gptq.act_order, "gar" -> moeq's
     default gptq.group_order (GPTQModel's act_group_aware), "off" -> natural order."""
-    size = f"format: {fmt}" if fmt else f"bits: {bits}, group: {group}"
+    gguf = bool(fmt) and "_" in fmt  # llama.cpp's block types (q3_K): fixed blocks, no group
+    size = (f"format: {fmt}" if gguf else f"format: {fmt}, group: {group}") if fmt else f"bits: {bits}, group: {group}"
     opts = {"desc_act": "act_order: true", "gar": "act_order: false", "off": "act_order: false, group_order: false"}
-    return (f"version: 1\n{'target: gguf' + chr(10) if fmt else ''}"
+    return (f"version: 1\n{'target: gguf' + chr(10) if gguf else ''}"
             f"defaults: {{method: gptq, {size}, gptq: {{{opts[order]}}}}}\n")
 
 
@@ -91,15 +92,21 @@ def moeq_gptq(moeq, model, ids_bin, work, ranks, bits=None, group=None, order="g
     E.json`; returns the row (perplexity from E.json, docs/EVAL.md), or a row with "skipped". With fmt (a
     llama.cpp block type) and llama_base (the F32 GGUF's perplexity in llama.cpp): also exported to GGUF and
     measured in llama.cpp, as the llama-quantize files are (E.json's figure kept as moeq_eval_perplexity)."""
-    tag = fmt or f"{bits}g{group}{'a' if order == 'desc_act' else ''}"  # GPTQModel's setting names
-    row = {"quantizer": "moeq gptq", "setting": tag, "recipe": moeq_recipe(bits, group, order, fmt)}
+    gguf = bool(fmt) and "_" in fmt
+    tag = fmt if gguf else f"{bits}g{group}{'a' if order == 'desc_act' else ''}"  # GPTQModel's setting names
+    # the storage format: q<b> (fp16 scale and fractional fp16 zero), i<b>s (GPTQModel's sym=True format: fp16
+    # scale, zero 2^(b-1)), i<b> (integer zero), or a llama.cpp type
+    form = fmt or f"q{bits}"
+    row = {"quantizer": "moeq gptq" if gguf else f"moeq gptq {form}", "setting": tag, "format": form,
+           "recipe": moeq_recipe(bits, group, order, fmt)}
     if not moeq_has_gptq(moeq):
         row["skipped"] = "`moeq quantize --help-recipe` lists no method gptq (issue 22 items 1-3 not merged)"
         print(f"gptq_vs_gptqmodel: moeq {tag}: skipped: {row['skipped']}", file=sys.stderr)
         return row
     d = os.path.join(work, "moeq-" + os.path.basename(os.path.normpath(model)))
     os.makedirs(d, exist_ok=True)
-    rec, art, ev = (os.path.join(d, f"{tag}.{x}") for x in ("yaml", "h5", "eval.json"))
+    stem = tag if gguf else f"{tag}-{form}"
+    rec, art, ev = (os.path.join(d, f"{stem}.{x}") for x in ("yaml", "h5", "eval.json"))
     with open(rec, "w") as f:
         f.write(row["recipe"])
     pre, env = mpirun(ranks)
@@ -234,12 +241,16 @@ def main():
     ap.add_argument("--no-gptqmodel", action="store_true")
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--no-moeq", action="store_true")
+    ap.add_argument("--moeq-formats", default="q,i{b}s", help="moeq's formats per setting: q = q<bits> (fp16 "
+                    "fractional zero), i{b}s = GPTQModel's sym format, i{b} = integer zero")
     ap.add_argument("--moeq", default=os.path.join(ROOT, "build", "moeq"))
     ap.add_argument("--work")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "gptq-vs-gptqmodel.json"))
     ap.add_argument("--reuse", action="store_true", help="keep the models (and the llama.cpp part) that --out "
                     "already holds from a run with the same calibration hash; run only the rest")
     a = ap.parse_args()
+    # moeq's storage formats per setting: q{b} (fp16 fractional zero) and i{b}s (GPTQModel's own format)
+    moeq_formats = [None if f == "q" else f for f in a.moeq_formats.split(",") if f]
     import torch
     torch.set_num_threads(a.threads)
     work = os.path.abspath(a.work or tempfile.mkdtemp(prefix="moeq-gptq-bench-"))
@@ -266,8 +277,9 @@ def main():
                 runs = []
                 for name in [x for x in a.settings.split(",") if x]:
                     bits, group, act = SETTINGS[name]
-                    runs += [r for r in entry["runs"] if r["quantizer"] != "moeq gptq" and r["setting"] == name]
-                    runs.append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act))
+                    runs += [r for r in entry["runs"] if not r["quantizer"].startswith("moeq") and r["setting"] == name]
+                    runs += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act, fmt=f.format(b=bits))
+                             for f in moeq_formats]
                 entry["runs"] = runs
             result["models"].append(entry)
             write(result, a.out)
@@ -282,7 +294,8 @@ def main():
                 entry["runs"].append(gptqmodel_row(model, work, ids_bin, a.seqlen, name, a.threads,
                                                    entry["reference"], val_ids))
             if not a.no_moeq:
-                entry["runs"].append(moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act))
+                entry["runs"] += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act,
+                                            fmt=f.format(b=bits)) for f in moeq_formats]
         result["models"].append(entry)
         write(result, a.out)
     if not a.no_llama and "llama_cpp" in old:

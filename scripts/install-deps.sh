@@ -63,3 +63,17 @@ if ! "$venv/bin/python" -c "import gguf, llama_cpp" 2>/dev/null ||
 else
     echo "install-deps: ${PYPKGS[*]} present in $venv"
 fi
+[ "$torch" = 1 ] || exit 0
+# --with-torch: the loaders of the compressed-tensors export (test_ct_export), in their own venv: PyPI's torch
+# brings its CUDA libraries (about 3.1 GB); the test runs on the CPU
+tvenv="$root/build-venv-torch"
+req="$root/tests/requirements-torch.txt"
+if "$tvenv/bin/python" -c "import torch, transformers, compressed_tensors, peft" 2>/dev/null &&
+    [ "$("$tvenv/bin/python" -m pip freeze 2>/dev/null | grep -c -x -F -f <(grep -E '^[A-Za-z]' "$req"))" -eq \
+        "$(grep -c -E '^[A-Za-z]' "$req")" ]; then
+    echo "install-deps: tests/requirements-torch.txt present in $tvenv"
+else
+    echo "install-deps: installing tests/requirements-torch.txt into $tvenv (about 3 GB: minutes)"
+    [ -x "$tvenv/bin/python" ] || /usr/bin/python3 -m venv "$tvenv"
+    "$tvenv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+fi

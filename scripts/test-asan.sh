@@ -15,7 +15,8 @@ cd build-asan
 # that test_quantize_e2e already runs under ASan, run only in the plain build; so does the llama.cpp interop
 # test, whose own work is Python and llama.cpp (not instrumented) around moeq quantize, export and eval
 # --dump-logits, which test_quantize_e2e, test_export_gguf_e2e and test_eval_e2e run under ASan; the Slurm
-# job chain and the container's %post (a Release build and install) run in the plain build only too.
+# job chain and the container's %post (a Release build and install) run in the plain build only too, as does
+# test_ct_export (torch, transformers and PEFT loading the compressed-tensors export of an ASan-checked moeq).
 export MOEQ_FAULT_NS="1 16 256"
-if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm|test_slurm_jobs|test_container_post|test_gguf_llama_e2e|test_gguf_llama_quantize)$"; fi
+if [ $# -eq 0 ]; then set -- -E "^(test_crash|test_slurm|test_slurm_jobs|test_container_post|test_gguf_llama_e2e|test_gguf_llama_quantize|test_ct_export)$"; fi
 ctest --output-on-failure --timeout 1200 -j2 "$@"

@@ -4,7 +4,7 @@
 #   scripts/test.sh -L unit         only one label (unit, mpi, e2e, gpu, ...); arguments go to ctest
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh --with-slurm # tests/slurm runs a real Slurm
+scripts/install-deps.sh --with-slurm --with-torch # tests/slurm runs a real Slurm; test_ct_export loads the export in torch
 BUILD_DIR=${BUILD_DIR:-build} scripts/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 cd "${BUILD_DIR:-build}"
