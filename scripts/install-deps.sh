@@ -45,9 +45,29 @@ else
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 [ "$runtime" = 1 ] && exit 0
+root="$(cd "$(dirname "$0")/.." && pwd)"
+# --with-torch: the loaders of the compressed-tensors export (test_ct_export), in their own venv: PyPI's torch
+# brings its CUDA libraries (about 3.1 GB; the test runs on the CPU). Downloaded in the background while
+# llama.cpp compiles below (network against CPU), waited for at the end.
+torch_venv() {
+    local tvenv="$root/build-venv-torch" req="$root/tests/requirements-torch.txt"
+    if "$tvenv/bin/python" -c "import torch, transformers, compressed_tensors, peft" 2>/dev/null &&
+        [ "$("$tvenv/bin/python" -m pip freeze 2>/dev/null | grep -c -x -F -f <(grep -E '^[A-Za-z]' "$req"))" -eq \
+            "$(grep -c -E '^[A-Za-z]' "$req")" ]; then
+        echo "install-deps: tests/requirements-torch.txt present in $tvenv"
+        return 0
+    fi
+    echo "install-deps: installing tests/requirements-torch.txt into $tvenv (about 3 GB: minutes)"
+    [ -x "$tvenv/bin/python" ] || /usr/bin/python3 -m venv "$tvenv"
+    "$tvenv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+}
+tpid=""
+if [ "$torch" = 1 ]; then
+    torch_venv &
+    tpid=$!
+fi
 # Python test tools, pinned (the versions the tests were written against), in build-venv/ beside the builds
 PYPKGS=(gguf==0.19.0 llama_cpp_python==0.3.36)
-root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/build-venv"
 if ! "$venv/bin/python" -c "import gguf, llama_cpp" 2>/dev/null ||
     [ "$("$venv/bin/python" -m pip freeze 2>/dev/null | grep -c -x -F -f <(printf '%s\n' "${PYPKGS[@]}"))" -ne ${#PYPKGS[@]} ]; then
@@ -63,17 +83,7 @@ if ! "$venv/bin/python" -c "import gguf, llama_cpp" 2>/dev/null ||
 else
     echo "install-deps: ${PYPKGS[*]} present in $venv"
 fi
-[ "$torch" = 1 ] || exit 0
-# --with-torch: the loaders of the compressed-tensors export (test_ct_export), in their own venv: PyPI's torch
-# brings its CUDA libraries (about 3.1 GB); the test runs on the CPU
-tvenv="$root/build-venv-torch"
-req="$root/tests/requirements-torch.txt"
-if "$tvenv/bin/python" -c "import torch, transformers, compressed_tensors, peft" 2>/dev/null &&
-    [ "$("$tvenv/bin/python" -m pip freeze 2>/dev/null | grep -c -x -F -f <(grep -E '^[A-Za-z]' "$req"))" -eq \
-        "$(grep -c -E '^[A-Za-z]' "$req")" ]; then
-    echo "install-deps: tests/requirements-torch.txt present in $tvenv"
-else
-    echo "install-deps: installing tests/requirements-torch.txt into $tvenv (about 3 GB: minutes)"
-    [ -x "$tvenv/bin/python" ] || /usr/bin/python3 -m venv "$tvenv"
-    "$tvenv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+if [ -n "$tpid" ] && ! wait "$tpid"; then
+    echo "install-deps: installing tests/requirements-torch.txt into $root/build-venv-torch failed" >&2
+    exit 1
 fi
