@@ -13,7 +13,8 @@ static void values_of(const moeq_setting_field *f, char *out, size_t cap) {
     switch (f->type) {
     case MOEQ_FT_INT:
     case MOEQ_FT_U64:
-        snprintf(out, cap, "integer %.0f..%.0f", f->lo, f->hi);
+        snprintf(out, cap, "integer %.0f..%.0f%s", f->lo, f->hi,
+                 f == moeq_setting_field_get(MOEQ_F_GROUP) ? ", or channel" : ""); // method.c parses it
         break;
     case MOEQ_FT_POS:
         snprintf(out, cap, "number > 0");
