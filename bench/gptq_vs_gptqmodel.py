@@ -70,7 +70,7 @@ def calibration(work, model, sequences, seqlen):
 # ---------------------------------------------------------------------------------------------------------------
 # moeq's side (the hook): fills in once `method: gptq` exists (issue 22 items 1-3).
 # ---------------------------------------------------------------------------------------------------------------
-def moeq_recipe(bits=None, group=None, order="gar", fmt=None, clip=False):
+def moeq_recipe(bits=None, group=None, order="gar", fmt=None, clip=None):
     """The recipe moeq's GPTQ runs with (configs/README.md syntax): method gptq, bits and group (or a storage
     format, e.g. q3_K), and the column order GPTQModel used: "desc_act" -> gptq.act_order, "gar" -> moeq's
     default gptq.group_order (GPTQModel's act_group_aware), "off" -> natural order."""
@@ -78,7 +78,7 @@ def moeq_recipe(bits=None, group=None, order="gar", fmt=None, clip=False):
     size = (f"format: {fmt}" if gguf else f"format: {fmt}, group: {group}") if fmt else f"bits: {bits}, group: {group}"
     opts = {"desc_act": "act_order: true", "gar": "act_order: false", "off": "act_order: false, group_order: false"}
     return (f"version: 1\n{'target: gguf' + chr(10) if gguf else ''}"
-            f"defaults: {{method: gptq, {size}, gptq: {{{opts[order]}{', clip: true' if clip else ''}}}}}\n")
+            f"defaults: {{method: gptq, {size}, gptq: {{{opts[order]}{'' if clip is None else ', clip: ' + str(clip).lower()}}}}}\n")
 
 
 def moeq_has_gptq(moeq):
@@ -92,13 +92,13 @@ def moeq_gptq(moeq, model, ids_bin, work, ranks, bits=None, group=None, order="g
     E.json`; returns the row (perplexity from E.json, docs/EVAL.md), or a row with "skipped". With fmt (a
     llama.cpp block type) and llama_base (the F32 GGUF's perplexity in llama.cpp): also exported to GGUF and
     measured in llama.cpp, as the llama-quantize files are (E.json's figure kept as moeq_eval_perplexity)."""
-    fmt, _, extra = (fmt or "").partition(":")  # "i4s:clip": gptq.clip on
-    fmt, clip = fmt or None, extra == "clip"
+    fmt, _, extra = (fmt or "").partition(":")  # "i4s:clip" / "i4s:noclip": gptq.clip true / false (else auto)
+    fmt, clip = fmt or None, {"clip": True, "noclip": False}.get(extra)
     gguf = bool(fmt) and "_" in fmt
     tag = fmt if gguf else f"{bits}g{group}{'a' if order == 'desc_act' else ''}"  # GPTQModel's setting names
     # the storage format: q<b> (fp16 scale and fractional fp16 zero), i<b>s (GPTQModel's sym=True format: fp16
     # scale, zero 2^(b-1)), i<b> (integer zero), or a llama.cpp type
-    form = (fmt or f"q{bits}") + (" clip" if clip else "")
+    form = (fmt or f"q{bits}") + ("" if clip is None else " clip" if clip else " noclip")
     row = {"quantizer": "moeq gptq" if gguf else f"moeq gptq {form}", "setting": tag, "format": form,
            "recipe": moeq_recipe(bits, group, order, fmt, clip)}
     if not moeq_has_gptq(moeq):
@@ -244,7 +244,7 @@ def main():
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--no-moeq", action="store_true")
     ap.add_argument("--moeq-formats", default="q,i{b}s", help="moeq's formats per setting: q = q<bits> (fp16 "
-                    "fractional zero), i{b}s = GPTQModel's sym format, i{b} = integer zero; ':clip' adds gptq.clip")
+                    "fractional zero), i{b}s = GPTQModel's sym format, i{b} = integer zero; ':clip' / ':noclip' set gptq.clip (default auto)")
     ap.add_argument("--moeq", default=os.path.join(ROOT, "build", "moeq"))
     ap.add_argument("--work")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "gptq-vs-gptqmodel.json"))

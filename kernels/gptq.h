@@ -56,7 +56,10 @@ typedef struct moeq_gptq_params {
                        // weights
     int clip;          // the integer formats: 1 = the group's scale and zero by method search's rule (clipped
                        // ranges, importance = the damped diag H; GPTQModel's mse option), 0 = method rtn's
+                       // (MOEQ_GPTQ_CLIP_AUTO is method gptq's: both runs, the lower loss kept)
 } moeq_gptq_params;
+
+#define MOEQ_GPTQ_CLIP_AUTO 2
 
 // {0.01, 0, 128, 0, group_order 0}
 moeq_gptq_params moeq_gptq_params_default(void);
@@ -74,10 +77,13 @@ moeq_status moeq_gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const f
                                    const moeq_gptq_params *p, const char *who, moeq_qmat *q);
 
 // The same, and used (R, C) (or NULL) gets the value each weight was rounded to, the one its error was
-// computed from: equal, bit for bit, to the format's dequantizer applied to q (tests/kernels/test_gptq.c).
+// computed from: equal, bit for bit, to the format's dequantizer applied to q (tests/kernels/test_gptq.c);
+// loss (or NULL) gets GPTQ's objective Σ over the weights of ((x − v)/U[i][i])², x the error-updated weight
+// and v its rounded value: tr((W − Q)·H·(W − Q)ᵀ) for the damped H (Cholesky of the quadratic form), summed
+// in double row by row in row order (thread-count-invariant). It ranks two runs on the same H.
 moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, const float *H,
-                                        const moeq_gptq_params *p, const char *who, moeq_qmat *q,
-                                        float *used);
+                                        const moeq_gptq_params *p, const char *who, moeq_qmat *q, float *used,
+                                        double *loss);
 
 // The code grid of llama.cpp's block type t for GPTQ (gptq_grid.c), NULL for other formats: a block of
 // `block` weights holds block/sub sub-blocks, each with its own affine grid v(c) = a·t(c) − m over the codes

@@ -179,7 +179,7 @@ static moeq_status hinv_chol(const float *H, int64_t C, const int64_t *perm, con
 // ROW_*; *frow, *fwhere: the failure.
 static int panel(const gptq_ctx *c, int64_t r0, int64_t r1, float *wk, float *E, const float *U,
                  const int64_t *perm, int lazy, int64_t Bw, float *used, int64_t *frow, int64_t *fwhere,
-                 float *gbuf) {
+                 float *gbuf, double *rloss) {
     const int64_t C = c->C;
     for (int64_t i1 = 0; i1 < C; i1 += Bw) {
         const int64_t i2 = i1 + Bw < C ? i1 + Bw : C;
@@ -209,6 +209,7 @@ static int panel(const gptq_ctx *c, int64_t r0, int64_t r1, float *wk, float *E,
                 if (used) used[r * C + col] = v;
                 const float e = (x - v) / d;
                 E[r * Bw + (i - i1)] = e;
+                rloss[r] += (double)e * (double)e;
                 for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * ui[j];
             }
         }
@@ -248,12 +249,12 @@ static moeq_status check_args(const float *w, int64_t R, int64_t C, const float 
 
 moeq_status moeq_gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const float *H,
                                    const moeq_gptq_params *p, const char *who, moeq_qmat *q) {
-    return moeq_gptq_quantize_used_cpu(w, R, C, H, p, who, q, NULL);
+    return moeq_gptq_quantize_used_cpu(w, R, C, H, p, who, q, NULL, NULL);
 }
 
 moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, const float *H,
-                                        const moeq_gptq_params *p, const char *who, moeq_qmat *q,
-                                        float *used) {
+                                        const moeq_gptq_params *p, const char *who, moeq_qmat *q, float *used,
+                                        double *loss) {
     who = who ? who : "gptq";
     MOEQ_TRY(check_args(w, R, C, H, p, who, q));
     const moeq_qtype t = moeq_qmat_qtype(q);
@@ -277,10 +278,11 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
           *E = malloc((size_t)R * (size_t)Bw * sizeof(float));
     float *grid = malloc((size_t)R * (size_t)nsub * 3 * sizeof(float));
     int64_t *perm = malloc((size_t)C * sizeof(int64_t));
+    double *rloss = calloc((size_t)R, sizeof(double)); // (R) each row's share of the loss
     c.codes = malloc((size_t)R * (size_t)C);
     if (q->izero) c.zs = malloc((size_t)(R * nsub));
     moeq_status st = MOEQ_OK;
-    if (!A || !U || !imp || !wk || !E || !grid || !perm || !c.codes || (q->izero && !c.zs)) {
+    if (!A || !U || !imp || !wk || !E || !grid || !perm || !rloss || !c.codes || (q->izero && !c.zs)) {
         st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq work arrays for %lld x %lld", who, (long long)R,
                        (long long)C);
         goto done;
@@ -344,7 +346,8 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
         }
         float *gbuf = c.pos ? malloc((size_t)c.PB * sizeof(float)) : NULL; // group order: a block's weights
         if (c.pos && !gbuf) kind = ROW_NOMEM;
-        if (kind == ROW_OK) kind = panel(&c, r0, r1, wk, E, U, perm, lazy, Bw, used, &row, &where, gbuf);
+        if (kind == ROW_OK)
+            kind = panel(&c, r0, r1, wk, E, U, perm, lazy, Bw, used, &row, &where, gbuf, rloss);
         free(gbuf);
         if (kind != ROW_OK) {
 #pragma omp critical(moeq_gptq_fail)
@@ -377,7 +380,12 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
             c.k->put(q->codes + r * c.rb + b * c.f->unit_bytes, c.codes + r * C + b * c.PB);
     }
     if (c.zs) st = moeq_qtype_pack_row(q->bits, c.zs, R * nsub, q->izero); // the integer zeros
+    if (loss) {
+        *loss = 0;
+        for (int64_t r = 0; r < R; r++) *loss += rloss[r];
+    }
 done:
+    free(rloss);
     free(A), free(U), free(imp), free(wk), free(E), free(grid), free(perm), free(c.codes), free(c.pos);
     free(c.zs);
     return st;

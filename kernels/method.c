@@ -167,9 +167,11 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
         {"gptq.group_order", MOEQ_FT_BOOL, OFF(gptq_group_order), 0, 0,
          "group-aware order without act_order: groups by descending sum of diag(H), "
          "columns inside a group by diag(H), parameters still on the updated weights"},
-    [MOEQ_F_GPTQ_CLIP] = {"gptq.clip", MOEQ_FT_BOOL, OFF(gptq_clip), 0, 0,
-                          "integer formats (i4, i4s, ...): each group's scale and zero by method search's "
-                          "clipped-range rule weighted by diag(H) (GPTQModel's mse), else rtn's min/max"},
+    [MOEQ_F_GPTQ_CLIP] =
+        {"gptq.clip", MOEQ_FT_BOOL, OFF(gptq_clip), 0, 0,
+         "integer formats (i4, i4s, ...): each group's scale and zero by method search's "
+         "clipped-range rule weighted by diag(H) (GPTQModel's mse), else rtn's min/max; auto: "
+         "both, the lower GPTQ loss tr((W-Q)H(W-Q)^T) kept per tensor"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -325,12 +327,17 @@ moeq_status moeq_setting_parse(moeq_qsettings *s, int f, const char *text, char 
         return MOEQ_OK;
     }
     case MOEQ_FT_BOOL:
+        if (f == MOEQ_F_GPTQ_CLIP && text && !strcmp(text, "auto")) {
+            s->gptq_clip = MOEQ_GPTQ_CLIP_AUTO;
+            return MOEQ_OK;
+        }
         if (text && (!strcmp(text, "true") || !strcmp(text, "yes") || !strcmp(text, "on")))
             *(int *)at(s, f) = 1;
         else if (text && (!strcmp(text, "false") || !strcmp(text, "no") || !strcmp(text, "off")))
             *(int *)at(s, f) = 0;
         else {
-            snprintf(why, cap, "\"%s\" must be true or false", fd->key);
+            snprintf(why, cap, "\"%s\" must be true or false%s", fd->key,
+                     f == MOEQ_F_GPTQ_CLIP ? " or auto" : "");
             return MOEQ_ERR_FORMAT;
         }
         return MOEQ_OK;
@@ -384,7 +391,10 @@ void moeq_setting_format(const moeq_qsettings *s, int f, char *out, size_t cap) 
         snprintf(out, cap, "%llu", (unsigned long long)*(const uint64_t *)p);
         break;
     case MOEQ_FT_BOOL:
-        snprintf(out, cap, "%s", *(const int *)p ? "true" : "false");
+        snprintf(out, cap, "%s",
+                 *(const int *)p == MOEQ_GPTQ_CLIP_AUTO ? "auto"
+                 : *(const int *)p                      ? "true"
+                                                        : "false");
         break;
     case MOEQ_FT_METHOD:
         snprintf(out, cap, "%s", moeq_method_name(s->method));
@@ -429,7 +439,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .gptq_static_groups = 0,
         .gptq_min_inputs = 16,
         .gptq_group_order = 1,
-        .gptq_clip = 0,
+        .gptq_clip = MOEQ_GPTQ_CLIP_AUTO,
     };
     return s;
 }

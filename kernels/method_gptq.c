@@ -19,6 +19,22 @@ moeq_gptq_params moeq_method_gptq_params(const moeq_qsettings *s) {
     return p;
 }
 
+// gptq.clip auto: GPTQ with rtn's group parameters into q, then with the clipped rule into a second matrix;
+// the run of the lower GPTQ loss (the same objective on the same damped H) is kept (the first on a tie).
+static moeq_status gptq_clip_auto(const float *w, int64_t R, int64_t C, const float *H, moeq_gptq_params *p,
+                                  const char *who, moeq_qmat *q) {
+    double l0 = 0, l1 = 0;
+    p->clip = 0;
+    MOEQ_TRY(moeq_gptq_quantize_used_cpu(w, R, C, H, p, who, q, NULL, &l0));
+    moeq_qmat alt = {0};
+    MOEQ_TRY(moeq_qmat_alloc_format(&alt, moeq_qmat_qtype(q), R, C, q->G));
+    p->clip = 1;
+    moeq_status st = moeq_gptq_quantize_used_cpu(w, R, C, H, p, who, &alt, NULL, &l1);
+    if (st == MOEQ_OK && l1 < l0) st = moeq_qmat_copy(&alt, q);
+    moeq_qmat_free(&alt);
+    return st;
+}
+
 static moeq_status gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
                                      uint64_t seed, const moeq_calib_in *calib, moeq_tq_out *out) {
     (void)seed;
@@ -29,8 +45,14 @@ static moeq_status gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const
                          "%s: method gptq needs calibration inputs (moeq quantize --calib FILE)\n---> HINT: "
                          "give calibration text or token ids, or use a calibration-free method (rtn, hqq)",
                          who);
-    const moeq_gptq_params p = moeq_method_gptq_params(s);
-    MOEQ_TRY(moeq_gptq_quantize_cpu(w, R, C, calib->hessian, &p, who, out->q));
+    moeq_gptq_params p = moeq_method_gptq_params(s);
+    const moeq_qtype_traits *ft = moeq_qtype_get(moeq_qmat_qtype(out->q));
+    if (p.clip == MOEQ_GPTQ_CLIP_AUTO && ft && (ft->family & MOEQ_QFAMILY_INT)) {
+        MOEQ_TRY(gptq_clip_auto(w, R, C, calib->hessian, &p, who, out->q));
+    } else {
+        p.clip = p.clip == MOEQ_GPTQ_CLIP_AUTO ? 0 : p.clip; // other formats have no clipped rule
+        MOEQ_TRY(moeq_gptq_quantize_cpu(w, R, C, calib->hessian, &p, who, out->q));
+    }
     const int64_t r = moeq_qsettings_rank(s);
     if (r <= 0) return MOEQ_OK;
     float *res = malloc((size_t)R * (size_t)C * sizeof(float));

@@ -20,7 +20,7 @@ static void values_of(const moeq_setting_field *f, char *out, size_t cap) {
         snprintf(out, cap, "number > 0");
         break;
     case MOEQ_FT_BOOL:
-        snprintf(out, cap, "true, false");
+        snprintf(out, cap, "true, false%s", f == moeq_setting_field_get(MOEQ_F_GPTQ_CLIP) ? ", auto" : "");
         break;
     case MOEQ_FT_METHOD:
         snprintf(out, cap, "%s", moeq_method_names());

@@ -108,7 +108,7 @@ static void test_every_format(void **state) {
         for (int mode = 0; mode < modes; mode++) {
             moeq_gptq_params p = params(mode == 2, mode == 1, 128);
             p.group_order = mode == 3, p.clip = mode == 4;
-            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, H, &p, "t", &q, used), MOEQ_OK);
+            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, H, &p, "t", &q, used, NULL), MOEQ_OK);
             float *y = deq(&q);
             if (memcmp(y, used, sizeof(float) * R * C) != 0) {
                 int64_t k = 0;
@@ -165,7 +165,7 @@ static void test_identity(void **state) {
             assert_int_equal(moeq_ggml_quantize_weighted(W, &qr, ones), MOEQ_OK);
             assert_int_equal(moeq_ggml_quantize(W, &qn), MOEQ_OK);
             const moeq_gptq_params p = params(0, 1, 128);
-            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, eye, &p, "t", &q, used), MOEQ_OK);
+            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, eye, &p, "t", &q, used, NULL), MOEQ_OK);
             const int64_t nb = (int64_t)R * C / k->block, ns = k->block / k->sub;
             int64_t code_diff = 0;
             for (int64_t b = 0; b < nb; b++) {
@@ -223,7 +223,7 @@ static void test_dead_columns(void **state) {
             moeq_qmat q;
             qalloc(&q, ts[i]);
             const moeq_gptq_params p = params(ao, 0, 128);
-            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, h2, &p, "dead", &q, used), MOEQ_OK);
+            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, h2, &p, "dead", &q, used, NULL), MOEQ_OK);
             const moeq_gptq_codec *k = moeq_gptq_codec_get(ts[i]);
             for (int r = 0; r < R; r++)
                 for (size_t d = 0; d < sizeof dead / sizeof dead[0]; d++) {
@@ -323,11 +323,61 @@ static void test_errors(void **state) {
     moeq_qmat_free(&q);
 }
 
+// The loss GPTQ reports is its objective tr((W − Q)·H_d·(W − Q)ᵀ) for the damped H_d; gptq.clip auto (method
+// gptq's default for the integer formats) keeps, byte for byte, the run (rtn's or the clipped group rule) of
+// the lower loss.
+static void test_loss_and_clip_auto(void **state) {
+    (void)state;
+    make_data(17);
+    const moeq_qtype fs[] = {MOEQ_QTYPE_I4, MOEQ_QTYPE_I3S, MOEQ_QTYPE_I2};
+    float *hd = malloc(sizeof(float) * C * C);
+    assert_non_null(hd);
+    int picked_clip = 0;
+    for (size_t k = 0; k < sizeof fs / sizeof fs[0]; k++) {
+        moeq_qsettings s = moeq_qsettings_default();
+        s.method = MOEQ_METHOD_GPTQ, s.format = fs[k], s.group = G;
+        assert_int_equal(s.gptq_clip, MOEQ_GPTQ_CLIP_AUTO);
+        moeq_gptq_params p = moeq_method_gptq_params(&s);
+        double mean = 0;
+        for (int i = 0; i < C; i++) mean += H[i * C + i];
+        mean /= C;
+        memcpy(hd, H, sizeof(float) * C * C);
+        for (int i = 0; i < C; i++) hd[i * C + i] += (float)(p.damp * mean);
+        moeq_qmat q[2];
+        double loss[2];
+        for (int c = 0; c < 2; c++) {
+            qalloc(&q[c], fs[k]);
+            p.clip = c;
+            assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, H, &p, "t", &q[c], NULL, &loss[c]),
+                             MOEQ_OK);
+            float *y = deq(&q[c]);
+            const double want = out_err(W, y, hd);
+            assert_true(fabs(loss[c] - want) <= 1e-3 * want);
+            free(y);
+        }
+        moeq_qmat a;
+        qalloc(&a, fs[k]);
+        moeq_tq_out out = {.q = &a};
+        const moeq_calib_in in = {.hessian = H, .who = "t"};
+        assert_int_equal(moeq_method_get(MOEQ_METHOD_GPTQ)->quantize_cpu(W, R, C, &s, 0, &in, &out), MOEQ_OK);
+        const int best = loss[1] < loss[0];
+        picked_clip += best;
+        const int64_t rb = moeq_qtype_row_bytes(fs[k], C), ng = C / G;
+        assert_memory_equal(a.codes, q[best].codes, (size_t)(R * rb));
+        assert_memory_equal(a.scale, q[best].scale, (size_t)(R * ng) * 2);
+        if (a.izero) assert_memory_equal(a.izero, q[best].izero, (size_t)moeq_qtype_row_bytes(fs[k], R * ng));
+        moeq_qmat_free(&a), moeq_qmat_free(&q[0]), moeq_qmat_free(&q[1]);
+    }
+    print_message("clip auto picked the clipped rule for %d of 3 formats\n", picked_clip);
+    free(hd);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_format), cmocka_unit_test(test_identity),
-        cmocka_unit_test(test_dead_columns), cmocka_unit_test(test_act_order_groups),
-        cmocka_unit_test(test_invariance),   cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_every_format),       cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_dead_columns),       cmocka_unit_test(test_act_order_groups),
+        cmocka_unit_test(test_invariance),         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_loss_and_clip_auto),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
