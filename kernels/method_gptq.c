@@ -70,11 +70,14 @@ static moeq_status gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const
 
 // read + decode (t), H⁻¹'s three factorisations (about C³ flops in all), the column loop and its lazy updates
 // (2·R·C² flops: a multiply and a subtraction per weight and later column, half the pairs), dequantization;
-// with rank r the randomized SVD of the residual (2q + 2 sgemms of n·k, k = r + oversample)
+// with rank r the randomized SVD of the residual (2q + 2 sgemms of n·k, k = r + oversample); gptq.clip auto
+// on an integer format runs GPTQ twice (gptq_clip_auto)
 static double gptq_cost_s(double t, const moeq_qsettings *s, double n, const moeq_throughput *tp) {
     const double C = tp->cols > 0 ? tp->cols : sqrt(n), R = n / C, k = s->rank + s->svd_oversample;
     const double svd = s->rank > 0 ? 2.0 * n * k * (2.0 * s->svd_power_iters + 2.0) / tp->gemm_flops : 0.0;
-    return t + (R * C * C + C * C * C) / tp->gemm_flops + 2 * n / tp->elems_per_s + svd;
+    const moeq_qtype_traits *ft = moeq_qtype_get(moeq_qsettings_qtype(s));
+    const double runs = s->gptq_clip == MOEQ_GPTQ_CLIP_AUTO && ft && (ft->family & MOEQ_QFAMILY_INT) ? 2 : 1;
+    return t + runs * (R * C * C + C * C * C) / tp->gemm_flops + 2 * n / tp->elems_per_s + svd;
 }
 
 const moeq_method_traits moeq_method_gptq = {
