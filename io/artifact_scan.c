@@ -416,3 +416,10 @@ void moeq_artifact_toc_entry(const moeq_artifact_toc *toc, int i, moeq_artifact_
         e->offset[d->ds] = d->offset;
     }
 }
+
+const moeq_artifact_dsinfo *moeq_artifact_toc_ds(const moeq_artifact_toc *toc, int i, moeq_ds d) {
+    const moeq_artifact_tensor *t = &toc->t[i];
+    for (int k = 0; k < t->n_ds; k++)
+        if (toc->ds[t->first_ds + k].ds == d) return &toc->ds[t->first_ds + k];
+    return NULL;
+}

@@ -64,5 +64,7 @@ void moeq_artifact_toc_free(moeq_artifact_toc **toc);
 
 // The moeq_artifact_entry of tensor i (geometry and offsets, for moeq_artifact_read_dataset and friends).
 void moeq_artifact_toc_entry(const moeq_artifact_toc *toc, int i, moeq_artifact_entry *e);
+// Dataset d of tensor i, NULL when the tensor has none.
+const moeq_artifact_dsinfo *moeq_artifact_toc_ds(const moeq_artifact_toc *toc, int i, moeq_ds d);
 
 #endif

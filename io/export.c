@@ -32,20 +32,23 @@ const char *moeq_export_suffix(moeq_ds d) {
     return ((int)d >= 0 && d < MOEQ_DS_COUNT) ? suffixes[d] : NULL;
 }
 
-moeq_status moeq_export_name(const char *name, moeq_ds d, char *out, size_t cap) {
-    const char *suf = moeq_export_suffix(d);
+moeq_status moeq_export_module_name(const char *name, const char *suffix, char *out, size_t cap) {
     size_t n = strlen(name);
     int len;
-    if (!suf) {
+    if (!suffix) {
         len = snprintf(out, cap, "%s", name);
     } else {
         static const char w[] = ".weight";
         if (n >= sizeof w - 1 && !strcmp(name + n - (sizeof w - 1), w)) n -= sizeof w - 1;
-        len = snprintf(out, cap, "%.*s.%s", (int)n, name, suf);
+        len = snprintf(out, cap, "%.*s.%s", (int)n, name, suffix);
     }
     if (len < 0 || (size_t)len >= cap)
         return MOEQ_FAIL(MOEQ_ERR_ARG, "tensor '%s': exported name longer than %zu bytes", name, cap - 1);
     return MOEQ_OK;
+}
+
+moeq_status moeq_export_name(const char *name, moeq_ds d, char *out, size_t cap) {
+    return moeq_export_module_name(name, moeq_export_suffix(d), out, cap);
 }
 
 void moeq_export_shard_name(int s, int n, char *out, size_t cap) {

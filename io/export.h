@@ -83,6 +83,9 @@ const char *moeq_export_suffix(moeq_ds d);
 // otherwise "<module>.<suffix>" with <module> = name without a final ".weight" (the whole name when it has
 // none). MOEQ_ERR_ARG when it does not fit.
 moeq_status moeq_export_name(const char *name, moeq_ds d, char *out, size_t cap);
+// The same with any suffix (NULL: the name itself): "<module>.<suffix>" (the compressed-tensors export's
+// names).
+moeq_status moeq_export_module_name(const char *name, const char *suffix, char *out, size_t cap);
 
 // Runs the export (see above); fills *stats (optional) on success.
 moeq_status moeq_export_run(const moeq_export_opts *o, moeq_export_stats *stats);

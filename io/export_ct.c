@@ -79,20 +79,10 @@ static int setting_eq(const ct_setting *a, const ct_setting *b) {
 
 // ---- items ----
 
-static const moeq_artifact_dsinfo *ds_of(const moeq_artifact_toc *toc, const moeq_artifact_tensor *t,
-                                         moeq_ds d) {
-    for (int k = 0; k < t->n_ds; k++)
-        if (toc->ds[t->first_ds + k].ds == d) return &toc->ds[t->first_ds + k];
-    return NULL;
-}
-
 static moeq_status item_named(moeq_export_item *it, const char *name, const char *suffix) {
-    size_t n = strlen(name);
-    if (n >= 7 && !strcmp(name + n - 7, ".weight")) n -= 7;
-    const size_t len = n + strlen(suffix) + 2;
+    const size_t len = strlen(name) + strlen(suffix) + 2;
     if (!(it->name = MOEQ_MALLOC(len, "export name"))) return MOEQ_ERR_NOMEM;
-    snprintf(it->name, len, "%.*s.%s", (int)n, name, suffix);
-    return MOEQ_OK;
+    return moeq_export_module_name(name, suffix, it->name, len);
 }
 
 moeq_status moeq_export_ct_items(const moeq_artifact_toc *toc, int i, moeq_export_item *items, int *n) {
@@ -111,7 +101,7 @@ moeq_status moeq_export_ct_items(const moeq_artifact_toc *toc, int i, moeq_expor
     ct_setting s;
     MOEQ_TRY(setting_of(toc, t, &s));
     const int64_t R = t->shape[0], C = t->shape[1], ng = C / t->group, b = s.bits;
-    const moeq_artifact_dsinfo *codes = ds_of(toc, t, MOEQ_DS_CODES);
+    const moeq_artifact_dsinfo *codes = moeq_artifact_toc_ds(toc, i, MOEQ_DS_CODES);
     const int64_t rb = moeq_qtype_row_bytes(t->format ? (int)t->format : t->bits, C);
     if (!codes || codes->ndim != 2 || codes->dims[0] != R || codes->dims[1] != rb)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': its codes plane is not (%lld, %lld)", toc->path,

@@ -113,13 +113,6 @@ int moeq_export_gguf_type(const moeq_model_config *cfg, const char *name, int nd
     return raw_type(gname, slot >= 0 ? 3 : ndim, dtype, outtype_f32);
 }
 
-static const moeq_artifact_dsinfo *ds_of(const moeq_artifact_toc *toc, int ti, moeq_ds d) {
-    const moeq_artifact_tensor *t = &toc->t[ti];
-    for (int k = 0; k < t->n_ds; k++)
-        if (toc->ds[t->first_ds + k].ds == d) return &toc->ds[t->first_ds + k];
-    return NULL;
-}
-
 static int is_quantized(const moeq_artifact_tensor *t) {
     return t->method != MOEQ_METHOD_NONE;
 }
@@ -336,7 +329,7 @@ static moeq_status build_list(build_ctx *b) {
                              "%s: %s: %" PRId64 " columns are not whole blocks of type %s (%d weights)", p,
                              g->name, g->ne[0], moeq_ggml_type_name(g->type), moeq_ggml_type_block(g->type));
         if (g->quant) { // the codes plane is exactly the GGUF rows
-            const moeq_artifact_dsinfo *d = ds_of(b->toc, g->src[0], MOEQ_DS_CODES);
+            const moeq_artifact_dsinfo *d = moeq_artifact_toc_ds(b->toc, g->src[0], MOEQ_DS_CODES);
             const uint64_t per = g->bytes / (uint64_t)g->n_src;
             if (!d || d->bytes != per)
                 return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: %s: codes plane of %llu bytes, the %s rows need %llu",
@@ -404,7 +397,7 @@ static moeq_status checksum_fail(const wctx *c, const moeq_artifact_tensor *t, c
 // The FP8 block scales of tensor si (F32 data plane), whole: (ceil(R/B), ceil(C/B)).
 static moeq_status read_scale(wctx *c, int si, float **out, size_t *n) {
     const moeq_artifact_tensor *t = &c->toc->t[si];
-    const moeq_artifact_dsinfo *d = ds_of(c->toc, si, MOEQ_DS_DATA);
+    const moeq_artifact_dsinfo *d = moeq_artifact_toc_ds(c->toc, si, MOEQ_DS_DATA);
     if (!d || t->source_dtype != MOEQ_DTYPE_F32)
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: tensor '%s': FP8 block scales must be stored F32",
                          c->toc->path, t->name);
@@ -425,7 +418,7 @@ static moeq_status read_scale(wctx *c, int si, float **out, size_t *n) {
 // One source tensor (one slot of g) in row panels: pread, hash, convert, permute, write.
 static moeq_status write_source(wctx *c, const gitem *g, int ti) {
     const moeq_artifact_tensor *t = &c->toc->t[ti];
-    const moeq_artifact_dsinfo *d = ds_of(c->toc, ti, g->quant ? MOEQ_DS_CODES : MOEQ_DS_DATA);
+    const moeq_artifact_dsinfo *d = moeq_artifact_toc_ds(c->toc, ti, g->quant ? MOEQ_DS_CODES : MOEQ_DS_DATA);
     if (!d)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has no %s plane", c->toc->path, t->name,
                          g->quant ? "codes" : "data");
@@ -497,7 +490,7 @@ static moeq_status write_source(wctx *c, const gitem *g, int ti) {
 static moeq_status write_kvb(wctx *c, const gitem *g) {
     const int ti = g->src[0];
     const moeq_artifact_tensor *t = &c->toc->t[ti];
-    const moeq_artifact_dsinfo *d = ds_of(c->toc, ti, MOEQ_DS_DATA);
+    const moeq_artifact_dsinfo *d = moeq_artifact_toc_ds(c->toc, ti, MOEQ_DS_DATA);
     const int64_t R = t->shape[0], C = t->shape[1];
     const int H = c->cfg->n_heads, nope = c->cfg->qk_nope_head_dim, v = c->cfg->v_head_dim;
     if (!d) return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' has no data", c->toc->path, t->name);
@@ -663,7 +656,7 @@ moeq_status moeq_export_gguf_run(const moeq_export_gguf_opts *o, moeq_export_ggu
         if (!l.it[i].part || l.it[i].part == PART_K_B)
             for (int e = 0; e < l.it[i].n_src; e++) {
                 const moeq_artifact_dsinfo *d =
-                    ds_of(toc, l.it[i].src[e], l.it[i].quant ? MOEQ_DS_CODES : MOEQ_DS_DATA);
+                    moeq_artifact_toc_ds(toc, l.it[i].src[e], l.it[i].quant ? MOEQ_DS_CODES : MOEQ_DS_DATA);
                 c.total += d ? d->bytes : 0;
             }
     int written = 0;

@@ -65,13 +65,6 @@ typedef struct lpair {
     uint32_t type_a, type_b;
 } lpair;
 
-static const moeq_artifact_dsinfo *ds_of(const moeq_artifact_toc *toc, int ti, moeq_ds d) {
-    const moeq_artifact_tensor *t = &toc->t[ti];
-    for (int k = 0; k < t->n_ds; k++)
-        if (toc->ds[t->first_ds + k].ds == d) return &toc->ds[t->first_ds + k];
-    return NULL;
-}
-
 // A short list of names for messages: "a (why), b and 7 more".
 typedef struct namelist {
     char buf[1024];
@@ -165,7 +158,7 @@ static moeq_status list_pairs(const moeq_artifact_toc *toc, const moeq_model_con
 
 static moeq_status read_ds(moeq_lora_reader *c, int ti, moeq_ds d, void **buf, size_t *cap) {
     const moeq_artifact_tensor *t = &c->toc->t[ti];
-    const moeq_artifact_dsinfo *di = ds_of(c->toc, ti, d);
+    const moeq_artifact_dsinfo *di = moeq_artifact_toc_ds(c->toc, ti, d);
     if (!di)
         return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s' (rank %d) has no %s plane", c->toc->path, t->name,
                          t->rank, moeq_ds_name(d));
@@ -193,11 +186,12 @@ moeq_status moeq_lora_read_factor(moeq_lora_reader *c, int ti, int which, float 
         sc = c->sc;
     }
     const int64_t cb = moeq_factor_code_bytes(t->compensator, n);
-    if (cb < 0 || (uint64_t)cb != ds_of(c->toc, ti, which ? MOEQ_DS_V : MOEQ_DS_U)->bytes)
-        return MOEQ_FAIL(MOEQ_ERR_FORMAT, "%s: tensor '%s': %s plane of %llu bytes, rank %d needs %lld",
-                         c->toc->path, t->name, which ? "V" : "U",
-                         (unsigned long long)ds_of(c->toc, ti, which ? MOEQ_DS_V : MOEQ_DS_U)->bytes, t->rank,
-                         (long long)cb);
+    if (cb < 0 || (uint64_t)cb != moeq_artifact_toc_ds(c->toc, ti, which ? MOEQ_DS_V : MOEQ_DS_U)->bytes)
+        return MOEQ_FAIL(
+            MOEQ_ERR_FORMAT, "%s: tensor '%s': %s plane of %llu bytes, rank %d needs %lld", c->toc->path,
+            t->name, which ? "V" : "U",
+            (unsigned long long)moeq_artifact_toc_ds(c->toc, ti, which ? MOEQ_DS_V : MOEQ_DS_U)->bytes,
+            t->rank, (long long)cb);
     moeq_status st = moeq_factor_dequantize_cpu(t->compensator, c->raw, sc, n, x);
     return st == MOEQ_OK ? st
                          : MOEQ_FAIL(st, "%s: tensor '%s': %s", c->toc->path, t->name, moeq_error_detail());
