@@ -56,7 +56,9 @@ typedef struct moeq_gptq_params {
                        // weights
     int clip;          // the integer formats: 1 = the group's scale and zero by method search's rule (clipped
                        // ranges, importance = the damped diag H; GPTQModel's mse option), 0 = method rtn's
-                       // (MOEQ_GPTQ_CLIP_AUTO is method gptq's: both runs, the lower loss kept)
+                       // (MOEQ_GPTQ_CLIP_AUTO, method gptq's default: the column loop run with each rule on
+                       // the one factorisation of H⁻¹, the run of the lower loss kept, the first on a tie;
+                       // the other formats read it as 0)
 } moeq_gptq_params;
 
 #define MOEQ_GPTQ_CLIP_AUTO 2

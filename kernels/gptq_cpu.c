@@ -32,6 +32,8 @@ typedef struct gptq_ctx {
     float qmax;              // grouped and integer: 2^bits − 1
     int intf, zfixed;        // the integer family: 1, and the symmetric formats' implied zero (else 0)
     int clip;                // the integer family: the group's parameters by the searched rule (gptq.clip)
+    uint16_t *scale;         // (R, C/G) the grouped and integer scale plane being written (q->scale, or the
+                             // second run's under gptq.clip auto)
     uint8_t *zs;             // (R, C/G) the asymmetric integer formats' zeros, packed at the end
     const float *imp;        // (C) importance for the block quantizers
     float *ga, *gm, *gi;     // (R, C/S) grid: a and m (grouped: s, z and 1/s)
@@ -57,7 +59,7 @@ static int choose(const gptq_ctx *c, int64_t r, const float *x, int64_t b0, int6
                                                        c->qmax, c->zfixed, &sh, &z)
                                : moeq_int_group_rtn(x + b * c->PB, c->PB, NULL, c->qmax, c->zfixed, &sh, &z);
             if (st != 0) return *where = b0 + b, ROW_OVERFLOW;
-            c->q->scale[r * (c->C / c->PB) + b0 + b] = sh;
+            c->scale[r * (c->C / c->PB) + b0 + b] = sh;
             if (c->zs) c->zs[r * (c->C / c->PB) + b0 + b] = (uint8_t)z;
             ga[b] = moeq_f16_to_f32(sh), gm[b] = (float)z;
         }
@@ -70,7 +72,7 @@ static int choose(const gptq_ctx *c, int64_t r, const float *x, int64_t b0, int6
             for (int64_t j = 1; j < c->PB; j++) mn = xg[j] < mn ? xg[j] : mn, mx = xg[j] > mx ? xg[j] : mx;
             uint16_t sh, zh;
             if (moeq_group_init(mn, mx, c->qmax, &sh, &zh) != 0) return *where = b0 + b, ROW_OVERFLOW;
-            c->q->scale[r * (c->C / c->PB) + b0 + b] = sh, c->q->zero[r * (c->C / c->PB) + b0 + b] = zh;
+            c->scale[r * (c->C / c->PB) + b0 + b] = sh, c->q->zero[r * (c->C / c->PB) + b0 + b] = zh;
             ga[b] = moeq_f16_to_f32(sh), gm[b] = moeq_f16_to_f32(zh);
             c->gi[r * nsub + b0 + b] = 1.0f / ga[b];
         }
@@ -225,6 +227,44 @@ static int panel(const gptq_ctx *c, int64_t r0, int64_t r1, float *wk, float *E,
     return ROW_OK;
 }
 
+// One run of the column loop over every row, by panels in parallel: c's codes and parameter planes, used (or
+// NULL) and rloss (R) written. The first failure in row order is reported.
+static moeq_status run_rows(const gptq_ctx *c, const float *w, const float *U, const int64_t *perm, int lazy,
+                            int64_t Bw, float *wk, float *E, float *used, double *rloss, const char *who) {
+    const int64_t R = c->R, C = c->C;
+    int64_t frow = R, fwhere = 0; // the first failure in row order
+    int fkind = ROW_OK;
+    const int64_t np = (R + MOEQ_GPTQ_PANEL - 1) / MOEQ_GPTQ_PANEL;
+#pragma omp parallel for schedule(static)
+    for (int64_t pi = 0; pi < np; pi++) {
+        const int64_t r0 = pi * MOEQ_GPTQ_PANEL, r1 = r0 + MOEQ_GPTQ_PANEL < R ? r0 + MOEQ_GPTQ_PANEL : R;
+        int64_t row = r0, where = 0;
+        int kind = ROW_OK;
+        for (int64_t r = r0; r < r1 && kind == ROW_OK; r++) {
+            for (int64_t i = 0; i < C; i++) wk[r * C + i] = w[r * C + perm[i]];
+            if (!lazy) kind = choose(c, row = r, w + r * C, 0, C / c->PB, &where);
+        }
+        float *gbuf = c->pos ? malloc((size_t)c->PB * sizeof(float)) : NULL; // group order: a block's weights
+        if (c->pos && !gbuf) kind = ROW_NOMEM;
+        if (kind == ROW_OK)
+            kind = panel(c, r0, r1, wk, E, U, perm, lazy, Bw, used, &row, &where, gbuf, rloss);
+        free(gbuf);
+        if (kind != ROW_OK) {
+#pragma omp critical(moeq_gptq_fail)
+            if (row < frow) frow = row, fwhere = where, fkind = kind;
+        }
+    }
+    if (fkind == ROW_NOMEM) return MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq group buffer", who);
+    if (fkind == ROW_OVERFLOW) return moeq_quant_fail_overflow(who, frow, fwhere, c->PB);
+    if (fkind == ROW_NONFINITE)
+        return MOEQ_FAIL(
+            MOEQ_ERR_NUMERIC,
+            "%s: the error feedback made row %lld, col %lld non-finite\n---> HINT: the Hessian is "
+            "ill-conditioned: raise gptq.damp",
+            who, (long long)frow, (long long)fwhere);
+    return MOEQ_OK;
+}
+
 static moeq_status check_args(const float *w, int64_t R, int64_t C, const float *H, const moeq_gptq_params *p,
                               const char *who, const moeq_qmat *q) {
     if (!w || !H || !p || !q || R <= 0 || C <= 0)
@@ -263,11 +303,15 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
         c.PB = c.k->block, c.S = c.k->sub;
     } else if (c.f->family & (MOEQ_QFAMILY_GROUPED | MOEQ_QFAMILY_INT)) {
         c.PB = c.S = q->G, c.qmax = (float)((1 << q->bits) - 1);
-        c.intf = (c.f->family & MOEQ_QFAMILY_INT) != 0, c.zfixed = c.f->zero_point, c.clip = p->clip;
+        c.intf = (c.f->family & MOEQ_QFAMILY_INT) != 0, c.zfixed = c.f->zero_point;
+        c.clip = c.intf && p->clip == MOEQ_GPTQ_CLIP_AUTO ? 0 : p->clip;
     } else {
         return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED, "%s: gptq has no grid for format %s", who, c.f->name);
     }
     c.rb = moeq_qtype_row_bytes(t, C);
+    c.scale = q->scale;
+    // gptq.clip auto (integer formats): a second run with the clipped rule into its own codes, planes, used
+    const int twice = c.intf && p->clip == MOEQ_GPTQ_CLIP_AUTO;
     const int lazy = !p->static_groups && !p->act_order;
     const int64_t Bw = !lazy ? p->block : c.PB >= p->block ? c.PB : p->block / c.PB * c.PB;
     const int64_t nsub = C / c.S;
@@ -278,16 +322,27 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
           *E = malloc((size_t)R * (size_t)Bw * sizeof(float));
     float *grid = malloc((size_t)R * (size_t)nsub * 3 * sizeof(float));
     int64_t *perm = malloc((size_t)C * sizeof(int64_t));
-    double *rloss = calloc((size_t)R, sizeof(double)); // (R) each row's share of the loss
+    double *rloss = calloc((size_t)R * (twice ? 2 : 1), sizeof(double)); // (R) each row's share of the loss
     c.codes = malloc((size_t)R * (size_t)C);
     if (q->izero) c.zs = malloc((size_t)(R * nsub));
+    gptq_ctx c2 = c; // the second run's outputs (twice)
+    c2.codes = NULL, c2.zs = NULL;
+    float *used2 = NULL;
+    if (twice) {
+        c2.clip = 1, c2.codes = malloc((size_t)R * (size_t)C);
+        c2.scale = malloc((size_t)(R * nsub) * sizeof(uint16_t));
+        c2.zs = q->izero ? malloc((size_t)(R * nsub)) : NULL;
+        used2 = used ? malloc((size_t)R * (size_t)C * sizeof(float)) : NULL;
+    }
     moeq_status st = MOEQ_OK;
-    if (!A || !U || !imp || !wk || !E || !grid || !perm || !rloss || !c.codes || (q->izero && !c.zs)) {
+    if (!A || !U || !imp || !wk || !E || !grid || !perm || !rloss || !c.codes || (q->izero && !c.zs) ||
+        (twice && (!c2.codes || !c2.scale || (q->izero && !c2.zs) || (used && !used2)))) {
         st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq work arrays for %lld x %lld", who, (long long)R,
                        (long long)C);
         goto done;
     }
     c.ga = grid, c.gm = grid + (size_t)R * nsub, c.gi = grid + 2 * (size_t)R * nsub, c.imp = imp;
+    c2.ga = c.ga, c2.gm = c.gm, c2.gi = c.gi, c2.imp = imp; // the grid is only read during its own run
     for (int64_t i = 0; i < C; i++) perm[i] = i;
     if (p->act_order) {
         diag_col *dc = malloc((size_t)C * sizeof *dc);
@@ -328,46 +383,25 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
             goto done;
         }
         for (int64_t i = 0; i < C; i++) c.pos[perm[i]] = i;
+        c2.pos = c.pos;
     }
     if ((st = hinv_chol(H, C, perm, p, who, A, U, imp)) != MOEQ_OK) goto done;
     free(A), A = NULL;
 
-    int64_t frow = R, fwhere = 0; // the first failure in row order
-    int fkind = ROW_OK;
-    const int64_t np = (R + MOEQ_GPTQ_PANEL - 1) / MOEQ_GPTQ_PANEL;
-#pragma omp parallel for schedule(static)
-    for (int64_t pi = 0; pi < np; pi++) {
-        const int64_t r0 = pi * MOEQ_GPTQ_PANEL, r1 = r0 + MOEQ_GPTQ_PANEL < R ? r0 + MOEQ_GPTQ_PANEL : R;
-        int64_t row = r0, where = 0;
-        int kind = ROW_OK;
-        for (int64_t r = r0; r < r1 && kind == ROW_OK; r++) {
-            for (int64_t i = 0; i < C; i++) wk[r * C + i] = w[r * C + perm[i]];
-            if (!lazy) kind = choose(&c, row = r, w + r * C, 0, C / c.PB, &where);
+    // the column loop: once, or (gptq.clip auto) with rtn's and then the clipped group rule on the same
+    // factor, the run of the lower total loss kept (the first on a tie)
+    if ((st = run_rows(&c, w, U, perm, lazy, Bw, wk, E, used, rloss, who)) != MOEQ_OK) goto done;
+    if (twice) {
+        if ((st = run_rows(&c2, w, U, perm, lazy, Bw, wk, E, used2, rloss + R, who)) != MOEQ_OK) goto done;
+        double l0 = 0, l1 = 0;
+        for (int64_t r = 0; r < R; r++) l0 += rloss[r], l1 += rloss[R + r];
+        if (l1 < l0) {
+            uint8_t *sw = c.codes;
+            c.codes = c2.codes, c2.codes = sw, sw = c.zs, c.zs = c2.zs, c2.zs = sw;
+            memcpy(q->scale, c2.scale, (size_t)(R * nsub) * sizeof(uint16_t));
+            if (used) memcpy(used, used2, (size_t)R * (size_t)C * sizeof(float));
+            memmove(rloss, rloss + R, (size_t)R * sizeof(double));
         }
-        float *gbuf = c.pos ? malloc((size_t)c.PB * sizeof(float)) : NULL; // group order: a block's weights
-        if (c.pos && !gbuf) kind = ROW_NOMEM;
-        if (kind == ROW_OK)
-            kind = panel(&c, r0, r1, wk, E, U, perm, lazy, Bw, used, &row, &where, gbuf, rloss);
-        free(gbuf);
-        if (kind != ROW_OK) {
-#pragma omp critical(moeq_gptq_fail)
-            if (row < frow) frow = row, fwhere = where, fkind = kind;
-        }
-    }
-    if (fkind == ROW_NOMEM) {
-        st = MOEQ_FAIL(MOEQ_ERR_NOMEM, "%s: gptq group buffer", who);
-        goto done;
-    }
-    if (fkind == ROW_OVERFLOW) {
-        st = moeq_quant_fail_overflow(who, frow, fwhere, c.PB);
-        goto done;
-    }
-    if (fkind == ROW_NONFINITE) {
-        st = MOEQ_FAIL(MOEQ_ERR_NUMERIC,
-                       "%s: the error feedback made row %lld, col %lld non-finite\n---> HINT: the Hessian is "
-                       "ill-conditioned: raise gptq.damp",
-                       who, (long long)frow, (long long)fwhere);
-        goto done;
     }
     // the bytes: codes packed (grouped) or written into the blocks whose parameters were chosen
 #pragma omp parallel for schedule(static)
@@ -387,6 +421,7 @@ moeq_status moeq_gptq_quantize_used_cpu(const float *w, int64_t R, int64_t C, co
 done:
     free(rloss);
     free(A), free(U), free(imp), free(wk), free(E), free(grid), free(perm), free(c.codes), free(c.pos);
-    free(c.zs);
+    free(c.zs), free(c2.codes), free(c2.zs), free(used2);
+    if (c2.scale != q->scale) free(c2.scale);
     return st;
 }

@@ -19,22 +19,6 @@ moeq_gptq_params moeq_method_gptq_params(const moeq_qsettings *s) {
     return p;
 }
 
-// gptq.clip auto: GPTQ with rtn's group parameters into q, then with the clipped rule into a second matrix;
-// the run of the lower GPTQ loss (the same objective on the same damped H) is kept (the first on a tie).
-static moeq_status gptq_clip_auto(const float *w, int64_t R, int64_t C, const float *H, moeq_gptq_params *p,
-                                  const char *who, moeq_qmat *q) {
-    double l0 = 0, l1 = 0;
-    p->clip = 0;
-    MOEQ_TRY(moeq_gptq_quantize_used_cpu(w, R, C, H, p, who, q, NULL, &l0));
-    moeq_qmat alt = {0};
-    MOEQ_TRY(moeq_qmat_alloc_format(&alt, moeq_qmat_qtype(q), R, C, q->G));
-    p->clip = 1;
-    moeq_status st = moeq_gptq_quantize_used_cpu(w, R, C, H, p, who, &alt, NULL, &l1);
-    if (st == MOEQ_OK && l1 < l0) st = moeq_qmat_copy(&alt, q);
-    moeq_qmat_free(&alt);
-    return st;
-}
-
 static moeq_status gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const moeq_qsettings *s,
                                      uint64_t seed, const moeq_calib_in *calib, moeq_tq_out *out) {
     (void)seed;
@@ -45,14 +29,8 @@ static moeq_status gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const
                          "%s: method gptq needs calibration inputs (moeq quantize --calib FILE)\n---> HINT: "
                          "give calibration text or token ids, or use a calibration-free method (rtn, hqq)",
                          who);
-    moeq_gptq_params p = moeq_method_gptq_params(s);
-    const moeq_qtype_traits *ft = moeq_qtype_get(moeq_qmat_qtype(out->q));
-    if (p.clip == MOEQ_GPTQ_CLIP_AUTO && ft && (ft->family & MOEQ_QFAMILY_INT)) {
-        MOEQ_TRY(gptq_clip_auto(w, R, C, calib->hessian, &p, who, out->q));
-    } else {
-        p.clip = p.clip == MOEQ_GPTQ_CLIP_AUTO ? 0 : p.clip; // other formats have no clipped rule
-        MOEQ_TRY(moeq_gptq_quantize_cpu(w, R, C, calib->hessian, &p, who, out->q));
-    }
+    const moeq_gptq_params p = moeq_method_gptq_params(s);
+    MOEQ_TRY(moeq_gptq_quantize_cpu(w, R, C, calib->hessian, &p, who, out->q));
     const int64_t r = moeq_qsettings_rank(s);
     if (r <= 0) return MOEQ_OK;
     float *res = malloc((size_t)R * (size_t)C * sizeof(float));
@@ -71,13 +49,13 @@ static moeq_status gptq_quantize_cpu(const float *w, int64_t R, int64_t C, const
 // read + decode (t), H⁻¹'s three factorisations (about C³ flops in all), the column loop and its lazy updates
 // (2·R·C² flops: a multiply and a subtraction per weight and later column, half the pairs), dequantization;
 // with rank r the randomized SVD of the residual (2q + 2 sgemms of n·k, k = r + oversample); gptq.clip auto
-// on an integer format runs GPTQ twice (gptq_clip_auto)
+// on an integer format runs the column loop twice on one factorisation (gptq_cpu.c)
 static double gptq_cost_s(double t, const moeq_qsettings *s, double n, const moeq_throughput *tp) {
     const double C = tp->cols > 0 ? tp->cols : sqrt(n), R = n / C, k = s->rank + s->svd_oversample;
     const double svd = s->rank > 0 ? 2.0 * n * k * (2.0 * s->svd_power_iters + 2.0) / tp->gemm_flops : 0.0;
     const moeq_qtype_traits *ft = moeq_qtype_get(moeq_qsettings_qtype(s));
     const double runs = s->gptq_clip == MOEQ_GPTQ_CLIP_AUTO && ft && (ft->family & MOEQ_QFAMILY_INT) ? 2 : 1;
-    return t + runs * (R * C * C + C * C * C) / tp->gemm_flops + 2 * n / tp->elems_per_s + svd;
+    return t + (runs * R * C * C + C * C * C) / tp->gemm_flops + 2 * n / tp->elems_per_s + svd;
 }
 
 const moeq_method_traits moeq_method_gptq = {

@@ -366,6 +366,23 @@ static void test_loss_and_clip_auto(void **state) {
         assert_memory_equal(a.codes, q[best].codes, (size_t)(R * rb));
         assert_memory_equal(a.scale, q[best].scale, (size_t)(R * ng) * 2);
         if (a.izero) assert_memory_equal(a.izero, q[best].izero, (size_t)moeq_qtype_row_bytes(fs[k], R * ng));
+        // the kernel's own auto (one factorisation, two column loops): the same bytes, the kept run's loss,
+        // and the values it rounded to are the dequantizer's
+        moeq_qmat b;
+        qalloc(&b, fs[k]);
+        float *used = malloc(sizeof(float) * R * C);
+        assert_non_null(used);
+        double lb = -1;
+        p.clip = MOEQ_GPTQ_CLIP_AUTO;
+        assert_int_equal(moeq_gptq_quantize_used_cpu(W, R, C, H, &p, "t", &b, used, &lb), MOEQ_OK);
+        assert_memory_equal(b.codes, q[best].codes, (size_t)(R * rb));
+        assert_memory_equal(b.scale, q[best].scale, (size_t)(R * ng) * 2);
+        if (b.izero) assert_memory_equal(b.izero, q[best].izero, (size_t)moeq_qtype_row_bytes(fs[k], R * ng));
+        assert_true(lb == loss[best]);
+        float *y = deq(&b);
+        assert_memory_equal(used, y, sizeof(float) * R * C);
+        free(y), free(used);
+        moeq_qmat_free(&b);
         moeq_qmat_free(&a), moeq_qmat_free(&q[0]), moeq_qmat_free(&q[1]);
     }
     print_message("clip auto picked the clipped rule for %d of 3 formats\n", picked_clip);
