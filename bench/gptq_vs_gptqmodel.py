@@ -5,7 +5,8 @@ calibration text. Run from the repository root with the venv of bench/requiremen
   /work/.torch-venv/bin/python bench/gptq_vs_gptqmodel.py [--models mixtral-tiny,mixtral-mini]
       [--settings 2g64,3g128a,4g128,3g128] [--sequences 128] [--seqlen 256] [--threads 2] [--ranks 2]
       [--llama-model mixtral-mini] [--llama-ftypes Q3_K_S,Q3_K_M,Q3_K_pure] [--llama-tools /work/.llama-tools/bin]
-      [--no-gptqmodel] [--no-llama] [--no-moeq] [--work DIR] [--out bench/results/gptq-vs-gptqmodel.json]
+      [--no-gptqmodel] [--gptqmodel-asym] [--no-llama] [--no-moeq] [--moeq-formats q,i{b}s,i{b}] [--reuse]
+      [--work DIR] [--out bench/results/gptq-vs-gptqmodel.json]
 
 1. Calibration: scripts/calib-text.sh (Debian's license texts mapped into the models' 65-char vocabulary, not
    the evaluation text) gives sequences*seqlen characters; ids.bin holds their char ids (little-endian uint32,
@@ -154,15 +155,17 @@ def reference_check(model, work, val_ids):
     return out
 
 
-def gptqmodel_row(model, work, ids_bin, seqlen, name, threads, base, val_ids):
+def gptqmodel_row(model, work, ids_bin, seqlen, name, threads, base, val_ids, sym=True):
+    """GPTQModel's GPTQ at setting name: sym=True (its default, zero 2^(bits-1)) or False (an integer zero per
+    group, "GPTQModel gptq asym": the same bytes, the format moeq's i<b> is)."""
     bits, group, act = SETTINGS[name]
-    d = os.path.join(work, "gptqmodel-" + os.path.basename(os.path.normpath(model)), name)
+    d = os.path.join(work, "gptqmodel-" + os.path.basename(os.path.normpath(model)), name + ("" if sym else "-asym"))
     os.makedirs(d, exist_ok=True)
     ckpt = gptq_hf.staging_dir(model, work)
     t = time.time()
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gptq_hf.py"), "quantize", ckpt, ids_bin,
-                        str(seqlen), str(bits), str(group), act, d, str(threads)], capture_output=True, text=True,
-                       cwd=d)  # GPTQModel writes a logs/ folder into its working directory
+                        str(seqlen), str(bits), str(group), act, d, str(threads), "sym" if sym else "asym"],
+                       capture_output=True, text=True, cwd=d)  # GPTQModel writes a logs/ folder into its cwd
     wall = time.time() - t
     with open(os.path.join(d, "gptqmodel.log"), "w") as f:
         f.write(r.stdout + r.stderr)
@@ -173,7 +176,7 @@ def gptqmodel_row(model, work, ids_bin, seqlen, name, threads, base, val_ids):
     m = gptq_hf.load_fp32(model, work)
     n = gptq_hf.set_weights(m, load_file(os.path.join(d, "dequantized.safetensors")))
     ce, ppl, _, _ = gptq_hf.perplexity(m, val_ids)
-    row = {"quantizer": "GPTQModel gptq", "setting": name, "bits": bits, "group": group, "act_order": act,
+    row = {"quantizer": "GPTQModel gptq" + ("" if sym else " asym"), "setting": name, "bits": bits, "group": group, "act_order": act,
            "modules": n, "bits_per_weight": info["bits_per_weight"],
            "bits_per_weight_with_g_idx": info["bits_per_weight_with_g_idx"], "ce_nats": ce, "perplexity": ppl,
            "increase_pct": round(100 * (ppl / base["bf16"]["perplexity"] - 1), 4),
@@ -211,7 +214,7 @@ def table(result):
                              f"{'skipped' if 'skipped' in r else 'error'} | - |")
                 continue
             lines.append(f"| {m['name']} | {r['quantizer']} | {r['setting']} | {r['bits_per_weight']:.2f} | "
-                         f"{r['perplexity']:.5f} | +{r['increase_pct']:.3f}% | {r['wall_s']:.0f} |")
+                         f"{r['perplexity']:.5f} | {r['increase_pct']:+.3f}% | {r['wall_s']:.0f} |")
     lq = result.get("llama_cpp")
     if lq:
         lines.append(f"| {lq['model']} | llama.cpp F32 GGUF (in llama.cpp) | - | 32 | {lq['base']['perplexity']:.5f} | - | - |")
@@ -224,7 +227,7 @@ def table(result):
                 lines.append(f"| {lq['model']} | llama-quantize | {r['ftype']} imatrix {r['imatrix']} | - | - | refused | - |")
                 continue
             lines.append(f"| {lq['model']} | {r['quantizer']} | {r['ftype']} imatrix {r['imatrix']} | "
-                         f"{r['bits_per_weight']:.2f} | {r['perplexity']:.5f} | +{r['increase_pct']:.3f}% | {r['wall_s']:.0f} |")
+                         f"{r['bits_per_weight']:.2f} | {r['perplexity']:.5f} | {r['increase_pct']:+.3f}% | {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -241,6 +244,9 @@ def main():
     ap.add_argument("--llama-ftypes", default="Q3_K_S,Q3_K_M,Q3_K_pure")
     ap.add_argument("--llama-tools", default="/work/.llama-tools/bin")
     ap.add_argument("--no-gptqmodel", action="store_true")
+    ap.add_argument("--gptqmodel-asym", action="store_true", help="also GPTQModel with sym=False (an integer zero "
+                    "per group: the bytes of its default format and of moeq's i{b}); with --reuse, only the "
+                    "settings that have no such row yet")
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--no-moeq", action="store_true")
     ap.add_argument("--moeq-formats", default="q,i{b}s", help="moeq's formats per setting: q = q<bits> (fp16 "
@@ -275,17 +281,26 @@ def main():
     for model in models:
         if os.path.basename(model) in old:  # the peers' rows kept; moeq's rows run again (unless --no-moeq)
             entry = old[os.path.basename(model)]
-            if not a.no_moeq:
-                runs = []
-                for name in [x for x in a.settings.split(",") if x]:
-                    bits, group, act = SETTINGS[name]
-                    now = {(f.format(b=bits) if f else f"q{bits}").replace(":", " ") for f in moeq_formats}
-                    # the peers' rows, and moeq's rows in formats this run does not measure again, kept
-                    runs += [r for r in entry["runs"] if r["setting"] == name and (
-                        not r["quantizer"].startswith("moeq") or r.get("format", f"q{bits}") not in now)]
+            val_ids = None
+            runs = []
+            for name in [x for x in a.settings.split(",") if x]:
+                bits, group, act = SETTINGS[name]
+                now = set() if a.no_moeq else {(f.format(b=bits) if f else f"q{bits}").replace(":", " ")
+                                               for f in moeq_formats}
+                mine = [r for r in entry["runs"] if r["setting"] == name]
+                # the peers' rows, and moeq's rows in formats this run does not measure again, kept
+                runs += [r for r in mine if not r["quantizer"].startswith("moeq")]
+                if a.gptqmodel_asym and not any(r["quantizer"] == "GPTQModel gptq asym" for r in mine):
+                    if val_ids is None:
+                        val_ids = gptq_hf.char_ids(model, open(os.path.join(model, "val.txt"), encoding="utf-8",
+                                                               newline="").read())
+                    runs.append(gptqmodel_row(model, work, ids_bin, a.seqlen, name, a.threads, entry["reference"],
+                                              val_ids, sym=False))
+                runs += [r for r in mine if r["quantizer"].startswith("moeq") and r.get("format", f"q{bits}") not in now]
+                if not a.no_moeq:
                     runs += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act, fmt=f.format(b=bits))
                              for f in moeq_formats]
-                entry["runs"] = runs
+            entry["runs"] = runs
             result["models"].append(entry)
             write(result, a.out)
             continue
@@ -296,8 +311,9 @@ def main():
         for name in [x for x in a.settings.split(",") if x]:
             bits, group, act = SETTINGS[name]
             if not a.no_gptqmodel:
-                entry["runs"].append(gptqmodel_row(model, work, ids_bin, a.seqlen, name, a.threads,
-                                                   entry["reference"], val_ids))
+                entry["runs"] += [gptqmodel_row(model, work, ids_bin, a.seqlen, name, a.threads,
+                                                entry["reference"], val_ids, sym)
+                                  for sym in ((True, False) if a.gptqmodel_asym else (True,))]
             if not a.no_moeq:
                 entry["runs"] += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act,
                                             fmt=f.format(b=bits)) for f in moeq_formats]
