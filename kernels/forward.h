@@ -206,6 +206,12 @@ moeq_status moeq_attention_causal_ex_cpu(const float *q, // (T, NH*Dk)
 
 // ---- FFN, router, MoE ----
 
+// act = silu(gate·x) * (up·x) (n, I), the down projection's input, in work's first n*I floats (work: 2*n*I
+// floats; down is not read). The same arithmetic as moeq_swiglu_ffn_cpu's.
+moeq_status moeq_swiglu_act_cpu(const moeq_ffn_weights *w, const float *x, // (n, H)
+                                int64_t n, int64_t H,
+                                float *work); // (2, n, I)
+
 // y = swiglu FFN of x, with a caller workspace of 2*n*I floats (NULL: allocated internally). On return the
 // workspace's first n*I floats hold silu(gate·x) * (up·x), the down projection's input (GPTQ's Hessians).
 moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, // (n, H)
@@ -256,9 +262,9 @@ moeq_status moeq_moe_route_cpu(const moeq_moe_weights *w, const float *x, // (T,
 // Combine: y (T, H) = the rows of ys (T*K, H: slot r = order[r]'s expert output times its routing weight)
 // added in order, then the shared expert of x when w has one (gated by sigmoid(shared_gate·x) if present).
 moeq_status moeq_moe_combine_cpu(const moeq_moe_weights *w, const float *x, // (T, H)
-                                 int64_t T, const int32_t *order, // (T*K)
-                                 const float *ys,                 // (T*K, H)
-                                 float *y);                       // (T, H)
+                                 int64_t T, const int32_t *order,           // (T*K)
+                                 const float *ys,                           // (T*K, H)
+                                 float *y);                                 // (T, H)
 
 // ---- loss ----
 

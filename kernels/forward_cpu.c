@@ -408,6 +408,24 @@ static inline float silu(float g) {
     return g / (1.0f + expf(-g));
 }
 
+moeq_status moeq_swiglu_act_cpu(const moeq_ffn_weights *w, const float *x, int64_t n, int64_t H,
+                                float *work) {
+    if (!w || !w->gate || !w->up || w->inter <= 0 || !x || !work || n < 0 || H <= 0)
+        return MOEQ_FAIL(MOEQ_ERR_ARG, "swiglu act: bad arguments");
+    if (n == 0) return MOEQ_OK;
+    const int64_t NI = w->inter;
+    float *gate = work, *up = work + n * NI; // (n, I) each
+    moeq_status st =
+        moeq_linear_act_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI, w->act_gate, w->min_gate);
+    if (st == MOEQ_OK) st = moeq_linear_act_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI, w->act_up, w->min_up);
+    if (st == MOEQ_OK) {
+        const int64_t nI = n * NI;
+#pragma omp parallel for schedule(static) if (par_ok(nI / 1024))
+        for (int64_t i = 0; i < nI; i++) gate[i] = silu(gate[i]) * up[i];
+    }
+    return st;
+}
+
 moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, int64_t n, int64_t H, float *y,
                                 float *work) {
     if (!w || !w->gate || !w->up || !w->down || w->inter <= 0 || !x || !y || n < 0 || H <= 0)
@@ -421,16 +439,9 @@ moeq_status moeq_swiglu_ffn_cpu(const moeq_ffn_weights *w, const float *x, int64
             return MOEQ_FAIL(MOEQ_ERR_NOMEM, "swiglu ffn: out of memory (%lld x %lld)", (long long)n,
                              (long long)NI);
     }
-    float *gate = work, *up = work + n * NI; // (n, I) each
-    moeq_status st =
-        moeq_linear_act_cpu(x, H, w->gate, NULL, n, H, NI, 0, gate, NI, w->act_gate, w->min_gate);
-    if (st == MOEQ_OK) st = moeq_linear_act_cpu(x, H, w->up, NULL, n, H, NI, 0, up, NI, w->act_up, w->min_up);
-    if (st == MOEQ_OK) {
-        const int64_t nI = n * NI;
-#pragma omp parallel for schedule(static) if (par_ok(nI / 1024))
-        for (int64_t i = 0; i < nI; i++) gate[i] = silu(gate[i]) * up[i];
-        st = moeq_linear_act_cpu(gate, NI, w->down, NULL, n, NI, H, 0, y, H, w->act_down, w->min_down);
-    }
+    moeq_status st = moeq_swiglu_act_cpu(w, x, n, H, work);
+    if (st == MOEQ_OK)
+        st = moeq_linear_act_cpu(work, NI, w->down, NULL, n, NI, H, 0, y, H, w->act_down, w->min_down);
     free(own);
     return st;
 }

@@ -172,6 +172,10 @@ static const moeq_setting_field fields[MOEQ_F_COUNT] = {
          "integer formats (i4, i4s, ...): each group's scale and zero by method search's "
          "clipped-range rule weighted by diag(H) (GPTQModel's mse), else rtn's min/max; auto: "
          "both, the lower GPTQ loss tr((W-Q)H(W-Q)^T) kept per tensor"},
+    [MOEQ_F_GPTQ_SEQUENTIAL] =
+        {"gptq.sequential", MOEQ_FT_BOOL, OFF(gptq_sequential), 0, 0,
+         "a routed expert's down projection calibrated on the activations of its gate and up as "
+         "quantized (GPTQ's true-sequential order, as GPTQModel), else as in the checkpoint"},
 };
 
 const moeq_setting_field *moeq_setting_field_get(int f) {
@@ -440,6 +444,7 @@ moeq_qsettings moeq_qsettings_default(void) {
         .gptq_min_inputs = 16,
         .gptq_group_order = 1,
         .gptq_clip = MOEQ_GPTQ_CLIP_AUTO,
+        .gptq_sequential = 1,
     };
     return s;
 }

@@ -68,6 +68,9 @@ typedef struct moeq_qsettings {
     int gptq_min_inputs; // a tensor whose Hessian summed fewer calibration inputs (a routed expert few tokens
                          // reached) is quantized by the weight-space fallback (moeq_method_fallback)
     int gptq_clip;       // integer formats: group parameters by method search's rule (gptq.h clip)
+    int gptq_sequential; // a routed expert's down projection: Hessian of silu(gate_q·x)·(up_q·x), its gate
+                         // and up as quantized (GPTQ's true-sequential order; pipeline/quantize_calib.c),
+                         // else of the original weights' activations
 } moeq_qsettings;
 
 // `group: channel` in a recipe: one group per row (per-channel scales, G = C); the group field's largest
@@ -101,6 +104,7 @@ typedef enum moeq_field {
     MOEQ_F_GPTQ_MIN_INPUTS,
     MOEQ_F_GPTQ_GROUP_ORDER,
     MOEQ_F_GPTQ_CLIP,
+    MOEQ_F_GPTQ_SEQUENTIAL,
     MOEQ_F_COUNT
 } moeq_field;
 
@@ -124,7 +128,8 @@ enum {
     MOEQ_SET_FORMAT = 1u << MOEQ_F_FORMAT,
     MOEQ_SET_GPTQ = (1u << MOEQ_F_GPTQ_DAMP) | (1u << MOEQ_F_GPTQ_ACT_ORDER) | (1u << MOEQ_F_GPTQ_BLOCK) |
                     (1u << MOEQ_F_GPTQ_STATIC_GROUPS) | (1u << MOEQ_F_GPTQ_MIN_INPUTS) |
-                    (1u << MOEQ_F_GPTQ_GROUP_ORDER) | (1u << MOEQ_F_GPTQ_CLIP), // every gptq.* field
+                    (1u << MOEQ_F_GPTQ_GROUP_ORDER) | (1u << MOEQ_F_GPTQ_CLIP) |
+                    (1u << MOEQ_F_GPTQ_SEQUENTIAL), // every gptq.* field
 };
 
 typedef enum moeq_field_type {

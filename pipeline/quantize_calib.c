@@ -56,6 +56,13 @@ typedef struct cal_state {
     struct moeq_artifact_source *art; // the artifact being written, read back (quantized weights)
     int *expert_owner;                // (E) the owner of each routed expert of the current layer
     float *x_scratch;                 // (n_loc, T, H) the statistics rounds' copy of x
+    // down after gate and up (GPTQ's true-sequential order within a routed expert): on the owner, the rows
+    // of each expert's input are kept until its unit ran; its quantized gate and up (I, H) as the unit job
+    // reports them (seq_tensor_done); then down's Hessian is rebuilt from silu(gate_q·x)·(up_q·x)
+    moeq_calib_rows *seq_x; // (E)
+    unsigned char *defer;   // (n_tensors) the routed experts' down projections with gptq.sequential
+    unsigned char *seq_on;  // (E) this round: the experts with such a down (their input rows are kept)
+    float *seq_w[2];        // the running unit's quantized gate and up, or NULL
 } cal_state;
 
 // The class group of class c: a routed expert's two classes (x, act) are one group (one unit reads both).
@@ -98,8 +105,41 @@ static moeq_status classify(cal_state *k) {
                              u, name, moeq_calib_class_name(k->unit_class[u]), moeq_calib_class_name(c));
         k->unit_class[u] = g;
         k->tensor_class[i] = c;
+        k->defer[i] = c >= MOEQ_CIN_EXPERT0 && (c - MOEQ_CIN_EXPERT0) % 2 && // a routed expert's down
+                      pt->q.gptq_sequential;
     }
     return MOEQ_OK;
+}
+
+// moeq_unit_ctx.tensor_done: tensor i of the running unit is quantized (recon its deq(Q) + U·V, or NULL). For
+// a routed expert's gate and up whose inputs this rank kept, the reconstruction is kept; once both are,
+// the expert's down Hessian (its class's, on this rank) is rebuilt from the quantized FFN's activations of
+// the same rows, in the same row order for any rank count. Without both (one not quantized, failed, or on a
+// device), down keeps the Hessian of the original weights.
+static moeq_status seq_tensor_done(void *arg, int i, const float *recon) {
+    cal_state *k = arg;
+    const moeq_plan *p = k->s->plan;
+    const int g = k->unit_class[p->t[i].unit];
+    if (g < MOEQ_CIN_EXPERT0) return MOEQ_OK;
+    const int e = (g - MOEQ_CIN_EXPERT0) / 2;
+    const moeq_proj pr = k->s->cat->t[p->t[i].cat].c.proj;
+    const int slot = pr == MOEQ_PROJ_GATE ? 0 : pr == MOEQ_PROJ_UP ? 1 : -1;
+    float *h = k->class_h[MOEQ_CIN_EXPERT_ACT(e)];
+    const moeq_calib_rows *xr = &k->seq_x[e];
+    if (slot < 0 || !recon || !h || xr->n == 0) return MOEQ_OK;
+    const int64_t I = k->cfg->moe_intermediate, H = k->H;
+    if (p->t[i].R != I || p->t[i].C != H) return MOEQ_OK; // not the (I, H) projection the forward runs
+    if (!k->seq_w[slot] && !(k->seq_w[slot] = MOEQ_MALLOC((size_t)(I * H) * sizeof(float), "quantized ffn")))
+        return MOEQ_ERR_NOMEM;
+    memcpy(k->seq_w[slot], recon, (size_t)(I * H) * sizeof(float));
+    if (!k->seq_w[1 - slot]) return MOEQ_OK;
+    float *work = MOEQ_MALLOC((size_t)(2 * xr->n * I) * sizeof(float), "quantized ffn activations");
+    if (!work) return MOEQ_ERR_NOMEM;
+    const moeq_ffn_weights f = {.gate = k->seq_w[0], .up = k->seq_w[1], .inter = (int)I};
+    moeq_status st = moeq_swiglu_act_cpu(&f, xr->x, xr->n, H, work);
+    if (st == MOEQ_OK) st = moeq_calib_hessian(work, xr->n, I, h);
+    moeq_free(&work);
+    return st;
 }
 
 // Owners of the units of `layer` (LPT over the class groups' costs, then the other units; ties: lower
@@ -317,6 +357,12 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
         if (k->unit_layer[u] == layer && !s->done[u] && in_round(k, u, round) && k->tensor_class[i] >= 0)
             want[k->tensor_class[i]] = 1, any = 1;
     }
+    for (int e = 0; e < k->cfg->n_experts; e++) k->seq_on[e] = 0;
+    for (int i = 0; i < p->n_tensors; i++) { // the experts whose down is calibrated sequentially
+        const int u = p->t[i].unit, c = k->tensor_class[i];
+        if (k->unit_layer[u] == layer && !s->done[u] && in_round(k, u, round) && k->defer[i])
+            k->seq_on[(c - MOEQ_CIN_EXPERT0) / 2] = 1;
+    }
     moeq_status st = MOEQ_OK;
     if (any) {
         moeq_model *m = NULL;
@@ -351,6 +397,9 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
                                    : MOEQ_ERR_NOMEM;
                 k->class_n[c] = rows[c].n;
             }
+            const int e = (c - MOEQ_CIN_EXPERT0) / 2;
+            if (owner == s->rank && c == MOEQ_CIN_EXPERT_X(e) && k->seq_on[e])
+                k->seq_x[e] = rows[c], memset(&rows[c], 0, sizeof rows[c]); // kept for down (seq_tensor_done)
             moeq_calib_rows_free(&rows[c]);
             st = moeq_run_agree(hs, MPI_COMM_WORLD);
             continue;
@@ -363,7 +412,11 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
         if (k->unit_layer[u] == layer && !s->done[u] && in_round(k, u, round) && k->owner[u] == s->rank) {
             const moeq_status us = run_unit(k, u);
             if (mine == MOEQ_OK) mine = us;
+            moeq_free(&k->seq_w[0]), moeq_free(&k->seq_w[1]);
+            if (k->unit_class[u] >= MOEQ_CIN_EXPERT0)
+                moeq_calib_rows_free(&k->seq_x[(k->unit_class[u] - MOEQ_CIN_EXPERT0) / 2]);
         }
+    for (int e = 0; e < k->cfg->n_experts; e++) moeq_calib_rows_free(&k->seq_x[e]);
     if (st == MOEQ_OK) collect_results(k, layer, round);
     for (int c = 0; c < k->n_classes; c++) {
         free(k->class_h[c]);
@@ -433,11 +486,12 @@ moeq_status moeq_qcal_open(run_state *s) {
         int layer = -1;
         const char *name = s->cat->t[p->t[i].cat].name;
         if (mt && mt->needs_calibration && moeq_calib_class_of(&s->cat->cfg, name, &layer) < 0)
-            return MOEQ_FAIL(MOEQ_ERR_UNSUPPORTED,
-                             "tensor '%s': method %s needs the inputs of a linear layer, and this tensor is not "
-                             "one the calibration pass runs (embedding, norm or bias)\n---> HINT: give it "
-                             "another method in the recipe (e.g. a rule with set: {method: rtn})",
-                             name, mt->name);
+            return MOEQ_FAIL(
+                MOEQ_ERR_UNSUPPORTED,
+                "tensor '%s': method %s needs the inputs of a linear layer, and this tensor is not "
+                "one the calibration pass runs (embedding, norm or bias)\n---> HINT: give it "
+                "another method in the recipe (e.g. a rule with set: {method: rtn})",
+                name, mt->name);
     }
     if (o->simulate)
         return MOEQ_FAIL(MOEQ_ERR_ARG,
@@ -480,11 +534,15 @@ int moeq_qcal_dispatch(run_state *s, const double *cost) {
     k.class_n = calloc((size_t)k.n_classes, sizeof(int64_t));
     k.expert_owner = calloc((size_t)k.cfg->n_experts + 1, sizeof(int));
     k.x_scratch = malloc((size_t)((int64_t)(k.n_loc ? k.n_loc : 1) * k.T * k.H) * sizeof(float));
+    k.seq_x = calloc((size_t)k.cfg->n_experts + 1, sizeof *k.seq_x);
+    k.defer = calloc((size_t)p->n_tensors, 1);
+    k.seq_on = calloc((size_t)k.cfg->n_experts + 1, 1);
     if (!k.x || !k.unit_class || !k.unit_layer || !k.owner || !k.tensor_class || !k.hessian || !k.rows_of ||
-        !k.class_h || !k.class_n || !k.expert_owner || !k.x_scratch)
+        !k.class_h || !k.class_n || !k.expert_owner || !k.x_scratch || !k.seq_x || !k.defer || !k.seq_on)
         MPI_Abort(MPI_COMM_WORLD, MOEQ_EXIT_NOMEM);
     s->ctx.hessian = (const float *const *)k.hessian;
     s->ctx.calib_rows = k.rows_of;
+    s->ctx.defer = k.defer, s->ctx.tensor_done = seq_tensor_done, s->ctx.tensor_done_arg = &k;
     moeq_status st = moeq_run_agree(classify(&k), MPI_COMM_WORLD);
     int rfd = -1;
     moeq_artifact_source art;
@@ -519,6 +577,8 @@ int moeq_qcal_dispatch(run_state *s, const double *cost) {
     if (art_ok) moeq_artifact_source_free(&art);
     if (rfd >= 0) close(rfd);
     s->ctx.hessian = NULL, s->ctx.calib_rows = NULL;
+    s->ctx.defer = NULL, s->ctx.tensor_done = NULL, s->ctx.tensor_done_arg = NULL;
+    free(k.seq_x), free(k.defer), free(k.seq_on);
     free(k.x), free(k.unit_class), free(k.unit_layer), free(k.owner), free(k.tensor_class);
     free(k.hessian), free(k.rows_of), free(k.class_h), free(k.class_n), free(k.expert_owner),
         free(k.x_scratch);

@@ -32,7 +32,9 @@ void moeq_calib_set_free(moeq_calib_set **ps) {
 
 uint64_t moeq_plan_digest_calib(uint64_t digest, uint64_t calib_xxh3) {
     if (!calib_xxh3) return digest;
-    const uint64_t v[3] = {digest, calib_xxh3, 0x43414c4942534554ull}; // "CALIBSET"
+    // "CALIBSET", then the pass's version: 2 since a routed expert's down is calibrated on its quantized gate
+    // and up (gptq.sequential), so that a run of the earlier pass does not resume with this one
+    const uint64_t v[4] = {digest, calib_xxh3, 0x43414c4942534554ull, 2};
     return XXH3_64bits(v, sizeof v);
 }
 

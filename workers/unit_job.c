@@ -235,8 +235,10 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
         if (t->scale >= 0 && x->cat->t[t->scale].st)
             moeq_st_prefetch(x->cat->shards[x->cat->t[t->scale].shard], x->cat->t[t->scale].st);
     }
-    for (int k = 0; k < un->count && st == MOEQ_OK; k++) {
-        const int i = un->first + k;
+    // the unit's tensors in plan order; with x->defer, the deferred ones after the others
+    for (int kk = 0; kk < (x->defer ? 2 : 1) * un->count && st == MOEQ_OK; kk++) {
+        const int k = kk % un->count, i = un->first + k;
+        if (x->defer && (kk < un->count) == (x->defer[i] != 0)) continue;
         const moeq_plan_tensor *pt = &x->plan->t[i];
         const moeq_tensor_info *t = &x->cat->t[pt->cat];
         const moeq_artifact_entry *e = &x->entries[i];
@@ -252,6 +254,11 @@ moeq_status moeq_unit_job_run(moeq_unit_ctx *x, int u, moeq_tensor_result *res) 
         else
             st = quantize_one(x, i, t, pt, e, all, r);
         r->checksum = XXH3_64bits_digest(all);
+        if (st == MOEQ_OK && x->tensor_done && !(x->defer && x->defer[i])) {
+            const int have = pt->q.method != MOEQ_METHOD_NONE && r->status == MOEQ_OK &&
+                             ops_of(x)->tensor_needs_work; // recon is in host memory
+            st = x->tensor_done(x->tensor_done_arg, i, have ? x->recon : NULL);
+        }
     }
     XXH3_freeState(all);
     if (st == MOEQ_OK) {

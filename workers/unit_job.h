@@ -22,8 +22,15 @@ typedef struct moeq_unit_ctx {
                                         // --imatrix: workers/importance.h) or NULL; NULL: none for any
     const float *const *hessian; // (plan->n_tensors) each tensor's Hessian Σ x·xᵀ (C, C) from the calibration
                                  // pass (--calib, pipeline/quantize_calib.c) or NULL; NULL: none for any
-    const int64_t *calib_rows;   // (plan->n_tensors) the inputs each Hessian summed, or NULL
-    int out_fd;                         // the artifact (.partial), open for writing
+    const int64_t *calib_rows; // (plan->n_tensors) the inputs each Hessian summed, or NULL
+    // The calibration pass's sequential step within a unit (pipeline/quantize_calib.c), or NULL: the
+    // tensors with defer[i] set are quantized after the unit's other tensors, and after each other tensor
+    // tensor_done(arg, i, recon) gets its reconstruction deq(Q) + U·V (R, C) (NULL when the tensor failed
+    // or the backend keeps it on its device), so that it may rewrite the deferred tensors' Hessians.
+    const unsigned char *defer; // (plan->n_tensors)
+    moeq_status (*tensor_done)(void *arg, int i, const float *recon);
+    void *tensor_done_arg;
+    int out_fd; // the artifact (.partial), open for writing
     const char *out_path;
     // measured on this rank
     double seconds_read, seconds_compute, seconds_write;
@@ -81,7 +88,7 @@ moeq_status moeq_quantize_matrix(const moeq_qsettings *q, const char *name, cons
 // the backend's (MOEQ_ERR_NUMERIC for non-finite weights, naming row and column). calib: the importance
 // vector (C) and Hessian (C, C) in host memory, or NULL, handed to the method (kernels/method.h).
 moeq_status moeq_quantize_tensor(const moeq_kernel_ops *ops, const moeq_qsettings *q, const char *name,
-                                 const moeq_raw_tensor *src, const moeq_calib_in *calib, const moeq_tq_work *work,
-                                 moeq_qtensor *out, moeq_tensor_result *r);
+                                 const moeq_raw_tensor *src, const moeq_calib_in *calib,
+                                 const moeq_tq_work *work, moeq_qtensor *out, moeq_tensor_result *r);
 
 #endif

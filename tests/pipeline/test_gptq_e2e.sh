@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end: `moeq quantize --calib` (issue 22), GPTQ through the layer-streaming calibration pass, on
 # mixtral-tiny with a calibration text unrelated to the evaluation text (scripts/calib-text.sh: Debian's
-# license texts). The artifact is byte-identical for 1, 2 and 3 ranks; a kill in the middle of layer 1
+# license texts). The artifact is byte-identical for 1, 2 and 3 ranks; gptq.sequential (down calibrated on
+# the quantized gate and up) changes exactly layer 0's experts' down against false; a kill in the middle of layer 1
 # (some of its units journaled) resumes, on another rank count, to the same bytes; --resume with another
 # calibration set is refused (exit 7); eval accepts the artifact (digest rebuilt from calib_xxh3), names the
 # set and the tokens per routed expert, and GPTQ's perplexity increase is below HQQ's at the same bits;
@@ -28,6 +29,25 @@ c1=$(checksum "$tmp/q1.out")
 [ -n "$c1" ] && [ "$c1" = "$(checksum "$tmp/q2.out")" ] && [ "$c1" = "$(checksum "$tmp/q3.out")" ] ||
     fail "checksums differ across rank counts: $c1 $(checksum "$tmp/q2.out") $(checksum "$tmp/q3.out")"
 cmp -s <(grep -v '^calibration' "$tmp/q1.out" | grep -c layer) <(echo 5) || true # (one line per layer + model)
+
+# gptq.sequential (default true): a routed expert's down is calibrated on its gate and up as quantized. Off,
+# layer 0's attention and experts' gate and up are the same bytes, its experts' down are not (the later
+# layers then see other inputs).
+printf 'version: 1\ndefaults: {method: gptq, bits: 3, group: 64, gptq: {sequential: false}}\n' >"$tmp/gs.yaml"
+"$MPIEXEC" -n 2 "$MOEQ" quantize -q --model "$tiny" --recipe "$tmp/gs.yaml" "${cal[@]}" --out "$tmp/gs.h5" ||
+    fail "quantize gptq.sequential false"
+e=model.layers.0.block_sparse_moe.experts
+for a in g1 gs; do
+    mkdir -p "$tmp/$a.dq"
+    "$MOEQ" inspect "$tmp/$a.h5" --dequant "$e.3.w1.weight,$e.3.w3.weight,$e.3.w2.weight,$e.6.w2.weight,model.layers.0.self_attn.o_proj.weight" \
+        --out "$tmp/$a.dq" >/dev/null || fail "inspect --dequant $a"
+done
+for t in "$e.3.w1.weight" "$e.3.w3.weight" model.layers.0.self_attn.o_proj.weight; do
+    cmp -s "$tmp/g1.dq/$t.f32" "$tmp/gs.dq/$t.f32" || fail "gptq.sequential changed $t (only down reads gate and up)"
+done
+for t in "$e.3.w2.weight" "$e.6.w2.weight"; do
+    ! cmp -s "$tmp/g1.dq/$t.f32" "$tmp/gs.dq/$t.f32" || fail "gptq.sequential left $t as without it"
+done
 grep -q "^calibration .*calib.txt (text): 32 sequences x 128 tokens of 4096" "$tmp/q1.out" ||
     fail "the calibration set is not reported: $(head -5 "$tmp/q1.out")"
 
