@@ -306,7 +306,7 @@ moeq_status moeq_calib_estimate_make(const moeq_catalog *c, const moeq_plan *p, 
         free(dense), free(expert), free(round_sum), free(round_max);
         return MOEQ_ERR_NOMEM;
     }
-    double hess_flops_total = 0, hess_flops_max = 0, attn_params = 0, ffn_params = 0;
+    double hess_flops_total = 0, hess_flops_max = 0, attn_params = 0, ffn_params = 0, seq_rows = 0;
     int64_t widest_token_cols = 0;
     for (int i = 0; i < p->n_tensors; i++) { // parameters per layer: routed experts apart
         const moeq_plan_tensor *pt = &p->t[i];
@@ -331,6 +331,12 @@ moeq_status moeq_calib_estimate_make(const moeq_catalog *c, const moeq_plan *p, 
         const int first = !(i > 0 && p->t[i - 1].unit == pt->unit && cls >= 0 &&
                             cls == moeq_calib_class_of(cfg, c->t[p->t[i - 1].cat].name, &layer));
         if (first) hess_flops_total += hf, hess_flops_max = hf > hess_flops_max ? hf : hess_flops_max;
+        if (pt->q.gptq_sequential && cls >= MOEQ_CIN_EXPERT0 && (cls - MOEQ_CIN_EXPERT0) % 2) {
+            // a routed expert's down rebuilt after its gate and up (quantize_calib.c): their forward over
+            // its rows again, and the Hessian once more
+            hess_flops_total += hf + 4.0 * rows * (double)pt->C * (double)H;
+            seq_rows = rows;
+        }
         if (pt->C > o->max_cols) o->max_cols = pt->C;
         if (u->kind != MOEQ_UNIT_EXPERT && pt->C > widest_token_cols) widest_token_cols = pt->C;
         const int rnd = u->kind == MOEQ_UNIT_ATTENTION ? (cls == MOEQ_CIN_ATTN_OUT ? 1 : 0) : 2;
@@ -349,7 +355,8 @@ moeq_status moeq_calib_estimate_make(const moeq_catalog *c, const moeq_plan *p, 
     o->states_bytes =
         4.0 * n_loc * (double)T * (double)H * 4.0; // x, its copy, post-attention state, FFN input
     o->rows_bytes = 4.0 * ((double)own * N * (double)K / (double)E * ((double)H + inter) +
-                           n_loc * (double)T * (double)(widest_token_cols > H ? widest_token_cols : H) * 2.0);
+                           n_loc * (double)T * (double)(widest_token_cols > H ? widest_token_cols : H) * 2.0 +
+                           2.0 * seq_rows * inter); // gptq.sequential: one expert's activations, twice
     o->hessian_bytes = (double)o->max_cols * (double)o->max_cols * (8.0 + 4.0 + 4.0 + 2.0 * 8.0 + 4.0);
     o->mem_per_rank = o->weights_bytes + o->states_bytes + o->rows_bytes + o->hessian_bytes;
     const double flops = cm->gemm_flops > 0 ? cm->gemm_flops : 1e11;
