@@ -290,15 +290,17 @@ def main():
                 mine = [r for r in entry["runs"] if r["setting"] == name]
                 # the peers' rows, and moeq's rows in formats this run does not measure again, kept
                 runs += [r for r in mine if not r["quantizer"].startswith("moeq")]
-                if a.gptqmodel_asym and not any(r["quantizer"] == "GPTQModel gptq asym" for r in mine):
+                for sym in ((True, False) if a.gptqmodel_asym else (True,)) if not a.no_gptqmodel else ():
+                    if any(r["quantizer"] == "GPTQModel gptq" + ("" if sym else " asym") for r in mine):
+                        continue  # kept; a missing peer row is measured
                     if val_ids is None:
                         val_ids = gptq_hf.char_ids(model, open(os.path.join(model, "val.txt"), encoding="utf-8",
                                                                newline="").read())
                     runs.append(gptqmodel_row(model, work, ids_bin, a.seqlen, name, a.threads, entry["reference"],
-                                              val_ids, sym=False))
+                                              val_ids, sym=sym))
                 runs += [r for r in mine if r["quantizer"].startswith("moeq") and r.get("format", f"q{bits}") not in now]
                 if not a.no_moeq:
-                    runs += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act, fmt=f.format(b=bits))
+                    runs += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act, fmt=f.format(b=bits) if f else None)
                              for f in moeq_formats]
             entry["runs"] = runs
             result["models"].append(entry)
@@ -316,7 +318,7 @@ def main():
                                   for sym in ((True, False) if a.gptqmodel_asym else (True,))]
             if not a.no_moeq:
                 entry["runs"] += [moeq_gptq(moeq, model, ids_bin, work, a.ranks, bits, group, act,
-                                            fmt=f.format(b=bits)) for f in moeq_formats]
+                                            fmt=f.format(b=bits) if f else None) for f in moeq_formats]
         result["models"].append(entry)
         write(result, a.out)
     if not a.no_llama and "llama_cpp" in old:
