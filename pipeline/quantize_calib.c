@@ -105,8 +105,7 @@ static moeq_status classify(cal_state *k) {
                              u, name, moeq_calib_class_name(k->unit_class[u]), moeq_calib_class_name(c));
         k->unit_class[u] = g;
         k->tensor_class[i] = c;
-        k->defer[i] = c >= MOEQ_CIN_EXPERT0 && (c - MOEQ_CIN_EXPERT0) % 2 && // a routed expert's down
-                      pt->q.gptq_sequential;
+        k->defer[i] = MOEQ_CIN_IS_EXPERT_ACT(c) && pt->q.gptq_sequential; // a routed expert's down
     }
     return MOEQ_OK;
 }
@@ -121,7 +120,7 @@ static moeq_status seq_tensor_done(void *arg, int i, const float *recon) {
     const moeq_plan *p = k->s->plan;
     const int g = k->unit_class[p->t[i].unit];
     if (g < MOEQ_CIN_EXPERT0) return MOEQ_OK;
-    const int e = (g - MOEQ_CIN_EXPERT0) / 2;
+    const int e = MOEQ_CIN_EXPERT_OF(g);
     const moeq_proj pr = k->s->cat->t[p->t[i].cat].c.proj;
     const int slot = pr == MOEQ_PROJ_GATE ? 0 : pr == MOEQ_PROJ_UP ? 1 : -1;
     float *h = k->class_h[MOEQ_CIN_EXPERT_ACT(e)];
@@ -352,16 +351,13 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
         free(want), free(rows);
         return MOEQ_OK;
     }
+    memset(k->seq_on, 0, (size_t)k->cfg->n_experts);
     for (int i = 0; i < p->n_tensors; i++) {
         const int u = p->t[i].unit;
-        if (k->unit_layer[u] == layer && !s->done[u] && in_round(k, u, round) && k->tensor_class[i] >= 0)
+        if (k->unit_layer[u] == layer && !s->done[u] && in_round(k, u, round) && k->tensor_class[i] >= 0) {
             want[k->tensor_class[i]] = 1, any = 1;
-    }
-    for (int e = 0; e < k->cfg->n_experts; e++) k->seq_on[e] = 0;
-    for (int i = 0; i < p->n_tensors; i++) { // the experts whose down is calibrated sequentially
-        const int u = p->t[i].unit, c = k->tensor_class[i];
-        if (k->unit_layer[u] == layer && !s->done[u] && in_round(k, u, round) && k->defer[i])
-            k->seq_on[(c - MOEQ_CIN_EXPERT0) / 2] = 1;
+            if (k->defer[i]) k->seq_on[MOEQ_CIN_EXPERT_OF(k->tensor_class[i])] = 1; // down after gate and up
+        }
     }
     moeq_status st = MOEQ_OK;
     if (any) {
@@ -397,7 +393,7 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
                                    : MOEQ_ERR_NOMEM;
                 k->class_n[c] = rows[c].n;
             }
-            const int e = (c - MOEQ_CIN_EXPERT0) / 2;
+            const int e = MOEQ_CIN_EXPERT_OF(c);
             if (owner == s->rank && c == MOEQ_CIN_EXPERT_X(e) && k->seq_on[e])
                 k->seq_x[e] = rows[c], memset(&rows[c], 0, sizeof rows[c]); // kept for down (seq_tensor_done)
             moeq_calib_rows_free(&rows[c]);
@@ -414,7 +410,7 @@ static moeq_status calibrate_and_quantize(cal_state *k, int layer, int round) {
             if (mine == MOEQ_OK) mine = us;
             moeq_free(&k->seq_w[0]), moeq_free(&k->seq_w[1]);
             if (k->unit_class[u] >= MOEQ_CIN_EXPERT0)
-                moeq_calib_rows_free(&k->seq_x[(k->unit_class[u] - MOEQ_CIN_EXPERT0) / 2]);
+                moeq_calib_rows_free(&k->seq_x[MOEQ_CIN_EXPERT_OF(k->unit_class[u])]);
         }
     for (int e = 0; e < k->cfg->n_experts; e++) moeq_calib_rows_free(&k->seq_x[e]);
     if (st == MOEQ_OK) collect_results(k, layer, round);

@@ -39,7 +39,7 @@ int64_t moeq_calib_class_cols(const moeq_model_config *c, int cls) {
     default:
         break;
     }
-    if (cls >= MOEQ_CIN_EXPERT0 && (cls - MOEQ_CIN_EXPERT0) % 2) return c->moe_intermediate;
+    if (MOEQ_CIN_IS_EXPERT_ACT(cls)) return c->moe_intermediate;
     return c->hidden;
 }
 
@@ -145,15 +145,13 @@ void moeq_calib_rows_free(moeq_calib_rows *r) {
     memset(r, 0, sizeof *r);
 }
 
-// work (2, n, I) holds silu(gate·x)·(up·x) in its first half after the FFN; y (n, H) is scratch when the
-// caller wants no output.
+// work (2, n, I) holds silu(gate·x)·(up·x) in its first half; without y the down projection is not run.
 moeq_status moeq_calib_ffn_act(const moeq_ffn_weights *f, const float *x, int64_t n, int64_t H, float *y,
                                moeq_calib_rows *out) {
     if (n == 0) return MOEQ_OK;
-    const int64_t own_y = y ? 0 : n * H;
-    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter + own_y) * sizeof(float), "calibration ffn rows");
+    float *work = MOEQ_MALLOC((size_t)(2 * n * f->inter) * sizeof(float), "calibration ffn rows");
     if (!work) return MOEQ_ERR_NOMEM;
-    moeq_status st = moeq_swiglu_ffn_cpu(f, x, n, H, y ? y : work + 2 * n * f->inter, work);
+    moeq_status st = y ? moeq_swiglu_ffn_cpu(f, x, n, H, y, work) : moeq_swiglu_act_cpu(f, x, n, H, work);
     if (st == MOEQ_OK && out) st = moeq_calib_rows_append(out, work, n, f->inter);
     moeq_free(&work);
     return st;
@@ -331,7 +329,7 @@ moeq_status moeq_calib_estimate_make(const moeq_catalog *c, const moeq_plan *p, 
         const int first = !(i > 0 && p->t[i - 1].unit == pt->unit && cls >= 0 &&
                             cls == moeq_calib_class_of(cfg, c->t[p->t[i - 1].cat].name, &layer));
         if (first) hess_flops_total += hf, hess_flops_max = hf > hess_flops_max ? hf : hess_flops_max;
-        if (pt->q.gptq_sequential && cls >= MOEQ_CIN_EXPERT0 && (cls - MOEQ_CIN_EXPERT0) % 2) {
+        if (pt->q.gptq_sequential && MOEQ_CIN_IS_EXPERT_ACT(cls)) {
             // a routed expert's down rebuilt after its gate and up (quantize_calib.c): their forward over
             // its rows again, and the Hessian once more
             hess_flops_total += hf + 4.0 * rows * (double)pt->C * (double)H;

@@ -49,6 +49,9 @@ enum {
 };
 #define MOEQ_CIN_EXPERT_X(e)   (MOEQ_CIN_EXPERT0 + 2 * (e))
 #define MOEQ_CIN_EXPERT_ACT(e) (MOEQ_CIN_EXPERT0 + 2 * (e) + 1)
+// Class c is a routed expert's down-projection input (EXPERT_ACT); its expert: MOEQ_CIN_EXPERT_OF(c).
+#define MOEQ_CIN_IS_EXPERT_ACT(c) ((c) >= MOEQ_CIN_EXPERT0 && ((c)-MOEQ_CIN_EXPERT0) % 2)
+#define MOEQ_CIN_EXPERT_OF(c)     (((c)-MOEQ_CIN_EXPERT0) / 2)
 
 // Number of classes of a model (8 + 2·E).
 int moeq_calib_n_classes(const moeq_model_config *cfg);
